@@ -1,0 +1,70 @@
+# actorq: an actor runtime with OTP-style supervision and a durable job queue.
+#
+# Layout (a lower layer never imports a higher one):
+#   actorq._kernel        actors, refs, mailboxes, the actor system
+#   actorq.supervisors    restart intensity, OS-process children
+#   actorq.transports     msgpack codec, ZeroMQ sockets on an asyncio loop
+#   actorq.journal        the Journal protocol and its SQLite backend
+#   actorq.jobs           tasks, jobs, journal writer, dispatcher, worker, scheduler
+#   actorq.node           topology.toml, the Node, the command line
+# This module only re-exports the public names.
+import logging as _logging
+
+__version__ = "0.1.0"
+
+from actorq._kernel.actor import Actor as Actor
+from actorq._kernel.ref import ActorRef as ActorRef
+from actorq._kernel.system import ActorSystem as ActorSystem
+from actorq.errors import ActorQError as ActorQError
+from actorq.errors import ActorStopped as ActorStopped
+from actorq.errors import AskTimeout as AskTimeout
+from actorq.errors import JournalError as JournalError
+from actorq.errors import JournalLocked as JournalLocked
+from actorq.errors import MailboxFull as MailboxFull
+from actorq.errors import NotCommitted as NotCommitted
+from actorq.errors import UnknownTask as UnknownTask
+from actorq.jobs.client import Client as Client
+from actorq.jobs.queue import QueueRef as QueueRef
+from actorq.jobs.retry import RetryPolicy as RetryPolicy
+from actorq.jobs.task import Discard as Discard
+from actorq.jobs.task import Job as Job
+from actorq.jobs.task import JobContext as JobContext
+from actorq.jobs.task import Task as Task
+from actorq.jobs.task import TaskRegistry as TaskRegistry
+from actorq.jobs.task import current_job as current_job
+from actorq.journal.protocol import JobState as JobState
+from actorq.node.config import Config as Config
+from actorq.node.config import ConfigError as ConfigError
+from actorq.node.config import load_config as load_config
+from actorq.node.node import Node as Node
+from actorq.node.node import NodeFailed as NodeFailed
+
+_logging.getLogger("actorq").addHandler(_logging.NullHandler())
+
+__all__ = [
+    "Actor",
+    "ActorQError",
+    "ActorRef",
+    "ActorStopped",
+    "ActorSystem",
+    "AskTimeout",
+    "Client",
+    "Config",
+    "ConfigError",
+    "Discard",
+    "Job",
+    "JobContext",
+    "JobState",
+    "JournalError",
+    "JournalLocked",
+    "MailboxFull",
+    "Node",
+    "NodeFailed",
+    "NotCommitted",
+    "QueueRef",
+    "RetryPolicy",
+    "Task",
+    "TaskRegistry",
+    "UnknownTask",
+    "current_job",
+]

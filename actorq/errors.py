@@ -1,0 +1,54 @@
+"""Exceptions raised by actorq's public API.
+
+Every error a caller can act on has its own class here, so that handling code
+never matches on message text.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActorQError",
+    "ActorStopped",
+    "AskTimeout",
+    "JournalError",
+    "JournalLocked",
+    "MailboxFull",
+    "NotCommitted",
+    "UnknownTask",
+]
+
+
+class ActorQError(Exception):
+    """Base class of every exception that actorq raises on purpose."""
+
+
+class MailboxFull(ActorQError):
+    """`tell` found the target actor's bounded mailbox full; the message was not queued."""
+
+
+class ActorStopped(ActorQError):
+    """The target actor has stopped; the message was not delivered."""
+
+
+class AskTimeout(ActorQError, TimeoutError):
+    """`ask` got no reply within its timeout. The request may or may not have been handled."""
+
+
+class JournalError(ActorQError):
+    """The journal could not carry out a state transition (I/O error, full disk, corrupt file)."""
+
+
+class JournalLocked(JournalError):
+    """Another node already owns this journal file (SQLite allows one node per file)."""
+
+
+class NotCommitted(JournalError):
+    """A job was not committed to the journal, so it was never accepted.
+
+    Raised by the confirmed enqueue form. Re-sending the same job (same id) is
+    safe: enqueue is idempotent on the job id.
+    """
+
+
+class UnknownTask(ActorQError, LookupError):
+    """A job named a task that is not in the worker's registry."""

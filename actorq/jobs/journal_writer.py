@@ -1,0 +1,298 @@
+"""The journal writer: the one owner of the journal, committing in groups.
+
+::
+
+    loop thread                              writer thread
+    ───────────                              ─────────────
+    tell / acks / leases ──submit(op)──▶ SimpleQueue ──▶ take all pending ops (≤ batch_max)
+                                                        BEGIN IMMEDIATE
+                                                          enqueue  (one executemany)
+                                                          complete (one executemany)
+                                                          fail, release, reclaim, promote
+                                                          lease    (one UPDATE … RETURNING per worker)
+                                                        COMMIT   (one fsync for the whole group)
+    callbacks ◀──call_soon_threadsafe (once per group)──┘
+
+Group commit: while one transaction is being written and fsynced, new ops pile
+up in the queue; the next transaction takes them all. Under load one fsync
+serves hundreds of jobs; at light load a job waits for one commit only. The
+database I/O never runs on the event loop.
+
+Ops inside a group run in a fixed order (enqueues, acks and failures,
+releases, reclaims, promotions, then leases), so a lease in the same group
+sees the jobs just enqueued, and a worker's last acks land before its death's
+reclaim. A callback runs only after its op's group committed: a job is
+*accepted* when its enqueue callback reports success, never earlier. If the
+commit fails, every op of the group gets the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+
+from typing import Any, Callable, Sequence
+
+from actorq.errors import JournalError
+from actorq.journal.protocol import Failure, Journal, LeasedJob, NewJob
+
+logger = logging.getLogger(__name__)
+
+Callback = Callable[[Any, BaseException | None], None]
+
+# op kinds, in the order they are applied inside one group
+ENQUEUE, COMPLETE, FAIL, RELEASE, RECLAIM, RECLAIM_ALL, EXPIRE, RENEW, PROMOTE, LEASE, CALL = range(11)
+_STOP = -1
+
+
+class WriterStats:
+    """Counters kept by the writer thread (read them from anywhere; ints are atomic)."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+        self.ops = 0
+        self.jobs_enqueued = 0
+        self.jobs_acked = 0
+        self.stale_acks = 0
+        self.failed_commits = 0
+        self.max_group = 0
+
+
+class JournalWriter:
+    """Owns a `Journal` on a dedicated thread and applies submitted ops in group commits.
+
+    Args:
+        journal_factory: opens the journal; called on the writer thread.
+        loop: the loop on which callbacks run.
+        batch_max: the most ops in one group.
+        on_enqueued: called on the loop with the set of queues that got new jobs,
+            after their group committed (wakes the dispatcher).
+    """
+
+    def __init__(
+        self,
+        journal_factory: Callable[[], Journal],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        batch_max: int = 4096,
+        on_enqueued: Callable[[set[str]], None] | None = None,
+    ) -> None:
+        self._factory = journal_factory
+        self._loop = loop
+        self._batch_max = batch_max
+        self._on_enqueued = on_enqueued
+        self._queue: queue.SimpleQueue[tuple[int, Any, Callback | None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._opened: asyncio.Future[None] | None = None
+        self._done: asyncio.Future[None] | None = None
+        self.stats = WriterStats()
+        self.journal: Journal | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the journal on the writer thread. Idempotent.
+
+        Raises:
+            JournalError: the journal could not be opened.
+        """
+        if self._thread is not None:
+            return
+        self._opened = self._loop.create_future()
+        self._done = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="actorq-journal-writer", daemon=True)
+        self._thread.start()
+        await self._opened
+
+    async def stop(self) -> None:
+        """Apply every op submitted so far, commit, close the journal. Idempotent."""
+        if self._thread is None or self._done is None:
+            return
+        if not self._done.done():
+            self._queue.put((_STOP, None, None))
+        await asyncio.shield(self._done)
+
+    # -- submitting (thread-safe) ------------------------------------------------------
+    def submit(self, kind: int, arg: Any, callback: Callback | None = None) -> None:
+        """Queue one op; `callback(result, error)` runs on the loop after its group commits."""
+        self._queue.put((kind, arg, callback))
+
+    def enqueue(self, job: NewJob, callback: Callback | None = None) -> None:
+        """Queue one job insert (fire-and-forget unless `callback` is given)."""
+        self._queue.put((ENQUEUE, job, callback))
+
+    async def call(self, kind: int, arg: Any = None) -> Any:
+        """Submit one op and wait for its committed result."""
+        fut = self._loop.create_future()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if fut.done():
+                return
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+        self.submit(kind, arg, done)
+        return await fut
+
+    # -- the writer thread -----------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self.journal = self._factory()
+        except BaseException as exc:
+            self._loop.call_soon_threadsafe(_settle, self._opened, exc)
+            self._loop.call_soon_threadsafe(_settle, self._done, None)
+            return
+        self._loop.call_soon_threadsafe(_settle, self._opened, None)
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        stopping = False
+        try:
+            while not stopping:
+                ops = [get()]
+                while len(ops) < self._batch_max:
+                    try:
+                        ops.append(get_nowait())
+                    except queue.Empty:
+                        break
+                if ops[-1][0] == _STOP or any(op[0] == _STOP for op in ops):
+                    stopping = True
+                    ops = [op for op in ops if op[0] != _STOP]
+                if ops:
+                    self._apply(ops)
+        finally:
+            try:
+                self.journal.close()
+            finally:
+                self._loop.call_soon_threadsafe(_settle, self._done, None)
+
+    def _apply(self, ops: list[tuple[int, Any, Callback | None]]) -> None:
+        journal = self.journal
+        assert journal is not None
+        ops.sort(key=lambda op: op[0])  # stable: keeps submission order within a kind
+        results: list[tuple[Callback, Any, BaseException | None]] = []
+        enqueued_queues: set[str] = set()
+        stats = self.stats
+        try:
+            with journal.transaction():
+                i, n = 0, len(ops)
+                while i < n:
+                    kind = ops[i][0]
+                    j = i
+                    while j < n and ops[j][0] == kind:
+                        j += 1
+                    self._apply_kind(journal, kind, ops[i:j], results, enqueued_queues)
+                    i = j
+        except JournalError as exc:
+            stats.failed_commits += 1
+            logger.error("journal commit failed for %d ops: %s", len(ops), exc)
+            results = [(cb, None, exc) for (_, _, cb) in ops if cb is not None]
+            enqueued_queues = set()
+        else:
+            stats.commits += 1
+            stats.ops += len(ops)
+            stats.max_group = max(stats.max_group, len(ops))
+        if results or enqueued_queues:
+            self._loop.call_soon_threadsafe(self._deliver, results, enqueued_queues)
+
+    def _apply_kind(
+        self,
+        journal: Journal,
+        kind: int,
+        ops: Sequence[tuple[int, Any, Callback | None]],
+        results: list[tuple[Callback, Any, BaseException | None]],
+        enqueued_queues: set[str],
+    ) -> None:
+        stats = self.stats
+        if kind == ENQUEUE:
+            jobs = [op[1] for op in ops]
+            try:
+                journal.enqueue(jobs)
+            except Exception as exc:  # a statement error rolls back only this statement
+                logger.error("enqueue of %d jobs failed: %s", len(jobs), exc)
+                results.extend((cb, None, exc) for (_, _, cb) in ops if cb is not None)
+                return
+            stats.jobs_enqueued += len(jobs)
+            enqueued_queues.update(job.queue for job in jobs)
+            results.extend((cb, op_arg.id, None) for (_, op_arg, cb) in ops if cb is not None)
+            return
+        if kind == COMPLETE:  # args are lists of (job_id, lease_id); one executemany for all
+            acks = [ack for op in ops for ack in op[1]]
+            accepted = self._guard(lambda: journal.complete(acks), ops, results)
+            if accepted is not None:
+                stats.jobs_acked += accepted
+                stats.stale_acks += len(acks) - accepted
+                results.extend((cb, None, None) for (_, _, cb) in ops if cb is not None)
+            return
+        if kind == FAIL:
+            failures: list[Failure] = [f for op in ops for f in op[1]]
+            accepted = self._guard(lambda: journal.fail(failures), ops, results)
+            if accepted is not None:
+                stats.stale_acks += len(failures) - accepted
+                results.extend((cb, None, None) for (_, _, cb) in ops if cb is not None)
+            return
+        for _, arg, cb in ops:
+            try:
+                result = self._single(journal, kind, arg)
+            except Exception as exc:
+                logger.error("journal op %d failed: %s", kind, exc)
+                if cb is not None:
+                    results.append((cb, None, exc))
+                continue
+            if cb is not None:
+                results.append((cb, result, None))
+
+    @staticmethod
+    def _guard(fn: Callable[[], int], ops: Sequence[tuple[int, Any, Callback | None]],
+               results: list[tuple[Callback, Any, BaseException | None]]) -> int | None:
+        try:
+            return fn()
+        except Exception as exc:
+            logger.error("journal op failed: %s", exc)
+            results.extend((cb, None, exc) for (_, _, cb) in ops if cb is not None)
+            return None
+
+    @staticmethod
+    def _single(journal: Journal, kind: int, arg: Any) -> Any:
+        if kind == RELEASE:
+            return journal.release(arg)
+        if kind == RECLAIM:
+            owner, reason = arg
+            return journal.reclaim(owner, reason)
+        if kind == RECLAIM_ALL:
+            return journal.reclaim_all(arg)
+        if kind == EXPIRE:
+            return journal.expire()
+        if kind == RENEW:
+            owners, lease_for = arg
+            return journal.renew(owners, lease_for)
+        if kind == PROMOTE:
+            return journal.promote()
+        if kind == LEASE:
+            queues, owner, limit, lease_for = arg
+            leased: list[LeasedJob] = journal.lease(queues, owner, limit, lease_for)
+            return leased
+        if kind == CALL:  # arbitrary read or transition, given as fn(journal)
+            return arg(journal)
+        raise ValueError(f"unknown journal op {kind}")
+
+    def _deliver(self, results: list[tuple[Callback, Any, BaseException | None]], queues: set[str]) -> None:
+        for cb, result, error in results:
+            try:
+                cb(result, error)
+            except Exception:
+                logger.exception("journal callback failed")
+        if queues and self._on_enqueued is not None:
+            self._on_enqueued(queues)
+
+
+def _settle(fut: asyncio.Future[None] | None, error: BaseException | None) -> None:
+    if fut is None or fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(None)
+
+

@@ -1,0 +1,103 @@
+"""`QueueRef`: send jobs the way actors are messaged.
+
+``queue.tell(job)`` returns the job's id at once; the job is handed to the
+journal writer and committed in its next group. It is *not yet durable* when
+`tell` returns: if the node dies before that commit, the job is gone. Use it
+where the caller can re-send (the id makes a re-send idempotent).
+
+``await queue.enqueue(job)`` returns the id only after the commit: from then
+on the job survives a crash of any process (and, with ``synchronous=FULL``,
+a power loss). A job is *accepted* exactly when `enqueue` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Sequence
+
+from actorq.errors import NotCommitted
+from actorq.jobs import journal_writer as jw
+from actorq.jobs.task import Job
+
+__all__ = ["QueueRef"]
+
+
+class QueueRef:
+    """A ref to one named queue of a node.
+
+    Args:
+        name: the queue name.
+        writer: the node's journal writer.
+        loop: the node's loop.
+    """
+
+    __slots__ = ("name", "_writer", "_loop")
+
+    def __init__(self, name: str, writer: jw.JournalWriter, loop: asyncio.AbstractEventLoop) -> None:
+        self.name = name
+        self._writer = writer
+        self._loop = loop
+
+    def __repr__(self) -> str:
+        return f"<QueueRef {self.name!r}>"
+
+    def tell(self, job: Job) -> str:
+        """Send `job` to this queue without waiting for the commit. Safe from any thread.
+
+        Returns:
+            The job's id.
+
+        Raises:
+            TypeError: an argument cannot be encoded with msgpack (names the argument).
+            ValueError: the job is invalid (empty task name, max_attempts < 1).
+        """
+        self._writer.enqueue(job.to_new_job(self.name))
+        return job.id
+
+    async def enqueue(self, job: Job) -> str:
+        """Send `job` and return its id once it is committed to the journal (accepted).
+
+        Raises:
+            TypeError, ValueError: as `tell`.
+            NotCommitted: the journal could not commit it; it was not accepted. Re-sending
+                the same `job` (same id) is safe.
+        """
+        return (await self.enqueue_many([job]))[0]
+
+    async def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
+        """Send several jobs and return their ids once all are committed.
+
+        Raises:
+            NotCommitted: at least one was not committed (re-send them all: it is idempotent).
+        """
+        rows = [job.to_new_job(self.name) for job in jobs]
+        if not rows:
+            return []
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        pending = [len(rows)]
+        failure: list[BaseException] = []
+
+        def done(_result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                failure.append(error)
+            pending[0] -= 1
+            if pending[0] == 0 and not fut.done():
+                if loop is self._loop:
+                    _resolve(fut, failure)
+                else:
+                    loop.call_soon_threadsafe(_resolve, fut, failure)
+
+        for row in rows:
+            self._writer.enqueue(row, done)
+        await fut
+        return [job.id for job in jobs]
+
+
+def _resolve(fut: asyncio.Future[None], failure: list[BaseException]) -> None:
+    if fut.done():
+        return
+    if failure:
+        fut.set_exception(NotCommitted(f"job not committed: {failure[0]}"))
+    else:
+        fut.set_result(None)

@@ -1,0 +1,213 @@
+"""Tasks, the task registry, and the `Job` message.
+
+A task is found only by the name it was registered under. Workers import the
+registries named in ``topology.toml`` (trusted configuration) and look jobs up
+by name; a name from the wire or the journal is never imported or evaluated.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Literal, NamedTuple, TypeVar
+
+import msgpack
+
+from actorq.errors import UnknownTask
+from actorq.ids import new_id
+from actorq.jobs.retry import RetryPolicy
+from actorq.journal.protocol import NewJob
+
+__all__ = ["Discard", "Job", "JobContext", "Task", "TaskRegistry", "current_job"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_MAX_ATTEMPTS = 20
+
+
+class Discard(Exception):
+    """Raise inside a task to fail the job for good (state ``failed``), with no retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A registered task.
+
+    Attributes:
+        name: the stable name jobs use (``"emails.send"``); never the Python qualname.
+        fn: the function; a coroutine function runs on the worker's loop, a plain one
+            in the worker's thread pool.
+        queue: the default queue for jobs made with `job`.
+        max_attempts: attempts (runs and crashes) before the job goes dead.
+        retry: backoff between attempts.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    queue: str = "default"
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def is_async(self) -> bool:
+        """True when `fn` is a coroutine function."""
+        return inspect.iscoroutinefunction(self.fn)
+
+    def job(self, *args: Any, **kwargs: Any) -> "Job":
+        """Make a `Job` for this task with the task's defaults."""
+        return Job(self.name, args, kwargs, max_attempts=self.max_attempts)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function directly, in this process (no job is made)."""
+        return self.fn(*args, **kwargs)
+
+
+class TaskRegistry:
+    """A set of tasks, looked up by name. Name it in ``topology.toml`` (``[node] tasks``).
+
+    Example::
+
+        registry = TaskRegistry()
+
+        @registry.task("emails.send", max_attempts=5)
+        async def send(to: str) -> None: ...
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+
+    def task(
+        self,
+        name: str,
+        *,
+        queue: str = "default",
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry: RetryPolicy | None = None,
+    ) -> Callable[[F], Task]:
+        """Decorator: register the function under `name`.
+
+        Raises:
+            ValueError: the name is empty or already registered, or max_attempts < 1.
+        """
+        if not name or not isinstance(name, str):
+            raise ValueError("a task needs a non-empty string name")
+        if max_attempts < 1:
+            raise ValueError(f"task {name!r}: max_attempts must be >= 1, got {max_attempts}")
+
+        def register(fn: F) -> Task:
+            if name in self._tasks:
+                raise ValueError(f"task {name!r} is already registered")
+            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy())
+            self._tasks[name] = task
+            return task
+
+        return register
+
+    def __getitem__(self, name: str) -> Task:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise UnknownTask(f"unknown task {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self._tasks.values())
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def update(self, other: "TaskRegistry") -> None:
+        """Add every task of `other`. Raises ValueError on a name registered in both."""
+        for task in other:
+            if task.name in self._tasks and self._tasks[task.name] is not task:
+                raise ValueError(f"task {task.name!r} is registered twice")
+            self._tasks[task.name] = task
+
+
+@dataclass(slots=True)
+class Job:
+    """A job to send with ``queue.tell(job)``.
+
+    Args:
+        task: the registered task name.
+        args, kwargs: the call's arguments; they must be msgpack-encodable
+            (None, bool, int, float, str, bytes, lists, tuples, dicts with string keys).
+        id: defaults to a new time-ordered id; re-sending a job with the same id is a no-op.
+        priority: lower runs first within a queue.
+        delay: seconds from now before it may run (or give `run_at`, a Unix time).
+        max_attempts: attempts before it goes dead.
+    """
+
+    task: str
+    args: tuple[Any, ...] | list[Any] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_id)
+    priority: int = 0
+    delay: float | None = None
+    run_at: float | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+    def to_new_job(self, queue: str) -> NewJob:
+        """Validate and encode for the journal.
+
+        Raises:
+            TypeError: an argument cannot be encoded with msgpack (the message names it).
+            ValueError: max_attempts < 1, or an empty task name.
+        """
+        if not self.task:
+            raise ValueError("a job needs a task name")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        run_at = self.run_at
+        if self.delay is not None:
+            run_at = time.time() + self.delay
+        return NewJob(self.id, queue, self.task, encode_payload(self.args, self.kwargs),
+                      self.priority, run_at, self.max_attempts)
+
+
+def encode_payload(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> bytes:
+    """msgpack ``[args, kwargs]``; a TypeError names the first argument that cannot be encoded."""
+    try:
+        return msgpack.packb([list(args), kwargs], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        for i, value in enumerate(args):
+            try:
+                msgpack.packb(value, use_bin_type=True)
+            except (TypeError, ValueError, OverflowError):
+                raise TypeError(f"job argument {i} ({type(value).__name__}) cannot be encoded with msgpack: {exc}") from None
+        for key, value in kwargs.items():
+            if not isinstance(key, str):
+                raise TypeError(f"job keyword {key!r}: keys must be strings") from None
+            try:
+                msgpack.packb(value, use_bin_type=True)
+            except (TypeError, ValueError, OverflowError):
+                raise TypeError(f"job argument {key!r} ({type(value).__name__}) cannot be encoded with msgpack: {exc}") from None
+        raise TypeError(f"job arguments cannot be encoded with msgpack: {exc}") from None
+
+
+class JobContext(NamedTuple):
+    """What a running task can know about its job (see `current_job`)."""
+
+    id: str
+    task: str
+    queue: str
+    attempt: int
+    max_attempts: int
+
+
+_current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("actorq_current_job")
+
+
+def current_job() -> JobContext:
+    """Return the context of the job running in this task call.
+
+    Raises:
+        LookupError: called outside a running job.
+    """
+    return _current.get()
+
+
+Outcome = Literal["ok", "error", "discard", "unknown", "release"]

@@ -1,0 +1,213 @@
+"""The `Journal` protocol: the durable queue as a small set of state transitions.
+
+Job states and who moves a job between them::
+
+    scheduled ──(due)──▶ ready ──lease──▶ leased ──complete──▶ succeeded
+        ▲                  ▲                 │
+        │                  ├──── release ────┤ (never started: attempt given back)
+        │                  ├──── reclaim ────┤ (owner died / lease expired: attempt counted)
+        └──── retry ◀──────┼───── fail ──────┤ (attempts left, after backoff)
+                           │                 ├─▶ dead    (attempts used up)
+                           │                 └─▶ failed  (the task gave up for good)
+                           └──── retry_dead ◀── dead / failed
+       cancelled ◀── cancel ── scheduled / ready / retry
+
+Every method is one batched transition. A backend is used from one thread at
+a time. Methods called inside ``with journal.transaction():`` share one atomic,
+durable commit (group commit); called outside, each commits on its own.
+Nothing here knows about actors, processes or sockets.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import NamedTuple, Protocol, Sequence, runtime_checkable
+
+__all__ = [
+    "Failure",
+    "JobInfo",
+    "JobState",
+    "Journal",
+    "LeasedJob",
+    "NewJob",
+    "TERMINAL_STATES",
+]
+
+
+class JobState(StrEnum):
+    """The states of a job. Stored as these exact strings."""
+
+    SCHEDULED = "scheduled"
+    """Waits for its ``run_at``. In: enqueue with a future time. Out: the scheduler's
+    promotion (to ready) or cancel. A crash leaves it untouched."""
+    READY = "ready"
+    """Due and waiting for a worker. In: enqueue, promotion, release, reclaim. Out: lease
+    by a dispatcher, or cancel."""
+    LEASED = "leased"
+    """Handed to a worker under a lease (owner, lease id, expiry); the attempt is counted
+    when the lease is taken. Out: complete, fail, release, or reclaim when the owner dies
+    or the lease expires. A crash of the owner leaves it leased until reclaimed."""
+    RETRY = "retry"
+    """The last attempt raised and attempts are left; waits for its backoff (``run_at``).
+    Out: promotion to ready, or cancel."""
+    SUCCEEDED = "succeeded"
+    """Final. The task returned and the ack was journaled."""
+    FAILED = "failed"
+    """Final. The task gave up for good (raised `actorq.Discard`); can be retried by hand."""
+    DEAD = "dead"
+    """Final. Attempts used up (exceptions and crashes alike) or the task is unknown; kept
+    with its errors for inspection and can be retried by hand."""
+    CANCELLED = "cancelled"
+    """Final. Cancelled before it ran."""
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to insert.
+
+    Attributes:
+        id: client-made, time-ordered id (`actorq.ids.new_id`); re-sending it is a no-op.
+        queue: queue name.
+        task: registered task name.
+        payload: msgpack of ``[args, kwargs]``.
+        priority: lower runs first among ready jobs of a queue.
+        run_at: Unix time before which it must not run; ``None`` means now.
+        max_attempts: attempts (runs and crashes) before it goes dead.
+    """
+
+    id: str
+    queue: str
+    task: str
+    payload: bytes
+    priority: int = 0
+    run_at: float | None = None
+    max_attempts: int = 20
+
+
+class LeasedJob(NamedTuple):
+    """A job handed out by `Journal.lease`; `attempt` is the number of this run (1-based)."""
+
+    id: str
+    queue: str
+    task: str
+    payload: bytes
+    attempt: int
+    max_attempts: int
+    lease_id: int
+
+
+class Failure(NamedTuple):
+    """An attempt that raised.
+
+    Attributes:
+        job_id, lease_id: the lease being answered (stale leases are rejected).
+        error: "ExceptionType: message", stored as text, never as an object.
+        retry_at: Unix time of the next attempt if attempts are left.
+        final_state: ``None`` to retry while attempts are left (then dead); ``"failed"``
+            when the task gave up for good; ``"dead"`` when it can never run (unknown task).
+    """
+
+    job_id: str
+    lease_id: int
+    error: str
+    retry_at: float
+    final_state: str | None = None
+
+
+class JobInfo(NamedTuple):
+    """A read-only view of one job row."""
+
+    id: str
+    queue: str
+    task: str
+    state: JobState
+    attempts: int
+    max_attempts: int
+    run_at: float
+    lease_owner: str | None
+    last_error: str | None
+    errors: list[str]
+
+
+@runtime_checkable
+class Journal(Protocol):
+    """A durable job queue backend. See the module docstring for the state machine."""
+
+    url: str
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Run the transitions inside the block as one atomic, durable commit."""
+
+    def attach_node(self) -> None:
+        """Declare that a node runs on this journal; a backend that allows one node refuses a second.
+
+        Raises:
+            JournalLocked: another node holds the journal.
+        """
+
+    def enqueue(self, jobs: Sequence[NewJob]) -> int:
+        """Insert `jobs` as ready (or scheduled when `run_at` is in the future).
+
+        Ids already present are skipped (idempotent re-send). Returns the number inserted.
+        """
+
+    def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
+        """Move up to `limit` ready jobs of `queues` to leased, owned by `owner` for `lease_for` s.
+
+        Counts one attempt per job. Lower priority first, then oldest id.
+        """
+
+    def complete(self, acks: Sequence[tuple[str, int]]) -> int:
+        """Move ``(job_id, lease_id)`` pairs from leased to succeeded.
+
+        A pair whose lease is no longer current is rejected (fencing). Returns the number
+        accepted; ``len(acks) - result`` were stale.
+        """
+
+    def fail(self, failures: Sequence[Failure]) -> int:
+        """Record failed attempts: retry (attempts left), failed (final) or dead (none left).
+
+        Stale leases are rejected. Returns the number accepted.
+        """
+
+    def release(self, leases: Sequence[tuple[str, int]]) -> int:
+        """Return leased jobs that never started to ready, giving their attempt back."""
+
+    def reclaim(self, owner: str, reason: str) -> int:
+        """Return every job leased by the dead `owner` to ready, or dead if it has no attempts left.
+
+        The crash counts as the attempt (it was counted at lease time) and `reason` is
+        recorded as the attempt's error. Returns the number of jobs reclaimed.
+        """
+
+    def reclaim_all(self, reason: str) -> int:
+        """`reclaim` every leased job, whatever its owner (a node taking over its journal)."""
+
+    def expire(self, reason: str = "lease expired") -> int:
+        """`reclaim` every job whose lease has expired."""
+
+    def renew(self, owners: Sequence[str], lease_for: float) -> int:
+        """Extend the leases of live `owners` to now + `lease_for`. Returns rows renewed."""
+
+    def promote(self) -> int:
+        """Move scheduled and retry jobs that are due to ready. Returns the number moved."""
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not started (scheduled, ready or retry)."""
+
+    def retry_dead(self, job_id: str) -> bool:
+        """Give a dead or failed job a fresh set of attempts and make it ready."""
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Return ``{queue: {state: count}}``."""
+
+    def get(self, job_id: str) -> JobInfo | None:
+        """Return the job, with its recorded errors, or None."""
+
+    def close(self) -> None:
+        """Release the connection and any node lock. Idempotent."""

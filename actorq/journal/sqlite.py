@@ -1,0 +1,370 @@
+"""The SQLite journal: one real file, WAL mode, ``synchronous=FULL`` by default.
+
+Durability: a transition is durable once `transaction()` (or the method, when
+called alone) returns. With ``synchronous=FULL`` (the default) a committed
+transaction survives a crash of any process and a power or OS failure, as long
+as the disk honours fsync. With ``NORMAL`` it survives process crashes only;
+the last commits may roll back after a power loss.
+
+Concurrency: one node per file. `attach_node` takes an exclusive ``flock`` on
+``<file>.lock``; a second node is refused with `JournalLocked`. Other processes
+(`actorq status`, `actorq enqueue`, `actorq.Client`) may open the same file to
+read or to enqueue: every write transaction is ``BEGIN IMMEDIATE`` and waits up
+to ``busy_timeout`` for the lock, so readers and occasional writers never see
+``SQLITE_BUSY`` in normal operation.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import random
+import sqlite3
+import time
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from actorq.errors import JournalError, JournalLocked
+from actorq.journal.protocol import Failure, JobInfo, JobState, LeasedJob, NewJob
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SYNCHRONOUS_LEVELS = ("normal", "full", "extra")
+_CLEAR_LEASE = "lease_id = NULL, lease_owner = NULL, lease_expires = NULL"
+
+
+def _schema_sql() -> str:
+    return resources.files("actorq.journal").joinpath("sql/sqlite_v1.sql").read_text()
+
+
+class SQLiteJournal:
+    """A `Journal` on one SQLite file.
+
+    Args:
+        path: the database file; created with its schema if missing.
+        synchronous: ``"full"`` (default), ``"normal"`` or ``"extra"``.
+        busy_timeout: seconds a write waits for another process's lock.
+        clock: wall clock returning Unix seconds (injectable for tests).
+
+    Raises:
+        JournalError: the file cannot be opened or written (the message names the
+            path and the permission needed), is not an actorq journal, or has a newer
+            schema than this version knows.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "full",
+        busy_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if synchronous not in SYNCHRONOUS_LEVELS:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_LEVELS}, got {synchronous!r}")
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self.synchronous = synchronous
+        self._clock = clock
+        self._lock_fd: int | None = None
+        self._in_tx = False
+        try:
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise JournalError(f"{self.path}: could not switch to WAL mode (got {mode!r})")
+            self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(self._explain(exc)) from exc
+
+    def _explain(self, exc: sqlite3.Error) -> str:
+        text = str(exc)
+        if "readonly" in text or "unable to open" in text:
+            return (
+                f"cannot open journal {self.path}: {text}; actorq needs read and write "
+                f"permission on the file and on its directory {self.path.parent}"
+            )
+        if "not a database" in text or "malformed" in text:
+            return f"journal {self.path} is not a valid SQLite database: {text}"
+        return f"journal {self.path}: {text}"
+
+    def _migrate(self) -> None:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"journal {self.path} has schema version {version}; this actorq knows "
+                f"versions up to {SCHEMA_VERSION}. Upgrade actorq to use it."
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self.transaction():
+            if self._conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                tables = self._conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'actorq_jobs'"
+                ).fetchone()[0]
+                if tables:
+                    raise JournalError(f"{self.path}: has an actorq_jobs table but no schema version")
+                for statement in _schema_sql().split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                logger.info("created journal schema v%d in %s", SCHEMA_VERSION, self.path)
+
+    # -- transactions ----------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT``; nested use joins the outer transaction.
+
+        Raises:
+            JournalError: the commit failed (full disk, I/O error); nothing inside was committed.
+        """
+        if self._in_tx:
+            yield
+            return
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise JournalError(self._explain(exc)) from exc
+        self._in_tx = True
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:  # SQLite may have rolled back already (SQLITE_FULL)
+                    pass
+            if isinstance(exc, sqlite3.Error):
+                raise JournalError(self._explain(exc)) from exc
+            raise
+        finally:
+            self._in_tx = False
+
+    def attach_node(self) -> None:
+        """Take the node lock ``<file>.lock`` (flock, released when the process dies)."""
+        if self._lock_fd is not None:
+            return
+        lock_path = Path(f"{self.path}.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalLocked(
+                f"another node is running on journal {self.path} (it holds {lock_path}); "
+                "SQLite allows one node per file: stop it, or use a PostgreSQL journal for several nodes"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    # -- transitions -------------------------------------------------------------
+    def enqueue(self, jobs: Sequence[NewJob]) -> int:
+        now = self._clock()
+        rows = [
+            (
+                j.id, j.queue, j.task, j.payload,
+                JobState.SCHEDULED if j.run_at is not None and j.run_at > now else JobState.READY,
+                j.priority, j.run_at if j.run_at is not None else now, j.max_attempts, now,
+            )
+            for j in jobs
+        ]
+        with self.transaction():
+            before = self._conn.total_changes
+            # ON CONFLICT DO NOTHING: a re-sent id is a no-op; a CHECK failure still raises.
+            self._conn.executemany(
+                "INSERT INTO actorq_jobs (id, queue, task, payload, state, priority, run_at,"
+                " max_attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                rows,
+            )
+            return self._conn.total_changes - before
+
+    def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
+        if limit <= 0 or not queues:
+            return []
+        now = self._clock()
+        lease_id = random.getrandbits(62) + 1
+        marks = ",".join("?" * len(queues))
+        with self.transaction():
+            rows = self._conn.execute(
+                f"UPDATE actorq_jobs SET state = 'leased', attempts = attempts + 1, lease_id = ?,"
+                f" lease_owner = ?, lease_expires = ?"
+                f" WHERE id IN (SELECT id FROM actorq_jobs WHERE state = 'ready' AND queue IN ({marks})"
+                f"  ORDER BY priority, id LIMIT ?)"
+                f" RETURNING id, queue, task, payload, attempts, max_attempts",
+                (lease_id, owner, now + lease_for, *queues, limit),
+            ).fetchall()
+        return [LeasedJob(*row, lease_id) for row in rows]
+
+    def complete(self, acks: Sequence[tuple[str, int]]) -> int:
+        if not acks:
+            return 0
+        now = self._clock()
+        with self.transaction():
+            before = self._conn.total_changes
+            self._conn.executemany(
+                f"UPDATE actorq_jobs SET state = 'succeeded', finished_at = ?, {_CLEAR_LEASE}"
+                " WHERE id = ? AND lease_id = ? AND state = 'leased'",
+                [(now, job_id, lease_id) for job_id, lease_id in acks],
+            )
+            return self._conn.total_changes - before
+
+    def fail(self, failures: Sequence[Failure]) -> int:
+        now = self._clock()
+        accepted = 0
+        with self.transaction():
+            for f in failures:
+                final = f.final_state
+                if final not in (None, JobState.FAILED, JobState.DEAD):
+                    raise ValueError(f"final_state must be None, 'failed' or 'dead', got {final!r}")
+                row = self._conn.execute(
+                    "UPDATE actorq_jobs SET"
+                    " state = CASE WHEN ?1 IS NOT NULL THEN ?1 WHEN attempts >= max_attempts THEN 'dead'"
+                    "  ELSE 'retry' END,"
+                    " run_at = CASE WHEN ?1 IS NOT NULL OR attempts >= max_attempts THEN run_at ELSE ?2 END,"
+                    " finished_at = CASE WHEN ?1 IS NOT NULL OR attempts >= max_attempts THEN ?3 ELSE NULL END,"
+                    f" last_error = ?4, {_CLEAR_LEASE}"
+                    " WHERE id = ?5 AND lease_id = ?6 AND state = 'leased' RETURNING attempts",
+                    (final, f.retry_at, now, f.error, f.job_id, f.lease_id),
+                ).fetchone()
+                if row is not None:
+                    accepted += 1
+                    self._conn.execute(
+                        "INSERT INTO actorq_errors (job_id, attempt, at, error) VALUES (?, ?, ?, ?)",
+                        (f.job_id, row[0], now, f.error),
+                    )
+        return accepted
+
+    def release(self, leases: Sequence[tuple[str, int]]) -> int:
+        if not leases:
+            return 0
+        with self.transaction():
+            before = self._conn.total_changes
+            self._conn.executemany(
+                f"UPDATE actorq_jobs SET state = 'ready', attempts = attempts - 1, {_CLEAR_LEASE}"
+                " WHERE id = ? AND lease_id = ? AND state = 'leased'",
+                list(leases),
+            )
+            return self._conn.total_changes - before
+
+    def _reclaim_where(self, where: str, params: tuple[object, ...], reason: str) -> int:
+        now = self._clock()
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO actorq_errors (job_id, attempt, at, error)"
+                f" SELECT id, attempts, ?, ? FROM actorq_jobs WHERE state = 'leased' AND {where}",
+                (now, reason, *params),
+            )
+            cur = self._conn.execute(
+                "UPDATE actorq_jobs SET"
+                " state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'ready' END,"
+                " finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END,"
+                f" last_error = ?, {_CLEAR_LEASE}"
+                f" WHERE state = 'leased' AND {where}",
+                (now, reason, *params),
+            )
+            return cur.rowcount
+
+    def reclaim(self, owner: str, reason: str) -> int:
+        return self._reclaim_where("lease_owner = ?", (owner,), reason)
+
+    def reclaim_all(self, reason: str) -> int:
+        return self._reclaim_where("1", (), reason)
+
+    def expire(self, reason: str = "lease expired") -> int:
+        return self._reclaim_where("lease_expires < ?", (self._clock(),), reason)
+
+    def renew(self, owners: Sequence[str], lease_for: float) -> int:
+        if not owners:
+            return 0
+        marks = ",".join("?" * len(owners))
+        with self.transaction():
+            return self._conn.execute(
+                f"UPDATE actorq_jobs SET lease_expires = ? WHERE state = 'leased' AND lease_owner IN ({marks})",
+                (self._clock() + lease_for, *owners),
+            ).rowcount
+
+    def promote(self) -> int:
+        with self.transaction():
+            return self._conn.execute(
+                "UPDATE actorq_jobs SET state = 'ready' WHERE state IN ('scheduled', 'retry') AND run_at <= ?",
+                (self._clock(),),
+            ).rowcount
+
+    def cancel(self, job_id: str) -> bool:
+        with self.transaction():
+            return self._conn.execute(
+                "UPDATE actorq_jobs SET state = 'cancelled', finished_at = ?"
+                " WHERE id = ? AND state IN ('scheduled', 'ready', 'retry')",
+                (self._clock(), job_id),
+            ).rowcount == 1
+
+    def retry_dead(self, job_id: str) -> bool:
+        with self.transaction():
+            return self._conn.execute(
+                "UPDATE actorq_jobs SET state = 'ready', attempts = 0, run_at = ?, finished_at = NULL"
+                " WHERE id = ? AND state IN ('dead', 'failed')",
+                (self._clock(), job_id),
+            ).rowcount == 1
+
+    # -- reads -------------------------------------------------------------------
+    def counts(self) -> dict[str, dict[str, int]]:
+        result: dict[str, dict[str, int]] = {}
+        for queue, state, n in self._conn.execute(
+            "SELECT queue, state, count(*) FROM actorq_jobs GROUP BY queue, state"
+        ):
+            result.setdefault(queue, {})[state] = n
+        return result
+
+    def get(self, job_id: str) -> JobInfo | None:
+        row = self._conn.execute(
+            "SELECT id, queue, task, state, attempts, max_attempts, run_at, lease_owner, last_error"
+            " FROM actorq_jobs WHERE id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        errors = [
+            e for (e,) in self._conn.execute(
+                "SELECT error FROM actorq_errors WHERE job_id = ? ORDER BY attempt, at", (job_id,)
+            )
+        ]
+        return JobInfo(row[0], row[1], row[2], JobState(row[3]), *row[4:], errors)
+
+    def pragma(self, name: str) -> object:
+        """Read one PRAGMA value (``journal_mode``, ``synchronous``, ``busy_timeout``, ...)."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"not a pragma name: {name!r}")
+        return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def close(self) -> None:
+        conn, self._conn = getattr(self, "_conn", None), None  # type: ignore[assignment]
+        if conn is not None:
+            conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def open_journal(url: str, *, synchronous: str = "full", busy_timeout: float = 5.0) -> SQLiteJournal:
+    """Open the journal named by `url` (``sqlite:///relative.db`` or ``sqlite:////abs/path.db``).
+
+    Raises:
+        ValueError: the URL scheme is not supported.
+        JournalError: as `SQLiteJournal`.
+    """
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ValueError(f"unsupported journal URL {url!r}: expected sqlite:///path")
+    return SQLiteJournal(url[len(prefix):], synchronous=synchronous, busy_timeout=busy_timeout)

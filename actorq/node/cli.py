@@ -1,0 +1,249 @@
+"""The ``actorq`` command line: run, check, enqueue, status.
+
+Every subcommand reads the same ``topology.toml``. Errors in it are printed as
+``file: key: expected ...`` without a traceback, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any, Sequence
+
+from actorq import __version__
+from actorq._kernel.loop import new_event_loop
+from actorq.errors import JournalError
+from actorq.jobs.client import Client
+from actorq.jobs.task import Job
+from actorq.node.config import Config, ConfigError, load_config
+from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
+from actorq.node.node import Node, NodeFailed
+
+logger = logging.getLogger("actorq.cli")
+
+EPILOG = """\
+examples:
+  actorq check   --config topology.toml
+  actorq enqueue --config topology.toml quickstart.add 2 3 --count 1000
+  actorq run     --config topology.toml
+  actorq status  --config topology.toml
+
+exit codes: 0 ok, 1 the node failed, 2 bad config or usage, 3 journal unusable.
+"""
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _parse_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+# -- run ---------------------------------------------------------------------------------
+class _ProgressPrinter:
+    """Prints one line a second while work is done: totals, rate, in flight."""
+
+    def __init__(self, node: Node, quiet: bool) -> None:
+        self.node = node
+        self.quiet = quiet
+        self.last_done = 0
+        self.last_time = time.monotonic()
+        self.idle_reported = False
+
+    def tick(self) -> None:
+        p = self.node.progress()
+        now = time.monotonic()
+        done = p.succeeded + p.failed
+        rate = (done - self.last_done) / max(now - self.last_time, 1e-9)
+        active = done != self.last_done or p.in_flight
+        if not self.quiet and (active or not self.idle_reported):
+            _err(
+                f"[actorq] {p.succeeded:,} succeeded  {p.failed:,} failed  {rate:,.0f} jobs/s  "
+                f"in flight {p.in_flight}  workers {p.workers}  restarts {p.worker_restarts}"
+                + ("" if active else "  (idle: waiting for jobs)")
+            )
+            self.idle_reported = not active
+        self.last_done, self.last_time = done, now
+
+
+async def _run_node(config: Config, burst: bool, quiet: bool) -> int:
+    node = Node(config)
+    loop = asyncio.get_running_loop()
+    stop_requests = 0
+
+    def request_stop() -> None:
+        nonlocal stop_requests
+        stop_requests += 1
+        if stop_requests == 1:
+            logger.info("stop requested: finishing in-flight jobs (up to %.0f s)", config.workers.shutdown_timeout)
+            loop.create_task(node.stop())
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_stop)
+    await node.start()
+    printer = _ProgressPrinter(node, quiet)
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            printer.tick()
+            if burst and not node._stopping:
+                counts = await node.counts()
+                if not any(s in ("ready", "leased", "scheduled", "retry") and n
+                           for states in counts.values() for s, n in states.items()):
+                    logger.info("burst mode: no work left; stopping")
+                    request_stop()
+
+    reporter = loop.create_task(report())
+    try:
+        await node.wait()
+    except NodeFailed as exc:
+        _err(f"actorq: node failed: {exc}")
+        return EXIT_FAILURE
+    finally:
+        reporter.cancel()
+        printer.tick()
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    logging.basicConfig(level=config.node.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(_run_node(config, args.burst, args.quiet))
+
+
+# -- check, enqueue, status ----------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    _out(f"{args.config}: ok")
+    _out(f"  journal   {config.journal.url} (synchronous={config.journal.synchronous})")
+    _out(f"  workers   {config.workers.processes} processes x {config.workers.concurrency} slots, "
+         f"queues {', '.join(config.workers.queues)}")
+    _out(f"  tasks     {', '.join(config.node.tasks) or '(none)'}")
+    return EXIT_OK
+
+
+def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
+    kwargs = json.loads(args.kwargs) if args.kwargs else {}
+    if not isinstance(kwargs, dict):
+        _err("actorq enqueue: --kwargs must be a JSON object")
+        return EXIT_CONFIG
+    task_args = [_parse_arg(a) for a in args.args]
+    with Client(f"sqlite:///{config.sqlite_path}", synchronous=config.journal.synchronous,
+                busy_timeout=config.journal.busy_timeout) as client:
+        done = 0
+        while done < args.count:
+            n = min(10_000, args.count - done)
+            jobs = [Job(args.task, task_args, kwargs, delay=args.delay, max_attempts=args.max_attempts,
+                        priority=args.priority) for _ in range(n)]
+            ids = client.enqueue_many(jobs, args.queue)
+            done += n
+        if args.count == 1:
+            _out(ids[0])
+        else:
+            _out(f"enqueued {done:,} jobs of {args.task} on queue {args.queue!r}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    with Client(f"sqlite:///{config.sqlite_path}", busy_timeout=config.journal.busy_timeout) as client:
+        counts = client.counts()
+    if args.json:
+        _out(json.dumps(counts, sort_keys=True))
+        return EXIT_OK
+    states = ["scheduled", "ready", "leased", "retry", "succeeded", "failed", "dead", "cancelled"]
+    _out(f"journal {config.journal.url}")
+    _out(f"{'queue':<16}" + "".join(f"{s:>11}" for s in states))
+    for queue in sorted(counts):
+        _out(f"{queue:<16}" + "".join(f"{counts[queue].get(s, 0):>11,}" for s in states))
+    if not counts:
+        _out("(no jobs)")
+    return EXIT_OK
+
+
+# -- parser ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``actorq`` command."""
+    parser = argparse.ArgumentParser(
+        prog="actorq",
+        description="actorq: an actor runtime with OTP-style supervision and a durable job queue.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"actorq {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config", "-c", required=True, metavar="FILE", help="the topology.toml to use")
+        return p
+
+    run = add("run", "Run a node in the foreground: journal writer, dispatcher, scheduler and worker "
+              "processes. SIGTERM or Ctrl-C stops taking work, finishes in-flight jobs and exits 0.",
+              "actorq run --config topology.toml")
+    run.add_argument("--burst", action="store_true", help="exit once no job is ready, leased, scheduled or in retry (like RQ's burst mode)")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress lines (logs only)")
+    run.set_defaults(handler=cmd_run)
+
+    check = add("check", "Validate the topology file and print what it describes; starts nothing.",
+                "actorq check --config topology.toml")
+    check.set_defaults(handler=cmd_check)
+
+    enq = add("enqueue", "Add jobs to the journal (committed before the command returns). Arguments are "
+              "JSON values; anything that is not valid JSON is taken as a string.",
+              "actorq enqueue --config topology.toml quickstart.add 2 3 --count 1000")
+    enq.add_argument("task", help="the registered task name")
+    enq.add_argument("args", nargs="*", help="positional arguments (JSON)")
+    enq.add_argument("--kwargs", help='keyword arguments as a JSON object, e.g. \'{"to": "a@b.c"}\'')
+    enq.add_argument("--queue", default="default", help="queue name (default: default)")
+    enq.add_argument("--count", type=int, default=1, help="how many identical jobs to add (default: 1)")
+    enq.add_argument("--delay", type=float, default=None, help="seconds before the jobs may run")
+    enq.add_argument("--priority", type=int, default=0, help="lower runs first (default: 0)")
+    enq.add_argument("--max-attempts", type=int, default=20, help="attempts before a job is dead (default: 20)")
+    enq.set_defaults(handler=cmd_enqueue)
+
+    status = add("status", "Print job counts per queue and state, read from the journal.",
+                 "actorq status --config topology.toml")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(handler=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``actorq`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _err(f"actorq: {exc}")
+        return EXIT_CONFIG
+    try:
+        return int(args.handler(args, config))
+    except JournalError as exc:
+        _err(f"actorq: {exc}")
+        return EXIT_JOURNAL
+    except (TypeError, ValueError) as exc:
+        if args.command != "enqueue":
+            raise
+        _err(f"actorq enqueue: {exc}")
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Node configuration: reading and validating ``topology.toml``.
+
+The file is read once with :mod:`tomllib` into frozen dataclasses.  Every key
+is optional (defaults live in the dataclasses).  Unknown sections and keys are
+rejected with a "did you mean" hint; every problem is a :class:`ConfigError`
+naming the file, the key path and what was expected, e.g.
+``topology.toml: workers.processes: expected an integer >= 1, got 'two' (str)``.
+
+A complete ``topology.toml``; every value shown is the default except ``tasks``::
+
+    [node]
+    name = ""                      # "" -> the host name
+    tasks = ["myapp.tasks", "otherapp.jobs:registry"]
+    endpoint = ""                  # "" -> automatic ipc:// socket in a private 0700 dir
+    log_level = "info"             # debug | info | warning | error
+
+    [journal]
+    url = "sqlite:///actorq.db"    # relative paths resolve against the CWD
+    synchronous = "full"           # full | normal | extra
+    busy_timeout = 5.0             # seconds
+    batch_max = 4096
+
+    [dispatcher]
+    poll_interval = 0.2            # seconds
+    lease_timeout = 300.0          # seconds
+    max_frame_bytes = 16777216
+
+    [workers]
+    processes = 2
+    concurrency = 16
+    prefetch = 16
+    queues = ["default"]
+    shutdown_timeout = 30.0        # seconds
+    intensity = 10                 # restarts allowed within `period`
+    period = 60.0                  # seconds
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import operator
+import os
+import re
+import socket
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+__all__ = ["Config", "ConfigError", "DispatcherConfig", "JournalConfig", "NodeConfig",
+           "WorkersConfig", "default_config", "load_config", "parse_config"]
+
+_T = TypeVar("_T")
+_SQLITE = "sqlite:///"
+_TASK_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")
+# Numeric bounds from field metadata: (metadata key, comparison, symbol in messages).
+_BOUNDS = (("min", operator.ge, ">="), ("gt", operator.gt, ">"))
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+class ConfigError(Exception):
+    """A configuration problem, ``"<file>: <key.path>: <what was expected>"``; ``key``
+    (the dotted key path) is ``None`` for file-level problems such as unreadable files."""
+
+    def __init__(self, file: str, key: str | None, message: str) -> None:
+        self.file = file
+        self.key = key
+        self.message = message
+        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+
+
+def _got(value: object) -> str:
+    return f"got {value!r} ({type(value).__name__})"
+
+
+def _check_tasks(value: tuple[str, ...]) -> str | None:
+    bad = [entry for entry in value if not _TASK_RE.fullmatch(entry)]
+    return f"expected entries like 'module' or 'module:attribute', got {bad[0]!r}" if bad else None
+
+
+def _check_endpoint(value: str) -> str | None:
+    if value and not value.startswith(("ipc://", "tcp://127.0.0.1:", "tcp://localhost:")):
+        return ("expected an ipc:// endpoint or a loopback tcp:// endpoint; "
+                "other interfaces are not supported yet")
+    return None
+
+
+def _check_journal_url(value: str) -> str | None:
+    if value.startswith(("postgresql://", "postgres://")):
+        return "expected a sqlite:/// URL; the PostgreSQL journal is not available in this version"
+    if not value.startswith(_SQLITE):
+        return f"expected a URL starting with {_SQLITE}, got {value!r}"
+    if not value[len(_SQLITE):]:
+        return f"expected a file path after {_SQLITE}, got {value!r}"
+    return None
+
+
+def _check_queues(value: tuple[str, ...]) -> str | None:
+    ok = value and all(value)
+    return None if ok else f"expected a non-empty list of non-empty strings, got {list(value)!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """The ``[node]`` section.
+
+    - ``name``: node name; ``""`` (default) means the host name.
+    - ``tasks``: task registries imported in every worker, each ``"module"`` or
+      ``"module:attribute"``.
+    - ``endpoint``: dispatcher endpoint; ``""`` (default) picks an ``ipc://``
+      socket in a private 0700 directory.  Otherwise ``ipc://...``,
+      ``tcp://127.0.0.1:PORT`` or ``tcp://localhost:PORT``.
+    - ``log_level``: ``"debug"``, ``"info"`` (default), ``"warning"`` or ``"error"``.
+    """
+
+    name: str = ""
+    tasks: tuple[str, ...] = field(default=(), metadata={"check": _check_tasks})
+    endpoint: str = field(default="", metadata={"check": _check_endpoint})
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class JournalConfig:
+    """The ``[journal]`` section.
+
+    - ``url``: ``sqlite:///PATH`` (default ``sqlite:///actorq.db``); a relative
+      PATH resolves against the current directory, ``sqlite:////abs`` is absolute.
+    - ``synchronous``: SQLite ``PRAGMA synchronous``: ``"full"`` (default),
+      ``"normal"`` or ``"extra"``.
+    - ``busy_timeout``: seconds to wait on a locked database (> 0, default 5).
+    - ``batch_max``: most journal writes committed in one transaction (>= 1).
+    """
+
+    url: str = field(default="sqlite:///actorq.db", metadata={"check": _check_journal_url})
+    synchronous: Literal["full", "normal", "extra"] = "full"
+    busy_timeout: float = field(default=5.0, metadata={"gt": 0})
+    batch_max: int = field(default=4096, metadata={"min": 1})
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherConfig:
+    """The ``[dispatcher]`` section.
+
+    - ``poll_interval``: seconds between journal polls for due jobs (> 0).
+    - ``lease_timeout``: seconds before an unacknowledged job is re-leased (> 0).
+    - ``max_frame_bytes``: largest accepted message frame in bytes (>= 1024).
+    """
+
+    poll_interval: float = field(default=0.2, metadata={"gt": 0})
+    lease_timeout: float = field(default=300.0, metadata={"gt": 0})
+    max_frame_bytes: int = field(default=16_777_216, metadata={"min": 1024})
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersConfig:
+    """The ``[workers]`` section.
+
+    - ``processes``: worker processes to run (>= 1, default 2).
+    - ``concurrency``: jobs run at once in each process (>= 1, default 16).
+    - ``prefetch``: extra jobs buffered per process (>= 0, default 16).
+    - ``queues``: queue names to consume (non-empty, default ``["default"]``).
+    - ``shutdown_timeout``: seconds to let running jobs finish on stop (>= 0).
+    - ``intensity``: worker restarts allowed within ``period`` (>= 0, default 10).
+    - ``period``: the restart-intensity window in seconds (> 0, default 60).
+    """
+
+    processes: int = field(default=2, metadata={"min": 1})
+    concurrency: int = field(default=16, metadata={"min": 1})
+    prefetch: int = field(default=16, metadata={"min": 0})
+    queues: tuple[str, ...] = field(default=("default",), metadata={"check": _check_queues})
+    shutdown_timeout: float = field(default=30.0, metadata={"min": 0})
+    intensity: int = field(default=10, metadata={"min": 0})
+    period: float = field(default=60.0, metadata={"gt": 0})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A whole ``topology.toml``: one attribute per section, plus ``path``,
+    the file it was loaded from (``None`` when built in code)."""
+
+    node: NodeConfig = field(default_factory=NodeConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
+    dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    path: Path | None = field(default=None, metadata={"toml": False})
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory containing :attr:`path`, or the CWD when there is none."""
+        return Path.cwd() if self.path is None else self.path.absolute().parent
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The database file named by ``journal.url``, resolved against the CWD."""
+        path = Path(self.journal.url[len(_SQLITE):])
+        return path if path.is_absolute() else Path.cwd() / path
+
+
+def _describe(tp: Any, meta: Mapping[str, Any]) -> str:
+    """The expectation text for a (non-table) field type, including numeric bounds."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        text = "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    else:
+        text = "a list of strings" if origin is tuple else _TYPE_NAMES[tp]
+    return text + "".join(f" {sym} {meta[name]}" for name, _, sym in _BOUNDS if name in meta)
+
+
+def _convert(tp: Any, raw: object, key: str, meta: Mapping[str, Any], source: str) -> Any:
+    """Validate ``raw`` against ``tp`` and the field metadata; return it converted."""
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):  # ``X | None``: TOML has no null
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(raw, Mapping):
+            raise ConfigError(source, key, f"expected a table, {_got(raw)}")
+        return _build(typing.cast(type, tp), raw, key, source)
+    value: Any = raw
+    if origin is Literal:
+        ok = isinstance(raw, str) and raw in typing.get_args(tp)
+    elif origin is tuple:
+        ok = isinstance(raw, (list, tuple)) and all(isinstance(v, str) for v in raw)
+        value = tuple(raw) if ok else raw  # type: ignore[arg-type]
+    elif tp in (int, float):  # bool is an int subclass but never a number here
+        ok = isinstance(raw, (int, tp)) and not isinstance(raw, bool)
+        value = tp(raw) if ok else raw
+    else:
+        ok = isinstance(raw, tp)
+    if not ok or not all(op(value, meta[name]) for name, op, _ in _BOUNDS if name in meta):
+        raise ConfigError(source, key, f"expected {_describe(tp, meta)}, {_got(raw)}")
+    check: Callable[[Any], str | None] = meta.get("check", lambda _: None)
+    if problem := check(value):
+        raise ConfigError(source, key, problem)
+    return value
+
+
+def _build(cls: type[_T], data: Mapping[str, Any], prefix: str, source: str) -> _T:
+    """Build dataclass ``cls`` from table ``data``; ``prefix`` is its key path."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+              if f.metadata.get("toml", True)}
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in fields:
+            kind = "unknown key" if prefix else "unknown section"
+            close = difflib.get_close_matches(name, list(fields), n=1)
+            valid = ", ".join(map(repr, fields))
+            hint = f"did you mean {close[0]!r}?" if close else f"expected one of {valid}"
+            raise ConfigError(source, key, f"{kind}; {hint}")
+        kwargs[name] = _convert(hints[name], value, key, fields[name].metadata, source)
+    return cls(**kwargs)
+
+
+def parse_config(data: Mapping[str, Any], *, source: str = "<config>",
+                 path: Path | None = None) -> Config:
+    """Validate an already-parsed TOML document into a :class:`Config`.
+
+    ``source`` names the origin in messages; ``path`` is stored on the result; an
+    empty ``node.name`` becomes the host name.  Raises :class:`ConfigError`.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, None, f"expected a table, {_got(data)}")
+    config = _build(Config, data, "", source)
+    node = dataclasses.replace(config.node, name=config.node.name or socket.gethostname())
+    return dataclasses.replace(config, node=node, path=path)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the TOML file at ``path``; raise :class:`ConfigError`."""
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as fp:
+            data = tomllib.load(fp)
+    except OSError as exc:
+        raise ConfigError(source, None, f"cannot read the file: {exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, None, f"invalid TOML: {exc}") from exc
+    return parse_config(data, source=source, path=Path(source).absolute())
+
+
+def default_config() -> Config:
+    """The configuration an empty ``topology.toml`` yields (all defaults)."""
+    return parse_config({})

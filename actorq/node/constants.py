@@ -1,0 +1,6 @@
+"""Exit codes of the ``actorq`` command. Stable: scripts and supervisors rely on them."""
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the node ran and its tree gave up (e.g. worker restart intensity exceeded)
+EXIT_CONFIG = 2  # bad command line or topology file
+EXIT_JOURNAL = 3  # the journal cannot be opened, is locked by another node, or is unusable

@@ -1,0 +1,86 @@
+"""The msgpack codec for every actorq wire message.
+
+A frame is one msgpack array ``[version, kind, body]``. Decoding is strict and
+bounded: lengths are capped, map keys must be strings, ext types are refused
+(no object is ever built from the wire: there is no ``ext_hook``, no
+``object_hook`` and no pickle), and anything else wrong raises `FrameError`,
+which the receiving actor counts and drops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from actorq.transports.constants import KINDS, WIRE_VERSION
+
+__all__ = ["FrameError", "decode", "encode", "packb"]
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+class FrameError(ValueError):
+    """A frame could not be decoded or does not have the envelope's shape.
+
+    `reason` is a short stable tag used as the key of the drop counter.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise FrameError("ext_type", f"ext type {code} is not accepted")
+
+
+def packb(obj: Any) -> bytes:
+    """Encode `obj` as msgpack (bin type for bytes). Raises TypeError if it can't be encoded."""
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def encode(kind: str, body: Any) -> bytes:
+    """Encode one envelope of `kind` carrying `body`."""
+    return _packer.pack([WIRE_VERSION, kind, body])
+
+
+def decode(frame: bytes, max_len: int = 1 << 24) -> tuple[str, Any]:
+    """Decode one envelope and return ``(kind, body)``.
+
+    Args:
+        frame: the raw bytes of one message part.
+        max_len: upper bound for any string, binary, array or map length.
+
+    Raises:
+        FrameError: the frame is not valid msgpack, has trailing bytes, uses
+            ext types, is nested too deep, or is not ``[version, kind, body]``
+            with a known version and kind.
+    """
+    try:
+        msg = msgpack.unpackb(
+            frame,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_refuse_ext,
+            max_str_len=max_len,
+            max_bin_len=max_len,
+            max_array_len=max_len,
+            max_map_len=max_len,
+            max_ext_len=0,
+        )
+    except FrameError:
+        raise
+    except msgpack.ExtraData:
+        raise FrameError("trailing_bytes") from None
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        # FormatError, StackError (deep nesting), OutOfData, UnicodeDecodeError, ...
+        raise FrameError("not_msgpack", type(exc).__name__) from None
+    if not isinstance(msg, list) or len(msg) != 3:
+        raise FrameError("bad_envelope", "expected [version, kind, body]")
+    version, kind, body = msg
+    if version != WIRE_VERSION or isinstance(version, bool):
+        raise FrameError("bad_version", repr(version)[:40])
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise FrameError("unknown_kind", repr(kind)[:40])
+    return kind, body

@@ -1,0 +1,15 @@
+"""Wire constants: envelope version and message kinds. Stable across releases."""
+
+from __future__ import annotations
+
+WIRE_VERSION = 1
+
+# worker -> dispatcher
+HELLO = "hello"  # {"owner": str, "credits": int, "queues": [str], "pid": int}
+ACK = "ack"  # [[job_id, lease_id, outcome, error | None, retry_in | None], ...]
+BYE = "bye"  # None
+# dispatcher -> worker
+JOBS = "jobs"  # [[job_id, lease_id, task, payload, attempt, max_attempts], ...]
+STOP = "stop"  # None
+
+KINDS = frozenset({HELLO, ACK, BYE, JOBS, STOP})
