@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -20,6 +21,7 @@ from actorq._kernel.loop import new_event_loop
 from actorq.errors import JournalError
 from actorq.jobs.client import Client
 from actorq.jobs.task import Job
+from actorq.jobs.worker import load_registries
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
 from actorq.node.node import Node, NodeFailed
@@ -130,11 +132,19 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 # -- check, enqueue, status ----------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    for path in (str(config.base_dir), os.getcwd()):  # as the workers will see them
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        registry = load_registries(list(config.node.tasks))
+    except (ImportError, TypeError) as exc:
+        _err(f"actorq: {args.config}: node.tasks: {exc}")
+        return EXIT_CONFIG
     _out(f"{args.config}: ok")
     _out(f"  journal   {config.journal.url} (synchronous={config.journal.synchronous})")
     _out(f"  workers   {config.workers.processes} processes x {config.workers.concurrency} slots, "
          f"queues {', '.join(config.workers.queues)}")
-    _out(f"  tasks     {', '.join(config.node.tasks) or '(none)'}")
+    _out(f"  tasks     {', '.join(sorted(t.name for t in registry)) or '(none: every job would be dead)'}")
     return EXIT_OK
 
 

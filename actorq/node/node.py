@@ -106,6 +106,8 @@ class Node:
         loop = asyncio.get_running_loop()
         self._stopped = loop.create_future()
         cfg = self.config
+        if not cfg.node.tasks:
+            logger.warning("node.tasks is empty: workers know no task, every job will end dead")
         self.writer = jw.JournalWriter(self._open_journal, loop, batch_max=cfg.journal.batch_max,
                                        on_enqueued=self._on_enqueued)
         try:

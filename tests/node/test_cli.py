@@ -1,0 +1,139 @@
+"""The actorq command: exit codes, messages without tracebacks, --help that teaches (G9)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actorq.node.constants import EXIT_CONFIG, EXIT_JOURNAL, EXIT_OK
+
+TASKS = '''
+import actorq
+registry = actorq.TaskRegistry()
+
+@registry.task("cli.echo")
+def echo(x):
+    return x
+'''
+
+
+def actorq_cmd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "actorq.node.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def topology(tmp_path: Path) -> Path:
+    (tmp_path / "cli_tasks.py").write_text(TASKS)
+    path = tmp_path / "topology.toml"
+    path.write_text('[node]\ntasks = ["cli_tasks:registry"]\nlog_level = "warning"\n'
+                    f'[journal]\nurl = "sqlite:///{tmp_path / "cli.db"}"\n'
+                    "[workers]\nprocesses = 1\nconcurrency = 4\n")
+    return path
+
+
+@pytest.mark.parametrize("command", ["run", "check", "enqueue", "status"])
+def test_help_teaches_with_an_example(command: str, tmp_path: Path) -> None:
+    result = actorq_cmd(command, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "example:" in result.stdout and f"actorq {command} --config" in result.stdout
+
+
+def test_top_level_help_lists_commands_and_exit_codes(tmp_path: Path) -> None:
+    out = actorq_cmd("--help", cwd=tmp_path).stdout
+    for word in ("run", "check", "enqueue", "status", "exit codes"):
+        assert word in out
+
+
+def test_g9_wrong_type_names_file_key_and_expectation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[workers]\nprocesses = "two"\n')
+    result = actorq_cmd("check", "--config", str(bad), cwd=tmp_path)
+    assert result.returncode == EXIT_CONFIG
+    assert result.stderr.strip() == f"actorq: {bad}: workers.processes: expected an integer >= 1, got 'two' (str)"
+    assert "Traceback" not in result.stderr
+
+
+def test_g9_unknown_key_did_you_mean(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[workers]\nconcurency = 4\n")
+    result = actorq_cmd("run", "--config", str(bad), cwd=tmp_path)
+    assert result.returncode == EXIT_CONFIG
+    assert "workers.concurency: unknown key; did you mean 'concurrency'?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_g9_missing_file(tmp_path: Path) -> None:
+    result = actorq_cmd("run", "--config", "nope.toml", cwd=tmp_path)
+    assert result.returncode == EXIT_CONFIG
+    assert result.stderr.startswith("actorq: nope.toml: cannot read the file")
+
+
+def test_g9_bad_url_scheme(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[journal]\nurl = "mysql://localhost/x"\n')
+    result = actorq_cmd("status", "--config", str(bad), cwd=tmp_path)
+    assert result.returncode == EXIT_CONFIG
+    assert "journal.url: expected a URL starting with sqlite:///" in result.stderr
+
+
+def test_check_imports_the_tasks(topology: Path) -> None:
+    result = actorq_cmd("check", "--config", str(topology), cwd=topology.parent)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "cli.echo" in result.stdout
+
+
+def test_check_names_a_task_module_that_fails_to_import(topology: Path) -> None:
+    (topology.parent / "cli_tasks.py").write_text("raise RuntimeError('boom at import')\n")
+    result = actorq_cmd("check", "--config", str(topology), cwd=topology.parent)
+    assert result.returncode == EXIT_CONFIG
+    assert "cli_tasks" in result.stderr and "boom at import" in result.stderr
+
+
+def test_enqueue_then_status_then_burst_run(topology: Path) -> None:
+    cwd = topology.parent
+    one = actorq_cmd("enqueue", "--config", str(topology), "cli.echo", '{"a": 1}', cwd=cwd)
+    assert one.returncode == EXIT_OK, one.stderr
+    assert len(one.stdout.strip()) == 32  # the job id
+    many = actorq_cmd("enqueue", "--config", str(topology), "cli.echo", "hello", "--count", "50", cwd=cwd)
+    assert "enqueued 50 jobs" in many.stdout
+    status = actorq_cmd("status", "--config", str(topology), "--json", cwd=cwd)
+    assert json.loads(status.stdout) == {"default": {"ready": 51}}
+    run = actorq_cmd("run", "--config", str(topology), "--burst", cwd=cwd)
+    assert run.returncode == EXIT_OK, run.stderr
+    assert "51 succeeded" in run.stderr
+    status = actorq_cmd("status", "--config", str(topology), "--json", cwd=cwd)
+    assert json.loads(status.stdout) == {"default": {"succeeded": 51}}
+    table = actorq_cmd("status", "--config", str(topology), cwd=cwd).stdout
+    assert "succeeded" in table and "51" in table
+
+
+def test_enqueue_rejects_bad_kwargs(topology: Path) -> None:
+    result = actorq_cmd("enqueue", "--config", str(topology), "cli.echo", "--kwargs", "[1]", cwd=topology.parent)
+    assert result.returncode == EXIT_CONFIG
+    assert "--kwargs must be a JSON object" in result.stderr
+
+
+def test_b14_second_node_on_the_same_file_is_refused(topology: Path) -> None:
+    cwd = topology.parent
+    first = subprocess.Popen([sys.executable, "-m", "actorq.node.cli", "run", "--config", str(topology), "-q"],
+                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # the first node holds the lock once its journal is open; poll for it with a bounded loop
+        lock = Path(f"{cwd / 'cli.db'}.lock")
+        for _ in range(600):
+            if lock.exists() and lock.read_text().strip():
+                break
+            subprocess.run(["sleep", "0.05"])
+        second = actorq_cmd("run", "--config", str(topology), cwd=cwd)
+        assert second.returncode == EXIT_JOURNAL
+        assert "another node is running on journal" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.terminate()
+        first.wait(timeout=60)
+    assert first.returncode == 0
