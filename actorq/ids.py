@@ -16,30 +16,40 @@ import time
 
 __all__ = ["new_id", "id_time"]
 
+
+class _IdState:
+    __slots__ = ("pid", "ms", "seq", "tail")
+
+    def __init__(self) -> None:
+        self.pid = -1
+        self.ms = 0
+        self.seq = 0
+        self.tail = ""
+
+
 _lock = threading.Lock()
-_state = {"pid": -1, "ms": 0, "seq": 0, "tail": 0}
+_state = _IdState()
 
 
 def new_id() -> str:
-    """Return a new time-ordered, globally unique id (32 hex digits)."""
+    """Return a new time-ordered, globally unique id (32 hex digits). Thread-safe."""
+    ms = time.time_ns() // 1_000_000
     with _lock:
         st = _state
-        pid = os.getpid()
-        if st["pid"] != pid:  # a forked child must not reuse its parent's random tail
-            st["pid"] = pid
-            st["tail"] = int.from_bytes(os.urandom(8), "big")
-            st["seq"] = 0
-        ms = time.time_ns() // 1_000_000
-        if ms <= st["ms"]:
-            ms = st["ms"]
-            st["seq"] += 1
-            if st["seq"] > 0xFFFF:  # 65,536 ids in one millisecond: borrow the next one
+        if st.pid != os.getpid():  # a forked child must not reuse its parent's random tail
+            st.pid = os.getpid()
+            st.tail = os.urandom(8).hex()
+            st.seq = 0
+        if ms <= st.ms:
+            ms = st.ms
+            st.seq += 1
+            if st.seq > 0xFFFF:  # 65,536 ids in one millisecond: borrow the next one
                 ms += 1
-                st["seq"] = 0
+                st.seq = 0
         else:
-            st["seq"] = 0
-        st["ms"] = ms
-        return f"{ms:012x}{st['seq']:04x}{st['tail']:016x}"
+            st.seq = 0
+        st.ms = ms
+        return f"{ms:012x}{st.seq:04x}{st.tail}"
 
 
 def id_time(job_id: str) -> float:

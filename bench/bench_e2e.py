@@ -7,6 +7,7 @@ enqueue-to-ack: from the job id's creation time to the commit of its success
 (``finished_at``), both read from the journal afterwards.
 
     python bench/bench_e2e.py --jobs 100000 --processes 2 --concurrency 256
+    python bench/bench_e2e.py --jobs 50000 --rate 10000     # latency at a steady load
 
 Figures vary ±20-40 % on shared machines: compare runs made together.
 """
@@ -57,21 +58,22 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         queue = node.queue("default")
         start = time.monotonic()
         commits0 = node.writer.stats.commits
+        acked0 = node.writer.stats.jobs_acked
         sent = 0
-        chunk = 1000
+        chunk = 1000 if not args.rate else max(1, args.rate // 200)  # paced: 200 chunks a second
         while sent < args.jobs:
-            for _ in range(min(chunk, args.jobs - sent)):
+            n = min(chunk, args.jobs - sent)
+            for _ in range(n):
                 queue.tell(actorq.Job(task))
-            sent += min(chunk, args.jobs - sent)
-            await asyncio.sleep(0)  # let the dispatcher and acks run while producing
+            sent += n
+            if args.rate:  # open loop at a fixed rate: latency without a flood's queueing
+                await asyncio.sleep(max(0.0, start + sent / args.rate - time.monotonic()))
+            else:
+                await asyncio.sleep(0)  # let the dispatcher and acks run while producing
             if args.progress and sent % 20000 == 0:
                 print(f"  sent {sent:,}  succeeded {node.progress().succeeded:,}", file=sys.stderr)
-        while True:
-            counts = await node.counts()
-            done = counts.get("default", {}).get("succeeded", 0)
-            if done >= args.jobs:
-                break
-            await asyncio.sleep(0.01)
+        while node.writer.stats.jobs_acked - acked0 < args.jobs:  # successes committed so far
+            await asyncio.sleep(0.005)
         elapsed = time.monotonic() - start
         commits = node.writer.stats.commits - commits0
     conn = sqlite3.connect(db)
@@ -97,11 +99,13 @@ def main() -> None:
     parser.add_argument("--synchronous", default="full", choices=["full", "normal", "extra"])
     parser.add_argument("--sync", action="store_true", help="use a sync task (thread pool) instead of an async one")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--rate", type=int, default=0, help="send at this many jobs/s instead of all at once")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     print(f"actorq {actorq.__version__} | Python {platform.python_version()} | SQLite {sqlite3.sqlite_version} "
           f"| {os.cpu_count()} CPUs | synchronous={args.synchronous} | {args.processes} worker processes x "
-          f"{args.concurrency} slots | {'sync' if args.sync else 'async'} no-op tasks")
+          f"{args.concurrency} slots | {'sync' if args.sync else 'async'} no-op tasks | "
+          f"{'paced at %d jobs/s' % args.rate if args.rate else 'all jobs told at once'}")
     for i in range(args.repeat):
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             r = runner.run(run(args))
