@@ -22,7 +22,7 @@ class Counter(actorq.Actor):
 
 class Sleepy(actorq.Actor):
     async def on_ask(self, message: object) -> None:
-        await asyncio.sleep(10)
+        await asyncio.sleep(0.5)  # longer than the asker waits
 
 
 async def main() -> None:

@@ -1,7 +1,8 @@
 """The msgpack codec for every actorq wire message.
 
 A frame is one msgpack array ``[version, kind, body]``. Decoding is strict and
-bounded: lengths are capped, map keys must be strings, ext types are refused
+bounded: lengths are capped, map keys must be strings or bytes
+(msgpack's ``strict_map_key``), ext types are refused
 (no object is ever built from the wire: there is no ``ext_hook``, no
 ``object_hook`` and no pickle), and anything else wrong raises `FrameError`,
 which the receiving actor counts and drops.
@@ -79,7 +80,7 @@ def decode(frame: bytes, max_len: int = 1 << 24) -> tuple[str, Any]:
     if not isinstance(msg, list) or len(msg) != 3:
         raise FrameError("bad_envelope", "expected [version, kind, body]")
     version, kind, body = msg
-    if version != WIRE_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != WIRE_VERSION:  # not 1.0, not True
         raise FrameError("bad_version", repr(version)[:40])
     if not isinstance(kind, str) or kind not in KINDS:
         raise FrameError("unknown_kind", repr(kind)[:40])

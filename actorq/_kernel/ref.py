@@ -35,6 +35,15 @@ class ActorRef:
         state = "alive" if self.is_alive else "stopped"
         return f"<ActorRef {self.name} {state}>"
 
+    # One cell per incarnation, so comparing cells compares incarnations.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ActorRef):
+            return NotImplemented
+        return self._cell is other._cell
+
+    def __hash__(self) -> int:
+        return id(self._cell)
+
     @property
     def is_alive(self) -> bool:
         """True until the actor has stopped."""

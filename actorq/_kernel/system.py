@@ -137,6 +137,8 @@ class ActorSystem:
         self._cells: dict[str, _ActorCell] = {}
         self._started = False
         self._stopped = False
+        # Serialises start_in_thread/shutdown when several threads call them at once (A30).
+        self._lifecycle = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------
     @property
@@ -161,8 +163,11 @@ class ActorSystem:
 
     def start_in_thread(self) -> None:
         """Start a private loop (uvloop when installed) on a daemon thread. Idempotent."""
-        if self._started:
-            return
+        with self._lifecycle:
+            if not self._started:
+                self._start_thread()
+
+    def _start_thread(self) -> None:
         loop = new_event_loop()
         ready = threading.Event()
 
@@ -181,8 +186,7 @@ class ActorSystem:
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop every actor, newest first, and wait for each. Idempotent; safe before `start`."""
-        if not self._started or self._stopped:
-            self._stopped = True
+        if not self._started or self._stopped:  # before start: nothing to stop, start still works
             return
         if self._thread is not None and threading.get_ident() != self._thread_id:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.stop(timeout), self.loop))
@@ -194,13 +198,25 @@ class ActorSystem:
         self._stopped = True
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Blocking `stop` for synchronous code; also ends the background loop thread."""
-        if self._thread is None:
-            raise RuntimeError("shutdown() is for systems started with start_in_thread(); use 'await stop()'")
-        if not self._stopped:
-            self.call(self.stop(timeout), timeout + 5.0)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout)
+        """Blocking `stop` for synchronous code; also ends the background loop thread.
+
+        Idempotent, and a no-op before `start_in_thread`.
+
+        Raises:
+            RuntimeError: called on the loop thread, or the system was started with `start`.
+        """
+        if self._thread_id is not None and threading.get_ident() == self._thread_id:
+            raise RuntimeError("shutdown() from the loop thread would deadlock; use 'await stop()'")
+        with self._lifecycle:
+            if not self._started:
+                return
+            if self._thread is None:
+                raise RuntimeError("shutdown() is for systems started with start_in_thread(); use 'await stop()'")
+            if not self._stopped:
+                self.call(self.stop(timeout), timeout + 5.0)
+            if self._thread.is_alive():  # a second shutdown finds the loop closed already
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._thread.join(timeout)
 
     async def __aenter__(self) -> "ActorSystem":
         await self.start()

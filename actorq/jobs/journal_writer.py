@@ -89,6 +89,7 @@ class JournalWriter:
         self._done: asyncio.Future[None] | None = None
         self.stats = WriterStats()
         self.journal: Journal | None = None
+        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -115,12 +116,17 @@ class JournalWriter:
 
     # -- submitting (thread-safe) ------------------------------------------------------
     def submit(self, kind: int, arg: Any, callback: Callback | None = None) -> None:
-        """Queue one op; `callback(result, error)` runs on the loop after its group commits."""
+        """Queue one op; `callback(result, error)` runs on the loop after its group commits.
+
+        After `stop`, the callback gets a `JournalError` instead (the op is not applied).
+        """
         self._queue.put((kind, arg, callback))
+        if self._closed:
+            self._fail_leftovers()
 
     def enqueue(self, job: NewJob, callback: Callback | None = None) -> None:
         """Queue one job insert (fire-and-forget unless `callback` is given)."""
-        self._queue.put((ENQUEUE, job, callback))
+        self.submit(ENQUEUE, job, callback)
 
     async def call(self, kind: int, arg: Any = None) -> Any:
         """Submit one op and wait for its committed result."""
@@ -162,10 +168,26 @@ class JournalWriter:
                 if ops:
                     self._apply(ops)
         finally:
+            self._closed = True
             try:
                 self.journal.close()
             finally:
+                self._fail_leftovers()
                 self._loop.call_soon_threadsafe(_settle, self._done, None)
+
+    def _fail_leftovers(self) -> None:
+        """Answer every op submitted after the stop: it was not applied."""
+        error = JournalError("the journal writer has stopped; the op was not applied")
+        results: list[tuple[Callback, Any, BaseException | None]] = []
+        while True:
+            try:
+                _, _, cb = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if cb is not None:
+                results.append((cb, None, error))
+        if results:
+            self._loop.call_soon_threadsafe(self._deliver, results, set())
 
     def _apply(self, ops: list[tuple[int, Any, Callback | None]]) -> None:
         journal = self.journal

@@ -82,8 +82,13 @@ class SQLiteJournal:
                 raise JournalError(f"{self.path}: could not switch to WAL mode (got {mode!r})")
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise JournalError(self._explain(exc)) from exc
+        except BaseException as exc:
+            conn = getattr(self, "_conn", None)
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise JournalError(self._explain(exc)) from exc
+            raise
 
     def _explain(self, exc: sqlite3.Error) -> str:
         text = str(exc)
@@ -127,6 +132,10 @@ class SQLiteJournal:
             JournalError: the commit failed (full disk, I/O error); nothing inside was committed.
         """
         if self._in_tx:
+            if not self._conn.in_transaction:
+                # SQLite rolled the whole transaction back after an earlier error (SQLITE_FULL,
+                # SQLITE_IOERR): refuse to go on, or the next statements would autocommit alone.
+                raise JournalError(f"journal {self.path}: the transaction was rolled back by an earlier error")
             yield
             return
         conn = self._conn
@@ -151,11 +160,23 @@ class SQLiteJournal:
             self._in_tx = False
 
     def attach_node(self) -> None:
-        """Take the node lock ``<file>.lock`` (flock, released when the process dies)."""
+        """Take the node lock ``<file>.lock`` (flock, released when the process dies).
+
+        Raises:
+            JournalLocked: another node holds the lock.
+            JournalError: the lock file or the journal cannot be written (the message
+                names the path and the permission needed).
+        """
         if self._lock_fd is not None:
             return
         lock_path = Path(f"{self.path}.lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise JournalError(
+                f"cannot open the node lock {lock_path}: {exc.strerror}; actorq needs read and write "
+                f"permission on it and on its directory {lock_path.parent}"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -164,12 +185,24 @@ class SQLiteJournal:
                 f"another node is running on journal {self.path} (it holds {lock_path}); "
                 "SQLite allows one node per file: stop it, or use a PostgreSQL journal for several nodes"
             ) from None
+        try:
+            # SQLite opens a write-protected file read-only without a word; a node must find
+            # out now (E8), not at its first enqueue. Rewriting user_version is a real write.
+            with self.transaction():
+                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except JournalError:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
 
     # -- transitions -------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob]) -> int:
+        """Insert `jobs` as ready, or scheduled when `run_at` is in the future.
+
+        Ids already present are skipped (idempotent re-send). Returns the number inserted.
+        """
         now = self._clock()
         rows = [
             (
@@ -191,6 +224,10 @@ class SQLiteJournal:
             return self._conn.total_changes - before
 
     def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
+        """Lease up to `limit` ready jobs of `queues` to `owner` for `lease_for` s, counting an attempt each.
+
+        Jobs are chosen by priority, then id; the returned list is in no particular order.
+        """
         if limit <= 0 or not queues:
             return []
         now = self._clock()
@@ -208,6 +245,7 @@ class SQLiteJournal:
         return [LeasedJob(*row, lease_id) for row in rows]
 
     def complete(self, acks: Sequence[tuple[str, int]]) -> int:
+        """Move ``(job_id, lease_id)`` pairs to succeeded; returns how many were current (the rest were stale)."""
         if not acks:
             return 0
         now = self._clock()
@@ -221,6 +259,11 @@ class SQLiteJournal:
             return self._conn.total_changes - before
 
     def fail(self, failures: Sequence[Failure]) -> int:
+        """Record failed attempts (retry, failed or dead); returns how many leases were current.
+
+        Raises:
+            ValueError: a `final_state` other than None, "failed" or "dead"; nothing is recorded.
+        """
         now = self._clock()
         accepted = 0
         with self.transaction():
@@ -247,6 +290,7 @@ class SQLiteJournal:
         return accepted
 
     def release(self, leases: Sequence[tuple[str, int]]) -> int:
+        """Return leased jobs that never started to ready, giving their attempt back; returns rows moved."""
         if not leases:
             return 0
         with self.transaction():
@@ -277,15 +321,19 @@ class SQLiteJournal:
             return cur.rowcount
 
     def reclaim(self, owner: str, reason: str) -> int:
+        """Return the dead `owner`'s jobs to ready (or dead when out of attempts), recording `reason`."""
         return self._reclaim_where("lease_owner = ?", (owner,), reason)
 
     def reclaim_all(self, reason: str) -> int:
+        """`reclaim` every leased job, whatever its owner."""
         return self._reclaim_where("1", (), reason)
 
     def expire(self, reason: str = "lease expired") -> int:
+        """`reclaim` every job whose lease expired by the journal's clock."""
         return self._reclaim_where("lease_expires < ?", (self._clock(),), reason)
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
+        """Extend the leases held by `owners` to now + `lease_for`; returns rows renewed."""
         if not owners:
             return 0
         marks = ",".join("?" * len(owners))
@@ -296,6 +344,7 @@ class SQLiteJournal:
             ).rowcount
 
     def promote(self) -> int:
+        """Move due scheduled and retry jobs to ready; returns the number moved."""
         with self.transaction():
             return self._conn.execute(
                 "UPDATE actorq_jobs SET state = 'ready' WHERE state IN ('scheduled', 'retry') AND run_at <= ?",
@@ -303,6 +352,7 @@ class SQLiteJournal:
             ).rowcount
 
     def cancel(self, job_id: str) -> bool:
+        """Cancel a scheduled, ready or retry job; False for any other state or an unknown id."""
         with self.transaction():
             return self._conn.execute(
                 "UPDATE actorq_jobs SET state = 'cancelled', finished_at = ?"
@@ -311,6 +361,7 @@ class SQLiteJournal:
             ).rowcount == 1
 
     def retry_dead(self, job_id: str) -> bool:
+        """Make a dead or failed job ready with a fresh set of attempts; its error history is kept."""
         with self.transaction():
             return self._conn.execute(
                 "UPDATE actorq_jobs SET state = 'ready', attempts = 0, run_at = ?, finished_at = NULL"
@@ -320,6 +371,7 @@ class SQLiteJournal:
 
     # -- reads -------------------------------------------------------------------
     def counts(self) -> dict[str, dict[str, int]]:
+        """Return ``{queue: {state: count}}``."""
         result: dict[str, dict[str, int]] = {}
         for queue, state, n in self._conn.execute(
             "SELECT queue, state, count(*) FROM actorq_jobs GROUP BY queue, state"
@@ -328,6 +380,7 @@ class SQLiteJournal:
         return result
 
     def get(self, job_id: str) -> JobInfo | None:
+        """Return the job with its errors, oldest first, or None."""
         row = self._conn.execute(
             "SELECT id, queue, task, state, attempts, max_attempts, run_at, lease_owner, last_error"
             " FROM actorq_jobs WHERE id = ?",
@@ -337,7 +390,8 @@ class SQLiteJournal:
             return None
         errors = [
             e for (e,) in self._conn.execute(
-                "SELECT error FROM actorq_errors WHERE job_id = ? ORDER BY attempt, at", (job_id,)
+                # rowid is insertion order; attempt numbers restart after retry_dead
+                "SELECT error FROM actorq_errors WHERE job_id = ? ORDER BY rowid", (job_id,)
             )
         ]
         return JobInfo(row[0], row[1], row[2], JobState(row[3]), *row[4:], errors)
@@ -349,6 +403,7 @@ class SQLiteJournal:
         return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
 
     def close(self) -> None:
+        """Close the connection and release the node lock. Idempotent."""
         conn, self._conn = getattr(self, "_conn", None), None  # type: ignore[assignment]
         if conn is not None:
             conn.close()

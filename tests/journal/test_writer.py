@@ -1,0 +1,76 @@
+"""The journal writer's group commit under faults: a full journal (E5) and ops after stop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actorq.errors import JournalError
+from actorq.ids import new_id
+from actorq.jobs import journal_writer as jw
+from actorq.journal import NewJob, SQLiteJournal
+
+
+def _job(size: int = 2000) -> NewJob:
+    return NewJob(new_id(), "default", "t", b"x" * size)
+
+
+async def _collect(writer: jw.JournalWriter, ops: list[tuple[int, Any]]) -> list[tuple[Any, BaseException | None]]:
+    loop = asyncio.get_running_loop()
+    futures = []
+    for kind, arg in ops:
+        fut = loop.create_future()
+        writer.submit(kind, arg, lambda r, e, f=fut: f.set_result((r, e)))
+        futures.append(fut)
+    return list(await asyncio.gather(*futures))
+
+
+@pytest.mark.timeout(30)
+def test_e5_full_journal_fails_the_whole_group_and_recovers(tmp_path: Path) -> None:
+    db = tmp_path / "full.db"
+
+    async def main() -> None:
+        journals: list[SQLiteJournal] = []
+
+        def factory() -> SQLiteJournal:
+            journal = SQLiteJournal(db)
+            journals.append(journal)
+            return journal
+
+        writer = jw.JournalWriter(factory, asyncio.get_running_loop())
+        await writer.start()
+        await writer.call(jw.ENQUEUE, _job())
+        pages = await writer.call(jw.CALL, lambda j: j.pragma("page_count"))
+        await writer.call(jw.CALL, lambda j: j._conn.execute(f"PRAGMA max_page_count = {pages + 2}"))
+        # many large inserts and a later kind of op in one group: the inserts cannot fit
+        ops: list[tuple[int, Any]] = [(jw.ENQUEUE, _job()) for _ in range(200)] + [(jw.PROMOTE, None)]
+        results = await _collect(writer, ops)
+        assert all(isinstance(error, JournalError) for _, error in results[:200]), results[:3]
+        counts = await writer.call(jw.CALL, lambda j: j.counts())
+        assert counts == {"default": {"ready": 1}}  # nothing of the failed group was committed
+        # raise the limit again: writes resume
+        await writer.call(jw.CALL, lambda j: j._conn.execute("PRAGMA max_page_count = 1073741823"))
+        await writer.call(jw.ENQUEUE, _job())
+        assert (await writer.call(jw.CALL, lambda j: j.counts())) == {"default": {"ready": 2}}
+        await writer.stop()
+
+    asyncio.run(main())
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+@pytest.mark.timeout(30)
+def test_an_op_submitted_after_stop_is_answered_with_an_error(tmp_path: Path) -> None:
+    async def main() -> None:
+        writer = jw.JournalWriter(lambda: SQLiteJournal(tmp_path / "w.db"), asyncio.get_running_loop())
+        await writer.start()
+        await writer.stop()
+        with pytest.raises(JournalError, match="stopped"):
+            await writer.call(jw.PROMOTE)
+
+    asyncio.run(main())
