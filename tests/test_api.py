@@ -17,6 +17,7 @@ import pytest
 import actorq
 import actorq.journal
 import actorq.supervisors
+import actorq.testing
 import actorq.transports
 
 PINNED_ALL = {
@@ -31,6 +32,7 @@ PINNED_ALL = {
         "TERMINAL_STATES", "open_journal",
     ],
     "actorq.supervisors": ["ChildExit", "ProcessChild", "ProcessPool", "RestartIntensity", "exit_reason"],
+    "actorq.testing": ['Ledger', 'LedgerEntry', 'QueueCheck', 'check_total_queue', 'eventually', 'job_states', 'journal_invariants'],
     "actorq.transports": ["FrameError", "LoopSocket", "decode", "encode", "private_ipc_dir"],
 }
 

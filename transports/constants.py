@@ -9,7 +9,7 @@ HELLO = "hello"  # {"owner": str, "credits": int, "queues": [str], "pid": int}
 ACK = "ack"  # [[job_id, lease_id, outcome, error | None, retry_in | None], ...]
 BYE = "bye"  # None
 # dispatcher -> worker
-JOBS = "jobs"  # [[job_id, lease_id, task, payload, attempt, max_attempts], ...]
+JOBS = "jobs"  # [[job_id, lease_id, task, payload, attempt, max_attempts, queue], ...]
 STOP = "stop"  # None
 
 KINDS = frozenset({HELLO, ACK, BYE, JOBS, STOP})

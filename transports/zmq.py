@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import tempfile
 from typing import Callable
 
@@ -112,7 +113,38 @@ class LoopSocket:
 
 
 def private_ipc_dir(prefix: str = "actorq-") -> str:
-    """Create a fresh directory readable and writable by this user only (mode 0700) for ipc:// sockets."""
+    """Create a fresh directory, mode 0700, for this process's ipc:// sockets.
+
+    The directory holds an ``owner.pid`` file. Directories with the same prefix
+    left behind by processes that died without cleaning up (SIGKILL) are
+    removed first, so they do not pile up in the temporary directory.
+    """
+    sweep_stale_ipc_dirs(prefix)
     path = tempfile.mkdtemp(prefix=prefix)
     os.chmod(path, 0o700)
+    with open(os.path.join(path, "owner.pid"), "w") as f:
+        f.write(str(os.getpid()))
     return path
+
+
+def sweep_stale_ipc_dirs(prefix: str = "actorq-") -> int:
+    """Remove this user's ipc directories whose owning process is gone; return how many."""
+    import psutil  # only here: transports otherwise need no process library
+
+    root = tempfile.gettempdir()
+    removed = 0
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if not name.startswith(prefix):
+            continue
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            with open(os.path.join(path, "owner.pid")) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            continue  # not ours, or made by another tool: leave it alone
+        if pid != os.getpid() and not psutil.pid_exists(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed

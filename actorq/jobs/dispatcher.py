@@ -39,6 +39,8 @@ from actorq.transports.zmq import LoopSocket
 
 logger = logging.getLogger(__name__)
 
+MAX_LEASE_ID = 2**63 - 1  # lease ids are positive SQLite INTEGERs (the journal draws 62 random bits)
+
 OUTCOME_OK, OUTCOME_ERROR, OUTCOME_DISCARD, OUTCOME_UNKNOWN, OUTCOME_RELEASE = (
     "ok", "error", "discard", "unknown", "release",
 )
@@ -103,6 +105,7 @@ class Dispatcher:
         self._dead_owners: set[str] = set()
         self._empty: set[str] = set()
         self._accepting = False
+        self._workers_told_to_stop = False
         self._last_malformed_log = 0.0
         self._renew_handle: asyncio.TimerHandle | None = None
         self.stats = DispatcherStats()
@@ -131,7 +134,11 @@ class Dispatcher:
         self._accepting = False
 
     def request_workers_stop(self) -> None:
-        """Ask every connected worker to finish its running jobs and exit."""
+        """Ask every connected worker to finish its running jobs and exit.
+
+        A worker that says hello afterwards (it was still starting) is told at once.
+        """
+        self._workers_told_to_stop = True
         for worker in list(self._workers.values()):
             self._send(worker, encode(wire.STOP, None))
 
@@ -247,6 +254,9 @@ class Dispatcher:
             self._workers[owner] = worker
             self._by_ident[ident] = worker
             logger.info("worker %s (pid %d) ready with %d credits", owner, pid, credits)
+        if self._workers_told_to_stop:  # it missed the broadcast: without this it runs until killed
+            self._send(worker, encode(wire.STOP, None))
+            return
         self._pump(worker)
 
     def _on_bye(self, ident: bytes) -> None:
@@ -269,7 +279,10 @@ class Dispatcher:
                 self._malformed("bad_ack")
                 continue
             job_id, lease_id, outcome, error, retry_in = item
-            if not isinstance(job_id, str) or not isinstance(lease_id, int) or isinstance(lease_id, bool):
+            if (not isinstance(job_id, str) or not isinstance(lease_id, int) or isinstance(lease_id, bool)
+                    or not 0 < lease_id <= MAX_LEASE_ID):
+                # an out-of-range lease id matches no lease, and SQLite would refuse the int,
+                # failing every ack committed in the same group with it
                 self._malformed("bad_ack")
                 continue
             if worker is not None and worker.held.pop(job_id, None) is not None:
@@ -330,7 +343,7 @@ class Dispatcher:
             self._empty.update(worker.queues)
         if not jobs:
             return
-        body = [[j.id, j.lease_id, j.task, j.payload, j.attempt, j.max_attempts] for j in jobs]
+        body = [[j.id, j.lease_id, j.task, j.payload, j.attempt, j.max_attempts, j.queue] for j in jobs]
         if not self._send(worker, encode(wire.JOBS, body)):
             self.writer.submit(jw.RELEASE, [(j.id, j.lease_id) for j in jobs], self._after_retry)
             return

@@ -168,24 +168,43 @@ class Job:
                       self.priority, run_at, self.max_attempts)
 
 
+_PACK_ERRORS = (TypeError, ValueError, OverflowError)
+
+
+def _check_value(value: Any) -> None:
+    """Encode one value as a worker will decode it (string or bytes map keys only)."""
+    packed = msgpack.packb(value, use_bin_type=True)
+    if isinstance(value, (dict, list, tuple)):  # containers may hide keys msgpack packs but workers refuse
+        msgpack.unpackb(packed, raw=False, strict_map_key=True)
+
+
 def encode_payload(args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> bytes:
-    """msgpack ``[args, kwargs]``; a TypeError names the first argument that cannot be encoded."""
+    """msgpack ``[args, kwargs]`` exactly as a worker decodes it.
+
+    Raises:
+        TypeError: names the first argument that cannot be encoded, or that holds a
+            map key other than a string (workers decode with ``strict_map_key``).
+    """
     try:
-        return msgpack.packb([list(args), kwargs], use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
-        for i, value in enumerate(args):
-            try:
-                msgpack.packb(value, use_bin_type=True)
-            except (TypeError, ValueError, OverflowError):
-                raise TypeError(f"job argument {i} ({type(value).__name__}) cannot be encoded with msgpack: {exc}") from None
-        for key, value in kwargs.items():
-            if not isinstance(key, str):
-                raise TypeError(f"job keyword {key!r}: keys must be strings") from None
-            try:
-                msgpack.packb(value, use_bin_type=True)
-            except (TypeError, ValueError, OverflowError):
-                raise TypeError(f"job argument {key!r} ({type(value).__name__}) cannot be encoded with msgpack: {exc}") from None
-        raise TypeError(f"job arguments cannot be encoded with msgpack: {exc}") from None
+        payload = msgpack.packb([list(args), kwargs], use_bin_type=True)
+        if kwargs or any(isinstance(a, (dict, list, tuple)) for a in args):
+            msgpack.unpackb(payload, raw=False, strict_map_key=True)
+        return payload
+    except _PACK_ERRORS as exc:
+        error = exc
+    for i, value in enumerate(args):
+        try:
+            _check_value(value)
+        except _PACK_ERRORS as exc:
+            raise TypeError(f"job argument {i} ({type(value).__name__}) cannot be encoded with msgpack: {exc}") from None
+    for key, value in kwargs.items():
+        if not isinstance(key, str):
+            raise TypeError(f"job keyword {key!r}: keyword names must be strings") from None
+        try:
+            _check_value(value)
+        except _PACK_ERRORS as exc:
+            raise TypeError(f"job argument {key!r} ({type(value).__name__}) cannot be encoded with msgpack: {exc}") from None
+    raise TypeError(f"job arguments cannot be encoded with msgpack: {error}") from None
 
 
 class JobContext(NamedTuple):

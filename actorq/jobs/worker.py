@@ -169,7 +169,7 @@ class Worker:
 
     def _on_jobs(self, jobs: list[Any]) -> None:
         for job in jobs:
-            if not isinstance(job, list) or len(job) != 6:
+            if not isinstance(job, list) or len(job) != 7:
                 self.malformed += 1
                 continue
             if self.stopping:
@@ -185,7 +185,7 @@ class Worker:
         self.loop.create_task(self._run(job))
 
     async def _run(self, job: list[Any]) -> None:
-        job_id, lease_id, name, payload, attempt, max_attempts = job
+        job_id, lease_id, name, payload, attempt, max_attempts, queue = job
         outcome, error, retry_in = OUTCOME_OK, None, None
         try:
             try:
@@ -196,7 +196,7 @@ class Worker:
                 try:
                     args, kwargs = msgpack.unpackb(payload, raw=False, strict_map_key=True,
                                                    ext_hook=_no_ext)
-                    jctx = JobContext(job_id, name, "", attempt, max_attempts)
+                    jctx = JobContext(job_id, name, queue, attempt, max_attempts)
                     if task.is_async:
                         token = _current.set(jctx)
                         try:

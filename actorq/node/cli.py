@@ -87,13 +87,14 @@ async def _run_node(config: Config, burst: bool, quiet: bool) -> int:
     node = Node(config)
     loop = asyncio.get_running_loop()
     stop_requests = 0
+    stopping: list[asyncio.Task[None]] = []  # keeps the stop task referenced until it is done
 
     def request_stop() -> None:
         nonlocal stop_requests
         stop_requests += 1
         if stop_requests == 1:
             logger.info("stop requested: finishing in-flight jobs (up to %.0f s)", config.workers.shutdown_timeout)
-            loop.create_task(node.stop())
+            stopping.append(loop.create_task(node.stop()))
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop)

@@ -87,6 +87,7 @@ class Node:
         self._stopping = False
         self.failure: str | None = None
         self.reclaimed_at_start = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> "Node":
@@ -179,7 +180,7 @@ class Node:
         if fut.cancelled():
             return
         self.failure = fut.result()
-        asyncio.get_running_loop().create_task(self.stop())
+        self._tasks.add(asyncio.get_running_loop().create_task(self.stop()))
 
     async def stop(self) -> None:
         """Stop gracefully (see the module docstring). Idempotent; safe before `start`."""

@@ -1,0 +1,368 @@
+"""Process crashes and restarts (ACCEPTANCE section C), with real processes and signals.
+
+Each test counts every job: tasks append to an independent ledger, the test
+drains the queue, then applies Jepsen's total-queue check (nothing lost,
+nothing unexpected, duplicates counted and printed) and the journal invariants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from actorq import Job, Node, NodeFailed
+from actorq.testing import Ledger, check_total_queue, eventually, journal_invariants
+
+TASKS = """
+started = Ledger(str(ledger.path) + ".started")
+
+
+@registry.task("crash.work")
+async def work(n):
+    await asyncio.sleep(0.03)
+    record()
+
+
+@registry.task("crash.selfkill")
+async def selfkill():
+    record()  # the job ran ...
+    if current_job().attempt == 1:
+        die()  # ... and its worker dies before the ack leaves
+
+
+@registry.task("crash.poison", max_attempts=3)
+async def poison():
+    record()
+    die()
+
+
+@registry.task("crash.poison5", max_attempts=5)
+async def poison5():
+    record()
+    die()
+
+
+@registry.task("crash.few_ms")
+async def few_ms(n):
+    await asyncio.sleep(0.004)
+    record()
+
+
+@registry.task("crash.slow")
+async def slow(n):
+    ctx = current_job()
+    started.record(ctx.id, ctx.attempt)
+    await asyncio.sleep(0.3)
+    record()
+"""
+
+WORKER_DIED_KILLED = "worker died (killed)"
+NODE_RESTARTED = "node restarted (lease of an earlier incarnation)"
+
+
+def _jobs_with_errors(path: Path) -> dict[str, tuple[str, int, list[str]]]:
+    """``{job_id: (state, attempts, [errors in attempt order])}``, read-only from the journal."""
+    conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
+    try:
+        jobs = {row[0]: (row[1], row[2], []) for row in conn.execute("SELECT id, state, attempts FROM actorq_jobs")}
+        for job_id, error in conn.execute("SELECT job_id, error FROM actorq_errors ORDER BY job_id, attempt, at"):
+            jobs[job_id][2].append(error)
+        return jobs
+    finally:
+        conn.close()
+
+
+def _succeeded(states: dict[str, str]) -> set[str]:
+    return {job_id for job_id, state in states.items() if state == "succeeded"}
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+# -- C1 ------------------------------------------------------------------------------------
+async def test_c1_sigkill_random_worker_under_load(topology, rng):
+    topo = topology(TASKS, processes=2, concurrency=4, prefetch=4, intensity=20)
+    kills = 5
+    async with Node(topo.config) as node:
+        jobs = [Job("crash.work", [i]) for i in range(2000)]
+        accepted = set(await node.queue().enqueue_many(jobs))
+        killed: list[int] = []
+        for _ in range(kills):
+            await eventually(
+                lambda: len(node.worker_pids()) == 2 and node.dispatcher.worker_count == 2
+                and node.dispatcher.in_flight > 0,
+                timeout=30, message="both workers up and jobs in flight",
+            )
+            await asyncio.sleep(rng.uniform(0.05, 0.3))  # fault timing, not a wait for an outcome
+            victim = rng.choice(node.worker_pids())
+            assert psutil.Process(victim).ppid() == os.getpid()  # a worker of this node
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+            await eventually(lambda: victim not in node.worker_pids(), timeout=10, message=f"pool saw {victim} die")
+        counts = await node.wait_idle(timeout=90)  # lease_timeout is 300 s: only crash-driven reclaim fits
+        restarts = node.pool.restarts
+        reclaimed = node.dispatcher.stats.reclaimed
+        reclaim_events = node.dispatcher.stats.reclaim_events  # one reclaim per death, at once
+        survivors = node.worker_pids()
+        assert node.failure is None
+    print(f"killed workers {killed}; {reclaimed} leased jobs reclaimed on those deaths")
+
+    assert counts == {"default": {"succeeded": 2000}}
+    assert restarts == kills == reclaim_events and len(survivors) == 2 and not set(killed) & set(survivors)
+    assert reclaimed > 0, "killed workers held leased jobs; they must come back through reclaim"
+    check = check_total_queue(accepted, topo.ledger.read(), _succeeded(topo.states()))
+    print(check.summary())
+    assert check.valid, check.summary()
+    for job_id, (state, attempts, errors) in _jobs_with_errors(topo.journal_path).items():
+        # each crash is one counted attempt, recorded with its reason; the last attempt succeeded
+        assert state == "succeeded" and attempts == len(errors) + 1, (job_id, state, attempts, errors)
+        assert all(error == WORKER_DIED_KILLED for error in errors), errors
+    assert journal_invariants(topo.journal_path) == []
+
+
+# -- C2, C7 ----------------------------------------------------------------------------------
+async def test_c2_sigkill_after_the_job_ran_before_its_ack(topology):
+    # 4 slots, no prefetch: the first job to run kills its worker; the others it held are
+    # reclaimed unrun (their attempt counted), so about 50 / 4 workers die, not 50.
+    topo = topology(TASKS, processes=2, concurrency=4, prefetch=0, intensity=100)
+    async with Node(topo.config) as node:
+        accepted = set(await node.queue().enqueue_many([Job("crash.selfkill") for _ in range(50)]))
+        counts = await node.wait_idle(timeout=90)
+        restarts = node.pool.restarts
+        assert node.failure is None and len(node.worker_pids()) == 2
+    print(f"{restarts} worker restarts")
+    assert counts == {"default": {"succeeded": 50}}
+
+    entries = topo.ledger.read()
+    check = check_total_queue(accepted, entries, _succeeded(topo.states()))
+    print(check.summary())
+    assert check.valid, check.summary()
+    killed_after_running = {e.job_id for e in entries if e.attempt == 1}
+    assert killed_after_running and restarts >= len(killed_after_running)
+    assert set(check.duplicated) == killed_after_running  # ran, died unacked, ran again
+    jobs = _jobs_with_errors(topo.journal_path)
+    for job_id in accepted:
+        state, attempts, errors = jobs[job_id]
+        # one success in the journal, after one (or more) crashed attempts
+        assert state == "succeeded" and attempts >= 2 and attempts == len(errors) + 1, jobs[job_id]
+        assert set(errors) == {WORKER_DIED_KILLED}
+        runs = sorted(e.attempt for e in entries if e.job_id == job_id)
+        assert runs[-1] == attempts and len(set(runs)) == len(runs), runs
+    assert journal_invariants(topo.journal_path) == []
+
+
+async def test_c7_poison_pill_goes_dead_and_the_node_survives(topology):
+    topo = topology(TASKS, processes=2, concurrency=1, prefetch=0, intensity=5, period=60.0)
+    poison = Job("crash.poison", max_attempts=3)
+    after = Job("crash.work", [1])
+    async with Node(topo.config) as node:
+        await node.queue().enqueue(poison)
+        await eventually(lambda: topo.states()[poison.id] == "dead", timeout=60, message="the poison pill is dead")
+        await node.queue().enqueue(after)  # the pool is still up and running jobs
+        await node.wait_idle(timeout=30)
+        restarts = node.pool.restarts
+        assert node.failure is None and not node.pool.failed.done() and len(node.worker_pids()) == 2
+    assert restarts == 3
+
+    info = topo.info(poison.id)
+    assert (info.state, info.attempts) == ("dead", 3)
+    assert info.errors == [WORKER_DIED_KILLED] * 3
+    runs = [e for e in topo.ledger.read() if e.job_id == poison.id]
+    assert [e.attempt for e in runs] == [1, 2, 3] and len({e.pid for e in runs}) == 3  # 3 workers died
+    assert topo.states()[after.id] == "succeeded"
+    assert journal_invariants(topo.journal_path) == []
+
+
+async def test_c7_poison_pill_beyond_intensity_escalates(topology):
+    # intensity 2: the third worker death inside the period makes the pool give up, and the
+    # node stops with that reason (OTP escalation) instead of restarting forever
+    topo = topology(TASKS, processes=2, concurrency=1, prefetch=0, intensity=2, period=60.0)
+    poison = Job("crash.poison5", max_attempts=5)
+    node = Node(topo.config)
+    await node.start()
+    try:
+        await node.queue().enqueue(poison)
+        with pytest.raises(NodeFailed, match="worker pool gave up: more than 2 restarts"):
+            await asyncio.wait_for(node.wait(), timeout=60)
+    finally:
+        await node.stop()
+    assert node.worker_pids() == []
+    info = topo.info(poison.id)
+    assert (info.state, info.attempts, info.errors) == ("ready", 3, [WORKER_DIED_KILLED] * 3)
+    assert journal_invariants(topo.journal_path, allow_pending=True) == []
+
+
+# -- restarts of a real `actorq run` (C6, C10, A29) -------------------------------------------------
+def _endpoint_in(directory: Path) -> str:
+    """An ipc:// endpoint inside the test's directory: a SIGKILLed node leaves its socket file
+    there, not a private directory in /tmp (and the next run must bind over the stale file)."""
+    path = directory / "dispatcher.ipc"
+    return f"ipc://{path}" if len(str(path)) < 100 else ""  # sun_path holds ~107 bytes
+
+
+class NodeProcess:
+    """``actorq run --config FILE`` as a real subprocess in its own session (process group)."""
+
+    def __init__(self, topo, run: int, *args: str) -> None:
+        self.log_path = topo.dir / f"node-run{run}.log"
+        self.log = open(self.log_path, "wb")
+        env = dict(os.environ, AQTEST_RUN=str(run))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "actorq.node.cli", "run", "--config", str(topo.toml_path), *args],
+            cwd=topo.dir, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+
+    def children(self) -> list[psutil.Process]:
+        """The node's worker processes right now."""
+        try:
+            return psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    async def exit_code(self, timeout: float = 60.0) -> int:
+        """Wait (bounded) for the node to exit; return its exit code."""
+        try:
+            await eventually(lambda: self.proc.poll() is not None, timeout=timeout, message="actorq run exited")
+        finally:
+            self.log.close()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        """The node's log (stdout and stderr)."""
+        return self.log_path.read_text(errors="replace")
+
+    def kill_everything(self) -> None:
+        """Clean-up after a failed test: SIGKILL the whole process group."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.log.close()
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill_node", "sigkill_group"])
+async def test_c6_c10_node_stopped_mid_queue_then_restarted(topology, tmp_path, stop):
+    topo = topology(TASKS, processes=2, concurrency=8, prefetch=8, shutdown_timeout=20.0, log_level="warning",
+                    endpoint=_endpoint_in(tmp_path))
+    with topo.client() as client:
+        accepted = set(client.enqueue_many([Job("crash.few_ms", [i]) for i in range(1000)]))
+        first = NodeProcess(topo, 1)
+        try:
+            for batch in range(10):  # a second producer while the node runs
+                more = [Job("crash.few_ms", [1000 + 100 * batch + i]) for i in range(100)]
+                accepted |= set(client.enqueue_many(more))
+            await eventually(lambda: topo.ledger.count() >= 600, timeout=60, message="600 jobs ran in run 1")
+            workers = first.children()
+            assert len(workers) == 2, workers
+            if stop == "sigterm":
+                os.kill(first.pid, signal.SIGTERM)
+            elif stop == "sigkill_node":  # only the node: its workers must notice and die (A29)
+                os.kill(first.pid, signal.SIGKILL)
+            else:
+                os.killpg(first.pid, signal.SIGKILL)
+            code = await first.exit_code(timeout=60)
+        except BaseException:
+            first.kill_everything()
+            raise
+    print(f"run 1 ({stop}) exited with {code}; output:\n{first.output()[-2000:]}")
+    await eventually(lambda: all(_gone(w) for w in workers), timeout=10,
+                     message=f"no worker of the old run is left: {[w.pid for w in workers]}")
+    ran_in_first = topo.ledger.read()
+    assert len({e.job_id for e in ran_in_first}) < len(accepted), "the node must be stopped mid-queue"
+    if stop == "sigterm":
+        assert code == 0, first.output()
+        # a graceful stop leaves no lease behind: running jobs finished, unstarted ones went back
+        assert journal_invariants(topo.journal_path, allow_pending=True) == []
+    else:
+        assert code == -signal.SIGKILL
+        problems = journal_invariants(topo.journal_path, allow_pending=True)
+        assert [p for p in problems if not p.startswith("job leased at rest")] == []
+
+    second = NodeProcess(topo, 2, "--burst")
+    try:
+        code2 = await second.exit_code(timeout=90)
+    except BaseException:
+        second.kill_everything()
+        raise
+    assert code2 == 0, second.output()
+
+    entries = topo.ledger.read()
+    check = check_total_queue(accepted, entries, _succeeded(topo.states()))
+    print(check.summary())
+    assert check.valid, check.summary()
+    assert journal_invariants(topo.journal_path) == []
+    assert {e.tag.split("/")[0] for e in entries} == {"1", "2"}  # both runs did work
+    assert [e for e in entries if e.tag.startswith("1/")] == ran_in_first, "no orphan of run 1 ran a job"
+    errors = [error for _, _, errs in _jobs_with_errors(topo.journal_path).values() for error in errs]
+    if stop == "sigterm":
+        assert errors == [] and not check.duplicated, "a graceful stop must neither crash nor repeat a job"
+    else:
+        assert errors and set(errors) == {NODE_RESTARTED}  # the old run's leases, reclaimed at start
+
+
+async def test_c10_sigterm_with_jobs_in_flight_exits_0_and_loses_nothing(topology):
+    topo = topology(TASKS, processes=2, concurrency=2, prefetch=2, shutdown_timeout=20.0)
+    started = Ledger(str(topo.ledger.path) + ".started")
+    with topo.client() as client:
+        accepted = set(client.enqueue_many([Job("crash.slow", [i]) for i in range(20)]))
+    node = NodeProcess(topo, 1)
+    try:
+        def in_flight() -> set[str]:
+            return {e.job_id for e in started.read()} - {e.job_id for e in topo.ledger.read()}
+
+        running = await eventually(lambda: len(in_flight()) >= 2 and in_flight(), timeout=30,
+                                   message="jobs in flight")
+        os.kill(node.pid, signal.SIGTERM)
+        code = await node.exit_code(timeout=60)
+    except BaseException:
+        node.kill_everything()
+        raise
+    assert code == 0, node.output()
+    finished = {e.job_id for e in topo.ledger.read()}
+    assert running <= finished, "jobs in flight at SIGTERM must finish before the node exits"
+    assert {e.job_id for e in started.read()} == finished  # nothing was started and dropped
+    assert journal_invariants(topo.journal_path, allow_pending=True) == []
+    jobs = _jobs_with_errors(topo.journal_path)
+    assert {j for j, (state, _, _) in jobs.items() if state == "succeeded"} == finished
+    for job_id, (state, attempts, errors) in jobs.items():
+        assert errors == [] and attempts == (1 if state == "succeeded" else 0), (job_id, jobs[job_id])
+
+    second = NodeProcess(topo, 2, "--burst")
+    try:
+        assert await second.exit_code(timeout=60) == 0, second.output()
+    except BaseException:
+        second.kill_everything()
+        raise
+    check = check_total_queue(accepted, topo.ledger.read(), _succeeded(topo.states()))
+    print(check.summary())
+    assert check.valid and not check.duplicated, check.summary()
+    assert journal_invariants(topo.journal_path) == []
+
+
+async def test_c10_stop_while_workers_are_starting_is_graceful(topology, caplog):
+    # Workers that say hello after the stop broadcast must still be told to stop, not be
+    # left running until shutdown_timeout runs out and they are killed.
+    caplog.set_level(logging.INFO, logger="actorq.supervisors.process")
+    topo = topology(TASKS, processes=2, shutdown_timeout=60.0)
+    node = Node(topo.config)
+    await node.start()
+    await node.stop()  # the workers are still importing: none has said hello yet
+    exits = [r.getMessage() for r in caplog.records if "exited:" in r.getMessage()]
+    assert len(exits) == 2 and all(m.endswith("exited: normal") for m in exits), exits
+    assert not [r for r in caplog.records if "did not stop" in r.getMessage()]

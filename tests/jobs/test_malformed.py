@@ -1,0 +1,205 @@
+"""G1 (and a small G5 fuzz) at the dispatcher: malformed frames on its real ROUTER socket.
+
+A real zmq DEALER (and a REQ, whose envelope adds a delimiter frame) connects
+to ``node.endpoint`` and sends bad messages. Each one must be dropped and
+counted in ``node.dispatcher.stats.malformed`` under its reason, and the node
+must go on to run the next valid job end to end through its worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import msgpack
+import pytest
+import zmq
+
+from actorq import Job, Node
+from actorq.testing import eventually, journal_invariants
+from actorq.transports import constants as wire
+from actorq.transports.codec import encode
+
+TASKS = """
+@registry.task("g1.echo")
+async def echo(n):
+    record(f"n={n}")
+"""
+
+HUGE = 2**64 - 1  # the largest int msgpack can carry
+
+
+def packb(obj: object) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def hello(**fields: object) -> dict[str, object]:
+    body: dict[str, object] = {"owner": "g1-intruder", "credits": 4, "queues": ["default"], "pid": 1}
+    body.update(fields)
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+def ack(*items: object) -> bytes:
+    return encode(wire.ACK, list(items))
+
+
+# (expected reasons, the parts the peer sends)
+CASES: list[tuple[str, list[bytes]]] = [
+    # envelope
+    ("part_count", [b"a", b"b"]),
+    ("part_count", [encode(wire.BYE, None), b""]),
+    ("not_msgpack", [b""]),
+    ("not_msgpack", [b"\xc1"]),  # a byte msgpack never uses
+    ("not_msgpack", [encode(wire.HELLO, hello())[:-3]]),  # truncated
+    ("trailing_bytes", [encode(wire.BYE, None) + b"\x00"]),
+    ("bad_envelope", [packb({"version": 1})]),
+    ("bad_envelope", [packb([1, "hello"])]),
+    ("bad_envelope", [packb("hello")]),
+    ("bad_version", [packb([2, "hello", hello()])]),
+    ("bad_version", [packb([HUGE, "ack", []])]),
+    ("bad_version", [packb([math.nan, "ack", []])]),
+    ("bad_version", [packb([True, "ack", []])]),
+    ("unknown_kind", [packb([1, "launch", None])]),
+    ("unknown_kind", [packb([1, b"ack", []])]),
+    ("unexpected_kind", [encode(wire.JOBS, [])]),  # a dispatcher -> worker kind
+    ("unexpected_kind", [encode(wire.STOP, None)]),
+    ("not_msgpack", [b"\x93\x01\xa3ack\xa2\xff\xfe"]),  # invalid UTF-8 in a str
+    ("not_msgpack", [b"\x91" * 100_000 + b"\xc0"]),  # nested 10^5 deep
+    ("not_msgpack", [b"\x93\x01\xa3ack\xdd\xff\xff\xff\xff"]),  # a 4-billion-item array header
+    ("not_msgpack", [packb([1, "hello", {1: 2}])]),  # a non-string map key
+    ("not_msgpack", [packb([1, "ack", [msgpack.ExtType(7, b"obj")]])]),  # an ext type
+    # hello
+    ("bad_body", [encode(wire.HELLO, ["g1-intruder", 4])]),
+    ("bad_body", [encode(wire.HELLO, hello(owner="someone-else"))]),  # owner is not the sender
+    ("bad_body", [encode(wire.HELLO, hello(owner=""))]),
+    ("bad_body", [encode(wire.HELLO, hello(credits=0))]),
+    ("bad_body", [encode(wire.HELLO, hello(credits=True))]),
+    ("bad_body", [encode(wire.HELLO, hello(credits=10**7))]),
+    ("bad_body", [encode(wire.HELLO, hello(credits=HUGE))]),
+    ("bad_body", [encode(wire.HELLO, hello(credits=math.nan))]),
+    ("bad_body", [encode(wire.HELLO, hello(credits="4"))]),
+    ("bad_body", [encode(wire.HELLO, hello(queues=[]))]),
+    ("bad_body", [encode(wire.HELLO, hello(queues=[1]))]),
+    ("bad_body", [encode(wire.HELLO, hello(queues="default"))]),
+    ("bad_body", [encode(wire.HELLO, hello(pid="1"))]),
+    ("bad_body", [encode(wire.HELLO, hello(pid=...))]),  # missing
+    # ack
+    ("bad_body", [encode(wire.ACK, {"job": "x"})]),
+    ("bad_body", [encode(wire.ACK, None)]),
+    ("bad_ack", [ack("not-a-list")]),
+    ("bad_ack", [ack(["id", 1, "ok"])]),
+    ("bad_ack", [ack([5, 1, "ok", None, None])]),
+    ("bad_ack", [ack(["id", True, "ok", None, None])]),
+    ("bad_ack", [ack(["id", "1", "ok", None, None])]),
+    ("bad_ack", [ack(["id", HUGE, "ok", None, None])]),  # beyond any lease id (and SQLite's int64)
+    ("bad_ack", [ack(["id", -3, "error", "boom", None])]),
+    ("bad_ack", [ack(["id", 0, "ok", None, None])]),
+    ("bad_outcome", [ack(["id", 7, "explode", None, None])]),
+    ("bad_ack bad_ack bad_outcome", [ack([], [1], ["id", 7, 3, None, None])]),  # counted per item
+]
+
+
+@pytest.fixture
+def zmq_context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+def _dealer(ctx: zmq.Context, endpoint: str, identity: bytes) -> zmq.Socket:
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.ROUTING_ID, identity)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDTIMEO, 5000)
+    sock.connect(endpoint)
+    return sock
+
+
+async def _run_one_job(node: Node, topo, n: int) -> None:
+    job = Job("g1.echo", [n])
+    await node.queue().enqueue(job)
+    await eventually(lambda: topo.states()[job.id] == "succeeded", timeout=30, message=f"job {n} succeeded")
+    assert [e.tag.endswith(f"/n={n}") for e in topo.ledger.read() if e.job_id == job.id] == [True]
+
+
+async def test_g1_malformed_frames_are_dropped_and_counted(topology, zmq_context):
+    topo = topology(TASKS)
+    async with Node(topo.config) as node:
+        await _run_one_job(node, topo, 1)  # the workers are up and serving
+        await eventually(lambda: node.dispatcher.worker_count == 2, timeout=30, message="both workers said hello")
+        pids = node.worker_pids()
+        stats = node.dispatcher.stats
+        expected: Counter[str] = Counter()
+
+        dealer = _dealer(zmq_context, node.endpoint, b"g1-intruder")
+        for reasons, parts in CASES:
+            dealer.send_multipart(parts)
+            expected.update(reasons.split())
+        # the envelope a ROUTER peer or a REQ socket adds: an identity and/or an empty delimiter
+        dealer.send_multipart([b"g1-intruder", b"", encode(wire.HELLO, hello())])
+        expected["part_count"] += 1
+        req = zmq_context.socket(zmq.REQ)
+        req.setsockopt(zmq.LINGER, 0)
+        req.connect(node.endpoint)
+        req.send(encode(wire.BYE, None))
+        expected["part_count"] += 1
+
+        total = sum(expected.values())
+        try:
+            await eventually(lambda: sum(stats.malformed.values()) >= total, timeout=30,
+                             message=f"{total} malformed frames counted")
+        finally:
+            print(f"malformed counted: {dict(stats.malformed)}; expected {dict(expected)}")
+        assert dict(stats.malformed) == dict(expected)
+
+        await _run_one_job(node, topo, 2)  # the next valid message is processed
+        assert node.dispatcher.worker_count == 2, "no malformed hello may register a worker"
+        assert node.worker_pids() == pids and node.failure is None
+        assert node.writer.stats.failed_commits == 0
+    assert journal_invariants(topo.journal_path) == []
+
+
+async def test_g5_seeded_mutation_fuzz_at_the_dispatcher(topology, zmq_context, rng):
+    topo = topology(TASKS)
+    seeds = [
+        encode(wire.HELLO, hello(owner="fuzz-seed-owner")),
+        ack(["0" * 32, 12345, "ok", None, None], ["1" * 32, 99, "error", "boom", 0.5]),
+        ack(["2" * 32, 7, "release", None, None]),
+        encode(wire.BYE, None),
+    ]
+    frames = 5000
+
+    def mutate(frame: bytes) -> bytes:
+        data = bytearray(frame)
+        for _ in range(rng.randint(1, 4)):
+            op = rng.randrange(4)
+            if op == 0 and data:  # flip a byte
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            elif op == 1:  # insert a byte
+                data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
+            elif op == 2 and data:  # truncate
+                del data[rng.randrange(len(data)):]
+            else:  # repeat a slice
+                i = rng.randrange(len(data) + 1)
+                data[i:i] = data[i:i + rng.randint(1, 8)]
+        return bytes(data)
+
+    async with Node(topo.config) as node:
+        await _run_one_job(node, topo, 1)
+        await eventually(lambda: node.dispatcher.worker_count == 2, timeout=30, message="both workers said hello")
+        pids = node.worker_pids()
+        stats = node.dispatcher.stats
+        dealer = _dealer(zmq_context, node.endpoint, b"g5-fuzzer")
+        for _ in range(frames):
+            dealer.send(mutate(rng.choice(seeds)))  # one part each: never a part_count drop
+        dealer.send_multipart([b"end", b"of fuzz"])  # sentinel: frames of one peer arrive in order
+        await eventually(lambda: stats.malformed["part_count"] == 1, timeout=60, message="the fuzz was processed")
+        print(f"{frames} mutated frames: {sum(stats.malformed.values()) - 1} dropped as malformed "
+              f"{dict(stats.malformed)}; {node.writer.stats.stale_acks} stale acks fenced")
+        assert 0 < sum(stats.malformed.values()) - 1 <= frames
+
+        await _run_one_job(node, topo, 2)
+        assert node.dispatcher.worker_count == 2
+        assert node.worker_pids() == pids and node.failure is None
+        assert node.writer.stats.failed_commits == 0
+    assert journal_invariants(topo.journal_path) == []
