@@ -100,8 +100,12 @@ class LoopSocket:
         finally:
             self._schedule()
 
-    def close(self) -> None:
-        """Stop delivering and close the socket (linger 0). Idempotent."""
+    def close(self, linger_ms: int = 0) -> None:
+        """Stop delivering and close the socket. Idempotent.
+
+        Args:
+            linger_ms: how long queued outgoing messages may still be sent (0: drop them).
+        """
         if self._closed:
             return
         self._closed = True
@@ -109,7 +113,7 @@ class LoopSocket:
             self.loop.remove_reader(self._fd)
         except Exception:  # the loop may already be closed
             pass
-        self.sock.close(linger=0)
+        self.sock.close(linger=linger_ms)
 
 
 def private_ipc_dir(prefix: str = "actorq-") -> str:

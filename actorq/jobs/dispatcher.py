@@ -102,7 +102,7 @@ class Dispatcher:
         self._socket: LoopSocket | None = None
         self._workers: dict[str, _Worker] = {}
         self._by_ident: dict[bytes, _Worker] = {}
-        self._dead_owners: set[str] = set()
+        self._dead_owners: dict[str, None] = {}  # insertion-ordered set, bounded below
         self._empty: set[str] = set()
         self._accepting = False
         self._workers_told_to_stop = False
@@ -172,7 +172,9 @@ class Dispatcher:
         Acks the worker sent before it died are handled first, so they are not fenced.
         """
         self.drain()
-        self._dead_owners.add(owner)
+        self._dead_owners[owner] = None
+        if len(self._dead_owners) > 10_000:  # a late hello arrives within seconds of a death
+            del self._dead_owners[next(iter(self._dead_owners))]
         worker = self._workers.pop(owner, None)
         if worker is not None:
             self._by_ident.pop(worker.ident, None)

@@ -81,6 +81,7 @@ class JournalWriter:
     ) -> None:
         self._factory = journal_factory
         self._loop = loop
+        self.loop = loop  # the loop its callbacks run on
         self._batch_max = batch_max
         self._on_enqueued = on_enqueued
         self._queue: queue.SimpleQueue[tuple[int, Any, Callback | None]] = queue.SimpleQueue()

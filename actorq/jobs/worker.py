@@ -257,13 +257,8 @@ class Worker:
             self.done.set_result(None)
 
     def close(self) -> None:
-        self.socket.sock.setsockopt(zmq.LINGER, 2000)  # let the last acks leave
-        self.socket._closed = True
-        try:
-            self.loop.remove_reader(self.socket._fd)
-        except Exception:
-            pass
-        self.socket.sock.close(linger=2000)
+        """Close the socket, letting the last acks and BYE leave (up to 2 s), and the thread pool."""
+        self.socket.close(linger_ms=2000)
         self.ctx.term()
         self.executor.shutdown(wait=False, cancel_futures=True)
 

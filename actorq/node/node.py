@@ -239,7 +239,7 @@ class Node:
         """A ref to queue `name`: ``tell(job)`` and ``await enqueue(job)``."""
         if self.writer is None:
             raise RuntimeError("node not started")
-        return QueueRef(name, self.writer, self.writer._loop)
+        return QueueRef(name, self.writer, self.writer.loop)
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """``{queue: {state: count}}``, read through the writer (consistent with its commits)."""
