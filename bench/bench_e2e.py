@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -31,15 +32,19 @@ import actorq  # noqa: E402
 from actorq._kernel.loop import new_event_loop  # noqa: E402
 from actorq.ids import id_time  # noqa: E402
 from actorq.node.config import parse_config  # noqa: E402
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100.0 * len(ordered)))]
+from stats import percentile  # noqa: E402
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
+    """One measurement in a fresh temporary directory, removed afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="actorq-bench-"))
+    try:
+        return await _measure(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _measure(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     db = workdir / "bench.db"
     config = parse_config(
         {
