@@ -207,9 +207,10 @@ class JournalWriter:
                         j += 1
                     self._apply_kind(journal, kind, ops[i:j], results, enqueued_queues)
                     i = j
-        except JournalError as exc:
+        except Exception as exc:  # the group is lost, not the writer: it keeps serving the next one
             stats.failed_commits += 1
-            logger.error("journal commit failed for %d ops: %s", len(ops), exc)
+            logger.error("journal commit failed for %d ops: %s", len(ops), exc,
+                         exc_info=not isinstance(exc, JournalError))
             results = [(cb, None, exc) for (_, _, cb) in ops if cb is not None]
             enqueued_queues = set()
         else:

@@ -209,7 +209,9 @@ class Worker:
                         await self.loop.run_in_executor(self.executor, lambda: ctx.run(task.fn, *args, **kwargs))
                 except Discard as exc:
                     outcome, error = OUTCOME_DISCARD, _describe(exc)
-                except Exception as exc:
+                except BaseException as exc:
+                    # SystemExit, KeyboardInterrupt or CancelledError raised by task code is a failed
+                    # attempt too: never a success, and never the end of the worker process
                     outcome, error = OUTCOME_ERROR, _describe(exc)
                     retry_in = task.retry.delay(attempt)
                     logger.info("job %s (%s) attempt %d failed: %s", job_id, name, attempt, error)

@@ -41,6 +41,18 @@ def give_up():
     raise Discard("not worth retrying")
 
 
+@registry.task("e2e.exits", retry=RetryPolicy(base=0.0, jitter=0.0))
+def exits():
+    record()
+    sys.exit(3)
+
+
+@registry.task("e2e.interrupted", retry=RetryPolicy(base=0.0, jitter=0.0))
+async def interrupted():
+    record()
+    raise KeyboardInterrupt("from inside a task")
+
+
 @registry.task("e2e.whoami")
 async def whoami():
     ctx = current_job()
@@ -88,6 +100,20 @@ async def test_end_to_end_async_and_sync_tasks(topology):
     assert os.getpid() not in {e.pid for e in entries}
     assert {e.attempt for e in entries} == {1}
     assert journal_invariants(topo.journal_path) == []
+
+
+async def test_a_task_raising_systemexit_or_keyboardinterrupt_fails_its_attempt(topology):
+    # BaseExceptions from task code are failed attempts, never successes, and the worker survives
+    topo = topology(TASKS, processes=1)
+    jobs = [Job("e2e.exits", [], max_attempts=2), Job("e2e.interrupted", [], max_attempts=2)]
+    async with Node(topo.config) as node:
+        await node.queue().enqueue_many(jobs)
+        counts = await node.wait_idle(timeout=30)
+        assert node.progress().worker_restarts == 0
+    assert counts == {"default": {"dead": 2}}
+    assert topo.info(jobs[0].id).errors == ["SystemExit: 3", "SystemExit: 3"]
+    assert topo.info(jobs[1].id).errors == ["KeyboardInterrupt: from inside a task"] * 2
+    assert sorted(e.attempt for e in topo.ledger.read()) == [1, 1, 2, 2]
 
 
 async def test_b12_failing_task_retried_with_backoff_then_succeeds(topology):

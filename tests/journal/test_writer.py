@@ -74,3 +74,31 @@ def test_an_op_submitted_after_stop_is_answered_with_an_error(tmp_path: Path) ->
             await writer.call(jw.PROMOTE)
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(30)
+def test_an_unexpected_error_fails_its_group_and_the_writer_keeps_going(tmp_path: Path) -> None:
+    async def main() -> None:
+        writer = jw.JournalWriter(lambda: SQLiteJournal(tmp_path / "x.db"), asyncio.get_running_loop())
+        await writer.start()
+        # a bug outside the per-op guards: fail every op of the group, keep the thread alive
+        writer.journal.transaction = _exploding_transaction(writer.journal)  # type: ignore[method-assign]
+        with pytest.raises(AssertionError, match="a bug"):
+            await writer.call(jw.ENQUEUE, _job())
+        del writer.journal.transaction  # back to the class's method
+        assert await writer.call(jw.ENQUEUE, _job()) is not None
+        assert await writer.call(jw.CALL, lambda j: j.counts()) == {"default": {"ready": 1}}
+        await writer.stop()
+
+    asyncio.run(main())
+
+
+def _exploding_transaction(journal: SQLiteJournal) -> Any:
+    from contextlib import contextmanager
+
+    @contextmanager
+    def transaction() -> Any:
+        raise AssertionError("a bug in the backend's transaction")
+        yield  # pragma: no cover
+
+    return transaction
