@@ -190,6 +190,7 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         shutdown_timeout: float = 10.0,
         poll_interval: float = 0.05,
         lease_timeout: float = 300.0,
+        max_frame_bytes: int = 16 << 20,
         log_level: str = "info",
         queues: tuple[str, ...] = ("default",),
         endpoint: str = "",
@@ -202,7 +203,8 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         data: dict[str, dict[str, Any]] = {
             "node": {"name": "testnode", "tasks": [module], "log_level": log_level, "endpoint": endpoint},
             "journal": {"url": f"sqlite:///{tmp_path / 'journal.db'}", "synchronous": "normal"},
-            "dispatcher": {"poll_interval": poll_interval, "lease_timeout": lease_timeout},
+            "dispatcher": {"poll_interval": poll_interval, "lease_timeout": lease_timeout,
+                           "max_frame_bytes": max_frame_bytes},
             "workers": {"processes": processes, "concurrency": concurrency, "prefetch": prefetch,
                         "intensity": intensity, "period": period, "shutdown_timeout": shutdown_timeout,
                         "queues": list(queues)},

@@ -13,3 +13,6 @@ JOBS = "jobs"  # [[job_id, lease_id, task, payload, attempt, max_attempts, queue
 STOP = "stop"  # None
 
 KINDS = frozenset({HELLO, ACK, BYE, JOBS, STOP})
+
+# Room kept in every frame for the envelope and per-job fields around the payloads.
+FRAME_OVERHEAD = 64 * 1024

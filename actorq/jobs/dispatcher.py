@@ -345,6 +345,30 @@ class Dispatcher:
             self._empty.update(worker.queues)
         if not jobs:
             return
+        budget = self.max_frame_bytes - wire.FRAME_OVERHEAD
+        too_big = [j for j in jobs if len(j.payload) > budget]
+        if too_big:  # written by a producer with a larger limit: it can never reach a worker
+            self.writer.submit(jw.FAIL, [
+                Failure(j.id, j.lease_id, f"payload of {len(j.payload):,} bytes does not fit in "
+                        f"dispatcher.max_frame_bytes ({self.max_frame_bytes:,})", 0.0, "dead")
+                for j in too_big])
+            jobs = [j for j in jobs if len(j.payload) <= budget]
+        # one JOBS message per frame's worth of payloads: a frame over the peer's MAXMSGSIZE
+        # would make ZeroMQ drop the connection, and the jobs in it would never arrive
+        batch: list[LeasedJob] = []
+        size = 0
+        for j in jobs:
+            if batch and size + len(j.payload) > budget:
+                self._send_jobs(worker, batch)
+                batch, size = [], 0
+            batch.append(j)
+            size += len(j.payload)
+        if batch:
+            self._send_jobs(worker, batch)
+        if len(jobs) + len(too_big) == asked:
+            self._pump(worker)
+
+    def _send_jobs(self, worker: _Worker, jobs: list[LeasedJob]) -> None:
         body = [[j.id, j.lease_id, j.task, j.payload, j.attempt, j.max_attempts, j.queue] for j in jobs]
         if not self._send(worker, encode(wire.JOBS, body)):
             self.writer.submit(jw.RELEASE, [(j.id, j.lease_id) for j in jobs], self._after_retry)
@@ -354,8 +378,6 @@ class Dispatcher:
         for j in jobs:
             held[j.id] = j.lease_id
         self.stats.sent += len(jobs)
-        if len(jobs) == asked:
-            self._pump(worker)
 
     def _send(self, worker: _Worker, payload: bytes) -> bool:
         if self._socket is None:

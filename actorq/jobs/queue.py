@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from actorq.errors import NotCommitted
 from actorq.jobs import journal_writer as jw
-from actorq.jobs.task import Job
+from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Job
 
 __all__ = ["QueueRef"]
 
@@ -29,14 +29,17 @@ class QueueRef:
         name: the queue name.
         writer: the node's journal writer.
         loop: the node's loop.
+        max_payload: the largest encoded arguments accepted (they must fit in one frame).
     """
 
-    __slots__ = ("name", "_writer", "_loop")
+    __slots__ = ("name", "_writer", "_loop", "_max_payload")
 
-    def __init__(self, name: str, writer: jw.JournalWriter, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, name: str, writer: jw.JournalWriter, loop: asyncio.AbstractEventLoop,
+                 max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.name = name
         self._writer = writer
         self._loop = loop
+        self._max_payload = max_payload
 
     def __repr__(self) -> str:
         return f"<QueueRef {self.name!r}>"
@@ -49,9 +52,9 @@ class QueueRef:
 
         Raises:
             TypeError: an argument cannot be encoded with msgpack (names the argument).
-            ValueError: the job is invalid (empty task name, max_attempts < 1).
+            ValueError: the job is invalid (empty task name, max_attempts < 1, arguments too large).
         """
-        self._writer.enqueue(job.to_new_job(self.name))
+        self._writer.enqueue(job.to_new_job(self.name, self._max_payload))
         return job.id
 
     async def enqueue(self, job: Job) -> str:
@@ -70,7 +73,7 @@ class QueueRef:
         Raises:
             NotCommitted: at least one was not committed (re-send them all: it is idempotent).
         """
-        rows = [job.to_new_job(self.name) for job in jobs]
+        rows = [job.to_new_job(self.name, self._max_payload) for job in jobs]
         if not rows:
             return []
         loop = asyncio.get_running_loop()

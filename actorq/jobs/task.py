@@ -19,11 +19,13 @@ from actorq.errors import UnknownTask
 from actorq.ids import new_id
 from actorq.jobs.retry import RetryPolicy
 from actorq.journal.protocol import NewJob
+from actorq.transports.constants import FRAME_OVERHEAD
 
 __all__ = ["Discard", "Job", "JobContext", "Task", "TaskRegistry", "current_job"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MAX_ATTEMPTS = 20
+DEFAULT_MAX_PAYLOAD = (16 << 20) - FRAME_OVERHEAD  # with the default dispatcher.max_frame_bytes
 
 
 class Discard(Exception):
@@ -150,12 +152,17 @@ class Job:
     run_at: float | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
-    def to_new_job(self, queue: str) -> NewJob:
+    def to_new_job(self, queue: str, max_payload: int = DEFAULT_MAX_PAYLOAD) -> NewJob:
         """Validate and encode for the journal.
+
+        Args:
+            queue: the queue it goes to.
+            max_payload: the largest encoded ``[args, kwargs]`` accepted, in bytes (it must
+                fit in one frame to a worker: ``dispatcher.max_frame_bytes`` less 64 KiB).
 
         Raises:
             TypeError: an argument cannot be encoded with msgpack (the message names it).
-            ValueError: max_attempts < 1, or an empty task name.
+            ValueError: max_attempts < 1, an empty task name, or arguments over `max_payload`.
         """
         if not self.task:
             raise ValueError("a job needs a task name")
@@ -164,8 +171,11 @@ class Job:
         run_at = self.run_at
         if self.delay is not None:
             run_at = time.time() + self.delay
-        return NewJob(self.id, queue, self.task, encode_payload(self.args, self.kwargs),
-                      self.priority, run_at, self.max_attempts)
+        payload = encode_payload(self.args, self.kwargs)
+        if len(payload) > max_payload:
+            raise ValueError(f"job arguments take {len(payload):,} bytes encoded; the limit is {max_payload:,} "
+                             "(dispatcher.max_frame_bytes less 64 KiB): pass a reference to the data instead")
+        return NewJob(self.id, queue, self.task, payload, self.priority, run_at, self.max_attempts)
 
 
 _PACK_ERRORS = (TypeError, ValueError, OverflowError)

@@ -102,12 +102,20 @@ def _die_with_parent() -> None:
             pass
 
 
+MAX_ERROR_CHARS = 2000  # keeps every ack frame far below max_frame_bytes
+
+
 def _describe(exc: BaseException) -> str:
+    """``"Type: message"``, at most MAX_ERROR_CHARS long; never raises."""
     try:
         text = str(exc)
     except Exception:  # an exception whose __str__ fails must not kill the worker
         text = "<unprintable>"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if len(described) > MAX_ERROR_CHARS:
+        suffix = " ... (truncated)"
+        described = described[: MAX_ERROR_CHARS - len(suffix)] + suffix
+    return described
 
 
 class Worker:

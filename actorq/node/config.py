@@ -147,12 +147,13 @@ class DispatcherConfig:
 
     - ``poll_interval``: seconds between journal polls for due jobs (> 0).
     - ``lease_timeout``: seconds before an unacknowledged job is re-leased (> 0).
-    - ``max_frame_bytes``: largest accepted message frame in bytes (>= 1024).
+    - ``max_frame_bytes``: largest accepted message frame in bytes (>= 131072); a job's
+      encoded arguments may take up to this less 64 KiB.
     """
 
     poll_interval: float = field(default=0.2, metadata={"gt": 0})
     lease_timeout: float = field(default=300.0, metadata={"gt": 0})
-    max_frame_bytes: int = field(default=16_777_216, metadata={"min": 1024})
+    max_frame_bytes: int = field(default=16_777_216, metadata={"min": 131_072})
 
 
 @dataclass(frozen=True, slots=True)

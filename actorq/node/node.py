@@ -41,6 +41,7 @@ from actorq.journal.protocol import Journal
 from actorq.journal.sqlite import SQLiteJournal
 from actorq.node.config import Config, load_config
 from actorq.supervisors.process import ChildExit, ProcessPool
+from actorq.transports.constants import FRAME_OVERHEAD
 from actorq.transports.zmq import private_ipc_dir
 
 logger = logging.getLogger(__name__)
@@ -239,7 +240,8 @@ class Node:
         """A ref to queue `name`: ``tell(job)`` and ``await enqueue(job)``."""
         if self.writer is None:
             raise RuntimeError("node not started")
-        return QueueRef(name, self.writer, self.writer.loop)
+        return QueueRef(name, self.writer, self.writer.loop,
+                        self.config.dispatcher.max_frame_bytes - FRAME_OVERHEAD)
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """``{queue: {state: count}}``, read through the writer (consistent with its commits)."""

@@ -42,7 +42,7 @@ batch_max = 100
 [dispatcher]
 poll_interval = 0.05
 lease_timeout = 60
-max_frame_bytes = 2048
+max_frame_bytes = 262144
 
 [workers]
 processes = 4
@@ -112,7 +112,7 @@ def test_full_file_round_trips_every_key(tmp_path: Path) -> None:
         batch_max=100,
     )
     assert cfg.dispatcher == DispatcherConfig(
-        poll_interval=0.05, lease_timeout=60.0, max_frame_bytes=2048
+        poll_interval=0.05, lease_timeout=60.0, max_frame_bytes=262144
     )
     assert cfg.workers == WorkersConfig(
         processes=4,
@@ -209,7 +209,7 @@ def test_wrong_type_names_file_key_expectation_and_value(tmp_path: Path) -> None
         ),
         (
             "[dispatcher]\nmax_frame_bytes = 10",
-            "dispatcher.max_frame_bytes: expected an integer >= 1024, got 10 (int)",
+            "dispatcher.max_frame_bytes: expected an integer >= 131072, got 10 (int)",
         ),
         ("[node]\nname = 5", "node.name: expected a string, got 5 (int)"),
         ("[node]\ntasks = \"myapp\"", "node.tasks: expected a list of strings, got 'myapp' (str)"),
