@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +92,37 @@ def load_registries(entries: list[str]) -> TaskRegistry:
             raise TypeError(f"tasks entry {entry!r}: {module_name}.{attr} is not an actorq.TaskRegistry")
         merged.update(registry)
     return merged
+
+
+def check_tasks(entries: list[str], sys_path: list[str], timeout: float = 120.0) -> list[str]:
+    """Import the task registries in a fresh interpreter, as a worker would; return the task names.
+
+    The import runs in a child process so that user modules never load into the
+    caller (the node keeps its memory and threads to itself).
+
+    Raises:
+        ImportError: a module cannot be imported, or an entry is not a TaskRegistry;
+            the message names the entry and the cause.
+    """
+    result = subprocess.run([sys.executable, "-c", CHECK_BOOT, json.dumps([entries, sys_path])],
+                            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        raise ImportError(lines[-1] if lines else f"task import check exited with {result.returncode}")
+    names: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return names
+
+
+def _check_main() -> int:
+    entries, paths = json.loads(sys.argv[1])
+    sys.path[0:0] = [p for p in paths if p not in sys.path]
+    try:
+        registry = load_registries(entries)
+    except (ImportError, TypeError) as exc:
+        print(exc, file=sys.stderr)
+        return 3
+    print(json.dumps(sorted(task.name for task in registry)))
+    return 0
 
 
 def _die_with_parent() -> None:
@@ -314,3 +346,4 @@ def main(argv: list[str] | None = None) -> int:
 
 # the worker's command line; not "-m actorq.jobs.worker", which would import this module twice
 WORKER_BOOT = "import sys; from actorq.jobs.worker import main; sys.exit(main())"
+CHECK_BOOT = "import sys; from actorq.jobs.worker import _check_main; sys.exit(_check_main())"

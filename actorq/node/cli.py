@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -21,7 +20,7 @@ from actorq._kernel.loop import new_event_loop
 from actorq.errors import JournalError
 from actorq.jobs.client import Client
 from actorq.jobs.task import Job
-from actorq.jobs.worker import load_registries
+from actorq.jobs.worker import check_tasks
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
 from actorq.node.node import Node, NodeFailed
@@ -98,7 +97,11 @@ async def _run_node(config: Config, burst: bool, quiet: bool) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop)
-    await node.start()
+    try:
+        await node.start()
+    except NodeFailed as exc:
+        _err(f"actorq: {exc}")
+        return EXIT_FAILURE
     printer = _ProgressPrinter(node, quiet)
 
     async def report() -> None:
@@ -133,19 +136,16 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 # -- check, enqueue, status ----------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
-    for path in (str(config.base_dir), os.getcwd()):  # as the workers will see them
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    try:
-        registry = load_registries(list(config.node.tasks))
-    except (ImportError, TypeError) as exc:
+    try:  # imported as the workers will import them: a fresh interpreter, same sys.path
+        names = check_tasks(list(config.node.tasks), Node(config)._worker_sys_path())
+    except ImportError as exc:
         _err(f"actorq: {args.config}: node.tasks: {exc}")
         return EXIT_CONFIG
     _out(f"{args.config}: ok")
     _out(f"  journal   {config.journal.url} (synchronous={config.journal.synchronous})")
     _out(f"  workers   {config.workers.processes} processes x {config.workers.concurrency} slots, "
          f"queues {', '.join(config.workers.queues)}")
-    _out(f"  tasks     {', '.join(sorted(t.name for t in registry)) or '(none: every job would be dead)'}")
+    _out(f"  tasks     {', '.join(names) or '(none: every job would be dead)'}")
     return EXIT_OK
 
 

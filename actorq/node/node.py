@@ -36,7 +36,7 @@ from actorq.jobs import journal_writer as jw
 from actorq.jobs.dispatcher import Dispatcher
 from actorq.jobs.queue import QueueRef
 from actorq.jobs.scheduler import Scheduler
-from actorq.jobs.worker import WORKER_BOOT, WorkerSpec
+from actorq.jobs.worker import WORKER_BOOT, WorkerSpec, check_tasks
 from actorq.journal.protocol import Journal
 from actorq.journal.sqlite import SQLiteJournal
 from actorq.node.config import Config, load_config
@@ -110,6 +110,11 @@ class Node:
         cfg = self.config
         if not cfg.node.tasks:
             logger.warning("node.tasks is empty: workers know no task, every job will end dead")
+        try:  # fail fast, naming the module, instead of crash-looping workers until intensity runs out
+            await loop.run_in_executor(None, check_tasks, list(cfg.node.tasks), self._worker_sys_path())
+        except ImportError as exc:
+            self._started = False
+            raise NodeFailed(f"{cfg.path or 'config'}: node.tasks: {exc}") from None
         self.writer = jw.JournalWriter(self._open_journal, loop, batch_max=cfg.journal.batch_max,
                                        on_enqueued=self._on_enqueued)
         try:
@@ -159,11 +164,15 @@ class Node:
             prefetch=cfg.workers.prefetch,
             queues=list(cfg.workers.queues),
             tasks=list(cfg.node.tasks),
-            sys_path=[str(cfg.base_dir), os.getcwd()],
+            sys_path=self._worker_sys_path(),
             log_level=cfg.node.log_level,
             max_frame_bytes=cfg.dispatcher.max_frame_bytes,
         )
         return [sys.executable, "-c", WORKER_BOOT, spec.to_json()]
+
+    def _worker_sys_path(self) -> list[str]:
+        """Where workers look for task modules: the topology's directory, then the working directory."""
+        return [str(self.config.base_dir), os.getcwd()]
 
     def owner_of(self, pid: int, incarnation: str) -> str:
         """The lease owner id of a worker process (node, process, incarnation)."""

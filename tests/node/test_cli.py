@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from actorq.node.constants import EXIT_CONFIG, EXIT_JOURNAL, EXIT_OK
+from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
 
 TASKS = '''
 import actorq
@@ -137,3 +137,13 @@ def test_b14_second_node_on_the_same_file_is_refused(topology: Path) -> None:
         first.terminate()
         first.wait(timeout=60)
     assert first.returncode == 0
+
+
+def test_c13_run_with_a_task_module_that_fails_to_import_names_it_and_exits_non_zero(topology: Path) -> None:
+    (topology.parent / "cli_tasks.py").write_text("raise RuntimeError('boom at import')\n")
+    result = actorq_cmd("run", "--config", str(topology), cwd=topology.parent)
+    assert result.returncode == EXIT_FAILURE
+    assert "node.tasks: cannot import task module 'cli_tasks'" in result.stderr
+    assert "boom at import" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (topology.parent / "cli.db").exists()  # failed before touching the journal
