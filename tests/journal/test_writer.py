@@ -50,6 +50,7 @@ def test_e5_full_journal_fails_the_whole_group_and_recovers(tmp_path: Path) -> N
         ops: list[tuple[int, Any]] = [(jw.ENQUEUE, _job()) for _ in range(200)] + [(jw.PROMOTE, None)]
         results = await _collect(writer, ops)
         assert all(isinstance(error, JournalError) for _, error in results[:200]), results[:3]
+        assert f"journal {db} is full" in str(results[0][1])
         counts = await writer.call(jw.CALL, lambda j: j.counts())
         assert counts == {"default": {"ready": 1}}  # nothing of the failed group was committed
         # raise the limit again: writes resume
