@@ -16,3 +16,9 @@ KINDS = frozenset({HELLO, ACK, BYE, JOBS, STOP})
 
 # Room kept in every frame for the envelope and per-job fields around the payloads.
 FRAME_OVERHEAD = 64 * 1024
+DEFAULT_MAX_FRAME_BYTES = 16 << 20
+
+
+def payload_budget(max_frame_bytes: int) -> int:
+    """The most payload bytes one frame of `max_frame_bytes` carries (one job's, or a JOBS batch's)."""
+    return max_frame_bytes - FRAME_OVERHEAD

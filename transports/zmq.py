@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from typing import Callable
 
+import psutil
 import zmq
 
 logger = logging.getLogger(__name__)
@@ -133,8 +134,6 @@ def private_ipc_dir(prefix: str = "actorq-") -> str:
 
 def sweep_stale_ipc_dirs(prefix: str = "actorq-") -> int:
     """Remove this user's ipc directories whose owning process is gone; return how many."""
-    import psutil  # only here: transports otherwise need no process library
-
     root = tempfile.gettempdir()
     removed = 0
     for name in os.listdir(root):

@@ -345,7 +345,7 @@ class Dispatcher:
             self._empty.update(worker.queues)
         if not jobs:
             return
-        budget = self.max_frame_bytes - wire.FRAME_OVERHEAD
+        budget = wire.payload_budget(self.max_frame_bytes)
         too_big = [j for j in jobs if len(j.payload) > budget]
         if too_big:  # written by a producer with a larger limit: it can never reach a worker
             self.writer.submit(jw.FAIL, [

@@ -19,13 +19,13 @@ from actorq.errors import UnknownTask
 from actorq.ids import new_id
 from actorq.jobs.retry import RetryPolicy
 from actorq.journal.protocol import NewJob
-from actorq.transports.constants import FRAME_OVERHEAD
+from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES, payload_budget
 
 __all__ = ["Discard", "Job", "JobContext", "Task", "TaskRegistry", "current_job"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MAX_ATTEMPTS = 20
-DEFAULT_MAX_PAYLOAD = (16 << 20) - FRAME_OVERHEAD  # with the default dispatcher.max_frame_bytes
+DEFAULT_MAX_PAYLOAD = payload_budget(DEFAULT_MAX_FRAME_BYTES)  # with the default dispatcher.max_frame_bytes
 
 
 class Discard(Exception):

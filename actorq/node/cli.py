@@ -137,7 +137,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 # -- check, enqueue, status ----------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
     try:  # imported as the workers will import them: a fresh interpreter, same sys.path
-        names = check_tasks(list(config.node.tasks), Node(config)._worker_sys_path())
+        names = check_tasks(list(config.node.tasks), config.task_search_path)
     except ImportError as exc:
         _err(f"actorq: {args.config}: node.tasks: {exc}")
         return EXIT_CONFIG

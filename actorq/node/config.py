@@ -195,6 +195,12 @@ class Config:
         return Path.cwd() if self.path is None else self.path.absolute().parent
 
     @property
+    def task_search_path(self) -> list[str]:
+        """Where task modules are imported from (worker ``sys.path`` entries): the
+        topology file's directory, then the working directory."""
+        return [str(self.base_dir), os.getcwd()]
+
+    @property
     def sqlite_path(self) -> Path:
         """The database file named by ``journal.url``, resolved against the CWD."""
         path = Path(self.journal.url[len(_SQLITE):])

@@ -41,7 +41,7 @@ from actorq.journal.protocol import Journal
 from actorq.journal.sqlite import SQLiteJournal
 from actorq.node.config import Config, load_config
 from actorq.supervisors.process import ChildExit, ProcessPool
-from actorq.transports.constants import FRAME_OVERHEAD
+from actorq.transports.constants import payload_budget
 from actorq.transports.zmq import private_ipc_dir
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class Node:
         if not cfg.node.tasks:
             logger.warning("node.tasks is empty: workers know no task, every job will end dead")
         try:  # fail fast, naming the module, instead of crash-looping workers until intensity runs out
-            await loop.run_in_executor(None, check_tasks, list(cfg.node.tasks), self._worker_sys_path())
+            await loop.run_in_executor(None, check_tasks, list(cfg.node.tasks), cfg.task_search_path)
         except ImportError as exc:
             self._started = False
             raise NodeFailed(f"{cfg.path or 'config'}: node.tasks: {exc}") from None
@@ -164,15 +164,11 @@ class Node:
             prefetch=cfg.workers.prefetch,
             queues=list(cfg.workers.queues),
             tasks=list(cfg.node.tasks),
-            sys_path=self._worker_sys_path(),
+            sys_path=cfg.task_search_path,
             log_level=cfg.node.log_level,
             max_frame_bytes=cfg.dispatcher.max_frame_bytes,
         )
         return [sys.executable, "-c", WORKER_BOOT, spec.to_json()]
-
-    def _worker_sys_path(self) -> list[str]:
-        """Where workers look for task modules: the topology's directory, then the working directory."""
-        return [str(self.config.base_dir), os.getcwd()]
 
     def owner_of(self, pid: int, incarnation: str) -> str:
         """The lease owner id of a worker process (node, process, incarnation)."""
@@ -190,7 +186,9 @@ class Node:
         if fut.cancelled():
             return
         self.failure = fut.result()
-        self._tasks.add(asyncio.get_running_loop().create_task(self.stop()))
+        task = asyncio.get_running_loop().create_task(self.stop())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
         """Stop gracefully (see the module docstring). Idempotent; safe before `start`."""
@@ -250,7 +248,7 @@ class Node:
         if self.writer is None:
             raise RuntimeError("node not started")
         return QueueRef(name, self.writer, self.writer.loop,
-                        self.config.dispatcher.max_frame_bytes - FRAME_OVERHEAD)
+                        payload_budget(self.config.dispatcher.max_frame_bytes))
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """``{queue: {state: count}}``, read through the writer (consistent with its commits)."""
