@@ -7,10 +7,15 @@ Job states and who moves a job between them::
         │                  ├──── release ────┤ (never started: attempt given back)
         │                  ├──── reclaim ────┤ (owner died / lease expired: attempt counted)
         └──── retry ◀──────┼───── fail ──────┤ (attempts left, after backoff)
-                           │                 ├─▶ dead    (attempts used up)
-                           │                 └─▶ failed  (the task gave up for good)
+                           │                 ├─▶ dead    (attempts used up, by fail or reclaim)
+                           │                 └─▶ failed  (the task gave up for good, or crashed
+                           │                              and is declared ``on_crash="fail"``)
                            └──── retry_dead ◀── dead / failed
-       cancelled ◀── cancel ── scheduled / ready / retry
+       cancelled ◀── cancel ── scheduled / ready / leased / retry
+
+Fencing: every lease has a lease id. `complete`, `fail` and `release` name the
+lease they answer; once the job left that lease (reclaimed, expired, cancelled,
+leased again) the answer is rejected and not counted in the return value.
 
 Every method is one batched transition. A backend is used from one thread at
 a time. Methods called inside ``with journal.transaction():`` share one atomic,
@@ -23,7 +28,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Collection, NamedTuple, Protocol, Sequence, runtime_checkable
 
 __all__ = [
     "Failure",
@@ -47,20 +52,23 @@ class JobState(StrEnum):
     by a dispatcher, or cancel."""
     LEASED = "leased"
     """Handed to a worker under a lease (owner, lease id, expiry); the attempt is counted
-    when the lease is taken. Out: complete, fail, release, or reclaim when the owner dies
-    or the lease expires. A crash of the owner leaves it leased until reclaimed."""
+    when the lease is taken. Out: complete, fail, release, reclaim when the owner dies
+    or the lease expires, or cancel (the lease is then stale). A crash of the owner leaves
+    it leased until reclaimed."""
     RETRY = "retry"
     """The last attempt raised and attempts are left; waits for its backoff (``run_at``).
     Out: promotion to ready, or cancel."""
     SUCCEEDED = "succeeded"
     """Final. The task returned and the ack was journaled."""
     FAILED = "failed"
-    """Final. The task gave up for good (raised `actorq.Discard`); can be retried by hand."""
+    """Final. The task gave up for good (raised `actorq.Discard`), or its owner crashed and
+    the task is declared ``on_crash="fail"``; can be retried by hand."""
     DEAD = "dead"
     """Final. Attempts used up (exceptions and crashes alike) or the task is unknown; kept
     with its errors for inspection and can be retried by hand."""
     CANCELLED = "cancelled"
-    """Final. Cancelled before it ran."""
+    """Final. Cancelled by request from any non-final state; if it was leased, the
+    worker's later ack, failure or renewal is rejected as stale."""
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED})
@@ -178,18 +186,29 @@ class Journal(Protocol):
     def release(self, leases: Sequence[tuple[str, int]]) -> int:
         """Return leased jobs that never started to ready, giving their attempt back."""
 
-    def reclaim(self, owner: str, reason: str) -> int:
-        """Return every job leased by the dead `owner` to ready, or dead if it has no attempts left.
+    def reclaim(self, owner: str, reason: str, *, keep: Collection[int] = (),
+                fail_tasks: Collection[str] = ()) -> int:
+        """Take back every job leased by `owner`, except the leases whose id is in `keep`.
 
+        A worker that re-announces itself after a dispatcher restart keeps the leases it
+        still holds (`keep`); the rest (e.g. jobs whose ack was lost) are taken back.
         The crash counts as the attempt (it was counted at lease time) and `reason` is
-        recorded as the attempt's error. Returns the number of jobs reclaimed.
+        recorded as the attempt's error. A job whose task is in `fail_tasks` (declared
+        ``on_crash="fail"``) goes to failed; any other goes to ready, or to dead when its
+        attempts are used up. Returns the number of jobs taken back.
         """
 
-    def reclaim_all(self, reason: str) -> int:
-        """`reclaim` every leased job, whatever its owner (a node taking over its journal)."""
+    def reclaim_all(self, reason: str, owner_prefix: str = "", *, fail_tasks: Collection[str] = ()) -> int:
+        """`reclaim` every job leased by an owner whose name starts with `owner_prefix`.
 
-    def expire(self, reason: str = "lease expired") -> int:
-        """`reclaim` every job whose lease has expired."""
+        Owners look like ``"<node>/<pid>/<incarnation>"``: a node restarting passes
+        ``"<node>/"`` to take back the leases of its own earlier runs. The prefix is
+        compared literally (``%`` and ``_`` are plain characters). The empty prefix
+        matches every owner.
+        """
+
+    def expire(self, reason: str = "lease expired", *, fail_tasks: Collection[str] = ()) -> int:
+        """`reclaim` every job whose lease has expired by the journal's clock."""
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
         """Extend the leases of live `owners` to now + `lease_for`. Returns rows renewed."""
@@ -198,7 +217,12 @@ class Journal(Protocol):
         """Move scheduled and retry jobs that are due to ready. Returns the number moved."""
 
     def cancel(self, job_id: str) -> bool:
-        """Cancel a job that has not started (scheduled, ready or retry)."""
+        """Cancel a job in any non-final state (scheduled, ready, leased or retry).
+
+        A leased job's lease becomes stale: the worker's later ack, failure, release or
+        renewal is rejected. Returns True if the job was cancelled, False if it was
+        already final or is unknown.
+        """
 
     def retry_dead(self, job_id: str) -> bool:
         """Give a dead or failed job a fresh set of attempts and make it ready."""

@@ -17,6 +17,7 @@ to ``busy_timeout`` for the lock, so readers and occasional writers never see
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import random
@@ -25,7 +26,7 @@ import time
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Collection, Iterator, Sequence
 
 from actorq.errors import JournalError, JournalLocked
 from actorq.journal.protocol import Failure, JobInfo, JobState, LeasedJob, NewJob
@@ -325,8 +326,11 @@ class SQLiteJournal:
             )
             return self._conn.total_changes - before
 
-    def _reclaim_where(self, where: str, params: tuple[object, ...], reason: str) -> int:
+    def _reclaim_where(self, where: str, params: tuple[object, ...], reason: str,
+                       fail_tasks: Collection[str]) -> int:
         now = self._clock()
+        # The task names go as one JSON array: any number of them in one bound parameter.
+        fail_json = json.dumps(sorted(fail_tasks))
         with self.transaction():
             self._conn.execute(
                 "INSERT INTO actorq_errors (job_id, attempt, at, error)"
@@ -335,25 +339,39 @@ class SQLiteJournal:
             )
             cur = self._conn.execute(
                 "UPDATE actorq_jobs SET"
-                " state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'ready' END,"
-                " finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END,"
-                f" last_error = ?, {_CLEAR_LEASE}"
+                " state = CASE WHEN task IN (SELECT value FROM json_each(?1)) THEN 'failed'"
+                "  WHEN attempts >= max_attempts THEN 'dead' ELSE 'ready' END,"
+                " finished_at = CASE WHEN task IN (SELECT value FROM json_each(?1))"
+                "  OR attempts >= max_attempts THEN ?2 ELSE NULL END,"
+                f" last_error = ?3, {_CLEAR_LEASE}"
                 f" WHERE state = 'leased' AND {where}",
-                (now, reason, *params),
+                (fail_json, now, reason, *params),
             )
             return cur.rowcount
 
-    def reclaim(self, owner: str, reason: str) -> int:
-        """Return the dead `owner`'s jobs to ready (or dead when out of attempts), recording `reason`."""
-        return self._reclaim_where("lease_owner = ?", (owner,), reason)
+    def reclaim(self, owner: str, reason: str, *, keep: Collection[int] = (),
+                fail_tasks: Collection[str] = ()) -> int:
+        """Take back `owner`'s jobs except the leases in `keep`: failed for `fail_tasks`, else ready or dead.
 
-    def reclaim_all(self, reason: str) -> int:
-        """`reclaim` every leased job, whatever its owner."""
-        return self._reclaim_where("1", (), reason)
+        `reason` is recorded as the attempt's error. Returns the number of jobs taken back.
+        """
+        if keep:
+            return self._reclaim_where(
+                "lease_owner = ? AND lease_id NOT IN (SELECT value FROM json_each(?))",
+                (owner, json.dumps(sorted(keep))), reason, fail_tasks)
+        return self._reclaim_where("lease_owner = ?", (owner,), reason, fail_tasks)
 
-    def expire(self, reason: str = "lease expired") -> int:
+    def reclaim_all(self, reason: str, owner_prefix: str = "", *, fail_tasks: Collection[str] = ()) -> int:
+        """`reclaim` every job whose owner starts with `owner_prefix` (compared literally; "" = all)."""
+        if not owner_prefix:
+            return self._reclaim_where("1", (), reason, fail_tasks)
+        # substr, not LIKE: '%' and '_' in a node name are plain characters here.
+        return self._reclaim_where("substr(lease_owner, 1, length(?)) = ?",
+                                   (owner_prefix, owner_prefix), reason, fail_tasks)
+
+    def expire(self, reason: str = "lease expired", *, fail_tasks: Collection[str] = ()) -> int:
         """`reclaim` every job whose lease expired by the journal's clock."""
-        return self._reclaim_where("lease_expires < ?", (self._clock(),), reason)
+        return self._reclaim_where("lease_expires < ?", (self._clock(),), reason, fail_tasks)
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
         """Extend the leases held by `owners` to now + `lease_for`; returns rows renewed."""
@@ -375,11 +393,14 @@ class SQLiteJournal:
             ).rowcount
 
     def cancel(self, job_id: str) -> bool:
-        """Cancel a scheduled, ready or retry job; False for any other state or an unknown id."""
+        """Cancel a scheduled, ready, leased or retry job; False if it is final or unknown.
+
+        Cancelling a leased job clears its lease, so the worker's later answer is stale.
+        """
         with self.transaction():
             return self._conn.execute(
-                "UPDATE actorq_jobs SET state = 'cancelled', finished_at = ?"
-                " WHERE id = ? AND state IN ('scheduled', 'ready', 'retry')",
+                f"UPDATE actorq_jobs SET state = 'cancelled', finished_at = ?, {_CLEAR_LEASE}"
+                " WHERE id = ? AND state IN ('scheduled', 'ready', 'leased', 'retry')",
                 (self._clock(), job_id),
             ).rowcount == 1
 

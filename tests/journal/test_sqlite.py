@@ -249,6 +249,76 @@ def test_b9_reclaim_all_takes_every_owner(journal: SQLiteJournal) -> None:
     assert journal.get("b").errors == ["node restarted: old incarnation"]  # type: ignore[union-attr]
 
 
+def test_b9_reclaim_all_by_owner_prefix_treats_wildcards_literally(journal: SQLiteJournal) -> None:
+    owners = ["n%1/10/a", "n%1/11/b", "nX1/12/c", "n_2/13/d", "na2/14/e", "n%1x/15/f"]
+    journal.enqueue([new_job(f"job-{k}") for k in range(len(owners))])
+    for owner in owners:
+        lease_one(journal, owner)
+    held = lambda: sorted(j.lease_owner for j in map(journal.get, [f"job-{k}" for k in range(len(owners))])  # noqa: E731
+                          if j is not None and j.lease_owner is not None)
+    # '%' and '_' are not wildcards: "n%1/" matches only owners that start with exactly that.
+    assert journal.reclaim_all("node restarted", "n%1/") == 2
+    assert held() == sorted(["n%1x/15/f", "n_2/13/d", "nX1/12/c", "na2/14/e"])
+    assert journal.reclaim_all("node restarted", "n_2/") == 1
+    assert held() == sorted(["n%1x/15/f", "nX1/12/c", "na2/14/e"])
+    assert journal.reclaim_all("node restarted", "nobody/") == 0
+    assert journal.reclaim_all("node restarted", "") == 3  # the empty prefix takes every owner
+    assert held() == []
+
+
+def test_b9_reclaim_keeps_the_leases_the_worker_still_holds(journal: SQLiteJournal) -> None:
+    journal.enqueue([new_job(f"j{n}") for n in range(5)] + [new_job("other")])
+    first = journal.lease(["q"], "w1", 2, 30.0)   # one lease id for these two
+    second = journal.lease(["q"], "w1", 2, 30.0)  # and another for these
+    third = journal.lease(["q"], "w1", 1, 30.0)
+    theirs = journal.lease(["q"], "w2", 1, 30.0)
+    kept = {first[0].lease_id, third[0].lease_id}
+    # The worker re-announced holding `first` and `third`; the acks for `second` were lost.
+    assert journal.reclaim("w1", "lease not held after dispatcher restart", keep=kept) == 2
+    for job in second:
+        info = journal.get(job.id)
+        assert info is not None
+        assert (info.state, info.attempts, info.errors) == (
+            JobState.READY, 1, ["lease not held after dispatcher restart"])
+    for job in first + third + theirs:
+        assert state(journal, job.id) is JobState.LEASED
+    # The kept leases are still current: their acks count.
+    assert journal.complete([(j.id, j.lease_id) for j in first + third]) == 3
+    assert journal.complete([(j.id, j.lease_id) for j in second]) == 0
+    assert journal.reclaim("w1", "worker died", keep=kept) == 0
+    assert journal.reclaim("w1", "worker died", keep={12345}) == 0  # holds nothing any more
+
+
+def test_b9_reclaim_fails_tasks_declared_on_crash_fail(journal: SQLiteJournal) -> None:
+    jobs = [NewJob("crash-fails", "q", "tests.fragile", b"", max_attempts=5),
+            NewJob("crash-retries", "q", "tests.noop", b"", max_attempts=5),
+            NewJob("crash-dead", "q", "tests.noop", b"", max_attempts=1),
+            NewJob("fragile-expired", "q", "tests.fragile", b"", max_attempts=5)]
+    journal.enqueue(jobs)
+    by_id = {j.id: j for j in journal.lease(["q"], "w1", 3, 30.0)}
+    assert set(by_id) == {"crash-fails", "crash-retries", "crash-dead"}
+    assert journal.reclaim("w1", "worker died (killed)", fail_tasks={"tests.fragile", "tests.other"}) == 3
+    expected = {"crash-fails": JobState.FAILED, "crash-retries": JobState.READY, "crash-dead": JobState.DEAD}
+    for job_id, final in expected.items():
+        info = journal.get(job_id)
+        assert info is not None
+        assert (info.state, info.attempts, info.lease_owner) == (final, 1, None), job_id
+        assert info.errors == ["worker died (killed)"] and info.last_error == "worker died (killed)"
+    assert journal.promote() == 0 and state(journal, "crash-fails") is JobState.FAILED
+    assert journal.retry_dead("crash-fails")  # a failed job can be retried by hand
+    # reclaim_all and expire take the same list.
+    assert {j.id for j in journal.lease(["q"], "node/1/x", 3, 30.0)} == {
+        "crash-fails", "crash-retries", "fragile-expired"}
+    assert journal.reclaim_all("node restarted", "node/", fail_tasks=["tests.fragile"]) == 3
+    assert state(journal, "fragile-expired") is JobState.FAILED
+    assert state(journal, "crash-fails") is JobState.FAILED
+    assert state(journal, "crash-retries") is JobState.READY
+    journal.lease(["q"], "w3", 1, -1.0)  # crash-retries, its lease already expired
+    assert journal.expire(fail_tasks=["tests.noop"]) == 1
+    info = journal.get("crash-retries")
+    assert info is not None and (info.state, info.errors[-1]) == (JobState.FAILED, "lease expired")
+
+
 # -- B8: expiry, renewal, fencing ----------------------------------------------------------
 
 
@@ -357,21 +427,43 @@ def _job_in_every_state(journal: SQLiteJournal, clock: Clock) -> None:
         assert state(journal, s.value) is s
 
 
-def test_b1_cancel_only_from_scheduled_ready_or_retry(journal: SQLiteJournal, clock: Clock) -> None:
+def test_b1_cancel_from_every_non_final_state_only(journal: SQLiteJournal, clock: Clock) -> None:
     _job_in_every_state(journal, clock)
+    leased = journal.get("leased")
+    assert leased is not None and leased.lease_owner == "w1"
     for s in JobState:
         cancelled = journal.cancel(s.value)
-        if s in (JobState.SCHEDULED, JobState.READY, JobState.RETRY):
+        if s in (JobState.SCHEDULED, JobState.READY, JobState.LEASED, JobState.RETRY):
             assert cancelled, s
-            assert state(journal, s.value) is JobState.CANCELLED
+            info = journal.get(s.value)
+            assert info is not None and (info.state, info.lease_owner) == (JobState.CANCELLED, None)
         else:
             assert not cancelled, s
             assert state(journal, s.value) is s, f"cancel changed a {s} job"
+    assert journal.cancel("cancelled") is False  # already final
     assert journal.cancel("no-such-job") is False
     # Cancelled jobs never come back.
     clock.now = T0 + 2000
     journal.promote()
+    assert journal.expire() == 0 and journal.reclaim_all("takeover") == 0
     assert [j.id for j in journal.lease(["q"], "w", 100, 30.0)] == []
+
+
+def test_b1_b8_cancel_of_a_leased_job_fences_the_worker(journal: SQLiteJournal) -> None:
+    journal.enqueue([new_job("a"), new_job("b"), new_job("c")])
+    a, b, c = sorted(journal.lease(["q"], "w1", 3, 30.0))
+    for job in (a, b, c):
+        assert journal.cancel(job.id)
+    # The worker finishes later: its ack, failure, release and renewal are all stale.
+    assert journal.complete([(a.id, a.lease_id)]) == 0
+    assert journal.fail([fail(b)]) == 0
+    assert journal.release([(c.id, c.lease_id)]) == 0
+    assert journal.renew(["w1"], 30.0) == 0
+    assert journal.reclaim("w1", "worker died") == 0
+    for job in (a, b, c):
+        info = journal.get(job.id)
+        assert info is not None
+        assert (info.state, info.attempts, info.errors) == (JobState.CANCELLED, 1, [])
 
 
 # -- B12: retry_dead -------------------------------------------------------------------------
