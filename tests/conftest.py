@@ -194,6 +194,8 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         log_level: str = "info",
         queues: tuple[str, ...] = ("default",),
         endpoint: str = "",
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 20.0,
     ) -> Topology:
         counter[0] += 1
         module = f"aqtest_tasks_{counter[0]}"
@@ -207,7 +209,8 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
                            "max_frame_bytes": max_frame_bytes},
             "workers": {"processes": processes, "concurrency": concurrency, "prefetch": prefetch,
                         "intensity": intensity, "period": period, "shutdown_timeout": shutdown_timeout,
-                        "queues": list(queues)},
+                        "queues": list(queues), "heartbeat_interval": heartbeat_interval,
+                        "heartbeat_timeout": heartbeat_timeout},
         }
         toml_path = tmp_path / "topology.toml"
         toml_path.write_text(to_toml(data))

@@ -5,14 +5,20 @@ from __future__ import annotations
 WIRE_VERSION = 1
 
 # worker -> dispatcher
-HELLO = "hello"  # {"owner": str, "credits": int, "queues": [str], "pid": int}
+# HELLO: {"owner": str, "credits": int, "queues": [str], "pid": int,
+#         "held": [[job_id, lease_id], ...] (only when re-announcing, after WHO or RESET),
+#         "reset": true (only after RESET)}
+HELLO = "hello"
 ACK = "ack"  # [[job_id, lease_id, outcome, error | None, retry_in | None], ...]
 BYE = "bye"  # None
+HEARTBEAT = "hb"  # None: "I am alive" (sent every heartbeat interval)
 # dispatcher -> worker
 JOBS = "jobs"  # [[job_id, lease_id, task, payload, attempt, max_attempts, queue], ...]
 STOP = "stop"  # None
+WHO = "who"  # None: "I do not know you" (a restarted dispatcher): say HELLO again with what you hold
+RESET = "reset"  # None: "your leases were taken away" (you were silent too long): drop every job, say HELLO
 
-KINDS = frozenset({HELLO, ACK, BYE, JOBS, STOP})
+KINDS = frozenset({HELLO, ACK, BYE, HEARTBEAT, JOBS, STOP, WHO, RESET})
 
 # Room kept in every frame for the envelope and per-job fields around the payloads.
 FRAME_OVERHEAD = 64 * 1024

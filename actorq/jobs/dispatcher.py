@@ -8,13 +8,24 @@
                                       free credit & queue maybe ready ──▶ lease(queues, owner, n)
     ◀──────────────── JOBS [...] ──── send what the committed lease returned
     ACK [[id, lease, outcome]] ─────▶ credit += n ──── complete / fail ─▶ (journaled; then succeeded)
+    HB (every heartbeat interval) ──▶ last seen = now
     (process dies) ── pool ─────────▶ worker_exited(owner) ── reclaim(owner) ─▶ ready again, attempt counted
+    (silent > heartbeat_timeout) ───▶ lost ─────────────────── reclaim(owner) ─▶ ready again, attempt counted
+    HB / ACK after being lost ──────▶ ◀── RESET: drop every job, say HELLO again (acks of old leases are fenced)
+    HB / ACK from an unknown worker ▶ ◀── WHO (a restarted dispatcher): HELLO again with "held"
+    HELLO {…, held: [[id, lease]]} ─▶ register; reclaim(owner, keep=held) ─▶ leases it no longer holds
+                                                                           (e.g. acks lost with the old dispatcher)
 
 Credits: a worker announces how many jobs it can hold (slots + prefetch);
 the dispatcher never sends more than that, so nothing piles up unbounded.
 Each worker has at most one lease op in flight. A lease that returns fewer
 jobs than asked marks its queues empty until an enqueue commit or the
 scheduler's tick wakes them.
+
+Leases are renewed only for workers heard from within the heartbeat timeout,
+so a paused (SIGSTOP) or wedged worker loses its jobs to others; when it comes
+back, its late acks carry old lease ids and the journal rejects them (fencing),
+counted in the writer's ``stale_acks``.
 
 Malformed frames are dropped and counted in `malformed` (by reason); a log
 line is written at most once per second.
@@ -27,7 +38,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import zmq
 
@@ -55,6 +66,7 @@ class _Worker:
     pid: int
     leasing: bool = False
     held: dict[str, int] = field(default_factory=dict)
+    last_seen: float = 0.0
 
 
 class DispatcherStats:
@@ -69,6 +81,8 @@ class DispatcherStats:
         self.unroutable = 0
         self.malformed: Counter[str] = Counter()
         self.reclaim_events = 0
+        self.lost_workers = 0
+        self.rejoined = 0
 
 
 class Dispatcher:
@@ -79,6 +93,9 @@ class Dispatcher:
         loop: the node's loop.
         endpoint: where to bind (``ipc://...`` or ``tcp://127.0.0.1:port``).
         lease_timeout: seconds a lease lasts without renewal.
+        heartbeat_timeout: a worker silent this long is lost: its leases are reclaimed.
+        fail_tasks: tasks declared ``on_crash="fail"``: a crash fails their job for good
+            instead of returning it to ready.
         max_frame_bytes: larger messages are refused by ZeroMQ (the peer is disconnected).
         context: the zmq context.
     """
@@ -90,6 +107,8 @@ class Dispatcher:
         endpoint: str,
         *,
         lease_timeout: float = 300.0,
+        heartbeat_timeout: float = 20.0,
+        fail_tasks: Collection[str] = (),
         max_frame_bytes: int = 16 << 20,
         context: zmq.Context | None = None,  # type: ignore[type-arg]
     ) -> None:
@@ -97,17 +116,23 @@ class Dispatcher:
         self.loop = loop
         self.endpoint = endpoint
         self.lease_timeout = lease_timeout
+        self.heartbeat_timeout = heartbeat_timeout
+        self.fail_tasks = tuple(sorted(fail_tasks))
         self.max_frame_bytes = max_frame_bytes
         self._ctx = context or zmq.Context.instance()
         self._socket: LoopSocket | None = None
         self._workers: dict[str, _Worker] = {}
         self._by_ident: dict[bytes, _Worker] = {}
         self._dead_owners: dict[str, None] = {}  # insertion-ordered set, bounded below
+        self._lost_owners: dict[str, None] = {}  # silent past the heartbeat timeout; leases taken away
+        self._asked: dict[bytes, float] = {}  # unknown senders told WHO/RESET, and when (rate limit)
         self._empty: set[str] = set()
         self._accepting = False
         self._workers_told_to_stop = False
         self._last_malformed_log = 0.0
         self._renew_handle: asyncio.TimerHandle | None = None
+        self._liveness_handle: asyncio.TimerHandle | None = None
+        self.closed = False
         self.stats = DispatcherStats()
         self.on_reclaimed: Callable[[str, int], None] | None = None
 
@@ -127,6 +152,7 @@ class Dispatcher:
         self._socket.start()
         self._accepting = True
         self._schedule_renew()
+        self._schedule_liveness()
         logger.info("dispatcher listening on %s", self.endpoint)
 
     def stop_leasing(self) -> None:
@@ -145,8 +171,10 @@ class Dispatcher:
     def close(self) -> None:
         """Close the socket. Idempotent."""
         self._accepting = False
-        if self._renew_handle is not None:
-            self._renew_handle.cancel()
+        self.closed = True
+        for handle in (self._renew_handle, self._liveness_handle):
+            if handle is not None:
+                handle.cancel()
         if self._socket is not None:
             self._socket.close()
 
@@ -172,13 +200,15 @@ class Dispatcher:
         Acks the worker sent before it died are handled first, so they are not fenced.
         """
         self.drain()
-        self._dead_owners[owner] = None
-        if len(self._dead_owners) > 10_000:  # a late hello arrives within seconds of a death
-            del self._dead_owners[next(iter(self._dead_owners))]
+        _remember(self._dead_owners, owner)
+        self._lost_owners.pop(owner, None)
         worker = self._workers.pop(owner, None)
         if worker is not None:
             self._by_ident.pop(worker.ident, None)
-        why = f"worker died ({reason})"
+        self._reclaim(owner, f"worker died ({reason})", ())
+
+    def _reclaim(self, owner: str, why: str, keep: Collection[int]) -> None:
+        """Return `owner`'s leased jobs, except the lease ids in `keep`, to ready (attempt counted)."""
 
         def done(count: Any, error: BaseException | None) -> None:
             if error is not None:
@@ -187,12 +217,12 @@ class Dispatcher:
             self.stats.reclaimed += count
             self.stats.reclaim_events += 1
             if count:
-                logger.warning("worker %s died (%s): %d leased jobs returned to ready", owner, reason, count)
+                logger.warning("%s: %s: %d leased jobs returned to ready", owner, why, count)
                 self.wake(None)
             if self.on_reclaimed is not None:
                 self.on_reclaimed(owner, count)
 
-        self.writer.submit(jw.RECLAIM, (owner, why), done)
+        self.writer.submit(jw.RECLAIM, (owner, why, tuple(keep), self.fail_tasks), done)
 
     def wake(self, queues: set[str] | None) -> None:
         """Ready jobs may exist in `queues` (None: every queue): lease for idle workers."""
@@ -224,38 +254,92 @@ class Dispatcher:
         except FrameError as exc:
             self._malformed(exc.reason, str(exc))
             return
+        worker = self._by_ident.get(ident)
+        if worker is not None:
+            worker.last_seen = time.monotonic()
         try:
             if kind == wire.ACK:
                 self._on_ack(ident, body)
+            elif kind == wire.HEARTBEAT:
+                if body is not None:
+                    raise FrameError("bad_body", "heartbeat carries nothing")
             elif kind == wire.HELLO:
                 self._on_hello(ident, body)
+                return
             elif kind == wire.BYE:
                 self._on_bye(ident)
+                return
             else:
                 self._malformed("unexpected_kind", kind)
+                return
         except FrameError as exc:
             self._malformed(exc.reason, str(exc))
+            return
+        if worker is None:
+            self._unknown_sender(ident)
+
+    def _unknown_sender(self, ident: bytes) -> None:
+        """A heartbeat or ack from a worker that is not registered here.
+
+        A lost worker is told RESET (its leases were taken away); any other live one
+        is told WHO (this dispatcher restarted and does not know it). At most once a
+        second per sender, so a burst of acks costs one reply.
+        """
+        owner = ident.decode("utf-8", "replace")
+        if owner in self._dead_owners:
+            return
+        now = time.monotonic()
+        if now - self._asked.get(ident, -10.0) < 1.0:
+            return
+        self._asked[ident] = now
+        if len(self._asked) > 10_000:
+            del self._asked[next(iter(self._asked))]
+        kind = wire.RESET if owner in self._lost_owners else wire.WHO
+        self._send_to(ident, owner, encode(kind, None))
 
     def _on_hello(self, ident: bytes, body: Any) -> None:
         if not isinstance(body, dict):
             raise FrameError("bad_body", "hello needs a map")
         owner, credits, queues, pid = body.get("owner"), body.get("credits"), body.get("queues"), body.get("pid")
+        held = body.get("held")
+        rejoin = held is not None
         if (
             not isinstance(owner, str) or not owner or owner.encode() != ident
-            or not isinstance(credits, int) or isinstance(credits, bool) or not 0 < credits <= 1_000_000
+            or not isinstance(credits, int) or isinstance(credits, bool)
+            or not (0 if rejoin else 1) <= credits <= 1_000_000
             or not isinstance(queues, list) or not queues or not all(isinstance(q, str) for q in queues)
             or not isinstance(pid, int)
         ):
             raise FrameError("bad_body", "hello fields")
+        leases = _held_leases(held) if rejoin else {}
         if owner in self._dead_owners:
             logger.info("ignoring hello from dead worker %s", owner)
             return
+        if owner in self._lost_owners:
+            if leases and body.get("reset") is not True:  # it has not dropped its lost jobs yet
+                self._send_to(ident, owner, encode(wire.RESET, None))
+                return
+            # back after a RESET; what it still "holds" are sync jobs that cannot be stopped:
+            # their leases are gone, so their acks will be fenced, but they free its credits
+            del self._lost_owners[owner]
+            logger.info("lost worker %s is back (%d unstoppable jobs still running)", owner, len(leases))
         worker = self._workers.get(owner)
         if worker is None:
-            worker = _Worker(owner, ident, tuple(queues), credits, pid)
+            worker = _Worker(owner, ident, tuple(queues), credits, pid, last_seen=time.monotonic())
+            worker.held.update(leases)
             self._workers[owner] = worker
             self._by_ident[ident] = worker
-            logger.info("worker %s (pid %d) ready with %d credits", owner, pid, credits)
+            self._asked.pop(ident, None)
+            if rejoin:
+                self.stats.rejoined += 1
+                logger.info("worker %s (pid %d) re-announced %d held jobs and %d credits",
+                            owner, pid, len(leases), credits)
+                # leases it does not hold any more (acks lost with a dead dispatcher, jobs sent
+                # that never arrived) go back to ready; the ones it holds stay its own
+                self._reclaim(owner, "lease not held by its worker after a dispatcher restart",
+                              list(leases.values()))
+            else:
+                logger.info("worker %s (pid %d) ready with %d credits", owner, pid, credits)
         if self._workers_told_to_stop:  # it missed the broadcast: without this it runs until killed
             self._send(worker, encode(wire.STOP, None))
             return
@@ -302,17 +386,33 @@ class Dispatcher:
             else:
                 self._malformed("bad_outcome")
         stats = self.stats
+        settled = self._ack_settled(worker, wake=True)
         if completes:
             stats.succeeded += len(completes)
-            self.writer.submit(jw.COMPLETE, completes)
+            self.writer.submit(jw.COMPLETE, completes, self._ack_settled(worker, wake=False))
         if failures:
             stats.failed += len(failures)
-            self.writer.submit(jw.FAIL, failures, self._after_retry)
+            self.writer.submit(jw.FAIL, failures, settled)
         if releases:
             stats.released += len(releases)
-            self.writer.submit(jw.RELEASE, releases, self._after_retry)
+            self.writer.submit(jw.RELEASE, releases, settled)
         if worker is not None:
             self._pump(worker)
+
+    def _ack_settled(self, worker: _Worker | None, wake: bool) -> Callable[[Any, BaseException | None], None]:
+        def settled(_result: Any, error: BaseException | None) -> None:
+            if error is None:
+                if wake:
+                    self.wake(None)  # released jobs are ready again; failed ones may be due soon
+                return
+            # The acks were not journaled, and the worker has forgotten those jobs: without
+            # this they would stay leased to a live worker, renewed forever. Reclaim every
+            # lease of the worker except those it still holds (attempt counted; at-least-once).
+            if worker is not None and self._workers.get(worker.owner) is worker:
+                logger.error("acks from %s not journaled (%s): reclaiming its leases it no longer holds",
+                             worker.owner, error)
+                self._reclaim(worker.owner, f"ack not journaled: {error}", list(worker.held.values()))
+        return settled
 
     def _after_retry(self, _result: Any, _error: BaseException | None) -> None:
         self.wake(None)  # released jobs are ready again; failed ones may be due soon
@@ -337,7 +437,7 @@ class Dispatcher:
             logger.error("lease for %s failed: %s", worker.owner, error)
             self.loop.call_later(1.0, self._pump, worker)
             return
-        if self._workers.get(worker.owner) is not worker:  # died meanwhile: give the jobs back
+        if self.closed or self._workers.get(worker.owner) is not worker:  # died meanwhile: give the jobs back
             if jobs:
                 self.writer.submit(jw.RELEASE, [(j.id, j.lease_id) for j in jobs])
             return
@@ -390,6 +490,36 @@ class Dispatcher:
             logger.warning("could not send to worker %s: %s", worker.owner, exc)
             return False
 
+    def _send_to(self, ident: bytes, owner: str, payload: bytes) -> None:
+        if self._socket is None:
+            return
+        try:
+            self._socket.send([ident, payload])
+        except zmq.ZMQError as exc:
+            self.stats.unroutable += 1
+            logger.debug("could not send to %s: %s", owner, exc)
+
+    # -- liveness ---------------------------------------------------------------------
+    def _schedule_liveness(self) -> None:
+        self._liveness_handle = self.loop.call_later(min(1.0, self.heartbeat_timeout / 4), self._check_liveness)
+
+    def _check_liveness(self) -> None:
+        deadline = time.monotonic() - self.heartbeat_timeout
+        for worker in [w for w in self._workers.values() if w.last_seen < deadline]:
+            self._lose(worker)
+        self._schedule_liveness()
+
+    def _lose(self, worker: _Worker) -> None:
+        """`worker` has been silent past the heartbeat timeout: take its leases away."""
+        self._workers.pop(worker.owner, None)
+        self._by_ident.pop(worker.ident, None)
+        _remember(self._lost_owners, worker.owner)
+        self.stats.lost_workers += 1
+        silent = time.monotonic() - worker.last_seen
+        logger.warning("worker %s (pid %d) silent for %.1f s: its %d jobs go to other workers",
+                       worker.owner, worker.pid, silent, len(worker.held))
+        self._reclaim(worker.owner, f"worker unresponsive (no heartbeat for {silent:.0f} s)", ())
+
     # -- lease renewal ------------------------------------------------------------------
     def _schedule_renew(self) -> None:
         self._renew_handle = self.loop.call_later(self.lease_timeout / 3, self._renew)
@@ -398,5 +528,25 @@ class Dispatcher:
         owners = [w.owner for w in self._workers.values() if w.held]
         if owners:
             self.writer.submit(jw.RENEW, (owners, self.lease_timeout))
-        self.writer.submit(jw.EXPIRE, None, lambda n, e: self.wake(None) if n else None)
+        self.writer.submit(jw.EXPIRE, self.fail_tasks, lambda n, e: self.wake(None) if n else None)
         self._schedule_renew()
+
+
+def _remember(bounded: dict[str, None], owner: str) -> None:
+    """Add `owner` to an insertion-ordered set that keeps the newest 10,000 entries."""
+    bounded[owner] = None
+    if len(bounded) > 10_000:  # late messages arrive within seconds of a death
+        del bounded[next(iter(bounded))]
+
+
+def _held_leases(held: Any) -> dict[str, int]:
+    """Validate a HELLO's ``held`` list of ``[job_id, lease_id]`` pairs."""
+    if not isinstance(held, list) or len(held) > 1_000_000:
+        raise FrameError("bad_body", "hello held")
+    leases: dict[str, int] = {}
+    for item in held:
+        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str)
+                or not isinstance(item[1], int) or isinstance(item[1], bool) or not 0 < item[1] <= MAX_LEASE_ID):
+            raise FrameError("bad_body", "hello held")
+        leases[item[0]] = item[1]
+    return leases

@@ -282,12 +282,13 @@ class JournalWriter:
         if kind == RELEASE:
             return journal.release(arg)
         if kind == RECLAIM:
-            owner, reason = arg
-            return journal.reclaim(owner, reason)
+            owner, reason, keep, fail_tasks = arg
+            return journal.reclaim(owner, reason, keep=keep, fail_tasks=fail_tasks)
         if kind == RECLAIM_ALL:
-            return journal.reclaim_all(arg)
+            reason, owner_prefix, fail_tasks = arg
+            return journal.reclaim_all(reason, owner_prefix, fail_tasks=fail_tasks)
         if kind == EXPIRE:
-            return journal.expire()
+            return journal.expire(fail_tasks=arg or ())
         if kind == RENEW:
             owners, lease_for = arg
             return journal.renew(owners, lease_for)

@@ -32,6 +32,9 @@ class Discard(Exception):
     """Raise inside a task to fail the job for good (state ``failed``), with no retry."""
 
 
+ON_CRASH = ("reclaim", "fail")
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     """A registered task.
@@ -43,6 +46,10 @@ class Task:
         queue: the default queue for jobs made with `job`.
         max_attempts: attempts (runs and crashes) before the job goes dead.
         retry: backoff between attempts.
+        on_crash: what a crash of the worker running the job does to it: ``"reclaim"``
+            (default: back to ready, the crash counted as an attempt) or ``"fail"``
+            (the job ends ``failed`` with the crash as its error: for work that must
+            never run twice).
     """
 
     name: str
@@ -50,6 +57,7 @@ class Task:
     queue: str = "default"
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_crash: str = "reclaim"
 
     @property
     def is_async(self) -> bool:
@@ -86,21 +94,25 @@ class TaskRegistry:
         queue: str = "default",
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         retry: RetryPolicy | None = None,
+        on_crash: str = "reclaim",
     ) -> Callable[[F], Task]:
-        """Decorator: register the function under `name`.
+        """Decorator: register the function under `name` (see `Task` for the options).
 
         Raises:
-            ValueError: the name is empty or already registered, or max_attempts < 1.
+            ValueError: the name is empty or already registered, max_attempts < 1, or
+                on_crash is not "reclaim" or "fail".
         """
         if not name or not isinstance(name, str):
             raise ValueError("a task needs a non-empty string name")
         if max_attempts < 1:
             raise ValueError(f"task {name!r}: max_attempts must be >= 1, got {max_attempts}")
+        if on_crash not in ON_CRASH:
+            raise ValueError(f"task {name!r}: on_crash must be one of {', '.join(ON_CRASH)}, got {on_crash!r}")
 
         def register(fn: F) -> Task:
             if name in self._tasks:
                 raise ValueError(f"task {name!r} is already registered")
-            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy())
+            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy(), on_crash)
             self._tasks[name] = task
             return task
 

@@ -8,6 +8,10 @@ to the dispatcher, announces its credits (slots + prefetch) and then:
   with one thread per slot;
 * keeps jobs beyond its slots in a local FIFO (prefetch), never more than its credits;
 * collects the outcomes finished in one loop iteration into one ACK message;
+* sends a heartbeat every ``heartbeat_interval`` seconds; to a restarted
+  dispatcher (WHO) it re-announces the jobs it holds, and when told its leases
+  were taken away (RESET, after it was silent too long, e.g. SIGSTOP) it drops
+  its unstarted jobs, cancels its running async ones and announces again;
 * on STOP or SIGTERM: gives back the jobs it has not started ("release"),
   finishes the running ones, sends the last acks, says BYE and exits 0;
 * ignores SIGINT (the node coordinates Ctrl-C) and dies with its parent
@@ -59,6 +63,7 @@ class WorkerSpec:
     sys_path: list[str]
     log_level: str = "info"
     max_frame_bytes: int = 16 << 20
+    heartbeat_interval: float = 1.0
 
     def to_json(self) -> str:
         """Serialise for the command line."""
@@ -94,8 +99,10 @@ def load_registries(entries: list[str]) -> TaskRegistry:
     return merged
 
 
-def check_tasks(entries: list[str], sys_path: list[str], timeout: float = 120.0) -> list[str]:
-    """Import the task registries in a fresh interpreter, as a worker would; return the task names.
+def check_tasks(entries: list[str], sys_path: list[str], timeout: float = 120.0) -> dict[str, str]:
+    """Import the task registries in a fresh interpreter, as a worker would.
+
+    Returns ``{task name: on_crash}`` for every registered task.
 
     The import runs in a child process so that user modules never load into the
     caller (the node keeps its memory and threads to itself).
@@ -109,8 +116,8 @@ def check_tasks(entries: list[str], sys_path: list[str], timeout: float = 120.0)
     if result.returncode != 0:
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
         raise ImportError(lines[-1] if lines else f"task import check exited with {result.returncode}")
-    names: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
-    return names
+    tasks: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return tasks
 
 
 def _check_main() -> int:
@@ -121,7 +128,7 @@ def _check_main() -> int:
     except (ImportError, TypeError) as exc:
         print(exc, file=sys.stderr)
         return 3
-    print(json.dumps(sorted(task.name for task in registry)))
+    print(json.dumps({task.name: task.on_crash for task in sorted(registry, key=lambda t: t.name)}))
     return 0
 
 
@@ -160,6 +167,9 @@ class Worker:
         self.slots = spec.concurrency
         self.running = 0
         self.backlog: deque[list[Any]] = deque()
+        # running jobs: id -> (lease id, its asyncio task, cancellable: an async task's job)
+        self.active: dict[str, tuple[int, asyncio.Task[None], bool]] = {}
+        self.resets = 0
         self.acks: list[list[Any]] = []
         self._flush_scheduled = False
         self.stopping = False
@@ -179,10 +189,51 @@ class Worker:
 
     def start(self) -> None:
         self.socket.start()
-        hello = {"owner": self.spec.owner, "credits": self.spec.concurrency + self.spec.prefetch,
-                 "queues": self.spec.queues, "pid": os.getpid()}
-        self.socket.send([encode(wire.HELLO, hello)])
+        self._hello(rejoin=False)
         self.loop.call_later(1.0, self._watch_parent)
+        self.loop.call_later(self.spec.heartbeat_interval, self._heartbeat)
+
+    @property
+    def capacity(self) -> int:
+        """Jobs this worker holds at most: running slots plus prefetch."""
+        return self.spec.concurrency + self.spec.prefetch
+
+    def _hello(self, rejoin: bool, reset: bool = False) -> None:
+        hello: dict[str, Any] = {"owner": self.spec.owner, "credits": self.capacity,
+                                 "queues": self.spec.queues, "pid": os.getpid()}
+        if rejoin:
+            held = [[job_id, lease_id] for job_id, (lease_id, _, _) in self.active.items()]
+            held += [[job[0], job[1]] for job in self.backlog]
+            hello["held"] = held
+            hello["credits"] = max(0, self.capacity - len(held))
+            if reset:
+                hello["reset"] = True
+        try:
+            self.socket.send([encode(wire.HELLO, hello)])
+        except zmq.ZMQError as exc:  # the next heartbeat brings a WHO and another try
+            logger.warning("worker %s could not say hello: %s", self.spec.owner, exc)
+
+    def _heartbeat(self) -> None:
+        try:
+            self.socket.send([encode(wire.HEARTBEAT, None)])
+        except zmq.ZMQError:
+            pass
+        self.loop.call_later(self.spec.heartbeat_interval, self._heartbeat)
+
+    def _reset(self) -> None:
+        """Our leases were taken away: drop unstarted jobs, cancel running async ones, re-announce."""
+        self.resets += 1
+        dropped = len(self.backlog)
+        self.backlog.clear()  # their leases are void: no release, the jobs run elsewhere
+        cancelled = 0
+        for _, task, cancellable in self.active.values():
+            if cancellable:  # a sync job's thread cannot be stopped; its late ack is fenced
+                task.cancel()
+                cancelled += 1
+        logger.warning("worker %s lost its leases (it was silent too long): dropped %d queued jobs, "
+                       "cancelled %d running, %d sync jobs run on", self.spec.owner, dropped, cancelled,
+                       len(self.active) - cancelled)
+        self._hello(rejoin=True, reset=True)
 
     def _watch_parent(self) -> None:
         if os.getppid() != self.parent:
@@ -201,6 +252,10 @@ class Worker:
                 self._on_jobs(body)
             elif kind == wire.STOP:
                 self.begin_stop()
+            elif kind == wire.WHO:
+                self._hello(rejoin=True)
+            elif kind == wire.RESET:
+                self._reset()
             else:
                 raise FrameError("unexpected_kind")
         except FrameError as exc:
@@ -222,7 +277,9 @@ class Worker:
     # -- running ------------------------------------------------------------------
     def _start(self, job: list[Any]) -> None:
         self.running += 1
-        self.loop.create_task(self._run(job))
+        name = job[2]
+        cancellable = name in self.registry and self.registry[name].is_async
+        self.active[job[0]] = (job[1], self.loop.create_task(self._run(job)), cancellable)
 
     async def _run(self, job: list[Any]) -> None:
         job_id, lease_id, name, payload, attempt, max_attempts, queue = job
@@ -257,6 +314,8 @@ class Worker:
                     logger.info("job %s (%s) attempt %d failed: %s", job_id, name, attempt, error)
         finally:
             self._ack([job_id, lease_id], outcome, error, retry_in)
+            if self.active.get(job_id, (None,))[0] == lease_id:
+                del self.active[job_id]
             self.running -= 1
             if self.backlog and not self.stopping:
                 self._start(self.backlog.popleft())

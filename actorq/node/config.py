@@ -167,6 +167,9 @@ class WorkersConfig:
     - ``shutdown_timeout``: seconds to let running jobs finish on stop (>= 0).
     - ``intensity``: worker restarts allowed within ``period`` (>= 0, default 10).
     - ``period``: the restart-intensity window in seconds (> 0, default 60).
+    - ``heartbeat_interval``: seconds between a worker's heartbeats (> 0, default 1).
+    - ``heartbeat_timeout``: a worker silent this long (paused, wedged) loses its
+      jobs to other workers (> heartbeat_interval, default 20).
     """
 
     processes: int = field(default=2, metadata={"min": 1})
@@ -176,6 +179,8 @@ class WorkersConfig:
     shutdown_timeout: float = field(default=30.0, metadata={"min": 0})
     intensity: int = field(default=10, metadata={"min": 0})
     period: float = field(default=60.0, metadata={"gt": 0})
+    heartbeat_interval: float = field(default=1.0, metadata={"gt": 0})
+    heartbeat_timeout: float = field(default=20.0, metadata={"gt": 0})
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +278,11 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>",
     if not isinstance(data, Mapping):
         raise ConfigError(source, None, f"expected a table, {_got(data)}")
     config = _build(Config, data, "", source)
+    workers = config.workers
+    if workers.heartbeat_timeout <= workers.heartbeat_interval:
+        raise ConfigError(source, "workers.heartbeat_timeout",
+                          f"expected a number > workers.heartbeat_interval ({workers.heartbeat_interval:g}), "
+                          f"got {workers.heartbeat_timeout!r}")
     node = dataclasses.replace(config.node, name=config.node.name or socket.gethostname())
     return dataclasses.replace(config, node=node, path=path)
 

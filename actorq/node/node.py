@@ -88,6 +88,7 @@ class Node:
         self._stopping = False
         self.failure: str | None = None
         self.reclaimed_at_start = 0
+        self.fail_tasks: tuple[str, ...] = ()
         self._tasks: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
 
     @classmethod
@@ -111,7 +112,7 @@ class Node:
         if not cfg.node.tasks:
             logger.warning("node.tasks is empty: workers know no task, every job will end dead")
         try:  # fail fast, naming the module, instead of crash-looping workers until intensity runs out
-            await loop.run_in_executor(None, check_tasks, list(cfg.node.tasks), cfg.task_search_path)
+            tasks = await loop.run_in_executor(None, check_tasks, list(cfg.node.tasks), cfg.task_search_path)
         except ImportError as exc:
             self._started = False
             raise NodeFailed(f"{cfg.path or 'config'}: node.tasks: {exc}") from None
@@ -119,7 +120,12 @@ class Node:
                                        on_enqueued=self._on_enqueued)
         try:
             await self.writer.start()
-            self.reclaimed_at_start = await self.writer.call(jw.RECLAIM_ALL, "node restarted (lease of an earlier incarnation)")
+            self.fail_tasks = tuple(sorted(name for name, on_crash in tasks.items() if on_crash == "fail"))
+            # An SQLite journal has one node (file lock): every lease left in it is from an earlier
+            # run, whatever its name. A shared journal: only this node's own earlier incarnations.
+            owner_prefix = "" if cfg.journal.url.startswith("sqlite:") else f"{cfg.node.name}/"
+            self.reclaimed_at_start = await self.writer.call(
+                jw.RECLAIM_ALL, ("node restarted (lease of an earlier incarnation)", owner_prefix, self.fail_tasks))
             if self.reclaimed_at_start:
                 logger.warning("reclaimed %d jobs leased by an earlier run of this node", self.reclaimed_at_start)
             if cfg.node.endpoint:
@@ -129,6 +135,8 @@ class Node:
                 self.endpoint = f"ipc://{self._ipc_dir}/dispatcher"
             self.dispatcher = Dispatcher(self.writer, loop, self.endpoint,
                                          lease_timeout=cfg.dispatcher.lease_timeout,
+                                         heartbeat_timeout=cfg.workers.heartbeat_timeout,
+                                         fail_tasks=self.fail_tasks,
                                          max_frame_bytes=cfg.dispatcher.max_frame_bytes)
             self.dispatcher.start()
             self.scheduler = Scheduler(self.writer, loop, cfg.dispatcher.poll_interval, self.dispatcher.wake)
@@ -167,6 +175,7 @@ class Node:
             sys_path=cfg.task_search_path,
             log_level=cfg.node.log_level,
             max_frame_bytes=cfg.dispatcher.max_frame_bytes,
+            heartbeat_interval=cfg.workers.heartbeat_interval,
         )
         return [sys.executable, "-c", WORKER_BOOT, spec.to_json()]
 

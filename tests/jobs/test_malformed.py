@@ -83,6 +83,14 @@ CASES: list[tuple[str, list[bytes]]] = [
     ("bad_body", [encode(wire.HELLO, hello(queues="default"))]),
     ("bad_body", [encode(wire.HELLO, hello(pid="1"))]),
     ("bad_body", [encode(wire.HELLO, hello(pid=...))]),  # missing
+    ("bad_body", [encode(wire.HELLO, hello(held="all"))]),
+    ("bad_body", [encode(wire.HELLO, hello(held=[["0190f3a1", 0]]))]),  # lease ids are > 0
+    ("bad_body", [encode(wire.HELLO, hello(held=[["0190f3a1", True]]))]),
+    ("bad_body", [encode(wire.HELLO, hello(held=[["0190f3a1"]]))]),
+    ("bad_body", [encode(wire.HELLO, hello(held=[[1, 2]]))]),
+    ("bad_body", [encode(wire.HEARTBEAT, 1)]),
+    ("unexpected_kind", [encode(wire.WHO, None)]),  # dispatcher-to-worker kinds
+    ("unexpected_kind", [encode(wire.RESET, None)]),
     # ack
     ("bad_body", [encode(wire.ACK, {"job": "x"})]),
     ("bad_body", [encode(wire.ACK, None)]),

@@ -21,7 +21,7 @@ import msgpack
 import pytest
 
 from actorq.transports.codec import FrameError, decode, encode
-from actorq.transports.constants import ACK, BYE, HELLO, JOBS, KINDS, STOP, WIRE_VERSION
+from actorq.transports.constants import ACK, BYE, HEARTBEAT, HELLO, JOBS, KINDS, RESET, STOP, WHO, WIRE_VERSION
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,6 +53,9 @@ SAMPLE_BODIES: dict[str, Any] = {
     JOBS: [["0190f3a1b2c3d4e5f60718293a4b5c6d", 99, "emails.send", pk([["a@b.c"], {"retry": True}]), 1, 20]],
     BYE: None,
     STOP: None,
+    HEARTBEAT: None,
+    WHO: None,
+    RESET: None,
 }
 
 
