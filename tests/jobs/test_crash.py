@@ -57,6 +57,15 @@ async def few_ms(n):
     record()
 
 
+@registry.task("crash.overrun")
+async def overrun():
+    ctx = current_job()
+    started.record(ctx.id, ctx.attempt)
+    if os.environ.get("AQTEST_RUN") == "1":
+        await asyncio.sleep(3600)  # far past the shutdown timeout; SIGTERM is handled, then SIGKILL
+    record()
+
+
 @registry.task("crash.slow")
 async def slow(n):
     ctx = current_job()
@@ -366,3 +375,65 @@ async def test_c10_stop_while_workers_are_starting_is_graceful(topology, caplog)
     exits = [r.getMessage() for r in caplog.records if "exited:" in r.getMessage()]
     assert len(exits) == 2 and all(m.endswith("exited: normal") for m in exits), exits
     assert not [r for r in caplog.records if "did not stop" in r.getMessage()]
+
+
+# -- C11, C12 ----------------------------------------------------------------------------------
+async def test_c11_job_overrunning_the_shutdown_timeout_is_killed_and_reclaimed(topology):
+    topo = topology(TASKS, processes=1, concurrency=2, prefetch=0, shutdown_timeout=1.0)
+    started = Ledger(str(topo.ledger.path) + ".started")
+    with topo.client() as client:
+        accepted = set(client.enqueue_many([Job("crash.overrun"), Job("crash.few_ms", [1])]))
+    node = NodeProcess(topo, 1)
+    try:
+        await eventually(lambda: started.count() == 1 and topo.ledger.count() == 1, timeout=30,
+                         message="the short job done, the long one running")
+        os.kill(node.pid, signal.SIGTERM)
+        code = await node.exit_code(timeout=60)
+    except BaseException:
+        node.kill_everything()
+        raise
+    assert code == 0, node.output()  # the overrun is the job's problem, not a node failure
+    assert "did not stop within" in node.output()  # the worker was killed after the timeout
+    (overrun,) = [j for j in accepted if j not in {e.job_id for e in topo.ledger.read()}]
+    info = topo.info(overrun)
+    # reclaimed at once by the crash of its worker, not left leased until lease expiry
+    assert info.state == "ready" and info.attempts == 1 and info.errors == [WORKER_DIED_KILLED], info
+    assert journal_invariants(topo.journal_path, allow_pending=True) == []
+
+    second = NodeProcess(topo, 2, "--burst")
+    try:
+        assert await second.exit_code(timeout=60) == 0, second.output()
+    except BaseException:
+        second.kill_everything()
+        raise
+    check = check_total_queue(accepted, topo.ledger.read(), _succeeded(topo.states()))
+    print(check.summary())
+    assert check.valid, check.summary()
+    assert journal_invariants(topo.journal_path) == []
+
+
+async def test_c12_sigterm_five_times_and_sigint_make_one_clean_shutdown(topology):
+    topo = topology(TASKS, processes=2, concurrency=2, prefetch=2, shutdown_timeout=20.0)
+    started = Ledger(str(topo.ledger.path) + ".started")
+    with topo.client() as client:
+        accepted = set(client.enqueue_many([Job("crash.slow", [i]) for i in range(20)]))
+    node = NodeProcess(topo, 1)
+    try:
+        await eventually(lambda: started.count() >= 2, timeout=30, message="jobs in flight")
+        for _ in range(5):
+            os.kill(node.pid, signal.SIGTERM)
+        os.kill(node.pid, signal.SIGINT)
+        code = await node.exit_code(timeout=60)
+    except BaseException:
+        node.kill_everything()
+        raise
+    output = node.output()
+    assert code == 0, output
+    assert output.count("stop requested") == 1, output
+    assert "Traceback" not in output and "did not stop within" not in output, output
+    finished = {e.job_id for e in topo.ledger.read()}
+    assert {e.job_id for e in started.read()} == finished  # every started job finished
+    assert journal_invariants(topo.journal_path, allow_pending=True) == []
+    jobs = _jobs_with_errors(topo.journal_path)
+    assert all(errors == [] for _, _, errors in jobs.values()), jobs
+    assert len(finished) < len(accepted)
