@@ -18,7 +18,10 @@ STOP = "stop"  # None
 WHO = "who"  # None: "I do not know you" (a restarted dispatcher): say HELLO again with what you hold
 RESET = "reset"  # None: "your leases were taken away" (you were silent too long): drop every job, say HELLO
 
-KINDS = frozenset({HELLO, ACK, BYE, HEARTBEAT, JOBS, STOP, WHO, RESET})
+# control requests to a node (``actorq tree``), answered with the same kind
+TREE = "tree"  # request: None; reply: the live supervision tree as nested maps
+
+KINDS = frozenset({HELLO, ACK, BYE, HEARTBEAT, JOBS, STOP, WHO, RESET, TREE})
 
 # Room kept in every frame for the envelope and per-job fields around the payloads.
 FRAME_OVERHEAD = 64 * 1024

@@ -1,4 +1,4 @@
-"""The ``actorq`` command line: run, check, enqueue, status.
+"""The ``actorq`` command line: run, check, enqueue, status, tree.
 
 Every subcommand reads the same ``topology.toml``. Errors in it are printed as
 ``file: key: expected ...`` without a traceback, with exit code 2.
@@ -23,6 +23,8 @@ from actorq.jobs.task import Job
 from actorq.jobs.worker import check_tasks
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
+from actorq.node.control import NodeNotRunning, query, read_node_file
+from actorq.transports import constants as wire
 from actorq.node.node import Node, NodeFailed
 
 logger = logging.getLogger("actorq.cli")
@@ -33,6 +35,7 @@ examples:
   actorq enqueue --config topology.toml quickstart.add 2 3 --count 1000
   actorq run     --config topology.toml
   actorq status  --config topology.toml
+  actorq tree    --config topology.toml
 
 exit codes: 0 ok, 1 the node failed, 2 bad config or usage, 3 journal unusable.
 """
@@ -187,6 +190,51 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def cmd_tree(args: argparse.Namespace, config: Config) -> int:
+    try:
+        info = read_node_file(config.node_file)
+        tree = query(str(info["control"]), wire.TREE, None, timeout=args.timeout)
+    except NodeNotRunning as exc:
+        _err(f"actorq tree: {exc}")
+        return EXIT_FAILURE
+    if args.json:
+        _out(json.dumps(tree, sort_keys=True))
+        return EXIT_OK
+    for line in render_tree(tree):
+        _out(line)
+    return EXIT_OK
+
+
+def _describe_node(node: dict[str, Any]) -> str:
+    parts = [str(node.get("id"))]
+    kind = node.get("kind") or node.get("type")
+    if node.get("type") == "supervisor":
+        parts.append(f"supervisor {node.get('strategy', '')}".rstrip())
+    elif kind:
+        parts.append(str(kind))
+    pid = node.get("pid")
+    if isinstance(pid, int):
+        parts.append(f"pid {pid}")
+    parts.append(str(node.get("state", "?")))
+    if node.get("restarts"):
+        parts.append(f"restarts {node['restarts']}")
+    return "  ".join(parts)
+
+
+def render_tree(tree: dict[str, Any]) -> list[str]:
+    """The lines ``actorq tree`` prints for a tree as `Node.tree` returns it."""
+    lines = [_describe_node(tree)]
+
+    def walk(children: list[dict[str, Any]], prefix: str) -> None:
+        for i, child in enumerate(children):
+            last = i == len(children) - 1
+            lines.append(prefix + ("└── " if last else "├── ") + _describe_node(child))
+            walk(child.get("children") or [], prefix + ("    " if last else "│   "))
+
+    walk(tree.get("children") or [], "")
+    return lines
+
+
 # -- parser ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``actorq`` command."""
@@ -233,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
                  "actorq status --config topology.toml")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(handler=cmd_status)
+
+    tree = add("tree", "Print the running node's supervision tree: each supervisor with its strategy, each "
+               "child with its pid, state and restart count. Asks the node over its private control socket.",
+               "actorq tree --config topology.toml")
+    tree.add_argument("--json", action="store_true", help="print JSON instead of a tree")
+    tree.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the node (default: 5)")
+    tree.set_defaults(handler=cmd_tree)
     return parser
 
 

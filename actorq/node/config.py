@@ -200,6 +200,11 @@ class Config:
         return Path.cwd() if self.path is None else self.path.absolute().parent
 
     @property
+    def node_file(self) -> Path:
+        """Where a running node writes its pid and control endpoint (beside its journal)."""
+        return self.sqlite_path.with_name(self.sqlite_path.name + ".node")
+
+    @property
     def task_search_path(self) -> list[str]:
         """Where task modules are imported from (worker ``sys.path`` entries): the
         topology file's directory, then the working directory."""

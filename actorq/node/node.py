@@ -40,6 +40,8 @@ from actorq.jobs.worker import WORKER_BOOT, WorkerSpec, check_tasks
 from actorq.journal.protocol import Journal
 from actorq.journal.sqlite import SQLiteJournal
 from actorq.node.config import Config, load_config
+from actorq.node.control import ControlServer, NodeNotRunning, read_node_file, write_node_file
+from actorq.transports import constants as wire
 from actorq.supervisors.process import ChildExit, ProcessPool
 from actorq.transports.constants import payload_budget
 from actorq.transports.zmq import private_ipc_dir
@@ -89,6 +91,7 @@ class Node:
         self.failure: str | None = None
         self.reclaimed_at_start = 0
         self.fail_tasks: tuple[str, ...] = ()
+        self.control: ControlServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
 
     @classmethod
@@ -128,11 +131,8 @@ class Node:
                 jw.RECLAIM_ALL, ("node restarted (lease of an earlier incarnation)", owner_prefix, self.fail_tasks))
             if self.reclaimed_at_start:
                 logger.warning("reclaimed %d jobs leased by an earlier run of this node", self.reclaimed_at_start)
-            if cfg.node.endpoint:
-                self.endpoint = cfg.node.endpoint
-            else:
-                self._ipc_dir = private_ipc_dir()
-                self.endpoint = f"ipc://{self._ipc_dir}/dispatcher"
+            self._ipc_dir = private_ipc_dir()
+            self.endpoint = cfg.node.endpoint or f"ipc://{self._ipc_dir}/dispatcher"
             self.dispatcher = Dispatcher(self.writer, loop, self.endpoint,
                                          lease_timeout=cfg.dispatcher.lease_timeout,
                                          heartbeat_timeout=cfg.workers.heartbeat_timeout,
@@ -146,6 +146,7 @@ class Node:
             assert self.pool.failed is not None
             self.pool.failed.add_done_callback(self._on_pool_failed)
             self.scheduler.start()
+            self._start_control(loop)
         except BaseException:
             await self._teardown()
             raise
@@ -229,9 +230,32 @@ class Node:
             self.dispatcher.close()
         if self.writer is not None:
             await self.writer.stop()
+        self._stop_control()
         if self._ipc_dir is not None:
             shutil.rmtree(self._ipc_dir, ignore_errors=True)
             self._ipc_dir = None
+
+    # -- control endpoint (actorq tree) ----------------------------------------------------
+    def _start_control(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._ipc_dir is not None
+        self.control = ControlServer(loop, f"ipc://{self._ipc_dir}/control", {wire.TREE: self._tree_request})
+        self.control.start()
+        write_node_file(self.config.node_file, {"pid": os.getpid(), "name": self.config.node.name,
+                                                "control": self.control.endpoint})
+
+    def _stop_control(self) -> None:
+        if self.control is None:
+            return
+        self.control.close()
+        self.control = None
+        try:  # only our own file: a second node refused by the journal lock never wrote one
+            if read_node_file(self.config.node_file).get("pid") == os.getpid():
+                self.config.node_file.unlink()
+        except (NodeNotRunning, OSError):
+            pass
+
+    async def _tree_request(self, _body: object) -> dict[str, object]:
+        return await self.tree()
 
     async def wait(self) -> None:
         """Wait until the node has stopped.
@@ -295,6 +319,26 @@ class Node:
             worker_restarts=p.restarts if p else 0,
             malformed=sum(d.stats.malformed.values()) if d else 0,
         )
+
+    async def tree(self) -> dict[str, object]:
+        """The live tree as nested maps: ``id``, ``type``, ``pid``, ``state``, ``restarts``, ``children``."""
+        def role(name: str, up: bool) -> dict[str, object]:
+            return {"id": name, "type": "worker", "kind": "actor", "pid": None,
+                    "state": "running" if up else "stopped", "restarts": 0, "children": []}
+
+        workers = [{"id": "worker", "type": "worker", "kind": "process", "pid": pid, "state": "running",
+                    "restarts": 0, "children": []} for pid in self.worker_pids()]
+        return {
+            "id": self.config.node.name, "type": "supervisor", "strategy": "one_for_one", "pid": os.getpid(),
+            "state": "stopping" if self._stopping else "running", "restarts": 0,
+            "children": [
+                role("journal-writer", self.writer is not None),
+                role("dispatcher", self.dispatcher is not None),
+                role("scheduler", self.scheduler is not None),
+                {"id": "workers", "type": "supervisor", "strategy": "simple_one_for_one", "pid": None,
+                 "state": "running", "restarts": self.pool.restarts if self.pool else 0, "children": workers},
+            ],
+        }
 
     def worker_pids(self) -> list[int]:
         """Pids of the running worker processes."""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
@@ -36,7 +39,7 @@ def topology(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["run", "check", "enqueue", "status"])
+@pytest.mark.parametrize("command", ["run", "check", "enqueue", "status", "tree"])
 def test_help_teaches_with_an_example(command: str, tmp_path: Path) -> None:
     result = actorq_cmd(command, "--help", cwd=tmp_path)
     assert result.returncode == 0
@@ -147,3 +150,46 @@ def test_c13_run_with_a_task_module_that_fails_to_import_names_it_and_exits_non_
     assert "boom at import" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (topology.parent / "cli.db").exists()  # failed before touching the journal
+
+
+def test_tree_prints_the_live_tree_of_a_running_node(topology: Path) -> None:
+    node_file = topology.parent / "cli.db.node"
+    node = subprocess.Popen([sys.executable, "-m", "actorq.node.cli", "run", "--quiet", "--config", str(topology)],
+                            cwd=topology.parent, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        tree: dict[str, object] = {}
+        while time.monotonic() < deadline:  # bounded poll: the node and its worker start
+            if node_file.exists():
+                result = actorq_cmd("tree", "--json", "--config", str(topology), cwd=topology.parent)
+                if result.returncode == EXIT_OK:
+                    tree = json.loads(result.stdout)
+                    if _processes(tree):
+                        break
+            time.sleep(0.2)
+        assert tree.get("pid") == node.pid and tree.get("type") == "supervisor", tree
+        workers = _processes(tree)
+        assert len(workers) == 1 and workers[0]["state"] == "running"
+        assert workers[0]["pid"] in [c.pid for c in psutil.Process(node.pid).children()]
+        ids = set(_ids(tree))
+        assert {"journal-writer", "dispatcher", "scheduler", "workers"} <= ids, ids
+        text = actorq_cmd("tree", "--config", str(topology), cwd=topology.parent)
+        assert text.returncode == EXIT_OK, text.stderr
+        assert f"pid {workers[0]['pid']}" in text.stdout and "└── " in text.stdout
+    finally:
+        node.send_signal(signal.SIGTERM)
+        _, err = node.communicate(timeout=60)
+    assert node.returncode == 0, err
+    assert not node_file.exists(), "a stopped node removes its node file"
+    after = actorq_cmd("tree", "--config", str(topology), cwd=topology.parent)
+    assert after.returncode == EXIT_FAILURE and "no node is running" in after.stderr
+
+
+def _ids(tree: dict) -> list[str]:  # type: ignore[type-arg]
+    return [tree["id"], *(i for child in tree.get("children", []) for i in _ids(child))]
+
+
+def _processes(tree: dict) -> list[dict]:  # type: ignore[type-arg]
+    found = [tree] if tree.get("kind") == "process" else []
+    return found + [p for child in tree.get("children", []) for p in _processes(child)]
