@@ -99,6 +99,11 @@ def is_loop_thread(ref: ActorRef) -> bool:
     return ref._cell.on_loop_thread()
 
 
+def stopped_future(ref: ActorRef) -> "asyncio.Future[None]":
+    """The future that `ref`'s actor resolves when it has stopped (loop thread only; await it shielded)."""
+    return ref._cell.stopped
+
+
 def notify(ref: ActorRef, message: Any) -> bool:
     """Queue `message` for `ref` ignoring the mailbox bound (loop thread only).
 
@@ -477,4 +482,5 @@ class ActorSystem:
         return [ActorRef(c) for c in self._cells.values()]
 
 
-__all__ = ["ActorSystem", "current_owner", "is_loop_thread", "notify", "owned_by", "request_exit", "system_of"]
+__all__ = ["ActorSystem", "current_owner", "is_loop_thread", "notify", "owned_by", "request_exit", "stopped_future",
+           "system_of"]
