@@ -31,7 +31,14 @@ PINNED_ALL = {
         "Failure", "JobInfo", "JobState", "Journal", "LeasedJob", "NewJob", "SQLiteJournal",
         "TERMINAL_STATES", "open_journal",
     ],
-    "actorq.supervisors": ["ChildExit", "ProcessChild", "ProcessPool", "RestartIntensity", "exit_reason"],
+    "actorq.supervisors": [
+        "ActorChild", "AlreadyPresent", "AlreadyStarted", "Backoff", "Child", "ChildExit", "ChildExitHook",
+        "ChildInfo", "ChildSpec", "Counts", "Exit", "IGNORE", "Ignore", "InvalidChildSpec", "InvalidSupFlags",
+        "KILLED", "NORMAL", "NotFound", "NotSupported", "ProcessChild", "ProcessPool", "RestartIntensity",
+        "Restarting", "Running", "SHUTDOWN", "StartFailed", "StartFn", "SupFlags", "SupervisorError",
+        "SupervisorRef", "actor_start", "current_system", "exit_reason", "process_start", "start_supervisor",
+        "supervisor_spec",
+    ],
     "actorq.testing": ['Ledger', 'LedgerEntry', 'QueueCheck', 'check_total_queue', 'eventually', 'job_states', 'journal_invariants'],
     "actorq.transports": ["FrameError", "LoopSocket", "decode", "encode", "private_ipc_dir"],
 }

@@ -52,6 +52,13 @@ class Mailbox:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def put_urgent(self, envelope: Envelope) -> None:
+        """Put a kernel control envelope (an exit signal) at the head, ahead of queued messages."""
+        self._items.appendleft(envelope)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def get(self) -> Envelope:
         """Remove and return the oldest envelope, waiting while the mailbox is empty."""
         while not self._items:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from actorq._kernel.mailbox import Envelope
 from actorq.errors import ActorStopped, AskTimeout
@@ -50,11 +50,29 @@ class ActorRef:
         return not self._cell.stopped.done()
 
     @property
-    def exit_reason(self) -> BaseException | str | None:
-        """``None`` while alive; then ``"normal"``, ``"shutdown"`` or the exception it crashed with."""
-        if not self._cell.stopped.done():
+    def exit_reason(self) -> object:
+        """Why the actor stopped: ``None`` while it runs.
+
+        From the moment its message loop ends (before `on_stop` runs):
+        ``"shutdown"`` (stopped on request), ``"killed"``, the exception it
+        crashed with, or the reason given to `ActorSystem.exit` (``"normal"``
+        when it exited by itself). A kill during `on_stop` turns it into
+        ``"killed"``.
+        """
+        cell = self._cell
+        if not (cell.stopped.done() or cell.exiting):
             return None
-        return self._cell.exit_reason
+        return cell.exit_reason
+
+    def monitor(self, callback: Callable[[object], None]) -> None:
+        """Call ``callback(exit_reason)`` on the loop once the actor has stopped (OTP's monitor).
+
+        If it has stopped already, the callback is scheduled at once. Runs on the
+        loop thread; call this method from the loop thread. An exception in the
+        callback is logged by the loop and otherwise ignored.
+        """
+        cell = self._cell
+        cell.stopped.add_done_callback(lambda _: callback(cell.exit_reason))
 
     def tell(self, message: Any) -> None:
         """Send `message` without waiting for it to be handled.
@@ -119,7 +137,7 @@ class ActorRef:
             fut.cancel()
             raise AskTimeout(f"no reply from {self.name} within {timeout} s") from None
 
-    async def wait_stopped(self) -> BaseException | str:
-        """Wait until the actor stops; return its exit reason."""
+    async def wait_stopped(self) -> object:
+        """Wait until the actor stops; return its exit reason (see `exit_reason`)."""
         await asyncio.shield(self._cell.stopped)
         return self._cell.exit_reason

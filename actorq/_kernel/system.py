@@ -16,18 +16,41 @@ Two ways to run one:
           print(ref.ask_sync("hi"))
 
 `start()` and `stop()` are idempotent, `stop()` before `start()` is safe, and
-`stop()` returns only once every actor has stopped (in reverse spawn order).
+`stop()` returns only once every actor has stopped.
+
+Stop order. An actor spawned while a supervisor starts one of its children
+(inside `owned_by`) belongs to that supervisor. `stop()` first stops the
+top-level actors, newest first; each supervisor stops the actors it owns in
+its own order (reverse start order) before it finishes. Anything still
+running after that is stopped newest first.
+
+Exit signals (`exit`, OTP's ``exit/2``):
+
+=============  ==============================================================
+``"kill"``     the actor's task is cancelled at once; exit reason ``"killed"``
+``"normal"``   ignored, unless an actor sends it to itself: then it stops
+               with reason ``"normal"`` once the current hook returns
+any other      the actor stops with that reason as soon as its current hook
+               returns; messages still queued are dropped (pending asks fail
+               with `ActorStopped`); ``on_stop`` runs
+=============  ==============================================================
+
+A kill interrupts whatever the actor awaits, ``on_stop`` included (which is
+then cut short). Python cannot make a kill untrappable: an actor that
+swallows `asyncio.CancelledError` delays its own death.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import contextvars
 import inspect
 import itertools
 import logging
 import threading
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import Any, Callable, Coroutine, Iterator, TypeVar
 
 from actorq._kernel.actor import Actor
 from actorq._kernel.loop import new_event_loop
@@ -39,7 +62,64 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _STOP = object()  # sentinel envelope payload: stop after the messages queued before it
+_EXIT = object()  # sentinel envelope payload: an exit signal, put ahead of queued messages
 _ids = itertools.count(1)
+
+# The actor (a supervisor) on whose behalf actors are being spawned; see `owned_by`.
+_owner: contextvars.ContextVar["_ActorCell | None"] = contextvars.ContextVar("actorq_owner", default=None)
+
+
+@contextlib.contextmanager
+def owned_by(ref: ActorRef) -> Iterator[None]:
+    """Actors spawned inside this block (in this task, and tasks it creates) belong to `ref`.
+
+    The owner is responsible for stopping them; `ActorSystem.stop` leaves owned
+    actors to their live owner. Supervisors wrap their child starts in it.
+    """
+    token = _owner.set(ref._cell)
+    try:
+        yield
+    finally:
+        _owner.reset(token)
+
+
+def current_owner() -> ActorRef | None:
+    """The actor whose children are being started in this context, if any."""
+    cell = _owner.get()
+    return None if cell is None else ActorRef(cell)
+
+
+def system_of(ref: ActorRef) -> "ActorSystem":
+    """The `ActorSystem` that runs `ref`."""
+    return ref._cell.system
+
+
+def is_loop_thread(ref: ActorRef) -> bool:
+    """True when called on the thread of the loop that runs `ref`."""
+    return ref._cell.on_loop_thread()
+
+
+def stopped_future(ref: ActorRef) -> "asyncio.Future[None]":
+    """The future that `ref`'s actor resolves when it has stopped (loop thread only; await it shielded)."""
+    return ref._cell.stopped
+
+
+def notify(ref: ActorRef, message: Any) -> bool:
+    """Queue `message` for `ref` ignoring the mailbox bound (loop thread only).
+
+    For notifications that must not be lost to a full mailbox (a child's exit,
+    a timer). Returns False, dropping the message, once the actor is stopping.
+    """
+    cell = ref._cell
+    if cell.stopping or cell.stopped.done():
+        return False
+    cell.mailbox.put_control(Envelope(message, None))
+    return True
+
+
+def request_exit(ref: ActorRef, reason: object) -> None:
+    """Make `ref` stop with `reason` once its current hook returns (no filtering of ``"normal"``)."""
+    ref._cell.request_exit(reason)
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -60,8 +140,11 @@ class _ActorCell:
         self.thread_id = system._thread_id
         self.stopped: asyncio.Future[None] = self.loop.create_future()
         self.stopping = False
-        self.exit_reason: BaseException | str = "normal"
+        self.exiting = False  # the message loop has ended; exit_reason is final unless killed
+        self.exit_reason: object = "normal"
+        self.pending_exit: object = None
         self.task: asyncio.Task[None] | None = None
+        self.owner: _ActorCell | None = _owner.get()
 
     def on_loop_thread(self) -> bool:
         return threading.get_ident() == self.thread_id
@@ -74,13 +157,41 @@ class _ActorCell:
             if envelope.reply is not None and not envelope.reply.done():
                 envelope.reply.set_exception(exc)
 
+    def request_exit(self, reason: object) -> None:
+        """Stop with `reason` once the current hook returns, ahead of queued messages."""
+        if self.stopping or self.stopped.done():
+            return
+        self.stopping = True
+        self.pending_exit = reason
+        self.mailbox.put_urgent(Envelope(_EXIT, None))
+
+    def kill(self) -> None:
+        """Cancel the actor's task (exit reason ``"killed"``)."""
+        if self.stopped.done():
+            return
+        self.stopping = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def _task_done(self, task: "asyncio.Task[None]") -> None:
+        # Safety net: a task cancelled before its first step never enters `run`.
+        if not self.stopped.done():
+            self.exit_reason = "killed" if task.cancelled() else (task.exception() or "killed")
+            self._finish()
+
     async def run(self, started: asyncio.Future[None]) -> None:
+        _owner.set(None)  # what this actor spawns is its own business, not its supervisor's
         actor = self.actor
         try:
             await _maybe_await(actor.on_start())
         except BaseException as exc:  # the spawn fails; the actor never runs
-            self.exit_reason = exc
-            started.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                self.exit_reason = "killed"
+                exc = ActorStopped(f"actor {self.name} was killed during on_start")
+            else:
+                self.exit_reason = exc
+            if not started.done():
+                started.set_exception(exc)
             self._finish()
             return
         started.set_result(None)
@@ -89,6 +200,9 @@ class _ActorCell:
                 message, reply = await self.mailbox.get()
                 if message is _STOP:
                     self.exit_reason = "shutdown"
+                    break
+                if message is _EXIT:
+                    self.exit_reason = self.pending_exit
                     break
                 if reply is None:
                     await _maybe_await(actor.on_receive(message))
@@ -106,11 +220,16 @@ class _ActorCell:
         except Exception as exc:
             logger.error("actor %s crashed: %r", self.name, exc, exc_info=exc)
             self.exit_reason = exc
+        self.stopping = True
+        self.exiting = True
         try:
             await _maybe_await(actor.on_stop())
+        except asyncio.CancelledError:  # killed while stopping: on_stop is cut short
+            self.exit_reason = "killed"
         except Exception:
             logger.exception("actor %s: on_stop failed", self.name)
-        self._finish()
+        finally:
+            self._finish()
 
     def _finish(self) -> None:
         self.stopping = True
@@ -119,7 +238,8 @@ class _ActorCell:
                 envelope.reply.set_exception(ActorStopped(f"actor {self.name} stopped"))
         if not self.stopped.done():
             self.stopped.set_result(None)
-        self.system._cells.pop(self.name, None)
+        if self.system._cells.get(self.name) is self:
+            del self.system._cells[self.name]
 
 
 class ActorSystem:
@@ -191,6 +311,12 @@ class ActorSystem:
         if self._thread is not None and threading.get_ident() != self._thread_id:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.stop(timeout), self.loop))
             return
+        # Top-level actors first, newest first: a supervisor stops what it owns in
+        # its own order. Then anything left (owned by an actor that died), newest first.
+        for name in reversed(list(self._cells)):
+            cell = self._cells.get(name)
+            if cell is not None and (cell.owner is None or cell.owner.stopped.done()):
+                await self._stop_cell(cell, timeout)
         for name in reversed(list(self._cells)):
             cell = self._cells.get(name)
             if cell is not None:
@@ -267,6 +393,7 @@ class ActorSystem:
         self._cells[name] = cell
         started: asyncio.Future[None] = self.loop.create_future()
         cell.task = self.loop.create_task(cell.run(started), name=f"actor:{name}")
+        cell.task.add_done_callback(cell._task_done)
         await started
         return ref
 
@@ -274,7 +401,43 @@ class ActorSystem:
         """Blocking `spawn` for code running outside the loop thread."""
         return self.call(self.spawn(actor, *args, **kwargs), timeout)
 
-    async def stop_actor(self, ref: ActorRef, timeout: float = 10.0) -> BaseException | str:
+    def exit(self, ref: ActorRef, reason: object) -> None:
+        """Send an exit signal to `ref` (OTP's ``exit/2``); returns at once. Safe from any thread.
+
+        Args:
+            ref: the actor.
+            reason: ``"kill"`` cancels the actor now (exit reason ``"killed"``);
+                ``"normal"`` is ignored unless the actor sends it to itself; any
+                other value stops the actor with that exit reason once its current
+                hook returns, ahead of queued messages (which are dropped), after
+                `on_stop`. See the module docstring.
+
+        A stopping or stopped actor ignores every signal but ``"kill"``.
+        """
+        cell = ref._cell
+        if not cell.on_loop_thread():
+            cell.loop.call_soon_threadsafe(self.exit, ref, reason)
+            return
+        if isinstance(reason, str) and reason == "kill":
+            cell.kill()
+        elif isinstance(reason, str) and reason == "normal":
+            if cell.task is not None and asyncio.current_task() is cell.task:
+                cell.request_exit("normal")
+        else:
+            cell.request_exit(reason)
+
+    def whereis(self, name: str) -> ActorRef | None:
+        """The running actor registered under `name`, or None (OTP's ``whereis/1``).
+
+        A supervisor that restarts a named child registers the new incarnation
+        under the same name, so looking the name up again finds the new ref.
+        """
+        cell = self._cells.get(name)
+        if cell is None or cell.stopped.done():
+            return None
+        return ActorRef(cell)
+
+    async def stop_actor(self, ref: ActorRef, timeout: float = 10.0) -> object:
         """Stop one actor after the messages already in its mailbox; return its exit reason.
 
         If it has not stopped within `timeout`, its task is cancelled (reason ``"killed"``).
@@ -319,4 +482,5 @@ class ActorSystem:
         return [ActorRef(c) for c in self._cells.values()]
 
 
-__all__ = ["ActorSystem"]
+__all__ = ["ActorSystem", "current_owner", "is_loop_thread", "notify", "owned_by", "request_exit", "stopped_future",
+           "system_of"]
