@@ -135,6 +135,9 @@ class Dispatcher:
         self.closed = False
         self.stats = DispatcherStats()
         self.on_reclaimed: Callable[[str, int], None] | None = None
+        # called with an unexpected exception from message handling; the node's dispatcher
+        # actor crashes with it, and its supervisor restarts the dispatcher
+        self.on_error: Callable[[BaseException], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -148,7 +151,7 @@ class Dispatcher:
         sock.setsockopt(zmq.RCVHWM, 100_000)
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(self.endpoint)
-        self._socket = LoopSocket(self.loop, sock, self._on_message)
+        self._socket = LoopSocket(self.loop, sock, self._guarded)
         self._socket.start()
         self._accepting = True
         self._schedule_renew()
@@ -243,6 +246,14 @@ class Dispatcher:
                 "dropped malformed frame (%s%s); %d dropped so far",
                 reason, f": {detail}" if detail else "", sum(self.stats.malformed.values()),
             )
+
+    def _guarded(self, frames: list[bytes]) -> None:
+        try:
+            self._on_message(frames)
+        except Exception as exc:  # a bug, not bad input (that is counted above): let it crash
+            if self.on_error is None:
+                raise
+            self.on_error(exc)
 
     def _on_message(self, frames: list[bytes]) -> None:
         if len(frames) != 2:

@@ -115,6 +115,13 @@ class JournalWriter:
             self._queue.put((_STOP, None, None))
         await asyncio.shield(self._done)
 
+    @property
+    def finished(self) -> "asyncio.Future[None]":
+        """Resolved when the writer thread has ended (after `stop`, or if it died)."""
+        if self._done is None:
+            raise RuntimeError("the journal writer was not started")
+        return self._done
+
     # -- submitting (thread-safe) ------------------------------------------------------
     def submit(self, kind: int, arg: Any, callback: Callback | None = None) -> None:
         """Queue one op; `callback(result, error)` runs on the loop after its group commits.

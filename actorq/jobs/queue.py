@@ -13,13 +13,21 @@ a power loss). A job is *accepted* exactly when `enqueue` returns.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from actorq.errors import NotCommitted
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Job
+from actorq.journal.protocol import NewJob
 
-__all__ = ["QueueRef"]
+__all__ = ["Enqueuer", "QueueRef"]
+
+
+class Enqueuer(Protocol):
+    """What a queue ref sends jobs to: a `JournalWriter`, or the node's current one."""
+
+    def enqueue(self, job: NewJob, callback: jw.Callback | None = None) -> None:
+        """Queue one job insert; `callback(result, error)` after its group commits."""
 
 
 class QueueRef:
@@ -27,14 +35,14 @@ class QueueRef:
 
     Args:
         name: the queue name.
-        writer: the node's journal writer.
+        writer: the node's journal writer (or anything that forwards to it).
         loop: the node's loop.
         max_payload: the largest encoded arguments accepted (they must fit in one frame).
     """
 
     __slots__ = ("name", "_writer", "_loop", "_max_payload")
 
-    def __init__(self, name: str, writer: jw.JournalWriter, loop: asyncio.AbstractEventLoop,
+    def __init__(self, name: str, writer: "Enqueuer", loop: asyncio.AbstractEventLoop,
                  max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.name = name
         self._writer = writer

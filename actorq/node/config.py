@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 __all__ = ["Config", "ConfigError", "DispatcherConfig", "JournalConfig", "NodeConfig",
-           "WorkersConfig", "default_config", "load_config", "parse_config"]
+           "SupervisionConfig", "WorkersConfig", "default_config", "load_config", "parse_config"]
 
 _T = TypeVar("_T")
 _SQLITE = "sqlite:///"
@@ -184,6 +184,29 @@ class WorkersConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SupervisionConfig:
+    """The ``[supervision]`` section: the node's own supervisors (see docs/architecture.md).
+
+    - ``strategy``: the root's strategy over ``core`` and the worker pool
+      (default ``"one_for_one"``).
+    - ``intensity`` / ``period``: more than ``intensity`` restarts of those within
+      ``period`` seconds stops the node (defaults 2 and 60).
+    - ``core_strategy``: over the journal writer, dispatcher and scheduler, in that
+      order (default ``"rest_for_one"``: a role is restarted with the ones it uses).
+    - ``core_intensity`` / ``core_period``: defaults 5 and 60.
+
+    The worker pool's own intensity is ``workers.intensity`` / ``workers.period``.
+    """
+
+    strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = "one_for_one"
+    intensity: int = field(default=2, metadata={"min": 0})
+    period: float = field(default=60.0, metadata={"gt": 0})
+    core_strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = "rest_for_one"
+    core_intensity: int = field(default=5, metadata={"min": 0})
+    core_period: float = field(default=60.0, metadata={"gt": 0})
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A whole ``topology.toml``: one attribute per section, plus ``path``,
     the file it was loaded from (``None`` when built in code)."""
@@ -192,6 +215,7 @@ class Config:
     journal: JournalConfig = field(default_factory=JournalConfig)
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     path: Path | None = field(default=None, metadata={"toml": False})
 
     @property

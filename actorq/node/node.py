@@ -1,18 +1,16 @@
-"""`Node`: one actorq node, its tree built from a `Config`.
+"""`Node`: one actorq node, its supervision tree built from a `Config`.
 
 ::
 
-    Node
-    ├── journal writer      thread; owns the journal; group commit
-    ├── dispatcher          ROUTER socket; leases for workers with credit; collects acks
-    ├── scheduler           promotes due jobs; wakes the dispatcher
-    └── worker pool         permanent OS processes (actorq.jobs.worker)
+    node (root supervisor)
+    ├── core: journal writer, dispatcher, scheduler (rest_for_one)
+    └── workers: the worker processes (simple_one_for_one)
 
-Start order is the list order; stop is the reverse, gracefully: the scheduler
-stops, the dispatcher takes no new leases and asks workers to stop, workers
-give back jobs they had not started and finish the running ones within
-``workers.shutdown_timeout`` (then are killed and their jobs reclaimed),
-and the writer commits everything it was given before it closes.
+See `actorq.node.tree` for why the tree has this shape and how it stops:
+gracefully, in reverse start order. The dispatcher takes no new leases;
+workers give back jobs they had not started and finish the running ones
+within ``workers.shutdown_timeout`` (then are killed and their jobs
+reclaimed); the writer commits everything it was given before it closes.
 
 Embedding in an asyncio service::
 
@@ -31,7 +29,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from actorq.errors import ActorQError
+from typing import Any
+
+from actorq._kernel.system import ActorSystem
+from actorq.errors import ActorQError, ActorStopped, JournalError
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.dispatcher import Dispatcher
 from actorq.jobs.queue import QueueRef
@@ -41,8 +42,9 @@ from actorq.journal.protocol import Journal
 from actorq.journal.sqlite import SQLiteJournal
 from actorq.node.config import Config, load_config
 from actorq.node.control import ControlServer, NodeNotRunning, read_node_file, write_node_file
+from actorq.node.tree import NODE, build_tree, describe
+from actorq.supervisors import Exit, StartFailed, SupervisorRef, process_start, start_supervisor
 from actorq.transports import constants as wire
-from actorq.supervisors.process import ChildExit, ProcessPool
 from actorq.transports.constants import payload_budget
 from actorq.transports.zmq import private_ipc_dir
 
@@ -71,18 +73,22 @@ class Progress:
 
 
 class Node:
-    """One node: journal writer, dispatcher, scheduler and worker pool.
+    """One node: its supervision tree of journal writer, dispatcher, scheduler and worker pool.
 
     Args:
         config: the validated topology.
+
+    The tree is described in `actorq.node.tree`; ``await node.tree()`` returns it live.
     """
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        # the current incarnation of each role (replaced when its supervisor restarts it)
         self.writer: jw.JournalWriter | None = None
         self.dispatcher: Dispatcher | None = None
         self.scheduler: Scheduler | None = None
-        self.pool: ProcessPool | None = None
+        self.system: ActorSystem | None = None
+        self.root: SupervisorRef | None = None
         self.endpoint = ""
         self._ipc_dir: str | None = None
         self._started = False
@@ -90,9 +96,14 @@ class Node:
         self._stopping = False
         self.failure: str | None = None
         self.reclaimed_at_start = 0
+        self._reclaimed = False
         self.fail_tasks: tuple[str, ...] = ()
         self.control: ControlServer | None = None
+        self._workers: dict[int, Any] = {}  # pid -> ProcessChild of the running worker processes
+        self.worker_starts = 0
+        self.worker_exits: list[tuple[int, str]] = []  # (pid, exit reason), newest last (bounded)
         self._tasks: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
+        self._launch_worker = process_start(self._worker_argv)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> "Node":
@@ -101,9 +112,11 @@ class Node:
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
-        """Open the journal, reclaim earlier incarnations' leases, start every role. Idempotent.
+        """Check the tasks, then start the tree: open the journal, reclaim earlier
+        incarnations' leases, bind the dispatcher, start the workers. Idempotent.
 
         Raises:
+            NodeFailed: a task module cannot be imported.
             JournalError: the journal cannot be opened, or another node holds it.
         """
         if self._started:
@@ -119,39 +132,50 @@ class Node:
         except ImportError as exc:
             self._started = False
             raise NodeFailed(f"{cfg.path or 'config'}: node.tasks: {exc}") from None
-        self.writer = jw.JournalWriter(self._open_journal, loop, batch_max=cfg.journal.batch_max,
-                                       on_enqueued=self._on_enqueued)
+        self.fail_tasks = tuple(sorted(name for name, on_crash in tasks.items() if on_crash == "fail"))
+        self._ipc_dir = private_ipc_dir()
+        self.endpoint = cfg.node.endpoint or f"ipc://{self._ipc_dir}/dispatcher"
+        self.system = ActorSystem(f"node-{cfg.node.name}")
+        await self.system.start()
         try:
-            await self.writer.start()
-            self.fail_tasks = tuple(sorted(name for name, on_crash in tasks.items() if on_crash == "fail"))
-            # An SQLite journal has one node (file lock): every lease left in it is from an earlier
-            # run, whatever its name. A shared journal: only this node's own earlier incarnations.
-            owner_prefix = "" if cfg.journal.url.startswith("sqlite:") else f"{cfg.node.name}/"
-            self.reclaimed_at_start = await self.writer.call(
-                jw.RECLAIM_ALL, ("node restarted (lease of an earlier incarnation)", owner_prefix, self.fail_tasks))
-            if self.reclaimed_at_start:
-                logger.warning("reclaimed %d jobs leased by an earlier run of this node", self.reclaimed_at_start)
-            self._ipc_dir = private_ipc_dir()
-            self.endpoint = cfg.node.endpoint or f"ipc://{self._ipc_dir}/dispatcher"
-            self.dispatcher = Dispatcher(self.writer, loop, self.endpoint,
-                                         lease_timeout=cfg.dispatcher.lease_timeout,
-                                         heartbeat_timeout=cfg.workers.heartbeat_timeout,
-                                         fail_tasks=self.fail_tasks,
-                                         max_frame_bytes=cfg.dispatcher.max_frame_bytes)
-            self.dispatcher.start()
-            self.scheduler = Scheduler(self.writer, loop, cfg.dispatcher.poll_interval, self.dispatcher.wake)
-            self.pool = ProcessPool(cfg.workers.processes, self._worker_argv, on_exit=self._on_worker_exit,
-                                    intensity=cfg.workers.intensity, period=cfg.workers.period)
-            await self.pool.start()
-            assert self.pool.failed is not None
-            self.pool.failed.add_done_callback(self._on_pool_failed)
-            self.scheduler.start()
+            flags, specs = build_tree(self)
+            try:
+                root = await start_supervisor(self.system, flags, specs, name=NODE)
+            except StartFailed as exc:
+                raise _cause(exc) from None
+            assert isinstance(root, SupervisorRef)
+            self.root = root
+            watch = loop.create_task(self._watch_root(root))
+            self._tasks.add(watch)
+            watch.add_done_callback(self._tasks.discard)
             self._start_control(loop)
         except BaseException:
             await self._teardown()
             raise
         logger.info("node %s started: journal %s, %d worker processes, endpoint %s",
                     cfg.node.name, cfg.journal.url, cfg.workers.processes, self.endpoint)
+
+    async def _after_writer_start(self, writer: jw.JournalWriter) -> None:
+        """Called by the journal writer actor each time a writer has opened the journal."""
+        if self._reclaimed:  # a restarted writer: live workers still hold their leases
+            return
+        cfg = self.config
+        # An SQLite journal has one node (file lock): every lease left in it is from an earlier
+        # run, whatever its name. A shared journal: only this node's own earlier incarnations.
+        owner_prefix = "" if cfg.journal.url.startswith("sqlite:") else f"{cfg.node.name}/"
+        self.reclaimed_at_start = await writer.call(
+            jw.RECLAIM_ALL, ("node restarted (lease of an earlier incarnation)", owner_prefix, self.fail_tasks))
+        self._reclaimed = True
+        if self.reclaimed_at_start:
+            logger.warning("reclaimed %d jobs leased by an earlier run of this node", self.reclaimed_at_start)
+
+    async def _watch_root(self, root: SupervisorRef) -> None:
+        exit = await root.wait()
+        if self._stopping:
+            return
+        self.failure = f"the supervision tree gave up: {exit}"
+        logger.error("node %s: %s", self.config.node.name, self.failure)
+        await self.stop()
 
     def _open_journal(self) -> Journal:
         cfg = self.config
@@ -164,7 +188,8 @@ class Node:
             raise
         return journal
 
-    def _worker_argv(self, slot: int, incarnation: str) -> list[str]:
+    # -- workers ------------------------------------------------------------------------
+    def _worker_argv(self, *, incarnation: str) -> list[str]:
         cfg = self.config
         spec = WorkerSpec(
             endpoint=self.endpoint,
@@ -180,28 +205,35 @@ class Node:
         )
         return [sys.executable, "-c", WORKER_BOOT, spec.to_json()]
 
+    async def _start_worker(self) -> Any:
+        """The worker pool's start function: one worker process."""
+        child = await self._launch_worker()
+        self._workers[child.pid] = child
+        self.worker_starts += 1
+        return child
+
+    def _on_worker_exit(self, _child_id: str, child: Any, exit: Exit) -> None:
+        """A worker process exited: its leased jobs go back to ready at once."""
+        self._workers.pop(child.pid, None)
+        self.worker_exits.append((child.pid, str(exit)))
+        del self.worker_exits[:-1000]
+        if self.dispatcher is not None:
+            self.dispatcher.worker_exited(self.owner_of(child.pid, child.incarnation), str(exit))
+
     def owner_of(self, pid: int, incarnation: str) -> str:
         """The lease owner id of a worker process (node, process, incarnation)."""
         return f"{self.config.node.name}/{pid}/{incarnation}"
-
-    def _on_worker_exit(self, event: ChildExit) -> None:
-        if self.dispatcher is not None:
-            self.dispatcher.worker_exited(self.owner_of(event.pid, event.incarnation), event.reason)
 
     def _on_enqueued(self, queues: set[str]) -> None:
         if self.dispatcher is not None:
             self.dispatcher.wake(queues)
 
-    def _on_pool_failed(self, fut: asyncio.Future[str]) -> None:
-        if fut.cancelled():
-            return
-        self.failure = fut.result()
-        task = asyncio.get_running_loop().create_task(self.stop())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _wake(self, queues: set[str] | None) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake(queues)
 
     async def stop(self) -> None:
-        """Stop gracefully (see the module docstring). Idempotent; safe before `start`."""
+        """Stop gracefully (see `actorq.node.tree`). Idempotent; safe before `start`."""
         if not self._started:
             return
         if self._stopping:
@@ -218,17 +250,16 @@ class Node:
                 self._stopped.set_result(None)
 
     async def _teardown(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.stop()
         if self.dispatcher is not None:
             self.dispatcher.stop_leasing()
-            self.dispatcher.request_workers_stop()
-        if self.pool is not None:
-            await self.pool.wait_stopped(self.config.workers.shutdown_timeout)
-        if self.dispatcher is not None:
-            self.dispatcher.drain()
-            self.dispatcher.close()
-        if self.writer is not None:
+        if self.root is not None:
+            try:
+                await self.root.stop()
+            except ActorStopped:  # it gave up and stopped by itself
+                pass
+        if self.system is not None:
+            await self.system.stop()
+        if self.writer is not None:  # never left open, whatever happened above
             await self.writer.stop()
         self._stop_control()
         if self._ipc_dir is not None:
@@ -280,7 +311,8 @@ class Node:
         """A ref to queue `name`: ``tell(job)`` and ``await enqueue(job)``."""
         if self.writer is None:
             raise RuntimeError("node not started")
-        return QueueRef(name, self.writer, self.writer.loop,
+        # through the node, so a ref outlives a restart of the journal writer
+        return QueueRef(name, _CurrentWriter(self), self.writer.loop,
                         payload_budget(self.config.dispatcher.max_frame_bytes))
 
     async def counts(self) -> dict[str, dict[str, int]]:
@@ -307,7 +339,7 @@ class Node:
 
     def progress(self) -> Progress:
         """Current counters (cheap; safe to call often)."""
-        d, w, p = self.dispatcher, self.writer, self.pool
+        d, w = self.dispatcher, self.writer
         return Progress(
             succeeded=d.stats.succeeded if d else 0,
             failed=d.stats.failed if d else 0,
@@ -316,35 +348,52 @@ class Node:
             workers=d.worker_count if d else 0,
             commits=w.stats.commits if w else 0,
             ops=w.stats.ops if w else 0,
-            worker_restarts=p.restarts if p else 0,
+            worker_restarts=self.worker_restarts,
             malformed=sum(d.stats.malformed.values()) if d else 0,
         )
 
-    async def tree(self) -> dict[str, object]:
-        """The live tree as nested maps: ``id``, ``type``, ``pid``, ``state``, ``restarts``, ``children``."""
-        def role(name: str, up: bool) -> dict[str, object]:
-            return {"id": name, "type": "worker", "kind": "actor", "pid": None,
-                    "state": "running" if up else "stopped", "restarts": 0, "children": []}
-
-        workers = [{"id": "worker", "type": "worker", "kind": "process", "pid": pid, "state": "running",
-                    "restarts": 0, "children": []} for pid in self.worker_pids()]
-        return {
-            "id": self.config.node.name, "type": "supervisor", "strategy": "one_for_one", "pid": os.getpid(),
-            "state": "stopping" if self._stopping else "running", "restarts": 0,
-            "children": [
-                role("journal-writer", self.writer is not None),
-                role("dispatcher", self.dispatcher is not None),
-                role("scheduler", self.scheduler is not None),
-                {"id": "workers", "type": "supervisor", "strategy": "simple_one_for_one", "pid": None,
-                 "state": "running", "restarts": self.pool.restarts if self.pool else 0, "children": workers},
-            ],
-        }
+    async def tree(self) -> dict[str, Any]:
+        """The live supervision tree as nested maps: ``id``, ``type``, ``kind`` (actor or
+        process), ``pid``, ``state``, ``restarts``, ``strategy`` (supervisors), ``children``."""
+        if self.root is None:
+            raise RuntimeError("node not started")
+        return await describe(self, self.root)
 
     def worker_pids(self) -> list[int]:
         """Pids of the running worker processes."""
-        return self.pool.pids() if self.pool else []
+        return list(self._workers)
+
+    @property
+    def worker_restarts(self) -> int:
+        """Worker processes started beyond the first `workers.processes`."""
+        return max(0, self.worker_starts - self.config.workers.processes)
 
     @property
     def journal_path(self) -> Path:
         """The SQLite file of this node's journal."""
         return self.config.sqlite_path
+
+
+class _CurrentWriter:
+    """Forwards a queue ref's enqueues to the node's current journal writer."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def enqueue(self, job: Any, callback: Any = None) -> None:
+        writer = self._node.writer
+        if writer is None:
+            raise JournalError("the node is not running")
+        writer.enqueue(job, callback)
+
+
+def _cause(exc: StartFailed) -> BaseException:
+    """The error under nested `StartFailed`s (e.g. the journal's own `JournalLocked`)."""
+    reason: object = exc
+    while isinstance(reason, StartFailed):
+        reason = reason.reason
+    if isinstance(reason, BaseException):
+        return reason
+    return NodeFailed(f"the node's tree failed to start: {exc}")

@@ -7,6 +7,7 @@ journal invariants at the end.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -130,3 +131,86 @@ async def test_on_crash_fail_ends_the_job_failed_and_reclaim_runs_it_again(topol
     assert ran.count(once) == 1 and ran.count(again) == 2
     assert journal_invariants(topo.journal_path) == []
 
+
+
+# -- C3: the dispatcher dies while workers hold leases ---------------------------------------------
+def _restarts(tree: dict, child_id: str) -> int:  # type: ignore[type-arg]
+    if tree.get("id") == child_id:
+        return int(tree["restarts"])
+    return sum(_restarts(child, child_id) for child in tree.get("children", []))
+
+
+async def test_c3_dispatcher_killed_while_workers_hold_leases(topology, rng):
+    topo = topology(TASKS, processes=2, concurrency=4, prefetch=4, heartbeat_interval=0.2)
+    kills = 5
+    rejoined = 0
+    async with Node(topo.config) as node:
+        accepted = set(await node.queue().enqueue_many([Job("rec.quick", [i]) for i in range(3000)]))
+        await eventually(lambda: node.dispatcher.worker_count == 2, timeout=30, message="workers up")
+        workers = set(node.worker_pids())
+        for _ in range(kills):
+            await eventually(lambda: node.dispatcher.worker_count == 2 and node.dispatcher.in_flight > 0,
+                             timeout=30, message="both workers registered and holding jobs")
+            await asyncio.sleep(rng.uniform(0.02, 0.2))  # fault timing, not a wait for an outcome
+            old = node.dispatcher
+            held = old.in_flight
+            node.system.exit(node.system.whereis("dispatcher"), "kill")  # in-process: the actor's SIGKILL
+            await eventually(lambda: node.dispatcher is not old and node.dispatcher.worker_count == 2,
+                             timeout=30, message="the workers re-announced to the new dispatcher")
+            rejoined += node.dispatcher.stats.rejoined
+            print(f"killed the dispatcher with {held} jobs in flight")
+        await node.wait_idle(timeout=120)
+        tree = await node.tree()
+        assert set(node.worker_pids()) == workers, "no worker was restarted: they re-announced"
+        assert node.failure is None
+    assert _restarts(tree, "dispatcher") == kills
+    assert _restarts(tree, "journal-writer") == 0 and _restarts(tree, "workers") == 0
+    assert rejoined == 2 * kills
+    check = check_total_queue(accepted, topo.ledger.read(), _succeeded(topo.states()))
+    print(check.summary())
+    assert check.valid, check.summary()
+    assert journal_invariants(topo.journal_path) == []
+
+
+# -- the journal writer dies: nothing reported accepted that was not committed ---------------------
+async def test_writer_killed_mid_enqueue_reports_only_committed_jobs(topology):
+    topo = topology(TASKS, processes=1, concurrency=4, prefetch=4, heartbeat_interval=0.2)
+    confirmed: set[str] = set()
+    refused: list[Job] = []
+    async with Node(topo.config) as node:
+        queue = node.queue()
+        await eventually(lambda: node.dispatcher is not None and node.dispatcher.worker_count == 1,
+                         timeout=30, message="worker up")
+        workers = set(node.worker_pids())
+        old_writer = node.writer
+
+        async def produce(first: int) -> None:
+            for i in range(first, first + 400):
+                job = Job("rec.quick", [i])
+                try:
+                    confirmed.add(await queue.enqueue(job))
+                except Exception:  # NotCommitted / JournalError: unknown outcome, may re-send (B6)
+                    refused.append(job)
+
+        producers = [asyncio.create_task(produce(n * 1000)) for n in range(4)]
+        await eventually(lambda: len(confirmed) >= 200, timeout=30, message="enqueues under way")
+        node.system.exit(node.system.whereis("journal-writer"), "kill")
+        await asyncio.gather(*producers)
+        await eventually(lambda: node.writer is not old_writer and node.dispatcher.worker_count == 1,
+                         timeout=30, message="a new writer, and the worker re-announced")
+        present = set(topo.states())
+        assert confirmed <= present, f"{len(confirmed - present)} jobs reported accepted are not in the journal"
+        for job in refused:  # the same id again: one job, whatever happened to the first try
+            confirmed.add(await queue.enqueue(job))
+        await node.wait_idle(timeout=120)
+        tree = await node.tree()
+        assert set(node.worker_pids()) == workers
+    print(f"{len(refused)} enqueues were refused while the writer restarted, then re-sent")
+    assert _restarts(tree, "journal-writer") == 1
+    # rest_for_one: the dispatcher and scheduler used the dead writer, so they restarted with it
+    assert _restarts(tree, "dispatcher") == 1 and _restarts(tree, "scheduler") == 1
+    assert len(confirmed) == 1600
+    check = check_total_queue(confirmed, topo.ledger.read(), _succeeded(topo.states()))
+    print(check.summary())
+    assert check.valid, check.summary()
+    assert journal_invariants(topo.journal_path) == []

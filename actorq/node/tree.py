@@ -1,0 +1,218 @@
+"""The node's supervision tree: which actor does what, and how each is restarted.
+
+::
+
+    node                       root supervisor    [supervision] strategy (one_for_one)
+    ├── core                   supervisor         [supervision] core_strategy (rest_for_one)
+    │   ├── journal-writer     actor: owns the journal on its thread; group commit
+    │   ├── dispatcher         actor: ROUTER socket; leases for workers; collects acks
+    │   └── scheduler          actor: promotes due jobs, wakes the dispatcher
+    └── workers                supervisor         simple_one_for_one (the dynamic pool)
+        └── worker × processes OS processes (actorq.jobs.worker), permanent
+
+Why this shape:
+
+* ``core`` is ``rest_for_one`` because each role holds the one before it: the
+  dispatcher submits to the writer it was started with, the scheduler to both.
+  A new writer therefore means a new dispatcher and scheduler; a new
+  dispatcher means a new scheduler; a scheduler restart touches nothing else.
+* Workers are *not* under ``core``. They depend on the dispatcher's address,
+  not on its incarnation: a restarted dispatcher binds the same endpoint, the
+  workers' sockets reconnect, and each worker re-announces the jobs it holds
+  (the dispatcher reclaims the rest of that worker's leases). So a dispatcher
+  or writer crash costs no worker restart and no running job.
+* The root is ``one_for_one`` over the two: a pool that exceeds its restart
+  intensity (workers crash-looping) is restarted by the root without touching
+  the journal writer, up to the root's own intensity; past that the node stops
+  and ``actorq run`` exits 1 (OTP escalation).
+* Stop order is the reverse of start order: the worker pool first (each
+  worker gets SIGTERM, finishes its running jobs within
+  ``workers.shutdown_timeout`` and sends its last acks to the still-running
+  dispatcher), then the scheduler, the dispatcher, and last the writer, which
+  commits everything it was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from actorq._kernel.actor import Actor
+from actorq.errors import JournalError
+from actorq.jobs import journal_writer as jw
+from actorq.jobs.dispatcher import Dispatcher
+from actorq.jobs.scheduler import Scheduler
+from actorq.supervisors import (
+    ActorChild,
+    ChildSpec,
+    SupervisorRef,
+    SupFlags,
+    actor_start,
+    current_system,
+    process_start,
+    start_supervisor,
+    supervisor_spec,
+)
+
+if TYPE_CHECKING:
+    from actorq.node.node import Node
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_tree"]
+
+NODE, CORE, WORKERS = "node", "core", "workers"
+WRITER, DISPATCHER, SCHEDULER, WORKER = "journal-writer", "dispatcher", "scheduler", "worker"
+
+
+class JournalWriterActor(Actor):
+    """Runs the node's `JournalWriter`; crashes if the writer thread ends unexpectedly."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.writer: jw.JournalWriter | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def on_start(self) -> None:
+        node = self.node
+        old = node.writer
+        if old is not None:  # an earlier incarnation that was killed before its on_stop ran
+            await old.stop()
+        cfg = node.config
+        writer = jw.JournalWriter(node._open_journal, asyncio.get_running_loop(),
+                                  batch_max=cfg.journal.batch_max, on_enqueued=node._on_enqueued)
+        await writer.start()
+        self.writer = node.writer = writer
+        await node._after_writer_start(writer)
+        self._watch = asyncio.get_running_loop().create_task(self._watch_thread(writer))
+
+    async def _watch_thread(self, writer: jw.JournalWriter) -> None:
+        await asyncio.shield(writer.finished)
+        if not self._stopping:
+            self.system.exit(self.ref, JournalError("the journal writer thread ended unexpectedly"))
+
+    async def on_stop(self) -> None:
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+        if self.writer is not None:
+            await self.writer.stop()
+
+
+class DispatcherActor(Actor):
+    """Runs the node's `Dispatcher`; an unexpected error in it crashes this actor."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.dispatcher: Dispatcher | None = None
+
+    def on_start(self) -> None:
+        node = self.node
+        if node.dispatcher is not None:  # an earlier incarnation that was killed: free the endpoint
+            node.dispatcher.close()
+        cfg = node.config
+        assert node.writer is not None
+        dispatcher = Dispatcher(node.writer, asyncio.get_running_loop(), node.endpoint,
+                                lease_timeout=cfg.dispatcher.lease_timeout,
+                                heartbeat_timeout=cfg.workers.heartbeat_timeout,
+                                fail_tasks=node.fail_tasks,
+                                max_frame_bytes=cfg.dispatcher.max_frame_bytes)
+        dispatcher.on_error = lambda exc: self.system.exit(self.ref, exc)
+        if node._stopping:
+            dispatcher.stop_leasing()
+        dispatcher.start()
+        self.dispatcher = node.dispatcher = dispatcher
+
+    def on_stop(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.drain()  # the last acks of workers that already stopped
+            self.dispatcher.close()
+
+
+class SchedulerActor(Actor):
+    """Runs the node's `Scheduler` (promotes due jobs, wakes the dispatcher)."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.scheduler: Scheduler | None = None
+
+    def on_start(self) -> None:
+        node = self.node
+        assert node.writer is not None
+        scheduler = Scheduler(node.writer, asyncio.get_running_loop(), node.config.dispatcher.poll_interval,
+                              node._wake)
+        scheduler.start()
+        self.scheduler = node.scheduler = scheduler
+
+    def on_stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+
+
+def _shutdown(seconds: float) -> float | str:
+    return seconds if seconds > 0 else "brutal_kill"
+
+
+def build_tree(node: "Node") -> tuple[SupFlags, list[ChildSpec]]:
+    """The root supervisor's flags and children for `node` (see the module docstring)."""
+    cfg = node.config
+    sup, workers = cfg.supervision, cfg.workers
+    core = supervisor_spec(
+        CORE,
+        SupFlags(sup.core_strategy, sup.core_intensity, sup.core_period),
+        [
+            ChildSpec(WRITER, actor_start(JournalWriterActor, node, name=WRITER), shutdown="infinity"),
+            ChildSpec(DISPATCHER, actor_start(DispatcherActor, node, name=DISPATCHER), shutdown=10.0),
+            ChildSpec(SCHEDULER, actor_start(SchedulerActor, node, name=SCHEDULER)),
+        ],
+        name=CORE,
+    )
+    pool_flags = SupFlags("simple_one_for_one", workers.intensity, workers.period)
+    worker = ChildSpec(WORKER, node._start_worker, shutdown=_shutdown(workers.shutdown_timeout))
+
+    async def start_pool() -> ActorChild:
+        system = current_system()
+        ref = await start_supervisor(system, pool_flags, [worker], name=WORKERS, on_child_exit=node._on_worker_exit)
+        assert isinstance(ref, SupervisorRef)
+        try:
+            for _ in range(workers.processes):
+                await ref.start_child(())
+        except BaseException:
+            await ref.stop()
+            raise
+        return ActorChild(system, ref.ref, supervisor=ref)
+
+    pool = ChildSpec(WORKERS, start_pool, type="supervisor")
+    root = SupFlags(sup.strategy, sup.intensity, sup.period)
+    return root, [core, pool]
+
+
+STRATEGIES = {WORKERS: "simple_one_for_one"}
+
+
+async def describe(node: "Node", root: SupervisorRef) -> dict[str, Any]:
+    """The live tree as nested maps (what ``actorq tree`` prints)."""
+    cfg = node.config
+    strategies = {NODE: cfg.supervision.strategy, CORE: cfg.supervision.core_strategy, **STRATEGIES}
+
+    async def children(sup: SupervisorRef) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for info in await sup.which_children():
+            item: dict[str, Any] = {
+                "id": info.id, "type": info.type, "restart": info.restart, "state": info.state,
+                "restarts": info.restarts, "kind": "process" if isinstance(info.pid, int) else "actor",
+                "pid": info.pid if isinstance(info.pid, int) else None, "children": [],
+            }
+            if info.supervisor is not None:
+                item["strategy"] = strategies.get(info.id, "")
+                if info.state == "running":
+                    item["children"] = await children(info.supervisor)
+            out.append(item)
+        return out
+
+    return {"id": NODE, "name": cfg.node.name, "type": "supervisor", "strategy": strategies[NODE],
+            "kind": "actor", "pid": os.getpid(), "state": "stopping" if node._stopping else "running",
+            "restarts": 0, "children": await children(root)}
