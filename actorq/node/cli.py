@@ -79,6 +79,7 @@ class _ProgressPrinter:
             _err(
                 f"[actorq] {p.succeeded:,} succeeded  {p.failed:,} failed  {rate:,.0f} jobs/s  "
                 f"in flight {p.in_flight}  workers {p.workers}  restarts {p.worker_restarts}"
+                + (f"  stale acks {p.stale_acks}" if p.stale_acks else "")
                 + ("" if active else "  (idle: waiting for jobs)")
             )
             self.idle_reported = not active

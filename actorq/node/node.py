@@ -70,6 +70,8 @@ class Progress:
     ops: int
     worker_restarts: int
     malformed: int
+    stale_acks: int = 0
+    lost_workers: int = 0
 
 
 class Node:
@@ -350,6 +352,8 @@ class Node:
             ops=w.stats.ops if w else 0,
             worker_restarts=self.worker_restarts,
             malformed=sum(d.stats.malformed.values()) if d else 0,
+            stale_acks=w.stats.stale_acks if w else 0,
+            lost_workers=d.stats.lost_workers if d else 0,
         )
 
     async def tree(self) -> dict[str, Any]:
