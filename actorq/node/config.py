@@ -170,6 +170,8 @@ class WorkersConfig:
     - ``heartbeat_interval``: seconds between a worker's heartbeats (> 0, default 1).
     - ``heartbeat_timeout``: a worker silent this long (paused, wedged) loses its
       jobs to other workers (> heartbeat_interval, default 20).
+    - ``restart_backoff``: seconds before restarting a crashed worker, doubling for
+      each consecutive crash up to 30 s (>= 0; default 0: restart at once).
     """
 
     processes: int = field(default=2, metadata={"min": 1})
@@ -181,6 +183,7 @@ class WorkersConfig:
     period: float = field(default=60.0, metadata={"gt": 0})
     heartbeat_interval: float = field(default=1.0, metadata={"gt": 0})
     heartbeat_timeout: float = field(default=20.0, metadata={"gt": 0})
+    restart_backoff: float = field(default=0.0, metadata={"min": 0})
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from actorq.jobs.dispatcher import Dispatcher
 from actorq.jobs.scheduler import Scheduler
 from actorq.supervisors import (
     ActorChild,
+    Backoff,
     ChildSpec,
     SupervisorRef,
     SupFlags,
@@ -170,7 +171,8 @@ def build_tree(node: "Node") -> tuple[SupFlags, list[ChildSpec]]:
         ],
         name=CORE,
     )
-    pool_flags = SupFlags("simple_one_for_one", workers.intensity, workers.period)
+    backoff = Backoff(workers.restart_backoff, cap=max(30.0, workers.restart_backoff)) if workers.restart_backoff else None
+    pool_flags = SupFlags("simple_one_for_one", workers.intensity, workers.period, backoff=backoff)
     worker = ChildSpec(WORKER, node._start_worker, shutdown=_shutdown(workers.shutdown_timeout))
 
     async def start_pool() -> ActorChild:

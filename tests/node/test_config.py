@@ -233,6 +233,25 @@ def test_wrong_type_names_file_key_expectation_and_value(tmp_path: Path) -> None
             "[workers]\nqueues = [\"a\", \"\"]",
             "workers.queues: expected a non-empty list of non-empty strings, got ['a', '']",
         ),
+        # A6 in topology.toml: the node's own supervisors
+        (
+            "[supervision]\nstrategy = \"one_for_none\"",
+            "supervision.strategy: expected one of 'one_for_one', 'one_for_all', 'rest_for_one', "
+            "got 'one_for_none' (str)",
+        ),
+        (
+            "[supervision]\ncore_strategy = \"simple_one_for_one\"",
+            "supervision.core_strategy: expected one of 'one_for_one', 'one_for_all', 'rest_for_one', "
+            "got 'simple_one_for_one' (str)",
+        ),
+        ("[supervision]\nintensity = 1.5", "supervision.intensity: expected an integer >= 0, got 1.5 (float)"),
+        ("[supervision]\nperiod = 0", "supervision.period: expected a number > 0, got 0 (int)"),
+        ("[supervision]\ncore_intensity = -1", "supervision.core_intensity: expected an integer >= 0, got -1 (int)"),
+        ("[workers]\nrestart_backoff = -1", "workers.restart_backoff: expected a number >= 0, got -1 (int)"),
+        (
+            "[workers]\nheartbeat_interval = 2\nheartbeat_timeout = 1",
+            "workers.heartbeat_timeout: expected a number > workers.heartbeat_interval (2), got 1.0",
+        ),
     ],
 )
 def test_field_errors(tmp_path: Path, toml: str, message: str) -> None:
@@ -382,3 +401,8 @@ def test_generic_walker_supports_optional_bool_and_nested_tables() -> None:
     with pytest.raises(ConfigError) as info:
         _build(Outer, {"inner": {"label": 2}}, "", "t.toml")
     assert str(info.value) == "t.toml: inner.label: expected a string, got 2 (int)"
+
+
+def test_supervision_unknown_key_did_you_mean(tmp_path: Path) -> None:
+    message = str(load_error(tmp_path, "[supervision]\nintensty = 3"))
+    assert message == "topology.toml: supervision.intensty: unknown key; did you mean 'intensity'?"
