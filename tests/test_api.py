@@ -40,7 +40,8 @@ PINNED_ALL = {
         "supervisor_spec",
     ],
     "actorq.testing": ['Ledger', 'LedgerEntry', 'QueueCheck', 'check_total_queue', 'eventually', 'job_states', 'journal_invariants'],
-    "actorq.transports": ["FrameError", "LoopSocket", "decode", "encode", "private_ipc_dir"],
+    "actorq.transports": ["FrameError", "LoopSocket", "RemoteError", "RemoteRef", "actor_process", "decode", "encode",
+                          "private_ipc_dir"],
 }
 
 

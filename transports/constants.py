@@ -18,10 +18,16 @@ STOP = "stop"  # None
 WHO = "who"  # None: "I do not know you" (a restarted dispatcher): say HELLO again with what you hold
 RESET = "reset"  # None: "your leases were taken away" (you were silent too long): drop every job, say HELLO
 
+# a supervisor's hub <-> an actor running in its own process (actorq.transports.remote)
+AHELLO = "ahello"  # child -> hub, None: the actor has started
+ATELL = "atell"  # hub -> child: the message
+AASK = "aask"  # hub -> child: [number, message]
+AREPLY = "areply"  # child -> hub: [number, ok, reply or "Type: message"]
+
 # control requests to a node (``actorq tree``), answered with the same kind
 TREE = "tree"  # request: None; reply: the live supervision tree as nested maps
 
-KINDS = frozenset({HELLO, ACK, BYE, HEARTBEAT, JOBS, STOP, WHO, RESET, TREE})
+KINDS = frozenset({HELLO, ACK, BYE, HEARTBEAT, JOBS, STOP, WHO, RESET, TREE, AHELLO, ATELL, AASK, AREPLY})
 
 # Room kept in every frame for the envelope and per-job fields around the payloads.
 FRAME_OVERHEAD = 64 * 1024

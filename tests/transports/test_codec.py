@@ -21,7 +21,7 @@ import msgpack
 import pytest
 
 from actorq.transports.codec import FrameError, decode, encode
-from actorq.transports.constants import ACK, BYE, HEARTBEAT, HELLO, JOBS, KINDS, RESET, STOP, TREE, WHO, WIRE_VERSION
+from actorq.transports.constants import AASK, ACK, AHELLO, AREPLY, ATELL, BYE, HEARTBEAT, HELLO, JOBS, KINDS, RESET, STOP, TREE, WHO, WIRE_VERSION
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -56,6 +56,10 @@ SAMPLE_BODIES: dict[str, Any] = {
     HEARTBEAT: None,
     WHO: None,
     RESET: None,
+    AHELLO: None,
+    ATELL: {"resize": [640, 480]},
+    AASK: [7, "ping"],
+    AREPLY: [7, True, "pong"],
     TREE: {"id": "node", "type": "supervisor", "pid": 1234, "children": [{"id": "dispatcher", "restarts": 1}]},
 }
 
