@@ -135,6 +135,9 @@ class Dispatcher:
         self.closed = False
         self.stats = DispatcherStats()
         self.on_reclaimed: Callable[[str, int], None] | None = None
+        # reclaims that failed to commit and could not be retried before close: the next
+        # dispatcher takes them over (see `take_over`)
+        self.pending_reclaims: list[tuple[str, str]] = []
         # called with an unexpected exception from message handling; the node's dispatcher
         # actor crashes with it, and its supervisor restarts the dispatcher
         self.on_error: Callable[[BaseException], None] | None = None
@@ -215,7 +218,8 @@ class Dispatcher:
 
         def done(count: Any, error: BaseException | None) -> None:
             if error is not None:
-                logger.error("reclaim for %s failed: %s", owner, error)
+                logger.error("reclaim for %s failed (%s); retrying", owner, error)
+                self._retry_reclaim(owner, why)
                 return
             self.stats.reclaimed += count
             self.stats.reclaim_events += 1
@@ -226,6 +230,34 @@ class Dispatcher:
                 self.on_reclaimed(owner, count)
 
         self.writer.submit(jw.RECLAIM, (owner, why, tuple(keep), self.fail_tasks), done)
+
+    def _retry_reclaim(self, owner: str, why: str) -> None:
+        """A reclaim did not commit: try again in a second, or leave it to the next dispatcher.
+
+        Without this, the jobs would stay leased to a live owner whose leases are renewed,
+        or to a dead one until lease expiry.
+        """
+        def retry() -> None:
+            if self.closed:
+                self.pending_reclaims.append((owner, why))
+                return
+            worker = self._workers.get(owner)  # re-registered meanwhile: keep what it holds now
+            self._reclaim(owner, why, list(worker.held.values()) if worker is not None else ())
+
+        if self.closed:
+            self.pending_reclaims.append((owner, why))
+        else:
+            self.loop.call_later(1.0, retry)
+
+    def take_over(self, previous: "Dispatcher | None", orphans: Collection[tuple[str, str]] = ()) -> None:
+        """Reclaim what an earlier dispatcher could not, and for workers that died while none ran."""
+        pending = [*(previous.pending_reclaims if previous is not None else ()), *orphans]
+        if previous is not None:
+            previous.pending_reclaims = []
+        for owner, why in pending:
+            if why.startswith("worker died"):  # a late hello from it must not register it
+                _remember(self._dead_owners, owner)
+            self._reclaim(owner, why, ())
 
     def wake(self, queues: set[str] | None) -> None:
         """Ready jobs may exist in `queues` (None: every queue): lease for idle workers."""

@@ -104,6 +104,7 @@ class Node:
         self._workers: dict[int, Any] = {}  # pid -> ProcessChild of the running worker processes
         self.worker_starts = 0
         self.worker_exits: list[tuple[int, str]] = []  # (pid, exit reason), newest last (bounded)
+        self._orphans: list[tuple[str, str]] = []  # (owner, why) of workers that died with no dispatcher
         self._tasks: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
         self._launch_worker = process_start(self._worker_argv)
 
@@ -219,8 +220,11 @@ class Node:
         self._workers.pop(child.pid, None)
         self.worker_exits.append((child.pid, str(exit)))
         del self.worker_exits[:-1000]
-        if self.dispatcher is not None:
-            self.dispatcher.worker_exited(self.owner_of(child.pid, child.incarnation), str(exit))
+        owner = self.owner_of(child.pid, child.incarnation)
+        if self.dispatcher is not None and not self.dispatcher.closed:
+            self.dispatcher.worker_exited(owner, str(exit))
+        else:  # between a dispatcher's death and its restart: the next one reclaims
+            self._orphans.append((owner, f"worker died ({exit})"))
 
     def owner_of(self, pid: int, incarnation: str) -> str:
         """The lease owner id of a worker process (node, process, incarnation)."""

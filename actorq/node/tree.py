@@ -125,6 +125,8 @@ class DispatcherActor(Actor):
         if node._stopping:
             dispatcher.stop_leasing()
         dispatcher.start()
+        dispatcher.take_over(node.dispatcher, node._orphans)
+        node._orphans.clear()
         self.dispatcher = node.dispatcher = dispatcher
 
     def on_stop(self) -> None:

@@ -214,3 +214,30 @@ async def test_writer_killed_mid_enqueue_reports_only_committed_jobs(topology):
     print(check.summary())
     assert check.valid, check.summary()
     assert journal_invariants(topo.journal_path) == []
+
+
+async def test_worker_dying_while_no_dispatcher_runs_is_still_reclaimed(topology):
+    # the dispatcher is down (killed, its restart not yet run) when a worker dies: the next
+    # dispatcher reclaims that worker's jobs at once, not after lease expiry (300 s here)
+    topo = topology(TASKS, processes=2, concurrency=2, prefetch=0, heartbeat_interval=0.2, shutdown_timeout=0.5)
+    started = Ledger(str(topo.ledger.path) + ".started")
+    async with Node(topo.config) as node:
+        job_id = await node.queue().enqueue(Job("rec.hold", [3600]))
+        victim = await _started_by(started, job_id, 1)
+        old = node.dispatcher
+        old.close()  # as a killed dispatcher leaves it, before its supervisor restarts it
+        os.kill(victim, signal.SIGKILL)
+        await eventually(lambda: victim not in node.worker_pids(), timeout=10, message="the death was seen")
+        assert node._orphans, "no dispatcher was there to reclaim"
+        node.system.exit(node.system.whereis("dispatcher"), "kill")
+        await eventually(lambda: node.dispatcher is not old, timeout=30, message="dispatcher restarted")
+        await eventually(lambda: _started_count(started, job_id) == 2, timeout=60,
+                         message="the job ran again after the reclaim")
+        info = topo.info(job_id)
+        assert info.attempts == 2 and info.errors == ["worker died (killed)"], info
+    # the second run sleeps for an hour: the stop kills its worker after shutdown_timeout
+    assert journal_invariants(topo.journal_path, allow_pending=True) == []
+
+
+def _started_count(ledger: Ledger, job_id: str) -> int:
+    return sum(1 for e in ledger.read() if e.job_id == job_id)
