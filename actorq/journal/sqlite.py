@@ -75,6 +75,8 @@ class SQLiteJournal:
         self._clock = clock
         self._lock_fd: int | None = None
         self._in_tx = False
+        self.applied_versions: list[int] = []
+        """Schema versions this open created ([] when the file already had its schema)."""
         try:
             self._conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
@@ -130,6 +132,7 @@ class SQLiteJournal:
                     if statement.strip():
                         self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self.applied_versions = [SCHEMA_VERSION]
                 logger.info("created journal schema v%d in %s", SCHEMA_VERSION, self.path)
 
     # -- transactions ----------------------------------------------------------
