@@ -126,7 +126,8 @@ class Connector:
                                    self.purpose, self.where, cause, budget)
                 pause = delay * (0.5 + random.random())  # jitter: many nodes do not retry in step
                 if not _retryable(exc) or time.monotonic() + pause > deadline:
-                    raise JournalError(f"cannot connect to PostgreSQL at {self.where} ({self.purpose}): {cause}") from None
+                    raise JournalError(
+                        f"cannot connect to PostgreSQL at {self.where} ({self.purpose}): {cause}") from None
                 time.sleep(pause)
                 delay = min(delay * 2, self.max_backoff)
                 continue

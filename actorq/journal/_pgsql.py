@@ -47,6 +47,7 @@ class Statements:
     migrations_table: str
     enqueue: str
     lease: str
+    lease_queues: str
     complete: str
     fail: str
     release: str
@@ -77,6 +78,23 @@ def _reclaim(where: str) -> str:
     )
 
 
+def _lease(queue_match: str) -> str:
+    return (
+        # MATERIALIZED: the LIMIT is applied once, before the update, whatever plan is chosen;
+        # a subquery in WHERE can be re-run by the planner and hand out more than asked (B3).
+        # SKIP LOCKED: dispatchers never wait on each other (B4).
+        "WITH picked AS MATERIALIZED ("
+        f" SELECT id FROM {{jobs}} WHERE state = 'ready' AND {queue_match}"
+        " ORDER BY priority, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+        # one lease id for the batch, drawn once (a MATERIALIZED CTE is evaluated once)
+        " lease AS MATERIALIZED (SELECT nextval({lease_ids}) AS id)"
+        " UPDATE {jobs} j SET state = 'leased', attempts = j.attempts + 1, lease_id = lease.id,"
+        f" lease_owner = %(owner)s, lease_expires = {_EXPIRY}"
+        " FROM picked, lease WHERE j.id = picked.id"
+        " RETURNING j.id, j.queue, j.task, j.payload, j.attempts, j.max_attempts, j.lease_id"
+    )
+
+
 _TEXT = {
     "enqueue": (
         "WITH new AS ("
@@ -92,19 +110,10 @@ _TEXT = {
         " RETURNING queue, state)"
         " SELECT count(*), " + _NOTIFY.replace("{source}", "new WHERE state = 'ready'") + " FROM new"
     ),
-    "lease": (
-        # MATERIALIZED: the LIMIT is applied once, before the update, whatever plan is chosen;
-        # a subquery in WHERE can be re-run by the planner and hand out more than asked (B3).
-        # SKIP LOCKED: dispatchers never wait on each other (B4).
-        "WITH picked AS MATERIALIZED ("
-        " SELECT id FROM {jobs} WHERE state = 'ready' AND queue = ANY(%(queues)s::text[])"
-        " ORDER BY priority, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
-        " lease AS MATERIALIZED (SELECT nextval({lease_ids}) AS id)"
-        " UPDATE {jobs} j SET state = 'leased', attempts = j.attempts + 1, lease_id = lease.id,"
-        f" lease_owner = %(owner)s, lease_expires = {_EXPIRY}"
-        " FROM picked, lease WHERE j.id = picked.id"
-        " RETURNING j.id, j.queue, j.task, j.payload, j.attempts, j.max_attempts, j.lease_id"
-    ),
+    # One queue: the index on (queue, priority, id) yields rows in order and the scan stops at
+    # the limit. Several: every ready row of those queues is sorted first (~1 ms per 4k rows).
+    "lease": _lease("queue = %(queue)s"),
+    "lease_queues": _lease("queue = ANY(%(queues)s::text[])"),
     "complete": (
         f"UPDATE {{jobs}} j SET state = 'succeeded', finished_at = now(), {_CLEAR_LEASE}"
         " FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"

@@ -22,7 +22,8 @@ def _postgres() -> ModuleType:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        raise JournalError(f"PostgreSQL journals need psycopg 3, which is not installed: {POSTGRES_EXTRA_HINT}") from None
+        raise JournalError(
+            f"PostgreSQL journals need psycopg 3, which is not installed: {POSTGRES_EXTRA_HINT}") from None
     from actorq.journal import postgres
 
     return postgres
@@ -60,7 +61,8 @@ def open_journal(
             not installed (the message says ``pip install 'actorq[postgres]'``).
     """
     if url.startswith(POSTGRES_SCHEMES):
-        return _postgres().PostgresJournal(url, schema=schema, connect_retry_for=connect_retry_for)  # type: ignore[no-any-return]
+        journal: Journal = _postgres().PostgresJournal(url, schema=schema, connect_retry_for=connect_retry_for)
+        return journal
     if url.startswith("sqlite:///"):
         return sqlite.open_journal(url, synchronous=synchronous, busy_timeout=busy_timeout)
     raise ValueError(f"unsupported journal URL {_hide_password(url)!r}: expected sqlite:///path or postgresql://...")

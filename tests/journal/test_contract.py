@@ -307,6 +307,20 @@ def test_b1_b8_cancel_of_a_leased_job_fences_the_worker(journal: Journal) -> Non
         assert (info.state, info.attempts, info.errors) == (JobState.CANCELLED, 1, [])
 
 
+def test_b8_answers_naming_no_job_are_stale_not_errors(journal: Journal) -> None:
+    """A malformed ack (an id no job can have, even with a NUL in it) is counted stale, in a group too."""
+    journal.enqueue([new_job("a")])
+    a = lease_one(journal)
+    with journal.transaction():
+        assert journal.complete([("no\x00such", a.lease_id), ("nope", a.lease_id)]) == 0
+        assert journal.fail([Failure("bad\x00id", a.lease_id, "x", time.time())]) == 0
+        assert journal.release([("bad\x00id", a.lease_id)]) == 0
+        assert journal.cancel("bad\x00id") is False and journal.retry_dead("bad\x00id") is False
+        assert journal.get("bad\x00id") is None
+        assert journal.complete([(a.id, a.lease_id)]) == 1
+    assert state(journal, "a") is JobState.SUCCEEDED
+
+
 # -- B9: reclaim ---------------------------------------------------------------------------
 
 

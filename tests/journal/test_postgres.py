@@ -271,6 +271,37 @@ def test_e8_a_role_without_privileges_gets_a_clear_error(pg_schema: str) -> None
             admin.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
 
 
+# -- statements that fail inside a group ------------------------------------------------------------
+
+
+def test_a_failing_enqueue_fails_alone_any_other_failure_fails_the_group(journal: PostgresJournal) -> None:
+    with journal.transaction():
+        journal.enqueue([job("a")])
+        with pytest.raises(JournalError, match="check constraint"):
+            journal.enqueue([job("b"), job("c", max_attempts=0)])
+        journal.enqueue([job("d")])  # the enqueue ran under a savepoint: the group goes on
+    assert sorted(journal.counts()["q"].items()) == [("ready", 2)]
+    journal.lease(["q"], "w1", 1, 30.0)
+    # Any other statement's failure aborts the whole transaction, and the COMMIT says so.
+    with pytest.raises(JournalError, match="rolled back"):
+        with journal.transaction():
+            journal.enqueue([job("e")])
+            with pytest.raises(JournalError, match="out of range"):
+                journal.renew(["w1"], 1e300)  # refused by the server
+            with pytest.raises(JournalError, match="lost"):  # refused at once, not run
+                journal.promote()
+    assert journal.get("e") is None and journal.counts() == {"q": {"ready": 1, "leased": 1}}
+
+
+def test_error_texts_keep_everything_but_nul(journal: PostgresJournal) -> None:
+    journal.enqueue([job("a"), job("b")])
+    a, b = sorted(journal.lease(["q"], "w1", 2, 30.0))
+    assert journal.fail([postgres.Failure(a.id, a.lease_id, "ValueError: \x00 in 'x' ünïcode", 9e9)]) == 1
+    assert journal.reclaim("w1", "worker died\x00") == 1
+    assert journal.get("a").errors == ["ValueError: \ufffd in 'x' ünïcode"]  # type: ignore[union-attr]
+    assert journal.get("b").errors == ["worker died\ufffd"]  # type: ignore[union-attr]
+
+
 # -- B4: SKIP LOCKED -------------------------------------------------------------------------------
 
 
