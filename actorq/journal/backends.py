@@ -15,17 +15,13 @@ from actorq.journal.protocol import Journal
 
 DEFAULT_SCHEMA = "actorq"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-POSTGRES_EXTRA_HINT = "pip install 'actorq[postgres]'"
 
 
 def _postgres() -> ModuleType:
     try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        raise JournalError(
-            f"PostgreSQL journals need psycopg 3, which is not installed: {POSTGRES_EXTRA_HINT}") from None
-    from actorq.journal import postgres
-
+        from actorq.journal import postgres
+    except ImportError as exc:  # its message says what to install: pip install 'actorq[postgres]'
+        raise JournalError(str(exc)) from None
     return postgres
 
 

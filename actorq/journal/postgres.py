@@ -54,6 +54,10 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without psycopg
     raise ImportError(
         "the PostgreSQL journal needs psycopg 3: pip install 'actorq[postgres]'") from exc
+# 3.2: quoting identifiers without a connection, and notifies(timeout=...) for the listener
+if tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2]) < (3, 2):  # pragma: no cover
+    raise ImportError(f"the PostgreSQL journal needs psycopg >= 3.2 (found {psycopg.__version__}): "
+                      "pip install -U 'actorq[postgres]'")
 
 from actorq.errors import JournalError
 from actorq.journal._pgconnect import Connector, redact_url

@@ -77,6 +77,7 @@ def new_schema_name() -> str:
 def drop_schema(schema: str) -> None:
     """Drop `schema` and everything in it, ending any session still inside it."""
     with pg_admin() as admin:
+        admin.execute("SET lock_timeout = '20s'")  # a test that left a transaction open fails, not hangs
         admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
