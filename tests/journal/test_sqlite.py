@@ -3,7 +3,8 @@
 The state machine itself (B1-B12) is in test_contract.py, run on both backends.
 ACCEPTANCE ids here: B13 (open-time pragmas, BEGIN IMMEDIATE, a reader process
 never sees SQLITE_BUSY), B14 (one node per file), E7/E8 (errors that name the
-file), B1/B8 with the injected clock. 
+file), E9 (checkpoints under a reader that never stops), B1/B8 with the injected clock.
+
 Time is an injected clock, never a sleep; nothing here asserts a timing.
 """
 
@@ -236,6 +237,55 @@ def test_b13_reader_process_never_sees_sqlite_busy(journal: SQLiteJournal, db_pa
     print("reader:", result, "wal bytes:", Path(f"{db_path}-wal").stat().st_size)
     assert result["busy"] == 0
     assert result["reads"] >= 2 and result["distinct"] >= 2  # it saw the writes land
+
+
+LOOPING_READER = textwrap.dedent("""
+    import os, sqlite3, sys
+    path, stop = sys.argv[1], sys.argv[2]
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+    reads = 0
+    while not os.path.exists(stop):  # one short read transaction after another, never idle
+        conn.execute("SELECT count(*), max(id) FROM actorq_jobs").fetchone()
+        reads += 1
+        if reads == 1:
+            print("reading", flush=True)
+    print(reads, flush=True)
+""")
+
+
+def test_e9_checkpoint_restarts_the_wal_while_a_reader_keeps_reading(journal: SQLiteJournal, db_path: Path) -> None:
+    """E9: with a reader always inside some read transaction, automatic (passive) checkpoints
+    cannot start the WAL over; `checkpoint()` waits for the readers between reads and does."""
+    stop = db_path.parent / "stop-reading"
+    reader = subprocess.Popen([sys.executable, "-c", LOOPING_READER, str(db_path), str(stop)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wal = Path(f"{db_path}-wal")
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+        payload = os.urandom(3000)
+        sizes = []
+        for round_ in range(3):
+            for t in range(100):
+                journal.enqueue([new_job(f"r{round_}-{t:03d}-{k}", payload=payload) for k in range(3)])
+            sizes.append(wal.stat().st_size)
+            busy, frames, done = journal.checkpoint()
+            assert busy == 0 and frames == done  # every frame copied back despite the reader
+            assert wal.stat().st_size == 0  # truncated: the WAL starts over
+        stop.touch()
+        out, err = reader.communicate(timeout=30)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    assert reader.returncode == 0, err
+    print("wal bytes before each checkpoint:", sizes, "reads:", out.strip())
+    assert min(sizes) > 0
+    with pytest.raises(ValueError):
+        journal.checkpoint("sideways")
+    with pytest.raises(JournalError, match="inside a transaction"):
+        with journal.transaction():
+            journal.checkpoint()
+    assert journal.counts() == {"q": {"ready": 900}}
 
 
 # -- B14: one node per file ----------------------------------------------------------------
