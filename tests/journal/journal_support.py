@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import pytest
 
-from actorq.journal import Journal, open_journal
+from actorq.journal import Failure, JobState, Journal, LeasedJob, NewJob, open_journal
 
 PG_URL = os.environ.get("ACTORQ_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 _schema_numbers = itertools.count(1)
@@ -153,6 +153,60 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() >= deadline:
             raise AssertionError(f"not true within {timeout:g} s: {message or predicate}; last value {value!r}")
         time.sleep(interval)
+
+
+# -- building journal states (shared by the contract and the backend-only tests) --------------
+
+HOUR = 3600.0
+
+
+def new_job(job_id: str, *, queue: str = "q", priority: int = 0, run_at: float | None = None,
+            max_attempts: int = 3, payload: bytes = b"\x92\x90\x80", task: str = "tests.noop") -> NewJob:
+    return NewJob(id=job_id, queue=queue, task=task, payload=payload, priority=priority,
+                  run_at=run_at, max_attempts=max_attempts)
+
+
+def state(journal: Journal, job_id: str) -> JobState:
+    info = journal.get(job_id)
+    assert info is not None, f"job {job_id} is missing"
+    return info.state
+
+
+def lease_one(journal: Journal, owner: str = "w1", lease_for: float = HOUR) -> LeasedJob:
+    leased = journal.lease(["q"], owner, 1, lease_for)
+    assert len(leased) == 1, leased
+    return leased[0]
+
+
+def fail(job: LeasedJob, error: str = "ValueError: boom", retry_at: float | None = None,
+         final_state: str | None = None) -> Failure:
+    return Failure(job.id, job.lease_id, error, time.time() + HOUR if retry_at is None else retry_at, final_state)
+
+
+def job_in_every_state(journal: Journal) -> dict[str, LeasedJob]:
+    """Make one job per state, named after the state; return the last lease of each leased one."""
+    journal.enqueue([new_job("scheduled", run_at=time.time() + HOUR)])
+    leases = {}
+    for name, max_attempts in (("retry", 3), ("leased", 3), ("succeeded", 3), ("failed", 3),
+                               ("dead", 1), ("cancelled", 3), ("ready", 3)):
+        journal.enqueue([new_job(name, max_attempts=max_attempts)])
+        if name == "ready":
+            continue
+        if name == "cancelled":
+            assert journal.cancel(name)
+            continue
+        job = leases[name] = lease_one(journal)
+        if name == "retry":
+            journal.fail([fail(job)])
+        elif name == "succeeded":
+            journal.complete([(job.id, job.lease_id)])
+        elif name == "failed":
+            journal.fail([fail(job, final_state="failed")])
+        elif name == "dead":
+            journal.fail([fail(job)])
+    for s in JobState:
+        assert state(journal, s.value) is s
+    return leases
 
 
 class TcpProxy:

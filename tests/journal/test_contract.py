@@ -29,38 +29,12 @@ import time
 from pathlib import Path
 
 import pytest
-from journal_support import Backend, wait_for
+from journal_support import HOUR, Backend, fail, job_in_every_state, lease_one, new_job, state, wait_for
 
 from actorq.errors import JournalError
-from actorq.journal import Failure, JobState, Journal, LeasedJob, NewJob
+from actorq.journal import Failure, JobState, Journal, NewJob
 
 pytestmark = pytest.mark.timeout(120)
-
-HOUR = 3600.0
-
-
-def new_job(job_id: str, *, queue: str = "q", priority: int = 0, run_at: float | None = None,
-            max_attempts: int = 3, payload: bytes = b"\x92\x90\x80", task: str = "tests.noop") -> NewJob:
-    return NewJob(id=job_id, queue=queue, task=task, payload=payload, priority=priority,
-                  run_at=run_at, max_attempts=max_attempts)
-
-
-def state(journal: Journal, job_id: str) -> JobState:
-    info = journal.get(job_id)
-    assert info is not None, f"job {job_id} is missing"
-    return info.state
-
-
-def lease_one(journal: Journal, owner: str = "w1", lease_for: float = HOUR) -> LeasedJob:
-    leased = journal.lease(["q"], owner, 1, lease_for)
-    assert len(leased) == 1, leased
-    return leased[0]
-
-
-def fail(job: LeasedJob, error: str = "ValueError: boom", retry_at: float | None = None,
-         final_state: str | None = None) -> Failure:
-    return Failure(job.id, job.lease_id, error, time.time() + HOUR if retry_at is None else retry_at, final_state)
-
 
 # -- B1: enqueue, lease, complete ---------------------------------------------------------
 
@@ -224,34 +198,8 @@ def test_b1_release_gives_the_attempt_back(journal: Journal) -> None:
     assert journal.release([]) == 0
 
 
-def _job_in_every_state(journal: Journal) -> dict[str, LeasedJob]:
-    """Make one job per state, named after the state; return the last lease of each leased one."""
-    journal.enqueue([new_job("scheduled", run_at=time.time() + HOUR)])
-    leases = {}
-    for name, max_attempts in (("retry", 3), ("leased", 3), ("succeeded", 3), ("failed", 3),
-                               ("dead", 1), ("cancelled", 3), ("ready", 3)):
-        journal.enqueue([new_job(name, max_attempts=max_attempts)])
-        if name == "ready":
-            continue
-        if name == "cancelled":
-            assert journal.cancel(name)
-            continue
-        job = leases[name] = lease_one(journal)
-        if name == "retry":
-            journal.fail([fail(job)])
-        elif name == "succeeded":
-            journal.complete([(job.id, job.lease_id)])
-        elif name == "failed":
-            journal.fail([fail(job, final_state="failed")])
-        elif name == "dead":
-            journal.fail([fail(job)])
-    for s in JobState:
-        assert state(journal, s.value) is s
-    return leases
-
-
 def test_b1_illegal_transitions_are_rejected_in_every_state(journal: Journal) -> None:
-    leases = _job_in_every_state(journal)
+    leases = job_in_every_state(journal)
     before = {s.value: journal.get(s.value) for s in JobState}
     for s in JobState:
         job_id = s.value
@@ -272,7 +220,7 @@ def test_b1_illegal_transitions_are_rejected_in_every_state(journal: Journal) ->
 
 
 def test_b1_cancel_from_every_non_final_state_only(journal: Journal) -> None:
-    _job_in_every_state(journal)
+    job_in_every_state(journal)
     for s in JobState:
         cancelled = journal.cancel(s.value)
         if s in (JobState.SCHEDULED, JobState.READY, JobState.LEASED, JobState.RETRY):
@@ -542,7 +490,7 @@ def test_b11_a_future_job_is_never_leased_early(journal: Journal) -> None:
 
 
 def test_b12_retry_dead_gives_fresh_attempts_and_keeps_history(journal: Journal) -> None:
-    _job_in_every_state(journal)
+    job_in_every_state(journal)
     for s in JobState:
         expected = s in (JobState.DEAD, JobState.FAILED)
         assert journal.retry_dead(s.value) is expected, s

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from journal_support import job_in_every_state, lease_one, new_job, state
 
 from actorq.errors import JournalError, JournalLocked
-from actorq.journal import Failure, JobState, LeasedJob, NewJob, SQLiteJournal
+from actorq.journal import JobState, SQLiteJournal
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,29 +55,6 @@ def journal(db_path: Path, clock: Clock) -> Iterator[SQLiteJournal]:
     j = SQLiteJournal(db_path, clock=clock)
     yield j
     j.close()
-
-
-def new_job(job_id: str, *, queue: str = "q", priority: int = 0, run_at: float | None = None,
-            max_attempts: int = 3, payload: bytes = b"\x92\x90\x80") -> NewJob:
-    return NewJob(id=job_id, queue=queue, task="tests.noop", payload=payload, priority=priority,
-                  run_at=run_at, max_attempts=max_attempts)
-
-
-def state(journal: SQLiteJournal, job_id: str) -> JobState:
-    info = journal.get(job_id)
-    assert info is not None, f"job {job_id} is missing"
-    return info.state
-
-
-def lease_one(journal: SQLiteJournal, owner: str = "w1", lease_for: float = 30.0) -> LeasedJob:
-    leased = journal.lease(["q"], owner, 1, lease_for)
-    assert len(leased) == 1, leased
-    return leased[0]
-
-
-def fail(job: LeasedJob, error: str = "ValueError: boom", retry_at: float = T0 + 10,
-         final_state: str | None = None) -> Failure:
-    return Failure(job.id, job.lease_id, error, retry_at, final_state)
 
 
 # -- the injected clock (SQLite compares times in the process; PostgreSQL in the server) --------
@@ -117,30 +95,6 @@ def test_b8_expire_and_renew_use_the_injected_clock(journal: SQLiteJournal, cloc
     assert journal.renew([], 30.0) == 0
 
 
-def _job_in_every_state(journal: SQLiteJournal, clock: Clock) -> None:
-    """Make one job per state, named after the state."""
-    journal.enqueue([new_job("scheduled", run_at=T0 + 1000)])
-    for name, max_attempts in (("retry", 3), ("leased", 3), ("succeeded", 3), ("failed", 3),
-                               ("dead", 1), ("cancelled", 3), ("ready", 3)):
-        journal.enqueue([new_job(name, max_attempts=max_attempts)])
-        if name == "ready":
-            continue
-        if name == "cancelled":
-            assert journal.cancel(name)
-            continue
-        job = lease_one(journal)
-        if name == "retry":
-            journal.fail([fail(job, retry_at=T0 + 1000)])
-        elif name == "succeeded":
-            journal.complete([(job.id, job.lease_id)])
-        elif name == "failed":
-            journal.fail([fail(job, final_state="failed")])
-        elif name == "dead":
-            journal.fail([fail(job)])
-    for s in JobState:
-        assert state(journal, s.value) is s
-
-
 # -- B13: pragmas, BEGIN IMMEDIATE, a concurrent reader process ---------------------------
 
 
@@ -167,7 +121,7 @@ def test_b13_every_write_transaction_is_begin_immediate(journal: SQLiteJournal, 
     statements: list[str] = []
     journal._conn.set_trace_callback(statements.append)  # observe the real statements sent
     try:
-        _job_in_every_state(journal, clock)
+        job_in_every_state(journal)
         journal.reclaim("w1", "worker died")
         journal.reclaim_all("takeover")
         journal.expire()
