@@ -122,8 +122,8 @@ class Connector:
                 cause = self._cause(exc)
                 if not self.outage:
                     self.outage = True
-                    logger.warning("PostgreSQL %s at %s is unreachable: %s; retrying with backoff for up to %g s",
-                                   self.purpose, self.where, cause, budget)
+                    logger.warning("PostgreSQL %s at %s is unreachable: %s%s", self.purpose, self.where, cause,
+                                   f"; retrying with backoff for up to {budget:g} s" if budget > 0 else "")
                 pause = delay * (0.5 + random.random())  # jitter: many nodes do not retry in step
                 if not _retryable(exc) or time.monotonic() + pause > deadline:
                     raise JournalError(

@@ -14,6 +14,7 @@ from actorq.journal import sqlite
 from actorq.journal.protocol import Journal
 
 DEFAULT_SCHEMA = "actorq"
+DEFAULT_CONNECT_RETRY_FOR = 30.0  # seconds an unreachable PostgreSQL is retried before JournalError
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -39,7 +40,7 @@ def open_journal(
     synchronous: str = "full",
     busy_timeout: float = 5.0,
     schema: str = DEFAULT_SCHEMA,
-    connect_retry_for: float = 30.0,
+    connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
 ) -> Journal:
     """Open the journal named by `url`.
 
@@ -64,7 +65,8 @@ def open_journal(
     raise ValueError(f"unsupported journal URL {_hide_password(url)!r}: expected sqlite:///path or postgresql://...")
 
 
-def migrate(url: str, schema: str = DEFAULT_SCHEMA, *, connect_retry_for: float = 30.0) -> list[int]:
+def migrate(url: str, schema: str = DEFAULT_SCHEMA, *,
+            connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR) -> list[int]:
     """Create or upgrade the journal schema at `url`; returns the versions applied now.
 
     For PostgreSQL, applies the numbered migrations missing from `schema` (safe to run

@@ -61,6 +61,7 @@ if tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2]) < (3
 
 from actorq.errors import JournalError
 from actorq.journal._pgconnect import Connector, redact_url
+from actorq.journal.backends import DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA
 from actorq.journal._pgsql import Statements, check_schema, statements, table
 from actorq.journal.protocol import Failure, JobInfo, JobState, LeasedJob, NewJob
 
@@ -68,8 +69,6 @@ __all__ = ["DEFAULT_SCHEMA", "Listener", "PostgresJournal", "enqueue_in", "migra
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SCHEMA = "actorq"
-DEFAULT_CONNECT_RETRY_FOR = 30.0
 DEFAULT_MAX_BACKOFF = 5.0
 _FINAL_STATES = (None, JobState.FAILED, JobState.DEAD)
 _MIGRATION_FILE = re.compile(r"postgres_(\d{3})_([a-z0-9_]+)\.sql")
@@ -270,9 +269,9 @@ class PostgresJournal:
 
     # -- transactions ------------------------------------------------------------------------
     def _error(self, exc: psycopg.Error, doing: str = "") -> JournalError:
-        lost = self._conn is not None and self._conn.closed
-        text = f"journal {self.url} (schema {self.schema}): {doing}{self._connector.scrub(' '.join(str(exc).split()))}"
-        if lost:
+        cause = self._connector.scrub(" ".join(str(exc).split()))
+        text = f"journal {self.url} (schema {self.schema}): {doing}{cause}"
+        if self._conn is not None and self._conn.closed:
             text += "; the connection was lost, the next operation reconnects"
         return JournalError(text)
 

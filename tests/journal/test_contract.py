@@ -192,7 +192,8 @@ def test_b1_release_gives_the_attempt_back(journal: Journal) -> None:
     assert first.attempt == 1
     assert journal.release([(first.id, first.lease_id)]) == 1
     info = journal.get("a")
-    assert info is not None and (info.state, info.attempts, info.lease_owner, info.errors) == (JobState.READY, 0, None, [])
+    assert info is not None
+    assert (info.state, info.attempts, info.lease_owner, info.errors) == (JobState.READY, 0, None, [])
     again = lease_one(journal, "w2")
     assert again.attempt == 1  # a max_attempts=1 job can still run: the release cost nothing
     assert journal.release([]) == 0
@@ -609,8 +610,10 @@ def test_b2_concurrent_claimers_each_job_leased_once(backend: Backend, journal: 
     PostgreSQL claims with SKIP LOCKED, so the claimers run side by side. SQLite
     serialises the writers: each lease is a ``BEGIN IMMEDIATE`` transaction that
     waits up to ``busy_timeout`` for the file's write lock, so the claimers take
-    turns, and SQLite's busy handler is not fair (one claimer may take most jobs).
-    That is what one SQLite file allows: one writer at a time, readers never wait (B13).
+    turns (the busy handler is not fair: a claimer that leased and acked back to
+    back kept the lock to itself, so each one "runs" its jobs for 2 ms between
+    lease and ack, as a worker would). That is what one SQLite file allows: one
+    writer at a time; readers never wait (B13).
     """
     total, claimers = 8_000, 4
     for start in range(0, total, 1_000):
@@ -631,7 +634,8 @@ def test_b2_concurrent_claimers_each_job_leased_once(backend: Backend, journal: 
                 p.kill()
                 p.wait()
     assert [p.returncode for p in procs] == [0] * claimers, errors
-    claims = [(job_id, lease_id, attempt, k) for k, out in enumerate(outs) for job_id, lease_id, attempt in json.loads(out.read_text())]
+    claims = [(job_id, lease_id, attempt, k)
+              for k, out in enumerate(outs) for job_id, lease_id, attempt in json.loads(out.read_text())]
     per_job: dict[str, list[tuple[int, int, int]]] = {}
     for job_id, lease_id, attempt, k in claims:
         per_job.setdefault(job_id, []).append((lease_id, attempt, k))
