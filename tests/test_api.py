@@ -28,8 +28,8 @@ PINNED_ALL = {
         "RetryPolicy", "Task", "TaskRegistry", "UnknownTask", "current_job",
     ],
     "actorq.journal": [
-        "Failure", "JobInfo", "JobState", "Journal", "LeasedJob", "NewJob", "SQLiteJournal",
-        "TERMINAL_STATES", "open_journal",
+        "Failure", "JobInfo", "JobState", "Journal", "LeasedJob", "Listener", "NewJob", "PostgresJournal",
+        "SQLiteJournal", "TERMINAL_STATES", "enqueue_in", "migrate", "open_journal",
     ],
     "actorq.supervisors": [
         "ActorChild", "AlreadyPresent", "AlreadyStarted", "Backoff", "Child", "ChildExit", "ChildExitHook",

@@ -1,4 +1,9 @@
 # The durable queue: the Journal protocol of job state transitions and its backends.
+# The PostgreSQL names load psycopg (the optional `postgres` extra) on first use only.
+from typing import Any
+
+from actorq.journal.backends import migrate as migrate
+from actorq.journal.backends import open_journal as open_journal
 from actorq.journal.protocol import TERMINAL_STATES as TERMINAL_STATES
 from actorq.journal.protocol import Failure as Failure
 from actorq.journal.protocol import JobInfo as JobInfo
@@ -7,7 +12,6 @@ from actorq.journal.protocol import Journal as Journal
 from actorq.journal.protocol import LeasedJob as LeasedJob
 from actorq.journal.protocol import NewJob as NewJob
 from actorq.journal.sqlite import SQLiteJournal as SQLiteJournal
-from actorq.journal.sqlite import open_journal as open_journal
 
 __all__ = [
     "Failure",
@@ -15,8 +19,22 @@ __all__ = [
     "JobState",
     "Journal",
     "LeasedJob",
+    "Listener",
     "NewJob",
+    "PostgresJournal",
     "SQLiteJournal",
     "TERMINAL_STATES",
+    "enqueue_in",
+    "migrate",
     "open_journal",
 ]
+
+_POSTGRES_NAMES = ("Listener", "PostgresJournal", "enqueue_in")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _POSTGRES_NAMES:
+        from actorq.journal import postgres
+
+        return getattr(postgres, name)
+    raise AttributeError(f"module 'actorq.journal' has no attribute {name!r}")

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SYNCHRONOUS_LEVELS = ("normal", "full", "extra")
+CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _CLEAR_LEASE = "lease_id = NULL, lease_owner = NULL, lease_expires = NULL"
 _IN_CHUNK = 500  # ids per IN list; far below SQLite's limit of 32,766 bound parameters
 _INSERT_COLUMNS = 9
@@ -75,6 +76,8 @@ class SQLiteJournal:
         self._clock = clock
         self._lock_fd: int | None = None
         self._in_tx = False
+        self.applied_versions: list[int] = []
+        """Schema versions this open created ([] when the file already had its schema)."""
         try:
             self._conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
@@ -130,6 +133,7 @@ class SQLiteJournal:
                     if statement.strip():
                         self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self.applied_versions = [SCHEMA_VERSION]
                 logger.info("created journal schema v%d in %s", SCHEMA_VERSION, self.path)
 
     # -- transactions ----------------------------------------------------------
@@ -445,6 +449,36 @@ class SQLiteJournal:
         if not name.replace("_", "").isalnum():
             raise ValueError(f"not a pragma name: {name!r}")
         return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def checkpoint(self, mode: str = "truncate") -> tuple[int, int, int]:
+        """Copy the WAL into the database file and restart it (E9: checkpoint starvation).
+
+        SQLite's automatic checkpoints are passive: while readers keep reading, the WAL
+        can never start over and grows without bound. ``restart`` and ``truncate`` wait
+        (up to ``busy_timeout``) for the readers of the old WAL to finish, then start it
+        over; ``truncate`` also shrinks the file to zero. Call it now and then from the
+        journal's own thread, outside a transaction.
+
+        Args:
+            mode: ``passive``, ``full``, ``restart`` or ``truncate`` (default).
+
+        Returns:
+            ``(busy, wal_frames, checkpointed_frames)``; busy is 1 when readers kept it
+            from finishing within ``busy_timeout``.
+
+        Raises:
+            ValueError: an unknown mode.
+            JournalError: called inside a transaction, or the checkpoint failed.
+        """
+        if mode not in CHECKPOINT_MODES:
+            raise ValueError(f"checkpoint mode must be one of {CHECKPOINT_MODES}, got {mode!r}")
+        if self._in_tx:
+            raise JournalError(f"journal {self.path}: checkpoint() inside a transaction")
+        try:
+            busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode.upper()})").fetchone()
+        except sqlite3.Error as exc:
+            raise JournalError(self._explain(exc)) from exc
+        return busy, frames, done
 
     def close(self) -> None:
         """Close the connection and release the node lock. Idempotent."""

@@ -1,4 +1,9 @@
-"""The journal writer's group commit under faults: a full journal (E5) and ops after stop."""
+"""The journal writer's group commit on each backend, and under faults.
+
+Group commit and error handling run on both backends (the ``backend`` fixture);
+a full SQLite journal (E5) is SQLite-only. A PostgreSQL connection killed in the
+middle of a group (E1) is in test_postgres.py.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from journal_support import Backend
 
 from actorq.errors import JournalError
 from actorq.ids import new_id
@@ -66,9 +72,9 @@ def test_e5_full_journal_fails_the_whole_group_and_recovers(tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(30)
-def test_an_op_submitted_after_stop_is_answered_with_an_error(tmp_path: Path) -> None:
+def test_an_op_submitted_after_stop_is_answered_with_an_error(backend: Backend) -> None:
     async def main() -> None:
-        writer = jw.JournalWriter(lambda: SQLiteJournal(tmp_path / "w.db"), asyncio.get_running_loop())
+        writer = jw.JournalWriter(backend.open, asyncio.get_running_loop())
         await writer.start()
         await writer.stop()
         with pytest.raises(JournalError, match="stopped"):
@@ -78,9 +84,9 @@ def test_an_op_submitted_after_stop_is_answered_with_an_error(tmp_path: Path) ->
 
 
 @pytest.mark.timeout(30)
-def test_an_unexpected_error_fails_its_group_and_the_writer_keeps_going(tmp_path: Path) -> None:
+def test_an_unexpected_error_fails_its_group_and_the_writer_keeps_going(backend: Backend) -> None:
     async def main() -> None:
-        writer = jw.JournalWriter(lambda: SQLiteJournal(tmp_path / "x.db"), asyncio.get_running_loop())
+        writer = jw.JournalWriter(backend.open, asyncio.get_running_loop())
         await writer.start()
         # a bug outside the per-op guards: fail every op of the group, keep the thread alive
         writer.journal.transaction = _exploding_transaction(writer.journal)  # type: ignore[method-assign]
@@ -94,7 +100,7 @@ def test_an_unexpected_error_fails_its_group_and_the_writer_keeps_going(tmp_path
     asyncio.run(main())
 
 
-def _exploding_transaction(journal: SQLiteJournal) -> Any:
+def _exploding_transaction(journal: Any) -> Any:
     from contextlib import contextmanager
 
     @contextmanager
@@ -103,3 +109,41 @@ def _exploding_transaction(journal: SQLiteJournal) -> Any:
         yield  # pragma: no cover
 
     return transaction
+
+
+@pytest.mark.timeout(60)
+def test_group_commit_batches_many_ops_and_answers_after_the_commit(backend: Backend) -> None:
+    """1,000 enqueues submitted without awaiting commit land in fewer than 1,000 transactions."""
+    observer = backend.open()  # another connection: sees only committed jobs
+
+    async def main() -> tuple[dict[str, Any], jw.WriterStats, list[tuple[Any, Any]], list[bool]]:
+        writer = jw.JournalWriter(backend.open, asyncio.get_running_loop())
+        await writer.start()
+        callbacks: list[tuple[Any, Any]] = []
+        visible_at_callback: list[bool] = []
+
+        def on_done(result: Any, error: BaseException | None) -> None:
+            callbacks.append((result, error))
+
+        def on_first(result: Any, error: BaseException | None) -> None:
+            # A job is accepted only once its group committed: another connection sees it.
+            visible_at_callback.append(observer.get(result) is not None)
+            on_done(result, error)
+
+        for n in range(1000):
+            writer.enqueue(NewJob(f"job-{n:04d}", "q", "t", b""), on_first if n in (0, 999) else on_done)
+        counts = await writer.call(jw.CALL, lambda journal: journal.counts())
+        await writer.stop()
+        await writer.stop()  # idempotent
+        return counts, writer.stats, callbacks, visible_at_callback
+
+    counts, stats, callbacks, visible = asyncio.run(main())
+    assert counts == {"q": {"ready": 1000}}
+    assert len(callbacks) == 1000 and all(error is None for _, error in callbacks)
+    assert sorted(result for result, _ in callbacks) == [f"job-{n:04d}" for n in range(1000)]
+    assert visible == [True, True]
+    assert stats.jobs_enqueued == 1000
+    print(f"commits={stats.commits} max_group={stats.max_group}")
+    assert stats.commits < 1000  # fewer commits than ops: the ops were grouped
+    assert stats.max_group > 1
+    assert observer.counts() == {"q": {"ready": 1000}}

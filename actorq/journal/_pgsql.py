@@ -1,0 +1,198 @@
+"""The PostgreSQL journal's statements, composed once per schema.
+
+Names are quoted with `psycopg.sql.Identifier`; every value is a bound
+parameter (``%(name)s``). Batches travel as arrays and are unpacked with
+``unnest``: one statement, one round trip, for any batch size.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from psycopg import sql
+
+SCHEMA_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+_CLEAR_LEASE = "lease_id = NULL, lease_owner = NULL, lease_expires = NULL"
+# A lease of `lease_for` seconds by the database's clock; math.inf never expires.
+_EXPIRY = ("CASE WHEN %(lease_for)s::float8 = 'Infinity' THEN 'infinity'::timestamptz"
+           " ELSE now() + make_interval(secs => %(lease_for)s::float8) END")
+# One NOTIFY per queue that got ready jobs (rows of `source` with a `queue` column):
+# at most one per queue and batch, since NOTIFY serialises commits.
+_NOTIFY = ("(SELECT count(*) FROM (SELECT pg_notify(%(channel)s, d.queue)"
+           " FROM (SELECT DISTINCT queue FROM {source}) d) n)")
+
+
+def check_schema(schema: str) -> str:
+    """Return `schema` if it is a valid journal schema name.
+
+    Raises:
+        ValueError: it does not match ``^[a-z_][a-z0-9_]{0,62}$``.
+    """
+    if not isinstance(schema, str) or not SCHEMA_PATTERN.fullmatch(schema):
+        raise ValueError(
+            f"invalid journal schema name {schema!r}: expected lowercase letters, digits and '_', "
+            "starting with a letter or '_', at most 63 characters")
+    return schema
+
+
+@dataclass(frozen=True)
+class Statements:
+    """Every statement of one schema, rendered to text once."""
+
+    schema: str
+    channel: str
+    migrations_table: str
+    enqueue: str
+    lease: str
+    lease_queues: str
+    complete: str
+    fail: str
+    release: str
+    reclaim_owner: str
+    reclaim_prefix: str
+    reclaim_expired: str
+    renew: str
+    promote: str
+    cancel: str
+    retry_dead: str
+    counts: str
+    get: str
+    errors: str
+    privileges: str
+
+
+def _reclaim(where: str) -> str:
+    # The crash is the attempt (counted at lease time); its reason goes to the errors table.
+    return (
+        "WITH taken AS (UPDATE {jobs} SET"
+        " state = CASE WHEN task = ANY(%(fail_tasks)s::text[]) THEN 'failed'"
+        "  WHEN attempts >= max_attempts THEN 'dead' ELSE 'ready' END,"
+        " finished_at = CASE WHEN task = ANY(%(fail_tasks)s::text[]) OR attempts >= max_attempts"
+        "  THEN now() END,"
+        f" last_error = %(reason)s, {_CLEAR_LEASE}"
+        f" WHERE state = 'leased' AND {where} RETURNING id, attempts)"
+        " INSERT INTO {errors} (job_id, attempt, at, error) SELECT id, attempts, now(), %(reason)s FROM taken"
+    )
+
+
+def _lease(queue_match: str) -> str:
+    return (
+        # MATERIALIZED: the LIMIT is applied once, before the update, whatever plan is chosen;
+        # a subquery in WHERE can be re-run by the planner and hand out more than asked (B3).
+        # SKIP LOCKED: dispatchers never wait on each other (B4).
+        "WITH picked AS MATERIALIZED ("
+        f" SELECT id FROM {{jobs}} WHERE state = 'ready' AND {queue_match}"
+        " ORDER BY priority, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+        # one lease id for the batch, drawn once (a MATERIALIZED CTE is evaluated once)
+        " lease AS MATERIALIZED (SELECT nextval({lease_ids}) AS id)"
+        " UPDATE {jobs} j SET state = 'leased', attempts = j.attempts + 1, lease_id = lease.id,"
+        f" lease_owner = %(owner)s, lease_expires = {_EXPIRY}"
+        " FROM picked, lease WHERE j.id = picked.id"
+        " RETURNING j.id, j.queue, j.task, j.payload, j.attempts, j.max_attempts, j.lease_id"
+    )
+
+
+_TEXT = {
+    "enqueue": (
+        "WITH new AS ("
+        " INSERT INTO {jobs} (id, queue, task, payload, state, priority, run_at, max_attempts, created_at)"
+        " SELECT n.id, n.queue, n.task, n.payload,"
+        "  CASE WHEN to_timestamp(n.run_at) > now() THEN 'scheduled' ELSE 'ready' END,"
+        "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now()"
+        " FROM unnest(%(ids)s::text[], %(queues)s::text[], %(tasks)s::text[], %(payloads)s::bytea[],"
+        "  %(priorities)s::int4[], %(run_at)s::float8[], %(max_attempts)s::int4[])"
+        "  AS n(id, queue, task, payload, priority, run_at, max_attempts)"
+        # A re-sent id is a no-op (B6); a CHECK failure still raises.
+        " ON CONFLICT (id) DO NOTHING"
+        " RETURNING queue, state)"
+        " SELECT count(*), " + _NOTIFY.replace("{source}", "new WHERE state = 'ready'") + " FROM new"
+    ),
+    # One queue: the index on (queue, priority, id) yields rows in order and the scan stops at
+    # the limit. Several: every ready row of those queues is sorted first (~1 ms per 4k rows).
+    "lease": _lease("queue = %(queue)s"),
+    "lease_queues": _lease("queue = ANY(%(queues)s::text[])"),
+    "complete": (
+        f"UPDATE {{jobs}} j SET state = 'succeeded', finished_at = now(), {_CLEAR_LEASE}"
+        " FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"
+        " WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'"
+    ),
+    "fail": (
+        "WITH f AS (SELECT * FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[], %(errors)s::text[],"
+        "  %(retry_at)s::float8[], %(finals)s::text[]) AS f(id, lease_id, error, retry_at, final)),"
+        " done AS (UPDATE {jobs} j SET"
+        "  state = CASE WHEN f.final IS NOT NULL THEN f.final"
+        "   WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'retry' END,"
+        "  run_at = CASE WHEN f.final IS NOT NULL OR j.attempts >= j.max_attempts THEN j.run_at"
+        "   ELSE to_timestamp(f.retry_at) END,"
+        "  finished_at = CASE WHEN f.final IS NOT NULL OR j.attempts >= j.max_attempts THEN now() END,"
+        f"  last_error = f.error, {_CLEAR_LEASE}"
+        "  FROM f WHERE j.id = f.id AND j.lease_id = f.lease_id AND j.state = 'leased'"
+        "  RETURNING j.id, j.attempts, f.error)"
+        " INSERT INTO {errors} (job_id, attempt, at, error) SELECT id, attempts, now(), error FROM done"
+    ),
+    "release": (
+        f"UPDATE {{jobs}} j SET state = 'ready', attempts = j.attempts - 1, {_CLEAR_LEASE}"
+        " FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"
+        " WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'"
+    ),
+    "reclaim_owner": _reclaim("lease_owner = %(owner)s AND lease_id <> ALL(%(keep)s::int8[])"),
+    # starts_with, not LIKE: '%' and '_' in a node name are plain characters here.
+    "reclaim_prefix": _reclaim("starts_with(lease_owner, %(prefix)s)"),
+    "reclaim_expired": _reclaim("lease_expires < now()"),
+    "renew": (
+        f"UPDATE {{jobs}} SET lease_expires = {_EXPIRY}"
+        " WHERE state = 'leased' AND lease_owner = ANY(%(owners)s::text[])"
+    ),
+    "promote": (
+        "WITH moved AS (UPDATE {jobs} SET state = 'ready'"
+        " WHERE state IN ('scheduled', 'retry') AND run_at <= now() RETURNING queue)"
+        " SELECT count(*), " + _NOTIFY.replace("{source}", "moved") + " FROM moved"
+    ),
+    "cancel": (
+        f"UPDATE {{jobs}} SET state = 'cancelled', finished_at = now(), {_CLEAR_LEASE}"
+        " WHERE id = %(id)s AND state IN ('scheduled', 'ready', 'leased', 'retry')"
+    ),
+    "retry_dead": (
+        "WITH revived AS (UPDATE {jobs} SET state = 'ready', attempts = 0, run_at = now(), finished_at = NULL"
+        " WHERE id = %(id)s AND state IN ('dead', 'failed') RETURNING queue)"
+        " SELECT count(*), " + _NOTIFY.replace("{source}", "revived") + " FROM revived"
+    ),
+    "counts": "SELECT queue, state, count(*) FROM {jobs} GROUP BY queue, state",
+    "get": (
+        "SELECT id, queue, task, state, attempts, max_attempts, extract(epoch FROM run_at)::float8,"
+        " lease_owner, last_error FROM {jobs} WHERE id = %(id)s"
+    ),
+    "errors": "SELECT error FROM {errors} WHERE job_id = %(id)s ORDER BY seq",
+    "privileges": (
+        "SELECT has_table_privilege(%(jobs)s, 'SELECT') AND has_table_privilege(%(jobs)s, 'INSERT')"
+        " AND has_table_privilege(%(jobs)s, 'UPDATE') AND has_table_privilege(%(errors)s, 'INSERT')"
+        " AND has_table_privilege(%(errors)s, 'SELECT') AND has_sequence_privilege(%(lease_ids)s, 'USAGE')"
+    ),
+}
+
+
+def table(schema: str, name: str) -> str:
+    """The quoted, schema-qualified name of one of the journal's tables."""
+    return sql.Identifier(schema, name).as_string(None)
+
+
+@lru_cache(maxsize=64)
+def statements(schema: str) -> Statements:
+    """Compose (once) every statement for `schema`.
+
+    Raises:
+        ValueError: `schema` is not a valid schema name.
+    """
+    check_schema(schema)
+    names = {
+        "jobs": sql.Identifier(schema, "actorq_jobs"),
+        "errors": sql.Identifier(schema, "actorq_errors"),
+        # nextval takes the sequence's name as text: a quoted, escaped literal.
+        "lease_ids": sql.Literal(table(schema, "actorq_lease_ids")),
+    }
+    rendered = {key: sql.SQL(text).format(**names).as_string(None) for key, text in _TEXT.items()}
+    return Statements(schema=schema, channel=schema,
+                      migrations_table=table(schema, "actorq_migrations"), **rendered)

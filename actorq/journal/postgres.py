@@ -1,0 +1,639 @@
+"""The PostgreSQL journal: many nodes on one database, one schema per journal.
+
+Needs the optional ``postgres`` extra (psycopg 3): ``pip install 'actorq[postgres]'``.
+
+::
+
+    node A ─ journal writer ─┐                        ┌─ LISTEN "<schema>" ─ Listener ─▶ wake dispatcher
+    node B ─ journal writer ─┼─▶ <schema>.actorq_jobs ┤
+    web app ─ enqueue_in(conn) (inside its own transaction; the job exists iff it commits)
+                             └─ enqueue / promote / retry_dead: NOTIFY "<schema>", payload = queue
+
+Claims take ready rows with ``FOR UPDATE SKIP LOCKED`` under a materialized
+``LIMIT``, so concurrent dispatchers never wait on each other and never get
+more than they asked for; a ``CHECK`` keeps ``attempts <= max_attempts``.
+Lease expiry and ``run_at`` are compared with the database's ``now()`` (the
+start of the transaction), never with a node's wall clock. Lease ids come
+from one sequence, so a stale lease id never matches a newer lease (fencing).
+
+Schema and migrations: numbered files ``sql/postgres_NNN_*.sql``, applied by
+`migrate` under an advisory lock and recorded in ``<schema>.actorq_migrations``.
+Opening a journal checks the version: a schema that does not exist yet or is
+empty is migrated on the spot (the first run works as with SQLite; pass
+``create_schema=False`` to forbid it); an older version is refused ("run
+``actorq migrate``"), a newer one too ("upgrade actorq").
+
+Transactions: methods called inside ``with journal.transaction():`` share one
+``BEGIN`` ... ``COMMIT``; every method is one statement. An `enqueue` that the
+schema refuses (a CHECK violation) runs under a savepoint and fails alone, as a
+failed statement does in SQLite, and the rest of the group still commits. Any
+other failed statement (a deadlock, a server error) aborts the transaction: the
+later methods and the ``COMMIT`` raise `JournalError`, and nothing is applied.
+If the connection is lost, the transaction fails the same way (when the loss
+hit the ``COMMIT`` itself, its outcome is unknown) and the next operation
+reconnects, retrying with backoff.
+
+Durability: a transition is durable once ``transaction()`` (or the method,
+called alone) returns, under the server's ``synchronous_commit`` (on by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Callable, Collection, Iterator, Sequence
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.pq import TransactionStatus
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess without psycopg
+    raise ImportError(
+        "the PostgreSQL journal needs psycopg 3: pip install 'actorq[postgres]'") from exc
+# 3.2: quoting identifiers without a connection, and notifies(timeout=...) for the listener
+if tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2]) < (3, 2):  # pragma: no cover
+    raise ImportError(f"the PostgreSQL journal needs psycopg >= 3.2 (found {psycopg.__version__}): "
+                      "pip install -U 'actorq[postgres]'")
+
+from actorq.errors import JournalError
+from actorq.journal._pgconnect import Connector, redact_url
+from actorq.journal.backends import DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA
+from actorq.journal._pgsql import Statements, check_schema, statements, table
+from actorq.journal.protocol import Failure, JobInfo, JobState, LeasedJob, NewJob
+
+__all__ = ["DEFAULT_SCHEMA", "Listener", "PostgresJournal", "enqueue_in", "migrate"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BACKOFF = 5.0
+_FINAL_STATES = (None, JobState.FAILED, JobState.DEAD)
+_MIGRATION_FILE = re.compile(r"postgres_(\d{3})_([a-z0-9_]+)\.sql")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered schema change (``sql/postgres_NNN_name.sql``)."""
+
+    version: int
+    name: str
+    text: str
+
+
+def _load_migrations() -> tuple[Migration, ...]:
+    found = []
+    for entry in resources.files("actorq.journal").joinpath("sql").iterdir():
+        match = _MIGRATION_FILE.fullmatch(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text()))
+    found.sort(key=lambda m: m.version)
+    if [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"actorq's PostgreSQL migrations are not numbered 1..n: {[m.version for m in found]}")
+    return tuple(found)
+
+
+MIGRATIONS = _load_migrations()
+
+
+def _latest() -> int:
+    return MIGRATIONS[-1].version
+
+
+# -- migrations ------------------------------------------------------------------------------
+
+
+def _schema_state(conn: psycopg.Connection[Any], schema: str) -> tuple[bool, int, int | None]:
+    """(schema exists, number of relations in it, migrated version or None without a migrations table)."""
+    exists, relations, has_table = conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %(s)s),"
+        " (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "  WHERE n.nspname = %(s)s),"
+        " to_regclass(%(t)s) IS NOT NULL",
+        {"s": schema, "t": table(schema, "actorq_migrations")},
+    ).fetchone()  # type: ignore[misc]
+    version = None
+    if has_table:
+        version = conn.execute(sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(
+            sql.Identifier(schema, "actorq_migrations"))).fetchone()[0]  # type: ignore[index]
+    return exists, relations, version
+
+
+def _apply_migrations(conn: psycopg.Connection[Any], schema: str, where: str) -> list[int]:
+    """Apply the missing migrations in one transaction, under a per-schema advisory lock."""
+    ident = sql.Identifier(schema)
+    applied: list[int] = []
+    with conn.transaction():
+        # Two nodes starting on a fresh schema: the second waits here, then finds it migrated.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('actorq.migrate'), hashtext(%s))", (schema,))
+        exists, relations, version = _schema_state(conn, schema)
+        if version is None and relations:
+            raise JournalError(f"schema {schema!r} at {where} holds tables but no actorq_migrations table: "
+                               "it is not an actorq journal; choose another schema")
+        if version is not None and version > _latest():
+            raise JournalError(f"journal schema {schema!r} at {where} has version {version}; this actorq knows "
+                               f"versions up to {_latest()}. Upgrade actorq to use it.")
+        if not exists:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+        if version is None:
+            conn.execute(sql.SQL(
+                "CREATE TABLE {}.actorq_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())").format(ident))
+            version = 0
+        # The files name their tables unqualified: they land in the journal's schema.
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
+        for migration in MIGRATIONS:
+            if migration.version <= version:
+                continue
+            conn.execute(migration.text)
+            conn.execute(sql.SQL("INSERT INTO {} (version, name) VALUES (%s, %s)").format(
+                sql.Identifier(schema, "actorq_migrations")), (migration.version, migration.name))
+            applied.append(migration.version)
+    for number in applied:
+        logger.info("journal schema %r at %s: applied migration %03d", schema, where, number)
+    return applied
+
+
+def migrate(url: str, schema: str = DEFAULT_SCHEMA, *,
+            connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR) -> list[int]:
+    """Create or upgrade the journal schema `schema` in the database at `url`.
+
+    Safe to run from several processes at once (an advisory lock serialises them) and
+    again after it succeeded (it then applies nothing).
+
+    Args:
+        url: a ``postgresql://`` URL (libpq environment variables and ``.pgpass`` apply).
+        schema: the journal's schema, created if missing.
+        connect_retry_for: seconds to retry an unreachable server.
+
+    Returns:
+        The versions applied now, in order ([] when already up to date).
+
+    Raises:
+        ValueError: `schema` is not a valid schema name.
+        JournalError: the server cannot be reached, the schema holds something else or
+            a newer version, or a migration failed (nothing of it is applied).
+    """
+    check_schema(schema)
+    connector = Connector(url, retry_for=connect_retry_for, max_backoff=DEFAULT_MAX_BACKOFF, purpose="migrate")
+    with connector.connect() as conn:
+        try:
+            return _apply_migrations(conn, schema, connector.where)
+        except psycopg.Error as exc:
+            raise JournalError(f"migrating journal schema {schema!r} at {connector.where} failed: "
+                               f"{connector.scrub(str(exc).strip())}") from None
+
+
+# -- the journal -------------------------------------------------------------------------------
+
+
+def _enqueue_params(jobs: Sequence[NewJob], channel: str) -> dict[str, Any]:
+    return {
+        "ids": [j.id for j in jobs], "queues": [j.queue for j in jobs], "tasks": [j.task for j in jobs],
+        "payloads": [j.payload for j in jobs], "priorities": [j.priority for j in jobs],
+        "run_at": [j.run_at for j in jobs], "max_attempts": [j.max_attempts for j in jobs],
+        "channel": channel,
+    }
+
+
+def _text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL: an error text keeps the rest, with U+FFFD in its place."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _pairs(pairs: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    # An id with a NUL (only a malformed ack can carry one) names no job: it is stale, not an error.
+    pairs = [p for p in pairs if "\x00" not in p[0]]
+    return {"ids": [p[0] for p in pairs], "lease_ids": [p[1] for p in pairs]}
+
+
+class PostgresJournal:
+    """A `Journal` in one schema of a PostgreSQL database.
+
+    Args:
+        url: ``postgresql://user@host:port/dbname`` (or ``postgres://``); libpq environment
+            variables, ``PGPASSFILE``/``~/.pgpass`` and service files apply.
+        schema: the journal's schema (default ``actorq``); see `DEFAULT_SCHEMA`.
+        create_schema: migrate a schema that does not exist yet or is empty on open.
+        connect_retry_for: seconds to retry an unreachable server, at open and on reconnect.
+        max_backoff: the longest sleep between connection attempts.
+
+    Raises:
+        ValueError: `schema` is not a valid schema name.
+        JournalError: the server cannot be reached (the message names host:port and the
+            cause, never the password); the schema is not migrated ("run ``actorq
+            migrate``"), is newer than this actorq, or holds something else.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        create_schema: bool = True,
+        connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+    ) -> None:
+        self.schema = check_schema(schema)
+        self.url = redact_url(url)
+        self._sql: Statements = statements(schema)
+        self._connector = Connector(url, retry_for=connect_retry_for, max_backoff=max_backoff, purpose="journal")
+        self._conn: psycopg.Connection[Any] | None = None
+        self._depth = 0
+        conn = self._connector.connect()
+        try:
+            self._check_version(conn, create_schema)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, psycopg.Error):
+                raise self._error(exc) from None
+            raise
+        self._conn = conn
+
+    def _check_version(self, conn: psycopg.Connection[Any], create: bool) -> None:
+        where, schema = self._connector.where, self.schema
+        _, relations, version = _schema_state(conn, schema)
+        if version == _latest():
+            return
+        if version is None and not relations:
+            if not create:
+                raise JournalError(f"journal schema {schema!r} at {where} does not exist yet: run `actorq migrate`")
+            _apply_migrations(conn, schema, where)
+            return
+        if version is not None and version < _latest():
+            raise JournalError(f"journal schema {schema!r} at {where} has version {version}; this actorq needs "
+                               f"version {_latest()}: run `actorq migrate`")
+        _apply_migrations(conn, schema, where)  # refuses a foreign or newer schema with a clear message
+
+    # -- transactions ------------------------------------------------------------------------
+    def _error(self, exc: psycopg.Error, doing: str = "") -> JournalError:
+        cause = self._connector.scrub(" ".join(str(exc).split()))
+        text = f"journal {self.url} (schema {self.schema}): {doing}{cause}"
+        if self._conn is not None and self._conn.closed:
+            text += "; the connection was lost, the next operation reconnects"
+        return JournalError(text)
+
+    def _reconnect(self) -> psycopg.Connection[Any]:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._conn = self._connector.connect()
+        return self._conn
+
+    def _begin(self) -> psycopg.Connection[Any]:
+        conn = self._conn if self._conn is not None and not self._conn.closed else self._reconnect()
+        try:
+            conn.execute("BEGIN")
+        except psycopg.OperationalError as exc:
+            if not conn.closed:
+                raise self._error(exc) from None
+            # The server dropped the idle connection (restart, pg_terminate_backend) before
+            # anything of this transaction was sent: reconnecting and beginning again is safe.
+            conn = self._reconnect()
+            try:
+                conn.execute("BEGIN")
+            except psycopg.Error as exc2:
+                raise self._error(exc2) from None
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One ``BEGIN`` ... ``COMMIT``; a nested use joins the outer transaction.
+
+        Raises:
+            JournalError: the transaction could not commit (the connection was lost, or a
+                statement failed and its error was swallowed); nothing inside was committed.
+        """
+        if self._depth:
+            conn = self._conn
+            if conn is None or conn.closed or conn.info.transaction_status != TransactionStatus.INTRANS:
+                raise JournalError(f"journal {self.url} (schema {self.schema}): the transaction was lost "
+                                   "(connection lost or an earlier statement failed); nothing in it will be committed")
+            self._depth += 1
+            try:
+                yield
+            except psycopg.Error as exc:
+                raise self._error(exc) from None
+            finally:
+                self._depth -= 1
+            return
+        conn = self._begin()
+        self._depth = 1
+        try:
+            yield
+            if conn.info.transaction_status != TransactionStatus.INTRANS:
+                raise JournalError(f"journal {self.url} (schema {self.schema}): the transaction was "
+                                   "rolled back by an earlier error; nothing in it was committed")
+            try:
+                conn.execute("COMMIT")
+            except psycopg.Error as exc:
+                raise self._error(exc, "COMMIT failed, its outcome is unknown: " if conn.closed else "") from None
+        except BaseException as exc:
+            if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                try:
+                    conn.execute("ROLLBACK")
+                except psycopg.Error:
+                    pass  # the connection went away meanwhile: the server rolls back
+            if isinstance(exc, psycopg.Error):
+                raise self._error(exc) from None
+            raise
+        finally:
+            self._depth = 0
+            if conn.closed:
+                self._conn = None
+
+    def _execute(self, query: str, params: dict[str, Any], *, isolated: bool = False) -> psycopg.Cursor[Any]:
+        """Run one statement in its own transaction, or as part of the caller's.
+
+        In the caller's transaction a failing statement aborts all of it (its COMMIT then
+        raises), except an `isolated` one: it runs under a savepoint and fails alone, as a
+        failed statement does in SQLite. Only enqueue is isolated: it is the one statement
+        whose values (a job's fields) can be refused by the schema. A savepoint costs two
+        round trips (~0.12 ms here) and a subtransaction, so the others, whose values the
+        journal made itself, run without.
+        """
+        with self.transaction():
+            conn = self._conn
+            assert conn is not None
+            if not (isolated and self._depth > 1):
+                return conn.execute(query, params)
+            conn.execute("SAVEPOINT actorq_isolated")
+            try:
+                cursor = conn.execute(query, params)
+            except psycopg.Error:
+                if not conn.closed:
+                    conn.execute("ROLLBACK TO SAVEPOINT actorq_isolated")
+                    conn.execute("RELEASE SAVEPOINT actorq_isolated")
+                raise
+            conn.execute("RELEASE SAVEPOINT actorq_isolated")
+            return cursor
+
+    def attach_node(self) -> None:
+        """Check that this role may write the journal. Takes no lock: PostgreSQL allows many nodes.
+
+        Raises:
+            JournalError: the role lacks a privilege the journal needs (named in the message).
+        """
+        names = {"jobs": table(self.schema, "actorq_jobs"), "errors": table(self.schema, "actorq_errors"),
+                 "lease_ids": table(self.schema, "actorq_lease_ids")}
+        if not self._execute(self._sql.privileges, names).fetchone()[0]:  # type: ignore[index]
+            raise JournalError(
+                f"journal {self.url} (schema {self.schema}): this role may not write the journal; it needs "
+                f"SELECT, INSERT and UPDATE on {names['jobs']}, SELECT and INSERT on {names['errors']} "
+                f"and USAGE on {names['lease_ids']}")
+
+    # -- transitions ---------------------------------------------------------------------------
+    def enqueue(self, jobs: Sequence[NewJob]) -> int:
+        """Insert `jobs` as ready, or scheduled when `run_at` is later than the database's now.
+
+        Ids already present are skipped (idempotent re-send). Notifies the schema's channel
+        once per queue that got ready jobs. Returns the number inserted.
+        """
+        if not jobs:
+            return 0
+        row = self._execute(self._sql.enqueue, _enqueue_params(jobs, self._sql.channel), isolated=True).fetchone()
+        return row[0]  # type: ignore[index]
+
+    def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
+        """Lease up to `limit` ready jobs of `queues` to `owner` for `lease_for` s, counting an attempt each.
+
+        Jobs are chosen by priority, then id, skipping rows other transactions hold locked;
+        ``lease_for=math.inf`` never expires. The returned list is in no particular order.
+        """
+        if limit <= 0 or not queues:
+            return []
+        params = {"owner": owner, "limit": limit, "lease_for": lease_for}
+        if len(queues) == 1:
+            rows = self._execute(self._sql.lease, {**params, "queue": queues[0]}).fetchall()
+        else:
+            rows = self._execute(self._sql.lease_queues, {**params, "queues": list(queues)}).fetchall()
+        return [LeasedJob(*row) for row in rows]
+
+    def complete(self, acks: Sequence[tuple[str, int]]) -> int:
+        """Move ``(job_id, lease_id)`` pairs to succeeded; returns how many were current (the rest were stale)."""
+        if not acks:
+            return 0
+        return self._execute(self._sql.complete, _pairs(acks)).rowcount
+
+    def fail(self, failures: Sequence[Failure]) -> int:
+        """Record failed attempts (retry, failed or dead); returns how many leases were current.
+
+        Raises:
+            ValueError: a `final_state` other than None, "failed" or "dead"; nothing is recorded.
+        """
+        for f in failures:
+            if f.final_state not in _FINAL_STATES:
+                raise ValueError(f"final_state must be None, 'failed' or 'dead', got {f.final_state!r}")
+        if not failures:
+            return 0
+        failures = [f for f in failures if "\x00" not in f.job_id]
+        params = {"ids": [f.job_id for f in failures], "lease_ids": [f.lease_id for f in failures],
+                  "errors": [_text(f.error) for f in failures], "retry_at": [f.retry_at for f in failures],
+                  "finals": [None if f.final_state is None else str(f.final_state) for f in failures]}
+        return self._execute(self._sql.fail, params).rowcount
+
+    def release(self, leases: Sequence[tuple[str, int]]) -> int:
+        """Return leased jobs that never started to ready, giving their attempt back; returns rows moved."""
+        if not leases:
+            return 0
+        return self._execute(self._sql.release, _pairs(leases)).rowcount
+
+    def _reclaim(self, query: str, reason: str, fail_tasks: Collection[str], **params: Any) -> int:
+        return self._execute(query, {**params, "reason": _text(reason), "fail_tasks": list(fail_tasks)}).rowcount
+
+    def reclaim(self, owner: str, reason: str, *, keep: Collection[int] = (),
+                fail_tasks: Collection[str] = ()) -> int:
+        """Take back `owner`'s jobs except the leases in `keep`: failed for `fail_tasks`, else ready or dead.
+
+        `reason` is recorded as the attempt's error. Returns the number of jobs taken back.
+        """
+        return self._reclaim(self._sql.reclaim_owner, reason, fail_tasks, owner=owner, keep=list(keep))
+
+    def reclaim_all(self, reason: str, owner_prefix: str = "", *, fail_tasks: Collection[str] = ()) -> int:
+        """`reclaim` every job whose owner starts with `owner_prefix` (compared literally; "" = all)."""
+        return self._reclaim(self._sql.reclaim_prefix, reason, fail_tasks, prefix=owner_prefix)
+
+    def expire(self, reason: str = "lease expired", *, fail_tasks: Collection[str] = ()) -> int:
+        """`reclaim` every job whose lease expired by the database's clock."""
+        return self._reclaim(self._sql.reclaim_expired, reason, fail_tasks)
+
+    def renew(self, owners: Sequence[str], lease_for: float) -> int:
+        """Extend the leases held by `owners` to the database's now + `lease_for`; returns rows renewed."""
+        if not owners:
+            return 0
+        return self._execute(self._sql.renew, {"owners": list(owners), "lease_for": lease_for}).rowcount
+
+    def promote(self) -> int:
+        """Move due scheduled and retry jobs to ready, notifying their queues; returns the number moved."""
+        return self._execute(self._sql.promote, {"channel": self._sql.channel}).fetchone()[0]  # type: ignore[index]
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a scheduled, ready, leased or retry job; False if it is final or unknown.
+
+        Cancelling a leased job clears its lease, so the worker's later answer is stale.
+        """
+        if "\x00" in job_id:  # no job can have it
+            return False
+        return self._execute(self._sql.cancel, {"id": job_id}).rowcount == 1
+
+    def retry_dead(self, job_id: str) -> bool:
+        """Make a dead or failed job ready with a fresh set of attempts; its error history is kept."""
+        if "\x00" in job_id:
+            return False
+        row = self._execute(self._sql.retry_dead, {"id": job_id, "channel": self._sql.channel}).fetchone()
+        return row[0] == 1  # type: ignore[index]
+
+    # -- reads -------------------------------------------------------------------------------
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Return ``{queue: {state: count}}``."""
+        result: dict[str, dict[str, int]] = {}
+        with self.transaction():
+            assert self._conn is not None
+            for queue, state, n in self._conn.execute(self._sql.counts):
+                result.setdefault(queue, {})[state] = n
+        return result
+
+    def get(self, job_id: str) -> JobInfo | None:
+        """Return the job with its errors, oldest first, or None."""
+        if "\x00" in job_id:
+            return None
+        with self.transaction():
+            assert self._conn is not None
+            row = self._conn.execute(self._sql.get, {"id": job_id}).fetchone()
+            if row is None:
+                return None
+            errors = [e for (e,) in self._conn.execute(self._sql.errors, {"id": job_id})]
+        return JobInfo(row[0], row[1], row[2], JobState(row[3]), *row[4:], errors)
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+def enqueue_in(conn: psycopg.Connection[Any], jobs: Sequence[NewJob], schema: str = DEFAULT_SCHEMA) -> int:
+    """Insert `jobs` inside the caller's own open transaction on `conn` (transactional enqueue).
+
+    The jobs exist only if that transaction commits; after a rollback they never
+    existed, and no worker saw them. The wake-up NOTIFY is delivered at commit too.
+    Nothing is committed here. On an autocommit connection outside a transaction
+    block the insert commits at once, as any statement would.
+
+    Args:
+        conn: the caller's psycopg 3 connection to the journal's database.
+        jobs: the jobs; ids already present are skipped (idempotent re-send).
+        schema: the journal's schema (already migrated).
+
+    Returns:
+        The number of jobs inserted.
+
+    Raises:
+        ValueError: `schema` is not a valid schema name.
+        psycopg.Error: as any statement of the caller's transaction would (the caller
+            rolls back).
+    """
+    if not jobs:
+        return 0
+    schema_sql = statements(schema)
+    row = conn.execute(schema_sql.enqueue, _enqueue_params(jobs, schema_sql.channel)).fetchone()
+    return row[0]  # type: ignore[index]
+
+
+# -- LISTEN/NOTIFY -----------------------------------------------------------------------------
+
+
+class Listener:
+    """Calls `callback` when jobs become ready in a journal schema, from LISTEN/NOTIFY.
+
+    A thread of its own holds one connection that listens on the schema's channel.
+    `callback(queue)` runs on that thread once per notification (keep it short and
+    non-blocking, e.g. ``loop.call_soon_threadsafe``); an exception it raises is
+    logged and ignored. After each (re)connect, `callback(None)` runs once:
+    notifications may have been missed meanwhile, so every queue may have work.
+    When the connection is lost, the listener reconnects with exponential backoff
+    (up to `max_backoff` s) and logs once per outage; `reconnects` counts the
+    times it came back. Notifications are a wake-up only: polling stays the
+    correctness path.
+
+    Args:
+        url: the journal's ``postgresql://`` URL.
+        callback: called with a queue name, or None after a (re)connect.
+        schema: the journal's schema.
+        max_backoff: the longest wait between connection attempts.
+        poll_interval: how often the thread checks for `stop` while idle.
+    """
+
+    def __init__(self, url: str, callback: Callable[[str | None], None], *, schema: str = DEFAULT_SCHEMA,
+                 max_backoff: float = DEFAULT_MAX_BACKOFF, poll_interval: float = 0.2) -> None:
+        self.schema = check_schema(schema)
+        self._callback = callback
+        # keepalives: a peer that vanished without a FIN is noticed within ~30 s, not hours
+        self._connector = Connector(url, retry_for=0.0, max_backoff=max_backoff, purpose="listener",
+                                    keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+        self._max_backoff = max_backoff
+        self._poll = poll_interval
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connected = threading.Event()
+        """Set while the LISTEN is in place (a test signal)."""
+        self.backend_pid: int | None = None
+        """The server process of the listening connection while connected (for operators and tests)."""
+        self.reconnects = 0
+        self.notifications = 0
+
+    def start(self) -> None:
+        """Start the listening thread. Idempotent; returns at once (the thread connects)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name=f"actorq-listener-{self.schema}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening and close the connection; returns once the thread has ended. Idempotent."""
+        self._stopping.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _notify(self, queue: str | None) -> None:
+        try:
+            self._callback(queue)
+        except Exception:
+            logger.exception("listener callback failed for queue %r", queue)
+
+    def _run(self) -> None:
+        delay = 0.05
+        ever_connected = False
+        channel = sql.SQL("LISTEN {}").format(sql.Identifier(self.schema))
+        while not self._stopping.is_set():
+            try:
+                conn = self._connector.connect()
+            except JournalError:
+                self._stopping.wait(delay)
+                delay = min(delay * 2, self._max_backoff)
+                continue
+            try:
+                with conn:
+                    conn.execute(channel)
+                    if ever_connected:
+                        self.reconnects += 1  # the connector logged "reachable again"
+                    ever_connected = True
+                    delay = 0.05
+                    self.backend_pid = conn.info.backend_pid
+                    self.connected.set()
+                    self._notify(None)
+                    while not self._stopping.is_set():
+                        for notify in conn.notifies(timeout=self._poll):
+                            self.notifications += 1
+                            self._notify(notify.payload)
+            except psycopg.Error as exc:
+                if not self._connector.outage:
+                    self._connector.outage = True
+                    logger.warning("listener on schema %r at %s lost its connection: %s; reconnecting",
+                                   self.schema, self._connector.where, self._connector.scrub(str(exc).strip()))
+            finally:
+                self.connected.clear()
+                self.backend_pid = None

@@ -1,0 +1,48 @@
+"""Journal fixtures: one contract suite, run unchanged against SQLite and PostgreSQL.
+
+See journal_support.py for the test server (``ACTORQ_TEST_PG_URL``) and
+``ACTORQ_SKIP_PG=1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from journal_support import PG_URL, Backend, drop_schema, new_schema_name, require_pg, sqlite_backend
+
+from actorq.journal import Journal
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A schema name that exists nowhere yet; dropped (if created) at teardown."""
+    require_pg()
+    schema = new_schema_name()
+    yield schema
+    drop_schema(schema)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A fresh journal location on each backend."""
+    if request.param == "sqlite":
+        b = sqlite_backend(tmp_path)
+        yield b
+        b.close()
+        return
+    require_pg()
+    schema = new_schema_name()
+    b = Backend("postgres", PG_URL, {"schema": schema})
+    try:
+        yield b
+    finally:
+        b.close()
+        drop_schema(schema)
+
+
+@pytest.fixture
+def journal(backend: Backend) -> Journal:
+    """A journal on the fresh backend (closed at teardown)."""
+    return backend.open()

@@ -1,0 +1,356 @@
+"""Journal test support: backends, the test PostgreSQL server, bounded waits.
+
+* ``backend`` is parametrised ``sqlite`` / ``postgres`` and yields a `Backend`:
+  a fresh SQLite file, or a fresh schema in the PostgreSQL server, dropped at
+  teardown. ``journal`` is a journal opened on it. Contract tests use only the
+  `Journal` protocol and the backend-neutral helpers here; they never ask which
+  backend they got.
+* PostgreSQL: the server at ``ACTORQ_TEST_PG_URL`` (default
+  ``postgresql://postgres@127.0.0.1:5432/postgres``; ``.ci/postgres.sh`` starts
+  one). Each test gets its own schema ``t_<pid>_<n>_<random>``. If the server
+  is unreachable or psycopg is missing, the PostgreSQL tests **fail** with a
+  message saying so, unless ``ACTORQ_SKIP_PG=1`` is set: then they are skipped
+  (for machines without PostgreSQL; CI never sets it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import socket
+import sqlite3
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from actorq.journal import Failure, JobState, Journal, LeasedJob, NewJob, open_journal
+
+PG_URL = os.environ.get("ACTORQ_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+_schema_numbers = itertools.count(1)
+_pg_problem: list[str | None] = []  # checked once per session
+
+
+def _pg_unavailable() -> str | None:
+    if not _pg_problem:
+        try:
+            import psycopg
+        except ImportError:
+            _pg_problem.append("psycopg is not installed (pip install -e '.[test,postgres]')")
+        else:
+            try:
+                psycopg.connect(PG_URL, connect_timeout=5).close()
+                _pg_problem.append(None)
+            except psycopg.Error as exc:
+                _pg_problem.append(f"PostgreSQL is not reachable at {PG_URL}: {' '.join(str(exc).split())}")
+    return _pg_problem[0]
+
+
+def require_pg() -> None:
+    """Fail (or skip under ``ACTORQ_SKIP_PG=1``) when the test PostgreSQL is not usable."""
+    problem = _pg_unavailable()
+    if problem is None:
+        return
+    if os.environ.get("ACTORQ_SKIP_PG") == "1":
+        pytest.skip(f"ACTORQ_SKIP_PG=1: {problem}")
+    pytest.fail(f"{problem}. Start it with `bash .ci/postgres.sh`, point ACTORQ_TEST_PG_URL at another "
+                "server, or set ACTORQ_SKIP_PG=1 to skip the PostgreSQL tests.", pytrace=False)
+
+
+def pg_admin() -> Any:
+    """A new autocommit psycopg connection to the test server (close it)."""
+    import psycopg
+
+    return psycopg.connect(PG_URL, autocommit=True)
+
+
+def new_schema_name() -> str:
+    """A schema name no other test (or test run) uses."""
+    return f"t_{os.getpid()}_{next(_schema_numbers)}_{secrets.token_hex(3)}"
+
+
+def drop_schema(schema: str) -> None:
+    """Drop `schema` and everything in it, ending any session still inside it."""
+    with pg_admin() as admin:
+        admin.execute("SET lock_timeout = '20s'")  # a test that left a transaction open fails, not hangs
+        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@dataclass
+class Backend:
+    """One fresh journal location, with the few backend-specific acts the contract needs.
+
+    Attributes:
+        name: ``sqlite`` or ``postgres``.
+        url: the journal URL.
+        options: keyword arguments for `open_journal` (the PostgreSQL schema).
+    """
+
+    name: str
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+    _opened: list[Journal] = field(default_factory=list)
+
+    def open(self) -> Journal:
+        """Open another journal (another connection) on the same place; closed at teardown."""
+        journal = open_journal(self.url, busy_timeout=30.0, **self.options)
+        self._opened.append(journal)
+        return journal
+
+    def raw(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Run one SQL statement outside the journal (``?`` placeholders, table ``actorq_jobs``).
+
+        Raises the driver's own exception (sqlite3.Error or psycopg.Error).
+        """
+        if self.name == "sqlite":
+            conn = sqlite3.connect(self.url[len("sqlite:///"):], isolation_level=None, timeout=30.0)
+            try:
+                return conn.execute(statement, params).fetchall()
+            finally:
+                conn.close()
+        schema = self.options["schema"]
+        statement = statement.replace("?", "%s").replace("actorq_jobs", f'"{schema}".actorq_jobs')
+        with pg_admin() as conn:
+            cur = conn.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+
+    def integrity_error(self) -> tuple[type[BaseException], ...]:
+        """The driver exceptions a constraint violation raises outside the journal."""
+        if self.name == "sqlite":
+            return (sqlite3.IntegrityError,)
+        import psycopg
+
+        return (psycopg.errors.IntegrityError,)
+
+    def keep_statistics_stale(self) -> None:
+        """Make sure the planner works without fresh statistics (B3): no autovacuum ANALYZE."""
+        if self.name == "postgres":
+            self.raw("ALTER TABLE actorq_jobs SET (autovacuum_enabled = false)")
+
+    def close(self) -> None:
+        for journal in self._opened:
+            journal.close()
+        self._opened.clear()
+
+
+def sqlite_backend(tmp_path: Path) -> Backend:
+    return Backend("sqlite", f"sqlite:///{tmp_path / 'journal.db'}")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "") -> Any:
+    """Poll `predicate` until it returns something truthy, or fail after `timeout` s (no timing asserted)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not true within {timeout:g} s: {message or predicate}; last value {value!r}")
+        time.sleep(interval)
+
+
+# -- building journal states (shared by the contract and the backend-only tests) --------------
+
+HOUR = 3600.0
+
+
+def new_job(job_id: str, *, queue: str = "q", priority: int = 0, run_at: float | None = None,
+            max_attempts: int = 3, payload: bytes = b"\x92\x90\x80", task: str = "tests.noop") -> NewJob:
+    return NewJob(id=job_id, queue=queue, task=task, payload=payload, priority=priority,
+                  run_at=run_at, max_attempts=max_attempts)
+
+
+def state(journal: Journal, job_id: str) -> JobState:
+    info = journal.get(job_id)
+    assert info is not None, f"job {job_id} is missing"
+    return info.state
+
+
+def lease_one(journal: Journal, owner: str = "w1", lease_for: float = HOUR) -> LeasedJob:
+    leased = journal.lease(["q"], owner, 1, lease_for)
+    assert len(leased) == 1, leased
+    return leased[0]
+
+
+def fail(job: LeasedJob, error: str = "ValueError: boom", retry_at: float | None = None,
+         final_state: str | None = None) -> Failure:
+    return Failure(job.id, job.lease_id, error, time.time() + HOUR if retry_at is None else retry_at, final_state)
+
+
+def job_in_every_state(journal: Journal) -> dict[str, LeasedJob]:
+    """Make one job per state, named after the state; return the last lease of each leased one."""
+    journal.enqueue([new_job("scheduled", run_at=time.time() + HOUR)])
+    leases = {}
+    for name, max_attempts in (("retry", 3), ("leased", 3), ("succeeded", 3), ("failed", 3),
+                               ("dead", 1), ("cancelled", 3), ("ready", 3)):
+        journal.enqueue([new_job(name, max_attempts=max_attempts)])
+        if name == "ready":
+            continue
+        if name == "cancelled":
+            assert journal.cancel(name)
+            continue
+        job = leases[name] = lease_one(journal)
+        if name == "retry":
+            journal.fail([fail(job)])
+        elif name == "succeeded":
+            journal.complete([(job.id, job.lease_id)])
+        elif name == "failed":
+            journal.fail([fail(job, final_state="failed")])
+        elif name == "dead":
+            journal.fail([fail(job)])
+    for s in JobState:
+        assert state(journal, s.value) is s
+    return leases
+
+
+class TcpProxy:
+    """A TCP proxy in front of the test PostgreSQL that a test can take down and bring back.
+
+    `down()` resets every proxied connection and stops listening (connects are then
+    refused), like a server restart or a partition; `up()` listens again on the same port.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.up()
+
+    def up(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def down(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the other thread
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self) -> None:
+        self.down()
+
+
+class PasswordCatcher:
+    """A fake PostgreSQL server that asks for a cleartext password and records what it gets.
+
+    It answers the SSL/GSS probes with "no", sends AuthenticationCleartextPassword, reads
+    the password message, and refuses the login (SQLSTATE 28P01). Shows which password
+    libpq found (``.pgpass``, ``PGPASSFILE``, ``PGPASSWORD``, the URL) without a real
+    password-protected server.
+    """
+
+    def __init__(self) -> None:
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(8)
+        self.port = self._listener.getsockname()[1]
+        self.passwords: list[str] = []
+        self.users: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @staticmethod
+    def _read(conn: socket.socket, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("client went away")
+            data += chunk
+        return data
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    self._session(conn)
+                except (OSError, ConnectionError):
+                    pass
+
+    def _session(self, conn: socket.socket) -> None:
+        while True:
+            length, code = struct.unpack("!ii", self._read(conn, 8))
+            body = self._read(conn, length - 8)
+            if code in (80877103, 80877104):  # SSLRequest, GSSENCRequest: not here
+                conn.sendall(b"N")
+                continue
+            break
+        fields = body.split(b"\0")
+        params = dict(zip(fields[0::2], fields[1::2]))
+        self.users.append(params.get(b"user", b"").decode())
+        conn.sendall(b"R" + struct.pack("!ii", 8, 3))  # AuthenticationCleartextPassword
+        kind = self._read(conn, 1)
+        (length,) = struct.unpack("!i", self._read(conn, 4))
+        message = self._read(conn, length - 4)
+        if kind == b"p":
+            self.passwords.append(message.rstrip(b"\0").decode())
+        error = b"SFATAL\0C28P01\0Mpassword authentication failed (fake server)\0\0"
+        conn.sendall(b"E" + struct.pack("!i", len(error) + 4) + error)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def closed_port() -> int:
+    """A local TCP port that nothing listens on (connects are refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

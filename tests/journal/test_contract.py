@@ -1,0 +1,646 @@
+"""The journal contract: one suite, run unchanged against SQLite and PostgreSQL.
+
+Every test takes the ``journal`` (or ``backend``) fixture, parametrised over both
+backends (see conftest.py), and uses only the `Journal` protocol. Backend-only
+checks live in test_sqlite.py and test_postgres.py.
+
+ACCEPTANCE ids: B1 (every transition, illegal ones rejected, cancel from each
+non-final state), B2 (claim exclusivity across 4 processes), B3 (batch bound on
+a large table with stale statistics; the attempts CHECK), B6 (idempotent
+enqueue), B8 (lease expiry, renewal, fencing), B9 (a crash counts as an
+attempt), B10 (rescue of 10k leases next to leases that never expire), B11
+(scheduled jobs never leased early), B12 (retry backoff; dead jobs inspected
+and retried), H11 (hostile queue names are data). B7 (unique keys) is not
+covered: the journal has no unique keys beyond the job id (B6).
+
+Time is the real clock of each backend (SQLite: the process's, PostgreSQL: the
+server's ``now()``): "expired" is a lease taken for a negative time, "future" is
+an hour ahead. No test sleeps and then asserts, and none asserts a timing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from journal_support import HOUR, Backend, fail, job_in_every_state, lease_one, new_job, state, wait_for
+
+from actorq.errors import JournalError
+from actorq.journal import Failure, JobState, Journal, NewJob
+
+pytestmark = pytest.mark.timeout(120)
+
+# -- B1: enqueue, lease, complete ---------------------------------------------------------
+
+
+def test_b1_enqueue_ready_or_scheduled(journal: Journal) -> None:
+    now = time.time()
+    assert journal.enqueue([
+        new_job("now"),
+        new_job("past", run_at=now - HOUR),
+        new_job("future", run_at=now + HOUR),
+    ]) == 3
+    assert state(journal, "now") is JobState.READY
+    assert state(journal, "past") is JobState.READY
+    assert state(journal, "future") is JobState.SCHEDULED
+    info = journal.get("future")
+    assert info is not None
+    assert (info.attempts, info.max_attempts, info.lease_owner, info.errors) == (0, 3, None, [])
+    assert info.run_at == pytest.approx(now + HOUR, abs=1e-5)
+    assert journal.counts() == {"q": {"ready": 2, "scheduled": 1}}
+    assert journal.get("no-such-job") is None
+    assert journal.enqueue([]) == 0
+
+
+def test_b3_lease_counts_attempt_and_returns_at_most_limit(journal: Journal) -> None:
+    journal.enqueue([new_job(f"j{n:02d}", priority=1 if n < 5 else 0) for n in range(10)])
+    journal.enqueue([new_job("other", queue="other-queue")])
+    first = journal.lease(["q"], "w1", 3, 30.0)
+    assert len(first) == 3  # B3: never more than the limit
+    # Lower priority first, then oldest id.
+    assert sorted(j.id for j in first) == ["j05", "j06", "j07"]
+    assert {j.attempt for j in first} == {1}
+    assert len({j.lease_id for j in first}) == 1
+    assert first[0].payload == b"\x92\x90\x80" and first[0].task == "tests.noop" and first[0].max_attempts == 3
+    info = journal.get("j05")
+    assert info is not None and info.state is JobState.LEASED and info.attempts == 1 and info.lease_owner == "w1"
+
+    assert journal.lease(["q"], "w1", 0, 30.0) == []
+    assert journal.lease([], "w1", 5, 30.0) == []
+    # The selection honours priority; the order of the returned list is not promised.
+    assert {j.id for j in journal.lease(["q"], "w2", 2, 30.0)} == {"j08", "j09"}
+    rest = journal.lease(["q"], "w2", 100, 30.0)
+    assert sorted(j.id for j in rest) == ["j00", "j01", "j02", "j03", "j04"]
+    assert journal.lease(["q"], "w2", 100, 30.0) == []  # nothing ready is left
+    assert [j.id for j in journal.lease(["q", "other-queue"], "w3", 5, 30.0)] == ["other"]
+    assert journal.counts() == {"q": {"leased": 10}, "other-queue": {"leased": 1}}
+
+
+def test_b3_attempts_never_exceed_max_attempts_check_constraint(backend: Backend, journal: Journal) -> None:
+    journal.enqueue([new_job("a", max_attempts=2)])
+    with pytest.raises(backend.integrity_error()):
+        backend.raw("UPDATE actorq_jobs SET attempts = 3 WHERE id = 'a'")
+    with pytest.raises(JournalError):  # a max_attempts below 1 is refused by the schema
+        journal.enqueue([new_job("b", max_attempts=0)])
+    assert journal.get("b") is None
+    # Leasing a job with no attempts left can't happen through the journal; forced, it is refused.
+    backend.raw("UPDATE actorq_jobs SET attempts = 2 WHERE id = 'a'")
+    with pytest.raises(JournalError):
+        journal.lease(["q"], "w1", 1, 30.0)
+    assert state(journal, "a") is JobState.READY
+
+
+def test_b3_batch_bound_on_a_large_table_with_stale_statistics(backend: Backend, journal: Journal) -> None:
+    backend.keep_statistics_stale()
+    total = 20_000
+    for start in range(0, total, 5_000):
+        journal.enqueue([new_job(f"big-{n:06d}", priority=n % 3) for n in range(start, start + 5_000)])
+    seen: set[str] = set()
+    for limit in (1, 7, 100, 1_000, 3):
+        leased = journal.lease(["q"], f"w-{limit}", limit, 30.0)
+        assert len(leased) == limit  # exactly the limit: never more, and enough are ready
+        ids = {j.id for j in leased}
+        assert len(ids) == limit and not ids & seen
+        seen |= ids
+        assert {j.attempt for j in leased} == {1}
+    assert journal.counts() == {"q": {"leased": len(seen), "ready": total - len(seen)}}
+
+
+def test_b1_complete_moves_leased_to_succeeded(journal: Journal) -> None:
+    journal.enqueue([new_job("a"), new_job("b")])
+    a, b = journal.lease(["q"], "w1", 2, 30.0)
+    assert journal.complete([(a.id, a.lease_id), (b.id, b.lease_id)]) == 2
+    info = journal.get("a")
+    assert info is not None and info.state is JobState.SUCCEEDED and info.lease_owner is None
+    assert journal.complete([(a.id, a.lease_id)]) == 0  # already final: a second ack is refused
+    assert journal.complete([]) == 0
+    assert journal.cancel("a") is False
+    assert journal.counts() == {"q": {"succeeded": 2}}
+
+
+def test_payloads_are_bytes_and_names_are_data(journal: Journal) -> None:
+    """H11: a queue or task name is a bound value, never SQL; payloads round-trip byte for byte."""
+    hostile = "x'); DROP TABLE actorq_jobs;--"
+    payload = bytes(range(256)) * 4
+    journal.enqueue([NewJob("h", hostile, f"{hostile}.task", payload)])
+    [job] = journal.lease([hostile], f"owner {hostile}", 5, 30.0)
+    assert (job.queue, job.task, job.payload) == (hostile, f"{hostile}.task", payload)
+    assert journal.counts() == {hostile: {"leased": 1}}
+    assert journal.reclaim_all("takeover", f"owner {hostile}") == 1
+    assert journal.get("h").last_error == "takeover"  # type: ignore[union-attr]
+
+
+# -- B1/B12: fail, retry, dead, failed, release ------------------------------------------
+
+
+def test_b1_b12_fail_retries_after_backoff_then_goes_dead(journal: Journal) -> None:
+    now = time.time()
+    journal.enqueue([new_job("a", max_attempts=2), new_job("later", max_attempts=2)])
+    later = lease_one(journal)
+    first = lease_one(journal)
+    assert {first.id, later.id} == {"a", "later"}
+    if first.id != "a":
+        first, later = later, first
+    # B12: the retry is scheduled where the policy put it; a future one is not leased early.
+    assert journal.fail([fail(first, "ValueError: one", retry_at=now - 1),
+                         fail(later, "ValueError: not yet", retry_at=now + HOUR)]) == 2
+    info = journal.get("a")
+    assert info is not None
+    assert (info.state, info.attempts, info.last_error, info.lease_owner) == (JobState.RETRY, 1, "ValueError: one", None)
+    assert info.run_at == pytest.approx(now - 1, abs=1e-5)
+    assert journal.get("later").run_at == pytest.approx(now + HOUR, abs=1e-5)  # type: ignore[union-attr]
+    assert journal.lease(["q"], "w1", 10, 30.0) == []  # retry jobs wait for promotion
+    assert journal.promote() == 1  # only the due one
+    assert state(journal, "later") is JobState.RETRY
+    second = lease_one(journal)
+    assert (second.id, second.attempt) == ("a", 2)
+    assert journal.fail([fail(second, "ValueError: two")]) == 1
+    info = journal.get("a")
+    assert info is not None
+    assert (info.state, info.attempts) == (JobState.DEAD, 2)  # attempts used up
+    assert info.errors == ["ValueError: one", "ValueError: two"]
+    assert journal.promote() == 0
+
+
+def test_b1_fail_with_final_state_failed_or_dead(journal: Journal) -> None:
+    journal.enqueue([new_job("gave-up", max_attempts=5), new_job("unknown-task", max_attempts=5)])
+    gave_up, unknown = sorted(journal.lease(["q"], "w1", 2, 30.0))
+    assert journal.fail([
+        fail(gave_up, "Discard: bad input", final_state="failed"),
+        fail(unknown, "UnknownTask: tests.nope", final_state=JobState.DEAD),
+    ]) == 2
+    assert state(journal, "gave-up") is JobState.FAILED
+    assert state(journal, "unknown-task") is JobState.DEAD
+    assert journal.get("unknown-task").errors == ["UnknownTask: tests.nope"]  # type: ignore[union-attr]
+    journal.enqueue([new_job("c")])
+    c = lease_one(journal)
+    with pytest.raises(ValueError, match="final_state"):
+        journal.fail([fail(c, final_state="succeeded")])
+    assert state(journal, "c") is JobState.LEASED  # the bad batch changed nothing
+    assert journal.fail([]) == 0
+
+
+def test_b1_release_gives_the_attempt_back(journal: Journal) -> None:
+    journal.enqueue([new_job("a", max_attempts=1)])
+    first = lease_one(journal)
+    assert first.attempt == 1
+    assert journal.release([(first.id, first.lease_id)]) == 1
+    info = journal.get("a")
+    assert info is not None
+    assert (info.state, info.attempts, info.lease_owner, info.errors) == (JobState.READY, 0, None, [])
+    again = lease_one(journal, "w2")
+    assert again.attempt == 1  # a max_attempts=1 job can still run: the release cost nothing
+    assert journal.release([]) == 0
+
+
+def test_b1_illegal_transitions_are_rejected_in_every_state(journal: Journal) -> None:
+    leases = job_in_every_state(journal)
+    before = {s.value: journal.get(s.value) for s in JobState}
+    for s in JobState:
+        job_id = s.value
+        last_lease = leases[job_id].lease_id if job_id in leases else 1
+        if s is not JobState.LEASED:  # only a leased job can be answered, and only by its lease
+            assert journal.complete([(job_id, last_lease)]) == 0, s
+            assert journal.fail([Failure(job_id, last_lease, "late", time.time())]) == 0, s
+            assert journal.release([(job_id, last_lease)]) == 0, s
+        else:
+            stale = last_lease + 1_000_000
+            assert journal.complete([(job_id, stale)]) == 0
+            assert journal.fail([Failure(job_id, stale, "stale", time.time())]) == 0
+            assert journal.release([(job_id, stale)]) == 0
+        if s not in (JobState.DEAD, JobState.FAILED):
+            assert journal.retry_dead(job_id) is False, s
+    assert journal.promote() == 0  # nothing is due: the scheduled and retry jobs wait an hour
+    assert {s.value: journal.get(s.value) for s in JobState} == before
+
+
+def test_b1_cancel_from_every_non_final_state_only(journal: Journal) -> None:
+    job_in_every_state(journal)
+    for s in JobState:
+        cancelled = journal.cancel(s.value)
+        if s in (JobState.SCHEDULED, JobState.READY, JobState.LEASED, JobState.RETRY):
+            assert cancelled, s
+            info = journal.get(s.value)
+            assert info is not None and (info.state, info.lease_owner) == (JobState.CANCELLED, None)
+        else:
+            assert not cancelled, s
+            assert state(journal, s.value) is s, f"cancel changed a {s} job"
+    assert journal.cancel("cancelled") is False  # already final
+    assert journal.cancel("no-such-job") is False
+    # Cancelled jobs never come back.
+    assert journal.promote() == 0
+    assert journal.expire() == 0 and journal.reclaim_all("takeover") == 0
+    assert journal.lease(["q"], "w", 100, 30.0) == []
+
+
+def test_b1_b8_cancel_of_a_leased_job_fences_the_worker(journal: Journal) -> None:
+    journal.enqueue([new_job("a"), new_job("b"), new_job("c")])
+    a, b, c = sorted(journal.lease(["q"], "w1", 3, 30.0))
+    for job in (a, b, c):
+        assert journal.cancel(job.id)
+    # The worker finishes later: its ack, failure, release and renewal are all stale.
+    assert journal.complete([(a.id, a.lease_id)]) == 0
+    assert journal.fail([fail(b)]) == 0
+    assert journal.release([(c.id, c.lease_id)]) == 0
+    assert journal.renew(["w1"], 30.0) == 0
+    assert journal.reclaim("w1", "worker died") == 0
+    for job in (a, b, c):
+        info = journal.get(job.id)
+        assert info is not None
+        assert (info.state, info.attempts, info.errors) == (JobState.CANCELLED, 1, [])
+
+
+def test_b8_answers_naming_no_job_are_stale_not_errors(journal: Journal) -> None:
+    """A malformed ack (an id no job can have, even with a NUL in it) is counted stale, in a group too."""
+    journal.enqueue([new_job("a")])
+    a = lease_one(journal)
+    with journal.transaction():
+        assert journal.complete([("no\x00such", a.lease_id), ("nope", a.lease_id)]) == 0
+        assert journal.fail([Failure("bad\x00id", a.lease_id, "x", time.time())]) == 0
+        assert journal.release([("bad\x00id", a.lease_id)]) == 0
+        assert journal.cancel("bad\x00id") is False and journal.retry_dead("bad\x00id") is False
+        assert journal.get("bad\x00id") is None
+        assert journal.complete([(a.id, a.lease_id)]) == 1
+    assert state(journal, "a") is JobState.SUCCEEDED
+
+
+# -- B9: reclaim ---------------------------------------------------------------------------
+
+
+def test_b9_reclaim_counts_the_crash_as_an_attempt_then_dead(journal: Journal) -> None:
+    journal.enqueue([new_job("a", max_attempts=2), new_job("b", max_attempts=2)])
+    a = lease_one(journal, "worker-1")
+    b = lease_one(journal, "worker-2")
+    assert journal.reclaim("worker-1", "worker died (SIGKILL)") == 1
+    info = journal.get("a")
+    assert info is not None
+    assert (info.state, info.attempts, info.lease_owner) == (JobState.READY, 1, None)
+    assert info.errors == ["worker died (SIGKILL)"] and info.last_error == "worker died (SIGKILL)"
+    assert state(journal, "b") is JobState.LEASED  # another owner's lease is untouched
+    assert journal.reclaim("worker-1", "worker died") == 0  # nothing left to reclaim
+
+    again = lease_one(journal, "worker-3")
+    assert again.id == a.id and again.attempt == 2
+    assert journal.reclaim("worker-3", "worker died (SIGKILL)") == 1
+    info = journal.get("a")
+    assert info is not None
+    assert (info.state, info.attempts) == (JobState.DEAD, 2)  # B9: at max_attempts, dead
+    assert info.errors == ["worker died (SIGKILL)", "worker died (SIGKILL)"]
+    # The stale leases of the dead owners are fenced off.
+    assert journal.complete([(a.id, a.lease_id), (again.id, again.lease_id)]) == 0
+    assert journal.complete([(b.id, b.lease_id)]) == 1
+
+
+def test_b9_reclaim_all_takes_every_owner(journal: Journal) -> None:
+    journal.enqueue([new_job("a"), new_job("b", max_attempts=1), new_job("c")])
+    lease_one(journal, "old-node/1/x")
+    lease_one(journal, "old-node/2/x")
+    assert journal.reclaim_all("node restarted: old incarnation") == 2
+    assert state(journal, "a") is JobState.READY
+    assert state(journal, "b") is JobState.DEAD
+    assert state(journal, "c") is JobState.READY  # was never leased: no attempt, no error
+    assert journal.get("c").attempts == 0  # type: ignore[union-attr]
+    assert journal.get("b").errors == ["node restarted: old incarnation"]  # type: ignore[union-attr]
+
+
+def test_b9_reclaim_all_by_owner_prefix_treats_wildcards_literally(journal: Journal) -> None:
+    owners = ["n%1/10/a", "n%1/11/b", "nX1/12/c", "n_2/13/d", "na2/14/e", "n%1x/15/f"]
+    ids = [f"job-{k}" for k in range(len(owners))]
+    journal.enqueue([new_job(job_id) for job_id in ids])
+    for owner in owners:
+        lease_one(journal, owner)
+
+    def held() -> list[str]:
+        return sorted(info.lease_owner for info in map(journal.get, ids)
+                      if info is not None and info.lease_owner is not None)
+
+    # '%' and '_' are not wildcards: "n%1/" matches only owners that start with exactly that.
+    assert journal.reclaim_all("node restarted", "n%1/") == 2
+    assert held() == sorted(["n%1x/15/f", "n_2/13/d", "nX1/12/c", "na2/14/e"])
+    assert journal.reclaim_all("node restarted", "n_2/") == 1
+    assert held() == sorted(["n%1x/15/f", "nX1/12/c", "na2/14/e"])
+    assert journal.reclaim_all("node restarted", "nobody/") == 0
+    assert journal.reclaim_all("node restarted", "") == 3  # the empty prefix takes every owner
+    assert held() == []
+
+
+def test_b9_reclaim_keeps_the_leases_the_worker_still_holds(journal: Journal) -> None:
+    journal.enqueue([new_job(f"j{n}") for n in range(5)] + [new_job("other")])
+    first = journal.lease(["q"], "w1", 2, 30.0)   # one lease id for these two
+    second = journal.lease(["q"], "w1", 2, 30.0)  # and another for these
+    third = journal.lease(["q"], "w1", 1, 30.0)
+    theirs = journal.lease(["q"], "w2", 1, 30.0)
+    kept = {first[0].lease_id, third[0].lease_id}
+    # The worker re-announced holding `first` and `third`; the acks for `second` were lost.
+    assert journal.reclaim("w1", "lease not held after dispatcher restart", keep=kept) == 2
+    for job in second:
+        info = journal.get(job.id)
+        assert info is not None
+        assert (info.state, info.attempts, info.errors) == (
+            JobState.READY, 1, ["lease not held after dispatcher restart"])
+    for job in first + third + theirs:
+        assert state(journal, job.id) is JobState.LEASED
+    # The kept leases are still current: their acks count.
+    assert journal.complete([(j.id, j.lease_id) for j in first + third]) == 3
+    assert journal.complete([(j.id, j.lease_id) for j in second]) == 0
+    assert journal.reclaim("w1", "worker died", keep=kept) == 0
+    assert journal.reclaim("w1", "worker died", keep={12345}) == 0  # holds nothing any more
+
+
+def test_b9_reclaim_fails_tasks_declared_on_crash_fail(journal: Journal) -> None:
+    journal.enqueue([new_job("crash-fails", task="tests.fragile", max_attempts=5),
+                     new_job("crash-retries", max_attempts=5),
+                     new_job("crash-dead", max_attempts=1),
+                     new_job("fragile-expired", task="tests.fragile", max_attempts=5)])
+    leased = {j.id for j in journal.lease(["q"], "w1", 3, 30.0)}
+    assert leased == {"crash-fails", "crash-retries", "crash-dead"}
+    assert journal.reclaim("w1", "worker died (killed)", fail_tasks={"tests.fragile", "tests.other"}) == 3
+    expected = {"crash-fails": JobState.FAILED, "crash-retries": JobState.READY, "crash-dead": JobState.DEAD}
+    for job_id, final in expected.items():
+        info = journal.get(job_id)
+        assert info is not None
+        assert (info.state, info.attempts, info.lease_owner) == (final, 1, None), job_id
+        assert info.errors == ["worker died (killed)"] and info.last_error == "worker died (killed)"
+    assert journal.promote() == 0 and state(journal, "crash-fails") is JobState.FAILED
+    assert journal.retry_dead("crash-fails")  # a failed job can be retried by hand
+    # reclaim_all and expire take the same list.
+    assert {j.id for j in journal.lease(["q"], "node/1/x", 3, 30.0)} == {
+        "crash-fails", "crash-retries", "fragile-expired"}
+    assert journal.reclaim_all("node restarted", "node/", fail_tasks=["tests.fragile"]) == 3
+    assert state(journal, "fragile-expired") is JobState.FAILED
+    assert state(journal, "crash-fails") is JobState.FAILED
+    assert state(journal, "crash-retries") is JobState.READY
+    journal.lease(["q"], "w3", 1, -1.0)  # crash-retries, its lease already expired
+    assert journal.expire(fail_tasks=["tests.noop"]) == 1
+    info = journal.get("crash-retries")
+    assert info is not None and (info.state, info.errors[-1]) == (JobState.FAILED, "lease expired")
+
+
+# -- B8: expiry, renewal, fencing ----------------------------------------------------------
+
+
+def test_b8_expire_and_renew(journal: Journal) -> None:
+    journal.enqueue([new_job("a"), new_job("b")])
+    lease_one(journal, "w1", lease_for=HOUR)
+    lease_one(journal, "w2", lease_for=HOUR)
+    assert journal.expire() == 0
+    assert journal.renew(["w1"], -1.0) == 1  # w1's lease now ended a second ago
+    assert journal.expire() == 1
+    info = journal.get("a")
+    assert info is not None
+    assert (info.state, info.attempts, info.errors) == (JobState.READY, 1, ["lease expired"])
+    assert state(journal, "b") is JobState.LEASED
+    assert journal.renew(["w2", "nobody"], HOUR) == 1
+    assert journal.renew([], 30.0) == 0
+
+
+def test_b8_renew_by_a_stale_owner_is_rejected(journal: Journal) -> None:
+    journal.enqueue([new_job("a")])
+    lease_one(journal, "node/1/old", lease_for=-1.0)
+    assert journal.expire() == 1
+    current = lease_one(journal, "node/1/new", lease_for=-1.0)  # already expired, not yet reclaimed
+    assert journal.renew(["node/1/old"], HOUR) == 0  # the old owner holds nothing now
+    assert journal.expire() == 1  # the stale renewal did not extend the new lease
+    assert journal.complete([(current.id, current.lease_id)]) == 0
+
+
+def test_b8_fencing_rejects_and_counts_stale_leases(journal: Journal) -> None:
+    journal.enqueue([new_job("a"), new_job("b")])
+    stale_a, stale_b = sorted(journal.lease(["q"], "paused-worker", 2, -1.0))
+    assert journal.expire() == 2
+    fresh_a, fresh_b = sorted(journal.lease(["q"], "live-worker", 2, HOUR))
+    assert fresh_a.lease_id != stale_a.lease_id
+
+    # The paused worker wakes up and answers with its old leases: all refused.
+    assert journal.complete([(stale_a.id, stale_a.lease_id), (stale_b.id, stale_b.lease_id)]) == 0
+    assert journal.fail([fail(stale_a)]) == 0
+    assert journal.release([(stale_b.id, stale_b.lease_id)]) == 0
+    assert journal.renew(["paused-worker"], HOUR) == 0
+    assert journal.complete([(fresh_a.id, fresh_b.lease_id + 1)]) == 0  # an unknown lease id
+    for job_id in ("a", "b"):
+        info = journal.get(job_id)
+        assert info is not None
+        assert (info.state, info.attempts, info.lease_owner) == (JobState.LEASED, 2, "live-worker")
+        assert info.errors == ["lease expired"]  # the stale fail left no error behind
+
+    # A batch mixing stale and current acks: the return value counts the accepted ones.
+    acks = [(stale_a.id, stale_a.lease_id), (fresh_a.id, fresh_a.lease_id)]
+    accepted = journal.complete(acks)
+    assert accepted == 1 and len(acks) - accepted == 1
+    assert journal.fail([fail(stale_b), fail(fresh_b)]) == 1
+    assert state(journal, "a") is JobState.SUCCEEDED
+    assert state(journal, "b") is JobState.RETRY
+
+
+# -- B10: rescue batching ----------------------------------------------------------------------
+
+
+def test_b10_rescue_of_10k_leases_is_not_starved_by_leases_that_never_expire(journal: Journal) -> None:
+    total, immortal = 10_000, 50
+    # The never-expiring leases come first in every order (id, priority), where a batched
+    # rescuer that re-reads them each round would starve the rest.
+    journal.enqueue([new_job(f"a-immortal-{n:03d}", priority=-1) for n in range(immortal)])
+    journal.enqueue([new_job(f"b-{n:05d}") for n in range(total)])
+    assert len(journal.lease(["q"], "long-runner", immortal, math.inf)) == immortal
+    for _ in range(total // 2_000):
+        assert len(journal.lease(["q"], "dead-node/1/x", 2_000, -1.0)) == 2_000
+    assert journal.expire("lease expired (node died)") == total  # all of them, in one call
+    assert journal.counts() == {"q": {"ready": total, "leased": immortal}}
+    assert journal.expire() == 0  # an infinite lease never expires
+    # The same owner-driven: 10k leases of one dead owner come back at once.
+    for _ in range(total // 2_000):
+        assert len(journal.lease(["q"], "worker/2/y", 2_000, HOUR)) == 2_000
+    assert journal.reclaim("worker/2/y", "worker died (killed)") == total
+    assert journal.reclaim("long-runner", "worker died (killed)") == immortal
+    counts = journal.counts()["q"]
+    assert counts == {"ready": total + immortal}
+    info = journal.get("b-09999")
+    assert info is not None and info.attempts == 2
+    assert info.errors == ["lease expired (node died)", "worker died (killed)"]
+
+
+# -- B11: scheduled jobs -----------------------------------------------------------------------
+
+
+def test_b11_a_future_job_is_never_leased_early(journal: Journal) -> None:
+    now = time.time()
+    journal.enqueue([new_job("later", run_at=now + HOUR), new_job("soon", run_at=now + 0.3)])
+    assert state(journal, "soon") is JobState.SCHEDULED
+    for _ in range(3):
+        # No visibility clock runs on a scheduled job: promotion, expiry and reclaim leave it be.
+        assert journal.lease(["q"], "w1", 10, 30.0) == []
+        assert journal.expire() == 0 and journal.reclaim_all("takeover") == 0
+        if state(journal, "soon") is JobState.SCHEDULED:
+            assert journal.promote() in (0, 1)
+    info = journal.get("later")
+    assert info is not None and (info.state, info.attempts, info.errors) == (JobState.SCHEDULED, 0, [])
+    # Once due (by the journal's clock), the scheduler's promotion makes it ready.
+    wait_for(lambda: journal.promote() == 1 or state(journal, "soon") is JobState.READY,
+             message="the job due in 0.3 s is promoted")
+    assert [j.id for j in journal.lease(["q"], "w1", 10, 30.0)] == ["soon"]
+    assert state(journal, "later") is JobState.SCHEDULED
+
+
+# -- B12: retry_dead ---------------------------------------------------------------------------
+
+
+def test_b12_retry_dead_gives_fresh_attempts_and_keeps_history(journal: Journal) -> None:
+    job_in_every_state(journal)
+    for s in JobState:
+        expected = s in (JobState.DEAD, JobState.FAILED)
+        assert journal.retry_dead(s.value) is expected, s
+    assert journal.retry_dead("no-such-job") is False
+    info = journal.get("dead")
+    assert info is not None and (info.state, info.attempts) == (JobState.READY, 0)
+    assert state(journal, "failed") is JobState.READY
+    assert state(journal, "succeeded") is JobState.SUCCEEDED
+
+    leased = {j.id: j for j in journal.lease(["q"], "w2", 100, 30.0)}
+    assert leased["dead"].attempt == 1
+    assert journal.fail([fail(leased["dead"], "ValueError: after retry")]) == 1
+    info = journal.get("dead")
+    assert info is not None and info.state is JobState.DEAD
+    assert info.errors == ["ValueError: boom", "ValueError: after retry"]
+
+
+def test_b12_errors_stay_in_the_order_they_happened_across_retry_dead(journal: Journal) -> None:
+    journal.enqueue([new_job("x", max_attempts=2)])
+    journal.fail([fail(lease_one(journal), "first", retry_at=time.time() - 1)])
+    journal.promote()
+    lease_one(journal, "w2")
+    journal.reclaim("w2", "worker died")
+    assert state(journal, "x") is JobState.DEAD
+    assert journal.retry_dead("x")
+    journal.fail([fail(lease_one(journal, "w3"), "third")])  # attempt 1 again
+    info = journal.get("x")
+    assert info is not None and info.state is JobState.RETRY
+    assert info.errors == ["first", "worker died", "third"]
+
+
+# -- B6: idempotent enqueue; transactions --------------------------------------------------------
+
+
+def test_b6_enqueue_of_the_same_id_is_a_no_op(journal: Journal) -> None:
+    assert journal.enqueue([new_job("a", payload=b"first")]) == 1
+    # The confirmation was lost and the client re-sends: still one job, the first one.
+    assert journal.enqueue([new_job("a", payload=b"second", queue="elsewhere")]) == 0
+    assert journal.enqueue([new_job("b"), new_job("b"), new_job("c")]) == 2
+    assert journal.counts() == {"q": {"ready": 3}}
+    job = lease_one(journal)
+    assert (job.id, job.payload) == ("a", b"first")
+    journal.complete([(job.id, job.lease_id)])
+    assert journal.enqueue([new_job("a")]) == 0  # a finished job is not resurrected
+    assert state(journal, "a") is JobState.SUCCEEDED
+
+
+def test_b6_an_id_re_sent_by_another_connection_is_a_no_op(backend: Backend, journal: Journal) -> None:
+    other = backend.open()
+    assert journal.enqueue([new_job("a", payload=b"first")]) == 1
+    assert other.enqueue([new_job("a", payload=b"again"), new_job("b")]) == 1
+    assert journal.counts() == {"q": {"ready": 2}}
+
+
+def test_transaction_groups_transitions_atomically(journal: Journal) -> None:
+    with journal.transaction():
+        journal.enqueue([new_job("a")])
+        with journal.transaction():  # nested use joins the outer transaction
+            journal.enqueue([new_job("b")])
+    assert journal.counts() == {"q": {"ready": 2}}
+    with pytest.raises(RuntimeError):
+        with journal.transaction():
+            journal.enqueue([new_job("c")])
+            raise RuntimeError("caller failed")
+    assert journal.get("c") is None  # rolled back with the block
+
+
+def test_a_failed_transition_inside_a_group_is_undone_alone(backend: Backend, journal: Journal) -> None:
+    """What the journal writer relies on: one bad op fails, the rest of the group commits."""
+    journal.enqueue([new_job("x")])
+    with journal.transaction():
+        journal.enqueue([new_job("a")])
+        with pytest.raises(JournalError):
+            journal.enqueue([new_job("bad", max_attempts=0), new_job("fine-but-same-batch")])
+        leased = journal.lease(["q"], "w1", 5, 30.0)
+        journal.enqueue([new_job("b")])
+    assert {j.id for j in leased} == {"a", "x"}
+    assert journal.get("bad") is None and journal.get("fine-but-same-batch") is None
+    assert journal.counts() == {"q": {"leased": 2, "ready": 1}}
+    # Another connection sees the committed group.
+    assert backend.open().counts() == {"q": {"leased": 2, "ready": 1}}
+
+
+# -- B2: claim exclusivity across processes ------------------------------------------------------
+
+CLAIMER = textwrap.dedent("""
+    import json, sys, time
+    from actorq.journal import open_journal
+    url, options, owner, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+    journal = open_journal(url, busy_timeout=60.0, **options)
+    claims = []
+    with open(out + ".ready", "w"):
+        pass
+    while not __import__("os").path.exists(out + ".go"):
+        time.sleep(0.005)
+    empty = 0
+    while empty < 3:
+        leased = journal.lease(["q"], owner, 25, 3600.0)
+        if not leased:
+            empty += 1
+            continue
+        empty = 0
+        time.sleep(0.002)  # the jobs run; other claimers lease meanwhile
+        accepted = journal.complete([(j.id, j.lease_id) for j in leased])
+        claims.extend([j.id, j.lease_id, j.attempt] for j in leased)
+        assert accepted == len(leased), (accepted, len(leased))
+    journal.close()
+    with open(out, "w") as fp:
+        json.dump(claims, fp)
+""")
+
+
+def test_b2_concurrent_claimers_each_job_leased_once(backend: Backend, journal: Journal, tmp_path: Path) -> None:
+    """B2: 4 claimer processes, each with its own connection, drain 8,000 jobs.
+
+    PostgreSQL claims with SKIP LOCKED, so the claimers run side by side. SQLite
+    serialises the writers: each lease is a ``BEGIN IMMEDIATE`` transaction that
+    waits up to ``busy_timeout`` for the file's write lock, so the claimers take
+    turns (the busy handler is not fair: a claimer that leased and acked back to
+    back kept the lock to itself, so each one "runs" its jobs for 2 ms between
+    lease and ack, as a worker would). That is what one SQLite file allows: one
+    writer at a time; readers never wait (B13).
+    """
+    total, claimers = 8_000, 4
+    for start in range(0, total, 1_000):
+        journal.enqueue([new_job(f"c-{n:05d}") for n in range(start, start + 1_000)])
+    outs = [tmp_path / f"claims-{k}.json" for k in range(claimers)]
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, backend.url, json.dumps(backend.options),
+                               f"claimer-{k}", str(out)], stderr=subprocess.PIPE, text=True)
+             for k, out in enumerate(outs)]
+    try:
+        wait_for(lambda: all(Path(f"{out}.ready").exists() for out in outs) or any(p.poll() is not None for p in procs),
+                 timeout=60, message="every claimer connected")
+        for out in outs:
+            Path(f"{out}.go").touch()  # start them together
+        errors = [p.communicate(timeout=100)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0] * claimers, errors
+    claims = [(job_id, lease_id, attempt, k)
+              for k, out in enumerate(outs) for job_id, lease_id, attempt in json.loads(out.read_text())]
+    per_job: dict[str, list[tuple[int, int, int]]] = {}
+    for job_id, lease_id, attempt, k in claims:
+        per_job.setdefault(job_id, []).append((lease_id, attempt, k))
+    print("claims per process:", [sum(1 for c in claims if c[3] == k) for k in range(claimers)])
+    assert len(per_job) == total  # the union covers every job
+    assert all(len(c) == 1 for c in per_job.values())  # each leased by exactly one claimer, once
+    assert {attempt for c in per_job.values() for _, attempt, _ in c} == {1}
+    assert journal.counts() == {"q": {"succeeded": total}}

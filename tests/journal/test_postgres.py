@@ -1,0 +1,570 @@
+"""PostgreSQL-only journal tests: URLs, migrations, SKIP LOCKED, transactional enqueue,
+LISTEN/NOTIFY, lost connections, an unreachable server, credentials.
+
+ACCEPTANCE ids: B4 (SKIP LOCKED never blocks), B5 (transactional enqueue),
+E1 (pg_terminate_backend during a transaction and through the journal writer),
+E2 (pg_terminate_backend on the LISTEN connection), E3 (the server goes away
+and comes back: a TCP proxy taken down and up, since the shared server is not
+restarted by tests), E4 (unreachable at start), E8 (a role without the
+privileges the journal needs), H9 (no password in messages or logs), H10
+(PGPASSFILE, ~/.pgpass, libpq environment variables), H11 (schema names are
+validated identifiers). The state machine is in test_contract.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import psycopg
+import pytest
+from journal_support import (
+    PG_URL, PasswordCatcher, TcpProxy, closed_port, new_schema_name, pg_admin, require_pg, wait_for,
+)
+
+from actorq.errors import JournalError
+from actorq.jobs import journal_writer as jw
+from actorq.journal import JobState, Listener, NewJob, PostgresJournal, enqueue_in, migrate, open_journal
+from actorq.journal import postgres
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("_pg")]
+
+CANARY = "canary-s3cr3t"
+
+
+@pytest.fixture
+def _pg() -> None:
+    require_pg()
+
+
+@pytest.fixture
+def journal(pg_schema: str) -> Iterator[PostgresJournal]:
+    j = PostgresJournal(PG_URL, schema=pg_schema)
+    yield j
+    j.close()
+
+
+def job(job_id: str, queue: str = "q", **kw: Any) -> NewJob:
+    return NewJob(job_id, queue, "tests.noop", b"", **kw)
+
+
+def terminate(pid: int) -> None:
+    with pg_admin() as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+
+
+def backend_pid(journal: PostgresJournal) -> int:
+    assert journal._conn is not None
+    return journal._conn.info.backend_pid
+
+
+# -- URLs, schema names, the optional extra -----------------------------------------------------
+
+
+def test_open_journal_selects_postgres_for_both_schemes(pg_schema: str) -> None:
+    for url in (PG_URL, PG_URL.replace("postgresql://", "postgres://", 1)):
+        j = open_journal(url, schema=pg_schema)
+        try:
+            assert isinstance(j, PostgresJournal) and j.schema == pg_schema
+        finally:
+            j.close()
+    with pytest.raises(ValueError) as info:
+        open_journal(f"mysql://bob:{CANARY}@db/x")
+    assert "sqlite:///" in str(info.value) and CANARY not in str(info.value)
+
+
+@pytest.mark.parametrize("bad", ["", "Actorq", "1jobs", "a-b", 'x"; DROP SCHEMA public; --', "a" * 64, "über"])
+def test_h11_schema_names_are_validated_identifiers(bad: str) -> None:
+    with pytest.raises(ValueError, match="schema"):
+        PostgresJournal(PG_URL, schema=bad)
+    with pytest.raises(ValueError, match="schema"):
+        migrate(PG_URL, bad)
+    with pytest.raises(ValueError, match="schema"):
+        Listener(PG_URL, lambda q: None, schema=bad)
+
+
+def test_h11_the_longest_schema_name_works() -> None:
+    schema = ("t_" + new_schema_name() + "_" * 63)[:63]
+    try:
+        assert migrate(PG_URL, schema) == [1]
+        j = PostgresJournal(PG_URL, schema=schema)
+        j.enqueue([job("a")])
+        assert j.counts() == {"q": {"ready": 1}}
+        j.close()
+    finally:
+        with pg_admin() as admin:
+            admin.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(psycopg.sql.Identifier(schema)))
+
+
+WITHOUT_PSYCOPG = textwrap.dedent("""
+    import sys
+
+    class NoPsycopg:
+        def find_spec(self, name, path=None, target=None):
+            if name == "psycopg" or name.startswith("psycopg."):
+                raise ImportError("No module named 'psycopg' (blocked by the test)")
+            return None
+
+    sys.meta_path.insert(0, NoPsycopg())
+    import actorq, actorq.journal, actorq.jobs, actorq.node.node  # all import without psycopg
+    from actorq.errors import JournalError
+    assert "psycopg" not in sys.modules
+    try:
+        actorq.journal.open_journal(sys.argv[1])
+    except JournalError as exc:
+        print("open:", exc)
+    try:
+        from actorq.journal import PostgresJournal
+    except ImportError as exc:
+        print("import:", exc)
+    print("sqlite ok:", type(actorq.journal.open_journal("sqlite:///" + sys.argv[2])).__name__)
+""")
+
+
+def test_actorq_imports_without_psycopg_and_names_the_extra(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", WITHOUT_PSYCOPG, PG_URL, str(tmp_path / "j.db")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("open:") and "pip install 'actorq[postgres]'" in lines[0]
+    assert lines[1].startswith("import:") and "pip install 'actorq[postgres]'" in lines[1]
+    assert lines[2] == "sqlite ok: SQLiteJournal"
+
+
+# -- migrations -----------------------------------------------------------------------------------
+
+
+def _versions(schema: str) -> list[int]:
+    with pg_admin() as admin:
+        return [v for (v,) in admin.execute(
+            psycopg.sql.SQL("SELECT version FROM {} ORDER BY version").format(
+                psycopg.sql.Identifier(schema, "actorq_migrations")))]
+
+
+def test_migrate_creates_the_schema_once_and_records_it(pg_schema: str) -> None:
+    assert migrate(PG_URL, pg_schema) == [1]
+    assert migrate(PG_URL, pg_schema) == []  # already up to date
+    assert _versions(pg_schema) == [1]
+    j = PostgresJournal(PG_URL, schema=pg_schema, create_schema=False)
+    j.enqueue([job("a")])
+    assert j.counts() == {"q": {"ready": 1}}
+    j.close()
+
+
+def test_opening_a_fresh_schema_migrates_it_unless_told_not_to(pg_schema: str) -> None:
+    with pytest.raises(JournalError, match="run `actorq migrate`") as info:
+        PostgresJournal(PG_URL, schema=pg_schema, create_schema=False)
+    assert pg_schema in str(info.value)
+    j = PostgresJournal(PG_URL, schema=pg_schema)  # the first run works as with SQLite
+    j.close()
+    assert _versions(pg_schema) == [1]
+
+
+def test_concurrent_migrations_apply_each_version_once(pg_schema: str) -> None:
+    barrier = threading.Barrier(4)
+    results: list[Any] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            results.append(migrate(PG_URL, pg_schema))
+        except Exception as exc:  # reported below
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results, key=len) == [[], [], [], [1]]
+    assert _versions(pg_schema) == [1]
+
+
+def test_an_older_schema_is_refused_until_migrated(pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert migrate(PG_URL, pg_schema) == [1]
+    extra = postgres.Migration(2, "test_extra", "CREATE TABLE actorq_test_extra (x integer);")
+    monkeypatch.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS + (extra,))  # a newer actorq
+    with pytest.raises(JournalError) as info:
+        PostgresJournal(PG_URL, schema=pg_schema)
+    assert "version 1" in str(info.value) and "run `actorq migrate`" in str(info.value)
+    assert migrate(PG_URL, pg_schema) == [2]
+    assert _versions(pg_schema) == [1, 2]
+    PostgresJournal(PG_URL, schema=pg_schema).close()
+    other = new_schema_name()
+    try:
+        assert migrate(PG_URL, other) == [1, 2]  # a fresh schema gets every version in order
+    finally:
+        with pg_admin() as admin:
+            admin.execute(f'DROP SCHEMA "{other}" CASCADE')
+
+
+def test_a_newer_or_foreign_schema_is_refused(pg_schema: str) -> None:
+    assert migrate(PG_URL, pg_schema) == [1]
+    with pg_admin() as admin:
+        admin.execute(f'INSERT INTO "{pg_schema}".actorq_migrations (version, name) VALUES (99, %s)', ("future",))
+    for attempt in (lambda: PostgresJournal(PG_URL, schema=pg_schema), lambda: migrate(PG_URL, pg_schema)):
+        with pytest.raises(JournalError, match="Upgrade actorq") as info:
+            attempt()
+        assert "99" in str(info.value)
+    foreign = new_schema_name()
+    try:
+        with pg_admin() as admin:
+            admin.execute(f'CREATE SCHEMA "{foreign}"; CREATE TABLE "{foreign}".jobs (id int)')
+        with pytest.raises(JournalError, match="not an actorq journal"):
+            PostgresJournal(PG_URL, schema=foreign)
+    finally:
+        with pg_admin() as admin:
+            admin.execute(f'DROP SCHEMA "{foreign}" CASCADE')
+
+
+# -- many nodes, privileges (E8) -------------------------------------------------------------------
+
+
+def test_attach_node_takes_no_lock_many_nodes_share_a_schema(pg_schema: str) -> None:
+    nodes = [PostgresJournal(PG_URL, schema=pg_schema) for _ in range(3)]
+    try:
+        for node in nodes:
+            node.attach_node()
+            node.attach_node()  # idempotent
+        nodes[0].enqueue([job(f"j{n}") for n in range(6)])
+        leased = [node.lease(["q"], f"node-{k}/1/x", 2, 30.0) for k, node in enumerate(nodes)]
+        assert sorted(j.id for batch in leased for j in batch) == [f"j{n}" for n in range(6)]
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_e8_a_role_without_privileges_gets_a_clear_error(pg_schema: str) -> None:
+    migrate(PG_URL, pg_schema)
+    role = f"r_{pg_schema}"[:63]
+    url = PG_URL.replace("://postgres@", f"://{role}@", 1)
+    with pg_admin() as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        with pytest.raises(JournalError) as info:
+            PostgresJournal(url, schema=pg_schema)
+        assert f"permission denied for schema {pg_schema}" in str(info.value)
+        with pg_admin() as admin:
+            admin.execute(f'GRANT USAGE ON SCHEMA "{pg_schema}" TO "{role}";'
+                          f'GRANT SELECT ON "{pg_schema}".actorq_migrations, "{pg_schema}".actorq_jobs TO "{role}"')
+        reader = PostgresJournal(url, schema=pg_schema)  # may open and read ...
+        try:
+            assert reader.counts() == {}
+            with pytest.raises(JournalError) as info:  # ... but a node needs to write
+                reader.attach_node()
+            assert "INSERT" in str(info.value) and "actorq_jobs" in str(info.value)
+            with pytest.raises(JournalError, match="permission denied"):
+                reader.enqueue([job("a")])
+            assert reader.counts() == {}  # the connection is still usable after the error
+        finally:
+            reader.close()
+    finally:
+        with pg_admin() as admin:
+            admin.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
+
+
+# -- statements that fail inside a group ------------------------------------------------------------
+
+
+def test_a_failing_enqueue_fails_alone_any_other_failure_fails_the_group(journal: PostgresJournal) -> None:
+    with journal.transaction():
+        journal.enqueue([job("a")])
+        with pytest.raises(JournalError, match="check constraint"):
+            journal.enqueue([job("b"), job("c", max_attempts=0)])
+        journal.enqueue([job("d")])  # the enqueue ran under a savepoint: the group goes on
+    assert sorted(journal.counts()["q"].items()) == [("ready", 2)]
+    journal.lease(["q"], "w1", 1, 30.0)
+    # Any other statement's failure aborts the whole transaction, and the COMMIT says so.
+    with pytest.raises(JournalError, match="rolled back"):
+        with journal.transaction():
+            journal.enqueue([job("e")])
+            with pytest.raises(JournalError, match="out of range"):
+                journal.renew(["w1"], 1e300)  # refused by the server
+            with pytest.raises(JournalError, match="lost"):  # refused at once, not run
+                journal.promote()
+    assert journal.get("e") is None and journal.counts() == {"q": {"ready": 1, "leased": 1}}
+
+
+def test_error_texts_keep_everything_but_nul(journal: PostgresJournal) -> None:
+    journal.enqueue([job("a"), job("b")])
+    a, b = sorted(journal.lease(["q"], "w1", 2, 30.0))
+    assert journal.fail([postgres.Failure(a.id, a.lease_id, "ValueError: \x00 in 'x' ünïcode", 9e9)]) == 1
+    assert journal.reclaim("w1", "worker died\x00") == 1
+    assert journal.get("a").errors == ["ValueError: \ufffd in 'x' ünïcode"]  # type: ignore[union-attr]
+    assert journal.get("b").errors == ["worker died\ufffd"]  # type: ignore[union-attr]
+
+
+# -- B4: SKIP LOCKED -------------------------------------------------------------------------------
+
+
+def test_b4_claims_skip_rows_locked_by_another_transaction(pg_schema: str) -> None:
+    # lock_timeout: if a claim ever waited on a row lock, it would fail fast, not hang.
+    url = f"{PG_URL}?options=-c%20lock_timeout%3D2000"
+    journal = PostgresJournal(url, schema=pg_schema)
+    try:
+        journal.enqueue([job(f"j{n}") for n in range(10)])
+        with pg_admin() as other:
+            with other.transaction():
+                locked = [r[0] for r in other.execute(
+                    f'SELECT id FROM "{pg_schema}".actorq_jobs ORDER BY id LIMIT 5 FOR UPDATE')]
+                leased = journal.lease(["q"], "w1", 10, 30.0)
+                assert sorted(j.id for j in leased) == [f"j{n}" for n in range(5, 10)]
+                assert journal.lease(["q"], "w2", 10, 30.0) == []  # the rest are locked, not waited on
+                # The locked rows are untouched by the claims.
+                assert {journal.get(i).state for i in locked} == {JobState.READY}  # type: ignore[union-attr]
+            # Once the other transaction ends, its rows can be claimed.
+            assert sorted(j.id for j in journal.lease(["q"], "w3", 10, 30.0)) == locked
+    finally:
+        journal.close()
+
+
+# -- B5: transactional enqueue -----------------------------------------------------------------------
+
+
+def test_b5_enqueue_in_the_callers_transaction(journal: PostgresJournal, pg_schema: str) -> None:
+    with psycopg.connect(PG_URL) as app:  # not autocommit: the app's own transaction
+        assert enqueue_in(app, [job("committed"), job("committed")], pg_schema) == 1
+        # Not visible to anyone before the commit, so no worker can take it.
+        assert journal.get("committed") is None
+        assert journal.lease(["q"], "w1", 10, 30.0) == []
+        app.commit()
+        leased = journal.lease(["q"], "w1", 10, 30.0)
+        assert [j.id for j in leased] == ["committed"]
+        assert journal.complete([(j.id, j.lease_id) for j in leased]) == 1
+
+        assert enqueue_in(app, [job("rolled-back")], pg_schema) == 1
+        app.execute("SELECT 1")  # the app's other work in the same transaction
+        app.rollback()
+    assert journal.get("rolled-back") is None
+    assert journal.lease(["q"], "w2", 10, 30.0) == []  # never visible, never executed
+    assert journal.counts() == {"q": {"succeeded": 1}}
+    with psycopg.connect(PG_URL) as app:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            enqueue_in(app, [job("bad", max_attempts=0)], pg_schema)
+    assert enqueue_in(psycopg.connect(PG_URL), [], pg_schema) == 0
+
+
+# -- LISTEN/NOTIFY, E2 ---------------------------------------------------------------------------------
+
+
+def test_listener_wakes_on_commit_and_survives_a_terminated_connection(
+        journal: PostgresJournal, pg_schema: str, caplog: pytest.LogCaptureFixture) -> None:
+    events: queue.Queue[str | None] = queue.Queue()
+    listener = Listener(PG_URL, events.put, schema=pg_schema, poll_interval=0.05)
+    listener.start()
+    listener.start()  # idempotent
+    try:
+        assert events.get(timeout=10) is None  # connected: "check every queue"
+        with journal.transaction():
+            journal.enqueue([job("a1", "alpha"), job("a2", "alpha"), job("b1", "beta")])
+            journal.enqueue([job("later", "gamma", run_at=9e9)])  # scheduled: nothing to wake
+            assert events.empty()  # nothing is delivered before the commit
+        assert sorted([events.get(timeout=10), events.get(timeout=10)]) == ["alpha", "beta"]
+        with psycopg.connect(PG_URL) as app:
+            enqueue_in(app, [job("tx", "delta")], pg_schema)
+            app.rollback()
+            enqueue_in(app, [job("tx", "epsilon")], pg_schema)
+            app.commit()
+        assert events.get(timeout=10) == "epsilon"  # the rolled-back enqueue woke no one
+        journal.fail([postgres.Failure(j.id, j.lease_id, "boom", 0.0) for j in journal.lease(["beta"], "w", 1, 30.0)])
+        assert journal.promote() == 1
+        assert events.get(timeout=10) == "beta"
+
+        # E2: the server kills the LISTEN connection; the listener comes back by itself.
+        caplog.set_level(logging.WARNING, logger="actorq.journal.postgres")
+        assert listener.backend_pid is not None
+        terminate(listener.backend_pid)
+        assert events.get(timeout=10) is None  # reconnected: "check every queue" again
+        wait_for(lambda: listener.reconnects == 1, message="the listener counted its reconnect")
+        journal.enqueue([job("z1", "zeta")])
+        assert events.get(timeout=10) == "zeta"
+        lost = [r for r in caplog.records if "lost its connection" in r.getMessage()]
+        assert len(lost) == 1 and pg_schema in lost[0].getMessage()
+    finally:
+        listener.stop()
+        listener.stop()  # idempotent
+    assert not listener.connected.is_set() and listener.backend_pid is None
+    assert listener.notifications >= 5
+
+
+def test_listener_keeps_retrying_an_unreachable_server_and_stops_cleanly(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="actorq.journal.postgres")
+    port = closed_port()
+    listener = Listener(f"postgresql://postgres@127.0.0.1:{port}/postgres", lambda q: None, max_backoff=0.05)
+    listener.start()
+    wait_for(lambda: len(caplog.records) >= 1, message="the outage was logged")
+    listener.stop()
+    unreachable = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(unreachable) == 1 and f"127.0.0.1:{port}" in unreachable[0].getMessage()
+
+
+# -- E1: a connection terminated by the server ------------------------------------------------------
+
+
+def test_e1_an_idle_connection_killed_by_the_server_is_replaced(journal: PostgresJournal) -> None:
+    journal.enqueue([job("a")])
+    terminate(backend_pid(journal))
+    assert journal.enqueue([job("b")]) == 1  # nothing was in flight: reconnect and go on
+    assert journal.counts() == {"q": {"ready": 2}}
+
+
+def test_e1_a_connection_killed_mid_transaction_applies_nothing(journal: PostgresJournal) -> None:
+    journal.enqueue([job("a"), job("b")])
+    with pytest.raises(JournalError, match="connection was lost"):
+        with journal.transaction():
+            assert len(journal.lease(["q"], "w1", 1, 30.0)) == 1  # the claim, not yet committed
+            journal.enqueue([job("c")])
+            terminate(backend_pid(journal))
+            journal.complete([("a", 1)])
+    # Nothing of the transaction happened: no job is left leased by anyone.
+    assert journal.counts() == {"q": {"ready": 2}}  # the next operation reconnected
+    assert journal.get("c") is None
+    with pytest.raises(JournalError, match="outcome|lost|terminat"):
+        with journal.transaction():  # the loss can also surface only at COMMIT
+            journal.lease(["q"], "w1", 1, 30.0)
+            terminate(backend_pid(journal))
+    assert journal.counts() == {"q": {"ready": 2}}
+
+
+def test_e1_the_journal_writer_fails_the_whole_group_then_recovers(pg_schema: str) -> None:
+    async def main() -> None:
+        writer = jw.JournalWriter(lambda: PostgresJournal(PG_URL, schema=pg_schema), asyncio.get_running_loop())
+        await writer.start()
+        assert writer.journal is not None
+        pid = backend_pid(writer.journal)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(4)]
+
+        def killer(journal: Any) -> Any:  # runs in the same group, after the enqueues
+            terminate(pid)
+            return journal.counts()
+
+        for n, fut in enumerate(futures[:3]):
+            writer.enqueue(job(f"lost-{n}"), lambda r, e, f=fut: f.set_result((r, e)))
+        writer.submit(jw.CALL, killer, lambda r, e, f=futures[3]: f.set_result((r, e)))
+        results = await asyncio.gather(*futures)
+        # No op of the group is reported done: the enqueues were not committed.
+        assert all(isinstance(error, JournalError) for _, error in results), results
+        assert await writer.call(jw.ENQUEUE, job("after")) == "after"  # reconnected
+        assert await writer.call(jw.CALL, lambda j: j.counts()) == {"q": {"ready": 1}}
+        await writer.stop()
+
+    asyncio.run(main())
+
+
+# -- E3/E4: an unreachable server, H9: no password anywhere -------------------------------------------
+
+
+def test_e4_unreachable_at_start_retries_logs_once_and_names_host_port(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    caplog.set_level(logging.DEBUG, logger="actorq")
+    port = closed_port()
+    attempts = []
+    real_connect = psycopg.connect
+    monkeypatch.setattr(psycopg, "connect", lambda *a, **k: attempts.append(1) or real_connect(*a, **k))
+    url = f"postgresql://alice:{CANARY}@127.0.0.1:{port}/postgres"
+    with pytest.raises(JournalError) as info:
+        PostgresJournal(url, connect_retry_for=0.6, max_backoff=0.1)
+    message = str(info.value)
+    assert f"127.0.0.1:{port}" in message and "refused" in message.lower()
+    assert len(attempts) >= 3  # it retried with backoff before giving up
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0].getMessage()  # once per outage
+    texts = [message, repr(info.value)] + [r.getMessage() for r in caplog.records]
+    assert not [t for t in texts if CANARY in t]  # H9
+    with pytest.raises(JournalError) as info:
+        migrate(url, "actorq", connect_retry_for=0)
+    assert CANARY not in str(info.value)
+
+
+def test_e3_the_server_goes_away_mid_run_and_comes_back(pg_schema: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="actorq.journal.postgres")
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    user = PG_URL.split("://", 1)[1].split("@", 1)[0]
+    url = f"postgresql://{user}:{CANARY}@127.0.0.1:{proxy.port}/{PG_URL.rsplit('/', 1)[1]}"
+    journal = PostgresJournal(url, schema=pg_schema, connect_retry_for=0.3, max_backoff=0.05)
+    try:
+        assert CANARY not in journal.url
+        assert journal.enqueue([job("confirmed")]) == 1  # confirmed before the outage
+        proxy.down()
+        with pytest.raises(JournalError) as info:
+            journal.enqueue([job("during")])
+        assert f"127.0.0.1:{proxy.port}" in str(info.value)
+        with pytest.raises(JournalError):  # still down: the next operation tries again
+            journal.counts()
+        proxy.up()
+        assert journal.enqueue([job("after")]) == 1
+        with pytest.raises(JournalError):
+            with journal.transaction():
+                journal.enqueue([job("cut-off")])
+                proxy.down()
+                journal.lease(["q"], "w1", 5, 30.0)
+        proxy.up()
+        assert sorted(i for i in ("confirmed", "during", "after", "cut-off") if journal.get(i)) == ["after", "confirmed"]
+    finally:
+        journal.close()
+        proxy.close()
+    messages = [r.getMessage() for r in caplog.records]
+    # Once per outage: the first outage failed connects (logged once, then "reachable again");
+    # the second only cut a transaction, which its JournalError reports, and the next connect worked.
+    assert len([m for m in messages if "unreachable" in m]) == 1
+    assert len([m for m in messages if "reachable again" in m]) == 1
+    assert not [m for m in messages if CANARY in m]
+
+
+# -- H10: where the credentials come from ------------------------------------------------------------
+
+
+def test_h10_libpq_environment_variables_apply(pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    params = psycopg.conninfo.conninfo_to_dict(PG_URL)
+    monkeypatch.setenv("PGHOST", str(params.get("host", "127.0.0.1")))
+    monkeypatch.setenv("PGPORT", str(params.get("port", 5432)))
+    monkeypatch.setenv("PGUSER", str(params.get("user", "postgres")))
+    monkeypatch.setenv("PGDATABASE", str(params.get("dbname", "postgres")))
+    journal = open_journal("postgresql://", schema=pg_schema)  # everything from the environment
+    try:
+        journal.enqueue([job("a")])
+        assert journal.counts() == {"q": {"ready": 1}}
+    finally:
+        journal.close()
+
+
+@pytest.mark.parametrize("source", ["PGPASSFILE", "HOME/.pgpass", "PGPASSWORD"])
+def test_h9_h10_the_password_comes_from_libpq_and_is_never_shown(
+        source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="actorq")
+    server = PasswordCatcher()
+    for name in ("PGPASSWORD", "PGPASSFILE", "PGSERVICE"):
+        monkeypatch.delenv(name, raising=False)
+    line = f"127.0.0.1:{server.port}:*:alice:{CANARY}\n"
+    if source == "PGPASSFILE":
+        passfile = tmp_path / "passfile"
+        passfile.write_text(line)
+        passfile.chmod(0o600)
+        monkeypatch.setenv("PGPASSFILE", str(passfile))
+    elif source == "HOME/.pgpass":
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / ".pgpass").write_text(line)
+        (home / ".pgpass").chmod(0o600)
+        monkeypatch.setenv("HOME", str(home))
+    else:
+        monkeypatch.setenv("PGPASSWORD", CANARY)
+    try:
+        with pytest.raises(JournalError) as info:
+            PostgresJournal(f"postgresql://alice@127.0.0.1:{server.port}/db", connect_retry_for=0)
+    finally:
+        server.close()
+    assert server.users == ["alice"] and server.passwords == [CANARY]  # libpq found it
+    assert "password authentication failed" in str(info.value)
+    texts = [str(info.value), repr(info.value)] + [r.getMessage() for r in caplog.records]
+    assert not [t for t in texts if CANARY in t]
+    assert os.environ.get("PGPASSWORD", "") in ("", CANARY)
