@@ -13,7 +13,7 @@ from typing import Sequence
 
 from actorq.jobs.task import Job
 from actorq.journal.protocol import JobInfo
-from actorq.journal.sqlite import open_journal
+from actorq.journal import open_journal
 
 __all__ = ["Client"]
 
@@ -22,16 +22,18 @@ class Client:
     """A synchronous producer on a journal URL.
 
     Args:
-        url: the journal, e.g. ``sqlite:///actorq.db``.
+        url: the journal, e.g. ``sqlite:///actorq.db`` or ``postgresql://user@host/db``.
         synchronous: SQLite durability level (``full`` by default).
-        busy_timeout: seconds to wait for the node's write lock.
+        busy_timeout: SQLite: seconds to wait for the node's write lock.
+        schema: PostgreSQL: the journal's schema (default ``actorq``).
 
     Raises:
         JournalError: the journal cannot be opened.
     """
 
-    def __init__(self, url: str = "sqlite:///actorq.db", *, synchronous: str = "full", busy_timeout: float = 5.0) -> None:
-        self._journal = open_journal(url, synchronous=synchronous, busy_timeout=busy_timeout)
+    def __init__(self, url: str = "sqlite:///actorq.db", *, synchronous: str = "full", busy_timeout: float = 5.0,
+                 schema: str = "actorq") -> None:
+        self._journal = open_journal(url, synchronous=synchronous, busy_timeout=busy_timeout, schema=schema)
 
     def enqueue(self, job: Job, queue: str = "default") -> str:
         """Commit one job to `queue` and return its id (accepted).

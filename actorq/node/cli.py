@@ -1,4 +1,4 @@
-"""The ``actorq`` command line: run, check, enqueue, status, tree.
+"""The ``actorq`` command line: run, check, enqueue, status, tree, migrate.
 
 Every subcommand reads the same ``topology.toml``. Errors in it are printed as
 ``file: key: expected ...`` without a traceback, with exit code 2.
@@ -21,7 +21,8 @@ from actorq.errors import JournalError
 from actorq.jobs.client import Client
 from actorq.jobs.task import Job
 from actorq.jobs.worker import check_tasks
-from actorq.node.config import Config, ConfigError, load_config
+from actorq.journal import migrate
+from actorq.node.config import Config, ConfigError, load_config, redact_url
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
 from actorq.node.control import NodeNotRunning, query, read_node_file
 from actorq.transports import constants as wire
@@ -36,6 +37,7 @@ examples:
   actorq run     --config topology.toml
   actorq status  --config topology.toml
   actorq tree    --config topology.toml
+  actorq migrate --config topology.toml
 
 exit codes: 0 ok, 1 the node failed, 2 bad config or usage, 3 journal unusable.
 """
@@ -146,7 +148,10 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
         _err(f"actorq: {args.config}: node.tasks: {exc}")
         return EXIT_CONFIG
     _out(f"{args.config}: ok")
-    _out(f"  journal   {config.journal.url} (synchronous={config.journal.synchronous})")
+    if config.is_sqlite:
+        _out(f"  journal   {config.journal.url} (synchronous={config.journal.synchronous})")
+    else:
+        _out(f"  journal   {redact_url(config.journal.url)} (schema {config.journal.schema})")
     _out(f"  workers   {config.workers.processes} processes x {config.workers.concurrency} slots, "
          f"queues {', '.join(config.workers.queues)}")
     _out(f"  tasks     {', '.join(names) or '(none: every job would be dead)'}")
@@ -159,8 +164,7 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
         _err("actorq enqueue: --kwargs must be a JSON object")
         return EXIT_CONFIG
     task_args = [_parse_arg(a) for a in args.args]
-    with Client(f"sqlite:///{config.sqlite_path}", synchronous=config.journal.synchronous,
-                busy_timeout=config.journal.busy_timeout) as client:
+    with _client(config) as client:
         done = 0
         while done < args.count:
             n = min(10_000, args.count - done)
@@ -176,18 +180,33 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
-    with Client(f"sqlite:///{config.sqlite_path}", busy_timeout=config.journal.busy_timeout) as client:
+    with _client(config) as client:
         counts = client.counts()
     if args.json:
         _out(json.dumps(counts, sort_keys=True))
         return EXIT_OK
     states = ["scheduled", "ready", "leased", "retry", "succeeded", "failed", "dead", "cancelled"]
-    _out(f"journal {config.journal.url}")
+    _out(f"journal {redact_url(config.journal.url)}")
     _out(f"{'queue':<16}" + "".join(f"{s:>11}" for s in states))
     for queue in sorted(counts):
         _out(f"{queue:<16}" + "".join(f"{counts[queue].get(s, 0):>11,}" for s in states))
     if not counts:
         _out("(no jobs)")
+    return EXIT_OK
+
+
+def _client(config: Config) -> Client:
+    return Client(config.journal_url, synchronous=config.journal.synchronous,
+                  busy_timeout=config.journal.busy_timeout, schema=config.journal.schema)
+
+
+def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
+    applied = migrate(config.journal_url, config.journal.schema, connect_retry_for=config.journal.connect_retry_for)
+    where = config.journal_url if config.is_sqlite else f"schema {config.journal.schema!r}"
+    if applied:
+        _out(f"{where}: applied migrations {', '.join(str(v) for v in applied)}")
+    else:
+        _out(f"{where}: up to date")
     return EXIT_OK
 
 
@@ -282,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
                  "actorq status --config topology.toml")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(handler=cmd_status)
+
+    mig = add("migrate", "Create or upgrade the journal's schema (numbered migrations; safe to run from "
+              "several hosts at once). A node refuses a schema it does not know.",
+              "actorq migrate --config topology.toml")
+    mig.set_defaults(handler=cmd_migrate)
 
     tree = add("tree", "Print the running node's supervision tree: each supervisor with its strategy, each "
                "child with its pid, state and restart count. Asks the node over its private control socket.",

@@ -56,6 +56,23 @@ __all__ = ["Config", "ConfigError", "DispatcherConfig", "JournalConfig", "NodeCo
 
 _T = TypeVar("_T")
 _SQLITE = "sqlite:///"
+_POSTGRES = ("postgresql://", "postgres://")
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user info replaced by ``***`` (for messages)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.partition("@")
+    if sep and at and ":" in userinfo:
+        return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hosts}"
+    return url
+
+
+def _check_schema(value: str) -> str | None:
+    if not _SCHEMA_RE.fullmatch(value):
+        return f"expected a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63 characters), got {value!r}"
+    return None
 _TASK_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")
 # Numeric bounds from field metadata: (metadata key, comparison, symbol in messages).
 _BOUNDS = (("min", operator.ge, ">="), ("gt", operator.gt, ">"))
@@ -90,10 +107,10 @@ def _check_endpoint(value: str) -> str | None:
 
 
 def _check_journal_url(value: str) -> str | None:
-    if value.startswith(("postgresql://", "postgres://")):
-        return "expected a sqlite:/// URL; the PostgreSQL journal is not available in this version"
+    if value.startswith(_POSTGRES):
+        return None
     if not value.startswith(_SQLITE):
-        return f"expected a URL starting with {_SQLITE}, got {value!r}"
+        return f"expected a URL starting with {_SQLITE} or postgresql://, got {redact_url(value)!r}"
     if not value[len(_SQLITE):]:
         return f"expected a file path after {_SQLITE}, got {value!r}"
     return None
@@ -129,6 +146,11 @@ class JournalConfig:
 
     - ``url``: ``sqlite:///PATH`` (default ``sqlite:///actorq.db``); a relative
       PATH resolves against the current directory, ``sqlite:////abs`` is absolute.
+      Or ``postgresql://user@host:port/dbname`` (libpq's environment variables and
+      ``.pgpass`` apply; several nodes may share it).
+    - ``schema``: PostgreSQL only: the schema holding the journal (default ``actorq``).
+    - ``connect_retry_for``: PostgreSQL only: seconds an unreachable server is retried,
+      with backoff, before the node gives up (> 0, default 30).
     - ``synchronous``: SQLite ``PRAGMA synchronous``: ``"full"`` (default),
       ``"normal"`` or ``"extra"``.
     - ``busy_timeout``: seconds to wait on a locked database (> 0, default 5).
@@ -136,6 +158,8 @@ class JournalConfig:
     """
 
     url: str = field(default="sqlite:///actorq.db", metadata={"check": _check_journal_url})
+    schema: str = field(default="actorq", metadata={"check": _check_schema})
+    connect_retry_for: float = field(default=30.0, metadata={"gt": 0})
     synchronous: Literal["full", "normal", "extra"] = "full"
     busy_timeout: float = field(default=5.0, metadata={"gt": 0})
     batch_max: int = field(default=4096, metadata={"min": 1})
@@ -227,9 +251,22 @@ class Config:
         return Path.cwd() if self.path is None else self.path.absolute().parent
 
     @property
+    def is_sqlite(self) -> bool:
+        """True for an SQLite journal (one node per file), False for PostgreSQL (shared)."""
+        return self.journal.url.startswith(_SQLITE)
+
+    @property
     def node_file(self) -> Path:
-        """Where a running node writes its pid and control endpoint (beside its journal)."""
-        return self.sqlite_path.with_name(self.sqlite_path.name + ".node")
+        """Where a running node writes its pid and control endpoint: beside an SQLite
+        journal, or ``.actorq-<node name>.node`` beside the topology file."""
+        if self.is_sqlite:
+            return self.sqlite_path.with_name(self.sqlite_path.name + ".node")
+        return self.base_dir / f".actorq-{self.node.name}.node"
+
+    @property
+    def journal_url(self) -> str:
+        """The journal URL with a relative SQLite path made absolute (against the CWD)."""
+        return f"{_SQLITE}{self.sqlite_path}" if self.is_sqlite else self.journal.url
 
     @property
     def task_search_path(self) -> list[str]:
@@ -239,7 +276,13 @@ class Config:
 
     @property
     def sqlite_path(self) -> Path:
-        """The database file named by ``journal.url``, resolved against the CWD."""
+        """The database file named by an SQLite ``journal.url``, resolved against the CWD.
+
+        Raises:
+            ValueError: the journal is not SQLite.
+        """
+        if not self.is_sqlite:
+            raise ValueError(f"journal.url is not an SQLite URL: {redact_url(self.journal.url)}")
         path = Path(self.journal.url[len(_SQLITE):])
         return path if path.is_absolute() else Path.cwd() / path
 

@@ -39,8 +39,8 @@ from actorq.jobs.queue import QueueRef
 from actorq.jobs.scheduler import Scheduler
 from actorq.jobs.worker import WORKER_BOOT, WorkerSpec, check_tasks
 from actorq.journal.protocol import Journal
-from actorq.journal.sqlite import SQLiteJournal
-from actorq.node.config import Config, load_config
+from actorq.journal import open_journal
+from actorq.node.config import Config, load_config, redact_url
 from actorq.node.control import ControlServer, NodeNotRunning, read_node_file, write_node_file
 from actorq.node.tree import NODE, build_tree, describe
 from actorq.supervisors import Exit, StartFailed, SupervisorRef, process_start, start_supervisor
@@ -156,7 +156,7 @@ class Node:
             await self._teardown()
             raise
         logger.info("node %s started: journal %s, %d worker processes, endpoint %s",
-                    cfg.node.name, cfg.journal.url, cfg.workers.processes, self.endpoint)
+                    cfg.node.name, redact_url(cfg.journal.url), cfg.workers.processes, self.endpoint)
 
     async def _after_writer_start(self, writer: jw.JournalWriter) -> None:
         """Called by the journal writer actor each time a writer has opened the journal."""
@@ -165,7 +165,7 @@ class Node:
         cfg = self.config
         # An SQLite journal has one node (file lock): every lease left in it is from an earlier
         # run, whatever its name. A shared journal: only this node's own earlier incarnations.
-        owner_prefix = "" if cfg.journal.url.startswith("sqlite:") else f"{cfg.node.name}/"
+        owner_prefix = "" if cfg.is_sqlite else f"{cfg.node.name}/"
         self.reclaimed_at_start = await writer.call(
             jw.RECLAIM_ALL, ("node restarted (lease of an earlier incarnation)", owner_prefix, self.fail_tasks))
         self._reclaimed = True
@@ -182,8 +182,9 @@ class Node:
 
     def _open_journal(self) -> Journal:
         cfg = self.config
-        journal = SQLiteJournal(cfg.sqlite_path, synchronous=cfg.journal.synchronous,
-                                busy_timeout=cfg.journal.busy_timeout)
+        journal = open_journal(cfg.journal_url, synchronous=cfg.journal.synchronous,
+                               busy_timeout=cfg.journal.busy_timeout, schema=cfg.journal.schema,
+                               connect_retry_for=cfg.journal.connect_retry_for)
         try:
             journal.attach_node()
         except BaseException:

@@ -6,7 +6,8 @@
     ├── core                   supervisor         [supervision] core_strategy (rest_for_one)
     │   ├── journal-writer     actor: owns the journal on its thread; group commit
     │   ├── dispatcher         actor: ROUTER socket; leases for workers; collects acks
-    │   └── scheduler          actor: promotes due jobs, wakes the dispatcher
+    │   ├── scheduler          actor: promotes due jobs, wakes the dispatcher
+    │   └── listener           actor (PostgreSQL only): LISTEN/NOTIFY wakes the dispatcher
     └── workers                supervisor         simple_one_for_one (the dynamic pool)
         └── worker × processes OS processes (actorq.jobs.worker), permanent
 
@@ -66,6 +67,7 @@ __all__ = ["build_tree"]
 
 NODE, CORE, WORKERS = "node", "core", "workers"
 WRITER, DISPATCHER, SCHEDULER, WORKER = "journal-writer", "dispatcher", "scheduler", "worker"
+LISTENER = "listener"
 
 
 class JournalWriterActor(Actor):
@@ -155,6 +157,34 @@ class SchedulerActor(Actor):
             self.scheduler.stop()
 
 
+class ListenerActor(Actor):
+    """PostgreSQL only: LISTEN for enqueues on other nodes and clients, and wake the dispatcher.
+
+    A wake-up only: polling (the scheduler's tick) stays the correctness path. The
+    listener's own thread reconnects with backoff when its connection is lost.
+    """
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.listener: Any = None
+
+    async def on_start(self) -> None:
+        from actorq.journal import Listener
+
+        node = self.node
+        loop = asyncio.get_running_loop()
+
+        def notified(queue: str | None) -> None:  # on the listener's thread
+            loop.call_soon_threadsafe(node._wake, None if queue is None else {queue})
+
+        self.listener = Listener(node.config.journal.url, notified, schema=node.config.journal.schema)
+        self.listener.start()
+
+    async def on_stop(self) -> None:
+        if self.listener is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.listener.stop)
+
+
 def _shutdown(seconds: float) -> float | str:
     return seconds if seconds > 0 else "brutal_kill"
 
@@ -170,6 +200,7 @@ def build_tree(node: "Node") -> tuple[SupFlags, list[ChildSpec]]:
             ChildSpec(WRITER, actor_start(JournalWriterActor, node, name=WRITER), shutdown="infinity"),
             ChildSpec(DISPATCHER, actor_start(DispatcherActor, node, name=DISPATCHER), shutdown=10.0),
             ChildSpec(SCHEDULER, actor_start(SchedulerActor, node, name=SCHEDULER)),
+            *([] if cfg.is_sqlite else [ChildSpec(LISTENER, actor_start(ListenerActor, node, name=LISTENER))]),
         ],
         name=CORE,
     )

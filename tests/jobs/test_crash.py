@@ -11,8 +11,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
@@ -20,6 +18,7 @@ import pytest
 
 from actorq import Job, Node, NodeFailed
 from actorq.testing import Ledger, check_total_queue, eventually, journal_invariants
+from node_process import NodeProcess
 
 TASKS = """
 started = Ledger(str(ledger.path) + ".started")
@@ -221,49 +220,6 @@ def _endpoint_in(directory: Path) -> str:
     there, not a private directory in /tmp (and the next run must bind over the stale file)."""
     path = directory / "dispatcher.ipc"
     return f"ipc://{path}" if len(str(path)) < 100 else ""  # sun_path holds ~107 bytes
-
-
-class NodeProcess:
-    """``actorq run --config FILE`` as a real subprocess in its own session (process group)."""
-
-    def __init__(self, topo, run: int, *args: str) -> None:
-        self.log_path = topo.dir / f"node-run{run}.log"
-        self.log = open(self.log_path, "wb")
-        env = dict(os.environ, AQTEST_RUN=str(run))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "actorq.node.cli", "run", "--config", str(topo.toml_path), *args],
-            cwd=topo.dir, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.pid = self.proc.pid
-
-    def children(self) -> list[psutil.Process]:
-        """The node's worker processes right now."""
-        try:
-            return psutil.Process(self.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-
-    async def exit_code(self, timeout: float = 60.0) -> int:
-        """Wait (bounded) for the node to exit; return its exit code."""
-        try:
-            await eventually(lambda: self.proc.poll() is not None, timeout=timeout, message="actorq run exited")
-        finally:
-            self.log.close()
-        return self.proc.returncode
-
-    def output(self) -> str:
-        """The node's log (stdout and stderr)."""
-        return self.log_path.read_text(errors="replace")
-
-    def kill_everything(self) -> None:
-        """Clean-up after a failed test: SIGKILL the whole process group."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-        self.log.close()
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill_node", "sigkill_group"])

@@ -15,15 +15,6 @@ from journal_support import PG_URL, Backend, drop_schema, new_schema_name, requi
 from actorq.journal import Journal
 
 
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    """A schema name that exists nowhere yet; dropped (if created) at teardown."""
-    require_pg()
-    schema = new_schema_name()
-    yield schema
-    drop_schema(schema)
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """A fresh journal location on each backend."""

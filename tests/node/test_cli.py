@@ -81,7 +81,7 @@ def test_g9_bad_url_scheme(tmp_path: Path) -> None:
     bad.write_text('[journal]\nurl = "mysql://localhost/x"\n')
     result = actorq_cmd("status", "--config", str(bad), cwd=tmp_path)
     assert result.returncode == EXIT_CONFIG
-    assert "journal.url: expected a URL starting with sqlite:///" in result.stderr
+    assert "journal.url: expected a URL starting with sqlite:/// or postgresql://" in result.stderr
 
 
 def test_check_imports_the_tasks(topology: Path) -> None:

@@ -316,17 +316,28 @@ def test_bad_url_scheme(tmp_path: Path) -> None:
     # G9, A6
     err = load_error(tmp_path, '[journal]\nurl = "mysql://x"\n')
     assert str(err) == (
-        "topology.toml: journal.url: expected a URL starting with sqlite:///, got 'mysql://x'"
+        "topology.toml: journal.url: expected a URL starting with sqlite:/// or postgresql://, got 'mysql://x'"
     )
 
 
-@pytest.mark.parametrize("url", ["postgresql://db/actorq", "postgres://db/actorq"])
-def test_postgresql_url_not_available(tmp_path: Path, url: str) -> None:
-    err = load_error(tmp_path, f'[journal]\nurl = "{url}"\n')
-    assert str(err) == (
-        "topology.toml: journal.url: expected a sqlite:/// URL; "
-        "the PostgreSQL journal is not available in this version"
-    )
+@pytest.mark.parametrize("url", ["postgresql://db/actorq", "postgres://u@db:5433/actorq"])
+def test_postgresql_url_selects_the_shared_journal(tmp_path: Path, url: str) -> None:
+    cfg = load_config(write(tmp_path, f'[node]\nname = "n1"\n[journal]\nurl = "{url}"\nschema = "jobs_2"\n'))
+    assert not cfg.is_sqlite and cfg.journal_url == url and cfg.journal.schema == "jobs_2"
+    assert cfg.node_file == tmp_path / ".actorq-n1.node"  # several nodes: one file each
+    with pytest.raises(ValueError, match="not an SQLite URL"):
+        _ = cfg.sqlite_path
+
+
+@pytest.mark.parametrize("schema", ["Jobs", "1jobs", "jobs;drop", "", "a" * 64])
+def test_bad_schema_name(tmp_path: Path, schema: str) -> None:
+    err = load_error(tmp_path, f'[journal]\nurl = "postgresql://db/x"\nschema = "{schema}"\n')
+    assert str(err).startswith("topology.toml: journal.schema: expected a lower-case SQL identifier")
+
+
+def test_bad_url_never_shows_a_password(tmp_path: Path) -> None:
+    err = load_error(tmp_path, '[journal]\nurl = "mysql://bob:hunter2@db/x"\n')
+    assert "hunter2" not in str(err) and "bob:***@db/x" in str(err)
 
 
 def test_sqlite_url_needs_a_path(tmp_path: Path) -> None:

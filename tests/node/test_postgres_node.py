@@ -1,0 +1,102 @@
+"""A node on the PostgreSQL journal, and two nodes sharing one (issue scenarios C15).
+
+The real server at ``ACTORQ_TEST_PG_URL`` (default postgres@127.0.0.1:5432),
+a fresh schema per test, real worker processes. Every job is counted in an
+independent ledger.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import psycopg
+
+from actorq import Job, Node
+from actorq.testing import check_total_queue, eventually
+from node_process import NodeProcess
+
+TASKS = """
+@registry.task("pg.work")
+async def work(n):
+    await asyncio.sleep(0.01)
+    record()
+"""
+
+
+def _states(url: str, schema: str) -> dict[str, tuple[str, int, str | None]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(f'SELECT id, state, attempts, lease_owner FROM "{schema}".actorq_jobs').fetchall()
+    return {job_id: (state, attempts, owner) for job_id, state, attempts, owner in rows}
+
+
+def _actorq(*args: str, cwd: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "actorq.node.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+async def test_a_node_runs_its_tree_on_postgresql(topology, pg_schema):
+    from journal_support import PG_URL
+
+    topo = topology(TASKS, processes=2, journal_url=PG_URL, schema=pg_schema)
+    migrated = _actorq("migrate", "--config", str(topo.toml_path), cwd=topo.dir)
+    assert migrated.returncode == 0, migrated.stderr
+    assert f"schema '{pg_schema}': applied migrations 1" in migrated.stdout
+    again = _actorq("migrate", "--config", str(topo.toml_path), cwd=topo.dir)
+    assert "up to date" in again.stdout
+    async with Node(topo.config) as node:
+        accepted = set(await node.queue().enqueue_many([Job("pg.work", [i]) for i in range(300)]))
+        with topo.client() as client:  # another process's producer: LISTEN/NOTIFY wakes the node
+            accepted |= set(client.enqueue_many([Job("pg.work", [1000 + i]) for i in range(100)]))
+        await node.wait_idle(timeout=60)
+        tree = await node.tree()
+    core = next(child for child in tree["children"] if child["id"] == "core")
+    assert [c["id"] for c in core["children"]] == ["journal-writer", "dispatcher", "scheduler", "listener"]
+    status = _actorq("status", "--json", "--config", str(topo.toml_path), cwd=topo.dir)
+    assert status.returncode == 0, status.stderr
+    assert '"succeeded": 400' in status.stdout
+    check = check_total_queue(accepted, topo.ledger.read(), {j for j, s in topo.states().items() if s == "succeeded"})
+    assert check.valid and not check.duplicated, check.summary()
+
+
+async def test_c15_two_nodes_share_the_queue_and_reclaim_a_killed_nodes_leases(topology, pg_schema, tmp_path):
+    from journal_support import PG_URL
+
+    topo_a = topology(TASKS, processes=1, concurrency=4, prefetch=4, journal_url=PG_URL, schema=pg_schema,
+                      name="node-a", lease_timeout=3.0, shutdown_timeout=5.0, toml_name="a.toml")
+    topo_b = topology(TASKS, processes=1, concurrency=4, prefetch=4, journal_url=PG_URL, schema=pg_schema,
+                      name="node-b", lease_timeout=3.0, shutdown_timeout=5.0, toml_name="b.toml")
+    assert topo_a.dir == topo_b.dir and topo_a.ledger.path != topo_b.ledger.path
+    with topo_a.client() as client:
+        accepted = set(client.enqueue_many([Job("pg.work", [i]) for i in range(1500)]))
+    a = NodeProcess(topo_a, 1)  # the real `actorq run`, each in its own process group
+    b = NodeProcess(topo_b, 2)
+    try:
+        def owners() -> set[str]:
+            return {owner.split("/")[0] for _, _, owner in _states(PG_URL, pg_schema).values() if owner}
+
+        await eventually(lambda: owners() == {"node-a", "node-b"}, timeout=60, message="both nodes hold leases")
+        os.killpg(a.pid, signal.SIGKILL)  # node A and its worker: A cannot report its own death
+        assert await a.exit_code(timeout=30) == -signal.SIGKILL
+        await eventually(lambda: all(s == "succeeded" for s, _, _ in _states(PG_URL, pg_schema).values()),
+                         timeout=120, message="node B finished every job, A's after their leases expired")
+        os.kill(b.pid, signal.SIGTERM)
+        assert await b.exit_code(timeout=60) == 0, b.output()
+    except BaseException:
+        a.kill_everything()
+        b.kill_everything()
+        raise
+    entries = topo_a.ledger.read() + topo_b.ledger.read()
+    states = _states(PG_URL, pg_schema)
+    check = check_total_queue(accepted, entries, {j for j, (s, _, _) in states.items() if s == "succeeded"})
+    print(check.summary())
+    assert check.valid, check.summary()
+    ran_by = {e.tag.split("/")[0] for e in entries}
+    assert len({e.pid for e in entries}) >= 2 and ran_by, ran_by
+    reclaimed = [j for j, (_, attempts, _) in states.items() if attempts > 1]
+    assert reclaimed, "node A held leases when it was killed: they must come back through expiry"
+    with psycopg.connect(PG_URL) as conn:
+        errors = {e for (e,) in conn.execute(f'SELECT DISTINCT error FROM "{pg_schema}".actorq_errors')}
+    assert errors == {"lease expired"}, errors
