@@ -23,7 +23,9 @@ by its strategy, and stops them in reverse start order::
 Restart types: ``permanent`` always restarts, ``transient`` only after an
 abnormal exit (``killed`` or ``error``), ``temporary`` never, and its spec is
 dropped. A temporary sibling stopped by a group restart is not restarted and
-does not count against intensity. Intensity is a sliding window on the clock
+does not count against intensity. As in OTP, a group restart starts every
+non-temporary member of the group, including one stopped earlier with
+`terminate_child` or one whose start returned IGNORE. Intensity is a sliding window on the clock
 given to `start_supervisor` (`RestartIntensity`); a restart older than
 ``period`` seconds no longer counts.
 

@@ -165,6 +165,19 @@ async def test_a17_one_for_all(kit: Kit, exits: Exits) -> None:
         await sup.stop()
 
 
+async def test_a17_one_for_all_restart_also_starts_a_member_stopped_by_terminate_child(kit: Kit) -> None:
+    """As OTP's restart_multiple_children: the group is every non-temporary member."""
+    async with ActorSystem() as system:
+        sup = await start_supervisor(system, SupFlags("one_for_all", intensity=3),
+                                     [ChildSpec("a", kit.start()), ChildSpec("b", kit.start())])
+        await sup.terminate_child("b")
+        a = (await pids(sup))["a"]
+        kit.make_exit(a, "error")
+        await eventually(lambda: running(sup, 2), "a and b to run again")
+        assert [i.restarts for i in await sup.which_children()] == [1, 1]
+        await sup.stop()
+
+
 async def test_a18_rest_for_one(kit: Kit) -> None:
     async with ActorSystem() as system:
         sup = await start_supervisor(system, SupFlags("rest_for_one", intensity=3),
