@@ -73,6 +73,26 @@ async def test_a12_permanent_child_is_always_restarted(kit: Kit, exits: Exits, h
         await sup.stop()
 
 
+async def test_a12_hook_runs_before_the_restart_and_log_levels(kit: Kit, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="actorq.supervisors.supervisor")
+    events: list[Any] = []
+
+    def hook(child_id: str, child: Any, exit: Any) -> None:
+        events.append(("exit", child_id, exit.kind))
+
+    async with ActorSystem() as system:
+        spec = ChildSpec("p", recording(kit.start(), "p", events))
+        sup = await start_supervisor(system, SupFlags(intensity=5), [spec], on_child_exit=hook)
+        old = (await pids(sup))["p"]
+        kit.make_exit(old, "error")
+        await eventually(lambda: changed(sup, "p", old), "the restart")
+        assert events == [("start", "p"), ("exit", "p", "error"), ("start", "p")]
+        levels = {r.levelno for r in caplog.records if "child 'p' exited" in r.getMessage()}
+        assert levels == {logging.WARNING}
+        assert any(r.levelno == logging.INFO and "restarted child 'p'" in r.getMessage() for r in caplog.records)
+        await sup.stop()
+
+
 @pytest.mark.parametrize("how", EXIT_KINDS)
 async def test_a13_transient_child_restarted_only_after_abnormal_exit(kit: Kit, exits: Exits, how: Any) -> None:
     async with ActorSystem() as system:

@@ -111,7 +111,7 @@ async def _new_supervisors(top: Any, old: tuple[Any, ...]) -> bool:
     return all(i.state == "running" and i.supervisor not in old for i in infos)
 
 
-# -- A26: temporary children's args are not kept ------------------------------------------------------------------------
+# -- A26: temporary children's args are not kept ---------------------------------------------------------------------
 
 
 class Idle(TestActor):
@@ -159,7 +159,7 @@ async def test_a26_do_not_save_start_parameters_for_temporary_children(strategy:
     assert sizes["transient"] - sizes["temporary"] > 0.9 * args_total, sizes
 
 
-# -- A27: names resolve to the restarted incarnations ----------------------------------------------------------------------
+# -- A27: names resolve to the restarted incarnations ----------------------------------------------------------------
 
 
 async def test_a27_simple_global_supervisor_names_resolve_after_restart() -> None:
@@ -185,7 +185,7 @@ async def test_a27_simple_global_supervisor_names_resolve_after_restart() -> Non
         await top.stop()
 
 
-# -- A28: significant children ------------------------------------------------------------------------------------------
+# -- A28: significant children ---------------------------------------------------------------------------------------
 
 
 async def test_a28_any_significant_normal_exit_stops_the_supervisor(kit: Kit, exits: Exits) -> None:
