@@ -77,10 +77,16 @@ class OpQueue:
             return
         blocked: list[Keys] = []
         waiting: deque[_Op] = deque()
-        for op in self._queue:
+        queue = self._queue
+        while queue:
+            op = queue.popleft()
             if any(_conflict(op.keys, k) for k in blocked) or any(_conflict(op.keys, r.keys) for r in self._running):
-                blocked.append(op.keys)
                 waiting.append(op)
+                if op.keys is ALL:  # everything behind a waiting group operation waits too
+                    waiting.extend(queue)
+                    queue.clear()
+                    break
+                blocked.append(op.keys)
                 continue
             self._running.add(op)
             op.task = asyncio.get_running_loop().create_task(self._run(op))

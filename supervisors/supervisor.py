@@ -23,7 +23,9 @@ by its strategy, and stops them in reverse start order::
 Restart types: ``permanent`` always restarts, ``transient`` only after an
 abnormal exit (``killed`` or ``error``), ``temporary`` never, and its spec is
 dropped. A temporary sibling stopped by a group restart is not restarted and
-does not count against intensity. Intensity is a sliding window on the clock
+does not count against intensity. As in OTP, a group restart starts every
+non-temporary member of the group, including one stopped earlier with
+`terminate_child` or one whose start returned IGNORE. Intensity is a sliding window on the clock
 given to `start_supervisor` (`RestartIntensity`); a restart older than
 ``period`` seconds no longer counts.
 
@@ -391,16 +393,8 @@ class Supervisor(Actor):
             return
         backoff = self.flags.backoff
         delay = backoff.delay(slot.streak) if backoff is not None else 0.0
-        if delay > 0:
-            group = self._group(slot)
-            for member in reversed(group):  # the group is stopped now, started when the delay is over
-                await self._terminate(member)
-                if member.spec.restart == "temporary":
-                    self._slots.pop(member.key, None)
-            token = object()
-            for member in group:
-                if member.key in self._slots:
-                    member.pending = token
+        if delay > 0:  # stop the group now, start it when the delay is over
+            token = await self._stop_group(slot)
             logger.info("supervisor %s: restarting child %s in %.3g s", self.ref.name, self._label(slot), delay)
             self._post(_Retry(slot.key, token, counted=True), delay)
             return
@@ -430,24 +424,35 @@ class Supervisor(Actor):
             return slots[slots.index(slot):]
         return [slot]
 
-    async def _attempt(self, slot: _Slot) -> None:
-        """Restart `slot` (with its group): stop the group in reverse, start it in order."""
+    async def _stop_group(self, slot: _Slot) -> object:
+        """Mark `slot`'s group restarting and stop its running members in reverse order.
+
+        Temporary members are stopped and forgotten: not restarted, not counted (A15).
+        Returns the token that marks the group's pending restart.
+        """
+        token = object()
         group = self._group(slot)
+        for member in group:
+            member.pending = token  # shows as restarting once stopped
         for member in reversed(group):
             await self._terminate(member)
-            if member.spec.restart == "temporary":  # not restarted, not counted (A15)
+            if member.spec.restart == "temporary":
                 self._slots.pop(member.key, None)
-        members = [m for m in group if m.key in self._slots]
-        for member in members:
-            member.pending = None
+        return token
+
+    async def _attempt(self, slot: _Slot) -> None:
+        """Restart `slot` (with its group): stop the group in reverse, start it in order."""
+        await self._stop_group(slot)
+        members = [m for m in self._group(slot) if m.pending is not None]
         for index, member in enumerate(members):
             try:
-                child = await self._start(member, member.args)
+                child = await self._start(member, member.args)  # clears member.pending
             except _StartError as err:
                 await self._restart_failed(member, members, index, err)
                 return
             if child is None:
                 logger.info("supervisor %s: child %s ignored its restart", self.ref.name, self._label(member))
+                member.pending = None
                 if self._simple:
                     del self._slots[member.key]
                 continue

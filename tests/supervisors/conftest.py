@@ -1,5 +1,36 @@
 """Fixtures for the supervisor suite (helpers live in `supkit`).
 
+The suite ports OTP's ``supervisor_SUITE`` as ACCEPTANCE section A lists it;
+each test names its id. Where each one lives, and on which children:
+
+=========================  ==========================================  ===================
+ids                        file                                        children
+=========================  ==========================================  ===================
+A1, A3-A5, A8-A11          test_start_stop.py                          actor and process
+A2                         test_start_stop.py                          none (init ignores)
+A6, A7                     test_spec.py                                none (specs, flags)
+A12-A21, A24, A25          test_restart.py                             actor and process
+A22, A23, A28              test_tree.py                                actor and process
+A26                        test_tree.py                                actor
+A27                        test_tree.py                                actor
+A29, A30                   test_process.py (A30 also tests/kernel)     process (A30: both)
+=========================  ==========================================  ===================
+
+What does not apply, and why:
+
+* A6's ``topology.toml`` half (file, key path, "did you mean"): that is the
+  node's config loader, not this package.
+* A11's ``extra_return``: a start function returns a child or IGNORE; there
+  is no ``{ok, Pid, Extra}``.
+* A12-A14 "exits with shutdown by itself" for process children: a process's
+  ``shutdown`` is always the supervisor's request (SIGTERM, or exit 0 after
+  it); a SIGTERM from anyone else is an abnormal exit. Those cases skip.
+* A26 on process children: it measures what the supervisor keeps, which does
+  not depend on the kind of child; 300 processes would only slow the suite.
+* A27 on process children: it is about actor names and refs; a supervisor
+  never reuses an OS pid.
+* A29 on actor children: an in-process child cannot outlive its process.
+
 * ``kit``: parametrised over ``actor`` and ``process`` children.
 * ``clock``: a `FakeClock` for restart intensity windows.
 * ``exits``: records every child exit through the ``on_child_exit`` hook.
