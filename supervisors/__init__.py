@@ -8,7 +8,6 @@
 #   ref.py         SupervisorRef (admin calls), ChildInfo, Counts
 #   errors.py      SupervisorError and OTP's {error, _} outcomes as classes
 #   intensity.py   RestartIntensity (sliding window on an injectable clock)
-#   process.py     ProcessPool, the node's worker pool (to be replaced by a simple_one_for_one supervisor)
 # This module only re-exports the public names.
 from actorq.supervisors.child import ActorChild as ActorChild
 from actorq.supervisors.child import Child as Child
@@ -31,9 +30,6 @@ from actorq.supervisors.exits import NORMAL as NORMAL
 from actorq.supervisors.exits import SHUTDOWN as SHUTDOWN
 from actorq.supervisors.exits import Exit as Exit
 from actorq.supervisors.intensity import RestartIntensity as RestartIntensity
-from actorq.supervisors.process import ChildExit as ChildExit
-from actorq.supervisors.process import ProcessPool as ProcessPool
-from actorq.supervisors.process import exit_reason as exit_reason
 from actorq.supervisors.ref import ChildInfo as ChildInfo
 from actorq.supervisors.ref import Counts as Counts
 from actorq.supervisors.ref import SupervisorRef as SupervisorRef
@@ -48,10 +44,10 @@ from actorq.supervisors.supervisor import start_supervisor as start_supervisor
 from actorq.supervisors.supervisor import supervisor_spec as supervisor_spec
 
 __all__ = [
-    "ActorChild", "AlreadyPresent", "AlreadyStarted", "Backoff", "Child", "ChildExit", "ChildExitHook",
+    "ActorChild", "AlreadyPresent", "AlreadyStarted", "Backoff", "Child", "ChildExitHook",
     "ChildInfo", "ChildSpec", "Counts", "Exit", "IGNORE", "Ignore", "InvalidChildSpec", "InvalidSupFlags",
-    "KILLED", "NORMAL", "NotFound", "NotSupported", "ProcessChild", "ProcessPool", "RestartIntensity",
+    "KILLED", "NORMAL", "NotFound", "NotSupported", "ProcessChild", "RestartIntensity",
     "Restarting", "Running", "SHUTDOWN", "StartFailed", "StartFn", "SupFlags", "SupervisorError",
-    "SupervisorRef", "actor_start", "current_system", "exit_reason", "process_start", "start_supervisor",
+    "SupervisorRef", "actor_start", "current_system", "process_start", "start_supervisor",
     "supervisor_spec",
 ]

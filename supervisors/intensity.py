@@ -37,7 +37,7 @@ class RestartIntensity:
         """Record one restart; return False when it exceeds the intensity (give up)."""
         now = self._clock()
         restarts = self._restarts
-        while restarts and restarts[0] <= now - self.period:
+        while restarts and restarts[0] < now - self.period:  # one exactly `period` old still counts, as in OTP
             restarts.popleft()
         restarts.append(now)
         return len(restarts) <= self.intensity
@@ -46,4 +46,4 @@ class RestartIntensity:
     def recent(self) -> int:
         """Restarts inside the current window."""
         now = self._clock()
-        return sum(1 for t in self._restarts if t > now - self.period)
+        return sum(1 for t in self._restarts if t >= now - self.period)

@@ -266,8 +266,7 @@ class ProcessKit(Kit):
         if how == "killed":
             os.kill(pid, signal.SIGKILL)
             return
-        if how not in ("normal", "error"):
-            pytest.skip(f"a process child cannot exit with {how!r} by itself (only on the supervisor's request)")
+        assert how in ("normal", "error"), f"a process child cannot exit with {how!r} by itself"
         code = "0" if how == "normal" else "3"
         trigger = self.folder / f"exit-{pid}"
         trigger.with_suffix(".tmp").write_text(code)

@@ -35,6 +35,8 @@ from actorq.supervisors import (
 pytestmark = pytest.mark.timeout(60)
 
 EXIT_KINDS = ["normal", "shutdown", ("shutdown", "moved"), "error", "killed"]
+# a process child exits with shutdown only when its supervisor asks (SIGTERM), never by itself
+KIT_EXITS = [("actor", how) for how in EXIT_KINDS] + [("process", how) for how in ("normal", "error", "killed")]
 
 
 def expected_kind(how: Any) -> str:
@@ -59,7 +61,7 @@ async def state_is(sup: Any, child_id: str, state: str | None) -> bool:
 # -- A12-A14: restart types -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", EXIT_KINDS)
+@pytest.mark.parametrize(("kit", "how"), KIT_EXITS, indirect=["kit"])
 async def test_a12_permanent_child_is_always_restarted(kit: Kit, exits: Exits, how: Any) -> None:
     async with ActorSystem() as system:
         sup = await start_supervisor(system, SupFlags(intensity=5), [ChildSpec("p", kit.start())],
@@ -93,7 +95,7 @@ async def test_a12_hook_runs_before_the_restart_and_log_levels(kit: Kit, caplog:
         await sup.stop()
 
 
-@pytest.mark.parametrize("how", EXIT_KINDS)
+@pytest.mark.parametrize(("kit", "how"), KIT_EXITS, indirect=["kit"])
 async def test_a13_transient_child_restarted_only_after_abnormal_exit(kit: Kit, exits: Exits, how: Any) -> None:
     async with ActorSystem() as system:
         sup = await start_supervisor(system, SupFlags(intensity=5),
@@ -113,7 +115,7 @@ async def test_a13_transient_child_restarted_only_after_abnormal_exit(kit: Kit, 
         await sup.stop()
 
 
-@pytest.mark.parametrize("how", EXIT_KINDS)
+@pytest.mark.parametrize(("kit", "how"), KIT_EXITS, indirect=["kit"])
 async def test_a14_temporary_child_never_restarted_and_forgotten(kit: Kit, exits: Exits, how: Any) -> None:
     async with ActorSystem() as system:
         sup = await start_supervisor(system, SupFlags(intensity=5),
