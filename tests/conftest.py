@@ -222,6 +222,7 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         schema: str = "actorq",
         name: str = "testnode",
         toml_name: str = "topology.toml",
+        leader_ttl: float = 15.0,
     ) -> Topology:
         counter[0] += 1
         module = f"aqtest_tasks_{counter[0]}"
@@ -229,7 +230,8 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         source = TASKS_PRELUDE.format(ledger=str(ledger.path)) + textwrap.dedent(tasks_source)
         (tmp_path / f"{module}.py").write_text(source)
         data: dict[str, dict[str, Any]] = {
-            "node": {"name": name, "tasks": [module], "log_level": log_level, "endpoint": endpoint},
+            "node": {"name": name, "tasks": [module], "log_level": log_level, "endpoint": endpoint,
+                     "leader_ttl": leader_ttl},
             "journal": ({"url": f"sqlite:///{tmp_path / 'journal.db'}", "synchronous": "normal"} if journal_url is None
                         else {"url": journal_url, "schema": schema}),
             "dispatcher": {"poll_interval": poll_interval, "lease_timeout": lease_timeout,

@@ -96,6 +96,7 @@ class Dispatcher:
         heartbeat_timeout: a worker silent this long is lost: its leases are reclaimed.
         fail_tasks: tasks declared ``on_crash="fail"``: a crash fails their job for good
             instead of returning it to ready.
+        is_leader: whether this node leads the rescue of expired leases now.
         max_frame_bytes: larger messages are refused by ZeroMQ (the peer is disconnected).
         context: the zmq context.
     """
@@ -110,6 +111,7 @@ class Dispatcher:
         heartbeat_timeout: float = 20.0,
         fail_tasks: Collection[str] = (),
         max_frame_bytes: int = 16 << 20,
+        is_leader: Callable[[], bool] = lambda: True,
         context: zmq.Context | None = None,  # type: ignore[type-arg]
     ) -> None:
         self.writer = writer
@@ -118,6 +120,7 @@ class Dispatcher:
         self.lease_timeout = lease_timeout
         self.heartbeat_timeout = heartbeat_timeout
         self.fail_tasks = tuple(sorted(fail_tasks))
+        self.is_leader = is_leader
         self.max_frame_bytes = max_frame_bytes
         self._ctx = context or zmq.Context.instance()
         self._socket: LoopSocket | None = None
@@ -571,7 +574,8 @@ class Dispatcher:
         owners = [w.owner for w in self._workers.values() if w.held]
         if owners:
             self.writer.submit(jw.RENEW, (owners, self.lease_timeout))
-        self.writer.submit(jw.EXPIRE, self.fail_tasks, lambda n, e: self.wake(None) if n else None)
+        if self.is_leader():  # rescuing expired leases is the leader's duty among nodes
+            self.writer.submit(jw.EXPIRE, self.fail_tasks, lambda n, e: self.wake(None) if n else None)
         self._schedule_renew()
 
 

@@ -62,6 +62,8 @@ class Statements:
     get: str
     errors: str
     privileges: str
+    lead: str
+    resign: str
 
 
 def _reclaim(where: str) -> str:
@@ -166,6 +168,15 @@ _TEXT = {
         " lease_owner, last_error FROM {jobs} WHERE id = %(id)s"
     ),
     "errors": "SELECT error FROM {errors} WHERE job_id = %(id)s ORDER BY seq",
+    # Take `name` if it is free or expired, or renew it if `holder` has it; a row back means "you lead".
+    "lead": (
+        "INSERT INTO {leaders} AS l (name, holder, expires_at)"
+        " VALUES (%(name)s, %(holder)s, now() + make_interval(secs => %(ttl)s::float8))"
+        " ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at"
+        " WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()"
+        " RETURNING l.holder"
+    ),
+    "resign": "DELETE FROM {leaders} WHERE name = %(name)s AND holder = %(holder)s",
     "privileges": (
         "SELECT has_table_privilege(%(jobs)s, 'SELECT') AND has_table_privilege(%(jobs)s, 'INSERT')"
         " AND has_table_privilege(%(jobs)s, 'UPDATE') AND has_table_privilege(%(errors)s, 'INSERT')"
@@ -190,6 +201,7 @@ def statements(schema: str) -> Statements:
     names = {
         "jobs": sql.Identifier(schema, "actorq_jobs"),
         "errors": sql.Identifier(schema, "actorq_errors"),
+        "leaders": sql.Identifier(schema, "actorq_leaders"),
         # nextval takes the sequence's name as text: a quoted, escaped literal.
         "lease_ids": sql.Literal(table(schema, "actorq_lease_ids")),
     }

@@ -507,6 +507,14 @@ class PostgresJournal:
             errors = [e for (e,) in self._conn.execute(self._sql.errors, {"id": job_id})]
         return JobInfo(row[0], row[1], row[2], JobState(row[3]), *row[4:], errors)
 
+    def try_lead(self, name: str, holder: str, ttl: float) -> bool:
+        """Hold leadership `name` for `ttl` s by the database's clock, if free, expired or already ours."""
+        return self._execute(self._sql.lead, {"name": name, "holder": holder, "ttl": ttl}).fetchone() is not None
+
+    def resign(self, name: str, holder: str) -> bool:
+        """Give up `name` if `holder` has it, so another node may take it at once."""
+        return self._execute(self._sql.resign, {"name": name, "holder": holder}).rowcount == 1
+
     def close(self) -> None:
         """Close the connection. Idempotent."""
         conn, self._conn = self._conn, None

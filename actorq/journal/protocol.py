@@ -233,5 +233,16 @@ class Journal(Protocol):
     def get(self, job_id: str) -> JobInfo | None:
         """Return the job, with its recorded errors, or None."""
 
+    def try_lead(self, name: str, holder: str, ttl: float) -> bool:
+        """Hold the leadership `name` (a duty that must run on one node only) for `ttl` seconds.
+
+        True when `holder` has it now: it was free, expired, or already `holder`'s (then
+        renewed). Expiry is judged by the journal's clock; a holder must stop acting by its
+        own deadline, measured on its monotonic clock from before this call.
+        """
+
+    def resign(self, name: str, holder: str) -> bool:
+        """Give up `name` if `holder` has it. Returns whether it did."""
+
     def close(self) -> None:
         """Release the connection and any node lock. Idempotent."""

@@ -464,7 +464,7 @@ class SQLiteJournal:
 
         Returns:
             ``(busy, wal_frames, checkpointed_frames)``; busy is 1 when readers kept it
-            from finishing within ``busy_timeout``.
+            from finishing within ``busy_timeout`` (call it again later).
 
         Raises:
             ValueError: an unknown mode.
@@ -479,6 +479,18 @@ class SQLiteJournal:
         except sqlite3.Error as exc:
             raise JournalError(self._explain(exc)) from exc
         return busy, frames, done
+
+    def try_lead(self, name: str, holder: str, ttl: float) -> bool:
+        """An SQLite journal has one node (its file lock): that node leads every duty.
+
+        True only for the journal that holds the node lock (`attach_node`); a client
+        connection never leads.
+        """
+        return self._lock_fd is not None
+
+    def resign(self, name: str, holder: str) -> bool:
+        """Nothing to give up: leadership follows the node lock."""
+        return self._lock_fd is not None
 
     def close(self) -> None:
         """Close the connection and release the node lock. Idempotent."""

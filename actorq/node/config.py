@@ -132,12 +132,15 @@ class NodeConfig:
       socket in a private 0700 directory.  Otherwise ``ipc://...``,
       ``tcp://127.0.0.1:PORT`` or ``tcp://localhost:PORT``.
     - ``log_level``: ``"debug"``, ``"info"`` (default), ``"warning"`` or ``"error"``.
+    - ``leader_ttl``: seconds a node's leadership of once-only duties (rescuing
+      expired leases) lasts unless renewed; another node takes over after it (> 0, default 15).
     """
 
     name: str = ""
     tasks: tuple[str, ...] = field(default=(), metadata={"check": _check_tasks})
     endpoint: str = field(default="", metadata={"check": _check_endpoint})
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    leader_ttl: float = field(default=15.0, metadata={"gt": 0})
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,7 @@ class Node:
         self._workers: dict[int, Any] = {}  # pid -> ProcessChild of the running worker processes
         self.worker_starts = 0
         self.worker_exits: list[tuple[int, str]] = []  # (pid, exit reason), newest last (bounded)
+        self.leadership: Any = None  # the current Leadership (actorq.jobs.leader), once started
         self._orphans: list[tuple[str, str]] = []  # (owner, why) of workers that died with no dispatcher
         self._tasks: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
         self._launch_worker = process_start(self._worker_argv)
@@ -230,6 +231,10 @@ class Node:
     def owner_of(self, pid: int, incarnation: str) -> str:
         """The lease owner id of a worker process (node, process, incarnation)."""
         return f"{self.config.node.name}/{pid}/{incarnation}"
+
+    def is_leader(self) -> bool:
+        """Whether this node leads the duties that run once among nodes (rescue of expired leases)."""
+        return self.leadership is not None and self.leadership.is_leader()
 
     def _on_enqueued(self, queues: set[str]) -> None:
         if self.dispatcher is not None:

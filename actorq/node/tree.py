@@ -7,7 +7,8 @@
     │   ├── journal-writer     actor: owns the journal on its thread; group commit
     │   ├── dispatcher         actor: ROUTER socket; leases for workers; collects acks
     │   ├── scheduler          actor: promotes due jobs, wakes the dispatcher
-    │   └── listener           actor (PostgreSQL only): LISTEN/NOTIFY wakes the dispatcher
+    │   ├── listener           actor (PostgreSQL only): LISTEN/NOTIFY wakes the dispatcher
+    │   └── leader             actor: this node's claim on duties that run once (rescue)
     └── workers                supervisor         simple_one_for_one (the dynamic pool)
         └── worker × processes OS processes (actorq.jobs.worker), permanent
 
@@ -38,12 +39,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from actorq._kernel.actor import Actor
 from actorq.errors import JournalError
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.dispatcher import Dispatcher
+from actorq.jobs.leader import Leadership
 from actorq.jobs.scheduler import Scheduler
 from actorq.supervisors import (
     ActorChild,
@@ -67,7 +70,8 @@ __all__ = ["build_tree"]
 
 NODE, CORE, WORKERS = "node", "core", "workers"
 WRITER, DISPATCHER, SCHEDULER, WORKER = "journal-writer", "dispatcher", "scheduler", "worker"
-LISTENER = "listener"
+LISTENER, LEADER = "listener", "leader"
+RESCUE = "rescue"  # the duty of reclaiming expired leases, whoever held them
 
 
 class JournalWriterActor(Actor):
@@ -122,7 +126,8 @@ class DispatcherActor(Actor):
                                 lease_timeout=cfg.dispatcher.lease_timeout,
                                 heartbeat_timeout=cfg.workers.heartbeat_timeout,
                                 fail_tasks=node.fail_tasks,
-                                max_frame_bytes=cfg.dispatcher.max_frame_bytes)
+                                max_frame_bytes=cfg.dispatcher.max_frame_bytes,
+                                is_leader=node.is_leader)
         dispatcher.on_error = lambda exc: self.system.exit(self.ref, exc)
         if node._stopping:
             dispatcher.stop_leasing()
@@ -185,6 +190,34 @@ class ListenerActor(Actor):
             await asyncio.get_running_loop().run_in_executor(None, self.listener.stop)
 
 
+class LeaderActor(Actor):
+    """Holds this node's claim on the duties that run once among nodes (see `actorq.jobs.leader`)."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self.leadership: Leadership | None = None
+
+    def on_start(self) -> None:
+        node = self.node
+        writer = node.writer
+        assert writer is not None
+
+        async def try_lead(name: str, holder: str, ttl: float) -> bool:
+            return bool(await writer.call(jw.CALL, lambda journal: journal.try_lead(name, holder, ttl)))
+
+        async def resign(name: str, holder: str) -> object:
+            return await writer.call(jw.CALL, lambda journal: journal.resign(name, holder))
+
+        holder = f"{node.config.node.name}/{os.getpid()}/{secrets.token_hex(8)}"
+        self.leadership = node.leadership = Leadership(RESCUE, holder, node.config.node.leader_ttl,
+                                                       try_lead, resign)
+        self.leadership.start()
+
+    async def on_stop(self) -> None:
+        if self.leadership is not None:
+            await self.leadership.stop()
+
+
 def _shutdown(seconds: float) -> float | str:
     return seconds if seconds > 0 else "brutal_kill"
 
@@ -201,6 +234,7 @@ def build_tree(node: "Node") -> tuple[SupFlags, list[ChildSpec]]:
             ChildSpec(DISPATCHER, actor_start(DispatcherActor, node, name=DISPATCHER), shutdown=10.0),
             ChildSpec(SCHEDULER, actor_start(SchedulerActor, node, name=SCHEDULER)),
             *([] if cfg.is_sqlite else [ChildSpec(LISTENER, actor_start(ListenerActor, node, name=LISTENER))]),
+            ChildSpec(LEADER, actor_start(LeaderActor, node, name=LEADER)),
         ],
         name=CORE,
     )

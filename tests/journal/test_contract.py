@@ -644,3 +644,38 @@ def test_b2_concurrent_claimers_each_job_leased_once(backend: Backend, journal: 
     assert all(len(c) == 1 for c in per_job.values())  # each leased by exactly one claimer, once
     assert {attempt for c in per_job.values() for _, attempt, _ in c} == {1}
     assert journal.counts() == {"q": {"succeeded": total}}
+
+
+# -- leadership of once-only duties (C16's journal half) ---------------------------------------------
+def test_c16_one_leader_at_a_time_and_resign_hands_over(backend: Backend) -> None:
+    a = backend.open()
+    a.attach_node()
+    assert a.try_lead("rescue", "n1/10/aa", 30.0)
+    assert a.try_lead("rescue", "n1/10/aa", 30.0)  # the holder renews
+    b = backend.open()
+    if backend.name == "sqlite":
+        # one node per file (B14): a connection without the node lock never leads
+        assert not b.try_lead("rescue", "n2/20/bb", 30.0)
+        return
+    b.attach_node()
+    assert not b.try_lead("rescue", "n2/20/bb", 30.0)  # held and not expired
+    assert b.try_lead("cron", "n2/20/bb", 30.0)  # names are independent
+    assert not b.resign("rescue", "n2/20/bb")  # only the holder can give it up
+    assert a.resign("rescue", "n1/10/aa")
+    assert b.try_lead("rescue", "n2/20/bb", 30.0)
+    assert not a.try_lead("rescue", "n1/10/aa", 30.0)
+
+
+def test_c16_an_expired_leadership_goes_to_the_next_claimant(backend: Backend) -> None:
+    a, b = backend.open(), backend.open()
+    if backend.name == "sqlite":  # one node per file: its leadership never changes hands
+        a.attach_node()
+        assert a.try_lead("rescue", "n1/10/aa", 0.001) and not b.try_lead("rescue", "n2/20/bb", 30.0)
+        a.close()  # the node lock goes with it
+        b.attach_node()
+        assert b.try_lead("rescue", "n2/20/bb", 30.0)
+        return
+    assert a.try_lead("rescue", "n1/10/aa", 0.3)
+    assert not b.try_lead("rescue", "n2/20/bb", 0.3)
+    assert wait_for(lambda: b.try_lead("rescue", "n2/20/bb", 30.0), timeout=10.0), "expiry by the database's clock"
+    assert not a.try_lead("rescue", "n1/10/aa", 0.3)

@@ -94,7 +94,7 @@ def test_h11_schema_names_are_validated_identifiers(bad: str) -> None:
 def test_h11_the_longest_schema_name_works() -> None:
     schema = ("t_" + new_schema_name() + "_" * 63)[:63]
     try:
-        assert migrate(PG_URL, schema) == [1]
+        assert migrate(PG_URL, schema) == ALL
         j = PostgresJournal(PG_URL, schema=schema)
         j.enqueue([job("a")])
         assert j.counts() == {"q": {"ready": 1}}
@@ -142,6 +142,10 @@ def test_actorq_imports_without_psycopg_and_names_the_extra(tmp_path: Path) -> N
 # -- migrations -----------------------------------------------------------------------------------
 
 
+ALL = [m.version for m in postgres.MIGRATIONS]  # every migration this actorq has, in order
+LATEST = ALL[-1]
+
+
 def _versions(schema: str) -> list[int]:
     with pg_admin() as admin:
         return [v for (v,) in admin.execute(
@@ -150,9 +154,9 @@ def _versions(schema: str) -> list[int]:
 
 
 def test_migrate_creates_the_schema_once_and_records_it(pg_schema: str) -> None:
-    assert migrate(PG_URL, pg_schema) == [1]
+    assert migrate(PG_URL, pg_schema) == ALL
     assert migrate(PG_URL, pg_schema) == []  # already up to date
-    assert _versions(pg_schema) == [1]
+    assert _versions(pg_schema) == ALL
     j = PostgresJournal(PG_URL, schema=pg_schema, create_schema=False)
     j.enqueue([job("a")])
     assert j.counts() == {"q": {"ready": 1}}
@@ -165,7 +169,7 @@ def test_opening_a_fresh_schema_migrates_it_unless_told_not_to(pg_schema: str) -
     assert pg_schema in str(info.value)
     j = PostgresJournal(PG_URL, schema=pg_schema)  # the first run works as with SQLite
     j.close()
-    assert _versions(pg_schema) == [1]
+    assert _versions(pg_schema) == ALL
 
 
 def test_concurrent_migrations_apply_each_version_once(pg_schema: str) -> None:
@@ -184,30 +188,30 @@ def test_concurrent_migrations_apply_each_version_once(pg_schema: str) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert sorted(results, key=len) == [[], [], [], [1]]
-    assert _versions(pg_schema) == [1]
+    assert sorted(results, key=len) == [[], [], [], ALL]
+    assert _versions(pg_schema) == ALL
 
 
 def test_an_older_schema_is_refused_until_migrated(pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert migrate(PG_URL, pg_schema) == [1]
-    extra = postgres.Migration(2, "test_extra", "CREATE TABLE actorq_test_extra (x integer);")
+    assert migrate(PG_URL, pg_schema) == ALL
+    extra = postgres.Migration(LATEST + 1, "test_extra", "CREATE TABLE actorq_test_extra (x integer);")
     monkeypatch.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS + (extra,))  # a newer actorq
     with pytest.raises(JournalError) as info:
         PostgresJournal(PG_URL, schema=pg_schema)
-    assert "version 1" in str(info.value) and "run `actorq migrate`" in str(info.value)
-    assert migrate(PG_URL, pg_schema) == [2]
-    assert _versions(pg_schema) == [1, 2]
+    assert f"version {LATEST}" in str(info.value) and "run `actorq migrate`" in str(info.value)
+    assert migrate(PG_URL, pg_schema) == [LATEST + 1]
+    assert _versions(pg_schema) == [*ALL, LATEST + 1]
     PostgresJournal(PG_URL, schema=pg_schema).close()
     other = new_schema_name()
     try:
-        assert migrate(PG_URL, other) == [1, 2]  # a fresh schema gets every version in order
+        assert migrate(PG_URL, other) == [*ALL, LATEST + 1]  # a fresh schema gets every version in order
     finally:
         with pg_admin() as admin:
             admin.execute(f'DROP SCHEMA "{other}" CASCADE')
 
 
 def test_a_newer_or_foreign_schema_is_refused(pg_schema: str) -> None:
-    assert migrate(PG_URL, pg_schema) == [1]
+    assert migrate(PG_URL, pg_schema) == ALL
     with pg_admin() as admin:
         admin.execute(f'INSERT INTO "{pg_schema}".actorq_migrations (version, name) VALUES (99, %s)', ("future",))
     for attempt in (lambda: PostgresJournal(PG_URL, schema=pg_schema), lambda: migrate(PG_URL, pg_schema)):

@@ -43,7 +43,7 @@ async def test_a_node_runs_its_tree_on_postgresql(topology, pg_schema):
     topo = topology(TASKS, processes=2, journal_url=PG_URL, schema=pg_schema)
     migrated = _actorq("migrate", "--config", str(topo.toml_path), cwd=topo.dir)
     assert migrated.returncode == 0, migrated.stderr
-    assert f"schema '{pg_schema}': applied migrations 1" in migrated.stdout
+    assert f"schema '{pg_schema}': applied migrations 1, 2" in migrated.stdout
     again = _actorq("migrate", "--config", str(topo.toml_path), cwd=topo.dir)
     assert "up to date" in again.stdout
     async with Node(topo.config) as node:
@@ -53,7 +53,7 @@ async def test_a_node_runs_its_tree_on_postgresql(topology, pg_schema):
         await node.wait_idle(timeout=60)
         tree = await node.tree()
     core = next(child for child in tree["children"] if child["id"] == "core")
-    assert [c["id"] for c in core["children"]] == ["journal-writer", "dispatcher", "scheduler", "listener"]
+    assert [c["id"] for c in core["children"]] == ["journal-writer", "dispatcher", "scheduler", "listener", "leader"]
     status = _actorq("status", "--json", "--config", str(topo.toml_path), cwd=topo.dir)
     assert status.returncode == 0, status.stderr
     assert '"succeeded": 400' in status.stdout
@@ -65,9 +65,9 @@ async def test_c15_two_nodes_share_the_queue_and_reclaim_a_killed_nodes_leases(t
     from journal_support import PG_URL
 
     topo_a = topology(TASKS, processes=1, concurrency=4, prefetch=4, journal_url=PG_URL, schema=pg_schema,
-                      name="node-a", lease_timeout=3.0, shutdown_timeout=5.0, toml_name="a.toml")
+                      name="node-a", lease_timeout=3.0, leader_ttl=2.0, shutdown_timeout=5.0, toml_name="a.toml")
     topo_b = topology(TASKS, processes=1, concurrency=4, prefetch=4, journal_url=PG_URL, schema=pg_schema,
-                      name="node-b", lease_timeout=3.0, shutdown_timeout=5.0, toml_name="b.toml")
+                      name="node-b", lease_timeout=3.0, leader_ttl=2.0, shutdown_timeout=5.0, toml_name="b.toml")
     assert topo_a.dir == topo_b.dir and topo_a.ledger.path != topo_b.ledger.path
     with topo_a.client() as client:
         accepted = set(client.enqueue_many([Job("pg.work", [i]) for i in range(1500)]))
