@@ -100,3 +100,20 @@ async def test_c15_two_nodes_share_the_queue_and_reclaim_a_killed_nodes_leases(t
     with psycopg.connect(PG_URL) as conn:
         errors = {e for (e,) in conn.execute(f'SELECT DISTINCT error FROM "{pg_schema}".actorq_errors')}
     assert errors == {"lease expired"}, errors
+
+
+def test_run_with_an_unreachable_database_retries_then_exits_3_naming_host_and_port(tmp_path):
+    from journal_support import closed_port
+
+    port = closed_port()
+    (tmp_path / "unreach_tasks.py").write_text("import actorq\nregistry = actorq.TaskRegistry()\n")
+    config = tmp_path / "topology.toml"
+    config.write_text('[node]\ntasks = ["unreach_tasks"]\n'
+                      f'[journal]\nurl = "postgresql://postgres:s3cret-canary@127.0.0.1:{port}/postgres"\n'
+                      "connect_retry_for = 1.0\n[workers]\nprocesses = 1\n")
+    result = _actorq("run", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 3, result.stderr  # EXIT_JOURNAL, never a silent 0
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert result.stderr.count("retrying with backoff") == 1  # reported once per outage, then the verdict
+    assert "s3cret-canary" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
