@@ -279,7 +279,11 @@ class Worker:
         self.running += 1
         name = job[2]
         cancellable = name in self.registry and self.registry[name].is_async
-        self.active[job[0]] = (job[1], self.loop.create_task(self._run(job)), cancellable)
+        task = self.loop.create_task(self._run(job))
+        self.active[job[0]] = (job[1], task, cancellable)
+        # the slot is given back when the task is done, even one cancelled (RESET) before
+        # its first step, whose body (and so its finally) never runs
+        task.add_done_callback(lambda t, job=job: self._slot_freed(job, t))
 
     async def _run(self, job: list[Any]) -> None:
         job_id, lease_id, name, payload, attempt, max_attempts, queue = job
@@ -314,13 +318,18 @@ class Worker:
                     logger.info("job %s (%s) attempt %d failed: %s", job_id, name, attempt, error)
         finally:
             self._ack([job_id, lease_id], outcome, error, retry_in)
-            if self.active.get(job_id, (None,))[0] == lease_id:
-                del self.active[job_id]
-            self.running -= 1
-            if self.backlog and not self.stopping:
-                self._start(self.backlog.popleft())
-            elif self.stopping and self.running == 0:
-                self._finish()
+
+    def _slot_freed(self, job: list[Any], task: "asyncio.Task[None]") -> None:
+        job_id, lease_id = job[0], job[1]
+        if task.cancelled():  # never started: say so, so the dispatcher counts the credit back
+            self._ack([job_id, lease_id], OUTCOME_RELEASE)
+        if self.active.get(job_id, (None,))[0] == lease_id:
+            del self.active[job_id]
+        self.running -= 1
+        if self.backlog and not self.stopping:
+            self._start(self.backlog.popleft())
+        elif self.stopping and self.running == 0:
+            self._finish()
 
     def _ack(self, job: list[Any], outcome: str, error: str | None = None, retry_in: float | None = None) -> None:
         self.acks.append([job[0], job[1], outcome, error, retry_in])

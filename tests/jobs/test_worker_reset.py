@@ -1,0 +1,62 @@
+"""A RESET that cancels a job before its first step must give its slot back.
+
+Found by the C14 soak (seed 438351371): a job started in the same loop
+iteration as the RESET was cancelled before its body ran, so the slot was
+never released; new jobs waited in the backlog forever while the worker kept
+heartbeating (their leases renewed for ever), and a graceful stop never ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import zmq
+
+from actorq import TaskRegistry
+from actorq.jobs.dispatcher import OUTCOME_RELEASE
+from actorq.jobs.task import encode_payload
+from actorq.jobs.worker import Worker, WorkerSpec
+from actorq.testing import eventually
+from actorq.transports import constants as wire
+from actorq.transports.codec import decode
+
+registry = TaskRegistry()
+ran: list[str] = []
+
+
+@registry.task("reset.sleep")
+async def sleep(seconds: float) -> None:
+    ran.append("sleep")
+    await asyncio.sleep(seconds)
+
+
+async def test_a_job_cancelled_by_reset_before_its_first_step_frees_its_slot(tmp_path: Path) -> None:
+    endpoint = f"ipc://{tmp_path}/dispatcher"
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.bind(endpoint)
+    spec = WorkerSpec(endpoint=endpoint, owner="n/1/x", concurrency=1, prefetch=1, queues=["default"],
+                      tasks=[], sys_path=[], max_frame_bytes=1 << 20, heartbeat_interval=60.0)
+    worker = Worker(spec, registry, asyncio.get_running_loop())
+    worker.start()
+    try:
+        payload = encode_payload([0.01], {})
+        worker._on_jobs([["job-a", 11, "reset.sleep", payload, 1, 20, "default"]])  # its task has not run yet
+        worker._reset()  # in the same loop iteration: cancelled before its first step
+        await eventually(lambda: worker.running == 0 and not worker.active, timeout=5,
+                         message="the cancelled job's slot is free again")
+        worker._on_jobs([["job-b", 12, "reset.sleep", payload, 1, 20, "default"]])
+        await eventually(lambda: ran == ["sleep"] and worker.running == 0, timeout=5,
+                         message="the next job ran in that slot")
+        worker.begin_stop()
+        assert worker.done.done(), "a graceful stop ends"
+        acks = []
+        while router.poll(1000):
+            kind, body = decode(router.recv_multipart()[1])
+            if kind == wire.ACK:
+                acks += [(job_id, outcome) for job_id, _lease, outcome, _e, _r in body]
+        # the never-started job is answered (release), so the dispatcher counts its credit back
+        assert ("job-a", OUTCOME_RELEASE) in acks and ("job-b", "ok") in acks, acks
+    finally:
+        worker.close()
+        router.close(linger=0)
