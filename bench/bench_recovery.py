@@ -51,6 +51,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -149,7 +150,7 @@ async def _producer(node: actorq.Node, args: argparse.Namespace, accepted: set[s
         await asyncio.sleep(max(0.0, start + ticks * tick - time.monotonic()))
 
 
-async def _until(predicate, timeout: float, what: str) -> None:
+async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -234,6 +235,7 @@ async def _measure(args: argparse.Namespace, workdir: Path) -> Run:
 
 
 def _leased_by_owner(db: Path, node: actorq.Node) -> str:
+    """The jobs still leased, by owner, and whether each owner's process is still running."""
     conn = sqlite3.connect(db.absolute().as_uri() + "?mode=ro", uri=True)
     try:
         rows = conn.execute("SELECT lease_owner, count(*) FROM actorq_jobs WHERE state = 'leased'"
@@ -241,8 +243,11 @@ def _leased_by_owner(db: Path, node: actorq.Node) -> str:
     finally:
         conn.close()
     pids = node.worker_pids()
-    return "; ".join(f"{n} jobs leased by {owner} ({'a running worker' if int(owner.split('/')[1]) in pids else 'gone'})"
-                     for owner, n in rows) or "no job leased"
+
+    def process(owner: str) -> str:
+        return "a running worker" if int(owner.split("/")[1]) in pids else "gone"
+
+    return "; ".join(f"{n} jobs leased by {owner} ({process(owner)})" for owner, n in rows) or "no job leased"
 
 
 def analyse(run: Run) -> dict[str, float]:

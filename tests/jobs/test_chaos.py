@@ -16,7 +16,8 @@ drains, and the run is judged as every chaos test is::
 The dispatcher, journal writer and scheduler live in the test process, so the
 actor processes the nemesis can hit are the workers.
 
-Run it (about a minute by default; the seed is printed, ``ACTORQ_SEED`` replays it)::
+Run it (about a minute by default). The seed is printed; ``ACTORQ_SEED`` replays the
+nemesis's choices and the producer's jobs, though not the processes' timing::
 
     pytest -m chaos tests/jobs/test_chaos.py -s
     ACTORQ_CHAOS_SECONDS=1200 pytest -m chaos tests/jobs/test_chaos.py -s   # a 20-minute soak
