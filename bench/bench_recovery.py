@@ -172,7 +172,7 @@ async def _measure(args: argparse.Namespace, workdir: Path) -> Run:
     node = actorq.Node(config)
     await node.start()
     try:
-        assert node.dispatcher is not None and node.pool is not None and node.writer is not None
+        assert node.dispatcher is not None and node.writer is not None
 
         def reclaimed(owner: str, count: int) -> None:  # runs on this loop when the reclaim is committed
             reclaims.append((time.time(), int(owner.split("/")[1]), count))
@@ -218,7 +218,7 @@ async def _measure(args: argparse.Namespace, workdir: Path) -> Run:
             counts = await node.counts()
             print(f"  DRAIN FAILED: {exc}; {_leased_by_owner(workdir / 'bench.db', node)}", file=sys.stderr)
         seconds = time.monotonic() - began
-        restarts, lost = node.pool.restarts, dispatcher.stats.lost_workers
+        restarts, lost = node.worker_restarts, dispatcher.stats.lost_workers
         stale = node.writer.stats.stale_acks
         dispatcher.on_reclaimed = None
     finally:
