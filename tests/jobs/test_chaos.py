@@ -295,3 +295,9 @@ async def test_c14_random_kill_and_pause_soak(topology, rng):
     assert kinds and set(kinds) <= {"kill", "pause"}, f"ACTORQ_CHAOS_FAULTS: expected kill, pause or both, got {kinds}"
     await _soak(topology, rng, SOAK_SECONDS, SOAK_RATE, gap=(1.0, 5.0), kinds=kinds)
 
+
+
+@pytest.mark.timeout(120)
+async def test_c14_ci_sized_kills_and_pauses(topology, rng):
+    # the soak's CI tier: a few seconds of SIGKILLs and SIGSTOPs under load, every check of the soak
+    await _soak(topology, rng, 5.0, 200, gap=(0.5, 1.5), kinds=["kill", "pause"])
