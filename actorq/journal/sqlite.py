@@ -181,7 +181,8 @@ class SQLiteJournal:
         Raises:
             JournalLocked: another node holds the lock.
             JournalError: the lock file or the journal cannot be written (the message
-                names the path and the permission needed).
+                names the path and the permission needed), or the file fails SQLite's
+                ``quick_check`` (E7: a node never starts on a damaged journal).
         """
         if self._lock_fd is not None:
             return
@@ -202,6 +203,12 @@ class SQLiteJournal:
                 "SQLite allows one node per file: stop it, or use a PostgreSQL journal for several nodes"
             ) from None
         try:
+            # E7: a node never starts silently on a damaged file (flipped bytes, a torn copy)
+            problems = self._quick_check()
+            if problems:
+                raise JournalError(
+                    f"journal {self.path} failed its integrity check ({'; '.join(problems)}); the node will "
+                    "not run on it: restore it from a backup, or move it aside to start a new journal")
             # SQLite opens a write-protected file read-only without a word; a node must find
             # out now (E8), not at its first enqueue. Rewriting user_version is a real write.
             with self.transaction():
@@ -212,6 +219,14 @@ class SQLiteJournal:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
+
+    def _quick_check(self) -> list[str]:
+        """SQLite's ``PRAGMA quick_check``: [] when the file is sound, else the first problems."""
+        try:
+            rows = [str(row[0]) for row in self._conn.execute("PRAGMA quick_check(5)")]
+        except sqlite3.Error as exc:
+            return [str(exc)]
+        return [] if rows == ["ok"] else rows
 
     # -- transitions -------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob]) -> int:

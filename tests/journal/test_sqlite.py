@@ -430,3 +430,31 @@ def test_e8_journal_without_write_permission_names_the_path(tmp_path: Path) -> N
         assert step == expected_step[path], (path, step, message)
         assert path in message, message
         assert "permission" in message, message
+
+
+# -- E7: corruption is found at node start ---------------------------------------------------------
+def test_e7_a_damaged_file_is_refused_at_node_start_naming_it(db_path: Path) -> None:
+    j = SQLiteJournal(db_path)
+    j.attach_node()
+    j.enqueue([new_job(f"job-{i:05d}", payload=os.urandom(200)) for i in range(3000)])
+    j.close()
+    SQLiteJournal(db_path).close()  # sound: it opens
+    with sqlite3.connect(db_path) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert pages > 20
+    with open(db_path, "r+b") as f:  # flip the header bytes of a page in the middle of the table
+        f.seek(page_size * (pages // 2))
+        f.write(b"\xff" * 16)
+    damaged = SQLiteJournal(db_path)
+    try:
+        with pytest.raises(JournalError, match="failed its integrity check") as info:
+            damaged.attach_node()
+        assert str(db_path) in str(info.value) and "restore it from a backup" in str(info.value)
+    finally:
+        damaged.close()
+    second = SQLiteJournal(db_path)  # the refused start left no node lock behind
+    with pytest.raises(JournalError, match="integrity check"):
+        second.attach_node()
+    second.close()
