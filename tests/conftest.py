@@ -223,6 +223,7 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         name: str = "testnode",
         toml_name: str = "topology.toml",
         leader_ttl: float = 15.0,
+        wal_limit_mb: float = 64.0,
     ) -> Topology:
         counter[0] += 1
         module = f"aqtest_tasks_{counter[0]}"
@@ -232,7 +233,8 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         data: dict[str, dict[str, Any]] = {
             "node": {"name": name, "tasks": [module], "log_level": log_level, "endpoint": endpoint,
                      "leader_ttl": leader_ttl},
-            "journal": ({"url": f"sqlite:///{tmp_path / 'journal.db'}", "synchronous": "normal"} if journal_url is None
+            "journal": ({"url": f"sqlite:///{tmp_path / 'journal.db'}", "synchronous": "normal",
+                         "wal_limit_mb": wal_limit_mb} if journal_url is None
                         else {"url": journal_url, "schema": schema}),
             "dispatcher": {"poll_interval": poll_interval, "lease_timeout": lease_timeout,
                            "max_frame_bytes": max_frame_bytes},

@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 Callback = Callable[[Any, BaseException | None], None]
 
 # op kinds, in the order they are applied inside one group
-ENQUEUE, COMPLETE, FAIL, RELEASE, RECLAIM, RECLAIM_ALL, EXPIRE, RENEW, PROMOTE, LEASE, CALL = range(11)
+ENQUEUE, COMPLETE, FAIL, RELEASE, RECLAIM, RECLAIM_ALL, EXPIRE, RENEW, PROMOTE, LEASE, CALL, OUTSIDE = range(12)
+# OUTSIDE: fn(journal) run after the group's commit, outside any transaction (e.g. a WAL checkpoint)
 _STOP = -1
 
 
@@ -173,8 +174,13 @@ class JournalWriter:
                 if ops[-1][0] == _STOP or any(op[0] == _STOP for op in ops):
                     stopping = True
                     ops = [op for op in ops if op[0] != _STOP]
+                outside = [op for op in ops if op[0] == OUTSIDE]
+                if outside:
+                    ops = [op for op in ops if op[0] != OUTSIDE]
                 if ops:
                     self._apply(ops)
+                for op in outside:
+                    self._apply_outside(op)
         finally:
             self._closed = True
             try:
@@ -226,6 +232,15 @@ class JournalWriter:
             stats.max_group = max(stats.max_group, len(ops))
         if results or enqueued_queues:
             self._loop.call_soon_threadsafe(self._deliver, results, enqueued_queues)
+
+    def _apply_outside(self, op: tuple[int, Any, Callback | None]) -> None:
+        _, fn, cb = op
+        try:
+            result, error = fn(self.journal), None
+        except Exception as exc:  # reported to the caller; the writer goes on
+            result, error = None, exc
+        if cb is not None:
+            self._loop.call_soon_threadsafe(self._deliver, [(cb, result, error)], set())
 
     def _apply_kind(
         self,

@@ -19,6 +19,8 @@ A complete ``topology.toml``; every value shown is the default except ``tasks``:
     synchronous = "full"           # full | normal | extra
     busy_timeout = 5.0             # seconds
     batch_max = 4096
+    wal_limit_mb = 64.0            # SQLite: checkpoint (TRUNCATE) past this WAL size
+    # url = "postgresql://app@db:5432/jobs"; schema = "actorq"; connect_retry_for = 30.0
 
     [dispatcher]
     poll_interval = 0.2            # seconds
@@ -33,6 +35,17 @@ A complete ``topology.toml``; every value shown is the default except ``tasks``:
     shutdown_timeout = 30.0        # seconds
     intensity = 10                 # restarts allowed within `period`
     period = 60.0                  # seconds
+    heartbeat_interval = 1.0       # seconds
+    heartbeat_timeout = 20.0       # a silent worker loses its jobs
+    restart_backoff = 0.0          # seconds; 0: restart a crashed worker at once
+
+    [supervision]
+    strategy = "one_for_one"       # root: core and the worker pool
+    intensity = 2
+    period = 60.0
+    core_strategy = "rest_for_one" # journal writer, dispatcher, scheduler
+    core_intensity = 5
+    core_period = 60.0
 """
 
 from __future__ import annotations
@@ -158,6 +171,8 @@ class JournalConfig:
       ``"normal"`` or ``"extra"``.
     - ``busy_timeout``: seconds to wait on a locked database (> 0, default 5).
     - ``batch_max``: most journal writes committed in one transaction (>= 1).
+    - ``wal_limit_mb``: SQLite only: past this WAL size (MB) the node runs a TRUNCATE
+      checkpoint, which waits up to ``busy_timeout`` for readers (> 0, default 64).
     """
 
     url: str = field(default="sqlite:///actorq.db", metadata={"check": _check_journal_url})
@@ -166,6 +181,7 @@ class JournalConfig:
     synchronous: Literal["full", "normal", "extra"] = "full"
     busy_timeout: float = field(default=5.0, metadata={"gt": 0})
     batch_max: int = field(default=4096, metadata={"min": 1})
+    wal_limit_mb: float = field(default=64.0, metadata={"gt": 0})
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,7 @@ class Node:
         self._workers: dict[int, Any] = {}  # pid -> ProcessChild of the running worker processes
         self.worker_starts = 0
         self.worker_exits: list[tuple[int, str]] = []  # (pid, exit reason), newest last (bounded)
+        self.wal_checkpoints = 0  # TRUNCATE checkpoints run because the SQLite WAL passed its limit
         self.leadership: Any = None  # the current Leadership (actorq.jobs.leader), once started
         self._orphans: list[tuple[str, str]] = []  # (owner, why) of workers that died with no dispatcher
         self._tasks: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones

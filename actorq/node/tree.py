@@ -143,21 +143,50 @@ class DispatcherActor(Actor):
 
 
 class SchedulerActor(Actor):
-    """Runs the node's `Scheduler` (promotes due jobs, wakes the dispatcher)."""
+    """Runs the node's `Scheduler` (promotes due jobs, wakes the dispatcher), and on SQLite
+    keeps the WAL bounded (E9): readers that never let go starve SQLite's own passive
+    checkpoints, so past ``journal.wal_limit_mb`` it asks the writer for a TRUNCATE checkpoint."""
 
     def __init__(self, node: "Node") -> None:
         self.node = node
         self.scheduler: Scheduler | None = None
+        self._wal_watch: asyncio.Task[None] | None = None
 
     def on_start(self) -> None:
         node = self.node
         assert node.writer is not None
-        scheduler = Scheduler(node.writer, asyncio.get_running_loop(), node.config.dispatcher.poll_interval,
-                              node._wake)
+        loop = asyncio.get_running_loop()
+        scheduler = Scheduler(node.writer, loop, node.config.dispatcher.poll_interval, node._wake)
         scheduler.start()
         self.scheduler = node.scheduler = scheduler
+        if node.config.is_sqlite:
+            self._wal_watch = loop.create_task(self._watch_wal(node.writer))
+
+    async def _watch_wal(self, writer: jw.JournalWriter) -> None:
+        cfg = self.node.config
+        wal = cfg.sqlite_path.with_name(cfg.sqlite_path.name + "-wal")
+        limit = cfg.journal.wal_limit_mb * 1024 * 1024
+        every = max(1.0, 25 * cfg.dispatcher.poll_interval)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                size = wal.stat().st_size
+            except OSError:
+                continue
+            if size <= limit:
+                continue
+            try:
+                busy, _, _ = await writer.call(jw.OUTSIDE, lambda journal: journal.checkpoint("truncate"))
+            except Exception as exc:  # the next round tries again
+                logger.warning("WAL checkpoint failed: %s", exc)
+                continue
+            self.node.wal_checkpoints += 1
+            logger.info("WAL was %.1f MB: %s", size / 1e6,
+                        "readers kept the checkpoint busy; trying again later" if busy else "checkpointed, restarted")
 
     def on_stop(self) -> None:
+        if self._wal_watch is not None:
+            self._wal_watch.cancel()
         if self.scheduler is not None:
             self.scheduler.stop()
 

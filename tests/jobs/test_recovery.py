@@ -29,7 +29,7 @@ def hold(seconds):
 
 
 @registry.task("rec.quick")
-async def quick(n):
+async def quick(n, *padding):
     await asyncio.sleep(0.01)
     record()
 
@@ -241,3 +241,39 @@ async def test_worker_dying_while_no_dispatcher_runs_is_still_reclaimed(topology
 
 def _started_count(ledger: Ledger, job_id: str) -> int:
     return sum(1 for e in ledger.read() if e.job_id == job_id)
+
+
+# -- E9: a reader that never idles does not make the WAL grow without bound ------------------------
+NEVER_IDLE_READER = """
+import os, sqlite3, sys
+conn = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=30, isolation_level=None)
+print("reading", flush=True)
+while not os.path.exists(sys.argv[2]):
+    conn.execute("SELECT count(*) FROM actorq_jobs").fetchone()
+"""
+
+
+async def test_e9_the_node_checkpoints_a_wal_that_readers_never_let_go_of(topology):
+    import subprocess
+    import sys
+
+    topo = topology(TASKS, processes=1, wal_limit_mb=0.5, poll_interval=0.04)
+    stop = topo.dir / "stop-reading"
+    async with Node(topo.config) as node:
+        reader = subprocess.Popen([sys.executable, "-c", NEVER_IDLE_READER, str(topo.journal_path), str(stop)],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+            queue = node.queue()
+            for batch in range(8):  # ~3 MB of rows, far past the 0.5 MB limit
+                await queue.enqueue_many([Job("rec.quick", [i, "x" * 1000]) for i in range(300)])
+            await eventually(lambda: node.wal_checkpoints >= 1, timeout=60,
+                             message="the node checkpointed the oversized WAL")
+            await node.wait_idle(timeout=60)
+            wal = topo.journal_path.with_name(topo.journal_path.name + "-wal")
+            # bounded: after a checkpoint it starts over instead of holding every row written
+            await eventually(lambda: wal.stat().st_size < 3_000_000, timeout=60,
+                             message="the WAL shrank below the size of what was written")
+        finally:
+            stop.touch()
+            reader.wait(timeout=30)
