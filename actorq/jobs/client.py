@@ -45,9 +45,17 @@ class Client:
         return self.enqueue_many([job], queue)[0]
 
     def enqueue_many(self, jobs: Sequence[Job], queue: str = "default") -> list[str]:
-        """Commit several jobs in one transaction and return their ids."""
-        self._journal.enqueue([job.to_new_job(queue) for job in jobs])
-        return [job.id for job in jobs]
+        """Commit several jobs in one transaction and return their ids.
+
+        For a job whose `unique_key` a live job already holds, nothing is added and the
+        id returned is the holder's.
+        """
+        rows = [job.to_new_job(queue) for job in jobs]
+        keys = [row.unique_key for row in rows if row.unique_key is not None]
+        with self._journal.transaction():
+            self._journal.enqueue(rows)
+            holders = self._journal.holders(keys) if keys else {}
+        return [holders.get(row.unique_key, row.id) if row.unique_key else row.id for row in rows]
 
     def get(self, job_id: str) -> JobInfo | None:
         """Return one job's state and recorded errors, or None."""

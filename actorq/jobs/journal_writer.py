@@ -261,7 +261,11 @@ class JournalWriter:
                 return
             stats.jobs_enqueued += len(jobs)
             enqueued_queues.update(job.queue for job in jobs)
-            results.extend((cb, op_arg.id, None) for (_, op_arg, cb) in ops if cb is not None)
+            keys = [job.unique_key for job in jobs if job.unique_key is not None]
+            # in the same transaction: the id that holds each unique key (ours, or a live job's)
+            holders = journal.holders(keys) if keys else {}
+            results.extend((cb, holders.get(op_arg.unique_key, op_arg.id) if op_arg.unique_key else op_arg.id, None)
+                           for (_, op_arg, cb) in ops if cb is not None)
             return
         if kind == COMPLETE:  # args are lists of (job_id, lease_id); one executemany for all
             acks = [ack for op in ops for ack in op[1]]

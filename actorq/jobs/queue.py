@@ -68,6 +68,9 @@ class QueueRef:
     async def enqueue(self, job: Job) -> str:
         """Send `job` and return its id once it is committed to the journal (accepted).
 
+        A job with a `unique_key` that a live job already holds is not added: the id
+        returned is then that job's (compare it with ``job.id`` to tell).
+
         Raises:
             TypeError, ValueError: as `tell`.
             NotCommitted: the journal could not commit it; it was not accepted. Re-sending
@@ -88,10 +91,13 @@ class QueueRef:
         fut: asyncio.Future[None] = loop.create_future()
         pending = [len(rows)]
         failure: list[BaseException] = []
+        ids = {row.id: row.id for row in rows}
 
-        def done(_result: Any, error: BaseException | None) -> None:
+        def done(result: Any, error: BaseException | None, row_id: str) -> None:
             if error is not None:
                 failure.append(error)
+            elif isinstance(result, str):
+                ids[row_id] = result  # a unique key held by a live job: that job's id
             pending[0] -= 1
             if pending[0] == 0 and not fut.done():
                 if loop is self._loop:
@@ -100,9 +106,9 @@ class QueueRef:
                     loop.call_soon_threadsafe(_resolve, fut, failure)
 
         for row in rows:
-            self._writer.enqueue(row, done)
+            self._writer.enqueue(row, lambda result, error, row_id=row.id: done(result, error, row_id))
         await fut
-        return [job.id for job in jobs]
+        return [ids[job.id] for job in jobs]
 
 
 def _resolve(fut: asyncio.Future[None], failure: list[BaseException]) -> None:

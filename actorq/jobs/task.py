@@ -153,6 +153,9 @@ class Job:
         priority: lower runs first within a queue.
         delay: seconds from now before it may run (or give `run_at`, a Unix time).
         max_attempts: attempts before it goes dead.
+        unique_key: while a live job (scheduled, ready, running or waiting to retry)
+            holds this key, another job with it is not added; enqueue returns the
+            holder's id instead. Once that job is finished, the key is free again.
     """
 
     task: str
@@ -163,6 +166,7 @@ class Job:
     delay: float | None = None
     run_at: float | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    unique_key: str | None = None
 
     def to_new_job(self, queue: str, max_payload: int = DEFAULT_MAX_PAYLOAD) -> NewJob:
         """Validate and encode for the journal.
@@ -180,6 +184,8 @@ class Job:
             raise ValueError("a job needs a task name")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.unique_key is not None and (not isinstance(self.unique_key, str) or not self.unique_key):
+            raise ValueError(f"unique_key must be a non-empty string, got {self.unique_key!r}")
         run_at = self.run_at
         if self.delay is not None:
             run_at = time.time() + self.delay
@@ -187,7 +193,8 @@ class Job:
         if len(payload) > max_payload:
             raise ValueError(f"job arguments take {len(payload):,} bytes encoded; the limit is {max_payload:,} "
                              "(dispatcher.max_frame_bytes less 64 KiB): pass a reference to the data instead")
-        return NewJob(self.id, queue, self.task, payload, self.priority, run_at, self.max_attempts)
+        return NewJob(self.id, queue, self.task, payload, self.priority, run_at, self.max_attempts,
+                      self.unique_key)
 
 
 _PACK_ERRORS = (TypeError, ValueError, OverflowError)

@@ -64,6 +64,7 @@ class Statements:
     privileges: str
     lead: str
     resign: str
+    holders: str
 
 
 def _reclaim(where: str) -> str:
@@ -100,15 +101,16 @@ def _lease(queue_match: str) -> str:
 _TEXT = {
     "enqueue": (
         "WITH new AS ("
-        " INSERT INTO {jobs} (id, queue, task, payload, state, priority, run_at, max_attempts, created_at)"
+        " INSERT INTO {jobs} (id, queue, task, payload, state, priority, run_at, max_attempts, created_at,"
+        "  unique_key)"
         " SELECT n.id, n.queue, n.task, n.payload,"
         "  CASE WHEN to_timestamp(n.run_at) > now() THEN 'scheduled' ELSE 'ready' END,"
-        "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now()"
+        "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now(), n.unique_key"
         " FROM unnest(%(ids)s::text[], %(queues)s::text[], %(tasks)s::text[], %(payloads)s::bytea[],"
-        "  %(priorities)s::int4[], %(run_at)s::float8[], %(max_attempts)s::int4[])"
-        "  AS n(id, queue, task, payload, priority, run_at, max_attempts)"
-        # A re-sent id is a no-op (B6); a CHECK failure still raises.
-        " ON CONFLICT (id) DO NOTHING"
+        "  %(priorities)s::int4[], %(run_at)s::float8[], %(max_attempts)s::int4[], %(unique_keys)s::text[])"
+        "  AS n(id, queue, task, payload, priority, run_at, max_attempts, unique_key)"
+        # A re-sent id (B6) or a unique key a live job holds (B7) is a no-op; a CHECK failure still raises.
+        " ON CONFLICT DO NOTHING"
         " RETURNING queue, state)"
         " SELECT count(*), " + _NOTIFY.replace("{source}", "new WHERE state = 'ready'") + " FROM new"
     ),
@@ -177,6 +179,10 @@ _TEXT = {
         " RETURNING l.holder"
     ),
     "resign": "DELETE FROM {leaders} WHERE name = %(name)s AND holder = %(holder)s",
+    "holders": (
+        "SELECT unique_key, id FROM {jobs} WHERE unique_key = ANY(%(keys)s::text[])"
+        " AND state IN ('scheduled', 'ready', 'leased', 'retry')"
+    ),
     "privileges": (
         "SELECT has_table_privilege(%(jobs)s, 'SELECT') AND has_table_privilege(%(jobs)s, 'INSERT')"
         " AND has_table_privilege(%(jobs)s, 'UPDATE') AND has_table_privilege(%(errors)s, 'INSERT')"

@@ -194,7 +194,7 @@ def _enqueue_params(jobs: Sequence[NewJob], channel: str) -> dict[str, Any]:
         "ids": [j.id for j in jobs], "queues": [j.queue for j in jobs], "tasks": [j.task for j in jobs],
         "payloads": [j.payload for j in jobs], "priorities": [j.priority for j in jobs],
         "run_at": [j.run_at for j in jobs], "max_attempts": [j.max_attempts for j in jobs],
-        "channel": channel,
+        "unique_keys": [j.unique_key for j in jobs], "channel": channel,
     }
 
 
@@ -506,6 +506,12 @@ class PostgresJournal:
                 return None
             errors = [e for (e,) in self._conn.execute(self._sql.errors, {"id": job_id})]
         return JobInfo(row[0], row[1], row[2], JobState(row[3]), *row[4:], errors)
+
+    def holders(self, keys: Sequence[str]) -> dict[str, str]:
+        """``{unique key: id of the live job holding it}`` for those of `keys` that are held."""
+        if not keys:
+            return {}
+        return dict(self._execute(self._sql.holders, {"keys": list(keys)}).fetchall())
 
     def try_lead(self, name: str, holder: str, ttl: float) -> bool:
         """Hold leadership `name` for `ttl` s by the database's clock, if free, expired or already ours."""

@@ -86,6 +86,8 @@ class NewJob:
         priority: lower runs first among ready jobs of a queue.
         run_at: Unix time before which it must not run; ``None`` means now.
         max_attempts: attempts (runs and crashes) before it goes dead.
+        unique_key: at most one live job (scheduled, ready, leased or retry) holds a
+            key; a job whose key is held is not inserted (see `Journal.holders`).
     """
 
     id: str
@@ -95,6 +97,7 @@ class NewJob:
     priority: int = 0
     run_at: float | None = None
     max_attempts: int = 20
+    unique_key: str | None = None
 
 
 class LeasedJob(NamedTuple):
@@ -161,8 +164,12 @@ class Journal(Protocol):
     def enqueue(self, jobs: Sequence[NewJob]) -> int:
         """Insert `jobs` as ready (or scheduled when `run_at` is in the future).
 
-        Ids already present are skipped (idempotent re-send). Returns the number inserted.
+        Ids already present are skipped (idempotent re-send), and so are jobs whose
+        unique key a live job holds. Returns the number inserted.
         """
+
+    def holders(self, keys: Sequence[str]) -> dict[str, str]:
+        """``{unique key: id of the live job holding it}`` for those of `keys` that are held."""
 
     def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
         """Move up to `limit` ready jobs of `queues` to leased, owned by `owner` for `lease_for` s.

@@ -33,16 +33,17 @@ from actorq.journal.protocol import Failure, JobInfo, JobState, LeasedJob, NewJo
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: jobs, errors; 2: unique keys
 SYNCHRONOUS_LEVELS = ("normal", "full", "extra")
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _CLEAR_LEASE = "lease_id = NULL, lease_owner = NULL, lease_expires = NULL"
 _IN_CHUNK = 500  # ids per IN list; far below SQLite's limit of 32,766 bound parameters
-_INSERT_COLUMNS = 9
+_INSERT_COLUMNS = 10
+_LIVE = "('scheduled', 'ready', 'leased', 'retry')"
 
 
-def _schema_sql() -> str:
-    return resources.files("actorq.journal").joinpath("sql/sqlite_v1.sql").read_text()
+def _schema_sql(version: int) -> str:
+    return resources.files("actorq.journal").joinpath(f"sql/sqlite_v{version}.sql").read_text()
 
 
 class SQLiteJournal:
@@ -123,18 +124,22 @@ class SQLiteJournal:
         if version == SCHEMA_VERSION:
             return
         with self.transaction():
-            if self._conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            current = self._conn.execute("PRAGMA user_version").fetchone()[0]  # again, under the lock
+            if current == 0:
                 tables = self._conn.execute(
                     "SELECT count(*) FROM sqlite_master WHERE name = 'actorq_jobs'"
                 ).fetchone()[0]
                 if tables:
                     raise JournalError(f"{self.path}: has an actorq_jobs table but no schema version")
-                for statement in _schema_sql().split(";"):
+            applied = list(range(current + 1, SCHEMA_VERSION + 1))
+            for step in applied:
+                for statement in _schema_sql(step).split(";"):
                     if statement.strip():
                         self._conn.execute(statement)
+            if applied:
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                self.applied_versions = [SCHEMA_VERSION]
-                logger.info("created journal schema v%d in %s", SCHEMA_VERSION, self.path)
+                self.applied_versions = applied
+                logger.info("journal %s: schema versions %s applied", self.path, applied)
 
     # -- transactions ----------------------------------------------------------
     @contextmanager
@@ -240,7 +245,7 @@ class SQLiteJournal:
             params += (
                 j.id, j.queue, j.task, j.payload,
                 JobState.SCHEDULED if j.run_at is not None and j.run_at > now else JobState.READY,
-                j.priority, j.run_at if j.run_at is not None else now, j.max_attempts, now,
+                j.priority, j.run_at if j.run_at is not None else now, j.max_attempts, now, j.unique_key,
             )
         step = self._rows_per_insert * _INSERT_COLUMNS
         with self.transaction():
@@ -251,12 +256,23 @@ class SQLiteJournal:
                 chunk = params[start:start + step]
                 self._conn.execute(
                     "INSERT INTO actorq_jobs (id, queue, task, payload, state, priority, run_at,"
-                    " max_attempts, created_at) VALUES "
-                    + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * (len(chunk) // _INSERT_COLUMNS))
-                    + " ON CONFLICT (id) DO NOTHING",
+                    " max_attempts, created_at, unique_key) VALUES "
+                    + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * (len(chunk) // _INSERT_COLUMNS))
+                    + " ON CONFLICT DO NOTHING",  # a re-sent id, or a unique key a live job holds
                     chunk,
                 )
             return self._conn.total_changes - before
+
+    def holders(self, keys: Sequence[str]) -> dict[str, str]:
+        """``{unique key: id of the live job holding it}`` for those of `keys` that are held."""
+        found: dict[str, str] = {}
+        keys = list(dict.fromkeys(keys))
+        for start in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[start:start + _IN_CHUNK]
+            found.update(self._conn.execute(
+                f"SELECT unique_key, id FROM actorq_jobs WHERE unique_key IN ({','.join('?' * len(chunk))})"
+                f" AND state IN {_LIVE}", chunk).fetchall())
+        return found
 
     def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
         """Lease up to `limit` ready jobs of `queues` to `owner` for `lease_for` s, counting an attempt each.

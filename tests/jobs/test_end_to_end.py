@@ -210,3 +210,25 @@ async def test_current_job_gives_id_attempt_task_and_queue(topology):
         await node.wait_idle(timeout=30)
     entries = topo.ledger.read()
     assert {e.job_id: (e.attempt, _note(e.tag)) for e in entries} == {i: (1, n) for i, n in expected.items()}
+
+
+async def test_b7_unique_keys_through_a_queue_ref_and_a_client(topology):
+    topo = topology(TASKS, processes=1)
+    with topo.client() as client:  # before the node runs: the first job holds the key
+        first = Job("e2e.async_add", [1, 2], unique_key="sum:1+2")
+        assert client.enqueue(first) == first.id
+        again = Job("e2e.async_add", [1, 2], unique_key="sum:1+2")
+        assert client.enqueue(again) == first.id  # "conflict": the holder's id, nothing added
+    async with Node(topo.config) as node:
+        queue = node.queue()
+        third = Job("e2e.async_add", [1, 2], unique_key="sum:1+2")
+        assert await queue.enqueue(third) in (first.id, third.id)  # the first may have finished meanwhile
+        await node.wait_idle(timeout=30)
+        fresh = Job("e2e.async_add", [1, 2], unique_key="sum:1+2")
+        assert await queue.enqueue(fresh) == fresh.id  # the holder is final: the key is free
+        both = await queue.enqueue_many([Job("e2e.async_add", [5, 5], unique_key="k"),
+                                         Job("e2e.async_add", [5, 5], unique_key="k")])
+        assert both[0] == both[1]  # one insert; the other learns its id
+        await node.wait_idle(timeout=30)
+    states = topo.states()
+    assert again.id not in states and states[first.id] == "succeeded"

@@ -679,3 +679,59 @@ def test_c16_an_expired_leadership_goes_to_the_next_claimant(backend: Backend) -
     assert not b.try_lead("rescue", "n2/20/bb", 0.3)
     assert wait_for(lambda: b.try_lead("rescue", "n2/20/bb", 30.0), timeout=10.0), "expiry by the database's clock"
     assert not a.try_lead("rescue", "n1/10/aa", 0.3)
+
+
+# -- B7: unique keys ---------------------------------------------------------------------------------
+def _keyed(job_id: str, key: str) -> NewJob:
+    return NewJob(job_id, "q", "t", b"\x92\x90\x80", unique_key=key)
+
+
+def test_b7_a_held_unique_key_adds_no_second_job_and_is_free_once_the_holder_is_final(journal: Journal) -> None:
+    assert journal.enqueue([_keyed("k1", "report:2026-11-24")]) == 1
+    assert journal.enqueue([_keyed("k2", "report:2026-11-24"), _keyed("k3", "report:2026-11-25")]) == 1
+    assert journal.holders(["report:2026-11-24", "report:2026-11-25", "nobody"]) == {
+        "report:2026-11-24": "k1", "report:2026-11-25": "k3"}
+    assert journal.get("k2") is None
+    leased = journal.lease(["q"], "w1", 10, HOUR)  # still held while running
+    assert journal.enqueue([_keyed("k4", "report:2026-11-24")]) == 0
+    journal.complete([(j.id, j.lease_id) for j in leased])
+    assert journal.holders(["report:2026-11-24"]) == {}  # final: the key is free
+    assert journal.enqueue([_keyed("k5", "report:2026-11-24")]) == 1
+    assert journal.holders(["report:2026-11-24"]) == {"report:2026-11-24": "k5"}
+
+
+UNIQUE_RACER = """
+import sys, time
+from actorq.journal import NewJob, open_journal
+url, options, start, me = sys.argv[1], eval(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+journal = open_journal(url, busy_timeout=30.0, **options)
+while time.time() < start:
+    time.sleep(0.001)
+with journal.transaction():
+    inserted = journal.enqueue([NewJob(me, "q", "t", b"\\x92\\x90\\x80", unique_key="the-one")])
+    holder = journal.holders(["the-one"])["the-one"]
+print(inserted, holder)
+journal.close()
+"""
+
+
+def test_b7_racing_processes_insert_one_job_and_all_learn_its_id(backend: Backend) -> None:
+    import subprocess
+    import sys
+    import time as _time
+
+    backend.open()  # create the schema before the race
+    start = _time.time() + 1.0
+    racers = [subprocess.Popen([sys.executable, "-c", UNIQUE_RACER, backend.url, repr(backend.options),
+                                str(start), f"racer-{n}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for n in range(4)]
+    outcomes = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=60)
+        assert racer.returncode == 0, err
+        inserted, holder = out.split()
+        outcomes.append((int(inserted), holder))
+    assert sorted(inserted for inserted, _ in outcomes) == [0, 0, 0, 1]  # exactly one job
+    (winner,) = {holder for _, holder in outcomes}  # every racer got the same id: "conflict" and the id
+    assert winner.startswith("racer-")
+    assert backend.raw("SELECT count(*) FROM actorq_jobs")[0][0] == 1
