@@ -149,12 +149,24 @@ def postgres_facts(url: str) -> str:
     import psycopg
 
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        version, sync_commit, fsync = conn.execute(
+        version, sync_commit, fsync, plan_cache = conn.execute(
             "SELECT current_setting('server_version'), current_setting('synchronous_commit'),"
-            " current_setting('fsync')").fetchone()  # type: ignore[misc]
+            " current_setting('fsync'), current_setting('plan_cache_mode')").fetchone()  # type: ignore[misc]
         where = f"{conn.info.host}:{conn.info.port}/{conn.info.dbname}"
-    return f"PostgreSQL {version} at {where} (synchronous_commit={sync_commit}, fsync={fsync}, psycopg " \
-           f"{psycopg.__version__})"
+    # PGOPTIONS reaches every connection of this process and of the nodes it starts.
+    options = f", PGOPTIONS={os.environ['PGOPTIONS']!r}" if os.environ.get("PGOPTIONS") else ""
+    return (f"PostgreSQL {version} at {where} (synchronous_commit={sync_commit}, fsync={fsync}, "
+            f"plan_cache_mode={plan_cache}{options}, psycopg {psycopg.__version__})")
+
+
+def autoanalyze_count(url: str, schema: str) -> int:
+    """How many times autovacuum has ANALYZEd the schema's jobs table (a new plan for every statement)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute("SELECT autoanalyze_count FROM pg_stat_user_tables"
+                           " WHERE schemaname = %s AND relname = 'actorq_jobs'", (schema,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def describe_journal(journal: str, synchronous: str, history: int = 0) -> str:
@@ -196,7 +208,8 @@ async def run(args: argparse.Namespace, journal: str = SQLITE) -> dict[str, floa
         journal: ``sqlite`` for a temporary file, or a ``postgresql://`` URL for a fresh schema.
 
     Returns:
-        jobs, seconds, jobs_per_s, p50_ms, p99_ms, commits, jobs_per_commit.
+        jobs, seconds, jobs_per_s, p50_ms, p99_ms, commits, jobs_per_commit, and autoanalyzed
+        (autovacuum's ANALYZEs of the PostgreSQL table during the run; 0 on SQLite).
 
     Raises:
         TimeoutError: not every job succeeded within ``args.timeout`` seconds.
@@ -235,6 +248,7 @@ async def _measure(args: argparse.Namespace, journal: str, schema: str | None, w
             check("waiting for its workers")
             await asyncio.sleep(0.01)
         queue = node.queue("default")
+        analyzed0 = autoanalyze_count(journal, schema) if schema else 0
         start = time.monotonic()
         deadline = start + timeout
         commits0 = node.writer.stats.commits
@@ -270,6 +284,7 @@ async def _measure(args: argparse.Namespace, journal: str, schema: str | None, w
             report(sent)
         elapsed = time.monotonic() - start
         commits = node.writer.stats.commits - commits0
+    analyzed = autoanalyze_count(journal, schema) - analyzed0 if schema else 0
     latencies = [(finished - id_time(job_id)) * 1000.0 for job_id, finished in _finish_times(config, schema)]
     if len(latencies) != args.jobs:
         raise RuntimeError(f"{label}: expected {args.jobs:,} succeeded jobs in the journal, found {len(latencies):,}")
@@ -281,6 +296,7 @@ async def _measure(args: argparse.Namespace, journal: str, schema: str | None, w
         "p99_ms": percentile(latencies, 99),
         "commits": commits,
         "jobs_per_commit": args.jobs / max(commits, 1),
+        "autoanalyzed": analyzed,
     }
 
 
@@ -356,8 +372,9 @@ def measure_all(args: argparse.Namespace) -> None:
             results[journal].append(r)
             print(f"run {i + 1} [{backend_name(journal)}]: {r['jobs']:,} jobs in {r['seconds']:.2f} s = "
                   f"{r['jobs_per_s']:,.0f} durable jobs/s end to end | enqueue-to-ack p50 {r['p50_ms']:.1f} ms, "
-                  f"p99 {r['p99_ms']:.1f} ms | {r['commits']:,} commits, {r['jobs_per_commit']:.1f} jobs per commit",
-                  flush=True)
+                  f"p99 {r['p99_ms']:.1f} ms | {r['commits']:,} commits, {r['jobs_per_commit']:.1f} jobs per commit"
+                  + (f" | autovacuum ANALYZEd the table {r['autoanalyzed']:.0f} times meanwhile"
+                     if is_postgres(journal) else ""), flush=True)
     if len(journals) > 1:
         print(f"median of {args.repeat} run{'s' if args.repeat > 1 else ''}:")
         medians = {j: statistics.median(r["jobs_per_s"] for r in results[j]) for j in journals}
