@@ -156,7 +156,8 @@ def postgres_facts(url: str) -> str:
     # PGOPTIONS reaches every connection of this process and of the nodes it starts.
     options = f", PGOPTIONS={os.environ['PGOPTIONS']!r}" if os.environ.get("PGOPTIONS") else ""
     return (f"PostgreSQL {version} at {where} (synchronous_commit={sync_commit}, fsync={fsync}, "
-            f"plan_cache_mode={plan_cache}{options}, psycopg {psycopg.__version__})")
+            f"server plan_cache_mode={plan_cache}{options}, the journal's own connections force custom plans, "
+            f"psycopg {psycopg.__version__})")
 
 
 def autoanalyze_count(url: str, schema: str) -> int:

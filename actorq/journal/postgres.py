@@ -250,7 +250,20 @@ class PostgresJournal:
             if isinstance(exc, psycopg.Error):
                 raise self._error(exc) from None
             raise
-        self._conn = conn
+        self._conn = self._tune(conn)
+
+    @staticmethod
+    def _tune(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+        """Plan every statement for its actual arrays (custom plans).
+
+        psycopg prepares a statement after a few runs, and PostgreSQL then settles on a
+        generic plan. Once the table has statistics, the generic plan of ``complete``
+        (and ``fail``, ``release``) walks every leased row for each ack: 20-26 ms per 256
+        acks instead of ~3, and twice that with two nodes. Custom plans look the acked
+        ids up by primary key whatever the statistics say.
+        """
+        conn.execute("SET plan_cache_mode = force_custom_plan")
+        return conn
 
     def _check_version(self, conn: psycopg.Connection[Any], create: bool) -> None:
         where, schema = self._connector.where, self.schema
@@ -279,7 +292,7 @@ class PostgresJournal:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        self._conn = self._connector.connect()
+        self._conn = self._tune(self._connector.connect())
         return self._conn
 
     def _begin(self) -> psycopg.Connection[Any]:
