@@ -31,9 +31,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Collection, Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Collection, Iterable, NamedTuple, Sequence
 
 from actorq.journal.protocol import TERMINAL_STATES, JobState
+
+if TYPE_CHECKING:
+    import psutil
 
 __all__ = [
     "Ledger",
@@ -41,8 +44,10 @@ __all__ = [
     "QueueCheck",
     "check_total_queue",
     "eventually",
+    "job_history",
     "job_states",
     "journal_invariants",
+    "live_children",
 ]
 
 _TERMINAL = frozenset(str(state) for state in TERMINAL_STATES)
@@ -257,6 +262,38 @@ def job_states(path: str | os.PathLike[str]) -> dict[str, str]:
         return dict(conn.execute("SELECT id, state FROM actorq_jobs"))
     finally:
         conn.close()
+
+
+def job_history(path: str | os.PathLike[str]) -> dict[str, tuple[str, int, list[str]]]:
+    """``{job_id: (state, attempts, [recorded errors, in attempt order])}`` of a SQLite journal, read-only.
+
+    Raises:
+        sqlite3.Error: the file is missing or not an actorq journal.
+    """
+    conn = _connect_read_only(path)
+    try:
+        jobs: dict[str, tuple[str, int, list[str]]] = {
+            row[0]: (row[1], row[2], []) for row in conn.execute("SELECT id, state, attempts FROM actorq_jobs")}
+        for job_id, error in conn.execute("SELECT job_id, error FROM actorq_errors ORDER BY job_id, attempt, at"):
+            jobs[job_id][2].append(error)
+        return jobs
+    finally:
+        conn.close()
+
+
+def live_children() -> list["psutil.Process"]:
+    """The descendants of this process that are still running (zombies excluded): what a
+    test checks is empty once everything it started has stopped."""
+    import psutil
+
+    alive = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
 
 
 def journal_invariants(path: str | os.PathLike[str], *, allow_pending: bool = False) -> list[str]:

@@ -33,7 +33,7 @@ from actorq._kernel.loop import new_event_loop
 from actorq.jobs.client import Client
 from actorq.journal.protocol import JobInfo
 from actorq.node.config import Config, parse_config
-from actorq.testing import Ledger, job_states
+from actorq.testing import Ledger, job_states, live_children
 
 sys.path.insert(0, str(Path(__file__).parent / "journal"))
 from journal_support import PG_URL, drop_schema, new_schema_name, require_pg  # noqa: E402
@@ -178,15 +178,6 @@ def to_toml(data: Mapping[str, Mapping[str, object]]) -> str:
     )
 
 
-def _leftover_children() -> list[psutil.Process]:
-    alive = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                alive.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 @pytest.fixture
@@ -251,10 +242,10 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
     yield build
 
     deadline = time.monotonic() + 10.0
-    leftovers = _leftover_children()
+    leftovers = live_children()
     while leftovers and time.monotonic() < deadline:
         time.sleep(0.05)
-        leftovers = _leftover_children()
+        leftovers = live_children()
     described = []
     for child in leftovers:
         try:

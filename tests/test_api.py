@@ -39,7 +39,8 @@ PINNED_ALL = {
         "SupervisorRef", "actor_start", "current_system", "process_start", "start_supervisor",
         "supervisor_spec",
     ],
-    "actorq.testing": ['Ledger', 'LedgerEntry', 'QueueCheck', 'check_total_queue', 'eventually', 'job_states', 'journal_invariants'],
+    "actorq.testing": ['Ledger', 'LedgerEntry', 'QueueCheck', 'check_total_queue', 'eventually', 'job_history', 'job_states',
+                       'journal_invariants', 'live_children'],
     "actorq.transports": ["FrameError", "LoopSocket", "RemoteError", "RemoteRef", "actor_process", "decode", "encode",
                           "private_ipc_dir"],
 }

@@ -45,7 +45,7 @@ import psutil
 import pytest
 
 from actorq import Job, Node
-from actorq.testing import Ledger, check_total_queue, eventually, journal_invariants
+from actorq.testing import Ledger, check_total_queue, eventually, job_history, journal_invariants, live_children
 
 SOAK_SECONDS = float(os.environ.get("ACTORQ_CHAOS_SECONDS", "60"))
 SOAK_RATE = int(os.environ.get("ACTORQ_CHAOS_RATE", "200"))
@@ -101,29 +101,6 @@ class FaultLog:
 
 def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
-
-
-def _live_children() -> list[psutil.Process]:
-    alive = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                alive.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
-def _errors_by_job(path: Path) -> dict[str, tuple[str, int, list[str]]]:
-    """``{job_id: (state, attempts, [errors in attempt order])}``, read-only from the journal."""
-    conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
-    try:
-        jobs = {row[0]: (row[1], row[2], []) for row in conn.execute("SELECT id, state, attempts FROM actorq_jobs")}
-        for job_id, error in conn.execute("SELECT job_id, error FROM actorq_errors ORDER BY job_id, attempt, at"):
-            jobs[job_id][2].append(error)
-        return jobs
-    finally:
-        conn.close()
 
 
 async def _producer(node: Node, rng: random.Random, until: float, rate: int,
@@ -236,7 +213,7 @@ async def _soak(topology, rng: random.Random, seconds: float, rate: int, gap: tu
         drained = time.monotonic() - began
         await eventually(lambda: len(node.worker_pids()) == PROCESSES and node.dispatcher.worker_count == PROCESSES,
                          timeout=30, message=f"{PROCESSES} workers running and registered again")
-        children = _live_children()
+        children = live_children()
         in_flight = node.dispatcher.in_flight  # jobs the dispatcher believes workers hold: 0 when idle
         gc.collect()
         rss_end = _rss_mb()
@@ -275,7 +252,7 @@ async def _soak(topology, rng: random.Random, seconds: float, rate: int, gap: tu
     assert problems == [], problems
     # each failed attempt is a crash or a pause, recorded with its reason, and counted once
     reasons: Counter[str] = Counter()
-    for job_id, (state, attempts, errors) in _errors_by_job(topo.journal_path).items():
+    for job_id, (state, attempts, errors) in job_history(topo.journal_path).items():
         assert state == "succeeded" and attempts == len(errors) + 1, (job_id, state, attempts, errors)
         for error in errors:
             reason = error.split(" (no heartbeat")[0]
@@ -284,7 +261,7 @@ async def _soak(topology, rng: random.Random, seconds: float, rate: int, gap: tu
     print(f"journal errors by reason: {dict(reasons)}")
     assert len(children) == PROCESSES, [c.pid for c in children]
     assert rss_end < 2 * rss_start + 50, f"node RSS grew from {rss_start:.1f} MB to {rss_end:.1f} MB"
-    await eventually(lambda: not _live_children(), timeout=10, message="no worker process left after stop")
+    await eventually(lambda: not live_children(), timeout=10, message="no worker process left after stop")
 
 
 # -- C14 -------------------------------------------------------------------------------------

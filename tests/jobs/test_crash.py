@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 from pathlib import Path
 
 import psutil
 import pytest
 
 from actorq import Job, Node, NodeFailed
-from actorq.testing import Ledger, check_total_queue, eventually, journal_invariants
+from actorq.testing import Ledger, check_total_queue, eventually, job_history, journal_invariants
 from node_process import NodeProcess
 
 TASKS = """
@@ -76,16 +75,6 @@ WORKER_DIED_KILLED = "worker died (killed)"
 NODE_RESTARTED = "node restarted (lease of an earlier incarnation)"
 
 
-def _jobs_with_errors(path: Path) -> dict[str, tuple[str, int, list[str]]]:
-    """``{job_id: (state, attempts, [errors in attempt order])}``, read-only from the journal."""
-    conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
-    try:
-        jobs = {row[0]: (row[1], row[2], []) for row in conn.execute("SELECT id, state, attempts FROM actorq_jobs")}
-        for job_id, error in conn.execute("SELECT job_id, error FROM actorq_errors ORDER BY job_id, attempt, at"):
-            jobs[job_id][2].append(error)
-        return jobs
-    finally:
-        conn.close()
 
 
 def _succeeded(states: dict[str, str]) -> set[str]:
@@ -133,7 +122,7 @@ async def test_c1_sigkill_random_worker_under_load(topology, rng):
     check = check_total_queue(accepted, topo.ledger.read(), _succeeded(topo.states()))
     print(check.summary())
     assert check.valid, check.summary()
-    for job_id, (state, attempts, errors) in _jobs_with_errors(topo.journal_path).items():
+    for job_id, (state, attempts, errors) in job_history(topo.journal_path).items():
         # each crash is one counted attempt, recorded with its reason; the last attempt succeeded
         assert state == "succeeded" and attempts == len(errors) + 1, (job_id, state, attempts, errors)
         assert all(error == WORKER_DIED_KILLED for error in errors), errors
@@ -160,7 +149,7 @@ async def test_c2_sigkill_after_the_job_ran_before_its_ack(topology):
     killed_after_running = {e.job_id for e in entries if e.attempt == 1}
     assert killed_after_running and restarts >= len(killed_after_running)
     assert set(check.duplicated) == killed_after_running  # ran, died unacked, ran again
-    jobs = _jobs_with_errors(topo.journal_path)
+    jobs = job_history(topo.journal_path)
     for job_id in accepted:
         state, attempts, errors = jobs[job_id]
         # one success in the journal, after one (or more) crashed attempts
@@ -275,7 +264,7 @@ async def test_c6_c10_node_stopped_mid_queue_then_restarted(topology, tmp_path, 
     assert journal_invariants(topo.journal_path) == []
     assert {e.tag.split("/")[0] for e in entries} == {"1", "2"}  # both runs did work
     assert [e for e in entries if e.tag.startswith("1/")] == ran_in_first, "no orphan of run 1 ran a job"
-    errors = [error for _, _, errs in _jobs_with_errors(topo.journal_path).values() for error in errs]
+    errors = [error for _, _, errs in job_history(topo.journal_path).values() for error in errs]
     if stop == "sigterm":
         assert errors == [] and not check.duplicated, "a graceful stop must neither crash nor repeat a job"
     else:
@@ -304,7 +293,7 @@ async def test_c10_sigterm_with_jobs_in_flight_exits_0_and_loses_nothing(topolog
     assert running <= finished, "jobs in flight at SIGTERM must finish before the node exits"
     assert {e.job_id for e in started.read()} == finished  # nothing was started and dropped
     assert journal_invariants(topo.journal_path, allow_pending=True) == []
-    jobs = _jobs_with_errors(topo.journal_path)
+    jobs = job_history(topo.journal_path)
     assert {j for j, (state, _, _) in jobs.items() if state == "succeeded"} == finished
     for job_id, (state, attempts, errors) in jobs.items():
         assert errors == [] and attempts == (1 if state == "succeeded" else 0), (job_id, jobs[job_id])
@@ -389,7 +378,7 @@ async def test_c12_sigterm_five_times_and_sigint_make_one_clean_shutdown(topolog
     finished = {e.job_id for e in topo.ledger.read()}
     assert {e.job_id for e in started.read()} == finished  # every started job finished
     assert journal_invariants(topo.journal_path, allow_pending=True) == []
-    jobs = _jobs_with_errors(topo.journal_path)
+    jobs = job_history(topo.journal_path)
     assert all(errors == [] for _, _, errors in jobs.values()), jobs
     assert len(finished) < len(accepted)
 

@@ -44,7 +44,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from supkit import ActorKit, Exits, FakeClock, Kit, ProcessKit, live_children
+from supkit import ActorKit, Exits, FakeClock, Kit, ProcessKit
+
+from actorq.testing import live_children
 
 
 @pytest.fixture(params=["actor", "process"])

@@ -279,13 +279,3 @@ class ProcessKit(Kit):
             return False
 
 
-def live_children() -> list[psutil.Process]:
-    """Descendants of this test process that are still running (zombies excluded)."""
-    alive = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                alive.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return alive

@@ -24,7 +24,9 @@ from typing import Any
 
 import psutil
 import pytest
-from supkit import Exits, ProcessKit, TestActor, eventually, live_children, pids
+from supkit import Exits, ProcessKit, TestActor, eventually, pids
+
+from actorq.testing import live_children
 
 from actorq import ActorSystem
 from actorq._kernel.loop import new_event_loop

@@ -34,7 +34,9 @@ from actorq.supervisors import (
     start_supervisor,
 )
 
-from supkit import Exits, Gate, Kit, eventually, live_children, pids, recording
+from supkit import Exits, Gate, Kit, eventually, pids, recording
+
+from actorq.testing import live_children
 
 pytestmark = pytest.mark.timeout(60)
 
