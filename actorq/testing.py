@@ -47,6 +47,7 @@ __all__ = [
     "job_history",
     "job_states",
     "journal_invariants",
+    "kill_leftover_children",
     "live_children",
 ]
 
@@ -294,6 +295,29 @@ def live_children() -> list["psutil.Process"]:
         except psutil.NoSuchProcess:
             pass
     return alive
+
+
+def kill_leftover_children(grace: float) -> list[str]:
+    """Wait up to `grace` seconds for this process's children to exit, then SIGKILL the rest.
+
+    Returns a description (pid and command line) of each one that had to be killed:
+    a test asserts the list is empty, so a leak fails it without leaking further.
+    """
+    import psutil
+
+    deadline = time.monotonic() + grace
+    leftovers = live_children()
+    while leftovers and time.monotonic() < deadline:
+        time.sleep(0.02)
+        leftovers = live_children()
+    described = []
+    for child in leftovers:
+        try:
+            described.append(f"pid {child.pid}: {' '.join(child.cmdline())[:120]}")
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return described
 
 
 def journal_invariants(path: str | os.PathLike[str], *, allow_pending: bool = False) -> list[str]:

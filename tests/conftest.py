@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from actorq._kernel.loop import new_event_loop
 from actorq.jobs.client import Client
 from actorq.journal.protocol import JobInfo
 from actorq.node.config import Config, parse_config
-from actorq.testing import Ledger, job_states, live_children
+from actorq.testing import Ledger, job_states, kill_leftover_children
 
 sys.path.insert(0, str(Path(__file__).parent / "journal"))
 from journal_support import PG_URL, drop_schema, new_schema_name, require_pg  # noqa: E402
@@ -241,16 +240,5 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
 
     yield build
 
-    deadline = time.monotonic() + 10.0
-    leftovers = live_children()
-    while leftovers and time.monotonic() < deadline:
-        time.sleep(0.05)
-        leftovers = live_children()
-    described = []
-    for child in leftovers:
-        try:
-            described.append(f"pid {child.pid}: {' '.join(child.cmdline())[:120]}")
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    assert not leftovers, f"child processes left behind: {described}"
+    leftovers = kill_leftover_children(10.0)
+    assert not leftovers, f"child processes left behind: {leftovers}"

@@ -40,7 +40,7 @@ PINNED_ALL = {
         "supervisor_spec",
     ],
     "actorq.testing": ['Ledger', 'LedgerEntry', 'QueueCheck', 'check_total_queue', 'eventually', 'job_history', 'job_states',
-                       'journal_invariants', 'live_children'],
+                       'journal_invariants', 'kill_leftover_children', 'live_children'],
     "actorq.transports": ["FrameError", "LoopSocket", "RemoteError", "RemoteRef", "actor_process", "decode", "encode",
                           "private_ipc_dir"],
 }

@@ -39,14 +39,13 @@ What does not apply, and why:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from supkit import ActorKit, Exits, FakeClock, Kit, ProcessKit
 
-from actorq.testing import live_children
+from actorq.testing import kill_leftover_children
 
 
 @pytest.fixture(params=["actor", "process"])
@@ -85,17 +84,6 @@ def exits() -> Exits:
 def no_leftover_processes() -> Iterator[None]:
     """Every test must leave no child process running (A1)."""
     yield
-    deadline = time.monotonic() + 5.0
-    leftovers = live_children()
-    while leftovers and time.monotonic() < deadline:
-        time.sleep(0.02)
-        leftovers = live_children()
-    described = []
-    for child in leftovers:
-        try:
-            described.append(f"pid {child.pid}: {' '.join(child.cmdline())[:100]}")
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    assert not leftovers, f"child processes left behind: {described}"
+    leftovers = kill_leftover_children(5.0)
+    assert not leftovers, f"child processes left behind: {leftovers}"
 
