@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import psycopg
+import pytest
 
 from actorq import Job, Node
 from actorq.testing import check_total_queue, eventually
@@ -61,7 +62,10 @@ async def test_a_node_runs_its_tree_on_postgresql(topology, pg_schema):
     assert check.valid and not check.duplicated, check.summary()
 
 
-async def test_c15_two_nodes_share_the_queue_and_reclaim_a_killed_nodes_leases(topology, pg_schema, tmp_path):
+@pytest.mark.parametrize("fault", ["sigkill", "sigstop"])
+async def test_c15_two_nodes_share_the_queue_and_reclaim_a_killed_nodes_leases(topology, pg_schema, fault):
+    # sigkill: node A dies without a word. sigstop: node A (all its processes) is paused past
+    # its leases, which node B takes over; resumed, A's late acks must be fenced, not counted.
     from journal_support import PG_URL
 
     topo_a = topology(TASKS, processes=1, concurrency=4, prefetch=4, journal_url=PG_URL, schema=pg_schema,
@@ -79,10 +83,20 @@ async def test_c15_two_nodes_share_the_queue_and_reclaim_a_killed_nodes_leases(t
 
         await eventually(lambda: topo_a.ledger.count() > 0 and topo_b.ledger.count() > 0 and "node-a" in owners(),
                          timeout=60, message="both nodes ran jobs, and node A holds leases")
-        os.killpg(a.pid, signal.SIGKILL)  # node A and its worker: A cannot report its own death
-        assert await a.exit_code(timeout=30) == -signal.SIGKILL
-        await eventually(lambda: all(s == "succeeded" for s, _, _ in _states(PG_URL, pg_schema).values()),
-                         timeout=120, message="node B finished every job, A's after their leases expired")
+        os.killpg(a.pid, signal.SIGKILL if fault == "sigkill" else signal.SIGSTOP)  # A cannot report it
+        try:
+            await eventually(lambda: all(s == "succeeded" for s, _, _ in _states(PG_URL, pg_schema).values()),
+                             timeout=120, message="node B finished every job, A's after their leases expired")
+        finally:
+            if fault == "sigstop":
+                os.killpg(a.pid, signal.SIGCONT)
+        if fault == "sigkill":
+            assert await a.exit_code(timeout=30) == -signal.SIGKILL
+        else:  # resurrected: its workers finish what they held, and every such ack is rejected
+            await eventually(lambda: "stale acks" in a.output(), timeout=60,
+                             message="node A's late acks were fenced and counted")
+            os.kill(a.pid, signal.SIGTERM)
+            assert await a.exit_code(timeout=60) == 0, a.output()
         os.kill(b.pid, signal.SIGTERM)
         assert await b.exit_code(timeout=60) == 0, b.output()
     except BaseException:
