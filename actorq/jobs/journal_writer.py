@@ -58,6 +58,7 @@ class WriterStats:
         self.jobs_acked = 0
         self.stale_acks = 0
         self.failed_commits = 0
+        self.last_error: str | None = None  # why the latest group failed; None once one commits again
         self.max_group = 0
 
 
@@ -222,12 +223,14 @@ class JournalWriter:
                     i = j
         except Exception as exc:  # the group is lost, not the writer: it keeps serving the next one
             stats.failed_commits += 1
+            stats.last_error = str(exc) or type(exc).__name__
             logger.error("journal commit failed for %d ops: %s", len(ops), exc,
                          exc_info=not isinstance(exc, JournalError))
             results = [(cb, None, exc) for (_, _, cb) in ops if cb is not None]
             enqueued_queues = set()
         else:
             stats.commits += 1
+            stats.last_error = None
             stats.ops += len(ops)
             stats.max_group = max(stats.max_group, len(ops))
         if results or enqueued_queues:

@@ -520,6 +520,15 @@ class PostgresJournal:
             errors = [e for (e,) in self._conn.execute(self._sql.errors, {"id": job_id})]
         return JobInfo(row[0], row[1], row[2], JobState(row[3]), *row[4:], errors)
 
+    @property
+    def outage(self) -> str | None:
+        """While connecting keeps failing (an outage under way): what is unreachable; else None.
+
+        Safe to read from any thread: a status line reads it while the journal's own
+        thread is busy retrying.
+        """
+        return f"PostgreSQL at {self._connector.where} is unreachable" if self._connector.outage else None
+
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
         """``{unique key: id of the live job holding it}`` for those of `keys` that are held."""
         if not keys:

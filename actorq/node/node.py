@@ -72,6 +72,7 @@ class Progress:
     malformed: int
     stale_acks: int = 0
     lost_workers: int = 0
+    journal_error: str | None = None  # the latest group failed (e.g. the database is unreachable)
 
 
 class Node:
@@ -365,6 +366,7 @@ class Node:
             malformed=sum(d.stats.malformed.values()) if d else 0,
             stale_acks=w.stats.stale_acks if w else 0,
             lost_workers=d.stats.lost_workers if d else 0,
+            journal_error=(getattr(w.journal, "outage", None) or w.stats.last_error) if w else None,
         )
 
     async def tree(self) -> dict[str, Any]:

@@ -131,3 +131,57 @@ def test_run_with_an_unreachable_database_retries_then_exits_3_naming_host_and_p
     assert result.stderr.count("retrying with backoff") == 1  # reported once per outage, then the verdict
     assert "s3cret-canary" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+async def test_d8_a_node_cut_off_from_postgresql_claims_nothing_and_recovers_when_the_link_heals(topology, pg_schema):
+    from journal_support import PG_URL, TcpProxy
+
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    cut_url = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+    topo_a = topology(TASKS, processes=1, concurrency=4, prefetch=4, journal_url=cut_url, schema=pg_schema,
+                      name="node-a", lease_timeout=3.0, leader_ttl=2.0, shutdown_timeout=5.0, toml_name="a.toml")
+    topo_b = topology(TASKS, processes=1, concurrency=4, prefetch=4, journal_url=PG_URL, schema=pg_schema,
+                      name="node-b", lease_timeout=3.0, leader_ttl=2.0, shutdown_timeout=5.0, toml_name="b.toml")
+    with topo_b.client() as client:
+        accepted = set(client.enqueue_many([Job("pg.work", [i]) for i in range(1500)]))
+    a = NodeProcess(topo_a, 1)
+    b = NodeProcess(topo_b, 2)
+    try:
+        def owners() -> set[str]:
+            return {owner.split("/")[0] for _, _, owner in _states(PG_URL, pg_schema).values() if owner}
+
+        await eventually(lambda: topo_a.ledger.count() > 0 and topo_b.ledger.count() > 0 and "node-a" in owners(),
+                         timeout=60, message="both nodes ran jobs, and node A holds leases")
+        proxy.down()  # the partition: A's connections reset, new ones refused
+        await eventually(lambda: all(s == "succeeded" for s, _, _ in _states(PG_URL, pg_schema).values()),
+                         timeout=120, message="node B finished every job, A's after their leases expired")
+        await eventually(lambda: f"127.0.0.1:{proxy.port} is unreachable" in a.output()
+                         and "JOURNAL UNAVAILABLE, retrying" in a.output(), timeout=30,
+                         message="node A reported the outage, in its log and in its progress line")
+        assert a.proc.poll() is None, "a node cut off from its journal keeps running and retrying"
+        proxy.up()  # healed
+        await eventually(lambda: "reachable again" in a.output(), timeout=60, message="node A reconnected")
+        before = topo_a.ledger.count()
+        with topo_b.client() as client:
+            accepted |= set(client.enqueue_many([Job("pg.work", [10_000 + i]) for i in range(600)]))
+        await eventually(lambda: topo_a.ledger.count() > before, timeout=60, message="node A claims work again")
+        await eventually(lambda: all(s == "succeeded" for s, _, _ in _states(PG_URL, pg_schema).values()),
+                         timeout=120, message="everything done")
+        for node in (a, b):
+            os.kill(node.pid, signal.SIGTERM)
+            assert await node.exit_code(timeout=60) == 0, node.output()
+    except BaseException:
+        a.kill_everything()
+        b.kill_everything()
+        raise
+    finally:
+        proxy.down()
+    entries = topo_a.ledger.read() + topo_b.ledger.read()
+    states = _states(PG_URL, pg_schema)
+    check = check_total_queue(accepted, entries, {j for j, (s, _, _) in states.items() if s == "succeeded"})
+    print(check.summary())
+    assert check.valid, check.summary()
+    output = a.output()
+    assert output.count(f"journal at 127.0.0.1:{proxy.port} is unreachable") == 1, "once per outage, not per retry"
+    stale = [line for line in output.splitlines() if "stale acks" in line]
+    print("node A after the heal:", stale[-1] if stale else "no late ack arrived after the heal")
