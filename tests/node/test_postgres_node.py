@@ -33,6 +33,33 @@ def _states(url: str, schema: str) -> dict[str, tuple[str, int, str | None]]:
     return {job_id: (state, attempts, owner) for job_id, state, attempts, owner in rows}
 
 
+def _two_nodes(topology, schema: str, url_a: str):  # noqa: ANN001, ANN202
+    """Topologies of node-a (journal at `url_a`) and node-b on one schema, short leases and leader TTL."""
+    from journal_support import PG_URL
+
+    return tuple(
+        topology(TASKS, processes=1, concurrency=4, prefetch=4, journal_url=url, schema=schema, name=name,
+                 lease_timeout=3.0, leader_ttl=2.0, shutdown_timeout=5.0, toml_name=f"{name}.toml")
+        for name, url in (("node-a", url_a), ("node-b", PG_URL)))
+
+
+async def _both_running_with_a_holding_leases(topo_a, topo_b, schema: str) -> None:  # noqa: ANN001
+    from journal_support import PG_URL
+
+    def owners() -> set[str]:
+        return {owner.split("/")[0] for _, _, owner in _states(PG_URL, schema).values() if owner}
+
+    await eventually(lambda: topo_a.ledger.count() > 0 and topo_b.ledger.count() > 0 and "node-a" in owners(),
+                     timeout=60, message="both nodes ran jobs, and node A holds leases")
+
+
+async def _all_succeeded(schema: str, message: str) -> None:
+    from journal_support import PG_URL
+
+    await eventually(lambda: all(s == "succeeded" for s, _, _ in _states(PG_URL, schema).values()),
+                     timeout=120, message=message)
+
+
 def _actorq(*args: str, cwd: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "actorq.node.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=120)
@@ -68,25 +95,17 @@ async def test_c15_two_nodes_share_the_queue_and_reclaim_a_killed_nodes_leases(t
     # its leases, which node B takes over; resumed, A's late acks must be fenced, not counted.
     from journal_support import PG_URL
 
-    topo_a = topology(TASKS, processes=1, concurrency=4, prefetch=4, journal_url=PG_URL, schema=pg_schema,
-                      name="node-a", lease_timeout=3.0, leader_ttl=2.0, shutdown_timeout=5.0, toml_name="a.toml")
-    topo_b = topology(TASKS, processes=1, concurrency=4, prefetch=4, journal_url=PG_URL, schema=pg_schema,
-                      name="node-b", lease_timeout=3.0, leader_ttl=2.0, shutdown_timeout=5.0, toml_name="b.toml")
+    topo_a, topo_b = _two_nodes(topology, pg_schema, PG_URL)
     assert topo_a.dir == topo_b.dir and topo_a.ledger.path != topo_b.ledger.path
     with topo_a.client() as client:
         accepted = set(client.enqueue_many([Job("pg.work", [i]) for i in range(1500)]))
     a = NodeProcess(topo_a, 1)  # the real `actorq run`, each in its own process group
     b = NodeProcess(topo_b, 2)
     try:
-        def owners() -> set[str]:
-            return {owner.split("/")[0] for _, _, owner in _states(PG_URL, pg_schema).values() if owner}
-
-        await eventually(lambda: topo_a.ledger.count() > 0 and topo_b.ledger.count() > 0 and "node-a" in owners(),
-                         timeout=60, message="both nodes ran jobs, and node A holds leases")
+        await _both_running_with_a_holding_leases(topo_a, topo_b, pg_schema)
         os.killpg(a.pid, signal.SIGKILL if fault == "sigkill" else signal.SIGSTOP)  # A cannot report it
         try:
-            await eventually(lambda: all(s == "succeeded" for s, _, _ in _states(PG_URL, pg_schema).values()),
-                             timeout=120, message="node B finished every job, A's after their leases expired")
+            await _all_succeeded(pg_schema, "node B finished every job, A's after their leases expired")
         finally:
             if fault == "sigstop":
                 os.killpg(a.pid, signal.SIGCONT)
@@ -138,23 +157,15 @@ async def test_d8_a_node_cut_off_from_postgresql_claims_nothing_and_recovers_whe
 
     proxy = TcpProxy(("127.0.0.1", 5432))
     cut_url = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
-    topo_a = topology(TASKS, processes=1, concurrency=4, prefetch=4, journal_url=cut_url, schema=pg_schema,
-                      name="node-a", lease_timeout=3.0, leader_ttl=2.0, shutdown_timeout=5.0, toml_name="a.toml")
-    topo_b = topology(TASKS, processes=1, concurrency=4, prefetch=4, journal_url=PG_URL, schema=pg_schema,
-                      name="node-b", lease_timeout=3.0, leader_ttl=2.0, shutdown_timeout=5.0, toml_name="b.toml")
+    topo_a, topo_b = _two_nodes(topology, pg_schema, cut_url)
     with topo_b.client() as client:
         accepted = set(client.enqueue_many([Job("pg.work", [i]) for i in range(1500)]))
     a = NodeProcess(topo_a, 1)
     b = NodeProcess(topo_b, 2)
     try:
-        def owners() -> set[str]:
-            return {owner.split("/")[0] for _, _, owner in _states(PG_URL, pg_schema).values() if owner}
-
-        await eventually(lambda: topo_a.ledger.count() > 0 and topo_b.ledger.count() > 0 and "node-a" in owners(),
-                         timeout=60, message="both nodes ran jobs, and node A holds leases")
+        await _both_running_with_a_holding_leases(topo_a, topo_b, pg_schema)
         proxy.down()  # the partition: A's connections reset, new ones refused
-        await eventually(lambda: all(s == "succeeded" for s, _, _ in _states(PG_URL, pg_schema).values()),
-                         timeout=120, message="node B finished every job, A's after their leases expired")
+        await _all_succeeded(pg_schema, "node B finished every job, A's after their leases expired")
         await eventually(lambda: f"127.0.0.1:{proxy.port} is unreachable" in a.output()
                          and "JOURNAL UNAVAILABLE, retrying" in a.output(), timeout=30,
                          message="node A reported the outage, in its log and in its progress line")
@@ -171,8 +182,7 @@ async def test_d8_a_node_cut_off_from_postgresql_claims_nothing_and_recovers_whe
             except AssertionError:
                 continue
         assert topo_a.ledger.count() > before, "node A never claimed work after the link healed"
-        await eventually(lambda: all(s == "succeeded" for s, _, _ in _states(PG_URL, pg_schema).values()),
-                         timeout=120, message="everything done")
+        await _all_succeeded(pg_schema, "everything done")
         for node in (a, b):
             os.kill(node.pid, signal.SIGTERM)
             assert await node.exit_code(timeout=60) == 0, node.output()
