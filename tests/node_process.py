@@ -26,6 +26,18 @@ class NodeProcess:
         )
         self.pid = self.proc.pid
 
+    @classmethod
+    async def burst(cls, topo, run: int, timeout: float = 90.0) -> "NodeProcess":
+        """``actorq run --burst`` until it exits by itself (its whole group is killed if the
+        wait fails); returns it, with ``proc.returncode`` set."""
+        node = cls(topo, run, "--burst")
+        try:
+            await node.exit_code(timeout=timeout)
+        except BaseException:
+            node.kill_everything()
+            raise
+        return node
+
     def children(self) -> list[psutil.Process]:
         """The node's worker processes right now."""
         try:
