@@ -236,7 +236,7 @@ async def _measure(args: argparse.Namespace, journal: str, schema: str | None, w
     progress = getattr(args, "progress", False)
     timeout = getattr(args, "timeout", 0.0) or float("inf")
     async with actorq.Node(config) as node:
-        assert node.writer is not None
+        assert node.runtime.writer is not None
         deadline = time.monotonic() + timeout
 
         def check(what: str) -> None:
@@ -252,9 +252,9 @@ async def _measure(args: argparse.Namespace, journal: str, schema: str | None, w
         analyzed0 = autoanalyze_count(journal, schema) if schema else 0
         start = time.monotonic()
         deadline = start + timeout
-        commits0 = node.writer.stats.commits
-        acked0 = node.writer.stats.jobs_acked
-        enqueued0 = node.writer.stats.jobs_enqueued
+        commits0 = node.runtime.writer.stats.commits
+        acked0 = node.runtime.writer.stats.jobs_acked
+        enqueued0 = node.runtime.writer.stats.jobs_enqueued
         next_report = start + PROGRESS_EVERY
 
         def report(sent: int) -> None:
@@ -262,7 +262,7 @@ async def _measure(args: argparse.Namespace, journal: str, schema: str | None, w
             now = time.monotonic()
             if progress and now >= next_report:
                 next_report = now + PROGRESS_EVERY
-                stats = node.writer.stats
+                stats = node.runtime.writer.stats
                 print(f"  [{label}] {now - start:5.1f} s: told {sent:,}/{args.jobs:,}, enqueues committed "
                       f"{stats.jobs_enqueued - enqueued0:,}, durable successes {stats.jobs_acked - acked0:,}",
                       file=sys.stderr, flush=True)
@@ -279,12 +279,12 @@ async def _measure(args: argparse.Namespace, journal: str, schema: str | None, w
             else:
                 await asyncio.sleep(0)  # let the dispatcher and acks run while producing
             report(sent)
-        while node.writer.stats.jobs_acked - acked0 < args.jobs:  # successes committed so far
-            check(f"waiting for successes ({node.writer.stats.jobs_acked - acked0:,}/{args.jobs:,})")
+        while node.runtime.writer.stats.jobs_acked - acked0 < args.jobs:  # successes committed so far
+            check(f"waiting for successes ({node.runtime.writer.stats.jobs_acked - acked0:,}/{args.jobs:,})")
             await asyncio.sleep(0.005)
             report(sent)
         elapsed = time.monotonic() - start
-        commits = node.writer.stats.commits - commits0
+        commits = node.runtime.writer.stats.commits - commits0
     analyzed = autoanalyze_count(journal, schema) - analyzed0 if schema else 0
     latencies = [(finished - id_time(job_id)) * 1000.0 for job_id, finished in _finish_times(config, schema)]
     if len(latencies) != args.jobs:

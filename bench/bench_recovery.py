@@ -172,13 +172,13 @@ async def _measure(args: argparse.Namespace, workdir: Path) -> Run:
     node = actorq.Node(config)
     await node.start()
     try:
-        assert node.dispatcher is not None and node.writer is not None
+        assert node.runtime.dispatcher is not None and node.runtime.writer is not None
 
         def reclaimed(owner: str, count: int) -> None:  # runs on this loop when the reclaim is committed
             reclaims.append((time.time(), int(owner.split("/")[1]), count))
 
-        node.dispatcher.on_reclaimed = reclaimed
-        dispatcher = node.dispatcher
+        node.runtime.dispatcher.on_reclaimed = reclaimed
+        dispatcher = node.runtime.dispatcher
 
         def all_up() -> bool:
             return len(node.worker_pids()) == args.processes and dispatcher.worker_count == args.processes
@@ -219,7 +219,7 @@ async def _measure(args: argparse.Namespace, workdir: Path) -> Run:
             print(f"  DRAIN FAILED: {exc}; {_leased_by_owner(workdir / 'bench.db', node)}", file=sys.stderr)
         seconds = time.monotonic() - began
         restarts, lost = node.worker_restarts, dispatcher.stats.lost_workers
-        stale = node.writer.stats.stale_acks
+        stale = node.runtime.writer.stats.stale_acks
         dispatcher.on_reclaimed = None
     finally:
         stopping = time.monotonic()

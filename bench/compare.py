@@ -110,18 +110,18 @@ async def _actorq_drain(jobs: int, timeout: float) -> dict[str, float | str]:
                 raise TimeoutError(f"actorq drain: deadline passed while {what}")
 
         async with actorq.Node(config) as node:
-            assert node.writer is not None
+            assert node.runtime.writer is not None
             while node.progress().workers < PROCESSES:
                 check(node, "waiting for the workers")
                 await asyncio.sleep(0.005)
             start = time.monotonic()
-            acked0 = node.writer.stats.jobs_acked
-            commits0 = node.writer.stats.commits
-            while node.writer.stats.jobs_acked < jobs:  # successes committed so far
-                check(node, f"draining ({node.writer.stats.jobs_acked:,}/{jobs:,})")
+            acked0 = node.runtime.writer.stats.jobs_acked
+            commits0 = node.runtime.writer.stats.commits
+            while node.runtime.writer.stats.jobs_acked < jobs:  # successes committed so far
+                check(node, f"draining ({node.runtime.writer.stats.jobs_acked:,}/{jobs:,})")
                 await asyncio.sleep(0.005)
             elapsed = time.monotonic() - start
-            commits = node.writer.stats.commits - commits0
+            commits = node.runtime.writer.stats.commits - commits0
         # The node's writer opened its connection with this same class and arguments.
         journal = SQLiteJournal(db, synchronous=config.journal.synchronous)
         try:

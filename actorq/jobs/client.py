@@ -3,17 +3,24 @@
 For producers outside the node (a web app, a cron script, ``actorq enqueue``).
 Every call commits before it returns, so a returned id means *accepted*. The
 node sees the jobs at its scheduler's next tick (``dispatcher.poll_interval``,
-0.2 s by default). SQLite lets one node and any number of such clients share a
-file; writes wait up to ``busy_timeout`` for the file lock.
+0.2 s by default; at once on a journal that notifies, PostgreSQL). SQLite lets
+one node and any number of such clients share a file; writes wait up to
+``busy_timeout`` for the file lock.
+
+A job's task decides its queue, priority and attempts unless the producer sets
+them (`actorq.Task`). The client learns each task's declaration from the
+registry it is given, or else from the journal's task catalog, which every node
+writes when it starts; a task neither knows gets the defaults.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from actorq.jobs.task import Job
-from actorq.journal.protocol import JobInfo
+from actorq.jobs.task import Declared, Job, TaskRegistry
 from actorq.journal import open_journal
+from actorq.journal.config import DEFAULT_BUSY_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL
+from actorq.journal.protocol import JobInfo
 
 __all__ = ["Client"]
 
@@ -26,17 +33,26 @@ class Client:
         synchronous: SQLite durability level (``full`` by default).
         busy_timeout: SQLite: seconds to wait for the node's write lock.
         schema: PostgreSQL: the journal's schema (default ``actorq``).
+        tasks: the task registry (or ``{name: declaration}``) whose declared queue,
+            priority and attempts apply to jobs of its tasks; without it the journal's
+            task catalog (written by nodes at start) is asked.
 
     Raises:
         JournalError: the journal cannot be opened.
     """
 
-    def __init__(self, url: str = "sqlite:///actorq.db", *, synchronous: str = "full", busy_timeout: float = 5.0,
-                 schema: str = "actorq") -> None:
+    def __init__(self, url: str = DEFAULT_URL, *, synchronous: str = DEFAULT_SYNCHRONOUS,
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT, schema: str = DEFAULT_SCHEMA,
+                 tasks: TaskRegistry | Mapping[str, Declared] | None = None) -> None:
         self._journal = open_journal(url, synchronous=synchronous, busy_timeout=busy_timeout, schema=schema)
+        self._tasks: Mapping[str, Declared] | None = tasks.policies() if isinstance(tasks, TaskRegistry) else tasks
 
-    def enqueue(self, job: Job, queue: str = "default") -> str:
-        """Commit one job to `queue` and return its id (accepted).
+    def enqueue(self, job: Job, queue: str | None = None) -> str:
+        """Commit one job and return its id (accepted).
+
+        Args:
+            job: the job.
+            queue: the queue; None (default): its task's declared queue.
 
         Raises:
             TypeError: an argument cannot be encoded (names the argument).
@@ -44,18 +60,24 @@ class Client:
         """
         return self.enqueue_many([job], queue)[0]
 
-    def enqueue_many(self, jobs: Sequence[Job], queue: str = "default") -> list[str]:
+    def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None) -> list[str]:
         """Commit several jobs in one transaction and return their ids.
 
         For a job whose `unique_key` a live job already holds, nothing is added and the
         id returned is the holder's.
         """
-        rows = [job.to_new_job(queue) for job in jobs]
+        declared = self._declared({job.task for job in jobs})
+        rows = [job.to_new_job(queue, declared=declared.get(job.task)) for job in jobs]
         keys = [row.unique_key for row in rows if row.unique_key is not None]
         with self._journal.transaction():
             self._journal.enqueue(rows)
             holders = self._journal.holders(keys) if keys else {}
         return [holders.get(row.unique_key, row.id) if row.unique_key else row.id for row in rows]
+
+    def _declared(self, names: set[str]) -> Mapping[str, Declared]:
+        if self._tasks is not None:
+            return self._tasks
+        return self._journal.declared_tasks(sorted(names)) if names else {}
 
     def get(self, job_id: str) -> JobInfo | None:
         """Return one job's state and recorded errors, or None."""

@@ -7,7 +7,7 @@
     HELLO {owner, credits} ─────────▶ register worker
                                       free credit & queue maybe ready ──▶ lease(queues, owner, n)
     ◀──────────────── JOBS [...] ──── send what the committed lease returned
-    ACK [[id, lease, outcome]] ─────▶ credit += n ──── complete / fail ─▶ (journaled; then succeeded)
+    ACK [[id, lease, end]] ─────────▶ credit += n ──── complete / settle ▶ (journaled; then succeeded)
     HB (every heartbeat interval) ──▶ last seen = now
     (process dies) ── pool ─────────▶ worker_exited(owner) ── reclaim(owner) ─▶ ready again, attempt counted
     (silent > heartbeat_timeout) ───▶ lost ─────────────────── reclaim(owner) ─▶ ready again, attempt counted
@@ -27,6 +27,10 @@ so a paused (SIGSTOP) or wedged worker loses its jobs to others; when it comes
 back, its late acks carry old lease ids and the journal rejects them (fencing),
 counted in the writer's ``stale_acks``.
 
+The messages are `actorq.jobs.wire`'s; what an attempt's end means for its
+job (retry, dead, failed, back to ready) is decided when the journal writer
+settles it (`actorq.jobs.outcome`), never here.
+
 Malformed frames are dropped and counted in `malformed` (by reason); a log
 line is written at most once per second.
 """
@@ -43,18 +47,13 @@ from typing import Any, Callable, Collection
 import zmq
 
 from actorq.jobs import journal_writer as jw
-from actorq.journal.protocol import Failure, LeasedJob
-from actorq.transports import constants as wire
-from actorq.transports.codec import FrameError, decode, encode
+from actorq.jobs import wire
+from actorq.jobs.outcome import AttemptEnd
+from actorq.journal.protocol import LeasedJob
+from actorq.transports.codec import FrameError
 from actorq.transports.zmq import LoopSocket
 
 logger = logging.getLogger(__name__)
-
-MAX_LEASE_ID = 2**63 - 1  # lease ids are positive SQLite INTEGERs (the journal draws 62 random bits)
-
-OUTCOME_OK, OUTCOME_ERROR, OUTCOME_DISCARD, OUTCOME_UNKNOWN, OUTCOME_RELEASE = (
-    "ok", "error", "discard", "unknown", "release",
-)
 
 
 @dataclass(eq=False)
@@ -94,10 +93,8 @@ class Dispatcher:
         endpoint: where to bind (``ipc://...`` or ``tcp://127.0.0.1:port``).
         lease_timeout: seconds a lease lasts without renewal.
         heartbeat_timeout: a worker silent this long is lost: its leases are reclaimed.
-        fail_tasks: tasks declared ``on_crash="fail"``: a crash fails their job for good
-            instead of returning it to ready.
-        is_leader: whether this node leads the rescue of expired leases now.
         max_frame_bytes: larger messages are refused by ZeroMQ (the peer is disconnected).
+        is_leader: whether this node leads the rescue of expired leases now.
         context: the zmq context.
     """
 
@@ -107,10 +104,9 @@ class Dispatcher:
         loop: asyncio.AbstractEventLoop,
         endpoint: str,
         *,
-        lease_timeout: float = 300.0,
-        heartbeat_timeout: float = 20.0,
-        fail_tasks: Collection[str] = (),
-        max_frame_bytes: int = 16 << 20,
+        lease_timeout: float,
+        heartbeat_timeout: float,
+        max_frame_bytes: int,
         is_leader: Callable[[], bool] = lambda: True,
         context: zmq.Context | None = None,  # type: ignore[type-arg]
     ) -> None:
@@ -119,7 +115,6 @@ class Dispatcher:
         self.endpoint = endpoint
         self.lease_timeout = lease_timeout
         self.heartbeat_timeout = heartbeat_timeout
-        self.fail_tasks = tuple(sorted(fail_tasks))
         self.is_leader = is_leader
         self.max_frame_bytes = max_frame_bytes
         self._ctx = context or zmq.Context.instance()
@@ -175,7 +170,7 @@ class Dispatcher:
         """
         self._workers_told_to_stop = True
         for worker in list(self._workers.values()):
-            self._send(worker, encode(wire.STOP, None))
+            self._send(worker, wire.Stop.FRAME)
 
     def close(self) -> None:
         """Close the socket. Idempotent."""
@@ -232,7 +227,7 @@ class Dispatcher:
             if self.on_reclaimed is not None:
                 self.on_reclaimed(owner, count)
 
-        self.writer.submit(jw.RECLAIM, (owner, why, tuple(keep), self.fail_tasks), done)
+        self.writer.submit(jw.RECLAIM, jw.Reclaim(AttemptEnd.CRASHED, why, owner=owner, keep=tuple(keep)), done)
 
     def _retry_reclaim(self, owner: str, why: str) -> None:
         """A reclaim did not commit: try again in a second, or leave it to the next dispatcher.
@@ -296,31 +291,21 @@ class Dispatcher:
             return
         ident, payload = frames
         try:
-            kind, body = decode(payload, self.max_frame_bytes)
+            message = wire.from_worker(payload, ident, self.max_frame_bytes)
         except FrameError as exc:
             self._malformed(exc.reason, str(exc))
+            return
+        if isinstance(message, wire.Hello):
+            self._on_hello(ident, message)
+            return
+        if isinstance(message, wire.Bye):
+            self._on_bye(ident)
             return
         worker = self._by_ident.get(ident)
         if worker is not None:
             worker.last_seen = time.monotonic()
-        try:
-            if kind == wire.ACK:
-                self._on_ack(ident, body)
-            elif kind == wire.HEARTBEAT:
-                if body is not None:
-                    raise FrameError("bad_body", "heartbeat carries nothing")
-            elif kind == wire.HELLO:
-                self._on_hello(ident, body)
-                return
-            elif kind == wire.BYE:
-                self._on_bye(ident)
-                return
-            else:
-                self._malformed("unexpected_kind", kind)
-                return
-        except FrameError as exc:
-            self._malformed(exc.reason, str(exc))
-            return
+        if isinstance(message, wire.Ack):
+            self._on_ack(worker, message)
         if worker is None:
             self._unknown_sender(ident)
 
@@ -340,30 +325,22 @@ class Dispatcher:
         self._asked[ident] = now
         if len(self._asked) > 10_000:
             del self._asked[next(iter(self._asked))]
-        kind = wire.RESET if owner in self._lost_owners else wire.WHO
-        self._send_to(ident, owner, encode(kind, None))
+        frame = wire.Reset.FRAME if owner in self._lost_owners else wire.Who.FRAME
+        self._send_to(ident, owner, frame)
 
-    def _on_hello(self, ident: bytes, body: Any) -> None:
-        if not isinstance(body, dict):
-            raise FrameError("bad_body", "hello needs a map")
-        owner, credits, queues, pid = body.get("owner"), body.get("credits"), body.get("queues"), body.get("pid")
-        held = body.get("held")
-        rejoin = held is not None
-        if (
-            not isinstance(owner, str) or not owner or owner.encode() != ident
-            or not isinstance(credits, int) or isinstance(credits, bool)
-            or not (0 if rejoin else 1) <= credits <= 1_000_000
-            or not isinstance(queues, list) or not queues or not all(isinstance(q, str) for q in queues)
-            or not isinstance(pid, int)
-        ):
-            raise FrameError("bad_body", "hello fields")
-        leases = _held_leases(held) if rejoin else {}
+    def _on_hello(self, ident: bytes, hello: wire.Hello) -> None:
+        owner, credits, pid = hello.owner, hello.credits, hello.pid
+        rejoin = hello.held is not None
+        leases = hello.held or {}
+        worker = self._by_ident.get(ident)
+        if worker is not None:
+            worker.last_seen = time.monotonic()
         if owner in self._dead_owners:
             logger.info("ignoring hello from dead worker %s", owner)
             return
         if owner in self._lost_owners:
-            if leases and body.get("reset") is not True:  # it has not dropped its lost jobs yet
-                self._send_to(ident, owner, encode(wire.RESET, None))
+            if leases and not hello.reset:  # it has not dropped its lost jobs yet
+                self._send_to(ident, owner, wire.Reset.FRAME)
                 return
             # back after a RESET; what it still "holds" are sync jobs that cannot be stopped:
             # their leases are gone, so their acks will be fenced, but they free its credits
@@ -371,7 +348,7 @@ class Dispatcher:
             logger.info("lost worker %s is back (%d unstoppable jobs still running)", owner, len(leases))
         worker = self._workers.get(owner)
         if worker is None:
-            worker = _Worker(owner, ident, tuple(queues), credits, pid, last_seen=time.monotonic())
+            worker = _Worker(owner, ident, hello.queues, credits, pid, last_seen=time.monotonic())
             worker.held.update(leases)
             self._workers[owner] = worker
             self._by_ident[ident] = worker
@@ -387,7 +364,7 @@ class Dispatcher:
             else:
                 logger.info("worker %s (pid %d) ready with %d credits", owner, pid, credits)
         if self._workers_told_to_stop:  # it missed the broadcast: without this it runs until killed
-            self._send(worker, encode(wire.STOP, None))
+            self._send(worker, wire.Stop.FRAME)
             return
         self._pump(worker)
 
@@ -398,47 +375,29 @@ class Dispatcher:
             if worker.held:  # a worker that says bye holds nothing; if it does, give them back
                 self.writer.submit(jw.RELEASE, list(worker.held.items()))
 
-    def _on_ack(self, ident: bytes, body: Any) -> None:
-        if not isinstance(body, list):
-            raise FrameError("bad_body", "ack needs a list")
-        worker = self._by_ident.get(ident)
+    def _on_ack(self, worker: _Worker | None, ack: wire.Ack) -> None:
+        for reason in ack.rejected:
+            self._malformed(reason)
         completes: list[tuple[str, int]] = []
-        failures: list[Failure] = []
+        endings: list[jw.Ending] = []
         releases: list[tuple[str, int]] = []
-        now = time.time()
-        for item in body:
-            if not isinstance(item, list) or len(item) != 5:
-                self._malformed("bad_ack")
-                continue
-            job_id, lease_id, outcome, error, retry_in = item
-            if (not isinstance(job_id, str) or not isinstance(lease_id, int) or isinstance(lease_id, bool)
-                    or not 0 < lease_id <= MAX_LEASE_ID):
-                # an out-of-range lease id matches no lease, and SQLite would refuse the int,
-                # failing every ack committed in the same group with it
-                self._malformed("bad_ack")
-                continue
+        for job_id, lease_id, end, error in ack.items:
             if worker is not None and worker.held.pop(job_id, None) is not None:
                 worker.credits += 1
-            if outcome == OUTCOME_OK:
+            if end == AttemptEnd.OK:
                 completes.append((job_id, lease_id))
-            elif outcome in (OUTCOME_ERROR, OUTCOME_DISCARD, OUTCOME_UNKNOWN):
-                if not isinstance(error, str):
-                    error = "error"
-                delay = retry_in if isinstance(retry_in, (int, float)) and 0 <= retry_in < 1e9 else 1.0
-                final = {OUTCOME_ERROR: None, OUTCOME_DISCARD: "failed", OUTCOME_UNKNOWN: "dead"}[outcome]
-                failures.append(Failure(job_id, lease_id, error[:4000], now + delay, final))
-            elif outcome == OUTCOME_RELEASE:
+            elif end == wire.RELEASE:
                 releases.append((job_id, lease_id))
             else:
-                self._malformed("bad_outcome")
+                endings.append(jw.Ending(job_id, lease_id, AttemptEnd(end), error or "error"))
         stats = self.stats
         settled = self._ack_settled(worker, wake=True)
         if completes:
             stats.succeeded += len(completes)
             self.writer.submit(jw.COMPLETE, completes, self._ack_settled(worker, wake=False))
-        if failures:
-            stats.failed += len(failures)
-            self.writer.submit(jw.FAIL, failures, settled)
+        if endings:
+            stats.failed += len(endings)
+            self.writer.submit(jw.FAIL, endings, settled)
         if releases:
             stats.released += len(releases)
             self.writer.submit(jw.RELEASE, releases, settled)
@@ -473,7 +432,7 @@ class Dispatcher:
         worker.leasing = True
         self.writer.submit(
             jw.LEASE,
-            (worker.queues, worker.owner, free, self.lease_timeout),
+            jw.Lease(worker.queues, worker.owner, free, self.lease_timeout),
             lambda jobs, error: self._on_leased(worker, free, jobs, error),
         )
 
@@ -495,8 +454,8 @@ class Dispatcher:
         too_big = [j for j in jobs if len(j.payload) > budget]
         if too_big:  # written by a producer with a larger limit: it can never reach a worker
             self.writer.submit(jw.FAIL, [
-                Failure(j.id, j.lease_id, f"payload of {len(j.payload):,} bytes does not fit in "
-                        f"dispatcher.max_frame_bytes ({self.max_frame_bytes:,})", 0.0, "dead")
+                jw.Ending(j.id, j.lease_id, AttemptEnd.UNRUNNABLE, f"payload of {len(j.payload):,} bytes does "
+                          f"not fit in dispatcher.max_frame_bytes ({self.max_frame_bytes:,})")
                 for j in too_big])
             jobs = [j for j in jobs if len(j.payload) <= budget]
         # one JOBS message per frame's worth of payloads: a frame over the peer's MAXMSGSIZE
@@ -515,8 +474,7 @@ class Dispatcher:
             self._pump(worker)
 
     def _send_jobs(self, worker: _Worker, jobs: list[LeasedJob]) -> None:
-        body = [[j.id, j.lease_id, j.task, j.payload, j.attempt, j.max_attempts, j.queue] for j in jobs]
-        if not self._send(worker, encode(wire.JOBS, body)):
+        if not self._send(worker, wire.Jobs.encode_leased(jobs)):
             self.writer.submit(jw.RELEASE, [(j.id, j.lease_id) for j in jobs], self._after_retry)
             return
         worker.credits -= len(jobs)
@@ -573,9 +531,10 @@ class Dispatcher:
     def _renew(self) -> None:
         owners = [w.owner for w in self._workers.values() if w.held]
         if owners:
-            self.writer.submit(jw.RENEW, (owners, self.lease_timeout))
+            self.writer.submit(jw.RENEW, jw.Renew(owners, self.lease_timeout))
         if self.is_leader():  # rescuing expired leases is the leader's duty among nodes
-            self.writer.submit(jw.EXPIRE, self.fail_tasks, lambda n, e: self.wake(None) if n else None)
+            self.writer.submit(jw.RECLAIM, jw.Reclaim(AttemptEnd.LEASE_EXPIRED, "lease expired"),
+                               lambda n, e: self.wake(None) if n else None)
         self._schedule_renew()
 
 
@@ -585,15 +544,3 @@ def _remember(bounded: dict[str, None], owner: str) -> None:
     if len(bounded) > 10_000:  # late messages arrive within seconds of a death
         del bounded[next(iter(bounded))]
 
-
-def _held_leases(held: Any) -> dict[str, int]:
-    """Validate a HELLO's ``held`` list of ``[job_id, lease_id]`` pairs."""
-    if not isinstance(held, list) or len(held) > 1_000_000:
-        raise FrameError("bad_body", "hello held")
-    leases: dict[str, int] = {}
-    for item in held:
-        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str)
-                or not isinstance(item[1], int) or isinstance(item[1], bool) or not 0 < item[1] <= MAX_LEASE_ID):
-            raise FrameError("bad_body", "hello held")
-        leases[item[0]] = item[1]
-    return leases

@@ -24,6 +24,11 @@ sees the jobs just enqueued, and a worker's last acks land before its death's
 reclaim. A callback runs only after its op's group committed: a job is
 *accepted* when its enqueue callback reports success, never earlier. If the
 commit fails, every op of the group gets the error.
+
+Failed attempts and reclaims are *settled* here: the writer reads each attempt
+as the journal holds it (task, attempt number, max_attempts, current lease),
+asks the runtime's `decide` (`actorq.jobs.outcome`) what the end means, and
+the journal stores that outcome, in the same transaction.
 """
 
 from __future__ import annotations
@@ -31,21 +36,79 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import random
 import threading
-
-from typing import Any, Callable, Sequence
+import time
+from typing import Any, Callable, NamedTuple, Sequence
 
 from actorq.errors import JournalError
-from actorq.journal.protocol import Failure, Journal, LeasedJob, NewJob
+from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, decide
+from actorq.journal.protocol import Attempt, Failure, Journal, LeasedJob, NewJob
 
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[Any, BaseException | None], None]
+Decide = Callable[[Attempt, AttemptEnd], Outcome]
 
 # op kinds, in the order they are applied inside one group
-ENQUEUE, COMPLETE, FAIL, RELEASE, RECLAIM, RECLAIM_ALL, EXPIRE, RENEW, PROMOTE, LEASE, CALL, OUTSIDE = range(12)
-# OUTSIDE: fn(journal) run after the group's commit, outside any transaction (e.g. a WAL checkpoint)
+ENQUEUE, COMPLETE, FAIL, RELEASE, RECLAIM, RENEW, PROMOTE, LEASE, CALL, OUTSIDE = range(10)
+# CALL: fn(journal) inside the group's transaction (reads, leadership, the task catalog)
+# OUTSIDE: fn(journal) after the group's commit, outside any transaction (journal maintenance)
 _STOP = -1
+
+
+class Ending(NamedTuple):
+    """How one attempt ended, naming the lease it ran under (the arg of a FAIL op is a list of these)."""
+
+    job_id: str
+    lease_id: int
+    end: AttemptEnd
+    error: str
+
+
+class Reclaim(NamedTuple):
+    """Take back the leases of a holder that is gone, settling each job (the arg of a RECLAIM op).
+
+    Exactly one selection: `owner` (with `keep`, the lease ids it still holds), `prefix`
+    (every owner whose name starts with it; "" is every lease), or neither (the leases
+    that expired by the journal's clock).
+    """
+
+    end: AttemptEnd
+    reason: str
+    """Recorded as the attempt's error."""
+    owner: str | None = None
+    keep: tuple[int, ...] = ()
+    prefix: str | None = None
+
+    def select(self, journal: Journal) -> list[Attempt]:
+        """The attempts this reclaim takes back."""
+        if self.owner is not None:
+            return journal.leased_by(self.owner, keep=self.keep)
+        if self.prefix is not None:
+            return journal.leased_with_prefix(self.prefix)
+        return journal.expired()
+
+
+class Renew(NamedTuple):
+    """Extend the leases of live owners (the arg of a RENEW op)."""
+
+    owners: Sequence[str]
+    lease_for: float
+
+
+class Lease(NamedTuple):
+    """Lease up to `limit` ready jobs of `queues` to `owner` (the arg of a LEASE op)."""
+
+    queues: Sequence[str]
+    owner: str
+    limit: int
+    lease_for: float
+
+
+def default_decide(attempt: Attempt, end: AttemptEnd) -> Outcome:
+    """`decide` with the default task policy (for a writer that knows no tasks)."""
+    return decide(DEFAULT_POLICY, end, attempt.attempt, attempt.max_attempts, random.random())
 
 
 class WriterStats:
@@ -71,6 +134,8 @@ class JournalWriter:
         batch_max: the most ops in one group.
         on_enqueued: called on the loop with the set of queues that got new jobs,
             after their group committed (wakes the dispatcher).
+        decide: what an attempt's end means for its job (called on the writer thread);
+            by default the default task policy's answer.
     """
 
     def __init__(
@@ -78,14 +143,15 @@ class JournalWriter:
         journal_factory: Callable[[], Journal],
         loop: asyncio.AbstractEventLoop,
         *,
-        batch_max: int = 4096,
+        batch_max: int,
         on_enqueued: Callable[[set[str]], None] | None = None,
+        decide: Decide = default_decide,
     ) -> None:
         self._factory = journal_factory
-        self._loop = loop
         self.loop = loop  # the loop its callbacks run on
         self._batch_max = batch_max
         self._on_enqueued = on_enqueued
+        self._decide = decide
         self._queue: queue.SimpleQueue[tuple[int, Any, Callback | None]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._opened: asyncio.Future[None] | None = None
@@ -93,7 +159,6 @@ class JournalWriter:
         self.stats = WriterStats()
         self.journal: Journal | None = None
         self._closed = False
-
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         """Open the journal on the writer thread. Idempotent.
@@ -103,8 +168,8 @@ class JournalWriter:
         """
         if self._thread is not None:
             return
-        self._opened = self._loop.create_future()
-        self._done = self._loop.create_future()
+        self._opened = self.loop.create_future()
+        self._done = self.loop.create_future()
         self._thread = threading.Thread(target=self._run, name="actorq-journal-writer", daemon=True)
         self._thread.start()
         await self._opened
@@ -140,7 +205,7 @@ class JournalWriter:
 
     async def call(self, kind: int, arg: Any = None) -> Any:
         """Submit one op and wait for its committed result."""
-        fut = self._loop.create_future()
+        fut = self.loop.create_future()
 
         def done(result: Any, error: BaseException | None) -> None:
             if fut.done():
@@ -158,10 +223,10 @@ class JournalWriter:
         try:
             self.journal = self._factory()
         except BaseException as exc:
-            self._loop.call_soon_threadsafe(_settle, self._opened, exc)
-            self._loop.call_soon_threadsafe(_settle, self._done, None)
+            self.loop.call_soon_threadsafe(_settle, self._opened, exc)
+            self.loop.call_soon_threadsafe(_settle, self._done, None)
             return
-        self._loop.call_soon_threadsafe(_settle, self._opened, None)
+        self.loop.call_soon_threadsafe(_settle, self._opened, None)
         get, get_nowait = self._queue.get, self._queue.get_nowait
         stopping = False
         try:
@@ -188,7 +253,7 @@ class JournalWriter:
                 self.journal.close()
             finally:
                 self._fail_leftovers()
-                self._loop.call_soon_threadsafe(_settle, self._done, None)
+                self.loop.call_soon_threadsafe(_settle, self._done, None)
 
     def _fail_leftovers(self) -> None:
         """Answer every op submitted after the stop: it was not applied."""
@@ -202,7 +267,7 @@ class JournalWriter:
             if cb is not None:
                 results.append((cb, None, error))
         if results:
-            self._loop.call_soon_threadsafe(self._deliver, results, set())
+            self.loop.call_soon_threadsafe(self._deliver, results, set())
 
     def _apply(self, ops: list[tuple[int, Any, Callback | None]]) -> None:
         journal = self.journal
@@ -234,7 +299,7 @@ class JournalWriter:
             stats.ops += len(ops)
             stats.max_group = max(stats.max_group, len(ops))
         if results or enqueued_queues:
-            self._loop.call_soon_threadsafe(self._deliver, results, enqueued_queues)
+            self.loop.call_soon_threadsafe(self._deliver, results, enqueued_queues)
 
     def _apply_outside(self, op: tuple[int, Any, Callback | None]) -> None:
         _, fn, cb = op
@@ -243,7 +308,7 @@ class JournalWriter:
         except Exception as exc:  # reported to the caller; the writer goes on
             result, error = None, exc
         if cb is not None:
-            self._loop.call_soon_threadsafe(self._deliver, [(cb, result, error)], set())
+            self.loop.call_soon_threadsafe(self._deliver, [(cb, result, error)], set())
 
     def _apply_kind(
         self,
@@ -279,10 +344,10 @@ class JournalWriter:
                 results.extend((cb, None, None) for (_, _, cb) in ops if cb is not None)
             return
         if kind == FAIL:
-            failures: list[Failure] = [f for op in ops for f in op[1]]
-            accepted = self._guard(lambda: journal.fail(failures), ops, results)
+            endings: list[Ending] = [e for op in ops for e in op[1]]
+            accepted = self._guard(lambda: self._settle_endings(journal, endings), ops, results)
             if accepted is not None:
-                stats.stale_acks += len(failures) - accepted
+                stats.stale_acks += len(endings) - accepted
                 results.extend((cb, None, None) for (_, _, cb) in ops if cb is not None)
             return
         for _, arg, cb in ops:
@@ -306,30 +371,42 @@ class JournalWriter:
             results.extend((cb, None, exc) for (_, _, cb) in ops if cb is not None)
             return None
 
-    @staticmethod
-    def _single(journal: Journal, kind: int, arg: Any) -> Any:
+    def _single(self, journal: Journal, kind: int, arg: Any) -> Any:
         if kind == RELEASE:
             return journal.release(arg)
         if kind == RECLAIM:
-            owner, reason, keep, fail_tasks = arg
-            return journal.reclaim(owner, reason, keep=keep, fail_tasks=fail_tasks)
-        if kind == RECLAIM_ALL:
-            reason, owner_prefix, fail_tasks = arg
-            return journal.reclaim_all(reason, owner_prefix, fail_tasks=fail_tasks)
-        if kind == EXPIRE:
-            return journal.expire(fail_tasks=arg or ())
+            reclaim: Reclaim = arg
+            return self._settle(journal, reclaim.select(journal), lambda _: (reclaim.end, reclaim.reason))
         if kind == RENEW:
-            owners, lease_for = arg
-            return journal.renew(owners, lease_for)
+            return journal.renew(arg.owners, arg.lease_for)
         if kind == PROMOTE:
             return journal.promote()
         if kind == LEASE:
-            queues, owner, limit, lease_for = arg
-            leased: list[LeasedJob] = journal.lease(queues, owner, limit, lease_for)
+            leased: list[LeasedJob] = journal.lease(arg.queues, arg.owner, arg.limit, arg.lease_for)
             return leased
-        if kind == CALL:  # arbitrary read or transition, given as fn(journal)
+        if kind == CALL:  # a read or a transition given as fn(journal)
             return arg(journal)
         raise ValueError(f"unknown journal op {kind}")
+
+    def _settle_endings(self, journal: Journal, endings: Sequence[Ending]) -> int:
+        """Settle attempts that ended as the workers or the dispatcher said; stale leases are skipped."""
+        by_job = {e.job_id: e for e in endings}
+        current = journal.attempts([(e.job_id, e.lease_id) for e in endings])
+        return self._settle(journal, current, lambda a: (by_job[a.job_id].end, by_job[a.job_id].error))
+
+    def _settle(self, journal: Journal, attempts: Sequence[Attempt],
+                end_of: Callable[[Attempt], tuple[AttemptEnd, str]]) -> int:
+        """Decide each attempt's outcome and store it; returns how many the journal accepted."""
+        if not attempts:
+            return 0
+        now = time.time()
+        failures = []
+        for attempt in attempts:
+            end, error = end_of(attempt)
+            outcome = self._decide(attempt, end)
+            retry_at = None if outcome.retry_in is None else now + outcome.retry_in
+            failures.append(Failure(attempt.job_id, attempt.lease_id, error, outcome.state, retry_at))
+        return journal.fail(failures)
 
     def _deliver(self, results: list[tuple[Callback, Any, BaseException | None]], queues: set[str]) -> None:
         for cb, result, error in results:

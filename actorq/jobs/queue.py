@@ -13,11 +13,11 @@ a power loss). A job is *accepted* exactly when `enqueue` returns.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from actorq.errors import NotCommitted
 from actorq.jobs import journal_writer as jw
-from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Job
+from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared, Job
 from actorq.journal.protocol import NewJob
 
 __all__ = ["Enqueuer", "QueueRef"]
@@ -30,27 +30,40 @@ class Enqueuer(Protocol):
         """Queue one job insert; `callback(result, error)` after its group commits."""
 
 
+def _undeclared(_task: str) -> None:
+    return None
+
+
 class QueueRef:
-    """A ref to one named queue of a node.
+    """A ref to one named queue of a node, or to each task's own queue.
+
+    A job's priority and max_attempts default to its task's declared ones (and,
+    on a ref with no name, its queue too), unless the job sets them.
 
     Args:
-        name: the queue name.
+        name: the queue name; None sends each job to its task's declared queue.
         writer: the node's journal writer (or anything that forwards to it).
         loop: the node's loop.
         max_payload: the largest encoded arguments accepted (they must fit in one frame).
+        declared: a task's declaration by task name (None for a task it does not know).
     """
 
-    __slots__ = ("name", "_writer", "_loop", "_max_payload")
+    __slots__ = ("name", "_writer", "_loop", "_max_payload", "_declared")
 
-    def __init__(self, name: str, writer: "Enqueuer", loop: asyncio.AbstractEventLoop,
-                 max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+    def __init__(self, name: str | None, writer: "Enqueuer", loop: asyncio.AbstractEventLoop,
+                 max_payload: int = DEFAULT_MAX_PAYLOAD,
+                 declared: Callable[[str], Declared | None] = _undeclared) -> None:
         self.name = name
         self._writer = writer
         self._loop = loop
         self._max_payload = max_payload
+        self._declared = declared
 
     def __repr__(self) -> str:
-        return f"<QueueRef {self.name!r}>"
+        return f"<QueueRef {self.name!r}>" if self.name is not None else "<QueueRef (each task's own queue)>"
+
+    def _row(self, job: Job) -> NewJob:
+        return job.to_new_job(self.name, self._max_payload, self._declared(job.task))
 
     def tell(self, job: Job) -> str:
         """Send `job` to this queue without waiting for the commit. Safe from any thread.
@@ -62,7 +75,7 @@ class QueueRef:
             TypeError: an argument cannot be encoded with msgpack (names the argument).
             ValueError: the job is invalid (empty task name, max_attempts < 1, arguments too large).
         """
-        self._writer.enqueue(job.to_new_job(self.name, self._max_payload))
+        self._writer.enqueue(self._row(job))
         return job.id
 
     async def enqueue(self, job: Job) -> str:
@@ -84,7 +97,7 @@ class QueueRef:
         Raises:
             NotCommitted: at least one was not committed (re-send them all: it is idempotent).
         """
-        rows = [job.to_new_job(self.name, self._max_payload) for job in jobs]
+        rows = [self._row(job) for job in jobs]
         if not rows:
             return []
         loop = asyncio.get_running_loop()

@@ -30,7 +30,15 @@ class RetryPolicy:
         if self.base < 0 or self.factor < 1 or self.cap < 0 or not 0 <= self.jitter < 1:
             raise ValueError(f"invalid retry policy {self!r}")
 
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+    def delay(self, attempt: int, spread: float | None = None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based).
+
+        Args:
+            attempt: the attempt that failed.
+            spread: where in the jitter band to land, in [0, 1) (0: the shortest wait);
+                None draws it at random.
+        """
+        if spread is None:
+            spread = random.random()
         wait = min(self.cap, self.base * self.factor ** max(0, attempt - 1))
-        return wait * random.uniform(1 - self.jitter, 1 + self.jitter)
+        return wait * (1 - self.jitter + 2 * self.jitter * spread)

@@ -11,20 +11,27 @@ import contextvars
 import inspect
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, NamedTuple, TypeVar
+from typing import Any, Callable, Iterator, NamedTuple, Protocol, TypeVar
 
 import msgpack
 
 from actorq.errors import UnknownTask
 from actorq.ids import new_id
+from actorq.jobs.outcome import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    ON_CRASH,
+    TaskPolicy,
+)
 from actorq.jobs.retry import RetryPolicy
+from actorq.jobs.wire import payload_budget
 from actorq.journal.protocol import NewJob
-from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES, payload_budget
+from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
 
-__all__ = ["Discard", "Job", "JobContext", "Task", "TaskRegistry", "current_job"]
+__all__ = ["Declared", "Discard", "Job", "JobContext", "Task", "TaskRegistry", "current_job"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-DEFAULT_MAX_ATTEMPTS = 20
 DEFAULT_MAX_PAYLOAD = payload_budget(DEFAULT_MAX_FRAME_BYTES)  # with the default dispatcher.max_frame_bytes
 
 
@@ -32,7 +39,21 @@ class Discard(Exception):
     """Raise inside a task to fail the job for good (state ``failed``), with no retry."""
 
 
-ON_CRASH = ("reclaim", "fail")
+class Declared(Protocol):
+    """What a producer needs of a task's declaration to enqueue its jobs: a `TaskPolicy`,
+    or a row of the journal's task catalog (`actorq.journal.TaskDefaults`)."""
+
+    @property
+    def queue(self) -> str:
+        """The task's queue."""
+
+    @property
+    def priority(self) -> int:
+        """Its jobs' priority."""
+
+    @property
+    def max_attempts(self) -> int:
+        """Its jobs' attempts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,21 +64,33 @@ class Task:
         name: the stable name jobs use (``"emails.send"``); never the Python qualname.
         fn: the function; a coroutine function runs on the worker's loop, a plain one
             in the worker's thread pool.
-        queue: the default queue for jobs made with `job`.
-        max_attempts: attempts (runs and crashes) before the job goes dead.
+        queue: where its jobs go unless the producer names a queue.
+        max_attempts: attempts (runs and crashes) before a job goes dead, unless the
+            producer sets it.
         retry: backoff between attempts.
         on_crash: what a crash of the worker running the job does to it: ``"reclaim"``
             (default: back to ready, the crash counted as an attempt) or ``"fail"``
             (the job ends ``failed`` with the crash as its error: for work that must
             never run twice).
+        priority: its jobs' priority unless the producer sets one (lower runs first).
+
+    These apply to every job of the task however it is enqueued (``Job("name")``
+    through a node's queue ref, `actorq.Client` or ``actorq enqueue``), except
+    where the producer set a value of its own.
     """
 
     name: str
     fn: Callable[..., Any]
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_crash: str = "reclaim"
+    priority: int = DEFAULT_PRIORITY
+
+    @property
+    def policy(self) -> TaskPolicy:
+        """What the task declares about its jobs, as the node applies it."""
+        return TaskPolicy(self.queue, self.priority, self.max_attempts, self.retry, self.on_crash)
 
     @property
     def is_async(self) -> bool:
@@ -65,8 +98,8 @@ class Task:
         return inspect.iscoroutinefunction(self.fn)
 
     def job(self, *args: Any, **kwargs: Any) -> "Job":
-        """Make a `Job` for this task with the task's defaults."""
-        return Job(self.name, args, kwargs, max_attempts=self.max_attempts)
+        """Make a `Job` for this task (its declared policy applies when it is enqueued)."""
+        return Job(self.name, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function directly, in this process (no job is made)."""
@@ -80,7 +113,7 @@ class TaskRegistry:
 
         registry = TaskRegistry()
 
-        @registry.task("emails.send", max_attempts=5)
+        @registry.task("emails.send", queue="emails", max_attempts=5)
         async def send(to: str) -> None: ...
     """
 
@@ -91,19 +124,24 @@ class TaskRegistry:
         self,
         name: str,
         *,
-        queue: str = "default",
+        queue: str = DEFAULT_QUEUE,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         retry: RetryPolicy | None = None,
         on_crash: str = "reclaim",
+        priority: int = DEFAULT_PRIORITY,
     ) -> Callable[[F], Task]:
         """Decorator: register the function under `name` (see `Task` for the options).
 
         Raises:
-            ValueError: the name is empty or already registered, max_attempts < 1, or
-                on_crash is not "reclaim" or "fail".
+            ValueError: the name is empty or already registered, the queue empty,
+                max_attempts < 1, priority not an integer, or on_crash not "reclaim" or "fail".
         """
         if not name or not isinstance(name, str):
             raise ValueError("a task needs a non-empty string name")
+        if not queue or not isinstance(queue, str):
+            raise ValueError(f"task {name!r}: queue must be a non-empty string, got {queue!r}")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise ValueError(f"task {name!r}: priority must be an integer, got {priority!r}")
         if max_attempts < 1:
             raise ValueError(f"task {name!r}: max_attempts must be >= 1, got {max_attempts}")
         if on_crash not in ON_CRASH:
@@ -112,7 +150,7 @@ class TaskRegistry:
         def register(fn: F) -> Task:
             if name in self._tasks:
                 raise ValueError(f"task {name!r} is already registered")
-            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy(), on_crash)
+            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy(), on_crash, priority)
             self._tasks[name] = task
             return task
 
@@ -133,6 +171,10 @@ class TaskRegistry:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    def policies(self) -> dict[str, TaskPolicy]:
+        """``{task name: declared policy}`` of every task."""
+        return {name: task.policy for name, task in self._tasks.items()}
+
     def update(self, other: "TaskRegistry") -> None:
         """Add every task of `other`. Raises ValueError on a name registered in both."""
         for task in other:
@@ -150,9 +192,9 @@ class Job:
         args, kwargs: the call's arguments; they must be msgpack-encodable
             (None, bool, int, float, str, bytes, lists, tuples, dicts with string keys).
         id: defaults to a new time-ordered id; re-sending a job with the same id is a no-op.
-        priority: lower runs first within a queue.
+        priority: lower runs first within a queue; None (default): the task's declared one.
         delay: seconds from now before it may run (or give `run_at`, a Unix time).
-        max_attempts: attempts before it goes dead.
+        max_attempts: attempts before it goes dead; None (default): the task's declared number.
         unique_key: while a live job (scheduled, ready, running or waiting to retry)
             holds this key, another job with it is not added; enqueue returns the
             holder's id instead. Once that job is finished, the key is free again.
@@ -162,28 +204,44 @@ class Job:
     args: tuple[Any, ...] | list[Any] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=new_id)
-    priority: int = 0
+    priority: int | None = None
     delay: float | None = None
     run_at: float | None = None
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    max_attempts: int | None = None
     unique_key: str | None = None
 
-    def to_new_job(self, queue: str, max_payload: int = DEFAULT_MAX_PAYLOAD) -> NewJob:
-        """Validate and encode for the journal.
+    def to_new_job(self, queue: str | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD,
+                   declared: Declared | None = None) -> NewJob:
+        """Validate and encode for the journal, applying the task's declaration.
+
+        What the producer set wins; what it left None comes from `declared` (the
+        task's declared queue, priority and max_attempts), then from the defaults
+        (queue ``default``, priority 0, 20 attempts).
 
         Args:
-            queue: the queue it goes to.
+            queue: the queue the producer named, or None for the task's own.
             max_payload: the largest encoded ``[args, kwargs]`` accepted, in bytes (it must
                 fit in one frame to a worker: ``dispatcher.max_frame_bytes`` less 64 KiB).
+            declared: the task's declaration, when the producer knows it.
 
         Raises:
             TypeError: an argument cannot be encoded with msgpack (the message names it).
-            ValueError: max_attempts < 1, an empty task name, or arguments over `max_payload`.
+            ValueError: max_attempts < 1, an empty task name or queue, or arguments over `max_payload`.
         """
         if not self.task:
             raise ValueError("a job needs a task name")
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if queue is None:
+            queue = declared.queue if declared is not None else DEFAULT_QUEUE
+        elif not queue or not isinstance(queue, str):
+            raise ValueError(f"a queue name must be a non-empty string, got {queue!r}")
+        max_attempts = self.max_attempts
+        if max_attempts is None:
+            max_attempts = declared.max_attempts if declared is not None else DEFAULT_MAX_ATTEMPTS
+        elif max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        priority = self.priority
+        if priority is None:
+            priority = declared.priority if declared is not None else DEFAULT_PRIORITY
         if self.unique_key is not None and (not isinstance(self.unique_key, str) or not self.unique_key):
             raise ValueError(f"unique_key must be a non-empty string, got {self.unique_key!r}")
         run_at = self.run_at
@@ -193,8 +251,7 @@ class Job:
         if len(payload) > max_payload:
             raise ValueError(f"job arguments take {len(payload):,} bytes encoded; the limit is {max_payload:,} "
                              "(dispatcher.max_frame_bytes less 64 KiB): pass a reference to the data instead")
-        return NewJob(self.id, queue, self.task, payload, self.priority, run_at, self.max_attempts,
-                      self.unique_key)
+        return NewJob(self.id, queue, self.task, payload, priority, run_at, max_attempts, self.unique_key)
 
 
 _PACK_ERRORS = (TypeError, ValueError, OverflowError)
@@ -257,5 +314,3 @@ def current_job() -> JobContext:
     """
     return _current.get()
 
-
-Outcome = Literal["ok", "error", "discard", "unknown", "release"]

@@ -33,16 +33,16 @@ import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Sequence
 
 import msgpack
 import zmq
 
 from actorq._kernel.loop import new_event_loop
-from actorq.jobs.dispatcher import OUTCOME_DISCARD, OUTCOME_ERROR, OUTCOME_OK, OUTCOME_RELEASE, OUTCOME_UNKNOWN
+from actorq.jobs import wire
+from actorq.jobs.outcome import AttemptEnd, TaskPolicy
 from actorq.jobs.task import Discard, JobContext, TaskRegistry, _current
-from actorq.transports import constants as wire
-from actorq.transports.codec import FrameError, decode, encode
+from actorq.transports.codec import FrameError
 from actorq.transports.zmq import LoopSocket
 
 logger = logging.getLogger(__name__)
@@ -61,9 +61,9 @@ class WorkerSpec:
     queues: list[str]
     tasks: list[str]
     sys_path: list[str]
-    log_level: str = "info"
-    max_frame_bytes: int = 16 << 20
-    heartbeat_interval: float = 1.0
+    log_level: str
+    max_frame_bytes: int
+    heartbeat_interval: float
 
     def to_json(self) -> str:
         """Serialise for the command line."""
@@ -99,10 +99,10 @@ def load_registries(entries: list[str]) -> TaskRegistry:
     return merged
 
 
-def check_tasks(entries: list[str], sys_path: list[str], timeout: float = 120.0) -> dict[str, str]:
+def check_tasks(entries: list[str], sys_path: list[str], timeout: float = 120.0) -> dict[str, TaskPolicy]:
     """Import the task registries in a fresh interpreter, as a worker would.
 
-    Returns ``{task name: on_crash}`` for every registered task.
+    Returns ``{task name: its declared policy}`` for every registered task.
 
     The import runs in a child process so that user modules never load into the
     caller (the node keeps its memory and threads to itself).
@@ -116,8 +116,8 @@ def check_tasks(entries: list[str], sys_path: list[str], timeout: float = 120.0)
     if result.returncode != 0:
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
         raise ImportError(lines[-1] if lines else f"task import check exited with {result.returncode}")
-    tasks: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
-    return tasks
+    declared = json.loads(result.stdout.strip().splitlines()[-1])
+    return {name: TaskPolicy.from_dict(policy) for name, policy in declared.items()}
 
 
 def _check_main() -> int:
@@ -128,7 +128,7 @@ def _check_main() -> int:
     except (ImportError, TypeError) as exc:
         print(exc, file=sys.stderr)
         return 3
-    print(json.dumps({task.name: task.on_crash for task in sorted(registry, key=lambda t: t.name)}))
+    print(json.dumps({task.name: task.policy.to_dict() for task in sorted(registry, key=lambda t: t.name)}))
     return 0
 
 
@@ -141,20 +141,13 @@ def _die_with_parent() -> None:
             pass
 
 
-MAX_ERROR_CHARS = 2000  # keeps every ack frame far below max_frame_bytes
-
-
 def _describe(exc: BaseException) -> str:
-    """``"Type: message"``, at most MAX_ERROR_CHARS long; never raises."""
+    """``"Type: message"``, at most `wire.MAX_ERROR_CHARS` long; never raises."""
     try:
         text = str(exc)
     except Exception:  # an exception whose __str__ fails must not kill the worker
         text = "<unprintable>"
-    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    if len(described) > MAX_ERROR_CHARS:
-        suffix = " ... (truncated)"
-        described = described[: MAX_ERROR_CHARS - len(suffix)] + suffix
-    return described
+    return wire.bound_error(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
 class Worker:
@@ -166,11 +159,11 @@ class Worker:
         self.loop = loop
         self.slots = spec.concurrency
         self.running = 0
-        self.backlog: deque[list[Any]] = deque()
+        self.backlog: deque[wire.JobMessage] = deque()
         # running jobs: id -> (lease id, its asyncio task, cancellable: an async task's job)
         self.active: dict[str, tuple[int, asyncio.Task[None], bool]] = {}
         self.resets = 0
-        self.acks: list[list[Any]] = []
+        self.acks: list[wire.AckItem] = []
         self._flush_scheduled = False
         self.stopping = False
         self.done = loop.create_future()
@@ -199,23 +192,21 @@ class Worker:
         return self.spec.concurrency + self.spec.prefetch
 
     def _hello(self, rejoin: bool, reset: bool = False) -> None:
-        hello: dict[str, Any] = {"owner": self.spec.owner, "credits": self.capacity,
-                                 "queues": self.spec.queues, "pid": os.getpid()}
+        held: dict[str, int] | None = None
+        credits = self.capacity
         if rejoin:
-            held = [[job_id, lease_id] for job_id, (lease_id, _, _) in self.active.items()]
-            held += [[job[0], job[1]] for job in self.backlog]
-            hello["held"] = held
-            hello["credits"] = max(0, self.capacity - len(held))
-            if reset:
-                hello["reset"] = True
+            held = {job_id: lease_id for job_id, (lease_id, _, _) in self.active.items()}
+            held.update((job.id, job.lease_id) for job in self.backlog)
+            credits = max(0, self.capacity - len(held))
+        hello = wire.Hello(self.spec.owner, credits, tuple(self.spec.queues), os.getpid(), held, reset and rejoin)
         try:
-            self.socket.send([encode(wire.HELLO, hello)])
+            self.socket.send([hello.encode()])
         except zmq.ZMQError as exc:  # the next heartbeat brings a WHO and another try
             logger.warning("worker %s could not say hello: %s", self.spec.owner, exc)
 
     def _heartbeat(self) -> None:
         try:
-            self.socket.send([encode(wire.HEARTBEAT, None)])
+            self.socket.send([wire.Heartbeat.FRAME])
         except zmq.ZMQError:
             pass
         self.loop.call_later(self.spec.heartbeat_interval, self._heartbeat)
@@ -245,54 +236,48 @@ class Worker:
         try:
             if len(frames) != 1:
                 raise FrameError("part_count")
-            kind, body = decode(frames[0], self.spec.max_frame_bytes)
-            if kind == wire.JOBS:
-                if not isinstance(body, list):
-                    raise FrameError("bad_body")
-                self._on_jobs(body)
-            elif kind == wire.STOP:
-                self.begin_stop()
-            elif kind == wire.WHO:
-                self._hello(rejoin=True)
-            elif kind == wire.RESET:
-                self._reset()
-            else:
-                raise FrameError("unexpected_kind")
+            message = wire.from_dispatcher(frames[0], self.spec.max_frame_bytes)
         except FrameError as exc:
             self.malformed += 1
             logger.warning("worker %s dropped a malformed frame: %s", self.spec.owner, exc)
+            return
+        if isinstance(message, wire.Jobs):
+            self.malformed += message.rejected
+            self._on_jobs(message.jobs)
+        elif isinstance(message, wire.Stop):
+            self.begin_stop()
+        elif isinstance(message, wire.Who):
+            self._hello(rejoin=True)
+        else:
+            self._reset()
 
-    def _on_jobs(self, jobs: list[Any]) -> None:
+    def _on_jobs(self, jobs: "Sequence[wire.JobMessage]") -> None:
         for job in jobs:
-            if not isinstance(job, list) or len(job) != 7:
-                self.malformed += 1
-                continue
             if self.stopping:
-                self._ack(job, OUTCOME_RELEASE)
+                self._ack(job.id, job.lease_id, wire.RELEASE)
             elif self.running < self.slots:
                 self._start(job)
             else:
                 self.backlog.append(job)
 
     # -- running ------------------------------------------------------------------
-    def _start(self, job: list[Any]) -> None:
+    def _start(self, job: wire.JobMessage) -> None:
         self.running += 1
-        name = job[2]
-        cancellable = name in self.registry and self.registry[name].is_async
+        cancellable = job.task in self.registry and self.registry[job.task].is_async
         task = self.loop.create_task(self._run(job))
-        self.active[job[0]] = (job[1], task, cancellable)
+        self.active[job.id] = (job.lease_id, task, cancellable)
         # the slot is given back when the task is done, even one cancelled (RESET) before
         # its first step, whose body (and so its finally) never runs
         task.add_done_callback(lambda t, job=job: self._slot_freed(job, t))
 
-    async def _run(self, job: list[Any]) -> None:
+    async def _run(self, job: wire.JobMessage) -> None:
         job_id, lease_id, name, payload, attempt, max_attempts, queue = job
-        outcome, error, retry_in = OUTCOME_OK, None, None
+        end, error = AttemptEnd.OK, None
         try:
             try:
                 task = self.registry[name]
             except LookupError:
-                outcome, error = OUTCOME_UNKNOWN, f"unknown task {name!r}: not in this worker's registry"
+                end, error = AttemptEnd.UNRUNNABLE, f"unknown task {name!r}: not in this worker's registry"
             else:
                 try:
                     args, kwargs = msgpack.unpackb(payload, raw=False, strict_map_key=True,
@@ -309,20 +294,19 @@ class Worker:
                         ctx.run(_current.set, jctx)
                         await self.loop.run_in_executor(self.executor, lambda: ctx.run(task.fn, *args, **kwargs))
                 except Discard as exc:
-                    outcome, error = OUTCOME_DISCARD, _describe(exc)
+                    end, error = AttemptEnd.DISCARDED, _describe(exc)
                 except BaseException as exc:
                     # SystemExit, KeyboardInterrupt or CancelledError raised by task code is a failed
                     # attempt too: never a success, and never the end of the worker process
-                    outcome, error = OUTCOME_ERROR, _describe(exc)
-                    retry_in = task.retry.delay(attempt)
+                    end, error = AttemptEnd.RAISED, _describe(exc)
                     logger.info("job %s (%s) attempt %d failed: %s", job_id, name, attempt, error)
         finally:
-            self._ack([job_id, lease_id], outcome, error, retry_in)
+            self._ack(job_id, lease_id, end, error)
 
-    def _slot_freed(self, job: list[Any], task: "asyncio.Task[None]") -> None:
-        job_id, lease_id = job[0], job[1]
+    def _slot_freed(self, job: wire.JobMessage, task: "asyncio.Task[None]") -> None:
+        job_id, lease_id = job.id, job.lease_id
         if task.cancelled():  # never started: say so, so the dispatcher counts the credit back
-            self._ack([job_id, lease_id], OUTCOME_RELEASE)
+            self._ack(job_id, lease_id, wire.RELEASE)
         if self.active.get(job_id, (None,))[0] == lease_id:
             del self.active[job_id]
         self.running -= 1
@@ -331,8 +315,8 @@ class Worker:
         elif self.stopping and self.running == 0:
             self._finish()
 
-    def _ack(self, job: list[Any], outcome: str, error: str | None = None, retry_in: float | None = None) -> None:
-        self.acks.append([job[0], job[1], outcome, error, retry_in])
+    def _ack(self, job_id: str, lease_id: int, end: str, error: str | None = None) -> None:
+        self.acks.append(wire.AckItem(job_id, lease_id, end, error))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -342,7 +326,7 @@ class Worker:
         if self.acks:
             acks, self.acks = self.acks, []
             try:
-                self.socket.send([encode(wire.ACK, acks)])
+                self.socket.send([wire.Ack.encode_items(acks)])
             except zmq.ZMQError as exc:  # the dispatcher reclaims on our death or lease expiry
                 logger.error("worker %s could not send %d acks: %s", self.spec.owner, len(acks), exc)
 
@@ -353,14 +337,15 @@ class Worker:
             return
         self.stopping = True
         while self.backlog:
-            self._ack(self.backlog.popleft(), OUTCOME_RELEASE)
+            job = self.backlog.popleft()
+            self._ack(job.id, job.lease_id, wire.RELEASE)
         if self.running == 0:
             self._finish()
 
     def _finish(self) -> None:
         self._flush()
         try:
-            self.socket.send([encode(wire.BYE, None)])
+            self.socket.send([wire.Bye.FRAME])
         except zmq.ZMQError:
             pass
         if not self.done.done():

@@ -19,13 +19,15 @@ from actorq import __version__
 from actorq._kernel.loop import new_event_loop
 from actorq.errors import JournalError
 from actorq.jobs.client import Client
+from actorq.jobs.outcome import TaskPolicy
+from actorq.jobs.runtime import live_jobs
 from actorq.jobs.task import Job
 from actorq.jobs.worker import check_tasks
 from actorq.journal import migrate
-from actorq.node.config import Config, ConfigError, load_config, redact_url
+from actorq.journal.protocol import JobState
+from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
-from actorq.node.control import NodeNotRunning, query, read_node_file
-from actorq.transports import constants as wire
+from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
 from actorq.node.node import Node, NodeFailed
 
 logger = logging.getLogger("actorq.cli")
@@ -115,10 +117,8 @@ async def _run_node(config: Config, burst: bool, quiet: bool) -> int:
         while True:
             await asyncio.sleep(1.0)
             printer.tick()
-            if burst and not node._stopping:
-                counts = await node.counts()
-                if not any(s in ("ready", "leased", "scheduled", "retry") and n
-                           for states in counts.values() for s, n in states.items()):
+            if burst and not node.stopping:
+                if not live_jobs(await node.counts()):
                     logger.info("burst mode: no work left; stopping")
                     request_stop()
 
@@ -149,10 +149,7 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
         _err(f"actorq: {args.config}: node.tasks: {exc}")
         return EXIT_CONFIG
     _out(f"{args.config}: ok")
-    if config.is_sqlite:
-        _out(f"  journal   {config.journal.url} (synchronous={config.journal.synchronous})")
-    else:
-        _out(f"  journal   {redact_url(config.journal.url)} (schema {config.journal.schema})")
+    _out(f"  journal   {config.journal.describe()}")
     _out(f"  workers   {config.workers.processes} processes x {config.workers.concurrency} slots, "
          f"queues {', '.join(config.workers.queues)}")
     _out(f"  tasks     {', '.join(names) or '(none: every job would be dead)'}")
@@ -165,7 +162,12 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
         _err("actorq enqueue: --kwargs must be a JSON object")
         return EXIT_CONFIG
     task_args = [_parse_arg(a) for a in args.args]
-    with _client(config) as client:
+    try:  # the tasks' declared queue, priority and attempts apply unless given here
+        declared = check_tasks(list(config.node.tasks), config.task_search_path)
+    except ImportError as exc:
+        _err(f"actorq enqueue: {args.config}: node.tasks: {exc}")
+        return EXIT_CONFIG
+    with _client(config, declared) as client:
         done = 0
         while done < args.count:
             n = min(10_000, args.count - done)
@@ -176,7 +178,8 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
         if args.count == 1:
             _out(ids[0])
         else:
-            _out(f"enqueued {done:,} jobs of {args.task} on queue {args.queue!r}")
+            where = f"queue {args.queue!r}" if args.queue else "its task's queue"
+            _out(f"enqueued {done:,} jobs of {args.task} on {where}")
     return EXIT_OK
 
 
@@ -186,8 +189,8 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         _out(json.dumps(counts, sort_keys=True))
         return EXIT_OK
-    states = ["scheduled", "ready", "leased", "retry", "succeeded", "failed", "dead", "cancelled"]
-    _out(f"journal {redact_url(config.journal.url)}")
+    states = [str(state) for state in JobState]
+    _out(f"journal {config.journal.describe()}")
     _out(f"{'queue':<16}" + "".join(f"{s:>11}" for s in states))
     for queue in sorted(counts):
         _out(f"{queue:<16}" + "".join(f"{counts[queue].get(s, 0):>11,}" for s in states))
@@ -196,14 +199,16 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-def _client(config: Config) -> Client:
-    return Client(config.journal_url, synchronous=config.journal.synchronous,
-                  busy_timeout=config.journal.busy_timeout, schema=config.journal.schema)
+def _client(config: Config, tasks: dict[str, TaskPolicy] | None = None) -> Client:
+    journal = config.journal
+    return Client(journal.resolved_url, synchronous=journal.synchronous, busy_timeout=journal.busy_timeout,
+                  schema=journal.schema, tasks=tasks)
 
 
 def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
-    applied = migrate(config.journal_url, config.journal.schema, connect_retry_for=config.journal.connect_retry_for)
-    where = config.journal_url if config.is_sqlite else f"schema {config.journal.schema!r}"
+    journal = config.journal
+    applied = migrate(journal.resolved_url, journal.schema, connect_retry_for=journal.connect_retry_for)
+    where = journal.describe()
     if applied:
         _out(f"{where}: applied migrations {', '.join(str(v) for v in applied)}")
     else:
@@ -214,7 +219,7 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
 def cmd_tree(args: argparse.Namespace, config: Config) -> int:
     try:
         info = read_node_file(config.node_file)
-        tree = query(str(info["control"]), wire.TREE, None, timeout=args.timeout)
+        tree = query(str(info["control"]), TREE, None, timeout=args.timeout)
     except NodeNotRunning as exc:
         _err(f"actorq tree: {exc}")
         return EXIT_FAILURE
@@ -291,11 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     enq.add_argument("task", help="the registered task name")
     enq.add_argument("args", nargs="*", help="positional arguments (JSON)")
     enq.add_argument("--kwargs", help='keyword arguments as a JSON object, e.g. \'{"to": "a@b.c"}\'')
-    enq.add_argument("--queue", default="default", help="queue name (default: default)")
+    enq.add_argument("--queue", default=None, help="queue name (default: the task's declared queue)")
     enq.add_argument("--count", type=int, default=1, help="how many identical jobs to add (default: 1)")
     enq.add_argument("--delay", type=float, default=None, help="seconds before the jobs may run")
-    enq.add_argument("--priority", type=int, default=0, help="lower runs first (default: 0)")
-    enq.add_argument("--max-attempts", type=int, default=20, help="attempts before a job is dead (default: 20)")
+    enq.add_argument("--priority", type=int, default=None,
+                     help="lower runs first (default: the task's declared priority)")
+    enq.add_argument("--max-attempts", type=int, default=None,
+                     help="attempts before a job is dead (default: the task's declared number)")
     enq.set_defaults(handler=cmd_enqueue)
 
     status = add("status", "Print job counts per queue and state, read from the journal.",

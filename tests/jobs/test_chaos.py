@@ -171,8 +171,8 @@ def _stuck(topo, node: Node) -> str:
     owners = "; ".join(
         f"{n} leased by {owner} (its process is {'a running worker' if int(owner.split('/')[1]) in pids else 'gone'};"
         f" e.g. job {example})" for owner, n, example in rows)
-    return (f"{owners or 'no job leased'}; the dispatcher has {node.dispatcher.worker_count} workers registered "
-            f"holding {node.dispatcher.in_flight} jobs")
+    return (f"{owners or 'no job leased'}; the dispatcher has {node.runtime.dispatcher.worker_count} workers registered "
+            f"holding {node.runtime.dispatcher.in_flight} jobs")
 
 
 async def _soak(topology, rng: random.Random, seconds: float, rate: int, gap: tuple[float, float],
@@ -189,7 +189,7 @@ async def _soak(topology, rng: random.Random, seconds: float, rate: int, gap: tu
           f"lease timeout {topo.config.dispatcher.lease_timeout:g} s, a fault ({' or '.join(kinds)}) every "
           f"{gap[0]:g}-{gap[1]:g} s")
     async with Node(topo.config) as node:
-        await eventually(lambda: node.dispatcher.worker_count == PROCESSES, timeout=30, message="workers up")
+        await eventually(lambda: node.runtime.dispatcher.worker_count == PROCESSES, timeout=30, message="workers up")
         rss_start = _rss_mb()
         began = time.monotonic()
         until = began + seconds
@@ -211,20 +211,20 @@ async def _soak(topology, rng: random.Random, seconds: float, rate: int, gap: tu
         except TimeoutError as exc:
             raise AssertionError(f"the queue did not drain: {exc}; {_stuck(topo, node)}") from None
         drained = time.monotonic() - began
-        await eventually(lambda: len(node.worker_pids()) == PROCESSES and node.dispatcher.worker_count == PROCESSES,
+        await eventually(lambda: len(node.worker_pids()) == PROCESSES and node.runtime.dispatcher.worker_count == PROCESSES,
                          timeout=30, message=f"{PROCESSES} workers running and registered again")
         children = live_children()
-        in_flight = node.dispatcher.in_flight  # jobs the dispatcher believes workers hold: 0 when idle
+        in_flight = node.runtime.dispatcher.in_flight  # jobs the dispatcher believes workers hold: 0 when idle
         gc.collect()
         rss_end = _rss_mb()
-        stats = node.dispatcher.stats  # read before the stop, whose worker exits are counted too
+        stats = node.runtime.dispatcher.stats  # read before the stop, whose worker exits are counted too
         seen = (f"dispatcher: {stats.reclaimed} jobs reclaimed in {stats.reclaim_events} reclaims, "
                 f"{stats.lost_workers} workers lost (heartbeat), {stats.rejoined} rejoined; "
-                f"{node.worker_restarts} worker restarts; {stats.unroutable} unroutable sends; "
+                f"{node.runtime.worker_restarts} worker restarts; {stats.unroutable} unroutable sends; "
                 f"{sum(stats.malformed.values())} malformed frames; {in_flight} jobs held by workers after the drain")
-        stale_acks = node.writer.stats.stale_acks
+        stale_acks = node.runtime.writer.stats.stale_acks
         assert node.failure is None, node.failure
-        last_workers = list(node._workers.values())
+        last_workers = list(node.runtime.worker_processes())
         stopping = time.monotonic()
     stop_seconds = time.monotonic() - stopping
     exits = Counter(str(child.exited.result()) for child in last_workers)

@@ -98,8 +98,8 @@ async def test_c1_sigkill_random_worker_under_load(topology, rng):
         killed: list[int] = []
         for _ in range(kills):
             await eventually(
-                lambda: len(node.worker_pids()) == 2 and node.dispatcher.worker_count == 2
-                and node.dispatcher.in_flight > 0,
+                lambda: len(node.worker_pids()) == 2 and node.runtime.dispatcher.worker_count == 2
+                and node.runtime.dispatcher.in_flight > 0,
                 timeout=30, message="both workers up and jobs in flight",
             )
             await asyncio.sleep(rng.uniform(0.05, 0.3))  # fault timing, not a wait for an outcome
@@ -109,9 +109,9 @@ async def test_c1_sigkill_random_worker_under_load(topology, rng):
             killed.append(victim)
             await eventually(lambda: victim not in node.worker_pids(), timeout=10, message=f"pool saw {victim} die")
         counts = await node.wait_idle(timeout=90)  # lease_timeout is 300 s: only crash-driven reclaim fits
-        restarts = node.worker_restarts
-        reclaimed = node.dispatcher.stats.reclaimed
-        reclaim_events = node.dispatcher.stats.reclaim_events  # one reclaim per death, at once
+        restarts = node.runtime.worker_restarts
+        reclaimed = node.runtime.dispatcher.stats.reclaimed
+        reclaim_events = node.runtime.dispatcher.stats.reclaim_events  # one reclaim per death, at once
         survivors = node.worker_pids()
         assert node.failure is None
     print(f"killed workers {killed}; {reclaimed} leased jobs reclaimed on those deaths")
@@ -137,7 +137,7 @@ async def test_c2_sigkill_after_the_job_ran_before_its_ack(topology):
     async with Node(topo.config) as node:
         accepted = set(await node.queue().enqueue_many([Job("crash.selfkill") for _ in range(50)]))
         counts = await node.wait_idle(timeout=90)
-        restarts = node.worker_restarts
+        restarts = node.runtime.worker_restarts
         assert node.failure is None and len(node.worker_pids()) == 2
     print(f"{restarts} worker restarts")
     assert counts == {"default": {"succeeded": 50}}
@@ -169,7 +169,7 @@ async def test_c7_poison_pill_goes_dead_and_the_node_survives(topology):
         await eventually(lambda: topo.states()[poison.id] == "dead", timeout=60, message="the poison pill is dead")
         await node.queue().enqueue(after)  # the pool is still up and running jobs
         await node.wait_idle(timeout=30)
-        restarts = node.worker_restarts
+        restarts = node.runtime.worker_restarts
         assert node.failure is None and len(node.worker_pids()) == 2
     assert restarts == 3
 
@@ -310,8 +310,8 @@ async def test_c10_stop_while_workers_are_starting_is_graceful(topology):
     node = Node(topo.config)
     await node.start()
     await node.stop()  # the workers are still importing: none has said hello yet
-    assert len(node.worker_exits) == 2, node.worker_exits
-    assert all(reason in ("shutdown", "normal") for _, reason in node.worker_exits), node.worker_exits
+    assert len(node.runtime.worker_exits) == 2, node.runtime.worker_exits
+    assert all(reason in ("shutdown", "normal") for _, reason in node.runtime.worker_exits), node.runtime.worker_exits
     assert node.worker_pids() == []
 
 

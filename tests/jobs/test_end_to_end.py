@@ -152,7 +152,7 @@ async def test_g6_unknown_task_goes_dead_with_reason(topology, tmp_path):
     async with Node(topo.config) as node:
         await node.queue().enqueue_many([evil, typo])
         await node.wait_idle(timeout=30)
-        failed = node.dispatcher.stats.failed
+        failed = node.runtime.dispatcher.stats.failed
         await node.queue().enqueue(valid)  # the node and its workers carry on
         await node.wait_idle(timeout=30)
     assert failed == 2  # counted
@@ -181,7 +181,7 @@ async def test_g7_unencodable_args_raise_type_error_at_tell(topology):
         with topo.client() as client, pytest.raises(TypeError, match=r"argument 1 \(object\)"):
             client.enqueue(Job("e2e.async_add", [1, object()]))
         assert await node.counts() == {}, "nothing may reach the journal"
-        assert node.dispatcher.stats.failed == 0
+        assert node.runtime.dispatcher.stats.failed == 0
     assert topo.ledger.read() == []
 
 

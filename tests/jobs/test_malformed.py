@@ -2,7 +2,7 @@
 
 A real zmq DEALER (and a REQ, whose envelope adds a delimiter frame) connects
 to ``node.endpoint`` and sends bad messages. Each one must be dropped and
-counted in ``node.dispatcher.stats.malformed`` under its reason, and the node
+counted in ``node.runtime.dispatcher.stats.malformed`` under its reason, and the node
 must go on to run the next valid job end to end through its worker processes.
 """
 
@@ -17,7 +17,7 @@ import zmq
 
 from actorq import Job, Node
 from actorq.testing import eventually, journal_invariants
-from actorq.transports import constants as wire
+from actorq.jobs import wire
 from actorq.transports.codec import encode
 
 TASKS = """
@@ -96,14 +96,17 @@ CASES: list[tuple[str, list[bytes]]] = [
     ("bad_body", [encode(wire.ACK, None)]),
     ("bad_ack", [ack("not-a-list")]),
     ("bad_ack", [ack(["id", 1, "ok"])]),
-    ("bad_ack", [ack([5, 1, "ok", None, None])]),
-    ("bad_ack", [ack(["id", True, "ok", None, None])]),
-    ("bad_ack", [ack(["id", "1", "ok", None, None])]),
-    ("bad_ack", [ack(["id", HUGE, "ok", None, None])]),  # beyond any lease id (and SQLite's int64)
-    ("bad_ack", [ack(["id", -3, "error", "boom", None])]),
-    ("bad_ack", [ack(["id", 0, "ok", None, None])]),
-    ("bad_outcome", [ack(["id", 7, "explode", None, None])]),
-    ("bad_ack bad_ack bad_outcome", [ack([], [1], ["id", 7, 3, None, None])]),  # counted per item
+    ("bad_ack", [ack([5, 1, "ok", None])]),
+    ("bad_ack", [ack(["id", True, "ok", None])]),
+    ("bad_ack", [ack(["id", "1", "ok", None])]),
+    ("bad_ack", [ack(["id", HUGE, "ok", None])]),  # beyond any lease id (and SQLite's int64)
+    ("bad_ack", [ack(["id", -3, "raised", "boom"])]),
+    ("bad_ack", [ack(["id", 0, "ok", None])]),
+    ("bad_ack", [ack(["id", 7, "ok", None, None])]),  # one field too many
+    ("bad_outcome", [ack(["id", 7, "explode", None])]),
+    ("bad_outcome", [ack(["id", 7, "crashed", None])]),  # only the node says a worker crashed
+    ("bad_outcome", [ack(["id", 7, ["ok"], None])]),
+    ("bad_ack bad_ack bad_outcome", [ack([], [1], ["id", 7, 3, None])]),  # counted per item
 ]
 
 
@@ -134,9 +137,9 @@ async def test_g1_malformed_frames_are_dropped_and_counted(topology, zmq_context
     topo = topology(TASKS)
     async with Node(topo.config) as node:
         await _run_one_job(node, topo, 1)  # the workers are up and serving
-        await eventually(lambda: node.dispatcher.worker_count == 2, timeout=30, message="both workers said hello")
+        await eventually(lambda: node.runtime.dispatcher.worker_count == 2, timeout=30, message="both workers said hello")
         pids = node.worker_pids()
-        stats = node.dispatcher.stats
+        stats = node.runtime.dispatcher.stats
         expected: Counter[str] = Counter()
 
         dealer = _dealer(zmq_context, node.endpoint, b"g1-intruder")
@@ -161,9 +164,9 @@ async def test_g1_malformed_frames_are_dropped_and_counted(topology, zmq_context
         assert dict(stats.malformed) == dict(expected)
 
         await _run_one_job(node, topo, 2)  # the next valid message is processed
-        assert node.dispatcher.worker_count == 2, "no malformed hello may register a worker"
+        assert node.runtime.dispatcher.worker_count == 2, "no malformed hello may register a worker"
         assert node.worker_pids() == pids and node.failure is None
-        assert node.writer.stats.failed_commits == 0
+        assert node.runtime.writer.stats.failed_commits == 0
     assert journal_invariants(topo.journal_path) == []
 
 
@@ -171,8 +174,8 @@ async def test_g5_seeded_mutation_fuzz_at_the_dispatcher(topology, zmq_context, 
     topo = topology(TASKS)
     seeds = [
         encode(wire.HELLO, hello(owner="fuzz-seed-owner")),
-        ack(["0" * 32, 12345, "ok", None, None], ["1" * 32, 99, "error", "boom", 0.5]),
-        ack(["2" * 32, 7, "release", None, None]),
+        ack(["0" * 32, 12345, "ok", None], ["1" * 32, 99, "raised", "boom"]),
+        ack(["2" * 32, 7, "release", None]),
         encode(wire.BYE, None),
     ]
     frames = 5000
@@ -194,20 +197,20 @@ async def test_g5_seeded_mutation_fuzz_at_the_dispatcher(topology, zmq_context, 
 
     async with Node(topo.config) as node:
         await _run_one_job(node, topo, 1)
-        await eventually(lambda: node.dispatcher.worker_count == 2, timeout=30, message="both workers said hello")
+        await eventually(lambda: node.runtime.dispatcher.worker_count == 2, timeout=30, message="both workers said hello")
         pids = node.worker_pids()
-        stats = node.dispatcher.stats
+        stats = node.runtime.dispatcher.stats
         dealer = _dealer(zmq_context, node.endpoint, b"g5-fuzzer")
         for _ in range(frames):
             dealer.send(mutate(rng.choice(seeds)))  # one part each: never a part_count drop
         dealer.send_multipart([b"end", b"of fuzz"])  # sentinel: frames of one peer arrive in order
         await eventually(lambda: stats.malformed["part_count"] == 1, timeout=60, message="the fuzz was processed")
         print(f"{frames} mutated frames: {sum(stats.malformed.values()) - 1} dropped as malformed "
-              f"{dict(stats.malformed)}; {node.writer.stats.stale_acks} stale acks fenced")
+              f"{dict(stats.malformed)}; {node.runtime.writer.stats.stale_acks} stale acks fenced")
         assert 0 < sum(stats.malformed.values()) - 1 <= frames
 
         await _run_one_job(node, topo, 2)
-        assert node.dispatcher.worker_count == 2
+        assert node.runtime.dispatcher.worker_count == 2
         assert node.worker_pids() == pids and node.failure is None
-        assert node.writer.stats.failed_commits == 0
+        assert node.runtime.writer.stats.failed_commits == 0
     assert journal_invariants(topo.journal_path) == []

@@ -75,7 +75,7 @@ async def test_c9_paused_worker_loses_its_job_and_its_late_ack_is_fenced(topolog
     pauses = 3
     accepted: set[str] = set()
     async with Node(topo.config) as node:
-        await eventually(lambda: node.dispatcher.worker_count == 2, timeout=30, message="workers up")
+        await eventually(lambda: node.runtime.dispatcher.worker_count == 2, timeout=30, message="workers up")
         for cycle in range(1, pauses + 1):
             job_id = await node.queue().enqueue(Job("rec.hold", [0.5]))
             accepted.add(job_id)
@@ -87,13 +87,13 @@ async def test_c9_paused_worker_loses_its_job_and_its_late_ack_is_fenced(topolog
                 await eventually(lambda: topo.states().get(job_id) == "succeeded", timeout=60,
                                  message="the paused worker's job completed by the other worker")
                 assert await _started_by(started, job_id, 2) != paused
-                assert node.dispatcher.stats.lost_workers == cycle
+                assert node.runtime.dispatcher.stats.lost_workers == cycle
             finally:
                 os.kill(paused, signal.SIGCONT)
             # resumed: its job finishes there too, and that ack carries the old lease: rejected
-            await eventually(lambda: node.writer.stats.stale_acks >= cycle, timeout=30,
+            await eventually(lambda: node.runtime.writer.stats.stale_acks >= cycle, timeout=30,
                              message="the resumed worker's late ack was fenced and counted")
-            await eventually(lambda: node.dispatcher.worker_count == 2, timeout=30,
+            await eventually(lambda: node.runtime.dispatcher.worker_count == 2, timeout=30,
                              message="the resumed worker announced itself again")
             assert paused in node.worker_pids(), "a paused worker is not killed, only fenced"
         # the resumed workers take new work
@@ -102,7 +102,7 @@ async def test_c9_paused_worker_loses_its_job_and_its_late_ack_is_fenced(topolog
         await node.wait_idle(timeout=60)
         pids_after = {e.pid for e in topo.ledger.read() if e.job_id in set(more)}
         worker_pids = set(node.worker_pids())
-        stale = node.writer.stats.stale_acks
+        stale = node.runtime.writer.stats.stale_acks
     assert pids_after == worker_pids, "both workers, the resumed ones too, ran new jobs"
     assert stale == pauses
     check = check_total_queue(accepted, topo.ledger.read(), _succeeded(topo.states()))
@@ -146,18 +146,18 @@ async def test_c3_dispatcher_killed_while_workers_hold_leases(topology, rng):
     rejoined = 0
     async with Node(topo.config) as node:
         accepted = set(await node.queue().enqueue_many([Job("rec.quick", [i]) for i in range(3000)]))
-        await eventually(lambda: node.dispatcher.worker_count == 2, timeout=30, message="workers up")
+        await eventually(lambda: node.runtime.dispatcher.worker_count == 2, timeout=30, message="workers up")
         workers = set(node.worker_pids())
         for _ in range(kills):
-            await eventually(lambda: node.dispatcher.worker_count == 2 and node.dispatcher.in_flight > 0,
+            await eventually(lambda: node.runtime.dispatcher.worker_count == 2 and node.runtime.dispatcher.in_flight > 0,
                              timeout=30, message="both workers registered and holding jobs")
             await asyncio.sleep(rng.uniform(0.02, 0.2))  # fault timing, not a wait for an outcome
-            old = node.dispatcher
+            old = node.runtime.dispatcher
             held = old.in_flight
             node.system.exit(node.system.whereis("dispatcher"), "kill")  # in-process: the actor's SIGKILL
-            await eventually(lambda: node.dispatcher is not old and node.dispatcher.worker_count == 2,
+            await eventually(lambda: node.runtime.dispatcher is not old and node.runtime.dispatcher.worker_count == 2,
                              timeout=30, message="the workers re-announced to the new dispatcher")
-            rejoined += node.dispatcher.stats.rejoined
+            rejoined += node.runtime.dispatcher.stats.rejoined
             print(f"killed the dispatcher with {held} jobs in flight")
         await node.wait_idle(timeout=120)
         tree = await node.tree()
@@ -179,10 +179,10 @@ async def test_writer_killed_mid_enqueue_reports_only_committed_jobs(topology):
     refused: list[Job] = []
     async with Node(topo.config) as node:
         queue = node.queue()
-        await eventually(lambda: node.dispatcher is not None and node.dispatcher.worker_count == 1,
+        await eventually(lambda: node.runtime.dispatcher is not None and node.runtime.dispatcher.worker_count == 1,
                          timeout=30, message="worker up")
         workers = set(node.worker_pids())
-        old_writer = node.writer
+        old_writer = node.runtime.writer
 
         async def produce(first: int) -> None:
             for i in range(first, first + 400):
@@ -196,7 +196,7 @@ async def test_writer_killed_mid_enqueue_reports_only_committed_jobs(topology):
         await eventually(lambda: len(confirmed) >= 200, timeout=30, message="enqueues under way")
         node.system.exit(node.system.whereis("journal-writer"), "kill")
         await asyncio.gather(*producers)
-        await eventually(lambda: node.writer is not old_writer and node.dispatcher.worker_count == 1,
+        await eventually(lambda: node.runtime.writer is not old_writer and node.runtime.dispatcher.worker_count == 1,
                          timeout=30, message="a new writer, and the worker re-announced")
         present = set(topo.states())
         assert confirmed <= present, f"{len(confirmed - present)} jobs reported accepted are not in the journal"
@@ -224,13 +224,13 @@ async def test_worker_dying_while_no_dispatcher_runs_is_still_reclaimed(topology
     async with Node(topo.config) as node:
         job_id = await node.queue().enqueue(Job("rec.hold", [3600]))
         victim = await _started_by(started, job_id, 1)
-        old = node.dispatcher
+        old = node.runtime.dispatcher
         old.close()  # as a killed dispatcher leaves it, before its supervisor restarts it
         os.kill(victim, signal.SIGKILL)
         await eventually(lambda: victim not in node.worker_pids(), timeout=10, message="the death was seen")
-        assert node._orphans, "no dispatcher was there to reclaim"
+        assert node.runtime.orphans, "no dispatcher was there to reclaim"
         node.system.exit(node.system.whereis("dispatcher"), "kill")
-        await eventually(lambda: node.dispatcher is not old, timeout=30, message="dispatcher restarted")
+        await eventually(lambda: node.runtime.dispatcher is not old, timeout=30, message="dispatcher restarted")
         await eventually(lambda: _started_count(started, job_id) == 2, timeout=60,
                          message="the job ran again after the reclaim")
         info = topo.info(job_id)
@@ -267,7 +267,7 @@ async def test_e9_the_node_checkpoints_a_wal_that_readers_never_let_go_of(topolo
             queue = node.queue()
             for batch in range(8):  # ~3 MB of rows, far past the 0.5 MB limit
                 await queue.enqueue_many([Job("rec.quick", [i, "x" * 1000]) for i in range(300)])
-            await eventually(lambda: node.wal_checkpoints >= 1, timeout=60,
+            await eventually(lambda: node.runtime.scheduler.maintenance >= 1, timeout=60,
                              message="the node checkpointed the oversized WAL")
             await node.wait_idle(timeout=60)
             wal = topo.journal_path.with_name(topo.journal_path.name + "-wal")

@@ -14,12 +14,10 @@ from pathlib import Path
 import zmq
 
 from actorq import TaskRegistry
-from actorq.jobs.dispatcher import OUTCOME_RELEASE
 from actorq.jobs.task import encode_payload
 from actorq.jobs.worker import Worker, WorkerSpec
 from actorq.testing import eventually
-from actorq.transports import constants as wire
-from actorq.transports.codec import decode
+from actorq.jobs import wire
 
 registry = TaskRegistry()
 ran: list[str] = []
@@ -36,27 +34,28 @@ async def test_a_job_cancelled_by_reset_before_its_first_step_frees_its_slot(tmp
     router = zmq.Context.instance().socket(zmq.ROUTER)
     router.bind(endpoint)
     spec = WorkerSpec(endpoint=endpoint, owner="n/1/x", concurrency=1, prefetch=1, queues=["default"],
-                      tasks=[], sys_path=[], max_frame_bytes=1 << 20, heartbeat_interval=60.0)
+                      tasks=[], sys_path=[], log_level="info", max_frame_bytes=1 << 20, heartbeat_interval=60.0)
     worker = Worker(spec, registry, asyncio.get_running_loop())
     worker.start()
     try:
         payload = encode_payload([0.01], {})
-        worker._on_jobs([["job-a", 11, "reset.sleep", payload, 1, 20, "default"]])  # its task has not run yet
+        worker._on_jobs([wire.JobMessage("job-a", 11, "reset.sleep", payload, 1, 20, "default")])  # not run yet
         worker._reset()  # in the same loop iteration: cancelled before its first step
         await eventually(lambda: worker.running == 0 and not worker.active, timeout=5,
                          message="the cancelled job's slot is free again")
-        worker._on_jobs([["job-b", 12, "reset.sleep", payload, 1, 20, "default"]])
+        worker._on_jobs([wire.JobMessage("job-b", 12, "reset.sleep", payload, 1, 20, "default")])
         await eventually(lambda: ran == ["sleep"] and worker.running == 0, timeout=5,
                          message="the next job ran in that slot")
         worker.begin_stop()
         assert worker.done.done(), "a graceful stop ends"
         acks = []
         while router.poll(1000):
-            kind, body = decode(router.recv_multipart()[1])
-            if kind == wire.ACK:
-                acks += [(job_id, outcome) for job_id, _lease, outcome, _e, _r in body]
+            ident, frame = router.recv_multipart()
+            message = wire.from_worker(frame, ident, 1 << 20)
+            if isinstance(message, wire.Ack):
+                acks += [(item.job_id, item.end) for item in message.items]
         # the never-started job is answered (release), so the dispatcher counts its credit back
-        assert ("job-a", OUTCOME_RELEASE) in acks and ("job-b", "ok") in acks, acks
+        assert ("job-a", wire.RELEASE) in acks and ("job-b", "ok") in acks, acks
     finally:
         worker.close()
         router.close(linger=0)

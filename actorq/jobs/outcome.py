@@ -1,0 +1,160 @@
+"""What the end of an attempt means for its job: one pure decision for every path.
+
+Every attempt ends one way (`AttemptEnd`), reported by whoever saw it end::
+
+    worker process   OK, RAISED, DISCARDED, UNRUNNABLE (unknown task)     ── ACK ──┐
+    dispatcher       CRASHED (worker died or went silent), UNRUNNABLE       ───────┤
+                     (payload too large for a frame)                               ├─▶ journal writer:
+    node at start    CRASHED (leases of an earlier run of this node)        ───────┤   reads the attempt
+    leader           LEASE_EXPIRED (the owner vanished: another node died)  ───────┘   (task, attempt,
+                                                                                        max_attempts),
+                                                       decide(policy, end, attempt, max_attempts)
+                                                                                      ─▶ Journal.fail()
+                                                                                         stores it
+
+`decide` turns the end, the task's `TaskPolicy` and the attempt count into an
+`Outcome`; the journal only stores it. The whole table::
+
+    end                       condition                    state      when
+    ────────────────────────  ───────────────────────────  ─────────  ───────────────────────────
+    OK                                                     succeeded
+    CANCELLED                                              cancelled
+    DISCARDED                 (the task raised Discard)    failed
+    UNRUNNABLE                                             dead
+    RAISED, TIMED_OUT         attempt < max_attempts       retry      after policy.retry's backoff
+    RAISED, TIMED_OUT         attempt >= max_attempts      dead
+    CRASHED, LEASE_EXPIRED    policy.on_crash == "fail"    failed     (at most once for crashes)
+    CRASHED, LEASE_EXPIRED    attempt >= max_attempts      dead
+    CRASHED, LEASE_EXPIRED    otherwise                    ready      at once
+
+A crash counts as the attempt: the attempt was counted when the job was leased.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from actorq.jobs.retry import RetryPolicy
+from actorq.journal.protocol import JobState
+
+__all__ = ["AttemptEnd", "DEFAULT_POLICY", "ON_CRASH", "Outcome", "TaskPolicy", "decide"]
+
+DEFAULT_MAX_ATTEMPTS = 20
+DEFAULT_QUEUE = "default"
+DEFAULT_PRIORITY = 0
+ON_CRASH = ("reclaim", "fail")
+
+
+class AttemptEnd(StrEnum):
+    """How one attempt of a job ended. The values travel in worker acks."""
+
+    OK = "ok"
+    """The task returned."""
+    RAISED = "raised"
+    """The task raised (any exception but `actorq.Discard`)."""
+    DISCARDED = "discarded"
+    """The task raised `actorq.Discard`: it gave up for good."""
+    UNRUNNABLE = "unrunnable"
+    """The job can never run here: its task is unknown, or its payload does not fit in a frame."""
+    CRASHED = "crashed"
+    """The worker process running it died, or went silent past the heartbeat timeout."""
+    LEASE_EXPIRED = "lease_expired"
+    """Its lease expired without a word from its owner (a node that died or was cut off)."""
+    TIMED_OUT = "timed_out"
+    """The task ran past its time limit."""
+    CANCELLED = "cancelled"
+    """The job was cancelled while it ran."""
+
+
+_RETRIED = frozenset({AttemptEnd.RAISED, AttemptEnd.TIMED_OUT})
+_CRASHES = frozenset({AttemptEnd.CRASHED, AttemptEnd.LEASE_EXPIRED})
+_FIXED = {
+    AttemptEnd.OK: JobState.SUCCEEDED,
+    AttemptEnd.CANCELLED: JobState.CANCELLED,
+    AttemptEnd.DISCARDED: JobState.FAILED,
+    AttemptEnd.UNRUNNABLE: JobState.DEAD,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPolicy:
+    """What a task declares about its jobs (see `TaskRegistry.task`).
+
+    Attributes:
+        queue: where its jobs go unless the producer names a queue.
+        priority: its jobs' priority unless the producer sets one (lower runs first).
+        max_attempts: attempts (runs and crashes) before a job goes dead, unless the
+            producer sets it.
+        retry: the backoff between attempts after the task raised.
+        on_crash: ``"reclaim"`` (back to ready at once, the crash counted as an attempt)
+            or ``"fail"`` (the job ends failed: for work that must never run twice).
+    """
+
+    queue: str = DEFAULT_QUEUE
+    priority: int = DEFAULT_PRIORITY
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_crash: str = "reclaim"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.queue, str) or not self.queue:
+            raise ValueError(f"queue must be a non-empty string, got {self.queue!r}")
+        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be an integer >= 1, got {self.max_attempts!r}")
+        if not isinstance(self.priority, int) or isinstance(self.priority, bool):
+            raise ValueError(f"priority must be an integer, got {self.priority!r}")
+        if self.on_crash not in ON_CRASH:
+            raise ValueError(f"on_crash must be one of {', '.join(ON_CRASH)}, got {self.on_crash!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON), as `from_dict` reads it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TaskPolicy":
+        """Rebuild a policy from `to_dict`'s output.
+
+        Raises:
+            ValueError, TypeError: the data does not describe a valid policy.
+        """
+        return cls(**{**data, "retry": RetryPolicy(**data.get("retry", {}))})
+
+
+DEFAULT_POLICY = TaskPolicy()
+
+
+class Outcome(NamedTuple):
+    """What becomes of a job after an attempt: its next state, and for ``retry`` when."""
+
+    state: JobState
+    retry_in: float | None = None
+    """Seconds until the next attempt (``retry`` only)."""
+
+
+def decide(policy: TaskPolicy, end: AttemptEnd, attempt: int, max_attempts: int, spread: float) -> Outcome:
+    """Decide what `end` of attempt number `attempt` means for the job (the table above).
+
+    Pure: the same arguments give the same outcome.
+
+    Args:
+        policy: the task's declared policy (`DEFAULT_POLICY` for a task this node does not know).
+        end: how the attempt ended.
+        attempt: the attempt's number, 1-based (counted when the job was leased).
+        max_attempts: the job's own limit (resolved from the policy when it was enqueued).
+        spread: a number in [0, 1) that places the backoff within the policy's jitter
+            (the caller draws it, e.g. ``random.random()``).
+    """
+    fixed = _FIXED.get(end)
+    if fixed is not None:
+        return Outcome(fixed)
+    if end in _RETRIED:
+        if attempt >= max_attempts:
+            return Outcome(JobState.DEAD)
+        return Outcome(JobState.RETRY, policy.retry.delay(attempt, spread))
+    if end in _CRASHES:
+        if policy.on_crash == "fail":
+            return Outcome(JobState.FAILED)
+        return Outcome(JobState.DEAD if attempt >= max_attempts else JobState.READY)
+    raise ValueError(f"unknown attempt end {end!r}")

@@ -1,0 +1,531 @@
+"""The job runtime of one node: its roles, the relays between them, and its worker processes.
+
+::
+
+    JobRuntime
+    ├── roles (each an actor a supervisor starts, stops and restarts; see `core_children`)
+    │   journal-writer  JournalWriter: owns the journal on its thread, group commit, settles attempts
+    │   dispatcher      Dispatcher: ROUTER socket, leases for workers, collects their acks
+    │   scheduler       Scheduler: promotes due jobs, runs the journal's maintenance
+    │   listener        Listener (journals that notify: PostgreSQL): other producers' jobs wake it
+    │   leader          Leadership: this node's claim on the duties that run once among nodes
+    ├── relays          enqueue commits, promotions and notifications ──▶ dispatcher.wake
+    │                   a worker's exit ──▶ dispatcher.worker_exited (or kept for the next dispatcher)
+    └── worker processes  `start_worker` (the pool's start function), `worker_exited` (its exit hook)
+
+Each role depends on the ones before it (the dispatcher submits to the writer it
+was started with, the scheduler to both), so the node supervises them
+``rest_for_one`` in this order. Each role, when (re)started, takes the runtime's
+current incarnation of the roles before it; the runtime keeps the current one of
+each, which is what its relays, `queue` refs and `progress` use.
+
+The runtime also holds the tasks' declared policies (`TaskPolicy`, read from the
+task registries by `actorq.jobs.worker.check_tasks`): the writer's `decide`
+applies them to every attempt's end, queue refs apply them to every job
+enqueued through the node, and the journal's task catalog gets them at start
+so that producers in other processes can apply them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import operator
+import os
+import random
+import secrets
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from actorq._kernel.actor import Actor
+from actorq.errors import JournalError
+from actorq.jobs import journal_writer as jw
+from actorq.jobs.dispatcher import Dispatcher
+from actorq.jobs.leader import Leadership
+from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, TaskPolicy, decide
+from actorq.jobs.queue import QueueRef
+from actorq.jobs.scheduler import Scheduler
+from actorq.jobs.settings import DispatcherConfig, NodeConfig, WorkersConfig
+from actorq.jobs.wire import payload_budget
+from actorq.jobs.worker import WORKER_BOOT, WorkerSpec
+from actorq.journal import open_journal
+from actorq.journal.config import JournalConfig
+from actorq.journal.protocol import LIVE_STATES, Attempt, Journal, NewJob, TaskDefaults
+from actorq.supervisors import ChildSpec, Exit, ProcessChild, actor_start, process_start
+from actorq.transports.zmq import private_ipc_dir
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["JobRuntime", "Progress"]
+
+WRITER, DISPATCHER, SCHEDULER, LISTENER, LEADER, WORKER = (
+    "journal-writer", "dispatcher", "scheduler", "listener", "leader", "worker")
+RESCUE = "rescue"  # the duty of reclaiming expired leases, whoever held them
+MAINTAIN_EVERY_TICKS = 25  # journal maintenance every 25 scheduler ticks, at least every second
+EXITS_KEPT = 1000
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a node's counters."""
+
+    succeeded: int
+    failed: int
+    reclaimed: int
+    in_flight: int
+    workers: int
+    commits: int
+    ops: int
+    worker_restarts: int
+    malformed: int
+    stale_acks: int = 0
+    lost_workers: int = 0
+    journal_error: str | None = None  # the latest group failed (e.g. the database is unreachable)
+
+
+class JobRuntime:
+    """One node's job runtime (see the module docstring).
+
+    Args:
+        node: the ``[node]`` settings (name, task registries, endpoint, leader TTL).
+        journal: the ``[journal]`` settings.
+        dispatcher: the ``[dispatcher]`` settings.
+        workers: the ``[workers]`` settings.
+        search_path: where worker processes import task modules from.
+        tasks: ``{task name: declared policy}`` of every registered task.
+    """
+
+    def __init__(self, *, node: NodeConfig, journal: JournalConfig, dispatcher: DispatcherConfig,
+                 workers: WorkersConfig, search_path: list[str], tasks: Mapping[str, TaskPolicy]) -> None:
+        self.node = node
+        self.journal_config = journal
+        self.dispatcher_config = dispatcher
+        self.workers_config = workers
+        self.search_path = search_path
+        self.tasks = dict(tasks)
+        self.backend = journal.backend
+        self.endpoint = ""
+        self._ipc_dir: str | None = None
+        # the current incarnation of each role (replaced when its supervisor restarts it)
+        self._writer: jw.JournalWriter | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._scheduler: Scheduler | None = None
+        self._leadership: Leadership | None = None
+        self._reclaimed = False
+        self._stopping = False
+        self._orphans: list[tuple[str, str]] = []  # (owner, why) of workers that died with no dispatcher
+        self._workers: dict[int, ProcessChild] = {}  # pid -> the running worker processes
+        self._launch_worker = process_start(self._worker_argv)
+        self.reclaimed_at_start = 0
+        self.worker_starts = 0
+        self.worker_exits: list[tuple[int, str]] = []  # (pid, exit reason), newest last (bounded)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def open(self) -> None:
+        """Make the private directory for the runtime's sockets and choose the dispatcher endpoint."""
+        if self._ipc_dir is None:
+            self._ipc_dir = private_ipc_dir()
+            self.endpoint = self.node.endpoint or f"ipc://{self._ipc_dir}/dispatcher"
+
+    def socket_path(self, name: str) -> str:
+        """An ``ipc://`` endpoint named `name` in the runtime's private directory (after `open`)."""
+        if self._ipc_dir is None:
+            raise RuntimeError("the job runtime is not open")
+        return f"ipc://{self._ipc_dir}/{name}"
+
+    def begin_stop(self) -> None:
+        """Take no new leases from now on (graceful stop); acks are still collected."""
+        self._stopping = True
+        if self._dispatcher is not None:
+            self._dispatcher.stop_leasing()
+
+    @property
+    def stopping(self) -> bool:
+        """True once `begin_stop` was called."""
+        return self._stopping
+
+    async def close(self) -> None:
+        """Stop the writer if a role left it open, and remove the private directory. Idempotent."""
+        if self._writer is not None:  # never left open, whatever happened to the tree
+            await self._writer.stop()
+        if self._ipc_dir is not None:
+            shutil.rmtree(self._ipc_dir, ignore_errors=True)
+            self._ipc_dir = None
+
+    # -- the roles, in the order the node supervises them (rest_for_one) ---------------------------
+    def core_children(self) -> list[ChildSpec]:
+        """The roles as child specs: writer, dispatcher, scheduler, (listener), leader."""
+        return [
+            ChildSpec(WRITER, actor_start(JournalWriterRole, self, name=WRITER), shutdown="infinity"),
+            ChildSpec(DISPATCHER, actor_start(DispatcherRole, self, name=DISPATCHER), shutdown=10.0),
+            ChildSpec(SCHEDULER, actor_start(SchedulerRole, self, name=SCHEDULER)),
+            *([ChildSpec(LISTENER, actor_start(ListenerRole, self, name=LISTENER))] if self.backend.notifies else []),
+            ChildSpec(LEADER, actor_start(LeaderRole, self, name=LEADER)),
+        ]
+
+    @property
+    def writer(self) -> jw.JournalWriter | None:
+        """The current journal writer (None before the first start)."""
+        return self._writer
+
+    @property
+    def dispatcher(self) -> Dispatcher | None:
+        """The current dispatcher (None before the first start)."""
+        return self._dispatcher
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        """The current scheduler (None before the first start)."""
+        return self._scheduler
+
+    @property
+    def leadership(self) -> Leadership | None:
+        """The current leadership claim (None before the first start)."""
+        return self._leadership
+
+    def _open_journal(self) -> Journal:
+        journal = open_journal(self.journal_config)
+        try:
+            journal.attach_node()
+        except BaseException:
+            journal.close()
+            raise
+        return journal
+
+    async def start_writer(self) -> jw.JournalWriter:
+        """Open the journal on a new writer thread (the writer role's start).
+
+        On the node's first writer, the jobs still leased by earlier runs of this node
+        are reclaimed, and the tasks' declarations go to the journal's task catalog.
+
+        Raises:
+            JournalError: the journal cannot be opened, or another node holds it.
+        """
+        if self._writer is not None:  # an earlier incarnation killed before its on_stop ran
+            await self._writer.stop()
+        writer = jw.JournalWriter(self._open_journal, asyncio.get_running_loop(),
+                                  batch_max=self.journal_config.batch_max, on_enqueued=self.wake, decide=self.decide)
+        await writer.start()
+        self._writer = writer
+        if not self._reclaimed:  # a restarted writer: live workers still hold their leases
+            await self._first_start(writer)
+        return writer
+
+    async def _first_start(self, writer: jw.JournalWriter) -> None:
+        # A journal with one node (SQLite's file lock): every lease in it is from an earlier run,
+        # whatever its name. A shared journal: only this node's own earlier incarnations.
+        prefix = f"{self.node.name}/" if self.backend.shared else ""
+        reclaim = jw.Reclaim(AttemptEnd.CRASHED, "node restarted (lease of an earlier incarnation)", prefix=prefix)
+        self.reclaimed_at_start = await writer.call(jw.RECLAIM, reclaim)
+        declared = [TaskDefaults(name, p.queue, p.priority, p.max_attempts) for name, p in sorted(self.tasks.items())]
+        if declared:
+            await writer.call(jw.CALL, operator.methodcaller("declare_tasks", declared))
+        self._reclaimed = True
+        if self.reclaimed_at_start:
+            logger.warning("reclaimed %d jobs leased by an earlier run of this node", self.reclaimed_at_start)
+
+    def start_dispatcher(self, on_error: Callable[[BaseException], None]) -> Dispatcher:
+        """Bind a new dispatcher on the endpoint (the dispatcher role's start).
+
+        It takes over what the previous one could not reclaim and the workers that
+        died while none ran. `on_error` gets an unexpected exception from its message
+        handling (the role crashes with it).
+        """
+        previous = self._dispatcher
+        if previous is not None:  # an earlier incarnation that was killed: free the endpoint
+            previous.close()
+        assert self._writer is not None
+        dispatcher = Dispatcher(self._writer, asyncio.get_running_loop(), self.endpoint,
+                                lease_timeout=self.dispatcher_config.lease_timeout,
+                                heartbeat_timeout=self.workers_config.heartbeat_timeout,
+                                max_frame_bytes=self.dispatcher_config.max_frame_bytes,
+                                is_leader=self.is_leader)
+        dispatcher.on_error = on_error
+        if self._stopping:
+            dispatcher.stop_leasing()
+        dispatcher.start()
+        dispatcher.take_over(previous, self._orphans)
+        self._orphans.clear()
+        self._dispatcher = dispatcher
+        return dispatcher
+
+    def start_scheduler(self) -> Scheduler:
+        """Start a new scheduler (the scheduler role's start)."""
+        assert self._writer is not None
+        poll = self.dispatcher_config.poll_interval
+        scheduler = Scheduler(self._writer, asyncio.get_running_loop(), poll, self.wake,
+                              maintain_every=max(1.0, MAINTAIN_EVERY_TICKS * poll))
+        scheduler.start()
+        self._scheduler = scheduler
+        return scheduler
+
+    def start_listener(self) -> Any:
+        """Start listening for other producers' jobs (the listener role's start; journals that notify)."""
+        from actorq.journal import Listener  # loads psycopg: only journals that notify get here
+
+        loop = asyncio.get_running_loop()
+
+        def notified(queue: str | None) -> None:  # on the listener's thread
+            loop.call_soon_threadsafe(self.wake, None if queue is None else {queue})
+
+        listener = Listener(self.journal_config.resolved_url, notified, schema=self.journal_config.schema)
+        listener.start()
+        return listener
+
+    def start_leadership(self) -> Leadership:
+        """Start claiming the once-only duties (the leader role's start)."""
+        writer = self._writer
+        assert writer is not None
+
+        async def try_lead(name: str, holder: str, ttl: float) -> bool:
+            return bool(await writer.call(jw.CALL, operator.methodcaller("try_lead", name, holder, ttl)))
+
+        async def resign(name: str, holder: str) -> object:
+            return await writer.call(jw.CALL, operator.methodcaller("resign", name, holder))
+
+        holder = f"{self.node.name}/{os.getpid()}/{secrets.token_hex(8)}"
+        leadership = Leadership(RESCUE, holder, self.node.leader_ttl, try_lead, resign)
+        leadership.start()
+        self._leadership = leadership
+        return leadership
+
+    # -- relays ------------------------------------------------------------------------------------
+    def wake(self, queues: set[str] | None) -> None:
+        """Ready jobs may exist in `queues` (None: any queue): the current dispatcher leases for idle workers."""
+        if self._dispatcher is not None:
+            self._dispatcher.wake(queues)
+
+    def is_leader(self) -> bool:
+        """Whether this node leads the duties that run once among nodes (rescue of expired leases)."""
+        return self._leadership is not None and self._leadership.is_leader()
+
+    def decide(self, attempt: Attempt, end: AttemptEnd) -> Outcome:
+        """What `end` of `attempt` means for its job, by its task's declared policy (the writer's `decide`)."""
+        policy = self.tasks.get(attempt.task, DEFAULT_POLICY)
+        return decide(policy, end, attempt.attempt, attempt.max_attempts, random.random())
+
+    # -- worker processes ----------------------------------------------------------------------------
+    def worker_child(self) -> ChildSpec:
+        """The worker pool's child: one worker process, stopped within ``workers.shutdown_timeout``."""
+        timeout = self.workers_config.shutdown_timeout
+        return ChildSpec(WORKER, self.start_worker, shutdown=timeout if timeout > 0 else "brutal_kill")
+
+    def _worker_argv(self, *, incarnation: str) -> list[str]:
+        workers = self.workers_config
+        spec = WorkerSpec(
+            endpoint=self.endpoint,
+            owner=f"{self.node.name}/{{pid}}/{incarnation}",
+            concurrency=workers.concurrency,
+            prefetch=workers.prefetch,
+            queues=list(workers.queues),
+            tasks=list(self.node.tasks),
+            sys_path=self.search_path,
+            log_level=self.node.log_level,
+            max_frame_bytes=self.dispatcher_config.max_frame_bytes,
+            heartbeat_interval=workers.heartbeat_interval,
+        )
+        return [sys.executable, "-c", WORKER_BOOT, spec.to_json()]
+
+    async def start_worker(self) -> ProcessChild:
+        """The worker pool's start function: one worker process."""
+        child = await self._launch_worker()
+        self._workers[child.pid] = child
+        self.worker_starts += 1
+        return child
+
+    def worker_exited(self, _child_id: str, child: Any, exit: Exit) -> None:
+        """The worker pool's exit hook: the process's leased jobs go back to ready at once."""
+        self._workers.pop(child.pid, None)
+        self.worker_exits.append((child.pid, str(exit)))
+        del self.worker_exits[:-EXITS_KEPT]
+        owner = self.owner_of(child.pid, child.incarnation)
+        if self._dispatcher is not None and not self._dispatcher.closed:
+            self._dispatcher.worker_exited(owner, str(exit))
+        else:  # between a dispatcher's death and its restart: the next one reclaims
+            self._orphans.append((owner, f"worker died ({exit})"))
+
+    @property
+    def orphans(self) -> list[tuple[str, str]]:
+        """``(owner, why)`` of workers that died while no dispatcher ran, until the next one reclaims them."""
+        return list(self._orphans)
+
+    def owner_of(self, pid: int, incarnation: str) -> str:
+        """The lease owner id of a worker process (node, process, incarnation)."""
+        return f"{self.node.name}/{pid}/{incarnation}"
+
+    def worker_processes(self) -> list[ProcessChild]:
+        """The running worker processes."""
+        return list(self._workers.values())
+
+    @property
+    def worker_restarts(self) -> int:
+        """Worker processes started beyond the first ``workers.processes``."""
+        return max(0, self.worker_starts - self.workers_config.processes)
+
+    # -- using it ------------------------------------------------------------------------------------
+    def queue(self, name: str | None = None) -> QueueRef:
+        """A ref to queue `name` (None: each job to its task's declared queue).
+
+        Raises:
+            RuntimeError: the runtime's writer has not started.
+        """
+        if self._writer is None:
+            raise RuntimeError("node not started")
+        # through the runtime, so a ref outlives a restart of the journal writer
+        return QueueRef(name, _CurrentWriter(self), self._writer.loop,
+                        payload_budget(self.dispatcher_config.max_frame_bytes), self.tasks.get)
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """``{queue: {state: count}}``, read through the writer (consistent with its commits)."""
+        if self._writer is None:
+            raise RuntimeError("node not started")
+        counts: dict[str, dict[str, int]] = await self._writer.call(jw.CALL, operator.methodcaller("counts"))
+        return counts
+
+    async def wait_idle(self, timeout: float = 60.0, poll: float = 0.05) -> dict[str, dict[str, int]]:
+        """Wait until no job is live (scheduled, ready, leased or in retry); return the counts.
+
+        Raises:
+            TimeoutError: still busy after `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = await self.counts()
+            if not live_jobs(counts):
+                return counts
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node still busy after {timeout} s: {counts}")
+            await asyncio.sleep(poll)
+
+    def progress(self) -> Progress:
+        """Current counters (cheap; safe to call often)."""
+        d, w = self._dispatcher, self._writer
+        return Progress(
+            succeeded=d.stats.succeeded if d else 0,
+            failed=d.stats.failed if d else 0,
+            reclaimed=d.stats.reclaimed if d else 0,
+            in_flight=d.in_flight if d else 0,
+            workers=d.worker_count if d else 0,
+            commits=w.stats.commits if w else 0,
+            ops=w.stats.ops if w else 0,
+            worker_restarts=self.worker_restarts,
+            malformed=sum(d.stats.malformed.values()) if d else 0,
+            stale_acks=w.stats.stale_acks if w else 0,
+            lost_workers=d.stats.lost_workers if d else 0,
+            journal_error=((w.journal.outage if w.journal is not None else None) or w.stats.last_error) if w else None,
+        )
+
+
+def live_jobs(counts: Mapping[str, Mapping[str, int]]) -> int:
+    """How many jobs in `counts` (``{queue: {state: n}}``) are live: scheduled, ready, leased or in retry."""
+    return sum(n for states in counts.values() for state, n in states.items() if state in LIVE_STATES)
+
+
+class _CurrentWriter:
+    """Forwards a queue ref's enqueues to the runtime's current journal writer."""
+
+    __slots__ = ("_runtime",)
+
+    def __init__(self, runtime: JobRuntime) -> None:
+        self._runtime = runtime
+
+    def enqueue(self, job: NewJob, callback: jw.Callback | None = None) -> None:
+        writer = self._runtime.writer
+        if writer is None:
+            raise JournalError("the node is not running")
+        writer.enqueue(job, callback)
+
+
+# -- the role actors: each runs one role of the runtime under a supervisor ---------------------------
+class JournalWriterRole(Actor):
+    """Runs the runtime's journal writer; crashes if the writer thread ends unexpectedly."""
+
+    def __init__(self, runtime: JobRuntime) -> None:
+        self.runtime = runtime
+        self.writer: jw.JournalWriter | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def on_start(self) -> None:
+        self.writer = await self.runtime.start_writer()
+        self._watch = asyncio.get_running_loop().create_task(self._watch_thread(self.writer))
+
+    async def _watch_thread(self, writer: jw.JournalWriter) -> None:
+        await asyncio.shield(writer.finished)
+        if not self._stopping:
+            self.system.exit(self.ref, JournalError("the journal writer thread ended unexpectedly"))
+
+    async def on_stop(self) -> None:
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+        if self.writer is not None:
+            await self.writer.stop()
+
+
+class DispatcherRole(Actor):
+    """Runs the runtime's dispatcher; an unexpected error in it crashes this actor."""
+
+    def __init__(self, runtime: JobRuntime) -> None:
+        self.runtime = runtime
+        self.dispatcher: Dispatcher | None = None
+
+    def on_start(self) -> None:
+        self.dispatcher = self.runtime.start_dispatcher(lambda exc: self.system.exit(self.ref, exc))
+
+    def on_stop(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.drain()  # the last acks of workers that already stopped
+            self.dispatcher.close()
+
+
+class SchedulerRole(Actor):
+    """Runs the runtime's scheduler (promotion of due jobs, journal maintenance)."""
+
+    def __init__(self, runtime: JobRuntime) -> None:
+        self.runtime = runtime
+        self.scheduler: Scheduler | None = None
+
+    def on_start(self) -> None:
+        self.scheduler = self.runtime.start_scheduler()
+
+    def on_stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+
+
+class ListenerRole(Actor):
+    """Listens for jobs other producers commit, and wakes the dispatcher (journals that notify).
+
+    A wake-up only: polling (the scheduler's tick) stays the correctness path. The
+    listener's own thread reconnects with backoff when its connection is lost.
+    """
+
+    def __init__(self, runtime: JobRuntime) -> None:
+        self.runtime = runtime
+        self.listener: Any = None
+
+    def on_start(self) -> None:
+        self.listener = self.runtime.start_listener()
+
+    async def on_stop(self) -> None:
+        if self.listener is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.listener.stop)
+
+
+class LeaderRole(Actor):
+    """Holds this node's claim on the duties that run once among nodes (see `actorq.jobs.leader`)."""
+
+    def __init__(self, runtime: JobRuntime) -> None:
+        self.runtime = runtime
+        self.leadership: Leadership | None = None
+
+    def on_start(self) -> None:
+        self.leadership = self.runtime.start_leadership()
+
+    async def on_stop(self) -> None:
+        if self.leadership is not None:
+            await self.leadership.stop()

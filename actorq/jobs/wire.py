@@ -1,0 +1,301 @@
+"""The dispatcher ↔ worker protocol: each message a named, typed value, encoded beside its definition.
+
+Every frame is a codec envelope ``[version, kind, body]`` (`actorq.transports.codec`).
+A message is validated once, here, on the way in: `from_worker` and `from_dispatcher`
+return typed values or raise `FrameError` (the receiver drops and counts it), so the
+dispatcher and the worker never look inside a raw body.
+
+::
+
+    worker ──▶ dispatcher                            dispatcher ──▶ worker
+    HELLO {owner, credits, queues, pid,              JOBS  [[id, lease, task, payload,
+           held?: [[id, lease]...], reset?: true}          attempt, max_attempts, queue]...]
+    ACK   [[id, lease, end, error | None]...]        STOP  None   finish running jobs, exit
+    HB    None   "I am alive"                        WHO   None   "I do not know you": HELLO with held
+    BYE   None   "I hold nothing, I am leaving"      RESET None   "your leases were taken": drop all
+
+An ACK item's ``end`` is how the attempt ended (`AttemptEnd`: ok, raised, discarded,
+unrunnable) or ``release`` (never started: the attempt is given back). What that end
+means for the job is decided by `actorq.jobs.outcome.decide`, not by the worker.
+Hot messages (JOBS, ACK) are arrays, not maps: a field name per job would cost
+bytes and time on every job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence, Union
+
+from actorq.jobs.outcome import AttemptEnd
+from actorq.journal.protocol import LeasedJob
+from actorq.transports.codec import FrameError, decode, encode
+
+__all__ = [
+    "Ack", "AckItem", "Bye", "Heartbeat", "Hello", "JobMessage", "Jobs", "Reset", "Stop", "Who",
+    "from_dispatcher", "from_worker", "payload_budget",
+]
+
+# message kinds (stable across releases)
+HELLO, ACK, BYE, HEARTBEAT = "hello", "ack", "bye", "hb"
+JOBS, STOP, WHO, RESET = "jobs", "stop", "who", "reset"
+TO_DISPATCHER = frozenset({HELLO, ACK, BYE, HEARTBEAT})
+TO_WORKER = frozenset({JOBS, STOP, WHO, RESET})
+KINDS = TO_DISPATCHER | TO_WORKER
+
+RELEASE = "release"  # an ACK end: the job never started; its attempt is given back
+WORKER_ENDS = frozenset({AttemptEnd.OK, AttemptEnd.RAISED, AttemptEnd.DISCARDED, AttemptEnd.UNRUNNABLE, RELEASE})
+MAX_LEASE_ID = 2**63 - 1  # lease ids are positive SQLite INTEGERs (the journal draws 62 random bits)
+MAX_CREDITS = 1_000_000
+MAX_HELD = 1_000_000
+MAX_ERROR_CHARS = 2000  # an error text's bound: keeps every ACK frame far below max_frame_bytes
+# Room kept in every frame for the envelope and the per-job fields around the payloads.
+FRAME_OVERHEAD = 64 * 1024
+
+
+def payload_budget(max_frame_bytes: int) -> int:
+    """The most payload bytes one frame of `max_frame_bytes` carries (one job's, or a JOBS batch's)."""
+    return max_frame_bytes - FRAME_OVERHEAD
+
+
+def _lease_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_LEASE_ID
+
+
+def bound_error(text: str) -> str:
+    """`text` cut to `MAX_ERROR_CHARS`, saying so when it was cut."""
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    suffix = " ... (truncated)"
+    return text[: MAX_ERROR_CHARS - len(suffix)] + suffix
+
+
+# -- worker -> dispatcher -----------------------------------------------------------------
+class Hello(NamedTuple):
+    """A worker announces itself: after it starts, after WHO (with ``held``), after RESET (``reset``)."""
+
+    owner: str
+    credits: int
+    queues: tuple[str, ...]
+    pid: int
+    held: dict[str, int] | None = None
+    """``{job id: lease id}`` of every job it holds, when re-announcing; None at first start."""
+    reset: bool = False
+    """True once it has dropped its jobs after a RESET."""
+
+    def encode(self) -> bytes:
+        """The frame."""
+        body: dict[str, Any] = {"owner": self.owner, "credits": self.credits, "queues": list(self.queues),
+                                "pid": self.pid}
+        if self.held is not None:
+            body["held"] = [[job_id, lease_id] for job_id, lease_id in self.held.items()]
+        if self.reset:
+            body["reset"] = True
+        return encode(HELLO, body)
+
+    @classmethod
+    def from_body(cls, body: Any, sender: bytes) -> "Hello":
+        """Validate a HELLO body from the peer whose routing id is `sender`.
+
+        Raises:
+            FrameError: ``bad_body``.
+        """
+        if not isinstance(body, dict):
+            raise FrameError("bad_body", "hello needs a map")
+        owner, credits, queues, pid = body.get("owner"), body.get("credits"), body.get("queues"), body.get("pid")
+        raw_held = body.get("held")
+        rejoin = raw_held is not None
+        if (
+            not isinstance(owner, str) or not owner or owner.encode() != sender
+            or not isinstance(credits, int) or isinstance(credits, bool)
+            or not (0 if rejoin else 1) <= credits <= MAX_CREDITS
+            or not isinstance(queues, list) or not queues or not all(isinstance(q, str) for q in queues)
+            or not isinstance(pid, int) or isinstance(pid, bool)
+        ):
+            raise FrameError("bad_body", "hello fields")
+        held = _held(raw_held) if rejoin else None
+        return cls(owner, credits, tuple(queues), pid, held, body.get("reset") is True)
+
+
+def _held(value: Any) -> dict[str, int]:
+    if not isinstance(value, list) or len(value) > MAX_HELD:
+        raise FrameError("bad_body", "hello held")
+    held: dict[str, int] = {}
+    for item in value:
+        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str) or not _lease_id(item[1]):
+            raise FrameError("bad_body", "hello held")
+        held[item[0]] = item[1]
+    return held
+
+
+class AckItem(NamedTuple):
+    """How one attempt ended, answering the lease it ran under."""
+
+    job_id: str
+    lease_id: int
+    end: str
+    """An `AttemptEnd` value (ok, raised, discarded, unrunnable) or ``release``."""
+    error: str | None = None
+
+
+class Ack(NamedTuple):
+    """The attempts a worker finished in one loop iteration."""
+
+    items: tuple[AckItem, ...]
+    rejected: tuple[str, ...] = ()
+    """Why each malformed item was dropped (``bad_ack``, ``bad_outcome``), in order."""
+
+    @staticmethod
+    def encode_items(items: Sequence[AckItem]) -> bytes:
+        """The frame for `items` (each sent as an array)."""
+        return encode(ACK, items)
+
+    @classmethod
+    def from_body(cls, body: Any) -> "Ack":
+        """Validate an ACK body item by item: a bad item is dropped and named, the rest stand.
+
+        Raises:
+            FrameError: ``bad_body`` when the body is not a list.
+        """
+        if not isinstance(body, list):
+            raise FrameError("bad_body", "ack needs a list")
+        items: list[AckItem] = []
+        rejected: list[str] = []
+        for item in body:
+            # an out-of-range lease id matches no lease, and SQLite would refuse the int,
+            # failing every ack committed in the same group with it
+            if not isinstance(item, list) or len(item) != 4 or not isinstance(item[0], str) or not _lease_id(item[1]):
+                rejected.append("bad_ack")
+                continue
+            job_id, lease_id, end, error = item
+            if not isinstance(end, str) or end not in WORKER_ENDS:
+                rejected.append("bad_outcome")
+                continue
+            items.append(AckItem(job_id, lease_id, end, bound_error(error) if isinstance(error, str) else None))
+        return cls(tuple(items), tuple(rejected))
+
+
+class Heartbeat(NamedTuple):
+    """A worker is alive (sent every heartbeat interval)."""
+
+    FRAME = encode(HEARTBEAT, None)
+
+
+class Bye(NamedTuple):
+    """A worker holds nothing and is leaving."""
+
+    FRAME = encode(BYE, None)
+
+
+FromWorker = Union[Hello, Ack, Heartbeat, Bye]
+
+
+def from_worker(frame: bytes, sender: bytes, max_len: int) -> FromWorker:
+    """Decode and validate one frame a worker sent.
+
+    Args:
+        frame: the message part after the ROUTER's routing id.
+        sender: that routing id (a HELLO must name it as its owner).
+        max_len: the longest string, binary, array or map accepted.
+
+    Raises:
+        FrameError: the frame is malformed; `FrameError.reason` says how.
+    """
+    kind, body = decode(frame, max_len)
+    if kind == ACK:
+        return Ack.from_body(body)
+    if kind == HEARTBEAT:
+        if body is not None:
+            raise FrameError("bad_body", "heartbeat carries nothing")
+        return Heartbeat()
+    if kind == HELLO:
+        return Hello.from_body(body, sender)
+    if kind == BYE:
+        if body is not None:
+            raise FrameError("bad_body", "bye carries nothing")
+        return Bye()
+    raise FrameError("unexpected_kind", kind)
+
+
+# -- dispatcher -> worker ------------------------------------------------------------------
+class JobMessage(NamedTuple):
+    """One leased job, as a worker receives it."""
+
+    id: str
+    lease_id: int
+    task: str
+    payload: bytes
+    attempt: int
+    max_attempts: int
+    queue: str
+
+
+class Jobs(NamedTuple):
+    """Jobs leased to a worker."""
+
+    jobs: tuple[JobMessage, ...]
+    rejected: int = 0
+    """Malformed items dropped."""
+
+    @staticmethod
+    def encode_leased(jobs: Sequence[LeasedJob]) -> bytes:
+        """The frame carrying `jobs` as the journal leased them."""
+        return encode(JOBS, [[j.id, j.lease_id, j.task, j.payload, j.attempt, j.max_attempts, j.queue]
+                             for j in jobs])
+
+    @classmethod
+    def from_body(cls, body: Any) -> "Jobs":
+        """Validate a JOBS body item by item.
+
+        Raises:
+            FrameError: ``bad_body`` when the body is not a list.
+        """
+        if not isinstance(body, list):
+            raise FrameError("bad_body", "jobs needs a list")
+        jobs: list[JobMessage] = []
+        rejected = 0
+        for item in body:
+            if (isinstance(item, list) and len(item) == 7 and isinstance(item[0], str) and _lease_id(item[1])
+                    and isinstance(item[2], str) and isinstance(item[3], bytes) and isinstance(item[4], int)
+                    and isinstance(item[5], int) and isinstance(item[6], str)):
+                jobs.append(JobMessage(*item))
+            else:
+                rejected += 1
+        return cls(tuple(jobs), rejected)
+
+
+class Stop(NamedTuple):
+    """Finish the running jobs, give back the others, and exit."""
+
+    FRAME = encode(STOP, None)
+
+
+class Who(NamedTuple):
+    """The dispatcher does not know this worker (it restarted): HELLO again, with what you hold."""
+
+    FRAME = encode(WHO, None)
+
+
+class Reset(NamedTuple):
+    """Your leases were taken away (you were silent too long): drop every job, then HELLO."""
+
+    FRAME = encode(RESET, None)
+
+
+FromDispatcher = Union[Jobs, Stop, Who, Reset]
+_SIGNALS: dict[str, FromDispatcher] = {STOP: Stop(), WHO: Who(), RESET: Reset()}
+
+
+def from_dispatcher(frame: bytes, max_len: int) -> FromDispatcher:
+    """Decode and validate one frame the dispatcher sent.
+
+    Raises:
+        FrameError: the frame is malformed; `FrameError.reason` says how.
+    """
+    kind, body = decode(frame, max_len)
+    if kind == JOBS:
+        return Jobs.from_body(body)
+    signal = _SIGNALS.get(kind)
+    if signal is None:
+        raise FrameError("unexpected_kind", kind)
+    if body is not None:
+        raise FrameError("bad_body", f"{kind} carries nothing")
+    return signal
