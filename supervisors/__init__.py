@@ -8,6 +8,7 @@
 #   ref.py         SupervisorRef (admin calls), ChildInfo, Counts
 #   errors.py      SupervisorError and OTP's {error, _} outcomes as classes
 #   intensity.py   RestartIntensity (sliding window on an injectable clock)
+#   remote.py      actor_process, RemoteRef, RemoteError: an actor in its own OS process behind an ActorRef
 # This module only re-exports the public names.
 from actorq.supervisors.child import ActorChild as ActorChild
 from actorq.supervisors.child import Child as Child
@@ -33,6 +34,9 @@ from actorq.supervisors.intensity import RestartIntensity as RestartIntensity
 from actorq.supervisors.ref import ChildInfo as ChildInfo
 from actorq.supervisors.ref import Counts as Counts
 from actorq.supervisors.ref import SupervisorRef as SupervisorRef
+from actorq.supervisors.remote import RemoteError as RemoteError
+from actorq.supervisors.remote import RemoteRef as RemoteRef
+from actorq.supervisors.remote import actor_process as actor_process
 from actorq.supervisors.spec import IGNORE as IGNORE
 from actorq.supervisors.spec import Backoff as Backoff
 from actorq.supervisors.spec import ChildSpec as ChildSpec
@@ -46,8 +50,8 @@ from actorq.supervisors.supervisor import supervisor_spec as supervisor_spec
 __all__ = [
     "ActorChild", "AlreadyPresent", "AlreadyStarted", "Backoff", "Child", "ChildExitHook",
     "ChildInfo", "ChildSpec", "Counts", "Exit", "IGNORE", "Ignore", "InvalidChildSpec", "InvalidSupFlags",
-    "KILLED", "NORMAL", "NotFound", "NotSupported", "ProcessChild", "RestartIntensity",
-    "Restarting", "Running", "SHUTDOWN", "StartFailed", "StartFn", "SupFlags", "SupervisorError",
-    "SupervisorRef", "actor_start", "current_system", "process_start", "start_supervisor",
-    "supervisor_spec",
+    "KILLED", "NORMAL", "NotFound", "NotSupported", "ProcessChild", "RemoteError", "RemoteRef",
+    "RestartIntensity", "Restarting", "Running", "SHUTDOWN", "StartFailed", "StartFn", "SupFlags",
+    "SupervisorError", "SupervisorRef", "actor_process", "actor_start", "current_system", "process_start",
+    "start_supervisor", "supervisor_spec",
 ]

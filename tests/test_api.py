@@ -34,15 +34,14 @@ PINNED_ALL = {
     "actorq.supervisors": [
         "ActorChild", "AlreadyPresent", "AlreadyStarted", "Backoff", "Child", "ChildExitHook",
         "ChildInfo", "ChildSpec", "Counts", "Exit", "IGNORE", "Ignore", "InvalidChildSpec", "InvalidSupFlags",
-        "KILLED", "NORMAL", "NotFound", "NotSupported", "ProcessChild", "RestartIntensity",
-        "Restarting", "Running", "SHUTDOWN", "StartFailed", "StartFn", "SupFlags", "SupervisorError",
-        "SupervisorRef", "actor_start", "current_system", "process_start", "start_supervisor",
-        "supervisor_spec",
+        "KILLED", "NORMAL", "NotFound", "NotSupported", "ProcessChild", "RemoteError", "RemoteRef",
+        "RestartIntensity", "Restarting", "Running", "SHUTDOWN", "StartFailed", "StartFn", "SupFlags",
+        "SupervisorError", "SupervisorRef", "actor_process", "actor_start", "current_system", "process_start",
+        "start_supervisor", "supervisor_spec",
     ],
     "actorq.testing": ['Ledger', 'LedgerEntry', 'QueueCheck', 'check_total_queue', 'eventually', 'job_history', 'job_states',
                        'journal_invariants', 'kill_leftover_children', 'live_children'],
-    "actorq.transports": ["FrameError", "LoopSocket", "RemoteError", "RemoteRef", "actor_process", "decode", "encode",
-                          "private_ipc_dir"],
+    "actorq.transports": ["FrameError", "LoopSocket", "decode", "encode", "private_ipc_dir"],
 }
 
 

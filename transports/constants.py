@@ -18,7 +18,7 @@ STOP = "stop"  # None
 WHO = "who"  # None: "I do not know you" (a restarted dispatcher): say HELLO again with what you hold
 RESET = "reset"  # None: "your leases were taken away" (you were silent too long): drop every job, say HELLO
 
-# a supervisor's hub <-> an actor running in its own process (actorq.transports.remote)
+# a supervisor's hub <-> an actor running in its own process (actorq.supervisors.remote)
 AHELLO = "ahello"  # child -> hub, None: the actor has started
 ATELL = "atell"  # hub -> child: the message
 AASK = "aask"  # hub -> child: [number, message]

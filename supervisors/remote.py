@@ -53,6 +53,7 @@ from actorq.supervisors.child import ProcessChild, process_start
 from actorq.supervisors.spec import StartFn
 from actorq.transports import constants as wire
 from actorq.transports.codec import FrameError, decode, encode
+from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
 from actorq.transports.zmq import LoopSocket, private_ipc_dir
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["RemoteError", "RemoteRef", "actor_process"]
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-MAX_FRAME = 16 << 20
+MAX_FRAME = DEFAULT_MAX_FRAME_BYTES
 
 
 class RemoteError(ActorQError):
@@ -366,4 +367,4 @@ async def _child(spec: dict[str, Any]) -> int:
     return 1 if crashed else 0
 
 
-_BOOT = "import sys; from actorq.transports.remote import _child_main; sys.exit(_child_main())"
+_BOOT = "import sys; from actorq.supervisors.remote import _child_main; sys.exit(_child_main())"

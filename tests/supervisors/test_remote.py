@@ -16,8 +16,7 @@ import psutil
 import pytest
 
 from actorq import ActorRef, ActorStopped, ActorSystem, AskTimeout
-from actorq.supervisors import ChildSpec, SupFlags, start_supervisor
-from actorq.transports import RemoteError, RemoteRef, actor_process
+from actorq.supervisors import ChildSpec, RemoteError, RemoteRef, SupFlags, actor_process, start_supervisor
 
 ACTORS = '''
 import asyncio, os
