@@ -43,7 +43,7 @@ import shutil
 import signal
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
@@ -144,6 +144,16 @@ class RemoteRef(ActorRef):
             raise RuntimeError("ask_sync called on the actor system's loop thread; use 'await ref.ask(...)'")
         fut = asyncio.run_coroutine_threadsafe(self.ask(message, timeout), self._loop)
         return fut.result(timeout + 1.0)
+
+    def monitor(self, callback: Callable[[object], None]) -> None:
+        """Call ``callback(exit_reason)`` on the loop once the process has exited (OTP's monitor).
+
+        The reason is the process's exit reason as text, as `exit_reason` gives
+        it. If the process has exited already, the callback is scheduled at
+        once. Runs on the loop thread; call this method from the loop thread.
+        An exception in the callback is logged by the loop and otherwise ignored.
+        """
+        self._child.exited.add_done_callback(lambda exited: callback(str(exited.result())))
 
     async def wait_stopped(self) -> BaseException | str:
         """Wait until the process has exited; return its exit reason as text."""
