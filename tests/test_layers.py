@@ -30,6 +30,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from test_api import dotted_name
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # unit -> layer; a unit is a package, or a top-level module of its own
@@ -94,14 +96,6 @@ def _is_actorq(name: str) -> bool:
     return name == "actorq" or name.startswith("actorq.")
 
 
-def _call_name(node: ast.expr) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return f"{_call_name(node.value)}.{node.attr}"
-    return ""
-
-
 def imports_of(source: Source, text: str, known: set[str]) -> list[Import]:
     """Every import of an actorq module in `text`, the source of `source`.
 
@@ -129,7 +123,7 @@ def imports_of(source: Source, text: str, known: set[str]) -> list[Import]:
             targets = {f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names}
             for target in sorted(targets):
                 add(node, target)
-        elif isinstance(node, ast.Call) and _call_name(node.func) in {"importlib.import_module", "import_module",
+        elif isinstance(node, ast.Call) and dotted_name(node.func) in {"importlib.import_module", "import_module",
                                                                        "__import__"}:
             if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                 add(node, node.args[0].value)
