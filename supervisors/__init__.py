@@ -1,16 +1,16 @@
 # actorq.supervisors: OTP's supervisor behaviour for actors and OS processes.
 #
 # Layout:
-#   spec.py        ChildSpec, SupFlags, Backoff, IGNORE (validated, frozen)
+#   spec.py        ChildSpec, SupFlags, Backoff (validated, frozen); StartFn, what it returns: a Child or IGNORE
 #   exits.py       Exit: normal / shutdown / killed / error, for actors and processes
-#   child.py       the Child protocol; actor_start, process_start (PDEATHSIG launcher, pidfd watch)
+#   child.py       ActorChild, ProcessChild; actor_start, process_start (PDEATHSIG launcher, pidfd watch)
 #   supervisor.py  the Supervisor actor, start_supervisor, supervisor_spec
 #   ref.py         SupervisorRef (admin calls), ChildInfo, Counts
 #   errors.py      SupervisorError and OTP's {error, _} outcomes as classes
 #   intensity.py   RestartIntensity (sliding window on an injectable clock)
+#   remote.py      actor_process, RemoteRef, RemoteError: an actor in its own OS process behind an ActorRef
 # This module only re-exports the public names.
 from actorq.supervisors.child import ActorChild as ActorChild
-from actorq.supervisors.child import Child as Child
 from actorq.supervisors.child import ProcessChild as ProcessChild
 from actorq.supervisors.child import actor_start as actor_start
 from actorq.supervisors.child import current_system as current_system
@@ -33,8 +33,12 @@ from actorq.supervisors.intensity import RestartIntensity as RestartIntensity
 from actorq.supervisors.ref import ChildInfo as ChildInfo
 from actorq.supervisors.ref import Counts as Counts
 from actorq.supervisors.ref import SupervisorRef as SupervisorRef
+from actorq.supervisors.remote import RemoteError as RemoteError
+from actorq.supervisors.remote import RemoteRef as RemoteRef
+from actorq.supervisors.remote import actor_process as actor_process
 from actorq.supervisors.spec import IGNORE as IGNORE
 from actorq.supervisors.spec import Backoff as Backoff
+from actorq.supervisors.spec import Child as Child
 from actorq.supervisors.spec import ChildSpec as ChildSpec
 from actorq.supervisors.spec import Ignore as Ignore
 from actorq.supervisors.spec import StartFn as StartFn
@@ -46,8 +50,8 @@ from actorq.supervisors.supervisor import supervisor_spec as supervisor_spec
 __all__ = [
     "ActorChild", "AlreadyPresent", "AlreadyStarted", "Backoff", "Child", "ChildExitHook",
     "ChildInfo", "ChildSpec", "Counts", "Exit", "IGNORE", "Ignore", "InvalidChildSpec", "InvalidSupFlags",
-    "KILLED", "NORMAL", "NotFound", "NotSupported", "ProcessChild", "RestartIntensity",
-    "Restarting", "Running", "SHUTDOWN", "StartFailed", "StartFn", "SupFlags", "SupervisorError",
-    "SupervisorRef", "actor_start", "current_system", "process_start", "start_supervisor",
-    "supervisor_spec",
+    "KILLED", "NORMAL", "NotFound", "NotSupported", "ProcessChild", "RemoteError", "RemoteRef",
+    "RestartIntensity", "Restarting", "Running", "SHUTDOWN", "StartFailed", "StartFn", "SupFlags",
+    "SupervisorError", "SupervisorRef", "actor_process", "actor_start", "current_system", "process_start",
+    "start_supervisor", "supervisor_spec",
 ]

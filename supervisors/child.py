@@ -1,6 +1,7 @@
 """Children: one handle shape for an actor and for an OS process.
 
-A supervisor only ever sees a `Child`: a ``pid``, a ``ref``, a ``name``, an
+A supervisor only ever sees a `Child` (the protocol lives in `spec`, beside
+the `StartFn` that returns one): a ``pid``, a ``ref``, a ``name``, an
 ``exited`` future that resolves once with an `Exit`, and ``stop()`` /
 ``kill()``. Two kinds implement it:
 
@@ -40,12 +41,12 @@ import secrets
 import signal
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from actorq._kernel.ref import ActorRef
 from actorq._kernel.system import ActorSystem, current_owner, system_of
 from actorq.supervisors.exits import Exit
-from actorq.supervisors.spec import Ignore, StartFn
+from actorq.supervisors.spec import Child, Ignore, StartFn
 
 if TYPE_CHECKING:
     from actorq._kernel.actor import Actor
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ActorChild", "Child", "ProcessChild", "actor_start", "current_system", "process_start"]
+__all__ = ["ActorChild", "ProcessChild", "actor_start", "current_system", "process_start"]
 
 POLL_INTERVAL = 0.1  # seconds between exit checks when pidfds are not available
 
@@ -79,29 +80,6 @@ try:
 except OSError as exc:
     fail("cannot execute %r: %s" % (argv[0], exc))
 """
-
-
-@runtime_checkable
-class Child(Protocol):
-    """What a supervisor holds for a started child, whatever its kind.
-
-    Attributes:
-        pid: the OS pid (int) of a process child; the `ActorRef` of an actor child.
-        ref: the `ActorRef` of an actor child; None for a process.
-        name: a readable name for logs.
-        exited: resolved exactly once, with the child's `Exit`, when it has exited.
-    """
-
-    pid: Any
-    ref: ActorRef | None
-    name: str
-    exited: "asyncio.Future[Exit]"
-
-    def stop(self) -> None:
-        """Ask the child to stop (actor: exit signal ``"shutdown"``; process: SIGTERM). Returns at once."""
-
-    def kill(self) -> None:
-        """Kill the child now (actor: task cancelled; process: SIGKILL). Returns at once."""
 
 
 def current_system() -> ActorSystem:

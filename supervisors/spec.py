@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol, Union, runtime_checkable
 
+from actorq._kernel.ref import ActorRef
 from actorq.supervisors.errors import InvalidChildSpec, InvalidSupFlags
+from actorq.supervisors.exits import Exit
 
 if TYPE_CHECKING:
-    from actorq.supervisors.child import Child
+    import asyncio
 
-__all__ = ["IGNORE", "Backoff", "ChildSpec", "Ignore", "StartFn", "SupFlags", "check_specs"]
+__all__ = ["IGNORE", "Backoff", "Child", "ChildSpec", "Ignore", "StartFn", "SupFlags", "check_specs"]
 
 RESTART_TYPES = ("permanent", "transient", "temporary")
 CHILD_TYPES = ("worker", "supervisor")
@@ -47,7 +49,31 @@ class Ignore:
 
 IGNORE = Ignore()
 
-StartFn = Callable[..., Awaitable[Union["Child", Ignore]]]
+
+@runtime_checkable
+class Child(Protocol):
+    """What a supervisor holds for a started child, whatever its kind.
+
+    Attributes:
+        pid: the OS pid (int) of a process child; the `ActorRef` of an actor child.
+        ref: the `ActorRef` of an actor child; None for a process.
+        name: a readable name for logs.
+        exited: resolved exactly once, with the child's `Exit`, when it has exited.
+    """
+
+    pid: Any
+    ref: ActorRef | None
+    name: str
+    exited: "asyncio.Future[Exit]"
+
+    def stop(self) -> None:
+        """Ask the child to stop (actor: exit signal ``"shutdown"``; process: SIGTERM). Returns at once."""
+
+    def kill(self) -> None:
+        """Kill the child now (actor: task cancelled; process: SIGKILL). Returns at once."""
+
+
+StartFn = Callable[..., Awaitable[Union[Child, Ignore]]]
 """A child's start function, called as ``await start(*spec.args, *extra_args)``.
 
 It returns a started `Child`, or `IGNORE`; raising means the start failed

@@ -58,7 +58,7 @@ from actorq._kernel.actor import Actor
 from actorq._kernel.ref import ActorRef
 from actorq._kernel.system import ActorSystem, notify, owned_by, request_exit
 from actorq.supervisors._ops import ALL, Keys, OpQueue
-from actorq.supervisors.child import ActorChild, Child, _is_child, current_system
+from actorq.supervisors.child import ActorChild, _is_child, current_system
 from actorq.supervisors.errors import (
     AlreadyPresent,
     AlreadyStarted,
@@ -71,7 +71,7 @@ from actorq.supervisors.errors import (
 from actorq.supervisors.exits import Exit
 from actorq.supervisors.intensity import RestartIntensity
 from actorq.supervisors.ref import Call, ChildInfo, Counts, SupervisorRef
-from actorq.supervisors.spec import IGNORE, ChildSpec, Ignore, SupFlags, check_spec, check_specs
+from actorq.supervisors.spec import IGNORE, Child, ChildSpec, Ignore, SupFlags, check_spec, check_specs
 
 logger = logging.getLogger(__name__)
 

@@ -34,15 +34,14 @@ PINNED_ALL = {
     "actorq.supervisors": [
         "ActorChild", "AlreadyPresent", "AlreadyStarted", "Backoff", "Child", "ChildExitHook",
         "ChildInfo", "ChildSpec", "Counts", "Exit", "IGNORE", "Ignore", "InvalidChildSpec", "InvalidSupFlags",
-        "KILLED", "NORMAL", "NotFound", "NotSupported", "ProcessChild", "RestartIntensity",
-        "Restarting", "Running", "SHUTDOWN", "StartFailed", "StartFn", "SupFlags", "SupervisorError",
-        "SupervisorRef", "actor_start", "current_system", "process_start", "start_supervisor",
-        "supervisor_spec",
+        "KILLED", "NORMAL", "NotFound", "NotSupported", "ProcessChild", "RemoteError", "RemoteRef",
+        "RestartIntensity", "Restarting", "Running", "SHUTDOWN", "StartFailed", "StartFn", "SupFlags",
+        "SupervisorError", "SupervisorRef", "actor_process", "actor_start", "current_system", "process_start",
+        "start_supervisor", "supervisor_spec",
     ],
     "actorq.testing": ['Ledger', 'LedgerEntry', 'QueueCheck', 'check_total_queue', 'eventually', 'job_history', 'job_states',
                        'journal_invariants', 'kill_leftover_children', 'live_children'],
-    "actorq.transports": ["FrameError", "LoopSocket", "RemoteError", "RemoteRef", "actor_process", "decode", "encode",
-                          "private_ipc_dir"],
+    "actorq.transports": ["FrameError", "LoopSocket", "decode", "encode", "private_ipc_dir"],
 }
 
 
@@ -114,11 +113,12 @@ def _package_sources() -> list[Path]:
     return files
 
 
-def _dotted(node: ast.AST) -> str:
+def dotted_name(node: ast.AST) -> str:
+    """``a.b.c`` for a name or attribute chain; ``""`` for anything else."""
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute):
-        return f"{_dotted(node.value)}.{node.attr}"
+        return f"{dotted_name(node.value)}.{node.attr}"
     return ""
 
 
@@ -130,7 +130,7 @@ def _pickle_imports(source: str, where: str) -> list[str]:
             modules = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             modules = [node.module]
-        elif isinstance(node, ast.Call) and _dotted(node.func) in {"__import__", "importlib.import_module",
+        elif isinstance(node, ast.Call) and dotted_name(node.func) in {"__import__", "importlib.import_module",
                                                                   "import_module"}:
             modules = [a.value for a in node.args[:1] if isinstance(a, ast.Constant) and isinstance(a.value, str)]
         for module in modules:
@@ -148,7 +148,7 @@ def _decoder_offenders(source: str, where: str) -> tuple[int, list[str]]:
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
-        name = _dotted(node.func)
+        name = dotted_name(node.func)
         last = name.split(".")[-1]
         # unpackb/Unpacker are msgpack's whatever the import; unpack/loads only when spelt msgpack.*
         if not (last in {"unpackb", "Unpacker"} or (last in UNPACK_CALLS and "msgpack" in name)):
@@ -160,11 +160,11 @@ def _decoder_offenders(source: str, where: str) -> tuple[int, list[str]]:
             elif kw.arg in FORBIDDEN_HOOKS:
                 offenders.append(f"{where}:{node.lineno}: {name}({kw.arg}=...)")
             elif kw.arg == "ext_hook":
-                hook = functions.get(_dotted(kw.value))
+                hook = functions.get(dotted_name(kw.value))
                 body = [st for st in hook.body if not (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant))]\
                     if hook else []
                 if not (len(body) == 1 and isinstance(body[0], ast.Raise)):
-                    offenders.append(f"{where}:{node.lineno}: ext_hook {_dotted(kw.value)} may build objects")
+                    offenders.append(f"{where}:{node.lineno}: ext_hook {dotted_name(kw.value)} may build objects")
     return sites, offenders
 
 

@@ -4,9 +4,5 @@ from actorq.transports.codec import decode as decode
 from actorq.transports.codec import encode as encode
 from actorq.transports.zmq import LoopSocket as LoopSocket
 from actorq.transports.zmq import private_ipc_dir as private_ipc_dir
-from actorq.transports.remote import RemoteError as RemoteError
-from actorq.transports.remote import RemoteRef as RemoteRef
-from actorq.transports.remote import actor_process as actor_process
 
-__all__ = ["FrameError", "LoopSocket", "RemoteError", "RemoteRef", "actor_process", "decode", "encode",
-           "private_ipc_dir"]
+__all__ = ["FrameError", "LoopSocket", "decode", "encode", "private_ipc_dir"]

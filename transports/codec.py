@@ -6,15 +6,20 @@ bounded: lengths are capped, map keys must be strings or bytes
 (no object is ever built from the wire: there is no ``ext_hook``, no
 ``object_hook`` and no pickle), and anything else wrong raises `FrameError`,
 which the receiving actor counts and drops.
+
+The codec knows no protocol: a kind is any short string. Each receiver names
+the kinds it accepts (``decode(frame, kinds=...)``) and checks each body's
+shape itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import msgpack
 
-from actorq.transports.constants import KINDS, WIRE_VERSION
+from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES, MAX_KIND_LEN, WIRE_VERSION
 
 __all__ = ["FrameError", "decode", "encode", "packb"]
 
@@ -46,17 +51,22 @@ def encode(kind: str, body: Any) -> bytes:
     return _packer.pack([WIRE_VERSION, kind, body])
 
 
-def decode(frame: bytes, max_len: int = 1 << 24) -> tuple[str, Any]:
+def decode(frame: bytes, max_len: int = DEFAULT_MAX_FRAME_BYTES, *,
+           kinds: Collection[str] | None = None) -> tuple[str, Any]:
     """Decode one envelope and return ``(kind, body)``.
 
     Args:
         frame: the raw bytes of one message part.
         max_len: upper bound for any string, binary, array or map length.
+        kinds: the kinds the receiver accepts (a frozenset: it is tested once per
+            frame); None accepts any kind that is a short string.
 
     Raises:
         FrameError: the frame is not valid msgpack, has trailing bytes, uses
             ext types, is nested too deep, or is not ``[version, kind, body]``
-            with a known version and kind.
+            with the known version and a kind that is a string of at most
+            `MAX_KIND_LEN` characters and, when `kinds` is given, one of them
+            (reason ``unknown_kind``).
     """
     try:
         msg = msgpack.unpackb(
@@ -82,6 +92,6 @@ def decode(frame: bytes, max_len: int = 1 << 24) -> tuple[str, Any]:
     version, kind, body = msg
     if type(version) is not int or version != WIRE_VERSION:  # not 1.0, not True
         raise FrameError("bad_version", repr(version)[:40])
-    if not isinstance(kind, str) or kind not in KINDS:
+    if type(kind) is not str or len(kind) > MAX_KIND_LEN or (kinds is not None and kind not in kinds):
         raise FrameError("unknown_kind", repr(kind)[:40])
     return kind, body

@@ -1,8 +1,15 @@
-"""Wire constants: envelope version and message kinds. Stable across releases."""
+"""Wire constants: the envelope's version and bounds, and the job protocol's kinds. Stable across releases.
+
+Each protocol names its own kinds beside its receivers: the remote actors'
+in `actorq.supervisors.remote`, the node's control requests in
+`actorq.node.control`. The job protocol's kinds below are still here; they
+move to the job runtime, which will pass its own set to `decode`.
+"""
 
 from __future__ import annotations
 
 WIRE_VERSION = 1
+MAX_KIND_LEN = 64  # a kind is a short tag; a longer string is refused before any lookup
 
 # worker -> dispatcher
 # HELLO: {"owner": str, "credits": int, "queues": [str], "pid": int,
@@ -18,20 +25,15 @@ STOP = "stop"  # None
 WHO = "who"  # None: "I do not know you" (a restarted dispatcher): say HELLO again with what you hold
 RESET = "reset"  # None: "your leases were taken away" (you were silent too long): drop every job, say HELLO
 
-# a supervisor's hub <-> an actor running in its own process (actorq.transports.remote)
-AHELLO = "ahello"  # child -> hub, None: the actor has started
-ATELL = "atell"  # hub -> child: the message
-AASK = "aask"  # hub -> child: [number, message]
-AREPLY = "areply"  # child -> hub: [number, ok, reply or "Type: message"]
+KINDS = frozenset({HELLO, ACK, BYE, HEARTBEAT, JOBS, STOP, WHO, RESET})  # the job protocol's kinds
 
-# control requests to a node (``actorq tree``), answered with the same kind
-TREE = "tree"  # request: None; reply: the live supervision tree as nested maps
-
-KINDS = frozenset({HELLO, ACK, BYE, HEARTBEAT, JOBS, STOP, WHO, RESET, TREE, AHELLO, ATELL, AASK, AREPLY})
+# Kept only while actorq.node.node and actorq.node.cli still read it here: the
+# control protocol's kind is actorq.node.control.TREE; not a job kind, not in KINDS.
+TREE = "tree"
 
 # Room kept in every frame for the envelope and per-job fields around the payloads.
 FRAME_OVERHEAD = 64 * 1024
-DEFAULT_MAX_FRAME_BYTES = 16 << 20
+DEFAULT_MAX_FRAME_BYTES = 16 << 20  # the default bound of a frame and of any length in it (decode, sockets)
 
 
 def payload_budget(max_frame_bytes: int) -> int:

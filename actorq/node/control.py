@@ -21,13 +21,18 @@ from typing import Any, Awaitable, Callable
 
 import zmq
 
-from actorq.transports import constants as wire
 from actorq.transports.codec import FrameError, decode, encode
 from actorq.transports.zmq import LoopSocket
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ControlServer", "NodeNotRunning", "query", "read_node_file"]
+
+# Control request kinds, each answered with the same kind. Stable across releases.
+TREE = "tree"  # request: None; reply: the live supervision tree as nested maps
+KINDS = frozenset({TREE})
+
+MAX_FRAME = 1 << 20  # requests carry nothing; a reply is one supervision tree
 
 
 class NodeNotRunning(Exception):
@@ -58,7 +63,7 @@ class ControlServer:
             return
         sock = zmq.Context.instance().socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
         sock.bind(self.endpoint)
         self._socket = LoopSocket(self.loop, sock, self._on_message)
         self._socket.start()
@@ -75,7 +80,7 @@ class ControlServer:
         try:
             if len(frames) != 2:
                 raise FrameError("part_count")
-            kind, body = decode(frames[1], 1 << 20)
+            kind, body = decode(frames[1], MAX_FRAME, kinds=KINDS)
             handler = self.handlers.get(kind)
             if handler is None:
                 raise FrameError("unexpected_kind", kind)
@@ -147,7 +152,7 @@ def query(endpoint: str, kind: str, body: Any = None, timeout: float = 5.0) -> A
         sock.send(encode(kind, body))
         if not sock.poll(int(timeout * 1000)):
             raise NodeNotRunning(f"no answer from the node's control endpoint {endpoint} within {timeout:g} s")
-        reply_kind, reply = decode(sock.recv(), 1 << 20)
+        reply_kind, reply = decode(sock.recv(), MAX_FRAME, kinds=KINDS)
         if reply_kind != kind:
             raise NodeNotRunning(f"unexpected reply {reply_kind!r} from {endpoint}")
         return reply

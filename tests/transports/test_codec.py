@@ -5,6 +5,10 @@ bytes, wrong types, bad version, unknown kind, invalid UTF-8), G2/G3 (huge heade
 without a memory spike, deep nesting, non-string map keys, ext types) and G5 (a
 seeded mutation fuzzer). Every bad frame must raise `FrameError` with a `reason`
 (the key of the receiver's drop counter) and nothing else.
+
+The codec knows no protocol: the kinds here are plain names with the bodies
+actorq's protocols send under them, and a receiver's own set is a `kinds=`
+argument.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import msgpack
 import pytest
 
 from actorq.transports.codec import FrameError, decode, encode
-from actorq.transports.constants import AASK, ACK, AHELLO, AREPLY, ATELL, BYE, HEARTBEAT, HELLO, JOBS, KINDS, RESET, STOP, TREE, WHO, WIRE_VERSION
+from actorq.transports.constants import MAX_KIND_LEN, WIRE_VERSION
 
 pytestmark = pytest.mark.timeout(60)
+
+HELLO, ACK, BYE, JOBS = "hello", "ack", "bye", "jobs"
 
 def envelope(*parts: bytes) -> bytes:
     """A 3-element array header followed by raw msgpack `parts`."""
@@ -52,16 +58,17 @@ SAMPLE_BODIES: dict[str, Any] = {
           ["0190f3a1b2c3d4e5f60718293a4b5c6e", 17, "error", "ValueError: bad", 2.5]],
     JOBS: [["0190f3a1b2c3d4e5f60718293a4b5c6d", 99, "emails.send", pk([["a@b.c"], {"retry": True}]), 1, 20]],
     BYE: None,
-    STOP: None,
-    HEARTBEAT: None,
-    WHO: None,
-    RESET: None,
-    AHELLO: None,
-    ATELL: {"resize": [640, 480]},
-    AASK: [7, "ping"],
-    AREPLY: [7, True, "pong"],
-    TREE: {"id": "node", "type": "supervisor", "pid": 1234, "children": [{"id": "dispatcher", "restarts": 1}]},
+    "stop": None,
+    "hb": None,
+    "who": None,
+    "reset": None,
+    "ahello": None,
+    "atell": {"resize": [640, 480]},
+    "aask": [7, "ping"],
+    "areply": [7, True, "pong"],
+    "tree": {"id": "node", "type": "supervisor", "pid": 1234, "children": [{"id": "dispatcher", "restarts": 1}]},
 }
+KINDS = frozenset(SAMPLE_BODIES)  # one receiver's set, as a receiver passes it
 
 
 # -- valid frames -------------------------------------------------------------------------
@@ -71,6 +78,13 @@ SAMPLE_BODIES: dict[str, Any] = {
 def test_valid_frames_round_trip(kind: str) -> None:
     body = SAMPLE_BODIES[kind]
     assert decode(encode(kind, body)) == (kind, body)
+    assert decode(encode(kind, body), kinds=KINDS) == (kind, body)
+    assert decode(encode(kind, body), kinds=[kind]) == (kind, body)  # any collection of str
+
+
+@pytest.mark.parametrize("kind", ["", "x", "nope", "k" * MAX_KIND_LEN, "\u00e9\u6f22"], ids=repr)
+def test_without_kinds_any_short_string_is_a_kind(kind: str) -> None:
+    assert decode(encode(kind, [1])) == (kind, [1])
 
 
 def test_huge_int_and_nan_in_a_body_are_plain_data() -> None:
@@ -120,8 +134,16 @@ def test_g1_bad_version(version: Any) -> None:
     assert reason_of(pk([version, HELLO, None])) == "bad_version"
 
 
-@pytest.mark.parametrize("kind", ["nope", "", "HELLO", "hello ", b"hello", 1, None, ["hello"], 1.5], ids=repr)
+@pytest.mark.parametrize("kind", ["nope", "", "HELLO", "hello ", "k" * MAX_KIND_LEN, b"hello", 1, None, ["hello"],
+                                  1.5, {"hello": 1}], ids=lambda kind: repr(kind)[:20])
 def test_g1_unknown_kind(kind: Any) -> None:
+    assert reason_of(pk([WIRE_VERSION, kind, None]), kinds=KINDS) == "unknown_kind"
+    assert reason_of(pk([WIRE_VERSION, kind, None]), kinds=()) == "unknown_kind"
+
+
+@pytest.mark.parametrize("kind", ["k" * (MAX_KIND_LEN + 1), "k" * 100_000, b"hello", 1, None, ["hello"], 1.5, True,
+                                  {"hello": 1}], ids=lambda kind: repr(kind)[:20])
+def test_g1_a_kind_is_a_short_string_even_without_kinds(kind: Any) -> None:
     assert reason_of(pk([WIRE_VERSION, kind, None])) == "unknown_kind"
 
 
@@ -278,14 +300,27 @@ def test_g5_mutation_fuzzer_only_frame_errors() -> None:
     for i in range(10_000):
         frame = _mutate(rng, rng.choice(corpus), corpus)
         try:
-            kind, body = decode(frame)
+            generic = decode(frame)
+        except FrameError as exc:
+            generic = exc
+        except Exception as exc:  # the one thing that must never happen
+            pytest.fail(f"seed={seed} case={i}: decode raised {exc!r} for frame {frame!r}")
+        try:
+            kind, body = decode(frame, kinds=KINDS)
         except FrameError as exc:
             assert exc.reason, f"seed={seed} case={i}: FrameError without a reason for {frame!r}"
             reasons[exc.reason] += 1
+            if isinstance(generic, FrameError):
+                assert exc.reason == generic.reason, f"seed={seed} case={i}: the two decodes disagree"
+            else:  # a receiver's set only adds unknown_kind to what every decode refuses
+                assert exc.reason == "unknown_kind" and generic[0] not in KINDS, f"seed={seed} case={i}"
             continue
         except Exception as exc:  # the one thing that must never happen
             pytest.fail(f"seed={seed} case={i}: decode raised {exc!r} for frame {frame!r}")
         accepted += 1
+        # compared as msgpack: a mutated float may be NaN, which equals nothing
+        assert not isinstance(generic, FrameError) and (kind, pk(body)) == (generic[0], pk(generic[1])), \
+            f"seed={seed} case={i}: the two decodes disagree"
         assert kind in KINDS, f"seed={seed} case={i}: kind {kind!r}"
         _assert_plain(body)
     print(f"G5 accepted={accepted} rejected={dict(reasons)}")

@@ -43,7 +43,7 @@ import shutil
 import signal
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
@@ -51,16 +51,23 @@ from actorq._kernel.ref import ActorRef
 from actorq.errors import ActorQError, ActorStopped, AskTimeout
 from actorq.supervisors.child import ProcessChild, process_start
 from actorq.supervisors.spec import StartFn
-from actorq.transports import constants as wire
 from actorq.transports.codec import FrameError, decode, encode
+from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
 from actorq.transports.zmq import LoopSocket, private_ipc_dir
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RemoteError", "RemoteRef", "actor_process"]
 
+# Wire kinds between a supervisor's hub and an actor in its own process. Stable across releases.
+AHELLO = "ahello"  # child -> hub, None: the actor has started
+ATELL = "atell"  # hub -> child: the message
+AASK = "aask"  # hub -> child: [number, message]
+AREPLY = "areply"  # child -> hub: [number, ok, reply or "Type: message"]
+KINDS = frozenset({AHELLO, ATELL, AASK, AREPLY})
+
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-MAX_FRAME = 16 << 20
+MAX_FRAME = DEFAULT_MAX_FRAME_BYTES
 
 
 class RemoteError(ActorQError):
@@ -110,7 +117,7 @@ class RemoteRef(ActorRef):
         """
         if not self.is_alive:
             raise ActorStopped(f"actor {self.name} has stopped")
-        payload = encode(wire.ATELL, message)
+        payload = encode(ATELL, message)
         if threading.get_ident() == self._hub.thread_id:
             self._hub.send(self._ident, payload)
         else:
@@ -130,7 +137,7 @@ class RemoteRef(ActorRef):
             raise ActorStopped(f"actor {self.name} has stopped")
         number, reply = self._hub.expect_reply(self._ident)
         try:
-            self._hub.send(self._ident, encode(wire.AASK, [number, message]))
+            self._hub.send(self._ident, encode(AASK, [number, message]))
             return await asyncio.wait_for(reply, timeout)
         except TimeoutError:
             raise AskTimeout(f"no reply from {self.name} within {timeout} s") from None
@@ -143,6 +150,16 @@ class RemoteRef(ActorRef):
             raise RuntimeError("ask_sync called on the actor system's loop thread; use 'await ref.ask(...)'")
         fut = asyncio.run_coroutine_threadsafe(self.ask(message, timeout), self._loop)
         return fut.result(timeout + 1.0)
+
+    def monitor(self, callback: Callable[[object], None]) -> None:
+        """Call ``callback(exit_reason)`` on the loop once the process has exited (OTP's monitor).
+
+        The reason is the process's exit reason as text, as `exit_reason` gives
+        it. If the process has exited already, the callback is scheduled at
+        once. Runs on the loop thread; call this method from the loop thread.
+        An exception in the callback is logged by the loop and otherwise ignored.
+        """
+        self._child.exited.add_done_callback(lambda exited: callback(str(exited.result())))
 
     async def wait_stopped(self) -> BaseException | str:
         """Wait until the process has exited; return its exit reason as text."""
@@ -213,13 +230,13 @@ class _Hub:
         try:
             if len(frames) != 2:
                 raise FrameError("part_count")
-            kind, body = decode(frames[1], MAX_FRAME)
+            kind, body = decode(frames[1], MAX_FRAME, kinds=KINDS)
             ident = frames[0]
-            if kind == wire.AHELLO:
+            if kind == AHELLO:
                 waiter = self.hellos.pop(ident, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
-            elif kind == wire.AREPLY:
+            elif kind == AREPLY:
                 if not (isinstance(body, list) and len(body) == 3 and isinstance(body[0], int)):
                     raise FrameError("bad_body", "reply")
                 fut = self.replies.pop((ident, body[0]), None)
@@ -335,16 +352,16 @@ async def _child(spec: dict[str, Any]) -> int:
             except Exception as exc:
                 reply = [number, False, f"{type(exc).__name__}: {exc}"]
             try:
-                channel.send([encode(wire.AREPLY, reply)])
+                channel.send([encode(AREPLY, reply)])
             except (zmq.ZMQError, TypeError, ValueError) as exc:
-                channel.send([encode(wire.AREPLY, [number, False, f"reply not sent: {exc}"])])
+                channel.send([encode(AREPLY, [number, False, f"reply not sent: {exc}"])])
 
         def on_message(frames: list[bytes]) -> None:
             try:
-                kind, body = decode(frames[0], MAX_FRAME)
-                if kind == wire.ATELL:
+                kind, body = decode(frames[0], MAX_FRAME, kinds=KINDS)
+                if kind == ATELL:
                     ref.tell(body)
-                elif kind == wire.AASK and isinstance(body, list) and len(body) == 2:
+                elif kind == AASK and isinstance(body, list) and len(body) == 2:
                     task = loop.create_task(answer(body[0], body[1]))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -355,7 +372,7 @@ async def _child(spec: dict[str, Any]) -> int:
 
         channel = LoopSocket(loop, sock, on_message)
         channel.start()
-        channel.send([encode(wire.AHELLO, None)])
+        channel.send([encode(AHELLO, None)])
         stopped = asyncio.ensure_future(ref.wait_stopped())
         await asyncio.wait([stop, stopped], return_when=asyncio.FIRST_COMPLETED)
         crashed = stopped.done() and not stop.done()
@@ -366,4 +383,4 @@ async def _child(spec: dict[str, Any]) -> int:
     return 1 if crashed else 0
 
 
-_BOOT = "import sys; from actorq.transports.remote import _child_main; sys.exit(_child_main())"
+_BOOT = "import sys; from actorq.supervisors.remote import _child_main; sys.exit(_child_main())"

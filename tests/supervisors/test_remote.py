@@ -16,8 +16,7 @@ import psutil
 import pytest
 
 from actorq import ActorRef, ActorStopped, ActorSystem, AskTimeout
-from actorq.supervisors import ChildSpec, SupFlags, start_supervisor
-from actorq.transports import RemoteError, RemoteRef, actor_process
+from actorq.supervisors import ChildSpec, RemoteError, RemoteRef, SupFlags, actor_process, start_supervisor
 
 ACTORS = '''
 import asyncio, os
@@ -120,3 +119,22 @@ def test_bad_targets_and_arguments_are_refused() -> None:
         actor_process("no_colon_here")
     with pytest.raises(ValueError, match="JSON values"):
         actor_process("m:C", object())
+
+
+async def test_a_monitor_on_a_remote_ref_fires_with_the_exit_reason(actors_module: str) -> None:
+    async with ActorSystem() as system:
+        sup = await start_supervisor(system, SupFlags("one_for_one", intensity=3, period=60), [
+            ChildSpec("counter", actor_process(f"{actors_module}:Counter", 0), restart="temporary"),
+        ])
+        ref = _ref(await sup.which_children(), "counter")
+        loop = asyncio.get_running_loop()
+        while_alive: asyncio.Future[object] = loop.create_future()
+        ref.monitor(while_alive.set_result)
+        assert not while_alive.done()
+        os.kill(ref.pid, signal.SIGKILL)
+        assert await asyncio.wait_for(while_alive, 30) == "killed" == ref.exit_reason
+        # a monitor set after the exit fires at once, with the same reason
+        after_exit: asyncio.Future[object] = loop.create_future()
+        ref.monitor(after_exit.set_result)
+        assert await asyncio.wait_for(after_exit, 30) == "killed"
+        await sup.stop()
