@@ -1,17 +1,17 @@
 # actorq: an actor runtime with OTP-style supervision and a durable job queue.
 #
-# Layout (a lower layer never imports a higher one):
+# Layout, bottom to top (a lower layer never imports a higher one; tests/test_layers.py checks it):
+#   actorq.errors, .ids   exceptions, job ids
 #   actorq._kernel        actors, refs, mailboxes, the actor system
-#   actorq.supervisors    restart intensity, OS-process children
-#   actorq.transports     msgpack codec, ZeroMQ sockets on an asyncio loop
-#   actorq.journal        the Journal protocol and its SQLite backend
-#   actorq.jobs           tasks, jobs, journal writer, dispatcher, worker, scheduler
-#   actorq.node           topology.toml, the Node, the command line
+#   actorq.transports     the msgpack envelope codec, ZeroMQ sockets on an asyncio loop
+#   actorq.journal        the Journal protocol, its SQLite and PostgreSQL backends, their settings
+#   actorq.supervisors    OTP supervisors; children as actors, OS processes, actors in their own process
+#   actorq.jobs           tasks, the job runtime (writer, dispatcher, scheduler, leader, worker), its wire
+#   actorq.node           topology.toml, the Node and its tree, the command line
 # This module only re-exports the public names.
 import logging as _logging
 
-__version__ = "0.1.0"
-
+from actorq._version import __version__ as __version__
 from actorq._kernel.actor import Actor as Actor
 from actorq._kernel.ref import ActorRef as ActorRef
 from actorq._kernel.system import ActorSystem as ActorSystem

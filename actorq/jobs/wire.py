@@ -199,7 +199,7 @@ def from_worker(frame: bytes, sender: bytes, max_len: int) -> FromWorker:
     Raises:
         FrameError: the frame is malformed; `FrameError.reason` says how.
     """
-    kind, body = decode(frame, max_len)
+    kind, body = decode(frame, max_len, kinds=KINDS)
     if kind == ACK:
         return Ack.from_body(body)
     if kind == HEARTBEAT:
@@ -290,7 +290,7 @@ def from_dispatcher(frame: bytes, max_len: int) -> FromDispatcher:
     Raises:
         FrameError: the frame is malformed; `FrameError.reason` says how.
     """
-    kind, body = decode(frame, max_len)
+    kind, body = decode(frame, max_len, kinds=KINDS)
     if kind == JOBS:
         return Jobs.from_body(body)
     signal = _SIGNALS.get(kind)

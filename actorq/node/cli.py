@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from actorq import __version__
+from actorq._version import __version__
 from actorq._kernel.loop import new_event_loop
 from actorq.errors import JournalError
 from actorq.jobs.client import Client
