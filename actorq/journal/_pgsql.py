@@ -7,13 +7,12 @@ parameter (``%(name)s``). Batches travel as arrays and are unpacked with
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 from psycopg import sql
 
-SCHEMA_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+from actorq.journal.config import check_schema
 
 _CLEAR_LEASE = "lease_id = NULL, lease_owner = NULL, lease_expires = NULL"
 # A lease of `lease_for` seconds by the database's clock; math.inf never expires.
@@ -23,19 +22,6 @@ _EXPIRY = ("CASE WHEN %(lease_for)s::float8 = 'Infinity' THEN 'infinity'::timest
 # at most one per queue and batch, since NOTIFY serialises commits.
 _NOTIFY = ("(SELECT count(*) FROM (SELECT pg_notify(%(channel)s, d.queue)"
            " FROM (SELECT DISTINCT queue FROM {source}) d) n)")
-
-
-def check_schema(schema: str) -> str:
-    """Return `schema` if it is a valid journal schema name.
-
-    Raises:
-        ValueError: it does not match ``^[a-z_][a-z0-9_]{0,62}$``.
-    """
-    if not isinstance(schema, str) or not SCHEMA_PATTERN.fullmatch(schema):
-        raise ValueError(
-            f"invalid journal schema name {schema!r}: expected lowercase letters, digits and '_', "
-            "starting with a letter or '_', at most 63 characters")
-    return schema
 
 
 @dataclass(frozen=True)

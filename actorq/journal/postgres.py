@@ -60,9 +60,9 @@ if tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2]) < (3
                       "pip install -U 'actorq[postgres]'")
 
 from actorq.errors import JournalError
-from actorq.journal._pgconnect import Connector, redact_url
-from actorq.journal.backends import DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA
-from actorq.journal._pgsql import Statements, check_schema, statements, table
+from actorq.journal._pgconnect import Connector
+from actorq.journal._pgsql import Statements, statements, table
+from actorq.journal.config import DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, JournalConfig, check_schema, redact_url
 from actorq.journal.protocol import Failure, JobInfo, JobState, LeasedJob, NewJob
 
 __all__ = ["DEFAULT_SCHEMA", "Listener", "PostgresJournal", "enqueue_in", "migrate"]
@@ -251,6 +251,15 @@ class PostgresJournal:
                 raise self._error(exc) from None
             raise
         self._conn = self._tune(conn)
+
+    @classmethod
+    def from_config(cls, config: JournalConfig) -> PostgresJournal:
+        """Open the journal `config` describes: its `url`, `schema` and `connect_retry_for`.
+
+        Raises:
+            ValueError, JournalError: as the constructor.
+        """
+        return cls(config.url, schema=config.schema, connect_retry_for=config.connect_retry_for)
 
     @staticmethod
     def _tune(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:

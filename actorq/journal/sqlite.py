@@ -29,6 +29,10 @@ from pathlib import Path
 from typing import Callable, Collection, Iterator, Sequence
 
 from actorq.errors import JournalError, JournalLocked
+from actorq.journal.config import (
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, SQLITE_PREFIX, JournalConfig, check_url,
+    redact_url,
+)
 from actorq.journal.protocol import Failure, JobInfo, JobState, LeasedJob, NewJob
 
 logger = logging.getLogger(__name__)
@@ -53,6 +57,7 @@ class SQLiteJournal:
         path: the database file; created with its schema if missing.
         synchronous: ``"full"`` (default), ``"normal"`` or ``"extra"``.
         busy_timeout: seconds a write waits for another process's lock.
+        wal_limit_mb: the WAL size (MB) past which `maintain` runs a TRUNCATE checkpoint.
         clock: wall clock returning Unix seconds (injectable for tests).
 
     Raises:
@@ -65,8 +70,9 @@ class SQLiteJournal:
         self,
         path: str | os.PathLike[str],
         *,
-        synchronous: str = "full",
-        busy_timeout: float = 5.0,
+        synchronous: str = DEFAULT_SYNCHRONOUS,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        wal_limit_mb: float = DEFAULT_WAL_LIMIT_MB,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if synchronous not in SYNCHRONOUS_LEVELS:
@@ -74,6 +80,7 @@ class SQLiteJournal:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.synchronous = synchronous
+        self.wal_limit_mb = wal_limit_mb
         self._clock = clock
         self._lock_fd: int | None = None
         self._in_tx = False
@@ -99,6 +106,19 @@ class SQLiteJournal:
             if isinstance(exc, sqlite3.DatabaseError):
                 raise JournalError(self._explain(exc)) from exc
             raise
+
+    @classmethod
+    def from_config(cls, config: JournalConfig) -> SQLiteJournal:
+        """Open the file of `config.url` (a relative path is the CWD's), with its SQLite settings.
+
+        Raises:
+            ValueError: `config.url` is not an SQLite URL with a path, or `synchronous` is unknown.
+            JournalError: as the constructor.
+        """
+        if not check_url(config.url).startswith(SQLITE_PREFIX):
+            raise ValueError(f"not an SQLite journal URL: {redact_url(config.url)!r}")
+        return cls(config.url[len(SQLITE_PREFIX):], synchronous=config.synchronous,
+                   busy_timeout=config.busy_timeout, wal_limit_mb=config.wal_limit_mb)
 
     def _explain(self, exc: sqlite3.Error) -> str:
         text = str(exc)
@@ -531,16 +551,3 @@ class SQLiteJournal:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-
-def open_journal(url: str, *, synchronous: str = "full", busy_timeout: float = 5.0) -> SQLiteJournal:
-    """Open the journal named by `url` (``sqlite:///relative.db`` or ``sqlite:////abs/path.db``).
-
-    Raises:
-        ValueError: the URL scheme is not supported.
-        JournalError: as `SQLiteJournal`.
-    """
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
-        raise ValueError(f"unsupported journal URL {url!r}: expected sqlite:///path")
-    return SQLiteJournal(url[len(prefix):], synchronous=synchronous, busy_timeout=busy_timeout)

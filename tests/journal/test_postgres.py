@@ -116,11 +116,16 @@ WITHOUT_PSYCOPG = textwrap.dedent("""
     sys.meta_path.insert(0, NoPsycopg())
     import actorq, actorq.journal, actorq.jobs, actorq.node.node  # all import without psycopg
     from actorq.errors import JournalError
+    from actorq.journal.config import JournalConfig
     assert "psycopg" not in sys.modules
     try:
         actorq.journal.open_journal(sys.argv[1])
     except JournalError as exc:
         print("open:", exc)
+    try:
+        JournalConfig(url=sys.argv[1]).backend
+    except JournalError as exc:
+        print("backend:", exc)
     try:
         from actorq.journal import PostgresJournal
     except ImportError as exc:
@@ -135,8 +140,9 @@ def test_actorq_imports_without_psycopg_and_names_the_extra(tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("open:") and "pip install 'actorq[postgres]'" in lines[0]
-    assert lines[1].startswith("import:") and "pip install 'actorq[postgres]'" in lines[1]
-    assert lines[2] == "sqlite ok: SQLiteJournal"
+    assert lines[1].startswith("backend:") and "pip install 'actorq[postgres]'" in lines[1]
+    assert lines[2].startswith("import:") and "pip install 'actorq[postgres]'" in lines[2]
+    assert lines[3] == "sqlite ok: SQLiteJournal"
 
 
 # -- migrations -----------------------------------------------------------------------------------
