@@ -45,7 +45,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Callable, Collection, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Collection, Iterator, Sequence
 
 try:
     import psycopg
@@ -226,6 +226,11 @@ class PostgresJournal:
             cause, never the password); the schema is not migrated ("run ``actorq
             migrate``"), is newer than this actorq, or holds something else.
     """
+
+    shared: ClassVar[bool] = True
+    """Many nodes share one schema: claims skip each other's rows (SKIP LOCKED)."""
+    notifies: ClassVar[bool] = True
+    """`Listener` wakes dispatchers from LISTEN/NOTIFY."""
 
     def __init__(
         self,
@@ -537,6 +542,10 @@ class PostgresJournal:
         thread is busy retrying.
         """
         return f"PostgreSQL at {self._connector.where} is unreachable" if self._connector.outage else None
+
+    def maintain(self) -> str | None:
+        """Nothing to do: the server vacuums and checkpoints by itself. Returns None."""
+        return None
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
         """``{unique key: id of the live job holding it}`` for those of `keys` that are held."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Collection, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import ClassVar, Collection, NamedTuple, Protocol, Sequence, runtime_checkable
 
 __all__ = [
     "Failure",
@@ -147,9 +147,41 @@ class JobInfo(NamedTuple):
 
 @runtime_checkable
 class Journal(Protocol):
-    """A durable job queue backend. See the module docstring for the state machine."""
+    """A durable job queue backend. See the module docstring for the state machine.
+
+    What a backend can do is declared on its class (`shared`, `notifies`), so code above
+    the journal asks the backend, never which backend it is.
+    """
 
     url: str
+    shared: ClassVar[bool]
+    """Several nodes may run on one journal (PostgreSQL); if False, one node per journal
+    (SQLite: `attach_node` takes a lock, and that node leads every once-only duty)."""
+    notifies: ClassVar[bool]
+    """The backend has a LISTEN/NOTIFY `Listener` that wakes dispatchers when jobs become
+    ready elsewhere (PostgreSQL); if False, polling is the only way to see them."""
+
+    @property
+    def outage(self) -> str | None:
+        """While the journal cannot be reached (an outage under way): what is unreachable; else None.
+
+        Safe to read from any thread. A backend that cannot lose its journal (a local file)
+        always returns None.
+        """
+
+    def maintain(self) -> str | None:
+        """Do the backend's own upkeep, if it needs any now; call it now and then.
+
+        Runs on the journal's own thread, OUTSIDE any transaction, and may block (SQLite:
+        up to ``busy_timeout`` while a checkpoint waits for readers).
+
+        Returns:
+            A one-line summary of what was done, for the log (e.g. ``"WAL was 70.1 MB:
+            checkpointed, restarted"``), or None when nothing was needed.
+
+        Raises:
+            JournalError: called inside a transaction, or the upkeep failed (try again later).
+        """
 
     def transaction(self) -> AbstractContextManager[None]:
         """Run the transitions inside the block as one atomic, durable commit."""

@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Sequence
+from typing import Callable, ClassVar, Collection, Iterator, Sequence
 
 from actorq.errors import JournalError, JournalLocked
 from actorq.journal.config import (
@@ -65,6 +65,11 @@ class SQLiteJournal:
             path and the permission needed), is not an actorq journal, or has a newer
             schema than this version knows.
     """
+
+    shared: ClassVar[bool] = False
+    """One node per file: `attach_node` takes the file's node lock."""
+    notifies: ClassVar[bool] = False
+    """No wake-ups from other processes: the node polls."""
 
     def __init__(
         self,
@@ -523,13 +528,47 @@ class SQLiteJournal:
         """
         if mode not in CHECKPOINT_MODES:
             raise ValueError(f"checkpoint mode must be one of {CHECKPOINT_MODES}, got {mode!r}")
-        if self._in_tx:
-            raise JournalError(f"journal {self.path}: checkpoint() inside a transaction")
+        self._refuse_in_transaction("checkpoint")
         try:
             busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode.upper()})").fetchone()
         except sqlite3.Error as exc:
             raise JournalError(self._explain(exc)) from exc
         return busy, frames, done
+
+    def _refuse_in_transaction(self, what: str) -> None:
+        if self._in_tx:
+            raise JournalError(f"journal {self.path}: {what}() inside a transaction")
+
+    @property
+    def outage(self) -> str | None:
+        """Always None: a local file is never unreachable the way a server is."""
+        return None
+
+    def maintain(self) -> str | None:
+        """Keep the WAL bounded (E9): past ``wal_limit_mb``, run a TRUNCATE `checkpoint`.
+
+        Readers that never let go starve SQLite's own passive checkpoints, and the WAL
+        then grows without bound. Call it now and then from the journal's own thread,
+        outside a transaction; it may wait up to ``busy_timeout`` for readers.
+
+        Returns:
+            None while the WAL is within its limit; else what the checkpoint did, e.g.
+            ``"WAL was 70.1 MB: checkpointed, restarted"``, or ``"...: readers kept the
+            checkpoint busy; trying again later"``.
+
+        Raises:
+            JournalError: called inside a transaction, or the checkpoint failed.
+        """
+        self._refuse_in_transaction("maintain")
+        try:
+            size = os.stat(f"{self.path}-wal").st_size
+        except OSError:  # no WAL yet, or it was just removed by the last connection's close
+            return None
+        if size <= self.wal_limit_mb * 1024 * 1024:
+            return None
+        busy, _, _ = self.checkpoint("truncate")
+        outcome = "readers kept the checkpoint busy; trying again later" if busy else "checkpointed, restarted"
+        return f"WAL was {size / 1e6:.1f} MB: {outcome}"
 
     def try_lead(self, name: str, holder: str, ttl: float) -> bool:
         """An SQLite journal has one node (its file lock): that node leads every duty.

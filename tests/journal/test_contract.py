@@ -653,7 +653,7 @@ def test_c16_one_leader_at_a_time_and_resign_hands_over(backend: Backend) -> Non
     assert a.try_lead("rescue", "n1/10/aa", 30.0)
     assert a.try_lead("rescue", "n1/10/aa", 30.0)  # the holder renews
     b = backend.open()
-    if backend.name == "sqlite":
+    if not b.shared:
         # one node per file (B14): a connection without the node lock never leads
         assert not b.try_lead("rescue", "n2/20/bb", 30.0)
         return
@@ -668,7 +668,7 @@ def test_c16_one_leader_at_a_time_and_resign_hands_over(backend: Backend) -> Non
 
 def test_c16_an_expired_leadership_goes_to_the_next_claimant(backend: Backend) -> None:
     a, b = backend.open(), backend.open()
-    if backend.name == "sqlite":  # one node per file: its leadership never changes hands
+    if not a.shared:  # one node per file: its leadership never changes hands
         a.attach_node()
         assert a.try_lead("rescue", "n1/10/aa", 0.001) and not b.try_lead("rescue", "n2/20/bb", 30.0)
         a.close()  # the node lock goes with it
@@ -679,6 +679,20 @@ def test_c16_an_expired_leadership_goes_to_the_next_claimant(backend: Backend) -
     assert not b.try_lead("rescue", "n2/20/bb", 0.3)
     assert wait_for(lambda: b.try_lead("rescue", "n2/20/bb", 30.0), timeout=10.0), "expiry by the database's clock"
     assert not a.try_lead("rescue", "n1/10/aa", 0.3)
+
+
+# -- what a backend declares it can do -------------------------------------------------------------
+def test_capabilities_are_declared_on_the_backend_class(backend: Backend, journal: Journal) -> None:
+    assert isinstance(journal, Journal)
+    assert type(journal).shared is journal.shared and type(journal).notifies is journal.notifies
+    assert isinstance(journal.shared, bool) and isinstance(journal.notifies, bool)
+    assert journal.outage is None  # reachable
+    journal.enqueue([new_job("a")])
+    assert journal.maintain() is None  # a fresh journal needs no upkeep
+    if journal.shared:  # several nodes may attach at once
+        other = backend.open()
+        journal.attach_node()
+        other.attach_node()
 
 
 # -- B7: unique keys ---------------------------------------------------------------------------------

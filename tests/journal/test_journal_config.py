@@ -73,9 +73,10 @@ def test_journal_config_resolves_sqlite_paths_against_the_cwd(tmp_path: Path, mo
     assert "hunter2" not in str(info.value)
 
 
-def test_journal_config_names_its_backend() -> None:
+def test_journal_config_names_its_backend_and_what_it_can_do() -> None:
     backend = JournalConfig().backend
     assert backend is SQLiteJournal and journal_class("sqlite:///x.db") is SQLiteJournal
+    assert (backend.shared, backend.notifies) == (False, False)
     with pytest.raises(ValueError, match="unsupported journal URL"):
         _ = JournalConfig(url="mysql://x").backend
     pytest.importorskip("psycopg")
@@ -83,6 +84,7 @@ def test_journal_config_names_its_backend() -> None:
 
     shared = JournalConfig(url="postgres://db/x").backend
     assert shared is PostgresJournal
+    assert (shared.shared, shared.notifies) == (True, True)
 
 
 def test_open_journal_config_opens_the_configured_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -207,42 +207,53 @@ LOOPING_READER = textwrap.dedent("""
 """)
 
 
-def test_e9_checkpoint_restarts_the_wal_while_a_reader_keeps_reading(journal: SQLiteJournal, db_path: Path) -> None:
+def test_e9_maintain_restarts_the_wal_while_a_reader_keeps_reading(db_path: Path) -> None:
     """E9: with a reader always inside some read transaction, automatic (passive) checkpoints
-    cannot start the WAL over; `checkpoint()` waits for the readers between reads and does."""
+    cannot start the WAL over; past ``wal_limit_mb``, `maintain()` waits for the readers
+    between reads and does (a TRUNCATE checkpoint)."""
+    journal = SQLiteJournal(db_path, wal_limit_mb=0.5)
     stop = db_path.parent / "stop-reading"
     reader = subprocess.Popen([sys.executable, "-c", LOOPING_READER, str(db_path), str(stop)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wal = Path(f"{db_path}-wal")
     try:
         assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+        assert journal.maintain() is None  # within the limit: nothing to do
         payload = os.urandom(3000)
-        sizes = []
+        sizes, summaries = [], []
         for round_ in range(3):
             for t in range(100):
                 journal.enqueue([new_job(f"r{round_}-{t:03d}-{k}", payload=payload) for k in range(3)])
             sizes.append(wal.stat().st_size)
-            for _ in range(10):  # the reader never idles: a busy result means "try again", as documented
-                busy, frames, done = journal.checkpoint()
-                if busy == 0:
+            for _ in range(10):  # the reader never idles: "busy" means "try again later", as documented
+                summary = journal.maintain()
+                assert summary is not None and summary.startswith(f"WAL was {sizes[-1] / 1e6:.1f} MB: ")
+                summaries.append(summary)
+                if summary.endswith("checkpointed, restarted"):
                     break
-            assert busy == 0 and frames == done  # every frame copied back despite the reader
+            assert summaries[-1].endswith(": checkpointed, restarted"), summaries
             assert wal.stat().st_size == 0  # truncated: the WAL starts over
+            assert journal.maintain() is None
         stop.touch()
         out, err = reader.communicate(timeout=30)
     finally:
         if reader.poll() is None:
             reader.kill()
             reader.wait()
+        journal.close()
     assert reader.returncode == 0, err
-    print("wal bytes before each checkpoint:", sizes, "reads:", out.strip())
-    assert min(sizes) > 0
+    print("wal bytes before each checkpoint:", sizes, "reads:", out.strip(), summaries)
+    assert min(sizes) > 0.5 * 1024 * 1024
+
+
+def test_checkpoint_and_maintain_refuse_to_run_inside_a_transaction(journal: SQLiteJournal) -> None:
     with pytest.raises(ValueError):
         journal.checkpoint("sideways")
-    with pytest.raises(JournalError, match="inside a transaction"):
-        with journal.transaction():
-            journal.checkpoint()
-    assert journal.counts() == {"q": {"ready": 900}}
+    for run in (journal.checkpoint, journal.maintain):
+        with pytest.raises(JournalError, match="inside a transaction"):
+            with journal.transaction():
+                run()
+    assert journal.checkpoint("passive")[0] == 0
 
 
 # -- B14: one node per file ----------------------------------------------------------------
