@@ -12,9 +12,9 @@ from functools import lru_cache
 
 from psycopg import sql
 
+from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE
 from actorq.journal.config import check_schema
 
-_CLEAR_LEASE = "lease_id = NULL, lease_owner = NULL, lease_expires = NULL"
 # A lease of `lease_for` seconds by the database's clock; math.inf never expires.
 _EXPIRY = ("CASE WHEN %(lease_for)s::float8 = 'Infinity' THEN 'infinity'::timestamptz"
            " ELSE now() + make_interval(secs => %(lease_for)s::float8) END")
@@ -61,7 +61,7 @@ def _reclaim(where: str) -> str:
         "  WHEN attempts >= max_attempts THEN 'dead' ELSE 'ready' END,"
         " finished_at = CASE WHEN task = ANY(%(fail_tasks)s::text[]) OR attempts >= max_attempts"
         "  THEN now() END,"
-        f" last_error = %(reason)s, {_CLEAR_LEASE}"
+        f" last_error = %(reason)s, {CLEAR_LEASE}"
         f" WHERE state = 'leased' AND {where} RETURNING id, attempts)"
         " INSERT INTO {errors} (job_id, attempt, at, error) SELECT id, attempts, now(), %(reason)s FROM taken"
     )
@@ -105,7 +105,7 @@ _TEXT = {
     "lease": _lease("queue = %(queue)s"),
     "lease_queues": _lease("queue = ANY(%(queues)s::text[])"),
     "complete": (
-        f"UPDATE {{jobs}} j SET state = 'succeeded', finished_at = now(), {_CLEAR_LEASE}"
+        f"UPDATE {{jobs}} j SET state = 'succeeded', finished_at = now(), {CLEAR_LEASE}"
         " FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"
         " WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'"
     ),
@@ -118,13 +118,13 @@ _TEXT = {
         "  run_at = CASE WHEN f.final IS NOT NULL OR j.attempts >= j.max_attempts THEN j.run_at"
         "   ELSE to_timestamp(f.retry_at) END,"
         "  finished_at = CASE WHEN f.final IS NOT NULL OR j.attempts >= j.max_attempts THEN now() END,"
-        f"  last_error = f.error, {_CLEAR_LEASE}"
+        f"  last_error = f.error, {CLEAR_LEASE}"
         "  FROM f WHERE j.id = f.id AND j.lease_id = f.lease_id AND j.state = 'leased'"
         "  RETURNING j.id, j.attempts, f.error)"
         " INSERT INTO {errors} (job_id, attempt, at, error) SELECT id, attempts, now(), error FROM done"
     ),
     "release": (
-        f"UPDATE {{jobs}} j SET state = 'ready', attempts = j.attempts - 1, {_CLEAR_LEASE}"
+        f"UPDATE {{jobs}} j SET state = 'ready', attempts = j.attempts - 1, {CLEAR_LEASE}"
         " FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"
         " WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'"
     ),
@@ -138,16 +138,16 @@ _TEXT = {
     ),
     "promote": (
         "WITH moved AS (UPDATE {jobs} SET state = 'ready'"
-        " WHERE state IN ('scheduled', 'retry') AND run_at <= now() RETURNING queue)"
+        f" WHERE state IN {DUE} AND run_at <= now() RETURNING queue)"
         " SELECT count(*), " + _NOTIFY.replace("{source}", "moved") + " FROM moved"
     ),
     "cancel": (
-        f"UPDATE {{jobs}} SET state = 'cancelled', finished_at = now(), {_CLEAR_LEASE}"
-        " WHERE id = %(id)s AND state IN ('scheduled', 'ready', 'leased', 'retry')"
+        f"UPDATE {{jobs}} SET state = 'cancelled', finished_at = now(), {CLEAR_LEASE}"
+        f" WHERE id = %(id)s AND state IN {LIVE}"
     ),
     "retry_dead": (
         "WITH revived AS (UPDATE {jobs} SET state = 'ready', attempts = 0, run_at = now(), finished_at = NULL"
-        " WHERE id = %(id)s AND state IN ('dead', 'failed') RETURNING queue)"
+        f" WHERE id = %(id)s AND state IN {REVIVABLE} RETURNING queue)"
         " SELECT count(*), " + _NOTIFY.replace("{source}", "revived") + " FROM revived"
     ),
     "counts": "SELECT queue, state, count(*) FROM {jobs} GROUP BY queue, state",
@@ -167,7 +167,7 @@ _TEXT = {
     "resign": "DELETE FROM {leaders} WHERE name = %(name)s AND holder = %(holder)s",
     "holders": (
         "SELECT unique_key, id FROM {jobs} WHERE unique_key = ANY(%(keys)s::text[])"
-        " AND state IN ('scheduled', 'ready', 'leased', 'retry')"
+        f" AND state IN {LIVE}"
     ),
     "privileges": (
         "SELECT has_table_privilege(%(jobs)s, 'SELECT') AND has_table_privilege(%(jobs)s, 'INSERT')"

@@ -35,6 +35,7 @@ __all__ = [
     "JobInfo",
     "JobState",
     "Journal",
+    "LIVE_STATES",
     "LeasedJob",
     "NewJob",
     "TERMINAL_STATES",
@@ -72,6 +73,9 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED})
+LIVE_STATES = (JobState.SCHEDULED, JobState.READY, JobState.LEASED, JobState.RETRY)
+"""The non-final states, in the order a job goes through them: a live job can be cancelled
+and holds its unique key."""
 
 
 @dataclass(frozen=True, slots=True)

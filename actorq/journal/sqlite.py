@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, ClassVar, Collection, Iterator, Sequence
 
 from actorq.errors import JournalError, JournalLocked
+from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, SQLITE_PREFIX, JournalConfig, check_url,
     redact_url,
@@ -40,10 +41,8 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 2  # 1: jobs, errors; 2: unique keys
 SYNCHRONOUS_LEVELS = ("normal", "full", "extra")
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
-_CLEAR_LEASE = "lease_id = NULL, lease_owner = NULL, lease_expires = NULL"
 _IN_CHUNK = 500  # ids per IN list; far below SQLite's limit of 32,766 bound parameters
 _INSERT_COLUMNS = 10
-_LIVE = "('scheduled', 'ready', 'leased', 'retry')"
 
 
 def _schema_sql(version: int) -> str:
@@ -296,7 +295,7 @@ class SQLiteJournal:
             chunk = keys[start:start + _IN_CHUNK]
             found.update(self._conn.execute(
                 f"SELECT unique_key, id FROM actorq_jobs WHERE unique_key IN ({','.join('?' * len(chunk))})"
-                f" AND state IN {_LIVE}", chunk).fetchall())
+                f" AND state IN {LIVE}", chunk).fetchall())
         return found
 
     def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
@@ -336,7 +335,7 @@ class SQLiteJournal:
                 for start in range(0, len(ids), _IN_CHUNK):
                     chunk = ids[start:start + _IN_CHUNK]
                     accepted += self._conn.execute(
-                        f"UPDATE actorq_jobs SET state = 'succeeded', finished_at = ?, {_CLEAR_LEASE}"
+                        f"UPDATE actorq_jobs SET state = 'succeeded', finished_at = ?, {CLEAR_LEASE}"
                         f" WHERE lease_id = ? AND state = 'leased' AND id IN ({','.join('?' * len(chunk))})",
                         (now, lease_id, *chunk),
                     ).rowcount
@@ -361,7 +360,7 @@ class SQLiteJournal:
                     "  ELSE 'retry' END,"
                     " run_at = CASE WHEN ?1 IS NOT NULL OR attempts >= max_attempts THEN run_at ELSE ?2 END,"
                     " finished_at = CASE WHEN ?1 IS NOT NULL OR attempts >= max_attempts THEN ?3 ELSE NULL END,"
-                    f" last_error = ?4, {_CLEAR_LEASE}"
+                    f" last_error = ?4, {CLEAR_LEASE}"
                     " WHERE id = ?5 AND lease_id = ?6 AND state = 'leased' RETURNING attempts",
                     (final, f.retry_at, now, f.error, f.job_id, f.lease_id),
                 ).fetchone()
@@ -380,7 +379,7 @@ class SQLiteJournal:
         with self.transaction():
             before = self._conn.total_changes
             self._conn.executemany(
-                f"UPDATE actorq_jobs SET state = 'ready', attempts = attempts - 1, {_CLEAR_LEASE}"
+                f"UPDATE actorq_jobs SET state = 'ready', attempts = attempts - 1, {CLEAR_LEASE}"
                 " WHERE id = ? AND lease_id = ? AND state = 'leased'",
                 list(leases),
             )
@@ -403,7 +402,7 @@ class SQLiteJournal:
                 "  WHEN attempts >= max_attempts THEN 'dead' ELSE 'ready' END,"
                 " finished_at = CASE WHEN task IN (SELECT value FROM json_each(?1))"
                 "  OR attempts >= max_attempts THEN ?2 ELSE NULL END,"
-                f" last_error = ?3, {_CLEAR_LEASE}"
+                f" last_error = ?3, {CLEAR_LEASE}"
                 f" WHERE state = 'leased' AND {where}",
                 (fail_json, now, reason, *params),
             )
@@ -448,7 +447,7 @@ class SQLiteJournal:
         """Move due scheduled and retry jobs to ready; returns the number moved."""
         with self.transaction():
             return self._conn.execute(
-                "UPDATE actorq_jobs SET state = 'ready' WHERE state IN ('scheduled', 'retry') AND run_at <= ?",
+                f"UPDATE actorq_jobs SET state = 'ready' WHERE state IN {DUE} AND run_at <= ?",
                 (self._clock(),),
             ).rowcount
 
@@ -459,8 +458,8 @@ class SQLiteJournal:
         """
         with self.transaction():
             return self._conn.execute(
-                f"UPDATE actorq_jobs SET state = 'cancelled', finished_at = ?, {_CLEAR_LEASE}"
-                " WHERE id = ? AND state IN ('scheduled', 'ready', 'leased', 'retry')",
+                f"UPDATE actorq_jobs SET state = 'cancelled', finished_at = ?, {CLEAR_LEASE}"
+                f" WHERE id = ? AND state IN {LIVE}",
                 (self._clock(), job_id),
             ).rowcount == 1
 
@@ -469,7 +468,7 @@ class SQLiteJournal:
         with self.transaction():
             return self._conn.execute(
                 "UPDATE actorq_jobs SET state = 'ready', attempts = 0, run_at = ?, finished_at = NULL"
-                " WHERE id = ? AND state IN ('dead', 'failed')",
+                f" WHERE id = ? AND state IN {REVIVABLE}",
                 (self._clock(), job_id),
             ).rowcount == 1
 

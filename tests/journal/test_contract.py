@@ -32,7 +32,8 @@ import pytest
 from journal_support import HOUR, Backend, fail, job_in_every_state, lease_one, new_job, state, wait_for
 
 from actorq.errors import JournalError
-from actorq.journal import Failure, JobState, Journal, NewJob
+from actorq.journal import TERMINAL_STATES, Failure, JobState, Journal, NewJob
+from actorq.journal.protocol import LIVE_STATES
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -222,9 +223,10 @@ def test_b1_illegal_transitions_are_rejected_in_every_state(journal: Journal) ->
 
 def test_b1_cancel_from_every_non_final_state_only(journal: Journal) -> None:
     job_in_every_state(journal)
+    assert set(LIVE_STATES) == set(JobState) - TERMINAL_STATES and len(LIVE_STATES) == 4
     for s in JobState:
         cancelled = journal.cancel(s.value)
-        if s in (JobState.SCHEDULED, JobState.READY, JobState.LEASED, JobState.RETRY):
+        if s in LIVE_STATES:
             assert cancelled, s
             info = journal.get(s.value)
             assert info is not None and (info.state, info.lease_owner) == (JobState.CANCELLED, None)
