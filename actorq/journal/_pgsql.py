@@ -37,9 +37,10 @@ class Statements:
     complete: str
     fail: str
     release: str
-    reclaim_owner: str
-    reclaim_prefix: str
-    reclaim_expired: str
+    attempts: str
+    leased_by: str
+    leased_with_prefix: str
+    expired: str
     renew: str
     promote: str
     cancel: str
@@ -53,18 +54,10 @@ class Statements:
     holders: str
 
 
-def _reclaim(where: str) -> str:
-    # The crash is the attempt (counted at lease time); its reason goes to the errors table.
-    return (
-        "WITH taken AS (UPDATE {jobs} SET"
-        " state = CASE WHEN task = ANY(%(fail_tasks)s::text[]) THEN 'failed'"
-        "  WHEN attempts >= max_attempts THEN 'dead' ELSE 'ready' END,"
-        " finished_at = CASE WHEN task = ANY(%(fail_tasks)s::text[]) OR attempts >= max_attempts"
-        "  THEN now() END,"
-        f" last_error = %(reason)s, {CLEAR_LEASE}"
-        f" WHERE state = 'leased' AND {where} RETURNING id, attempts)"
-        " INSERT INTO {errors} (job_id, attempt, at, error) SELECT id, attempts, now(), %(reason)s FROM taken"
-    )
+def _attempts(where: str, lock: str = "FOR UPDATE OF j", source: str = "") -> str:
+    # FOR UPDATE: the caller's fail() in the same transaction answers these very leases.
+    return ("SELECT j.id, j.lease_id, j.task, j.attempts, j.max_attempts FROM {jobs} j" + source
+            + f" WHERE j.state = 'leased' AND {where} {lock}")
 
 
 def _lease(queue_match: str) -> str:
@@ -109,15 +102,14 @@ _TEXT = {
         " FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"
         " WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'"
     ),
+    # Stores the outcomes decided by the caller: RETRY brings its retry_at, a final state its
+    # finished flag; READY and the final states keep run_at (retry_at is NULL for them).
     "fail": (
         "WITH f AS (SELECT * FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[], %(errors)s::text[],"
-        "  %(retry_at)s::float8[], %(finals)s::text[]) AS f(id, lease_id, error, retry_at, final)),"
-        " done AS (UPDATE {jobs} j SET"
-        "  state = CASE WHEN f.final IS NOT NULL THEN f.final"
-        "   WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'retry' END,"
-        "  run_at = CASE WHEN f.final IS NOT NULL OR j.attempts >= j.max_attempts THEN j.run_at"
-        "   ELSE to_timestamp(f.retry_at) END,"
-        "  finished_at = CASE WHEN f.final IS NOT NULL OR j.attempts >= j.max_attempts THEN now() END,"
+        "  %(states)s::text[], %(retry_at)s::float8[], %(finished)s::bool[])"
+        "  AS f(id, lease_id, error, state, retry_at, finished)),"
+        " done AS (UPDATE {jobs} j SET state = f.state, run_at = coalesce(to_timestamp(f.retry_at), j.run_at),"
+        "  finished_at = CASE WHEN f.finished THEN now() END,"
         f"  last_error = f.error, {CLEAR_LEASE}"
         "  FROM f WHERE j.id = f.id AND j.lease_id = f.lease_id AND j.state = 'leased'"
         "  RETURNING j.id, j.attempts, f.error)"
@@ -128,10 +120,13 @@ _TEXT = {
         " FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"
         " WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'"
     ),
-    "reclaim_owner": _reclaim("lease_owner = %(owner)s AND lease_id <> ALL(%(keep)s::int8[])"),
+    "attempts": _attempts("j.id = a.id AND j.lease_id = a.lease_id",
+                          source=", unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"),
+    "leased_by": _attempts("j.lease_owner = %(owner)s AND j.lease_id <> ALL(%(keep)s::int8[])"),
     # starts_with, not LIKE: '%' and '_' in a node name are plain characters here.
-    "reclaim_prefix": _reclaim("starts_with(lease_owner, %(prefix)s)"),
-    "reclaim_expired": _reclaim("lease_expires < now()"),
+    "leased_with_prefix": _attempts("starts_with(j.lease_owner, %(prefix)s)"),
+    # SKIP LOCKED: a rescue never waits on rows another node's transaction holds.
+    "expired": _attempts("j.lease_expires < now()", "FOR UPDATE OF j SKIP LOCKED"),
     "renew": (
         f"UPDATE {{jobs}} SET lease_expires = {_EXPIRY}"
         " WHERE state = 'leased' AND lease_owner = ANY(%(owners)s::text[])"

@@ -63,14 +63,15 @@ from actorq.errors import JournalError
 from actorq.journal._pgconnect import Connector
 from actorq.journal._pgsql import Statements, statements, table
 from actorq.journal.config import DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, JournalConfig, check_schema, redact_url
-from actorq.journal.protocol import Failure, JobInfo, JobState, LeasedJob, NewJob
+from actorq.journal.protocol import (
+    TERMINAL_STATES, Attempt, Failure, JobInfo, JobState, LeasedJob, NewJob, check_failures,
+)
 
 __all__ = ["DEFAULT_SCHEMA", "Listener", "PostgresJournal", "enqueue_in", "migrate"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BACKOFF = 5.0
-_FINAL_STATES = (None, JobState.FAILED, JobState.DEAD)
 _MIGRATION_FILE = re.compile(r"postgres_(\d{3})_([a-z0-9_]+)\.sql")
 
 
@@ -445,20 +446,23 @@ class PostgresJournal:
         return self._execute(self._sql.complete, _pairs(acks)).rowcount
 
     def fail(self, failures: Sequence[Failure]) -> int:
-        """Record failed attempts (retry, failed or dead); returns how many leases were current.
+        """Store each decided outcome whose lease is current (see `Journal.fail`), in one statement.
+
+        Returns:
+            How many leases were current.
 
         Raises:
-            ValueError: a `final_state` other than None, "failed" or "dead"; nothing is recorded.
+            ValueError: a state `fail` does not store, or RETRY without retry_at; nothing is recorded.
         """
-        for f in failures:
-            if f.final_state not in _FINAL_STATES:
-                raise ValueError(f"final_state must be None, 'failed' or 'dead', got {f.final_state!r}")
+        check_failures(failures)
+        failures = [f for f in failures if "\x00" not in f.job_id]  # names no job: stale
         if not failures:
             return 0
-        failures = [f for f in failures if "\x00" not in f.job_id]
         params = {"ids": [f.job_id for f in failures], "lease_ids": [f.lease_id for f in failures],
-                  "errors": [_text(f.error) for f in failures], "retry_at": [f.retry_at for f in failures],
-                  "finals": [None if f.final_state is None else str(f.final_state) for f in failures]}
+                  "errors": [_text(f.error) for f in failures],
+                  "states": [JobState(f.state).value for f in failures],
+                  "retry_at": [f.retry_at if f.state == JobState.RETRY else None for f in failures],
+                  "finished": [f.state in TERMINAL_STATES for f in failures]}
         return self._execute(self._sql.fail, params).rowcount
 
     def release(self, leases: Sequence[tuple[str, int]]) -> int:
@@ -467,24 +471,30 @@ class PostgresJournal:
             return 0
         return self._execute(self._sql.release, _pairs(leases)).rowcount
 
-    def _reclaim(self, query: str, reason: str, fail_tasks: Collection[str], **params: Any) -> int:
-        return self._execute(query, {**params, "reason": _text(reason), "fail_tasks": list(fail_tasks)}).rowcount
+    def attempts(self, leases: Sequence[tuple[str, int]]) -> list[Attempt]:
+        """The ``(job_id, lease_id)`` pairs whose lease is current (locked ``FOR UPDATE``), in no order."""
+        if not leases:
+            return []
+        return self._read_attempts(self._sql.attempts, _pairs(list(dict.fromkeys(leases))))
 
-    def reclaim(self, owner: str, reason: str, *, keep: Collection[int] = (),
-                fail_tasks: Collection[str] = ()) -> int:
-        """Take back `owner`'s jobs except the leases in `keep`: failed for `fail_tasks`, else ready or dead.
+    def leased_by(self, owner: str, *, keep: Collection[int] = ()) -> list[Attempt]:
+        """Every current lease of `owner` except the lease ids in `keep` (locked ``FOR UPDATE``)."""
+        if "\x00" in owner:  # no owner can have it
+            return []
+        return self._read_attempts(self._sql.leased_by, {"owner": owner, "keep": list(keep)})
 
-        `reason` is recorded as the attempt's error. Returns the number of jobs taken back.
-        """
-        return self._reclaim(self._sql.reclaim_owner, reason, fail_tasks, owner=owner, keep=list(keep))
+    def leased_with_prefix(self, prefix: str) -> list[Attempt]:
+        """Every current lease whose owner starts with `prefix` (literally; "" = all), locked ``FOR UPDATE``."""
+        if "\x00" in prefix:
+            return []
+        return self._read_attempts(self._sql.leased_with_prefix, {"prefix": prefix})
 
-    def reclaim_all(self, reason: str, owner_prefix: str = "", *, fail_tasks: Collection[str] = ()) -> int:
-        """`reclaim` every job whose owner starts with `owner_prefix` (compared literally; "" = all)."""
-        return self._reclaim(self._sql.reclaim_prefix, reason, fail_tasks, prefix=owner_prefix)
+    def expired(self) -> list[Attempt]:
+        """Every lease expired by the database's clock, skipping rows another transaction holds locked."""
+        return self._read_attempts(self._sql.expired, {})
 
-    def expire(self, reason: str = "lease expired", *, fail_tasks: Collection[str] = ()) -> int:
-        """`reclaim` every job whose lease expired by the database's clock."""
-        return self._reclaim(self._sql.reclaim_expired, reason, fail_tasks)
+    def _read_attempts(self, query: str, params: dict[str, Any]) -> list[Attempt]:
+        return [Attempt(*row) for row in self._execute(query, params).fetchall()]
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
         """Extend the leases held by `owners` to the database's now + `lease_for`; returns rows renewed."""

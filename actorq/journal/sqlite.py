@@ -34,7 +34,9 @@ from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, SQLITE_PREFIX, JournalConfig, check_url,
     redact_url,
 )
-from actorq.journal.protocol import Failure, JobInfo, JobState, LeasedJob, NewJob
+from actorq.journal.protocol import (
+    TERMINAL_STATES, Attempt, Failure, JobInfo, JobState, LeasedJob, NewJob, check_failures,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -342,27 +344,22 @@ class SQLiteJournal:
         return accepted
 
     def fail(self, failures: Sequence[Failure]) -> int:
-        """Record failed attempts (retry, failed or dead); returns how many leases were current.
+        """Store each decided outcome whose lease is current (see `Journal.fail`); returns how many.
 
         Raises:
-            ValueError: a `final_state` other than None, "failed" or "dead"; nothing is recorded.
+            ValueError: a state `fail` does not store, or RETRY without retry_at; nothing is recorded.
         """
+        check_failures(failures)
         now = self._clock()
         accepted = 0
         with self.transaction():
             for f in failures:
-                final = f.final_state
-                if final not in (None, JobState.FAILED, JobState.DEAD):
-                    raise ValueError(f"final_state must be None, 'failed' or 'dead', got {final!r}")
                 row = self._conn.execute(
-                    "UPDATE actorq_jobs SET"
-                    " state = CASE WHEN ?1 IS NOT NULL THEN ?1 WHEN attempts >= max_attempts THEN 'dead'"
-                    "  ELSE 'retry' END,"
-                    " run_at = CASE WHEN ?1 IS NOT NULL OR attempts >= max_attempts THEN run_at ELSE ?2 END,"
-                    " finished_at = CASE WHEN ?1 IS NOT NULL OR attempts >= max_attempts THEN ?3 ELSE NULL END,"
+                    "UPDATE actorq_jobs SET state = ?1, run_at = coalesce(?2, run_at), finished_at = ?3,"
                     f" last_error = ?4, {CLEAR_LEASE}"
                     " WHERE id = ?5 AND lease_id = ?6 AND state = 'leased' RETURNING attempts",
-                    (final, f.retry_at, now, f.error, f.job_id, f.lease_id),
+                    (JobState(f.state).value, f.retry_at if f.state == JobState.RETRY else None,
+                     now if f.state in TERMINAL_STATES else None, f.error, f.job_id, f.lease_id),
                 ).fetchone()
                 if row is not None:
                     accepted += 1
@@ -385,52 +382,39 @@ class SQLiteJournal:
             )
             return self._conn.total_changes - before
 
-    def _reclaim_where(self, where: str, params: tuple[object, ...], reason: str,
-                       fail_tasks: Collection[str]) -> int:
-        now = self._clock()
-        # The task names go as one JSON array: any number of them in one bound parameter.
-        fail_json = json.dumps(sorted(fail_tasks))
-        with self.transaction():
-            self._conn.execute(
-                "INSERT INTO actorq_errors (job_id, attempt, at, error)"
-                f" SELECT id, attempts, ?, ? FROM actorq_jobs WHERE state = 'leased' AND {where}",
-                (now, reason, *params),
-            )
-            cur = self._conn.execute(
-                "UPDATE actorq_jobs SET"
-                " state = CASE WHEN task IN (SELECT value FROM json_each(?1)) THEN 'failed'"
-                "  WHEN attempts >= max_attempts THEN 'dead' ELSE 'ready' END,"
-                " finished_at = CASE WHEN task IN (SELECT value FROM json_each(?1))"
-                "  OR attempts >= max_attempts THEN ?2 ELSE NULL END,"
-                f" last_error = ?3, {CLEAR_LEASE}"
-                f" WHERE state = 'leased' AND {where}",
-                (fail_json, now, reason, *params),
-            )
-            return cur.rowcount
+    def attempts(self, leases: Sequence[tuple[str, int]]) -> list[Attempt]:
+        """The ``(job_id, lease_id)`` pairs whose lease is current, in no particular order."""
+        by_lease: dict[int, list[str]] = {}
+        for job_id, lease_id in leases:
+            by_lease.setdefault(lease_id, []).append(job_id)
+        found: list[Attempt] = []
+        for lease_id, ids in by_lease.items():  # one statement per lease, as in `complete`
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start:start + _IN_CHUNK]
+                found += self._attempts(
+                    f"lease_id = ? AND id IN ({','.join('?' * len(chunk))})", (lease_id, *chunk))
+        return found
 
-    def reclaim(self, owner: str, reason: str, *, keep: Collection[int] = (),
-                fail_tasks: Collection[str] = ()) -> int:
-        """Take back `owner`'s jobs except the leases in `keep`: failed for `fail_tasks`, else ready or dead.
+    def leased_by(self, owner: str, *, keep: Collection[int] = ()) -> list[Attempt]:
+        """Every current lease of `owner` except the lease ids in `keep`."""
+        # The kept ids go as one JSON array: any number of them in one bound parameter.
+        return self._attempts("lease_owner = ? AND lease_id NOT IN (SELECT value FROM json_each(?))",
+                              (owner, json.dumps(sorted(keep))))
 
-        `reason` is recorded as the attempt's error. Returns the number of jobs taken back.
-        """
-        if keep:
-            return self._reclaim_where(
-                "lease_owner = ? AND lease_id NOT IN (SELECT value FROM json_each(?))",
-                (owner, json.dumps(sorted(keep))), reason, fail_tasks)
-        return self._reclaim_where("lease_owner = ?", (owner,), reason, fail_tasks)
-
-    def reclaim_all(self, reason: str, owner_prefix: str = "", *, fail_tasks: Collection[str] = ()) -> int:
-        """`reclaim` every job whose owner starts with `owner_prefix` (compared literally; "" = all)."""
-        if not owner_prefix:
-            return self._reclaim_where("1", (), reason, fail_tasks)
+    def leased_with_prefix(self, prefix: str) -> list[Attempt]:
+        """Every current lease whose owner starts with `prefix` (compared literally; "" = all)."""
         # substr, not LIKE: '%' and '_' in a node name are plain characters here.
-        return self._reclaim_where("substr(lease_owner, 1, length(?)) = ?",
-                                   (owner_prefix, owner_prefix), reason, fail_tasks)
+        return self._attempts("substr(lease_owner, 1, length(?1)) = ?1", (prefix,))
 
-    def expire(self, reason: str = "lease expired", *, fail_tasks: Collection[str] = ()) -> int:
-        """`reclaim` every job whose lease expired by the journal's clock."""
-        return self._reclaim_where("lease_expires < ?", (self._clock(),), reason, fail_tasks)
+    def expired(self) -> list[Attempt]:
+        """Every lease whose expiry has passed by the journal's (injected) clock."""
+        return self._attempts("lease_expires < ?", (self._clock(),))
+
+    def _attempts(self, where: str, params: tuple[object, ...]) -> list[Attempt]:
+        rows = self._conn.execute(
+            "SELECT id, lease_id, task, attempts, max_attempts FROM actorq_jobs"
+            f" WHERE state = 'leased' AND {where}", params).fetchall()
+        return [Attempt(*row) for row in rows]
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
         """Extend the leases held by `owners` to now + `lease_for`; returns rows renewed."""

@@ -27,12 +27,12 @@ from typing import Any, Iterator
 import psycopg
 import pytest
 from journal_support import (
-    PG_URL, PasswordCatcher, TcpProxy, closed_port, new_schema_name, pg_admin, require_pg, wait_for,
+    PG_URL, PasswordCatcher, TcpProxy, closed_port, new_schema_name, pg_admin, reclaim, require_pg, wait_for,
 )
 
 from actorq.errors import JournalError
 from actorq.jobs import journal_writer as jw
-from actorq.journal import JobState, Listener, NewJob, PostgresJournal, enqueue_in, migrate, open_journal
+from actorq.journal import Failure, JobState, Listener, NewJob, PostgresJournal, enqueue_in, migrate, open_journal
 from actorq.journal import postgres
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("_pg")]
@@ -306,8 +306,8 @@ def test_a_failing_enqueue_fails_alone_any_other_failure_fails_the_group(journal
 def test_error_texts_keep_everything_but_nul(journal: PostgresJournal) -> None:
     journal.enqueue([job("a"), job("b")])
     a, b = sorted(journal.lease(["q"], "w1", 2, 30.0))
-    assert journal.fail([postgres.Failure(a.id, a.lease_id, "ValueError: \x00 in 'x' ünïcode", 9e9)]) == 1
-    assert journal.reclaim("w1", "worker died\x00") == 1
+    assert journal.fail([Failure(a.id, a.lease_id, "ValueError: \x00 in 'x' ünïcode", JobState.RETRY, 9e9)]) == 1
+    assert reclaim(journal, "w1", "worker died\x00") == 1
     assert journal.get("a").errors == ["ValueError: \ufffd in 'x' ünïcode"]  # type: ignore[union-attr]
     assert journal.get("b").errors == ["worker died\ufffd"]  # type: ignore[union-attr]
 
@@ -334,6 +334,31 @@ def test_b4_claims_skip_rows_locked_by_another_transaction(pg_schema: str) -> No
             assert sorted(j.id for j in journal.lease(["q"], "w3", 10, 30.0)) == locked
     finally:
         journal.close()
+
+
+def test_expired_skips_leases_another_transaction_holds_locked(pg_schema: str) -> None:
+    """A rescue never waits on another node's locked rows: it takes the rest, and a later one those."""
+    url = f"{PG_URL}?options=-c%20lock_timeout%3D2000"  # if it ever waited, it would fail fast, not hang
+    journal, rival = PostgresJournal(url, schema=pg_schema), PostgresJournal(url, schema=pg_schema)
+    try:
+        journal.enqueue([job(f"j{n}") for n in range(4)])
+        assert len(journal.lease(["q"], "dead-node/1/x", 4, -1.0)) == 4
+        with pg_admin() as other:
+            with other.transaction():
+                locked = [r[0] for r in other.execute(
+                    f'SELECT id FROM "{pg_schema}".actorq_jobs ORDER BY id LIMIT 2 FOR UPDATE')]
+                with journal.transaction():
+                    rows = journal.expired()
+                    assert sorted(r.job_id for r in rows) == ["j2", "j3"]
+                    assert rival.expired() == []  # a second rescuer skips what the first holds, too
+                    assert journal.fail([Failure(r.job_id, r.lease_id, "lease expired", JobState.READY)
+                                         for r in rows]) == 2
+                assert {journal.get(i).state for i in locked} == {JobState.LEASED}  # type: ignore[union-attr]
+            # Once the other transaction ends, the next rescue finds the rows it skipped.
+            assert sorted(r.job_id for r in rival.expired()) == locked
+    finally:
+        journal.close()
+        rival.close()
 
 
 # -- B5: transactional enqueue -----------------------------------------------------------------------
@@ -384,7 +409,8 @@ def test_listener_wakes_on_commit_and_survives_a_terminated_connection(
             enqueue_in(app, [job("tx", "epsilon")], pg_schema)
             app.commit()
         assert events.get(timeout=10) == "epsilon"  # the rolled-back enqueue woke no one
-        journal.fail([postgres.Failure(j.id, j.lease_id, "boom", 0.0) for j in journal.lease(["beta"], "w", 1, 30.0)])
+        journal.fail([Failure(j.id, j.lease_id, "boom", JobState.RETRY, 0.0)
+                      for j in journal.lease(["beta"], "w", 1, 30.0)])
         assert journal.promote() == 1
         assert events.get(timeout=10) == "beta"
 

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from journal_support import job_in_every_state, lease_one, new_job, state
+from journal_support import expire, job_in_every_state, lease_one, new_job, reclaim, reclaim_all, state
 
 from actorq.errors import JournalError, JournalLocked
-from actorq.journal import JobState, SQLiteJournal
+from actorq.journal import Failure, JobState, SQLiteJournal
+from actorq.journal.protocol import Attempt
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -78,21 +79,35 @@ def test_b1_injected_clock_decides_ready_or_scheduled(journal: SQLiteJournal, cl
     assert journal.get("no-such-job") is None
 
 
-def test_b8_expire_and_renew_use_the_injected_clock(journal: SQLiteJournal, clock: Clock) -> None:
+def test_b8_expiry_and_renew_use_the_injected_clock(journal: SQLiteJournal, clock: Clock) -> None:
     journal.enqueue([new_job("a")])
-    lease_one(journal, "w1", lease_for=30.0)  # expires at T0 + 30
+    job = lease_one(journal, "w1", lease_for=30.0)  # expires at T0 + 30
     clock.now = T0 + 20
-    assert journal.expire() == 0
+    assert journal.expired() == []
     assert journal.renew(["w1"], 30.0) == 1  # now expires at T0 + 50
     clock.now = T0 + 45
-    assert journal.expire() == 0
+    assert journal.expired() == []
     assert state(journal, "a") is JobState.LEASED
     clock.now = T0 + 51
-    assert journal.expire() == 1
+    assert journal.expired() == [Attempt("a", job.lease_id, "tests.noop", 1, 3)]
+    assert expire(journal) == 1
     info = journal.get("a")
     assert info is not None
     assert (info.state, info.attempts, info.errors) == (JobState.READY, 1, ["lease expired"])
     assert journal.renew([], 30.0) == 0
+
+
+def test_fail_times_final_states_by_the_injected_clock(journal: SQLiteJournal, clock: Clock, db_path: Path) -> None:
+    journal.enqueue([new_job("a"), new_job("b")])
+    a, b = sorted(journal.lease(["q"], "w1", 2, 30.0))
+    clock.now = T0 + 7
+    assert journal.fail([Failure(a.id, a.lease_id, "gave up", JobState.FAILED),
+                         Failure(b.id, b.lease_id, "boom", JobState.RETRY, T0 + 60)]) == 2
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("SELECT id, finished_at, run_at FROM actorq_jobs ORDER BY id").fetchall() == [
+            ("a", T0 + 7, T0), ("b", None, T0 + 60)]
+        assert raw.execute("SELECT job_id, attempt, at, error FROM actorq_errors ORDER BY job_id").fetchall() == [
+            ("a", 1, T0 + 7, "gave up"), ("b", 1, T0 + 7, "boom")]
 
 
 # -- B13: pragmas, BEGIN IMMEDIATE, a concurrent reader process ---------------------------
@@ -122,9 +137,9 @@ def test_b13_every_write_transaction_is_begin_immediate(journal: SQLiteJournal, 
     journal._conn.set_trace_callback(statements.append)  # observe the real statements sent
     try:
         job_in_every_state(journal)
-        journal.reclaim("w1", "worker died")
-        journal.reclaim_all("takeover")
-        journal.expire()
+        reclaim(journal, "w1", "worker died")
+        reclaim_all(journal, "takeover")
+        expire(journal)
         journal.renew(["w1"], 10.0)
         journal.promote()
         journal.retry_dead("dead")
