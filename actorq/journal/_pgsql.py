@@ -41,6 +41,8 @@ class Statements:
     leased_by: str
     leased_with_prefix: str
     expired: str
+    declare_tasks: str
+    declared_tasks: str
     renew: str
     promote: str
     cancel: str
@@ -127,6 +129,18 @@ _TEXT = {
     "leased_with_prefix": _attempts("starts_with(j.lease_owner, %(prefix)s)"),
     # SKIP LOCKED: a rescue never waits on rows another node's transaction holds.
     "expired": _attempts("j.lease_expires < now()", "FOR UPDATE OF j SKIP LOCKED"),
+    "declare_tasks": (
+        "INSERT INTO {tasks} (name, queue, priority, max_attempts, declared_at)"
+        " SELECT d.name, d.queue, d.priority, d.max_attempts, now()"
+        " FROM unnest(%(names)s::text[], %(queues)s::text[], %(priorities)s::int4[], %(max_attempts)s::int4[])"
+        "  AS d(name, queue, priority, max_attempts)"
+        # the last writer wins: a node starting later replaces what an earlier one declared
+        " ON CONFLICT (name) DO UPDATE SET queue = EXCLUDED.queue, priority = EXCLUDED.priority,"
+        " max_attempts = EXCLUDED.max_attempts, declared_at = EXCLUDED.declared_at"
+    ),
+    "declared_tasks": (
+        "SELECT name, queue, priority, max_attempts FROM {tasks} WHERE name = ANY(%(names)s::text[])"
+    ),
     "renew": (
         f"UPDATE {{jobs}} SET lease_expires = {_EXPIRY}"
         " WHERE state = 'leased' AND lease_owner = ANY(%(owners)s::text[])"
@@ -168,6 +182,9 @@ _TEXT = {
         "SELECT has_table_privilege(%(jobs)s, 'SELECT') AND has_table_privilege(%(jobs)s, 'INSERT')"
         " AND has_table_privilege(%(jobs)s, 'UPDATE') AND has_table_privilege(%(errors)s, 'INSERT')"
         " AND has_table_privilege(%(errors)s, 'SELECT') AND has_sequence_privilege(%(lease_ids)s, 'USAGE')"
+        # nodes declare their tasks at start
+        " AND has_table_privilege(%(tasks)s, 'SELECT') AND has_table_privilege(%(tasks)s, 'INSERT')"
+        " AND has_table_privilege(%(tasks)s, 'UPDATE')"
     ),
 }
 
@@ -189,6 +206,7 @@ def statements(schema: str) -> Statements:
         "jobs": sql.Identifier(schema, "actorq_jobs"),
         "errors": sql.Identifier(schema, "actorq_errors"),
         "leaders": sql.Identifier(schema, "actorq_leaders"),
+        "tasks": sql.Identifier(schema, "actorq_tasks"),
         # nextval takes the sequence's name as text: a quoted, escaped literal.
         "lease_ids": sql.Literal(table(schema, "actorq_lease_ids")),
     }

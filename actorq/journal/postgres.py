@@ -64,7 +64,7 @@ from actorq.journal._pgconnect import Connector
 from actorq.journal._pgsql import Statements, statements, table
 from actorq.journal.config import DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, JournalConfig, check_schema, redact_url
 from actorq.journal.protocol import (
-    TERMINAL_STATES, Attempt, Failure, JobInfo, JobState, LeasedJob, NewJob, check_failures,
+    TERMINAL_STATES, Attempt, Failure, JobInfo, JobState, LeasedJob, NewJob, TaskDefaults, check_failures,
 )
 
 __all__ = ["DEFAULT_SCHEMA", "Listener", "PostgresJournal", "enqueue_in", "migrate"]
@@ -405,12 +405,12 @@ class PostgresJournal:
             JournalError: the role lacks a privilege the journal needs (named in the message).
         """
         names = {"jobs": table(self.schema, "actorq_jobs"), "errors": table(self.schema, "actorq_errors"),
-                 "lease_ids": table(self.schema, "actorq_lease_ids")}
+                 "tasks": table(self.schema, "actorq_tasks"), "lease_ids": table(self.schema, "actorq_lease_ids")}
         if not self._execute(self._sql.privileges, names).fetchone()[0]:  # type: ignore[index]
             raise JournalError(
                 f"journal {self.url} (schema {self.schema}): this role may not write the journal; it needs "
-                f"SELECT, INSERT and UPDATE on {names['jobs']}, SELECT and INSERT on {names['errors']} "
-                f"and USAGE on {names['lease_ids']}")
+                f"SELECT, INSERT and UPDATE on {names['jobs']} and on {names['tasks']}, SELECT and INSERT "
+                f"on {names['errors']} and USAGE on {names['lease_ids']}")
 
     # -- transitions ---------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob]) -> int:
@@ -495,6 +495,29 @@ class PostgresJournal:
 
     def _read_attempts(self, query: str, params: dict[str, Any]) -> list[Attempt]:
         return [Attempt(*row) for row in self._execute(query, params).fetchall()]
+
+    def declare_tasks(self, tasks: Sequence[TaskDefaults]) -> None:
+        """Record the defaults of `tasks` in one statement, replacing earlier declarations (the last wins).
+
+        Raises:
+            JournalError: a declaration was refused (``max_attempts`` below 1); none is recorded.
+        """
+        # One row per name: an upsert may not touch a row twice in one statement.
+        latest = list({t.name: t for t in tasks}.values())
+        if not latest:
+            return
+        self._execute(self._sql.declare_tasks, {
+            "names": [t.name for t in latest], "queues": [t.queue for t in latest],
+            "priorities": [t.priority for t in latest], "max_attempts": [t.max_attempts for t in latest],
+        }, isolated=True)
+
+    def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
+        """``{name: its declared defaults}`` for those of `names` that were declared."""
+        names = [n for n in names if "\x00" not in n]  # no task can have it
+        if not names:
+            return {}
+        rows = self._execute(self._sql.declared_tasks, {"names": names}).fetchall()
+        return {row[0]: TaskDefaults(*row) for row in rows}
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
         """Extend the leases held by `owners` to the database's now + `lease_for`; returns rows renewed."""

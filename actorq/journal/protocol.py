@@ -54,6 +54,7 @@ __all__ = [
     "LeasedJob",
     "NewJob",
     "TERMINAL_STATES",
+    "TaskDefaults",
     "check_failures",
 ]
 
@@ -188,6 +189,19 @@ class Attempt(NamedTuple):
     lease_id: int
     task: str
     attempt: int
+    max_attempts: int
+
+
+class TaskDefaults(NamedTuple):
+    """A task's declared defaults, as a node's registry declares them (`Journal.declare_tasks`).
+
+    A producer that does not import the task registry reads them (`Journal.declared_tasks`)
+    to give a new job its task's queue, priority and max_attempts.
+    """
+
+    name: str
+    queue: str
+    priority: int
     max_attempts: int
 
 
@@ -327,6 +341,19 @@ class Journal(Protocol):
         Rows another transaction holds locked are skipped, never waited on (a rescue
         must not stall behind another node); they are found by a later call.
         """
+
+    def declare_tasks(self, tasks: Sequence[TaskDefaults]) -> None:
+        """Record the defaults of `tasks`, replacing earlier declarations of the same names.
+
+        Nodes write their registry's declarations at start; the last writer wins (within
+        one batch, the last of a name).
+
+        Raises:
+            JournalError: the journal refused a declaration (``max_attempts`` below 1).
+        """
+
+    def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
+        """``{name: its declared defaults}`` for those of `names` that some node declared."""
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
         """Extend the leases of live `owners` to now + `lease_for`. Returns rows renewed."""

@@ -35,12 +35,12 @@ from actorq.journal.config import (
     redact_url,
 )
 from actorq.journal.protocol import (
-    TERMINAL_STATES, Attempt, Failure, JobInfo, JobState, LeasedJob, NewJob, check_failures,
+    TERMINAL_STATES, Attempt, Failure, JobInfo, JobState, LeasedJob, NewJob, TaskDefaults, check_failures,
 )
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 1: jobs, errors; 2: unique keys
+SCHEMA_VERSION = 3  # 1: jobs, errors; 2: unique keys; 3: task defaults
 SYNCHRONOUS_LEVELS = ("normal", "full", "extra")
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _IN_CHUNK = 500  # ids per IN list; far below SQLite's limit of 32,766 bound parameters
@@ -205,6 +205,20 @@ class SQLiteJournal:
             raise
         finally:
             self._in_tx = False
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        """All of the block or none of it, inside the transaction: a statement that fails after
+        others (a refused row of an executemany) leaves nothing of the block behind."""
+        self._conn.execute("SAVEPOINT actorq_op")
+        try:
+            yield
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK TO SAVEPOINT actorq_op")
+                self._conn.execute("RELEASE SAVEPOINT actorq_op")
+            raise
+        self._conn.execute("RELEASE SAVEPOINT actorq_op")
 
     def attach_node(self) -> None:
         """Take the node lock ``<file>.lock`` (flock, released when the process dies).
@@ -415,6 +429,36 @@ class SQLiteJournal:
             "SELECT id, lease_id, task, attempts, max_attempts FROM actorq_jobs"
             f" WHERE state = 'leased' AND {where}", params).fetchall()
         return [Attempt(*row) for row in rows]
+
+    def declare_tasks(self, tasks: Sequence[TaskDefaults]) -> None:
+        """Record the defaults of `tasks`, replacing earlier declarations (the last of a name wins).
+
+        Raises:
+            JournalError: a declaration was refused (``max_attempts`` below 1); none is recorded.
+        """
+        latest = {t.name: t for t in tasks}  # the last of a name wins, in a batch as across nodes
+        if not latest:
+            return
+        now = self._clock()
+        with self.transaction(), self._savepoint():
+            self._conn.executemany(
+                "INSERT INTO actorq_tasks (name, queue, priority, max_attempts, declared_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET queue = excluded.queue,"
+                " priority = excluded.priority, max_attempts = excluded.max_attempts,"
+                " declared_at = excluded.declared_at",
+                [(*t, now) for t in latest.values()])
+
+    def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
+        """``{name: its declared defaults}`` for those of `names` that were declared."""
+        found: dict[str, TaskDefaults] = {}
+        names = list(dict.fromkeys(names))
+        for start in range(0, len(names), _IN_CHUNK):
+            chunk = names[start:start + _IN_CHUNK]
+            for row in self._conn.execute(
+                    "SELECT name, queue, priority, max_attempts FROM actorq_tasks"
+                    f" WHERE name IN ({','.join('?' * len(chunk))})", chunk):
+                found[row[0]] = TaskDefaults(*row)
+        return found
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
         """Extend the leases held by `owners` to now + `lease_for`; returns rows renewed."""

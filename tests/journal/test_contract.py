@@ -35,7 +35,7 @@ from journal_support import (
 
 from actorq.errors import JournalError
 from actorq.journal import TERMINAL_STATES, Failure, JobState, Journal, NewJob
-from actorq.journal.protocol import LIVE_STATES, Attempt
+from actorq.journal.protocol import LIVE_STATES, Attempt, TaskDefaults
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -813,6 +813,41 @@ def test_c16_an_expired_leadership_goes_to_the_next_claimant(backend: Backend) -
     assert not b.try_lead("rescue", "n2/20/bb", 0.3)
     assert wait_for(lambda: b.try_lead("rescue", "n2/20/bb", 30.0), timeout=10.0), "expiry by the database's clock"
     assert not a.try_lead("rescue", "n1/10/aa", 0.3)
+
+
+# -- the task defaults catalog ----------------------------------------------------------------------
+def test_declared_tasks_round_trip_and_the_last_declaration_wins(backend: Backend, journal: Journal) -> None:
+    assert journal.declared_tasks(["emails.send"]) == {}
+    journal.declare_tasks([TaskDefaults("emails.send", "mail", 5, 3), TaskDefaults("reports.build", "slow", 0, 1)])
+    assert journal.declared_tasks(["emails.send", "reports.build", "unknown", "emails.send"]) == {
+        "emails.send": TaskDefaults("emails.send", "mail", 5, 3),
+        "reports.build": TaskDefaults("reports.build", "slow", 0, 1)}
+    # Another node, started later with a newer registry, declares again: it wins.
+    other = backend.open()
+    other.declare_tasks([TaskDefaults("emails.send", "mail-fast", -1, 10),
+                         TaskDefaults("x'); DROP TABLE actorq_tasks;--", "q", 0, 1)])
+    assert journal.declared_tasks(["emails.send", "reports.build"]) == {
+        "emails.send": TaskDefaults("emails.send", "mail-fast", -1, 10),
+        "reports.build": TaskDefaults("reports.build", "slow", 0, 1)}  # untouched by the other node
+    assert list(journal.declared_tasks(["x'); DROP TABLE actorq_tasks;--"])) == ["x'); DROP TABLE actorq_tasks;--"]
+    # Within one batch the last of a name wins too.
+    journal.declare_tasks([TaskDefaults("dup", "a", 1, 1), TaskDefaults("dup", "b", 2, 2)])
+    assert journal.declared_tasks(["dup"]) == {"dup": TaskDefaults("dup", "b", 2, 2)}
+    journal.declare_tasks([])
+    assert journal.declared_tasks([]) == {} and journal.declared_tasks(["no\x00such"]) == {}
+    many = [TaskDefaults(f"t{n:04d}", "q", n, 1) for n in range(1_200)]  # more than one IN list's worth
+    journal.declare_tasks(many)
+    assert journal.declared_tasks([t.name for t in many]) == {t.name: t for t in many}
+
+
+def test_a_declaration_with_max_attempts_below_one_is_refused_whole(journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("kept", "q", 0, 2)])
+    with journal.transaction():  # fails alone, as a refused enqueue does: the group goes on
+        with pytest.raises(JournalError):
+            journal.declare_tasks([TaskDefaults("fine", "q", 0, 1), TaskDefaults("kept", "q", 0, 0)])
+        journal.enqueue([new_job("after")])
+    assert journal.declared_tasks(["fine", "kept"]) == {"kept": TaskDefaults("kept", "q", 0, 2)}
+    assert state(journal, "after") is JobState.READY
 
 
 # -- what a backend declares it can do -------------------------------------------------------------

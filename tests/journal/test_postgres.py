@@ -34,6 +34,7 @@ from actorq.errors import JournalError
 from actorq.jobs import journal_writer as jw
 from actorq.journal import Failure, JobState, Listener, NewJob, PostgresJournal, enqueue_in, migrate, open_journal
 from actorq.journal import postgres
+from actorq.journal.protocol import TaskDefaults
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("_pg")]
 
@@ -216,6 +217,30 @@ def test_an_older_schema_is_refused_until_migrated(pg_schema: str, monkeypatch: 
             admin.execute(f'DROP SCHEMA "{other}" CASCADE')
 
 
+def test_a_schema_at_003_upgrades_to_the_task_catalog_and_keeps_its_jobs(
+        pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [m.version for m in postgres.MIGRATIONS[:4]] == [1, 2, 3, 4]
+    with monkeypatch.context() as before:  # the previous actorq: migrations 001-003
+        before.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:3])
+        assert migrate(PG_URL, pg_schema) == [1, 2, 3]
+        old = PostgresJournal(PG_URL, schema=pg_schema)
+        old.enqueue([job("old", unique_key="k")])
+        old.close()
+    with pytest.raises(JournalError, match="version 3; this actorq needs version"):
+        PostgresJournal(PG_URL, schema=pg_schema)
+    assert migrate(PG_URL, pg_schema) == ALL[3:]
+    assert _versions(pg_schema) == ALL
+    journal = PostgresJournal(PG_URL, schema=pg_schema, create_schema=False)
+    try:
+        journal.attach_node()  # the privileges check covers the new table
+        assert journal.get("old").state is JobState.READY  # type: ignore[union-attr]
+        assert journal.holders(["k"]) == {"k": "old"}
+        journal.declare_tasks([TaskDefaults("t", "q", 1, 2)])
+        assert journal.declared_tasks(["t"]) == {"t": TaskDefaults("t", "q", 1, 2)}
+    finally:
+        journal.close()
+
+
 def test_a_newer_or_foreign_schema_is_refused(pg_schema: str) -> None:
     assert migrate(PG_URL, pg_schema) == ALL
     with pg_admin() as admin:
@@ -276,6 +301,20 @@ def test_e8_a_role_without_privileges_gets_a_clear_error(pg_schema: str) -> None
             assert reader.counts() == {}  # the connection is still usable after the error
         finally:
             reader.close()
+        with pg_admin() as admin:  # everything a node needed before the task catalog
+            admin.execute(f'GRANT INSERT, UPDATE ON "{pg_schema}".actorq_jobs TO "{role}";'
+                          f'GRANT SELECT, INSERT ON "{pg_schema}".actorq_errors TO "{role}";'
+                          f'GRANT USAGE ON SEQUENCE "{pg_schema}".actorq_lease_ids TO "{role}"')
+        node = PostgresJournal(url, schema=pg_schema)
+        try:
+            with pytest.raises(JournalError, match="UPDATE on .*actorq_tasks"):  # nodes declare their tasks
+                node.attach_node()
+            with pg_admin() as admin:
+                admin.execute(f'GRANT SELECT, INSERT, UPDATE ON "{pg_schema}".actorq_tasks TO "{role}"')
+            node.attach_node()
+            node.declare_tasks([TaskDefaults("t", "q", 0, 1)])
+        finally:
+            node.close()
     finally:
         with pg_admin() as admin:
             admin.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')

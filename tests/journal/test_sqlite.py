@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
@@ -23,8 +24,8 @@ import pytest
 from journal_support import expire, job_in_every_state, lease_one, new_job, reclaim, reclaim_all, state
 
 from actorq.errors import JournalError, JournalLocked
-from actorq.journal import Failure, JobState, SQLiteJournal
-from actorq.journal.protocol import Attempt
+from actorq.journal import Failure, JobState, SQLiteJournal, migrate
+from actorq.journal.protocol import Attempt, TaskDefaults
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -339,6 +340,31 @@ def test_b14_lock_is_released_when_the_holding_process_dies(db_path: Path) -> No
 
 
 # -- errors that name the file: schema version, not a database, E8 permissions ---------------
+
+
+def test_a_version_2_journal_upgrades_to_the_task_catalog_and_keeps_its_jobs(db_path: Path) -> None:
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    for version in (1, 2):  # a file as the previous actorq left it
+        for statement in (resources.files("actorq.journal") / f"sql/sqlite_v{version}.sql").read_text().split(";"):
+            if statement.strip():
+                raw.execute(statement)
+    raw.execute("PRAGMA user_version = 2")
+    raw.execute("INSERT INTO actorq_jobs (id, queue, task, payload, state, run_at, max_attempts, created_at,"
+                " unique_key) VALUES ('old', 'q', 't', x'929080', 'ready', 0, 3, 0, 'k')")
+    raw.close()
+    journal = SQLiteJournal(db_path)
+    try:
+        assert journal.applied_versions == [3]
+        assert journal.pragma("user_version") == 3
+        assert state(journal, "old") is JobState.READY and journal.holders(["k"]) == {"k": "old"}
+        journal.declare_tasks([TaskDefaults("t", "q", 1, 2)])
+        assert journal.declared_tasks(["t"]) == {"t": TaskDefaults("t", "q", 1, 2)}
+    finally:
+        journal.close()
+    again = SQLiteJournal(db_path)
+    assert again.applied_versions == []  # up to date: nothing more to apply
+    again.close()
+    assert migrate(f"sqlite:///{db_path}") == []
 
 
 def test_newer_schema_version_is_refused_naming_the_path(db_path: Path) -> None:
