@@ -26,10 +26,11 @@ import time
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Callable, ClassVar, Collection, Iterator, Sequence
+from typing import Callable, ClassVar, Collection, Iterator, Sequence, TypeVar
 
 from actorq.errors import JournalError, JournalLocked
-from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE
+from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, in_list, values_rows
+from actorq.journal._sqlitesql import STATEMENTS as SQL
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, SQLITE_PREFIX, JournalConfig, check_url,
     redact_url,
@@ -43,8 +44,20 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 3  # 1: jobs, errors; 2: unique keys; 3: task defaults
 SYNCHRONOUS_LEVELS = ("normal", "full", "extra")
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
-_IN_CHUNK = 500  # ids per IN list; far below SQLite's limit of 32,766 bound parameters
-_INSERT_COLUMNS = 10
+_T = TypeVar("_T")
+
+
+def _chunks(values: Sequence[_T], size: int = IN_CHUNK) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _by_lease(pairs: Sequence[tuple[str, int]]) -> dict[int, list[str]]:
+    """``(job_id, lease_id)`` pairs grouped by lease: a batch holds few leases."""
+    by_lease: dict[int, list[str]] = {}
+    for job_id, lease_id in pairs:
+        by_lease.setdefault(lease_id, []).append(job_id)
+    return by_lease
 
 
 def _schema_sql(version: int) -> str:
@@ -103,7 +116,7 @@ class SQLiteJournal:
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             # rows per multi-row INSERT: 500, or fewer where SQLite allows fewer bound parameters
             limit = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-            self._rows_per_insert = max(1, min(500, limit // _INSERT_COLUMNS))
+            self._rows_per_insert = max(1, min(500, limit // ENQUEUE_COLUMNS))
             self._migrate()
         except BaseException as exc:
             conn = getattr(self, "_conn", None)
@@ -287,31 +300,17 @@ class SQLiteJournal:
                 JobState.SCHEDULED if j.run_at is not None and j.run_at > now else JobState.READY,
                 j.priority, j.run_at if j.run_at is not None else now, j.max_attempts, now, j.unique_key,
             )
-        step = self._rows_per_insert * _INSERT_COLUMNS
         with self.transaction():
             before = self._conn.total_changes
-            # Multi-row VALUES: 2.7 us a job against 5.6 us with executemany (100k jobs, 250 a commit).
-            # ON CONFLICT DO NOTHING: a re-sent id is a no-op; a CHECK failure still raises.
-            for start in range(0, len(params), step):
-                chunk = params[start:start + step]
-                self._conn.execute(
-                    "INSERT INTO actorq_jobs (id, queue, task, payload, state, priority, run_at,"
-                    " max_attempts, created_at, unique_key) VALUES "
-                    + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * (len(chunk) // _INSERT_COLUMNS))
-                    + " ON CONFLICT DO NOTHING",  # a re-sent id, or a unique key a live job holds
-                    chunk,
-                )
+            for chunk in _chunks(params, self._rows_per_insert * ENQUEUE_COLUMNS):  # multi-row VALUES
+                self._conn.execute(SQL.enqueue.format(marks=values_rows(len(chunk) // ENQUEUE_COLUMNS)), chunk)
             return self._conn.total_changes - before
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
         """``{unique key: id of the live job holding it}`` for those of `keys` that are held."""
         found: dict[str, str] = {}
-        keys = list(dict.fromkeys(keys))
-        for start in range(0, len(keys), _IN_CHUNK):
-            chunk = keys[start:start + _IN_CHUNK]
-            found.update(self._conn.execute(
-                f"SELECT unique_key, id FROM actorq_jobs WHERE unique_key IN ({','.join('?' * len(chunk))})"
-                f" AND state IN {LIVE}", chunk).fetchall())
+        for chunk in _chunks(list(dict.fromkeys(keys))):
+            found.update(self._conn.execute(SQL.holders.format(marks=in_list(len(chunk))), chunk).fetchall())
         return found
 
     def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
@@ -323,15 +322,9 @@ class SQLiteJournal:
             return []
         now = self._clock()
         lease_id = random.getrandbits(62) + 1
-        marks = ",".join("?" * len(queues))
         with self.transaction():
             rows = self._conn.execute(
-                f"UPDATE actorq_jobs SET state = 'leased', attempts = attempts + 1, lease_id = ?,"
-                f" lease_owner = ?, lease_expires = ?"
-                f" WHERE id IN (SELECT id FROM actorq_jobs WHERE state = 'ready' AND queue IN ({marks})"
-                f"  ORDER BY priority, id LIMIT ?)"
-                f" RETURNING id, queue, task, payload, attempts, max_attempts",
-                (lease_id, owner, now + lease_for, *queues, limit),
+                SQL.lease.format(marks=in_list(len(queues))), (lease_id, owner, now + lease_for, *queues, limit),
             ).fetchall()
         return [LeasedJob(*row, lease_id) for row in rows]
 
@@ -340,21 +333,12 @@ class SQLiteJournal:
         if not acks:
             return 0
         now = self._clock()
-        by_lease: dict[int, list[str]] = {}
-        for job_id, lease_id in acks:
-            by_lease.setdefault(lease_id, []).append(job_id)
         accepted = 0
         with self.transaction():
-            # One statement per lease (a group holds few) with the ids as a bound IN list:
-            # 2.3 us a job against 4.9 us for a statement per job (100k jobs, 250 per commit).
-            for lease_id, ids in by_lease.items():
-                for start in range(0, len(ids), _IN_CHUNK):
-                    chunk = ids[start:start + _IN_CHUNK]
+            for lease_id, ids in _by_lease(acks).items():  # one statement per lease: see SQL.complete
+                for chunk in _chunks(ids):
                     accepted += self._conn.execute(
-                        f"UPDATE actorq_jobs SET state = 'succeeded', finished_at = ?, {CLEAR_LEASE}"
-                        f" WHERE lease_id = ? AND state = 'leased' AND id IN ({','.join('?' * len(chunk))})",
-                        (now, lease_id, *chunk),
-                    ).rowcount
+                        SQL.complete.format(marks=in_list(len(chunk))), (now, lease_id, *chunk)).rowcount
         return accepted
 
     def fail(self, failures: Sequence[Failure]) -> int:
@@ -368,19 +352,13 @@ class SQLiteJournal:
         accepted = 0
         with self.transaction():
             for f in failures:
-                row = self._conn.execute(
-                    "UPDATE actorq_jobs SET state = ?1, run_at = coalesce(?2, run_at), finished_at = ?3,"
-                    f" last_error = ?4, {CLEAR_LEASE}"
-                    " WHERE id = ?5 AND lease_id = ?6 AND state = 'leased' RETURNING attempts",
-                    (JobState(f.state).value, f.retry_at if f.state == JobState.RETRY else None,
-                     now if f.state in TERMINAL_STATES else None, f.error, f.job_id, f.lease_id),
-                ).fetchone()
+                row = self._conn.execute(SQL.fail, (
+                    JobState(f.state).value, f.retry_at if f.state == JobState.RETRY else None,
+                    now if f.state in TERMINAL_STATES else None, f.error, f.job_id, f.lease_id,
+                )).fetchone()
                 if row is not None:
                     accepted += 1
-                    self._conn.execute(
-                        "INSERT INTO actorq_errors (job_id, attempt, at, error) VALUES (?, ?, ?, ?)",
-                        (f.job_id, row[0], now, f.error),
-                    )
+                    self._conn.execute(SQL.fail_error, (f.job_id, row[0], now, f.error))
         return accepted
 
     def release(self, leases: Sequence[tuple[str, int]]) -> int:
@@ -389,46 +367,31 @@ class SQLiteJournal:
             return 0
         with self.transaction():
             before = self._conn.total_changes
-            self._conn.executemany(
-                f"UPDATE actorq_jobs SET state = 'ready', attempts = attempts - 1, {CLEAR_LEASE}"
-                " WHERE id = ? AND lease_id = ? AND state = 'leased'",
-                list(leases),
-            )
+            self._conn.executemany(SQL.release, list(leases))
             return self._conn.total_changes - before
 
     def attempts(self, leases: Sequence[tuple[str, int]]) -> list[Attempt]:
         """The ``(job_id, lease_id)`` pairs whose lease is current, in no particular order."""
-        by_lease: dict[int, list[str]] = {}
-        for job_id, lease_id in leases:
-            by_lease.setdefault(lease_id, []).append(job_id)
         found: list[Attempt] = []
-        for lease_id, ids in by_lease.items():  # one statement per lease, as in `complete`
-            for start in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[start:start + _IN_CHUNK]
-                found += self._attempts(
-                    f"lease_id = ? AND id IN ({','.join('?' * len(chunk))})", (lease_id, *chunk))
+        for lease_id, ids in _by_lease(leases).items():
+            for chunk in _chunks(ids):
+                found += self._attempts(SQL.attempts.format(marks=in_list(len(chunk))), (lease_id, *chunk))
         return found
 
     def leased_by(self, owner: str, *, keep: Collection[int] = ()) -> list[Attempt]:
         """Every current lease of `owner` except the lease ids in `keep`."""
-        # The kept ids go as one JSON array: any number of them in one bound parameter.
-        return self._attempts("lease_owner = ? AND lease_id NOT IN (SELECT value FROM json_each(?))",
-                              (owner, json.dumps(sorted(keep))))
+        return self._attempts(SQL.leased_by, (owner, json.dumps(sorted(keep))))
 
     def leased_with_prefix(self, prefix: str) -> list[Attempt]:
         """Every current lease whose owner starts with `prefix` (compared literally; "" = all)."""
-        # substr, not LIKE: '%' and '_' in a node name are plain characters here.
-        return self._attempts("substr(lease_owner, 1, length(?1)) = ?1", (prefix,))
+        return self._attempts(SQL.leased_with_prefix, (prefix,))
 
     def expired(self) -> list[Attempt]:
         """Every lease whose expiry has passed by the journal's (injected) clock."""
-        return self._attempts("lease_expires < ?", (self._clock(),))
+        return self._attempts(SQL.expired, (self._clock(),))
 
-    def _attempts(self, where: str, params: tuple[object, ...]) -> list[Attempt]:
-        rows = self._conn.execute(
-            "SELECT id, lease_id, task, attempts, max_attempts FROM actorq_jobs"
-            f" WHERE state = 'leased' AND {where}", params).fetchall()
-        return [Attempt(*row) for row in rows]
+    def _attempts(self, query: str, params: Sequence[object]) -> list[Attempt]:
+        return [Attempt(*row) for row in self._conn.execute(query, params).fetchall()]
 
     def declare_tasks(self, tasks: Sequence[TaskDefaults]) -> None:
         """Record the defaults of `tasks`, replacing earlier declarations (the last of a name wins).
@@ -441,22 +404,13 @@ class SQLiteJournal:
             return
         now = self._clock()
         with self.transaction(), self._savepoint():
-            self._conn.executemany(
-                "INSERT INTO actorq_tasks (name, queue, priority, max_attempts, declared_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET queue = excluded.queue,"
-                " priority = excluded.priority, max_attempts = excluded.max_attempts,"
-                " declared_at = excluded.declared_at",
-                [(*t, now) for t in latest.values()])
+            self._conn.executemany(SQL.declare_tasks, [(*t, now) for t in latest.values()])
 
     def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
         """``{name: its declared defaults}`` for those of `names` that were declared."""
         found: dict[str, TaskDefaults] = {}
-        names = list(dict.fromkeys(names))
-        for start in range(0, len(names), _IN_CHUNK):
-            chunk = names[start:start + _IN_CHUNK]
-            for row in self._conn.execute(
-                    "SELECT name, queue, priority, max_attempts FROM actorq_tasks"
-                    f" WHERE name IN ({','.join('?' * len(chunk))})", chunk):
+        for chunk in _chunks(list(dict.fromkeys(names))):
+            for row in self._conn.execute(SQL.declared_tasks.format(marks=in_list(len(chunk))), chunk):
                 found[row[0]] = TaskDefaults(*row)
         return found
 
@@ -464,20 +418,14 @@ class SQLiteJournal:
         """Extend the leases held by `owners` to now + `lease_for`; returns rows renewed."""
         if not owners:
             return 0
-        marks = ",".join("?" * len(owners))
         with self.transaction():
             return self._conn.execute(
-                f"UPDATE actorq_jobs SET lease_expires = ? WHERE state = 'leased' AND lease_owner IN ({marks})",
-                (self._clock() + lease_for, *owners),
-            ).rowcount
+                SQL.renew.format(marks=in_list(len(owners))), (self._clock() + lease_for, *owners)).rowcount
 
     def promote(self) -> int:
         """Move due scheduled and retry jobs to ready; returns the number moved."""
         with self.transaction():
-            return self._conn.execute(
-                f"UPDATE actorq_jobs SET state = 'ready' WHERE state IN {DUE} AND run_at <= ?",
-                (self._clock(),),
-            ).rowcount
+            return self._conn.execute(SQL.promote, (self._clock(),)).rowcount
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a scheduled, ready, leased or retry job; False if it is final or unknown.
@@ -485,46 +433,27 @@ class SQLiteJournal:
         Cancelling a leased job clears its lease, so the worker's later answer is stale.
         """
         with self.transaction():
-            return self._conn.execute(
-                f"UPDATE actorq_jobs SET state = 'cancelled', finished_at = ?, {CLEAR_LEASE}"
-                f" WHERE id = ? AND state IN {LIVE}",
-                (self._clock(), job_id),
-            ).rowcount == 1
+            return self._conn.execute(SQL.cancel, (self._clock(), job_id)).rowcount == 1
 
     def retry_dead(self, job_id: str) -> bool:
         """Make a dead or failed job ready with a fresh set of attempts; its error history is kept."""
         with self.transaction():
-            return self._conn.execute(
-                "UPDATE actorq_jobs SET state = 'ready', attempts = 0, run_at = ?, finished_at = NULL"
-                f" WHERE id = ? AND state IN {REVIVABLE}",
-                (self._clock(), job_id),
-            ).rowcount == 1
+            return self._conn.execute(SQL.retry_dead, (self._clock(), job_id)).rowcount == 1
 
     # -- reads -------------------------------------------------------------------
     def counts(self) -> dict[str, dict[str, int]]:
         """Return ``{queue: {state: count}}``."""
         result: dict[str, dict[str, int]] = {}
-        for queue, state, n in self._conn.execute(
-            "SELECT queue, state, count(*) FROM actorq_jobs GROUP BY queue, state"
-        ):
+        for queue, state, n in self._conn.execute(SQL.counts):
             result.setdefault(queue, {})[state] = n
         return result
 
     def get(self, job_id: str) -> JobInfo | None:
         """Return the job with its errors, oldest first, or None."""
-        row = self._conn.execute(
-            "SELECT id, queue, task, state, attempts, max_attempts, run_at, lease_owner, last_error"
-            " FROM actorq_jobs WHERE id = ?",
-            (job_id,),
-        ).fetchone()
+        row = self._conn.execute(SQL.get, (job_id,)).fetchone()
         if row is None:
             return None
-        errors = [
-            e for (e,) in self._conn.execute(
-                # rowid is insertion order; attempt numbers restart after retry_dead
-                "SELECT error FROM actorq_errors WHERE job_id = ? ORDER BY rowid", (job_id,)
-            )
-        ]
+        errors = [e for (e,) in self._conn.execute(SQL.errors, (job_id,))]
         return JobInfo(row[0], row[1], row[2], JobState(row[3]), *row[4:], errors)
 
     def pragma(self, name: str) -> object:
