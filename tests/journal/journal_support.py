@@ -1,4 +1,4 @@
-"""Journal test support: backends, the test PostgreSQL server, bounded waits.
+"""Journal test support: backends, the test PostgreSQL server, bounded waits, the caller's decisions.
 
 * ``backend`` is parametrised ``sqlite`` / ``postgres`` and yields a `Backend`:
   a fresh SQLite file, or a fresh schema in the PostgreSQL server, dropped at
@@ -11,6 +11,10 @@
   is unreachable or psycopg is missing, the PostgreSQL tests **fail** with a
   message saying so, unless ``ACTORQ_SKIP_PG=1`` is set: then they are skipped
   (for machines without PostgreSQL; CI never sets it).
+* The journal stores outcomes and decides none: `fail` (an attempt that raised)
+  and `crash_outcome` (an attempt lost with its owner) decide as the job runtime
+  does; `reclaim`, `reclaim_all` and `expire` read the leases, decide and store,
+  in one transaction, as a caller above the journal does.
 """
 
 from __future__ import annotations

@@ -1,17 +1,23 @@
 """The journal contract: one suite, run unchanged against SQLite and PostgreSQL.
 
 Every test takes the ``journal`` (or ``backend``) fixture, parametrised over both
-backends (see conftest.py), and uses only the `Journal` protocol. Backend-only
-checks live in test_sqlite.py and test_postgres.py.
+backends (see conftest.py), and uses only the `Journal` protocol; where a test
+depends on what a backend allows, it asks the backend's declared capabilities
+(``journal.shared``), never which backend it got. Backend-only checks live in
+test_sqlite.py and test_postgres.py.
+
+The journal stores the outcome of an attempt; it does not decide it. Where a
+test takes jobs back (a dead owner, an expired lease), journal_support decides
+as the job runtime does (`crash_outcome`) and the journal stores it with `fail`.
 
 ACCEPTANCE ids: B1 (every transition, illegal ones rejected, cancel from each
 non-final state), B2 (claim exclusivity across 4 processes), B3 (batch bound on
 a large table with stale statistics; the attempts CHECK), B6 (idempotent
-enqueue), B8 (lease expiry, renewal, fencing), B9 (a crash counts as an
-attempt), B10 (rescue of 10k leases next to leases that never expire), B11
-(scheduled jobs never leased early), B12 (retry backoff; dead jobs inspected
-and retried), H11 (hostile queue names are data). B7 (unique keys) is not
-covered: the journal has no unique keys beyond the job id (B6).
+enqueue), B7 (unique keys), B8 (lease expiry, renewal, fencing), B9 (a crash
+counts as an attempt), B10 (rescue of 10k leases next to leases that never
+expire), B11 (scheduled jobs never leased early), B12 (retry backoff; dead jobs
+inspected and retried), C16 (leadership of once-only duties), H11 (hostile
+queue names are data).
 
 Time is the real clock of each backend (SQLite: the process's, PostgreSQL: the
 server's ``now()``): "expired" is a lease taken for a negative time, "future" is

@@ -14,6 +14,7 @@ validated identifiers). The state machine is in test_contract.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import queue
@@ -144,6 +145,14 @@ def test_actorq_imports_without_psycopg_and_names_the_extra(tmp_path: Path) -> N
     assert lines[1].startswith("backend:") and "pip install 'actorq[postgres]'" in lines[1]
     assert lines[2].startswith("import:") and "pip install 'actorq[postgres]'" in lines[2]
     assert lines[3] == "sqlite ok: SQLiteJournal"
+
+
+def test_both_dialects_name_the_statements_of_one_job_alike() -> None:
+    from actorq.journal import _pgsql, _sqlitesql
+
+    sqlite_names = {f.name for f in dataclasses.fields(_sqlitesql.Statements)}
+    pg_names = {f.name for f in dataclasses.fields(_pgsql.Statements)}
+    assert sqlite_names - pg_names == {"fail_error"}  # PostgreSQL writes the error rows inside `fail`
 
 
 # -- migrations -----------------------------------------------------------------------------------
