@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from psycopg import sql
 
-from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE
+from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatements
 from actorq.journal.config import check_schema
 
 # A lease of `lease_for` seconds by the database's clock; math.inf never expires.
@@ -25,35 +25,16 @@ _NOTIFY = ("(SELECT count(*) FROM (SELECT pg_notify(%(channel)s, d.queue)"
 
 
 @dataclass(frozen=True)
-class Statements:
-    """Every statement of one schema, rendered to text once."""
+class Statements(JobStatements):
+    """Every statement of one schema, rendered to text once: `JobStatements` and PostgreSQL's own."""
 
     schema: str
     channel: str
     migrations_table: str
-    enqueue: str
-    lease: str
     lease_queues: str
-    complete: str
-    fail: str
-    release: str
-    attempts: str
-    leased_by: str
-    leased_with_prefix: str
-    expired: str
-    declare_tasks: str
-    declared_tasks: str
-    renew: str
-    promote: str
-    cancel: str
-    retry_dead: str
-    counts: str
-    get: str
-    errors: str
     privileges: str
     lead: str
     resign: str
-    holders: str
 
 
 def _attempts(where: str, lock: str = "FOR UPDATE OF j", source: str = "") -> str:

@@ -1,8 +1,8 @@
 """The SQLite journal's statements: one named text each, written once.
 
-The names are those of the PostgreSQL journal's statements (`_pgsql.Statements`)
-wherever a statement does the same job; `fail_error` is SQLite's own (PostgreSQL
-writes the error rows in the `fail` statement itself). Every value is a bound
+The names are those of `_sqltext.JobStatements`, shared with the PostgreSQL
+journal's statements; `fail_error` is SQLite's own (PostgreSQL writes the error
+rows in the `fail` statement itself). Every value is a bound
 parameter (``?`` or ``?N``); times are the journal's clock, passed in by the caller.
 
 A statement whose number of placeholders follows the batch (an ``IN`` list, the
@@ -15,36 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE
+from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatements
 
 IN_CHUNK = 500  # values per IN list; far below SQLite's limit of 32,766 bound parameters
 ENQUEUE_COLUMNS = 10  # bound values per row of `enqueue`
 
 
 @dataclass(frozen=True)
-class Statements:
-    """Every statement of the SQLite journal, by the job it does."""
+class Statements(JobStatements):
+    """Every statement of the SQLite journal: `JobStatements` and SQLite's own."""
 
-    enqueue: str
-    holders: str
-    lease: str
-    complete: str
-    fail: str
-    fail_error: str
-    release: str
-    attempts: str
-    leased_by: str
-    leased_with_prefix: str
-    expired: str
-    declare_tasks: str
-    declared_tasks: str
-    renew: str
-    promote: str
-    cancel: str
-    retry_dead: str
-    counts: str
-    get: str
-    errors: str
+    fail_error: str  # the error row of an accepted `fail` (PostgreSQL writes it inside `fail`)
 
 
 def in_list(count: int) -> str:
