@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 from urllib.parse import unquote_plus
 
 if TYPE_CHECKING:
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BATCH_MAX", "DEFAULT_BUSY_TIMEOUT", "DEFAULT_CONNECT_RETRY_FOR", "DEFAULT_SCHEMA",
     "DEFAULT_SYNCHRONOUS", "DEFAULT_URL", "DEFAULT_WAL_LIMIT_MB", "JournalConfig", "POSTGRES_SCHEMES",
-    "SCHEMA_PATTERN", "SQLITE_PREFIX", "check_schema", "check_url", "redact_url",
+    "SCHEMA_PATTERN", "SQLITE_PREFIX", "SYNCHRONOUS_LEVELS", "Synchronous", "check_schema", "check_url",
+    "redact_url",
 ]
 
 SQLITE_PREFIX = "sqlite:///"
@@ -34,7 +35,9 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 DEFAULT_URL = "sqlite:///actorq.db"
 DEFAULT_SCHEMA = "actorq"
-DEFAULT_SYNCHRONOUS = "full"
+Synchronous = Literal["full", "normal", "extra"]  # SQLite's PRAGMA synchronous levels actorq allows
+SYNCHRONOUS_LEVELS: tuple[str, ...] = get_args(Synchronous)
+DEFAULT_SYNCHRONOUS: Synchronous = "full"
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a SQLite write waits for another process's lock
 DEFAULT_CONNECT_RETRY_FOR = 30.0  # seconds an unreachable PostgreSQL is retried before JournalError
 DEFAULT_BATCH_MAX = 4096  # journal writes committed in one transaction at most
@@ -150,7 +153,7 @@ class JournalConfig:
     url: str = field(default=DEFAULT_URL, metadata={"check": _url_problem})
     schema: str = field(default=DEFAULT_SCHEMA, metadata={"check": _schema_problem})
     connect_retry_for: float = field(default=DEFAULT_CONNECT_RETRY_FOR, metadata={"gt": 0})
-    synchronous: Literal["full", "normal", "extra"] = DEFAULT_SYNCHRONOUS
+    synchronous: Synchronous = DEFAULT_SYNCHRONOUS
     busy_timeout: float = field(default=DEFAULT_BUSY_TIMEOUT, metadata={"gt": 0})
     batch_max: int = field(default=DEFAULT_BATCH_MAX, metadata={"min": 1})
     wal_limit_mb: float = field(default=DEFAULT_WAL_LIMIT_MB, metadata={"gt": 0})

@@ -32,8 +32,8 @@ from actorq.errors import JournalError, JournalLocked
 from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, in_list, values_rows
 from actorq.journal._sqlitesql import STATEMENTS as SQL
 from actorq.journal.config import (
-    DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, SQLITE_PREFIX, JournalConfig, check_url,
-    redact_url,
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, SQLITE_PREFIX, SYNCHRONOUS_LEVELS, JournalConfig,
+    check_url, redact_url,
 )
 from actorq.journal.protocol import (
     TERMINAL_STATES, Attempt, Failure, JobInfo, JobState, LeasedJob, NewJob, TaskDefaults, check_failures,
@@ -42,7 +42,6 @@ from actorq.journal.protocol import (
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3  # 1: jobs, errors; 2: unique keys; 3: task defaults
-SYNCHRONOUS_LEVELS = ("normal", "full", "extra")
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 

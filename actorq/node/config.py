@@ -64,7 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from actorq.journal.config import SQLITE_PREFIX, JournalConfig, redact_url
+from actorq.journal.config import SQLITE_PREFIX, JournalConfig
+from actorq.journal.config import redact_url as redact_url  # for the CLI and benches
 
 __all__ = ["Config", "ConfigError", "DispatcherConfig", "JournalConfig", "NodeConfig",
            "SupervisionConfig", "WorkersConfig", "default_config", "load_config", "parse_config"]
