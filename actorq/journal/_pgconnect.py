@@ -24,12 +24,12 @@ import os
 import random
 import time
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from actorq.errors import JournalError
+from actorq.journal.config import redact_url
 
 logger = logging.getLogger("actorq.journal.postgres")
 
@@ -38,25 +38,6 @@ FIRST_BACKOFF = 0.05
 # SQLSTATE classes worth retrying: connection exceptions, operator intervention (server
 # shutting down or starting up), insufficient resources (too many connections).
 _RETRYABLE_CLASSES = ("08", "57", "53")
-
-
-def redact_url(url: str) -> str:
-    """Return `url` with any password (user info or ``password=`` parameter) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hosts = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{hosts}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _retryable(exc: psycopg.Error) -> bool:

@@ -7,15 +7,14 @@ parameter (``%(name)s``). Batches travel as arrays and are unpacked with
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 from psycopg import sql
 
-SCHEMA_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatements
+from actorq.journal.config import check_schema
 
-_CLEAR_LEASE = "lease_id = NULL, lease_owner = NULL, lease_expires = NULL"
 # A lease of `lease_for` seconds by the database's clock; math.inf never expires.
 _EXPIRY = ("CASE WHEN %(lease_for)s::float8 = 'Infinity' THEN 'infinity'::timestamptz"
            " ELSE now() + make_interval(secs => %(lease_for)s::float8) END")
@@ -25,60 +24,23 @@ _NOTIFY = ("(SELECT count(*) FROM (SELECT pg_notify(%(channel)s, d.queue)"
            " FROM (SELECT DISTINCT queue FROM {source}) d) n)")
 
 
-def check_schema(schema: str) -> str:
-    """Return `schema` if it is a valid journal schema name.
-
-    Raises:
-        ValueError: it does not match ``^[a-z_][a-z0-9_]{0,62}$``.
-    """
-    if not isinstance(schema, str) or not SCHEMA_PATTERN.fullmatch(schema):
-        raise ValueError(
-            f"invalid journal schema name {schema!r}: expected lowercase letters, digits and '_', "
-            "starting with a letter or '_', at most 63 characters")
-    return schema
-
-
 @dataclass(frozen=True)
-class Statements:
-    """Every statement of one schema, rendered to text once."""
+class Statements(JobStatements):
+    """Every statement of one schema, rendered to text once: `JobStatements` and PostgreSQL's own."""
 
     schema: str
     channel: str
     migrations_table: str
-    enqueue: str
-    lease: str
     lease_queues: str
-    complete: str
-    fail: str
-    release: str
-    reclaim_owner: str
-    reclaim_prefix: str
-    reclaim_expired: str
-    renew: str
-    promote: str
-    cancel: str
-    retry_dead: str
-    counts: str
-    get: str
-    errors: str
     privileges: str
     lead: str
     resign: str
-    holders: str
 
 
-def _reclaim(where: str) -> str:
-    # The crash is the attempt (counted at lease time); its reason goes to the errors table.
-    return (
-        "WITH taken AS (UPDATE {jobs} SET"
-        " state = CASE WHEN task = ANY(%(fail_tasks)s::text[]) THEN 'failed'"
-        "  WHEN attempts >= max_attempts THEN 'dead' ELSE 'ready' END,"
-        " finished_at = CASE WHEN task = ANY(%(fail_tasks)s::text[]) OR attempts >= max_attempts"
-        "  THEN now() END,"
-        f" last_error = %(reason)s, {_CLEAR_LEASE}"
-        f" WHERE state = 'leased' AND {where} RETURNING id, attempts)"
-        " INSERT INTO {errors} (job_id, attempt, at, error) SELECT id, attempts, now(), %(reason)s FROM taken"
-    )
+def _attempts(where: str, lock: str = "FOR UPDATE OF j", source: str = "") -> str:
+    # FOR UPDATE: the caller's fail() in the same transaction answers these very leases.
+    return ("SELECT j.id, j.lease_id, j.task, j.attempts, j.max_attempts FROM {jobs} j" + source
+            + f" WHERE j.state = 'leased' AND {where} {lock}")
 
 
 def _lease(queue_match: str) -> str:
@@ -119,49 +81,63 @@ _TEXT = {
     "lease": _lease("queue = %(queue)s"),
     "lease_queues": _lease("queue = ANY(%(queues)s::text[])"),
     "complete": (
-        f"UPDATE {{jobs}} j SET state = 'succeeded', finished_at = now(), {_CLEAR_LEASE}"
+        f"UPDATE {{jobs}} j SET state = 'succeeded', finished_at = now(), {CLEAR_LEASE}"
         " FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"
         " WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'"
     ),
+    # Stores the outcomes decided by the caller: RETRY brings its retry_at, a final state its
+    # finished flag; READY and the final states keep run_at (retry_at is NULL for them).
     "fail": (
         "WITH f AS (SELECT * FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[], %(errors)s::text[],"
-        "  %(retry_at)s::float8[], %(finals)s::text[]) AS f(id, lease_id, error, retry_at, final)),"
-        " done AS (UPDATE {jobs} j SET"
-        "  state = CASE WHEN f.final IS NOT NULL THEN f.final"
-        "   WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'retry' END,"
-        "  run_at = CASE WHEN f.final IS NOT NULL OR j.attempts >= j.max_attempts THEN j.run_at"
-        "   ELSE to_timestamp(f.retry_at) END,"
-        "  finished_at = CASE WHEN f.final IS NOT NULL OR j.attempts >= j.max_attempts THEN now() END,"
-        f"  last_error = f.error, {_CLEAR_LEASE}"
+        "  %(states)s::text[], %(retry_at)s::float8[], %(finished)s::bool[])"
+        "  AS f(id, lease_id, error, state, retry_at, finished)),"
+        " done AS (UPDATE {jobs} j SET state = f.state, run_at = coalesce(to_timestamp(f.retry_at), j.run_at),"
+        "  finished_at = CASE WHEN f.finished THEN now() END,"
+        f"  last_error = f.error, {CLEAR_LEASE}"
         "  FROM f WHERE j.id = f.id AND j.lease_id = f.lease_id AND j.state = 'leased'"
         "  RETURNING j.id, j.attempts, f.error)"
         " INSERT INTO {errors} (job_id, attempt, at, error) SELECT id, attempts, now(), error FROM done"
     ),
     "release": (
-        f"UPDATE {{jobs}} j SET state = 'ready', attempts = j.attempts - 1, {_CLEAR_LEASE}"
+        f"UPDATE {{jobs}} j SET state = 'ready', attempts = j.attempts - 1, {CLEAR_LEASE}"
         " FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"
         " WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'"
     ),
-    "reclaim_owner": _reclaim("lease_owner = %(owner)s AND lease_id <> ALL(%(keep)s::int8[])"),
+    "attempts": _attempts("j.id = a.id AND j.lease_id = a.lease_id",
+                          source=", unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"),
+    "leased_by": _attempts("j.lease_owner = %(owner)s AND j.lease_id <> ALL(%(keep)s::int8[])"),
     # starts_with, not LIKE: '%' and '_' in a node name are plain characters here.
-    "reclaim_prefix": _reclaim("starts_with(lease_owner, %(prefix)s)"),
-    "reclaim_expired": _reclaim("lease_expires < now()"),
+    "leased_with_prefix": _attempts("starts_with(j.lease_owner, %(prefix)s)"),
+    # SKIP LOCKED: a rescue never waits on rows another node's transaction holds.
+    "expired": _attempts("j.lease_expires < now()", "FOR UPDATE OF j SKIP LOCKED"),
+    "declare_tasks": (
+        "INSERT INTO {tasks} (name, queue, priority, max_attempts, declared_at)"
+        " SELECT d.name, d.queue, d.priority, d.max_attempts, now()"
+        " FROM unnest(%(names)s::text[], %(queues)s::text[], %(priorities)s::int4[], %(max_attempts)s::int4[])"
+        "  AS d(name, queue, priority, max_attempts)"
+        # the last writer wins: a node starting later replaces what an earlier one declared
+        " ON CONFLICT (name) DO UPDATE SET queue = EXCLUDED.queue, priority = EXCLUDED.priority,"
+        " max_attempts = EXCLUDED.max_attempts, declared_at = EXCLUDED.declared_at"
+    ),
+    "declared_tasks": (
+        "SELECT name, queue, priority, max_attempts FROM {tasks} WHERE name = ANY(%(names)s::text[])"
+    ),
     "renew": (
         f"UPDATE {{jobs}} SET lease_expires = {_EXPIRY}"
         " WHERE state = 'leased' AND lease_owner = ANY(%(owners)s::text[])"
     ),
     "promote": (
         "WITH moved AS (UPDATE {jobs} SET state = 'ready'"
-        " WHERE state IN ('scheduled', 'retry') AND run_at <= now() RETURNING queue)"
+        f" WHERE state IN {DUE} AND run_at <= now() RETURNING queue)"
         " SELECT count(*), " + _NOTIFY.replace("{source}", "moved") + " FROM moved"
     ),
     "cancel": (
-        f"UPDATE {{jobs}} SET state = 'cancelled', finished_at = now(), {_CLEAR_LEASE}"
-        " WHERE id = %(id)s AND state IN ('scheduled', 'ready', 'leased', 'retry')"
+        f"UPDATE {{jobs}} SET state = 'cancelled', finished_at = now(), {CLEAR_LEASE}"
+        f" WHERE id = %(id)s AND state IN {LIVE}"
     ),
     "retry_dead": (
         "WITH revived AS (UPDATE {jobs} SET state = 'ready', attempts = 0, run_at = now(), finished_at = NULL"
-        " WHERE id = %(id)s AND state IN ('dead', 'failed') RETURNING queue)"
+        f" WHERE id = %(id)s AND state IN {REVIVABLE} RETURNING queue)"
         " SELECT count(*), " + _NOTIFY.replace("{source}", "revived") + " FROM revived"
     ),
     "counts": "SELECT queue, state, count(*) FROM {jobs} GROUP BY queue, state",
@@ -181,12 +157,15 @@ _TEXT = {
     "resign": "DELETE FROM {leaders} WHERE name = %(name)s AND holder = %(holder)s",
     "holders": (
         "SELECT unique_key, id FROM {jobs} WHERE unique_key = ANY(%(keys)s::text[])"
-        " AND state IN ('scheduled', 'ready', 'leased', 'retry')"
+        f" AND state IN {LIVE}"
     ),
     "privileges": (
         "SELECT has_table_privilege(%(jobs)s, 'SELECT') AND has_table_privilege(%(jobs)s, 'INSERT')"
         " AND has_table_privilege(%(jobs)s, 'UPDATE') AND has_table_privilege(%(errors)s, 'INSERT')"
         " AND has_table_privilege(%(errors)s, 'SELECT') AND has_sequence_privilege(%(lease_ids)s, 'USAGE')"
+        # nodes declare their tasks at start
+        " AND has_table_privilege(%(tasks)s, 'SELECT') AND has_table_privilege(%(tasks)s, 'INSERT')"
+        " AND has_table_privilege(%(tasks)s, 'UPDATE')"
     ),
 }
 
@@ -208,6 +187,7 @@ def statements(schema: str) -> Statements:
         "jobs": sql.Identifier(schema, "actorq_jobs"),
         "errors": sql.Identifier(schema, "actorq_errors"),
         "leaders": sql.Identifier(schema, "actorq_leaders"),
+        "tasks": sql.Identifier(schema, "actorq_tasks"),
         # nextval takes the sequence's name as text: a quoted, escaped literal.
         "lease_ids": sql.Literal(table(schema, "actorq_lease_ids")),
     }

@@ -1,4 +1,4 @@
-"""Choosing a backend by URL: `open_journal` and `migrate`.
+"""Choosing a backend by URL: `journal_class`, `open_journal` and `migrate`.
 
 ``sqlite:///path`` opens `SQLiteJournal`; ``postgresql://`` and ``postgres://``
 open `PostgresJournal`, which needs the optional ``postgres`` extra. psycopg
@@ -8,14 +8,18 @@ is imported only when a PostgreSQL URL is used, so actorq imports without it.
 from __future__ import annotations
 
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from actorq.errors import JournalError
-from actorq.journal import sqlite
+from actorq.journal.config import (
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB,
+    POSTGRES_SCHEMES, JournalConfig, check_url,
+)
 from actorq.journal.protocol import Journal
+from actorq.journal.sqlite import SQLiteJournal
 
-DEFAULT_SCHEMA = "actorq"
-DEFAULT_CONNECT_RETRY_FOR = 30.0  # seconds an unreachable PostgreSQL is retried before JournalError
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+if TYPE_CHECKING:
+    from actorq.journal.postgres import PostgresJournal
 
 
 def _postgres() -> ModuleType:
@@ -26,21 +30,52 @@ def _postgres() -> ModuleType:
     return postgres
 
 
-def _hide_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, hosts = rest.partition("@")
-    if at and ":" in userinfo:
-        return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hosts}"
-    return url
+def journal_class(url: str) -> type[SQLiteJournal] | type[PostgresJournal]:
+    """The backend class for `url`: what it can do is on the class (``shared``, ``notifies``).
+
+    Args:
+        url: ``sqlite:///path``, ``postgresql://...`` or ``postgres://...``.
+
+    Returns:
+        `SQLiteJournal` or `PostgresJournal`; psycopg is imported for the latter only.
+
+    Raises:
+        ValueError: the URL names no journal (the message hides its password).
+        JournalError: a PostgreSQL URL, and psycopg is not installed (the message says
+            ``pip install 'actorq[postgres]'``).
+    """
+    check_url(url)
+    if url.startswith(POSTGRES_SCHEMES):
+        postgres_class: type[PostgresJournal] = _postgres().PostgresJournal
+        return postgres_class
+    return SQLiteJournal
+
+
+def open_journal_config(config: JournalConfig) -> Journal:
+    """Open the journal `config` describes (its `url` as given: a relative SQLite path is the CWD's).
+
+    Args:
+        config: the ``[journal]`` settings; those of the other backend are ignored.
+
+    Returns:
+        The open journal.
+
+    Raises:
+        ValueError: as `journal_class`, or a setting is invalid (schema name, synchronous level).
+        JournalError: as `journal_class`, or the journal cannot be opened.
+    """
+    journal: Journal = journal_class(config.url).from_config(config)
+    return journal
 
 
 def open_journal(
     url: str,
     *,
-    synchronous: str = "full",
-    busy_timeout: float = 5.0,
+    synchronous: str = DEFAULT_SYNCHRONOUS,
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     schema: str = DEFAULT_SCHEMA,
     connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
+    wal_limit_mb: float = DEFAULT_WAL_LIMIT_MB,
 ) -> Journal:
     """Open the journal named by `url`.
 
@@ -51,18 +86,20 @@ def open_journal(
         busy_timeout: SQLite only: seconds a write waits for another process's lock.
         schema: PostgreSQL only: the journal's schema (default ``actorq``).
         connect_retry_for: PostgreSQL only: seconds to retry an unreachable server.
+        wal_limit_mb: SQLite only: the WAL size past which `Journal.maintain` checkpoints.
+
+    Returns:
+        The open journal.
 
     Raises:
         ValueError: the URL scheme is not supported, or the schema name is invalid.
         JournalError: the journal cannot be opened; for PostgreSQL also when psycopg is
             not installed (the message says ``pip install 'actorq[postgres]'``).
     """
-    if url.startswith(POSTGRES_SCHEMES):
-        journal: Journal = _postgres().PostgresJournal(url, schema=schema, connect_retry_for=connect_retry_for)
-        return journal
-    if url.startswith("sqlite:///"):
-        return sqlite.open_journal(url, synchronous=synchronous, busy_timeout=busy_timeout)
-    raise ValueError(f"unsupported journal URL {_hide_password(url)!r}: expected sqlite:///path or postgresql://...")
+    return open_journal_config(JournalConfig(
+        url=url, schema=schema, connect_retry_for=connect_retry_for,
+        synchronous=synchronous,  # type: ignore[arg-type]  # checked by SQLiteJournal
+        busy_timeout=busy_timeout, wal_limit_mb=wal_limit_mb))
 
 
 def migrate(url: str, schema: str = DEFAULT_SCHEMA, *,
@@ -70,17 +107,17 @@ def migrate(url: str, schema: str = DEFAULT_SCHEMA, *,
     """Create or upgrade the journal schema at `url`; returns the versions applied now.
 
     For PostgreSQL, applies the numbered migrations missing from `schema` (safe to run
-    from several processes at once). For SQLite, creates the file's schema if it has
-    none (`schema` is ignored); a SQLite journal also does this when opened.
+    from several processes at once). For SQLite, brings the file's schema up to date
+    (`schema` is ignored); a SQLite journal also does this when opened.
 
     Raises:
         ValueError: as `open_journal`.
         JournalError: the journal cannot be reached, holds something else, or is newer
             than this actorq.
     """
-    if url.startswith(POSTGRES_SCHEMES):
+    if journal_class(url) is not SQLiteJournal:
         return _postgres().migrate(url, schema, connect_retry_for=connect_retry_for)  # type: ignore[no-any-return]
-    journal = sqlite.open_journal(url)
+    journal = SQLiteJournal.from_config(JournalConfig(url=url))
     try:
         return list(journal.applied_versions)
     finally:

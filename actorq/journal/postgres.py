@@ -45,7 +45,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Callable, Collection, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Collection, Iterator, Sequence
 
 try:
     import psycopg
@@ -60,17 +60,18 @@ if tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2]) < (3
                       "pip install -U 'actorq[postgres]'")
 
 from actorq.errors import JournalError
-from actorq.journal._pgconnect import Connector, redact_url
-from actorq.journal.backends import DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA
-from actorq.journal._pgsql import Statements, check_schema, statements, table
-from actorq.journal.protocol import Failure, JobInfo, JobState, LeasedJob, NewJob
+from actorq.journal._pgconnect import Connector
+from actorq.journal._pgsql import Statements, statements, table
+from actorq.journal.config import DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, JournalConfig, check_schema, redact_url
+from actorq.journal.protocol import (
+    TERMINAL_STATES, Attempt, Failure, JobInfo, JobState, LeasedJob, NewJob, TaskDefaults, check_failures,
+)
 
 __all__ = ["DEFAULT_SCHEMA", "Listener", "PostgresJournal", "enqueue_in", "migrate"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BACKOFF = 5.0
-_FINAL_STATES = (None, JobState.FAILED, JobState.DEAD)
 _MIGRATION_FILE = re.compile(r"postgres_(\d{3})_([a-z0-9_]+)\.sql")
 
 
@@ -227,6 +228,11 @@ class PostgresJournal:
             migrate``"), is newer than this actorq, or holds something else.
     """
 
+    shared: ClassVar[bool] = True
+    """Many nodes share one schema: claims skip each other's rows (SKIP LOCKED)."""
+    notifies: ClassVar[bool] = True
+    """`Listener` wakes dispatchers from LISTEN/NOTIFY."""
+
     def __init__(
         self,
         url: str,
@@ -251,6 +257,15 @@ class PostgresJournal:
                 raise self._error(exc) from None
             raise
         self._conn = self._tune(conn)
+
+    @classmethod
+    def from_config(cls, config: JournalConfig) -> PostgresJournal:
+        """Open the journal `config` describes: its `url`, `schema` and `connect_retry_for`.
+
+        Raises:
+            ValueError, JournalError: as the constructor.
+        """
+        return cls(config.url, schema=config.schema, connect_retry_for=config.connect_retry_for)
 
     @staticmethod
     def _tune(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
@@ -390,12 +405,12 @@ class PostgresJournal:
             JournalError: the role lacks a privilege the journal needs (named in the message).
         """
         names = {"jobs": table(self.schema, "actorq_jobs"), "errors": table(self.schema, "actorq_errors"),
-                 "lease_ids": table(self.schema, "actorq_lease_ids")}
+                 "tasks": table(self.schema, "actorq_tasks"), "lease_ids": table(self.schema, "actorq_lease_ids")}
         if not self._execute(self._sql.privileges, names).fetchone()[0]:  # type: ignore[index]
             raise JournalError(
                 f"journal {self.url} (schema {self.schema}): this role may not write the journal; it needs "
-                f"SELECT, INSERT and UPDATE on {names['jobs']}, SELECT and INSERT on {names['errors']} "
-                f"and USAGE on {names['lease_ids']}")
+                f"SELECT, INSERT and UPDATE on {names['jobs']} and on {names['tasks']}, SELECT and INSERT "
+                f"on {names['errors']} and USAGE on {names['lease_ids']}")
 
     # -- transitions ---------------------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob]) -> int:
@@ -431,20 +446,23 @@ class PostgresJournal:
         return self._execute(self._sql.complete, _pairs(acks)).rowcount
 
     def fail(self, failures: Sequence[Failure]) -> int:
-        """Record failed attempts (retry, failed or dead); returns how many leases were current.
+        """Store each decided outcome whose lease is current (see `Journal.fail`), in one statement.
+
+        Returns:
+            How many leases were current.
 
         Raises:
-            ValueError: a `final_state` other than None, "failed" or "dead"; nothing is recorded.
+            ValueError: a state `fail` does not store, or RETRY without retry_at; nothing is recorded.
         """
-        for f in failures:
-            if f.final_state not in _FINAL_STATES:
-                raise ValueError(f"final_state must be None, 'failed' or 'dead', got {f.final_state!r}")
+        check_failures(failures)
+        failures = [f for f in failures if "\x00" not in f.job_id]  # names no job: stale
         if not failures:
             return 0
-        failures = [f for f in failures if "\x00" not in f.job_id]
         params = {"ids": [f.job_id for f in failures], "lease_ids": [f.lease_id for f in failures],
-                  "errors": [_text(f.error) for f in failures], "retry_at": [f.retry_at for f in failures],
-                  "finals": [None if f.final_state is None else str(f.final_state) for f in failures]}
+                  "errors": [_text(f.error) for f in failures],
+                  "states": [JobState(f.state).value for f in failures],
+                  "retry_at": [f.retry_at if f.state == JobState.RETRY else None for f in failures],
+                  "finished": [f.state in TERMINAL_STATES for f in failures]}
         return self._execute(self._sql.fail, params).rowcount
 
     def release(self, leases: Sequence[tuple[str, int]]) -> int:
@@ -453,24 +471,53 @@ class PostgresJournal:
             return 0
         return self._execute(self._sql.release, _pairs(leases)).rowcount
 
-    def _reclaim(self, query: str, reason: str, fail_tasks: Collection[str], **params: Any) -> int:
-        return self._execute(query, {**params, "reason": _text(reason), "fail_tasks": list(fail_tasks)}).rowcount
+    def attempts(self, leases: Sequence[tuple[str, int]]) -> list[Attempt]:
+        """The ``(job_id, lease_id)`` pairs whose lease is current (locked ``FOR UPDATE``), in no order."""
+        if not leases:
+            return []
+        return self._read_attempts(self._sql.attempts, _pairs(list(dict.fromkeys(leases))))
 
-    def reclaim(self, owner: str, reason: str, *, keep: Collection[int] = (),
-                fail_tasks: Collection[str] = ()) -> int:
-        """Take back `owner`'s jobs except the leases in `keep`: failed for `fail_tasks`, else ready or dead.
+    def leased_by(self, owner: str, *, keep: Collection[int] = ()) -> list[Attempt]:
+        """Every current lease of `owner` except the lease ids in `keep` (locked ``FOR UPDATE``)."""
+        if "\x00" in owner:  # no owner can have it
+            return []
+        return self._read_attempts(self._sql.leased_by, {"owner": owner, "keep": list(keep)})
 
-        `reason` is recorded as the attempt's error. Returns the number of jobs taken back.
+    def leased_with_prefix(self, prefix: str) -> list[Attempt]:
+        """Every current lease whose owner starts with `prefix` (literally; "" = all), locked ``FOR UPDATE``."""
+        if "\x00" in prefix:
+            return []
+        return self._read_attempts(self._sql.leased_with_prefix, {"prefix": prefix})
+
+    def expired(self) -> list[Attempt]:
+        """Every lease expired by the database's clock, skipping rows another transaction holds locked."""
+        return self._read_attempts(self._sql.expired, {})
+
+    def _read_attempts(self, query: str, params: dict[str, Any]) -> list[Attempt]:
+        return [Attempt(*row) for row in self._execute(query, params).fetchall()]
+
+    def declare_tasks(self, tasks: Sequence[TaskDefaults]) -> None:
+        """Record the defaults of `tasks` in one statement, replacing earlier declarations (the last wins).
+
+        Raises:
+            JournalError: a declaration was refused (``max_attempts`` below 1); none is recorded.
         """
-        return self._reclaim(self._sql.reclaim_owner, reason, fail_tasks, owner=owner, keep=list(keep))
+        # One row per name: an upsert may not touch a row twice in one statement.
+        latest = list({t.name: t for t in tasks}.values())
+        if not latest:
+            return
+        self._execute(self._sql.declare_tasks, {
+            "names": [t.name for t in latest], "queues": [t.queue for t in latest],
+            "priorities": [t.priority for t in latest], "max_attempts": [t.max_attempts for t in latest],
+        }, isolated=True)
 
-    def reclaim_all(self, reason: str, owner_prefix: str = "", *, fail_tasks: Collection[str] = ()) -> int:
-        """`reclaim` every job whose owner starts with `owner_prefix` (compared literally; "" = all)."""
-        return self._reclaim(self._sql.reclaim_prefix, reason, fail_tasks, prefix=owner_prefix)
-
-    def expire(self, reason: str = "lease expired", *, fail_tasks: Collection[str] = ()) -> int:
-        """`reclaim` every job whose lease expired by the database's clock."""
-        return self._reclaim(self._sql.reclaim_expired, reason, fail_tasks)
+    def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
+        """``{name: its declared defaults}`` for those of `names` that were declared."""
+        names = [n for n in names if "\x00" not in n]  # no task can have it
+        if not names:
+            return {}
+        rows = self._execute(self._sql.declared_tasks, {"names": names}).fetchall()
+        return {row[0]: TaskDefaults(*row) for row in rows}
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
         """Extend the leases held by `owners` to the database's now + `lease_for`; returns rows renewed."""
@@ -528,6 +575,10 @@ class PostgresJournal:
         thread is busy retrying.
         """
         return f"PostgreSQL at {self._connector.where} is unreachable" if self._connector.outage else None
+
+    def maintain(self) -> str | None:
+        """Nothing to do: the server vacuums and checkpoints by itself. Returns None."""
+        return None
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
         """``{unique key: id of the live job holding it}`` for those of `keys` that are held."""

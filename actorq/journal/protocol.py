@@ -5,17 +5,30 @@ Job states and who moves a job between them::
     scheduled ──(due)──▶ ready ──lease──▶ leased ──complete──▶ succeeded
         ▲                  ▲                 │
         │                  ├──── release ────┤ (never started: attempt given back)
-        │                  ├──── reclaim ────┤ (owner died / lease expired: attempt counted)
-        └──── retry ◀──────┼───── fail ──────┤ (attempts left, after backoff)
-                           │                 ├─▶ dead    (attempts used up, by fail or reclaim)
-                           │                 └─▶ failed  (the task gave up for good, or crashed
-                           │                              and is declared ``on_crash="fail"``)
+        │                  ├── fail(READY) ──┤ (owner died / lease expired: attempt counted)
+        └── fail(RETRY) ◀──┼─────────────────┤ (attempts left: waits until retry_at)
+                           │                 ├─▶ dead    fail(DEAD): attempts used up
+                           │                 └─▶ failed  fail(FAILED): the task gave up for
+                           │                              good, or crashed and is declared
+                           │                              ``on_crash="fail"``
                            └──── retry_dead ◀── dead / failed
        cancelled ◀── cancel ── scheduled / ready / leased / retry
 
+The journal stores outcomes; it does not decide them. Whether an attempt that
+did not succeed is retried, tried again at once, or ends dead or failed is
+decided above the journal (the job runtime's policy) and handed to `fail` as a
+`Failure` with its state. To take back jobs whose owner died ("reclaim") or
+whose lease expired, a caller reads the leases (`leased_by`,
+`leased_with_prefix`, `expired`; `attempts` for named leases), decides, and
+calls `fail`, all in one transaction::
+
+    with journal.transaction():
+        rows = journal.leased_by(owner, keep=still_held)
+        journal.fail([Failure(r.job_id, r.lease_id, "worker died", decide(r)) for r in rows])
+
 Fencing: every lease has a lease id. `complete`, `fail` and `release` name the
-lease they answer; once the job left that lease (reclaimed, expired, cancelled,
-leased again) the answer is rejected and not counted in the return value.
+lease they answer; once the job left that lease (taken back, cancelled, leased
+again) the answer is rejected and not counted in the return value.
 
 Every method is one batched transition. A backend is used from one thread at
 a time. Methods called inside ``with journal.transaction():`` share one atomic,
@@ -28,16 +41,21 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Collection, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import ClassVar, Collection, NamedTuple, Protocol, Sequence, runtime_checkable
 
 __all__ = [
+    "Attempt",
+    "FAILURE_STATES",
     "Failure",
     "JobInfo",
     "JobState",
     "Journal",
+    "LIVE_STATES",
     "LeasedJob",
     "NewJob",
     "TERMINAL_STATES",
+    "TaskDefaults",
+    "check_failures",
 ]
 
 
@@ -48,13 +66,14 @@ class JobState(StrEnum):
     """Waits for its ``run_at``. In: enqueue with a future time. Out: the scheduler's
     promotion (to ready) or cancel. A crash leaves it untouched."""
     READY = "ready"
-    """Due and waiting for a worker. In: enqueue, promotion, release, reclaim. Out: lease
-    by a dispatcher, or cancel."""
+    """Due and waiting for a worker. In: enqueue, promotion, release, a reclaim (`fail`
+    with this state after the owner died or the lease expired). Out: lease by a
+    dispatcher, or cancel."""
     LEASED = "leased"
     """Handed to a worker under a lease (owner, lease id, expiry); the attempt is counted
-    when the lease is taken. Out: complete, fail, release, reclaim when the owner dies
-    or the lease expires, or cancel (the lease is then stale). A crash of the owner leaves
-    it leased until reclaimed."""
+    when the lease is taken. Out: complete, fail (also to reclaim it when the owner dies
+    or the lease expires), release, or cancel (the lease is then stale). A crash of the
+    owner leaves it leased until reclaimed."""
     RETRY = "retry"
     """The last attempt raised and attempts are left; waits for its backoff (``run_at``).
     Out: promotion to ready, or cancel."""
@@ -72,6 +91,9 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED})
+LIVE_STATES = (JobState.SCHEDULED, JobState.READY, JobState.LEASED, JobState.RETRY)
+"""The non-final states, in the order a job goes through them: a live job can be cancelled
+and holds its unique key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,21 +135,74 @@ class LeasedJob(NamedTuple):
 
 
 class Failure(NamedTuple):
-    """An attempt that raised.
+    """The decided outcome of an attempt that did not succeed (it raised, or its owner died).
 
     Attributes:
         job_id, lease_id: the lease being answered (stale leases are rejected).
-        error: "ExceptionType: message", stored as text, never as an object.
-        retry_at: Unix time of the next attempt if attempts are left.
-        final_state: ``None`` to retry while attempts are left (then dead); ``"failed"``
-            when the task gave up for good; ``"dead"`` when it can never run (unknown task).
+        error: "ExceptionType: message" or why the attempt was lost ("worker died"),
+            stored as text, never as an object.
+        state: where the job goes, one of `FAILURE_STATES`: ``RETRY`` (wait until
+            `retry_at`), ``READY`` (again at once, e.g. after a crash), ``DEAD``
+            (attempts used up, or it can never run) or ``FAILED`` (given up for good).
+        retry_at: Unix time of the next attempt; required for ``RETRY``, ignored otherwise.
     """
 
     job_id: str
     lease_id: int
     error: str
-    retry_at: float
-    final_state: str | None = None
+    state: JobState
+    retry_at: float | None = None
+
+
+FAILURE_STATES = (JobState.READY, JobState.RETRY, JobState.DEAD, JobState.FAILED)
+"""The states `Journal.fail` stores."""
+
+
+def check_failures(failures: Sequence[Failure]) -> None:
+    """Check that every failure names a state `Journal.fail` stores, with what that state needs.
+
+    Args:
+        failures: the batch, checked whole before any of it is stored.
+
+    Raises:
+        ValueError: a state not in `FAILURE_STATES`, or ``RETRY`` without ``retry_at``.
+    """
+    for f in failures:
+        if f.state not in FAILURE_STATES:
+            raise ValueError(f"job {f.job_id!r}: a failure's state must be one of "
+                             f"{[s.value for s in FAILURE_STATES]}, got {f.state!r}")
+        if f.state == JobState.RETRY and f.retry_at is None:
+            raise ValueError(f"job {f.job_id!r}: a failure in state 'retry' needs retry_at")
+
+
+class Attempt(NamedTuple):
+    """A current lease, as read by `Journal.attempts`, `leased_by`, `leased_with_prefix` and `expired`.
+
+    Attributes:
+        job_id, lease_id: the lease (answer it with `Journal.fail` to take the job back).
+        task: the job's task name.
+        attempt: the number of this attempt (1-based); the lease already counted it.
+        max_attempts: the job's attempts in all.
+    """
+
+    job_id: str
+    lease_id: int
+    task: str
+    attempt: int
+    max_attempts: int
+
+
+class TaskDefaults(NamedTuple):
+    """A task's declared defaults, as a node's registry declares them (`Journal.declare_tasks`).
+
+    A producer that does not import the task registry reads them (`Journal.declared_tasks`)
+    to give a new job its task's queue, priority and max_attempts.
+    """
+
+    name: str
+    queue: str
+    priority: int
+    max_attempts: int
 
 
 class JobInfo(NamedTuple):
@@ -147,9 +222,41 @@ class JobInfo(NamedTuple):
 
 @runtime_checkable
 class Journal(Protocol):
-    """A durable job queue backend. See the module docstring for the state machine."""
+    """A durable job queue backend. See the module docstring for the state machine.
+
+    What a backend can do is declared on its class (`shared`, `notifies`), so code above
+    the journal asks the backend, never which backend it is.
+    """
 
     url: str
+    shared: ClassVar[bool]
+    """Several nodes may run on one journal (PostgreSQL); if False, one node per journal
+    (SQLite: `attach_node` takes a lock, and that node leads every once-only duty)."""
+    notifies: ClassVar[bool]
+    """The backend has a LISTEN/NOTIFY `Listener` that wakes dispatchers when jobs become
+    ready elsewhere (PostgreSQL); if False, polling is the only way to see them."""
+
+    @property
+    def outage(self) -> str | None:
+        """While the journal cannot be reached (an outage under way): what is unreachable; else None.
+
+        Safe to read from any thread. A backend that cannot lose its journal (a local file)
+        always returns None.
+        """
+
+    def maintain(self) -> str | None:
+        """Do the backend's own upkeep, if it needs any now; call it now and then.
+
+        Runs on the journal's own thread, OUTSIDE any transaction, and may block (SQLite:
+        up to ``busy_timeout`` while a checkpoint waits for readers).
+
+        Returns:
+            A one-line summary of what was done, for the log (e.g. ``"WAL was 70.1 MB:
+            checkpointed, restarted"``), or None when nothing was needed.
+
+        Raises:
+            JournalError: called inside a transaction, or the upkeep failed (try again later).
+        """
 
     def transaction(self) -> AbstractContextManager[None]:
         """Run the transitions inside the block as one atomic, durable commit."""
@@ -185,37 +292,68 @@ class Journal(Protocol):
         """
 
     def fail(self, failures: Sequence[Failure]) -> int:
-        """Record failed attempts: retry (attempts left), failed (final) or dead (none left).
+        """Store the decided outcome of attempts that did not succeed; the journal decides nothing.
 
-        Stale leases are rejected. Returns the number accepted.
+        For each failure whose lease is current: ``state`` as given; ``RETRY`` sets
+        ``run_at`` to ``retry_at``; ``READY`` keeps ``run_at`` (the job goes back at once);
+        ``DEAD`` and ``FAILED`` are final (finished now). Every one records ``error`` as
+        the job's last error and as one row of its errors (attempt = the job's attempts),
+        and clears the lease.
+
+        Returns:
+            The number accepted; stale leases are rejected and not counted.
+
+        Raises:
+            ValueError: a state other than ready, retry, dead or failed, or ``RETRY``
+                without ``retry_at`` (see `check_failures`); nothing of the batch is stored.
         """
 
     def release(self, leases: Sequence[tuple[str, int]]) -> int:
         """Return leased jobs that never started to ready, giving their attempt back."""
 
-    def reclaim(self, owner: str, reason: str, *, keep: Collection[int] = (),
-                fail_tasks: Collection[str] = ()) -> int:
-        """Take back every job leased by `owner`, except the leases whose id is in `keep`.
+    def attempts(self, leases: Sequence[tuple[str, int]]) -> list[Attempt]:
+        """The ``(job_id, lease_id)`` pairs of `leases` whose lease is current, in no particular order.
+
+        Read inside the caller's transaction, the rows stay locked for its `fail` (PostgreSQL:
+        ``FOR UPDATE``).
+        """
+
+    def leased_by(self, owner: str, *, keep: Collection[int] = ()) -> list[Attempt]:
+        """Every current lease of `owner`, except those whose lease id is in `keep`.
 
         A worker that re-announces itself after a dispatcher restart keeps the leases it
-        still holds (`keep`); the rest (e.g. jobs whose ack was lost) are taken back.
-        The crash counts as the attempt (it was counted at lease time) and `reason` is
-        recorded as the attempt's error. A job whose task is in `fail_tasks` (declared
-        ``on_crash="fail"``) goes to failed; any other goes to ready, or to dead when its
-        attempts are used up. Returns the number of jobs taken back.
+        still holds (`keep`); the rest (e.g. jobs whose ack was lost) are the caller's to
+        take back with `fail`, in the same transaction (the rows stay locked for it).
         """
 
-    def reclaim_all(self, reason: str, owner_prefix: str = "", *, fail_tasks: Collection[str] = ()) -> int:
-        """`reclaim` every job leased by an owner whose name starts with `owner_prefix`.
+    def leased_with_prefix(self, prefix: str) -> list[Attempt]:
+        """Every current lease whose owner's name starts with `prefix`.
 
-        Owners look like ``"<node>/<pid>/<incarnation>"``: a node restarting passes
+        Owners look like ``"<node>/<pid>/<incarnation>"``: a node restarting reads
         ``"<node>/"`` to take back the leases of its own earlier runs. The prefix is
-        compared literally (``%`` and ``_`` are plain characters). The empty prefix
-        matches every owner.
+        compared literally (``%`` and ``_`` are plain characters); ``""`` matches every
+        lease. The rows stay locked for the caller's `fail` in the same transaction.
         """
 
-    def expire(self, reason: str = "lease expired", *, fail_tasks: Collection[str] = ()) -> int:
-        """`reclaim` every job whose lease has expired by the journal's clock."""
+    def expired(self) -> list[Attempt]:
+        """Every lease whose expiry has passed by the journal's clock.
+
+        Rows another transaction holds locked are skipped, never waited on (a rescue
+        must not stall behind another node); they are found by a later call.
+        """
+
+    def declare_tasks(self, tasks: Sequence[TaskDefaults]) -> None:
+        """Record the defaults of `tasks`, replacing earlier declarations of the same names.
+
+        Nodes write their registry's declarations at start; the last writer wins (within
+        one batch, the last of a name).
+
+        Raises:
+            JournalError: the journal refused a declaration (``max_attempts`` below 1).
+        """
+
+    def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
+        """``{name: its declared defaults}`` for those of `names` that some node declared."""
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
         """Extend the leases of live `owners` to now + `lease_for`. Returns rows renewed."""

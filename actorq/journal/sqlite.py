@@ -26,20 +26,37 @@ import time
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Sequence
+from typing import Callable, ClassVar, Collection, Iterator, Sequence, TypeVar
 
 from actorq.errors import JournalError, JournalLocked
-from actorq.journal.protocol import Failure, JobInfo, JobState, LeasedJob, NewJob
+from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, in_list, values_rows
+from actorq.journal._sqlitesql import STATEMENTS as SQL
+from actorq.journal.config import (
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, SQLITE_PREFIX, SYNCHRONOUS_LEVELS, JournalConfig,
+    check_url, redact_url,
+)
+from actorq.journal.protocol import (
+    TERMINAL_STATES, Attempt, Failure, JobInfo, JobState, LeasedJob, NewJob, TaskDefaults, check_failures,
+)
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 1: jobs, errors; 2: unique keys
-SYNCHRONOUS_LEVELS = ("normal", "full", "extra")
+SCHEMA_VERSION = 3  # 1: jobs, errors; 2: unique keys; 3: task defaults
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
-_CLEAR_LEASE = "lease_id = NULL, lease_owner = NULL, lease_expires = NULL"
-_IN_CHUNK = 500  # ids per IN list; far below SQLite's limit of 32,766 bound parameters
-_INSERT_COLUMNS = 10
-_LIVE = "('scheduled', 'ready', 'leased', 'retry')"
+_T = TypeVar("_T")
+
+
+def _chunks(values: Sequence[_T], size: int = IN_CHUNK) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _by_lease(pairs: Sequence[tuple[str, int]]) -> dict[int, list[str]]:
+    """``(job_id, lease_id)`` pairs grouped by lease: a batch holds few leases."""
+    by_lease: dict[int, list[str]] = {}
+    for job_id, lease_id in pairs:
+        by_lease.setdefault(lease_id, []).append(job_id)
+    return by_lease
 
 
 def _schema_sql(version: int) -> str:
@@ -53,6 +70,7 @@ class SQLiteJournal:
         path: the database file; created with its schema if missing.
         synchronous: ``"full"`` (default), ``"normal"`` or ``"extra"``.
         busy_timeout: seconds a write waits for another process's lock.
+        wal_limit_mb: the WAL size (MB) past which `maintain` runs a TRUNCATE checkpoint.
         clock: wall clock returning Unix seconds (injectable for tests).
 
     Raises:
@@ -61,12 +79,18 @@ class SQLiteJournal:
             schema than this version knows.
     """
 
+    shared: ClassVar[bool] = False
+    """One node per file: `attach_node` takes the file's node lock."""
+    notifies: ClassVar[bool] = False
+    """No wake-ups from other processes: the node polls."""
+
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
-        synchronous: str = "full",
-        busy_timeout: float = 5.0,
+        synchronous: str = DEFAULT_SYNCHRONOUS,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        wal_limit_mb: float = DEFAULT_WAL_LIMIT_MB,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if synchronous not in SYNCHRONOUS_LEVELS:
@@ -74,6 +98,7 @@ class SQLiteJournal:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.synchronous = synchronous
+        self.wal_limit_mb = wal_limit_mb
         self._clock = clock
         self._lock_fd: int | None = None
         self._in_tx = False
@@ -90,7 +115,7 @@ class SQLiteJournal:
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             # rows per multi-row INSERT: 500, or fewer where SQLite allows fewer bound parameters
             limit = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-            self._rows_per_insert = max(1, min(500, limit // _INSERT_COLUMNS))
+            self._rows_per_insert = max(1, min(500, limit // ENQUEUE_COLUMNS))
             self._migrate()
         except BaseException as exc:
             conn = getattr(self, "_conn", None)
@@ -99,6 +124,19 @@ class SQLiteJournal:
             if isinstance(exc, sqlite3.DatabaseError):
                 raise JournalError(self._explain(exc)) from exc
             raise
+
+    @classmethod
+    def from_config(cls, config: JournalConfig) -> SQLiteJournal:
+        """Open the file of `config.url` (a relative path is the CWD's), with its SQLite settings.
+
+        Raises:
+            ValueError: `config.url` is not an SQLite URL with a path, or `synchronous` is unknown.
+            JournalError: as the constructor.
+        """
+        if not check_url(config.url).startswith(SQLITE_PREFIX):
+            raise ValueError(f"not an SQLite journal URL: {redact_url(config.url)!r}")
+        return cls(config.url[len(SQLITE_PREFIX):], synchronous=config.synchronous,
+                   busy_timeout=config.busy_timeout, wal_limit_mb=config.wal_limit_mb)
 
     def _explain(self, exc: sqlite3.Error) -> str:
         text = str(exc)
@@ -180,6 +218,20 @@ class SQLiteJournal:
         finally:
             self._in_tx = False
 
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        """All of the block or none of it, inside the transaction: a statement that fails after
+        others (a refused row of an executemany) leaves nothing of the block behind."""
+        self._conn.execute("SAVEPOINT actorq_op")
+        try:
+            yield
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK TO SAVEPOINT actorq_op")
+                self._conn.execute("RELEASE SAVEPOINT actorq_op")
+            raise
+        self._conn.execute("RELEASE SAVEPOINT actorq_op")
+
     def attach_node(self) -> None:
         """Take the node lock ``<file>.lock`` (flock, released when the process dies).
 
@@ -247,31 +299,17 @@ class SQLiteJournal:
                 JobState.SCHEDULED if j.run_at is not None and j.run_at > now else JobState.READY,
                 j.priority, j.run_at if j.run_at is not None else now, j.max_attempts, now, j.unique_key,
             )
-        step = self._rows_per_insert * _INSERT_COLUMNS
         with self.transaction():
             before = self._conn.total_changes
-            # Multi-row VALUES: 2.7 us a job against 5.6 us with executemany (100k jobs, 250 a commit).
-            # ON CONFLICT DO NOTHING: a re-sent id is a no-op; a CHECK failure still raises.
-            for start in range(0, len(params), step):
-                chunk = params[start:start + step]
-                self._conn.execute(
-                    "INSERT INTO actorq_jobs (id, queue, task, payload, state, priority, run_at,"
-                    " max_attempts, created_at, unique_key) VALUES "
-                    + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * (len(chunk) // _INSERT_COLUMNS))
-                    + " ON CONFLICT DO NOTHING",  # a re-sent id, or a unique key a live job holds
-                    chunk,
-                )
+            for chunk in _chunks(params, self._rows_per_insert * ENQUEUE_COLUMNS):  # multi-row VALUES
+                self._conn.execute(SQL.enqueue.format(marks=values_rows(len(chunk) // ENQUEUE_COLUMNS)), chunk)
             return self._conn.total_changes - before
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
         """``{unique key: id of the live job holding it}`` for those of `keys` that are held."""
         found: dict[str, str] = {}
-        keys = list(dict.fromkeys(keys))
-        for start in range(0, len(keys), _IN_CHUNK):
-            chunk = keys[start:start + _IN_CHUNK]
-            found.update(self._conn.execute(
-                f"SELECT unique_key, id FROM actorq_jobs WHERE unique_key IN ({','.join('?' * len(chunk))})"
-                f" AND state IN {_LIVE}", chunk).fetchall())
+        for chunk in _chunks(list(dict.fromkeys(keys))):
+            found.update(self._conn.execute(SQL.holders.format(marks=in_list(len(chunk))), chunk).fetchall())
         return found
 
     def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
@@ -283,15 +321,9 @@ class SQLiteJournal:
             return []
         now = self._clock()
         lease_id = random.getrandbits(62) + 1
-        marks = ",".join("?" * len(queues))
         with self.transaction():
             rows = self._conn.execute(
-                f"UPDATE actorq_jobs SET state = 'leased', attempts = attempts + 1, lease_id = ?,"
-                f" lease_owner = ?, lease_expires = ?"
-                f" WHERE id IN (SELECT id FROM actorq_jobs WHERE state = 'ready' AND queue IN ({marks})"
-                f"  ORDER BY priority, id LIMIT ?)"
-                f" RETURNING id, queue, task, payload, attempts, max_attempts",
-                (lease_id, owner, now + lease_for, *queues, limit),
+                SQL.lease.format(marks=in_list(len(queues))), (lease_id, owner, now + lease_for, *queues, limit),
             ).fetchall()
         return [LeasedJob(*row, lease_id) for row in rows]
 
@@ -300,52 +332,32 @@ class SQLiteJournal:
         if not acks:
             return 0
         now = self._clock()
-        by_lease: dict[int, list[str]] = {}
-        for job_id, lease_id in acks:
-            by_lease.setdefault(lease_id, []).append(job_id)
         accepted = 0
         with self.transaction():
-            # One statement per lease (a group holds few) with the ids as a bound IN list:
-            # 2.3 us a job against 4.9 us for a statement per job (100k jobs, 250 per commit).
-            for lease_id, ids in by_lease.items():
-                for start in range(0, len(ids), _IN_CHUNK):
-                    chunk = ids[start:start + _IN_CHUNK]
+            for lease_id, ids in _by_lease(acks).items():  # one statement per lease: see SQL.complete
+                for chunk in _chunks(ids):
                     accepted += self._conn.execute(
-                        f"UPDATE actorq_jobs SET state = 'succeeded', finished_at = ?, {_CLEAR_LEASE}"
-                        f" WHERE lease_id = ? AND state = 'leased' AND id IN ({','.join('?' * len(chunk))})",
-                        (now, lease_id, *chunk),
-                    ).rowcount
+                        SQL.complete.format(marks=in_list(len(chunk))), (now, lease_id, *chunk)).rowcount
         return accepted
 
     def fail(self, failures: Sequence[Failure]) -> int:
-        """Record failed attempts (retry, failed or dead); returns how many leases were current.
+        """Store each decided outcome whose lease is current (see `Journal.fail`); returns how many.
 
         Raises:
-            ValueError: a `final_state` other than None, "failed" or "dead"; nothing is recorded.
+            ValueError: a state `fail` does not store, or RETRY without retry_at; nothing is recorded.
         """
+        check_failures(failures)
         now = self._clock()
         accepted = 0
         with self.transaction():
             for f in failures:
-                final = f.final_state
-                if final not in (None, JobState.FAILED, JobState.DEAD):
-                    raise ValueError(f"final_state must be None, 'failed' or 'dead', got {final!r}")
-                row = self._conn.execute(
-                    "UPDATE actorq_jobs SET"
-                    " state = CASE WHEN ?1 IS NOT NULL THEN ?1 WHEN attempts >= max_attempts THEN 'dead'"
-                    "  ELSE 'retry' END,"
-                    " run_at = CASE WHEN ?1 IS NOT NULL OR attempts >= max_attempts THEN run_at ELSE ?2 END,"
-                    " finished_at = CASE WHEN ?1 IS NOT NULL OR attempts >= max_attempts THEN ?3 ELSE NULL END,"
-                    f" last_error = ?4, {_CLEAR_LEASE}"
-                    " WHERE id = ?5 AND lease_id = ?6 AND state = 'leased' RETURNING attempts",
-                    (final, f.retry_at, now, f.error, f.job_id, f.lease_id),
-                ).fetchone()
+                row = self._conn.execute(SQL.fail, (
+                    JobState(f.state).value, f.retry_at if f.state == JobState.RETRY else None,
+                    now if f.state in TERMINAL_STATES else None, f.error, f.job_id, f.lease_id,
+                )).fetchone()
                 if row is not None:
                     accepted += 1
-                    self._conn.execute(
-                        "INSERT INTO actorq_errors (job_id, attempt, at, error) VALUES (?, ?, ?, ?)",
-                        (f.job_id, row[0], now, f.error),
-                    )
+                    self._conn.execute(SQL.fail_error, (f.job_id, row[0], now, f.error))
         return accepted
 
     def release(self, leases: Sequence[tuple[str, int]]) -> int:
@@ -354,78 +366,65 @@ class SQLiteJournal:
             return 0
         with self.transaction():
             before = self._conn.total_changes
-            self._conn.executemany(
-                f"UPDATE actorq_jobs SET state = 'ready', attempts = attempts - 1, {_CLEAR_LEASE}"
-                " WHERE id = ? AND lease_id = ? AND state = 'leased'",
-                list(leases),
-            )
+            self._conn.executemany(SQL.release, list(leases))
             return self._conn.total_changes - before
 
-    def _reclaim_where(self, where: str, params: tuple[object, ...], reason: str,
-                       fail_tasks: Collection[str]) -> int:
-        now = self._clock()
-        # The task names go as one JSON array: any number of them in one bound parameter.
-        fail_json = json.dumps(sorted(fail_tasks))
-        with self.transaction():
-            self._conn.execute(
-                "INSERT INTO actorq_errors (job_id, attempt, at, error)"
-                f" SELECT id, attempts, ?, ? FROM actorq_jobs WHERE state = 'leased' AND {where}",
-                (now, reason, *params),
-            )
-            cur = self._conn.execute(
-                "UPDATE actorq_jobs SET"
-                " state = CASE WHEN task IN (SELECT value FROM json_each(?1)) THEN 'failed'"
-                "  WHEN attempts >= max_attempts THEN 'dead' ELSE 'ready' END,"
-                " finished_at = CASE WHEN task IN (SELECT value FROM json_each(?1))"
-                "  OR attempts >= max_attempts THEN ?2 ELSE NULL END,"
-                f" last_error = ?3, {_CLEAR_LEASE}"
-                f" WHERE state = 'leased' AND {where}",
-                (fail_json, now, reason, *params),
-            )
-            return cur.rowcount
+    def attempts(self, leases: Sequence[tuple[str, int]]) -> list[Attempt]:
+        """The ``(job_id, lease_id)`` pairs whose lease is current, in no particular order."""
+        found: list[Attempt] = []
+        for lease_id, ids in _by_lease(leases).items():
+            for chunk in _chunks(ids):
+                found += self._attempts(SQL.attempts.format(marks=in_list(len(chunk))), (lease_id, *chunk))
+        return found
 
-    def reclaim(self, owner: str, reason: str, *, keep: Collection[int] = (),
-                fail_tasks: Collection[str] = ()) -> int:
-        """Take back `owner`'s jobs except the leases in `keep`: failed for `fail_tasks`, else ready or dead.
+    def leased_by(self, owner: str, *, keep: Collection[int] = ()) -> list[Attempt]:
+        """Every current lease of `owner` except the lease ids in `keep`."""
+        return self._attempts(SQL.leased_by, (owner, json.dumps(sorted(keep))))
 
-        `reason` is recorded as the attempt's error. Returns the number of jobs taken back.
+    def leased_with_prefix(self, prefix: str) -> list[Attempt]:
+        """Every current lease whose owner starts with `prefix` (compared literally; "" = all)."""
+        return self._attempts(SQL.leased_with_prefix, (prefix,))
+
+    def expired(self) -> list[Attempt]:
+        """Every lease whose expiry has passed by the journal's (injected) clock."""
+        return self._attempts(SQL.expired, (self._clock(),))
+
+    def _attempts(self, query: str, params: Sequence[object]) -> list[Attempt]:
+        return [Attempt(*row) for row in self._conn.execute(query, params).fetchall()]
+
+    def declare_tasks(self, tasks: Sequence[TaskDefaults]) -> None:
+        """Record the defaults of `tasks`, replacing earlier declarations (the last of a name wins).
+
+        Raises:
+            JournalError: a declaration was refused (``max_attempts`` below 1); none is recorded.
         """
-        if keep:
-            return self._reclaim_where(
-                "lease_owner = ? AND lease_id NOT IN (SELECT value FROM json_each(?))",
-                (owner, json.dumps(sorted(keep))), reason, fail_tasks)
-        return self._reclaim_where("lease_owner = ?", (owner,), reason, fail_tasks)
+        latest = {t.name: t for t in tasks}  # the last of a name wins, in a batch as across nodes
+        if not latest:
+            return
+        now = self._clock()
+        with self.transaction(), self._savepoint():
+            self._conn.executemany(SQL.declare_tasks, [(*t, now) for t in latest.values()])
 
-    def reclaim_all(self, reason: str, owner_prefix: str = "", *, fail_tasks: Collection[str] = ()) -> int:
-        """`reclaim` every job whose owner starts with `owner_prefix` (compared literally; "" = all)."""
-        if not owner_prefix:
-            return self._reclaim_where("1", (), reason, fail_tasks)
-        # substr, not LIKE: '%' and '_' in a node name are plain characters here.
-        return self._reclaim_where("substr(lease_owner, 1, length(?)) = ?",
-                                   (owner_prefix, owner_prefix), reason, fail_tasks)
-
-    def expire(self, reason: str = "lease expired", *, fail_tasks: Collection[str] = ()) -> int:
-        """`reclaim` every job whose lease expired by the journal's clock."""
-        return self._reclaim_where("lease_expires < ?", (self._clock(),), reason, fail_tasks)
+    def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
+        """``{name: its declared defaults}`` for those of `names` that were declared."""
+        found: dict[str, TaskDefaults] = {}
+        for chunk in _chunks(list(dict.fromkeys(names))):
+            for row in self._conn.execute(SQL.declared_tasks.format(marks=in_list(len(chunk))), chunk):
+                found[row[0]] = TaskDefaults(*row)
+        return found
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
         """Extend the leases held by `owners` to now + `lease_for`; returns rows renewed."""
         if not owners:
             return 0
-        marks = ",".join("?" * len(owners))
         with self.transaction():
             return self._conn.execute(
-                f"UPDATE actorq_jobs SET lease_expires = ? WHERE state = 'leased' AND lease_owner IN ({marks})",
-                (self._clock() + lease_for, *owners),
-            ).rowcount
+                SQL.renew.format(marks=in_list(len(owners))), (self._clock() + lease_for, *owners)).rowcount
 
     def promote(self) -> int:
         """Move due scheduled and retry jobs to ready; returns the number moved."""
         with self.transaction():
-            return self._conn.execute(
-                "UPDATE actorq_jobs SET state = 'ready' WHERE state IN ('scheduled', 'retry') AND run_at <= ?",
-                (self._clock(),),
-            ).rowcount
+            return self._conn.execute(SQL.promote, (self._clock(),)).rowcount
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a scheduled, ready, leased or retry job; False if it is final or unknown.
@@ -433,46 +432,27 @@ class SQLiteJournal:
         Cancelling a leased job clears its lease, so the worker's later answer is stale.
         """
         with self.transaction():
-            return self._conn.execute(
-                f"UPDATE actorq_jobs SET state = 'cancelled', finished_at = ?, {_CLEAR_LEASE}"
-                " WHERE id = ? AND state IN ('scheduled', 'ready', 'leased', 'retry')",
-                (self._clock(), job_id),
-            ).rowcount == 1
+            return self._conn.execute(SQL.cancel, (self._clock(), job_id)).rowcount == 1
 
     def retry_dead(self, job_id: str) -> bool:
         """Make a dead or failed job ready with a fresh set of attempts; its error history is kept."""
         with self.transaction():
-            return self._conn.execute(
-                "UPDATE actorq_jobs SET state = 'ready', attempts = 0, run_at = ?, finished_at = NULL"
-                " WHERE id = ? AND state IN ('dead', 'failed')",
-                (self._clock(), job_id),
-            ).rowcount == 1
+            return self._conn.execute(SQL.retry_dead, (self._clock(), job_id)).rowcount == 1
 
     # -- reads -------------------------------------------------------------------
     def counts(self) -> dict[str, dict[str, int]]:
         """Return ``{queue: {state: count}}``."""
         result: dict[str, dict[str, int]] = {}
-        for queue, state, n in self._conn.execute(
-            "SELECT queue, state, count(*) FROM actorq_jobs GROUP BY queue, state"
-        ):
+        for queue, state, n in self._conn.execute(SQL.counts):
             result.setdefault(queue, {})[state] = n
         return result
 
     def get(self, job_id: str) -> JobInfo | None:
         """Return the job with its errors, oldest first, or None."""
-        row = self._conn.execute(
-            "SELECT id, queue, task, state, attempts, max_attempts, run_at, lease_owner, last_error"
-            " FROM actorq_jobs WHERE id = ?",
-            (job_id,),
-        ).fetchone()
+        row = self._conn.execute(SQL.get, (job_id,)).fetchone()
         if row is None:
             return None
-        errors = [
-            e for (e,) in self._conn.execute(
-                # rowid is insertion order; attempt numbers restart after retry_dead
-                "SELECT error FROM actorq_errors WHERE job_id = ? ORDER BY rowid", (job_id,)
-            )
-        ]
+        errors = [e for (e,) in self._conn.execute(SQL.errors, (job_id,))]
         return JobInfo(row[0], row[1], row[2], JobState(row[3]), *row[4:], errors)
 
     def pragma(self, name: str) -> object:
@@ -503,13 +483,47 @@ class SQLiteJournal:
         """
         if mode not in CHECKPOINT_MODES:
             raise ValueError(f"checkpoint mode must be one of {CHECKPOINT_MODES}, got {mode!r}")
-        if self._in_tx:
-            raise JournalError(f"journal {self.path}: checkpoint() inside a transaction")
+        self._refuse_in_transaction("checkpoint")
         try:
             busy, frames, done = self._conn.execute(f"PRAGMA wal_checkpoint({mode.upper()})").fetchone()
         except sqlite3.Error as exc:
             raise JournalError(self._explain(exc)) from exc
         return busy, frames, done
+
+    def _refuse_in_transaction(self, what: str) -> None:
+        if self._in_tx:
+            raise JournalError(f"journal {self.path}: {what}() inside a transaction")
+
+    @property
+    def outage(self) -> str | None:
+        """Always None: a local file is never unreachable the way a server is."""
+        return None
+
+    def maintain(self) -> str | None:
+        """Keep the WAL bounded (E9): past ``wal_limit_mb``, run a TRUNCATE `checkpoint`.
+
+        Readers that never let go starve SQLite's own passive checkpoints, and the WAL
+        then grows without bound. Call it now and then from the journal's own thread,
+        outside a transaction; it may wait up to ``busy_timeout`` for readers.
+
+        Returns:
+            None while the WAL is within its limit; else what the checkpoint did, e.g.
+            ``"WAL was 70.1 MB: checkpointed, restarted"``, or ``"...: readers kept the
+            checkpoint busy; trying again later"``.
+
+        Raises:
+            JournalError: called inside a transaction, or the checkpoint failed.
+        """
+        self._refuse_in_transaction("maintain")
+        try:
+            size = os.stat(f"{self.path}-wal").st_size
+        except OSError:  # no WAL yet, or it was just removed by the last connection's close
+            return None
+        if size <= self.wal_limit_mb * 1024 * 1024:
+            return None
+        busy, _, _ = self.checkpoint("truncate")
+        outcome = "readers kept the checkpoint busy; trying again later" if busy else "checkpointed, restarted"
+        return f"WAL was {size / 1e6:.1f} MB: {outcome}"
 
     def try_lead(self, name: str, holder: str, ttl: float) -> bool:
         """An SQLite journal has one node (its file lock): that node leads every duty.
@@ -531,16 +545,3 @@ class SQLiteJournal:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-
-def open_journal(url: str, *, synchronous: str = "full", busy_timeout: float = 5.0) -> SQLiteJournal:
-    """Open the journal named by `url` (``sqlite:///relative.db`` or ``sqlite:////abs/path.db``).
-
-    Raises:
-        ValueError: the URL scheme is not supported.
-        JournalError: as `SQLiteJournal`.
-    """
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
-        raise ValueError(f"unsupported journal URL {url!r}: expected sqlite:///path")
-    return SQLiteJournal(url[len(prefix):], synchronous=synchronous, busy_timeout=busy_timeout)

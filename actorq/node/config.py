@@ -64,28 +64,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from actorq.journal.config import SQLITE_PREFIX, JournalConfig
+from actorq.journal.config import redact_url as redact_url  # for the CLI and benches
+
 __all__ = ["Config", "ConfigError", "DispatcherConfig", "JournalConfig", "NodeConfig",
            "SupervisionConfig", "WorkersConfig", "default_config", "load_config", "parse_config"]
 
 _T = TypeVar("_T")
-_SQLITE = "sqlite:///"
-_POSTGRES = ("postgresql://", "postgres://")
-_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-def redact_url(url: str) -> str:
-    """`url` with the password of its user info replaced by ``***`` (for messages)."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, hosts = rest.partition("@")
-    if sep and at and ":" in userinfo:
-        return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hosts}"
-    return url
-
-
-def _check_schema(value: str) -> str | None:
-    if not _SCHEMA_RE.fullmatch(value):
-        return f"expected a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63 characters), got {value!r}"
-    return None
 _TASK_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")
 # Numeric bounds from field metadata: (metadata key, comparison, symbol in messages).
 _BOUNDS = (("min", operator.ge, ">="), ("gt", operator.gt, ">"))
@@ -119,16 +104,6 @@ def _check_endpoint(value: str) -> str | None:
     return None
 
 
-def _check_journal_url(value: str) -> str | None:
-    if value.startswith(_POSTGRES):
-        return None
-    if not value.startswith(_SQLITE):
-        return f"expected a URL starting with {_SQLITE} or postgresql://, got {redact_url(value)!r}"
-    if not value[len(_SQLITE):]:
-        return f"expected a file path after {_SQLITE}, got {value!r}"
-    return None
-
-
 def _check_queues(value: tuple[str, ...]) -> str | None:
     ok = value and all(value)
     return None if ok else f"expected a non-empty list of non-empty strings, got {list(value)!r}"
@@ -154,34 +129,6 @@ class NodeConfig:
     endpoint: str = field(default="", metadata={"check": _check_endpoint})
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     leader_ttl: float = field(default=15.0, metadata={"gt": 0})
-
-
-@dataclass(frozen=True, slots=True)
-class JournalConfig:
-    """The ``[journal]`` section.
-
-    - ``url``: ``sqlite:///PATH`` (default ``sqlite:///actorq.db``); a relative
-      PATH resolves against the current directory, ``sqlite:////abs`` is absolute.
-      Or ``postgresql://user@host:port/dbname`` (libpq's environment variables and
-      ``.pgpass`` apply; several nodes may share it).
-    - ``schema``: PostgreSQL only: the schema holding the journal (default ``actorq``).
-    - ``connect_retry_for``: PostgreSQL only: seconds an unreachable server is retried,
-      with backoff, before the node gives up (> 0, default 30).
-    - ``synchronous``: SQLite ``PRAGMA synchronous``: ``"full"`` (default),
-      ``"normal"`` or ``"extra"``.
-    - ``busy_timeout``: seconds to wait on a locked database (> 0, default 5).
-    - ``batch_max``: most journal writes committed in one transaction (>= 1).
-    - ``wal_limit_mb``: SQLite only: past this WAL size (MB) the node runs a TRUNCATE
-      checkpoint, which waits up to ``busy_timeout`` for readers (> 0, default 64).
-    """
-
-    url: str = field(default="sqlite:///actorq.db", metadata={"check": _check_journal_url})
-    schema: str = field(default="actorq", metadata={"check": _check_schema})
-    connect_retry_for: float = field(default=30.0, metadata={"gt": 0})
-    synchronous: Literal["full", "normal", "extra"] = "full"
-    busy_timeout: float = field(default=5.0, metadata={"gt": 0})
-    batch_max: int = field(default=4096, metadata={"min": 1})
-    wal_limit_mb: float = field(default=64.0, metadata={"gt": 0})
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +219,7 @@ class Config:
     @property
     def is_sqlite(self) -> bool:
         """True for an SQLite journal (one node per file), False for PostgreSQL (shared)."""
-        return self.journal.url.startswith(_SQLITE)
+        return self.journal.url.startswith(SQLITE_PREFIX)
 
     @property
     def node_file(self) -> Path:
@@ -285,7 +232,7 @@ class Config:
     @property
     def journal_url(self) -> str:
         """The journal URL with a relative SQLite path made absolute (against the CWD)."""
-        return f"{_SQLITE}{self.sqlite_path}" if self.is_sqlite else self.journal.url
+        return self.journal.resolved_url
 
     @property
     def task_search_path(self) -> list[str]:
@@ -300,10 +247,7 @@ class Config:
         Raises:
             ValueError: the journal is not SQLite.
         """
-        if not self.is_sqlite:
-            raise ValueError(f"journal.url is not an SQLite URL: {redact_url(self.journal.url)}")
-        path = Path(self.journal.url[len(_SQLITE):])
-        return path if path.is_absolute() else Path.cwd() / path
+        return self.journal.sqlite_path
 
 
 def _describe(tp: Any, meta: Mapping[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Journal test support: backends, the test PostgreSQL server, bounded waits.
+"""Journal test support: backends, the test PostgreSQL server, bounded waits, the caller's decisions.
 
 * ``backend`` is parametrised ``sqlite`` / ``postgres`` and yields a `Backend`:
   a fresh SQLite file, or a fresh schema in the PostgreSQL server, dropped at
@@ -11,6 +11,10 @@
   is unreachable or psycopg is missing, the PostgreSQL tests **fail** with a
   message saying so, unless ``ACTORQ_SKIP_PG=1`` is set: then they are skipped
   (for machines without PostgreSQL; CI never sets it).
+* The journal stores outcomes and decides none: `fail` (an attempt that raised)
+  and `crash_outcome` (an attempt lost with its owner) decide as the job runtime
+  does; `reclaim`, `reclaim_all` and `expire` read the leases, decide and store,
+  in one transaction, as a caller above the journal does.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection, Sequence
 
 import pytest
 
 from actorq.journal import Failure, JobState, Journal, LeasedJob, NewJob, open_journal
+from actorq.journal.protocol import Attempt
 
 PG_URL = os.environ.get("ACTORQ_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 _schema_numbers = itertools.count(1)
@@ -179,8 +184,47 @@ def lease_one(journal: Journal, owner: str = "w1", lease_for: float = HOUR) -> L
 
 
 def fail(job: LeasedJob, error: str = "ValueError: boom", retry_at: float | None = None,
-         final_state: str | None = None) -> Failure:
-    return Failure(job.id, job.lease_id, error, time.time() + HOUR if retry_at is None else retry_at, final_state)
+         state: JobState | None = None) -> Failure:
+    """An attempt of `job` that raised, decided as the job runtime does: retry (in an hour, or at
+    `retry_at`) while attempts are left, else dead; `state` overrides the decision."""
+    if state is None:
+        state = JobState.DEAD if job.attempt >= job.max_attempts else JobState.RETRY
+    return Failure(job.id, job.lease_id, error, state, time.time() + HOUR if retry_at is None else retry_at)
+
+
+# -- taking jobs back: the caller reads the leases, decides, and stores with fail() ------------
+
+
+def crash_outcome(row: Attempt, fail_tasks: Collection[str] = ()) -> JobState:
+    """Where a job whose attempt was lost goes, decided as the job runtime does: failed for a
+    task declared ``on_crash="fail"`` (in `fail_tasks`), dead with its attempts used up, else ready."""
+    if row.task in fail_tasks:
+        return JobState.FAILED
+    return JobState.DEAD if row.attempt >= row.max_attempts else JobState.READY
+
+
+def take_back(journal: Journal, rows: Sequence[Attempt], reason: str, fail_tasks: Collection[str] = ()) -> int:
+    """`fail` every lease of `rows` with `reason`, each to its `crash_outcome`; returns how many were taken."""
+    return journal.fail([Failure(r.job_id, r.lease_id, reason, crash_outcome(r, fail_tasks)) for r in rows])
+
+
+def reclaim(journal: Journal, owner: str, reason: str, *, keep: Collection[int] = (),
+            fail_tasks: Collection[str] = ()) -> int:
+    """Take back `owner`'s leases except those in `keep`, in one transaction (a dead worker)."""
+    with journal.transaction():
+        return take_back(journal, journal.leased_by(owner, keep=keep), reason, fail_tasks)
+
+
+def reclaim_all(journal: Journal, reason: str, prefix: str = "", *, fail_tasks: Collection[str] = ()) -> int:
+    """Take back every lease whose owner starts with `prefix`, in one transaction (a restarted node)."""
+    with journal.transaction():
+        return take_back(journal, journal.leased_with_prefix(prefix), reason, fail_tasks)
+
+
+def expire(journal: Journal, reason: str = "lease expired", *, fail_tasks: Collection[str] = ()) -> int:
+    """Take back every expired lease, in one transaction (the rescue duty)."""
+    with journal.transaction():
+        return take_back(journal, journal.expired(), reason, fail_tasks)
 
 
 def job_in_every_state(journal: Journal) -> dict[str, LeasedJob]:
@@ -201,7 +245,7 @@ def job_in_every_state(journal: Journal) -> dict[str, LeasedJob]:
         elif name == "succeeded":
             journal.complete([(job.id, job.lease_id)])
         elif name == "failed":
-            journal.fail([fail(job, final_state="failed")])
+            journal.fail([fail(job, state=JobState.FAILED)])
         elif name == "dead":
             journal.fail([fail(job)])
     for s in JobState:

@@ -1,17 +1,23 @@
 """The journal contract: one suite, run unchanged against SQLite and PostgreSQL.
 
 Every test takes the ``journal`` (or ``backend``) fixture, parametrised over both
-backends (see conftest.py), and uses only the `Journal` protocol. Backend-only
-checks live in test_sqlite.py and test_postgres.py.
+backends (see conftest.py), and uses only the `Journal` protocol; where a test
+depends on what a backend allows, it asks the backend's declared capabilities
+(``journal.shared``), never which backend it got. Backend-only checks live in
+test_sqlite.py and test_postgres.py.
+
+The journal stores the outcome of an attempt; it does not decide it. Where a
+test takes jobs back (a dead owner, an expired lease), journal_support decides
+as the job runtime does (`crash_outcome`) and the journal stores it with `fail`.
 
 ACCEPTANCE ids: B1 (every transition, illegal ones rejected, cancel from each
 non-final state), B2 (claim exclusivity across 4 processes), B3 (batch bound on
 a large table with stale statistics; the attempts CHECK), B6 (idempotent
-enqueue), B8 (lease expiry, renewal, fencing), B9 (a crash counts as an
-attempt), B10 (rescue of 10k leases next to leases that never expire), B11
-(scheduled jobs never leased early), B12 (retry backoff; dead jobs inspected
-and retried), H11 (hostile queue names are data). B7 (unique keys) is not
-covered: the journal has no unique keys beyond the job id (B6).
+enqueue), B7 (unique keys), B8 (lease expiry, renewal, fencing), B9 (a crash
+counts as an attempt), B10 (rescue of 10k leases next to leases that never
+expire), B11 (scheduled jobs never leased early), B12 (retry backoff; dead jobs
+inspected and retried), C16 (leadership of once-only duties), H11 (hostile
+queue names are data).
 
 Time is the real clock of each backend (SQLite: the process's, PostgreSQL: the
 server's ``now()``): "expired" is a lease taken for a negative time, "future" is
@@ -29,10 +35,13 @@ import time
 from pathlib import Path
 
 import pytest
-from journal_support import HOUR, Backend, fail, job_in_every_state, lease_one, new_job, state, wait_for
+from journal_support import (
+    HOUR, Backend, expire, fail, job_in_every_state, lease_one, new_job, reclaim, reclaim_all, state, wait_for,
+)
 
 from actorq.errors import JournalError
-from actorq.journal import Failure, JobState, Journal, NewJob
+from actorq.journal import TERMINAL_STATES, Failure, JobState, Journal, NewJob
+from actorq.journal.protocol import LIVE_STATES, Attempt, TaskDefaults
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -132,7 +141,7 @@ def test_payloads_are_bytes_and_names_are_data(journal: Journal) -> None:
     [job] = journal.lease([hostile], f"owner {hostile}", 5, 30.0)
     assert (job.queue, job.task, job.payload) == (hostile, f"{hostile}.task", payload)
     assert journal.counts() == {hostile: {"leased": 1}}
-    assert journal.reclaim_all("takeover", f"owner {hostile}") == 1
+    assert reclaim_all(journal, "takeover", f"owner {hostile}") == 1
     assert journal.get("h").last_error == "takeover"  # type: ignore[union-attr]
 
 
@@ -168,22 +177,66 @@ def test_b1_b12_fail_retries_after_backoff_then_goes_dead(journal: Journal) -> N
     assert journal.promote() == 0
 
 
-def test_b1_fail_with_final_state_failed_or_dead(journal: Journal) -> None:
+def test_b1_fail_stores_failed_or_dead_as_given(journal: Journal) -> None:
     journal.enqueue([new_job("gave-up", max_attempts=5), new_job("unknown-task", max_attempts=5)])
     gave_up, unknown = sorted(journal.lease(["q"], "w1", 2, 30.0))
     assert journal.fail([
-        fail(gave_up, "Discard: bad input", final_state="failed"),
-        fail(unknown, "UnknownTask: tests.nope", final_state=JobState.DEAD),
+        fail(gave_up, "Discard: bad input", state=JobState.FAILED),
+        fail(unknown, "UnknownTask: tests.nope", state=JobState.DEAD),
     ]) == 2
     assert state(journal, "gave-up") is JobState.FAILED
     assert state(journal, "unknown-task") is JobState.DEAD
     assert journal.get("unknown-task").errors == ["UnknownTask: tests.nope"]  # type: ignore[union-attr]
-    journal.enqueue([new_job("c")])
-    c = lease_one(journal)
-    with pytest.raises(ValueError, match="final_state"):
-        journal.fail([fail(c, final_state="succeeded")])
-    assert state(journal, "c") is JobState.LEASED  # the bad batch changed nothing
     assert journal.fail([]) == 0
+
+
+def test_fail_stores_each_state_exactly_as_given(backend: Backend, journal: Journal) -> None:
+    """The journal decides nothing: each outcome is stored as the caller decided it."""
+    now = time.time()
+    journal.enqueue([new_job(name, max_attempts=max_attempts, run_at=now - 60) for name, max_attempts in
+                     (("to-ready", 2), ("to-retry", 1), ("to-dead", 5), ("to-failed", 5))])
+    leased = {j.id: j for j in journal.lease(["q"], "w1", 4, HOUR)}
+    outcomes = {"to-ready": (JobState.READY, now + HOUR),  # retry_at is ignored for READY
+                "to-retry": (JobState.RETRY, now + 2 * HOUR),  # attempts used up, retried anyway
+                "to-dead": (JobState.DEAD, None),  # attempts left, dead anyway
+                "to-failed": (JobState.FAILED, None)}
+    assert journal.fail([Failure(job_id, leased[job_id].lease_id, f"error of {job_id}", outcome, retry_at)
+                         for job_id, (outcome, retry_at) in outcomes.items()]) == 4
+    for job_id, (outcome, retry_at) in outcomes.items():
+        info = journal.get(job_id)
+        assert info is not None
+        assert (info.state, info.attempts, info.lease_owner) == (outcome, 1, None), job_id
+        assert info.errors == [f"error of {job_id}"] and info.last_error == f"error of {job_id}"
+        expected_run_at = retry_at if outcome is JobState.RETRY else now - 60  # READY goes back at once
+        assert info.run_at == pytest.approx(expected_run_at, abs=1e-5), job_id
+        [(finished,)] = backend.raw("SELECT finished_at IS NOT NULL FROM actorq_jobs WHERE id = ?", job_id)
+        assert bool(finished) is (outcome in TERMINAL_STATES), job_id
+    assert journal.expired() == [] and journal.leased_by("w1") == []  # every lease was cleared
+    assert [j.id for j in journal.lease(["q"], "w2", 10, HOUR)] == ["to-ready"]  # RETRY waits for promotion
+
+
+@pytest.mark.parametrize("bad", [JobState.SUCCEEDED, JobState.LEASED, JobState.CANCELLED, JobState.SCHEDULED,
+                                 "bogus"])
+def test_fail_refuses_a_state_it_does_not_store_and_records_nothing(journal: Journal, bad: JobState) -> None:
+    journal.enqueue([new_job("fine"), new_job("c")])
+    fine, c = sorted(journal.lease(["q"], "w1", 2, 30.0))
+    with pytest.raises(ValueError, match="state must be one of"):
+        journal.fail([fail(fine, state=JobState.FAILED), Failure(c.id, c.lease_id, "x", bad, time.time())])
+    for job_id in ("fine", "c"):  # the bad batch changed nothing, not even its good part
+        info = journal.get(job_id)
+        assert info is not None and (info.state, info.errors) == (JobState.LEASED, [])
+
+
+def test_fail_refuses_retry_without_retry_at(journal: Journal) -> None:
+    journal.enqueue([new_job("a")])
+    a = lease_one(journal)
+    with pytest.raises(ValueError, match="needs retry_at"):
+        journal.fail([Failure(a.id, a.lease_id, "ValueError: boom", JobState.RETRY)])
+    assert state(journal, "a") is JobState.LEASED
+    for outcome in (JobState.READY, JobState.DEAD, JobState.FAILED):  # the others need no time
+        assert Failure(a.id, a.lease_id, "x", outcome).retry_at is None
+    assert journal.fail([Failure(a.id, a.lease_id, "worker died", JobState.READY)]) == 1
+    assert state(journal, "a") is JobState.READY
 
 
 def test_b1_release_gives_the_attempt_back(journal: Journal) -> None:
@@ -207,12 +260,14 @@ def test_b1_illegal_transitions_are_rejected_in_every_state(journal: Journal) ->
         last_lease = leases[job_id].lease_id if job_id in leases else 1
         if s is not JobState.LEASED:  # only a leased job can be answered, and only by its lease
             assert journal.complete([(job_id, last_lease)]) == 0, s
-            assert journal.fail([Failure(job_id, last_lease, "late", time.time())]) == 0, s
+            assert journal.fail([Failure(job_id, last_lease, "late", JobState.RETRY, time.time())]) == 0, s
+            assert journal.attempts([(job_id, last_lease)]) == [], s
             assert journal.release([(job_id, last_lease)]) == 0, s
         else:
             stale = last_lease + 1_000_000
             assert journal.complete([(job_id, stale)]) == 0
-            assert journal.fail([Failure(job_id, stale, "stale", time.time())]) == 0
+            assert journal.fail([Failure(job_id, stale, "stale", JobState.RETRY, time.time())]) == 0
+            assert journal.attempts([(job_id, stale)]) == []
             assert journal.release([(job_id, stale)]) == 0
         if s not in (JobState.DEAD, JobState.FAILED):
             assert journal.retry_dead(job_id) is False, s
@@ -222,9 +277,10 @@ def test_b1_illegal_transitions_are_rejected_in_every_state(journal: Journal) ->
 
 def test_b1_cancel_from_every_non_final_state_only(journal: Journal) -> None:
     job_in_every_state(journal)
+    assert set(LIVE_STATES) == set(JobState) - TERMINAL_STATES and len(LIVE_STATES) == 4
     for s in JobState:
         cancelled = journal.cancel(s.value)
-        if s in (JobState.SCHEDULED, JobState.READY, JobState.LEASED, JobState.RETRY):
+        if s in LIVE_STATES:
             assert cancelled, s
             info = journal.get(s.value)
             assert info is not None and (info.state, info.lease_owner) == (JobState.CANCELLED, None)
@@ -235,7 +291,7 @@ def test_b1_cancel_from_every_non_final_state_only(journal: Journal) -> None:
     assert journal.cancel("no-such-job") is False
     # Cancelled jobs never come back.
     assert journal.promote() == 0
-    assert journal.expire() == 0 and journal.reclaim_all("takeover") == 0
+    assert expire(journal) == 0 and reclaim_all(journal, "takeover") == 0
     assert journal.lease(["q"], "w", 100, 30.0) == []
 
 
@@ -249,7 +305,7 @@ def test_b1_b8_cancel_of_a_leased_job_fences_the_worker(journal: Journal) -> Non
     assert journal.fail([fail(b)]) == 0
     assert journal.release([(c.id, c.lease_id)]) == 0
     assert journal.renew(["w1"], 30.0) == 0
-    assert journal.reclaim("w1", "worker died") == 0
+    assert reclaim(journal, "w1", "worker died") == 0
     for job in (a, b, c):
         info = journal.get(job.id)
         assert info is not None
@@ -262,7 +318,9 @@ def test_b8_answers_naming_no_job_are_stale_not_errors(journal: Journal) -> None
     a = lease_one(journal)
     with journal.transaction():
         assert journal.complete([("no\x00such", a.lease_id), ("nope", a.lease_id)]) == 0
-        assert journal.fail([Failure("bad\x00id", a.lease_id, "x", time.time())]) == 0
+        assert journal.fail([Failure("bad\x00id", a.lease_id, "x", JobState.RETRY, time.time())]) == 0
+        assert journal.attempts([("bad\x00id", a.lease_id)]) == []
+        assert journal.leased_by("bad\x00owner") == [] and journal.leased_with_prefix("bad\x00") == []
         assert journal.release([("bad\x00id", a.lease_id)]) == 0
         assert journal.cancel("bad\x00id") is False and journal.retry_dead("bad\x00id") is False
         assert journal.get("bad\x00id") is None
@@ -270,24 +328,24 @@ def test_b8_answers_naming_no_job_are_stale_not_errors(journal: Journal) -> None
     assert state(journal, "a") is JobState.SUCCEEDED
 
 
-# -- B9: reclaim ---------------------------------------------------------------------------
+# -- B9: reclaim: the caller reads the leases, decides (journal_support.crash_outcome), fail() stores --
 
 
 def test_b9_reclaim_counts_the_crash_as_an_attempt_then_dead(journal: Journal) -> None:
     journal.enqueue([new_job("a", max_attempts=2), new_job("b", max_attempts=2)])
     a = lease_one(journal, "worker-1")
     b = lease_one(journal, "worker-2")
-    assert journal.reclaim("worker-1", "worker died (SIGKILL)") == 1
+    assert reclaim(journal, "worker-1", "worker died (SIGKILL)") == 1
     info = journal.get("a")
     assert info is not None
     assert (info.state, info.attempts, info.lease_owner) == (JobState.READY, 1, None)
     assert info.errors == ["worker died (SIGKILL)"] and info.last_error == "worker died (SIGKILL)"
     assert state(journal, "b") is JobState.LEASED  # another owner's lease is untouched
-    assert journal.reclaim("worker-1", "worker died") == 0  # nothing left to reclaim
+    assert reclaim(journal, "worker-1", "worker died") == 0  # nothing left to reclaim
 
     again = lease_one(journal, "worker-3")
     assert again.id == a.id and again.attempt == 2
-    assert journal.reclaim("worker-3", "worker died (SIGKILL)") == 1
+    assert reclaim(journal, "worker-3", "worker died (SIGKILL)") == 1
     info = journal.get("a")
     assert info is not None
     assert (info.state, info.attempts) == (JobState.DEAD, 2)  # B9: at max_attempts, dead
@@ -301,7 +359,7 @@ def test_b9_reclaim_all_takes_every_owner(journal: Journal) -> None:
     journal.enqueue([new_job("a"), new_job("b", max_attempts=1), new_job("c")])
     lease_one(journal, "old-node/1/x")
     lease_one(journal, "old-node/2/x")
-    assert journal.reclaim_all("node restarted: old incarnation") == 2
+    assert reclaim_all(journal, "node restarted: old incarnation") == 2
     assert state(journal, "a") is JobState.READY
     assert state(journal, "b") is JobState.DEAD
     assert state(journal, "c") is JobState.READY  # was never leased: no attempt, no error
@@ -321,12 +379,12 @@ def test_b9_reclaim_all_by_owner_prefix_treats_wildcards_literally(journal: Jour
                       if info is not None and info.lease_owner is not None)
 
     # '%' and '_' are not wildcards: "n%1/" matches only owners that start with exactly that.
-    assert journal.reclaim_all("node restarted", "n%1/") == 2
+    assert reclaim_all(journal, "node restarted", "n%1/") == 2
     assert held() == sorted(["n%1x/15/f", "n_2/13/d", "nX1/12/c", "na2/14/e"])
-    assert journal.reclaim_all("node restarted", "n_2/") == 1
+    assert reclaim_all(journal, "node restarted", "n_2/") == 1
     assert held() == sorted(["n%1x/15/f", "nX1/12/c", "na2/14/e"])
-    assert journal.reclaim_all("node restarted", "nobody/") == 0
-    assert journal.reclaim_all("node restarted", "") == 3  # the empty prefix takes every owner
+    assert reclaim_all(journal, "node restarted", "nobody/") == 0
+    assert reclaim_all(journal, "node restarted", "") == 3  # the empty prefix takes every owner
     assert held() == []
 
 
@@ -338,7 +396,7 @@ def test_b9_reclaim_keeps_the_leases_the_worker_still_holds(journal: Journal) ->
     theirs = journal.lease(["q"], "w2", 1, 30.0)
     kept = {first[0].lease_id, third[0].lease_id}
     # The worker re-announced holding `first` and `third`; the acks for `second` were lost.
-    assert journal.reclaim("w1", "lease not held after dispatcher restart", keep=kept) == 2
+    assert reclaim(journal, "w1", "lease not held after dispatcher restart", keep=kept) == 2
     for job in second:
         info = journal.get(job.id)
         assert info is not None
@@ -349,8 +407,8 @@ def test_b9_reclaim_keeps_the_leases_the_worker_still_holds(journal: Journal) ->
     # The kept leases are still current: their acks count.
     assert journal.complete([(j.id, j.lease_id) for j in first + third]) == 3
     assert journal.complete([(j.id, j.lease_id) for j in second]) == 0
-    assert journal.reclaim("w1", "worker died", keep=kept) == 0
-    assert journal.reclaim("w1", "worker died", keep={12345}) == 0  # holds nothing any more
+    assert reclaim(journal, "w1", "worker died", keep=kept) == 0
+    assert reclaim(journal, "w1", "worker died", keep={12345}) == 0  # holds nothing any more
 
 
 def test_b9_reclaim_fails_tasks_declared_on_crash_fail(journal: Journal) -> None:
@@ -360,7 +418,7 @@ def test_b9_reclaim_fails_tasks_declared_on_crash_fail(journal: Journal) -> None
                      new_job("fragile-expired", task="tests.fragile", max_attempts=5)])
     leased = {j.id for j in journal.lease(["q"], "w1", 3, 30.0)}
     assert leased == {"crash-fails", "crash-retries", "crash-dead"}
-    assert journal.reclaim("w1", "worker died (killed)", fail_tasks={"tests.fragile", "tests.other"}) == 3
+    assert reclaim(journal, "w1", "worker died (killed)", fail_tasks={"tests.fragile", "tests.other"}) == 3
     expected = {"crash-fails": JobState.FAILED, "crash-retries": JobState.READY, "crash-dead": JobState.DEAD}
     for job_id, final in expected.items():
         info = journal.get(job_id)
@@ -372,14 +430,96 @@ def test_b9_reclaim_fails_tasks_declared_on_crash_fail(journal: Journal) -> None
     # reclaim_all and expire take the same list.
     assert {j.id for j in journal.lease(["q"], "node/1/x", 3, 30.0)} == {
         "crash-fails", "crash-retries", "fragile-expired"}
-    assert journal.reclaim_all("node restarted", "node/", fail_tasks=["tests.fragile"]) == 3
+    assert reclaim_all(journal, "node restarted", "node/", fail_tasks=["tests.fragile"]) == 3
     assert state(journal, "fragile-expired") is JobState.FAILED
     assert state(journal, "crash-fails") is JobState.FAILED
     assert state(journal, "crash-retries") is JobState.READY
     journal.lease(["q"], "w3", 1, -1.0)  # crash-retries, its lease already expired
-    assert journal.expire(fail_tasks=["tests.noop"]) == 1
+    assert expire(journal, fail_tasks=["tests.noop"]) == 1
     info = journal.get("crash-retries")
     assert info is not None and (info.state, info.errors[-1]) == (JobState.FAILED, "lease expired")
+
+
+# -- reading the leases to take back: Attempt rows ----------------------------------------------
+
+
+def test_attempt_rows_carry_the_lease_the_attempt_number_and_max_attempts(journal: Journal) -> None:
+    journal.enqueue([new_job("a", max_attempts=3, task="tests.a"), new_job("b", max_attempts=7)])
+    first = {j.id: j for j in journal.lease(["q"], "w1", 2, HOUR)}
+    assert sorted(journal.leased_by("w1")) == [Attempt("a", first["a"].lease_id, "tests.a", 1, 3),
+                                               Attempt("b", first["b"].lease_id, "tests.noop", 1, 7)]
+    assert reclaim(journal, "w1", "worker died") == 2
+    again = lease_one(journal, "w2")
+    assert again.id == "a"
+    row = Attempt("a", again.lease_id, "tests.a", 2, 3)  # the lease counted the second attempt
+    assert journal.leased_by("w2") == [row]
+    # Only current leases come back: not the stale one, not an unknown id, and a pair once.
+    assert journal.attempts([("a", again.lease_id), ("a", first["a"].lease_id), ("b", first["b"].lease_id),
+                             ("nope", again.lease_id), ("a", again.lease_id)]) == [row]
+    assert journal.attempts([]) == []
+    assert journal.counts() == {"q": {"leased": 1, "ready": 1}}  # reading took nothing back
+
+
+def test_attempts_reads_named_leases_across_lease_ids(journal: Journal) -> None:
+    journal.enqueue([new_job(f"j{n}") for n in range(5)])
+    one = journal.lease(["q"], "w1", 2, HOUR)
+    two = journal.lease(["q"], "w2", 3, HOUR)
+    wanted = [(j.id, j.lease_id) for j in one[:1] + two]
+    assert sorted((r.job_id, r.lease_id) for r in journal.attempts(wanted)) == sorted(wanted)
+    with journal.transaction():  # the caller's half of answering named leases: read, decide, store
+        rows = journal.attempts(wanted)
+        assert journal.fail([Failure(r.job_id, r.lease_id, "lost", JobState.READY) for r in rows]) == 4
+    assert journal.attempts(wanted) == []
+    assert [(r.job_id, r.lease_id) for r in journal.attempts([(j.id, j.lease_id) for j in one])] == [
+        (one[1].id, one[1].lease_id)]
+
+
+def test_leased_by_skips_kept_leases_and_other_owners(journal: Journal) -> None:
+    journal.enqueue([new_job(f"j{n}") for n in range(4)])
+    first = journal.lease(["q"], "w1", 2, HOUR)
+    second = journal.lease(["q"], "w1", 1, HOUR)
+    journal.lease(["q"], "w2", 1, HOUR)
+
+    def ids(rows: list[Attempt]) -> list[str]:
+        return sorted(r.job_id for r in rows)
+
+    assert ids(journal.leased_by("w1")) == sorted(j.id for j in first + second)
+    assert ids(journal.leased_by("w1", keep={first[0].lease_id})) == [second[0].id]
+    assert ids(journal.leased_by("w1", keep=[second[0].lease_id, 12345])) == sorted(j.id for j in first)
+    assert journal.leased_by("w1", keep={first[0].lease_id, second[0].lease_id}) == []
+    assert journal.leased_by("nobody") == [] and journal.leased_by("w") == []  # an owner is matched whole
+    assert journal.counts() == {"q": {"leased": 4}}
+
+
+def test_leased_with_prefix_compares_literally(journal: Journal) -> None:
+    owners = ["n%1/10/a", "n%1/11/b", "nX1/12/c", "n_2/13/d", "na2/14/e", "n%1x/15/f"]
+    owner_of = {}
+    journal.enqueue([new_job(f"job-{k}") for k in range(len(owners))])
+    for owner in owners:
+        owner_of[lease_one(journal, owner).id] = owner
+
+    def matched(prefix: str) -> list[str]:
+        return sorted(owner_of[r.job_id] for r in journal.leased_with_prefix(prefix))
+
+    assert matched("n%1/") == ["n%1/10/a", "n%1/11/b"]  # '%' is no wildcard
+    assert matched("n_2/") == ["n_2/13/d"]  # nor is '_'
+    assert matched("n%1") == ["n%1/10/a", "n%1/11/b", "n%1x/15/f"]
+    assert matched("") == sorted(owners) and matched("n") == sorted(owners)  # "" matches every lease
+    assert matched("nobody/") == [] and matched("N") == []
+
+
+def test_expired_lists_leases_past_their_expiry_by_the_journals_clock(journal: Journal) -> None:
+    journal.enqueue([new_job("a-gone"), new_job("b-live"), new_job("c-forever"), new_job("d-ready")])
+    gone = lease_one(journal, "w1", lease_for=-1.0)
+    live = lease_one(journal, "w2", lease_for=HOUR)
+    lease_one(journal, "w3", lease_for=math.inf)
+    assert journal.expired() == [Attempt("a-gone", gone.lease_id, "tests.noop", 1, 3)]
+    assert len(journal.expired()) == 1  # reading took nothing back
+    assert journal.renew(["w2"], -1.0) == 1
+    assert sorted(journal.expired()) == [Attempt("a-gone", gone.lease_id, "tests.noop", 1, 3),
+                                         Attempt("b-live", live.lease_id, "tests.noop", 1, 3)]
+    assert journal.renew(["w1", "w2"], HOUR) == 2
+    assert journal.expired() == []  # an infinite lease never expires; a ready job has no lease
 
 
 # -- B8: expiry, renewal, fencing ----------------------------------------------------------
@@ -389,9 +529,9 @@ def test_b8_expire_and_renew(journal: Journal) -> None:
     journal.enqueue([new_job("a"), new_job("b")])
     lease_one(journal, "w1", lease_for=HOUR)
     lease_one(journal, "w2", lease_for=HOUR)
-    assert journal.expire() == 0
+    assert expire(journal) == 0
     assert journal.renew(["w1"], -1.0) == 1  # w1's lease now ended a second ago
-    assert journal.expire() == 1
+    assert expire(journal) == 1
     info = journal.get("a")
     assert info is not None
     assert (info.state, info.attempts, info.errors) == (JobState.READY, 1, ["lease expired"])
@@ -403,17 +543,17 @@ def test_b8_expire_and_renew(journal: Journal) -> None:
 def test_b8_renew_by_a_stale_owner_is_rejected(journal: Journal) -> None:
     journal.enqueue([new_job("a")])
     lease_one(journal, "node/1/old", lease_for=-1.0)
-    assert journal.expire() == 1
+    assert expire(journal) == 1
     current = lease_one(journal, "node/1/new", lease_for=-1.0)  # already expired, not yet reclaimed
     assert journal.renew(["node/1/old"], HOUR) == 0  # the old owner holds nothing now
-    assert journal.expire() == 1  # the stale renewal did not extend the new lease
+    assert expire(journal) == 1  # the stale renewal did not extend the new lease
     assert journal.complete([(current.id, current.lease_id)]) == 0
 
 
 def test_b8_fencing_rejects_and_counts_stale_leases(journal: Journal) -> None:
     journal.enqueue([new_job("a"), new_job("b")])
     stale_a, stale_b = sorted(journal.lease(["q"], "paused-worker", 2, -1.0))
-    assert journal.expire() == 2
+    assert expire(journal) == 2
     fresh_a, fresh_b = sorted(journal.lease(["q"], "live-worker", 2, HOUR))
     assert fresh_a.lease_id != stale_a.lease_id
 
@@ -450,14 +590,14 @@ def test_b10_rescue_of_10k_leases_is_not_starved_by_leases_that_never_expire(jou
     assert len(journal.lease(["q"], "long-runner", immortal, math.inf)) == immortal
     for _ in range(total // 2_000):
         assert len(journal.lease(["q"], "dead-node/1/x", 2_000, -1.0)) == 2_000
-    assert journal.expire("lease expired (node died)") == total  # all of them, in one call
+    assert expire(journal, "lease expired (node died)") == total  # all of them, in one call
     assert journal.counts() == {"q": {"ready": total, "leased": immortal}}
-    assert journal.expire() == 0  # an infinite lease never expires
+    assert expire(journal) == 0  # an infinite lease never expires
     # The same owner-driven: 10k leases of one dead owner come back at once.
     for _ in range(total // 2_000):
         assert len(journal.lease(["q"], "worker/2/y", 2_000, HOUR)) == 2_000
-    assert journal.reclaim("worker/2/y", "worker died (killed)") == total
-    assert journal.reclaim("long-runner", "worker died (killed)") == immortal
+    assert reclaim(journal, "worker/2/y", "worker died (killed)") == total
+    assert reclaim(journal, "long-runner", "worker died (killed)") == immortal
     counts = journal.counts()["q"]
     assert counts == {"ready": total + immortal}
     info = journal.get("b-09999")
@@ -475,7 +615,7 @@ def test_b11_a_future_job_is_never_leased_early(journal: Journal) -> None:
     for _ in range(3):
         # No visibility clock runs on a scheduled job: promotion, expiry and reclaim leave it be.
         assert journal.lease(["q"], "w1", 10, 30.0) == []
-        assert journal.expire() == 0 and journal.reclaim_all("takeover") == 0
+        assert expire(journal) == 0 and reclaim_all(journal, "takeover") == 0
         if state(journal, "soon") is JobState.SCHEDULED:
             assert journal.promote() in (0, 1)
     info = journal.get("later")
@@ -514,7 +654,7 @@ def test_b12_errors_stay_in_the_order_they_happened_across_retry_dead(journal: J
     journal.fail([fail(lease_one(journal), "first", retry_at=time.time() - 1)])
     journal.promote()
     lease_one(journal, "w2")
-    journal.reclaim("w2", "worker died")
+    reclaim(journal, "w2", "worker died")
     assert state(journal, "x") is JobState.DEAD
     assert journal.retry_dead("x")
     journal.fail([fail(lease_one(journal, "w3"), "third")])  # attempt 1 again
@@ -653,7 +793,7 @@ def test_c16_one_leader_at_a_time_and_resign_hands_over(backend: Backend) -> Non
     assert a.try_lead("rescue", "n1/10/aa", 30.0)
     assert a.try_lead("rescue", "n1/10/aa", 30.0)  # the holder renews
     b = backend.open()
-    if backend.name == "sqlite":
+    if not b.shared:
         # one node per file (B14): a connection without the node lock never leads
         assert not b.try_lead("rescue", "n2/20/bb", 30.0)
         return
@@ -668,7 +808,7 @@ def test_c16_one_leader_at_a_time_and_resign_hands_over(backend: Backend) -> Non
 
 def test_c16_an_expired_leadership_goes_to_the_next_claimant(backend: Backend) -> None:
     a, b = backend.open(), backend.open()
-    if backend.name == "sqlite":  # one node per file: its leadership never changes hands
+    if not a.shared:  # one node per file: its leadership never changes hands
         a.attach_node()
         assert a.try_lead("rescue", "n1/10/aa", 0.001) and not b.try_lead("rescue", "n2/20/bb", 30.0)
         a.close()  # the node lock goes with it
@@ -679,6 +819,55 @@ def test_c16_an_expired_leadership_goes_to_the_next_claimant(backend: Backend) -
     assert not b.try_lead("rescue", "n2/20/bb", 0.3)
     assert wait_for(lambda: b.try_lead("rescue", "n2/20/bb", 30.0), timeout=10.0), "expiry by the database's clock"
     assert not a.try_lead("rescue", "n1/10/aa", 0.3)
+
+
+# -- the task defaults catalog ----------------------------------------------------------------------
+def test_declared_tasks_round_trip_and_the_last_declaration_wins(backend: Backend, journal: Journal) -> None:
+    assert journal.declared_tasks(["emails.send"]) == {}
+    journal.declare_tasks([TaskDefaults("emails.send", "mail", 5, 3), TaskDefaults("reports.build", "slow", 0, 1)])
+    assert journal.declared_tasks(["emails.send", "reports.build", "unknown", "emails.send"]) == {
+        "emails.send": TaskDefaults("emails.send", "mail", 5, 3),
+        "reports.build": TaskDefaults("reports.build", "slow", 0, 1)}
+    # Another node, started later with a newer registry, declares again: it wins.
+    other = backend.open()
+    other.declare_tasks([TaskDefaults("emails.send", "mail-fast", -1, 10),
+                         TaskDefaults("x'); DROP TABLE actorq_tasks;--", "q", 0, 1)])
+    assert journal.declared_tasks(["emails.send", "reports.build"]) == {
+        "emails.send": TaskDefaults("emails.send", "mail-fast", -1, 10),
+        "reports.build": TaskDefaults("reports.build", "slow", 0, 1)}  # untouched by the other node
+    assert list(journal.declared_tasks(["x'); DROP TABLE actorq_tasks;--"])) == ["x'); DROP TABLE actorq_tasks;--"]
+    # Within one batch the last of a name wins too.
+    journal.declare_tasks([TaskDefaults("dup", "a", 1, 1), TaskDefaults("dup", "b", 2, 2)])
+    assert journal.declared_tasks(["dup"]) == {"dup": TaskDefaults("dup", "b", 2, 2)}
+    journal.declare_tasks([])
+    assert journal.declared_tasks([]) == {} and journal.declared_tasks(["no\x00such"]) == {}
+    many = [TaskDefaults(f"t{n:04d}", "q", n, 1) for n in range(1_200)]  # more than one IN list's worth
+    journal.declare_tasks(many)
+    assert journal.declared_tasks([t.name for t in many]) == {t.name: t for t in many}
+
+
+def test_a_declaration_with_max_attempts_below_one_is_refused_whole(journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("kept", "q", 0, 2)])
+    with journal.transaction():  # fails alone, as a refused enqueue does: the group goes on
+        with pytest.raises(JournalError):
+            journal.declare_tasks([TaskDefaults("fine", "q", 0, 1), TaskDefaults("kept", "q", 0, 0)])
+        journal.enqueue([new_job("after")])
+    assert journal.declared_tasks(["fine", "kept"]) == {"kept": TaskDefaults("kept", "q", 0, 2)}
+    assert state(journal, "after") is JobState.READY
+
+
+# -- what a backend declares it can do -------------------------------------------------------------
+def test_capabilities_are_declared_on_the_backend_class(backend: Backend, journal: Journal) -> None:
+    assert isinstance(journal, Journal)
+    assert type(journal).shared is journal.shared and type(journal).notifies is journal.notifies
+    assert isinstance(journal.shared, bool) and isinstance(journal.notifies, bool)
+    assert journal.outage is None  # reachable
+    journal.enqueue([new_job("a")])
+    assert journal.maintain() is None  # a fresh journal needs no upkeep
+    if journal.shared:  # several nodes may attach at once
+        other = backend.open()
+        journal.attach_node()
+        other.attach_node()
 
 
 # -- B7: unique keys ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ validated identifiers). The state machine is in test_contract.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import queue
@@ -27,13 +28,14 @@ from typing import Any, Iterator
 import psycopg
 import pytest
 from journal_support import (
-    PG_URL, PasswordCatcher, TcpProxy, closed_port, new_schema_name, pg_admin, require_pg, wait_for,
+    PG_URL, PasswordCatcher, TcpProxy, closed_port, new_schema_name, pg_admin, reclaim, require_pg, wait_for,
 )
 
 from actorq.errors import JournalError
 from actorq.jobs import journal_writer as jw
-from actorq.journal import JobState, Listener, NewJob, PostgresJournal, enqueue_in, migrate, open_journal
+from actorq.journal import Failure, JobState, Listener, NewJob, PostgresJournal, enqueue_in, migrate, open_journal
 from actorq.journal import postgres
+from actorq.journal.protocol import TaskDefaults
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("_pg")]
 
@@ -116,11 +118,16 @@ WITHOUT_PSYCOPG = textwrap.dedent("""
     sys.meta_path.insert(0, NoPsycopg())
     import actorq, actorq.journal, actorq.jobs, actorq.node.node  # all import without psycopg
     from actorq.errors import JournalError
+    from actorq.journal.config import JournalConfig
     assert "psycopg" not in sys.modules
     try:
         actorq.journal.open_journal(sys.argv[1])
     except JournalError as exc:
         print("open:", exc)
+    try:
+        JournalConfig(url=sys.argv[1]).backend
+    except JournalError as exc:
+        print("backend:", exc)
     try:
         from actorq.journal import PostgresJournal
     except ImportError as exc:
@@ -135,8 +142,17 @@ def test_actorq_imports_without_psycopg_and_names_the_extra(tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("open:") and "pip install 'actorq[postgres]'" in lines[0]
-    assert lines[1].startswith("import:") and "pip install 'actorq[postgres]'" in lines[1]
-    assert lines[2] == "sqlite ok: SQLiteJournal"
+    assert lines[1].startswith("backend:") and "pip install 'actorq[postgres]'" in lines[1]
+    assert lines[2].startswith("import:") and "pip install 'actorq[postgres]'" in lines[2]
+    assert lines[3] == "sqlite ok: SQLiteJournal"
+
+
+def test_both_dialects_name_the_statements_of_one_job_alike() -> None:
+    from actorq.journal import _pgsql, _sqlitesql
+
+    sqlite_names = {f.name for f in dataclasses.fields(_sqlitesql.Statements)}
+    pg_names = {f.name for f in dataclasses.fields(_pgsql.Statements)}
+    assert sqlite_names - pg_names == {"fail_error"}  # PostgreSQL writes the error rows inside `fail`
 
 
 # -- migrations -----------------------------------------------------------------------------------
@@ -210,6 +226,30 @@ def test_an_older_schema_is_refused_until_migrated(pg_schema: str, monkeypatch: 
             admin.execute(f'DROP SCHEMA "{other}" CASCADE')
 
 
+def test_a_schema_at_003_upgrades_to_the_task_catalog_and_keeps_its_jobs(
+        pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert [m.version for m in postgres.MIGRATIONS[:4]] == [1, 2, 3, 4]
+    with monkeypatch.context() as before:  # the previous actorq: migrations 001-003
+        before.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:3])
+        assert migrate(PG_URL, pg_schema) == [1, 2, 3]
+        old = PostgresJournal(PG_URL, schema=pg_schema)
+        old.enqueue([job("old", unique_key="k")])
+        old.close()
+    with pytest.raises(JournalError, match="version 3; this actorq needs version"):
+        PostgresJournal(PG_URL, schema=pg_schema)
+    assert migrate(PG_URL, pg_schema) == ALL[3:]
+    assert _versions(pg_schema) == ALL
+    journal = PostgresJournal(PG_URL, schema=pg_schema, create_schema=False)
+    try:
+        journal.attach_node()  # the privileges check covers the new table
+        assert journal.get("old").state is JobState.READY  # type: ignore[union-attr]
+        assert journal.holders(["k"]) == {"k": "old"}
+        journal.declare_tasks([TaskDefaults("t", "q", 1, 2)])
+        assert journal.declared_tasks(["t"]) == {"t": TaskDefaults("t", "q", 1, 2)}
+    finally:
+        journal.close()
+
+
 def test_a_newer_or_foreign_schema_is_refused(pg_schema: str) -> None:
     assert migrate(PG_URL, pg_schema) == ALL
     with pg_admin() as admin:
@@ -270,6 +310,20 @@ def test_e8_a_role_without_privileges_gets_a_clear_error(pg_schema: str) -> None
             assert reader.counts() == {}  # the connection is still usable after the error
         finally:
             reader.close()
+        with pg_admin() as admin:  # everything a node needed before the task catalog
+            admin.execute(f'GRANT INSERT, UPDATE ON "{pg_schema}".actorq_jobs TO "{role}";'
+                          f'GRANT SELECT, INSERT ON "{pg_schema}".actorq_errors TO "{role}";'
+                          f'GRANT USAGE ON SEQUENCE "{pg_schema}".actorq_lease_ids TO "{role}"')
+        node = PostgresJournal(url, schema=pg_schema)
+        try:
+            with pytest.raises(JournalError, match="UPDATE on .*actorq_tasks"):  # nodes declare their tasks
+                node.attach_node()
+            with pg_admin() as admin:
+                admin.execute(f'GRANT SELECT, INSERT, UPDATE ON "{pg_schema}".actorq_tasks TO "{role}"')
+            node.attach_node()
+            node.declare_tasks([TaskDefaults("t", "q", 0, 1)])
+        finally:
+            node.close()
     finally:
         with pg_admin() as admin:
             admin.execute(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
@@ -300,8 +354,8 @@ def test_a_failing_enqueue_fails_alone_any_other_failure_fails_the_group(journal
 def test_error_texts_keep_everything_but_nul(journal: PostgresJournal) -> None:
     journal.enqueue([job("a"), job("b")])
     a, b = sorted(journal.lease(["q"], "w1", 2, 30.0))
-    assert journal.fail([postgres.Failure(a.id, a.lease_id, "ValueError: \x00 in 'x' ünïcode", 9e9)]) == 1
-    assert journal.reclaim("w1", "worker died\x00") == 1
+    assert journal.fail([Failure(a.id, a.lease_id, "ValueError: \x00 in 'x' ünïcode", JobState.RETRY, 9e9)]) == 1
+    assert reclaim(journal, "w1", "worker died\x00") == 1
     assert journal.get("a").errors == ["ValueError: \ufffd in 'x' ünïcode"]  # type: ignore[union-attr]
     assert journal.get("b").errors == ["worker died\ufffd"]  # type: ignore[union-attr]
 
@@ -328,6 +382,31 @@ def test_b4_claims_skip_rows_locked_by_another_transaction(pg_schema: str) -> No
             assert sorted(j.id for j in journal.lease(["q"], "w3", 10, 30.0)) == locked
     finally:
         journal.close()
+
+
+def test_expired_skips_leases_another_transaction_holds_locked(pg_schema: str) -> None:
+    """A rescue never waits on another node's locked rows: it takes the rest, and a later one those."""
+    url = f"{PG_URL}?options=-c%20lock_timeout%3D2000"  # if it ever waited, it would fail fast, not hang
+    journal, rival = PostgresJournal(url, schema=pg_schema), PostgresJournal(url, schema=pg_schema)
+    try:
+        journal.enqueue([job(f"j{n}") for n in range(4)])
+        assert len(journal.lease(["q"], "dead-node/1/x", 4, -1.0)) == 4
+        with pg_admin() as other:
+            with other.transaction():
+                locked = [r[0] for r in other.execute(
+                    f'SELECT id FROM "{pg_schema}".actorq_jobs ORDER BY id LIMIT 2 FOR UPDATE')]
+                with journal.transaction():
+                    rows = journal.expired()
+                    assert sorted(r.job_id for r in rows) == ["j2", "j3"]
+                    assert rival.expired() == []  # a second rescuer skips what the first holds, too
+                    assert journal.fail([Failure(r.job_id, r.lease_id, "lease expired", JobState.READY)
+                                         for r in rows]) == 2
+                assert {journal.get(i).state for i in locked} == {JobState.LEASED}  # type: ignore[union-attr]
+            # Once the other transaction ends, the next rescue finds the rows it skipped.
+            assert sorted(r.job_id for r in rival.expired()) == locked
+    finally:
+        journal.close()
+        rival.close()
 
 
 # -- B5: transactional enqueue -----------------------------------------------------------------------
@@ -378,7 +457,8 @@ def test_listener_wakes_on_commit_and_survives_a_terminated_connection(
             enqueue_in(app, [job("tx", "epsilon")], pg_schema)
             app.commit()
         assert events.get(timeout=10) == "epsilon"  # the rolled-back enqueue woke no one
-        journal.fail([postgres.Failure(j.id, j.lease_id, "boom", 0.0) for j in journal.lease(["beta"], "w", 1, 30.0)])
+        journal.fail([Failure(j.id, j.lease_id, "boom", JobState.RETRY, 0.0)
+                      for j in journal.lease(["beta"], "w", 1, 30.0)])
         assert journal.promote() == 1
         assert events.get(timeout=10) == "beta"
 

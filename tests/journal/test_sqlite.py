@@ -16,14 +16,16 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-from journal_support import job_in_every_state, lease_one, new_job, state
+from journal_support import expire, job_in_every_state, lease_one, new_job, reclaim, reclaim_all, state
 
 from actorq.errors import JournalError, JournalLocked
-from actorq.journal import JobState, SQLiteJournal
+from actorq.journal import Failure, JobState, SQLiteJournal, migrate
+from actorq.journal.protocol import Attempt, TaskDefaults
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -78,21 +80,35 @@ def test_b1_injected_clock_decides_ready_or_scheduled(journal: SQLiteJournal, cl
     assert journal.get("no-such-job") is None
 
 
-def test_b8_expire_and_renew_use_the_injected_clock(journal: SQLiteJournal, clock: Clock) -> None:
+def test_b8_expiry_and_renew_use_the_injected_clock(journal: SQLiteJournal, clock: Clock) -> None:
     journal.enqueue([new_job("a")])
-    lease_one(journal, "w1", lease_for=30.0)  # expires at T0 + 30
+    job = lease_one(journal, "w1", lease_for=30.0)  # expires at T0 + 30
     clock.now = T0 + 20
-    assert journal.expire() == 0
+    assert journal.expired() == []
     assert journal.renew(["w1"], 30.0) == 1  # now expires at T0 + 50
     clock.now = T0 + 45
-    assert journal.expire() == 0
+    assert journal.expired() == []
     assert state(journal, "a") is JobState.LEASED
     clock.now = T0 + 51
-    assert journal.expire() == 1
+    assert journal.expired() == [Attempt("a", job.lease_id, "tests.noop", 1, 3)]
+    assert expire(journal) == 1
     info = journal.get("a")
     assert info is not None
     assert (info.state, info.attempts, info.errors) == (JobState.READY, 1, ["lease expired"])
     assert journal.renew([], 30.0) == 0
+
+
+def test_fail_times_final_states_by_the_injected_clock(journal: SQLiteJournal, clock: Clock, db_path: Path) -> None:
+    journal.enqueue([new_job("a"), new_job("b")])
+    a, b = sorted(journal.lease(["q"], "w1", 2, 30.0))
+    clock.now = T0 + 7
+    assert journal.fail([Failure(a.id, a.lease_id, "gave up", JobState.FAILED),
+                         Failure(b.id, b.lease_id, "boom", JobState.RETRY, T0 + 60)]) == 2
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("SELECT id, finished_at, run_at FROM actorq_jobs ORDER BY id").fetchall() == [
+            ("a", T0 + 7, T0), ("b", None, T0 + 60)]
+        assert raw.execute("SELECT job_id, attempt, at, error FROM actorq_errors ORDER BY job_id").fetchall() == [
+            ("a", 1, T0 + 7, "gave up"), ("b", 1, T0 + 7, "boom")]
 
 
 # -- B13: pragmas, BEGIN IMMEDIATE, a concurrent reader process ---------------------------
@@ -122,9 +138,9 @@ def test_b13_every_write_transaction_is_begin_immediate(journal: SQLiteJournal, 
     journal._conn.set_trace_callback(statements.append)  # observe the real statements sent
     try:
         job_in_every_state(journal)
-        journal.reclaim("w1", "worker died")
-        journal.reclaim_all("takeover")
-        journal.expire()
+        reclaim(journal, "w1", "worker died")
+        reclaim_all(journal, "takeover")
+        expire(journal)
         journal.renew(["w1"], 10.0)
         journal.promote()
         journal.retry_dead("dead")
@@ -207,42 +223,53 @@ LOOPING_READER = textwrap.dedent("""
 """)
 
 
-def test_e9_checkpoint_restarts_the_wal_while_a_reader_keeps_reading(journal: SQLiteJournal, db_path: Path) -> None:
+def test_e9_maintain_restarts_the_wal_while_a_reader_keeps_reading(db_path: Path) -> None:
     """E9: with a reader always inside some read transaction, automatic (passive) checkpoints
-    cannot start the WAL over; `checkpoint()` waits for the readers between reads and does."""
+    cannot start the WAL over; past ``wal_limit_mb``, `maintain()` waits for the readers
+    between reads and does (a TRUNCATE checkpoint)."""
+    journal = SQLiteJournal(db_path, wal_limit_mb=0.5)
     stop = db_path.parent / "stop-reading"
     reader = subprocess.Popen([sys.executable, "-c", LOOPING_READER, str(db_path), str(stop)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wal = Path(f"{db_path}-wal")
     try:
         assert reader.stdout is not None and reader.stdout.readline().strip() == "reading"
+        assert journal.maintain() is None  # within the limit: nothing to do
         payload = os.urandom(3000)
-        sizes = []
+        sizes, summaries = [], []
         for round_ in range(3):
             for t in range(100):
                 journal.enqueue([new_job(f"r{round_}-{t:03d}-{k}", payload=payload) for k in range(3)])
             sizes.append(wal.stat().st_size)
-            for _ in range(10):  # the reader never idles: a busy result means "try again", as documented
-                busy, frames, done = journal.checkpoint()
-                if busy == 0:
+            for _ in range(10):  # the reader never idles: "busy" means "try again later", as documented
+                summary = journal.maintain()
+                assert summary is not None and summary.startswith(f"WAL was {sizes[-1] / 1e6:.1f} MB: ")
+                summaries.append(summary)
+                if summary.endswith("checkpointed, restarted"):
                     break
-            assert busy == 0 and frames == done  # every frame copied back despite the reader
+            assert summaries[-1].endswith(": checkpointed, restarted"), summaries
             assert wal.stat().st_size == 0  # truncated: the WAL starts over
+            assert journal.maintain() is None
         stop.touch()
         out, err = reader.communicate(timeout=30)
     finally:
         if reader.poll() is None:
             reader.kill()
             reader.wait()
+        journal.close()
     assert reader.returncode == 0, err
-    print("wal bytes before each checkpoint:", sizes, "reads:", out.strip())
-    assert min(sizes) > 0
+    print("wal bytes before each checkpoint:", sizes, "reads:", out.strip(), summaries)
+    assert min(sizes) > 0.5 * 1024 * 1024
+
+
+def test_checkpoint_and_maintain_refuse_to_run_inside_a_transaction(journal: SQLiteJournal) -> None:
     with pytest.raises(ValueError):
         journal.checkpoint("sideways")
-    with pytest.raises(JournalError, match="inside a transaction"):
-        with journal.transaction():
-            journal.checkpoint()
-    assert journal.counts() == {"q": {"ready": 900}}
+    for run in (journal.checkpoint, journal.maintain):
+        with pytest.raises(JournalError, match="inside a transaction"):
+            with journal.transaction():
+                run()
+    assert journal.checkpoint("passive")[0] == 0
 
 
 # -- B14: one node per file ----------------------------------------------------------------
@@ -313,6 +340,31 @@ def test_b14_lock_is_released_when_the_holding_process_dies(db_path: Path) -> No
 
 
 # -- errors that name the file: schema version, not a database, E8 permissions ---------------
+
+
+def test_a_version_2_journal_upgrades_to_the_task_catalog_and_keeps_its_jobs(db_path: Path) -> None:
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    for version in (1, 2):  # a file as the previous actorq left it
+        for statement in (resources.files("actorq.journal") / f"sql/sqlite_v{version}.sql").read_text().split(";"):
+            if statement.strip():
+                raw.execute(statement)
+    raw.execute("PRAGMA user_version = 2")
+    raw.execute("INSERT INTO actorq_jobs (id, queue, task, payload, state, run_at, max_attempts, created_at,"
+                " unique_key) VALUES ('old', 'q', 't', x'929080', 'ready', 0, 3, 0, 'k')")
+    raw.close()
+    journal = SQLiteJournal(db_path)
+    try:
+        assert journal.applied_versions == [3]
+        assert journal.pragma("user_version") == 3
+        assert state(journal, "old") is JobState.READY and journal.holders(["k"]) == {"k": "old"}
+        journal.declare_tasks([TaskDefaults("t", "q", 1, 2)])
+        assert journal.declared_tasks(["t"]) == {"t": TaskDefaults("t", "q", 1, 2)}
+    finally:
+        journal.close()
+    again = SQLiteJournal(db_path)
+    assert again.applied_versions == []  # up to date: nothing more to apply
+    again.close()
+    assert migrate(f"sqlite:///{db_path}") == []
 
 
 def test_newer_schema_version_is_refused_naming_the_path(db_path: Path) -> None:

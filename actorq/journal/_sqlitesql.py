@@ -1,0 +1,112 @@
+"""The SQLite journal's statements: one named text each, written once.
+
+The names are those of `_sqltext.JobStatements`, shared with the PostgreSQL
+journal's statements; `fail_error` is SQLite's own (PostgreSQL writes the error
+rows in the `fail` statement itself). Every value is a bound
+parameter (``?`` or ``?N``); times are the journal's clock, passed in by the caller.
+
+A statement whose number of placeholders follows the batch (an ``IN`` list, the
+rows of a multi-row ``VALUES``) holds a ``{marks}`` slot, filled per chunk with
+`in_list` or `values_rows`; the texts of one chunk size repeat, so sqlite3's
+statement cache keeps them prepared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatements
+
+IN_CHUNK = 500  # values per IN list; far below SQLite's limit of 32,766 bound parameters
+ENQUEUE_COLUMNS = 10  # bound values per row of `enqueue`
+
+
+@dataclass(frozen=True)
+class Statements(JobStatements):
+    """Every statement of the SQLite journal: `JobStatements` and SQLite's own."""
+
+    fail_error: str  # the error row of an accepted `fail` (PostgreSQL writes it inside `fail`)
+
+
+def in_list(count: int) -> str:
+    """The ``{marks}`` of an ``IN ({marks})`` list of `count` values: ``?,?,?``."""
+    return ",".join("?" * count)
+
+
+def values_rows(count: int, columns: int = ENQUEUE_COLUMNS) -> str:
+    """The ``{marks}`` of a multi-row ``VALUES {marks}``: `count` rows of `columns` placeholders."""
+    return ",".join(["(" + ", ".join("?" * columns) + ")"] * count)
+
+
+# The current leases read back as `Attempt` rows, by what selects them.
+_ATTEMPTS = "SELECT id, lease_id, task, attempts, max_attempts FROM actorq_jobs WHERE state = 'leased' AND "
+
+_TEXT = {
+    # Multi-row VALUES: 2.7 us a job against 5.6 us with executemany (100k jobs, 250 a commit).
+    # ON CONFLICT DO NOTHING: a re-sent id, or a unique key a live job holds, is a no-op;
+    # a CHECK failure still raises.
+    "enqueue": (
+        "INSERT INTO actorq_jobs (id, queue, task, payload, state, priority, run_at,"
+        " max_attempts, created_at, unique_key) VALUES {marks} ON CONFLICT DO NOTHING"
+    ),
+    "holders": f"SELECT unique_key, id FROM actorq_jobs WHERE unique_key IN ({{marks}}) AND state IN {LIVE}",
+    # ?1 lease id, ?2 owner, ?3 expiry, then the queues ({marks}), then the limit
+    "lease": (
+        "UPDATE actorq_jobs SET state = 'leased', attempts = attempts + 1, lease_id = ?,"
+        " lease_owner = ?, lease_expires = ?"
+        " WHERE id IN (SELECT id FROM actorq_jobs WHERE state = 'ready' AND queue IN ({marks})"
+        "  ORDER BY priority, id LIMIT ?)"
+        " RETURNING id, queue, task, payload, attempts, max_attempts"
+    ),
+    # One statement per lease (a group holds few) with the ids as a bound IN list:
+    # 2.3 us a job against 4.9 us for a statement per job (100k jobs, 250 per commit).
+    "complete": (
+        f"UPDATE actorq_jobs SET state = 'succeeded', finished_at = ?, {CLEAR_LEASE}"
+        " WHERE lease_id = ? AND state = 'leased' AND id IN ({marks})"
+    ),
+    # Stores the caller's decision: ?2 is the retry time (NULL keeps run_at), ?3 the finish
+    # time of a final state (NULL otherwise).
+    "fail": (
+        "UPDATE actorq_jobs SET state = ?1, run_at = coalesce(?2, run_at), finished_at = ?3,"
+        f" last_error = ?4, {CLEAR_LEASE}"
+        " WHERE id = ?5 AND lease_id = ?6 AND state = 'leased' RETURNING attempts"
+    ),
+    "fail_error": "INSERT INTO actorq_errors (job_id, attempt, at, error) VALUES (?, ?, ?, ?)",
+    "release": (
+        f"UPDATE actorq_jobs SET state = 'ready', attempts = attempts - 1, {CLEAR_LEASE}"
+        " WHERE id = ? AND lease_id = ? AND state = 'leased'"
+    ),
+    "attempts": _ATTEMPTS + "lease_id = ? AND id IN ({marks})",  # one per lease, as `complete`
+    # The kept ids go as one JSON array: any number of them in one bound parameter.
+    "leased_by": _ATTEMPTS + "lease_owner = ? AND lease_id NOT IN (SELECT value FROM json_each(?))",
+    # substr, not LIKE: '%' and '_' in a node name are plain characters here.
+    "leased_with_prefix": _ATTEMPTS + "substr(lease_owner, 1, length(?1)) = ?1",
+    "expired": _ATTEMPTS + "lease_expires < ?",
+    # the last writer wins: a node starting later replaces what an earlier one declared
+    "declare_tasks": (
+        "INSERT INTO actorq_tasks (name, queue, priority, max_attempts, declared_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, priority = excluded.priority,"
+        " max_attempts = excluded.max_attempts, declared_at = excluded.declared_at"
+    ),
+    "declared_tasks": "SELECT name, queue, priority, max_attempts FROM actorq_tasks WHERE name IN ({marks})",
+    "renew": "UPDATE actorq_jobs SET lease_expires = ? WHERE state = 'leased' AND lease_owner IN ({marks})",
+    "promote": f"UPDATE actorq_jobs SET state = 'ready' WHERE state IN {DUE} AND run_at <= ?",
+    "cancel": (
+        f"UPDATE actorq_jobs SET state = 'cancelled', finished_at = ?, {CLEAR_LEASE}"
+        f" WHERE id = ? AND state IN {LIVE}"
+    ),
+    "retry_dead": (
+        "UPDATE actorq_jobs SET state = 'ready', attempts = 0, run_at = ?, finished_at = NULL"
+        f" WHERE id = ? AND state IN {REVIVABLE}"
+    ),
+    "counts": "SELECT queue, state, count(*) FROM actorq_jobs GROUP BY queue, state",
+    "get": (
+        "SELECT id, queue, task, state, attempts, max_attempts, run_at, lease_owner, last_error"
+        " FROM actorq_jobs WHERE id = ?"
+    ),
+    # rowid is insertion order; attempt numbers restart after retry_dead
+    "errors": "SELECT error FROM actorq_errors WHERE job_id = ? ORDER BY rowid",
+}
+
+STATEMENTS = Statements(**_TEXT)
+"""The SQLite journal's statements (one schema per file: composed once, at import)."""

@@ -1,0 +1,51 @@
+"""SQL both journals share: the names of their statements, and text composed from the protocol.
+
+Each dialect's table of statements (`_sqlitesql`, `_pgsql`) extends `JobStatements`,
+so a statement that does the same job has the same name in both. The state lists
+are written once, in `actorq.journal.protocol`; every statement of both dialects
+that needs one takes it from here. (The migration files keep their own literal
+lists: a migration is frozen history.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from actorq.journal.protocol import LIVE_STATES, JobState
+
+
+def states_list(states: Iterable[JobState]) -> str:
+    """An SQL list literal of `states`, for ``state IN ...``: ``('ready', 'retry')``."""
+    return "(" + ", ".join(f"'{state.value}'" for state in states) + ")"
+
+
+LIVE = states_list(LIVE_STATES)
+DUE = states_list((JobState.SCHEDULED, JobState.RETRY))  # promoted to ready once run_at has passed
+REVIVABLE = states_list((JobState.DEAD, JobState.FAILED))  # what retry_dead takes
+CLEAR_LEASE = "lease_id = NULL, lease_owner = NULL, lease_expires = NULL"
+
+
+@dataclass(frozen=True)
+class JobStatements:
+    """The statements every journal has, named after the `Journal` method they serve."""
+
+    enqueue: str
+    holders: str
+    lease: str
+    complete: str
+    fail: str
+    release: str
+    attempts: str
+    leased_by: str
+    leased_with_prefix: str
+    expired: str
+    declare_tasks: str
+    declared_tasks: str
+    renew: str
+    promote: str
+    cancel: str
+    retry_dead: str
+    counts: str
+    get: str
+    errors: str  # a job's error texts, oldest first (for `get`)

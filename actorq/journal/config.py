@@ -1,0 +1,189 @@
+"""Journal settings: the defaults, journal URLs, schema names, and the ``[journal]`` section.
+
+One home for each: a default is a named constant here, a URL or schema name is
+checked here, and `redact_url` is the one function that hides a password
+before a URL reaches a message or a log line. Nothing here imports psycopg.
+
+::
+
+    topology.toml [journal] ──▶ JournalConfig ──.backend──▶ SQLiteJournal | PostgresJournal
+                                     │                      (journal_class: by URL scheme)
+                                     └──.resolved_url, .sqlite_path (SQLite: against the CWD)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
+from urllib.parse import unquote_plus
+
+if TYPE_CHECKING:
+    from actorq.journal.postgres import PostgresJournal
+    from actorq.journal.sqlite import SQLiteJournal
+
+__all__ = [
+    "DEFAULT_BATCH_MAX", "DEFAULT_BUSY_TIMEOUT", "DEFAULT_CONNECT_RETRY_FOR", "DEFAULT_SCHEMA",
+    "DEFAULT_SYNCHRONOUS", "DEFAULT_URL", "DEFAULT_WAL_LIMIT_MB", "JournalConfig", "POSTGRES_SCHEMES",
+    "SCHEMA_PATTERN", "SQLITE_PREFIX", "SYNCHRONOUS_LEVELS", "Synchronous", "check_schema", "check_url",
+    "redact_url",
+]
+
+SQLITE_PREFIX = "sqlite:///"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+DEFAULT_URL = "sqlite:///actorq.db"
+DEFAULT_SCHEMA = "actorq"
+Synchronous = Literal["full", "normal", "extra"]  # SQLite's PRAGMA synchronous levels actorq allows
+SYNCHRONOUS_LEVELS: tuple[str, ...] = get_args(Synchronous)
+DEFAULT_SYNCHRONOUS: Synchronous = "full"
+DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a SQLite write waits for another process's lock
+DEFAULT_CONNECT_RETRY_FOR = 30.0  # seconds an unreachable PostgreSQL is retried before JournalError
+DEFAULT_BATCH_MAX = 4096  # journal writes committed in one transaction at most
+DEFAULT_WAL_LIMIT_MB = 64.0  # SQLite: past this WAL size, a TRUNCATE checkpoint
+
+SCHEMA_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with any password (user info or ``password=`` parameter) replaced by ``***``.
+
+    Everything else is kept to the character, so a URL without a password comes
+    back unchanged.
+
+    Args:
+        url: any URL, valid or not.
+
+    Returns:
+        The URL fit for a message or a log line.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest, hash_, fragment = rest.partition("#")
+    head, qmark, query = rest.partition("?")
+    netloc, slash, path = head.partition("/")
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+    if query:
+        pairs = [pair.partition("=") for pair in query.split("&")]
+        query = "&".join(f"{key}={'***' if unquote_plus(key) == 'password' else value}" if eq else key
+                         for key, eq, value in pairs)
+    return f"{scheme}{sep}{netloc}{slash}{path}{qmark}{query}{hash_}{fragment}"
+
+
+def _schema_problem(name: str) -> str | None:
+    if isinstance(name, str) and SCHEMA_PATTERN.fullmatch(name):
+        return None
+    return f"expected a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63 characters), got {name!r}"
+
+
+def check_schema(name: str) -> str:
+    """Return `name` if it is a valid journal schema name (PostgreSQL).
+
+    Args:
+        name: the schema name.
+
+    Returns:
+        `name`, unchanged.
+
+    Raises:
+        ValueError: it does not match ``^[a-z_][a-z0-9_]{0,62}$``.
+    """
+    problem = _schema_problem(name)
+    if problem:
+        raise ValueError(f"invalid journal schema name: {problem}")
+    return name
+
+
+def _url_problem(url: str) -> str | None:
+    if url.startswith(POSTGRES_SCHEMES):
+        return None
+    if not url.startswith(SQLITE_PREFIX):
+        return f"expected a URL starting with {SQLITE_PREFIX} or postgresql://, got {redact_url(url)!r}"
+    if not url[len(SQLITE_PREFIX):]:
+        return f"expected a file path after {SQLITE_PREFIX}, got {url!r}"
+    return None
+
+
+def check_url(url: str) -> str:
+    """Return `url` if it names a journal: ``sqlite:///PATH``, ``postgresql://`` or ``postgres://``.
+
+    Args:
+        url: the journal URL.
+
+    Returns:
+        `url`, unchanged.
+
+    Raises:
+        ValueError: another scheme, or an SQLite URL without a path (the message
+            shows the URL without its password).
+    """
+    problem = _url_problem(url)
+    if problem:
+        raise ValueError(f"unsupported journal URL: {problem}")
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class JournalConfig:
+    """The ``[journal]`` section.
+
+    - ``url``: ``sqlite:///PATH`` (default ``sqlite:///actorq.db``); a relative
+      PATH resolves against the current directory, ``sqlite:////abs`` is absolute.
+      Or ``postgresql://user@host:port/dbname`` (libpq's environment variables and
+      ``.pgpass`` apply; several nodes may share it).
+    - ``schema``: PostgreSQL only: the schema holding the journal (default ``actorq``).
+    - ``connect_retry_for``: PostgreSQL only: seconds an unreachable server is retried,
+      with backoff, before the node gives up (> 0, default 30).
+    - ``synchronous``: SQLite ``PRAGMA synchronous``: ``"full"`` (default),
+      ``"normal"`` or ``"extra"``.
+    - ``busy_timeout``: seconds to wait on a locked database (> 0, default 5).
+    - ``batch_max``: most journal writes committed in one transaction (>= 1).
+    - ``wal_limit_mb``: SQLite only: past this WAL size (MB) the node runs a TRUNCATE
+      checkpoint, which waits up to ``busy_timeout`` for readers (> 0, default 64).
+
+    Field metadata is read by the node's TOML reader: ``check`` returns a problem
+    text or None, ``gt`` and ``min`` are numeric bounds.
+    """
+
+    url: str = field(default=DEFAULT_URL, metadata={"check": _url_problem})
+    schema: str = field(default=DEFAULT_SCHEMA, metadata={"check": _schema_problem})
+    connect_retry_for: float = field(default=DEFAULT_CONNECT_RETRY_FOR, metadata={"gt": 0})
+    synchronous: Synchronous = DEFAULT_SYNCHRONOUS
+    busy_timeout: float = field(default=DEFAULT_BUSY_TIMEOUT, metadata={"gt": 0})
+    batch_max: int = field(default=DEFAULT_BATCH_MAX, metadata={"min": 1})
+    wal_limit_mb: float = field(default=DEFAULT_WAL_LIMIT_MB, metadata={"gt": 0})
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The database file named by an SQLite `url`, a relative path resolved against the CWD.
+
+        Raises:
+            ValueError: the journal is not SQLite.
+        """
+        if not self.url.startswith(SQLITE_PREFIX):
+            raise ValueError(f"journal.url is not an SQLite URL: {redact_url(self.url)}")
+        path = Path(self.url[len(SQLITE_PREFIX):])
+        return path if path.is_absolute() else Path.cwd() / path
+
+    @property
+    def resolved_url(self) -> str:
+        """The URL with a relative SQLite path made absolute (against the CWD); others unchanged."""
+        return f"{SQLITE_PREFIX}{self.sqlite_path}" if self.url.startswith(SQLITE_PREFIX) else self.url
+
+    @property
+    def backend(self) -> type[SQLiteJournal] | type[PostgresJournal]:
+        """The journal class for `url`; its class attributes say what it can do (``shared``, ``notifies``).
+
+        Raises:
+            ValueError: `url` names no journal.
+            JournalError: a PostgreSQL URL, and psycopg is not installed (the message
+                says ``pip install 'actorq[postgres]'``).
+        """
+        from actorq.journal.backends import journal_class  # backends imports this module
+
+        return journal_class(self.url)
