@@ -304,7 +304,7 @@ async def _measure(args: argparse.Namespace, journal: str, schema: str | None, w
 def _finish_times(config: actorq.Config, schema: str | None) -> list[tuple[str, float]]:
     """(id, finished_at as Unix seconds) of every succeeded job, read from the journal."""
     if schema is None:
-        db = sqlite3.connect(config.sqlite_path)
+        db = sqlite3.connect(config.journal.sqlite_path)
         try:
             return db.execute("SELECT id, finished_at FROM actorq_jobs WHERE state = 'succeeded'").fetchall()
         finally:

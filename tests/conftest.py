@@ -30,6 +30,7 @@ import pytest
 
 from actorq._kernel.loop import new_event_loop
 from actorq.jobs.client import Client
+from actorq.journal.backends import journal_class
 from actorq.journal.protocol import JobInfo
 from actorq.node.config import Config, parse_config
 from actorq.testing import Ledger, job_states, kill_leftover_children
@@ -128,7 +129,7 @@ class Topology:
     @property
     def journal_path(self) -> Path:
         """The SQLite journal file."""
-        return self.config.sqlite_path
+        return self.config.journal.sqlite_path
 
     @property
     def url(self) -> str:
@@ -137,15 +138,15 @@ class Topology:
 
     def client(self) -> Client:
         """A new `actorq.Client` on the journal (close it, or use it in ``with``)."""
-        return Client(self.config.journal_url, busy_timeout=10.0, schema=self.config.journal.schema)
+        return Client(self.config.journal.resolved_url, busy_timeout=10.0, schema=self.config.journal.schema)
 
     def states(self) -> dict[str, str]:
         """``{job_id: state}`` read straight from the journal (SQLite: the file, read-only)."""
-        if self.config.is_sqlite:
+        if not journal_class(self.config.journal.url).shared:
             return job_states(self.journal_path)
         import psycopg
 
-        with psycopg.connect(self.config.journal_url) as conn:
+        with psycopg.connect(self.config.journal.resolved_url) as conn:
             rows = conn.execute(f'SELECT id, state FROM "{self.config.journal.schema}".actorq_jobs').fetchall()
         return {job_id: state for job_id, state in rows}
 

@@ -43,6 +43,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 from actorq.errors import JournalError
 from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, decide
+from actorq.journal.config import DEFAULT_BATCH_MAX
 from actorq.journal.protocol import Attempt, Failure, Journal, LeasedJob, NewJob
 
 logger = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class JournalWriter:
         journal_factory: Callable[[], Journal],
         loop: asyncio.AbstractEventLoop,
         *,
-        batch_max: int,
+        batch_max: int = DEFAULT_BATCH_MAX,
         on_enqueued: Callable[[set[str]], None] | None = None,
         decide: Decide = default_decide,
     ) -> None:

@@ -51,7 +51,7 @@ from actorq.jobs.scheduler import Scheduler
 from actorq.jobs.settings import DispatcherConfig, NodeConfig, WorkersConfig
 from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import WORKER_BOOT, WorkerSpec
-from actorq.journal import open_journal
+from actorq.journal.backends import journal_class, open_journal_config
 from actorq.journal.config import JournalConfig
 from actorq.journal.protocol import LIVE_STATES, Attempt, Journal, NewJob, TaskDefaults
 from actorq.supervisors import ChildSpec, Exit, ProcessChild, actor_start, process_start
@@ -106,7 +106,7 @@ class JobRuntime:
         self.workers_config = workers
         self.search_path = search_path
         self.tasks = dict(tasks)
-        self.backend = journal.backend
+        self.backend = journal_class(journal.url)
         self.endpoint = ""
         self._ipc_dir: str | None = None
         # the current incarnation of each role (replaced when its supervisor restarts it)
@@ -187,7 +187,7 @@ class JobRuntime:
         return self._leadership
 
     def _open_journal(self) -> Journal:
-        journal = open_journal(self.journal_config)
+        journal = open_journal_config(self.journal_config)
         try:
             journal.attach_node()
         except BaseException:

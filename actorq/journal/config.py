@@ -6,9 +6,10 @@ before a URL reaches a message or a log line. Nothing here imports psycopg.
 
 ::
 
-    topology.toml [journal] ──▶ JournalConfig ──.backend──▶ SQLiteJournal | PostgresJournal
-                                     │                      (journal_class: by URL scheme)
-                                     └──.resolved_url, .sqlite_path (SQLite: against the CWD)
+    topology.toml [journal] ──▶ JournalConfig ──.resolved_url, .sqlite_path (SQLite: against the CWD)
+                                     │
+                                     └── backends.journal_class(url) ──▶ SQLiteJournal | PostgresJournal
+                                         (what each can do is on the class: shared, notifies)
 """
 
 from __future__ import annotations
@@ -16,12 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 from urllib.parse import unquote_plus
-
-if TYPE_CHECKING:
-    from actorq.journal.postgres import PostgresJournal
-    from actorq.journal.sqlite import SQLiteJournal
 
 __all__ = [
     "DEFAULT_BATCH_MAX", "DEFAULT_BUSY_TIMEOUT", "DEFAULT_CONNECT_RETRY_FOR", "DEFAULT_SCHEMA",
@@ -175,15 +172,8 @@ class JournalConfig:
         """The URL with a relative SQLite path made absolute (against the CWD); others unchanged."""
         return f"{SQLITE_PREFIX}{self.sqlite_path}" if self.url.startswith(SQLITE_PREFIX) else self.url
 
-    @property
-    def backend(self) -> type[SQLiteJournal] | type[PostgresJournal]:
-        """The journal class for `url`; its class attributes say what it can do (``shared``, ``notifies``).
-
-        Raises:
-            ValueError: `url` names no journal.
-            JournalError: a PostgreSQL URL, and psycopg is not installed (the message
-                says ``pip install 'actorq[postgres]'``).
-        """
-        from actorq.journal.backends import journal_class  # backends imports this module
-
-        return journal_class(self.url)
+    def describe(self) -> str:
+        """One line for people: the URL (password hidden) and the options its backend reads."""
+        if self.url.startswith(SQLITE_PREFIX):
+            return f"{self.url} (synchronous={self.synchronous})"
+        return f"{redact_url(self.url)} (schema {self.schema})"

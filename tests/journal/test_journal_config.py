@@ -73,16 +73,16 @@ def test_journal_config_resolves_sqlite_paths_against_the_cwd(tmp_path: Path, mo
     assert "hunter2" not in str(info.value)
 
 
-def test_journal_config_names_its_backend_and_what_it_can_do() -> None:
-    backend = JournalConfig().backend
+def test_journal_class_names_the_backend_and_what_it_can_do() -> None:
+    backend = journal_class(JournalConfig().url)
     assert backend is SQLiteJournal and journal_class("sqlite:///x.db") is SQLiteJournal
     assert (backend.shared, backend.notifies) == (False, False)
     with pytest.raises(ValueError, match="unsupported journal URL"):
-        _ = JournalConfig(url="mysql://x").backend
+        _ = journal_class("mysql://x")
     pytest.importorskip("psycopg")
     from actorq.journal.postgres import PostgresJournal
 
-    shared = JournalConfig(url="postgres://db/x").backend
+    shared = journal_class(JournalConfig(url="postgres://db/x").url)
     assert shared is PostgresJournal
     assert (shared.shared, shared.notifies) == (True, True)
 

@@ -118,6 +118,7 @@ WITHOUT_PSYCOPG = textwrap.dedent("""
     sys.meta_path.insert(0, NoPsycopg())
     import actorq, actorq.journal, actorq.jobs, actorq.node.node  # all import without psycopg
     from actorq.errors import JournalError
+    from actorq.journal.backends import journal_class
     from actorq.journal.config import JournalConfig
     assert "psycopg" not in sys.modules
     try:
@@ -125,7 +126,7 @@ WITHOUT_PSYCOPG = textwrap.dedent("""
     except JournalError as exc:
         print("open:", exc)
     try:
-        JournalConfig(url=sys.argv[1]).backend
+        journal_class(JournalConfig(url=sys.argv[1]).url)
     except JournalError as exc:
         print("backend:", exc)
     try:

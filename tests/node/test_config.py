@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from actorq.journal.backends import journal_class
 from actorq.node.config import (
     Config,
     ConfigError,
@@ -162,14 +163,14 @@ def test_sqlite_path_relative_resolves_against_cwd(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = parse_config({"journal": {"url": "sqlite:///a.db"}})
-    assert cfg.sqlite_path == Path.cwd() / "a.db"
+    assert cfg.journal.sqlite_path == Path.cwd() / "a.db"
     cfg = parse_config({"journal": {"url": "sqlite:///data/b.db"}})
-    assert cfg.sqlite_path == Path.cwd() / "data" / "b.db"
+    assert cfg.journal.sqlite_path == Path.cwd() / "data" / "b.db"
 
 
 def test_sqlite_path_absolute() -> None:
     cfg = parse_config({"journal": {"url": "sqlite:////tmp/a.db"}})
-    assert cfg.sqlite_path == Path("/tmp/a.db")
+    assert cfg.journal.sqlite_path == Path("/tmp/a.db")
 
 
 # --- errors: G9 (config errors), A6 (file/key/expected + did you mean) ----------------
@@ -323,10 +324,10 @@ def test_bad_url_scheme(tmp_path: Path) -> None:
 @pytest.mark.parametrize("url", ["postgresql://db/actorq", "postgres://u@db:5433/actorq"])
 def test_postgresql_url_selects_the_shared_journal(tmp_path: Path, url: str) -> None:
     cfg = load_config(write(tmp_path, f'[node]\nname = "n1"\n[journal]\nurl = "{url}"\nschema = "jobs_2"\n'))
-    assert not cfg.is_sqlite and cfg.journal_url == url and cfg.journal.schema == "jobs_2"
+    assert journal_class(cfg.journal.url).shared and cfg.journal.resolved_url == url and cfg.journal.schema == "jobs_2"
     assert cfg.node_file == tmp_path / ".actorq-n1.node"  # several nodes: one file each
     with pytest.raises(ValueError, match="not an SQLite URL"):
-        _ = cfg.sqlite_path
+        _ = cfg.journal.sqlite_path
 
 
 @pytest.mark.parametrize("schema", ["Jobs", "1jobs", "jobs;drop", "", "a" * 64])
