@@ -31,6 +31,7 @@ import pytest
 from actorq._kernel.loop import new_event_loop
 from actorq.jobs.client import Client
 from actorq.journal.backends import journal_class
+from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
 from actorq.journal.protocol import JobInfo
 from actorq.node.config import Config, parse_config
 from actorq.testing import Ledger, job_states, kill_leftover_children
@@ -203,7 +204,7 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         shutdown_timeout: float = 10.0,
         poll_interval: float = 0.05,
         lease_timeout: float = 300.0,
-        max_frame_bytes: int = 16 << 20,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         log_level: str = "info",
         queues: tuple[str, ...] = ("default",),
         endpoint: str = "",

@@ -41,6 +41,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from itertools import chain
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection
 
@@ -378,18 +379,12 @@ class Dispatcher:
     def _on_ack(self, worker: _Worker | None, ack: wire.Ack) -> None:
         for reason in ack.rejected:
             self._malformed(reason)
-        completes: list[tuple[str, int]] = []
-        endings: list[jw.Ending] = []
-        releases: list[tuple[str, int]] = []
-        for job_id, lease_id, end, error in ack.items:
-            if worker is not None and worker.held.pop(job_id, None) is not None:
-                worker.credits += 1
-            if end == AttemptEnd.OK:
-                completes.append((job_id, lease_id))
-            elif end == wire.RELEASE:
-                releases.append((job_id, lease_id))
-            else:
-                endings.append(jw.Ending(job_id, lease_id, AttemptEnd(end), error or "error"))
+        completes, releases = ack.succeeded, ack.released
+        endings = [jw.Ending(item.job_id, item.lease_id, AttemptEnd(item.end), item.error or "error")
+                   for item in ack.ended]
+        if worker is not None:  # each answered job it held frees a credit
+            pop = worker.held.pop
+            worker.credits += sum(pop(answer[0], None) is not None for answer in chain(completes, releases, endings))
         stats = self.stats
         settled = self._ack_settled(worker, wake=True)
         if completes:

@@ -75,7 +75,7 @@ class QueueRef:
             TypeError: an argument cannot be encoded with msgpack (names the argument).
             ValueError: the job is invalid (empty task name, max_attempts < 1, arguments too large).
         """
-        self._writer.enqueue(self._row(job))
+        self._writer.enqueue(job.to_new_job(self.name, self._max_payload, self._declared(job.task)))
         return job.id
 
     async def enqueue(self, job: Job) -> str:

@@ -374,9 +374,20 @@ class JobRuntime:
         """
         if self._writer is None:
             raise RuntimeError("node not started")
-        # through the runtime, so a ref outlives a restart of the journal writer
-        return QueueRef(name, _CurrentWriter(self), self._writer.loop,
-                        payload_budget(self.dispatcher_config.max_frame_bytes), self.tasks.get)
+        # through the runtime (`enqueue`), so a ref outlives a restart of the journal writer
+        return QueueRef(name, self, self._writer.loop, payload_budget(self.dispatcher_config.max_frame_bytes),
+                        self.tasks.get)
+
+    def enqueue(self, job: NewJob, callback: jw.Callback | None = None) -> None:
+        """Hand one job insert to the current journal writer (what queue refs send to).
+
+        Raises:
+            JournalError: no writer runs (the node is not running).
+        """
+        writer = self._writer
+        if writer is None:
+            raise JournalError("the node is not running")
+        writer.enqueue(job, callback)
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """``{queue: {state: count}}``, read through the writer (consistent with its commits)."""
@@ -422,21 +433,6 @@ class JobRuntime:
 def live_jobs(counts: Mapping[str, Mapping[str, int]]) -> int:
     """How many jobs in `counts` (``{queue: {state: n}}``) are live: scheduled, ready, leased or in retry."""
     return sum(n for states in counts.values() for state, n in states.items() if state in LIVE_STATES)
-
-
-class _CurrentWriter:
-    """Forwards a queue ref's enqueues to the runtime's current journal writer."""
-
-    __slots__ = ("_runtime",)
-
-    def __init__(self, runtime: JobRuntime) -> None:
-        self._runtime = runtime
-
-    def enqueue(self, job: NewJob, callback: jw.Callback | None = None) -> None:
-        writer = self._runtime.writer
-        if writer is None:
-            raise JournalError("the node is not running")
-        writer.enqueue(job, callback)
 
 
 # -- the role actors: each runs one role of the runtime under a supervisor ---------------------------

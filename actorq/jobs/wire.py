@@ -23,7 +23,7 @@ bytes and time on every job.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence, Union
+from typing import Any, ClassVar, NamedTuple, Sequence, Union
 
 from actorq.jobs.outcome import AttemptEnd
 from actorq.journal.protocol import LeasedJob
@@ -60,12 +60,34 @@ def _lease_id(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_LEASE_ID
 
 
+def _list(body: Any, kind: str) -> list[Any]:
+    if not isinstance(body, list):
+        raise FrameError("bad_body", f"{kind} needs a list")
+    return body
+
+
 def bound_error(text: str) -> str:
     """`text` cut to `MAX_ERROR_CHARS`, saying so when it was cut."""
     if len(text) <= MAX_ERROR_CHARS:
         return text
     suffix = " ... (truncated)"
     return text[: MAX_ERROR_CHARS - len(suffix)] + suffix
+
+
+class _Signal:
+    """A message without a body: every instance is alike, and `FRAME` is its encoding."""
+
+    __slots__ = ()
+    FRAME: ClassVar[bytes]
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 # -- worker -> dispatcher -----------------------------------------------------------------
@@ -127,7 +149,7 @@ def _held(value: Any) -> dict[str, int]:
 
 
 class AckItem(NamedTuple):
-    """How one attempt ended, answering the lease it ran under."""
+    """How one attempt ended, answering the lease it ran under (a worker sends it as an array)."""
 
     job_id: str
     lease_id: int
@@ -137,15 +159,20 @@ class AckItem(NamedTuple):
 
 
 class Ack(NamedTuple):
-    """The attempts a worker finished in one loop iteration."""
+    """The attempts a worker finished in one loop iteration, sorted by how they ended."""
 
-    items: tuple[AckItem, ...]
-    rejected: tuple[str, ...] = ()
+    succeeded: list[tuple[str, int]]
+    """``(job id, lease id)`` of the attempts that returned (end ``ok``)."""
+    released: list[tuple[str, int]]
+    """``(job id, lease id)`` of the jobs given back unstarted (``release``)."""
+    ended: list[AckItem]
+    """The other attempts: raised, discarded or unrunnable, with their error texts."""
+    rejected: list[str]
     """Why each malformed item was dropped (``bad_ack``, ``bad_outcome``), in order."""
 
     @staticmethod
-    def encode_items(items: Sequence[AckItem]) -> bytes:
-        """The frame for `items` (each sent as an array)."""
+    def encode_items(items: Sequence[tuple[str, int, str, str | None]]) -> bytes:
+        """The frame for `items`, each ``(job id, lease id, end, error)`` as an `AckItem` reads."""
         return encode(ACK, items)
 
     @classmethod
@@ -155,31 +182,39 @@ class Ack(NamedTuple):
         Raises:
             FrameError: ``bad_body`` when the body is not a list.
         """
-        if not isinstance(body, list):
-            raise FrameError("bad_body", "ack needs a list")
-        items: list[AckItem] = []
+        succeeded: list[tuple[str, int]] = []
+        released: list[tuple[str, int]] = []
+        ended: list[AckItem] = []
         rejected: list[str] = []
-        for item in body:
+        ok = AttemptEnd.OK.value
+        # inline checks, no call per item: this runs for every job (~0.5 us a job in all)
+        for item in _list(body, ACK):
             # an out-of-range lease id matches no lease, and SQLite would refuse the int,
             # failing every ack committed in the same group with it
-            if not isinstance(item, list) or len(item) != 4 or not isinstance(item[0], str) or not _lease_id(item[1]):
+            if not (type(item) is list and len(item) == 4 and type(item[0]) is str
+                    and type(item[1]) is int and 0 < item[1] <= MAX_LEASE_ID):
                 rejected.append("bad_ack")
                 continue
-            job_id, lease_id, end, error = item
-            if not isinstance(end, str) or end not in WORKER_ENDS:
+            end = item[2]
+            if end == ok:
+                succeeded.append((item[0], item[1]))
+            elif end == RELEASE:
+                released.append((item[0], item[1]))
+            elif type(end) is str and end in WORKER_ENDS:
+                error = item[3]
+                ended.append(AckItem(item[0], item[1], end, bound_error(error) if type(error) is str else None))
+            else:
                 rejected.append("bad_outcome")
-                continue
-            items.append(AckItem(job_id, lease_id, end, bound_error(error) if isinstance(error, str) else None))
-        return cls(tuple(items), tuple(rejected))
+        return cls(succeeded, released, ended, rejected)
 
 
-class Heartbeat(NamedTuple):
+class Heartbeat(_Signal):
     """A worker is alive (sent every heartbeat interval)."""
 
     FRAME = encode(HEARTBEAT, None)
 
 
-class Bye(NamedTuple):
+class Bye(_Signal):
     """A worker holds nothing and is leaving."""
 
     FRAME = encode(BYE, None)
@@ -248,33 +283,32 @@ class Jobs(NamedTuple):
         Raises:
             FrameError: ``bad_body`` when the body is not a list.
         """
-        if not isinstance(body, list):
-            raise FrameError("bad_body", "jobs needs a list")
         jobs: list[JobMessage] = []
         rejected = 0
-        for item in body:
-            if (isinstance(item, list) and len(item) == 7 and isinstance(item[0], str) and _lease_id(item[1])
-                    and isinstance(item[2], str) and isinstance(item[3], bytes) and isinstance(item[4], int)
-                    and isinstance(item[5], int) and isinstance(item[6], str)):
-                jobs.append(JobMessage(*item))
+        make = tuple.__new__  # the fields are checked here: skip the per-job argument parsing (~0.4 us)
+        for item in _list(body, JOBS):
+            if (type(item) is list and len(item) == 7 and type(item[0]) is str and type(item[1]) is int
+                    and 0 < item[1] <= MAX_LEASE_ID and type(item[2]) is str and type(item[3]) is bytes
+                    and type(item[4]) is int and type(item[5]) is int and type(item[6]) is str):
+                jobs.append(make(JobMessage, item))
             else:
                 rejected += 1
         return cls(tuple(jobs), rejected)
 
 
-class Stop(NamedTuple):
+class Stop(_Signal):
     """Finish the running jobs, give back the others, and exit."""
 
     FRAME = encode(STOP, None)
 
 
-class Who(NamedTuple):
+class Who(_Signal):
     """The dispatcher does not know this worker (it restarted): HELLO again, with what you hold."""
 
     FRAME = encode(WHO, None)
 
 
-class Reset(NamedTuple):
+class Reset(_Signal):
     """Your leases were taken away (you were silent too long): drop every job, then HELLO."""
 
     FRAME = encode(RESET, None)

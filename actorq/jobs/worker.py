@@ -163,7 +163,7 @@ class Worker:
         # running jobs: id -> (lease id, its asyncio task, cancellable: an async task's job)
         self.active: dict[str, tuple[int, asyncio.Task[None], bool]] = {}
         self.resets = 0
-        self.acks: list[wire.AckItem] = []
+        self.acks: list[tuple[str, int, str, str | None]] = []  # wire.AckItem's fields
         self._flush_scheduled = False
         self.stopping = False
         self.done = loop.create_future()
@@ -316,7 +316,7 @@ class Worker:
             self._finish()
 
     def _ack(self, job_id: str, lease_id: int, end: str, error: str | None = None) -> None:
-        self.acks.append(wire.AckItem(job_id, lease_id, end, error))
+        self.acks.append((job_id, lease_id, end, error))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)

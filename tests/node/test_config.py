@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import actorq
 from actorq.journal.backends import journal_class
 from actorq.node.config import (
     Config,
@@ -183,6 +184,7 @@ def test_wrong_type_names_file_key_expectation_and_value(tmp_path: Path) -> None
     assert err.file == "topology.toml"
     assert err.key == "workers.processes"
     assert err.message == "expected an integer >= 1, got 'two' (str)"
+    assert isinstance(err, actorq.ActorQError), "one base class for every error actorq raises on purpose"
 
 
 @pytest.mark.parametrize(
