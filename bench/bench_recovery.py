@@ -218,7 +218,7 @@ async def _measure(args: argparse.Namespace, workdir: Path) -> Run:
             counts = await node.counts()
             print(f"  DRAIN FAILED: {exc}; {_leased_by_owner(workdir / 'bench.db', node)}", file=sys.stderr)
         seconds = time.monotonic() - began
-        restarts, lost = node.worker_restarts, dispatcher.stats.lost_workers
+        restarts, lost = node.runtime.worker_restarts, dispatcher.stats.lost_workers
         stale = node.runtime.writer.stats.stale_acks
         dispatcher.on_reclaimed = None
     finally:
