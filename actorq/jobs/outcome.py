@@ -37,11 +37,10 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from actorq.jobs.retry import RetryPolicy
-from actorq.journal.protocol import JobState
+from actorq.journal.protocol import DEFAULT_MAX_ATTEMPTS, JobState
 
 __all__ = ["AttemptEnd", "DEFAULT_POLICY", "ON_CRASH", "Outcome", "TaskPolicy", "decide"]
 
-DEFAULT_MAX_ATTEMPTS = 20
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 0
 ON_CRASH = ("reclaim", "fail")

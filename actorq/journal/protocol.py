@@ -59,6 +59,9 @@ __all__ = [
 ]
 
 
+DEFAULT_MAX_ATTEMPTS = 20  # attempts (runs and crashes) a job gets when nobody says otherwise
+
+
 class JobState(StrEnum):
     """The states of a job. Stored as these exact strings."""
 
@@ -118,7 +121,7 @@ class NewJob:
     payload: bytes
     priority: int = 0
     run_at: float | None = None
-    max_attempts: int = 20
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     unique_key: str | None = None
 
 
