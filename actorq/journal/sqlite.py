@@ -7,7 +7,8 @@ as the disk honours fsync. With ``NORMAL`` it survives process crashes only;
 the last commits may roll back after a power loss.
 
 Concurrency: one node per file. `attach_node` takes an exclusive ``flock`` on
-``<file>.lock``; a second node is refused with `JournalLocked`. Other processes
+``<file>.lock`` beside the real file (symlinks and ``..`` resolved), so a second
+node is refused with `JournalLocked` however its path is spelled. Other processes
 (`actorq status`, `actorq enqueue`, `actorq.Client`) may open the same file to
 read or to enqueue: every write transaction is ``BEGIN IMMEDIATE`` and waits up
 to ``busy_timeout`` for the lock, so readers and occasional writers never see
@@ -235,6 +236,10 @@ class SQLiteJournal:
     def attach_node(self) -> None:
         """Take the node lock ``<file>.lock`` (flock, released when the process dies).
 
+        The lock is named from the real path of the file (`os.path.realpath`): a node
+        given a symlink to the journal, ``dir/../journal.db`` or a relative spelling of
+        it takes the same lock as one given the plain path (E11).
+
         Raises:
             JournalLocked: another node holds the lock.
             JournalError: the lock file or the journal cannot be written (the message
@@ -243,7 +248,7 @@ class SQLiteJournal:
         """
         if self._lock_fd is not None:
             return
-        lock_path = Path(f"{self.path}.lock")
+        lock_path = Path(f"{os.path.realpath(self.path)}.lock")
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:

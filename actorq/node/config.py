@@ -136,9 +136,10 @@ class Config:
     @property
     def node_file(self) -> Path:
         """Where a running node writes its pid and control endpoint: beside a journal that
-        admits one node (an SQLite file), else ``.actorq-<node name>.node`` beside the topology file."""
+        admits one node (an SQLite file, by its real path, as its node lock), else
+        ``.actorq-<node name>.node`` beside the topology file."""
         if not journal_class(self.journal.url).shared:
-            path = self.journal.sqlite_path
+            path = Path(os.path.realpath(self.journal.sqlite_path))
             return path.with_name(path.name + ".node")
         return self.base_dir / f".actorq-{self.node.name}.node"
 

@@ -339,6 +339,54 @@ def test_b14_lock_is_released_when_the_holding_process_dies(db_path: Path) -> No
         journal.close()
 
 
+# -- E11: the node lock follows the real file, however its path is spelled ------------------------
+def _spelling(kind: str, db_path: Path) -> str:
+    """Another path to `db_path`'s file: a symlink to it, a symlinked directory, ``sub/..``, relative."""
+    if kind == "symlink":
+        link = db_path.with_name("link.db")
+        link.symlink_to(db_path)
+        return str(link)
+    if kind == "symlinked directory":
+        alias = db_path.parent.parent / f"{db_path.parent.name}-alias"
+        alias.symlink_to(db_path.parent, target_is_directory=True)
+        return str(alias / db_path.name)
+    if kind == "dot-dot":
+        (db_path.parent / "sub").mkdir()
+        return str(db_path.parent / "sub" / ".." / db_path.name)
+    assert kind == "relative"
+    return os.path.relpath(db_path)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "symlinked directory", "dot-dot", "relative"])
+def test_e11_another_spelling_of_the_path_takes_the_same_node_lock(db_path: Path, kind: str) -> None:
+    first = SQLiteJournal(db_path)
+    other = SQLiteJournal(_spelling(kind, db_path))
+    try:
+        first.attach_node()
+        with pytest.raises(JournalLocked, match="another node is running"):
+            other.attach_node()
+        first.close()
+        other.attach_node()  # the lock, not the spelling, decides
+        with pytest.raises(JournalLocked):
+            SQLiteJournal(db_path).attach_node()
+    finally:
+        first.close()
+        other.close()
+    assert sorted(p.name for p in db_path.parent.glob("*.lock")) == ["journal.db.lock"]
+
+
+def test_e11_a_node_in_another_process_through_a_symlink_is_refused(db_path: Path) -> None:
+    holder = SQLiteJournal(db_path)
+    try:
+        holder.attach_node()
+        child = subprocess.run([sys.executable, "-c", CHILD_ATTACH, _spelling("symlink", db_path)],
+                               capture_output=True, text=True, timeout=30)
+        assert child.returncode == 3, child.stderr
+        assert child.stdout.startswith("LOCKED")
+    finally:
+        holder.close()
+
+
 # -- errors that name the file: schema version, not a database, E8 permissions ---------------
 
 

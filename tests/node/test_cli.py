@@ -142,6 +142,36 @@ def test_b14_second_node_on_the_same_file_is_refused(topology: Path) -> None:
     assert first.returncode == 0
 
 
+def _wait_for_node_file(node: subprocess.Popen[str], node_file: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not node_file.exists():  # bounded poll: the node writes it once its tree is up
+        assert node.poll() is None and time.monotonic() < deadline, "the first node did not start"
+        time.sleep(0.05)
+
+
+def test_e11_second_node_through_a_symlink_to_the_journal_exits_3(topology: Path) -> None:
+    cwd = topology.parent
+    (cwd / "link.db").symlink_to(cwd / "cli.db")
+    other = cwd / "other.toml"
+    other.write_text(topology.read_text().replace(str(cwd / "cli.db"), "link.db"))
+    first = subprocess.Popen([sys.executable, "-m", "actorq.node.cli", "run", "--config", str(topology), "-q"],
+                             cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_node_file(first, cwd / "cli.db.node")
+        second = actorq_cmd("run", "--config", str(other), cwd=cwd)
+        assert second.returncode == EXIT_JOURNAL, second.stderr
+        assert "another node is running on journal" in second.stderr
+        assert "Traceback" not in second.stderr
+        tree = actorq_cmd("tree", "--json", "--config", str(other), cwd=cwd)  # the node file, found the same way
+        assert tree.returncode == EXIT_OK, tree.stderr
+        assert json.loads(tree.stdout)["pid"] == first.pid
+    finally:
+        first.terminate()
+        _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert not (cwd / "link.db.lock").exists()
+
+
 def test_c13_run_with_a_task_module_that_fails_to_import_names_it_and_exits_non_zero(topology: Path) -> None:
     (topology.parent / "cli_tasks.py").write_text("raise RuntimeError('boom at import')\n")
     result = actorq_cmd("run", "--config", str(topology), cwd=topology.parent)

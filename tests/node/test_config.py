@@ -169,6 +169,16 @@ def test_sqlite_path_relative_resolves_against_cwd(
     assert cfg.journal.sqlite_path == Path.cwd() / "data" / "b.db"
 
 
+def test_e11_node_file_sits_beside_the_real_journal_file(tmp_path: Path) -> None:
+    real = tmp_path / "data" / "journal.db"
+    real.parent.mkdir()
+    (tmp_path / "link.db").symlink_to(real)
+    expected = real.with_name("journal.db.node")
+    for spelling in (real, tmp_path / "link.db", tmp_path / "data" / ".." / "data" / "journal.db"):
+        cfg = parse_config({"journal": {"url": f"sqlite:///{spelling}"}})
+        assert cfg.node_file == expected, spelling
+
+
 def test_sqlite_path_absolute() -> None:
     cfg = parse_config({"journal": {"url": "sqlite:////tmp/a.db"}})
     assert cfg.journal.sqlite_path == Path("/tmp/a.db")
