@@ -2,8 +2,12 @@
 
 Frozen dataclasses with the defaults in one place. `actorq.node.config` reads
 ``topology.toml`` into them (the field metadata holds the bounds and checks
-its errors name: ``min``, ``gt``, ``check``); the job runtime
+its errors name: ``min``, ``gt``, ``max``, ``check``); the job runtime
 (`actorq.jobs.runtime`) and its roles read them.
+
+Every number is bounded on both sides, at what the code and the OS take (G12):
+durations by `actorq.journal.config.MAX_SECONDS` (a day), counts by the
+``MAX_*`` constants here.
 """
 
 from __future__ import annotations
@@ -12,9 +16,22 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from actorq.jobs.wire import FRAME_OVERHEAD, MAX_CREDITS
+from actorq.journal.config import MAX_SECONDS
 from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
 
-__all__ = ["DispatcherConfig", "NodeConfig", "WorkersConfig"]
+__all__ = [
+    "DispatcherConfig", "MAX_CONCURRENCY", "MAX_FRAME_BYTES", "MAX_INTENSITY", "MAX_PROCESSES", "MIN_FRAME_BYTES",
+    "NodeConfig", "WorkersConfig",
+]
+
+MIN_FRAME_BYTES = 2 * FRAME_OVERHEAD  # a frame keeps FRAME_OVERHEAD for itself: 64 KiB are left for arguments
+# A job's arguments (up to a frame less FRAME_OVERHEAD) are stored as one value: SQLite refuses a BLOB
+# over 10**9 bytes (SQLITE_MAX_LENGTH), PostgreSQL a bytea over 1 GiB.
+MAX_FRAME_BYTES = 1_000_000_000
+MAX_PROCESSES = 1024  # worker processes of one node: each holds its own interpreter, socket and pipes
+MAX_CONCURRENCY = 100_000  # job slots per worker process: sync tasks each take a thread
+MAX_INTENSITY = 1_000_000  # restarts a supervisor counts within its period: it remembers each one
 
 _TASK_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")
 
@@ -48,56 +65,61 @@ class NodeConfig:
       ``tcp://127.0.0.1:PORT`` or ``tcp://localhost:PORT``.
     - ``log_level``: ``"debug"``, ``"info"`` (default), ``"warning"`` or ``"error"``.
     - ``leader_ttl``: seconds a node's leadership of once-only duties (rescuing
-      expired leases) lasts unless renewed; another node takes over after it (> 0, default 15).
+      expired leases) lasts unless renewed; another node takes over after it (> 0, at
+      most a day, default 15).
     """
 
     name: str = ""
     tasks: tuple[str, ...] = field(default=(), metadata={"check": _check_tasks})
     endpoint: str = field(default="", metadata={"check": _check_endpoint})
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    leader_ttl: float = field(default=15.0, metadata={"gt": 0})
+    leader_ttl: float = field(default=15.0, metadata={"gt": 0, "max": MAX_SECONDS})
 
 
 @dataclass(frozen=True, slots=True)
 class DispatcherConfig:
     """The ``[dispatcher]`` section.
 
-    - ``poll_interval``: seconds between journal polls for due jobs (> 0).
-    - ``lease_timeout``: seconds before an unacknowledged job is re-leased (> 0).
-    - ``max_frame_bytes``: largest accepted message frame in bytes (>= 131072); a job's
+    - ``poll_interval``: seconds between journal polls for due jobs (> 0, at most a day).
+    - ``lease_timeout``: seconds before an unacknowledged job is re-leased (> 0, at most a day).
+    - ``max_frame_bytes``: largest accepted message frame in bytes (131072 to 10**9); a job's
       encoded arguments may take up to this less 64 KiB.
     """
 
-    poll_interval: float = field(default=0.2, metadata={"gt": 0})
-    lease_timeout: float = field(default=300.0, metadata={"gt": 0})
-    max_frame_bytes: int = field(default=DEFAULT_MAX_FRAME_BYTES, metadata={"min": 131_072})
+    poll_interval: float = field(default=0.2, metadata={"gt": 0, "max": MAX_SECONDS})
+    lease_timeout: float = field(default=300.0, metadata={"gt": 0, "max": MAX_SECONDS})
+    max_frame_bytes: int = field(default=DEFAULT_MAX_FRAME_BYTES,
+                                 metadata={"min": MIN_FRAME_BYTES, "max": MAX_FRAME_BYTES})
 
 
 @dataclass(frozen=True, slots=True)
 class WorkersConfig:
     """The ``[workers]`` section.
 
-    - ``processes``: worker processes to run (>= 1, default 2).
-    - ``concurrency``: jobs run at once in each process (>= 1, default 16).
-    - ``prefetch``: extra jobs buffered per process (>= 0, default 16).
+    - ``processes``: worker processes to run (1 to `MAX_PROCESSES`, default 2).
+    - ``concurrency``: jobs run at once in each process (1 to `MAX_CONCURRENCY`, default 16).
+    - ``prefetch``: extra jobs buffered per process (>= 0, default 16). A worker asks for
+      ``concurrency + prefetch`` jobs, which must not pass `actorq.jobs.wire.MAX_CREDITS`.
     - ``queues``: queue names to consume (non-empty, default ``["default"]``).
     - ``shutdown_timeout``: seconds to let running jobs finish on stop (>= 0).
-    - ``intensity``: worker restarts allowed within ``period`` (>= 0, default 10).
+    - ``intensity``: worker restarts allowed within ``period`` (0 to `MAX_INTENSITY`, default 10).
     - ``period``: the restart-intensity window in seconds (> 0, default 60).
     - ``heartbeat_interval``: seconds between a worker's heartbeats (> 0, default 1).
     - ``heartbeat_timeout``: a worker silent this long (paused, wedged) loses its
       jobs to other workers (> heartbeat_interval, default 20).
     - ``restart_backoff``: seconds before restarting a crashed worker, doubling for
       each consecutive crash up to 30 s (>= 0; default 0: restart at once).
+
+    Every duration is at most a day (`actorq.journal.config.MAX_SECONDS`).
     """
 
-    processes: int = field(default=2, metadata={"min": 1})
-    concurrency: int = field(default=16, metadata={"min": 1})
-    prefetch: int = field(default=16, metadata={"min": 0})
+    processes: int = field(default=2, metadata={"min": 1, "max": MAX_PROCESSES})
+    concurrency: int = field(default=16, metadata={"min": 1, "max": MAX_CONCURRENCY})
+    prefetch: int = field(default=16, metadata={"min": 0, "max": MAX_CREDITS})
     queues: tuple[str, ...] = field(default=("default",), metadata={"check": _check_queues})
-    shutdown_timeout: float = field(default=30.0, metadata={"min": 0})
-    intensity: int = field(default=10, metadata={"min": 0})
-    period: float = field(default=60.0, metadata={"gt": 0})
-    heartbeat_interval: float = field(default=1.0, metadata={"gt": 0})
-    heartbeat_timeout: float = field(default=20.0, metadata={"gt": 0})
-    restart_backoff: float = field(default=0.0, metadata={"min": 0})
+    shutdown_timeout: float = field(default=30.0, metadata={"min": 0, "max": MAX_SECONDS})
+    intensity: int = field(default=10, metadata={"min": 0, "max": MAX_INTENSITY})
+    period: float = field(default=60.0, metadata={"gt": 0, "max": MAX_SECONDS})
+    heartbeat_interval: float = field(default=1.0, metadata={"gt": 0, "max": MAX_SECONDS})
+    heartbeat_timeout: float = field(default=20.0, metadata={"gt": 0, "max": MAX_SECONDS})
+    restart_backoff: float = field(default=0.0, metadata={"min": 0, "max": MAX_SECONDS})

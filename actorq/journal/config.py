@@ -22,9 +22,9 @@ from urllib.parse import unquote_plus
 
 __all__ = [
     "DEFAULT_BATCH_MAX", "DEFAULT_BUSY_TIMEOUT", "DEFAULT_CONNECT_RETRY_FOR", "DEFAULT_SCHEMA",
-    "DEFAULT_SYNCHRONOUS", "DEFAULT_URL", "DEFAULT_WAL_LIMIT_MB", "JournalConfig", "POSTGRES_SCHEMES",
-    "SCHEMA_PATTERN", "SQLITE_PREFIX", "SYNCHRONOUS_LEVELS", "Synchronous", "check_schema", "check_url",
-    "redact_url",
+    "DEFAULT_SYNCHRONOUS", "DEFAULT_URL", "DEFAULT_WAL_LIMIT_MB", "JournalConfig", "MAX_BATCH", "MAX_SECONDS",
+    "MAX_WAL_LIMIT_MB", "POSTGRES_SCHEMES", "SCHEMA_PATTERN", "SQLITE_PREFIX", "SYNCHRONOUS_LEVELS",
+    "Synchronous", "check_schema", "check_url", "redact_url",
 ]
 
 SQLITE_PREFIX = "sqlite:///"
@@ -39,6 +39,13 @@ DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a SQLite write waits for another process's
 DEFAULT_CONNECT_RETRY_FOR = 30.0  # seconds an unreachable PostgreSQL is retried before JournalError
 DEFAULT_BATCH_MAX = 4096  # journal writes committed in one transaction at most
 DEFAULT_WAL_LIMIT_MB = 64.0  # SQLite: past this WAL size, a TRUNCATE checkpoint
+
+# The largest values the settings take (G12). A duration in the topology reaches SQLite as an int
+# of milliseconds (busy_timeout: under 2**31 ms, about 24 days), PostgreSQL as an interval and the
+# event loop as a timer: a day is far inside all of them, and far past any sensible setting.
+MAX_SECONDS = 86_400.0
+MAX_BATCH = 1_000_000  # journal writes in one transaction: the writer holds them all in memory
+MAX_WAL_LIMIT_MB = 1_048_576.0  # 1 TiB: past it, the WAL is a disk problem, not a setting
 
 SCHEMA_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -135,25 +142,28 @@ class JournalConfig:
       ``.pgpass`` apply; several nodes may share it).
     - ``schema``: PostgreSQL only: the schema holding the journal (default ``actorq``).
     - ``connect_retry_for``: PostgreSQL only: seconds an unreachable server is retried,
-      with backoff, before the node gives up (> 0, default 30).
+      with backoff, before the node (or a command) gives up (> 0, default 30).
     - ``synchronous``: SQLite ``PRAGMA synchronous``: ``"full"`` (default),
       ``"normal"`` or ``"extra"``.
     - ``busy_timeout``: seconds to wait on a locked database (> 0, default 5).
-    - ``batch_max``: most journal writes committed in one transaction (>= 1).
+    - ``batch_max``: most journal writes committed in one transaction (>= 1, default 4096).
     - ``wal_limit_mb``: SQLite only: past this WAL size (MB) the node runs a TRUNCATE
       checkpoint, which waits up to ``busy_timeout`` for readers (> 0, default 64).
 
+    Every number is bounded above too: durations by `MAX_SECONDS` (a day), ``batch_max``
+    by `MAX_BATCH`, ``wal_limit_mb`` by `MAX_WAL_LIMIT_MB`.
+
     Field metadata is read by the node's TOML reader: ``check`` returns a problem
-    text or None, ``gt`` and ``min`` are numeric bounds.
+    text or None, ``gt``, ``min`` and ``max`` are numeric bounds.
     """
 
     url: str = field(default=DEFAULT_URL, metadata={"check": _url_problem})
     schema: str = field(default=DEFAULT_SCHEMA, metadata={"check": _schema_problem})
-    connect_retry_for: float = field(default=DEFAULT_CONNECT_RETRY_FOR, metadata={"gt": 0})
+    connect_retry_for: float = field(default=DEFAULT_CONNECT_RETRY_FOR, metadata={"gt": 0, "max": MAX_SECONDS})
     synchronous: Synchronous = DEFAULT_SYNCHRONOUS
-    busy_timeout: float = field(default=DEFAULT_BUSY_TIMEOUT, metadata={"gt": 0})
-    batch_max: int = field(default=DEFAULT_BATCH_MAX, metadata={"min": 1})
-    wal_limit_mb: float = field(default=DEFAULT_WAL_LIMIT_MB, metadata={"gt": 0})
+    busy_timeout: float = field(default=DEFAULT_BUSY_TIMEOUT, metadata={"gt": 0, "max": MAX_SECONDS})
+    batch_max: int = field(default=DEFAULT_BATCH_MAX, metadata={"min": 1, "max": MAX_BATCH})
+    wal_limit_mb: float = field(default=DEFAULT_WAL_LIMIT_MB, metadata={"gt": 0, "max": MAX_WAL_LIMIT_MB})
 
     @property
     def sqlite_path(self) -> Path:

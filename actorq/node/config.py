@@ -4,7 +4,9 @@ The file is read once with :mod:`tomllib` into frozen dataclasses.  Every key
 is optional (defaults live in the dataclasses).  Unknown sections and keys are
 rejected with a "did you mean" hint; every problem is a :class:`ConfigError`
 naming the file, the key path and what was expected, e.g.
-``topology.toml: workers.processes: expected an integer >= 1, got 'two' (str)``.
+``topology.toml: workers.processes: expected an integer from 1 to 1024, got 'two' (str)``.
+Every number has a range (field metadata ``min`` or ``gt``, and ``max``): zero,
+negative, huge, ``inf`` and ``nan`` values are refused here, never passed on.
 
 A complete ``topology.toml``; every value shown is the default except ``tasks``::
 
@@ -52,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import operator
 import os
 import socket
@@ -64,9 +67,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from actorq.errors import ActorQError
-from actorq.jobs.settings import DispatcherConfig, NodeConfig, WorkersConfig
+from actorq.jobs.settings import MAX_INTENSITY, DispatcherConfig, NodeConfig, WorkersConfig
+from actorq.jobs.wire import MAX_CREDITS
 from actorq.journal.backends import journal_class
-from actorq.journal.config import JournalConfig
+from actorq.journal.config import MAX_SECONDS, JournalConfig
 from actorq.journal.config import redact_url as redact_url  # for the CLI and benches
 
 __all__ = ["Config", "ConfigError", "DispatcherConfig", "JournalConfig", "NodeConfig",
@@ -74,7 +78,7 @@ __all__ = ["Config", "ConfigError", "DispatcherConfig", "JournalConfig", "NodeCo
 
 _T = TypeVar("_T")
 # Numeric bounds from field metadata: (metadata key, comparison, symbol in messages).
-_BOUNDS = (("min", operator.ge, ">="), ("gt", operator.gt, ">"))
+_BOUNDS = (("min", operator.ge, ">="), ("gt", operator.gt, ">"), ("max", operator.le, "<="))
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
@@ -93,6 +97,18 @@ def _got(value: object) -> str:
     return f"got {value!r} ({type(value).__name__})"
 
 
+def _number(value: float) -> str:
+    """A bound as people write it: ``86400``, not ``86400.0``."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _range(meta: Mapping[str, Any]) -> str:
+    """The numeric bounds in `meta` as text: ``from 1 to 100000``, ``> 0 and <= 86400``, ``>= 0``."""
+    if "min" in meta and "max" in meta:
+        return f" from {_number(meta['min'])} to {_number(meta['max'])}"
+    return " and".join(f" {sym} {_number(meta[name])}" for name, _, sym in _BOUNDS if name in meta)
+
+
 @dataclass(frozen=True, slots=True)
 class SupervisionConfig:
     """The ``[supervision]`` section: the node's own supervisors (see docs/architecture.md).
@@ -105,15 +121,17 @@ class SupervisionConfig:
       order (default ``"rest_for_one"``: a role is restarted with the ones it uses).
     - ``core_intensity`` / ``core_period``: defaults 5 and 60.
 
+    Intensities go up to `actorq.jobs.settings.MAX_INTENSITY`, periods up to a day.
+
     The worker pool's own intensity is ``workers.intensity`` / ``workers.period``.
     """
 
     strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = "one_for_one"
-    intensity: int = field(default=2, metadata={"min": 0})
-    period: float = field(default=60.0, metadata={"gt": 0})
+    intensity: int = field(default=2, metadata={"min": 0, "max": MAX_INTENSITY})
+    period: float = field(default=60.0, metadata={"gt": 0, "max": MAX_SECONDS})
     core_strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = "rest_for_one"
-    core_intensity: int = field(default=5, metadata={"min": 0})
-    core_period: float = field(default=60.0, metadata={"gt": 0})
+    core_intensity: int = field(default=5, metadata={"min": 0, "max": MAX_INTENSITY})
+    core_period: float = field(default=60.0, metadata={"gt": 0, "max": MAX_SECONDS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +175,7 @@ def _describe(tp: Any, meta: Mapping[str, Any]) -> str:
         text = "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     else:
         text = "a list of strings" if origin is tuple else _TYPE_NAMES[tp]
-    return text + "".join(f" {sym} {meta[name]}" for name, _, sym in _BOUNDS if name in meta)
+    return text + _range(meta)
 
 
 def _convert(tp: Any, raw: object, key: str, meta: Mapping[str, Any], source: str) -> Any:
@@ -177,7 +195,13 @@ def _convert(tp: Any, raw: object, key: str, meta: Mapping[str, Any], source: st
         value = tuple(raw) if ok else raw  # type: ignore[arg-type]
     elif tp in (int, float):  # bool is an int subclass but never a number here
         ok = isinstance(raw, (int, tp)) and not isinstance(raw, bool)
-        value = tp(raw) if ok else raw
+        if ok and tp is float:
+            try:
+                value = float(raw)
+            except OverflowError:  # an integer past any float
+                ok = False
+            else:
+                ok = math.isfinite(value)  # inf and nan are no setting, whatever the bounds
     else:
         ok = isinstance(raw, tp)
     if not ok or not all(op(value, meta[name]) for name, op, _ in _BOUNDS if name in meta):
@@ -217,6 +241,11 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>",
         raise ConfigError(source, None, f"expected a table, {_got(data)}")
     config = _build(Config, data, "", source)
     workers = config.workers
+    if workers.concurrency + workers.prefetch > MAX_CREDITS:  # a worker asks for this many jobs at once
+        raise ConfigError(source, "workers.prefetch",
+                          f"expected an integer from 0 to {MAX_CREDITS - workers.concurrency} "
+                          f"(workers.concurrency + workers.prefetch may be at most {MAX_CREDITS}), "
+                          f"{_got(workers.prefetch)}")
     if workers.heartbeat_timeout <= workers.heartbeat_interval:
         raise ConfigError(source, "workers.heartbeat_timeout",
                           f"expected a number > workers.heartbeat_interval ({workers.heartbeat_interval:g}), "

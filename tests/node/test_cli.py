@@ -57,7 +57,7 @@ def test_g9_wrong_type_names_file_key_and_expectation(tmp_path: Path) -> None:
     bad.write_text('[workers]\nprocesses = "two"\n')
     result = actorq_cmd("check", "--config", str(bad), cwd=tmp_path)
     assert result.returncode == EXIT_CONFIG
-    assert result.stderr.strip() == f"actorq: {bad}: workers.processes: expected an integer >= 1, got 'two' (str)"
+    assert result.stderr.strip() == f"actorq: {bad}: workers.processes: expected an integer from 1 to 1024, got 'two' (str)"
     assert "Traceback" not in result.stderr
 
 

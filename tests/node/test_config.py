@@ -190,10 +190,10 @@ def test_sqlite_path_absolute() -> None:
 def test_wrong_type_names_file_key_expectation_and_value(tmp_path: Path) -> None:
     # G9, A6
     err = load_error(tmp_path, '[workers]\nprocesses = "two"\n')
-    assert str(err) == "topology.toml: workers.processes: expected an integer >= 1, got 'two' (str)"
+    assert str(err) == "topology.toml: workers.processes: expected an integer from 1 to 1024, got 'two' (str)"
     assert err.file == "topology.toml"
     assert err.key == "workers.processes"
-    assert err.message == "expected an integer >= 1, got 'two' (str)"
+    assert err.message == "expected an integer from 1 to 1024, got 'two' (str)"
     assert isinstance(err, actorq.ActorQError), "one base class for every error actorq raises on purpose"
 
 
@@ -203,26 +203,26 @@ def test_wrong_type_names_file_key_expectation_and_value(tmp_path: Path) -> None
         # G9: every supported field type names what it expected
         (
             "[workers]\nprocesses = true",
-            "workers.processes: expected an integer >= 1, got True (bool)",
+            "workers.processes: expected an integer from 1 to 1024, got True (bool)",
         ),
         (
             "[workers]\nprocesses = 1.5",
-            "workers.processes: expected an integer >= 1, got 1.5 (float)",
+            "workers.processes: expected an integer from 1 to 1024, got 1.5 (float)",
         ),
-        ("[workers]\nprocesses = 0", "workers.processes: expected an integer >= 1, got 0 (int)"),
-        ("[workers]\nprefetch = -1", "workers.prefetch: expected an integer >= 0, got -1 (int)"),
-        ("[workers]\nperiod = false", "workers.period: expected a number > 0, got False (bool)"),
+        ("[workers]\nprocesses = 0", "workers.processes: expected an integer from 1 to 1024, got 0 (int)"),
+        ("[workers]\nprefetch = -1", "workers.prefetch: expected an integer from 0 to 1000000, got -1 (int)"),
+        ("[workers]\nperiod = false", "workers.period: expected a number > 0 and <= 86400, got False (bool)"),
         (
             "[dispatcher]\npoll_interval = 0",
-            "dispatcher.poll_interval: expected a number > 0, got 0 (int)",
+            "dispatcher.poll_interval: expected a number > 0 and <= 86400, got 0 (int)",
         ),
         (
             "[journal]\nbusy_timeout = \"5\"",
-            "journal.busy_timeout: expected a number > 0, got '5' (str)",
+            "journal.busy_timeout: expected a number > 0 and <= 86400, got '5' (str)",
         ),
         (
             "[dispatcher]\nmax_frame_bytes = 10",
-            "dispatcher.max_frame_bytes: expected an integer >= 131072, got 10 (int)",
+            "dispatcher.max_frame_bytes: expected an integer from 131072 to 1000000000, got 10 (int)",
         ),
         ("[node]\nname = 5", "node.name: expected a string, got 5 (int)"),
         ("[node]\ntasks = \"myapp\"", "node.tasks: expected a list of strings, got 'myapp' (str)"),
@@ -257,10 +257,10 @@ def test_wrong_type_names_file_key_expectation_and_value(tmp_path: Path) -> None
             "supervision.core_strategy: expected one of 'one_for_one', 'one_for_all', 'rest_for_one', "
             "got 'simple_one_for_one' (str)",
         ),
-        ("[supervision]\nintensity = 1.5", "supervision.intensity: expected an integer >= 0, got 1.5 (float)"),
-        ("[supervision]\nperiod = 0", "supervision.period: expected a number > 0, got 0 (int)"),
-        ("[supervision]\ncore_intensity = -1", "supervision.core_intensity: expected an integer >= 0, got -1 (int)"),
-        ("[workers]\nrestart_backoff = -1", "workers.restart_backoff: expected a number >= 0, got -1 (int)"),
+        ("[supervision]\nintensity = 1.5", "supervision.intensity: expected an integer from 0 to 1000000, got 1.5 (float)"),
+        ("[supervision]\nperiod = 0", "supervision.period: expected a number > 0 and <= 86400, got 0 (int)"),
+        ("[supervision]\ncore_intensity = -1", "supervision.core_intensity: expected an integer from 0 to 1000000, got -1 (int)"),
+        ("[workers]\nrestart_backoff = -1", "workers.restart_backoff: expected a number from 0 to 86400, got -1 (int)"),
         (
             "[workers]\nheartbeat_interval = 2\nheartbeat_timeout = 1",
             "workers.heartbeat_timeout: expected a number > workers.heartbeat_interval (2), got 1.0",
@@ -276,7 +276,7 @@ def test_bool_rejected_for_int() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"workers": {"concurrency": True}}, source="topology.toml")
     assert str(info.value) == (
-        "topology.toml: workers.concurrency: expected an integer >= 1, got True (bool)"
+        "topology.toml: workers.concurrency: expected an integer from 1 to 100000, got True (bool)"
     )
 
 
