@@ -50,8 +50,12 @@ __all__ = [
     "JobInfo",
     "JobState",
     "Journal",
+    "LATEST_RUN_AT",
     "LIVE_STATES",
     "LeasedJob",
+    "MAX_ATTEMPTS",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "NewJob",
     "TERMINAL_STATES",
     "TaskDefaults",
@@ -60,6 +64,17 @@ __all__ = [
 
 
 DEFAULT_MAX_ATTEMPTS = 20  # attempts (runs and crashes) a job gets when nobody says otherwise
+# A job's numbers fit both journals' columns: priority and max_attempts are PostgreSQL int4 (SQLite's
+# INTEGER is wider), run_at a time both store and read back. Every producer's job passes through
+# `NewJob`, which checks them; the command line bounds its flags with the same constants.
+MIN_PRIORITY = -(2**31)
+MAX_PRIORITY = 2**31 - 1
+MAX_ATTEMPTS = 2**31 - 1
+LATEST_RUN_AT = 253_402_300_799.0  # 9999-12-31 23:59:59 UTC, in Unix seconds
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class JobState(StrEnum):
@@ -108,11 +123,18 @@ class NewJob:
         queue: queue name.
         task: registered task name.
         payload: msgpack of ``[args, kwargs]``.
-        priority: lower runs first among ready jobs of a queue.
-        run_at: Unix time before which it must not run; ``None`` means now.
-        max_attempts: attempts (runs and crashes) before it goes dead.
+        priority: lower runs first among ready jobs of a queue; an integer from
+            `MIN_PRIORITY` to `MAX_PRIORITY`.
+        run_at: Unix time before which it must not run; ``None`` means now. Finite,
+            at most `LATEST_RUN_AT`.
+        max_attempts: attempts (runs and crashes) before it goes dead; an integer up to
+            `MAX_ATTEMPTS` (one below 1 is refused by the journal's schema, with its batch).
         unique_key: at most one live job (scheduled, ready, leased or retry) holds a
             key; a job whose key is held is not inserted (see `Journal.holders`).
+
+    Raises:
+        ValueError: a number the journal's columns cannot hold (G12): it is refused
+            here, where the job is made, never inside a batch of other jobs.
     """
 
     id: str
@@ -123,6 +145,18 @@ class NewJob:
     run_at: float | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     unique_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (_is_int(self.priority) and MIN_PRIORITY <= self.priority <= MAX_PRIORITY):
+            raise ValueError(f"job {self.id!r}: priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, "
+                             f"got {self.priority!r}")
+        if not (_is_int(self.max_attempts) and self.max_attempts <= MAX_ATTEMPTS):
+            raise ValueError(f"job {self.id!r}: max_attempts must be an integer from 1 to {MAX_ATTEMPTS}, "
+                             f"got {self.max_attempts!r}")
+        if self.run_at is not None and not (isinstance(self.run_at, (int, float)) and not isinstance(self.run_at, bool)
+                                            and -LATEST_RUN_AT <= self.run_at <= LATEST_RUN_AT):
+            raise ValueError(f"job {self.id!r}: run_at must be a finite Unix time up to {LATEST_RUN_AT:.0f} "
+                             f"(year 9999), got {self.run_at!r}")
 
 
 class LeasedJob(NamedTuple):

@@ -41,7 +41,9 @@ from journal_support import (
 
 from actorq.errors import JournalError
 from actorq.journal import TERMINAL_STATES, Failure, JobState, Journal, NewJob
-from actorq.journal.protocol import LIVE_STATES, Attempt, TaskDefaults
+from actorq.journal.protocol import (
+    LATEST_RUN_AT, LIVE_STATES, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, Attempt, TaskDefaults,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -143,6 +145,33 @@ def test_payloads_are_bytes_and_names_are_data(journal: Journal) -> None:
     assert journal.counts() == {hostile: {"leased": 1}}
     assert reclaim_all(journal, "takeover", f"owner {hostile}") == 1
     assert journal.get("h").last_error == "takeover"  # type: ignore[union-attr]
+
+
+# -- G12: a job's numbers at the columns' bounds ------------------------------------------
+
+
+def test_g12_a_job_at_every_bound_is_stored_and_leased_in_priority_order(journal: Journal) -> None:
+    journal.enqueue([
+        new_job("last", priority=MAX_PRIORITY, max_attempts=MAX_ATTEMPTS),
+        new_job("first", priority=MIN_PRIORITY, max_attempts=MAX_ATTEMPTS),
+        new_job("year-9999", run_at=LATEST_RUN_AT),
+    ])
+    assert [j.id for j in journal.lease(["q"], "w1", 5, 30.0)] == ["first", "last"]
+    info = journal.get("year-9999")
+    assert info is not None and info.state is JobState.SCHEDULED and info.run_at == LATEST_RUN_AT
+    assert journal.get("last").max_attempts == MAX_ATTEMPTS  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("priority", MAX_PRIORITY + 1), ("priority", MIN_PRIORITY - 1), ("priority", 2**70), ("priority", 1.5),
+    ("priority", True), ("max_attempts", MAX_ATTEMPTS + 1), ("max_attempts", 2**70),
+    ("run_at", math.nan), ("run_at", math.inf), ("run_at", -math.inf), ("run_at", LATEST_RUN_AT + 1),
+])
+def test_g12_a_number_no_column_holds_is_refused_where_the_job_is_made(field: str, value: object) -> None:
+    # before: a priority of 2**70 reached SQLite as an OverflowError inside the batch, a run_at
+    # of nan as "NOT NULL constraint failed", and 2**40 passed SQLite but not PostgreSQL's int4
+    with pytest.raises(ValueError, match=f"job 'j': {field} must be"):
+        NewJob("j", "q", "t", b"", **{field: value})  # type: ignore[arg-type]
 
 
 # -- B1/B12: fail, retry, dead, failed, release ------------------------------------------
