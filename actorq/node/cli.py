@@ -1,7 +1,9 @@
 """The ``actorq`` command line: run, check, enqueue, status, tree, migrate.
 
 Every subcommand reads the same ``topology.toml``. Errors in it are printed as
-``file: key: expected ...`` without a traceback, with exit code 2.
+``file: key: expected ...`` without a traceback, with exit code 2. So are bad
+flags: each number is range-checked where argparse reads it, and the one line
+printed names the flag and its range (G12).
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import signal
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from actorq._version import __version__
 from actorq._kernel.loop import new_event_loop
@@ -24,13 +27,18 @@ from actorq.jobs.runtime import live_jobs
 from actorq.jobs.task import Job
 from actorq.jobs.worker import check_tasks
 from actorq.journal import migrate
-from actorq.journal.protocol import JobState
+from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, JobState
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
 from actorq.node.node import Node, NodeFailed
 
 logger = logging.getLogger("actorq.cli")
+
+MAX_COUNT = 10_000_000  # jobs one `actorq enqueue` adds (built and committed 10,000 at a time)
+ENQUEUE_CHUNK = 10_000
+MAX_DELAY = 10 * 365 * 86_400.0  # ten years, in seconds
+MAX_WAIT = 3_600.0  # seconds `actorq tree` waits for the node at most
 
 EPILOG = """\
 examples:
@@ -55,10 +63,72 @@ def _err(text: str) -> None:
     sys.stderr.flush()
 
 
-def _parse_arg(text: str) -> Any:
+# -- flags: each value checked where argparse reads it; a problem is one line naming the flag --------
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``actorq enqueue: argument --count: expected ...``,
+    and exit code 2 (EXIT_CONFIG)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type`` for integers from `low` to `high`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {text!r}")
+        return value
+    return parse
+
+
+def _seconds(low: float, high: float, *, low_allowed: bool) -> Callable[[str], float]:
+    """An argparse ``type`` for a finite number of seconds up to `high`, from `low` (or above it)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        above_low = value >= low if low_allowed else value > low
+        if not (math.isfinite(value) and above_low and value <= high):
+            expected = f"from {low:.15g} to {high:.15g}" if low_allowed else f"> {low:.15g} and <= {high:.15g}"
+            raise argparse.ArgumentTypeError(f"expected seconds {expected}, got {text!r}")
+        return value
+    return parse
+
+
+def _queue_name(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("expected a non-empty queue name, got ''")
+    return text
+
+
+def _json(text: str) -> Any:
+    """A JSON value; raises ValueError (invalid JSON) or ArgumentTypeError (nested past the parser)."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except RecursionError:
+        raise argparse.ArgumentTypeError(f"JSON nested too deeply ({len(text):,} characters)") from None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = _json(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, e.g. '{{\"to\": \"a@b.c\"}}': {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _parse_arg(text: str) -> Any:
+    """A task argument: a JSON value, or else the text itself."""
+    try:
+        return _json(text)
+    except ValueError:
         return text
 
 
@@ -157,11 +227,8 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
-    kwargs = json.loads(args.kwargs) if args.kwargs else {}
-    if not isinstance(kwargs, dict):
-        _err("actorq enqueue: --kwargs must be a JSON object")
-        return EXIT_CONFIG
-    task_args = [_parse_arg(a) for a in args.args]
+    kwargs = args.kwargs if args.kwargs is not None else {}
+    task_args = args.args
     try:  # the tasks' declared queue, priority and attempts apply unless given here
         declared = check_tasks(list(config.node.tasks), config.task_search_path)
     except ImportError as exc:
@@ -170,7 +237,7 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
     with _client(config, declared) as client:
         done = 0
         while done < args.count:
-            n = min(10_000, args.count - done)
+            n = min(ENQUEUE_CHUNK, args.count - done)
             jobs = [Job(args.task, task_args, kwargs, delay=args.delay, max_attempts=args.max_attempts,
                         priority=args.priority) for _ in range(n)]
             ids = client.enqueue_many(jobs, args.queue)
@@ -264,7 +331,7 @@ def render_tree(tree: dict[str, Any]) -> list[str]:
 # -- parser ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``actorq`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="actorq",
         description="actorq: an actor runtime with OTP-style supervision and a durable job queue.",
         epilog=EPILOG,
@@ -294,15 +361,20 @@ def build_parser() -> argparse.ArgumentParser:
               "JSON values; anything that is not valid JSON is taken as a string.",
               "actorq enqueue --config topology.toml quickstart.add 2 3 --count 1000")
     enq.add_argument("task", help="the registered task name")
-    enq.add_argument("args", nargs="*", help="positional arguments (JSON)")
-    enq.add_argument("--kwargs", help='keyword arguments as a JSON object, e.g. \'{"to": "a@b.c"}\'')
-    enq.add_argument("--queue", default=None, help="queue name (default: the task's declared queue)")
-    enq.add_argument("--count", type=int, default=1, help="how many identical jobs to add (default: 1)")
-    enq.add_argument("--delay", type=float, default=None, help="seconds before the jobs may run")
-    enq.add_argument("--priority", type=int, default=None,
-                     help="lower runs first (default: the task's declared priority)")
-    enq.add_argument("--max-attempts", type=int, default=None,
-                     help="attempts before a job is dead (default: the task's declared number)")
+    enq.add_argument("args", nargs="*", type=_parse_arg, default=[], help="positional arguments (JSON)")
+    enq.add_argument("--kwargs", type=_json_object,
+                     help='keyword arguments as a JSON object, e.g. \'{"to": "a@b.c"}\'')
+    enq.add_argument("--queue", type=_queue_name, default=None,
+                     help="queue name (default: the task's declared queue)")
+    enq.add_argument("--count", type=_integer(1, MAX_COUNT), default=1,
+                     help=f"how many identical jobs to add, 1 to {MAX_COUNT} (default: 1)")
+    enq.add_argument("--delay", type=_seconds(0.0, MAX_DELAY, low_allowed=True), default=None,
+                     help=f"seconds before the jobs may run, 0 to {MAX_DELAY:.0f} (ten years)")
+    enq.add_argument("--priority", type=_integer(MIN_PRIORITY, MAX_PRIORITY), default=None,
+                     help=f"lower runs first, {MIN_PRIORITY} to {MAX_PRIORITY} (default: the task's declared priority)")
+    enq.add_argument("--max-attempts", type=_integer(1, MAX_ATTEMPTS), default=None,
+                     help=f"attempts before a job is dead, 1 to {MAX_ATTEMPTS} "
+                          "(default: the task's declared number)")
     enq.set_defaults(handler=cmd_enqueue)
 
     status = add("status", "Print job counts per queue and state, read from the journal.",
@@ -319,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
                "child with its pid, state and restart count. Asks the node over its private control socket.",
                "actorq tree --config topology.toml")
     tree.add_argument("--json", action="store_true", help="print JSON instead of a tree")
-    tree.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the node (default: 5)")
+    tree.add_argument("--timeout", type=_seconds(0.0, MAX_WAIT, low_allowed=False), default=5.0,
+                      help=f"seconds to wait for the node, at most {MAX_WAIT:.0f} (default: 5)")
     tree.set_defaults(handler=cmd_tree)
     return parser
 

@@ -118,7 +118,7 @@ def test_enqueue_then_status_then_burst_run(topology: Path) -> None:
 def test_enqueue_rejects_bad_kwargs(topology: Path) -> None:
     result = actorq_cmd("enqueue", "--config", str(topology), "cli.echo", "--kwargs", "[1]", cwd=topology.parent)
     assert result.returncode == EXIT_CONFIG
-    assert "--kwargs must be a JSON object" in result.stderr
+    assert "argument --kwargs: expected a JSON object, got '[1]'" in result.stderr
 
 
 def test_b14_second_node_on_the_same_file_is_refused(topology: Path) -> None:
