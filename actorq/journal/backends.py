@@ -51,20 +51,22 @@ def journal_class(url: str) -> type[SQLiteJournal] | type[PostgresJournal]:
     return SQLiteJournal
 
 
-def open_journal_config(config: JournalConfig) -> Journal:
+def open_journal_config(config: JournalConfig, *, create: bool = True) -> Journal:
     """Open the journal `config` describes (its `url` as given: a relative SQLite path is the CWD's).
 
     Args:
         config: the ``[journal]`` settings; those of the other backend are ignored.
+        create: False: a journal that does not exist yet (a missing SQLite file, a PostgreSQL
+            schema not migrated) is an error rather than created, for commands that only read.
 
     Returns:
         The open journal.
 
     Raises:
         ValueError: as `journal_class`, or a setting is invalid (schema name, synchronous level).
-        JournalError: as `journal_class`, or the journal cannot be opened.
+        JournalError: as `journal_class`, or the journal cannot be opened or does not exist.
     """
-    journal: Journal = journal_class(config.url).from_config(config)
+    journal: Journal = journal_class(config.url).from_config(config, create=create)
     return journal
 
 
@@ -76,6 +78,7 @@ def open_journal(
     schema: str = DEFAULT_SCHEMA,
     connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
     wal_limit_mb: float = DEFAULT_WAL_LIMIT_MB,
+    create: bool = True,
 ) -> Journal:
     """Open the journal named by `url`.
 
@@ -87,19 +90,21 @@ def open_journal(
         schema: PostgreSQL only: the journal's schema (default ``actorq``).
         connect_retry_for: PostgreSQL only: seconds to retry an unreachable server.
         wal_limit_mb: SQLite only: the WAL size past which `Journal.maintain` checkpoints.
+        create: False: a journal that does not exist yet is an error (see `open_journal_config`).
 
     Returns:
         The open journal.
 
     Raises:
         ValueError: the URL scheme is not supported, or the schema name is invalid.
-        JournalError: the journal cannot be opened; for PostgreSQL also when psycopg is
-            not installed (the message says ``pip install 'actorq[postgres]'``).
+        JournalError: the journal cannot be opened or, with `create` False, does not exist;
+            for PostgreSQL also when psycopg is not installed (the message says
+            ``pip install 'actorq[postgres]'``).
     """
     return open_journal_config(JournalConfig(
         url=url, schema=schema, connect_retry_for=connect_retry_for,
         synchronous=synchronous,  # type: ignore[arg-type]  # checked by SQLiteJournal
-        busy_timeout=busy_timeout, wal_limit_mb=wal_limit_mb))
+        busy_timeout=busy_timeout, wal_limit_mb=wal_limit_mb), create=create)
 
 
 def migrate(url: str, schema: str = DEFAULT_SCHEMA, *,

@@ -259,13 +259,17 @@ class PostgresJournal:
         self._conn = self._tune(conn)
 
     @classmethod
-    def from_config(cls, config: JournalConfig) -> PostgresJournal:
+    def from_config(cls, config: JournalConfig, *, create: bool = True) -> PostgresJournal:
         """Open the journal `config` describes: its `url`, `schema` and `connect_retry_for`.
+
+        Args:
+            config: the ``[journal]`` settings.
+            create: False: a schema not migrated yet is an error (`create_schema`).
 
         Raises:
             ValueError, JournalError: as the constructor.
         """
-        return cls(config.url, schema=config.schema, connect_retry_for=config.connect_retry_for)
+        return cls(config.url, schema=config.schema, create_schema=create, connect_retry_for=config.connect_retry_for)
 
     @staticmethod
     def _tune(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:

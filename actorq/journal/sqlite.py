@@ -28,13 +28,14 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Callable, ClassVar, Collection, Iterator, Sequence, TypeVar
+from urllib.parse import quote
 
 from actorq.errors import JournalError, JournalLocked
 from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, in_list, values_rows
 from actorq.journal._sqlitesql import STATEMENTS as SQL
 from actorq.journal.config import (
-    DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, SQLITE_PREFIX, SYNCHRONOUS_LEVELS, JournalConfig,
-    check_url, redact_url,
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, MAX_SECONDS, SQLITE_PREFIX, SYNCHRONOUS_LEVELS,
+    JournalConfig, check_url, redact_url,
 )
 from actorq.journal.protocol import (
     TERMINAL_STATES, Attempt, Failure, JobInfo, JobState, LeasedJob, NewJob, TaskDefaults, check_failures,
@@ -68,16 +69,19 @@ class SQLiteJournal:
     """A `Journal` on one SQLite file.
 
     Args:
-        path: the database file; created with its schema if missing.
+        path: the database file; created with its schema if missing (unless `create` is False).
         synchronous: ``"full"`` (default), ``"normal"`` or ``"extra"``.
-        busy_timeout: seconds a write waits for another process's lock.
+        busy_timeout: seconds a write waits for another process's lock (> 0, at most a day).
         wal_limit_mb: the WAL size (MB) past which `maintain` runs a TRUNCATE checkpoint.
         clock: wall clock returning Unix seconds (injectable for tests).
+        create: False: a missing file is an error, not a new journal (for commands that
+            only read, such as ``actorq status``).
 
     Raises:
+        ValueError: `synchronous` is unknown, or `busy_timeout` out of its range.
         JournalError: the file cannot be opened or written (the message names the
-            path and the permission needed), is not an actorq journal, or has a newer
-            schema than this version knows.
+            path and the permission needed), does not exist and `create` is False, is
+            not an actorq journal, or has a newer schema than this version knows.
     """
 
     shared: ClassVar[bool] = False
@@ -93,9 +97,12 @@ class SQLiteJournal:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         wal_limit_mb: float = DEFAULT_WAL_LIMIT_MB,
         clock: Callable[[], float] = time.time,
+        create: bool = True,
     ) -> None:
         if synchronous not in SYNCHRONOUS_LEVELS:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_LEVELS}, got {synchronous!r}")
+        if not 0 < busy_timeout <= MAX_SECONDS:  # SQLite takes it as an int of milliseconds
+            raise ValueError(f"busy_timeout must be seconds > 0 and <= {MAX_SECONDS:.0f}, got {busy_timeout!r}")
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.synchronous = synchronous
@@ -105,9 +112,11 @@ class SQLiteJournal:
         self._in_tx = False
         self.applied_versions: list[int] = []
         """Schema versions this open created ([] when the file already had its schema)."""
+        # mode=rw opens an existing file only; the plain path creates a missing one
+        target = self.path if create else f"file:{quote(os.path.abspath(self.path))}?mode=rw"
         try:
             self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+                target, isolation_level=None, check_same_thread=False, timeout=busy_timeout, uri=not create
             )
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -122,13 +131,20 @@ class SQLiteJournal:
             conn = getattr(self, "_conn", None)
             if conn is not None:
                 conn.close()
+            if isinstance(exc, sqlite3.Error) and not create and not self.path.exists():
+                raise JournalError(f"journal {self.path} does not exist: nothing was enqueued to it yet, "
+                                   "or journal.url names another file") from None
             if isinstance(exc, sqlite3.DatabaseError):
                 raise JournalError(self._explain(exc)) from exc
             raise
 
     @classmethod
-    def from_config(cls, config: JournalConfig) -> SQLiteJournal:
+    def from_config(cls, config: JournalConfig, *, create: bool = True) -> SQLiteJournal:
         """Open the file of `config.url` (a relative path is the CWD's), with its SQLite settings.
+
+        Args:
+            config: the ``[journal]`` settings.
+            create: False: refuse a missing file instead of creating it.
 
         Raises:
             ValueError: `config.url` is not an SQLite URL with a path, or `synchronous` is unknown.
@@ -137,7 +153,7 @@ class SQLiteJournal:
         if not check_url(config.url).startswith(SQLITE_PREFIX):
             raise ValueError(f"not an SQLite journal URL: {redact_url(config.url)!r}")
         return cls(config.url[len(SQLITE_PREFIX):], synchronous=config.synchronous,
-                   busy_timeout=config.busy_timeout, wal_limit_mb=config.wal_limit_mb)
+                   busy_timeout=config.busy_timeout, wal_limit_mb=config.wal_limit_mb, create=create)
 
     def _explain(self, exc: sqlite3.Error) -> str:
         text = str(exc)
@@ -218,6 +234,14 @@ class SQLiteJournal:
             raise
         finally:
             self._in_tx = False
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A read: SQLite's errors (a damaged page, an I/O error) become `JournalError`, naming the file."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise JournalError(self._explain(exc)) from exc
 
     @contextmanager
     def _savepoint(self) -> Iterator[None]:
@@ -313,8 +337,9 @@ class SQLiteJournal:
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
         """``{unique key: id of the live job holding it}`` for those of `keys` that are held."""
         found: dict[str, str] = {}
-        for chunk in _chunks(list(dict.fromkeys(keys))):
-            found.update(self._conn.execute(SQL.holders.format(marks=in_list(len(chunk))), chunk).fetchall())
+        with self._reading():
+            for chunk in _chunks(list(dict.fromkeys(keys))):
+                found.update(self._conn.execute(SQL.holders.format(marks=in_list(len(chunk))), chunk).fetchall())
         return found
 
     def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
@@ -395,7 +420,8 @@ class SQLiteJournal:
         return self._attempts(SQL.expired, (self._clock(),))
 
     def _attempts(self, query: str, params: Sequence[object]) -> list[Attempt]:
-        return [Attempt(*row) for row in self._conn.execute(query, params).fetchall()]
+        with self._reading():
+            return [Attempt(*row) for row in self._conn.execute(query, params).fetchall()]
 
     def declare_tasks(self, tasks: Sequence[TaskDefaults]) -> None:
         """Record the defaults of `tasks`, replacing earlier declarations (the last of a name wins).
@@ -413,9 +439,10 @@ class SQLiteJournal:
     def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
         """``{name: its declared defaults}`` for those of `names` that were declared."""
         found: dict[str, TaskDefaults] = {}
-        for chunk in _chunks(list(dict.fromkeys(names))):
-            for row in self._conn.execute(SQL.declared_tasks.format(marks=in_list(len(chunk))), chunk):
-                found[row[0]] = TaskDefaults(*row)
+        with self._reading():
+            for chunk in _chunks(list(dict.fromkeys(names))):
+                for row in self._conn.execute(SQL.declared_tasks.format(marks=in_list(len(chunk))), chunk):
+                    found[row[0]] = TaskDefaults(*row)
         return found
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
@@ -444,20 +471,22 @@ class SQLiteJournal:
         with self.transaction():
             return self._conn.execute(SQL.retry_dead, (self._clock(), job_id)).rowcount == 1
 
-    # -- reads -------------------------------------------------------------------
+    # -- reads: a damaged file is a JournalError naming it, never a traceback ------------------
     def counts(self) -> dict[str, dict[str, int]]:
         """Return ``{queue: {state: count}}``."""
         result: dict[str, dict[str, int]] = {}
-        for queue, state, n in self._conn.execute(SQL.counts):
-            result.setdefault(queue, {})[state] = n
+        with self._reading():
+            for queue, state, n in self._conn.execute(SQL.counts):
+                result.setdefault(queue, {})[state] = n
         return result
 
     def get(self, job_id: str) -> JobInfo | None:
         """Return the job with its errors, oldest first, or None."""
-        row = self._conn.execute(SQL.get, (job_id,)).fetchone()
-        if row is None:
-            return None
-        errors = [e for (e,) in self._conn.execute(SQL.errors, (job_id,))]
+        with self._reading():
+            row = self._conn.execute(SQL.get, (job_id,)).fetchone()
+            if row is None:
+                return None
+            errors = [e for (e,) in self._conn.execute(SQL.errors, (job_id,))]
         return JobInfo(row[0], row[1], row[2], JobState(row[3]), *row[4:], errors)
 
     def pragma(self, name: str) -> object:

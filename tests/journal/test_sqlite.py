@@ -11,6 +11,7 @@ Time is an injected clock, never a sleep; nothing here asserts a timing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -533,6 +534,25 @@ def test_e8_journal_without_write_permission_names_the_path(tmp_path: Path) -> N
 
 
 # -- E7: corruption is found at node start ---------------------------------------------------------
+def test_a_reader_that_must_not_create_is_refused_a_missing_file(db_path: Path) -> None:
+    with pytest.raises(JournalError, match=f"journal {db_path} does not exist"):
+        SQLiteJournal(db_path, create=False)
+    assert list(db_path.parent.iterdir()) == []
+    SQLiteJournal(db_path).close()
+    reader = SQLiteJournal(db_path, create=False)  # an existing file opens as before
+    try:
+        assert reader.counts() == {}
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("busy_timeout", [0, -1.0, math.inf, math.nan, 86_400.5])
+def test_g12_busy_timeout_out_of_range_is_refused_before_sqlite(db_path: Path, busy_timeout: float) -> None:
+    with pytest.raises(ValueError, match="busy_timeout must be seconds > 0 and <= 86400"):
+        SQLiteJournal(db_path, busy_timeout=busy_timeout)
+    assert not db_path.exists()
+
+
 def test_e7_a_damaged_file_is_refused_at_node_start_naming_it(db_path: Path) -> None:
     j = SQLiteJournal(db_path)
     j.attach_node()
@@ -557,4 +577,6 @@ def test_e7_a_damaged_file_is_refused_at_node_start_naming_it(db_path: Path) -> 
     second = SQLiteJournal(db_path)  # the refused start left no node lock behind
     with pytest.raises(JournalError, match="integrity check"):
         second.attach_node()
+    with pytest.raises(JournalError, match=f"journal {db_path} is not a valid SQLite database"):
+        second.counts()  # a read that meets the damage names the file too, as a JournalError
     second.close()
