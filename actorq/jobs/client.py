@@ -19,7 +19,9 @@ from typing import Mapping, Sequence
 
 from actorq.jobs.task import Declared, Job, TaskRegistry
 from actorq.journal import open_journal
-from actorq.journal.config import DEFAULT_BUSY_TIMEOUT, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL
+from actorq.journal.config import (
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL, JournalConfig,
+)
 from actorq.journal.protocol import JobInfo
 
 __all__ = ["Client"]
@@ -33,19 +35,36 @@ class Client:
         synchronous: SQLite durability level (``full`` by default).
         busy_timeout: SQLite: seconds to wait for the node's write lock.
         schema: PostgreSQL: the journal's schema (default ``actorq``).
+        connect_retry_for: PostgreSQL: seconds an unreachable server is retried (default 30).
         tasks: the task registry (or ``{name: declaration}``) whose declared queue,
             priority and attempts apply to jobs of its tasks; without it the journal's
             task catalog (written by nodes at start) is asked.
+        create: False: a journal that does not exist yet is an error instead of being
+            created (for a client that only reads).
 
     Raises:
-        JournalError: the journal cannot be opened.
+        JournalError: the journal cannot be opened (or, with `create` False, does not exist).
     """
 
     def __init__(self, url: str = DEFAULT_URL, *, synchronous: str = DEFAULT_SYNCHRONOUS,
                  busy_timeout: float = DEFAULT_BUSY_TIMEOUT, schema: str = DEFAULT_SCHEMA,
-                 tasks: TaskRegistry | Mapping[str, Declared] | None = None) -> None:
-        self._journal = open_journal(url, synchronous=synchronous, busy_timeout=busy_timeout, schema=schema)
+                 connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
+                 tasks: TaskRegistry | Mapping[str, Declared] | None = None, create: bool = True) -> None:
+        self._journal = open_journal(url, synchronous=synchronous, busy_timeout=busy_timeout, schema=schema,
+                                     connect_retry_for=connect_retry_for, create=create)
         self._tasks: Mapping[str, Declared] | None = tasks.policies() if isinstance(tasks, TaskRegistry) else tasks
+
+    @classmethod
+    def from_config(cls, config: JournalConfig, *, tasks: TaskRegistry | Mapping[str, Declared] | None = None,
+                    create: bool = True) -> "Client":
+        """A client on the journal a ``[journal]`` section describes, with every setting of it
+        a client uses (a relative SQLite path is the CWD's).
+
+        Raises:
+            JournalError: as the constructor.
+        """
+        return cls(config.resolved_url, synchronous=config.synchronous, busy_timeout=config.busy_timeout,
+                   schema=config.schema, connect_retry_for=config.connect_retry_for, tasks=tasks, create=create)
 
     def enqueue(self, job: Job, queue: str | None = None) -> str:
         """Commit one job and return its id (accepted).

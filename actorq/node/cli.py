@@ -22,7 +22,6 @@ from actorq._version import __version__
 from actorq._kernel.loop import new_event_loop
 from actorq.errors import JournalError
 from actorq.jobs.client import Client
-from actorq.jobs.outcome import TaskPolicy
 from actorq.jobs.runtime import live_jobs
 from actorq.jobs.task import Job
 from actorq.jobs.worker import check_tasks
@@ -234,7 +233,7 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
     except ImportError as exc:
         _err(f"actorq enqueue: {args.config}: node.tasks: {exc}")
         return EXIT_CONFIG
-    with _client(config, declared) as client:
+    with Client.from_config(config.journal, tasks=declared) as client:
         done = 0
         while done < args.count:
             n = min(ENQUEUE_CHUNK, args.count - done)
@@ -251,7 +250,7 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
-    with _client(config) as client:
+    with Client.from_config(config.journal, create=False) as client:  # reading never creates a journal
         counts = client.counts()
     if args.json:
         _out(json.dumps(counts, sort_keys=True))
@@ -264,12 +263,6 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     if not counts:
         _out("(no jobs)")
     return EXIT_OK
-
-
-def _client(config: Config, tasks: dict[str, TaskPolicy] | None = None) -> Client:
-    journal = config.journal
-    return Client(journal.resolved_url, synchronous=journal.synchronous, busy_timeout=journal.busy_timeout,
-                  schema=journal.schema, tasks=tasks)
 
 
 def cmd_migrate(args: argparse.Namespace, config: Config) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from actorq.ids import new_id
+from actorq.journal import NewJob, SQLiteJournal
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
 
 TASKS = '''
@@ -119,6 +123,49 @@ def test_enqueue_rejects_bad_kwargs(topology: Path) -> None:
     result = actorq_cmd("enqueue", "--config", str(topology), "cli.echo", "--kwargs", "[1]", cwd=topology.parent)
     assert result.returncode == EXIT_CONFIG
     assert "argument --kwargs: expected a JSON object, got '[1]'" in result.stderr
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_status_of_a_journal_that_does_not_exist_says_so_and_creates_nothing(topology: Path, as_json: bool) -> None:
+    # before: status created an empty journal at a mistyped path and printed "(no jobs)"
+    cwd = topology.parent
+    result = actorq_cmd("status", "--config", str(topology), *(["--json"] if as_json else []), cwd=cwd)
+    assert result.returncode == EXIT_JOURNAL
+    assert result.stderr == f"actorq: journal {cwd / 'cli.db'} does not exist: nothing was enqueued to it yet, " \
+                            "or journal.url names another file\n"
+    assert result.stdout == ""
+    assert sorted(p.name for p in cwd.iterdir() if p.name.startswith("cli.db")) == []
+
+
+def test_status_of_a_journal_with_damaged_pages_is_one_line(topology: Path) -> None:
+    # before: a DatabaseError traceback ("database disk image is malformed"); `run` refuses such a file (E7)
+    db = topology.parent / "cli.db"
+    journal = SQLiteJournal(db)
+    journal.enqueue([NewJob(new_id(), "default", "cli.echo", os.urandom(200)) for _ in range(3000)])
+    journal.close()
+    with sqlite3.connect(db) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(db, "r+b") as f:  # flip the header bytes of a page in the middle of the table
+        f.seek(page_size * (pages // 2))
+        f.write(b"\xff" * 16)
+    result = actorq_cmd("status", "--config", str(topology), cwd=topology.parent)
+    assert result.returncode == EXIT_JOURNAL
+    assert result.stderr.startswith(f"actorq: journal {db} is not a valid SQLite database: ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [("status",), ("enqueue", "cli.echo")])
+def test_status_and_enqueue_give_up_on_postgresql_after_connect_retry_for(tmp_path: Path,
+                                                                          command: tuple[str, ...]) -> None:
+    # before: both ignored journal.connect_retry_for and retried for the default 30 s
+    topology = tmp_path / "topology.toml"
+    topology.write_text('[journal]\nurl = "postgresql://postgres@127.0.0.1:1/actorq"\nconnect_retry_for = 0.5\n')
+    result = subprocess.run([sys.executable, "-m", "actorq.node.cli", command[0], "--config", str(topology),
+                             *command[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=20)
+    assert result.returncode == EXIT_JOURNAL, result.stderr
+    assert "127.0.0.1:1" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_b14_second_node_on_the_same_file_is_refused(topology: Path) -> None:
