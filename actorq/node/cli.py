@@ -24,13 +24,12 @@ from actorq.errors import JournalError
 from actorq.jobs.client import Client
 from actorq.jobs.runtime import live_jobs
 from actorq.jobs.task import Job
-from actorq.jobs.worker import check_tasks
 from actorq.journal import migrate
 from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, JobState
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
-from actorq.node.node import Node, NodeFailed
+from actorq.node.node import Node, NodeFailed, TaskModuleError, import_tasks
 
 logger = logging.getLogger("actorq.cli")
 
@@ -177,6 +176,8 @@ async def _run_node(config: Config, burst: bool, quiet: bool) -> int:
         loop.add_signal_handler(sig, request_stop)
     try:
         await node.start()
+    except TaskModuleError:
+        raise  # a mistake in the topology, not a failed node: exit 2, as `check` does
     except NodeFailed as exc:
         _err(f"actorq: {exc}")
         return EXIT_FAILURE
@@ -212,11 +213,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
 
 # -- check, enqueue, status ----------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
-    try:  # imported as the workers will import them: a fresh interpreter, same sys.path
-        names = check_tasks(list(config.node.tasks), config.task_search_path)
-    except ImportError as exc:
-        _err(f"actorq: {args.config}: node.tasks: {exc}")
-        return EXIT_CONFIG
+    names = import_tasks(config, args.config)  # as the workers will import them
     _out(f"{args.config}: ok")
     _out(f"  journal   {config.journal.describe()}")
     _out(f"  workers   {config.workers.processes} processes x {config.workers.concurrency} slots, "
@@ -228,11 +225,7 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
 def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
     kwargs = args.kwargs if args.kwargs is not None else {}
     task_args = args.args
-    try:  # the tasks' declared queue, priority and attempts apply unless given here
-        declared = check_tasks(list(config.node.tasks), config.task_search_path)
-    except ImportError as exc:
-        _err(f"actorq enqueue: {args.config}: node.tasks: {exc}")
-        return EXIT_CONFIG
+    declared = import_tasks(config, args.config)  # their declared queue, priority and attempts apply
     with Client.from_config(config.journal, tasks=declared) as client:
         done = 0
         while done < args.count:
@@ -395,11 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
-    except ConfigError as exc:
+        return int(args.handler(args, config))
+    except ConfigError as exc:  # the topology file, or a task module it names (TaskModuleError)
         _err(f"actorq: {exc}")
         return EXIT_CONFIG
-    try:
-        return int(args.handler(args, config))
     except JournalError as exc:
         _err(f"actorq: {exc}")
         return EXIT_JOURNAL

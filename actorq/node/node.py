@@ -26,26 +26,60 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
 from typing import Any
 
 from actorq._kernel.system import ActorSystem
 from actorq.errors import ActorQError, ActorStopped
+from actorq.jobs.outcome import TaskPolicy
 from actorq.jobs.queue import QueueRef
 from actorq.jobs.runtime import JobRuntime, Progress
 from actorq.jobs.worker import check_tasks
 from actorq.journal.config import redact_url
-from actorq.node.config import Config, load_config
+from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.control import TREE, ControlServer, NodeNotRunning, read_node_file, write_node_file
 from actorq.node.tree import NODE, build_tree, describe
 from actorq.supervisors import StartFailed, SupervisorRef, start_supervisor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Node", "NodeFailed", "Progress"]
+__all__ = ["Node", "NodeFailed", "Progress", "TaskModuleError", "import_tasks"]
 
 
 class NodeFailed(ActorQError):
     """The node's tree gave up (e.g. the worker pool exceeded its restart intensity)."""
+
+
+class TaskModuleError(ConfigError, NodeFailed):
+    """A ``node.tasks`` entry cannot be imported, is not a task registry, or raised on import.
+
+    A mistake in the topology, found before the node starts: a `ConfigError` naming
+    the file and ``node.tasks`` (``actorq run`` exits 2 for it, as ``actorq check``
+    does), and a `NodeFailed` for callers of `Node.start` that catch that.
+    """
+
+
+def import_tasks(config: Config, source: str | None = None) -> dict[str, TaskPolicy]:
+    """Import ``node.tasks`` as a worker will (a fresh interpreter, the same ``sys.path``).
+
+    Args:
+        config: the topology.
+        source: the file named in errors; default: `Config.path`.
+
+    Returns:
+        ``{task name: its declared policy}``.
+
+    Raises:
+        TaskModuleError: an entry cannot be imported (or takes longer than 120 s to),
+            raised on import, or is not a `TaskRegistry`.
+    """
+    try:
+        return check_tasks(list(config.node.tasks), config.task_search_path)
+    except ImportError as exc:
+        problem = str(exc)
+    except subprocess.TimeoutExpired as exc:
+        problem = f"importing the task modules took more than {exc.timeout:g} s"
+    raise TaskModuleError(source or str(config.path or "config"), "node.tasks", problem)
 
 
 class Node:
@@ -81,7 +115,7 @@ class Node:
         incarnations' leases, bind the dispatcher, start the workers. Idempotent.
 
         Raises:
-            NodeFailed: a task module cannot be imported.
+            TaskModuleError: a task module cannot be imported (a `NodeFailed` too).
             JournalError: the journal cannot be opened, or another node holds it.
         """
         if self._started:
@@ -93,10 +127,10 @@ class Node:
         if not cfg.node.tasks:
             logger.warning("node.tasks is empty: workers know no task, every job will end dead")
         try:  # fail fast, naming the module, instead of crash-looping workers until intensity runs out
-            tasks = await loop.run_in_executor(None, check_tasks, list(cfg.node.tasks), cfg.task_search_path)
-        except ImportError as exc:
+            tasks = await loop.run_in_executor(None, import_tasks, cfg)
+        except TaskModuleError:
             self._started = False
-            raise NodeFailed(f"{cfg.path or 'config'}: node.tasks: {exc}") from None
+            raise
         runtime = self.runtime = JobRuntime(node=cfg.node, journal=cfg.journal, dispatcher=cfg.dispatcher,
                                             workers=cfg.workers, search_path=cfg.task_search_path, tasks=tasks)
         runtime.open()

@@ -219,14 +219,32 @@ def test_e11_second_node_through_a_symlink_to_the_journal_exits_3(topology: Path
     assert not (cwd / "link.db.lock").exists()
 
 
-def test_c13_run_with_a_task_module_that_fails_to_import_names_it_and_exits_non_zero(topology: Path) -> None:
+def test_c13_run_with_a_task_module_that_fails_to_import_names_it_and_exits_2(topology: Path) -> None:
     (topology.parent / "cli_tasks.py").write_text("raise RuntimeError('boom at import')\n")
     result = actorq_cmd("run", "--config", str(topology), cwd=topology.parent)
-    assert result.returncode == EXIT_FAILURE
+    assert result.returncode == EXIT_CONFIG  # a mistake in the topology, as `check` reports it
     assert "node.tasks: cannot import task module 'cli_tasks'" in result.stderr
     assert "boom at import" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (topology.parent / "cli.db").exists()  # failed before touching the journal
+
+
+@pytest.mark.parametrize(("module", "entry", "problem"), [
+    (None, "missing_tasks:registry", "missing_tasks"),
+    ("registry = 42\n", "cli_tasks:registry", "TaskRegistry"),
+    ("raise ValueError('bad at import')\n", "cli_tasks:registry", "bad at import"),
+])
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_run_exits_2_as_check_does_for_every_task_module_problem(topology: Path, command: str, module: str | None,
+                                                                  entry: str, problem: str) -> None:
+    # before: `check` exited 2 and `run` 1 for the same mistake
+    if module is not None:
+        (topology.parent / "cli_tasks.py").write_text(module)
+    topology.write_text(topology.read_text().replace('"cli_tasks:registry"', f'"{entry}"'))
+    result = actorq_cmd(command, "--config", str(topology), cwd=topology.parent)
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"actorq: {topology}: node.tasks: ") and problem in line, line
 
 
 def test_tree_prints_the_live_tree_of_a_running_node(topology: Path) -> None:
