@@ -38,12 +38,14 @@ _packer = msgpack.Packer(use_bin_type=True)
 class FrameError(ValueError):
     """A frame could not be decoded or does not have the envelope's shape.
 
-    `reason` is a short stable tag used as the key of the drop counter.
+    `reason` is a short stable tag used as the key of the drop counter; `detail` says
+    what was wrong, safe to print (bad values appear only through `describe`).
     """
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+        self.detail = detail
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
