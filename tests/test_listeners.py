@@ -9,39 +9,23 @@ from __future__ import annotations
 import ipaddress
 import random
 import socket
-import time
+import sys
 from pathlib import Path
-from typing import Any
 
 import psutil
 
-from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
+from actorq.node.control import TREE, query
 
 from node_process import NodeProcess
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "transports"))
+from socket_support import processes, wait_for_node  # noqa: E402
 
 TASKS = """
 @registry.task("listen.noop")
 async def noop():
     pass
 """
-
-
-def _processes(tree: dict[str, Any]) -> int:
-    return (tree.get("kind") == "process") + sum(_processes(c) for c in tree.get("children", []))
-
-
-def _started(topo: Any, node: NodeProcess, workers: int) -> str:
-    """Wait (bounded) until the node answers ``tree`` with its workers running; return its control endpoint."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            endpoint = str(read_node_file(Path(topo.config.node_file))["control"])
-            if _processes(query(endpoint, TREE, None, timeout=5.0)) == workers:
-                return endpoint
-        except NodeNotRunning:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"the node did not start: {node.output()[-2000:]}")
 
 
 def _listeners(pid: int) -> list[tuple[str, int, str]]:
@@ -65,7 +49,7 @@ def test_h1_a_default_node_has_no_inet_listener(topology) -> None:
     topo = topology(TASKS, processes=2)
     node = NodeProcess(topo, 1)
     try:
-        endpoint = _started(topo, node, workers=2)
+        endpoint = wait_for_node(Path(topo.config.node_file), 2, node.output)
         assert endpoint.startswith("ipc://"), endpoint
         assert _listeners(node.pid) == []  # the dispatcher and control sockets are ipc:// only
     finally:
@@ -79,7 +63,7 @@ def test_h1_g4_a_tcp_endpoint_listens_on_loopback_only_and_survives_garbage(topo
     topo = topology(TASKS, processes=1, endpoint=f"tcp://127.0.0.1:{port}")
     node = NodeProcess(topo, 1)
     try:
-        control = _started(topo, node, workers=1)
+        control = wait_for_node(Path(topo.config.node_file), 1, node.output)
         listeners = _listeners(node.pid)
         assert listeners == [("127.0.0.1", port, "tcp")], listeners
         assert all(ipaddress.ip_address(ip).is_loopback for ip, _, _ in listeners)
@@ -97,7 +81,7 @@ def test_h1_g4_a_tcp_endpoint_listens_on_loopback_only_and_survives_garbage(topo
                 except OSError:
                     pass  # reset by the node: the handshake failed
         # the node still serves: its workers are the same and it answers
-        assert _processes(query(control, TREE, None, timeout=10.0)) == 1
+        assert processes(query(control, TREE, None, timeout=10.0)) == 1
         assert [p.pid for p in psutil.Process(node.pid).children()] == pids
     finally:
         _stop(node)

@@ -42,7 +42,7 @@ from actorq.transports.zmq import LoopSocket
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ControlServer", "NodeNotRunning", "parse_request", "query", "read_node_file"]
+__all__ = ["ControlServer", "NodeNotRunning", "query", "read_node_file"]
 
 # Control kinds. A request is answered with its own kind, or with ERROR. Stable across releases.
 TREE = "tree"  # request: None; reply: the live supervision tree as nested maps

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import socket
+import sys
 import threading
 import time
 from collections import Counter
-from typing import Any
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -31,6 +31,9 @@ from actorq.node.control import (
 from actorq.testing import eventually
 from actorq.transports.codec import encode
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "transports"))
+from socket_support import Peer, batch, mutate, nested, pk, restarts  # noqa: E402
+
 TASKS = """
 @registry.task("ctl.noop")
 async def noop():
@@ -38,15 +41,6 @@ async def noop():
 """
 
 TREE_OK = encode(TREE, None)
-
-
-def pk(obj: object) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-def nested(depth: int, leaf: bytes = b"\xc0") -> bytes:
-    """`depth` one-item arrays around `leaf`: 1,000 levels cost 1,001 bytes."""
-    return b"\x91" * depth + leaf
 
 
 # (reason, the parts a DEALER sends): each a request the node must drop and count under `reason`
@@ -90,63 +84,6 @@ BAD: list[tuple[str, list[bytes]]] = [
 ]
 
 
-def restarts(tree: dict[str, Any]) -> dict[str, int]:
-    """``{path: restarts}`` of every node of a tree as `Node.tree` returns it."""
-    found: dict[str, int] = {}
-    stack = [("", tree)]
-    while stack:
-        prefix, item = stack.pop()
-        path = f"{prefix}/{item['id']}"
-        found[path] = item["restarts"]
-        stack.extend((path, child) for child in item.get("children", []))
-    return found
-
-
-class Peer:
-    """A DEALER that sends from a thread (the node's loop must keep draining meanwhile).
-
-    It stays connected until closed: libzmq may discard what a closed ipc peer left
-    unread behind a full RCVHWM, and every frame sent here must arrive to be counted.
-    """
-
-    def __init__(self, endpoint: str, identity: bytes) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.ROUTING_ID, identity)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDTIMEO, 30_000)
-        self.sock.connect(endpoint)
-
-    async def send_all(self, messages: list[list[bytes]]) -> None:
-        def send() -> None:
-            for parts in messages:
-                self.sock.send_multipart(parts)
-
-        await asyncio.to_thread(send)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _mutate(rng: random.Random, frame: bytes) -> bytes:
-    data = bytearray(frame)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(5)
-        if op == 0 and data:  # a random byte
-            data[rng.randrange(len(data))] = rng.randrange(256)
-        elif op == 1:  # insert bytes
-            i = rng.randrange(len(data) + 1)
-            data[i:i] = rng.randbytes(rng.randint(1, 4))
-        elif op == 2 and data:  # truncate
-            del data[rng.randrange(len(data)):]
-        elif op == 3:  # repeat a slice
-            i = rng.randrange(len(data) + 1)
-            data[i:i] = data[i:i + rng.randint(1, 16)]
-        else:  # a header claiming a huge length
-            i = rng.randrange(len(data) + 1)
-            data[i:i] = bytes([rng.choice([0xDC, 0xDD, 0xDE, 0xDF, 0xDB, 0xC6])]) + rng.randbytes(4)
-    return bytes(data)
-
-
 def _records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name.startswith(("actorq.node.control", "actorq.transports"))]
 
@@ -163,15 +100,10 @@ async def test_g1_g5_g10_control_socket_fuzz_drops_and_counts_every_bad_frame(to
         started = time.monotonic()
 
         # 1. every hand-made bad request, several times over: exact counts by reason
-        expected: Counter[str] = Counter()
-        batch = []
-        for _ in range(10):
-            for reason, parts in BAD:
-                batch.append(parts)
-                expected[reason] += 1
+        messages, expected = batch(BAD, 10)
         peer = Peer(endpoint, b"ctl-fuzz-1")
-        await peer.send_all(batch)
-        await eventually(lambda: stats.total >= len(batch), timeout=60, message="the bad requests were counted")
+        await peer.send_all(messages)
+        await eventually(lambda: stats.total >= len(messages), timeout=60, message="the bad requests were counted")
         peer.close()
         assert dict(stats.by_reason) == dict(expected)
         assert node.control.accepted == 0
@@ -180,7 +112,7 @@ async def test_g1_g5_g10_control_socket_fuzz_drops_and_counts_every_bad_frame(to
         corpus = [TREE_OK] + [parts[0] for _, parts in BAD if len(parts) == 1 and parts[0]]
         fuzz = []
         for _ in range(frames):
-            frame = _mutate(rng, rng.choice(corpus))
+            frame = mutate(rng, rng.choice(corpus))
             fuzz.append([frame[:MAX_REQUEST_BYTES - 1]])  # under the size limit: none may go uncounted
         dropped_before = stats.total
         peer = Peer(endpoint, b"ctl-fuzz-2")

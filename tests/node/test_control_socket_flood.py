@@ -15,21 +15,25 @@ frames and prints the figures.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgpack
-import psutil
 import pytest
 import zmq
 
-from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
+from actorq.node.control import TREE
 from actorq.transports.codec import encode
 
 from node_process import NodeProcess
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "transports"))
+from socket_support import (  # noqa: E402
+    MB, RSS_GROWTH_BOUND, RssSampler, ask_tree, nested, pk, restarts, wait_for_node,
+)
 
 TASKS = """
 @registry.task("ctl.noop")
@@ -37,17 +41,7 @@ async def noop():
     pass
 """
 
-MB = 1 << 20
-RSS_GROWTH_BOUND = 50 * MB  # generous: a shared CI machine is noisy; before the fix, +839 MB
 PEERS = 8
-
-
-def pk(obj: object) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-def nested(depth: int, leaf: bytes = b"\xc0") -> bytes:
-    return b"\x91" * depth + leaf
 
 
 SMALL = [  # G10: about 1 KB each
@@ -58,54 +52,6 @@ SMALL = [  # G10: about 1 KB each
 ]
 NEAR_LIMIT = encode(TREE, b"\x00" * 3900)  # a body just under the request size limit
 ONE_MB = encode(TREE, [1] * 1_000_000)  # H13: the 1 MB body the issue sent (10^6 items)
-
-
-def restarts(tree: dict[str, Any]) -> dict[str, int]:
-    """``{path: restarts}`` of every node of the tree."""
-    found: dict[str, int] = {}
-    stack = [("", tree)]
-    while stack:
-        prefix, item = stack.pop()
-        path = f"{prefix}/{item['id']}"
-        found[path] = item["restarts"]
-        stack.extend((path, child) for child in item.get("children", []))
-    return found
-
-
-def _processes(tree: dict[str, Any]) -> int:
-    return (tree.get("kind") == "process") + sum(_processes(c) for c in tree.get("children", []))
-
-
-class RssSampler:
-    """Samples a process's RSS on a thread until stopped; keeps the peak."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
-def _ask_tree(endpoint: str, timeout: float = 60.0) -> dict[str, Any]:
-    """The node's tree; retried while the node answers busy or not yet (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return query(endpoint, TREE, None, timeout=5.0)
-        except NodeNotRunning:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def _send(endpoint: str, frames: list[bytes], repeat: int) -> int:
@@ -164,23 +110,10 @@ def run_flood(topology: Any, small_per_peer: int, near_limit_per_peer: int, one_
     topo = topology(TASKS, processes=1)
     node = NodeProcess(topo, 1)
     try:
-        node_file = Path(topo.config.node_file)
-        deadline = time.monotonic() + 60
-        tree: dict[str, Any] = {}
-        while time.monotonic() < deadline:  # bounded poll: the node and its worker start
-            try:
-                endpoint = str(read_node_file(node_file)["control"])
-                tree = query(endpoint, TREE, None, timeout=5.0)
-                if _processes(tree):
-                    break
-            except NodeNotRunning:
-                pass
-            time.sleep(0.1)
-        assert _processes(tree), f"the node did not start: {node.output()[-2000:]}"
+        endpoint = wait_for_node(Path(topo.config.node_file), 1, node.output)
         for _ in range(20):  # warm up: the first answers allocate what every later one reuses
-            tree = _ask_tree(endpoint)
+            tree = ask_tree(endpoint)
         before = restarts(tree)
-        baseline = psutil.Process(node.pid).memory_info().rss
         sampler = RssSampler(node.pid)
         started = time.monotonic()
         sent = _flood(endpoint, [
@@ -189,10 +122,9 @@ def run_flood(topology: Any, small_per_peer: int, near_limit_per_peer: int, one_
             ([ONE_MB], 1, one_mb_peers),  # many at once, each from its own peer
             ([encode(TREE, None)], pipelined, 2),  # valid requests whose replies are never read
         ])
-        after_tree = _ask_tree(endpoint)  # the next valid request is answered
+        after_tree = ask_tree(endpoint)  # the next valid request is answered
         seconds = time.monotonic() - started
-        peak = sampler.stop()
-        after = psutil.Process(node.pid).memory_info().rss
+        baseline, peak, after = sampler.stop()
         result = FloodResult(sent, baseline, peak, after, before, restarts(after_tree), seconds)
         print(f"control flood: {sent} frames in {seconds:.1f} s; node RSS baseline {baseline / MB:.1f} MB, "
               f"peak {peak / MB:.1f} MB, after {after / MB:.1f} MB; restarts before {sum(before.values())}, "

@@ -11,12 +11,11 @@ ask must be answered. A sender refuses what its peer would drop.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
-import random
 import signal
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 
 import msgpack
 import pytest
-import zmq
 
 from actorq import ActorSystem, MailboxFull
 from actorq.supervisors import ChildSpec, RemoteError, RemoteRef, SupFlags, actor_process, start_supervisor
@@ -33,6 +31,9 @@ from actorq.supervisors.remote import (
 )
 from actorq.testing import eventually
 from actorq.transports.codec import FrameError, encode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "transports"))
+from socket_support import Peer, batch, mutate, nested, pk  # noqa: E402
 
 ACTORS = '''
 import os
@@ -69,45 +70,20 @@ def sink_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return "remote_sink"
 
 
-def pk(obj: object) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-def nested(depth: int, leaf: bytes = b"\xc0") -> bytes:
-    return b"\x91" * depth + leaf
-
-
 def envelope(kind: str, body: bytes) -> bytes:
     return b"\x93\x01" + pk(kind) + body
 
 
-async def _sink(system: ActorSystem, module: str) -> RemoteRef:
+async def _sink(system: ActorSystem, module: str, warm_up: int = 0) -> RemoteRef:
+    """A supervised Sink in its own process, asked `warm_up` times (for a steady RSS)."""
     sup = await start_supervisor(system, SupFlags("one_for_one", intensity=3, period=60), [
         ChildSpec("sink", actor_process(f"{module}:Sink"), shutdown=10.0),
     ])
     [info] = await sup.which_children()
     assert isinstance(info.ref, RemoteRef)
+    for _ in range(warm_up):
+        await info.ref.ask("count")
     return info.ref
-
-
-def _mutate(rng: random.Random, frame: bytes) -> bytes:
-    data = bytearray(frame)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(5)
-        if op == 0 and data:
-            data[rng.randrange(len(data))] = rng.randrange(256)
-        elif op == 1:
-            i = rng.randrange(len(data) + 1)
-            data[i:i] = rng.randbytes(rng.randint(1, 4))
-        elif op == 2 and data:
-            del data[rng.randrange(len(data)):]
-        elif op == 3:
-            i = rng.randrange(len(data) + 1)
-            data[i:i] = data[i:i + rng.randint(1, 16)]
-        else:  # a header claiming a huge length
-            i = rng.randrange(len(data) + 1)
-            data[i:i] = bytes([rng.choice([0xDC, 0xDD, 0xDE, 0xDF, 0xDB, 0xC6])]) + rng.randbytes(4)
-    return bytes(data)
 
 
 def _problems(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -165,29 +141,6 @@ TO_HUB_BAD: list[tuple[str, list[bytes]]] = [
 ]
 
 
-class Stranger:
-    """A DEALER that is not a child, sending from a thread (the hub's loop keeps draining).
-
-    It stays connected until closed: libzmq may discard what a closed peer left unread.
-    """
-
-    def __init__(self, endpoint: str) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDTIMEO, 30_000)
-        self.sock.connect(endpoint)
-
-    async def send_all(self, messages: list[list[bytes]]) -> None:
-        def send() -> None:
-            for parts in messages:
-                self.sock.send_multipart(parts)
-
-        await asyncio.to_thread(send)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 async def test_g1_g5_g10_hub_fuzz_drops_and_counts_every_frame_of_a_stranger(sink_module, rng, caplog) -> None:
     caplog.set_level(logging.WARNING)
     frames = 3000
@@ -197,21 +150,17 @@ async def test_g1_g5_g10_hub_fuzz_drops_and_counts_every_frame_of_a_stranger(sin
         hub = ref._hub  # the supervisor's process's one ROUTER for its remote actors
         started = time.monotonic()
 
-        expected: Counter[str] = Counter()
-        batch = []
-        for _ in range(10):
-            for reason, parts in TO_HUB_BAD:
-                batch.append(parts)
-                expected[reason] += 1
-        stranger = Stranger(hub.endpoint)
-        await stranger.send_all(batch)
-        await eventually(lambda: hub.dropped.total >= len(batch), timeout=60, message="the bad frames were counted")
+        messages, expected = batch(TO_HUB_BAD, 10)
+        stranger = Peer(hub.endpoint)  # not a child
+        await stranger.send_all(messages)
+        await eventually(lambda: hub.dropped.total >= len(messages), timeout=60,
+                         message="the bad frames were counted")
         assert dict(hub.dropped.by_reason) == dict(expected)
 
         corpus = [parts[0] for _, parts in TO_HUB_BAD if len(parts) == 1 and parts[0]]
-        fuzz = [[_mutate(rng, rng.choice(corpus))] for _ in range(frames)]
+        fuzz = [[mutate(rng, rng.choice(corpus))] for _ in range(frames)]
         await stranger.send_all(fuzz)
-        total = len(batch) + frames  # nothing a stranger sends can be used: every frame is dropped
+        total = len(messages) + frames  # nothing a stranger sends can be used: every frame is dropped
         await eventually(lambda: hub.dropped.total == total, timeout=60, message="the fuzzed frames were counted")
         stranger.close()
         print(f"hub fuzz: {frames} frames; dropped {dict(hub.dropped.by_reason)}")
@@ -278,19 +227,14 @@ async def test_g1_g5_g10_child_fuzz_drops_and_counts_every_bad_frame(sink_module
         hub = ref._hub
         hub.numbers = itertools.count(2**62)  # the test's asks never meet a fuzzed ask's number
 
-        expected: Counter[str] = Counter()
-        batch = []
-        for _ in range(10):
-            for reason, parts in TO_CHILD_BAD:
-                batch.append(parts)
-                expected[reason] += 1
-        await send_to_child(ref, batch)
+        messages, expected = batch(TO_CHILD_BAD, 10)
+        await send_to_child(ref, messages)
         assert await ref.dropped() == dict(expected)
         assert await ref.ask("count") == 0  # no bad frame reached the actor
 
         corpus = [parts[0] for _, parts in TO_CHILD_BAD if len(parts) == 1 and parts[0]]
         corpus += [encode(ATELL, {"resize": [640, 480]}), encode(AASK, [NUMBER, "ping"]), encode(ADROPS, NUMBER)]
-        fuzz = [[_mutate(rng, rng.choice(corpus))] for _ in range(frames)]
+        fuzz = [[mutate(rng, rng.choice(corpus))] for _ in range(frames)]
         kinds = Counter(_valid_for_child(parts[0]) for parts in fuzz)
         replies_before = hub.dropped.by_reason["unexpected_reply"]
         await send_to_child(ref, fuzz)
@@ -300,7 +244,7 @@ async def test_g1_g5_g10_child_fuzz_drops_and_counts_every_bad_frame(sink_module
         replied = hub.dropped.by_reason["unexpected_reply"] - replies_before  # answers to fuzzed asks
         print(f"child fuzz: {frames} frames; valid {dict(kinds)}; child dropped {dropped}")
         # every frame accounted for: dropped by the child, delivered to the actor, or answered
-        assert sum(dropped.values()) - len(batch) == kinds[None]
+        assert sum(dropped.values()) - len(messages) == kinds[None]
         assert delivered == kinds[ATELL]
         assert replied == kinds[AASK] + kinds[ADROPS]
         assert ref.is_alive and ref.pid == pid and await ref.ask("pid") == pid

@@ -18,49 +18,19 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
-import psutil
 import pytest
 
 from actorq import ActorSystem
 from actorq.supervisors.remote import AREPLY, ATELL, MAX_FRAME
 from actorq.transports.codec import encode
 
-from test_remote_socket import ACTORS, _problems, _sink, nested, send_to_child
+from test_remote_socket import _problems, _sink, send_to_child
+from test_remote_socket import sink_module as sink_module  # the fixture
 
-MB = 1 << 20
-RSS_GROWTH_BOUND = 50 * MB  # generous: a shared CI machine is noisy
-
-
-@pytest.fixture
-def sink_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    (tmp_path / "remote_sink.py").write_text(ACTORS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return "remote_sink"
-
-
-class RssSampler:
-    """Samples a process's RSS on a thread until stopped; keeps the peak."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.baseline = self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def stop(self) -> tuple[int, int, int]:
-        """``(baseline, peak, now)``."""
-        self._stop.set()
-        self._thread.join()
-        now = self.process.memory_info().rss
-        return self.baseline, max(self.peak, now), now
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "transports"))
+from socket_support import MB, RSS_GROWTH_BOUND, RssSampler, nested  # noqa: E402
 
 
 FLOODER = r'''
@@ -98,11 +68,9 @@ async def run_hub_flood(sink_module: str, small: int, large: int, oversized: int
                         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     async with ActorSystem() as system:
-        ref = await _sink(system, sink_module)
+        ref = await _sink(system, sink_module, warm_up=20)
         pid = ref.pid
         hub = ref._hub
-        for _ in range(20):  # warm up
-            await ref.ask("count")
         frames = [*SMALL_TO_HUB, encode(AREPLY, [2**40, True, b"\x00" * MB])]
         sampler = RssSampler(os.getpid())
         flooder = subprocess.Popen([sys.executable, "-c", FLOODER, hub.endpoint, str(small), str(large),
@@ -129,10 +97,8 @@ async def run_child_flood(sink_module: str, small: int, tells: int, large: int,
                           caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     async with ActorSystem() as system:
-        ref = await _sink(system, sink_module)
+        ref = await _sink(system, sink_module, warm_up=20)
         pid = ref.pid
-        for _ in range(20):  # warm up
-            await ref.ask("count")
         sampler = RssSampler(pid)
         bad = [[b"\x93" + nested(1000) + b"\xa5atell\xc0"], [b"\x93\x01" + nested(1000) + b"\xc0"],
                [encode(ATELL, None)[:-1] + nested(1000)], [b"\x93\x01\xa5atell\xdd\x80\x00\x00\x00"]]
