@@ -23,6 +23,8 @@ from typing import Callable
 import psutil
 import zmq
 
+from actorq.transports.drops import DropCounter
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["LoopSocket", "private_ipc_dir", "DRAIN_BUDGET"]
@@ -37,7 +39,9 @@ class LoopSocket:
         loop: the event loop (the socket is used only on its thread).
         sock: a configured, bound or connected zmq socket.
         on_message: called with the list of frames of each message; it must not raise
-            (an exception is logged and the message dropped).
+            (an exception is counted in `handler_failures`, logged with its traceback at
+            most once a second, and the message dropped).
+        name: names the socket in log lines.
     """
 
     def __init__(
@@ -45,10 +49,12 @@ class LoopSocket:
         loop: asyncio.AbstractEventLoop,
         sock: zmq.Socket,  # type: ignore[type-arg]
         on_message: Callable[[list[bytes]], None],
+        name: str = "socket",
     ) -> None:
         self.loop = loop
         self.sock = sock
         self.on_message = on_message
+        self.handler_failures = DropCounter(name, logger, event="message handler failed; message dropped")
         self._fd = sock.getsockopt(zmq.FD)
         self._scheduled = False
         self._closed = False
@@ -85,8 +91,8 @@ class LoopSocket:
                 return
             try:
                 handle(frames)
-            except Exception:
-                logger.exception("message handler failed; message dropped")
+            except Exception as exc:  # a bug in the handler: one bad peer must not flood the log with tracebacks
+                self.handler_failures.drop(type(exc).__name__, exc_info=True)
         self._schedule()  # budget used up: let other callbacks run, then go on
 
     def send(self, frames: list[bytes]) -> None:

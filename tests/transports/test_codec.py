@@ -2,8 +2,9 @@
 
 ACCEPTANCE ids: G1 (malformed frames: wrong shape, non-msgpack, truncated, trailing
 bytes, wrong types, bad version, unknown kind, invalid UTF-8), G2/G3 (huge headers
-without a memory spike, deep nesting, non-string map keys, ext types) and G5 (a
-seeded mutation fuzzer). Every bad frame must raise `FrameError` with a `reason`
+without a memory spike, deep nesting, non-string map keys, ext types), G5 (a
+seeded mutation fuzzer) and G10 (a kind, version or body nested 1,000 deep; the opt-in
+depth bound). Every bad frame must raise `FrameError` with a `reason`
 (the key of the receiver's drop counter) and nothing else.
 
 The codec knows no protocol: the kinds here are plain names with the bodies
@@ -24,7 +25,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from actorq.transports.codec import FrameError, decode, encode
+from actorq.transports.codec import FrameError, check_depth, decode, describe, encode
 from actorq.transports.constants import MAX_KIND_LEN, WIRE_VERSION
 
 pytestmark = pytest.mark.timeout(60)
@@ -306,6 +307,12 @@ def test_g5_mutation_fuzzer_only_frame_errors() -> None:
         except Exception as exc:  # the one thing that must never happen
             pytest.fail(f"seed={seed} case={i}: decode raised {exc!r} for frame {frame!r}")
         try:
+            decode(frame, max_len=64, kinds=KINDS, max_depth=2)  # a receiver's tighter bounds
+        except FrameError:
+            pass
+        except Exception as exc:  # the one thing that must never happen
+            pytest.fail(f"seed={seed} case={i}: decode(max_depth=2) raised {exc!r} for frame {frame!r}")
+        try:
             kind, body = decode(frame, kinds=KINDS)
         except FrameError as exc:
             assert exc.reason, f"seed={seed} case={i}: FrameError without a reason for {frame!r}"
@@ -326,3 +333,84 @@ def test_g5_mutation_fuzzer_only_frame_errors() -> None:
     print(f"G5 accepted={accepted} rejected={dict(reasons)}")
     assert sum(reasons.values()) + accepted == 10_000
     assert sum(reasons.values()) > 1000, "the fuzzer hardly produced bad frames"
+
+
+# -- G10: values nested 1,000 deep, and the opt-in depth bound ------------------------------
+# msgpack's own stack stops at 1,024 levels (G3 above); anything shallower is built, so
+# every description of a bad value must be safe for it, and receivers of free-form
+# bodies bound the depth themselves (``max_depth=``).
+
+DEEP = 1_000
+
+
+def _nested(depth: int, leaf: bytes = b"\xc0", nest: bytes = b"\x91") -> bytes:
+    return nest * depth + leaf
+
+
+@pytest.mark.parametrize("nest", [b"\x91", b"\x81\xa1k"], ids=["array", "map"])
+def test_g10_a_kind_or_version_nested_1000_deep_is_a_frame_error(nest: bytes) -> None:
+    # Before: RecursionError from formatting the bad value (repr of the nested list).
+    assert reason_of(envelope(_nested(DEEP, nest=nest), KIND_HELLO, b"\xc0")) == "bad_version"
+    assert reason_of(envelope(VERSION, _nested(DEEP, nest=nest), b"\xc0")) == "unknown_kind"
+    assert reason_of(envelope(VERSION, _nested(DEEP, nest=nest), b"\xc0"), kinds=KINDS) == "unknown_kind"
+
+
+def test_g10_ten_thousand_deep_frames_in_a_row_raise_only_frame_errors() -> None:
+    frames = [envelope(_nested(DEEP), KIND_HELLO, b"\xc0"), envelope(VERSION, _nested(DEEP), b"\xc0"),
+              envelope(VERSION, KIND_HELLO, _nested(DEEP))]
+    reasons: Counter[str] = Counter()
+    for i in range(10_000):
+        try:
+            decode(frames[i % 3], kinds=KINDS, max_depth=64)
+        except FrameError as exc:
+            reasons[exc.reason] += 1
+    assert reasons == {"bad_version": 3334, "unknown_kind": 3333, "too_deep": 3333}
+
+
+@pytest.mark.parametrize("value", [
+    [[1] * 3] * 3, {"k": {"j": [1, {"i": None}]}}, "x" * 10_000, b"\x00" * 10_000, 2**64 - 1, -(2**63), 1.5,
+    float("nan"), None, True, ["\u00e9" * 5_000], {"k" * 5_000: 1},
+], ids=lambda v: type(v).__name__)
+def test_describe_is_short_and_never_formats_a_containers_contents(value: Any) -> None:
+    text = describe(value)
+    assert 0 < len(text) <= 80, text
+    if isinstance(value, (list, dict, bytes)):  # by type and size, never by content
+        assert text == f"{type(value).__name__} of {len(value)} {'item' if len(value) == 1 else 'items'}"
+    deep: Any = None
+    for _ in range(100_000):  # far beyond the interpreter's recursion limit
+        deep = [deep]
+    assert describe(deep) == "list of 1 item"
+
+
+@pytest.mark.parametrize("nest", [b"\x91", b"\x81\xa1k"], ids=["array", "map"])
+def test_max_depth_bounds_the_body_and_is_off_by_default(nest: bytes) -> None:
+    at_bound = envelope(VERSION, KIND_HELLO, _nested(64, nest=nest))
+    past_bound = envelope(VERSION, KIND_HELLO, _nested(65, nest=nest))
+    assert decode(at_bound, max_depth=64)[0] == HELLO
+    assert reason_of(past_bound, max_depth=64) == "too_deep"
+    assert decode(past_bound)[0] == HELLO  # opt-in: the job wire walks no body
+    assert reason_of(envelope(VERSION, KIND_HELLO, _nested(DEEP, nest=nest)), max_depth=64) == "too_deep"
+    assert decode(envelope(VERSION, KIND_HELLO, b"\x01"), max_depth=0) == (HELLO, 1)
+    assert reason_of(envelope(VERSION, KIND_HELLO, b"\x90"), max_depth=0) == "too_deep"
+
+
+@pytest.mark.parametrize("value,depth", [
+    (None, 0), (1, 0), ("s", 0), (b"b", 0), ([], 1), ({}, 1), ([1, [2]], 2), ({"a": {"b": [3]}}, 3),
+    ((1, (2, (3,))), 3), ([[], [[[]]], []], 4), ({"wide": [[0]] * 10_000}, 3),
+], ids=repr)
+def test_check_depth_counts_nested_containers(value: Any, depth: int) -> None:
+    check_depth(value, depth)
+    if depth:
+        with pytest.raises(FrameError) as info:
+            check_depth(value, depth - 1)
+        assert info.value.reason == "too_deep"
+
+
+def test_check_depth_is_iterative() -> None:
+    # Built in Python, deeper than any frame can carry: no recursion anywhere.
+    deep: Any = 0
+    for _ in range(200_000):
+        deep = {"k": [deep]}
+    with pytest.raises(FrameError, match="too_deep"):
+        check_depth(deep, 64)
+    check_depth(deep, 400_000)
