@@ -70,7 +70,12 @@ class _Worker:
 
 
 class DispatcherStats:
-    """Counters for progress output, `status` and tests."""
+    """One dispatcher's counters, for `status` and tests.
+
+    ``succeeded``, ``failed`` and ``released`` count ack items as workers sent them,
+    before the journal fences stale leases: what the journal stored is the writer's
+    (`actorq.jobs.journal_writer.WriterStats`), and what the progress line shows.
+    """
 
     def __init__(self) -> None:
         self.succeeded = 0

@@ -119,8 +119,9 @@ class WriterStats:
         self.commits = 0
         self.ops = 0
         self.jobs_enqueued = 0
-        self.jobs_acked = 0
-        self.stale_acks = 0
+        self.jobs_acked = 0  # successes the journal stored
+        self.attempts_failed = 0  # attempts that ended otherwise (raised, discarded, unrunnable) it stored
+        self.stale_acks = 0  # acks and failures it refused: their lease was not current (fenced)
         self.failed_commits = 0
         self.last_error: str | None = None  # why the latest group failed; None once one commits again
         self.max_group = 0
@@ -348,6 +349,7 @@ class JournalWriter:
             endings: list[Ending] = [e for op in ops for e in op[1]]
             accepted = self._guard(lambda: self._settle_endings(journal, endings), ops, results)
             if accepted is not None:
+                stats.attempts_failed += accepted
                 stats.stale_acks += len(endings) - accepted
                 results.extend((cb, None, None) for (_, _, cb) in ops if cb is not None)
             return

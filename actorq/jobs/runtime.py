@@ -37,13 +37,14 @@ import secrets
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from actorq._kernel.actor import Actor
 from actorq.errors import JournalError
 from actorq.jobs import journal_writer as jw
-from actorq.jobs.dispatcher import Dispatcher
+from actorq.jobs.dispatcher import Dispatcher, DispatcherStats
 from actorq.jobs.leader import Leadership
 from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, TaskPolicy, decide
 from actorq.jobs.queue import QueueRef
@@ -70,7 +71,12 @@ EXITS_KEPT = 1000
 
 @dataclass(frozen=True)
 class Progress:
-    """A snapshot of a node's counters."""
+    """A snapshot of a node's counters, over its life: a restart of a role never sets one back.
+
+    ``succeeded`` and ``failed`` (attempts that raised, were discarded or could not run)
+    count what the journal stored, never what a worker or a peer claimed: an ack the
+    journal fenced counts in ``stale_acks`` only.
+    """
 
     succeeded: int
     failed: int
@@ -119,6 +125,8 @@ class JobRuntime:
         self._orphans: list[tuple[str, str]] = []  # (owner, why) of workers that died with no dispatcher
         self._workers: dict[int, ProcessChild] = {}  # pid -> the running worker processes
         self._launch_worker = process_start(self._worker_argv)
+        # the counts of the writers and dispatchers replaced so far, so that `progress` never goes back
+        self._carried: Counter[str] = Counter()
         self.reclaimed_at_start = 0
         self.worker_starts = 0
         self.worker_exits: list[tuple[int, str]] = []  # (pid, exit reason), newest last (bounded)
@@ -204,11 +212,14 @@ class JobRuntime:
         Raises:
             JournalError: the journal cannot be opened, or another node holds it.
         """
-        if self._writer is not None:  # an earlier incarnation killed before its on_stop ran
-            await self._writer.stop()
+        previous = self._writer
+        if previous is not None:  # an earlier incarnation killed before its on_stop ran
+            await previous.stop()
         writer = jw.JournalWriter(self._open_journal, asyncio.get_running_loop(),
                                   batch_max=self.journal_config.batch_max, on_enqueued=self.wake, decide=self.decide)
         await writer.start()
+        if previous is not None:
+            self._carried.update(_writer_counts(previous.stats))
         self._writer = writer
         if not self._reclaimed:  # a restarted writer: live workers still hold their leases
             await self._first_start(writer)
@@ -249,6 +260,8 @@ class JobRuntime:
         dispatcher.start()
         dispatcher.take_over(previous, self._orphans)
         self._orphans.clear()
+        if previous is not None:
+            self._carried.update(_dispatcher_counts(previous.stats))
         self._dispatcher = dispatcher
         return dispatcher
 
@@ -414,20 +427,37 @@ class JobRuntime:
     def progress(self) -> Progress:
         """Current counters (cheap; safe to call often)."""
         d, w = self._dispatcher, self._writer
+        counts = self._carried.copy()
+        if w is not None:
+            counts.update(_writer_counts(w.stats))
+        if d is not None:
+            counts.update(_dispatcher_counts(d.stats))
         return Progress(
-            succeeded=d.stats.succeeded if d else 0,
-            failed=d.stats.failed if d else 0,
-            reclaimed=d.stats.reclaimed if d else 0,
+            succeeded=counts["succeeded"],
+            failed=counts["failed"],
+            reclaimed=counts["reclaimed"],
             in_flight=d.in_flight if d else 0,
             workers=d.worker_count if d else 0,
-            commits=w.stats.commits if w else 0,
-            ops=w.stats.ops if w else 0,
+            commits=counts["commits"],
+            ops=counts["ops"],
             worker_restarts=self.worker_restarts,
-            malformed=sum(d.stats.malformed.values()) if d else 0,
-            stale_acks=w.stats.stale_acks if w else 0,
-            lost_workers=d.stats.lost_workers if d else 0,
+            malformed=counts["malformed"],
+            stale_acks=counts["stale_acks"],
+            lost_workers=counts["lost_workers"],
             journal_error=((w.journal.outage if w.journal is not None else None) or w.stats.last_error) if w else None,
         )
+
+
+def _writer_counts(stats: jw.WriterStats) -> dict[str, int]:
+    """The `Progress` counts one journal writer keeps."""
+    return {"succeeded": stats.jobs_acked, "failed": stats.attempts_failed, "commits": stats.commits,
+            "ops": stats.ops, "stale_acks": stats.stale_acks}
+
+
+def _dispatcher_counts(stats: DispatcherStats) -> dict[str, int]:
+    """The `Progress` counts one dispatcher keeps (a reclaim it had in flight when replaced is not counted)."""
+    return {"reclaimed": stats.reclaimed, "malformed": sum(stats.malformed.values()),
+            "lost_workers": stats.lost_workers}
 
 
 def live_jobs(counts: Mapping[str, Mapping[str, int]]) -> int:

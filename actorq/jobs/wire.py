@@ -23,6 +23,7 @@ bytes and time on every job.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar, NamedTuple, Sequence, Union
 
 from actorq.jobs.outcome import AttemptEnd
@@ -31,8 +32,10 @@ from actorq.transports.codec import FrameError, decode, encode
 
 __all__ = [
     "Ack", "AckItem", "Bye", "Heartbeat", "Hello", "JobMessage", "Jobs", "Reset", "Stop", "Who",
-    "from_dispatcher", "from_worker", "payload_budget",
+    "clean_text", "from_dispatcher", "from_worker", "payload_budget",
 ]
+
+logger = logging.getLogger(__name__)
 
 # message kinds (stable across releases)
 HELLO, ACK, BYE, HEARTBEAT = "hello", "ack", "bye", "hb"
@@ -47,6 +50,7 @@ MAX_LEASE_ID = 2**63 - 1  # lease ids are positive SQLite INTEGERs (the journal 
 MAX_CREDITS = 1_000_000
 MAX_HELD = 1_000_000
 MAX_ERROR_CHARS = 2000  # an error text's bound: keeps every ACK frame far below max_frame_bytes
+_CUT = " ... (truncated)"  # ends a text cut to its bound
 # Room kept in every frame for the envelope and the per-job fields around the payloads.
 FRAME_OVERHEAD = 64 * 1024
 
@@ -66,12 +70,29 @@ def _list(body: Any, kind: str) -> list[Any]:
     return body
 
 
-def bound_error(text: str) -> str:
-    """`text` cut to `MAX_ERROR_CHARS`, saying so when it was cut."""
+def clean_text(text: str) -> str:
+    """`text` made fit to cross a process boundary and to be stored: valid UTF-8, no NUL, bounded.
+
+    Bytes that a non-UTF-8 file name carried into the text as surrogates (`os.fsdecode`)
+    read as ``\\xNN`` escapes of those bytes, other unpaired surrogates as ``\\udNNN``, and a
+    NUL, which PostgreSQL's text refuses, as ``\\x00``. A longer result is cut to
+    `MAX_ERROR_CHARS`, saying so. msgpack cannot encode a surrogate: one text left as
+    it was would fail the whole frame it travels in. Never raises.
+    """
+    text = text[: MAX_ERROR_CHARS + 1]  # the rest would be cut anyway: never escape megabytes
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")  # back to the bytes the name held
+        except UnicodeEncodeError:  # a surrogate no decoder made
+            raw = text.encode("utf-8", "backslashreplace")
+        text = raw.decode("utf-8", "backslashreplace")
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
     if len(text) <= MAX_ERROR_CHARS:
         return text
-    suffix = " ... (truncated)"
-    return text[: MAX_ERROR_CHARS - len(suffix)] + suffix
+    return text[: MAX_ERROR_CHARS - len(_CUT)] + _CUT
 
 
 class _Signal:
@@ -148,6 +169,10 @@ def _held(value: Any) -> dict[str, int]:
     return held
 
 
+AckFields = tuple[str, int, str, str | None]
+"""An ACK item as a worker sends it: ``(job id, lease id, end, error)``."""
+
+
 class AckItem(NamedTuple):
     """How one attempt ended, answering the lease it ran under (a worker sends it as an array)."""
 
@@ -171,9 +196,32 @@ class Ack(NamedTuple):
     """Why each malformed item was dropped (``bad_ack``, ``bad_outcome``), in order."""
 
     @staticmethod
-    def encode_items(items: Sequence[tuple[str, int, str, str | None]]) -> bytes:
-        """The frame for `items`, each ``(job id, lease id, end, error)`` as an `AckItem` reads."""
-        return encode(ACK, items)
+    def frames(items: Sequence[AckFields]) -> list[bytes]:
+        """The frames carrying `items` (each as an `AckItem` reads): one, whatever their texts.
+
+        Such an item (a text that did not pass `clean_text`) is sent with its text
+        cleaned, so it never takes the other outcomes of its batch with it; an item
+        that still cannot be encoded is dropped and logged (its lease is reclaimed
+        when its worker dies or goes silent).
+        """
+        try:
+            return [encode(ACK, items)]
+        except (TypeError, ValueError, OverflowError):  # UnicodeEncodeError is a ValueError
+            pass
+        kept: list[AckFields] = []
+        for item in items:
+            try:
+                encode(ACK, [item])
+            except (TypeError, ValueError, OverflowError):
+                job_id, lease_id, end, error = item
+                item = (job_id, lease_id, end, clean_text(error) if isinstance(error, str) else None)
+                try:
+                    encode(ACK, [item])
+                except (TypeError, ValueError, OverflowError) as exc:
+                    logger.error("ack of job %r dropped: it cannot be encoded (%s)", job_id, exc)
+                    continue
+            kept.append(item)
+        return [encode(ACK, kept)] if kept else []
 
     @classmethod
     def from_body(cls, body: Any) -> "Ack":
@@ -202,7 +250,7 @@ class Ack(NamedTuple):
                 released.append((item[0], item[1]))
             elif type(end) is str and end in WORKER_ENDS:
                 error = item[3]
-                ended.append(AckItem(item[0], item[1], end, bound_error(error) if type(error) is str else None))
+                ended.append(AckItem(item[0], item[1], end, clean_text(error) if type(error) is str else None))
             else:
                 rejected.append("bad_outcome")
         return cls(succeeded, released, ended, rejected)

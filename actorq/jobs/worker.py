@@ -142,12 +142,14 @@ def _die_with_parent() -> None:
 
 
 def _describe(exc: BaseException) -> str:
-    """``"Type: message"``, at most `wire.MAX_ERROR_CHARS` long; never raises."""
+    """``"Type: message"``, made fit for the wire and the journal (`wire.clean_text`); never raises."""
+    name = type(exc).__name__
     try:
         text = str(exc)
-    except Exception:  # an exception whose __str__ fails must not kill the worker
-        text = "<unprintable>"
-    return wire.bound_error(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+        described = f"{name}: {text}" if text else name
+    except BaseException:  # a __str__ that fails must neither kill the worker nor pass the attempt as ok
+        described = f"{name}: <unprintable>"
+    return wire.clean_text(described)
 
 
 class Worker:
@@ -163,7 +165,7 @@ class Worker:
         # running jobs: id -> (lease id, its asyncio task, cancellable: an async task's job)
         self.active: dict[str, tuple[int, asyncio.Task[None], bool]] = {}
         self.resets = 0
-        self.acks: list[tuple[str, int, str, str | None]] = []  # wire.AckItem's fields
+        self.acks: list[wire.AckFields] = []
         self._flush_scheduled = False
         self.stopping = False
         self.done = loop.create_future()
@@ -277,7 +279,8 @@ class Worker:
             try:
                 task = self.registry[name]
             except LookupError:
-                end, error = AttemptEnd.UNRUNNABLE, f"unknown task {name!r}: not in this worker's registry"
+                end = AttemptEnd.UNRUNNABLE
+                error = wire.clean_text(f"unknown task {name!r}: not in this worker's registry")
             else:
                 try:
                     args, kwargs = msgpack.unpackb(payload, raw=False, strict_map_key=True,
@@ -325,10 +328,11 @@ class Worker:
         self._flush_scheduled = False
         if self.acks:
             acks, self.acks = self.acks, []
-            try:
-                self.socket.send([wire.Ack.encode_items(acks)])
-            except zmq.ZMQError as exc:  # the dispatcher reclaims on our death or lease expiry
-                logger.error("worker %s could not send %d acks: %s", self.spec.owner, len(acks), exc)
+            for frame in wire.Ack.frames(acks):  # one frame, whatever text one item carries
+                try:
+                    self.socket.send([frame])
+                except zmq.ZMQError as exc:  # the dispatcher reclaims on our death or lease expiry
+                    logger.error("worker %s could not send %d acks: %s", self.spec.owner, len(acks), exc)
 
     # -- stopping -------------------------------------------------------------------
     def begin_stop(self) -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import zmq
+from worker_support import acks_received, worker_on_router
 
 from actorq import TaskRegistry
-from actorq.jobs.task import encode_payload
-from actorq.jobs.worker import Worker, WorkerSpec
-from actorq.testing import eventually
 from actorq.jobs import wire
+from actorq.jobs.task import encode_payload
+from actorq.testing import eventually
 
 registry = TaskRegistry()
 ran: list[str] = []
@@ -30,14 +29,7 @@ async def sleep(seconds: float) -> None:
 
 
 async def test_a_job_cancelled_by_reset_before_its_first_step_frees_its_slot(tmp_path: Path) -> None:
-    endpoint = f"ipc://{tmp_path}/dispatcher"
-    router = zmq.Context.instance().socket(zmq.ROUTER)
-    router.bind(endpoint)
-    spec = WorkerSpec(endpoint=endpoint, owner="n/1/x", concurrency=1, prefetch=1, queues=["default"],
-                      tasks=[], sys_path=[], log_level="info", max_frame_bytes=1 << 20, heartbeat_interval=60.0)
-    worker = Worker(spec, registry, asyncio.get_running_loop())
-    worker.start()
-    try:
+    with worker_on_router(tmp_path, registry) as (worker, router):
         payload = encode_payload([0.01], {})
         worker._on_jobs([wire.JobMessage("job-a", 11, "reset.sleep", payload, 1, 20, "default")])  # not run yet
         worker._reset()  # in the same loop iteration: cancelled before its first step
@@ -48,15 +40,8 @@ async def test_a_job_cancelled_by_reset_before_its_first_step_frees_its_slot(tmp
                          message="the next job ran in that slot")
         worker.begin_stop()
         assert worker.done.done(), "a graceful stop ends"
-        acks = []
-        while router.poll(1000):
-            ident, frame = router.recv_multipart()
-            message = wire.from_worker(frame, ident, 1 << 20)
-            if isinstance(message, wire.Ack):
-                acks += [(job_id, "ok") for job_id, _ in message.succeeded]
-                acks += [(job_id, wire.RELEASE) for job_id, _ in message.released]
+        acks = acks_received(router, 2, wait_ms=1000)
+        answered = [(job_id, "ok") for a in acks for job_id, _ in a.succeeded]
+        answered += [(job_id, wire.RELEASE) for a in acks for job_id, _ in a.released]
         # the never-started job is answered (release), so the dispatcher counts its credit back
-        assert ("job-a", wire.RELEASE) in acks and ("job-b", "ok") in acks, acks
-    finally:
-        worker.close()
-        router.close(linger=0)
+        assert ("job-a", wire.RELEASE) in answered and ("job-b", "ok") in answered, answered

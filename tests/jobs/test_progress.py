@@ -1,0 +1,88 @@
+"""The progress line counts what the journal stored, over the node's life.
+
+Forged acks (a fake peer on the dispatcher's socket, with lease ids the journal
+never gave) are fenced by the journal: they must not be counted as succeeded or
+failed. A restart of the dispatcher or of the journal writer must not set a
+count back (a rate computed from them once went negative).
+"""
+
+from __future__ import annotations
+
+import zmq
+
+from actorq import Job, Node
+from actorq.jobs import wire
+from actorq.testing import eventually
+from actorq.transports.codec import encode
+
+TASKS = """
+@registry.task("prog.ok")
+async def ok(n):
+    record()
+
+
+@registry.task("prog.fails")
+async def fails():
+    record()
+    raise RuntimeError("no")
+"""
+
+
+async def _done(node: Node, topo) -> tuple[list[Job], list[Job]]:
+    oks = [Job("prog.ok", [n]) for n in range(3)]
+    failing = [Job("prog.fails", max_attempts=1)]
+    await node.queue().enqueue_many(oks + failing)
+    await node.wait_idle(timeout=30)
+    return oks, failing
+
+
+async def test_forged_acks_fenced_by_the_journal_are_not_counted(topology):
+    topo = topology(TASKS, processes=1)
+    async with Node(topo.config) as node:
+        oks, failing = await _done(node, topo)
+        assert (node.progress().succeeded, node.progress().failed) == (3, 1)
+        stale = node.runtime.writer.stats.stale_acks
+        # real job ids with lease ids the journal never gave, and ids it never held
+        forged = [[job.id, 424242, "ok", None] for job in oks] + [["f" * 32, 7, "ok", None]]
+        forged += [[failing[0].id, 424242, "raised", "forged"], ["e" * 32, 7, "unrunnable", "forged"]]
+        ctx = zmq.Context()
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.ROUTING_ID, b"forger")
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(node.endpoint)
+        try:
+            for _ in range(10):
+                dealer.send(encode(wire.ACK, forged))
+            await eventually(lambda: node.runtime.writer.stats.stale_acks == stale + 10 * len(forged), timeout=30,
+                             message="the journal fenced every forged ack")
+        finally:
+            ctx.destroy(linger=0)
+        progress = node.progress()
+        print(f"dispatcher saw {node.runtime.dispatcher.stats.succeeded} ok and {node.runtime.dispatcher.stats.failed} "
+              f"failed ack items; progress: {progress}")
+        assert (progress.succeeded, progress.failed, progress.stale_acks) == (3, 1, 10 * len(forged))
+    assert set(topo.states().values()) == {"succeeded", "dead"}
+
+
+async def test_counts_never_go_back_when_the_dispatcher_or_the_writer_restarts(topology):
+    topo = topology(TASKS, processes=1)
+    async with Node(topo.config) as node:
+        await _done(node, topo)
+        before = node.progress()
+        assert (before.succeeded, before.failed) == (3, 1)
+
+        old = node.runtime.dispatcher
+        node.system.exit(node.system.whereis("dispatcher"), "kill")
+        await eventually(lambda: node.runtime.dispatcher is not old and node.runtime.dispatcher.worker_count == 1,
+                         timeout=30, message="the dispatcher restarted and the worker re-announced")
+        after = node.progress()
+        assert (after.succeeded, after.failed, after.commits >= before.commits) == (3, 1, True)
+
+        old_writer = node.runtime.writer
+        node.system.exit(node.system.whereis("journal-writer"), "kill")
+        await eventually(lambda: node.runtime.writer is not old_writer and node.runtime.dispatcher.worker_count == 1,
+                         timeout=30, message="the writer and the dispatcher restarted")
+        await _done(node, topo)
+        final = node.progress()
+        assert (final.succeeded, final.failed) == (6, 2)
+        assert final.commits > after.commits and final.ops > after.ops
