@@ -1,7 +1,7 @@
-"""G1 (and a small G5 fuzz) at the dispatcher: malformed frames on its real ROUTER socket.
+"""G1, G5 and G10 at the dispatcher: malformed frames on its real ROUTER socket.
 
 A real zmq DEALER (and a REQ, whose envelope adds a delimiter frame) connects
-to ``node.endpoint`` and sends bad messages. Each one must be dropped and
+to ``node.endpoint`` and sends bad messages, then mutations of good and bad ones. Each one must be dropped and
 counted in ``node.runtime.dispatcher.stats.malformed`` under its reason, and the node
 must go on to run the next valid job end to end through its worker processes.
 """
@@ -16,7 +16,7 @@ import msgpack
 import psutil
 import pytest
 import zmq
-from peer_support import flood, mutator, restarts_in
+from peer_support import deep_frames, flood, huge_header_frames, mutator, restarts_in
 
 from actorq import Job, Node
 from actorq.testing import check_total_queue, eventually, journal_invariants
@@ -174,12 +174,16 @@ async def test_g1_malformed_frames_are_dropped_and_counted(topology, zmq_context
 
 
 def _fuzz_frames(rng, count: int):
-    """`count` frames of one part: the seeds as they are, then seeded mutations of them."""
+    """`count` frames of one part: the seeds as they are, then seeded mutations of them. The seeds
+    are valid frames, frames nested 1,000 deep in the version, the kind or the body (G10), and
+    bodies that declare 2^31 items."""
     seeds = [
         encode(wire.HELLO, hello(owner="fuzz-seed-owner")),
         ack(["0" * 32, 12345, "ok", None], ["1" * 32, 99, "raised", "boom"]),
         ack(["2" * 32, 7, "release", None]),
         encode(wire.BYE, None),
+        *deep_frames(b"\xa3ack"), *deep_frames(b"\xa5hello"),
+        *huge_header_frames(b"\xa3ack"),
     ]
     mutate = mutator(rng)
     for n in range(count):
@@ -226,3 +230,8 @@ async def _fuzz_the_dispatcher(topo, zmq_context, rng, frames: int) -> None:
 async def test_g5_seeded_mutation_fuzz_at_the_dispatcher(topology, zmq_context, rng):
     await _fuzz_the_dispatcher(topology(TASKS), zmq_context, rng, 5000)
 
+
+@pytest.mark.chaos
+@pytest.mark.timeout(900)
+async def test_g5_chaos_10e5_mutated_frames_at_the_dispatcher(topology, zmq_context, rng):
+    await _fuzz_the_dispatcher(topology(TASKS), zmq_context, rng, 100_000)
