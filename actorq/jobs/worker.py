@@ -91,7 +91,9 @@ def load_registries(entries: list[str]) -> TaskRegistry:
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
-            raise ImportError(f"cannot import task module {module_name!r} (from tasks entry {entry!r}): {exc!r}") from exc
+            # user code: its exception's repr may fail or run to megabytes, its description cannot
+            raise ImportError(f"cannot import task module {module_name!r} (from tasks entry {entry!r}): "
+                              f"{_describe(exc)}") from exc
         registry = getattr(module, attr, None)
         if not isinstance(registry, TaskRegistry):
             raise TypeError(f"tasks entry {entry!r}: {module_name}.{attr} is not an actorq.TaskRegistry")
