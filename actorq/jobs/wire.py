@@ -87,12 +87,14 @@ def payload_budget(max_frame_bytes: int) -> int:
 # (was 100,000). Towards the dispatcher a frame is at most ~1.1 MiB (an ACK batch is split
 # at 1 MiB; a HELLO naming 32 held jobs and 256 queues of the longest names is ~300 KB), so
 # one peer, flooding, makes the dispatcher hold at most ~300 MiB with frames of the largest
-# size and ~30 KB with small ones (was 100,000 x 16 MiB). Towards a worker a frame may be
-# a full JOBS frame (max_frame_bytes): 32 of them are what a real dispatcher may send.
+# size and ~30 KB with small ones (was 100,000 x 16 MiB; measured: a peer offering 625 MiB
+# of 64 KiB frames to a stalled dispatcher made it hold 626 MiB, now 17 MiB). Towards a
+# worker a frame may be a full JOBS frame (max_frame_bytes): 32 of them are what a real
+# dispatcher may send.
 #
-# The slack must stay well above what a real worker has unread: a pipe found full when
-# its peer closes loses the messages its engine still held (libzmq 4.3.5), which for a
-# worker that stops would be its last acks.
+# The slack must stay well above what a real worker has unread: with libzmq 4.3.5, a
+# DEALER that closed (with linger) while the ROUTER's pipe from it was full lost the tail
+# of what it had sent, which for a worker that stops would be its last acks.
 HWM_SLACK = 256
 """Messages a pipe holds beyond `capacity`: signals, and 256 heartbeats (20 s of them at
 the shortest sane interval, 0.1 s, for the default 20 s heartbeat timeout)."""
