@@ -99,7 +99,9 @@ class Dispatcher:
         endpoint: where to bind (``ipc://...`` or ``tcp://127.0.0.1:port``).
         lease_timeout: seconds a lease lasts without renewal.
         heartbeat_timeout: a worker silent this long is lost: its leases are reclaimed.
-        max_frame_bytes: larger messages are refused by ZeroMQ (the peer is disconnected).
+        max_frame_bytes: the largest JOBS frame; a worker's frames are refused by ZeroMQ (the peer
+            is disconnected) past what one can send (`wire.worker_frame_bytes`).
+        worker_capacity: jobs a worker holds at most (slots + prefetch): bounds what the socket holds.
         is_leader: whether this node leads the rescue of expired leases now.
         context: the zmq context.
     """
@@ -113,6 +115,7 @@ class Dispatcher:
         lease_timeout: float,
         heartbeat_timeout: float,
         max_frame_bytes: int,
+        worker_capacity: int,
         is_leader: Callable[[], bool] = lambda: True,
         context: zmq.Context | None = None,  # type: ignore[type-arg]
     ) -> None:
@@ -123,6 +126,8 @@ class Dispatcher:
         self.heartbeat_timeout = heartbeat_timeout
         self.is_leader = is_leader
         self.max_frame_bytes = max_frame_bytes
+        self.inbound_frame_bytes = wire.worker_frame_bytes(worker_capacity, max_frame_bytes)
+        self._pipe_messages = wire.pipe_messages(worker_capacity)
         self._ctx = context or zmq.Context.instance()
         self._socket: LoopSocket | None = None
         self._workers: dict[str, _Worker] = {}
@@ -133,11 +138,11 @@ class Dispatcher:
         self._empty: set[str] = set()
         self._accepting = False
         self._workers_told_to_stop = False
-        self._last_malformed_log = 0.0
         self._renew_handle: asyncio.TimerHandle | None = None
         self._liveness_handle: asyncio.TimerHandle | None = None
         self.closed = False
         self.stats = DispatcherStats()
+        self._malformed = wire.DropLog(logger, "dispatcher", self.stats.malformed)
         self.on_reclaimed: Callable[[str, int], None] | None = None
         # reclaims that failed to commit and could not be retried before close: the next
         # dispatcher takes them over (see `take_over`)
@@ -153,9 +158,10 @@ class Dispatcher:
             return
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unroutable send raises instead of vanishing
-        sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame_bytes)
-        sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
+        # per worker pipe: what one peer can make this socket hold (see `wire.pipe_messages`)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.inbound_frame_bytes)
+        sock.setsockopt(zmq.SNDHWM, self._pipe_messages)
+        sock.setsockopt(zmq.RCVHWM, self._pipe_messages)
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(self.endpoint)
         self._socket = LoopSocket(self.loop, sock, self._guarded)
@@ -273,16 +279,6 @@ class Dispatcher:
             self._pump(worker)
 
     # -- socket ------------------------------------------------------------------------
-    def _malformed(self, reason: str, detail: str = "") -> None:
-        self.stats.malformed[reason] += 1
-        now = time.monotonic()
-        if now - self._last_malformed_log >= 1.0:
-            self._last_malformed_log = now
-            logger.warning(
-                "dropped malformed frame (%s%s); %d dropped so far",
-                reason, f": {detail}" if detail else "", sum(self.stats.malformed.values()),
-            )
-
     def _guarded(self, frames: list[bytes]) -> None:
         try:
             self._on_message(frames)
@@ -297,7 +293,7 @@ class Dispatcher:
             return
         ident, payload = frames
         try:
-            message = wire.from_worker(payload, ident, self.max_frame_bytes)
+            message = wire.from_worker(payload, ident, self.inbound_frame_bytes)
         except FrameError as exc:
             self._malformed(exc.reason, str(exc))
             return
@@ -416,7 +412,8 @@ class Dispatcher:
             if worker is not None and self._workers.get(worker.owner) is worker:
                 logger.error("acks from %s not journaled (%s): reclaiming its leases it no longer holds",
                              worker.owner, error)
-                self._reclaim(worker.owner, f"ack not journaled: {error}", list(worker.held.values()))
+                why = wire.clean_text(f"ack not journaled: {error}")
+                self._reclaim(worker.owner, why, list(worker.held.values()))
         return settled
 
     def _after_retry(self, _result: Any, _error: BaseException | None) -> None:
@@ -450,14 +447,15 @@ class Dispatcher:
             self._empty.update(worker.queues)
         if not jobs:
             return
-        budget = wire.payload_budget(self.max_frame_bytes)
-        too_big = [j for j in jobs if len(j.payload) > budget]
-        if too_big:  # written by a producer with a larger limit: it can never reach a worker
-            self.writer.submit(jw.FAIL, [
-                jw.Ending(j.id, j.lease_id, AttemptEnd.UNRUNNABLE, f"payload of {len(j.payload):,} bytes does "
-                          f"not fit in dispatcher.max_frame_bytes ({self.max_frame_bytes:,})")
-                for j in too_big])
-            jobs = [j for j in jobs if len(j.payload) <= budget]
+        budget, name = wire.payload_budget(self.max_frame_bytes), wire.MAX_NAME_CHARS
+        # jobs no worker would accept: a payload from a producer with a larger limit, a name past
+        # the wire's bound; sent, they would stay leased to a worker that dropped them
+        unsendable = [j for j in jobs if len(j.payload) > budget or len(j.id) > name or len(j.task) > name
+                      or len(j.queue) > name]
+        if unsendable:
+            self.writer.submit(jw.FAIL, [jw.Ending(j.id, j.lease_id, AttemptEnd.UNRUNNABLE, self._unsendable(j))
+                                         for j in unsendable])
+            jobs = [j for j in jobs if j not in unsendable]
         # one JOBS message per frame's worth of payloads: a frame over the peer's MAXMSGSIZE
         # would make ZeroMQ drop the connection, and the jobs in it would never arrive
         batch: list[LeasedJob] = []
@@ -470,8 +468,14 @@ class Dispatcher:
             size += len(j.payload)
         if batch:
             self._send_jobs(worker, batch)
-        if len(jobs) + len(too_big) == asked:
+        if len(jobs) + len(unsendable) == asked:
             self._pump(worker)
+
+    def _unsendable(self, job: LeasedJob) -> str:
+        if len(job.payload) > wire.payload_budget(self.max_frame_bytes):
+            return (f"payload of {len(job.payload):,} bytes does not fit in dispatcher.max_frame_bytes "
+                    f"({self.max_frame_bytes:,})")
+        return f"job id, task or queue name longer than {wire.MAX_NAME_CHARS} characters"
 
     def _send_jobs(self, worker: _Worker, jobs: list[LeasedJob]) -> None:
         if not self._send(worker, wire.Jobs.encode_leased(jobs)):

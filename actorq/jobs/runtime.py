@@ -253,6 +253,7 @@ class JobRuntime:
                                 lease_timeout=self.dispatcher_config.lease_timeout,
                                 heartbeat_timeout=self.workers_config.heartbeat_timeout,
                                 max_frame_bytes=self.dispatcher_config.max_frame_bytes,
+                                worker_capacity=self.workers_config.concurrency + self.workers_config.prefetch,
                                 is_leader=self.is_leader)
         dispatcher.on_error = on_error
         if self._stopping:

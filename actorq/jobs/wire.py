@@ -19,11 +19,19 @@ unrunnable) or ``release`` (never started: the attempt is given back). What that
 means for the job is decided by `actorq.jobs.outcome.decide`, not by the worker.
 Hot messages (JOBS, ACK) are arrays, not maps: a field name per job would cost
 bytes and time on every job.
+
+Every field has a bound (the ``MAX_*`` constants; an error text longer than its
+bound is cut, anything else past one is refused), validation raises nothing but
+`FrameError` whatever the input, and the sockets at both ends hold no more than
+the credits call for (`pipe_messages`, `worker_frame_bytes`). Texts are made fit
+for the wire and the journal where they are made (`clean_text`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from typing import Any, ClassVar, NamedTuple, Sequence, Union
 
 from actorq.jobs.outcome import AttemptEnd
@@ -31,8 +39,9 @@ from actorq.journal.protocol import LeasedJob
 from actorq.transports.codec import FrameError, decode, encode
 
 __all__ = [
-    "Ack", "AckItem", "Bye", "Heartbeat", "Hello", "JobMessage", "Jobs", "Reset", "Stop", "Who",
-    "clean_text", "from_dispatcher", "from_worker", "payload_budget",
+    "Ack", "AckItem", "Bye", "DropLog", "Heartbeat", "Hello", "JobMessage", "Jobs", "Reset", "Stop", "Who",
+    "ack_frame_bytes", "clean_text", "from_dispatcher", "from_worker", "payload_budget", "pipe_messages",
+    "worker_frame_bytes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,10 +55,15 @@ KINDS = TO_DISPATCHER | TO_WORKER
 
 RELEASE = "release"  # an ACK end: the job never started; its attempt is given back
 WORKER_ENDS = frozenset({AttemptEnd.OK, AttemptEnd.RAISED, AttemptEnd.DISCARDED, AttemptEnd.UNRUNNABLE, RELEASE})
+# The bounds of every field. A HELLO's owner needs none of its own: it must equal its
+# sender's ZeroMQ routing id, which is at most 255 bytes.
 MAX_LEASE_ID = 2**63 - 1  # lease ids are positive SQLite INTEGERs (the journal draws 62 random bits)
 MAX_CREDITS = 1_000_000
-MAX_HELD = 1_000_000
-MAX_ERROR_CHARS = 2000  # an error text's bound: keeps every ACK frame far below max_frame_bytes
+MAX_HELD = MAX_CREDITS  # a worker never holds more jobs than its credits
+MAX_NAME_CHARS = 255  # a job id, task name or queue name; the dispatcher never sends a longer one
+MAX_QUEUES = 256  # queue names in one HELLO
+MAX_PID = 2**32
+MAX_ERROR_CHARS = 2000  # an error text's bound: keeps every ACK item under 9 KB (see below)
 _CUT = " ... (truncated)"  # ends a text cut to its bound
 # Room kept in every frame for the envelope and the per-job fields around the payloads.
 FRAME_OVERHEAD = 64 * 1024
@@ -58,6 +72,57 @@ FRAME_OVERHEAD = 64 * 1024
 def payload_budget(max_frame_bytes: int) -> int:
     """The most payload bytes one frame of `max_frame_bytes` carries (one job's, or a JOBS batch's)."""
     return max_frame_bytes - FRAME_OVERHEAD
+
+
+# -- what each socket holds ----------------------------------------------------------------
+# ZeroMQ bounds a pipe in messages (the high-water mark), not bytes, so what one peer can
+# make the other end hold is HWM x the largest frame it accepts (ZMQ_MAXMSGSIZE; a peer
+# sending a longer frame is disconnected). Both bounds follow from the credits: a worker
+# holds at most `capacity` (slots + prefetch) jobs, every JOBS frame carries one or more of
+# them and every ACK frame answers one or more, so neither direction ever has more than
+# `capacity` such frames unread, plus signals: HELLO, BYE, STOP, WHO/RESET (at most once a
+# second) and the heartbeats sent while the dispatcher was busy.
+#
+# With the default capacity of 32 (16 slots + 16 prefetch), each pipe holds 288 messages
+# (was 100,000). Towards the dispatcher a frame is at most ~1.1 MiB (an ACK batch is split
+# at 1 MiB; a HELLO naming 32 held jobs and 256 queues of the longest names is ~300 KB), so
+# one peer, flooding, makes the dispatcher hold at most ~300 MiB with frames of the largest
+# size and ~30 KB with small ones (was 100,000 x 16 MiB; measured: a peer offering 625 MiB
+# of 64 KiB frames to a stalled dispatcher made it hold 626 MiB, now 17 MiB). Towards a
+# worker a frame may be a full JOBS frame (max_frame_bytes): 32 of them are what a real
+# dispatcher may send.
+#
+# The slack must stay well above what a real worker has unread: with libzmq 4.3.5, a
+# DEALER that closed (with linger) while the ROUTER's pipe from it was full lost the tail
+# of what it had sent, which for a worker that stops would be its last acks.
+HWM_SLACK = 256
+"""Messages a pipe holds beyond `capacity`: signals, and 256 heartbeats (20 s of them at
+the shortest sane interval, 0.1 s, for the default 20 s heartbeat timeout)."""
+HEARTBEAT_BACKLOG = 10_000
+"""Messages a worker queues beyond `capacity` while no dispatcher reads (it restarts):
+10,000 heartbeats of ~80 bytes each (< 1 MB), 2.8 hours at the default interval; past
+that, a send fails and an ack would be lost (reclaimed, so run again)."""
+ACK_FRAME_BYTES = 1 << 20
+"""A worker splits an ACK batch into frames of at most this many bytes (an item takes at
+most 4 x (255 + 2000) + 32 = 9,052: UTF-8 takes at most 4 bytes a character)."""
+_HELD_ITEM_BYTES = 4 * MAX_NAME_CHARS + 16
+
+
+def pipe_messages(capacity: int) -> int:
+    """The high-water mark of a dispatcher-worker pipe, either way, for workers of `capacity` credits."""
+    return capacity + HWM_SLACK
+
+
+def ack_frame_bytes(max_frame_bytes: int) -> int:
+    """The longest ACK frame a worker sends (it splits its batches to fit)."""
+    return min(ACK_FRAME_BYTES, payload_budget(max_frame_bytes))
+
+
+def worker_frame_bytes(capacity: int, max_frame_bytes: int) -> int:
+    """The longest frame a worker of `capacity` credits sends: an ACK frame, or a HELLO
+    naming every job it holds and every queue it serves (the dispatcher's ZMQ_MAXMSGSIZE)."""
+    hello = capacity * _HELD_ITEM_BYTES + MAX_QUEUES * (4 * MAX_NAME_CHARS + 8)
+    return min(max_frame_bytes, max(ACK_FRAME_BYTES, hello) + FRAME_OVERHEAD)
 
 
 def _lease_id(value: Any) -> bool:
@@ -93,6 +158,31 @@ def clean_text(text: str) -> str:
     if len(text) <= MAX_ERROR_CHARS:
         return text
     return text[: MAX_ERROR_CHARS - len(_CUT)] + _CUT
+
+
+class DropLog:
+    """Counts the frames a receiver dropped, by reason, and logs at most one line a second.
+
+    Args:
+        log: where the line goes.
+        receiver: names the receiver in the line.
+        counts: the counter to add to (read by tests and status).
+    """
+
+    def __init__(self, log: logging.Logger, receiver: str, counts: Counter[str]) -> None:
+        self.log = log
+        self.receiver = receiver
+        self.counts = counts
+        self._last = 0.0
+
+    def __call__(self, reason: str, detail: str = "", count: int = 1) -> None:
+        """Count `count` frames (or items) dropped for `reason`; `detail` goes in the log line."""
+        self.counts[reason] += count
+        now = time.monotonic()
+        if now - self._last >= 1.0:
+            self._last = now
+            self.log.warning("%s dropped malformed frame (%s%s); %d dropped so far", self.receiver, reason,
+                             f": {detail}" if detail else "", sum(self.counts.values()))
 
 
 class _Signal:
@@ -150,8 +240,9 @@ class Hello(NamedTuple):
             not isinstance(owner, str) or not owner or owner.encode() != sender
             or not isinstance(credits, int) or isinstance(credits, bool)
             or not (0 if rejoin else 1) <= credits <= MAX_CREDITS
-            or not isinstance(queues, list) or not queues or not all(isinstance(q, str) for q in queues)
-            or not isinstance(pid, int) or isinstance(pid, bool)
+            or not isinstance(queues, list) or not 0 < len(queues) <= MAX_QUEUES
+            or not all(isinstance(q, str) and 0 < len(q) <= MAX_NAME_CHARS for q in queues)
+            or not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= MAX_PID
         ):
             raise FrameError("bad_body", "hello fields")
         held = _held(raw_held) if rejoin else None
@@ -163,7 +254,8 @@ def _held(value: Any) -> dict[str, int]:
         raise FrameError("bad_body", "hello held")
     held: dict[str, int] = {}
     for item in value:
-        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str) or not _lease_id(item[1]):
+        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str)
+                or len(item[0]) > MAX_NAME_CHARS or not _lease_id(item[1])):
             raise FrameError("bad_body", "hello held")
         held[item[0]] = item[1]
     return held
@@ -196,18 +288,29 @@ class Ack(NamedTuple):
     """Why each malformed item was dropped (``bad_ack``, ``bad_outcome``), in order."""
 
     @staticmethod
-    def frames(items: Sequence[AckFields]) -> list[bytes]:
-        """The frames carrying `items` (each as an `AckItem` reads): one, whatever their texts.
+    def frames(items: Sequence[AckFields], max_bytes: int) -> list[bytes]:
+        """The frames carrying `items` (each as an `AckItem` reads), each at most `max_bytes` long.
 
-        Such an item (a text that did not pass `clean_text`) is sent with its text
-        cleaned, so it never takes the other outcomes of its batch with it; an item
-        that still cannot be encoded is dropped and logged (its lease is reclaimed
-        when its worker dies or goes silent).
+        One frame, unless it would be longer (then the batch is split in halves; one
+        item is at most ~9 KB). An item whose text cannot be encoded (a text that did
+        not pass `clean_text`) is sent with its text cleaned, so it never takes the
+        other outcomes of its batch with it; an item that still cannot be encoded is
+        dropped and logged (its lease is reclaimed when its worker dies or goes silent).
         """
         try:
-            return [encode(ACK, items)]
+            frame = encode(ACK, items)
         except (TypeError, ValueError, OverflowError):  # UnicodeEncodeError is a ValueError
-            pass
+            items = Ack._encodable(items)
+            if not items:
+                return []
+            frame = encode(ACK, items)
+        if len(frame) <= max_bytes or len(items) < 2:
+            return [frame]
+        half = len(items) // 2
+        return Ack.frames(items[:half], max_bytes) + Ack.frames(items[half:], max_bytes)
+
+    @staticmethod
+    def _encodable(items: Sequence[AckFields]) -> list[AckFields]:
         kept: list[AckFields] = []
         for item in items:
             try:
@@ -221,7 +324,7 @@ class Ack(NamedTuple):
                     logger.error("ack of job %r dropped: it cannot be encoded (%s)", job_id, exc)
                     continue
             kept.append(item)
-        return [encode(ACK, kept)] if kept else []
+        return kept
 
     @classmethod
     def from_body(cls, body: Any) -> "Ack":
@@ -239,7 +342,7 @@ class Ack(NamedTuple):
         for item in _list(body, ACK):
             # an out-of-range lease id matches no lease, and SQLite would refuse the int,
             # failing every ack committed in the same group with it
-            if not (type(item) is list and len(item) == 4 and type(item[0]) is str
+            if not (type(item) is list and len(item) == 4 and type(item[0]) is str and len(item[0]) <= MAX_NAME_CHARS
                     and type(item[1]) is int and 0 < item[1] <= MAX_LEASE_ID):
                 rejected.append("bad_ack")
                 continue
@@ -335,9 +438,11 @@ class Jobs(NamedTuple):
         rejected = 0
         make = tuple.__new__  # the fields are checked here: skip the per-job argument parsing (~0.4 us)
         for item in _list(body, JOBS):
-            if (type(item) is list and len(item) == 7 and type(item[0]) is str and type(item[1]) is int
-                    and 0 < item[1] <= MAX_LEASE_ID and type(item[2]) is str and type(item[3]) is bytes
-                    and type(item[4]) is int and type(item[5]) is int and type(item[6]) is str):
+            if (type(item) is list and len(item) == 7 and type(item[0]) is str and len(item[0]) <= MAX_NAME_CHARS
+                    and type(item[1]) is int and 0 < item[1] <= MAX_LEASE_ID
+                    and type(item[2]) is str and len(item[2]) <= MAX_NAME_CHARS and type(item[3]) is bytes
+                    and type(item[4]) is int and type(item[5]) is int
+                    and type(item[6]) is str and len(item[6]) <= MAX_NAME_CHARS):
                 jobs.append(make(JobMessage, item))
             else:
                 rejected += 1

@@ -30,7 +30,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
@@ -91,7 +91,9 @@ def load_registries(entries: list[str]) -> TaskRegistry:
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
-            raise ImportError(f"cannot import task module {module_name!r} (from tasks entry {entry!r}): {exc!r}") from exc
+            # user code: its exception's repr may fail or run to megabytes, its description cannot
+            raise ImportError(f"cannot import task module {module_name!r} (from tasks entry {entry!r}): "
+                              f"{_describe(exc)}") from exc
         registry = getattr(module, attr, None)
         if not isinstance(registry, TaskRegistry):
             raise TypeError(f"tasks entry {entry!r}: {module_name}.{attr} is not an actorq.TaskRegistry")
@@ -175,11 +177,17 @@ class Worker:
         sock.setsockopt(zmq.ROUTING_ID, spec.owner.encode())
         sock.setsockopt(zmq.LINGER, 2000)
         sock.setsockopt(zmq.MAXMSGSIZE, spec.max_frame_bytes)
-        sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
+        # what the dispatcher can make this socket hold, and what it queues while none reads
+        # (see `wire.pipe_messages`)
+        sock.setsockopt(zmq.RCVHWM, wire.pipe_messages(self.capacity))
+        sock.setsockopt(zmq.SNDHWM, self.capacity + wire.HEARTBEAT_BACKLOG)
         sock.connect(spec.endpoint)
         self.socket = LoopSocket(loop, sock, self._on_message)
-        self.malformed = 0
+        self._ack_frame_bytes = wire.ack_frame_bytes(spec.max_frame_bytes)
+        self.malformed: Counter[str] = Counter()
+        """Frames dropped as malformed, by reason; also JOBS items (``bad_job``) and jobs past
+        its credits (``over_credit``, given back)."""
+        self._malformed = wire.DropLog(logger, f"worker {spec.owner}", self.malformed)
         self.parent = os.getppid()
 
     def start(self) -> None:
@@ -235,16 +243,17 @@ class Worker:
 
     # -- messages -----------------------------------------------------------------
     def _on_message(self, frames: list[bytes]) -> None:
+        if len(frames) != 1:
+            self._malformed("part_count", f"{len(frames)} parts")
+            return
         try:
-            if len(frames) != 1:
-                raise FrameError("part_count")
             message = wire.from_dispatcher(frames[0], self.spec.max_frame_bytes)
         except FrameError as exc:
-            self.malformed += 1
-            logger.warning("worker %s dropped a malformed frame: %s", self.spec.owner, exc)
+            self._malformed(exc.reason, str(exc))
             return
         if isinstance(message, wire.Jobs):
-            self.malformed += message.rejected
+            if message.rejected:
+                self._malformed("bad_job", count=message.rejected)
             self._on_jobs(message.jobs)
         elif isinstance(message, wire.Stop):
             self.begin_stop()
@@ -259,8 +268,11 @@ class Worker:
                 self._ack(job.id, job.lease_id, wire.RELEASE)
             elif self.running < self.slots:
                 self._start(job)
-            else:
+            elif len(self.backlog) < self.spec.prefetch:
                 self.backlog.append(job)
+            else:  # past its credits, which no dispatcher sends: give it back rather than hold it
+                self._malformed("over_credit", f"job {job.id}")
+                self._ack(job.id, job.lease_id, wire.RELEASE)
 
     # -- running ------------------------------------------------------------------
     def _start(self, job: wire.JobMessage) -> None:
@@ -328,7 +340,7 @@ class Worker:
         self._flush_scheduled = False
         if self.acks:
             acks, self.acks = self.acks, []
-            for frame in wire.Ack.frames(acks):  # one frame, whatever text one item carries
+            for frame in wire.Ack.frames(acks, self._ack_frame_bytes):  # one, whatever text an item carries
                 try:
                     self.socket.send([frame])
                 except zmq.ZMQError as exc:  # the dispatcher reclaims on our death or lease expiry
@@ -388,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     spec = WorkerSpec.from_json(args[0])
     # the owner id names this process: node/pid/incarnation (the pool builds the same string)
     spec = replace(spec, owner=spec.owner.replace("{pid}", str(os.getpid())))
+    if len(spec.queues) > wire.MAX_QUEUES or not all(0 < len(q) <= wire.MAX_NAME_CHARS for q in spec.queues):
+        # the dispatcher would refuse its HELLO: say why, rather than wait unregistered
+        print(f"actorq worker: workers.queues: expected at most {wire.MAX_QUEUES} names of 1 to "
+              f"{wire.MAX_NAME_CHARS} characters", file=sys.stderr)
+        return 3
     for path in reversed(spec.sys_path):
         if path not in sys.path:
             sys.path.insert(0, path)

@@ -23,6 +23,7 @@ from worker_support import acks_received, worker_on_router
 from actorq import Job, Node, TaskRegistry
 from actorq.jobs import wire
 from actorq.jobs.task import encode_payload
+from actorq.jobs.worker import load_registries
 from actorq.testing import eventually, journal_invariants
 
 TASKS = """
@@ -159,3 +160,20 @@ async def test_g11_worker_acks_a_bad_text_in_the_same_batch_as_the_others(tmp_pa
         acks = await loop.run_in_executor(None, acks_received, router, 3)
         assert [a.succeeded for a in acks] == [[("d", 14), ("f", 16)]]
         assert acks[0].ended == [wire.AckItem("e", 15, "raised", "no\\xffpe")]
+
+
+def test_g11_a_task_module_failing_with_a_hostile_exception_is_named_in_a_bounded_error(tmp_path: Path,
+                                                                                        monkeypatch) -> None:
+    # user code at import: its exception's repr raises, its text runs to megabytes with surrogates
+    (tmp_path / "g11_hostile.py").write_text(
+        "class Hostile(Exception):\n"
+        "    def __repr__(self):\n"
+        "        raise SystemExit('not from repr')\n"
+        "raise Hostile('\\udcff' + 'x' * 5_000_000)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportError) as raised:
+        load_registries(["g11_hostile"])
+    message = str(raised.value)
+    assert message.startswith("cannot import task module 'g11_hostile' (from tasks entry 'g11_hostile'): "
+                              "Hostile: \\xffxxx")
+    assert message.endswith("... (truncated)") and len(message) < wire.MAX_ERROR_CHARS + 100

@@ -1,22 +1,25 @@
-"""G1 (and a small G5 fuzz) at the dispatcher: malformed frames on its real ROUTER socket.
+"""G1, G5 and G10 at the dispatcher: malformed frames on its real ROUTER socket.
 
 A real zmq DEALER (and a REQ, whose envelope adds a delimiter frame) connects
-to ``node.endpoint`` and sends bad messages. Each one must be dropped and
+to ``node.endpoint`` and sends bad messages, then mutations of good and bad ones. Each one must be dropped and
 counted in ``node.runtime.dispatcher.stats.malformed`` under its reason, and the node
 must go on to run the next valid job end to end through its worker processes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 
 import msgpack
+import psutil
 import pytest
 import zmq
+from peer_support import deep_frames, flood, huge_header_frames, mutator, restarts_in
 
 from actorq import Job, Node
-from actorq.testing import eventually, journal_invariants
+from actorq.testing import check_total_queue, eventually, journal_invariants
 from actorq.jobs import wire
 from actorq.transports.codec import encode
 
@@ -170,47 +173,65 @@ async def test_g1_malformed_frames_are_dropped_and_counted(topology, zmq_context
     assert journal_invariants(topo.journal_path) == []
 
 
-async def test_g5_seeded_mutation_fuzz_at_the_dispatcher(topology, zmq_context, rng):
-    topo = topology(TASKS)
+def _fuzz_frames(rng, count: int):
+    """`count` frames of one part: the seeds as they are, then seeded mutations of them. The seeds
+    are valid frames, frames nested 1,000 deep in the version, the kind or the body (G10), and
+    bodies that declare 2^31 items."""
     seeds = [
         encode(wire.HELLO, hello(owner="fuzz-seed-owner")),
         ack(["0" * 32, 12345, "ok", None], ["1" * 32, 99, "raised", "boom"]),
         ack(["2" * 32, 7, "release", None]),
         encode(wire.BYE, None),
+        *deep_frames(b"\xa3ack"), *deep_frames(b"\xa5hello"),
+        *huge_header_frames(b"\xa3ack"),
     ]
-    frames = 5000
+    mutate = mutator(rng)
+    for n in range(count):
+        yield [seeds[n] if n < len(seeds) else mutate(rng.choice(seeds))]
+    yield [b"end", b"of fuzz"]  # sentinel (a part_count drop): frames of one peer arrive in order
 
-    def mutate(frame: bytes) -> bytes:
-        data = bytearray(frame)
-        for _ in range(rng.randint(1, 4)):
-            op = rng.randrange(4)
-            if op == 0 and data:  # flip a byte
-                data[rng.randrange(len(data))] = rng.randrange(256)
-            elif op == 1:  # insert a byte
-                data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
-            elif op == 2 and data:  # truncate
-                del data[rng.randrange(len(data)):]
-            else:  # repeat a slice
-                i = rng.randrange(len(data) + 1)
-                data[i:i] = data[i:i + rng.randint(1, 8)]
-        return bytes(data)
 
+async def _fuzz_the_dispatcher(topo, zmq_context, rng, frames: int) -> None:
     async with Node(topo.config) as node:
         await _run_one_job(node, topo, 1)
         await eventually(lambda: node.runtime.dispatcher.worker_count == 2, timeout=30, message="both workers said hello")
         pids = node.worker_pids()
-        stats = node.runtime.dispatcher.stats
-        dealer = _dealer(zmq_context, node.endpoint, b"g5-fuzzer")
-        for _ in range(frames):
-            dealer.send(mutate(rng.choice(seeds)))  # one part each: never a part_count drop
-        dealer.send_multipart([b"end", b"of fuzz"])  # sentinel: frames of one peer arrive in order
-        await eventually(lambda: stats.malformed["part_count"] == 1, timeout=60, message="the fuzz was processed")
+        dispatcher = node.runtime.dispatcher
+        stats = dispatcher.stats
+        rss = psutil.Process().memory_info().rss
+        peer = _dealer(zmq_context, node.endpoint, b"g5-fuzzer")
+        fuzz = asyncio.ensure_future(flood(peer, _fuzz_frames(rng, frames)))
+        jobs = [Job("g1.echo", [n]) for n in range(100, 300)]  # real work while the fuzz lasts
+        accepted = set(await node.queue().enqueue_many(jobs))
+        await fuzz
+        await eventually(lambda: stats.malformed["part_count"] == 1 or node.runtime.dispatcher is not dispatcher,
+                         timeout=600, message="the fuzz was processed")
+        grown = psutil.Process().memory_info().rss - rss
         print(f"{frames} mutated frames: {sum(stats.malformed.values()) - 1} dropped as malformed "
-              f"{dict(stats.malformed)}; {node.runtime.writer.stats.stale_acks} stale acks fenced")
+              f"{dict(stats.malformed)}; {node.runtime.writer.stats.stale_acks} stale acks fenced; "
+              f"RSS {rss / 2**20:.1f} MiB before, {grown / 2**20:+.1f} MiB after")
+        assert node.runtime.dispatcher is dispatcher, "no frame may crash the dispatcher"
         assert 0 < sum(stats.malformed.values()) - 1 <= frames
 
         await _run_one_job(node, topo, 2)
-        assert node.runtime.dispatcher.worker_count == 2
+        await node.wait_idle(timeout=60)
+        tree = await node.tree()
+        assert node.runtime.dispatcher is dispatcher and restarts_in(tree) == 0
         assert node.worker_pids() == pids and node.failure is None
+        assert node.runtime.dispatcher.worker_count == 2
         assert node.runtime.writer.stats.failed_commits == 0
+        assert grown < 50 * 2**20
+    check = check_total_queue(accepted, [e for e in topo.ledger.read() if e.job_id in accepted],
+                              {i for i, state in topo.states().items() if state == "succeeded"})
+    assert check.valid and not check.duplicated, check.summary()
     assert journal_invariants(topo.journal_path) == []
+
+
+async def test_g5_seeded_mutation_fuzz_at_the_dispatcher(topology, zmq_context, rng):
+    await _fuzz_the_dispatcher(topology(TASKS), zmq_context, rng, 5000)
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(900)
+async def test_g5_chaos_10e5_mutated_frames_at_the_dispatcher(topology, zmq_context, rng):
+    await _fuzz_the_dispatcher(topology(TASKS), zmq_context, rng, 100_000)

@@ -26,6 +26,7 @@ def worker_on_router(tmp_path: Path, registry: TaskRegistry, *, owner: str = "n/
     endpoint = f"ipc://{tmp_path}/dispatcher"
     router = zmq.Context.instance().socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send past the worker's high-water mark waits, not drops
     router.bind(endpoint)
     spec = WorkerSpec(endpoint=endpoint, owner=owner, concurrency=concurrency, prefetch=prefetch,
                       queues=["default"], tasks=[], sys_path=[], log_level="info", max_frame_bytes=MAX_FRAME,
