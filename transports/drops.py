@@ -29,6 +29,7 @@ class DropCounter:
         event: what is counted, in the log line (``"dropped a frame"``, ``"a request failed"``).
         interval: the least number of seconds between two log lines.
         clock: a monotonic clock (tests pass their own).
+        counts: the counter to add to, when the owner exposes it (e.g. in its stats); a new one by default.
 
     Attributes:
         by_reason: how many frames were dropped for each reason.
@@ -36,26 +37,28 @@ class DropCounter:
     """
 
     def __init__(self, socket: str, log: logging.Logger, *, event: str = "dropped a frame",
-                 interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 interval: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 counts: Counter[str] | None = None) -> None:
         self.socket = socket
         self.event = event
-        self.by_reason: Counter[str] = Counter()
-        self.total = 0
+        self.by_reason: Counter[str] = Counter() if counts is None else counts
+        self.total = sum(self.by_reason.values())
         self._log = log
         self._interval = interval
         self._clock = clock
         self._logged_at: float | None = None
 
-    def drop(self, reason: str, detail: str = "", *, exc_info: bool = False) -> None:
-        """Count one event; log it unless a line was logged less than `interval` ago.
+    def drop(self, reason: str, detail: str = "", *, count: int = 1, exc_info: bool = False) -> None:
+        """Count `count` events (frames, or items of one frame); log unless a line was logged less than `interval` ago.
 
         Args:
             reason: a short stable tag (the counter's key).
             detail: what was wrong, already made safe to print (see `actorq.transports.codec.describe`).
+            count: how many were dropped for this reason.
             exc_info: add the exception being handled to the line (for a failing handler).
         """
-        self.by_reason[reason] += 1
-        self.total += 1
+        self.by_reason[reason] += count
+        self.total += count
         now = self._clock()
         if self._logged_at is not None and now - self._logged_at < self._interval:
             return

@@ -52,6 +52,7 @@ from actorq.jobs import wire
 from actorq.jobs.outcome import AttemptEnd
 from actorq.journal.protocol import LeasedJob
 from actorq.transports.codec import FrameError
+from actorq.transports.drops import DropCounter
 from actorq.transports.zmq import LoopSocket
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,8 @@ class Dispatcher:
         self._liveness_handle: asyncio.TimerHandle | None = None
         self.closed = False
         self.stats = DispatcherStats()
-        self._malformed = wire.DropLog(logger, "dispatcher", self.stats.malformed)
+        self._malformed = DropCounter(
+            "dispatcher", logger, event="dropped a malformed frame", counts=self.stats.malformed).drop
         self.on_reclaimed: Callable[[str, int], None] | None = None
         # reclaims that failed to commit and could not be retried before close: the next
         # dispatcher takes them over (see `take_over`)
@@ -295,7 +297,7 @@ class Dispatcher:
         try:
             message = wire.from_worker(payload, ident, self.inbound_frame_bytes)
         except FrameError as exc:
-            self._malformed(exc.reason, str(exc))
+            self._malformed(exc.reason, exc.detail)
             return
         if isinstance(message, wire.Hello):
             self._on_hello(ident, message)

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from actorq.jobs.wire import FRAME_OVERHEAD, MAX_CREDITS
+from actorq.jobs.wire import FRAME_OVERHEAD, MAX_CREDITS, MAX_NAME_CHARS, MAX_QUEUES
 from actorq.journal.config import MAX_SECONDS
 from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
 
@@ -49,8 +49,12 @@ def _check_endpoint(value: str) -> str | None:
 
 
 def _check_queues(value: tuple[str, ...]) -> str | None:
-    ok = value and all(value)
-    return None if ok else f"expected a non-empty list of non-empty strings, got {list(value)!r}"
+    expected = (f"expected a non-empty list of at most {MAX_QUEUES} queue names, each 1 to "
+                f"{MAX_NAME_CHARS} characters")
+    if not value or len(value) > MAX_QUEUES:
+        return f"{expected}, got {len(value)} names"
+    bad = [q for q in value if not 0 < len(q) <= MAX_NAME_CHARS]
+    return f"{expected}, got one of {len(bad[0])} characters" if bad else None
 
 
 @dataclass(frozen=True, slots=True)

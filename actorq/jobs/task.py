@@ -25,7 +25,7 @@ from actorq.jobs.outcome import (
     TaskPolicy,
 )
 from actorq.jobs.retry import RetryPolicy
-from actorq.jobs.wire import payload_budget
+from actorq.jobs.wire import MAX_NAME_CHARS, payload_budget
 from actorq.journal.protocol import NewJob
 from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
 
@@ -136,10 +136,11 @@ class TaskRegistry:
             ValueError: the name is empty or already registered, the queue empty,
                 max_attempts < 1, priority not an integer, or on_crash not "reclaim" or "fail".
         """
-        if not name or not isinstance(name, str):
-            raise ValueError("a task needs a non-empty string name")
-        if not queue or not isinstance(queue, str):
-            raise ValueError(f"task {name!r}: queue must be a non-empty string, got {queue!r}")
+        check_name("task name", name)
+        try:
+            check_name("queue name", queue)
+        except ValueError as exc:
+            raise ValueError(f"task {name!r}: {exc}") from None
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise ValueError(f"task {name!r}: priority must be an integer, got {priority!r}")
         if max_attempts < 1:
@@ -226,14 +227,15 @@ class Job:
 
         Raises:
             TypeError: an argument cannot be encoded with msgpack (the message names it).
-            ValueError: max_attempts < 1, an empty task name or queue, or arguments over `max_payload`.
+            ValueError: max_attempts < 1, a task name, job id, queue or unique key that is empty,
+                longer than 255 characters or not valid UTF-8, or arguments over `max_payload`.
         """
-        if not self.task:
-            raise ValueError("a job needs a task name")
+        check_name("task name", self.task)
+        check_name("job id", self.id)
         if queue is None:
             queue = declared.queue if declared is not None else DEFAULT_QUEUE
-        elif not queue or not isinstance(queue, str):
-            raise ValueError(f"a queue name must be a non-empty string, got {queue!r}")
+        else:
+            check_name("queue name", queue)
         max_attempts = self.max_attempts
         if max_attempts is None:
             max_attempts = declared.max_attempts if declared is not None else DEFAULT_MAX_ATTEMPTS
@@ -242,8 +244,8 @@ class Job:
         priority = self.priority
         if priority is None:
             priority = declared.priority if declared is not None else DEFAULT_PRIORITY
-        if self.unique_key is not None and (not isinstance(self.unique_key, str) or not self.unique_key):
-            raise ValueError(f"unique_key must be a non-empty string, got {self.unique_key!r}")
+        if self.unique_key is not None:
+            check_name("unique_key", self.unique_key)
         run_at = self.run_at
         if self.delay is not None:
             run_at = time.time() + self.delay
@@ -255,6 +257,23 @@ class Job:
 
 
 _PACK_ERRORS = (TypeError, ValueError, OverflowError)
+
+
+def check_name(what: str, value: object) -> None:
+    """Refuse a name that cannot cross the wire: not a string, empty, over
+    `wire.MAX_NAME_CHARS` characters, or not encodable as UTF-8 (an unpaired surrogate).
+
+    Raises:
+        ValueError: naming `what` and the problem (never echoing a huge value).
+    """
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"a {what} must be a non-empty string, got {type(value).__name__}")
+    if len(value) > MAX_NAME_CHARS:
+        raise ValueError(f"a {what} may have at most {MAX_NAME_CHARS} characters, got {len(value):,}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"a {what} must be valid UTF-8 (it holds an unpaired surrogate)") from None
 
 
 def _check_value(value: Any) -> None:

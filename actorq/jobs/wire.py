@@ -30,8 +30,6 @@ for the wire and the journal where they are made (`clean_text`).
 from __future__ import annotations
 
 import logging
-import time
-from collections import Counter
 from typing import Any, ClassVar, NamedTuple, Sequence, Union
 
 from actorq.jobs.outcome import AttemptEnd
@@ -39,7 +37,7 @@ from actorq.journal.protocol import LeasedJob
 from actorq.transports.codec import FrameError, decode, encode
 
 __all__ = [
-    "Ack", "AckItem", "Bye", "DropLog", "Heartbeat", "Hello", "JobMessage", "Jobs", "Reset", "Stop", "Who",
+    "Ack", "AckItem", "Bye", "Heartbeat", "Hello", "JobMessage", "Jobs", "Reset", "Stop", "Who",
     "ack_frame_bytes", "clean_text", "from_dispatcher", "from_worker", "payload_budget", "pipe_messages",
     "worker_frame_bytes",
 ]
@@ -158,31 +156,6 @@ def clean_text(text: str) -> str:
     if len(text) <= MAX_ERROR_CHARS:
         return text
     return text[: MAX_ERROR_CHARS - len(_CUT)] + _CUT
-
-
-class DropLog:
-    """Counts the frames a receiver dropped, by reason, and logs at most one line a second.
-
-    Args:
-        log: where the line goes.
-        receiver: names the receiver in the line.
-        counts: the counter to add to (read by tests and status).
-    """
-
-    def __init__(self, log: logging.Logger, receiver: str, counts: Counter[str]) -> None:
-        self.log = log
-        self.receiver = receiver
-        self.counts = counts
-        self._last = 0.0
-
-    def __call__(self, reason: str, detail: str = "", count: int = 1) -> None:
-        """Count `count` frames (or items) dropped for `reason`; `detail` goes in the log line."""
-        self.counts[reason] += count
-        now = time.monotonic()
-        if now - self._last >= 1.0:
-            self._last = now
-            self.log.warning("%s dropped malformed frame (%s%s); %d dropped so far", self.receiver, reason,
-                             f": {detail}" if detail else "", sum(self.counts.values()))
 
 
 class _Signal:

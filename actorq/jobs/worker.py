@@ -43,6 +43,7 @@ from actorq.jobs import wire
 from actorq.jobs.outcome import AttemptEnd, TaskPolicy
 from actorq.jobs.task import Discard, JobContext, TaskRegistry, _current
 from actorq.transports.codec import FrameError
+from actorq.transports.drops import DropCounter
 from actorq.transports.zmq import LoopSocket
 
 logger = logging.getLogger(__name__)
@@ -187,7 +188,8 @@ class Worker:
         self.malformed: Counter[str] = Counter()
         """Frames dropped as malformed, by reason; also JOBS items (``bad_job``) and jobs past
         its credits (``over_credit``, given back)."""
-        self._malformed = wire.DropLog(logger, f"worker {spec.owner}", self.malformed)
+        self._malformed = DropCounter(
+            f"worker {spec.owner}", logger, event="dropped a malformed frame", counts=self.malformed).drop
         self.parent = os.getppid()
 
     def start(self) -> None:
@@ -249,7 +251,7 @@ class Worker:
         try:
             message = wire.from_dispatcher(frames[0], self.spec.max_frame_bytes)
         except FrameError as exc:
-            self._malformed(exc.reason, str(exc))
+            self._malformed(exc.reason, exc.detail)
             return
         if isinstance(message, wire.Jobs):
             if message.rejected:

@@ -240,11 +240,11 @@ def test_wrong_type_names_file_key_expectation_and_value(tmp_path: Path) -> None
         ),
         (
             "[workers]\nqueues = []",
-            "workers.queues: expected a non-empty list of non-empty strings, got []",
+            "workers.queues: expected a non-empty list of at most 256 queue names, each 1 to 255 characters, got 0 names",
         ),
         (
             "[workers]\nqueues = [\"a\", \"\"]",
-            "workers.queues: expected a non-empty list of non-empty strings, got ['a', '']",
+            "workers.queues: expected a non-empty list of at most 256 queue names, each 1 to 255 characters, got one of 0 characters",
         ),
         # A6 in topology.toml: the node's own supervisors
         (
