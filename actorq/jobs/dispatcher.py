@@ -299,15 +299,15 @@ class Dispatcher:
         except FrameError as exc:
             self._malformed(exc.reason, exc.detail)
             return
+        worker = self._by_ident.get(ident)
+        if worker is not None:  # any valid frame says it is alive
+            worker.last_seen = time.monotonic()
         if isinstance(message, wire.Hello):
             self._on_hello(ident, message)
             return
         if isinstance(message, wire.Bye):
             self._on_bye(ident)
             return
-        worker = self._by_ident.get(ident)
-        if worker is not None:
-            worker.last_seen = time.monotonic()
         if isinstance(message, wire.Ack):
             self._on_ack(worker, message)
         if worker is None:
@@ -336,9 +336,6 @@ class Dispatcher:
         owner, credits, pid = hello.owner, hello.credits, hello.pid
         rejoin = hello.held is not None
         leases = hello.held or {}
-        worker = self._by_ident.get(ident)
-        if worker is not None:
-            worker.last_seen = time.monotonic()
         if owner in self._dead_owners:
             logger.info("ignoring hello from dead worker %s", owner)
             return
