@@ -5,12 +5,15 @@
   teardown. ``journal`` is a journal opened on it. Contract tests use only the
   `Journal` protocol and the backend-neutral helpers here; they never ask which
   backend they got.
-* PostgreSQL: the server at ``ACTORQ_TEST_PG_URL`` (default
-  ``postgresql://postgres@127.0.0.1:5432/postgres``; ``.ci/postgres.sh`` starts
-  one). Each test gets its own schema ``t_<pid>_<n>_<random>``. If the server
-  is unreachable or psycopg is missing, the PostgreSQL tests **fail** with a
-  message saying so, unless ``ACTORQ_SKIP_PG=1`` is set: then they are skipped
-  (for machines without PostgreSQL; CI never sets it).
+* PostgreSQL: the server at ``ACTORQ_TEST_PG_URL``; without it, the one on
+  ``127.0.0.1:5432`` if it answers (``.ci/postgres.sh`` starts one); without
+  that, a throwaway server of the session's own, made with the installed
+  PostgreSQL's ``initdb`` in a temporary directory on a free loopback port and
+  stopped when the session ends (so the suite passes where PostgreSQL is
+  installed but not running). Each test gets its own schema
+  ``t_<pid>_<n>_<random>``. If no server can be had or psycopg is missing, the
+  PostgreSQL tests **fail** with a message saying so, unless ``ACTORQ_SKIP_PG=1``
+  is set: then they are skipped (for machines without PostgreSQL; CI never sets it).
 * The journal stores outcomes and decides none: `fail` (an attempt that raised)
   and `crash_outcome` (an attempt lost with its owner) decide as the job runtime
   does; `reclaim`, `reclaim_all` and `expire` read the leases, decide and store,
@@ -19,24 +22,102 @@
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
+import subprocess
+import tempfile
 import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Collection, Sequence
+from urllib.parse import urlsplit
 
 import pytest
 
 from actorq.journal import Failure, JobState, Journal, LeasedJob, NewJob, open_journal
 from actorq.journal.protocol import Attempt
 
-PG_URL = os.environ.get("ACTORQ_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+DEFAULT_PG = ("127.0.0.1", 5432)
+
+
+def _answers(address: tuple[str, int]) -> bool:
+    try:
+        socket.create_connection(address, timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def _pg_bindir() -> Path | None:
+    """The directory of the installed PostgreSQL's ``initdb`` and ``pg_ctl`` (the newest), or None."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return candidates[-1].parent if candidates else None
+
+
+def _throwaway_server() -> str | None:
+    """Start a private PostgreSQL for this session; its URL, or None when none can be made.
+
+    It runs as the ``postgres`` user when the session is root (the server refuses root),
+    trusts loopback connections, and is stopped, its files removed, when the session ends.
+    """
+    bindir = _pg_bindir()
+    if bindir is None:
+        return None
+    as_owner: list[str] = []
+    data = Path(tempfile.mkdtemp(prefix="actorq-test-pg-"))
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(data, "postgres", "postgres")
+            as_owner = ["runuser", "-u", "postgres", "--"]
+        port = _free_port()
+        subprocess.run([*as_owner, str(bindir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "-A", "trust",
+                        "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
+        subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w",
+                        "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, capture_output=True, timeout=120)
+    except (OSError, KeyError, LookupError, subprocess.SubprocessError):  # no postgres user, initdb failed...
+        shutil.rmtree(data, ignore_errors=True)
+        return None
+
+    def stop() -> None:
+        subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(data, ignore_errors=True)
+
+    atexit.register(stop)
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _test_server() -> str:
+    url = os.environ.get("ACTORQ_TEST_PG_URL")
+    if url:
+        return url
+    url = "postgresql://postgres@{}:{}/postgres".format(*DEFAULT_PG)
+    if not _answers(DEFAULT_PG):
+        url = _throwaway_server() or url
+    os.environ["ACTORQ_TEST_PG_URL"] = url  # processes the tests start use the same server
+    return url
+
+
+PG_URL = _test_server()
+PG_ADDRESS = ("127.0.0.1", int(urlsplit(PG_URL).port or 5432))
+"""Host and port of the test server, for tests that put a proxy in front of it."""
 _schema_numbers = itertools.count(1)
 _pg_problem: list[str | None] = []  # checked once per session
 

@@ -28,7 +28,7 @@ from typing import Any, Iterator
 import psycopg
 import pytest
 from journal_support import (
-    PG_URL, PasswordCatcher, TcpProxy, closed_port, new_schema_name, pg_admin, reclaim, require_pg, wait_for,
+    PG_ADDRESS, PG_URL, PasswordCatcher, TcpProxy, closed_port, new_schema_name, pg_admin, reclaim, require_pg, wait_for,
 )
 
 from actorq.errors import JournalError
@@ -572,7 +572,7 @@ def test_e4_unreachable_at_start_retries_logs_once_and_names_host_port(
 
 def test_e3_the_server_goes_away_mid_run_and_comes_back(pg_schema: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="actorq.journal.postgres")
-    proxy = TcpProxy(("127.0.0.1", 5432))
+    proxy = TcpProxy(PG_ADDRESS)
     user = PG_URL.split("://", 1)[1].split("@", 1)[0]
     url = f"postgresql://{user}:{CANARY}@127.0.0.1:{proxy.port}/{PG_URL.rsplit('/', 1)[1]}"
     journal = PostgresJournal(url, schema=pg_schema, connect_retry_for=0.3, max_backoff=0.05)

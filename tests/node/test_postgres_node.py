@@ -153,9 +153,9 @@ def test_run_with_an_unreachable_database_retries_then_exits_3_naming_host_and_p
 
 
 async def test_d8_a_node_cut_off_from_postgresql_claims_nothing_and_recovers_when_the_link_heals(topology, pg_schema):
-    from journal_support import PG_URL, TcpProxy
+    from journal_support import PG_ADDRESS, PG_URL, TcpProxy
 
-    proxy = TcpProxy(("127.0.0.1", 5432))
+    proxy = TcpProxy(PG_ADDRESS)
     cut_url = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
     topo_a, topo_b = _two_nodes(topology, pg_schema, cut_url)
     with topo_b.client() as client:
