@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,26 @@ def _job(size: int = 2000) -> NewJob:
 
 
 async def _collect(writer: jw.JournalWriter, ops: list[tuple[int, Any]]) -> list[tuple[Any, BaseException | None]]:
+    """Submit `ops` so that they form one group, and return each one's (result, error).
+
+    The writer is held inside an op of its own until every op is queued; otherwise it may
+    take the first few as a group of their own while the rest are still being submitted.
+    """
     loop = asyncio.get_running_loop()
+    holding, queued = threading.Event(), threading.Event()
+
+    def hold(_journal: object) -> None:  # alone in its group: nothing else was queued yet
+        holding.set()
+        queued.wait(10)
+
+    writer.submit(jw.CALL, hold)
+    await loop.run_in_executor(None, holding.wait, 10)
     futures = []
     for kind, arg in ops:
         fut = loop.create_future()
         writer.submit(kind, arg, lambda r, e, f=fut: f.set_result((r, e)))
         futures.append(fut)
+    queued.set()
     return list(await asyncio.gather(*futures))
 
 
