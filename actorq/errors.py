@@ -35,7 +35,25 @@ class AskTimeout(ActorQError, TimeoutError):
 
 
 class JournalError(ActorQError):
-    """The journal could not carry out a state transition (I/O error, full disk, corrupt file)."""
+    """The journal could not carry out a state transition (I/O error, full disk, corrupt file).
+
+    Args:
+        message: what failed, for people.
+        transient: the failure may pass if the same work is tried again: a deadlock, a
+            serialization failure, a lock wait past ``lock_timeout``, a connection lost
+            before its ``COMMIT`` was sent. Nothing of the transaction was applied.
+        maybe_committed: the connection was lost while its ``COMMIT`` was under way: the
+            transaction may or may not have been applied.
+        refused: the journal refused the values of the statement (a constraint): the same
+            values fail again, other work would not.
+    """
+
+    def __init__(self, message: str = "", *, transient: bool = False, maybe_committed: bool = False,
+                 refused: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.maybe_committed = maybe_committed
+        self.refused = refused
 
 
 class JournalLocked(JournalError):

@@ -34,11 +34,15 @@ the journal stores that outcome, in the same transaction.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
+import operator
 import queue
 import random
 import threading
 import time
+from collections import Counter
 from typing import Any, Callable, NamedTuple, Sequence
 
 from actorq.errors import JournalError
@@ -56,6 +60,42 @@ ENQUEUE, COMPLETE, FAIL, RELEASE, RECLAIM, RENEW, PROMOTE, LEASE, CALL, OUTSIDE 
 # CALL: fn(journal) inside the group's transaction (reads, leadership, the task catalog)
 # OUTSIDE: fn(journal) after the group's commit, outside any transaction (journal maintenance)
 _STOP = -1
+COMMIT_PHASE = -2  # a group failed at its COMMIT (not in an op's statement)
+_KIND_NAMES = ("enqueue", "complete", "fail", "release", "reclaim", "renew", "promote", "lease", "call", "outside")
+# Safe to apply twice, so run again after a COMMIT whose outcome is unknown: each is idempotent
+# or fenced by lease id (a LEASE would hand out a second batch; a CALL may be anything).
+IDEMPOTENT = frozenset({ENQUEUE, COMPLETE, FAIL, RELEASE, RECLAIM, RENEW, PROMOTE})
+RETRY_TRIES = 8  # an op that keeps failing for a transient reason is answered with its error after this
+BUSY_TRIES = 30  # answers whose rows stay locked elsewhere are left to the lease expiry after this (~50 s)
+RETRY_FIRST_DELAY = 0.05
+RETRY_MAX_DELAY = 2.0
+
+Op = tuple  # (kind, arg, callback) as submitted; (kind, arg, callback, tries) when tried again
+Result = tuple  # (callback, result, error)
+_kind = operator.itemgetter(0)
+
+
+class _Group:
+    """What one group's transaction produced, kept until it commits."""
+
+    __slots__ = ("results", "queues", "tally", "aside")
+
+    def __init__(self) -> None:
+        self.results: list[Result] = []  # (callback, result, error) to deliver on the loop
+        self.queues: set[str] = set()  # queues that got new jobs
+        self.tally: Counter[str] = Counter()  # counts to add to `WriterStats`
+        self.aside: list[tuple[float, Op]] = []  # (delay, op): answers to try again later
+
+
+class _GroupFailed(Exception):
+    """A group's transaction failed: the error, and the phase it failed in (None: before any
+    statement, e.g. the journal is unreachable; an op kind; or `COMMIT_PHASE`)."""
+
+    def __init__(self, error: JournalError, phase: int | None, cause: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.phase = phase
+        self.cause = cause  # what the ops' callbacks get
 
 
 class Ending(NamedTuple):
@@ -123,6 +163,7 @@ class WriterStats:
         self.attempts_failed = 0  # attempts that ended otherwise (raised, discarded, unrunnable) it stored
         self.stale_acks = 0  # acks and failures it refused: their lease was not current (fenced)
         self.failed_commits = 0
+        self.busy_retries = 0  # answers put aside because another transaction held their rows
         self.last_error: str | None = None  # why the latest group failed; None once one commits again
         self.max_group = 0
 
@@ -161,6 +202,9 @@ class JournalWriter:
         self.stats = WriterStats()
         self.journal: Journal | None = None
         self._closed = False
+        # ops to try again, and when: a heap of (monotonic time, sequence, op); writer thread only
+        self._later: list[tuple[float, int, Op]] = []
+        self._seq = itertools.count()
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         """Open the journal on the writer thread. Idempotent.
@@ -233,7 +277,12 @@ class JournalWriter:
         stopping = False
         try:
             while not stopping:
-                ops = [get()]
+                ops = self._due_later()
+                if not ops:
+                    try:
+                        ops = [get(timeout=self._later[0][0] - time.monotonic()) if self._later else get()]
+                    except queue.Empty:
+                        continue
                 while len(ops) < self._batch_max:
                     try:
                         ops.append(get_nowait())
@@ -258,9 +307,11 @@ class JournalWriter:
                 self.loop.call_soon_threadsafe(_settle, self._done, None)
 
     def _fail_leftovers(self) -> None:
-        """Answer every op submitted after the stop: it was not applied."""
+        """Answer every op submitted after the stop, or still waiting to be tried again: it was not applied."""
         error = JournalError("the journal writer has stopped; the op was not applied")
         results: list[tuple[Callback, Any, BaseException | None]] = []
+        later, self._later = self._later, []
+        results.extend((op[2], None, error) for _, _, op in later if op[2] is not None)
         while True:
             try:
                 _, _, cb = self._queue.get_nowait()
@@ -271,37 +322,125 @@ class JournalWriter:
         if results:
             self.loop.call_soon_threadsafe(self._deliver, results, set())
 
-    def _apply(self, ops: list[tuple[int, Any, Callback | None]]) -> None:
+    def _apply(self, ops: list[Op]) -> None:
+        """Apply `ops` in one transaction; if it fails, recover without dropping any op.
+
+        A transient failure (deadlock, serialization failure, lock wait past the journal's
+        limit, connection lost before COMMIT) runs the whole group once more. If it fails
+        again, or for a lasting reason, the ops of the statement that failed are split off:
+        the others are applied without them, and they are halved until the op that cannot
+        succeed is alone. That op is tried again later if the failure was transient, else
+        answered with its own error. A failure before any statement ran (the journal is
+        unreachable) answers every op with it: no op is to blame.
+        """
+        try:
+            group = self._commit(ops)
+        except _GroupFailed as failed:
+            if failed.error.transient and failed.phase is not None:
+                logger.warning("journal group of %d ops failed (%s); trying it again", len(ops), failed.error)
+                try:
+                    group = self._commit(ops)
+                except _GroupFailed as again:
+                    self._recover(ops, again)
+                    return
+            else:
+                self._recover(ops, failed)
+                return
+        for delay, op in group.aside:
+            self._try_later(delay, op)
+        if group.results or group.queues:
+            self.loop.call_soon_threadsafe(self._deliver, group.results, group.queues)
+
+    def _commit(self, ops: list[Op]) -> "_Group":
+        """One transaction for `ops`; raises `_GroupFailed` naming the phase that failed."""
         journal = self.journal
         assert journal is not None
-        ops.sort(key=lambda op: op[0])  # stable: keeps submission order within a kind
-        results: list[tuple[Callback, Any, BaseException | None]] = []
-        enqueued_queues: set[str] = set()
+        ops.sort(key=_kind)  # stable: keeps submission order within a kind
+        group = _Group()
         stats = self.stats
+        phase: int | None = None  # None: before the first statement; a kind; COMMIT_PHASE
         try:
             with journal.transaction():
                 i, n = 0, len(ops)
                 while i < n:
-                    kind = ops[i][0]
+                    kind = phase = ops[i][0]
                     j = i
                     while j < n and ops[j][0] == kind:
                         j += 1
-                    self._apply_kind(journal, kind, ops[i:j], results, enqueued_queues)
+                    self._apply_kind(journal, kind, ops[i:j], group)
                     i = j
-        except Exception as exc:  # the group is lost, not the writer: it keeps serving the next one
+                phase = COMMIT_PHASE
+        except Exception as exc:
             stats.failed_commits += 1
             stats.last_error = str(exc) or type(exc).__name__
-            logger.error("journal commit failed for %d ops: %s", len(ops), exc,
-                         exc_info=not isinstance(exc, JournalError))
-            results = [(cb, None, exc) for (_, _, cb) in ops if cb is not None]
-            enqueued_queues = set()
-        else:
-            stats.commits += 1
-            stats.last_error = None
-            stats.ops += len(ops)
-            stats.max_group = max(stats.max_group, len(ops))
-        if results or enqueued_queues:
-            self.loop.call_soon_threadsafe(self._deliver, results, enqueued_queues)
+            # an exception of another kind came from an op's own values or function (a CALL)
+            error = exc if isinstance(exc, JournalError) else JournalError(stats.last_error, refused=True)
+            raise _GroupFailed(error, phase, exc) from None
+        for name, n in group.tally.items():
+            setattr(stats, name, getattr(stats, name) + n)
+        stats.commits += 1
+        stats.last_error = None
+        stats.ops += len(ops)
+        stats.max_group = max(stats.max_group, len(ops))
+        return group
+
+    def _recover(self, ops: list[Op], failed: "_GroupFailed") -> None:
+        error, phase = failed.error, failed.phase
+        if error.maybe_committed:  # the COMMIT's outcome is unknown
+            self._after_unknown_commit(ops, failed)
+            return
+        if phase is None or phase == COMMIT_PHASE or not (error.transient or error.refused):
+            # unreachable, full, an I/O error: no op is to blame, and none would fare better alone
+            logger.error("journal commit failed for %d ops: %s", len(ops), error,
+                         exc_info=failed.cause if not isinstance(failed.cause, JournalError) else None)
+            self._answer(ops, failed.cause)
+            return
+        suspects = [op for op in ops if op[0] == phase]
+        others = [op for op in ops if op[0] != phase]
+        if others:
+            self._apply(others)
+        if len(suspects) > 1:
+            half = len(suspects) // 2
+            self._apply(suspects[:half])
+            self._apply(suspects[half:])
+            return
+        op = suspects[0]
+        tries = op[3] if len(op) > 3 else 0  # type: ignore[misc]
+        if error.transient and tries < RETRY_TRIES:
+            delay = min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2 ** tries) * (0.5 + random.random())
+            logger.warning("journal op %s failed (%s); trying it again in %.2f s", _KIND_NAMES[op[0]], error, delay)
+            self._try_later(delay, (op[0], op[1], op[2], tries + 1))
+            return
+        logger.error("journal op %s failed: %s", _KIND_NAMES[op[0]], error,
+                     exc_info=failed.cause if not isinstance(failed.cause, JournalError) else None)
+        self._answer([op], failed.cause)
+
+    def _after_unknown_commit(self, ops: list[Op], failed: "_GroupFailed") -> None:
+        """The group may or may not be applied: run again what is safe to run twice, answer the rest."""
+        again = [op for op in ops if op[0] in IDEMPOTENT]
+        rest = [op for op in ops if op[0] not in IDEMPOTENT]
+        logger.error("journal commit of %d ops had an unknown outcome (%s): applying %d again, failing %d",
+                     len(ops), failed.error, len(again), len(rest))
+        self._answer(rest, failed.cause)
+        if again:
+            self._apply(again)
+
+    def _answer(self, ops: Sequence[Op], error: BaseException) -> None:
+        results = [(op[2], None, error) for op in ops if op[2] is not None]
+        if results:
+            self.loop.call_soon_threadsafe(self._deliver, results, set())
+
+    def _try_later(self, delay: float, op: Op) -> None:
+        heapq.heappush(self._later, (time.monotonic() + delay, next(self._seq), op))
+
+    def _due_later(self) -> list[Op]:
+        """The ops put aside whose time to be tried again has come."""
+        if not self._later:
+            return []
+        now, due = time.monotonic(), []
+        while self._later and self._later[0][0] <= now:
+            due.append(heapq.heappop(self._later)[2])
+        return due
 
     def _apply_outside(self, op: tuple[int, Any, Callback | None]) -> None:
         _, fn, cb = op
@@ -316,63 +455,64 @@ class JournalWriter:
         self,
         journal: Journal,
         kind: int,
-        ops: Sequence[tuple[int, Any, Callback | None]],
-        results: list[tuple[Callback, Any, BaseException | None]],
-        enqueued_queues: set[str],
+        ops: Sequence[Op],
+        group: "_Group",
     ) -> None:
-        stats = self.stats
+        """Apply the group's ops of one kind; a statement that fails raises (the group recovers)."""
+        results, tally = group.results, group.tally
         if kind == ENQUEUE:
             jobs = [op[1] for op in ops]
-            try:
-                journal.enqueue(jobs)
-            except Exception as exc:  # a statement error rolls back only this statement
-                logger.error("enqueue of %d jobs failed: %s", len(jobs), exc)
-                results.extend((cb, None, exc) for (_, _, cb) in ops if cb is not None)
-                return
-            stats.jobs_enqueued += len(jobs)
-            enqueued_queues.update(job.queue for job in jobs)
+            journal.enqueue(jobs)
+            tally["jobs_enqueued"] += len(jobs)
+            group.queues.update(job.queue for job in jobs)
             keys = [job.unique_key for job in jobs if job.unique_key is not None]
             # in the same transaction: the id that holds each unique key (ours, or a live job's)
             holders = journal.holders(keys) if keys else {}
-            results.extend((cb, holders.get(op_arg.unique_key, op_arg.id) if op_arg.unique_key else op_arg.id, None)
-                           for (_, op_arg, cb) in ops if cb is not None)
+            results.extend((op[2], holders.get(op[1].unique_key, op[1].id) if op[1].unique_key else op[1].id, None)
+                           for op in ops if op[2] is not None)
             return
-        if kind == COMPLETE:  # args are lists of (job_id, lease_id); one executemany for all
-            acks = [ack for op in ops for ack in op[1]]
-            accepted = self._guard(lambda: journal.complete(acks), ops, results)
-            if accepted is not None:
-                stats.jobs_acked += accepted
-                stats.stale_acks += len(acks) - accepted
-                results.extend((cb, None, None) for (_, _, cb) in ops if cb is not None)
+        if kind in (COMPLETE, RELEASE):  # args are lists of (job_id, lease_id); one statement for all
+            pairs = [pair for op in ops for pair in op[1]]
+            busy: list[tuple[str, int]] = []
+            if kind == COMPLETE:
+                accepted = journal.complete(pairs, busy=busy)
+                tally["jobs_acked"] += accepted
+                tally["stale_acks"] += len(pairs) - accepted - len(busy)
+            else:
+                journal.release(pairs, busy=busy)
+            self._put_busy_aside(kind, busy, ops, group)
+            results.extend((op[2], None, None) for op in ops if op[2] is not None)
             return
         if kind == FAIL:
             endings: list[Ending] = [e for op in ops for e in op[1]]
-            accepted = self._guard(lambda: self._settle_endings(journal, endings), ops, results)
-            if accepted is not None:
-                stats.attempts_failed += accepted
-                stats.stale_acks += len(endings) - accepted
-                results.extend((cb, None, None) for (_, _, cb) in ops if cb is not None)
+            busy_endings: list[Ending] = []
+            accepted = self._settle_endings(journal, endings, busy_endings)
+            tally["attempts_failed"] += accepted
+            tally["stale_acks"] += len(endings) - accepted - len(busy_endings)
+            self._put_busy_aside(FAIL, busy_endings, ops, group)
+            results.extend((op[2], None, None) for op in ops if op[2] is not None)
             return
-        for _, arg, cb in ops:
-            try:
-                result = self._single(journal, kind, arg)
-            except Exception as exc:
-                logger.error("journal op %d failed: %s", kind, exc)
-                if cb is not None:
-                    results.append((cb, None, exc))
-                continue
-            if cb is not None:
-                results.append((cb, result, None))
+        for op in ops:
+            result = self._single(journal, kind, op[1])
+            if op[2] is not None:
+                results.append((op[2], result, None))
 
-    @staticmethod
-    def _guard(fn: Callable[[], int], ops: Sequence[tuple[int, Any, Callback | None]],
-               results: list[tuple[Callback, Any, BaseException | None]]) -> int | None:
-        try:
-            return fn()
-        except Exception as exc:
-            logger.error("journal op failed: %s", exc)
-            results.extend((cb, None, exc) for (_, _, cb) in ops if cb is not None)
-            return None
+    def _put_busy_aside(self, kind: int, items: list[Any], ops: Sequence[Op], group: "_Group") -> None:
+        """Answers whose rows another transaction holds: tried again shortly, in a later group.
+
+        That transaction (another node's rescue, a session paused inside a transaction)
+        ends within the journal's limits: the answers are then either applied or stale.
+        Until then they wait here, not in the database, so no group waits on them.
+        """
+        if not items:
+            return
+        group.tally["busy_retries"] += len(items)
+        tries = 1 + max((op[3] for op in ops if len(op) > 3), default=0)  # type: ignore[misc]
+        if tries > BUSY_TRIES:
+            logger.warning("%d %s answers stayed locked by another transaction for %d tries; leaving them "
+                           "to the lease expiry", len(items), _KIND_NAMES[kind], BUSY_TRIES)
+            return
+        group.aside.append((min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2 ** (tries - 1)), (kind, items, None, tries)))
 
     def _single(self, journal: Journal, kind: int, arg: Any) -> Any:
         if kind == RELEASE:
@@ -391,10 +531,13 @@ class JournalWriter:
             return arg(journal)
         raise ValueError(f"unknown journal op {kind}")
 
-    def _settle_endings(self, journal: Journal, endings: Sequence[Ending]) -> int:
-        """Settle attempts that ended as the workers or the dispatcher said; stale leases are skipped."""
+    def _settle_endings(self, journal: Journal, endings: Sequence[Ending], busy_endings: list[Ending]) -> int:
+        """Settle attempts that ended as the workers or the dispatcher said; stale leases are skipped,
+        and those whose rows another transaction holds go to `busy_endings`."""
         by_job = {e.job_id: e for e in endings}
-        current = journal.attempts([(e.job_id, e.lease_id) for e in endings])
+        busy: list[tuple[str, int]] = []
+        current = journal.attempts([(e.job_id, e.lease_id) for e in endings], busy=busy)
+        busy_endings.extend(by_job[job_id] for job_id, _ in busy)
         return self._settle(journal, current, lambda a: (by_job[a.job_id].end, by_job[a.job_id].error))
 
     def _settle(self, journal: Journal, attempts: Sequence[Attempt],

@@ -37,10 +37,31 @@ class Statements(JobStatements):
     resign: str
 
 
-def _attempts(where: str, lock: str = "FOR UPDATE OF j", source: str = "") -> str:
+# Rows another node may hold locked (it is rescuing them, or its session is paused inside a
+# transaction) are skipped, never waited for, and taken in id order: statements of two nodes
+# never wait on each other in a cycle. The acked, failed and released pairs that were skipped
+# come back as "busy" (current by the statement's snapshot, but locked): the caller tries them
+# again once the other transaction has ended, when they are either done or stale.
+_PAIRS = "unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"
+_CURRENT = "j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'"
+# the pairs of `a` current by the snapshot and not in `got`: locked by another transaction
+_BUSY = (f"ARRAY(SELECT a.id FROM {{jobs}} j, a WHERE {_CURRENT} AND a.id NOT IN (SELECT id FROM got))")
+
+
+def _attempts(where: str, source: str = "") -> str:
     # FOR UPDATE: the caller's fail() in the same transaction answers these very leases.
     return ("SELECT j.id, j.lease_id, j.task, j.attempts, j.max_attempts FROM {jobs} j" + source
-            + f" WHERE j.state = 'leased' AND {where} {lock}")
+            + f" WHERE j.state = 'leased' AND {where} ORDER BY j.id FOR UPDATE OF j SKIP LOCKED")
+
+
+def _settle_pairs(update: str) -> str:
+    """Apply `update` (``SET ...``) to the current leases among the pairs; returns (count, busy ids)."""
+    return (f"WITH a AS (SELECT * FROM {_PAIRS}),"
+            f" got AS MATERIALIZED (SELECT j.id FROM {{jobs}} j, a WHERE {_CURRENT}"
+            "  ORDER BY j.id FOR UPDATE OF j SKIP LOCKED),"
+            f" done AS (UPDATE {{jobs}} j SET {update} FROM got WHERE j.id = got.id RETURNING 1)"
+            " SELECT (SELECT count(*) FROM done),"
+            f" CASE WHEN (SELECT count(*) FROM got) < (SELECT count(*) FROM a) THEN {_BUSY} END")
 
 
 def _lease(queue_match: str) -> str:
@@ -80,11 +101,7 @@ _TEXT = {
     # the limit. Several: every ready row of those queues is sorted first (~1 ms per 4k rows).
     "lease": _lease("queue = %(queue)s"),
     "lease_queues": _lease("queue = ANY(%(queues)s::text[])"),
-    "complete": (
-        f"UPDATE {{jobs}} j SET state = 'succeeded', finished_at = now(), {CLEAR_LEASE}"
-        " FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"
-        " WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'"
-    ),
+    "complete": _settle_pairs(f"state = 'succeeded', finished_at = now(), {CLEAR_LEASE}"),
     # Stores the outcomes decided by the caller: RETRY brings its retry_at, a final state its
     # finished flag; READY and the final states keep run_at (retry_at is NULL for them).
     "fail": (
@@ -98,18 +115,21 @@ _TEXT = {
         "  RETURNING j.id, j.attempts, f.error)"
         " INSERT INTO {errors} (job_id, attempt, at, error) SELECT id, attempts, now(), error FROM done"
     ),
-    "release": (
-        f"UPDATE {{jobs}} j SET state = 'ready', attempts = j.attempts - 1, {CLEAR_LEASE}"
-        " FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"
-        " WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'"
+    "release": _settle_pairs(f"state = 'ready', attempts = j.attempts - 1, {CLEAR_LEASE}"),
+    # the current pairs, locked for the caller's fail(), then the busy ones with NULL fields
+    "attempts": (
+        f"WITH a AS (SELECT * FROM {_PAIRS}),"
+        f" got AS MATERIALIZED ({_attempts('j.id = a.id AND j.lease_id = a.lease_id', source=', a')})"
+        " SELECT id, lease_id, task, attempts, max_attempts FROM got"
+        " UNION ALL SELECT busy, NULL, NULL, NULL, NULL"
+        f" FROM unnest(CASE WHEN (SELECT count(*) FROM got) < (SELECT count(*) FROM a) THEN {_BUSY} END) AS busy"
     ),
-    "attempts": _attempts("j.id = a.id AND j.lease_id = a.lease_id",
-                          source=", unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS a(id, lease_id)"),
+    # A reclaim skips rows another transaction holds: they are being settled there, or, if that
+    # transaction rolls back, their lease expires and the rescue takes them.
     "leased_by": _attempts("j.lease_owner = %(owner)s AND j.lease_id <> ALL(%(keep)s::int8[])"),
     # starts_with, not LIKE: '%' and '_' in a node name are plain characters here.
     "leased_with_prefix": _attempts("starts_with(j.lease_owner, %(prefix)s)"),
-    # SKIP LOCKED: a rescue never waits on rows another node's transaction holds.
-    "expired": _attempts("j.lease_expires < now()", "FOR UPDATE OF j SKIP LOCKED"),
+    "expired": _attempts("j.lease_expires < now()"),
     "declare_tasks": (
         "INSERT INTO {tasks} (name, queue, priority, max_attempts, declared_at)"
         " SELECT d.name, d.queue, d.priority, d.max_attempts, now()"
@@ -122,13 +142,18 @@ _TEXT = {
     "declared_tasks": (
         "SELECT name, queue, priority, max_attempts FROM {tasks} WHERE name = ANY(%(names)s::text[])"
     ),
+    # A row another transaction holds (it is being rescued) keeps its expiry: the next renewal,
+    # a third of the lease later, extends it if it is still ours.
     "renew": (
-        f"UPDATE {{jobs}} SET lease_expires = {_EXPIRY}"
-        " WHERE state = 'leased' AND lease_owner = ANY(%(owners)s::text[])"
+        "WITH got AS MATERIALIZED (SELECT id FROM {jobs}"
+        "  WHERE state = 'leased' AND lease_owner = ANY(%(owners)s::text[]) ORDER BY id FOR UPDATE SKIP LOCKED)"
+        f" UPDATE {{jobs}} j SET lease_expires = {_EXPIRY} FROM got WHERE j.id = got.id"
     ),
+    # A due row another transaction holds is promoted by a later tick.
     "promote": (
-        "WITH moved AS (UPDATE {jobs} SET state = 'ready'"
-        f" WHERE state IN {DUE} AND run_at <= now() RETURNING queue)"
+        "WITH got AS MATERIALIZED (SELECT id FROM {jobs}"
+        f"  WHERE state IN {DUE} AND run_at <= now() ORDER BY id FOR UPDATE SKIP LOCKED),"
+        " moved AS (UPDATE {jobs} j SET state = 'ready' FROM got WHERE j.id = got.id RETURNING j.queue)"
         " SELECT count(*), " + _NOTIFY.replace("{source}", "moved") + " FROM moved"
     ),
     "cancel": (

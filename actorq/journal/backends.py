@@ -51,13 +51,15 @@ def journal_class(url: str) -> type[SQLiteJournal] | type[PostgresJournal]:
     return SQLiteJournal
 
 
-def open_journal_config(config: JournalConfig, *, create: bool = True) -> Journal:
+def open_journal_config(config: JournalConfig, *, create: bool = True, **session: str) -> Journal:
     """Open the journal `config` describes (its `url` as given: a relative SQLite path is the CWD's).
 
     Args:
         config: the ``[journal]`` settings; those of the other backend are ignored.
         create: False: a journal that does not exist yet (a missing SQLite file, a PostgreSQL
             schema not migrated) is an error rather than created, for commands that only read.
+        session: PostgreSQL only: ``application_name`` (how the session shows in
+            ``pg_stat_activity``) and ``purpose`` (what its log lines call it).
 
     Returns:
         The open journal.
@@ -66,7 +68,10 @@ def open_journal_config(config: JournalConfig, *, create: bool = True) -> Journa
         ValueError: as `journal_class`, or a setting is invalid (schema name, synchronous level).
         JournalError: as `journal_class`, or the journal cannot be opened or does not exist.
     """
-    journal: Journal = journal_class(config.url).from_config(config, create=create)
+    cls = journal_class(config.url)
+    if cls is SQLiteJournal:
+        return SQLiteJournal.from_config(config, create=create)
+    journal: Journal = cls.from_config(config, create=create, **session)
     return journal
 
 

@@ -22,7 +22,7 @@ from urllib.parse import unquote_plus
 
 __all__ = [
     "DEFAULT_BATCH_MAX", "DEFAULT_BUSY_TIMEOUT", "DEFAULT_CONNECT_RETRY_FOR", "DEFAULT_SCHEMA",
-    "DEFAULT_SYNCHRONOUS", "DEFAULT_URL", "DEFAULT_WAL_LIMIT_MB", "JournalConfig", "MAX_BATCH", "MAX_SECONDS",
+    "DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT", "DEFAULT_LOCK_TIMEOUT", "DEFAULT_SYNCHRONOUS", "DEFAULT_URL", "DEFAULT_WAL_LIMIT_MB", "JournalConfig", "MAX_BATCH", "MAX_SECONDS",
     "MAX_WAL_LIMIT_MB", "POSTGRES_SCHEMES", "SCHEMA_PATTERN", "SQLITE_PREFIX", "SYNCHRONOUS_LEVELS",
     "Synchronous", "check_schema", "check_url", "redact_url",
 ]
@@ -39,6 +39,10 @@ DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a SQLite write waits for another process's
 DEFAULT_CONNECT_RETRY_FOR = 30.0  # seconds an unreachable PostgreSQL is retried before JournalError
 DEFAULT_BATCH_MAX = 4096  # journal writes committed in one transaction at most
 DEFAULT_WAL_LIMIT_MB = 64.0  # SQLite: past this WAL size, a TRUNCATE checkpoint
+# PostgreSQL: the longest a statement waits for a row lock, and the longest a session may sit
+# inside a transaction without a statement, unless a smaller share of the lease timeout applies
+DEFAULT_LOCK_TIMEOUT = 0.5
+DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT = 2.0
 
 # The largest values the settings take (G12). A duration in the topology reaches SQLite as an int
 # of milliseconds (busy_timeout: under 2**31 ms, about 24 days), PostgreSQL as an interval and the
@@ -149,6 +153,14 @@ class JournalConfig:
     - ``batch_max``: most journal writes committed in one transaction (>= 1, default 4096).
     - ``wal_limit_mb``: SQLite only: past this WAL size (MB) the node runs a TRUNCATE
       checkpoint, which waits up to ``busy_timeout`` for readers (> 0, default 64).
+    - ``lock_timeout``: PostgreSQL only: the longest a journal statement waits for a row
+      lock another session holds; past it the statement fails and its batch is retried
+      (> 0 and below ``dispatcher.lease_timeout``; default the smaller of 0.5 s and a
+      quarter of the lease timeout).
+    - ``idle_in_transaction_timeout``: PostgreSQL only: the server ends a journal session
+      that sits this long inside a transaction without a statement (a paused or cut-off
+      node), releasing its locks (> 0 and below ``dispatcher.lease_timeout``; default the
+      smaller of 2 s and half the lease timeout).
 
     Every number is bounded above too: durations by `MAX_SECONDS` (a day), ``batch_max``
     by `MAX_BATCH`, ``wal_limit_mb`` by `MAX_WAL_LIMIT_MB`.
@@ -164,6 +176,15 @@ class JournalConfig:
     busy_timeout: float = field(default=DEFAULT_BUSY_TIMEOUT, metadata={"gt": 0, "max": MAX_SECONDS})
     batch_max: int = field(default=DEFAULT_BATCH_MAX, metadata={"min": 1, "max": MAX_BATCH})
     wal_limit_mb: float = field(default=DEFAULT_WAL_LIMIT_MB, metadata={"gt": 0, "max": MAX_WAL_LIMIT_MB})
+    lock_timeout: float | None = field(default=None, metadata={"gt": 0, "max": MAX_SECONDS})
+    idle_in_transaction_timeout: float | None = field(default=None, metadata={"gt": 0, "max": MAX_SECONDS})
+
+    def session_limits(self, lease_timeout: float) -> tuple[float, float]:
+        """``(lock_timeout, idle_in_transaction_timeout)`` in seconds for a node whose leases
+        last `lease_timeout`: the values set, or the defaults scaled down to the lease."""
+        lock = self.lock_timeout or min(DEFAULT_LOCK_TIMEOUT, lease_timeout / 4)
+        idle = self.idle_in_transaction_timeout or min(DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT, lease_timeout / 2)
+        return lock, idle
 
     @property
     def sqlite_path(self) -> Path:

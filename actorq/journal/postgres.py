@@ -62,7 +62,10 @@ if tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2]) < (3
 from actorq.errors import JournalError
 from actorq.journal._pgconnect import Connector
 from actorq.journal._pgsql import Statements, statements, table
-from actorq.journal.config import DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, JournalConfig, check_schema, redact_url
+from actorq.journal.config import (
+    DEFAULT_CONNECT_RETRY_FOR, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT, DEFAULT_LOCK_TIMEOUT, DEFAULT_SCHEMA, MAX_SECONDS,
+    JournalConfig, check_schema, redact_url,
+)
 from actorq.journal.protocol import (
     TERMINAL_STATES, Attempt, Failure, JobInfo, JobState, LeasedJob, NewJob, TaskDefaults, check_failures,
 )
@@ -72,6 +75,12 @@ __all__ = ["DEFAULT_SCHEMA", "Listener", "PostgresJournal", "enqueue_in", "migra
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BACKOFF = 5.0
+# A peer that vanished without a FIN (a cut network) is noticed within ~25 s, not hours.
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+# SQLSTATEs after which the same transaction may well succeed if run again: deadlock,
+# serialization failure, lock wait past lock_timeout, the session ended for idling in a
+# transaction (it was paused), or by an administrator or a server shutdown.
+TRANSIENT_STATES = frozenset({"40P01", "40001", "55P03", "25P03", "57P01", "57P02"})
 _MIGRATION_FILE = re.compile(r"postgres_(\d{3})_([a-z0-9_]+)\.sql")
 
 
@@ -220,6 +229,15 @@ class PostgresJournal:
         create_schema: migrate a schema that does not exist yet or is empty on open.
         connect_retry_for: seconds to retry an unreachable server, at open and on reconnect.
         max_backoff: the longest sleep between connection attempts.
+        lock_timeout: the longest a statement waits for a row lock another session holds
+            (the server's ``lock_timeout``); past it the statement fails with a transient
+            `JournalError`.
+        idle_in_transaction_timeout: the server ends this session if it sits that long in
+            a transaction without a statement (a paused or cut-off process), releasing
+            its locks (``idle_in_transaction_session_timeout``).
+        application_name: how the session shows in ``pg_stat_activity`` (default
+            ``actorq journal``; the URL's or ``PGAPPNAME`` win).
+        purpose: what log lines about the connection call it (``journal``).
 
     Raises:
         ValueError: `schema` is not a valid schema name.
@@ -241,11 +259,24 @@ class PostgresJournal:
         create_schema: bool = True,
         connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        idle_in_transaction_timeout: float = DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT,
+        application_name: str | None = None,
+        purpose: str = "journal",
     ) -> None:
         self.schema = check_schema(schema)
         self.url = redact_url(url)
         self._sql: Statements = statements(schema)
-        self._connector = Connector(url, retry_for=connect_retry_for, max_backoff=max_backoff, purpose="journal")
+        for name, value in (("lock_timeout", lock_timeout), ("idle_in_transaction_timeout", idle_in_transaction_timeout)):
+            if not 0 < value <= MAX_SECONDS:
+                raise ValueError(f"{name} must be seconds > 0 and <= {MAX_SECONDS:.0f}, got {value!r}")
+        # ms, at least 1 (0 would mean "no limit")
+        self._limits = (max(1, round(lock_timeout * 1000)), max(1, round(idle_in_transaction_timeout * 1000)))
+        extra: dict[str, Any] = dict(_KEEPALIVES)
+        if application_name:
+            extra["application_name"] = application_name[:63]  # the server keeps 63 bytes
+        self._connector = Connector(url, retry_for=connect_retry_for, max_backoff=max_backoff, purpose=purpose,
+                                    **extra)
         self._conn: psycopg.Connection[Any] | None = None
         self._depth = 0
         conn = self._connector.connect()
@@ -259,29 +290,43 @@ class PostgresJournal:
         self._conn = self._tune(conn)
 
     @classmethod
-    def from_config(cls, config: JournalConfig, *, create: bool = True) -> PostgresJournal:
-        """Open the journal `config` describes: its `url`, `schema` and `connect_retry_for`.
+    def from_config(cls, config: JournalConfig, *, create: bool = True,
+                    application_name: str | None = None, purpose: str = "journal") -> PostgresJournal:
+        """Open the journal `config` describes: its `url`, `schema`, `connect_retry_for`,
+        `lock_timeout` and `idle_in_transaction_timeout` (their defaults when unset).
 
         Args:
             config: the ``[journal]`` settings.
             create: False: a schema not migrated yet is an error (`create_schema`).
+            application_name: how the session shows in ``pg_stat_activity``.
+            purpose: what log lines about the connection call it.
 
         Raises:
             ValueError, JournalError: as the constructor.
         """
-        return cls(config.url, schema=config.schema, create_schema=create, connect_retry_for=config.connect_retry_for)
+        return cls(config.url, schema=config.schema, create_schema=create, connect_retry_for=config.connect_retry_for,
+                   lock_timeout=config.lock_timeout or DEFAULT_LOCK_TIMEOUT,
+                   idle_in_transaction_timeout=config.idle_in_transaction_timeout or DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT,
+                   application_name=application_name, purpose=purpose)
 
-    @staticmethod
-    def _tune(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
-        """Plan every statement for its actual arrays (custom plans).
+    def _tune(self, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+        """Set the session up: bounded waits, and custom plans.
 
-        psycopg prepares a statement after a few runs, and PostgreSQL then settles on a
-        generic plan. Once the table has statistics, the generic plan of ``complete``
-        (and ``fail``, ``release``) walks every leased row for each ack: 20-26 ms per 256
-        acks instead of ~3, and twice that with two nodes. Custom plans look the acked
-        ids up by primary key whatever the statistics say.
+        Bounded waits: no statement waits longer than ``lock_timeout`` for a lock, and the
+        server ends the session after ``idle_in_transaction_timeout`` inside a transaction
+        without a statement. A node paused or cut off in the middle of a transaction so
+        holds its locks that long at most, and another node never waits on it longer.
+
+        Custom plans: psycopg prepares a statement after a few runs, and PostgreSQL then
+        settles on a generic plan. Once the table has statistics, the generic plan of
+        ``complete`` (and ``fail``, ``release``) walks every leased row for each ack:
+        20-26 ms per 256 acks instead of ~3, and twice that with two nodes. Custom plans
+        look the acked ids up by primary key whatever the statistics say.
         """
+        lock_ms, idle_ms = self._limits
         conn.execute("SET plan_cache_mode = force_custom_plan")
+        conn.execute(f"SET lock_timeout = {lock_ms}")
+        conn.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
         return conn
 
     def _check_version(self, conn: psycopg.Connection[Any], create: bool) -> None:
@@ -300,12 +345,16 @@ class PostgresJournal:
         _apply_migrations(conn, schema, where)  # refuses a foreign or newer schema with a clear message
 
     # -- transactions ------------------------------------------------------------------------
-    def _error(self, exc: psycopg.Error, doing: str = "") -> JournalError:
+    def _error(self, exc: psycopg.Error, doing: str = "", *, at_commit: bool = False) -> JournalError:
         cause = self._connector.scrub(" ".join(str(exc).split()))
         text = f"journal {self.url} (schema {self.schema}): {doing}{cause}"
-        if self._conn is not None and self._conn.closed:
+        lost = self._conn is not None and self._conn.closed
+        if lost:
             text += "; the connection was lost, the next operation reconnects"
-        return JournalError(text)
+        # A lost connection before COMMIT was sent: the server rolled the transaction back.
+        transient = exc.sqlstate in TRANSIENT_STATES or (lost and not at_commit)
+        refused = (exc.sqlstate or "")[:2] in ("22", "23")  # a data exception, an integrity constraint
+        return JournalError(text, transient=transient, maybe_committed=lost and at_commit, refused=refused)
 
     def _reconnect(self) -> psycopg.Connection[Any]:
         if self._conn is not None:
@@ -361,7 +410,8 @@ class PostgresJournal:
             try:
                 conn.execute("COMMIT")
             except psycopg.Error as exc:
-                raise self._error(exc, "COMMIT failed, its outcome is unknown: " if conn.closed else "") from None
+                raise self._error(exc, "COMMIT failed, its outcome is unknown: " if conn.closed else "",
+                                  at_commit=True) from None
         except BaseException as exc:
             if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
                 try:
@@ -425,6 +475,11 @@ class PostgresJournal:
         """
         if not jobs:
             return 0
+        # Unique keys are inserted in one order (the sort is stable: of two jobs with one key, the
+        # first still wins): two nodes inserting the same keys wait on each other in line, never
+        # in a cycle.
+        if any(j.unique_key is not None for j in jobs):
+            jobs = sorted(jobs, key=lambda j: (j.unique_key is None, j.unique_key or ""))
         row = self._execute(self._sql.enqueue, _enqueue_params(jobs, self._sql.channel), isolated=True).fetchone()
         return row[0]  # type: ignore[index]
 
@@ -443,11 +498,23 @@ class PostgresJournal:
             rows = self._execute(self._sql.lease_queues, {**params, "queues": list(queues)}).fetchall()
         return [LeasedJob(*row) for row in rows]
 
-    def complete(self, acks: Sequence[tuple[str, int]]) -> int:
-        """Move ``(job_id, lease_id)`` pairs to succeeded; returns how many were current (the rest were stale)."""
-        if not acks:
+    def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
+        """Move ``(job_id, lease_id)`` pairs to succeeded; returns how many were current.
+
+        A pair whose row another transaction holds locked is skipped, not waited for, and
+        appended to `busy` when given; the rest were stale.
+        """
+        return self._settle_pairs(self._sql.complete, acks, busy)
+
+    def _settle_pairs(self, query: str, pairs: Sequence[tuple[str, int]], busy: list[tuple[str, int]] | None) -> int:
+        if not pairs:
             return 0
-        return self._execute(self._sql.complete, _pairs(acks)).rowcount
+        params = _pairs(pairs)
+        done, busy_ids = self._execute(query, params).fetchone()  # type: ignore[misc]
+        if busy_ids and busy is not None:
+            wanted = set(busy_ids)
+            busy.extend(p for p in zip(params["ids"], params["lease_ids"]) if p[0] in wanted)
+        return int(done)
 
     def fail(self, failures: Sequence[Failure]) -> int:
         """Store each decided outcome whose lease is current (see `Journal.fail`), in one statement.
@@ -469,17 +536,32 @@ class PostgresJournal:
                   "finished": [f.state in TERMINAL_STATES for f in failures]}
         return self._execute(self._sql.fail, params).rowcount
 
-    def release(self, leases: Sequence[tuple[str, int]]) -> int:
-        """Return leased jobs that never started to ready, giving their attempt back; returns rows moved."""
-        if not leases:
-            return 0
-        return self._execute(self._sql.release, _pairs(leases)).rowcount
+    def release(self, leases: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
+        """Return leased jobs that never started to ready, giving their attempt back; returns rows moved.
 
-    def attempts(self, leases: Sequence[tuple[str, int]]) -> list[Attempt]:
-        """The ``(job_id, lease_id)`` pairs whose lease is current (locked ``FOR UPDATE``), in no order."""
+        Rows another transaction holds are skipped and appended to `busy`, as in `complete`.
+        """
+        return self._settle_pairs(self._sql.release, leases, busy)
+
+    def attempts(self, leases: Sequence[tuple[str, int]], *,
+                 busy: list[tuple[str, int]] | None = None) -> list[Attempt]:
+        """The ``(job_id, lease_id)`` pairs whose lease is current (locked ``FOR UPDATE``), in no order.
+
+        Rows another transaction holds are skipped and appended to `busy`, as in `complete`.
+        """
         if not leases:
             return []
-        return self._read_attempts(self._sql.attempts, _pairs(list(dict.fromkeys(leases))))
+        params = _pairs(list(dict.fromkeys(leases)))
+        found: list[Attempt] = []
+        busy_ids: set[str] = set()
+        for row in self._execute(self._sql.attempts, params).fetchall():
+            if row[1] is None:
+                busy_ids.add(row[0])
+            else:
+                found.append(Attempt(*row))
+        if busy_ids and busy is not None:
+            busy.extend(p for p in zip(params["ids"], params["lease_ids"]) if p[0] in busy_ids)
+        return found
 
     def leased_by(self, owner: str, *, keep: Collection[int] = ()) -> list[Attempt]:
         """Every current lease of `owner` except the lease ids in `keep` (locked ``FOR UPDATE``)."""
@@ -507,7 +589,7 @@ class PostgresJournal:
             JournalError: a declaration was refused (``max_attempts`` below 1); none is recorded.
         """
         # One row per name: an upsert may not touch a row twice in one statement.
-        latest = list({t.name: t for t in tasks}.values())
+        latest = sorted({t.name: t for t in tasks}.values())  # in one order: two nodes starting never deadlock
         if not latest:
             return
         self._execute(self._sql.declare_tasks, {
@@ -655,15 +737,17 @@ class Listener:
         schema: the journal's schema.
         max_backoff: the longest wait between connection attempts.
         poll_interval: how often the thread checks for `stop` while idle.
+        application_name: how the session shows in ``pg_stat_activity`` (default ``actorq listener``).
     """
 
     def __init__(self, url: str, callback: Callable[[str | None], None], *, schema: str = DEFAULT_SCHEMA,
-                 max_backoff: float = DEFAULT_MAX_BACKOFF, poll_interval: float = 0.2) -> None:
+                 max_backoff: float = DEFAULT_MAX_BACKOFF, poll_interval: float = 0.2,
+                 application_name: str | None = None) -> None:
         self.schema = check_schema(schema)
         self._callback = callback
-        # keepalives: a peer that vanished without a FIN is noticed within ~30 s, not hours
+        named = {"application_name": application_name[:63]} if application_name else {}
         self._connector = Connector(url, retry_for=0.0, max_backoff=max_backoff, purpose="listener",
-                                    keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+                                    **_KEEPALIVES, **named)
         self._max_backoff = max_backoff
         self._poll = poll_interval
         self._stopping = threading.Event()

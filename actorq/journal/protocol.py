@@ -321,11 +321,14 @@ class Journal(Protocol):
         Counts one attempt per job. Lower priority first, then oldest id.
         """
 
-    def complete(self, acks: Sequence[tuple[str, int]]) -> int:
+    def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
         """Move ``(job_id, lease_id)`` pairs from leased to succeeded.
 
-        A pair whose lease is no longer current is rejected (fencing). Returns the number
-        accepted; ``len(acks) - result`` were stale.
+        A pair whose lease is no longer current is rejected (fencing). A journal shared by
+        several nodes never waits for a row another transaction holds locked (another node
+        settling or rescuing that job): it skips the pair and appends it to `busy`, for the
+        caller to try again once that transaction has ended (the pair is then either applied
+        or stale). Returns the number accepted; the rest were stale or busy.
         """
 
     def fail(self, failures: Sequence[Failure]) -> int:
@@ -345,14 +348,18 @@ class Journal(Protocol):
                 without ``retry_at`` (see `check_failures`); nothing of the batch is stored.
         """
 
-    def release(self, leases: Sequence[tuple[str, int]]) -> int:
-        """Return leased jobs that never started to ready, giving their attempt back."""
+    def release(self, leases: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
+        """Return leased jobs that never started to ready, giving their attempt back.
 
-    def attempts(self, leases: Sequence[tuple[str, int]]) -> list[Attempt]:
+        Pairs whose row another transaction holds go to `busy`, as in `complete`.
+        """
+
+    def attempts(self, leases: Sequence[tuple[str, int]], *,
+                 busy: list[tuple[str, int]] | None = None) -> list[Attempt]:
         """The ``(job_id, lease_id)`` pairs of `leases` whose lease is current, in no particular order.
 
         Read inside the caller's transaction, the rows stay locked for its `fail` (PostgreSQL:
-        ``FOR UPDATE``).
+        ``FOR UPDATE``). Pairs whose row another transaction holds go to `busy`, as in `complete`.
         """
 
     def leased_by(self, owner: str, *, keep: Collection[int] = ()) -> list[Attempt]:
@@ -360,7 +367,9 @@ class Journal(Protocol):
 
         A worker that re-announces itself after a dispatcher restart keeps the leases it
         still holds (`keep`); the rest (e.g. jobs whose ack was lost) are the caller's to
-        take back with `fail`, in the same transaction (the rows stay locked for it).
+        take back with `fail`, in the same transaction (the rows stay locked for it). Rows
+        another transaction holds are skipped: they are being settled there, or their lease
+        expires and the rescue (`expired`) finds them.
         """
 
     def leased_with_prefix(self, prefix: str) -> list[Attempt]:
@@ -369,7 +378,8 @@ class Journal(Protocol):
         Owners look like ``"<node>/<pid>/<incarnation>"``: a node restarting reads
         ``"<node>/"`` to take back the leases of its own earlier runs. The prefix is
         compared literally (``%`` and ``_`` are plain characters); ``""`` matches every
-        lease. The rows stay locked for the caller's `fail` in the same transaction.
+        lease. The rows stay locked for the caller's `fail` in the same transaction; rows
+        another transaction holds are skipped, as in `leased_by`.
         """
 
     def expired(self) -> list[Attempt]:

@@ -155,6 +155,13 @@ class SQLiteJournal:
         return cls(config.url[len(SQLITE_PREFIX):], synchronous=config.synchronous,
                    busy_timeout=config.busy_timeout, wal_limit_mb=config.wal_limit_mb, create=create)
 
+    def _error(self, exc: sqlite3.Error) -> JournalError:
+        """`exc` as a `JournalError`: a refused row is ``refused``, a lock wait past
+        ``busy_timeout`` is ``transient``."""
+        text = str(exc)
+        return JournalError(self._explain(exc), refused=isinstance(exc, sqlite3.IntegrityError),
+                            transient="locked" in text or "busy" in text)
+
     def _explain(self, exc: sqlite3.Error) -> str:
         text = str(exc)
         if "readonly" in text or "unable to open" in text:
@@ -212,7 +219,7 @@ class SQLiteJournal:
             try:
                 yield
             except sqlite3.Error as exc:  # one statement failed; the caller decides about the rest
-                raise JournalError(self._explain(exc)) from exc
+                raise self._error(exc) from exc
             return
         conn = self._conn
         try:
@@ -230,7 +237,7 @@ class SQLiteJournal:
                 except sqlite3.Error:  # SQLite may have rolled back already (SQLITE_FULL)
                     pass
             if isinstance(exc, sqlite3.Error):
-                raise JournalError(self._explain(exc)) from exc
+                raise self._error(exc) from exc
             raise
         finally:
             self._in_tx = False
@@ -357,8 +364,11 @@ class SQLiteJournal:
             ).fetchall()
         return [LeasedJob(*row, lease_id) for row in rows]
 
-    def complete(self, acks: Sequence[tuple[str, int]]) -> int:
-        """Move ``(job_id, lease_id)`` pairs to succeeded; returns how many were current (the rest were stale)."""
+    def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
+        """Move ``(job_id, lease_id)`` pairs to succeeded; returns how many were current (the rest were stale).
+
+        `busy` is never added to: the file's one writer holds every row it reads.
+        """
         if not acks:
             return 0
         now = self._clock()
@@ -390,8 +400,11 @@ class SQLiteJournal:
                     self._conn.execute(SQL.fail_error, (f.job_id, row[0], now, f.error))
         return accepted
 
-    def release(self, leases: Sequence[tuple[str, int]]) -> int:
-        """Return leased jobs that never started to ready, giving their attempt back; returns rows moved."""
+    def release(self, leases: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
+        """Return leased jobs that never started to ready, giving their attempt back; returns rows moved.
+
+        `busy` is never added to (see `complete`).
+        """
         if not leases:
             return 0
         with self.transaction():
@@ -399,8 +412,12 @@ class SQLiteJournal:
             self._conn.executemany(SQL.release, list(leases))
             return self._conn.total_changes - before
 
-    def attempts(self, leases: Sequence[tuple[str, int]]) -> list[Attempt]:
-        """The ``(job_id, lease_id)`` pairs whose lease is current, in no particular order."""
+    def attempts(self, leases: Sequence[tuple[str, int]], *,
+                 busy: list[tuple[str, int]] | None = None) -> list[Attempt]:
+        """The ``(job_id, lease_id)`` pairs whose lease is current, in no particular order.
+
+        `busy` is never added to (see `complete`).
+        """
         found: list[Attempt] = []
         for lease_id, ids in _by_lease(leases).items():
             for chunk in _chunks(ids):

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import itertools
 import os
@@ -479,3 +480,29 @@ def closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def collect_group(writer: Any, ops: list[tuple[int, Any]]) -> list[tuple[Any, BaseException | None]]:
+    """Submit `ops` to a journal writer so that they form one group; return each one's (result, error).
+
+    The writer is held inside an op of its own until every op is queued; otherwise it may
+    take the first few as a group of their own while the rest are still being submitted.
+    """
+    from actorq.jobs import journal_writer as jw
+
+    loop = asyncio.get_running_loop()
+    holding, queued = threading.Event(), threading.Event()
+
+    def hold(_journal: object) -> None:  # alone in its group: nothing else was queued yet
+        holding.set()
+        queued.wait(10)
+
+    writer.submit(jw.CALL, hold)
+    await loop.run_in_executor(None, holding.wait, 10)
+    futures = []
+    for kind, arg in ops:
+        fut = loop.create_future()
+        writer.submit(kind, arg, lambda r, e, f=fut: f.set_result((r, e)))
+        futures.append(fut)
+    queued.set()
+    return list(await asyncio.gather(*futures))

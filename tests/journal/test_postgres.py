@@ -519,7 +519,12 @@ def test_e1_a_connection_killed_mid_transaction_applies_nothing(journal: Postgre
     assert journal.counts() == {"q": {"ready": 2}}
 
 
-def test_e1_the_journal_writer_fails_the_whole_group_then_recovers(pg_schema: str) -> None:
+def test_e1_the_journal_writer_runs_a_group_again_when_its_connection_is_killed(
+        pg_schema: str, caplog: pytest.LogCaptureFixture) -> None:
+    """C18: a connection lost before COMMIT rolled the whole group back: the writer runs it again on
+    a new connection, so no op of it is dropped or answered with an error."""
+    caplog.set_level(logging.WARNING, logger="actorq.jobs.journal_writer")
+
     async def main() -> None:
         writer = jw.JournalWriter(lambda: PostgresJournal(PG_URL, schema=pg_schema), asyncio.get_running_loop())
         await writer.start()
@@ -527,22 +532,27 @@ def test_e1_the_journal_writer_fails_the_whole_group_then_recovers(pg_schema: st
         pid = backend_pid(writer.journal)  # type: ignore[arg-type]
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in range(4)]
+        killed = []
 
         def killer(journal: Any) -> Any:  # runs in the same group, after the enqueues
-            terminate(pid)
+            if not killed:
+                terminate(pid)
+                killed.append(pid)
             return journal.counts()
 
         for n, fut in enumerate(futures[:3]):
             writer.enqueue(job(f"lost-{n}"), lambda r, e, f=fut: f.set_result((r, e)))
         writer.submit(jw.CALL, killer, lambda r, e, f=futures[3]: f.set_result((r, e)))
         results = await asyncio.gather(*futures)
-        # No op of the group is reported done: the enqueues were not committed.
-        assert all(isinstance(error, JournalError) for _, error in results), results
-        assert await writer.call(jw.ENQUEUE, job("after")) == "after"  # reconnected
-        assert await writer.call(jw.CALL, lambda j: j.counts()) == {"q": {"ready": 1}}
+        assert killed == [pid] and backend_pid(writer.journal) != pid  # type: ignore[arg-type]
+        assert [r for r, _ in results[:3]] == ["lost-0", "lost-1", "lost-2"] and not any(e for _, e in results)
+        assert results[3][0] == {"q": {"ready": 3}}  # the second run of the group saw its own enqueues
+        assert writer.stats.failed_commits == 1 and writer.stats.jobs_enqueued == 3
+        assert await writer.call(jw.CALL, lambda j: j.counts()) == {"q": {"ready": 3}}
         await writer.stop()
 
     asyncio.run(main())
+    assert any("trying it again" in r.getMessage() for r in caplog.records)
 
 
 # -- E3/E4: an unreachable server, H9: no password anywhere -------------------------------------------

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from journal_support import Backend
+from journal_support import Backend, collect_group
 
 from actorq.errors import JournalError
 from actorq.ids import new_id
@@ -24,30 +23,6 @@ from actorq.journal import NewJob, SQLiteJournal
 
 def _job(size: int = 2000) -> NewJob:
     return NewJob(new_id(), "default", "t", b"x" * size)
-
-
-async def _collect(writer: jw.JournalWriter, ops: list[tuple[int, Any]]) -> list[tuple[Any, BaseException | None]]:
-    """Submit `ops` so that they form one group, and return each one's (result, error).
-
-    The writer is held inside an op of its own until every op is queued; otherwise it may
-    take the first few as a group of their own while the rest are still being submitted.
-    """
-    loop = asyncio.get_running_loop()
-    holding, queued = threading.Event(), threading.Event()
-
-    def hold(_journal: object) -> None:  # alone in its group: nothing else was queued yet
-        holding.set()
-        queued.wait(10)
-
-    writer.submit(jw.CALL, hold)
-    await loop.run_in_executor(None, holding.wait, 10)
-    futures = []
-    for kind, arg in ops:
-        fut = loop.create_future()
-        writer.submit(kind, arg, lambda r, e, f=fut: f.set_result((r, e)))
-        futures.append(fut)
-    queued.set()
-    return list(await asyncio.gather(*futures))
 
 
 @pytest.mark.timeout(30)
@@ -69,7 +44,7 @@ def test_e5_full_journal_fails_the_whole_group_and_recovers(tmp_path: Path) -> N
         await writer.call(jw.CALL, lambda j: j._conn.execute(f"PRAGMA max_page_count = {pages + 2}"))
         # many large inserts and a later kind of op in one group: the inserts cannot fit
         ops: list[tuple[int, Any]] = [(jw.ENQUEUE, _job()) for _ in range(200)] + [(jw.PROMOTE, None)]
-        results = await _collect(writer, ops)
+        results = await collect_group(writer, ops)
         assert all(isinstance(error, JournalError) for _, error in results[:200]), results[:3]
         assert f"journal {db} is full" in str(results[0][1])
         counts = await writer.call(jw.CALL, lambda j: j.counts())
