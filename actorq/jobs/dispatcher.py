@@ -103,7 +103,6 @@ class Dispatcher:
         max_frame_bytes: the largest JOBS frame; a worker's frames are refused by ZeroMQ (the peer
             is disconnected) past what one can send (`wire.worker_frame_bytes`).
         worker_capacity: jobs a worker holds at most (slots + prefetch): bounds what the socket holds.
-        is_leader: whether this node leads the rescue of expired leases now.
         context: the zmq context.
     """
 
@@ -117,7 +116,6 @@ class Dispatcher:
         heartbeat_timeout: float,
         max_frame_bytes: int,
         worker_capacity: int,
-        is_leader: Callable[[], bool] = lambda: True,
         context: zmq.Context | None = None,  # type: ignore[type-arg]
     ) -> None:
         self.writer = writer
@@ -125,7 +123,6 @@ class Dispatcher:
         self.endpoint = endpoint
         self.lease_timeout = lease_timeout
         self.heartbeat_timeout = heartbeat_timeout
-        self.is_leader = is_leader
         self.max_frame_bytes = max_frame_bytes
         self.inbound_frame_bytes = wire.worker_frame_bytes(worker_capacity, max_frame_bytes)
         self._pipe_messages = wire.pipe_messages(worker_capacity)
@@ -535,9 +532,6 @@ class Dispatcher:
         owners = [w.owner for w in self._workers.values() if w.held]
         if owners:
             self.writer.submit(jw.RENEW, jw.Renew(owners, self.lease_timeout))
-        if self.is_leader():  # rescuing expired leases is the leader's duty among nodes
-            self.writer.submit(jw.RECLAIM, jw.Reclaim(AttemptEnd.LEASE_EXPIRED, "lease expired"),
-                               lambda n, e: self.wake(None) if n else None)
         self._schedule_renew()
 
 

@@ -4,14 +4,22 @@
 
     JobRuntime
     ├── roles (each an actor a supervisor starts, stops and restarts; see `core_children`)
-    │   journal-writer  JournalWriter: owns the journal on its thread, group commit, settles attempts
+    │   journal-writer  JournalWriter: owns the journal on its thread, group commit, settles attempts;
+    │                   on a shared journal, a second one (the duty writer) on a connection of its own
     │   dispatcher      Dispatcher: ROUTER socket, leases for workers, collects their acks
-    │   scheduler       Scheduler: promotes due jobs, runs the journal's maintenance
+    │   scheduler       Scheduler: promotes due jobs, rescues expired leases (leader), maintains the journal
     │   listener        Listener (journals that notify: PostgreSQL): other producers' jobs wake it
     │   leader          Leadership: this node's claim on the duties that run once among nodes
     ├── relays          enqueue commits, promotions and notifications ──▶ dispatcher.wake
     │                   a worker's exit ──▶ dispatcher.worker_exited (or kept for the next dispatcher)
     └── worker processes  `start_worker` (the pool's start function), `worker_exited` (its exit hook)
+
+On a journal shared by several nodes (PostgreSQL), the writer role runs two
+writers, each with its own connection: the main one takes the dispatcher's
+work (enqueues, leases, acks, renewals), the duty writer the scheduler's and
+the leader's (promotion, the rescue of expired leases, leadership). A rescue
+of thousands of rows, or a wait on a lock another node holds, so never delays
+an ack. On SQLite both are one writer: the file has one writer anyway.
 
 Each role depends on the ones before it (the dispatcher submits to the writer it
 was started with, the scheduler to both), so the node supervises them
@@ -29,6 +37,8 @@ so that producers in other processes can apply them too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import operator
 import os
@@ -117,6 +127,7 @@ class JobRuntime:
         self._ipc_dir: str | None = None
         # the current incarnation of each role (replaced when its supervisor restarts it)
         self._writer: jw.JournalWriter | None = None
+        self._duty: jw.JournalWriter | None = None  # the same writer unless the journal is shared
         self._dispatcher: Dispatcher | None = None
         self._scheduler: Scheduler | None = None
         self._leadership: Leadership | None = None
@@ -155,10 +166,15 @@ class JobRuntime:
         """True once `begin_stop` was called."""
         return self._stopping
 
+    async def stop_writers(self) -> None:
+        """Stop the journal writers (the writer role's stop): every op submitted so far is applied. Idempotent."""
+        for writer in (self._duty, self._writer):
+            if writer is not None:
+                await writer.stop()
+
     async def close(self) -> None:
-        """Stop the writer if a role left it open, and remove the private directory. Idempotent."""
-        if self._writer is not None:  # never left open, whatever happened to the tree
-            await self._writer.stop()
+        """Stop the writers if a role left them open, and remove the private directory. Idempotent."""
+        await self.stop_writers()  # never left open, whatever happened to the tree
         if self._ipc_dir is not None:
             shutil.rmtree(self._ipc_dir, ignore_errors=True)
             self._ipc_dir = None
@@ -180,6 +196,12 @@ class JobRuntime:
         return self._writer
 
     @property
+    def duty_writer(self) -> jw.JournalWriter | None:
+        """The writer of the scheduler's and leader's duties: `writer` itself unless the journal is
+        shared, then a second writer on a connection of its own (None before the first start)."""
+        return self._duty
+
+    @property
     def dispatcher(self) -> Dispatcher | None:
         """The current dispatcher (None before the first start)."""
         return self._dispatcher
@@ -194,8 +216,13 @@ class JobRuntime:
         """The current leadership claim (None before the first start)."""
         return self._leadership
 
-    def _open_journal(self) -> Journal:
-        journal = open_journal_config(self.journal_config)
+    def _open_journal(self, purpose: str = "journal") -> Journal:
+        config = self.journal_config
+        if self.backend.shared:  # bounded waits, scaled to the lease (see JournalConfig)
+            lock, idle = config.session_limits(self.dispatcher_config.lease_timeout)
+            config = dataclasses.replace(config, lock_timeout=lock, idle_in_transaction_timeout=idle)
+        journal = open_journal_config(config, application_name=f"actorq {self.node.name} {purpose}",
+                                      purpose="journal" if purpose == "journal" else f"journal ({purpose})")
         try:
             journal.attach_node()
         except BaseException:
@@ -212,15 +239,25 @@ class JobRuntime:
         Raises:
             JournalError: the journal cannot be opened, or another node holds it.
         """
-        previous = self._writer
-        if previous is not None:  # an earlier incarnation killed before its on_stop ran
-            await previous.stop()
-        writer = jw.JournalWriter(self._open_journal, asyncio.get_running_loop(),
-                                  batch_max=self.journal_config.batch_max, on_enqueued=self.wake, decide=self.decide)
+        previous, previous_duty = self._writer, self._duty
+        await self.stop_writers()  # an earlier incarnation killed before its on_stop ran
+        loop = asyncio.get_running_loop()
+        writer = jw.JournalWriter(self._open_journal, loop, batch_max=self.journal_config.batch_max,
+                                  on_enqueued=self.wake, decide=self.decide)
         await writer.start()
-        if previous is not None:
-            self._carried.update(_writer_counts(previous.stats))
-        self._writer = writer
+        duty = writer
+        if self.backend.shared:
+            duty = jw.JournalWriter(functools.partial(self._open_journal, "duties"), loop,
+                                    batch_max=self.journal_config.batch_max, on_enqueued=self.wake,
+                                    decide=self.decide)
+            try:
+                await duty.start()
+            except BaseException:
+                await writer.stop()
+                raise
+        for old in {id(w): w for w in (previous, previous_duty) if w is not None}.values():
+            self._carried.update(_writer_counts(old.stats))
+        self._writer, self._duty = writer, duty
         if not self._reclaimed:  # a restarted writer: live workers still hold their leases
             await self._first_start(writer)
         return writer
@@ -253,8 +290,7 @@ class JobRuntime:
                                 lease_timeout=self.dispatcher_config.lease_timeout,
                                 heartbeat_timeout=self.workers_config.heartbeat_timeout,
                                 max_frame_bytes=self.dispatcher_config.max_frame_bytes,
-                                worker_capacity=self.workers_config.concurrency + self.workers_config.prefetch,
-                                is_leader=self.is_leader)
+                                worker_capacity=self.workers_config.concurrency + self.workers_config.prefetch)
         dispatcher.on_error = on_error
         if self._stopping:
             dispatcher.stop_leasing()
@@ -268,10 +304,11 @@ class JobRuntime:
 
     def start_scheduler(self) -> Scheduler:
         """Start a new scheduler (the scheduler role's start)."""
-        assert self._writer is not None
+        assert self._duty is not None
         poll = self.dispatcher_config.poll_interval
-        scheduler = Scheduler(self._writer, asyncio.get_running_loop(), poll, self.wake,
-                              maintain_every=max(1.0, MAINTAIN_EVERY_TICKS * poll))
+        scheduler = Scheduler(self._duty, asyncio.get_running_loop(), poll, self.wake,
+                              maintain_every=max(1.0, MAINTAIN_EVERY_TICKS * poll),
+                              rescue_every=self.dispatcher_config.lease_timeout / 3, is_leader=self.is_leader)
         scheduler.start()
         self._scheduler = scheduler
         return scheduler
@@ -285,13 +322,14 @@ class JobRuntime:
         def notified(queue: str | None) -> None:  # on the listener's thread
             loop.call_soon_threadsafe(self.wake, None if queue is None else {queue})
 
-        listener = Listener(self.journal_config.resolved_url, notified, schema=self.journal_config.schema)
+        listener = Listener(self.journal_config.resolved_url, notified, schema=self.journal_config.schema,
+                            application_name=f"actorq {self.node.name} listener")
         listener.start()
         return listener
 
     def start_leadership(self) -> Leadership:
         """Start claiming the once-only duties (the leader role's start)."""
-        writer = self._writer
+        writer = self._duty
         assert writer is not None
 
         async def try_lead(name: str, holder: str, ttl: float) -> bool:
@@ -429,8 +467,8 @@ class JobRuntime:
         """Current counters (cheap; safe to call often)."""
         d, w = self._dispatcher, self._writer
         counts = self._carried.copy()
-        if w is not None:
-            counts.update(_writer_counts(w.stats))
+        for writer in {id(x): x for x in (w, self._duty) if x is not None}.values():
+            counts.update(_writer_counts(writer.stats))
         if d is not None:
             counts.update(_dispatcher_counts(d.stats))
         return Progress(
@@ -468,17 +506,20 @@ def live_jobs(counts: Mapping[str, Mapping[str, int]]) -> int:
 
 # -- the role actors: each runs one role of the runtime under a supervisor ---------------------------
 class JournalWriterRole(Actor):
-    """Runs the runtime's journal writer; crashes if the writer thread ends unexpectedly."""
+    """Runs the runtime's journal writers (the main one and, on a shared journal, the duty
+    writer); crashes if a writer thread ends unexpectedly."""
 
     def __init__(self, runtime: JobRuntime) -> None:
         self.runtime = runtime
         self.writer: jw.JournalWriter | None = None
-        self._watch: asyncio.Task[None] | None = None
+        self._watches: list[asyncio.Task[None]] = []
         self._stopping = False
 
     async def on_start(self) -> None:
         self.writer = await self.runtime.start_writer()
-        self._watch = asyncio.get_running_loop().create_task(self._watch_thread(self.writer))
+        loop = asyncio.get_running_loop()
+        writers = {id(w): w for w in (self.writer, self.runtime.duty_writer) if w is not None}
+        self._watches = [loop.create_task(self._watch_thread(w)) for w in writers.values()]
 
     async def _watch_thread(self, writer: jw.JournalWriter) -> None:
         await asyncio.shield(writer.finished)
@@ -487,10 +528,9 @@ class JournalWriterRole(Actor):
 
     async def on_stop(self) -> None:
         self._stopping = True
-        if self._watch is not None:
-            self._watch.cancel()
-        if self.writer is not None:
-            await self.writer.stop()
+        for watch in self._watches:
+            watch.cancel()
+        await self.runtime.stop_writers()
 
 
 class DispatcherRole(Actor):

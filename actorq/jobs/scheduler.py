@@ -1,10 +1,19 @@
-"""The scheduler: promotes due jobs, keeps the dispatcher looking for work, maintains the journal.
+"""The scheduler: promotes due jobs, rescues expired leases, keeps the dispatcher looking for work,
+maintains the journal.
 
 Every `poll_interval` seconds it asks the journal writer to move due
 ``scheduled`` and ``retry`` jobs to ``ready``, then wakes the dispatcher for
 every queue. The wake also picks up jobs that other processes wrote straight
 into the journal (`actorq enqueue`, `actorq.Client`), so polling stays the
 path that makes work visible, whatever else wakes the dispatcher sooner.
+
+Every `rescue_every` seconds, while this node leads the rescue (`is_leader`), it
+asks the writer to take back every lease that expired by the journal's clock
+(a node or worker that died without a word, or was paused past its lease).
+
+On a journal shared by several nodes, the writer here is the node's *duty*
+writer: a connection of its own, so a promotion or a rescue never delays the
+acks and leases of the main writer, and a wait there never blocks them.
 
 Every `maintain_every` seconds it asks the writer to run the journal's own
 `Journal.maintain` outside any transaction (on SQLite: a TRUNCATE checkpoint
@@ -19,48 +28,74 @@ import operator
 from typing import Any, Callable
 
 from actorq.jobs import journal_writer as jw
+from actorq.jobs.outcome import AttemptEnd
 
 logger = logging.getLogger(__name__)
 
 
 class Scheduler:
-    """Periodic promotion of due jobs.
+    """Periodic promotion of due jobs, rescue of expired leases, and journal maintenance.
 
     Args:
-        writer: the journal writer.
+        writer: the journal writer (the duty writer on a shared journal).
         loop: the node's loop.
         poll_interval: seconds between ticks.
         wake: called after each tick (the dispatcher's `wake`).
         maintain_every: seconds between runs of the journal's maintenance.
+        rescue_every: seconds between rescues of expired leases.
+        is_leader: whether this node leads the rescue now (one node among those sharing a journal).
     """
 
     def __init__(self, writer: jw.JournalWriter, loop: asyncio.AbstractEventLoop, poll_interval: float,
-                 wake: Callable[[set[str] | None], None], maintain_every: float) -> None:
+                 wake: Callable[[set[str] | None], None], maintain_every: float, *,
+                 rescue_every: float = 60.0, is_leader: Callable[[], bool] = lambda: True) -> None:
         self.writer = writer
         self.loop = loop
         self.poll_interval = poll_interval
         self.wake = wake
         self.maintain_every = maintain_every
+        self.rescue_every = rescue_every
+        self.is_leader = is_leader
+        self.rescued = 0
         self.promoted = 0
         self.ticks = 0
         self.maintenance = 0  # maintenance runs that did something (e.g. a WAL checkpoint)
         self._handle: asyncio.TimerHandle | None = None
         self._maintain_handle: asyncio.TimerHandle | None = None
+        self._rescue_handle: asyncio.TimerHandle | None = None
         self._busy = False
         self._maintaining = False
+        self._rescuing = False
 
     def start(self) -> None:
         """Start ticking. Idempotent."""
         if self._handle is None:
             self._handle = self.loop.call_soon(self._tick)
             self._maintain_handle = self.loop.call_later(self.maintain_every, self._maintain)
+            self._rescue_handle = self.loop.call_later(self.rescue_every, self._rescue)
 
     def stop(self) -> None:
         """Stop ticking. Idempotent."""
-        for handle in (self._handle, self._maintain_handle):
+        for handle in (self._handle, self._maintain_handle, self._rescue_handle):
             if handle is not None:
                 handle.cancel()
-        self._handle = self._maintain_handle = None
+        self._handle = self._maintain_handle = self._rescue_handle = None
+
+    def _rescue(self) -> None:
+        self._rescue_handle = self.loop.call_later(self.rescue_every, self._rescue)
+        if self._rescuing or not self.is_leader():  # rescuing is the leader's duty among nodes
+            return
+        self._rescuing = True
+        self.writer.submit(jw.RECLAIM, jw.Reclaim(AttemptEnd.LEASE_EXPIRED, "lease expired"), self._rescued)
+
+    def _rescued(self, count: Any, error: BaseException | None) -> None:
+        self._rescuing = False
+        if error is not None:  # the next round tries again
+            logger.warning("rescue of expired leases failed: %s", error)
+        elif count:
+            self.rescued += count
+            logger.warning("rescued %d jobs whose lease expired", count)
+            self.wake(None)
 
     def _maintain(self) -> None:
         self._maintain_handle = self.loop.call_later(self.maintain_every, self._maintain)

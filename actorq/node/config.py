@@ -23,6 +23,7 @@ A complete ``topology.toml``; every value shown is the default except ``tasks``:
     batch_max = 4096
     wal_limit_mb = 64.0            # SQLite: checkpoint (TRUNCATE) past this WAL size
     # url = "postgresql://app@db:5432/jobs"; schema = "actorq"; connect_retry_for = 30.0
+    # lock_timeout = 0.5; idle_in_transaction_timeout = 2.0   (PostgreSQL; below lease_timeout)
 
     [dispatcher]
     poll_interval = 0.2            # seconds
@@ -250,6 +251,13 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>",
         raise ConfigError(source, "workers.heartbeat_timeout",
                           f"expected a number > workers.heartbeat_interval ({workers.heartbeat_interval:g}), "
                           f"got {workers.heartbeat_timeout!r}")
+    lease_timeout = config.dispatcher.lease_timeout
+    for key in ("lock_timeout", "idle_in_transaction_timeout"):
+        value = getattr(config.journal, key)
+        if value is not None and value >= lease_timeout:  # a stalled session must let go before leases lapse
+            raise ConfigError(source, f"journal.{key}",
+                              f"expected a number > 0 and < dispatcher.lease_timeout ({lease_timeout:g}), "
+                              f"got {value!r}")
     node = dataclasses.replace(config.node, name=config.node.name or socket.gethostname())
     return dataclasses.replace(config, node=node, path=path)
 
