@@ -265,6 +265,15 @@ def test_wrong_type_names_file_key_expectation_and_value(tmp_path: Path) -> None
             "[workers]\nheartbeat_interval = 2\nheartbeat_timeout = 1",
             "workers.heartbeat_timeout: expected a number > workers.heartbeat_interval (2), got 1.0",
         ),
+        ("[journal]\nlock_timeout = 0", "journal.lock_timeout: expected a number > 0 and <= 86400, got 0 (int)"),
+        (
+            "[journal]\nidle_in_transaction_timeout = 5\n[dispatcher]\nlease_timeout = 4",
+            "journal.idle_in_transaction_timeout: expected a number > 0 and < dispatcher.lease_timeout (4), got 5.0",
+        ),
+        (
+            "[journal]\nlock_timeout = 4\n[dispatcher]\nlease_timeout = 4",
+            "journal.lock_timeout: expected a number > 0 and < dispatcher.lease_timeout (4), got 4.0",
+        ),
     ],
 )
 def test_field_errors(tmp_path: Path, toml: str, message: str) -> None:
@@ -430,3 +439,12 @@ def test_generic_walker_supports_optional_bool_and_nested_tables() -> None:
 def test_supervision_unknown_key_did_you_mean(tmp_path: Path) -> None:
     message = str(load_error(tmp_path, "[supervision]\nintensty = 3"))
     assert message == "topology.toml: supervision.intensty: unknown key; did you mean 'intensity'?"
+
+
+def test_session_limits_default_to_a_share_of_the_lease_timeout() -> None:
+    """PostgreSQL's bounded waits: the defaults, scaled down for short leases; set values as given."""
+    assert default_config().journal.session_limits(300.0) == (0.5, 2.0)
+    assert default_config().journal.session_limits(1.0) == (0.25, 0.5)
+    config = parse_config({"journal": {"lock_timeout": 0.1, "idle_in_transaction_timeout": 3},
+                           "dispatcher": {"lease_timeout": 4}})
+    assert config.journal.session_limits(4.0) == (0.1, 3.0)
