@@ -22,8 +22,23 @@ Ops inside a group run in a fixed order (enqueues, acks and failures,
 releases, reclaims, promotions, then leases), so a lease in the same group
 sees the jobs just enqueued, and a worker's last acks land before its death's
 reclaim. A callback runs only after its op's group committed: a job is
-*accepted* when its enqueue callback reports success, never earlier. If the
-commit fails, every op of the group gets the error.
+*accepted* when its enqueue callback reports success, never earlier.
+
+When a group fails, no op is dropped for a neighbour's sake (see `_apply`)::
+
+    failed before any statement (unreachable, disk full) ──▶ every op gets the error
+    transient (deadlock, lock timeout, session ended) ─────▶ the whole group once more
+    again, or the journal refused an op's values ──────────▶ the failing statement's ops split off,
+                                                             the others commit; the split ops are
+                                                             halved until the culprit is alone:
+                                                             tried again later (transient) or
+                                                             answered with its own error
+    COMMIT outcome unknown (connection lost during it) ────▶ idempotent ops run again, the rest
+                                                             (leases, calls) get the error
+
+An answer whose row another transaction holds (a shared journal: another node
+rescuing that job, or paused on it) comes back *busy* and waits here, not in
+the database: it is put aside and tried again in a later group.
 
 Failed attempts and reclaims are *settled* here: the writer reads each attempt
 as the journal holds it (task, attempt number, max_attempts, current lease),
