@@ -53,7 +53,8 @@ class Connector:
         retry_for: seconds to keep retrying a failed connect before giving up (0: one attempt).
         max_backoff: the longest sleep between attempts.
         purpose: what the connection is for, in log lines (``journal``, ``listener``).
-        extra: more connection parameters for psycopg (they override the URL's).
+        extra: more connection parameters for psycopg (they override the URL's, except
+            ``application_name``: the URL's or ``PGAPPNAME`` wins).
     """
 
     def __init__(self, url: str, *, retry_for: float, max_backoff: float, purpose: str, **extra: Any) -> None:
@@ -66,7 +67,9 @@ class Connector:
         if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
             self._extra["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
         if "application_name" not in params and "PGAPPNAME" not in os.environ:
-            self._extra["application_name"] = f"actorq {purpose}"
+            self._extra.setdefault("application_name", f"actorq {purpose}")
+        else:  # the URL's or the environment's name wins
+            self._extra.pop("application_name", None)
         self._secrets = [s for s in (params.get("password"), os.environ.get("PGPASSWORD")) if s]
         host = params.get("host") or params.get("hostaddr") or os.environ.get("PGHOST") or "localhost"
         port = params.get("port") or os.environ.get("PGPORT") or "5432"

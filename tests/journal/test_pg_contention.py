@@ -273,3 +273,17 @@ def test_an_op_that_keeps_waiting_on_a_lock_is_tried_again_later_not_with_its_gr
         await writer.stop()
 
     asyncio.run(main())
+
+
+def test_sessions_carry_the_name_they_are_given_unless_the_url_names_them(pg_schema: str) -> None:
+    """Operators tell nodes' sessions apart in pg_stat_activity: ``actorq <node> journal`` and the like."""
+    named = PostgresJournal(PG_URL, schema=pg_schema, application_name="actorq node-1 journal")
+    own = PostgresJournal(f"{PG_URL}?application_name=mine", schema=pg_schema, application_name="actorq node-1 journal")
+    try:
+        with pg_admin() as admin:
+            names = dict(admin.execute("SELECT pid, application_name FROM pg_stat_activity WHERE pid = ANY(%s)",
+                                       ([backend_pid(named), backend_pid(own)],)).fetchall())
+        assert names == {backend_pid(named): "actorq node-1 journal", backend_pid(own): "mine"}
+    finally:
+        named.close()
+        own.close()
