@@ -2,11 +2,12 @@
 
 ::
 
-    pg_stat_activity ──NodeSessions──▶ node B's main journal session (pid, state, xid)
-                                           │ poll until it is in the wanted state
+    pg_stat_activity ──NodeSessions──▶ node B's main journal session (pid, state, xid, last statement)
+                                           │ poll until it is as wanted (preferably: as preferred)
     catch(halt, release) ──────────────────┤ halt B (SIGSTOP its process group, or freeze its proxy)
-                                           │ let a statement already sent finish, look again
+                                           │ let what B had already sent arrive and run, look again
                                            └ still as wanted: caught; else release and try again
+    watch(pid) ── while B is halted: does the server end that session? who waits on its locks?
 
     SteadyProducer ── thread ── actorq.Client.enqueue_many(batch) every interval ──▶ accepted ids
     Ledger "start:<t>" / "end:<t>" entries ──runs()──▶ Run(job, attempt, node, start, end)
@@ -35,6 +36,7 @@ from actorq.errors import JournalError
 from actorq.testing import LedgerEntry
 
 IN_TRANSACTION = "idle in transaction"
+SETTLE = 0.1  # seconds for what a halted node had already sent to reach the server (loopback: far less)
 
 
 @dataclass(frozen=True)
@@ -47,14 +49,21 @@ class Session:
     """``backend_xid``: set once the transaction has written or locked a row."""
     application_name: str
     client_port: int | None
+    query: str | None
+    """The statement running, or (when idle) the last one."""
 
     @property
     def holds_row_locks(self) -> bool:
         """Idle inside a transaction that has written or locked rows: what other sessions may wait on."""
         return self.state == IN_TRANSACTION and self.xid is not None
 
+    @property
+    def renewed_leadership(self) -> bool:
+        """Its last statement claimed or renewed a leadership: the row of that duty is locked until it commits."""
+        return self.query is not None and "actorq_leaders" in self.query
 
-_COLUMNS = "pid, state, backend_xid::text, application_name, client_port"
+
+_COLUMNS = "pid, state, backend_xid::text, application_name, client_port, left(query, 200)"
 
 
 def client_ports(pid: int, server_port: int) -> set[int]:
@@ -111,49 +120,89 @@ class Caught(NamedTuple):
 
 
 def catch(sessions: NodeSessions, wanted: Callable[[Session], bool], halt: Callable[[], None],
-          release: Callable[[], None], *, confirm: Callable[[], bool] = lambda: True, tries: int = 30,
-          look_for: float = 5.0) -> Caught:
+          release: Callable[[], None], *, prefer: Callable[[Session], bool] | None = None, prefer_for: float = 0.0,
+          confirm: Callable[[], bool] = lambda: True, tries: int = 30, look_for: float = 5.0) -> Caught:
     """Halt a node at a moment its main journal session is `wanted`, and check it stayed so.
 
-    Polls ``pg_stat_activity`` in a tight loop; when the session is `wanted`, calls
-    `halt`, waits (up to 1 s) for a statement the node had already sent to finish,
-    and looks again: the same session still `wanted`, and `confirm()` true, is a
-    catch. Otherwise `release`, and try again.
+    Polls ``pg_stat_activity`` in a tight loop; when the session is `wanted` (and, for
+    the first `prefer_for` seconds, also `prefer`), calls `halt`, lets what the node had
+    already sent arrive and run, and looks again: the same session still `wanted`,
+    `confirm()` true, and the same a moment later, is a catch. Otherwise `release`, and
+    try again.
 
     Raises:
-        AssertionError: no catch in `tries` halts, or the session was never `wanted`
-            for `look_for` seconds in a row of polling.
+        AssertionError: no catch in `tries` halts, or the session was never as wanted
+            for `look_for` seconds of polling (after the `prefer_for` ones).
     """
+    preferred_until = time.monotonic() + prefer_for
+
+    def as_wanted(session: Session | None) -> bool:
+        if session is None or not wanted(session):
+            return False
+        return prefer is None or time.monotonic() > preferred_until or prefer(session)
+
     for attempt in range(1, tries + 1):
-        deadline = time.monotonic() + look_for
-        while True:
-            seen = sessions.main()
-            if seen is not None and wanted(seen):
-                break
+        deadline = max(time.monotonic(), preferred_until) + look_for
+        while not as_wanted(seen := sessions.main()):
             if time.monotonic() > deadline:
                 raise AssertionError(f"node {sessions.node}'s main journal session was never as wanted in "
                                      f"{look_for:g} s of polling (last seen: {seen})")
+        assert seen is not None
         halt()
-        settled = sessions.get(seen.pid)
-        until = time.monotonic() + 1.0
-        while settled is not None and settled.state == "active" and time.monotonic() < until:
-            time.sleep(0.01)
-            settled = sessions.get(seen.pid)
+        settled = _settled(sessions, seen.pid)
         if settled is not None and wanted(settled) and confirm():
-            return Caught(settled, attempt)
+            time.sleep(SETTLE)
+            again = sessions.get(seen.pid)
+            if again is not None and (again.state, again.xid) == (settled.state, settled.xid):
+                return Caught(settled, attempt)
         release()
     raise AssertionError(f"could not halt node {sessions.node} with its main journal session as wanted "
                          f"in {tries} tries")
 
 
-def gone_within(sessions: NodeSessions, pid: int, timeout: float) -> float | None:
-    """Seconds until the server ended session `pid` (it left ``pg_stat_activity``), or None if not by `timeout`."""
+def _settled(sessions: NodeSessions, pid: int) -> Session | None:
+    """Session `pid` once what its node sent before the halt has arrived and run (up to 1 s)."""
+    time.sleep(SETTLE)  # a message already on its way (a COMMIT right after the last statement) lands
+    settled = sessions.get(pid)
+    until = time.monotonic() + 1.0
+    while settled is not None and settled.state == "active" and time.monotonic() < until:
+        time.sleep(0.01)
+        settled = sessions.get(pid)
+    return settled
+
+
+class Halt(NamedTuple):
+    """What a halted node's caught session went through (`watch`)."""
+
+    ended_after: float | None
+    """Seconds until the server ended it (it left ``pg_stat_activity``); None: it was still there."""
+    most_waiting: int
+    """The most sessions seen at once waiting on its locks (other nodes' writers, producers)."""
+
+
+def watch(sessions: NodeSessions, pid: int, seconds: float, *,
+          tick: Callable[[float, Halt], None] | None = None, tick_every: float = 2.0) -> Halt:
+    """Watch session `pid` of a halted node for `seconds`: whether the server ends it, and who waits on it.
+
+    `tick(elapsed, so_far)` runs every `tick_every` seconds (progress output).
+    """
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if sessions.get(pid) is None:
-            return time.monotonic() - start
+    ended_after: float | None = None
+    most_waiting = 0
+    next_tick = start + tick_every
+    while (now := time.monotonic()) < start + seconds:
+        if ended_after is None:
+            if sessions.get(pid) is None:
+                ended_after = now - start
+            else:
+                waiting = sessions.admin.execute("SELECT count(*) FROM pg_stat_activity"
+                                                 " WHERE %s = ANY(pg_blocking_pids(pid))", (pid,)).fetchone()[0]
+                most_waiting = max(most_waiting, waiting)
+        if tick is not None and now >= next_tick:
+            next_tick = now + tick_every
+            tick(now - start, Halt(ended_after, most_waiting))
         time.sleep(0.05)
-    return None
+    return Halt(ended_after, most_waiting)
 
 
 class SteadyProducer:

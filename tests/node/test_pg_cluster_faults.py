@@ -37,8 +37,9 @@ from actorq.journal.config import JournalConfig
 from actorq.testing import QueueCheck, check_total_queue, eventually
 from journal_support import PG_ADDRESS, PG_URL, TcpProxy, pg_admin
 from node_process import NodeProcess
-from pg_faults import NodeSessions, Run, Session, SteadyProducer, catch, client_ports, gone_within, runs, \
-    started_after_a_success
+from pg_faults import (
+    Caught, NodeSessions, Run, Session, SteadyProducer, catch, client_ports, runs, started_after_a_success, watch,
+)
 
 TASK = "pgfault.work"
 TASKS = f"""
@@ -52,6 +53,9 @@ LEASE_TIMEOUT = 4.0
 LEADER_TTL = 2.0
 PAUSE = 10.0  # past B's leases and its leadership
 MIN_PROGRESS = 40  # jobs A gets done during the pause: it does hundreds when nothing holds it up
+# For this long, a halt waits for the worst moment: right after B renewed its leadership, when the
+# leaders row is locked and every other node's renewal queues behind it (with all of its writer's ops).
+PREFER_LEADERSHIP_FOR = 8.0
 
 
 def _journal_limits(**limits: float) -> dict[str, float]:
@@ -80,6 +84,8 @@ class Window:
     runs_by_a: int
     session_ended_after: float | None
     """Seconds until the server ended B's halted session; None: it was still there at the end."""
+    waiting_on_b: int
+    """The most sessions seen at once waiting on the locks of B's session (A's writer, the producer)."""
     leased_to_b: int
     """Jobs leased to B when it was halted (for the record: their leases lapse during the pause)."""
     of_them_done: int
@@ -161,11 +167,11 @@ class Cluster:
         started = time.monotonic()
         done, ran = self.count("succeeded"), self.starts(self.topo_a)
         held = [job_id for job_id, _ in self.leased_to("node-b")]
-        ended = gone_within(sessions, caught.pid, PAUSE)
-        time.sleep(max(0.0, PAUSE - (time.monotonic() - started)))
+        halt = watch(sessions, caught.pid, PAUSE - (time.monotonic() - started))
         held_done = self.admin.execute(f"SELECT count(*) FROM {self.jobs_table} WHERE id = ANY(%s)"
                                        " AND state = 'succeeded'", (held,)).fetchone()[0]
-        return Window(self.count("succeeded") - done, self.starts(self.topo_a) - ran, ended, len(held), held_done)
+        return Window(self.count("succeeded") - done, self.starts(self.topo_a) - ran, halt.ended_after,
+                      halt.most_waiting, len(held), held_done)
 
     async def finish(self) -> Outcome:
         """Stop the producer, wait (bounded) for the queue to drain, stop both nodes, gather the outcome."""
@@ -237,6 +243,25 @@ class Cluster:
         return sum(1 for e in topo.ledger.read() if "/start:" in e.tag)
 
 
+async def _halted_inside_a_transaction(cluster: Cluster, halt: Callable[[], None], release: Callable[[], None],
+                                       ports: Callable[[], set[int]] | None = None) -> tuple[Caught, Window, Outcome]:
+    """Start `cluster`; `halt` B when its main session is idle in transaction holding row locks, preferably
+    right after renewing its leadership; `release` it after `PAUSE` s; let everything finish. `ports`: B's
+    client ports, when it is behind a proxy."""
+    try:
+        await cluster.start()
+        sessions = cluster.sessions_b(ports)
+        caught = catch(sessions, lambda s: s.holds_row_locks, halt, release,
+                       prefer=lambda s: s.renewed_leadership, prefer_for=PREFER_LEADERSHIP_FOR)
+        try:
+            window = cluster.hold(sessions, caught.session)
+        finally:
+            release()
+        return caught, window, await cluster.finish()
+    finally:
+        cluster.close()
+
+
 def _assert_whole_queue(outcome: Outcome) -> None:
     """The total-queue check, and a clean stop of both nodes."""
     print(outcome.check.summary(), f"journal states {dict(outcome.states)}", f"exit codes {outcome.exit_codes}")
@@ -260,25 +285,16 @@ def _assert_a_went_on(window: Window, how: str) -> None:
 async def test_c17_a_node_paused_inside_a_transaction_holds_up_neither_the_other_node_nor_any_job(topology, pg_schema):
     """C17: B is SIGSTOPped while its main journal session is idle in transaction holding row locks.
 
-    Node A must keep completing jobs during the pause (it skips or outwaits B's locks),
+    The halt prefers (for up to `PREFER_LEADERSHIP_FOR` s of trying) the moment right
+    after B renewed its leadership: the leaders row is locked then too, and A's next
+    renewal waits on it, with everything A's writer has queued behind. Node A must keep completing jobs during the pause (it skips or outwaits B's locks),
     the server must end B's session within the pause (``idle_in_transaction_timeout``,
     releasing the locks), and once B resumes every job drains, none lost, none run twice
     in one attempt.
     """
     cluster = Cluster(topology, pg_schema)
-    try:
-        await cluster.start()
-        sessions = cluster.sessions_b()
-        caught = catch(sessions, lambda s: s.holds_row_locks, cluster.halt_b, cluster.release_b)
-        try:
-            window = cluster.hold(sessions, caught.session)
-        finally:
-            cluster.release_b()
-        outcome = await cluster.finish()
-    finally:
-        cluster.close()
-    print(f"C17: B halted with session {caught.session.pid} idle in transaction (xid {caught.session.xid}) after "
-          f"{caught.tries} tries; {window}")
+    caught, window, outcome = await _halted_inside_a_transaction(cluster, cluster.halt_b, cluster.release_b)
+    print(f"C17: B halted after {caught.tries} tries, {caught.session}; {window}")
     _assert_a_went_on(window, "paused")
     _assert_whole_queue(outcome)
 
@@ -287,26 +303,18 @@ async def test_a_node_cut_off_inside_a_transaction_holds_up_neither_the_other_no
     """C17, as a network cut: B's link to PostgreSQL stops carrying anything, its TCP sessions left open.
 
     B's journal connections go through an in-test proxy (A's do not). When B's main
-    session is idle in transaction holding row locks, the proxy stops forwarding both
-    ways for `PAUSE` seconds. As with a pause: A keeps completing jobs, the server ends
+    session is idle in transaction holding row locks (preferably right after renewing its
+    leadership, as for C17), the proxy stops forwarding both ways for `PAUSE` seconds. As with a pause: A keeps completing jobs, the server ends
     B's session within the cut, and after the link heals everything drains.
     """
     proxy = TcpProxy(PG_ADDRESS)
-    cluster = Cluster(topology, pg_schema, url_b=_url_through(proxy.port))
     try:
-        await cluster.start()
-        sessions = cluster.sessions_b(proxy.upstream_ports)
-        caught = catch(sessions, lambda s: s.holds_row_locks, proxy.freeze, proxy.thaw)
-        try:
-            window = cluster.hold(sessions, caught.session)
-        finally:
-            proxy.thaw()
-        outcome = await cluster.finish()
+        cluster = Cluster(topology, pg_schema, url_b=_url_through(proxy.port))
+        caught, window, outcome = await _halted_inside_a_transaction(cluster, proxy.freeze, proxy.thaw,
+                                                                     proxy.upstream_ports)
     finally:
-        cluster.close()
         proxy.close()
-    print(f"cut: B cut off with session {caught.session.pid} idle in transaction (xid {caught.session.xid}) after "
-          f"{caught.tries} tries; {window}")
+    print(f"cut: B cut off after {caught.tries} tries, {caught.session}; {window}")
     _assert_a_went_on(window, "cut off")
     _assert_whole_queue(outcome)
 
