@@ -182,10 +182,12 @@ class Cluster:
         except AssertionError:
             drained = False
         exit_codes: dict[str, int | None] = {}
-        for name, node in (("node-a", self.a), ("node-b", self.b)):
+        nodes = {"node-a": self.a, "node-b": self.b}
+        for node in nodes.values():
             assert node is not None
-            os.kill(node.pid, signal.SIGTERM)
-        for name, node in (("node-a", self.a), ("node-b", self.b)):
+            if node.proc.poll() is None:  # one that died meanwhile shows in its exit code
+                os.kill(node.pid, signal.SIGTERM)
+        for name, node in nodes.items():
             assert node is not None
             try:
                 exit_codes[name] = await node.exit_code(timeout=60)
