@@ -105,6 +105,10 @@ class Outcome:
     runs: list[Run]
     exit_codes: dict[str, int | None] = field(default_factory=dict)
 
+    def summary(self) -> str:
+        return (f"{self.check.summary()}; journal states {dict(self.states)}; drained {self.drained}; "
+                f"exit codes {self.exit_codes}")
+
 
 class Cluster:
     """Nodes A and B on one schema, B started first (so it leads), and a steady producer.
@@ -266,7 +270,6 @@ async def _halted_inside_a_transaction(cluster: Cluster, halt: Callable[[], None
 
 def _assert_whole_queue(outcome: Outcome) -> None:
     """The total-queue check, and a clean stop of both nodes."""
-    print(outcome.check.summary(), f"journal states {dict(outcome.states)}", f"exit codes {outcome.exit_codes}")
     assert outcome.drained, f"jobs still live 60 s after the producer stopped: {dict(outcome.states)}"
     assert outcome.check.valid, outcome.check.summary()
     assert not outcome.unknown, f"jobs in the journal that were never sent: {sorted(outcome.unknown)[:5]}"
@@ -296,7 +299,7 @@ async def test_c17_a_node_paused_inside_a_transaction_holds_up_neither_the_other
     """
     cluster = Cluster(topology, pg_schema)
     caught, window, outcome = await _halted_inside_a_transaction(cluster, cluster.halt_b, cluster.release_b)
-    print(f"C17: B halted after {caught.tries} tries, {caught.session}; {window}")
+    print(f"C17: B halted after {caught.tries} tries, {caught.session}; {window}", outcome.summary(), sep="\n")
     _assert_a_went_on(window, "paused")
     _assert_whole_queue(outcome)
 
@@ -316,7 +319,7 @@ async def test_a_node_cut_off_inside_a_transaction_holds_up_neither_the_other_no
                                                                      proxy.upstream_ports)
     finally:
         proxy.close()
-    print(f"cut: B cut off after {caught.tries} tries, {caught.session}; {window}")
+    print(f"cut: B cut off after {caught.tries} tries, {caught.session}; {window}", outcome.summary(), sep="\n")
     _assert_a_went_on(window, "cut off")
     _assert_whole_queue(outcome)
 
@@ -425,7 +428,8 @@ async def test_c18_a_deadlock_aborts_node_bs_batch_and_none_of_its_ops_is_lost(t
     log = b.output().splitlines()
     deadlock_lines = [line for line in log if "deadlock detected" in line]
     print(f"C18: {deadlock}; B's log on it:", *deadlock_lines[:6], sep="\n  ")
-    print(f"errors recorded: {len(errors)}, e.g. {errors[:3]}; leader at the end: {leader}")
+    print(f"errors recorded: {len(errors)}, e.g. {errors[:3]}; leader at the end: {leader}", outcome.summary(),
+          sep="\n")
     assert [line for line in deadlock_lines if "retr" in line.lower()], "B's log does not show the batch retried"
     starts = Counter(run.job_id for run in outcome.runs)
     batch = (deadlock.waited_on, *deadlock.batch_rows)
@@ -479,7 +483,8 @@ async def test_c19_a_resumed_node_does_not_start_prefetched_jobs_whose_lease_lap
     twice = started_after_a_success(outcome.runs)
     ids = {job_id for job_id, _ in prefetched}
     log = cluster.b.output().splitlines() if cluster.b else []
-    print(f"C19: B halted after {caught.tries} tries holding {len(prefetched)} unstarted jobs; {window}")
+    print(f"C19: B halted after {caught.tries} tries holding {len(prefetched)} unstarted jobs; {window}",
+          outcome.summary(), sep="\n")
     print(f"lapsed prefetched jobs B started after resuming: {len(lapsed_runs)} of {len(prefetched)}")
     print(f"runs that started after an earlier run of the job had finished: {len(twice)}",
           *[f"{e.node}:{e.attempt} ended {e.ended:.2f}, then {l.node}:{l.attempt} started {l.started:.2f}"
