@@ -45,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait as wait_for
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 
@@ -188,8 +188,7 @@ class NodeRun:
     @classmethod
     def start(cls, workdir: Path, name: str, url: str, schema: str, args: argparse.Namespace) -> "NodeRun":
         """Write the node's topology file and start ``actorq run`` in its own session."""
-        toml = workdir / f"{name}.toml"
-        toml.write_text(
+        return cls.launch(workdir, name, (
             "[node]\n"
             f"name = {json.dumps(name)}\n"
             'tasks = ["bench_tasks:registry"]\n'
@@ -201,7 +200,13 @@ class NodeRun:
             f"processes = {args.processes}\n"
             f"concurrency = {args.concurrency}\n"
             f"prefetch = {args.concurrency}\n"
-        )
+        ))
+
+    @classmethod
+    def launch(cls, workdir: Path, name: str, topology: str) -> "NodeRun":
+        """Write `topology` (TOML text) to ``<name>.toml`` in `workdir` and start ``actorq run`` on it."""
+        toml = workdir / f"{name}.toml"
+        toml.write_text(topology)
         node = cls(name, toml, workdir / f"{name}.log")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(HERE.parent),
                                                                         os.environ.get("PYTHONPATH")])))
@@ -519,9 +524,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("url", metavar="postgresql://URL", help="the database; each measurement uses a fresh "
                         "schema in it (the role needs CREATE on the database)")
     parser.add_argument("--jobs", type=int, default=50_000, help="jobs per measurement (default 50000)")
-    parser.add_argument("--processes", type=int, default=2, help="worker processes per node (default 2)")
-    parser.add_argument("--concurrency", type=int, default=256,
-                        help="slots per worker process, also its prefetch (default 256)")
     parser.add_argument("--batch", type=int, default=1000, help="jobs per producer commit (default 1000)")
     parser.add_argument("--producers", type=int, default=1,
                         help="producer processes sharing the end-to-end jobs (default 1)")
@@ -530,19 +532,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help="finished jobs added to each fresh schema before it is ANALYZEd, as autovacuum "
                              f"leaves a journal in service (default {bench_e2e.DEFAULT_HISTORY}; 0: no planner "
                              "statistics)")
-    parser.add_argument("--timeout", type=float, default=300.0,
-                        help="give up on a measurement after this many seconds (default 300)")
-    parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress lines on stderr")
+    add_node_options(parser, concurrency=256, timeout=300.0, waits="a measurement")
     return parser
+
+
+def add_node_options(parser: argparse.ArgumentParser, *, concurrency: int, timeout: float, waits: str) -> None:
+    """The options of a script that runs `actorq run` nodes: their workers, a deadline on `waits`, --quiet."""
+    parser.add_argument("--processes", type=int, default=2, help="worker processes per node (default 2)")
+    parser.add_argument("--concurrency", type=int, default=concurrency,
+                        help=f"slots per worker process, also its prefetch (default {concurrency})")
+    parser.add_argument("--timeout", type=float, default=timeout,
+                        help=f"give up on {waits} after this many seconds (default {timeout:g})")
+    parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress lines on stderr")
+
+
+def parse_postgres_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line; a `url` argument that is no ``postgresql://`` URL is a usage error."""
+    args = parser.parse_args()
+    if not args.url.startswith(bench_e2e.POSTGRES_SCHEMES):
+        parser.error(f"expected a postgresql:// URL, got {redact_url(args.url)!r}")
+    return args
 
 
 def main() -> None:
     """Measure 1 node and 2 nodes `--repeat` times, alternating the order; print lines and a summary."""
-    args = build_parser().parse_args()
-    if not args.url.startswith(bench_e2e.POSTGRES_SCHEMES):
-        build_parser().error(f"expected a postgresql:// URL, got {redact_url(args.url)!r}")
+    run_or_exit(run_all, parse_postgres_args(build_parser()))
+
+
+def run_or_exit(run: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> None:
+    """``run(args)``; a `BenchError` or Ctrl-C ends the script with one line on stderr (exit 1 or 130)."""
     try:
-        run_all(args)
+        run(args)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -189,7 +189,8 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
     `TASKS_PRELUDE`). ``journal_url`` and ``schema`` select a PostgreSQL journal (see
     the ``pg_schema`` fixture); the default is an SQLite file in ``tmp_path``.
     Other keyword arguments set ``[workers]`` and ``[dispatcher]`` keys;
-    the defaults keep tests fast (2 processes, 4 slots, 50 ms polls, 10 s shutdown).
+    the defaults keep tests fast (2 processes, 4 slots, 50 ms polls, 10 s shutdown);
+    ``journal_extra`` adds ``[journal]`` keys.
     """
     counter = [0]
 
@@ -216,6 +217,7 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         toml_name: str = "topology.toml",
         leader_ttl: float = 15.0,
         wal_limit_mb: float = 64.0,
+        journal_extra: Mapping[str, object] | None = None,
     ) -> Topology:
         counter[0] += 1
         module = f"aqtest_tasks_{counter[0]}"
@@ -227,7 +229,7 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
                      "leader_ttl": leader_ttl},
             "journal": ({"url": f"sqlite:///{tmp_path / 'journal.db'}", "synchronous": "normal",
                          "wal_limit_mb": wal_limit_mb} if journal_url is None
-                        else {"url": journal_url, "schema": schema}),
+                        else {"url": journal_url, "schema": schema}) | dict(journal_extra or {}),
             "dispatcher": {"poll_interval": poll_interval, "lease_timeout": lease_timeout,
                            "max_frame_bytes": max_frame_bytes},
             "workers": {"processes": processes, "concurrency": concurrency, "prefetch": prefetch,

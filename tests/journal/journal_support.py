@@ -33,6 +33,7 @@ import sqlite3
 import subprocess
 import tempfile
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from actorq.journal import Failure, JobState, Journal, LeasedJob, NewJob, open_journal
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: the proxy is shared with bench/
+from tcp_proxy import TcpProxy  # noqa: E402  (re-exported: the journal and node tests take it from here)
 from actorq.journal.protocol import Attempt
 
 DEFAULT_PG = ("127.0.0.1", 5432)
@@ -333,82 +337,6 @@ def job_in_every_state(journal: Journal) -> dict[str, LeasedJob]:
     for s in JobState:
         assert state(journal, s.value) is s
     return leases
-
-
-class TcpProxy:
-    """A TCP proxy in front of the test PostgreSQL that a test can take down and bring back.
-
-    `down()` resets every proxied connection and stops listening (connects are then
-    refused), like a server restart or a partition; `up()` listens again on the same port.
-    """
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self.up()
-
-    def up(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(16)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def down(self) -> None:
-        if self._listener is not None:
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the other thread
-            except OSError:
-                pass
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-
-    def close(self) -> None:
-        self.down()
 
 
 class PasswordCatcher:
