@@ -84,23 +84,26 @@ class NodeSessions:
         node: the node's name (``[node] name``).
         ports: the client ports of the node's connections, for an actorq whose
             ``application_name`` does not carry the node's name.
+        role: which of the node's sessions `main` finds: ``journal`` or ``duties``.
     """
 
-    def __init__(self, admin: Any, node: str, ports: Callable[[], set[int]]) -> None:
+    def __init__(self, admin: Any, node: str, ports: Callable[[], set[int]], role: str = "journal") -> None:
         self.admin = admin
         self.node = node
         self.ports = ports
+        self.role = role
         self._ports: list[int] = []  # read again only when they match no session: reading them costs ~1 ms
 
     def main(self) -> Session | None:
-        """The node's main journal session (acks, leases, enqueues), or None if it has none now."""
+        """The node's session of `role` (``journal``: the main one, with acks, leases and enqueues;
+        ``duties``: promotion, rescue and leadership), or None if it has none now."""
         for fresh in (False, True):
             if fresh:
                 self._ports = sorted(self.ports())
             row = self.admin.execute(
                 f"SELECT {_COLUMNS} FROM pg_stat_activity WHERE application_name = %s"
                 " OR (application_name = 'actorq journal' AND client_port = ANY(%s))",
-                (f"actorq {self.node} journal", self._ports)).fetchone()
+                (f"actorq {self.node} {self.role}", self._ports if self.role == "journal" else [])).fetchone()
             if row is not None:
                 return Session(*row)
         return None
