@@ -27,6 +27,12 @@ so a paused (SIGSTOP) or wedged worker loses its jobs to others; when it comes
 back, its late acks carry old lease ids and the journal rejects them (fencing),
 counted in the writer's ``stale_acks``.
 
+Each job goes out with the deadline up to which its lease is surely held
+(``valid_until``: `LEASE_TRUST` of the lease's length after the LEASE op was
+submitted), and each committed renewal sends its workers LEASES with the new
+one, so a worker never starts a prefetched job whose lease may have lapsed
+while the node was paused (`actorq.jobs.wire`).
+
 The messages are `actorq.jobs.wire`'s; what an attempt's end means for its
 job (retry, dead, failed, back to ready) is decided when the journal writer
 settles it (`actorq.jobs.outcome`), never here.
@@ -56,6 +62,11 @@ from actorq.transports.drops import DropCounter
 from actorq.transports.zmq import LoopSocket
 
 logger = logging.getLogger(__name__)
+
+LEASE_TRUST = 0.8
+"""The share of a lease's length, from when it was asked for, within which its worker may start
+the job. The rest is margin: for the journal's clock running faster than ours, and for the
+renewal of a job started near its deadline to commit."""
 
 
 @dataclass(eq=False)
@@ -426,13 +437,16 @@ class Dispatcher:
         if free <= 0 or all(q in self._empty for q in worker.queues):
             return
         worker.leasing = True
+        # read before the journal sets the expiry (its now() + lease_for): the deadline is earlier
+        valid_until = wire.lease_clock() + self.lease_timeout * LEASE_TRUST
         self.writer.submit(
             jw.LEASE,
             jw.Lease(worker.queues, worker.owner, free, self.lease_timeout),
-            lambda jobs, error: self._on_leased(worker, free, jobs, error),
+            lambda jobs, error: self._on_leased(worker, free, jobs, error, valid_until),
         )
 
-    def _on_leased(self, worker: _Worker, asked: int, jobs: list[LeasedJob] | None, error: BaseException | None) -> None:
+    def _on_leased(self, worker: _Worker, asked: int, jobs: list[LeasedJob] | None, error: BaseException | None,
+                   valid_until: float) -> None:
         worker.leasing = False
         if error is not None or jobs is None:
             logger.error("lease for %s failed: %s", worker.owner, error)
@@ -461,12 +475,12 @@ class Dispatcher:
         size = 0
         for j in jobs:
             if batch and size + len(j.payload) > budget:
-                self._send_jobs(worker, batch)
+                self._send_jobs(worker, batch, valid_until)
                 batch, size = [], 0
             batch.append(j)
             size += len(j.payload)
         if batch:
-            self._send_jobs(worker, batch)
+            self._send_jobs(worker, batch, valid_until)
         if len(jobs) + len(unsendable) == asked:
             self._pump(worker)
 
@@ -476,8 +490,8 @@ class Dispatcher:
                     f"({self.max_frame_bytes:,})")
         return f"job id, task or queue name longer than {wire.MAX_NAME_CHARS} characters"
 
-    def _send_jobs(self, worker: _Worker, jobs: list[LeasedJob]) -> None:
-        if not self._send(worker, wire.Jobs.encode_leased(jobs)):
+    def _send_jobs(self, worker: _Worker, jobs: list[LeasedJob], valid_until: float) -> None:
+        if not self._send(worker, wire.Jobs.encode_leased(jobs, valid_until)):
             self.writer.submit(jw.RELEASE, [(j.id, j.lease_id) for j in jobs], self._after_retry)
             return
         worker.credits -= len(jobs)
@@ -528,13 +542,33 @@ class Dispatcher:
         self._reclaim(worker.owner, f"worker unresponsive (no heartbeat for {silent:.0f} s)", ())
 
     # -- lease renewal ------------------------------------------------------------------
+    def _leases_renewed(self, owners: list[str]) -> Callable[[Any, BaseException | None], None]:
+        """The callback of a RENEW op for `owners`, submitted now: tell each worker its new deadline.
+
+        The journal extends every lease the owner still holds to its now() + lease_timeout
+        when the op commits, which is after this reading: so this reading plus `LEASE_TRUST`
+        of lease_timeout is before that expiry. A worker applies it only to jobs still within
+        their old deadline (see `actorq.jobs.wire`).
+        """
+        until = wire.lease_clock() + self.lease_timeout * LEASE_TRUST
+        workers = [self._workers[owner] for owner in owners]
+
+        def renewed(_count: Any, error: BaseException | None) -> None:
+            if error is not None or self.closed:  # not extended: the workers keep their deadlines
+                return
+            frame = wire.Leases(until).encode()
+            for worker in workers:
+                if self._workers.get(worker.owner) is worker:  # still the one renewed (not lost meanwhile)
+                    self._send(worker, frame)
+        return renewed
+
     def _schedule_renew(self) -> None:
         self._renew_handle = self.loop.call_later(self.lease_timeout / 3, self._renew)
 
     def _renew(self) -> None:
         owners = [w.owner for w in self._workers.values() if w.held]
         if owners:
-            self.writer.submit(jw.RENEW, jw.Renew(owners, self.lease_timeout))
+            self.writer.submit(jw.RENEW, jw.Renew(owners, self.lease_timeout), self._leases_renewed(owners))
         if self.is_leader():  # rescuing expired leases is the leader's duty among nodes
             self.writer.submit(jw.RECLAIM, jw.Reclaim(AttemptEnd.LEASE_EXPIRED, "lease expired"),
                                lambda n, e: self.wake(None) if n else None)
