@@ -31,7 +31,10 @@ Each job goes out with the deadline up to which its lease is surely held
 (``valid_until``: `LEASE_TRUST` of the lease's length after the LEASE op was
 submitted), and each committed renewal sends its workers LEASES with the new
 one, so a worker never starts a prefetched job whose lease may have lapsed
-while the node was paused (`actorq.jobs.wire`).
+while the node was paused (`actorq.jobs.wire`). When the liveness check runs a
+whole period late, the dispatcher itself did not run (the node was paused, with
+its workers, or its loop blocked): that window is not counted as the workers'
+silence.
 
 The messages are `actorq.jobs.wire`'s; what an attempt's end means for its
 job (retry, dead, failed, back to ready) is decided when the journal writer
@@ -100,6 +103,8 @@ class DispatcherStats:
         self.reclaim_events = 0
         self.lost_workers = 0
         self.rejoined = 0
+        self.own_pauses = 0
+        """Times the dispatcher found it had not run for a while (its node paused, its loop blocked)."""
 
 
 class Dispatcher:
@@ -152,6 +157,7 @@ class Dispatcher:
         self._workers_told_to_stop = False
         self._renew_handle: asyncio.TimerHandle | None = None
         self._liveness_handle: asyncio.TimerHandle | None = None
+        self._liveness_due = 0.0  # when the pending liveness check should run (time.monotonic)
         self.closed = False
         self.stats = DispatcherStats()
         self._malformed = DropCounter(
@@ -521,14 +527,39 @@ class Dispatcher:
             logger.debug("could not send to %s: %s", owner, exc)
 
     # -- liveness ---------------------------------------------------------------------
+    def _liveness_period(self) -> float:
+        return min(1.0, self.heartbeat_timeout / 4)
+
     def _schedule_liveness(self) -> None:
-        self._liveness_handle = self.loop.call_later(min(1.0, self.heartbeat_timeout / 4), self._check_liveness)
+        period = self._liveness_period()
+        self._liveness_due = time.monotonic() + period
+        self._liveness_handle = self.loop.call_later(period, self._check_liveness)
 
     def _check_liveness(self) -> None:
-        deadline = time.monotonic() - self.heartbeat_timeout
+        now = time.monotonic()
+        self._forgive_own_pause(now)
+        deadline = now - self.heartbeat_timeout
         for worker in [w for w in self._workers.values() if w.last_seen < deadline]:
             self._lose(worker)
         self._schedule_liveness()
+
+    def _forgive_own_pause(self, now: float) -> None:
+        """This check ran a whole period or more late: the dispatcher itself did not run.
+
+        Its node was paused (SIGSTOP of the process group stops the workers with it) or its
+        loop was blocked: what a worker sent meanwhile was not read, so silence in that
+        window says nothing about it. Each worker's silence is counted without the window
+        (its last sight moves on by as much): a paused node does not lose every worker on
+        resuming, and a worker silent before the pause is still lost as it would have been.
+        """
+        late = now - self._liveness_due
+        if late <= self._liveness_period():
+            return
+        for worker in self._workers.values():
+            worker.last_seen = min(now, worker.last_seen + late)
+        self.stats.own_pauses += 1
+        logger.warning("the dispatcher did not run for %.1f s (its node was paused or its loop blocked): "
+                       "worker silence in that time is not counted", late)
 
     def _lose(self, worker: _Worker) -> None:
         """`worker` has been silent past the heartbeat timeout: take its leases away."""
