@@ -158,6 +158,7 @@ class Dispatcher:
         self._renew_handle: asyncio.TimerHandle | None = None
         self._liveness_handle: asyncio.TimerHandle | None = None
         self._liveness_due = 0.0  # when the pending liveness check should run (time.monotonic)
+        self._successor = False  # an earlier dispatcher ran before this one (see `take_over`)
         self.closed = False
         self.stats = DispatcherStats()
         self._malformed = DropCounter(
@@ -282,6 +283,7 @@ class Dispatcher:
         """Reclaim what an earlier dispatcher could not, and for workers that died while none ran."""
         pending = [*(previous.pending_reclaims if previous is not None else ()), *orphans]
         if previous is not None:
+            self._successor = True
             previous.pending_reclaims = []
         for owner, why in pending:
             if why.startswith("worker died"):  # a late hello from it must not register it
@@ -377,14 +379,22 @@ class Dispatcher:
                             owner, pid, len(leases), credits)
                 # leases it does not hold any more (acks lost with a dead dispatcher, jobs sent
                 # that never arrived) go back to ready; the ones it holds stay its own
-                self._reclaim(owner, "lease not held by its worker after a dispatcher restart",
-                              list(leases.values()))
+                self._reclaim(owner, self._rejoin_reason(hello), list(leases.values()))
             else:
                 logger.info("worker %s (pid %d) ready with %d credits", owner, pid, credits)
         if self._workers_told_to_stop:  # it missed the broadcast: without this it runs until killed
             self._send(worker, wire.Stop.FRAME)
             return
         self._pump(worker)
+
+    def _rejoin_reason(self, hello: wire.Hello) -> str:
+        """Why a re-announcing worker no longer holds some of its leases: what made it re-announce."""
+        if hello.reset:
+            return ("lease not held by its worker when it came back after a RESET "
+                    "(it was silent past the heartbeat timeout)")
+        if self._successor:
+            return "lease not held by its worker when it re-announced after a dispatcher restart"
+        return "lease not held by its worker when it re-announced to a dispatcher that did not know it"
 
     def _on_bye(self, ident: bytes) -> None:
         worker = self._by_ident.pop(ident, None)
