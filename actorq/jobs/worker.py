@@ -117,9 +117,14 @@ def check_tasks(entries: list[str], sys_path: list[str], timeout: float = 120.0)
     Raises:
         ImportError: a module cannot be imported, or an entry is not a TaskRegistry;
             the message names the entry and the cause.
+        subprocess.CalledProcessError: the child was killed by a signal (``returncode`` is
+            minus its number): nothing is known of the modules.
+        subprocess.TimeoutExpired: the child ran past `timeout` s (it is killed).
     """
     result = subprocess.run([sys.executable, "-c", CHECK_BOOT, json.dumps([entries, sys_path])],
                             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if result.returncode < 0:  # killed from outside (the OOM killer, an operator): not the modules' doing
+        raise subprocess.CalledProcessError(result.returncode, "task import check", result.stdout, result.stderr)
     if result.returncode != 0:
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
         raise ImportError(lines[-1] if lines else f"task import check exited with {result.returncode}")
