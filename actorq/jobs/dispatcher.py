@@ -27,6 +27,15 @@ so a paused (SIGSTOP) or wedged worker loses its jobs to others; when it comes
 back, its late acks carry old lease ids and the journal rejects them (fencing),
 counted in the writer's ``stale_acks``.
 
+Each job goes out with the deadline up to which its lease is surely held
+(``valid_until``: `LEASE_TRUST` of the lease's length after the LEASE op was
+submitted), and each committed renewal sends its workers LEASES with the new
+one, so a worker never starts a prefetched job whose lease may have lapsed
+while the node was paused (`actorq.jobs.wire`). When the liveness check runs a
+whole period late, the dispatcher itself did not run (the node was paused, with
+its workers, or its loop blocked): that window is not counted as the workers'
+silence.
+
 The messages are `actorq.jobs.wire`'s; what an attempt's end means for its
 job (retry, dead, failed, back to ready) is decided when the journal writer
 settles it (`actorq.jobs.outcome`), never here.
@@ -56,6 +65,11 @@ from actorq.transports.drops import DropCounter
 from actorq.transports.zmq import LoopSocket
 
 logger = logging.getLogger(__name__)
+
+LEASE_TRUST = 0.8
+"""The share of a lease's length, from when it was asked for, within which its worker may start
+the job. The rest is margin: for the journal's clock running faster than ours, and for the
+renewal of a job started near its deadline to commit."""
 
 
 @dataclass(eq=False)
@@ -89,6 +103,8 @@ class DispatcherStats:
         self.reclaim_events = 0
         self.lost_workers = 0
         self.rejoined = 0
+        self.own_pauses = 0
+        """Times the dispatcher found it had not run for a while (its node paused, its loop blocked)."""
 
 
 class Dispatcher:
@@ -138,6 +154,8 @@ class Dispatcher:
         self._workers_told_to_stop = False
         self._renew_handle: asyncio.TimerHandle | None = None
         self._liveness_handle: asyncio.TimerHandle | None = None
+        self._liveness_due = 0.0  # when the pending liveness check should run (time.monotonic)
+        self._successor = False  # an earlier dispatcher ran before this one (see `take_over`)
         self.closed = False
         self.stats = DispatcherStats()
         self._malformed = DropCounter(
@@ -262,6 +280,7 @@ class Dispatcher:
         """Reclaim what an earlier dispatcher could not, and for workers that died while none ran."""
         pending = [*(previous.pending_reclaims if previous is not None else ()), *orphans]
         if previous is not None:
+            self._successor = True
             previous.pending_reclaims = []
         for owner, why in pending:
             if why.startswith("worker died"):  # a late hello from it must not register it
@@ -357,14 +376,22 @@ class Dispatcher:
                             owner, pid, len(leases), credits)
                 # leases it does not hold any more (acks lost with a dead dispatcher, jobs sent
                 # that never arrived) go back to ready; the ones it holds stay its own
-                self._reclaim(owner, "lease not held by its worker after a dispatcher restart",
-                              list(leases.values()))
+                self._reclaim(owner, self._rejoin_reason(hello), list(leases.values()))
             else:
                 logger.info("worker %s (pid %d) ready with %d credits", owner, pid, credits)
         if self._workers_told_to_stop:  # it missed the broadcast: without this it runs until killed
             self._send(worker, wire.Stop.FRAME)
             return
         self._pump(worker)
+
+    def _rejoin_reason(self, hello: wire.Hello) -> str:
+        """Why a re-announcing worker no longer holds some of its leases: what made it re-announce."""
+        if hello.reset:
+            return ("lease not held by its worker when it came back after a RESET "
+                    "(it was silent past the heartbeat timeout)")
+        if self._successor:
+            return "lease not held by its worker when it re-announced after a dispatcher restart"
+        return "lease not held by its worker when it re-announced to a dispatcher that did not know it"
 
     def _on_bye(self, ident: bytes) -> None:
         worker = self._by_ident.pop(ident, None)
@@ -423,13 +450,16 @@ class Dispatcher:
         if free <= 0 or all(q in self._empty for q in worker.queues):
             return
         worker.leasing = True
+        # read before the journal sets the expiry (its now() + lease_for): the deadline is earlier
+        valid_until = wire.lease_clock() + self.lease_timeout * LEASE_TRUST
         self.writer.submit(
             jw.LEASE,
             jw.Lease(worker.queues, worker.owner, free, self.lease_timeout),
-            lambda jobs, error: self._on_leased(worker, free, jobs, error),
+            lambda jobs, error: self._on_leased(worker, free, jobs, error, valid_until),
         )
 
-    def _on_leased(self, worker: _Worker, asked: int, jobs: list[LeasedJob] | None, error: BaseException | None) -> None:
+    def _on_leased(self, worker: _Worker, asked: int, jobs: list[LeasedJob] | None, error: BaseException | None,
+                   valid_until: float) -> None:
         worker.leasing = False
         if error is not None or jobs is None:
             logger.error("lease for %s failed: %s", worker.owner, error)
@@ -458,12 +488,12 @@ class Dispatcher:
         size = 0
         for j in jobs:
             if batch and size + len(j.payload) > budget:
-                self._send_jobs(worker, batch)
+                self._send_jobs(worker, batch, valid_until)
                 batch, size = [], 0
             batch.append(j)
             size += len(j.payload)
         if batch:
-            self._send_jobs(worker, batch)
+            self._send_jobs(worker, batch, valid_until)
         if len(jobs) + len(unsendable) == asked:
             self._pump(worker)
 
@@ -473,8 +503,8 @@ class Dispatcher:
                     f"({self.max_frame_bytes:,})")
         return f"job id, task or queue name longer than {wire.MAX_NAME_CHARS} characters"
 
-    def _send_jobs(self, worker: _Worker, jobs: list[LeasedJob]) -> None:
-        if not self._send(worker, wire.Jobs.encode_leased(jobs)):
+    def _send_jobs(self, worker: _Worker, jobs: list[LeasedJob], valid_until: float) -> None:
+        if not self._send(worker, wire.Jobs.encode_leased(jobs, valid_until)):
             self.writer.submit(jw.RELEASE, [(j.id, j.lease_id) for j in jobs], self._after_retry)
             return
         worker.credits -= len(jobs)
@@ -504,14 +534,39 @@ class Dispatcher:
             logger.debug("could not send to %s: %s", owner, exc)
 
     # -- liveness ---------------------------------------------------------------------
+    def _liveness_period(self) -> float:
+        return min(1.0, self.heartbeat_timeout / 4)
+
     def _schedule_liveness(self) -> None:
-        self._liveness_handle = self.loop.call_later(min(1.0, self.heartbeat_timeout / 4), self._check_liveness)
+        period = self._liveness_period()
+        self._liveness_due = time.monotonic() + period
+        self._liveness_handle = self.loop.call_later(period, self._check_liveness)
 
     def _check_liveness(self) -> None:
-        deadline = time.monotonic() - self.heartbeat_timeout
+        now = time.monotonic()
+        self._forgive_own_pause(now)
+        deadline = now - self.heartbeat_timeout
         for worker in [w for w in self._workers.values() if w.last_seen < deadline]:
             self._lose(worker)
         self._schedule_liveness()
+
+    def _forgive_own_pause(self, now: float) -> None:
+        """This check ran a whole period or more late: the dispatcher itself did not run.
+
+        Its node was paused (SIGSTOP of the process group stops the workers with it) or its
+        loop was blocked: what a worker sent meanwhile was not read, so silence in that
+        window says nothing about it. Each worker's silence is counted without the window
+        (its last sight moves on by as much): a paused node does not lose every worker on
+        resuming, and a worker silent before the pause is still lost as it would have been.
+        """
+        late = now - self._liveness_due
+        if late <= self._liveness_period():
+            return
+        for worker in self._workers.values():
+            worker.last_seen = min(now, worker.last_seen + late)
+        self.stats.own_pauses += 1
+        logger.warning("the dispatcher did not run for %.1f s (its node was paused or its loop blocked): "
+                       "worker silence in that time is not counted", late)
 
     def _lose(self, worker: _Worker) -> None:
         """`worker` has been silent past the heartbeat timeout: take its leases away."""
@@ -525,13 +580,33 @@ class Dispatcher:
         self._reclaim(worker.owner, f"worker unresponsive (no heartbeat for {silent:.0f} s)", ())
 
     # -- lease renewal ------------------------------------------------------------------
+    def _leases_renewed(self, owners: list[str]) -> Callable[[Any, BaseException | None], None]:
+        """The callback of a RENEW op for `owners`, submitted now: tell each worker its new deadline.
+
+        The journal extends every lease the owner still holds to its now() + lease_timeout
+        when the op commits, which is after this reading: so this reading plus `LEASE_TRUST`
+        of lease_timeout is before that expiry. A worker applies it only to jobs still within
+        their old deadline (see `actorq.jobs.wire`).
+        """
+        until = wire.lease_clock() + self.lease_timeout * LEASE_TRUST
+        workers = [self._workers[owner] for owner in owners]
+
+        def renewed(_count: Any, error: BaseException | None) -> None:
+            if error is not None or self.closed:  # not extended: the workers keep their deadlines
+                return
+            frame = wire.Leases(until).encode()
+            for worker in workers:
+                if self._workers.get(worker.owner) is worker:  # still the one renewed (not lost meanwhile)
+                    self._send(worker, frame)
+        return renewed
+
     def _schedule_renew(self) -> None:
         self._renew_handle = self.loop.call_later(self.lease_timeout / 3, self._renew)
 
     def _renew(self) -> None:
         owners = [w.owner for w in self._workers.values() if w.held]
         if owners:
-            self.writer.submit(jw.RENEW, jw.Renew(owners, self.lease_timeout))
+            self.writer.submit(jw.RENEW, jw.Renew(owners, self.lease_timeout), self._leases_renewed(owners))
         self._schedule_renew()
 
 

@@ -8,17 +8,29 @@ dispatcher and the worker never look inside a raw body.
 ::
 
     worker ──▶ dispatcher                            dispatcher ──▶ worker
-    HELLO {owner, credits, queues, pid,              JOBS  [[id, lease, task, payload,
-           held?: [[id, lease]...], reset?: true}          attempt, max_attempts, queue]...]
-    ACK   [[id, lease, end, error | None]...]        STOP  None   finish running jobs, exit
-    HB    None   "I am alive"                        WHO   None   "I do not know you": HELLO with held
-    BYE   None   "I hold nothing, I am leaving"      RESET None   "your leases were taken": drop all
+    HELLO {owner, credits, queues, pid,              JOBS  [[id, lease, task, payload, attempt,
+           held?: [[id, lease]...], reset?: true}          max_attempts, queue, valid_until]...]
+    ACK   [[id, lease, end, error | None]...]        LEASES until  "your leases were renewed"
+    HB    None   "I am alive"                        STOP  None   finish running jobs, exit
+    BYE   None   "I hold nothing, I am leaving"      WHO   None   "I do not know you": HELLO with held
+                                                     RESET None   "your leases were taken": drop all
 
 An ACK item's ``end`` is how the attempt ended (`AttemptEnd`: ok, raised, discarded,
 unrunnable) or ``release`` (never started: the attempt is given back). What that end
 means for the job is decided by `actorq.jobs.outcome.decide`, not by the worker.
 Hot messages (JOBS, ACK) are arrays, not maps: a field name per job would cost
 bytes and time on every job.
+
+Lease deadlines. A worker never starts a job whose lease may have lapsed: the
+journal may have given it to someone else (another node rescued it while this
+one was paused). A JOBS item's ``valid_until`` and a LEASES message's ``until``
+are readings of `lease_clock` up to which the dispatcher vouches for the lease:
+a share of the lease's length from when it asked for the lease or its renewal,
+so before the journal's expiry. Before starting a job the worker compares its
+``valid_until`` with `lease_clock`; past it, the job is answered ``release``
+unstarted (the journal fences that by lease id, or gives the attempt back). On
+LEASES, jobs still within their deadline take the later one; a lapsed job keeps
+its own, since its lease may have been taken before the renewal.
 
 Every field has a bound (the ``MAX_*`` constants; an error text longer than its
 bound is cut, anything else past one is refused), validation raises nothing but
@@ -30,6 +42,8 @@ for the wire and the journal where they are made (`clean_text`).
 from __future__ import annotations
 
 import logging
+import math
+import time
 from typing import Any, ClassVar, NamedTuple, Sequence, Union
 
 from actorq.jobs.outcome import AttemptEnd
@@ -37,18 +51,18 @@ from actorq.journal.protocol import LeasedJob
 from actorq.transports.codec import FrameError, decode, encode
 
 __all__ = [
-    "Ack", "AckItem", "Bye", "Heartbeat", "Hello", "JobMessage", "Jobs", "Reset", "Stop", "Who",
-    "ack_frame_bytes", "clean_text", "from_dispatcher", "from_worker", "payload_budget", "pipe_messages",
-    "worker_frame_bytes",
+    "Ack", "AckItem", "Bye", "Heartbeat", "Hello", "JobMessage", "Jobs", "Leases", "Reset", "Stop", "Who",
+    "ack_frame_bytes", "clean_text", "from_dispatcher", "from_worker", "lease_clock", "payload_budget",
+    "pipe_messages", "worker_frame_bytes",
 ]
 
 logger = logging.getLogger(__name__)
 
 # message kinds (stable across releases)
 HELLO, ACK, BYE, HEARTBEAT = "hello", "ack", "bye", "hb"
-JOBS, STOP, WHO, RESET = "jobs", "stop", "who", "reset"
+JOBS, LEASES, STOP, WHO, RESET = "jobs", "leases", "stop", "who", "reset"
 TO_DISPATCHER = frozenset({HELLO, ACK, BYE, HEARTBEAT})
-TO_WORKER = frozenset({JOBS, STOP, WHO, RESET})
+TO_WORKER = frozenset({JOBS, LEASES, STOP, WHO, RESET})
 KINDS = TO_DISPATCHER | TO_WORKER
 
 RELEASE = "release"  # an ACK end: the job never started; its attempt is given back
@@ -66,6 +80,20 @@ _CUT = " ... (truncated)"  # ends a text cut to its bound
 # Room kept in every frame for the envelope and the per-job fields around the payloads.
 FRAME_OVERHEAD = 64 * 1024
 
+# The clock of lease deadlines, read by the dispatcher and by its workers, which are its
+# child processes on the same machine. Both Linux clocks below are system-wide (one value
+# for every process of a time namespace, which children share: a deadline read in the
+# dispatcher means the same in a worker) and keep running while a process is stopped
+# (SIGSTOP). CLOCK_BOOTTIME also counts time the machine was suspended, while the
+# journal's clock (PostgreSQL's, or the wall clock for SQLite) goes on and leases expire;
+# CLOCK_MONOTONIC, where there is no boot clock, stands still then. A reading costs ~60 ns.
+_LEASE_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+def lease_clock() -> float:
+    """Seconds on the clock of lease deadlines: the machine's boot clock (Linux), or its monotonic clock."""
+    return time.clock_gettime(_LEASE_CLOCK)
+
 
 def payload_budget(max_frame_bytes: int) -> int:
     """The most payload bytes one frame of `max_frame_bytes` carries (one job's, or a JOBS batch's)."""
@@ -79,7 +107,8 @@ def payload_budget(max_frame_bytes: int) -> int:
 # holds at most `capacity` (slots + prefetch) jobs, every JOBS frame carries one or more of
 # them and every ACK frame answers one or more, so neither direction ever has more than
 # `capacity` such frames unread, plus signals: HELLO, BYE, STOP, WHO/RESET (at most once a
-# second) and the heartbeats sent while the dispatcher was busy.
+# second), LEASES (one per renewal, every third of the lease timeout) and the heartbeats
+# sent while the dispatcher was busy.
 #
 # With the default capacity of 32 (16 slots + 16 prefetch), each pipe holds 288 messages
 # (was 100,000). Towards the dispatcher a frame is at most ~1.1 MiB (an ACK batch is split
@@ -385,6 +414,9 @@ class JobMessage(NamedTuple):
     attempt: int
     max_attempts: int
     queue: str
+    valid_until: float = math.inf
+    """The `lease_clock` reading past which the lease may have lapsed: the job must not start
+    after it. ``math.inf``: it never lapses."""
 
 
 class Jobs(NamedTuple):
@@ -395,9 +427,10 @@ class Jobs(NamedTuple):
     """Malformed items dropped."""
 
     @staticmethod
-    def encode_leased(jobs: Sequence[LeasedJob]) -> bytes:
-        """The frame carrying `jobs` as the journal leased them."""
-        return encode(JOBS, [[j.id, j.lease_id, j.task, j.payload, j.attempt, j.max_attempts, j.queue]
+    def encode_leased(jobs: Sequence[LeasedJob], valid_until: float) -> bytes:
+        """The frame carrying `jobs` as the journal leased them, none to start after `valid_until`
+        (a `lease_clock` reading; ``math.inf``: never lapses)."""
+        return encode(JOBS, [[j.id, j.lease_id, j.task, j.payload, j.attempt, j.max_attempts, j.queue, valid_until]
                              for j in jobs])
 
     @classmethod
@@ -411,15 +444,39 @@ class Jobs(NamedTuple):
         rejected = 0
         make = tuple.__new__  # the fields are checked here: skip the per-job argument parsing (~0.4 us)
         for item in _list(body, JOBS):
-            if (type(item) is list and len(item) == 7 and type(item[0]) is str and len(item[0]) <= MAX_NAME_CHARS
+            # a deadline is a float from 0 to inf (NaN fails the comparison)
+            if (type(item) is list and len(item) == 8 and type(item[0]) is str and len(item[0]) <= MAX_NAME_CHARS
                     and type(item[1]) is int and 0 < item[1] <= MAX_LEASE_ID
                     and type(item[2]) is str and len(item[2]) <= MAX_NAME_CHARS and type(item[3]) is bytes
                     and type(item[4]) is int and type(item[5]) is int
-                    and type(item[6]) is str and len(item[6]) <= MAX_NAME_CHARS):
+                    and type(item[6]) is str and len(item[6]) <= MAX_NAME_CHARS
+                    and type(item[7]) is float and item[7] >= 0.0):
                 jobs.append(make(JobMessage, item))
             else:
                 rejected += 1
         return cls(tuple(jobs), rejected)
+
+
+class Leases(NamedTuple):
+    """The worker's leases were renewed: the jobs it holds whose deadline has not passed may
+    wait until `until` (a `lease_clock` reading; ``math.inf``: never lapses)."""
+
+    until: float
+
+    def encode(self) -> bytes:
+        """The frame."""
+        return encode(LEASES, self.until)
+
+    @classmethod
+    def from_body(cls, body: Any) -> "Leases":
+        """Validate a LEASES body: a float from 0 to inf.
+
+        Raises:
+            FrameError: ``bad_body``.
+        """
+        if type(body) is not float or not body >= 0.0:  # NaN fails the comparison
+            raise FrameError("bad_body", "leases needs a deadline from 0 to inf")
+        return cls(body)
 
 
 class Stop(_Signal):
@@ -440,7 +497,7 @@ class Reset(_Signal):
     FRAME = encode(RESET, None)
 
 
-FromDispatcher = Union[Jobs, Stop, Who, Reset]
+FromDispatcher = Union[Jobs, Leases, Stop, Who, Reset]
 _SIGNALS: dict[str, FromDispatcher] = {STOP: Stop(), WHO: Who(), RESET: Reset()}
 
 
@@ -453,6 +510,8 @@ def from_dispatcher(frame: bytes, max_len: int) -> FromDispatcher:
     kind, body = decode(frame, max_len, kinds=KINDS)
     if kind == JOBS:
         return Jobs.from_body(body)
+    if kind == LEASES:
+        return Leases.from_body(body)
     signal = _SIGNALS.get(kind)
     if signal is None:
         raise FrameError("unexpected_kind", kind)

@@ -7,6 +7,10 @@ to the dispatcher, announces its credits (slots + prefetch) and then:
 * runs async tasks on its own event loop and sync tasks in a thread pool
   with one thread per slot;
 * keeps jobs beyond its slots in a local FIFO (prefetch), never more than its credits;
+* never starts a job past its lease deadline (``valid_until``, extended by LEASES after
+  each renewal): its lease may have lapsed while this process or its node was paused, and
+  the job run elsewhere. Such a job is answered ``release`` unstarted, counted in
+  ``lapsed`` and logged (at most a line a second); running jobs are left alone;
 * collects the outcomes finished in one loop iteration into one ACK message;
 * sends a heartbeat every ``heartbeat_interval`` seconds; to a restarted
   dispatcher (WHO) it re-announces the jobs it holds, and when told its leases
@@ -113,9 +117,14 @@ def check_tasks(entries: list[str], sys_path: list[str], timeout: float = 120.0)
     Raises:
         ImportError: a module cannot be imported, or an entry is not a TaskRegistry;
             the message names the entry and the cause.
+        subprocess.CalledProcessError: the child was killed by a signal (``returncode`` is
+            minus its number): nothing is known of the modules.
+        subprocess.TimeoutExpired: the child ran past `timeout` s (it is killed).
     """
     result = subprocess.run([sys.executable, "-c", CHECK_BOOT, json.dumps([entries, sys_path])],
                             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if result.returncode < 0:  # killed from outside (the OOM killer, an operator): not the modules' doing
+        raise subprocess.CalledProcessError(result.returncode, "task import check", result.stdout, result.stderr)
     if result.returncode != 0:
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
         raise ImportError(lines[-1] if lines else f"task import check exited with {result.returncode}")
@@ -190,6 +199,8 @@ class Worker:
         its credits (``over_credit``, given back)."""
         self._malformed = DropCounter(
             f"worker {spec.owner}", logger, event="dropped a malformed frame", counts=self.malformed).drop
+        self._lapsed = DropCounter(f"worker {spec.owner}", logger,
+                                   event="did not start a job whose lease had lapsed (given back)")
         self.parent = os.getppid()
 
     def start(self) -> None:
@@ -197,6 +208,11 @@ class Worker:
         self._hello(rejoin=False)
         self.loop.call_later(1.0, self._watch_parent)
         self.loop.call_later(self.spec.heartbeat_interval, self._heartbeat)
+
+    @property
+    def lapsed(self) -> int:
+        """Jobs not started because their lease deadline had passed (answered ``release``)."""
+        return self._lapsed.total
 
     @property
     def capacity(self) -> int:
@@ -257,6 +273,8 @@ class Worker:
             if message.rejected:
                 self._malformed("bad_job", count=message.rejected)
             self._on_jobs(message.jobs)
+        elif isinstance(message, wire.Leases):
+            self._on_leases(message.until)
         elif isinstance(message, wire.Stop):
             self.begin_stop()
         elif isinstance(message, wire.Who):
@@ -265,9 +283,12 @@ class Worker:
             self._reset()
 
     def _on_jobs(self, jobs: "Sequence[wire.JobMessage]") -> None:
+        now = wire.lease_clock()
         for job in jobs:
             if self.stopping:
                 self._ack(job.id, job.lease_id, wire.RELEASE)
+            elif job.valid_until < now:  # it waited in the socket (a pause) past its deadline
+                self._give_back_lapsed(job)
             elif self.running < self.slots:
                 self._start(job)
             elif len(self.backlog) < self.spec.prefetch:
@@ -275,6 +296,21 @@ class Worker:
             else:  # past its credits, which no dispatcher sends: give it back rather than hold it
                 self._malformed("over_credit", f"job {job.id}")
                 self._ack(job.id, job.lease_id, wire.RELEASE)
+
+    def _on_leases(self, until: float) -> None:
+        """Our leases were renewed: a queued job still within its deadline may wait until `until`.
+
+        A job already past its deadline keeps it: its lease may have lapsed, and been taken,
+        before the renewal reached the journal (a renewal extends only the leases still ours).
+        """
+        now = wire.lease_clock()
+        self.backlog = deque(job._replace(valid_until=until) if now <= job.valid_until < until else job
+                             for job in self.backlog)
+
+    def _give_back_lapsed(self, job: wire.JobMessage) -> None:
+        # released by lease id: fenced if another holder has the job, else ready again, attempt given back
+        self._lapsed.drop("lease_lapsed", f"job {job.id}")
+        self._ack(job.id, job.lease_id, wire.RELEASE)
 
     # -- running ------------------------------------------------------------------
     def _start(self, job: wire.JobMessage) -> None:
@@ -287,7 +323,7 @@ class Worker:
         task.add_done_callback(lambda t, job=job: self._slot_freed(job, t))
 
     async def _run(self, job: wire.JobMessage) -> None:
-        job_id, lease_id, name, payload, attempt, max_attempts, queue = job
+        job_id, lease_id, name, payload, attempt, max_attempts, queue, _ = job
         end, error = AttemptEnd.OK, None
         try:
             try:
@@ -328,9 +364,20 @@ class Worker:
             del self.active[job_id]
         self.running -= 1
         if self.backlog and not self.stopping:
-            self._start(self.backlog.popleft())
+            self._start_next()
         elif self.stopping and self.running == 0:
             self._finish()
+
+    def _start_next(self) -> None:
+        """Start the first queued job still within its lease deadline; give back the lapsed ones before it."""
+        now = wire.lease_clock()
+        backlog = self.backlog
+        while backlog:
+            job = backlog.popleft()
+            if job.valid_until >= now:
+                self._start(job)
+                return
+            self._give_back_lapsed(job)
 
     def _ack(self, job_id: str, lease_id: int, end: str, error: str | None = None) -> None:
         self.acks.append((job_id, lease_id, end, error))

@@ -27,9 +27,9 @@ from actorq.jobs.task import Job
 from actorq.journal import migrate
 from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, JobState
 from actorq.node.config import Config, ConfigError, load_config
-from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
+from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK, EXIT_RETRY
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
-from actorq.node.node import Node, NodeFailed, TaskModuleError, import_tasks
+from actorq.node.node import Node, NodeFailed, TaskCheckInterrupted, TaskModuleError, import_tasks
 
 logger = logging.getLogger("actorq.cli")
 
@@ -47,7 +47,8 @@ examples:
   actorq tree    --config topology.toml
   actorq migrate --config topology.toml
 
-exit codes: 0 ok, 1 the node failed, 2 bad config or usage, 3 journal unusable.
+exit codes: 0 ok, 1 the node failed, 2 bad config or usage, 3 journal unusable,
+4 start-up cut short from outside (the task import check was killed or took too long): try again.
 """
 
 
@@ -176,8 +177,8 @@ async def _run_node(config: Config, burst: bool, quiet: bool) -> int:
         loop.add_signal_handler(sig, request_stop)
     try:
         await node.start()
-    except TaskModuleError:
-        raise  # a mistake in the topology, not a failed node: exit 2, as `check` does
+    except (TaskModuleError, TaskCheckInterrupted):
+        raise  # a mistake in the topology (exit 2), or a check cut short (exit 4): as `check` says them
     except NodeFailed as exc:
         _err(f"actorq: {exc}")
         return EXIT_FAILURE
@@ -395,6 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JournalError as exc:
         _err(f"actorq: {exc}")
         return EXIT_JOURNAL
+    except TaskCheckInterrupted as exc:  # nothing wrong is known: a script may simply run it again
+        _err(f"actorq: {exc}")
+        return EXIT_RETRY
     except (TypeError, ValueError) as exc:
         if args.command != "enqueue":
             raise

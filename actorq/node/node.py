@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 from typing import Any
 
@@ -43,7 +44,7 @@ from actorq.supervisors import StartFailed, SupervisorRef, start_supervisor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Node", "NodeFailed", "Progress", "TaskModuleError", "import_tasks"]
+__all__ = ["Node", "NodeFailed", "Progress", "TaskCheckInterrupted", "TaskModuleError", "import_tasks"]
 
 
 class NodeFailed(ActorQError):
@@ -59,6 +60,14 @@ class TaskModuleError(ConfigError, NodeFailed):
     """
 
 
+class TaskCheckInterrupted(NodeFailed):
+    """The task import check did not finish: its process was killed, or ran past its time.
+
+    Nothing is known to be wrong with ``node.tasks``: starting again may well succeed
+    (``actorq run`` and ``actorq check`` exit 4, `EXIT_RETRY`, for it).
+    """
+
+
 def import_tasks(config: Config, source: str | None = None) -> dict[str, TaskPolicy]:
     """Import ``node.tasks`` as a worker will (a fresh interpreter, the same ``sys.path``).
 
@@ -70,16 +79,27 @@ def import_tasks(config: Config, source: str | None = None) -> dict[str, TaskPol
         ``{task name: its declared policy}``.
 
     Raises:
-        TaskModuleError: an entry cannot be imported (or takes longer than 120 s to),
-            raised on import, or is not a `TaskRegistry`.
+        TaskModuleError: an entry cannot be imported, raised on import, or is not a `TaskRegistry`.
+        TaskCheckInterrupted: the check's process was killed by a signal, or took longer than 120 s.
     """
     try:
         return check_tasks(list(config.node.tasks), config.task_search_path)
     except ImportError as exc:
         problem = str(exc)
+    except subprocess.CalledProcessError as exc:  # only for a death by a signal
+        raise TaskCheckInterrupted(f"the task import check process was killed by {_signal_name(-exc.returncode)}; "
+                                   "not a problem in node.tasks: try again") from None
     except subprocess.TimeoutExpired as exc:
-        problem = f"importing the task modules took more than {exc.timeout:g} s"
+        raise TaskCheckInterrupted(f"the task import check took more than {exc.timeout:g} s and was stopped "
+                                   "(a task module that blocks on import, or a machine too busy): try again") from None
     raise TaskModuleError(source or str(config.path or "config"), "node.tasks", problem)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class Node:
@@ -116,6 +136,7 @@ class Node:
 
         Raises:
             TaskModuleError: a task module cannot be imported (a `NodeFailed` too).
+            TaskCheckInterrupted: the import check was killed or ran too long (a `NodeFailed` too).
             JournalError: the journal cannot be opened, or another node holds it.
         """
         if self._started:
@@ -128,7 +149,7 @@ class Node:
             logger.warning("node.tasks is empty: workers know no task, every job will end dead")
         try:  # fail fast, naming the module, instead of crash-looping workers until intensity runs out
             tasks = await loop.run_in_executor(None, import_tasks, cfg)
-        except TaskModuleError:
+        except (TaskModuleError, TaskCheckInterrupted):
             self._started = False
             raise
         runtime = self.runtime = JobRuntime(node=cfg.node, journal=cfg.journal, dispatcher=cfg.dispatcher,

@@ -94,6 +94,7 @@ CASES: list[tuple[str, list[bytes]]] = [
     ("bad_body", [encode(wire.HEARTBEAT, 1)]),
     ("unexpected_kind", [encode(wire.WHO, None)]),  # dispatcher-to-worker kinds
     ("unexpected_kind", [encode(wire.RESET, None)]),
+    ("unexpected_kind", [encode(wire.LEASES, 12.5)]),
     # ack
     ("bad_body", [encode(wire.ACK, {"job": "x"})]),
     ("bad_body", [encode(wire.ACK, None)]),

@@ -11,6 +11,7 @@ peer leaves the node serving, its restart counts and its RSS as they were; so do
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def _hello(**fields: Any) -> bytes:
 
 def _jobs(**fields: Any) -> bytes:
     item = {"id": "j" * 32, "lease": 7, "task": "t", "payload": b"\x92\x90\x80", "attempt": 1, "max": 3,
-            "queue": "default", **fields}
+            "queue": "default", "valid_until": 12.5, **fields}
     return encode(wire.JOBS, [list(item.values())])
 
 
@@ -93,6 +94,33 @@ def test_g10_a_jobs_item_with_a_name_past_its_bound_is_dropped(field: str) -> No
     assert isinstance(at_bound, wire.Jobs) and (len(at_bound.jobs), at_bound.rejected) == (1, 0)
     past = wire.from_dispatcher(_jobs(**{field: "n" * (NAME + 1)}), 1 << 20)
     assert isinstance(past, wire.Jobs) and (past.jobs, past.rejected) == ((), 1)
+
+
+@pytest.mark.parametrize("deadline", [math.inf, 0.0, 1e300, 12.5], ids=["inf", "zero", "huge", "plain"])
+def test_g10_a_jobs_item_carries_its_lease_deadline(deadline: float) -> None:
+    jobs = wire.from_dispatcher(_jobs(valid_until=deadline), 1 << 20)
+    assert isinstance(jobs, wire.Jobs) and jobs.rejected == 0 and jobs.jobs[0].valid_until == deadline
+
+
+@pytest.mark.parametrize("deadline", [math.nan, -1.0, -math.inf, 7, True, None, "7"],
+                         ids=["nan", "negative", "minus-inf", "int", "bool", "none", "text"])
+def test_g10_a_jobs_item_with_a_bad_lease_deadline_is_dropped(deadline: Any) -> None:
+    jobs = wire.from_dispatcher(_jobs(valid_until=deadline), 1 << 20)
+    assert isinstance(jobs, wire.Jobs) and (jobs.jobs, jobs.rejected) == ((), 1)
+    no_deadline = encode(wire.JOBS, [["j" * 32, 7, "t", b"\x92\x90\x80", 1, 3, "default"]])
+    assert wire.from_dispatcher(no_deadline, 1 << 20) == wire.Jobs((), 1)
+
+
+@pytest.mark.parametrize("until", [math.inf, 0.0, 1e300, 12.5], ids=["inf", "zero", "huge", "plain"])
+def test_g10_leases_round_trip(until: float) -> None:
+    assert wire.from_dispatcher(wire.Leases(until).encode(), 1 << 20) == wire.Leases(until)
+
+
+@pytest.mark.parametrize("body", [math.nan, -1.0, -math.inf, 7, True, None, "7", [1.0], {"until": 1.0}],
+                         ids=["nan", "negative", "minus-inf", "int", "bool", "none", "text", "list", "map"])
+def test_g10_leases_with_a_bad_deadline_are_refused(body: Any) -> None:
+    with pytest.raises(FrameError, match="bad_body"):
+        wire.from_dispatcher(encode(wire.LEASES, body), 1 << 20)
 
 
 def _random_value(rng: random.Random, depth: int = 0) -> Any:

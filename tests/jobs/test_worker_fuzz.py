@@ -1,7 +1,7 @@
 """G5 and G10 at the worker: a seeded mutation fuzz on its DEALER socket.
 
 A fake dispatcher (a ROUTER the test holds) sends a real `Worker` mutations of
-valid JOBS, STOP, WHO and RESET frames, and frames nested 1,000 deep, declaring
+valid JOBS, LEASES, STOP, WHO and RESET frames, and frames nested 1,000 deep, declaring
 2^31 items, of the wrong types or truncated. The worker must survive, count
 every frame its validator refuses (and every JOBS item), and then run a valid
 job and ack it. Each frame is also validated here, with the same validator, to
@@ -12,6 +12,7 @@ know how many the worker must count: a frame that raises anything but
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from pathlib import Path
 from typing import Iterator
@@ -41,13 +42,15 @@ async def ok(n: int) -> None:
 def _seeds() -> list[bytes]:
     payload = encode_payload([1], {})
     jobs = [LeasedJob(f"{n:032x}", "default", "wfuzz.none", payload, 1, 20, 1000 + n) for n in range(3)]
-    valid = wire.Jobs.encode_leased(jobs)
+    valid = wire.Jobs.encode_leased(jobs, math.inf)
     return [
-        valid, wire.Stop.FRAME, wire.Who.FRAME, wire.Reset.FRAME,
-        *deep_frames(b"\xa4jobs"), *deep_frames(b"\xa3who"),
-        *huge_header_frames(b"\xa4jobs"),
+        valid, wire.Stop.FRAME, wire.Who.FRAME, wire.Reset.FRAME, wire.Leases(math.inf).encode(),
+        wire.Leases(1e300).encode(), wire.Jobs.encode_leased(jobs, 0.0),  # lapsed: given back, not run
+        *deep_frames(b"\xa4jobs"), *deep_frames(b"\xa3who"), *deep_frames(b"\xa6leases"),
+        *huge_header_frames(b"\xa4jobs"), *huge_header_frames(b"\xa6leases"),
         encode(wire.JOBS, {"jobs": []}), encode(wire.JOBS, [[1, 2, 3]]), encode(wire.JOBS, [["x" * 300, 1]]),
         encode(wire.STOP, 1), encode(wire.RESET, [None]), encode(wire.HELLO, None),
+        encode(wire.LEASES, math.nan), encode(wire.LEASES, -1.0), encode(wire.LEASES, 5), encode(wire.LEASES, None),
         valid[:-5],  # truncated
     ]
 
@@ -99,13 +102,14 @@ async def _fuzz_the_worker(tmp_path: Path, rng: random.Random, count: int) -> No
               f"{expected[0]} expected; {worker.resets} resets; "
               f"RSS {rss / 2**20:.1f} MiB before, {grown / 2**20:+.1f} MiB after")
         assert counted == expected[0] + worker.malformed["over_credit"]
+        assert worker.lapsed >= 3, "the jobs past their lease deadline were given back, not run"
         assert not worker.stopping and grown < 50 * 2**20
 
         # the worker still runs a valid job and acks it (what the fuzz started is answered too)
         await eventually(lambda: worker.running == 0 and not worker.backlog, timeout=30, message="fuzz jobs done")
         await loop.run_in_executor(None, acks_received, router, 10**9, 200)  # read what the fuzz made it send
         job = LeasedJob("f" * 32, "default", "wfuzz.ok", encode_payload([7], {}), 1, 20, 4242)
-        router.send_multipart([ident, wire.Jobs.encode_leased([job])])
+        router.send_multipart([ident, wire.Jobs.encode_leased([job], math.inf)])
         acks = await loop.run_in_executor(None, acks_received, router, 1)
         assert ran == [7]
         assert [a.succeeded for a in acks if a.succeeded] == [[(job.id, 4242)]]
