@@ -37,3 +37,19 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 def journal(backend: Backend) -> Journal:
     """A journal on the fresh backend (closed at teardown)."""
     return backend.open()
+
+
+@pytest.fixture
+def needs_pg() -> None:
+    """Skip (or fail, where PostgreSQL is required) when no test server answers."""
+    require_pg()
+
+
+@pytest.fixture
+def pg_journal(needs_pg: None, pg_schema: str) -> Iterator[Journal]:
+    """A `PostgresJournal` in a fresh schema (closed at teardown)."""
+    from actorq.journal import PostgresJournal
+
+    j = PostgresJournal(PG_URL, schema=pg_schema)
+    yield j
+    j.close()

@@ -24,30 +24,23 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
 import pytest
-from journal_support import PG_URL, collect_group, pg_admin, require_pg, wait_for
+from journal_support import PG_URL, collect_group, pg_admin, wait_for
 
 from actorq.errors import JournalError
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.outcome import AttemptEnd
 from actorq.journal import JobState, NewJob, PostgresJournal, enqueue_in
 
-pytestmark = [pytest.mark.timeout(60)]
-
-
-@pytest.fixture(autouse=True)
-def _pg() -> None:
-    require_pg()
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("needs_pg")]
 
 
 @pytest.fixture
-def journal(pg_schema: str) -> Iterator[PostgresJournal]:
-    j = PostgresJournal(PG_URL, schema=pg_schema)
-    yield j
-    j.close()
+def journal(pg_journal: PostgresJournal) -> PostgresJournal:
+    return pg_journal
 
 
 def job(job_id: str, **kw: Any) -> NewJob:

@@ -23,12 +23,12 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
 import pytest
 from journal_support import (
-    PG_ADDRESS, PG_URL, PasswordCatcher, TcpProxy, closed_port, new_schema_name, pg_admin, reclaim, require_pg, wait_for,
+    PG_ADDRESS, PG_URL, PasswordCatcher, TcpProxy, closed_port, new_schema_name, pg_admin, reclaim, wait_for,
 )
 
 from actorq.errors import JournalError
@@ -37,21 +37,14 @@ from actorq.journal import Failure, JobState, Listener, NewJob, PostgresJournal,
 from actorq.journal import postgres
 from actorq.journal.protocol import TaskDefaults
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("_pg")]
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("needs_pg")]
 
 CANARY = "canary-s3cr3t"
 
 
 @pytest.fixture
-def _pg() -> None:
-    require_pg()
-
-
-@pytest.fixture
-def journal(pg_schema: str) -> Iterator[PostgresJournal]:
-    j = PostgresJournal(PG_URL, schema=pg_schema)
-    yield j
-    j.close()
+def journal(pg_journal: PostgresJournal) -> PostgresJournal:
+    return pg_journal
 
 
 def job(job_id: str, queue: str = "q", **kw: Any) -> NewJob:
