@@ -35,6 +35,7 @@ from typing import Any, Awaitable, Callable
 
 import zmq
 
+from actorq.errors import ActorStopped
 from actorq.transports.codec import FrameError, decode, describe, encode
 from actorq.transports.constants import MAX_KIND_LEN
 from actorq.transports.drops import DropCounter
@@ -165,7 +166,8 @@ class ControlServer:
         try:
             reply = encode(kind, await handler(None))
         except Exception as exc:  # a failed query must not take the node down
-            self.failed.drop("failed", f"{kind}: {type(exc).__name__}: {exc}", exc_info=True)
+            # the node stopping under a query is expected, not a bug: no traceback for it
+            self.failed.drop("failed", f"{kind}: {type(exc).__name__}: {exc}", exc_info=not isinstance(exc, ActorStopped))
             self._send(ident, ERROR, f"{kind} failed: {type(exc).__name__}: {exc}")
             return
         if len(reply) > MAX_REPLY_BYTES:
