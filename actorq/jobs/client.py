@@ -15,6 +15,7 @@ writes when it starts; a task neither knows gets the defaults.
 
 from __future__ import annotations
 
+import time
 from typing import Mapping, Sequence
 
 from actorq.jobs.task import Declared, Job, TaskRegistry
@@ -25,6 +26,9 @@ from actorq.journal.config import (
 from actorq.journal.protocol import JobInfo
 
 __all__ = ["Client"]
+
+DECLARATIONS_TTL = 10.0
+"""Seconds a client trusts a task declaration it read from the journal's task catalog."""
 
 
 class Client:
@@ -38,7 +42,8 @@ class Client:
         connect_retry_for: PostgreSQL: seconds an unreachable server is retried (default 30).
         tasks: the task registry (or ``{name: declaration}``) whose declared queue,
             priority and attempts apply to jobs of its tasks; without it the journal's
-            task catalog (written by nodes at start) is asked.
+            task catalog (written by nodes at start) is asked, at most once every
+            `DECLARATIONS_TTL` seconds per task.
         create: False: a journal that does not exist yet is an error instead of being
             created (for a client that only reads).
 
@@ -53,6 +58,8 @@ class Client:
         self._journal = open_journal(url, synchronous=synchronous, busy_timeout=busy_timeout, schema=schema,
                                      connect_retry_for=connect_retry_for, create=create)
         self._tasks: Mapping[str, Declared] | None = tasks.policies() if isinstance(tasks, TaskRegistry) else tasks
+        self._catalog: dict[str, Declared] = {}  # the task catalog's declarations read so far
+        self._catalog_read: dict[str, float] = {}  # task name -> when its declaration was read
 
     @classmethod
     def from_config(cls, config: JournalConfig, *, tasks: TaskRegistry | Mapping[str, Declared] | None = None,
@@ -88,15 +95,32 @@ class Client:
         declared = self._declared({job.task for job in jobs})
         rows = [job.to_new_job(queue, declared=declared.get(job.task)) for job in jobs]
         keys = [row.unique_key for row in rows if row.unique_key is not None]
+        if not keys:  # one statement (PostgreSQL: one round trip)
+            self._journal.enqueue(rows)
+            return [row.id for row in rows]
         with self._journal.transaction():
             self._journal.enqueue(rows)
-            holders = self._journal.holders(keys) if keys else {}
+            holders = self._journal.holders(keys)
         return [holders.get(row.unique_key, row.id) if row.unique_key else row.id for row in rows]
 
     def _declared(self, names: set[str]) -> Mapping[str, Declared]:
+        """The declarations of `names`: the registry's, or the task catalog's, read at most once
+        every `DECLARATIONS_TTL` seconds per task (nodes rewrite it only when they start)."""
         if self._tasks is not None:
             return self._tasks
-        return self._journal.declared_tasks(sorted(names)) if names else {}
+        now = time.monotonic()
+        stale = sorted(n for n in names if self._catalog_read.get(n, -DECLARATIONS_TTL) <= now - DECLARATIONS_TTL)
+        if stale:
+            found = self._journal.declared_tasks(stale)
+            for name in stale:
+                self._catalog_read[name] = now
+                if name in found:
+                    self._catalog[name] = found[name]
+                else:
+                    self._catalog.pop(name, None)
+            if len(self._catalog_read) > 10_000:  # bounded: a client sending many task names
+                self._catalog_read.clear()
+        return self._catalog
 
     def get(self, job_id: str) -> JobInfo | None:
         """Return one job's state and recorded errors, or None."""

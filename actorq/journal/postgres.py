@@ -24,7 +24,8 @@ empty is migrated on the spot (the first run works as with SQLite; pass
 ``actorq migrate``"), a newer one too ("upgrade actorq").
 
 Transactions: methods called inside ``with journal.transaction():`` share one
-``BEGIN`` ... ``COMMIT``; every method is one statement. An `enqueue` that the
+``BEGIN`` ... ``COMMIT``; every method is one statement. Called alone, a method's
+statement runs by itself in autocommit: one round trip. An `enqueue` that the
 schema refuses (a CHECK violation) runs under a savepoint and fails alone, as a
 failed statement does in SQLite, and the rest of the group still commits. Any
 other failed statement (a deadlock, a server error) aborts the transaction: the
@@ -81,6 +82,8 @@ _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
 # serialization failure, lock wait past lock_timeout, the session ended for idling in a
 # transaction (it was paused), or by an administrator or a server shutdown.
 TRANSIENT_STATES = frozenset({"40P01", "40001", "55P03", "25P03", "57P01", "57P02"})
+# The server ended the session before the statement arrived (it says why, then closes).
+_SESSION_ENDED = frozenset({"25P03", "57P01", "57P02", "57P03"})
 _MIGRATION_FILE = re.compile(r"postgres_(\d{3})_([a-z0-9_]+)\.sql")
 
 
@@ -436,6 +439,8 @@ class PostgresJournal:
         round trips (~0.12 ms here) and a subtransaction, so the others, whose values the
         journal made itself, run without.
         """
+        if self._depth == 0:
+            return self._alone(query, params)
         with self.transaction():
             conn = self._conn
             assert conn is not None
@@ -451,6 +456,25 @@ class PostgresJournal:
                 raise
             conn.execute("RELEASE SAVEPOINT actorq_isolated")
             return cursor
+
+    def _alone(self, query: str, params: dict[str, Any]) -> psycopg.Cursor[Any]:
+        """One statement outside any transaction: one round trip, atomic by itself.
+
+        A session the server ended while it sat idle (a restart, ``pg_terminate_backend``,
+        an idle timeout) answers the next statement with the reason it was ended, which it
+        sent before the statement arrived: that statement never ran, so it is sent again on
+        a new connection. A connection lost any other way leaves its outcome unknown.
+        """
+        conn = self._conn if self._conn is not None and not self._conn.closed else self._reconnect()
+        try:
+            return conn.execute(query, params)
+        except psycopg.Error as exc:
+            if not (conn.closed and exc.sqlstate in _SESSION_ENDED):
+                raise self._error(exc, at_commit=True) from None
+        try:
+            return self._reconnect().execute(query, params)
+        except psycopg.Error as exc:
+            raise self._error(exc, at_commit=True) from None
 
     def attach_node(self) -> None:
         """Check that this role may write the journal. Takes no lock: PostgreSQL allows many nodes.
@@ -614,6 +638,16 @@ class PostgresJournal:
     def promote(self) -> int:
         """Move due scheduled and retry jobs to ready, notifying their queues; returns the number moved."""
         return self._execute(self._sql.promote, {"channel": self._sql.channel}).fetchone()[0]  # type: ignore[index]
+
+    def has_due(self) -> bool:
+        """Whether a scheduled or retry job is due by the database's clock (a read)."""
+        return bool(self._execute(self._sql.has_due, {}).fetchone()[0])  # type: ignore[index]
+
+    def has_ready(self, queues: Sequence[str]) -> bool:
+        """Whether a job of `queues` is ready (a read)."""
+        if not queues:
+            return False
+        return bool(self._execute(self._sql.has_ready, {"queues": list(queues)}).fetchone()[0])  # type: ignore[index]
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a scheduled, ready, leased or retry job; False if it is final or unknown.
