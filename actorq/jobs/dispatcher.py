@@ -217,6 +217,13 @@ class Dispatcher:
         return sum(len(w.held) for w in self._workers.values())
 
     @property
+    def waiting_for_jobs(self) -> bool:
+        """True when workers are registered and the last lease for each one's queues found
+        no ready job (none in flight since): the node has nothing to run."""
+        return bool(self._workers) and all(
+            not w.leasing and self._empty.issuperset(w.queues) for w in self._workers.values())
+
+    @property
     def worker_count(self) -> int:
         """Workers that have said hello and not died."""
         return len(self._workers)

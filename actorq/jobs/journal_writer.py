@@ -179,6 +179,7 @@ class WriterStats:
         self.stale_acks = 0  # acks and failures it refused: their lease was not current (fenced)
         self.failed_commits = 0
         self.busy_retries = 0  # answers put aside because another transaction held their rows
+        self.group_started = 0.0  # time.monotonic() when the group under way began; 0.0: none is
         self.last_error: str | None = None  # why the latest group failed; None once one commits again
         self.max_group = 0
 
@@ -373,6 +374,7 @@ class JournalWriter:
         ops.sort(key=_kind)  # stable: keeps submission order within a kind
         group = _Group()
         stats = self.stats
+        stats.group_started = time.monotonic()
         phase: int | None = None  # None: before the first statement; a kind; COMMIT_PHASE
         try:
             with journal.transaction():
@@ -386,11 +388,13 @@ class JournalWriter:
                     i = j
                 phase = COMMIT_PHASE
         except Exception as exc:
+            stats.group_started = 0.0
             stats.failed_commits += 1
             stats.last_error = str(exc) or type(exc).__name__
             # an exception of another kind came from an op's own values or function (a CALL)
             error = exc if isinstance(exc, JournalError) else JournalError(stats.last_error, refused=True)
             raise _GroupFailed(error, phase, exc) from None
+        stats.group_started = 0.0
         for name, n in group.tally.items():
             setattr(stats, name, getattr(stats, name) + n)
         stats.commits += 1

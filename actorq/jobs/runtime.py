@@ -100,6 +100,12 @@ class Progress:
     stale_acks: int = 0
     lost_workers: int = 0
     journal_error: str | None = None  # the latest group failed (e.g. the database is unreachable)
+    journal_wait: float = 0.0
+    """Seconds the journal writer's current group has been under way (0 when none is): a
+    write waiting on a lock or a slow disk shows here."""
+    idle: bool = False
+    """Nothing to do: no job in flight, no write waiting, and the last lease of every worker's
+    queues found none ready."""
 
 
 class JobRuntime:
@@ -308,7 +314,8 @@ class JobRuntime:
         poll = self.dispatcher_config.poll_interval
         scheduler = Scheduler(self._duty, asyncio.get_running_loop(), poll, self.wake,
                               maintain_every=max(1.0, MAINTAIN_EVERY_TICKS * poll),
-                              rescue_every=self.dispatcher_config.lease_timeout / 3, is_leader=self.is_leader)
+                              rescue_every=self.dispatcher_config.lease_timeout / 3, is_leader=self.is_leader,
+                              queues=self.workers_config.queues)
         scheduler.start()
         self._scheduler = scheduler
         return scheduler
@@ -469,6 +476,8 @@ class JobRuntime:
         counts = self._carried.copy()
         for writer in {id(x): x for x in (w, self._duty) if x is not None}.values():
             counts.update(_writer_counts(writer.stats))
+        started = w.stats.group_started if w is not None else 0.0
+        wait = time.monotonic() - started if started else 0.0
         if d is not None:
             counts.update(_dispatcher_counts(d.stats))
         return Progress(
@@ -484,6 +493,8 @@ class JobRuntime:
             stale_acks=counts["stale_acks"],
             lost_workers=counts["lost_workers"],
             journal_error=((w.journal.outage if w.journal is not None else None) or w.stats.last_error) if w else None,
+            journal_wait=wait,
+            idle=d is not None and not d.in_flight and wait < 1.0 and d.waiting_for_jobs,
         )
 
 

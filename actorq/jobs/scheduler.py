@@ -1,11 +1,14 @@
 """The scheduler: promotes due jobs, rescues expired leases, keeps the dispatcher looking for work,
 maintains the journal.
 
-Every `poll_interval` seconds it asks the journal writer to move due
-``scheduled`` and ``retry`` jobs to ``ready``, then wakes the dispatcher for
-every queue. The wake also picks up jobs that other processes wrote straight
-into the journal (`actorq enqueue`, `actorq.Client`), so polling stays the
-path that makes work visible, whatever else wakes the dispatcher sooner.
+Every `poll_interval` seconds it asks the journal whether a ``scheduled`` or
+``retry`` job is due (a read, which takes no write lock), and only then asks
+the writer to move the due ones to ``ready``, then wakes the dispatcher. With
+nothing due, it wakes the dispatcher only if one of the node's queues has a
+ready job: a wake makes the dispatcher lease, and a lease is a write. That
+wake picks up jobs other processes wrote straight into the journal (`actorq
+enqueue`, `actorq.Client`) or released, so polling stays the path that makes
+work visible, whatever else wakes the dispatcher sooner.
 
 Every `rescue_every` seconds, while this node leads the rescue (`is_leader`), it
 asks the writer to take back every lease that expired by the journal's clock
@@ -25,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.outcome import AttemptEnd
@@ -44,12 +47,16 @@ class Scheduler:
         maintain_every: seconds between runs of the journal's maintenance.
         rescue_every: seconds between rescues of expired leases.
         is_leader: whether this node leads the rescue now (one node among those sharing a journal).
+        queues: the queues this node's workers take jobs from: a tick wakes the dispatcher
+            only when one of them has a ready job (or a job was promoted).
     """
 
     def __init__(self, writer: jw.JournalWriter, loop: asyncio.AbstractEventLoop, poll_interval: float,
                  wake: Callable[[set[str] | None], None], maintain_every: float, *,
-                 rescue_every: float = 60.0, is_leader: Callable[[], bool] = lambda: True) -> None:
+                 rescue_every: float = 60.0, is_leader: Callable[[], bool] = lambda: True,
+                 queues: Sequence[str] = ("default",)) -> None:
         self.writer = writer
+        self.queues = tuple(queues)
         self.loop = loop
         self.poll_interval = poll_interval
         self.wake = wake
@@ -117,7 +124,18 @@ class Scheduler:
         if self._busy:  # the last promotion has not committed yet: skip, never pile up
             return
         self._busy = True
-        self.writer.submit(jw.PROMOTE, None, self._promoted)
+        # reads first, outside any transaction: an idle node never takes the journal's write lock
+        queues = self.queues
+        self.writer.submit(jw.OUTSIDE, lambda journal: (journal.has_due(), journal.has_ready(queues)), self._checked)
+
+    def _checked(self, found: Any, error: BaseException | None) -> None:
+        if error is None and not found[0]:
+            self._busy = False
+            self.ticks += 1
+            if found[1]:  # ready jobs (another process's, a release): the dispatcher leases them
+                self.wake(None)
+            return
+        self.writer.submit(jw.PROMOTE, None, self._promoted)  # due, or unsure: the write decides
 
     def _promoted(self, count: Any, error: BaseException | None) -> None:
         self._busy = False

@@ -156,6 +156,8 @@ _TEXT = {
         " moved AS (UPDATE {jobs} j SET state = 'ready' FROM got WHERE j.id = got.id RETURNING j.queue)"
         " SELECT count(*), " + _NOTIFY.replace("{source}", "moved") + " FROM moved"
     ),
+    "has_due": f"SELECT EXISTS (SELECT 1 FROM {{jobs}} WHERE state IN {DUE} AND run_at <= now())",
+    "has_ready": "SELECT EXISTS (SELECT 1 FROM {jobs} WHERE state = 'ready' AND queue = ANY(%(queues)s::text[]))",
     "cancel": (
         f"UPDATE {{jobs}} SET state = 'cancelled', finished_at = now(), {CLEAR_LEASE}"
         f" WHERE id = %(id)s AND state IN {LIVE}"

@@ -91,6 +91,8 @@ _TEXT = {
     "declared_tasks": "SELECT name, queue, priority, max_attempts FROM actorq_tasks WHERE name IN ({marks})",
     "renew": "UPDATE actorq_jobs SET lease_expires = ? WHERE state = 'leased' AND lease_owner IN ({marks})",
     "promote": f"UPDATE actorq_jobs SET state = 'ready' WHERE state IN {DUE} AND run_at <= ?",
+    "has_due": f"SELECT EXISTS (SELECT 1 FROM actorq_jobs WHERE state IN {DUE} AND run_at <= ?)",
+    "has_ready": "SELECT EXISTS (SELECT 1 FROM actorq_jobs WHERE state = 'ready' AND queue IN ({marks}))",
     "cancel": (
         f"UPDATE actorq_jobs SET state = 'cancelled', finished_at = ?, {CLEAR_LEASE}"
         f" WHERE id = ? AND state IN {LIVE}"

@@ -44,6 +44,8 @@ class JobStatements:
     declared_tasks: str
     renew: str
     promote: str
+    has_due: str
+    has_ready: str
     cancel: str
     retry_dead: str
     counts: str

@@ -408,6 +408,16 @@ class Journal(Protocol):
     def promote(self) -> int:
         """Move scheduled and retry jobs that are due to ready. Returns the number moved."""
 
+    def has_due(self) -> bool:
+        """Whether a scheduled or retry job is due, read without taking a write lock.
+
+        The scheduler asks this every tick and promotes only when it is True, so an idle
+        node never writes (on SQLite a write would take the file's lock from producers).
+        """
+
+    def has_ready(self, queues: Sequence[str]) -> bool:
+        """Whether a job of one of `queues` is ready, read without taking a write lock."""
+
     def cancel(self, job_id: str) -> bool:
         """Cancel a job in any non-final state (scheduled, ready, leased or retry).
 

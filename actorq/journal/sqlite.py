@@ -475,6 +475,19 @@ class SQLiteJournal:
         with self.transaction():
             return self._conn.execute(SQL.promote, (self._clock(),)).rowcount
 
+    def has_due(self) -> bool:
+        """Whether a scheduled or retry job is due (a read: no write lock is taken)."""
+        with self._reading():
+            return bool(self._conn.execute(SQL.has_due, (self._clock(),)).fetchone()[0])
+
+    def has_ready(self, queues: Sequence[str]) -> bool:
+        """Whether a job of `queues` is ready (a read: no write lock is taken)."""
+        if not queues:
+            return False
+        with self._reading():
+            return any(self._conn.execute(SQL.has_ready.format(marks=in_list(len(chunk))), chunk).fetchone()[0]
+                       for chunk in _chunks(list(queues)))
+
     def cancel(self, job_id: str) -> bool:
         """Cancel a scheduled, ready, leased or retry job; False if it is final or unknown.
 

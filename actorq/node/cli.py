@@ -147,13 +147,15 @@ class _ProgressPrinter:
         now = time.monotonic()
         done = p.succeeded + p.failed
         rate = (done - self.last_done) / max(now - self.last_time, 1e-9)
-        active = done != self.last_done or p.in_flight or p.journal_error is not None
+        active = not p.idle or done != self.last_done
         if not self.quiet and (active or not self.idle_reported):
             _err(
                 f"[actorq] {p.succeeded:,} succeeded  {p.failed:,} failed  {rate:,.0f} jobs/s  "
                 f"in flight {p.in_flight}  workers {p.workers}  restarts {p.worker_restarts}"
                 + (f"  stale acks {p.stale_acks}" if p.stale_acks else "")
                 + (f"  JOURNAL UNAVAILABLE, retrying: {p.journal_error}" if p.journal_error else "")
+                + (f"  waiting on the journal for {p.journal_wait:.0f} s (a lock or the disk)"
+                   if p.journal_wait >= 1.0 else "")
                 + ("" if active else "  (idle: waiting for jobs)")
             )
             self.idle_reported = not active

@@ -86,3 +86,48 @@ async def test_counts_never_go_back_when_the_dispatcher_or_the_writer_restarts(t
         final = node.progress()
         assert (final.succeeded, final.failed) == (6, 2)
         assert final.commits > after.commits and final.ops > after.ops
+
+
+async def test_an_idle_node_neither_writes_nor_claims_work_and_a_waiting_write_is_named(topology, capsys):
+    """Issue 12's starving node: the scheduler's tick reads before it writes, so an idle node
+    takes no write lock each tick; "idle" is said only when the last lease found nothing; and a
+    write that waits on the journal's lock is named on the progress line instead of "idle"."""
+    import asyncio
+    import sqlite3
+    import time
+
+    from actorq.node.cli import _ProgressPrinter
+
+    topo = topology(TASKS, processes=1, poll_interval=0.02)
+    async with Node(topo.config) as node:
+        await _done(node, topo)
+        await eventually(lambda: node.progress().idle, timeout=10, message="the node says it is idle")
+        commits = node.progress().commits
+        await asyncio.sleep(1.0)  # ~50 scheduler ticks
+        # at most a leadership renewal (every 5 s) in a second; before, every tick was a commit
+        assert node.progress().commits - commits <= 1
+        printer = _ProgressPrinter(node, quiet=False)
+        printer.tick()  # the first line counts the jobs done so far as progress
+        capsys.readouterr()
+        printer.tick()
+        assert "(idle: waiting for jobs)" in capsys.readouterr().err
+
+        # another process's write holds SQLite's lock: the node's next group waits for it
+        holder = sqlite3.connect(topo.config.journal.sqlite_path, isolation_level=None, timeout=30)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            node.queue().tell(Job("prog.ok", [99]))
+            await eventually(lambda: node.progress().journal_wait >= 1.5, timeout=10,
+                             message="the writer's group waits on the lock")
+            progress = node.progress()
+            assert not progress.idle
+            printer.tick()
+            line = capsys.readouterr().err
+            assert "waiting on the journal for" in line and "idle" not in line, line
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        await node.wait_idle(timeout=30)
+        started = time.monotonic()
+        await eventually(lambda: node.progress().journal_wait == 0.0, timeout=10, message="the wait ended")
+        assert time.monotonic() - started < 10

@@ -656,6 +656,25 @@ def test_b11_a_future_job_is_never_leased_early(journal: Journal) -> None:
     assert state(journal, "later") is JobState.SCHEDULED
 
 
+def test_has_due_is_a_read_that_says_whether_promote_would_move_a_job(backend: Backend, journal: Journal) -> None:
+    """The scheduler's tick reads first and writes only when something is due."""
+    assert not journal.has_due()
+    journal.enqueue([new_job("later", run_at=time.time() + HOUR), new_job("soon", run_at=time.time() + 0.2)])
+    assert not journal.has_due()
+    reader = backend.open()  # another connection, outside any transaction: a plain read
+    try:
+        wait_for(reader.has_due, message="the job due in 0.2 s is due")
+    finally:
+        reader.close()
+    assert journal.promote() == 1 and not journal.has_due()
+    assert journal.has_ready(["other", "q"]) and not journal.has_ready(["other"]) and not journal.has_ready([])
+    (leased,) = journal.lease(["q"], "w1", 1, 30.0)
+    assert not journal.has_ready(["q"])
+    journal.fail([Failure(leased.id, leased.lease_id, "ValueError: x", JobState.RETRY, time.time() - 1)])
+    assert journal.has_due()  # a retry whose time has come
+    assert journal.promote() == 1 and not journal.has_due()
+
+
 # -- B12: retry_dead ---------------------------------------------------------------------------
 
 
