@@ -5,15 +5,15 @@
   teardown. ``journal`` is a journal opened on it. Contract tests use only the
   `Journal` protocol and the backend-neutral helpers here; they never ask which
   backend they got.
-* PostgreSQL: the server at ``ACTORQ_TEST_PG_URL``; without it, the one on
-  ``127.0.0.1:5432`` if it answers (``.ci/postgres.sh`` starts one); without
-  that, a throwaway server of the session's own, made with the installed
-  PostgreSQL's ``initdb`` in a temporary directory on a free loopback port and
-  stopped when the session ends (so the suite passes where PostgreSQL is
-  installed but not running). Each test gets its own schema
-  ``t_<pid>_<n>_<random>``. If no server can be had or psycopg is missing, the
-  PostgreSQL tests **fail** with a message saying so, unless ``ACTORQ_SKIP_PG=1``
-  is set: then they are skipped (for machines without PostgreSQL; CI never sets it).
+* PostgreSQL: the server at ``ACTORQ_TEST_PG_URL`` when it is set; otherwise a
+  throwaway server of the session's own (`_ThrowawayServer`), started from the
+  installed server binaries when a PostgreSQL test first needs one and removed
+  when the session ends. A server already running on the machine is never used.
+  Processes the tests start find the URL in ``ACTORQ_TEST_PG_URL``. Each test gets
+  its own schema ``t_<pid>_<n>_<random>``. If no server can be had or psycopg is
+  missing, the PostgreSQL tests **fail** with one message saying why (and what to
+  install), unless ``ACTORQ_SKIP_PG=1`` is set: then they are skipped (for
+  machines without PostgreSQL; CI never sets it).
 * The journal stores outcomes and decides none: `fail` (an attempt that raised)
   and `crash_outcome` (an attempt lost with its owner) decide as the job runtime
   does; `reclaim`, `reclaim_all` and `expire` read the leases, decide and store,
@@ -26,11 +26,11 @@ import asyncio
 import atexit
 import itertools
 import os
+import pwd
 import secrets
 import shutil
 import socket
 import sqlite3
-import subprocess
 import tempfile
 import struct
 import sys
@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Sequence
 from urllib.parse import urlsplit
 
+import port_for
 import pytest
 
 from actorq.journal import Failure, JobState, Journal, LeasedJob, NewJob, open_journal
@@ -49,78 +50,83 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: the p
 from tcp_proxy import TcpProxy  # noqa: E402  (re-exported: the journal and node tests take it from here)
 from actorq.journal.protocol import Attempt
 
-DEFAULT_PG = ("127.0.0.1", 5432)
+PG_INSTALL_HINT = ("install the PostgreSQL server binaries (Debian/Ubuntu: `apt install postgresql`, "
+                   "Fedora: `dnf install postgresql-server`, macOS: `brew install postgresql`)")
 
 
-def _answers(address: tuple[str, int]) -> bool:
+def _pg_ctl() -> Path | None:
+    """The installed PostgreSQL's ``pg_ctl`` (on PATH, else the newest under /usr/lib/postgresql), or None."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found)
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    return candidates[-1] if candidates else None
+
+
+class _ThrowawayServer:
+    """A PostgreSQL of the session's own: started on first use, stopped and removed at exit.
+
+    pytest-postgresql's executor runs ``pg_ctl initdb`` / ``start`` / ``stop`` in a temporary
+    directory. The port is chosen now, so that the URL is known at import (port-for: a free
+    one outside the ephemeral range, which other programs' connections do not take in the
+    meantime), and the server started only when a PostgreSQL test first needs it. The executor runs ``pg_ctl`` as the current user, and
+    the server refuses to run as root; so under root its ``pg_ctl`` is a two-line script in
+    the temporary directory that runs the real one as an unprivileged user (``postgres``,
+    else ``nobody``), which owns the directory.
+    """
+
+    def __init__(self) -> None:
+        self.port = port_for.select_random()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._executor: Any = None
+
+    def start(self) -> str | None:
+        """Start the server; None when it runs, else what went wrong."""
+        pg_ctl = real_pg_ctl = _pg_ctl()
+        if pg_ctl is None:
+            return f"no PostgreSQL server binaries found (pg_ctl); {PG_INSTALL_HINT}"
+        from pytest_postgresql.executors.proc import PostgreSQLExecutor
+
+        home = Path(tempfile.mkdtemp(prefix="actorq-test-pg-"))
+        atexit.register(self._stop, home)
+        if os.geteuid() == 0:
+            owner = next((name for name in ("postgres", "nobody") if _user_exists(name)), None)
+            if owner is None:
+                return "running as root, and no unprivileged user (postgres, nobody) to run PostgreSQL as"
+            shutil.chown(home, owner, owner)
+            wrapper = home / "pg_ctl"
+            wrapper.write_text(f'#!/bin/sh\nexec runuser -u {owner} -- "{pg_ctl}" "$@"\n')
+            wrapper.chmod(0o755)
+            pg_ctl = wrapper
+        self._executor = PostgreSQLExecutor(
+            str(pg_ctl), "127.0.0.1", self.port, str(home / "data"), str(home), str(home / "log"),
+            "-w", "postgres", user="postgres", timeout=60,
+            postgres_options="-c listen_addresses=127.0.0.1")
+        try:
+            self._executor.start()
+        except Exception as exc:  # initdb or start failed: the server's log says why
+            log = home / "log"
+            tail = " | ".join(log.read_text(errors="replace").split("\n")[-5:]) if log.exists() else ""
+            return f"could not start a throwaway PostgreSQL with {real_pg_ctl}: {exc} {tail}".strip()
+        return None
+
+    def _stop(self, home: Path) -> None:
+        if self._executor is not None and self._executor.running():
+            self._executor.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _user_exists(name: str) -> bool:
     try:
-        socket.create_connection(address, timeout=2).close()
+        pwd.getpwnam(name)
         return True
-    except OSError:
+    except KeyError:
         return False
 
 
-def _pg_bindir() -> Path | None:
-    """The directory of the installed PostgreSQL's ``initdb`` and ``pg_ctl`` (the newest), or None."""
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
-    return candidates[-1].parent if candidates else None
-
-
-def _throwaway_server() -> str | None:
-    """Start a private PostgreSQL for this session; its URL, or None when none can be made.
-
-    It runs as the ``postgres`` user when the session is root (the server refuses root),
-    trusts loopback connections, and is stopped, its files removed, when the session ends.
-    """
-    bindir = _pg_bindir()
-    if bindir is None:
-        return None
-    as_owner: list[str] = []
-    data = Path(tempfile.mkdtemp(prefix="actorq-test-pg-"))
-    try:
-        if os.geteuid() == 0:
-            shutil.chown(data, "postgres", "postgres")
-            as_owner = ["runuser", "-u", "postgres", "--"]
-        port = _free_port()
-        subprocess.run([*as_owner, str(bindir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "-A", "trust",
-                        "-E", "UTF8", "--no-sync"], check=True, capture_output=True, timeout=120)
-        subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w",
-                        "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"],
-                       check=True, capture_output=True, timeout=120)
-    except (OSError, KeyError, LookupError, subprocess.SubprocessError):  # no postgres user, initdb failed...
-        shutil.rmtree(data, ignore_errors=True)
-        return None
-
-    def stop() -> None:
-        subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
-        shutil.rmtree(data, ignore_errors=True)
-
-    atexit.register(stop)
-    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _test_server() -> str:
-    url = os.environ.get("ACTORQ_TEST_PG_URL")
-    if url:
-        return url
-    url = "postgresql://postgres@{}:{}/postgres".format(*DEFAULT_PG)
-    if not _answers(DEFAULT_PG):
-        url = _throwaway_server() or url
-    os.environ["ACTORQ_TEST_PG_URL"] = url  # processes the tests start use the same server
-    return url
-
-
-PG_URL = _test_server()
+_OWN_SERVER = None if os.environ.get("ACTORQ_TEST_PG_URL") else _ThrowawayServer()
+PG_URL = _OWN_SERVER.url if _OWN_SERVER else os.environ["ACTORQ_TEST_PG_URL"]
+os.environ["ACTORQ_TEST_PG_URL"] = PG_URL  # processes the tests start use the same server
 PG_ADDRESS = ("127.0.0.1", int(urlsplit(PG_URL).port or 5432))
 """Host and port of the test server, for tests that put a proxy in front of it."""
 _schema_numbers = itertools.count(1)
@@ -133,12 +139,14 @@ def _pg_unavailable() -> str | None:
             import psycopg
         except ImportError:
             _pg_problem.append("psycopg is not installed (pip install -e '.[test,postgres]')")
-        else:
+            return _pg_problem[0]
+        problem = _OWN_SERVER.start() if _OWN_SERVER is not None else None
+        if problem is None:
             try:
                 psycopg.connect(PG_URL, connect_timeout=5).close()
-                _pg_problem.append(None)
             except psycopg.Error as exc:
-                _pg_problem.append(f"PostgreSQL is not reachable at {PG_URL}: {' '.join(str(exc).split())}")
+                problem = f"PostgreSQL is not reachable at {PG_URL}: {' '.join(str(exc).split())}"
+        _pg_problem.append(problem)
     return _pg_problem[0]
 
 
@@ -149,8 +157,8 @@ def require_pg() -> None:
         return
     if os.environ.get("ACTORQ_SKIP_PG") == "1":
         pytest.skip(f"ACTORQ_SKIP_PG=1: {problem}")
-    pytest.fail(f"{problem}. Start it with `bash .ci/postgres.sh`, point ACTORQ_TEST_PG_URL at another "
-                "server, or set ACTORQ_SKIP_PG=1 to skip the PostgreSQL tests.", pytrace=False)
+    pytest.fail(f"{problem}. Or point ACTORQ_TEST_PG_URL at a server of your choice, or set "
+                "ACTORQ_SKIP_PG=1 to skip the PostgreSQL tests.", pytrace=False)
 
 
 def pg_admin() -> Any:

@@ -1,6 +1,6 @@
 """A node on the PostgreSQL journal, and two nodes sharing one (issue scenarios C15).
 
-The real server at ``ACTORQ_TEST_PG_URL`` (default postgres@127.0.0.1:5432),
+The test PostgreSQL server (see tests/journal/journal_support.py),
 a fresh schema per test, real worker processes. Every job is counted in an
 independent ledger.
 """
