@@ -27,14 +27,12 @@ with ``repr`` (see `actorq.transports.codec.describe`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import zmq
 
+from actorq.jobs.node_file import NodeNotRunning, read_node_file, write_node_file
 from actorq.transports.codec import FrameError, decode, describe, encode
 from actorq.transports.constants import MAX_KIND_LEN
 from actorq.transports.drops import DropCounter
@@ -42,7 +40,7 @@ from actorq.transports.zmq import LoopSocket
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ControlServer", "NodeNotRunning", "query", "read_node_file"]
+__all__ = ["ControlServer", "NodeNotRunning", "query", "read_node_file", "write_node_file"]
 
 # Control kinds. A request is answered with its own kind, or with ERROR. Stable across releases.
 TREE = "tree"  # request: None; reply: the live supervision tree as nested maps
@@ -58,13 +56,6 @@ MAX_IN_FLIGHT_PER_PEER = 2  # `actorq tree` sends one; a second covers a retry a
 MAX_IN_FLIGHT = 4  # in all: each answer walks the supervision tree, and is a reply in memory
 MAX_REPLY_BYTES = 1 << 20  # a reply is one supervision tree; a larger one is answered ERROR instead
 MAX_REPLY_DEPTH = 64  # a tree nests two levels per supervisor; the client walks it to print it
-
-
-class NodeNotRunning(Exception):
-    """No live node answers for this journal, or what answered is no usable reply.
-
-    The message names the node file or the control endpoint, and what went wrong.
-    """
 
 
 def parse_request(frame: bytes, kinds: frozenset[str] = KINDS) -> str:
@@ -184,39 +175,6 @@ class ControlServer:
             self._socket.send([ident, frame])
         except zmq.ZMQError as exc:
             logger.debug("control: reply not sent: %s", exc)
-
-
-def write_node_file(path: Path, info: dict[str, Any]) -> None:
-    """Write the node file atomically with mode 0600."""
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fp:
-        json.dump(info, fp)
-    os.replace(tmp, path)
-
-
-def read_node_file(path: Path) -> dict[str, Any]:
-    """Read a node file; raise `NodeNotRunning` when it is missing or its process is gone."""
-    try:
-        info: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise NodeNotRunning(f"no node is running on this journal ({path} does not exist)") from None
-    except (OSError, ValueError) as exc:
-        raise NodeNotRunning(f"cannot read {path}: {exc}") from None
-    pid = info.get("pid")
-    if not isinstance(pid, int) or not _alive(pid):
-        raise NodeNotRunning(f"the node that wrote {path} (pid {pid}) is not running")
-    return info
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def query(endpoint: str, kind: str, body: Any = None, timeout: float = 5.0) -> Any:
