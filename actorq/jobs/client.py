@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -59,7 +60,12 @@ BUSY_FIRST_DELAY, BUSY_MAX_DELAY = 0.005, 0.2  # backoff after a BUSY answer
 
 
 class Client:
-    """A synchronous producer on a journal URL.
+    """A synchronous producer on a journal URL; safe to share between threads.
+
+    On SQLite, while a node runs on the file in another process, enqueues go through
+    that node (its producer endpoint); with no node, they are written into the file.
+    On PostgreSQL they are always written into the journal, whose NOTIFY wakes the
+    nodes. Reads (`get`, `counts`) always read the journal.
 
     Args:
         url: the journal, e.g. ``sqlite:///actorq.db`` or ``postgresql://user@host/db``.
@@ -76,6 +82,7 @@ class Client:
 
     Raises:
         JournalError: the journal cannot be opened (or, with `create` False, does not exist).
+        ValueError: `timeout` is not a positive finite number of seconds.
     """
 
     def __init__(self, url: str = DEFAULT_URL, *, synchronous: str = DEFAULT_SYNCHRONOUS,
@@ -83,6 +90,8 @@ class Client:
                  connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
                  tasks: TaskRegistry | Mapping[str, Declared] | None = None, create: bool = True,
                  timeout: float = DEFAULT_TIMEOUT) -> None:
+        if not 0 < timeout < math.inf:
+            raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout!r}")
         self._journal = open_journal(url, synchronous=synchronous, busy_timeout=busy_timeout, schema=schema,
                                      connect_retry_for=connect_retry_for, create=create)
         self._tasks: Mapping[str, Declared] | None = tasks.policies() if isinstance(tasks, TaskRegistry) else tasks

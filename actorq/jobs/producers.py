@@ -48,7 +48,7 @@ from actorq.jobs.wire import MAX_NAME_CHARS, clean_text, payload_budget
 from actorq.journal.protocol import NewJob
 from actorq.transports.codec import FrameError, decode, describe, encode
 from actorq.transports.drops import DropCounter
-from actorq.transports.zmq import LoopSocket
+from actorq.transports.zmq import LoopSocket, bind_router, routed, send_reply
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ MAX_WRITER_BACKLOG = 50_000  # ops waiting for the writer (all of the node's, no
 MAX_ERROR_CHARS = 500  # an error text in a reply: the journal's message, cut
 # A reply: per job an array header, a bool and an id or error text (4 bytes a character at most).
 MAX_REPLY_BYTES = MAX_JOBS_PER_REQUEST * (4 * MAX_ERROR_CHARS + 16) + 1024
-STOP_GRACE = 5.0  # seconds a stopping endpoint waits for the answers of requests in flight
+STOP_GRACE = 3.0  # seconds a stopping endpoint waits for its answers: within the role's 10 s shutdown
 
 
 class Result(NamedTuple):
@@ -245,15 +245,10 @@ class ProducerServer:
         """Bind and serve. Idempotent."""
         if self._socket is not None:
             return
-        sock = zmq.Context.instance().socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, request_bytes(self.max_frame_bytes))
-        sock.setsockopt(zmq.RCVHWM, QUEUED_PER_PEER)
-        sock.setsockopt(zmq.SNDHWM, QUEUED_PER_PEER)
-        sock.bind(self.endpoint)
-        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._socket = LoopSocket(self.loop, sock, self._on_message, name="producers")
-        self._socket.start()
+        self._socket = bind_router(self.loop, self.endpoint, self._on_message, name="producers",
+                                   max_message_bytes=request_bytes(self.max_frame_bytes),
+                                   queued_per_peer=QUEUED_PER_PEER)
+        self.endpoint = self._socket.sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Answer new requests BUSY, wait up to `grace` seconds for the answers of those in
@@ -276,15 +271,10 @@ class ProducerServer:
             self._socket = None
 
     def _on_message(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
-            self.dropped.drop("part_count", f"{len(frames)} parts")
+        message = routed(frames, self._parse, self.dropped)
+        if message is None:
             return
-        ident, frame = frames
-        try:
-            request_id, jobs = parse_enqueue(frame, self.max_frame_bytes)
-        except FrameError as exc:
-            self.dropped.drop(exc.reason, exc.detail)
-            return
+        ident, (request_id, jobs) = message
         why = self._refusal(ident, jobs)
         if why:
             self.busy += 1
@@ -307,6 +297,9 @@ class ProducerServer:
                 self._enqueue(job, done)
             except Exception as exc:  # no writer runs (it is restarting): this job is not committed
                 done(None, exc)
+
+    def _parse(self, frame: bytes) -> tuple[int, list[NewJob]]:
+        return parse_enqueue(frame, self.max_frame_bytes)
 
     def _refusal(self, ident: bytes, jobs: list[NewJob]) -> str:
         """Why the request cannot be admitted now ("" if it can)."""
@@ -348,9 +341,4 @@ class ProducerServer:
             self._drained.set()
 
     def _send(self, ident: bytes, frame: bytes) -> None:
-        if self._socket is None:
-            return
-        try:  # a ROUTER drops what a peer at its SNDHWM, or gone, would get
-            self._socket.send([ident, frame])
-        except zmq.ZMQError as exc:
-            logger.debug("producers: answer not sent: %s", exc)
+        send_reply(self._socket, ident, frame)

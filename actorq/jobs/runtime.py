@@ -196,7 +196,7 @@ class JobRuntime:
             ChildSpec(SCHEDULER, actor_start(SchedulerRole, self, name=SCHEDULER)),
             *([ChildSpec(LISTENER, actor_start(ListenerRole, self, name=LISTENER))] if self.backend.notifies else []),
             ChildSpec(LEADER, actor_start(LeaderRole, self, name=LEADER)),
-            ChildSpec(PRODUCERS, actor_start(ProducersRole, self, name=PRODUCERS)),
+            ChildSpec(PRODUCERS, actor_start(ProducersRole, self, name=PRODUCERS), shutdown=10.0),
         ]
 
     @property

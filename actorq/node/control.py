@@ -36,7 +36,7 @@ from actorq.jobs.node_file import NodeNotRunning, read_node_file, write_node_fil
 from actorq.transports.codec import FrameError, decode, describe, encode
 from actorq.transports.constants import MAX_KIND_LEN
 from actorq.transports.drops import DropCounter
-from actorq.transports.zmq import LoopSocket
+from actorq.transports.zmq import LoopSocket, bind_router, routed, send_reply
 
 logger = logging.getLogger(__name__)
 
@@ -107,15 +107,9 @@ class ControlServer:
         """Bind and serve. Idempotent."""
         if self._socket is not None:
             return
-        sock = zmq.Context.instance().socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-        sock.setsockopt(zmq.RCVHWM, QUEUED_PER_PEER)
-        sock.setsockopt(zmq.SNDHWM, QUEUED_PER_PEER)
-        sock.bind(self.endpoint)
-        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._socket = LoopSocket(self.loop, sock, self._on_message, name="control")
-        self._socket.start()
+        self._socket = bind_router(self.loop, self.endpoint, self._on_message, name="control",
+                                   max_message_bytes=MAX_REQUEST_BYTES, queued_per_peer=QUEUED_PER_PEER)
+        self.endpoint = self._socket.sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def close(self) -> None:
         """Stop serving. Idempotent."""
@@ -126,15 +120,10 @@ class ControlServer:
             self._socket = None
 
     def _on_message(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
-            self.dropped.drop("part_count", f"{len(frames)} parts")
+        request = routed(frames, self._parse, self.dropped)
+        if request is None:
             return
-        ident, frame = frames
-        try:
-            kind = parse_request(frame, self._kinds)
-        except FrameError as exc:
-            self.dropped.drop(exc.reason, exc.detail)
-            return
+        ident, kind = request
         in_flight = self._in_flight.get(ident, 0)
         if in_flight >= MAX_IN_FLIGHT_PER_PEER or len(self._tasks) >= MAX_IN_FLIGHT:
             self.dropped.drop("busy", f"{kind}: {in_flight} from this peer, {len(self._tasks)} in all in flight")
@@ -145,6 +134,9 @@ class ControlServer:
         task = self.loop.create_task(self._answer(ident, kind, self.handlers[kind]))
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._finished(ident, done))
+
+    def _parse(self, frame: bytes) -> str:
+        return parse_request(frame, self._kinds)
 
     def _finished(self, ident: bytes, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -169,12 +161,7 @@ class ControlServer:
         self._send_frame(ident, encode(kind, body))
 
     def _send_frame(self, ident: bytes, frame: bytes) -> None:
-        if self._socket is None:
-            return
-        try:  # a ROUTER drops what a peer at its SNDHWM, or gone, would get
-            self._socket.send([ident, frame])
-        except zmq.ZMQError as exc:
-            logger.debug("control: reply not sent: %s", exc)
+        send_reply(self._socket, ident, frame)
 
 
 def query(endpoint: str, kind: str, body: Any = None, timeout: float = 5.0) -> Any:

@@ -3,7 +3,7 @@
 ::
 
     node (root supervisor)
-    ├── core: journal writer, dispatcher, scheduler, (listener), leader (rest_for_one)
+    ├── core: journal writer, dispatcher, scheduler, (listener), leader, producers (rest_for_one)
     └── workers: the worker processes (simple_one_for_one)
 
 The node reads the configuration, checks the tasks, and starts and stops the
