@@ -103,6 +103,13 @@ async def test_a_client_in_another_process_enqueues_through_the_node(topology, m
         node.proc.send_signal(signal.SIGTERM)
         assert await node.exit_code() == 0, node.output()[-2000:]
 
+    # the node stopped and took its node file with it: the client writes into the journal itself
+    assert not topo.config.node_file.exists()
+    monkeypatch.undo()
+    with topo.client() as client:
+        after = client.enqueue(Job("prod.work", [1]))
+    assert _ids_in_journal(topo.journal_path)[after] == 1
+
 
 def test_without_a_node_the_client_writes_into_the_journal(topology) -> None:
     topo = topology(TASKS)
@@ -385,3 +392,83 @@ async def test_h12_many_requests_at_once_are_served_or_answered_busy(topology) -
         assert served <= stored and not refused & stored  # busy means nothing was done
         assert server.peak_pending_jobs <= producers.MAX_PENDING_JOBS
         assert server.in_flight == 0
+
+
+# -- the client's side, against a stand-in node: a ROUTER of the test's, named in a node file ----------
+class StandIn:
+    """A ROUTER on a thread that answers each request with the next of `script`'s answers:
+    a callable of (request id, jobs) returning the frames to send (none: no answer)."""
+
+    def __init__(self, directory: Path, script: list) -> None:
+        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.endpoint = f"ipc://{directory}/stand-in"
+        self.sock.bind(self.endpoint)
+        self.script = list(script)
+        self.requests: list[tuple[int, list[NewJob]]] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.script:
+            if not self.sock.poll(60_000):
+                return
+            ident, frame = self.sock.recv_multipart()
+            request_id, jobs = producers.parse_enqueue(frame, 1 << 24)
+            self.requests.append((request_id, jobs))
+            for answer in self.script.pop(0)(request_id, jobs):
+                self.sock.send_multipart([ident, answer])
+
+    def close(self) -> None:
+        self.thread.join(60)
+        self.sock.close()
+
+
+def _busy(request_id: int, jobs: list[NewJob]) -> list[bytes]:
+    return [encode(BUSY, [request_id, "stand-in is busy"])]
+
+
+def _served(request_id: int, jobs: list[NewJob]) -> list[bytes]:
+    stale = encode(ENQUEUED, [request_id - 1, [[True, "an-old-answer"]]])  # to a request given up on
+    malformed = encode(ENQUEUED, [request_id, [[1, 2]]])
+    return [stale, malformed, encode(ENQUEUED, [request_id, [[True, job.id] for job in jobs]])]
+
+
+def _refused(request_id: int, jobs: list[NewJob]) -> list[bytes]:
+    return [encode(ENQUEUED, [request_id, [[False, "JournalError: disk full"] for _ in jobs]])]
+
+
+def _silent(request_id: int, jobs: list[NewJob]) -> list[bytes]:
+    return []
+
+
+@pytest.mark.parametrize("script, error", [
+    ([_busy, _busy, _served], None),  # sent again after each BUSY, and every odd answer skipped
+    ([_refused], "JournalError: disk full"),
+    ([_silent], "no answer from the node"),
+])
+def test_the_client_backs_off_on_busy_skips_odd_answers_and_keeps_its_deadline(tmp_path, script, error) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # the node's pid: alive
+    stand_in = StandIn(tmp_path, script)
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    try:
+        with Client(url, timeout=3.0) as client:
+            write_node_file(tmp_path / "journal.db.node", {"pid": holder.pid, "producers": stand_in.endpoint,
+                                                          "max_payload": 1000})
+            job = Job("prod.work", [1])
+            with pytest.raises(ValueError, match="the limit is 1,000"):  # the node's payload budget
+                client.enqueue(Job("prod.work", ["x" * 1000]))
+            if error is None:
+                assert client.enqueue(job) == job.id
+                assert [request_id for request_id, _ in stand_in.requests] == sorted(
+                    {request_id for request_id, _ in stand_in.requests})  # a new id each time
+                assert len(stand_in.requests) == 3
+            else:
+                with pytest.raises(NotCommitted, match=error) as failed:
+                    client.enqueue(job)
+                assert failed.value.maybe_committed == (error != "JournalError: disk full")
+            assert _ids_in_journal(tmp_path / "journal.db") == Counter()  # nothing written directly
+    finally:
+        holder.kill()
+        holder.wait()
+        stand_in.close()
