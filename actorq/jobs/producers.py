@@ -237,6 +237,11 @@ class ProducerServer:
         self._drained: asyncio.Event | None = None
 
     @property
+    def stopping(self) -> bool:
+        """True once `stop` or `close` was called: new requests are answered BUSY."""
+        return self._stopping
+
+    @property
     def in_flight(self) -> int:
         """Requests admitted and not yet answered."""
         return len(self._in_flight)

@@ -472,3 +472,41 @@ def test_the_client_backs_off_on_busy_skips_odd_answers_and_keeps_its_deadline(t
         holder.kill()
         holder.wait()
         stand_in.close()
+
+
+async def test_a_stopping_node_answers_what_it_admitted_and_pushes_back_the_rest(topology) -> None:
+    topo = topology(TASKS, processes=1)
+    node = Node(topo.config)
+    await node.start()
+    try:
+        assert node.runtime is not None and node.runtime.producers is not None and node.runtime.writer is not None
+        server = node.runtime.producers
+        release, stalled = threading.Event(), threading.Event()
+
+        def stall(_journal: object) -> None:  # on the writer thread: nothing commits until released
+            stalled.set()
+            release.wait(120)
+
+        node.runtime.writer.submit(jw.CALL, stall)
+        assert await asyncio.to_thread(stalled.wait, 60)
+        sock = _dealer(server.endpoint)
+        try:
+            sock.send(encode_request(1, _new_jobs("admitted", 3)))
+            await eventually(lambda: server.in_flight == 1, timeout=60, message="the request was admitted")
+            stopping = asyncio.ensure_future(node.stop())
+            await eventually(lambda: server.stopping, timeout=60, message="the producer endpoint is stopping")
+            sock.send(encode_request(2, _new_jobs("late", 1)))
+            [(kind, request_id, body)] = await asyncio.to_thread(_answers, sock, 1)
+            assert (kind, request_id) == (BUSY, 2) and "stopping" in str(body)
+            release.set()
+            [(kind, request_id, body)] = await asyncio.to_thread(_answers, sock, 1)
+            assert (kind, request_id) == (ENQUEUED, 1)
+            assert [tuple(result) for result in body] == [(True, f"admitted-{n}") for n in range(3)]  # type: ignore
+            await asyncio.wait_for(stopping, 60)
+        finally:
+            sock.close()
+            release.set()
+        assert set(_ids_in_journal(topo.journal_path)) >= {f"admitted-{n}" for n in range(3)}
+        assert "late-0" not in _ids_in_journal(topo.journal_path)
+    finally:
+        await node.stop()
