@@ -70,7 +70,7 @@ from actorq.supervisors.spec import StartFn
 from actorq.transports.codec import FrameError, check_depth, decode, describe, encode
 from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
 from actorq.transports.drops import DropCounter
-from actorq.transports.zmq import LoopSocket, private_ipc_dir
+from actorq.transports.zmq import LoopSocket, private_ipc_dir, routed
 
 logger = logging.getLogger(__name__)
 
@@ -351,15 +351,10 @@ class _Hub:
             del _Hub._by_loop[self.loop]
 
     def _on_message(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
-            self.dropped.drop("part_count", f"{len(frames)} parts")
+        message = routed(frames, parse_to_hub, self.dropped)
+        if message is None:
             return
-        ident, frame = frames
-        try:
-            kind, body = parse_to_hub(frame)
-        except FrameError as exc:
-            self.dropped.drop(exc.reason, exc.detail)
-            return
+        ident, (kind, body) = message
         if kind == AHELLO:
             waiter = self.hellos.pop(ident, None)
             if waiter is None or waiter.done():  # a stranger, or a child that said hello before

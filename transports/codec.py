@@ -132,7 +132,8 @@ def encode(kind: str, body: Any) -> bytes:
 
 
 def decode(frame: bytes, max_len: int = DEFAULT_MAX_FRAME_BYTES, *,
-           kinds: Collection[str] | None = None, max_depth: int | None = None) -> tuple[str, Any]:
+           kinds: Collection[str] | None = None, max_depth: int | None = None,
+           max_items: int | None = None) -> tuple[str, Any]:
     """Decode one envelope and return ``(kind, body)``.
 
     Args:
@@ -142,6 +143,10 @@ def decode(frame: bytes, max_len: int = DEFAULT_MAX_FRAME_BYTES, *,
             frame); None accepts any kind that is a short string.
         max_depth: the deepest nesting accepted in the body (see `check_depth`), for
             receivers of free-form bodies; None (the default) does not walk the body.
+        max_items: a tighter bound on array and map lengths, for protocols that fix
+            them: msgpack allocates a declared array before it reads the items, 8 bytes
+            an item, so a header declaring `max_len` items could cost 8 x `max_len`
+            bytes. None (the default): `max_len`.
 
     Raises:
         FrameError: the frame is not valid msgpack, has trailing bytes, uses
@@ -160,8 +165,8 @@ def decode(frame: bytes, max_len: int = DEFAULT_MAX_FRAME_BYTES, *,
             ext_hook=_refuse_ext,
             max_str_len=max_len,
             max_bin_len=max_len,
-            max_array_len=max_len,
-            max_map_len=max_len,
+            max_array_len=max_len if max_items is None else max_items,
+            max_map_len=max_len if max_items is None else max_items,
             max_ext_len=0,
         )
     except FrameError:

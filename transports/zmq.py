@@ -18,16 +18,19 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Callable
+from typing import Callable, TypeVar
 
 import psutil
 import zmq
 
+from actorq.transports.codec import FrameError
 from actorq.transports.drops import DropCounter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoopSocket", "private_ipc_dir", "DRAIN_BUDGET"]
+__all__ = ["LoopSocket", "private_ipc_dir", "DRAIN_BUDGET", "bind_router", "routed", "send_reply"]
+
+T = TypeVar("T")
 
 DRAIN_BUDGET = 512  # messages handled per loop callback before yielding to other callbacks
 
@@ -54,6 +57,7 @@ class LoopSocket:
         self.loop = loop
         self.sock = sock
         self.on_message = on_message
+        self.name = name
         self.handler_failures = DropCounter(name, logger, event="message handler failed; message dropped")
         self._fd = sock.getsockopt(zmq.FD)
         self._scheduled = False
@@ -121,6 +125,55 @@ class LoopSocket:
         except Exception:  # the loop may already be closed
             pass
         self.sock.close(linger=linger_ms)
+
+
+def bind_router(loop: asyncio.AbstractEventLoop, endpoint: str, on_message: Callable[[list[bytes]], None], *,
+                name: str, max_message_bytes: int, queued_per_peer: int) -> LoopSocket:
+    """A ROUTER that serves requests, bound at `endpoint` and delivering to `on_message`.
+
+    What it holds is bounded: a frame over `max_message_bytes` disconnects its sender
+    inside libzmq (MAXMSGSIZE); at most `queued_per_peer` requests wait per peer, and
+    as many answers (RCVHWM, SNDHWM); nothing lingers at close (LINGER 0). The bound
+    address is ``socket.sock.getsockopt_string(zmq.LAST_ENDPOINT)``.
+    """
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+    sock.setsockopt(zmq.RCVHWM, queued_per_peer)
+    sock.setsockopt(zmq.SNDHWM, queued_per_peer)
+    try:
+        sock.bind(endpoint)
+    except BaseException:
+        sock.close()
+        raise
+    socket = LoopSocket(loop, sock, on_message, name=name)
+    socket.start()
+    return socket
+
+
+def routed(frames: list[bytes], parse: Callable[[bytes], T], dropped: DropCounter) -> tuple[bytes, T] | None:
+    """A ROUTER message's sender and its one frame as `parse` validates it; None once the
+    message is dropped and counted (``part_count``, or the `FrameError` reason `parse` raised)."""
+    if len(frames) != 2:
+        dropped.drop("part_count", f"{len(frames)} parts")
+        return None
+    ident, frame = frames
+    try:
+        return ident, parse(frame)
+    except FrameError as exc:
+        dropped.drop(exc.reason, exc.detail)
+        return None
+
+
+def send_reply(socket: LoopSocket | None, ident: bytes, frame: bytes) -> None:
+    """Answer peer `ident` on a ROUTER; an answer the peer cannot take (gone, or at its
+    SNDHWM) is dropped, as a ROUTER does, and so is one after the socket closed (None)."""
+    if socket is None:
+        return
+    try:
+        socket.send([ident, frame])
+    except zmq.ZMQError as exc:
+        logger.debug("%s: answer not sent: %s", socket.name, exc)
 
 
 def private_ipc_dir(prefix: str = "actorq-") -> str:

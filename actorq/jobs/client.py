@@ -1,11 +1,23 @@
-"""`Client`: add jobs from any process by writing them straight into the journal.
+"""`Client`: add jobs from any process: through the node that serves the journal, or straight into it.
 
 For producers outside the node (a web app, a cron script, ``actorq enqueue``).
-Every call commits before it returns, so a returned id means *accepted*. The
-node sees the jobs at its scheduler's next tick (``dispatcher.poll_interval``,
-0.2 s by default; at once on a journal that notifies, PostgreSQL). SQLite lets
-one node and any number of such clients share a file; writes wait up to
-``busy_timeout`` for the file lock.
+Every call returns only once its jobs are committed, so a returned id means
+*accepted*.
+
+- **SQLite with a node running on the file** (its node file, ``<journal>.node``,
+  names a live process and a producer endpoint): the jobs go to the node
+  (`actorq.jobs.producers`), which commits them in its own group commits and
+  wakes its dispatcher at once. The client never takes the file's write lock,
+  so it neither starves the node nor meets "database is locked" beside other
+  producers. A call waits at most `timeout` seconds; a node that dies or stops
+  meanwhile, or stays busy, gives `NotCommitted`, and sending the same jobs
+  again (same ids) adds none twice.
+- **SQLite with no node running**, or one embedded in the client's own process
+  (whose loop a blocking call could stall; use ``node.queue()`` there): the
+  client writes into the file itself, waiting up to ``busy_timeout`` for its
+  write lock; the node finds the jobs at its scheduler's next tick, or when it starts.
+- **PostgreSQL**: the client writes into the journal itself; the commit's
+  NOTIFY wakes every node's listener, and many writers are what PostgreSQL is for.
 
 A job's task decides its queue, priority and attempts unless the producer sets
 them (`actorq.Task`). The client learns each task's declaration from the
@@ -15,24 +27,47 @@ writes when it starts; a task neither knows gets the defaults.
 
 from __future__ import annotations
 
+import itertools
+import logging
+import math
+import os
+import threading
 import time
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
-from actorq.jobs.task import Declared, Job, TaskRegistry
+import zmq
+
+from actorq.errors import NotCommitted
+from actorq.jobs import producers
+from actorq.jobs.node_file import NodeNotRunning, alive, node_file_beside, read_node_file
+from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared, Job, TaskRegistry
 from actorq.journal import open_journal
 from actorq.journal.config import (
-    DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL, JournalConfig,
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL, SQLITE_PREFIX,
+    JournalConfig,
 )
-from actorq.journal.protocol import JobInfo
+from actorq.journal.protocol import JobInfo, NewJob
+from actorq.transports.codec import FrameError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Client"]
 
 DECLARATIONS_TTL = 10.0
 """Seconds a client trusts a task declaration it read from the journal's task catalog."""
+DEFAULT_TIMEOUT = 30.0  # seconds a call waits for the node's answer
+POLL_SLICE = 0.1  # while waiting, how often the node's process is looked for (a dead node answers nothing)
+BUSY_FIRST_DELAY, BUSY_MAX_DELAY = 0.005, 0.2  # backoff after a BUSY answer
 
 
 class Client:
-    """A synchronous producer on a journal URL.
+    """A synchronous producer on a journal URL; safe to share between threads.
+
+    On SQLite, while a node runs on the file in another process, enqueues go through
+    that node (its producer endpoint); with no node, they are written into the file.
+    On PostgreSQL they are always written into the journal, whose NOTIFY wakes the
+    nodes. Reads (`get`, `counts`) always read the journal.
 
     Args:
         url: the journal, e.g. ``sqlite:///actorq.db`` or ``postgresql://user@host/db``.
@@ -46,20 +81,31 @@ class Client:
             `DECLARATIONS_TTL` seconds per task.
         create: False: a journal that does not exist yet is an error instead of being
             created (for a client that only reads).
+        timeout: seconds one call may wait for a node's answer (SQLite with a node running).
 
     Raises:
         JournalError: the journal cannot be opened (or, with `create` False, does not exist).
+        ValueError: `timeout` is not a positive finite number of seconds.
     """
 
     def __init__(self, url: str = DEFAULT_URL, *, synchronous: str = DEFAULT_SYNCHRONOUS,
                  busy_timeout: float = DEFAULT_BUSY_TIMEOUT, schema: str = DEFAULT_SCHEMA,
                  connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
-                 tasks: TaskRegistry | Mapping[str, Declared] | None = None, create: bool = True) -> None:
+                 tasks: TaskRegistry | Mapping[str, Declared] | None = None, create: bool = True,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        if not 0 < timeout < math.inf:
+            raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout!r}")
         self._journal = open_journal(url, synchronous=synchronous, busy_timeout=busy_timeout, schema=schema,
                                      connect_retry_for=connect_retry_for, create=create)
         self._tasks: Mapping[str, Declared] | None = tasks.policies() if isinstance(tasks, TaskRegistry) else tasks
         self._catalog: dict[str, Declared] = {}  # the task catalog's declarations read so far
         self._catalog_read: dict[str, float] = {}  # task name -> when its declaration was read
+        self._node_file: Path | None = None
+        if url.startswith(SQLITE_PREFIX):
+            self._node_file = node_file_beside(JournalConfig(url=url).sqlite_path)
+        self._timeout = timeout
+        self._lock = threading.Lock()  # one request at a time on the link
+        self._link: _NodeLink | None = None
 
     @classmethod
     def from_config(cls, config: JournalConfig, *, tasks: TaskRegistry | Mapping[str, Declared] | None = None,
@@ -82,17 +128,34 @@ class Client:
 
         Raises:
             TypeError: an argument cannot be encoded (names the argument).
+            ValueError: the job is invalid (a bad name, arguments over the node's frame).
+            NotCommitted: through a node: it refused the job, stayed busy, stopped or gave
+                no answer within `timeout` (``maybe_committed`` is then set); send it again.
             JournalError: the commit failed; the job was not accepted (re-send is safe).
         """
         return self.enqueue_many([job], queue)[0]
 
     def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None) -> list[str]:
-        """Commit several jobs in one transaction and return their ids.
+        """Commit several jobs and return their ids, in order.
 
-        For a job whose `unique_key` a live job already holds, nothing is added and the
-        id returned is the holder's.
+        Written directly, they commit in one transaction; through a node, in requests
+        of at most 1,000 jobs and one frame of arguments each. For a job whose
+        `unique_key` a live job already holds, nothing is added and the id returned is
+        the holder's.
+
+        Raises:
+            As `enqueue`; some jobs may be committed when it raises: sending them all
+            again adds none twice.
         """
         declared = self._declared({job.task for job in jobs})
+        node = self._node() if jobs else None
+        if node is not None:
+            max_payload = node.get("max_payload")
+            if type(max_payload) is not int or max_payload <= 0:
+                max_payload = DEFAULT_MAX_PAYLOAD
+            rows = [job.to_new_job(queue, max_payload, declared=declared.get(job.task)) for job in jobs]
+            with self._lock:
+                return self._through_node(node, rows, max_payload)
         rows = [job.to_new_job(queue, declared=declared.get(job.task)) for job in jobs]
         keys = [row.unique_key for row in rows if row.unique_key is not None]
         if not keys:  # one statement (PostgreSQL: one round trip)
@@ -102,6 +165,37 @@ class Client:
             self._journal.enqueue(rows)
             holders = self._journal.holders(keys)
         return [holders.get(row.unique_key, row.id) if row.unique_key else row.id for row in rows]
+
+    def _node(self) -> dict[str, Any] | None:
+        """The node file of a live node serving this journal with a producer endpoint, or None."""
+        if self._node_file is None:
+            return None
+        try:
+            info = read_node_file(self._node_file)
+        except NodeNotRunning:
+            return None
+        if info["pid"] == os.getpid():  # an embedded node: waiting for it here could block its own loop
+            return None
+        endpoint = info.get("producers")
+        return info if isinstance(endpoint, str) and endpoint.startswith(("ipc://", "tcp://")) else None
+
+    def _through_node(self, node: dict[str, Any], rows: list[NewJob], max_payload: int) -> list[str]:
+        deadline = time.monotonic() + self._timeout
+        link = self._link
+        if link is None or link.endpoint != node["producers"] or link.pid != node["pid"]:
+            if link is not None:
+                link.close()
+            link = self._link = _NodeLink(node["producers"], node["pid"])
+        ids: list[str] = []
+        try:
+            for chunk in _chunks(rows, max_payload):
+                ids.extend(link.send(chunk, deadline, self._timeout))
+        except NotCommitted as exc:
+            if exc.maybe_committed:  # late answers to it are of no use: start afresh
+                link.close()
+                self._link = None
+            raise
+        return ids
 
     def _declared(self, names: set[str]) -> Mapping[str, Declared]:
         """The declarations of `names`: the registry's, or the task catalog's, read at most once
@@ -131,7 +225,11 @@ class Client:
         return self._journal.counts()
 
     def close(self) -> None:
-        """Close the journal connection. Idempotent."""
+        """Close the journal connection and the node link. Idempotent."""
+        with self._lock:
+            if self._link is not None:
+                self._link.close()
+                self._link = None
         self._journal.close()
 
     def __enter__(self) -> "Client":
@@ -139,3 +237,88 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _chunks(rows: list[NewJob], max_payload: int) -> list[list[NewJob]]:
+    """`rows` cut into requests of at most `MAX_JOBS_PER_REQUEST` jobs and `max_payload` bytes of arguments."""
+    chunks: list[list[NewJob]] = [[]]
+    size = 0
+    for row in rows:
+        if chunks[-1] and (len(chunks[-1]) >= producers.MAX_JOBS_PER_REQUEST or size + len(row.payload) > max_payload):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(row)
+        size += len(row.payload)
+    return chunks
+
+
+class _NodeLink:
+    """A DEALER socket to one node's producer endpoint; used under the client's lock."""
+
+    _request_ids = itertools.count(1)
+
+    def __init__(self, endpoint: str, pid: int) -> None:
+        self.endpoint = endpoint
+        self.pid = pid
+        self._sock = zmq.Context.instance().socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, producers.MAX_REPLY_BYTES)
+        self._sock.setsockopt(zmq.RCVHWM, producers.QUEUED_PER_PEER)
+        self._sock.setsockopt(zmq.SNDHWM, producers.QUEUED_PER_PEER)
+        self._sock.connect(endpoint)
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+    def send(self, rows: list[NewJob], deadline: float, timeout: float) -> list[str]:
+        """Send one request, again after each BUSY answer, until it is answered or `deadline` passes."""
+        delay = BUSY_FIRST_DELAY
+        while True:
+            request_id = next(self._request_ids)
+            try:
+                self._sock.send(producers.encode_request(request_id, rows), zmq.NOBLOCK)
+            except zmq.Again:
+                why = "its queue from this client is full"
+            else:
+                kind, body = self._answer(request_id, deadline, timeout)
+                if kind == producers.ENQUEUED:
+                    return self._ids(rows, body)
+                why = body
+            if time.monotonic() + delay > deadline:
+                raise NotCommitted(f"the node (pid {self.pid}) stayed busy for {timeout:g} s ({why}); "
+                                   "the jobs were not committed: send them again")
+            time.sleep(delay)
+            delay = min(delay * 2, BUSY_MAX_DELAY)
+
+    def _answer(self, request_id: int, deadline: float, timeout: float) -> tuple[str, Any]:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NotCommitted(
+                    f"no answer from the node (pid {self.pid}) within {timeout:g} s; the jobs may or may not "
+                    "be committed: send them again (same ids) to be sure", maybe_committed=True)
+            if not self._sock.poll(int(min(left, POLL_SLICE) * 1000) + 1):
+                if not alive(self.pid):
+                    raise NotCommitted(
+                        f"the node (pid {self.pid}) ended before answering; the jobs may or may not be "
+                        "committed: send them again (same ids) to be sure", maybe_committed=True)
+                continue
+            try:
+                kind, answered, body = producers.parse_reply(self._sock.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                continue
+            except FrameError as exc:
+                logger.warning("producers: dropped a malformed answer from the node (%s)", exc)
+                continue
+            if answered == request_id:  # else the late answer to a request given up on
+                return kind, body
+
+    @staticmethod
+    def _ids(rows: list[NewJob], results: list[producers.Result]) -> list[str]:
+        if len(results) != len(rows):
+            raise NotCommitted(f"the node answered {len(results)} results for {len(rows)} jobs",
+                               maybe_committed=True)
+        for row, result in zip(rows, results):
+            if not result.ok:
+                raise NotCommitted(f"job {row.id} not committed: {result.text}")
+        return [result.text for result in results]

@@ -261,6 +261,11 @@ class JournalWriter:
         if self._closed:
             self._fail_leftovers()
 
+    @property
+    def backlog(self) -> int:
+        """Ops submitted and not yet taken into a group (approximate; read it from anywhere)."""
+        return self._queue.qsize()
+
     def enqueue(self, job: NewJob, callback: Callback | None = None) -> None:
         """Queue one job insert (fire-and-forget unless `callback` is given)."""
         self.submit(ENQUEUE, job, callback)

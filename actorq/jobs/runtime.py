@@ -10,6 +10,7 @@
     │   scheduler       Scheduler: promotes due jobs, rescues expired leases (leader), maintains the journal
     │   listener        Listener (journals that notify: PostgreSQL): other producers' jobs wake it
     │   leader          Leadership: this node's claim on the duties that run once among nodes
+    │   producers       ProducerServer: ROUTER socket, other processes' enqueues through the writer
     ├── relays          enqueue commits, promotions and notifications ──▶ dispatcher.wake
     │                   a worker's exit ──▶ dispatcher.worker_exited (or kept for the next dispatcher)
     └── worker processes  `start_worker` (the pool's start function), `worker_exited` (its exit hook)
@@ -57,6 +58,7 @@ from actorq.jobs import journal_writer as jw
 from actorq.jobs.dispatcher import Dispatcher, DispatcherStats
 from actorq.jobs.leader import Leadership
 from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, TaskPolicy, decide
+from actorq.jobs.producers import ProducerServer
 from actorq.jobs.queue import QueueRef
 from actorq.jobs.scheduler import Scheduler
 from actorq.jobs.settings import DispatcherConfig, NodeConfig, WorkersConfig
@@ -72,8 +74,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["JobRuntime", "Progress"]
 
-WRITER, DISPATCHER, SCHEDULER, LISTENER, LEADER, WORKER = (
-    "journal-writer", "dispatcher", "scheduler", "listener", "leader", "worker")
+WRITER, DISPATCHER, SCHEDULER, LISTENER, LEADER, PRODUCERS, WORKER = (
+    "journal-writer", "dispatcher", "scheduler", "listener", "leader", "producers", "worker")
 RESCUE = "rescue"  # the duty of reclaiming expired leases, whoever held them
 MAINTAIN_EVERY_TICKS = 25  # journal maintenance every 25 scheduler ticks, at least every second
 EXITS_KEPT = 1000
@@ -137,6 +139,7 @@ class JobRuntime:
         self._dispatcher: Dispatcher | None = None
         self._scheduler: Scheduler | None = None
         self._leadership: Leadership | None = None
+        self._producers: ProducerServer | None = None
         self._reclaimed = False
         self._stopping = False
         self._orphans: list[tuple[str, str]] = []  # (owner, why) of workers that died with no dispatcher
@@ -187,13 +190,19 @@ class JobRuntime:
 
     # -- the roles, in the order the node supervises them (rest_for_one) ---------------------------
     def core_children(self) -> list[ChildSpec]:
-        """The roles as child specs: writer, dispatcher, scheduler, (listener), leader."""
+        """The roles as child specs: writer, dispatcher, scheduler, (listener), leader, producers.
+
+        The producer endpoint needs only the writer (its commits wake the dispatcher through
+        the relay), so it comes last: its restart restarts no other role, and at stop it is
+        the first to go, answering what it admitted while the writer still runs.
+        """
         return [
             ChildSpec(WRITER, actor_start(JournalWriterRole, self, name=WRITER), shutdown="infinity"),
             ChildSpec(DISPATCHER, actor_start(DispatcherRole, self, name=DISPATCHER), shutdown=10.0),
             ChildSpec(SCHEDULER, actor_start(SchedulerRole, self, name=SCHEDULER)),
             *([ChildSpec(LISTENER, actor_start(ListenerRole, self, name=LISTENER))] if self.backend.notifies else []),
             ChildSpec(LEADER, actor_start(LeaderRole, self, name=LEADER)),
+            ChildSpec(PRODUCERS, actor_start(ProducersRole, self, name=PRODUCERS), shutdown=10.0),
         ]
 
     @property
@@ -350,6 +359,29 @@ class JobRuntime:
         leadership.start()
         self._leadership = leadership
         return leadership
+
+    @property
+    def producers_endpoint(self) -> str:
+        """Where producers in other processes send jobs (after `open`; see `actorq.jobs.producers`)."""
+        return self.socket_path(PRODUCERS)
+
+    @property
+    def producers(self) -> ProducerServer | None:
+        """The current producer endpoint (None before the first start)."""
+        return self._producers
+
+    def start_producers(self) -> ProducerServer:
+        """Bind a new producer endpoint (the producers role's start): ENQUEUE requests go to
+        the current writer, each answered after the group commit that holds its jobs."""
+        previous = self._producers
+        if previous is not None:  # an earlier incarnation that was killed: free the endpoint
+            previous.close()
+        server = ProducerServer(asyncio.get_running_loop(), self.producers_endpoint, self.enqueue,
+                                max_frame_bytes=self.dispatcher_config.max_frame_bytes,
+                                backlog=lambda: self._writer.backlog if self._writer is not None else 0)
+        server.start()
+        self._producers = server
+        return server
 
     # -- relays ------------------------------------------------------------------------------------
     def wake(self, queues: set[str] | None) -> None:
@@ -607,3 +639,18 @@ class LeaderRole(Actor):
     async def on_stop(self) -> None:
         if self.leadership is not None:
             await self.leadership.stop()
+
+
+class ProducersRole(Actor):
+    """Serves producers in other processes (`actorq.jobs.producers`): their jobs go through the writer."""
+
+    def __init__(self, runtime: JobRuntime) -> None:
+        self.runtime = runtime
+        self.server: ProducerServer | None = None
+
+    def on_start(self) -> None:
+        self.server = self.runtime.start_producers()
+
+    async def on_stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()

@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from actorq.errors import ActorQError
+from actorq.jobs.node_file import node_file_beside
 from actorq.jobs.settings import MAX_INTENSITY, DispatcherConfig, NodeConfig, WorkersConfig
 from actorq.jobs.wire import MAX_CREDITS
 from actorq.journal.backends import journal_class
@@ -158,8 +159,7 @@ class Config:
         admits one node (an SQLite file, by its real path, as its node lock), else
         ``.actorq-<node name>.node`` beside the topology file."""
         if not journal_class(self.journal.url).shared:
-            path = Path(os.path.realpath(self.journal.sqlite_path))
-            return path.with_name(path.name + ".node")
+            return node_file_beside(self.journal.sqlite_path)
         return self.base_dir / f".actorq-{self.node.name}.node"
 
     @property

@@ -27,23 +27,21 @@ with ``repr`` (see `actorq.transports.codec.describe`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import zmq
 
 from actorq.errors import ActorStopped
+from actorq.jobs.node_file import NodeNotRunning, read_node_file, write_node_file
 from actorq.transports.codec import FrameError, decode, describe, encode
 from actorq.transports.constants import MAX_KIND_LEN
 from actorq.transports.drops import DropCounter
-from actorq.transports.zmq import LoopSocket
+from actorq.transports.zmq import LoopSocket, bind_router, routed, send_reply
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ControlServer", "NodeNotRunning", "query", "read_node_file"]
+__all__ = ["ControlServer", "NodeNotRunning", "query", "read_node_file", "write_node_file"]
 
 # Control kinds. A request is answered with its own kind, or with ERROR. Stable across releases.
 TREE = "tree"  # request: None; reply: the live supervision tree as nested maps
@@ -59,13 +57,6 @@ MAX_IN_FLIGHT_PER_PEER = 2  # `actorq tree` sends one; a second covers a retry a
 MAX_IN_FLIGHT = 4  # in all: each answer walks the supervision tree, and is a reply in memory
 MAX_REPLY_BYTES = 1 << 20  # a reply is one supervision tree; a larger one is answered ERROR instead
 MAX_REPLY_DEPTH = 64  # a tree nests two levels per supervisor; the client walks it to print it
-
-
-class NodeNotRunning(Exception):
-    """No live node answers for this journal, or what answered is no usable reply.
-
-    The message names the node file or the control endpoint, and what went wrong.
-    """
 
 
 def parse_request(frame: bytes, kinds: frozenset[str] = KINDS) -> str:
@@ -117,15 +108,9 @@ class ControlServer:
         """Bind and serve. Idempotent."""
         if self._socket is not None:
             return
-        sock = zmq.Context.instance().socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-        sock.setsockopt(zmq.RCVHWM, QUEUED_PER_PEER)
-        sock.setsockopt(zmq.SNDHWM, QUEUED_PER_PEER)
-        sock.bind(self.endpoint)
-        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._socket = LoopSocket(self.loop, sock, self._on_message, name="control")
-        self._socket.start()
+        self._socket = bind_router(self.loop, self.endpoint, self._on_message, name="control",
+                                   max_message_bytes=MAX_REQUEST_BYTES, queued_per_peer=QUEUED_PER_PEER)
+        self.endpoint = self._socket.sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def close(self) -> None:
         """Stop serving. Idempotent."""
@@ -136,15 +121,10 @@ class ControlServer:
             self._socket = None
 
     def _on_message(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
-            self.dropped.drop("part_count", f"{len(frames)} parts")
+        request = routed(frames, self._parse, self.dropped)
+        if request is None:
             return
-        ident, frame = frames
-        try:
-            kind = parse_request(frame, self._kinds)
-        except FrameError as exc:
-            self.dropped.drop(exc.reason, exc.detail)
-            return
+        ident, kind = request
         in_flight = self._in_flight.get(ident, 0)
         if in_flight >= MAX_IN_FLIGHT_PER_PEER or len(self._tasks) >= MAX_IN_FLIGHT:
             self.dropped.drop("busy", f"{kind}: {in_flight} from this peer, {len(self._tasks)} in all in flight")
@@ -155,6 +135,9 @@ class ControlServer:
         task = self.loop.create_task(self._answer(ident, kind, self.handlers[kind]))
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._finished(ident, done))
+
+    def _parse(self, frame: bytes) -> str:
+        return parse_request(frame, self._kinds)
 
     def _finished(self, ident: bytes, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -180,45 +163,7 @@ class ControlServer:
         self._send_frame(ident, encode(kind, body))
 
     def _send_frame(self, ident: bytes, frame: bytes) -> None:
-        if self._socket is None:
-            return
-        try:  # a ROUTER drops what a peer at its SNDHWM, or gone, would get
-            self._socket.send([ident, frame])
-        except zmq.ZMQError as exc:
-            logger.debug("control: reply not sent: %s", exc)
-
-
-def write_node_file(path: Path, info: dict[str, Any]) -> None:
-    """Write the node file atomically with mode 0600."""
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fp:
-        json.dump(info, fp)
-    os.replace(tmp, path)
-
-
-def read_node_file(path: Path) -> dict[str, Any]:
-    """Read a node file; raise `NodeNotRunning` when it is missing or its process is gone."""
-    try:
-        info: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise NodeNotRunning(f"no node is running on this journal ({path} does not exist)") from None
-    except (OSError, ValueError) as exc:
-        raise NodeNotRunning(f"cannot read {path}: {exc}") from None
-    pid = info.get("pid")
-    if not isinstance(pid, int) or not _alive(pid):
-        raise NodeNotRunning(f"the node that wrote {path} (pid {pid}) is not running")
-    return info
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        send_reply(self._socket, ident, frame)
 
 
 def query(endpoint: str, kind: str, body: Any = None, timeout: float = 5.0) -> Any:

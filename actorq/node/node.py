@@ -3,7 +3,7 @@
 ::
 
     node (root supervisor)
-    ├── core: journal writer, dispatcher, scheduler, (listener), leader (rest_for_one)
+    ├── core: journal writer, dispatcher, scheduler, (listener), leader, producers (rest_for_one)
     └── workers: the worker processes (simple_one_for_one)
 
 The node reads the configuration, checks the tasks, and starts and stops the
@@ -35,6 +35,7 @@ from actorq.errors import ActorQError, ActorStopped
 from actorq.jobs.outcome import TaskPolicy
 from actorq.jobs.queue import QueueRef
 from actorq.jobs.runtime import JobRuntime, Progress
+from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import check_tasks
 from actorq.journal.config import redact_url
 from actorq.node.config import Config, ConfigError, load_config
@@ -224,7 +225,9 @@ class Node:
         self.control = ControlServer(loop, runtime.socket_path("control"), {TREE: self._tree_request})
         self.control.start()
         write_node_file(self.config.node_file, {"pid": os.getpid(), "name": self.config.node.name,
-                                                "control": self.control.endpoint})
+                                                "control": self.control.endpoint,
+                                                "producers": runtime.producers_endpoint,
+                                                "max_payload": payload_budget(self.config.dispatcher.max_frame_bytes)})
 
     def _stop_control(self) -> None:
         if self.control is None:

@@ -8,7 +8,8 @@
     │   ├── dispatcher         actor: ROUTER socket; leases for workers; collects acks
     │   ├── scheduler          actor: promotes due jobs, wakes the dispatcher
     │   ├── listener           actor (journals that notify: PostgreSQL): wakes the dispatcher
-    │   └── leader             actor: this node's claim on duties that run once (rescue)
+    │   ├── leader             actor: this node's claim on duties that run once (rescue)
+    │   └── producers          actor: ROUTER socket; other processes' enqueues through the writer
     └── workers                supervisor         simple_one_for_one (the dynamic pool)
         └── worker × processes OS processes (actorq.jobs.worker), permanent
 

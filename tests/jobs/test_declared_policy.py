@@ -9,6 +9,7 @@ topology file). Each job is counted in the independent ledger.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -42,8 +43,9 @@ def _rows(topo, job_ids: list[str]) -> dict[str, tuple[str, int, int, str]]:
     return {row[0]: tuple(row[1:]) for row in rows}  # type: ignore[misc]
 
 
-def _cli_enqueue(topo, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "actorq.node.cli", "enqueue", "--config", str(topo.toml_path),
+async def _cli_enqueue(topo, *args: str) -> str:
+    # on a thread: ``actorq enqueue`` sends its job through the node, whose loop is this one
+    result = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "actorq.node.cli", "enqueue", "--config", str(topo.toml_path),
                              *args], cwd=topo.dir, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -56,7 +58,7 @@ async def test_declared_max_attempts_apply_to_jobs_enqueued_by_name_on_every_pat
         with Client(topo.config.journal.resolved_url) as client:  # no registry: the journal's catalog
             by_client = client.enqueue(Job("declared.twice", ["client"]))
             explicit = client.enqueue(Job("declared.twice", ["explicit"], max_attempts=3))
-        by_cli = _cli_enqueue(topo, "declared.twice", '"cli"')
+        by_cli = await _cli_enqueue(topo, "declared.twice", '"cli"')
         ids = [by_ref, by_client, by_cli, explicit]
         await eventually(lambda: all(topo.states().get(i) == "dead" for i in ids), timeout=30,
                          message="every job ran out of attempts")
@@ -73,7 +75,7 @@ async def test_declared_queue_and_priority_apply_unless_the_producer_names_its_o
         with Client(topo.config.journal.resolved_url) as client:
             by_client = client.enqueue(Job("declared.mail", ["client"]))
             elsewhere = client.enqueue(Job("declared.mail", ["elsewhere"], priority=1), queue="default")
-        by_cli = _cli_enqueue(topo, "declared.mail", '"cli"')
+        by_cli = await _cli_enqueue(topo, "declared.mail", '"cli"')
         named = await node.queue("default").enqueue(Job("declared.mail", ["named"]))
         ran = [by_ref, by_client, by_cli]
         await eventually(lambda: all(topo.states().get(i) == "succeeded" for i in ran), timeout=30,

@@ -81,7 +81,8 @@ async def test_a_node_runs_its_tree_on_postgresql(topology, pg_schema):
         await node.wait_idle(timeout=60)
         tree = await node.tree()
     core = next(child for child in tree["children"] if child["id"] == "core")
-    assert [c["id"] for c in core["children"]] == ["journal-writer", "dispatcher", "scheduler", "listener", "leader"]
+    assert [c["id"] for c in core["children"]] == ["journal-writer", "dispatcher", "scheduler", "listener", "leader",
+                                                  "producers"]
     status = _actorq("status", "--json", "--config", str(topo.toml_path), cwd=topo.dir)
     assert status.returncode == 0, status.stderr
     assert '"succeeded": 400' in status.stdout

@@ -1,0 +1,349 @@
+"""The producer endpoint: producers in other processes enqueue through the node's journal writer.
+
+On SQLite the file has one writer at a time, and SQLite does not queue waiters
+fairly: a producer committing on its own connection, thousands of jobs a
+second, kept the node's writer off the file for seconds at a time, and two
+such producers made writes fail with "database is locked". Through this
+endpoint their jobs join the node's group commits instead, and the dispatcher
+hears of them at once (the writer's ``on_enqueued``)::
+
+    Client (DEALER) ──▶ ROUTER  MAXMSGSIZE  request_bytes(max_frame_bytes)   a larger frame disconnects the peer
+                                RCVHWM 4    requests queued per peer
+                        check   every field (`parse_enqueue`)                else dropped and counted, no answer
+                        admit   4 per peer, 256 in all, 20,000 jobs and      else answered BUSY: the client
+                                64 MiB of payload in flight, a writer          backs off and sends again
+                                backlog under 50,000 ops
+                        writer  one ENQUEUE op a job ─▶ group commit ─▶ callbacks on the loop
+    Client ◀── ROUTER  ENQUEUED once every job of the request has its answer (accepted = committed)
+                       SNDHWM 4    replies to a peer that does not read are dropped
+
+Messages (codec envelopes; names stable across releases)::
+
+    ENQUEUE   [request id, [[id, queue, task, payload, priority, run_at, max_attempts, unique_key]...]]
+    ENQUEUED  [request id, [[True, job id] | [False, error text]...]]   one item a job, in order
+    BUSY      [request id, text]                                        nothing was done: send again
+
+A job's id is the producer's, so sending a request again after a lost answer
+(a timeout, a node that died) adds nothing twice (B6). For a job whose unique
+key a live job holds, the id answered is that job's.
+
+What a peer can make the node hold: 4 queued requests of at most
+`request_bytes` each per peer in libzmq (with the default 16 MiB frames, 4 x
+20 MiB), and in all at most 64 MiB of admitted payload (a lone request over
+that is admitted when nothing else is in flight) and 256 requests waiting for
+their commit. Answers are at most `MAX_REPLY_BYTES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable, NamedTuple
+
+import zmq
+
+from actorq.jobs import journal_writer as jw
+from actorq.jobs.task import check_name
+from actorq.jobs.wire import MAX_NAME_CHARS, clean_text, payload_budget
+from actorq.journal.protocol import NewJob
+from actorq.transports.codec import FrameError, decode, describe, encode
+from actorq.transports.drops import DropCounter
+from actorq.transports.zmq import LoopSocket, bind_router, routed, send_reply
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ProducerServer", "Result", "encode_request", "parse_enqueue", "parse_reply", "request_bytes"]
+
+# Message kinds (stable across releases).
+ENQUEUE = "enqueue"  # producer -> node
+ENQUEUED = "enqueued"  # node -> producer: one result a job
+BUSY = "busy"  # node -> producer: not admitted, nothing done; send again later
+REQUEST_KINDS = frozenset({ENQUEUE})
+REPLY_KINDS = frozenset({ENQUEUED, BUSY})
+
+MAX_REQUEST_ID = 2**63 - 1
+MAX_JOBS_PER_REQUEST = 1000  # a Client splits larger batches; 1,000 jobs take one or two groups
+JOB_FIELDS = 8
+# A job's bytes beside its payload: four names of up to 255 characters (4 bytes each in
+# UTF-8) with their headers, and the numbers (9 bytes each at most) and array header.
+JOB_OVERHEAD = 4 * (4 * MAX_NAME_CHARS + 5) + 64
+QUEUED_PER_PEER = 4  # RCVHWM and SNDHWM: a Client has one request out at a time
+MAX_IN_FLIGHT_PER_PEER = 4  # one, and room for requests it gave up on that are still in the writer
+MAX_IN_FLIGHT = 256  # requests waiting for their commit, in all
+MAX_PENDING_JOBS = 20_000  # jobs of producers not yet committed: ~10 groups of the default batch_max
+MAX_PENDING_BYTES = 64 << 20  # payload bytes of those jobs
+MAX_WRITER_BACKLOG = 50_000  # ops waiting for the writer (all of the node's, not only producers')
+MAX_ERROR_CHARS = 500  # an error text in a reply: the journal's message, cut
+# A reply: per job an array header, a bool and an id or error text (4 bytes a character at most).
+MAX_REPLY_BYTES = MAX_JOBS_PER_REQUEST * (4 * MAX_ERROR_CHARS + 16) + 1024
+STOP_GRACE = 3.0  # seconds a stopping endpoint waits for its answers: within the role's 10 s shutdown
+
+
+class Result(NamedTuple):
+    """One job's answer: ``ok`` and the job's id (or its unique key's holder's), or not and why."""
+
+    ok: bool
+    text: str
+
+
+def request_bytes(max_frame_bytes: int) -> int:
+    """The longest ENQUEUE frame: a full payload budget (`wire.payload_budget`) over at most
+    `MAX_JOBS_PER_REQUEST` jobs, with their names and numbers (the ROUTER's MAXMSGSIZE)."""
+    return payload_budget(max_frame_bytes) + MAX_JOBS_PER_REQUEST * JOB_OVERHEAD + 1024
+
+
+def _fail(detail: str) -> FrameError:
+    return FrameError("bad_body", detail)
+
+
+def _job(item: Any) -> NewJob:
+    if type(item) is not list or len(item) != JOB_FIELDS:
+        raise _fail(f"a job is an array of {JOB_FIELDS} fields, got {describe(item)}")
+    job_id, queue, task, payload, priority, run_at, max_attempts, unique_key = item
+    try:
+        check_name("job id", job_id)
+        check_name("queue name", queue)
+        check_name("task name", task)
+        if unique_key is not None:
+            check_name("unique_key", unique_key)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if type(payload) is not bytes:
+        raise _fail(f"a payload is bytes, got {describe(payload)}")
+    if type(priority) is not int or type(max_attempts) is not int or max_attempts < 1:
+        raise _fail("priority and max_attempts are integers, max_attempts at least 1")
+    if run_at is not None and type(run_at) not in (int, float):
+        raise _fail(f"run_at is a number or nil, got {describe(run_at)}")
+    try:  # the journal columns' bounds (G12), and a finite run_at
+        return NewJob(job_id, queue, task, payload, priority, run_at, max_attempts, unique_key)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+def parse_enqueue(frame: bytes, max_frame_bytes: int) -> tuple[int, list[NewJob]]:
+    """Validate one ENQUEUE frame in full; return its request id and its jobs.
+
+    Args:
+        frame: the request's one message part.
+        max_frame_bytes: the dispatcher's frame size: the jobs' payloads together may
+            take at most `wire.payload_budget` of it (each must reach a worker in one frame).
+
+    Raises:
+        FrameError: the codec's reasons (no array or string longer than the payload
+            budget, no array of more than `MAX_JOBS_PER_REQUEST` items), ``bad_body``:
+            a field of the wrong type or out of its bounds, no jobs or too many, or
+            ``too_large``: the payloads exceed the budget.
+    """
+    budget = payload_budget(max_frame_bytes)
+    _kind, body = decode(frame, budget, kinds=REQUEST_KINDS, max_items=MAX_JOBS_PER_REQUEST)
+    if type(body) is not list or len(body) != 2:
+        raise _fail("expected [request id, jobs]")
+    request_id, items = body
+    if type(request_id) is not int or not 0 <= request_id <= MAX_REQUEST_ID:
+        raise _fail(f"a request id is an integer from 0 to 2^63-1, got {describe(request_id)}")
+    if type(items) is not list or not items:
+        raise _fail(f"expected a non-empty array of jobs, got {describe(items)}")
+    jobs = [_job(item) for item in items]
+    total = sum(len(job.payload) for job in jobs)
+    if total > budget:
+        raise FrameError("too_large", f"payloads of {total} bytes; the budget is {budget}")
+    return request_id, jobs
+
+
+def encode_request(request_id: int, jobs: list[NewJob]) -> bytes:
+    """The ENQUEUE frame of `jobs` (what a Client sends)."""
+    items = [[j.id, j.queue, j.task, j.payload, j.priority, j.run_at, j.max_attempts, j.unique_key] for j in jobs]
+    return encode(ENQUEUE, [request_id, items])
+
+
+def parse_reply(frames: list[bytes]) -> tuple[str, int, Any]:
+    """Validate one answer (what a Client receives): ``(kind, request id, body)``.
+
+    The body of ENQUEUED is a list of `Result`; of BUSY, a text.
+
+    Raises:
+        FrameError: not one part, not a reply kind, or fields of the wrong shape.
+    """
+    if len(frames) != 1:
+        raise FrameError("part_count", f"{len(frames)} parts")
+    kind, body = decode(frames[0], MAX_REPLY_BYTES, kinds=REPLY_KINDS, max_items=MAX_JOBS_PER_REQUEST)
+    if type(body) is not list or len(body) != 2 or type(body[0]) is not int:
+        raise _fail("expected [request id, body]")
+    request_id, rest = body
+    if kind == BUSY:
+        if type(rest) is not str:
+            raise _fail("busy: expected a text")
+        return kind, request_id, rest
+    if type(rest) is not list or not all(
+        type(item) is list and len(item) == 2 and type(item[0]) is bool and type(item[1]) is str for item in rest
+    ):
+        raise _fail("enqueued: expected [[ok, text]...]")
+    return kind, request_id, [Result(ok, text) for ok, text in rest]
+
+
+class _Request:
+    """A request admitted and waiting for its jobs' commit."""
+
+    __slots__ = ("ident", "request_id", "results", "left", "size", "payload")
+
+    def __init__(self, ident: bytes, request_id: int, jobs: int, payload: int) -> None:
+        self.ident = ident
+        self.request_id = request_id
+        self.results: list[list[Any] | None] = [None] * jobs
+        self.left = jobs
+        self.size = jobs
+        self.payload = payload
+
+
+class ProducerServer:
+    """Serves producers' ENQUEUE requests on a ROUTER socket on the node's loop.
+
+    Args:
+        loop: the node's loop; the writer's callbacks run on it too.
+        endpoint: where to bind (an ``ipc://`` path in the runtime's private directory).
+        enqueue: hands one job to the current journal writer, its callback to run on the
+            loop after the commit (`JobRuntime.enqueue`); it may raise `JournalError`.
+        max_frame_bytes: the dispatcher's frame size (bounds the payloads and the frame).
+        backlog: the ops waiting for the writer right now.
+
+    Attributes:
+        dropped: the frames dropped, by reason.
+        accepted: requests admitted; ``jobs``: their jobs.
+        busy: requests answered BUSY.
+        peak_in_flight, peak_pending_jobs: the most requests, and jobs, ever waiting for
+            their commit at once (test signals for the bounds).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str,
+                 enqueue: Callable[[NewJob, jw.Callback], None], *, max_frame_bytes: int,
+                 backlog: Callable[[], int]) -> None:
+        self.loop = loop
+        self.endpoint = endpoint
+        self.max_frame_bytes = max_frame_bytes
+        self._enqueue = enqueue
+        self._backlog = backlog
+        self.dropped = DropCounter("producers", logger)
+        self.accepted = 0
+        self.jobs = 0
+        self.busy = 0
+        self.peak_in_flight = 0
+        self.peak_pending_jobs = 0
+        self._socket: LoopSocket | None = None
+        self._in_flight: set[_Request] = set()
+        self._per_peer: dict[bytes, int] = {}  # at most MAX_IN_FLIGHT keys
+        self._pending_jobs = 0
+        self._pending_bytes = 0
+        self._stopping = False
+        self._drained: asyncio.Event | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop` or `close` was called: new requests are answered BUSY."""
+        return self._stopping
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet answered."""
+        return len(self._in_flight)
+
+    def start(self) -> None:
+        """Bind and serve. Idempotent."""
+        if self._socket is not None:
+            return
+        self._socket = bind_router(self.loop, self.endpoint, self._on_message, name="producers",
+                                   max_message_bytes=request_bytes(self.max_frame_bytes),
+                                   queued_per_peer=QUEUED_PER_PEER)
+        self.endpoint = self._socket.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Answer new requests BUSY, wait up to `grace` seconds for the answers of those in
+        flight (the writer is still running: it stops after this role), then close. Idempotent."""
+        self._stopping = True
+        if self._in_flight and self._socket is not None:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), grace)
+            except asyncio.TimeoutError:
+                logger.warning("producers: %d requests still waiting for the journal at stop; their "
+                               "producers get no answer and may send them again", len(self._in_flight))
+        self.close(linger_ms=500)  # the last answers leave; a peer that is gone does not hold the stop
+
+    def close(self, linger_ms: int = 0) -> None:
+        """Stop serving at once; answers still to come are not sent. Idempotent."""
+        self._stopping = True
+        if self._socket is not None:
+            self._socket.close(linger_ms)
+            self._socket = None
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        message = routed(frames, self._parse, self.dropped)
+        if message is None:
+            return
+        ident, (request_id, jobs) = message
+        why = self._refusal(ident, jobs)
+        if why:
+            self.busy += 1
+            self._send(ident, encode(BUSY, [request_id, why]))
+            return
+        payload = sum(len(job.payload) for job in jobs)
+        request = _Request(ident, request_id, len(jobs), payload)
+        self._in_flight.add(request)
+        self._per_peer[ident] = self._per_peer.get(ident, 0) + 1
+        self._pending_jobs += len(jobs)
+        self._pending_bytes += payload
+        self.accepted += 1
+        self.jobs += len(jobs)
+        self.peak_in_flight = max(self.peak_in_flight, len(self._in_flight))
+        self.peak_pending_jobs = max(self.peak_pending_jobs, self._pending_jobs)
+        for index, job in enumerate(jobs):
+            def done(result: Any, error: BaseException | None, index: int = index) -> None:
+                self._settle(request, index, result, error)
+            try:
+                self._enqueue(job, done)
+            except Exception as exc:  # no writer runs (it is restarting): this job is not committed
+                done(None, exc)
+
+    def _parse(self, frame: bytes) -> tuple[int, list[NewJob]]:
+        return parse_enqueue(frame, self.max_frame_bytes)
+
+    def _refusal(self, ident: bytes, jobs: list[NewJob]) -> str:
+        """Why the request cannot be admitted now ("" if it can)."""
+        if self._stopping:
+            return "the node is stopping"
+        if self._per_peer.get(ident, 0) >= MAX_IN_FLIGHT_PER_PEER:
+            return f"{MAX_IN_FLIGHT_PER_PEER} requests of this producer in flight"
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            return f"{MAX_IN_FLIGHT} requests in flight"
+        if self._in_flight:  # a lone request is always admitted, whatever its size
+            if self._pending_jobs + len(jobs) > MAX_PENDING_JOBS:
+                return f"{self._pending_jobs} jobs waiting for the journal"
+            if self._pending_bytes + sum(len(job.payload) for job in jobs) > MAX_PENDING_BYTES:
+                return f"{self._pending_bytes} payload bytes waiting for the journal"
+        backlog = self._backlog()
+        if backlog > MAX_WRITER_BACKLOG:
+            return f"the journal writer has {backlog} ops waiting"
+        return ""
+
+    def _settle(self, request: _Request, index: int, result: Any, error: BaseException | None) -> None:
+        if request.results[index] is not None:
+            return
+        if error is None and isinstance(result, str):
+            request.results[index] = [True, result]
+        else:
+            text = f"{type(error).__name__}: {error}" if error is not None else "no id from the journal"
+            request.results[index] = [False, clean_text(text)[:MAX_ERROR_CHARS]]
+        request.left -= 1
+        if request.left:
+            return
+        self._in_flight.discard(request)
+        left = self._per_peer.pop(request.ident, 1) - 1
+        if left > 0:
+            self._per_peer[request.ident] = left
+        self._pending_jobs -= request.size
+        self._pending_bytes -= request.payload
+        self._send(request.ident, encode(ENQUEUED, [request.request_id, request.results]))
+        if not self._in_flight and self._drained is not None:
+            self._drained.set()
+
+    def _send(self, ident: bytes, frame: bytes) -> None:
+        send_reply(self._socket, ident, frame)
