@@ -463,12 +463,13 @@ def run_all(args: argparse.Namespace) -> None:
     if args.rate > 0:
         results.append(measure(args, args.rate_producers, True, args.rate))
     print()
-    header = (f"{'configuration':<34} {'confirmed':>10} {'errors':>6} {'durable jobs/s':>15} "
+    width = max(len("configuration"), *(len(r.label) for r in results))
+    header = (f"{'configuration':<{width}} {'confirmed':>10} {'errors':>6} {'durable jobs/s':>15} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'stall s':>7}")
     print(header)
     print("-" * len(header))
     for r in results:
-        print(f"{r.label:<34} {r.confirmed:>10,} {r.errors:>6,} {fmt(r.jobs_per_s, ',.0f'):>15} "
+        print(f"{r.label:<{width}} {r.confirmed:>10,} {r.errors:>6,} {fmt(r.jobs_per_s, ',.0f'):>15} "
               f"{fmt(r.p50_ms, '.2f'):>7} {fmt(r.p99_ms, '.2f'):>7} {r.stall_s:>7.1f}")
     for r in results:
         for note in r.notes:
