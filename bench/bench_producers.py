@@ -70,7 +70,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_e2e  # noqa: E402  (puts the repository on sys.path and imports actorq)
-from bench_nodes import BenchError, NodeRun, add_node_options, run_or_exit  # noqa: E402
+from bench_nodes import BenchError, NodeRun, add_node_options, cpu_seconds, run_or_exit  # noqa: E402
 
 import actorq  # noqa: E402
 from actorq.jobs.node_file import NodeNotRunning, node_file_beside, read_node_file  # noqa: E402
@@ -161,12 +161,14 @@ class Producers:
             child.close()
             self.pipes.append(parent)
             self.procs.append(proc)
+        self.pids: list[int] = []
         for pipe in self.pipes:
             if not pipe.poll(60):
                 raise BenchError("a producer process did not start within 60 s")
             kind, value = pipe.recv()
             if kind != "ready":
                 raise BenchError(f"producer: {value}")
+            self.pids.append(value)
         self.results: list[tuple[Any, ...]] = []
 
     def go(self, seconds: float, rate: float) -> float:
@@ -262,6 +264,7 @@ class Result:
     p99_ms: float = math.nan
     stall_s: float = 0.0
     journal_jobs: int = 0  # measured jobs that succeeded in the journal
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds from the start to the drain's end
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -307,6 +310,8 @@ def measure(args: argparse.Namespace, producers: int, via_node: bool, rate: floa
             print(f"  [{label}] node warmed up; starting {producers} producer processes", file=sys.stderr, flush=True)
         procs = Producers(url, producers, via_node, args.synchronous)
         cleanup.callback(procs.stop)
+        groups = {"node": node.pids()[:1], "workers": node.pids()[1:], "producers": procs.pids}
+        cpu0 = {name: cpu_seconds(pids) for name, pids in groups.items()}
         start = procs.go(args.seconds, rate)
         time.sleep(max(0.0, start - time.time()))
         started = time.monotonic()
@@ -334,6 +339,8 @@ def measure(args: argparse.Namespace, producers: int, via_node: bool, rate: floa
                 time.sleep(max(0.0, next_sample - time.monotonic()))
             else:
                 done = procs.poll(max(0.0, next_sample - time.monotonic()))
+        result.cpu = {name: cpu_seconds(pids) - cpu0[name] for name, pids in groups.items()}
+        result.cpu["wall"] = time.monotonic() - started
         latencies: list[float] = []
         first_call = math.inf
         for confirmed, first, raw, errors, first_error in procs.results:
@@ -465,12 +472,13 @@ def run_all(args: argparse.Namespace) -> None:
     print()
     width = max(len("configuration"), *(len(r.label) for r in results))
     header = (f"{'configuration':<{width}} {'confirmed':>10} {'errors':>6} {'durable jobs/s':>15} "
-              f"{'p50 ms':>7} {'p99 ms':>7} {'stall s':>7}")
+              f"{'p50 ms':>7} {'p99 ms':>7} {'stall s':>7}   CPU s: node, workers, producers in wall s")
     print(header)
     print("-" * len(header))
     for r in results:
         print(f"{r.label:<{width}} {r.confirmed:>10,} {r.errors:>6,} {fmt(r.jobs_per_s, ',.0f'):>15} "
-              f"{fmt(r.p50_ms, '.2f'):>7} {fmt(r.p99_ms, '.2f'):>7} {r.stall_s:>7.1f}")
+              f"{fmt(r.p50_ms, '.2f'):>7} {fmt(r.p99_ms, '.2f'):>7} {r.stall_s:>7.1f}   {r.cpu['node']:4.1f}, "
+              f"{r.cpu['workers']:4.1f}, {r.cpu['producers']:4.1f} in {r.cpu['wall']:.1f}")
     for r in results:
         for note in r.notes:
             print(f"note [{r.label}]: {note}")
