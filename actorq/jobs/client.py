@@ -16,6 +16,7 @@ Every call returns only once its jobs are committed, so a returned id means
   (whose loop a blocking call could stall; use ``node.queue()`` there): the
   client writes into the file itself, waiting up to ``busy_timeout`` for its
   write lock; the node finds the jobs at its scheduler's next tick, or when it starts.
+  ``via_node=False`` asks for this even while a node serves the file.
 - **PostgreSQL**: the client writes into the journal itself; the commit's
   NOTIFY wakes every node's listener, and many writers are what PostgreSQL is for.
 
@@ -82,6 +83,9 @@ class Client:
         create: False: a journal that does not exist yet is an error instead of being
             created (for a client that only reads).
         timeout: seconds one call may wait for a node's answer (SQLite with a node running).
+        via_node: False: on SQLite, always write into the file directly, even while a node
+            serves it (then each call takes the file's write lock beside the node, as with
+            no node running); True (default): through the node whenever one serves the file.
 
     Raises:
         JournalError: the journal cannot be opened (or, with `create` False, does not exist).
@@ -92,7 +96,7 @@ class Client:
                  busy_timeout: float = DEFAULT_BUSY_TIMEOUT, schema: str = DEFAULT_SCHEMA,
                  connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
                  tasks: TaskRegistry | Mapping[str, Declared] | None = None, create: bool = True,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, via_node: bool = True) -> None:
         if not 0 < timeout < math.inf:
             raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout!r}")
         self._journal = open_journal(url, synchronous=synchronous, busy_timeout=busy_timeout, schema=schema,
@@ -101,7 +105,7 @@ class Client:
         self._catalog: dict[str, Declared] = {}  # the task catalog's declarations read so far
         self._catalog_read: dict[str, float] = {}  # task name -> when its declaration was read
         self._node_file: Path | None = None
-        if url.startswith(SQLITE_PREFIX):
+        if via_node and url.startswith(SQLITE_PREFIX):
             self._node_file = node_file_beside(JournalConfig(url=url).sqlite_path)
         self._timeout = timeout
         self._lock = threading.Lock()  # one request at a time on the link

@@ -474,6 +474,25 @@ def test_the_client_backs_off_on_busy_skips_odd_answers_and_keeps_its_deadline(t
         stand_in.close()
 
 
+def test_via_node_false_writes_into_the_journal_while_a_node_serves_it(tmp_path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # the node's pid: alive
+    stand_in = StandIn(tmp_path, [_served])
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    try:
+        write_node_file(tmp_path / "journal.db.node", {"pid": holder.pid, "producers": stand_in.endpoint})
+        with Client(url, via_node=False) as client:
+            direct = client.enqueue(Job("prod.work", [1]))
+        assert _ids_in_journal(tmp_path / "journal.db") == Counter([direct])
+        assert stand_in.requests == []  # the node was not asked
+        with Client(url, timeout=30.0) as client:  # the default: through the node
+            assert client.enqueue(Job("prod.work", [2])) not in _ids_in_journal(tmp_path / "journal.db")
+        assert len(stand_in.requests) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+        stand_in.close()
+
+
 async def test_a_stopping_node_answers_what_it_admitted_and_pushes_back_the_rest(topology) -> None:
     topo = topology(TASKS, processes=1)
     node = Node(topo.config)
