@@ -111,27 +111,41 @@ def produce(url: str, schema: str, pipe: Connection) -> None:
         pipe.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
+def spawn_producers(target: Callable[..., None], args: tuple[Any, ...],
+                    count: int) -> tuple[list[Connection], list[Any], list[int]]:
+    """Spawn `count` processes running ``target(*args, pipe)``; each says ``("ready", pid)`` first.
+
+    Returns their pipes, processes and pids, once every one is ready.
+
+    Raises:
+        BenchError: one did not get ready within 60 s, or reported an error instead.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    pipes: list[Connection] = []
+    procs: list[Any] = []
+    for i in range(count):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=target, args=(*args, child), name=f"bench-producer-{i}", daemon=True)
+        proc.start()
+        child.close()
+        pipes.append(parent)
+        procs.append(proc)
+    pids: list[int] = []
+    for pipe in pipes:
+        if not pipe.poll(60):
+            raise BenchError("a producer process did not get ready within 60 s")
+        kind, value = pipe.recv()
+        if kind != "ready":
+            raise BenchError(f"producer: {value}")
+        pids.append(value)
+    return pipes, procs, pids
+
+
 class Producers:
     """`count` producer processes (spawned), each with its own journal connection."""
 
     def __init__(self, url: str, schema: str, count: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.pipes: list[Connection] = []
-        self.procs: list[Any] = []
-        for i in range(count):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=produce, args=(url, schema, child), name=f"bench-producer-{i}", daemon=True)
-            proc.start()
-            self.pipes.append(parent)
-            self.procs.append(proc)
-        self.pids: list[int] = []
-        for pipe in self.pipes:
-            if not pipe.poll(60):
-                raise BenchError("a producer process did not connect within 60 s")
-            kind, value = pipe.recv()
-            if kind != "ready":
-                raise BenchError(f"producer: {value}")
-            self.pids.append(value)
+        self.pipes, self.procs, self.pids = spawn_producers(produce, (url, schema), count)
         self.sent = 0
         self.seconds = 0.0  # the slowest producer's time for its share
         self.finished_at = 0.0  # Unix time when the last one finished

@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import multiprocessing
 import os
 import platform
 import re
@@ -70,7 +69,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_e2e  # noqa: E402  (puts the repository on sys.path and imports actorq)
-from bench_nodes import BenchError, NodeRun, add_node_options, cpu_seconds, run_or_exit  # noqa: E402
+from bench_nodes import (  # noqa: E402
+    BenchError, NodeRun, add_node_options, cpu_seconds, run_or_exit, spawn_producers,
+)
 
 import actorq  # noqa: E402
 from actorq.jobs.node_file import NodeNotRunning, node_file_beside, read_node_file  # noqa: E402
@@ -150,25 +151,7 @@ class Producers:
     """`count` spawned producer processes, each with its own Client on `url`."""
 
     def __init__(self, url: str, count: int, via_node: bool, synchronous: str) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.pipes: list[Connection] = []
-        self.procs: list[Any] = []
-        for i in range(count):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=produce, args=(url, via_node, synchronous, child),
-                               name=f"bench-producer-{i}", daemon=True)
-            proc.start()
-            child.close()
-            self.pipes.append(parent)
-            self.procs.append(proc)
-        self.pids: list[int] = []
-        for pipe in self.pipes:
-            if not pipe.poll(60):
-                raise BenchError("a producer process did not start within 60 s")
-            kind, value = pipe.recv()
-            if kind != "ready":
-                raise BenchError(f"producer: {value}")
-            self.pids.append(value)
+        self.pipes, self.procs, self.pids = spawn_producers(produce, (url, via_node, synchronous), count)
         self.results: list[tuple[Any, ...]] = []
 
     def go(self, seconds: float, rate: float) -> float:
