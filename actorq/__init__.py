@@ -23,6 +23,7 @@ from actorq.errors import JournalLocked as JournalLocked
 from actorq.errors import MailboxFull as MailboxFull
 from actorq.errors import NotCommitted as NotCommitted
 from actorq.errors import UnknownTask as UnknownTask
+from actorq.jobs.async_client import AsyncClient as AsyncClient
 from actorq.jobs.client import Client as Client
 from actorq.jobs.queue import QueueRef as QueueRef
 from actorq.jobs.retry import RetryPolicy as RetryPolicy
@@ -48,6 +49,7 @@ __all__ = [
     "ActorStopped",
     "ActorSystem",
     "AskTimeout",
+    "AsyncClient",
     "Client",
     "Config",
     "ConfigError",

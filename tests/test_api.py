@@ -22,7 +22,7 @@ import actorq.transports
 
 PINNED_ALL = {
     "actorq": [
-        "Actor", "ActorQError", "ActorRef", "ActorStopped", "ActorSystem", "AskTimeout", "Client",
+        "Actor", "ActorQError", "ActorRef", "ActorStopped", "ActorSystem", "AskTimeout", "AsyncClient", "Client",
         "Config", "ConfigError", "Discard", "Job", "JobContext", "JobState", "JournalError",
         "JournalLocked", "MailboxFull", "Node", "NodeFailed", "NotCommitted", "QueueRef",
         "RetryPolicy", "Task", "TaskRegistry", "UnknownTask", "current_job",

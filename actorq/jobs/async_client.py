@@ -1,0 +1,117 @@
+"""`AsyncClient`: add jobs from an asyncio service (FastAPI, Starlette, aiohttp) without blocking its loop.
+
+::
+
+    request handler ──await enqueue(job)──▶ AsyncClient ──one thread of its own──▶ Client
+         (loop keeps serving)                                                       │
+                                                   node's producer endpoint ◀───────┤ (SQLite, a node runs)
+                                                   or the journal itself    ◀───────┘ (no node; PostgreSQL)
+
+Every call runs the same `Client` method on one thread that belongs to this
+client, in the order the calls were made; the awaiting task gets its result or
+its exception. The event loop never waits on a socket, a file lock or a
+database: while a node is slow or gone, the loop goes on serving other
+requests, and the call ends within the client's `timeout` with `NotCommitted`
+at the latest. A returned id means *accepted* (committed), exactly as with
+`Client`.
+
+One `AsyncClient` per process is enough: tasks share it freely. Create it
+where it is used (inside the process that runs the loop, after any fork).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+from actorq.jobs.client import DEFAULT_TIMEOUT, Client
+from actorq.jobs.task import Declared, Job, TaskRegistry
+from actorq.journal.config import (
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL,
+)
+from actorq.journal.protocol import JobInfo
+
+__all__ = ["AsyncClient"]
+
+_T = TypeVar("_T")
+
+
+class AsyncClient:
+    """An asyncio producer on a journal URL; its calls never block the event loop.
+
+    The arguments are `Client`'s. The journal (or the node's endpoint) is opened on
+    the client's own thread at the first call, so constructing one does no I/O.
+
+    Usage::
+
+        client = AsyncClient("sqlite:///actorq.db")
+        job_id = await client.enqueue(Job("emails.send", ["a@example.com"]))
+        ...
+        await client.close()        # or: async with AsyncClient(...) as client:
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, *, synchronous: str = DEFAULT_SYNCHRONOUS,
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT, schema: str = DEFAULT_SCHEMA,
+                 connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
+                 tasks: TaskRegistry | Mapping[str, Declared] | None = None, create: bool = True,
+                 timeout: float = DEFAULT_TIMEOUT, via_node: bool = True) -> None:
+        self._open = functools.partial(
+            Client, url, synchronous=synchronous, busy_timeout=busy_timeout, schema=schema,
+            connect_retry_for=connect_retry_for, tasks=tasks, create=create, timeout=timeout, via_node=via_node)
+        self._client: Client | None = None
+        # one thread: the calls reach the Client one at a time, in the order they were made
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="actorq-client")
+        self._closed = False
+
+    async def _call(self, method: Callable[[Client], _T]) -> _T:
+        if self._closed:
+            raise RuntimeError("the AsyncClient is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._on_thread, method)
+
+    def _on_thread(self, method: Callable[[Client], _T]) -> _T:
+        if self._client is None:
+            self._client = self._open()
+        return method(self._client)
+
+    async def enqueue(self, job: Job, queue: str | None = None) -> str:
+        """Commit one job and return its id (accepted); as `Client.enqueue`.
+
+        Raises:
+            TypeError: an argument cannot be encoded (names the argument).
+            JournalError, NotCommitted: the job was not accepted (re-sending it is safe).
+        """
+        return await self._call(lambda client: client.enqueue(job, queue))
+
+    async def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None) -> list[str]:
+        """Commit several jobs and return their ids, in order; as `Client.enqueue_many`."""
+        jobs = list(jobs)
+        return await self._call(lambda client: client.enqueue_many(jobs, queue))
+
+    async def get(self, job_id: str) -> JobInfo | None:
+        """One job's state and recorded errors, or None."""
+        return await self._call(lambda client: client.get(job_id))
+
+    async def counts(self) -> dict[str, dict[str, int]]:
+        """``{queue: {state: count}}``."""
+        return await self._call(lambda client: client.counts())
+
+    async def close(self) -> None:
+        """Close the connection once the calls made before have ended. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+
+        def shut() -> None:
+            if self._client is not None:
+                self._client.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, shut)
+        self._thread.shutdown(wait=False)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
