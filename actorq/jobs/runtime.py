@@ -175,11 +175,15 @@ class JobRuntime:
         """True once `begin_stop` was called."""
         return self._stopping
 
+    @property
+    def writers(self) -> list[jw.JournalWriter]:
+        """The current journal writers, each once: the duty writer (on a shared journal), then the main one."""
+        return list({id(w): w for w in (self._duty, self._writer) if w is not None}.values())
+
     async def stop_writers(self) -> None:
         """Stop the journal writers (the writer role's stop): every op submitted so far is applied. Idempotent."""
-        for writer in (self._duty, self._writer):
-            if writer is not None:
-                await writer.stop()
+        for writer in self.writers:
+            await writer.stop()
 
     async def close(self) -> None:
         """Stop the writers if a role left them open, and remove the private directory. Idempotent."""
@@ -254,7 +258,7 @@ class JobRuntime:
         Raises:
             JournalError: the journal cannot be opened, or another node holds it.
         """
-        previous, previous_duty = self._writer, self._duty
+        previous = self.writers
         await self.stop_writers()  # an earlier incarnation killed before its on_stop ran
         loop = asyncio.get_running_loop()
         writer = jw.JournalWriter(self._open_journal, loop, batch_max=self.journal_config.batch_max,
@@ -270,7 +274,7 @@ class JobRuntime:
             except BaseException:
                 await writer.stop()
                 raise
-        for old in {id(w): w for w in (previous, previous_duty) if w is not None}.values():
+        for old in previous:
             self._carried.update(_writer_counts(old.stats))
         self._writer, self._duty = writer, duty
         if not self._reclaimed:  # a restarted writer: live workers still hold their leases
@@ -506,7 +510,7 @@ class JobRuntime:
         """Current counters (cheap; safe to call often)."""
         d, w = self._dispatcher, self._writer
         counts = self._carried.copy()
-        for writer in {id(x): x for x in (w, self._duty) if x is not None}.values():
+        for writer in self.writers:
             counts.update(_writer_counts(writer.stats))
         started = w.stats.group_started if w is not None else 0.0
         wait = time.monotonic() - started if started else 0.0
@@ -561,8 +565,7 @@ class JournalWriterRole(Actor):
     async def on_start(self) -> None:
         self.writer = await self.runtime.start_writer()
         loop = asyncio.get_running_loop()
-        writers = {id(w): w for w in (self.writer, self.runtime.duty_writer) if w is not None}
-        self._watches = [loop.create_task(self._watch_thread(w)) for w in writers.values()]
+        self._watches = [loop.create_task(self._watch_thread(w)) for w in self.runtime.writers]
 
     async def _watch_thread(self, writer: jw.JournalWriter) -> None:
         await asyncio.shield(writer.finished)

@@ -222,6 +222,13 @@ def _pairs(pairs: Sequence[tuple[str, int]]) -> dict[str, Any]:
     return {"ids": [p[0] for p in pairs], "lease_ids": [p[1] for p in pairs]}
 
 
+def _add_busy(busy: list[tuple[str, int]] | None, params: dict[str, Any], busy_ids: Collection[str] | None) -> None:
+    """Append to `busy` the pairs of `params` (from `_pairs`) whose job id is in `busy_ids`."""
+    if busy_ids and busy is not None:
+        wanted = set(busy_ids)
+        busy.extend(p for p in zip(params["ids"], params["lease_ids"]) if p[0] in wanted)
+
+
 class PostgresJournal:
     """A `Journal` in one schema of a PostgreSQL database.
 
@@ -366,21 +373,28 @@ class PostgresJournal:
         self._conn = self._tune(self._connector.connect())
         return self._conn
 
-    def _begin(self) -> psycopg.Connection[Any]:
+    def _first(self, query: str, params: dict[str, Any] | None, *, again: Callable[[psycopg.Error], bool],
+               at_commit: bool) -> tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]:
+        """Run `query` first on the connection (reconnecting if it is closed); if it fails because
+        the connection was lost and `again(error)` says the query cannot have run, run it once more
+        on a new connection. Returns the connection and the cursor."""
         conn = self._conn if self._conn is not None and not self._conn.closed else self._reconnect()
         try:
-            conn.execute("BEGIN")
-        except psycopg.OperationalError as exc:
-            if not conn.closed:
-                raise self._error(exc) from None
-            # The server dropped the idle connection (restart, pg_terminate_backend) before
-            # anything of this transaction was sent: reconnecting and beginning again is safe.
-            conn = self._reconnect()
-            try:
-                conn.execute("BEGIN")
-            except psycopg.Error as exc2:
-                raise self._error(exc2) from None
-        return conn
+            return conn, conn.execute(query, params)
+        except psycopg.Error as exc:
+            if not (conn.closed and again(exc)):
+                raise self._error(exc, at_commit=at_commit) from None
+        conn = self._reconnect()
+        try:
+            return conn, conn.execute(query, params)
+        except psycopg.Error as exc:
+            raise self._error(exc, at_commit=at_commit) from None
+
+    def _begin(self) -> psycopg.Connection[Any]:
+        # A BEGIN that meets a connection the server dropped while idle (a restart,
+        # pg_terminate_backend) sent nothing of the transaction: beginning again is safe.
+        return self._first("BEGIN", None, again=lambda exc: isinstance(exc, psycopg.OperationalError),
+                           at_commit=False)[0]
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -465,16 +479,7 @@ class PostgresJournal:
         sent before the statement arrived: that statement never ran, so it is sent again on
         a new connection. A connection lost any other way leaves its outcome unknown.
         """
-        conn = self._conn if self._conn is not None and not self._conn.closed else self._reconnect()
-        try:
-            return conn.execute(query, params)
-        except psycopg.Error as exc:
-            if not (conn.closed and exc.sqlstate in _SESSION_ENDED):
-                raise self._error(exc, at_commit=True) from None
-        try:
-            return self._reconnect().execute(query, params)
-        except psycopg.Error as exc:
-            raise self._error(exc, at_commit=True) from None
+        return self._first(query, params, again=lambda exc: exc.sqlstate in _SESSION_ENDED, at_commit=True)[1]
 
     def attach_node(self) -> None:
         """Check that this role may write the journal. Takes no lock: PostgreSQL allows many nodes.
@@ -535,9 +540,7 @@ class PostgresJournal:
             return 0
         params = _pairs(pairs)
         done, busy_ids = self._execute(query, params).fetchone()  # type: ignore[misc]
-        if busy_ids and busy is not None:
-            wanted = set(busy_ids)
-            busy.extend(p for p in zip(params["ids"], params["lease_ids"]) if p[0] in wanted)
+        _add_busy(busy, params, busy_ids)
         return int(done)
 
     def fail(self, failures: Sequence[Failure]) -> int:
@@ -583,8 +586,7 @@ class PostgresJournal:
                 busy_ids.add(row[0])
             else:
                 found.append(Attempt(*row))
-        if busy_ids and busy is not None:
-            busy.extend(p for p in zip(params["ids"], params["lease_ids"]) if p[0] in busy_ids)
+        _add_busy(busy, params, busy_ids)
         return found
 
     def leased_by(self, owner: str, *, keep: Collection[int] = ()) -> list[Attempt]:
