@@ -105,6 +105,7 @@ class Client:
         self._catalog: dict[str, Declared] = {}  # the task catalog's declarations read so far
         self._catalog_read: dict[str, float] = {}  # task name -> when its declaration was read
         self._node_file: Path | None = None
+        self._node_seen: tuple[tuple[int, int, int], dict[str, Any]] | None = None  # (file's stat, its contents)
         if via_node and url.startswith(SQLITE_PREFIX):
             self._node_file = node_file_beside(JournalConfig(url=url).sqlite_path)
         self._timeout = timeout
@@ -174,10 +175,22 @@ class Client:
         """The node file of a live node serving this journal with a producer endpoint, or None."""
         if self._node_file is None:
             return None
-        try:
-            info = read_node_file(self._node_file)
-        except NodeNotRunning:
+        try:  # read again only when the file changed (a node started); its process is checked each call
+            st = os.stat(self._node_file)
+        except OSError:
             return None
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        seen = self._node_seen
+        if seen is not None and seen[0] == stamp:
+            info = seen[1]
+            if not alive(info["pid"]):
+                return None
+        else:
+            try:
+                info = read_node_file(self._node_file)
+            except NodeNotRunning:
+                return None
+            self._node_seen = (stamp, info)
         if info["pid"] == os.getpid():  # an embedded node: waiting for it here could block its own loop
             return None
         endpoint = info.get("producers")
@@ -270,6 +283,7 @@ class _NodeLink:
         self._sock.setsockopt(zmq.RCVHWM, producers.QUEUED_PER_PEER)
         self._sock.setsockopt(zmq.SNDHWM, producers.QUEUED_PER_PEER)
         self._sock.connect(endpoint)
+        self._poll_items = [(self._sock, zmq.POLLIN)]  # zmq_poll's argument (Socket.poll builds a Poller each call)
 
     def close(self) -> None:
         self._sock.close(linger=0)
@@ -301,7 +315,7 @@ class _NodeLink:
                 raise NotCommitted(
                     f"no answer from the node (pid {self.pid}) within {timeout:g} s; the jobs may or may not "
                     "be committed: send them again (same ids) to be sure", maybe_committed=True)
-            if not self._sock.poll(int(min(left, POLL_SLICE) * 1000) + 1):
+            if not zmq.zmq_poll(self._poll_items, int(min(left, POLL_SLICE) * 1000) + 1):
                 if not alive(self.pid):
                     raise NotCommitted(
                         f"the node (pid {self.pid}) ended before answering; the jobs may or may not be "

@@ -80,6 +80,7 @@ class _Worker:
     credits: int
     pid: int
     leasing: bool = False
+    woken: bool = False  # a wake came while its lease was in flight: that lease's answer may be stale
     held: dict[str, int] = field(default_factory=dict)
     last_seen: float = 0.0
 
@@ -294,14 +295,22 @@ class Dispatcher:
                 _remember(self._dead_owners, owner)
             self._reclaim(owner, why, ())
 
-    def wake(self, queues: set[str] | None) -> None:
-        """Ready jobs may exist in `queues` (None: every queue): lease for idle workers."""
+    def wake(self, queues: set[str] | None, leased: Collection[str] = ()) -> None:
+        """Ready jobs may exist in `queues` (None: every queue): lease for idle workers.
+
+        Args:
+            leased: owners whose leases already saw these jobs (a lease in the group that
+                committed them, after their inserts): they are not asked again.
+        """
         if queues is None:
             self._empty.clear()
         else:
             self._empty.difference_update(queues)
         for worker in list(self._workers.values()):
-            self._pump(worker)
+            if worker.leasing:
+                worker.woken = True
+            elif worker.owner not in leased:
+                self._pump(worker)
 
     # -- socket ------------------------------------------------------------------------
     def _guarded(self, frames: list[bytes]) -> None:
@@ -468,6 +477,7 @@ class Dispatcher:
     def _on_leased(self, worker: _Worker, asked: int, jobs: list[LeasedJob] | None, error: BaseException | None,
                    valid_until: float) -> None:
         worker.leasing = False
+        woken, worker.woken = worker.woken, False
         if error is not None or jobs is None:
             logger.error("lease for %s failed: %s", worker.owner, error)
             self.loop.call_later(1.0, self._pump, worker)
@@ -476,7 +486,9 @@ class Dispatcher:
             if jobs:
                 self.writer.submit(jw.RELEASE, [(j.id, j.lease_id) for j in jobs])
             return
-        if len(jobs) < asked:
+        if woken:  # jobs may have come after this lease looked: look again
+            self.loop.call_soon(self._pump, worker)
+        elif len(jobs) < asked:
             self._empty.update(worker.queues)
         if not jobs:
             return

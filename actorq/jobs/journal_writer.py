@@ -58,7 +58,7 @@ import random
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Collection, NamedTuple, Sequence
 
 from actorq.errors import JournalError
 from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, decide
@@ -75,6 +75,7 @@ ENQUEUE, COMPLETE, FAIL, RELEASE, RECLAIM, RENEW, PROMOTE, LEASE, CALL, OUTSIDE 
 # CALL: fn(journal) inside the group's transaction (reads, leadership, the task catalog)
 # OUTSIDE: fn(journal) after the group's commit, outside any transaction (journal maintenance)
 _STOP = -1
+_TURN = -3  # (_TURN, [op, ...], None): the ops one turn of the loop submitted, queued as one item
 COMMIT_PHASE = -2  # a group failed at its COMMIT (not in an op's statement)
 _KIND_NAMES = ("enqueue", "complete", "fail", "release", "reclaim", "renew", "promote", "lease", "call", "outside")
 # Safe to apply twice, so run again after a COMMIT whose outcome is unknown: each is idempotent
@@ -93,11 +94,13 @@ _kind = operator.itemgetter(0)
 class _Group:
     """What one group's transaction produced, kept until it commits."""
 
-    __slots__ = ("results", "queues", "tally", "aside")
+    __slots__ = ("results", "queues", "leased", "drained", "tally", "aside")
 
     def __init__(self) -> None:
         self.results: list[Result] = []  # (callback, result, error) to deliver on the loop
         self.queues: set[str] = set()  # queues that got new jobs
+        self.leased: set[str] = set()  # owners that leased after them, in this group (they saw the jobs)
+        self.drained: set[str] = set()  # queues such a lease left with no ready job
         self.tally: Counter[str] = Counter()  # counts to add to `WriterStats`
         self.aside: list[tuple[float, Op]] = []  # (delay, op): answers to try again later
 
@@ -191,8 +194,10 @@ class JournalWriter:
         journal_factory: opens the journal; called on the writer thread.
         loop: the loop on which callbacks run.
         batch_max: the most ops in one group.
-        on_enqueued: called on the loop with the set of queues that got new jobs,
-            after their group committed (wakes the dispatcher).
+        on_enqueued: called on the loop after a group that added jobs committed, with the
+            queues that got them, less those that a lease later in the group left empty, and
+            the owners whose leases came after them in that group (and so saw them): wakes
+            the dispatcher.
         decide: what an attempt's end means for its job (called on the writer thread);
             by default the default task policy's answer.
     """
@@ -203,7 +208,7 @@ class JournalWriter:
         loop: asyncio.AbstractEventLoop,
         *,
         batch_max: int = DEFAULT_BATCH_MAX,
-        on_enqueued: Callable[[set[str]], None] | None = None,
+        on_enqueued: Callable[[set[str], Collection[str]], None] | None = None,
         decide: Decide = default_decide,
     ) -> None:
         self._factory = journal_factory
@@ -212,6 +217,11 @@ class JournalWriter:
         self._on_enqueued = on_enqueued
         self._decide = decide
         self._queue: queue.SimpleQueue[tuple[int, Any, Callback | None]] = queue.SimpleQueue()
+        self._loop_thread: int | None = None  # the loop's thread, once started
+        self._turn: list[Op] = []  # ops submitted on the loop in its current turn, not yet queued
+        self._submitted = 0  # ops submitted (loop thread); `backlog` is this minus `_taken`
+        self._taken = 0  # ops taken into groups (writer thread)
+        self._carry: list[Op] = []  # ops taken from the queue past `batch_max`: the next group's first (writer thread)
         self._thread: threading.Thread | None = None
         self._opened: asyncio.Future[None] | None = None
         self._done: asyncio.Future[None] | None = None
@@ -232,6 +242,7 @@ class JournalWriter:
             return
         self._opened = self.loop.create_future()
         self._done = self.loop.create_future()
+        self._loop_thread = threading.get_ident()
         self._thread = threading.Thread(target=self._run, name="actorq-journal-writer", daemon=True)
         self._thread.start()
         await self._opened
@@ -241,6 +252,7 @@ class JournalWriter:
         if self._thread is None or self._done is None:
             return
         if not self._done.done():
+            self._flush_turn()  # what this turn submitted is applied before the stop
             self._queue.put((_STOP, None, None))
         await asyncio.shield(self._done)
 
@@ -255,16 +267,35 @@ class JournalWriter:
     def submit(self, kind: int, arg: Any, callback: Callback | None = None) -> None:
         """Queue one op; `callback(result, error)` runs on the loop after its group commits.
 
+        Ops submitted on the loop reach the writer together at the end of the loop's turn
+        (one queue item), so that what one event causes lands in one group: a producer's
+        jobs with the leases of the workers they wake, a worker's acks with its next lease.
         After `stop`, the callback gets a `JournalError` instead (the op is not applied).
         """
-        self._queue.put((kind, arg, callback))
+        op = (kind, arg, callback)
+        if threading.get_ident() == self._loop_thread:
+            self._submitted += 1
+            self._turn.append(op)
+            if len(self._turn) == 1:
+                self.loop.call_soon(self._flush_turn)
+            return
+        self._queue.put(op)
+        if self._closed:
+            self._fail_leftovers()
+
+    def _flush_turn(self) -> None:
+        """Queue the ops this turn of the loop submitted, as one item (on the loop)."""
+        if not self._turn:
+            return
+        ops, self._turn = self._turn, []
+        self._queue.put((_TURN, ops, None))
         if self._closed:
             self._fail_leftovers()
 
     @property
     def backlog(self) -> int:
         """Ops submitted and not yet taken into a group (approximate; read it from anywhere)."""
-        return self._queue.qsize()
+        return max(0, self._submitted - self._taken) + self._queue.qsize()
 
     def enqueue(self, job: NewJob, callback: Callback | None = None) -> None:
         """Queue one job insert (fire-and-forget unless `callback` is given)."""
@@ -294,31 +325,26 @@ class JournalWriter:
             self.loop.call_soon_threadsafe(_settle, self._done, None)
             return
         self.loop.call_soon_threadsafe(_settle, self._opened, None)
-        get, get_nowait = self._queue.get, self._queue.get_nowait
+        get = self._queue.get
         stopping = False
         try:
             while not stopping:
                 ops = self._due_later()
+                if self._carry:
+                    ops, self._carry = self._carry + ops, []
                 if not ops:
                     try:
                         ops = [get(timeout=self._later[0][0] - time.monotonic()) if self._later else get()]
                     except queue.Empty:
                         continue
-                while len(ops) < self._batch_max:
-                    try:
-                        ops.append(get_nowait())
-                    except queue.Empty:
-                        break
-                if ops[-1][0] == _STOP or any(op[0] == _STOP for op in ops):
+                ops = self._gather(ops)
+                if any(op[0] == _STOP for op in ops):
                     stopping = True
                     ops = [op for op in ops if op[0] != _STOP]
-                outside = [op for op in ops if op[0] == OUTSIDE]
-                if outside:
-                    ops = [op for op in ops if op[0] != OUTSIDE]
-                if ops:
-                    self._apply(ops)
-                for op in outside:
-                    self._apply_outside(op)
+                elif len(ops) > self._batch_max:  # a loop turn's item past the limit: the rest goes next
+                    ops, self._carry = ops[:self._batch_max], ops[self._batch_max:]
+                for start in range(0, len(ops), self._batch_max):  # one group, unless stopping
+                    self._apply_ops(ops[start:start + self._batch_max])
         finally:
             self._closed = True
             try:
@@ -327,19 +353,60 @@ class JournalWriter:
                 self._fail_leftovers()
                 self.loop.call_soon_threadsafe(_settle, self._done, None)
 
+    def _gather(self, ops: list[Op]) -> list[Op]:
+        """`ops` and what else is queued, loop turns unpacked, up to `batch_max` ops (a turn's
+        item is taken whole)."""
+        ops = self._unpack(ops)
+        get_nowait = self._queue.get_nowait
+        while len(ops) < self._batch_max:
+            try:
+                item = get_nowait()
+            except queue.Empty:
+                break
+            if item[0] == _TURN:
+                self._taken += len(item[1])
+                ops.extend(item[1])
+            else:
+                ops.append(item)
+        return ops
+
+    def _unpack(self, items: list[Op]) -> list[Op]:
+        """The ops of queue items, a loop turn's item expanded in place."""
+        if not any(item[0] == _TURN for item in items):
+            return items
+        ops: list[Op] = []
+        for item in items:
+            if item[0] == _TURN:
+                self._taken += len(item[1])
+                ops.extend(item[1])
+            else:
+                ops.append(item)
+        return ops
+
+    def _apply_ops(self, ops: list[Op]) -> None:
+        """Apply `ops` in one group, and then its OUTSIDE ops, each outside any transaction."""
+        outside = [op for op in ops if op[0] == OUTSIDE]
+        if outside:
+            ops = [op for op in ops if op[0] != OUTSIDE]
+        if ops:
+            self._apply(ops)
+        for op in outside:
+            self._apply_outside(op)
+
     def _fail_leftovers(self) -> None:
         """Answer every op submitted after the stop, or still waiting to be tried again: it was not applied."""
         error = JournalError("the journal writer has stopped; the op was not applied")
         results: list[tuple[Callback, Any, BaseException | None]] = []
         later, self._later = self._later, []
         results.extend((op[2], None, error) for _, _, op in later if op[2] is not None)
+        carry, self._carry = self._carry, []
+        results.extend((op[2], None, error) for op in carry if op[2] is not None)
         while True:
             try:
-                _, _, cb = self._queue.get_nowait()
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if cb is not None:
-                results.append((cb, None, error))
+            results.extend((op[2], None, error) for op in self._unpack([item]) if op[2] is not None)
         if results:
             self.loop.call_soon_threadsafe(self._deliver, results, set())
 
@@ -369,8 +436,9 @@ class JournalWriter:
                 return
         for delay, op in group.aside:
             self._try_later(delay, op)
-        if group.results or group.queues:
-            self.loop.call_soon_threadsafe(self._deliver, group.results, group.queues)
+        queues = group.queues - group.drained  # where the group's own leases left jobs, or none looked
+        if group.results or queues:
+            self.loop.call_soon_threadsafe(self._deliver, group.results, queues, group.leased)
 
     def _commit(self, ops: list[Op]) -> "_Group":
         """One transaction for `ops`; raises `_GroupFailed` naming the phase that failed."""
@@ -518,6 +586,10 @@ class JournalWriter:
             return
         for op in ops:
             result = self._single(journal, kind, op[1])
+            if kind == LEASE:  # it ran after the group's inserts: it saw them
+                group.leased.add(op[1].owner)
+                if len(result) < op[1].limit:  # and took every ready job of its queues
+                    group.drained.update(op[1].queues)
             if op[2] is not None:
                 results.append((op[2], result, None))
 
@@ -578,14 +650,15 @@ class JournalWriter:
             failures.append(Failure(attempt.job_id, attempt.lease_id, error, outcome.state, retry_at))
         return journal.fail(failures)
 
-    def _deliver(self, results: list[tuple[Callback, Any, BaseException | None]], queues: set[str]) -> None:
+    def _deliver(self, results: list[tuple[Callback, Any, BaseException | None]], queues: set[str],
+                 leased: Collection[str] = ()) -> None:
         for cb, result, error in results:
             try:
                 cb(result, error)
             except Exception:
                 logger.exception("journal callback failed")
         if queues and self._on_enqueued is not None:
-            self._on_enqueued(queues)
+            self._on_enqueued(queues, leased)
 
 
 def _settle(fut: asyncio.Future[None] | None, error: BaseException | None) -> None:

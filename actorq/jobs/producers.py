@@ -205,6 +205,10 @@ class ProducerServer:
             loop after the commit (`JobRuntime.enqueue`); it may raise `JournalError`.
         max_frame_bytes: the dispatcher's frame size (bounds the payloads and the frame).
         backlog: the ops waiting for the writer right now.
+        wake: called with the jobs' queues once their inserts are submitted: the dispatcher's
+            leases for idle workers then follow them into the writer, and usually commit in the
+            same group (a lease sees the inserts before it in its transaction); the commit's
+            ``on_enqueued`` wakes it again in any case.
 
     Attributes:
         dropped: the frames dropped, by reason.
@@ -216,12 +220,13 @@ class ProducerServer:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str,
                  enqueue: Callable[[NewJob, jw.Callback], None], *, max_frame_bytes: int,
-                 backlog: Callable[[], int]) -> None:
+                 backlog: Callable[[], int], wake: Callable[[set[str]], None] | None = None) -> None:
         self.loop = loop
         self.endpoint = endpoint
         self.max_frame_bytes = max_frame_bytes
         self._enqueue = enqueue
         self._backlog = backlog
+        self._wake = wake
         self.dropped = DropCounter("producers", logger)
         self.accepted = 0
         self.jobs = 0
@@ -302,6 +307,8 @@ class ProducerServer:
                 self._enqueue(job, done)
             except Exception as exc:  # no writer runs (it is restarting): this job is not committed
                 done(None, exc)
+        if self._wake is not None:  # idle workers' leases queue behind these jobs: one group for both
+            self._wake({job.queue for job in jobs})
 
     def _parse(self, frame: bytes) -> tuple[int, list[NewJob]]:
         return parse_enqueue(frame, self.max_frame_bytes)

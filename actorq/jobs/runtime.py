@@ -50,7 +50,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from actorq._kernel.actor import Actor
 from actorq.errors import JournalError
@@ -382,16 +382,18 @@ class JobRuntime:
             previous.close()
         server = ProducerServer(asyncio.get_running_loop(), self.producers_endpoint, self.enqueue,
                                 max_frame_bytes=self.dispatcher_config.max_frame_bytes,
-                                backlog=lambda: self._writer.backlog if self._writer is not None else 0)
+                                backlog=lambda: self._writer.backlog if self._writer is not None else 0,
+                                wake=self.wake)
         server.start()
         self._producers = server
         return server
 
     # -- relays ------------------------------------------------------------------------------------
-    def wake(self, queues: set[str] | None) -> None:
-        """Ready jobs may exist in `queues` (None: any queue): the current dispatcher leases for idle workers."""
+    def wake(self, queues: set[str] | None, leased: Collection[str] = ()) -> None:
+        """Ready jobs may exist in `queues` (None: any queue): the current dispatcher leases for idle
+        workers, except the owners in `leased`, whose leases already saw them."""
         if self._dispatcher is not None:
-            self._dispatcher.wake(queues)
+            self._dispatcher.wake(queues, leased)
 
     def is_leader(self) -> bool:
         """Whether this node leads the duties that run once among nodes (rescue of expired leases)."""
