@@ -76,6 +76,7 @@ ENQUEUE, COMPLETE, FAIL, RELEASE, RECLAIM, RENEW, PROMOTE, LEASE, CALL, OUTSIDE 
 # OUTSIDE: fn(journal) after the group's commit, outside any transaction (journal maintenance)
 _STOP = -1
 _TURN = -3  # (_TURN, [op, ...], None): the ops one turn of the loop submitted, queued as one item
+TURN_MAX = 64  # ops of one turn queued together at most: more are a burst, best written while it goes on
 COMMIT_PHASE = -2  # a group failed at its COMMIT (not in an op's statement)
 _KIND_NAMES = ("enqueue", "complete", "fail", "release", "reclaim", "renew", "promote", "lease", "call", "outside")
 # Safe to apply twice, so run again after a COMMIT whose outcome is unknown: each is idempotent
@@ -268,16 +269,20 @@ class JournalWriter:
         """Queue one op; `callback(result, error)` runs on the loop after its group commits.
 
         Ops submitted on the loop reach the writer together at the end of the loop's turn
-        (one queue item), so that what one event causes lands in one group: a producer's
-        jobs with the leases of the workers they wake, a worker's acks with its next lease.
+        (one queue item, or one every `TURN_MAX` ops), so that what one event causes lands
+        in one group: a producer's jobs with the leases of the workers they wake, a worker's
+        acks with its next lease.
         After `stop`, the callback gets a `JournalError` instead (the op is not applied).
         """
         op = (kind, arg, callback)
         if threading.get_ident() == self._loop_thread:
             self._submitted += 1
-            self._turn.append(op)
-            if len(self._turn) == 1:
+            turn = self._turn
+            turn.append(op)
+            if len(turn) == 1:
                 self.loop.call_soon(self._flush_turn)
+            elif len(turn) >= TURN_MAX:  # a burst (tells in a loop): the writer starts on it at once
+                self._flush_turn()
             return
         self._queue.put(op)
         if self._closed:
