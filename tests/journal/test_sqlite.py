@@ -580,3 +580,68 @@ def test_e7_a_damaged_file_is_refused_at_node_start_naming_it(db_path: Path) -> 
     with pytest.raises(JournalError, match=f"journal {db_path} is not a valid SQLite database"):
         second.counts()  # a read that meets the damage names the file too, as a JournalError
     second.close()
+
+
+COMMITTER = textwrap.dedent("""
+    import sqlite3, sys, time
+    path, done_flag = sys.argv[1], sys.argv[2]
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("CREATE TABLE IF NOT EXISTS competitor (n INTEGER)")
+    print("committing", flush=True)
+    n = 0
+    while True:  # a producer writing on its own connection: the lock taken back right after each commit
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO competitor VALUES (?)", (n,))
+        conn.execute("COMMIT")
+        n += 1
+        if n % 50 == 0 and __import__("os").path.exists(done_flag):
+            break
+    print(n, flush=True)
+""")
+
+
+def test_write_lock_is_won_beside_a_process_committing_without_pause(db_path: Path, tmp_path: Path) -> None:
+    """Another process commits in a tight loop, retaking the lock right after each commit.
+    Every one of our transactions still gets the lock within a short busy_timeout: SQLite's
+    own wait (1, 2, 5 ... 100 ms between tries) kept missing the gaps, for seconds."""
+    journal = SQLiteJournal(db_path, busy_timeout=0.5)
+    done = tmp_path / "done"
+    other = subprocess.Popen([sys.executable, "-c", COMMITTER, str(db_path), str(done)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None
+        assert other.stdout.readline().strip() == "committing", other.stderr.read() if other.stderr else ""
+        t = 0
+        while t < 200 or (journal.lock_waits == 0 and t < 20_000):  # until we met the other's lock
+            assert journal.enqueue([new_job(f"j{t:05d}")]) == 1
+            t += 1
+        done.touch()
+        out, err = other.communicate(timeout=60)
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+    assert other.returncode == 0, err
+    print("competitor commits:", out.strip(), "our waits for the lock:", journal.lock_waits)
+    assert journal.lock_waits > 0  # the other process did hold the lock when we asked
+    assert journal.pragma("busy_timeout") == 500  # SQLite's own wait is back for every other statement
+    assert journal.counts() == {"q": {"ready": t}}
+    journal.close()
+
+
+def test_write_lock_wait_ends_at_busy_timeout(db_path: Path) -> None:
+    """A lock held past busy_timeout: the transaction fails as transient (try again), nothing written."""
+    journal = SQLiteJournal(db_path, busy_timeout=0.2)
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(JournalError, match="locked") as caught:
+            journal.enqueue([new_job("late")])
+        assert caught.value.transient
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert journal.lock_waits == 1
+    assert journal.enqueue([new_job("late")]) == 1  # the lock is free again
+    journal.close()
