@@ -115,6 +115,7 @@ async def test_an_idle_node_neither_writes_nor_claims_work_and_a_waiting_write_i
         capsys.readouterr()
         printer.tick()
         assert "(idle: waiting for jobs)" in capsys.readouterr().err
+        assert node.status()["activity"] == "idle" and node.status()["idle"] is True
 
         # another process's write holds SQLite's lock: the node's next group waits for it
         holder = sqlite3.connect(topo.config.journal.sqlite_path, isolation_level=None, timeout=30)
@@ -128,6 +129,9 @@ async def test_an_idle_node_neither_writes_nor_claims_work_and_a_waiting_write_i
             printer.tick()
             line = capsys.readouterr().err
             assert "waiting on the journal for" in line and "idle" not in line, line
+            status = node.status()  # what `actorq status` is told (STATUS on the control socket)
+            assert (status["activity"], status["idle"]) == ("journal_waiting", False), status
+            assert status["journal"]["wait"] >= 1.5
         finally:
             holder.execute("ROLLBACK")
             holder.close()
@@ -138,8 +142,8 @@ async def test_an_idle_node_neither_writes_nor_claims_work_and_a_waiting_write_i
 
 
 async def test_producer_counts_never_go_back_when_the_producer_endpoint_restarts(topology):
-    """`Progress` keeps the producer endpoint's counts: requests, BUSY answers and dropped
-    frames by reason, summed over every incarnation of the endpoint."""
+    """`actorq status` shows the producer endpoint's counts from `Progress`: requests, BUSY
+    answers and dropped frames by reason, summed over every incarnation of the endpoint."""
     topo = topology(TASKS, processes=1)
     async with Node(topo.config) as node:
         ctx = zmq.Context()
@@ -175,4 +179,5 @@ async def test_producer_counts_never_go_back_when_the_producer_endpoint_restarts
         progress = node.progress()
         assert (progress.producer_requests, progress.producer_jobs, progress.producer_busy) == (2, 2, 0)
         assert progress.producer_dropped == {"not_msgpack": 2}
+        assert node.status()["producers"] == {"requests": 2, "jobs": 2, "busy": 0, "dropped": {"not_msgpack": 2}}
         await node.wait_idle(timeout=30)
