@@ -49,7 +49,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping
 
 from actorq._kernel.actor import Actor
@@ -72,13 +72,14 @@ from actorq.transports.zmq import private_ipc_dir
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["JobRuntime", "Progress"]
+__all__ = ["JOURNAL_WAIT_REPORTED", "JobRuntime", "Progress"]
 
 WRITER, DISPATCHER, SCHEDULER, LISTENER, LEADER, PRODUCERS, WORKER = (
     "journal-writer", "dispatcher", "scheduler", "listener", "leader", "producers", "worker")
 RESCUE = "rescue"  # the duty of reclaiming expired leases, whoever held them
 MAINTAIN_EVERY_TICKS = 25  # journal maintenance every 25 scheduler ticks, at least every second
 EXITS_KEPT = 1000
+JOURNAL_WAIT_REPORTED = 1.0  # seconds a journal write may take before the node reports it as waiting
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,16 @@ class Progress:
     """Seconds the journal writer's current group has been under way (0 when none is): a
     write waiting on a lock or a slow disk shows here."""
     idle: bool = False
-    """Nothing to do: no job in flight, no write waiting, and the last lease of every worker's
-    queues found none ready."""
+    """Nothing to do: no job in flight, no write waiting (`JOURNAL_WAIT_REPORTED`), and the
+    last lease of every worker's queues found none ready."""
+    producer_requests: int = 0
+    """ENQUEUE requests of producers in other processes admitted (`ProducerServer.accepted`)."""
+    producer_jobs: int = 0
+    """The jobs of those requests."""
+    producer_busy: int = 0
+    """Producer requests answered BUSY (nothing done; the producer sends them again)."""
+    producer_dropped: Mapping[str, int] = field(default_factory=dict)
+    """Producer frames dropped as malformed, by reason (`ProducerServer.dropped`)."""
 
 
 class JobRuntime:
@@ -147,6 +156,7 @@ class JobRuntime:
         self._launch_worker = process_start(self._worker_argv)
         # the counts of the writers and dispatchers replaced so far, so that `progress` never goes back
         self._carried: Counter[str] = Counter()
+        self._producer_drops: Counter[str] = Counter()  # of the producer endpoints replaced so far
         self.reclaimed_at_start = 0
         self.worker_starts = 0
         self.worker_exits: list[tuple[int, str]] = []  # (pid, exit reason), newest last (bounded)
@@ -380,6 +390,8 @@ class JobRuntime:
         previous = self._producers
         if previous is not None:  # an earlier incarnation that was killed: free the endpoint
             previous.close()
+            self._carried.update(_producer_counts(previous))
+            self._producer_drops.update(previous.dropped.by_reason)
         server = ProducerServer(asyncio.get_running_loop(), self.producers_endpoint, self.enqueue,
                                 max_frame_bytes=self.dispatcher_config.max_frame_bytes,
                                 backlog=lambda: self._writer.backlog if self._writer is not None else 0,
@@ -518,6 +530,10 @@ class JobRuntime:
         wait = time.monotonic() - started if started else 0.0
         if d is not None:
             counts.update(_dispatcher_counts(d.stats))
+        producer_drops = self._producer_drops.copy()
+        if self._producers is not None:
+            counts.update(_producer_counts(self._producers))
+            producer_drops.update(self._producers.dropped.by_reason)
         return Progress(
             succeeded=counts["succeeded"],
             failed=counts["failed"],
@@ -532,7 +548,11 @@ class JobRuntime:
             lost_workers=counts["lost_workers"],
             journal_error=((w.journal.outage if w.journal is not None else None) or w.stats.last_error) if w else None,
             journal_wait=wait,
-            idle=d is not None and not d.in_flight and wait < 1.0 and d.waiting_for_jobs,
+            idle=d is not None and not d.in_flight and wait < JOURNAL_WAIT_REPORTED and d.waiting_for_jobs,
+            producer_requests=counts["producer_requests"],
+            producer_jobs=counts["producer_jobs"],
+            producer_busy=counts["producer_busy"],
+            producer_dropped=dict(producer_drops),
         )
 
 
@@ -546,6 +566,11 @@ def _dispatcher_counts(stats: DispatcherStats) -> dict[str, int]:
     """The `Progress` counts one dispatcher keeps (a reclaim it had in flight when replaced is not counted)."""
     return {"reclaimed": stats.reclaimed, "malformed": sum(stats.malformed.values()),
             "lost_workers": stats.lost_workers}
+
+
+def _producer_counts(server: ProducerServer) -> dict[str, int]:
+    """The `Progress` counts one producer endpoint keeps (its drops by reason are kept apart)."""
+    return {"producer_requests": server.accepted, "producer_jobs": server.jobs, "producer_busy": server.busy}
 
 
 def live_jobs(counts: Mapping[str, Mapping[str, int]]) -> int:

@@ -22,21 +22,23 @@ from actorq._version import __version__
 from actorq._kernel.loop import new_event_loop
 from actorq.errors import JournalError
 from actorq.jobs.client import Client
-from actorq.jobs.runtime import live_jobs
+from actorq.jobs.runtime import JOURNAL_WAIT_REPORTED, live_jobs
 from actorq.jobs.task import Job
 from actorq.journal import migrate
+from actorq.journal.backends import journal_class
 from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, JobState
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK, EXIT_RETRY
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
 from actorq.node.node import Node, NodeFailed, TaskCheckInterrupted, TaskModuleError, import_tasks
+from actorq.node.status import ask_status, render_status
 
 logger = logging.getLogger("actorq.cli")
 
 MAX_COUNT = 10_000_000  # jobs one `actorq enqueue` adds (built and committed 10,000 at a time)
 ENQUEUE_CHUNK = 10_000
 MAX_DELAY = 10 * 365 * 86_400.0  # ten years, in seconds
-MAX_WAIT = 3_600.0  # seconds `actorq tree` waits for the node at most
+MAX_WAIT = 3_600.0  # seconds `actorq tree` and `actorq status` wait for the node at most
 
 EPILOG = """\
 examples:
@@ -155,7 +157,7 @@ class _ProgressPrinter:
                 + (f"  stale acks {p.stale_acks}" if p.stale_acks else "")
                 + (f"  JOURNAL UNAVAILABLE, retrying: {p.journal_error}" if p.journal_error else "")
                 + (f"  waiting on the journal for {p.journal_wait:.0f} s (a lock or the disk)"
-                   if p.journal_wait >= 1.0 else "")
+                   if p.journal_wait >= JOURNAL_WAIT_REPORTED else "")
                 + ("" if active else "  (idle: waiting for jobs)")
             )
             self.idle_reported = not active
@@ -248,8 +250,14 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
     with Client.from_config(config.journal, create=False) as client:  # reading never creates a journal
         counts = client.counts()
+    node, lines = _node_status(config, args.timeout)
     if args.json:
-        _out(json.dumps(counts, sort_keys=True))
+        report: dict[str, Any] = dict(counts)
+        if NODE_KEY in report:  # a queue of that name keeps its counts, as before the node's entry existed
+            _err(f"actorq status: a queue is named {NODE_KEY!r}: the node's status is left out of --json")
+        else:
+            report[NODE_KEY] = node
+        _out(json.dumps(report, sort_keys=True))
         return EXIT_OK
     states = [str(state) for state in JobState]
     _out(f"journal {config.journal.describe()}")
@@ -258,7 +266,37 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         _out(f"{queue:<16}" + "".join(f"{counts[queue].get(s, 0):>11,}" for s in states))
     if not counts:
         _out("(no jobs)")
+    for line in lines:
+        _out(line)
     return EXIT_OK
+
+
+NODE_KEY = "node"  # status --json: the node's entry, beside the queues
+
+
+def _node_status(config: Config, timeout: float) -> tuple[dict[str, Any], list[str]]:
+    """The node serving the journal, as ``actorq status`` reports it: its ``--json`` entry and its lines.
+
+    No node running, or one that does not answer within `timeout` seconds, is reported, not an error.
+    """
+    try:
+        info = read_node_file(config.node_file)
+    except NodeNotRunning as exc:
+        if journal_class(config.journal.url).shared:  # other nodes may serve it, from other machines
+            where = f"node {config.node.name!r} of this topology running on this machine"
+        else:
+            where = "node running on this journal"
+        return {"running": False, "detail": str(exc)}, [f"no {where}"]
+    name = info.get("name") if isinstance(info.get("name"), str) else "?"
+    pid, control = info["pid"], info.get("control")
+    try:
+        if not isinstance(control, str):
+            raise NodeNotRunning(f"{config.node_file} names no control endpoint")
+        status = ask_status(control, timeout)
+    except NodeNotRunning as exc:
+        return ({"running": True, "answered": False, "name": name, "pid": pid, "detail": str(exc)},
+                [f"node {name} (pid {pid}): {exc}"])
+    return {"running": True, "answered": True, **status}, render_status(status)
 
 
 def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
@@ -366,9 +404,23 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: the task's declared number)")
     enq.set_defaults(handler=cmd_enqueue)
 
-    status = add("status", "Print job counts per queue and state, read from the journal.",
-                 "actorq status --config topology.toml")
-    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status = add("status", "Print job counts per queue and state, read from the journal; then what the node "
+                 "serving it says over its private control socket: jobs succeeded and failed, in flight, "
+                 "workers, jobs/s, and a journal write that has waited 1 s or more (a lock or the disk: the "
+                 "node is then not idle, whatever the counts). With no node running, the counts and a line "
+                 "saying so. Exit 0 whenever the journal could be read, whether or not a node runs or answers "
+                 "(`actorq tree` exits 1 for a node that does not answer).",
+                 "actorq status --config topology.toml\n"
+                 "    ...the counts, then:\n"
+                 "    node prof (pid 4242): 4,321 succeeded, 2 failed, in flight 3, workers 2, 118 jobs/s\n"
+                 "      journal write waiting 3.2 s (a lock or the disk): jobs are not idle\n"
+                 "  actorq status --config topology.toml --json\n"
+                 '    {"default": {"ready": 3, "succeeded": 4321}, "node": {"running": true, "answered": true, ...}}')
+    status.add_argument("--json", action="store_true",
+                        help=f"print JSON instead of a table: {{queue: {{state: count}}}}, and under "
+                             f"{NODE_KEY!r} the node's status ({{\"running\": false}} if none runs)")
+    status.add_argument("--timeout", type=_seconds(0.0, MAX_WAIT, low_allowed=False), default=5.0,
+                        help=f"seconds to wait for the node's answer, at most {MAX_WAIT:.0f} (default: 5)")
     status.set_defaults(handler=cmd_status)
 
     mig = add("migrate", "Create or upgrade the journal's schema (numbered migrations; safe to run from "

@@ -3,12 +3,14 @@
 A node binds a ZeroMQ ROUTER socket at ``ipc://<private 0700 dir>/control``
 and writes a small *node file* beside its SQLite journal (``<journal>.node``,
 mode 0600) naming its pid and that endpoint; it removes the file when it
-stops. ``actorq tree`` reads the file, sends one request and prints the reply.
+stops. ``actorq tree`` and ``actorq status`` read the file, send one request
+and print the reply.
 
-Requests and replies are codec frames (msgpack, no pickle); the only request
-today is ``TREE`` (body ``None``), answered with the live supervision tree as
-nested maps (see `Node.tree`), or with ``ERROR`` (a text) when the node is busy
-or the request failed.
+Requests and replies are codec frames (msgpack, no pickle). Two requests, each
+with body ``None``: ``TREE``, answered with the live supervision tree as nested
+maps (see `Node.tree`), and ``STATUS``, answered with a small map of the node's
+counters (see `actorq.node.status`); either may be answered ``ERROR`` (a text)
+instead when the node is busy or the request failed.
 
 Requests are tiny, so everything a peer can make the node hold is small::
 
@@ -45,17 +47,18 @@ __all__ = ["ControlServer", "NodeNotRunning", "query", "read_node_file", "write_
 
 # Control kinds. A request is answered with its own kind, or with ERROR. Stable across releases.
 TREE = "tree"  # request: None; reply: the live supervision tree as nested maps
+STATUS = "status"  # request: None; reply: the node's counters as a small map (actorq.node.status)
 ERROR = "error"  # reply only: why the request got no answer ("busy: ...", or the failure), as text
-KINDS = frozenset({TREE})
-REPLY_KINDS = frozenset({TREE, ERROR})
+KINDS = frozenset({TREE, STATUS})
+REPLY_KINDS = frozenset({TREE, STATUS, ERROR})
 
 # Bounds on what a peer can make the node hold (see the module docstring).
-MAX_REQUEST_BYTES = 4096  # a request is 8 bytes; 4 KiB leaves room for any request we may add
+MAX_REQUEST_BYTES = 4096  # a request is 8 to 10 bytes; 4 KiB leaves room for any request we may add
 MAX_REQUEST_LEN = MAX_KIND_LEN  # decode's max_len: the longest field of a request is its kind
 QUEUED_PER_PEER = 4  # RCVHWM and SNDHWM: a client has one request out at a time; 4 x 4 KiB in, 4 replies out
-MAX_IN_FLIGHT_PER_PEER = 2  # `actorq tree` sends one; a second covers a retry after its timeout
-MAX_IN_FLIGHT = 4  # in all: each answer walks the supervision tree, and is a reply in memory
-MAX_REPLY_BYTES = 1 << 20  # a reply is one supervision tree; a larger one is answered ERROR instead
+MAX_IN_FLIGHT_PER_PEER = 2  # `actorq tree` or `status` sends one; a second covers a retry after its timeout
+MAX_IN_FLIGHT = 4  # in all: a tree answer walks the supervision tree, and is a reply in memory
+MAX_REPLY_BYTES = 1 << 20  # a reply is one supervision tree (a status: 13 KiB at most); larger: ERROR instead
 MAX_REPLY_DEPTH = 64  # a tree nests two levels per supervisor; the client walks it to print it
 
 

@@ -28,6 +28,8 @@ import logging
 import os
 import signal
 import subprocess
+import time
+from collections import deque
 from typing import Any
 
 from actorq._kernel.system import ActorSystem
@@ -39,13 +41,16 @@ from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import check_tasks
 from actorq.journal.config import redact_url
 from actorq.node.config import Config, ConfigError, load_config
-from actorq.node.control import TREE, ControlServer, NodeNotRunning, read_node_file, write_node_file
+from actorq.node.control import STATUS, TREE, ControlServer, NodeNotRunning, read_node_file, write_node_file
+from actorq.node.status import build_status
 from actorq.node.tree import NODE, build_tree, describe
 from actorq.supervisors import StartFailed, SupervisorRef, start_supervisor
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Node", "NodeFailed", "Progress", "TaskCheckInterrupted", "TaskModuleError", "import_tasks"]
+
+RATE_SAMPLES = 5  # one a second: `Node.jobs_per_second` is over about the last 5 s
 
 
 class NodeFailed(ActorQError):
@@ -109,7 +114,8 @@ class Node:
     Args:
         config: the validated topology.
 
-    The tree is described in `actorq.node.tree`; ``await node.tree()`` returns it live.
+    The tree is described in `actorq.node.tree`; ``await node.tree()`` returns it live,
+    ``node.status()`` what ``actorq status`` shows of it (`actorq.node.status`).
     ``node.runtime`` is its job runtime (`actorq.jobs.runtime.JobRuntime`) once started.
     """
 
@@ -124,6 +130,8 @@ class Node:
         self._stopping = False
         self._stopped: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
+        self._sampler: asyncio.Task[None] | None = None
+        self._done_samples: deque[tuple[float, int]] = deque(maxlen=RATE_SAMPLES)  # (monotonic, attempts ended)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> "Node":
@@ -170,6 +178,7 @@ class Node:
             self._tasks.add(watch)
             watch.add_done_callback(self._tasks.discard)
             self._start_control(loop, runtime)
+            self._sampler = loop.create_task(self._sample_done())
         except BaseException:
             await self._teardown()
             raise
@@ -207,6 +216,8 @@ class Node:
                 self._stopped.set_result(None)
 
     async def _teardown(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
         if self.runtime is not None:
             self.runtime.begin_stop()
         if self.root is not None:
@@ -220,9 +231,10 @@ class Node:
         if self.runtime is not None:
             await self.runtime.close()
 
-    # -- control endpoint (actorq tree) ----------------------------------------------------
+    # -- control endpoint (actorq tree, actorq status) ------------------------------------
     def _start_control(self, loop: asyncio.AbstractEventLoop, runtime: JobRuntime) -> None:
-        self.control = ControlServer(loop, runtime.socket_path("control"), {TREE: self._tree_request})
+        self.control = ControlServer(loop, runtime.socket_path("control"),
+                                     {TREE: self._tree_request, STATUS: self._status_request})
         self.control.start()
         write_node_file(self.config.node_file, {"pid": os.getpid(), "name": self.config.node.name,
                                                 "control": self.control.endpoint,
@@ -242,6 +254,9 @@ class Node:
 
     async def _tree_request(self, _body: object) -> dict[str, object]:
         return await self.tree()
+
+    async def _status_request(self, _body: object) -> dict[str, Any]:
+        return self.status()  # counters only: answered at once, even while the journal writer waits
 
     async def wait(self) -> None:
         """Wait until the node has stopped.
@@ -290,6 +305,41 @@ class Node:
     def progress(self) -> Progress:
         """Current counters (cheap; safe to call often)."""
         return self._runtime().progress()
+
+    async def _sample_done(self) -> None:
+        """Once a second, note how many attempts have ended (for `jobs_per_second`)."""
+        while True:
+            progress = self._runtime().progress()
+            self._done_samples.append((time.monotonic(), progress.succeeded + progress.failed))
+            await asyncio.sleep(1.0)
+
+    def jobs_per_second(self, progress: Progress | None = None) -> float | None:
+        """Attempts ended (succeeded or failed) per second over the last few seconds
+        (up to `RATE_SAMPLES`); None in the node's first second.
+
+        Args:
+            progress: the counters now, if the caller has just read them.
+        """
+        if not self._done_samples:
+            return None
+        progress = progress or self.progress()
+        since, done_then = self._done_samples[0]
+        elapsed = time.monotonic() - since
+        if elapsed < 1.0:
+            return None
+        return max(0, progress.succeeded + progress.failed - done_then) / elapsed
+
+    def status(self) -> dict[str, Any]:
+        """What ``actorq status`` shows of this node, as the STATUS control request answers it:
+        its counters, what it is doing, its jobs per second and its producer endpoint's counts
+        (the shape is in `actorq.node.status`). Reads no journal: cheap, and never waits.
+
+        Raises:
+            RuntimeError: the node is not started.
+        """
+        progress = self.progress()
+        return build_status(progress, name=self.config.node.name, pid=os.getpid(),
+                            per_second=self.jobs_per_second(progress), stopping=self._stopping)
 
     async def tree(self) -> dict[str, Any]:
         """The live supervision tree as nested maps: ``id``, ``type``, ``kind`` (actor or

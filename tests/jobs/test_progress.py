@@ -8,10 +8,15 @@ count back (a rate computed from them once went negative).
 
 from __future__ import annotations
 
+import asyncio
+
 import zmq
 
 from actorq import Job, Node
+from actorq.ids import new_id
 from actorq.jobs import wire
+from actorq.jobs.producers import ENQUEUED, encode_request, parse_reply
+from actorq.journal.protocol import NewJob
 from actorq.testing import eventually
 from actorq.transports.codec import encode
 
@@ -92,7 +97,6 @@ async def test_an_idle_node_neither_writes_nor_claims_work_and_a_waiting_write_i
     """Issue 12's starving node: the scheduler's tick reads before it writes, so an idle node
     takes no write lock each tick; "idle" is said only when the last lease found nothing; and a
     write that waits on the journal's lock is named on the progress line instead of "idle"."""
-    import asyncio
     import sqlite3
     import time
 
@@ -111,6 +115,7 @@ async def test_an_idle_node_neither_writes_nor_claims_work_and_a_waiting_write_i
         capsys.readouterr()
         printer.tick()
         assert "(idle: waiting for jobs)" in capsys.readouterr().err
+        assert node.status()["activity"] == "idle" and node.status()["idle"] is True
 
         # another process's write holds SQLite's lock: the node's next group waits for it
         holder = sqlite3.connect(topo.config.journal.sqlite_path, isolation_level=None, timeout=30)
@@ -124,6 +129,9 @@ async def test_an_idle_node_neither_writes_nor_claims_work_and_a_waiting_write_i
             printer.tick()
             line = capsys.readouterr().err
             assert "waiting on the journal for" in line and "idle" not in line, line
+            status = node.status()  # what `actorq status` is told (STATUS on the control socket)
+            assert (status["activity"], status["idle"]) == ("journal_waiting", False), status
+            assert status["journal"]["wait"] >= 1.5
         finally:
             holder.execute("ROLLBACK")
             holder.close()
@@ -131,3 +139,45 @@ async def test_an_idle_node_neither_writes_nor_claims_work_and_a_waiting_write_i
         started = time.monotonic()
         await eventually(lambda: node.progress().journal_wait == 0.0, timeout=10, message="the wait ended")
         assert time.monotonic() - started < 10
+
+
+async def test_producer_counts_never_go_back_when_the_producer_endpoint_restarts(topology):
+    """`actorq status` shows the producer endpoint's counts from `Progress`: requests, BUSY
+    answers and dropped frames by reason, summed over every incarnation of the endpoint."""
+    topo = topology(TASKS, processes=1)
+    async with Node(topo.config) as node:
+        ctx = zmq.Context()
+
+        def send(frame: bytes, answered: bool) -> None:
+            dealer = ctx.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0 if answered else 10_000)  # a frame with no answer still leaves
+            dealer.connect(node.runtime.producers_endpoint)
+            try:
+                dealer.send(frame)
+                if answered:
+                    assert dealer.poll(30_000), "no answer from the producer endpoint"
+                    assert parse_reply(dealer.recv_multipart())[0] == ENQUEUED
+            finally:
+                dealer.close()
+
+        async def one_round(n: int) -> None:
+            job = NewJob(new_id(), "default", "prog.ok", b"\x92\x91\x01\x80", 0, None, 1, None)
+            await asyncio.to_thread(send, encode_request(n, [job]), True)
+            await asyncio.to_thread(send, b"\xc1", False)
+            await eventually(lambda: node.progress().producer_dropped.get("not_msgpack") == n, timeout=30,
+                             message="the bad frame was counted")
+
+        try:
+            await one_round(1)
+            old = node.runtime.producers
+            node.system.exit(node.system.whereis("producers"), "kill")
+            await eventually(lambda: node.runtime.producers is not old and node.runtime.producers is not None,
+                             timeout=30, message="the producer endpoint restarted")
+            await one_round(2)
+        finally:
+            ctx.destroy(linger=0)
+        progress = node.progress()
+        assert (progress.producer_requests, progress.producer_jobs, progress.producer_busy) == (2, 2, 0)
+        assert progress.producer_dropped == {"not_msgpack": 2}
+        assert node.status()["producers"] == {"requests": 2, "jobs": 2, "busy": 0, "dropped": {"not_msgpack": 2}}
+        await node.wait_idle(timeout=30)

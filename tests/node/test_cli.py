@@ -109,14 +109,24 @@ def test_enqueue_then_status_then_burst_run(topology: Path) -> None:
     many = actorq_cmd("enqueue", "--config", str(topology), "cli.echo", "hello", "--count", "50", cwd=cwd)
     assert "enqueued 50 jobs" in many.stdout
     status = actorq_cmd("status", "--config", str(topology), "--json", cwd=cwd)
-    assert json.loads(status.stdout) == {"default": {"ready": 51}}
+    assert _counts_with_no_node(status.stdout) == {"default": {"ready": 51}}
     run = actorq_cmd("run", "--config", str(topology), "--burst", cwd=cwd)
     assert run.returncode == EXIT_OK, run.stderr
     assert "51 succeeded" in run.stderr
     status = actorq_cmd("status", "--config", str(topology), "--json", cwd=cwd)
-    assert json.loads(status.stdout) == {"default": {"succeeded": 51}}
-    table = actorq_cmd("status", "--config", str(topology), cwd=cwd).stdout
-    assert "succeeded" in table and "51" in table
+    assert _counts_with_no_node(status.stdout) == {"default": {"succeeded": 51}}
+    table = actorq_cmd("status", "--config", str(topology), cwd=cwd)
+    assert table.returncode == EXIT_OK, table.stderr
+    assert "succeeded" in table.stdout and "51" in table.stdout
+    assert table.stdout.splitlines()[-1] == "no node running on this journal"
+
+
+def _counts_with_no_node(stdout: str) -> dict[str, dict[str, int]]:
+    """The counts of a ``status --json`` run with no node: its "node" entry says so."""
+    report = json.loads(stdout)
+    node = report.pop("node")
+    assert node["running"] is False and "no node is running on this journal" in node["detail"], node
+    return report  # type: ignore[no-any-return]
 
 
 def test_enqueue_rejects_bad_kwargs(topology: Path) -> None:
@@ -288,3 +298,13 @@ def _ids(tree: dict) -> list[str]:  # type: ignore[type-arg]
 def _processes(tree: dict) -> list[dict]:  # type: ignore[type-arg]
     found = [tree] if tree.get("kind") == "process" else []
     return found + [p for child in tree.get("children", []) for p in _processes(child)]
+
+
+def test_status_json_leaves_a_queue_named_node_its_counts(topology: Path) -> None:
+    cwd = topology.parent
+    enqueued = actorq_cmd("enqueue", "--config", str(topology), "cli.echo", "1", "--queue", "node", cwd=cwd)
+    assert enqueued.returncode == EXIT_OK, enqueued.stderr
+    status = actorq_cmd("status", "--config", str(topology), "--json", cwd=cwd)
+    assert status.returncode == EXIT_OK
+    assert json.loads(status.stdout) == {"node": {"ready": 1}}
+    assert status.stderr == "actorq status: a queue is named 'node': the node's status is left out of --json\n"

@@ -1,7 +1,7 @@
 """The node's control socket under bad input (ACCEPTANCE G1, G4, G5, G10, H12).
 
 A real node runs in the test's process (the ``topology`` fixture); a real zmq
-DEALER, on a thread, sends bad requests to its control endpoint. Every bad
+DEALER, on a thread, sends bad requests (TREE and STATUS) to its control endpoint. Every bad
 frame must be dropped and counted by reason in ``node.control.dropped``,
 nothing may escape (no traceback, no error record), the log must stay at about
 one line a second, the next valid request must be answered, and no role may
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import sys
 import threading
@@ -26,8 +27,10 @@ import zmq
 
 from actorq import Node
 from actorq.node.control import (
-    ERROR, MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_PEER, MAX_REQUEST_BYTES, TREE, ControlServer, NodeNotRunning, query,
+    ERROR, MAX_IN_FLIGHT, MAX_IN_FLIGHT_PER_PEER, MAX_REQUEST_BYTES, STATUS, TREE, ControlServer, NodeNotRunning,
+    query,
 )
+from actorq.node.status import ask_status
 from actorq.testing import eventually
 from actorq.transports.codec import encode
 
@@ -41,6 +44,7 @@ async def noop():
 """
 
 TREE_OK = encode(TREE, None)
+STATUS_OK = encode(STATUS, None)
 
 
 # (reason, the parts a DEALER sends): each a request the node must drop and count under `reason`
@@ -81,6 +85,26 @@ BAD: list[tuple[str, list[bytes]]] = [
     ("unknown_kind", [pk([1, ERROR, None])]),  # a reply kind is no request
     ("part_count", [TREE_OK, b""]),
     ("part_count", [b"", TREE_OK]),  # what a REQ socket's delimiter looks like
+    # the STATUS request: as strict as TREE (body None, nothing else)
+    ("bad_body", [encode(STATUS, 0)]),
+    ("bad_body", [encode(STATUS, True)]),
+    ("bad_body", [encode(STATUS, "")]),
+    ("bad_body", [encode(STATUS, b"x" * 64)]),
+    ("bad_body", [encode(STATUS, {"verbose": True})]),
+    ("bad_body", [encode(STATUS, [None])]),
+    ("bad_body", [b"\x93\x01" + pk(STATUS) + nested(1000)]),
+    ("bad_version", [b"\x93" + nested(1000) + pk(STATUS) + b"\xc0"]),
+    ("not_msgpack", [encode(STATUS, "x" * 3000)]),
+    ("not_msgpack", [b"\x93\x01" + pk(STATUS) + b"\xdd\xff\xff\xff\xff"]),
+    ("not_msgpack", [STATUS_OK[:-1]]),
+    ("trailing_bytes", [STATUS_OK + b"\x00"]),
+    ("bad_envelope", [pk([1, STATUS])]),
+    ("bad_envelope", [pk([1, STATUS, None, None])]),
+    ("bad_version", [pk([0, STATUS, None])]),
+    ("unknown_kind", [pk([1, STATUS.encode(), None])]),
+    ("unknown_kind", [pk([1, STATUS.upper(), None])]),
+    ("part_count", [STATUS_OK, STATUS_OK]),
+    ("part_count", [b"", STATUS_OK]),
 ]
 
 
@@ -109,7 +133,7 @@ async def test_g1_g5_g10_control_socket_fuzz_drops_and_counts_every_bad_frame(to
         assert node.control.accepted == 0
 
         # 2. a seeded mutation fuzz: every frame is either dropped and counted or accepted as a request
-        corpus = [TREE_OK] + [parts[0] for _, parts in BAD if len(parts) == 1 and parts[0]]
+        corpus = [TREE_OK, STATUS_OK] + [parts[0] for _, parts in BAD if len(parts) == 1 and parts[0]]
         fuzz = []
         for _ in range(frames):
             frame = mutate(rng, rng.choice(corpus))
@@ -124,9 +148,11 @@ async def test_g1_g5_g10_control_socket_fuzz_drops_and_counts_every_bad_frame(to
               f"{node.control.accepted} accepted; {dict(stats.by_reason)}")
         elapsed = time.monotonic() - started
 
-        # the next valid request is answered, from a new peer, and nothing restarted
+        # the next valid requests are answered, from a new peer, and nothing restarted
         tree = await asyncio.to_thread(query, endpoint, TREE, None, 10.0)
         assert restarts(tree) == before
+        status = await asyncio.to_thread(ask_status, endpoint, 10.0)
+        assert status["pid"] == os.getpid() and status["workers"]["restarts"] == 0, status
         assert node.failure is None
     records = _records(caplog)
     assert not [r for r in records if r.levelno >= logging.ERROR or r.exc_info], \
@@ -274,3 +300,64 @@ def test_query_turns_a_bad_reply_into_node_not_running_naming_the_endpoint(reply
     finally:
         fake.sock.close()
     assert fake.endpoint in str(info.value) and expected in str(info.value), str(info.value)
+
+
+def _status_body(**changes: object) -> dict[str, object]:
+    """A well-formed STATUS reply, with `changes` made to it (``jobs__in_flight`` for a nested key)."""
+    body: dict[str, object] = {
+        "name": "n", "pid": 1, "activity": "idle", "idle": True,
+        "jobs": {"succeeded": 0, "failed": 0, "in_flight": 0, "reclaimed": 0, "stale_acks": 0, "per_second": None},
+        "workers": {"connected": 1, "restarts": 0},
+        "journal": {"wait": 0.0, "error": None},
+        "producers": {"requests": 0, "jobs": 0, "busy": 0, "dropped": {}},
+    }
+    for key, value in changes.items():
+        outer, _, inner = key.partition("__")
+        if inner:
+            body[outer] = {**body[outer], inner: value}  # type: ignore[dict-item]
+        else:
+            body[outer] = value
+    return body
+
+
+@pytest.mark.parametrize("body,expected", [
+    (None, "status: expected a map, got None"),
+    ([1, 2], "status: expected a map, got list of 2 items"),
+    ({"name": "n"}, "status: missing pid, activity, idle, jobs, workers, journal, producers"),
+    (_status_body(pid=-1), "status.pid: expected an integer >= 0, got -1"),
+    (_status_body(pid=True), "status.pid: expected an integer >= 0, got True"),
+    (_status_body(idle=1), "status.idle: expected true or false, got 1"),
+    (_status_body(name="x" * 501), "status.name: expected a text of at most 500 characters"),
+    (_status_body(activity="sleeping"), "status.activity: expected one of stopping,"),
+    (_status_body(jobs__in_flight="3"), "status.jobs.in_flight: expected an integer >= 0, got '3'"),
+    (_status_body(jobs__per_second=float("nan")), "status.jobs.per_second: expected a finite number >= 0, got nan"),
+    (_status_body(journal__wait=None), "status.journal.wait: expected a finite number >= 0, got None"),
+    (_status_body(journal__error=["deep"]), "status.journal.error: expected a text of at most 500"),
+    (_status_body(producers__dropped={"x": -1}), "status.producers.dropped: expected at most 32 counts"),
+    (_status_body(producers__dropped={str(i): 1 for i in range(33)}), "status.producers.dropped: expected at most"),
+    (_status_body(workers=[[[[]]]]), "status.workers: expected a map, got list of 1 item"),
+], ids=lambda v: None if isinstance(v, str) else "")
+def test_ask_status_turns_a_malformed_status_into_node_not_running_naming_the_key(body: object,
+                                                                                   expected: str) -> None:
+    fake = _FakeNode("tcp://127.0.0.1:*", [encode(STATUS, body)])
+    try:
+        server = threading.Thread(target=fake.answer_one)
+        server.start()
+        with pytest.raises(NodeNotRunning) as info:
+            ask_status(fake.endpoint, timeout=10.0)
+        server.join()
+    finally:
+        fake.sock.close()
+    assert "sent a malformed status" in str(info.value) and expected in str(info.value), str(info.value)
+
+
+def test_ask_status_keeps_only_the_keys_it_knows() -> None:
+    fake = _FakeNode("tcp://127.0.0.1:*", [encode(STATUS, _status_body(extra={"a": 1}, jobs__later=3))])
+    try:
+        server = threading.Thread(target=fake.answer_one)
+        server.start()
+        status = ask_status(fake.endpoint, timeout=10.0)
+        server.join()
+    finally:
+        fake.sock.close()
+    assert status == _status_body()

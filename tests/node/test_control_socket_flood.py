@@ -5,9 +5,10 @@ psutil samples it through the flood (the peak) and after it. The flood is,
 from many peers at once: frames whose version, kind or body is nested 1,000
 deep (G10), tree requests with ignored bodies just under the request size
 limit and of 1 MB (H13; before the fix 100 of these took a node from 36 MB to
-875 MB), and pipelined valid requests that are never read (H12). Afterwards the
-node answers ``tree`` with the same restart counts, and its log holds no
-traceback and about one drop line a second.
+875 MB), and pipelined valid requests that are never read (H12); each of TREE
+and STATUS. Afterwards the node answers ``tree`` with the same restart counts
+and ``status`` as usual, and its log holds no traceback and about one drop line
+a second.
 
 The default run sends about 2.5·10⁴ frames; ``-m chaos`` sends 10⁵ small
 frames and prints the figures.
@@ -25,14 +26,14 @@ from typing import Any
 import pytest
 import zmq
 
-from actorq.node.control import TREE
+from actorq.node.control import STATUS, TREE
 from actorq.transports.codec import encode
 
 from node_process import NodeProcess
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "transports"))
 from socket_support import (  # noqa: E402
-    MB, RSS_GROWTH_BOUND, RssSampler, ask_tree, nested, pk, restarts, wait_for_node,
+    MB, RSS_GROWTH_BOUND, RssSampler, ask_node_status, ask_tree, nested, pk, restarts, wait_for_node,
 )
 
 TASKS = """
@@ -49,9 +50,12 @@ SMALL = [  # G10: about 1 KB each
     b"\x93\x01" + nested(1000) + b"\xc0",
     b"\x93\x01" + pk(TREE) + nested(1000),
     b"\x93\x01" + pk(TREE) + b"\xdd\x80\x00\x00\x00",  # declares 2^31 items
+    b"\x93" + nested(1000) + pk(STATUS) + b"\xc0",
+    b"\x93\x01" + pk(STATUS) + nested(1000),
+    b"\x93\x01" + pk(STATUS) + b"\xdf\x80\x00\x00\x00",  # a map declaring 2^31 pairs
 ]
-NEAR_LIMIT = encode(TREE, b"\x00" * 3900)  # a body just under the request size limit
-ONE_MB = encode(TREE, [1] * 1_000_000)  # H13: the 1 MB body the issue sent (10^6 items)
+NEAR_LIMIT = [encode(TREE, b"\x00" * 3900), encode(STATUS, b"\x00" * 3900)]  # just under the request size limit
+ONE_MB = [encode(TREE, [1] * 1_000_000), encode(STATUS, {str(i): i for i in range(100_000)})]  # H13: 1 MB bodies
 
 
 def _send(endpoint: str, frames: list[bytes], repeat: int) -> int:
@@ -118,11 +122,13 @@ def run_flood(topology: Any, small_per_peer: int, near_limit_per_peer: int, one_
         started = time.monotonic()
         sent = _flood(endpoint, [
             (SMALL, small_per_peer, PEERS),
-            ([NEAR_LIMIT], near_limit_per_peer, PEERS),
-            ([ONE_MB], 1, one_mb_peers),  # many at once, each from its own peer
-            ([encode(TREE, None)], pipelined, 2),  # valid requests whose replies are never read
+            (NEAR_LIMIT, near_limit_per_peer, PEERS),
+            (ONE_MB, 2, one_mb_peers // 2),  # many at once, each from its own peer
+            ([encode(TREE, None), encode(STATUS, None)], pipelined, 2),  # valid requests whose replies are never read
         ])
-        after_tree = ask_tree(endpoint)  # the next valid request is answered
+        after_tree = ask_tree(endpoint)  # the next valid requests are answered
+        status = ask_node_status(endpoint)
+        assert status["pid"] == node.pid and status["workers"]["restarts"] == 0, status
         seconds = time.monotonic() - started
         baseline, peak, after = sampler.stop()
         result = FloodResult(sent, baseline, peak, after, before, restarts(after_tree), seconds)

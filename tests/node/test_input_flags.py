@@ -96,12 +96,13 @@ def test_g12_max_attempts_is_at_least_1_and_bounded(capsys: pytest.CaptureFixtur
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", HUGE, str(MAX_WAIT + 1)])
-def test_g12_tree_timeout_is_positive_finite_and_bounded(capsys: pytest.CaptureFixture[str], topology: Path,
-                                                         value: str) -> None:
+@pytest.mark.parametrize("command", ["tree", "status"])
+def test_g12_node_timeout_is_positive_finite_and_bounded(capsys: pytest.CaptureFixture[str], topology: Path,
+                                                         command: str, value: str) -> None:
     # before: `--timeout inf` reached the control socket's poll as int(inf * 1000): OverflowError
-    assert refused(capsys, "tree", "--config", str(topology), f"--timeout={value}") == (
-        f"actorq tree: argument --timeout: expected seconds > 0 and <= {MAX_WAIT:.0f}, got {value!r} "
-        "(see actorq tree --help)")
+    assert refused(capsys, command, "--config", str(topology), f"--timeout={value}") == (
+        f"actorq {command}: argument --timeout: expected seconds > 0 and <= {MAX_WAIT:.0f}, got {value!r} "
+        f"(see actorq {command} --help)")
 
 
 def test_g12_an_empty_queue_name_is_refused(capsys: pytest.CaptureFixture[str], topology: Path) -> None:
@@ -146,5 +147,7 @@ def test_g12_every_flag_at_its_bounds_is_accepted(topology: Path) -> None:
                       "--delay", f"{MAX_DELAY:.0f}", "--queue", "q", cwd=cwd)
     assert high.returncode == EXIT_OK, high.stderr
     status = actorq_cmd("status", "--config", str(topology), "--json", cwd=cwd)
-    assert json.loads(status.stdout) == {"default": {"ready": 2}, "q": {"scheduled": 1}}
+    counts = json.loads(status.stdout)
+    assert counts.pop("node")["running"] is False
+    assert counts == {"default": {"ready": 2}, "q": {"scheduled": 1}}
 

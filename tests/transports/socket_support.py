@@ -1,8 +1,8 @@
 """Helpers for the tests that attack actorq's sockets (control, remote actors, listeners).
 
 Bad frames (`pk`, `nested`, `mutate`, `batch`), a peer that sends from a thread
-(`Peer`), an RSS sampler (`RssSampler`), and reading a node's tree
-(`restarts`, `processes`, `wait_for_node`). Test modules outside this
+(`Peer`), an RSS sampler (`RssSampler`), and reading a node's tree and status
+(`restarts`, `processes`, `wait_for_node`, `ask_tree`, `ask_node_status`). Test modules outside this
 directory put it on ``sys.path`` first, as ``tests/conftest.py`` does for
 ``journal_support``.
 """
@@ -22,6 +22,7 @@ import psutil
 import zmq
 
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
+from actorq.node.status import ask_status
 
 MB = 1 << 20
 RSS_GROWTH_BOUND = 50 * MB  # generous: a shared CI machine is noisy
@@ -139,10 +140,20 @@ def processes(tree: dict[str, Any]) -> int:
 
 def ask_tree(endpoint: str, timeout: float = 60.0) -> dict[str, Any]:
     """The node's tree, asked again while the node answers busy or not at all (bounded)."""
+    return _ask_until_answered(lambda: query(endpoint, TREE, None, timeout=5.0), timeout)
+
+
+def ask_node_status(endpoint: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The node's checked STATUS reply, asked again while it answers busy or not at all (bounded)."""
+    return _ask_until_answered(lambda: ask_status(endpoint, 5.0), timeout)
+
+
+def _ask_until_answered(ask: Any, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return query(endpoint, TREE, None, timeout=5.0)
+            reply: dict[str, Any] = ask()
+            return reply
         except NodeNotRunning:
             if time.monotonic() > deadline:
                 raise
