@@ -252,12 +252,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         counts = client.counts()
     node, lines = _node_status(config, args.timeout)
     if args.json:
-        report: dict[str, Any] = dict(counts)
-        if NODE_KEY in report:  # a queue of that name keeps its counts, as before the node's entry existed
-            _err(f"actorq status: a queue is named {NODE_KEY!r}: the node's status is left out of --json")
-        else:
-            report[NODE_KEY] = node
-        _out(json.dumps(report, sort_keys=True))
+        _out(json.dumps({"queues": counts, "node": node}, sort_keys=True))
         return EXIT_OK
     states = [str(state) for state in JobState]
     _out(f"journal {config.journal.describe()}")
@@ -269,9 +264,6 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     for line in lines:
         _out(line)
     return EXIT_OK
-
-
-NODE_KEY = "node"  # status --json: the node's entry, beside the queues
 
 
 def _node_status(config: Config, timeout: float) -> tuple[dict[str, Any], list[str]]:
@@ -415,10 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
                  "    node prof (pid 4242): 4,321 succeeded, 2 failed, in flight 3, workers 2, 118 jobs/s\n"
                  "      journal write waiting 3.2 s (a lock or the disk): jobs are not idle\n"
                  "  actorq status --config topology.toml --json\n"
-                 '    {"default": {"ready": 3, "succeeded": 4321}, "node": {"running": true, "answered": true, ...}}')
+                 '    {"queues": {"default": {"ready": 3, "succeeded": 4321}}, "node": {"running": true, ...}}')
     status.add_argument("--json", action="store_true",
-                        help=f"print JSON instead of a table: {{queue: {{state: count}}}}, and under "
-                             f"{NODE_KEY!r} the node's status ({{\"running\": false}} if none runs)")
+                        help='print JSON instead of a table: {"queues": {queue: {state: count}}, "node": '
+                             'the node\'s status ({"running": false} if none runs)}')
     status.add_argument("--timeout", type=_seconds(0.0, MAX_WAIT, low_allowed=False), default=5.0,
                         help=f"seconds to wait for the node's answer, at most {MAX_WAIT:.0f} (default: 5)")
     status.set_defaults(handler=cmd_status)

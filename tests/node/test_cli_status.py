@@ -82,7 +82,7 @@ def test_status_prints_the_node_line_of_a_running_node_and_says_when_none_runs(t
         assert enqueued.returncode == EXIT_OK, enqueued.stderr
         report = _until(topo, lambda r: r["node"]["jobs"]["succeeded"] == 3 and r["node"]["activity"] == "idle",
                         "the three jobs done and the node idle")
-        assert report["default"] == {"succeeded": 3}  # the counts as before, beside the node's entry
+        assert report["queues"]["default"] == {"succeeded": 3}
         entry = report["node"]
         assert (entry["running"], entry["answered"], entry["name"], entry["pid"]) == (True, True, "prof", node.pid)
         assert entry["workers"] == {"connected": 1, "restarts": 0}
@@ -140,7 +140,7 @@ def test_status_names_a_journal_write_waiting_on_sqlites_lock_and_never_calls_th
         assert enqueue.returncode == EXIT_OK and len(out.strip()) == 32, err  # the job id: it was committed
         report = _until(topo, lambda r: r["node"]["jobs"]["succeeded"] == 2 and r["node"]["activity"] == "idle",
                         "both jobs done and the node idle again")
-        assert report["default"] == {"succeeded": 2} and report["node"]["journal"]["wait"] == 0.0
+        assert report["queues"]["default"] == {"succeeded": 2} and report["node"]["journal"]["wait"] == 0.0
         text = _status(topo).stdout
         assert "waiting" not in text and "  idle: no ready job in its workers' queues" in text, text
     finally:
