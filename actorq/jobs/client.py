@@ -17,8 +17,25 @@ Every call returns only once its jobs are committed, so a returned id means
   client writes into the file itself, waiting up to ``busy_timeout`` for its
   write lock; the node finds the jobs at its scheduler's next tick, or when it starts.
   ``via_node=False`` asks for this even while a node serves the file.
-- **PostgreSQL**: the client writes into the journal itself; the commit's
-  NOTIFY wakes every node's listener, and many writers are what PostgreSQL is for.
+- **PostgreSQL**: the client writes into the journal itself (one autocommit
+  INSERT a call); the commit's NOTIFY wakes every node's listener.
+- **Any journal, with** ``node_endpoint``: the jobs go to the node serving that
+  producer endpoint (its ``[producers] endpoint``), as above for SQLite, and
+  never into the journal directly.
+
+Which is faster on PostgreSQL was measured (``bench/bench_producers.py
+--postgres``; docs/architecture.md, "Producers on PostgreSQL"): one job per
+call, each producer waiting for its commit, beside a node with 2 worker
+processes on a 2-core machine, durable jobs/s direct / through the node: 1
+producer 704 / 244, 4 producers 735 / 763, 8 producers 583 / 1,282, 16
+producers 551 / 1,882. Direct wins with few producers (its INSERT runs in the
+producer's own server backend, while a node's writer is also committing
+leases and acks), and is the default. But every commit that NOTIFYs takes one
+cluster-wide lock in PostgreSQL, so direct producers commit one at a time:
+past a few concurrent producers, adding more adds only waiting (and waits past
+the connection's ``lock_timeout`` fail), while through the node one group
+commit carries all their jobs. Many concurrent producers should use
+``node_endpoint``.
 
 A job's task decides its queue, priority and attempts unless the producer sets
 them (`actorq.Task`). The client learns each task's declaration from the
@@ -68,8 +85,13 @@ class Client:
 
     On SQLite, while a node runs on the file in another process, enqueues go through
     that node (its producer endpoint); with no node, they are written into the file.
-    On PostgreSQL they are always written into the journal, whose NOTIFY wakes the
-    nodes. Reads (`get`, `counts`) always read the journal.
+    On PostgreSQL they are written into the journal, whose NOTIFY wakes the nodes:
+    the default, measured the faster with one producer (704 against 244 jobs/s through
+    a node) and even with four (735 against 763). With `node_endpoint` they go through
+    the node listening there, on any journal: on PostgreSQL the faster from about 8
+    concurrent producers (1,882 against 551 jobs/s at 16), because PostgreSQL commits
+    notifying transactions one at a time (see the module docstring). Reads (`get`,
+    `counts`) always read the journal.
 
     Args:
         url: the journal, e.g. ``sqlite:///actorq.db`` or ``postgresql://user@host/db``.
