@@ -1,4 +1,4 @@
-"""Producers in other processes, one job per call, beside a running node: through the node or straight into the file.
+"""Producers in other processes, one job per call, beside a running node: through the node or straight into the journal.
 
 For each configuration, a fresh SQLite journal in a temporary directory and a
 real ``actorq run`` node on it (``--processes`` worker processes, an async
@@ -39,6 +39,21 @@ with ratios against these targets, printed, never enforced:
   paced, via node           confirm p50 <= 2 ms at 5,000 jobs/s
   every configuration       no stall of 1 s or more
 
+With ``--postgres URL`` the journal is PostgreSQL instead: each configuration
+gets a fresh schema (seeded with ``--history`` finished jobs and ANALYZEd, as
+in bench_nodes.py), and the node serves its producer endpoint at a fixed
+``ipc://`` path (``[producers] endpoint``). The two ways are then
+
+  direct    the default Client: each call is one autocommit INSERT, whose
+            trigger NOTIFYs the node's listener
+  via node  ``Client(node_endpoint=...)``: as on SQLite, the node's journal
+            writer commits the enqueues in groups
+
+and the CPU columns add the PostgreSQL backends of the node and the
+producers. Each P runs both ways ``--repeat`` times, alternating which goes
+first, and the figures end with the medians and the ratio via node / direct.
+No bench_e2e run, no targets, no paced run unless ``--rate`` asks for one.
+
 The producers, the node, its workers and this script share the machine's
 cores; the header says how many there are. Figures vary by +-20-40 % on
 shared machines: compare only figures from one run.
@@ -48,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import platform
@@ -55,6 +71,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,22 +80,25 @@ from array import array
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait as wait_for
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_e2e  # noqa: E402  (puts the repository on sys.path and imports actorq)
 from bench_nodes import (  # noqa: E402
-    BenchError, NodeRun, add_node_options, cpu_seconds, run_or_exit, spawn_producers,
+    BenchError, NodeRun, add_node_options, backend_pids, cpu_seconds, run_or_exit, spawn_producers,
 )
 
 import actorq  # noqa: E402
 from actorq.jobs.node_file import NodeNotRunning, node_file_beside, read_node_file  # noqa: E402
+from actorq.journal import migrate  # noqa: E402
+from actorq.node.config import redact_url  # noqa: E402
 from stats import percentile  # noqa: E402
 
 TASK = "bench.noop"  # bench_tasks.py: an async no-op
-SAMPLE_EVERY = 0.1  # seconds between samples of the journal's counts
+SAMPLE_EVERY = 0.1  # seconds between samples of the journal's counts (SQLite)
+PG_SAMPLE_EVERY = 0.5  # PostgreSQL: each sample scans the jobs table, on the machine's shared cores
 PROGRESS_EVERY = 2.0  # seconds between progress lines on stderr
 WARM_UP_JOBS = 200  # per round of the warm-up
 TARGET_TELL_SHARE = 0.40
@@ -93,17 +113,20 @@ examples:
   python bench/bench_producers.py --producers 4 --seconds 10 --rate 0
   python bench/bench_producers.py --rate 2000 --rate-producers 8
   python bench/bench_producers.py --synchronous normal   # no fsync at each commit
+  python bench/bench_producers.py --postgres postgresql://postgres@127.0.0.1:5432/postgres --repeat 3
 
 Every configuration uses its own temporary directory (journal, topology file, the
-node's log), removed afterwards, also on Ctrl-C or failure (the node and the
-producers are stopped first). Progress goes to stderr every 2 s (--quiet: none);
-results go to stdout.
+node's log) and on PostgreSQL its own schema (bench_<pid>_<hex>; the role needs
+CREATE on the database), removed afterwards, also on Ctrl-C or failure (the node
+and the producers are stopped first). Progress goes to stderr every 2 s (--quiet:
+none); results go to stdout.
 """
 
 
 # -- the producer processes ----------------------------------------------------------------------
-def produce(url: str, via_node: bool, synchronous: str, pipe: Connection) -> None:
-    """A producer process: open a Client, say ``ready``, then run one ``("go", ...)`` command.
+def produce(url: str, options: dict[str, Any], pipe: Connection) -> None:
+    """A producer process: open a Client (`options`: its keyword arguments), say ``ready``, then
+    run one ``("go", ...)`` command.
 
     ``("go", start, seconds, rate, offset)``: from Unix time `start`, for `seconds`, enqueue one
     job per call; `rate` > 0 paces the calls at `rate` per second from ``start + offset``.
@@ -112,7 +135,7 @@ def produce(url: str, via_node: bool, synchronous: str, pipe: Connection) -> Non
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        with actorq.Client(url, via_node=via_node, synchronous=synchronous) as client:
+        with actorq.Client(url, **options) as client:
             pipe.send(("ready", os.getpid()))
             command = pipe.recv()
             if command[0] != "go":
@@ -148,10 +171,10 @@ def produce(url: str, via_node: bool, synchronous: str, pipe: Connection) -> Non
 
 
 class Producers:
-    """`count` spawned producer processes, each with its own Client on `url`."""
+    """`count` spawned producer processes, each with its own Client on `url` (`options`: its keyword arguments)."""
 
-    def __init__(self, url: str, count: int, via_node: bool, synchronous: str) -> None:
-        self.pipes, self.procs, self.pids = spawn_producers(produce, (url, via_node, synchronous), count)
+    def __init__(self, url: str, count: int, options: dict[str, Any]) -> None:
+        self.pipes, self.procs, self.pids = spawn_producers(produce, (url, options), count)
         self.results: list[tuple[Any, ...]] = []
 
     def go(self, seconds: float, rate: float) -> float:
@@ -190,15 +213,18 @@ class Producers:
 
 # -- the journal, read beside the node -----------------------------------------------------------
 class Sampler:
-    """A read-only connection to the journal: counts by state, sampled while a configuration runs."""
+    """A read-only connection to the SQLite journal: counts by state, sampled while a configuration runs."""
+
+    every = SAMPLE_EVERY
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        self.db: Any = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
         self.samples: list[tuple[float, int, int, int]] = []  # (monotonic time, succeeded, ready, leased)
 
     def counts(self) -> dict[str, int]:
-        """Jobs per state now."""
-        return dict(self.db.execute("SELECT state, count(*) FROM actorq_jobs GROUP BY state").fetchall())
+        """Jobs per state now (the measured queue's)."""
+        return dict(self.db.execute("SELECT state, count(*) FROM actorq_jobs WHERE queue = 'default'"
+                                    " GROUP BY state").fetchall())
 
     def sample(self) -> dict[str, int]:
         """Record one sample and return its counts."""
@@ -230,6 +256,101 @@ class Sampler:
         self.db.close()
 
 
+class PostgresSampler(Sampler):
+    """`Sampler` on a PostgreSQL schema (an autocommit connection: each sample sees the latest commits)."""
+
+    every = PG_SAMPLE_EVERY
+
+    def __init__(self, url: str, schema: str) -> None:
+        import psycopg
+
+        self.db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        self.table = f'"{schema}".actorq_jobs'
+        self.samples = []
+
+    def counts(self) -> dict[str, int]:
+        # the partial indexes on ready and leased keep this cheap; succeeded is counted from its state
+        return dict(self.db.execute(f"SELECT state, count(*) FROM {self.table} WHERE queue = 'default'"
+                                    " GROUP BY state").fetchall())
+
+    def finished(self, marker: str) -> tuple[int, float]:
+        count, last = self.db.execute(f"SELECT count(*), extract(epoch FROM max(finished_at))::float8"
+                                      f" FROM {self.table} WHERE state = 'succeeded' AND queue = 'default'"
+                                      " AND id > %s", (marker,)).fetchone()
+        return count, last or 0.0
+
+
+# -- the journal of one configuration ----------------------------------------------------------------
+@dataclass
+class Setup:
+    """Where one configuration's node and producers meet: the journal, the node's topology,
+    the Client options of each way, and how the journal is sampled."""
+
+    url: str
+    topology: str
+    node_file: Path
+    client: dict[str, Any]  # Client options the warm-up uses (no producer endpoint)
+    producers: dict[str, Any]  # Client options of the measured producers
+    sampler: Any  # () -> Sampler
+    backends: bool = False  # PostgreSQL: count the CPU of the node's and producers' backends
+
+
+def node_options(args: argparse.Namespace) -> str:
+    """The ``[workers]`` section of the node's topology."""
+    return (
+        "[workers]\n"
+        f"processes = {args.processes}\n"
+        f"concurrency = {args.concurrency}\n"
+        f"prefetch = {args.concurrency}\n"
+    )
+
+
+def sqlite_setup(args: argparse.Namespace, workdir: Path, via_node: bool) -> Setup:
+    """A fresh SQLite file; via node is the Client's default, direct is ``via_node=False``."""
+    journal = workdir / "bench.db"
+    topology = (
+        "[node]\n"
+        'name = "bench"\n'
+        'tasks = ["bench_tasks:registry"]\n'
+        'log_level = "warning"\n'
+        "[journal]\n"
+        f'url = "sqlite:///{journal}"\n'
+        f'synchronous = "{args.synchronous}"\n'
+    ) + node_options(args)
+    client = {"synchronous": args.synchronous}
+    return Setup(f"sqlite:///{journal}", topology, node_file_beside(journal), client,
+                 dict(client, via_node=via_node), lambda: Sampler(journal))
+
+
+@contextlib.contextmanager
+def postgres_setup(args: argparse.Namespace, workdir: Path, via_node: bool) -> Iterator[Setup]:
+    """A fresh schema, dropped on the way out; the node's producer endpoint at a fixed ipc:// path.
+    Direct is the Client's default, via node is ``node_endpoint=`` that path. The node runs with
+    the endpoint either way, so that only the producers differ."""
+    url = args.postgres
+    with bench_e2e.fresh_schema(url) as schema:
+        if args.history:
+            bench_e2e.seed_history(url, schema, args.history)
+        else:
+            migrate(url, schema)
+        endpoint = f"ipc://{workdir}/producers.sock"
+        topology = (
+            "[node]\n"
+            'name = "bench"\n'
+            'tasks = ["bench_tasks:registry"]\n'
+            'log_level = "warning"\n'
+            "[journal]\n"
+            f"url = {json.dumps(url)}\n"
+            f"schema = {json.dumps(schema)}\n"
+            "[producers]\n"
+            f"endpoint = {json.dumps(endpoint)}\n"
+        ) + node_options(args)
+        client = {"schema": schema}
+        producers = dict(client, node_endpoint=endpoint) if via_node else client
+        yield Setup(url, topology, workdir / ".actorq-bench.node", client, producers,
+                    lambda: PostgresSampler(url, schema), backends=True)
+
+
 # -- one configuration ---------------------------------------------------------------------------
 @dataclass
 class Result:
@@ -255,45 +376,33 @@ class Result:
         return self.confirmed / self.seconds if self.seconds > 0 else math.nan
 
 
-def topology(args: argparse.Namespace, journal: Path) -> str:
-    """The node's topology file."""
-    return (
-        "[node]\n"
-        'name = "bench"\n'
-        'tasks = ["bench_tasks:registry"]\n'
-        'log_level = "warning"\n'
-        "[journal]\n"
-        f'url = "sqlite:///{journal}"\n'
-        f'synchronous = "{args.synchronous}"\n'
-        "[workers]\n"
-        f"processes = {args.processes}\n"
-        f"concurrency = {args.concurrency}\n"
-        f"prefetch = {args.concurrency}\n"
-    )
-
-
 def measure(args: argparse.Namespace, producers: int, via_node: bool, rate: float = 0.0) -> Result:
     """One configuration in a fresh directory; everything it started is stopped when it returns."""
     way = "via node" if via_node else "direct"
     label = f"{producers} producer{'s' if producers > 1 else ''}, {way}" + (f", paced {rate:,.0f}/s" if rate else "")
     result = Result(label, producers, via_node, rate)
-    with contextlib.ExitStack() as cleanup:  # callbacks run in reverse: producers, then the node, then the files
+    # callbacks run in reverse: producers, then the node, then the schema and the files
+    with contextlib.ExitStack() as cleanup:
         workdir = Path(tempfile.mkdtemp(prefix="actorq-producers-"))
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
         shutil.copy2(HERE / "bench_tasks.py", workdir / "bench_tasks.py")  # the node's workers import it
-        journal = workdir / "bench.db"
-        url = f"sqlite:///{journal}"
-        node = NodeRun.launch(workdir, "bench", topology(args, journal))
+        if args.postgres:
+            setup = cleanup.enter_context(postgres_setup(args, workdir, via_node))
+        else:
+            setup = sqlite_setup(args, workdir, via_node)
+        node = NodeRun.launch(workdir, "bench", setup.topology)
         cleanup.callback(node.stop)
         deadline = time.monotonic() + args.timeout
-        marker = warm_up(args, node, journal, url, deadline, label)
-        sampler = Sampler(journal)
+        marker = warm_up(args, node, setup, deadline, label)
+        sampler = setup.sampler()
         cleanup.callback(sampler.close)
         if args.progress:
             print(f"  [{label}] node warmed up; starting {producers} producer processes", file=sys.stderr, flush=True)
-        procs = Producers(url, producers, via_node, args.synchronous)
+        procs = Producers(setup.url, producers, setup.producers)
         cleanup.callback(procs.stop)
         groups = {"node": node.pids()[:1], "workers": node.pids()[1:], "producers": procs.pids}
+        if setup.backends:
+            groups["postgres"] = backend_pids(setup.url, groups["node"] + procs.pids)
         cpu0 = {name: cpu_seconds(pids) for name, pids in groups.items()}
         start = procs.go(args.seconds, rate)
         time.sleep(max(0.0, start - time.time()))
@@ -304,7 +413,7 @@ def measure(args: argparse.Namespace, producers: int, via_node: bool, rate: floa
         while True:
             now = time.monotonic()
             if now >= next_sample:
-                next_sample += SAMPLE_EVERY
+                next_sample += sampler.every
                 counts = sampler.sample()
                 if done and not counts.get("ready") and not counts.get("leased"):
                     break
@@ -348,12 +457,12 @@ def measure(args: argparse.Namespace, producers: int, via_node: bool, rate: floa
     return result
 
 
-def warm_up(args: argparse.Namespace, node: NodeRun, journal: Path, url: str, deadline: float, label: str) -> str:
+def warm_up(args: argparse.Namespace, node: NodeRun, setup: Setup, deadline: float, label: str) -> str:
     """Wait for the node's producer endpoint, run jobs until all its workers have worked, wait until idle.
 
     Returns the largest warm-up job id (the measured jobs have larger ids).
     """
-    node_file = node_file_beside(journal)
+    node_file = setup.node_file
     while True:
         node.check_alive()
         with contextlib.suppress(NodeNotRunning, OSError):
@@ -364,7 +473,7 @@ def warm_up(args: argparse.Namespace, node: NodeRun, journal: Path, url: str, de
                              + node.tail())
         time.sleep(0.05)
     ids: list[str] = []
-    with actorq.Client(url) as client:
+    with actorq.Client(setup.url, **setup.client) as client:
         while not node.warmed(args.processes):
             node.check_alive()
             if time.monotonic() > deadline:
@@ -416,9 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="producer process counts to measure, each via node and direct (default 1 4 16)")
     parser.add_argument("--seconds", type=positive(float), default=5.0,
                         help="how long the producers enqueue in each configuration (default 5)")
-    parser.add_argument("--rate", type=float, default=5000.0,
+    parser.add_argument("--rate", type=float, default=None,
                         help="jobs/s of the paced configuration, shared by its producers; 0: no paced run "
-                             "(default 5000)")
+                             "(default 5000 on SQLite, none on PostgreSQL)")
     parser.add_argument("--rate-producers", type=positive(int), default=16, metavar="P",
                         help="producer processes of the paced configuration (default 16); each call waits for "
                              "its commit, so one producer paces at most 1 / latency calls per second")
@@ -426,6 +535,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SQLite PRAGMA synchronous of the node and the producers (default full)")
     parser.add_argument("--e2e-jobs", type=positive(int), default=50_000, metavar="N",
                         help="jobs of the one bench_e2e.py run whose tell rate the ratios use (default 50000)")
+    parser.add_argument("--postgres", metavar="URL", default=None,
+                        help="measure on PostgreSQL instead (postgresql://...; the role needs CREATE): direct is "
+                             "the default Client, via node is Client(node_endpoint=...)")
+    parser.add_argument("--repeat", type=positive(int), default=1,
+                        help="PostgreSQL: rounds of every configuration, alternating which way goes first (default 1)")
+    parser.add_argument("--history", type=int, default=bench_e2e.DEFAULT_HISTORY, metavar="N",
+                        help="PostgreSQL: finished jobs added to each fresh schema before it is ANALYZEd "
+                             f"(default {bench_e2e.DEFAULT_HISTORY}; 0: no planner statistics)")
     add_node_options(parser, concurrency=256, timeout=120.0, waits="a configuration's start or drain")
     return parser
 
@@ -434,37 +551,53 @@ def fmt(value: float, spec: str) -> str:
     return "-" if math.isnan(value) else format(value, spec)
 
 
-def run_all(args: argparse.Namespace) -> None:
-    """The tell rate, every configuration, the table and the ratios."""
+def header(args: argparse.Namespace, journal: str) -> None:
+    """The lines that say what runs where."""
     cpus = os.cpu_count() or 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
     print(f"actorq {actorq.__version__} | Python {platform.python_version()} | {cpus} CPUs ({usable} usable) | "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"journal SQLite {sqlite3.sqlite_version} | a fresh temporary file per configuration, WAL, "
-          f"synchronous={args.synchronous} | node: `actorq run`, {args.processes} worker processes x "
-          f"{args.concurrency} slots, async no-op task | each producer: one job per call for {args.seconds:g} s",
-          flush=True)
+    print(f"journal {journal} | node: `actorq run`, {args.processes} worker processes x {args.concurrency} slots, "
+          f"async no-op task | each producer: one job per call for {args.seconds:g} s", flush=True)
+
+
+def print_table(results: list[Result]) -> None:
+    """One line per configuration, then its notes."""
+    backends = any("postgres" in r.cpu for r in results)
+    width = max(len("configuration"), *(len(r.label) for r in results))
+    cpu_names = "node, workers, producers" + (", postgres" if backends else "")
+    head = (f"{'configuration':<{width}} {'confirmed':>10} {'errors':>6} {'durable jobs/s':>15} "
+            f"{'p50 ms':>7} {'p99 ms':>7} {'stall s':>7}   CPU s: {cpu_names} in wall s")
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        cpu = [r.cpu["node"], r.cpu["workers"], r.cpu["producers"]] + ([r.cpu.get("postgres", 0.0)] if backends else [])
+        print(f"{r.label:<{width}} {r.confirmed:>10,} {r.errors:>6,} {fmt(r.jobs_per_s, ',.0f'):>15} "
+              f"{fmt(r.p50_ms, '.2f'):>7} {fmt(r.p99_ms, '.2f'):>7} {r.stall_s:>7.1f}   "
+              + ", ".join(f"{x:4.1f}" for x in cpu) + f" in {r.cpu['wall']:.1f}")
+    for r in results:
+        for note in r.notes:
+            print(f"note [{r.label}]: {note}")
+
+
+def run_all(args: argparse.Namespace) -> None:
+    """SQLite: the tell rate, every configuration, the table and the ratios. PostgreSQL: `run_postgres`."""
+    if args.postgres:
+        run_postgres(args)
+        return
+    header(args, f"SQLite {sqlite3.sqlite_version} | a fresh temporary file per configuration, WAL, "
+                 f"synchronous={args.synchronous}")
     tell = tell_rate(args)
     print(f"bench_e2e.py, embedded node telling {args.e2e_jobs:,} jobs: {tell:,.0f} durable jobs/s", flush=True)
     plan = [(p, via) for p in args.producers for via in (True, False)]
     results: list[Result] = []
     for producers, via_node in plan:
         results.append(measure(args, producers, via_node))
-    if args.rate > 0:
-        results.append(measure(args, args.rate_producers, True, args.rate))
+    rate = 5000.0 if args.rate is None else args.rate
+    if rate > 0:
+        results.append(measure(args, args.rate_producers, True, rate))
     print()
-    width = max(len("configuration"), *(len(r.label) for r in results))
-    header = (f"{'configuration':<{width}} {'confirmed':>10} {'errors':>6} {'durable jobs/s':>15} "
-              f"{'p50 ms':>7} {'p99 ms':>7} {'stall s':>7}   CPU s: node, workers, producers in wall s")
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        print(f"{r.label:<{width}} {r.confirmed:>10,} {r.errors:>6,} {fmt(r.jobs_per_s, ',.0f'):>15} "
-              f"{fmt(r.p50_ms, '.2f'):>7} {fmt(r.p99_ms, '.2f'):>7} {r.stall_s:>7.1f}   {r.cpu['node']:4.1f}, "
-              f"{r.cpu['workers']:4.1f}, {r.cpu['producers']:4.1f} in {r.cpu['wall']:.1f}")
-    for r in results:
-        for note in r.notes:
-            print(f"note [{r.label}]: {note}")
+    print_table(results)
     print()
     print("against the targets (printed, not enforced):")
 
@@ -495,11 +628,52 @@ def run_all(args: argparse.Namespace) -> None:
           f"(target < {TARGET_STALL_S:g} s in every configuration: {verdict(worst.stall_s < TARGET_STALL_S)})")
 
 
+def run_postgres(args: argparse.Namespace) -> None:
+    """Each P both ways, `--repeat` rounds alternating which goes first; the table, then medians and ratios."""
+    header(args, bench_e2e.describe_journal(args.postgres, "full", args.history).removeprefix("journal ")
+           + " | a fresh schema per configuration; the node's producer endpoint at a fixed ipc:// path")
+    results: list[Result] = []
+    for round_ in range(1, args.repeat + 1):
+        for producers in args.producers:
+            ways = (False, True) if (round_ + producers) % 2 else (True, False)  # alternate who goes first
+            for via_node in ways:
+                result = measure(args, producers, via_node)
+                if args.repeat > 1:
+                    result.label += f", round {round_}"
+                results.append(result)
+                print(f"  {result.label}: {fmt(result.jobs_per_s, ',.0f')} durable jobs/s, confirm p50 "
+                      f"{fmt(result.p50_ms, '.2f')} ms, p99 {fmt(result.p99_ms, '.2f')} ms", flush=True)
+        if args.rate:
+            results.append(measure(args, args.rate_producers, True, args.rate))
+            results.append(measure(args, args.rate_producers, False, args.rate))
+    print()
+    print_table(results)
+    print()
+    print(f"median of {args.repeat} round{'s' if args.repeat > 1 else ''} (CPU ms per job: node, workers, "
+          "producers and postgres CPU over the jobs confirmed):")
+    for producers in args.producers:
+        line = f"  {producers:>3} producer{'s' if producers > 1 else ' '}"
+        rates = {}
+        for via_node in (False, True):
+            runs = [r for r in results if r.producers == producers and r.via_node == via_node and not r.rate]
+            rates[via_node] = statistics.median(r.jobs_per_s for r in runs)
+            p50 = statistics.median(r.p50_ms for r in runs)
+            p99 = statistics.median(r.p99_ms for r in runs)
+            cpu = statistics.median(1000 * sum(v for k, v in r.cpu.items() if k != "wall") / max(r.confirmed, 1)
+                                    for r in runs)
+            line += (f" | {'via node' if via_node else 'direct'} {rates[via_node]:>7,.0f} jobs/s, "
+                     f"p50 {p50:6.2f} ms, p99 {p99:6.2f} ms, CPU {cpu:.2f} ms/job")
+        print(line + f" | via node / direct = {rates[True] / rates[False]:.2f}x")
+
+
 def main() -> None:
     """Measure every configuration and print the table."""
-    args = build_parser().parse_args()
-    if args.rate < 0:
-        build_parser().error("--rate must be 0 (no paced run) or positive")
+    parser = build_parser()
+    args = parser.parse_args()
+    if args.rate is not None and args.rate < 0:
+        parser.error("--rate must be 0 (no paced run) or positive")
+    if args.postgres and not args.postgres.startswith(bench_e2e.POSTGRES_SCHEMES):
+        parser.error(f"--postgres: expected a postgresql:// URL, got {redact_url(args.postgres)!r}")
     run_or_exit(run_all, args)
 
 

@@ -190,7 +190,7 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
     the ``pg_schema`` fixture); the default is an SQLite file in ``tmp_path``.
     Other keyword arguments set ``[workers]`` and ``[dispatcher]`` keys;
     the defaults keep tests fast (2 processes, 4 slots, 50 ms polls, 10 s shutdown);
-    ``journal_extra`` adds ``[journal]`` keys.
+    ``journal_extra`` adds ``[journal]`` keys; ``producers_endpoint`` is ``[producers] endpoint``.
     """
     counter = [0]
 
@@ -218,6 +218,7 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         leader_ttl: float = 15.0,
         wal_limit_mb: float = 64.0,
         journal_extra: Mapping[str, object] | None = None,
+        producers_endpoint: str = "",
     ) -> Topology:
         counter[0] += 1
         module = f"aqtest_tasks_{counter[0]}"
@@ -236,6 +237,7 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
                         "intensity": intensity, "period": period, "shutdown_timeout": shutdown_timeout,
                         "queues": list(queues), "heartbeat_interval": heartbeat_interval,
                         "heartbeat_timeout": heartbeat_timeout},
+            "producers": {"endpoint": producers_endpoint},
         }
         toml_path = tmp_path / toml_name
         toml_path.write_text(to_toml(data))

@@ -4,7 +4,7 @@
 
     request handler ──await enqueue(job)──▶ AsyncClient ──one thread of its own──▶ Client
          (loop keeps serving)                                                       │
-                                                   node's producer endpoint ◀───────┤ (SQLite, a node runs)
+                                                   node's producer endpoint ◀───────┤ (SQLite, a node runs; node_endpoint)
                                                    or the journal itself    ◀───────┘ (no node; PostgreSQL)
 
 Every call runs the same `Client` method on one thread that belongs to this
@@ -56,10 +56,11 @@ class AsyncClient:
                  busy_timeout: float = DEFAULT_BUSY_TIMEOUT, schema: str = DEFAULT_SCHEMA,
                  connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
                  tasks: TaskRegistry | Mapping[str, Declared] | None = None, create: bool = True,
-                 timeout: float = DEFAULT_TIMEOUT, via_node: bool = True) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, via_node: bool = True, node_endpoint: str | None = None) -> None:
         self._open = functools.partial(
             Client, url, synchronous=synchronous, busy_timeout=busy_timeout, schema=schema,
-            connect_retry_for=connect_retry_for, tasks=tasks, create=create, timeout=timeout, via_node=via_node)
+            connect_retry_for=connect_retry_for, tasks=tasks, create=create, timeout=timeout, via_node=via_node,
+            node_endpoint=node_endpoint)
         self._client: Client | None = None
         # one thread: the calls reach the Client one at a time, in the order they were made
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="actorq-client")

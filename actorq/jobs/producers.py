@@ -42,6 +42,7 @@ from typing import Any, Callable, NamedTuple
 
 import zmq
 
+from actorq.errors import ActorQError
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.task import check_name
 from actorq.jobs.wire import MAX_NAME_CHARS, clean_text, payload_budget
@@ -52,7 +53,7 @@ from actorq.transports.zmq import LoopSocket, bind_router, routed, send_reply
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ProducerServer", "Result", "encode_request", "parse_enqueue", "parse_reply", "request_bytes"]
+__all__ = ["EndpointUnusable", "ProducerServer", "Result", "encode_request", "parse_enqueue", "parse_reply", "request_bytes"]
 
 # Message kinds (stable across releases).
 ENQUEUE = "enqueue"  # producer -> node
@@ -77,6 +78,11 @@ MAX_ERROR_CHARS = 500  # an error text in a reply: the journal's message, cut
 # A reply: per job an array header, a bool and an id or error text (4 bytes a character at most).
 MAX_REPLY_BYTES = MAX_JOBS_PER_REQUEST * (4 * MAX_ERROR_CHARS + 16) + 1024
 STOP_GRACE = 3.0  # seconds a stopping endpoint waits for its answers: within the role's 10 s shutdown
+
+
+class EndpointUnusable(ActorQError):
+    """A fixed producer endpoint (``[producers] endpoint``) cannot be served: another process
+    listens there, or it cannot be bound (a missing directory, a port in use); the message says which."""
 
 
 class Result(NamedTuple):

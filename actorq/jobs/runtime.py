@@ -38,6 +38,7 @@ so that producers in other processes can apply them too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -52,16 +53,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping
 
+import zmq
+
 from actorq._kernel.actor import Actor
 from actorq.errors import JournalError
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.dispatcher import Dispatcher, DispatcherStats
 from actorq.jobs.leader import Leadership
 from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, TaskPolicy, decide
-from actorq.jobs.producers import ProducerServer
+from actorq.jobs.node_file import NodeNotRunning, listener_pid
+from actorq.jobs.producers import EndpointUnusable, ProducerServer
 from actorq.jobs.queue import QueueRef
 from actorq.jobs.scheduler import Scheduler
-from actorq.jobs.settings import DispatcherConfig, NodeConfig, WorkersConfig
+from actorq.jobs.settings import DispatcherConfig, NodeConfig, ProducersConfig, WorkersConfig
 from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import WORKER_BOOT, WorkerSpec
 from actorq.journal.backends import journal_class, open_journal_config
@@ -129,14 +133,17 @@ class JobRuntime:
         workers: the ``[workers]`` settings.
         search_path: where worker processes import task modules from.
         tasks: ``{task name: declared policy}`` of every registered task.
+        producers: the ``[producers]`` settings (default: the endpoint in the private directory).
     """
 
     def __init__(self, *, node: NodeConfig, journal: JournalConfig, dispatcher: DispatcherConfig,
-                 workers: WorkersConfig, search_path: list[str], tasks: Mapping[str, TaskPolicy]) -> None:
+                 workers: WorkersConfig, search_path: list[str], tasks: Mapping[str, TaskPolicy],
+                 producers: ProducersConfig = ProducersConfig()) -> None:
         self.node = node
         self.journal_config = journal
         self.dispatcher_config = dispatcher
         self.workers_config = workers
+        self.producers_config = producers
         self.search_path = search_path
         self.tasks = dict(tasks)
         self.backend = journal_class(journal.url)
@@ -196,8 +203,14 @@ class JobRuntime:
             await writer.stop()
 
     async def close(self) -> None:
-        """Stop the writers if a role left them open, and remove the private directory. Idempotent."""
+        """Stop the writers if a role left them open, and remove the private directory and a
+        fixed ipc producer endpoint's socket file (libzmq leaves it behind). Idempotent."""
         await self.stop_writers()  # never left open, whatever happened to the tree
+        fixed = self.producers_config.endpoint
+        if fixed.startswith("ipc://") and self._ipc_dir is not None:
+            with contextlib.suppress(NodeNotRunning, OSError):
+                if listener_pid(fixed) in (None, os.getpid()):  # ours, or nobody's: never another node's
+                    os.unlink(fixed[len("ipc://"):])
         if self._ipc_dir is not None:
             shutil.rmtree(self._ipc_dir, ignore_errors=True)
             self._ipc_dir = None
@@ -376,8 +389,9 @@ class JobRuntime:
 
     @property
     def producers_endpoint(self) -> str:
-        """Where producers in other processes send jobs (after `open`; see `actorq.jobs.producers`)."""
-        return self.socket_path(PRODUCERS)
+        """Where producers in other processes send jobs (after `open`; see `actorq.jobs.producers`):
+        ``[producers] endpoint``, or else a socket in the private directory."""
+        return self.producers_config.endpoint or self.socket_path(PRODUCERS)
 
     @property
     def producers(self) -> ProducerServer | None:
@@ -386,17 +400,34 @@ class JobRuntime:
 
     def start_producers(self) -> ProducerServer:
         """Bind a new producer endpoint (the producers role's start): ENQUEUE requests go to
-        the current writer, each answered after the group commit that holds its jobs."""
+        the current writer, each answered after the group commit that holds its jobs.
+
+        An ``ipc://`` socket file is made mode 0600 once bound. A fixed ``ipc://`` endpoint
+        another process listens on is refused: binding would take it over (libzmq removes
+        the file) and leave that process's producers talking to this node.
+
+        Raises:
+            EndpointUnusable: a fixed endpoint is another process's, or cannot be bound.
+        """
         previous = self._producers
         if previous is not None:  # an earlier incarnation that was killed: free the endpoint
             previous.close()
             self._carried.update(_producer_counts(previous))
             self._producer_drops.update(previous.dropped.by_reason)
-        server = ProducerServer(asyncio.get_running_loop(), self.producers_endpoint, self.enqueue,
+        endpoint = self.producers_endpoint
+        if self.producers_config.endpoint.startswith("ipc://"):
+            _refuse_if_taken(endpoint)
+        server = ProducerServer(asyncio.get_running_loop(), endpoint, self.enqueue,
                                 max_frame_bytes=self.dispatcher_config.max_frame_bytes,
                                 backlog=lambda: self._writer.backlog if self._writer is not None else 0,
                                 wake=self.wake)
-        server.start()
+        try:
+            server.start()
+            if endpoint.startswith("ipc://"):  # a socket needs write permission to connect to
+                os.chmod(endpoint[len("ipc://"):], 0o600)
+        except (zmq.ZMQError, OSError) as exc:
+            server.close()
+            raise EndpointUnusable(f"cannot serve producers at {endpoint}: {exc.strerror or exc}") from None
         self._producers = server
         return server
 
@@ -554,6 +585,17 @@ class JobRuntime:
             producer_busy=counts["producer_busy"],
             producer_dropped=dict(producer_drops),
         )
+
+
+def _refuse_if_taken(endpoint: str) -> None:
+    """Raise `EndpointUnusable` if a process other than this one listens at ipc `endpoint`."""
+    try:
+        pid = listener_pid(endpoint)
+    except NodeNotRunning as exc:
+        raise EndpointUnusable(f"{exc}; a node takes over no endpoint it cannot vouch for") from None
+    if pid is not None and pid != os.getpid():
+        raise EndpointUnusable(f"process {pid} already listens at {endpoint} (another node?); "
+                               "each node needs an endpoint of its own")
 
 
 def _writer_counts(stats: jw.WriterStats) -> dict[str, int]:

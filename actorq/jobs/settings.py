@@ -22,7 +22,7 @@ from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
 
 __all__ = [
     "DispatcherConfig", "MAX_CONCURRENCY", "MAX_FRAME_BYTES", "MAX_INTENSITY", "MAX_PROCESSES", "MIN_FRAME_BYTES",
-    "NodeConfig", "WorkersConfig",
+    "NodeConfig", "ProducersConfig", "WorkersConfig", "producers_endpoint_problem",
 ]
 
 MIN_FRAME_BYTES = 2 * FRAME_OVERHEAD  # a frame keeps FRAME_OVERHEAD for itself: 64 KiB are left for arguments
@@ -32,6 +32,9 @@ MAX_FRAME_BYTES = 1_000_000_000
 MAX_PROCESSES = 1024  # worker processes of one node: each holds its own interpreter, socket and pipes
 MAX_CONCURRENCY = 100_000  # job slots per worker process: sync tasks each take a thread
 MAX_INTENSITY = 1_000_000  # restarts a supervisor counts within its period: it remembers each one
+MAX_IPC_PATH_BYTES = 107  # sockaddr_un.sun_path holds 108 bytes with the final NUL (libzmq refuses longer)
+MAX_PORT = 65_535
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 
 _TASK_RE = re.compile(r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")
 
@@ -46,6 +49,38 @@ def _check_endpoint(value: str) -> str | None:
         return ("expected an ipc:// endpoint or a loopback tcp:// endpoint; "
                 "other interfaces are not supported yet")
     return None
+
+
+def producers_endpoint_problem(value: str) -> str | None:
+    """Why `value` cannot be a node's producer endpoint, or None ("" is the default: None).
+
+    Accepted: ``ipc:///absolute/path`` (at most `MAX_IPC_PATH_BYTES` bytes; not Linux's
+    abstract ``ipc://@name``, which no file mode protects) and ``tcp://127.0.0.1:PORT`` or
+    ``tcp://localhost:PORT`` (PORT 1 to 65535). The endpoint has no authentication, so no
+    other interface is.
+    """
+    if not value:
+        return None
+    expected = f"expected ipc:///absolute/path or tcp://127.0.0.1:PORT (PORT 1 to {MAX_PORT})"
+    if value.startswith("ipc://"):
+        path = value[len("ipc://"):]
+        if not path.startswith("/"):
+            return f"{expected}; an ipc:// path is absolute (no abstract @name), got {value!r}"
+        if "\0" in path or path.endswith("/"):
+            return f"{expected}; an ipc:// path names a file, got {value!r}"
+        size = len(path.encode("utf-8", "surrogateescape"))
+        if size > MAX_IPC_PATH_BYTES:
+            return f"{expected}; an ipc:// path has at most {MAX_IPC_PATH_BYTES} bytes, got one of {size}"
+        return None
+    if value.startswith("tcp://"):
+        host, _, port = value[len("tcp://"):].rpartition(":")
+        if host not in LOOPBACK_HOSTS:
+            return (f"{expected}, got {value!r}: the producer endpoint has no authentication, so it listens "
+                    "on 127.0.0.1 only")
+        if not (port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= MAX_PORT):
+            return f"{expected}, got {value!r}"
+        return None
+    return f"{expected}, got {value!r}"
 
 
 def _check_queues(value: tuple[str, ...]) -> str | None:
@@ -78,6 +113,23 @@ class NodeConfig:
     endpoint: str = field(default="", metadata={"check": _check_endpoint})
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     leader_ttl: float = field(default=15.0, metadata={"gt": 0, "max": MAX_SECONDS})
+
+
+@dataclass(frozen=True, slots=True)
+class ProducersConfig:
+    """The ``[producers]`` section: the node's producer endpoint (`actorq.jobs.producers`).
+
+    - ``endpoint``: where the node takes other processes' enqueues. ``""`` (default): an
+      ``ipc://`` socket in the node's private 0700 directory, which only the node file names
+      (SQLite: ``<journal>.node``, where every `actorq.Client` finds it). Otherwise a fixed
+      address to give producers (``Client(url, node_endpoint=...)``, ``actorq enqueue
+      --node-endpoint``), on any journal: ``ipc:///absolute/path`` (its directory must exist;
+      the socket file is made mode 0600 after bind, so only the node's user can connect) or
+      ``tcp://127.0.0.1:PORT`` / ``tcp://localhost:PORT`` (any local user can connect). No
+      other interface is accepted: the endpoint has no authentication.
+    """
+
+    endpoint: str = field(default="", metadata={"check": producers_endpoint_problem})
 
 
 @dataclass(frozen=True, slots=True)

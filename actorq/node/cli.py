@@ -23,6 +23,7 @@ from actorq._kernel.loop import new_event_loop
 from actorq.errors import JournalError
 from actorq.jobs.client import Client
 from actorq.jobs.runtime import JOURNAL_WAIT_REPORTED, live_jobs
+from actorq.jobs.settings import producers_endpoint_problem
 from actorq.jobs.task import Job
 from actorq.journal import migrate
 from actorq.journal.backends import journal_class
@@ -104,6 +105,13 @@ def _seconds(low: float, high: float, *, low_allowed: bool) -> Callable[[str], f
 def _queue_name(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("expected a non-empty queue name, got ''")
+    return text
+
+
+def _node_endpoint(text: str) -> str:
+    problem = producers_endpoint_problem(text) if text else "expected an endpoint, got ''"
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 
@@ -231,7 +239,7 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
     kwargs = args.kwargs if args.kwargs is not None else {}
     task_args = args.args
     declared = import_tasks(config, args.config)  # their declared queue, priority and attempts apply
-    with Client.from_config(config.journal, tasks=declared) as client:
+    with Client.from_config(config.journal, tasks=declared, node_endpoint=args.node_endpoint) as client:
         done = 0
         while done < args.count:
             n = min(ENQUEUE_CHUNK, args.count - done)
@@ -394,6 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     enq.add_argument("--max-attempts", type=_integer(1, MAX_ATTEMPTS), default=None,
                      help=f"attempts before a job is dead, 1 to {MAX_ATTEMPTS} "
                           "(default: the task's declared number)")
+    enq.add_argument("--node-endpoint", type=_node_endpoint, default=None, metavar="ENDPOINT",
+                     help="send the jobs through the node serving this producer endpoint (its [producers] "
+                          "endpoint: ipc:///abs/path or tcp://127.0.0.1:PORT), on any journal; default: "
+                          "through the node named in <journal>.node on SQLite, else straight into the journal")
     enq.set_defaults(handler=cmd_enqueue)
 
     status = add("status", "Print job counts per queue and state, read from the journal; then what the node "

@@ -42,6 +42,10 @@ A complete ``topology.toml``; every value shown is the default except ``tasks``:
     heartbeat_timeout = 20.0       # a silent worker loses its jobs
     restart_backoff = 0.0          # seconds; 0: restart a crashed worker at once
 
+    [producers]
+    endpoint = ""                  # "" -> ipc:// socket in the private 0700 dir; or a fixed
+                                   # ipc:///abs/path (made 0600) or tcp://127.0.0.1:PORT
+
     [supervision]
     strategy = "one_for_one"       # root: core and the worker pool
     intensity = 2
@@ -69,13 +73,13 @@ from typing import Any, Literal, TypeVar
 
 from actorq.errors import ActorQError
 from actorq.jobs.node_file import node_file_beside
-from actorq.jobs.settings import MAX_INTENSITY, DispatcherConfig, NodeConfig, WorkersConfig
+from actorq.jobs.settings import MAX_INTENSITY, DispatcherConfig, NodeConfig, ProducersConfig, WorkersConfig
 from actorq.jobs.wire import MAX_CREDITS
 from actorq.journal.backends import journal_class
 from actorq.journal.config import MAX_SECONDS, JournalConfig
 from actorq.journal.config import redact_url as redact_url  # for the CLI and benches
 
-__all__ = ["Config", "ConfigError", "DispatcherConfig", "JournalConfig", "NodeConfig",
+__all__ = ["Config", "ConfigError", "DispatcherConfig", "JournalConfig", "NodeConfig", "ProducersConfig",
            "SupervisionConfig", "WorkersConfig", "default_config", "load_config", "parse_config"]
 
 _T = TypeVar("_T")
@@ -145,6 +149,7 @@ class Config:
     journal: JournalConfig = field(default_factory=JournalConfig)
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    producers: ProducersConfig = field(default_factory=ProducersConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     path: Path | None = field(default=None, metadata={"toml": False})
 

@@ -35,6 +35,7 @@ from typing import Any
 from actorq._kernel.system import ActorSystem
 from actorq.errors import ActorQError, ActorStopped
 from actorq.jobs.outcome import TaskPolicy
+from actorq.jobs.producers import EndpointUnusable
 from actorq.jobs.queue import QueueRef
 from actorq.jobs.runtime import JobRuntime, Progress
 from actorq.jobs.wire import payload_budget
@@ -147,6 +148,8 @@ class Node:
             TaskModuleError: a task module cannot be imported (a `NodeFailed` too).
             TaskCheckInterrupted: the import check was killed or ran too long (a `NodeFailed` too).
             JournalError: the journal cannot be opened, or another node holds it.
+            ConfigError: ``producers.endpoint`` cannot be served (another process listens there,
+                its directory is missing, its port is taken).
         """
         if self._started:
             return
@@ -162,7 +165,8 @@ class Node:
             self._started = False
             raise
         runtime = self.runtime = JobRuntime(node=cfg.node, journal=cfg.journal, dispatcher=cfg.dispatcher,
-                                            workers=cfg.workers, search_path=cfg.task_search_path, tasks=tasks)
+                                            workers=cfg.workers, search_path=cfg.task_search_path, tasks=tasks,
+                                            producers=cfg.producers)
         runtime.open()
         self.system = ActorSystem(f"node-{cfg.node.name}")
         await self.system.start()
@@ -171,7 +175,10 @@ class Node:
             try:
                 root = await start_supervisor(self.system, flags, specs, name=NODE)
             except StartFailed as exc:
-                raise _cause(exc) from None
+                cause = _cause(exc)
+                if isinstance(cause, EndpointUnusable):  # the topology's address: say so, as for a bad value
+                    raise ConfigError(str(cfg.path or "config"), "producers.endpoint", str(cause)) from None
+                raise cause from None
             assert isinstance(root, SupervisorRef)
             self.root = root
             watch = loop.create_task(self._watch_root(root))
