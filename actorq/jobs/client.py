@@ -32,8 +32,8 @@ producers 551 / 1,882. Direct wins with few producers (its INSERT runs in the
 producer's own server backend, while a node's writer is also committing
 leases and acks), and is the default. But every commit that NOTIFYs takes one
 cluster-wide lock in PostgreSQL, so direct producers commit one at a time:
-past a few concurrent producers, adding more adds only waiting (and waits past
-the connection's ``lock_timeout`` fail), while through the node one group
+past a few concurrent producers, adding more adds only waiting (up to the
+client's `timeout`), while through the node one group
 commit carries all their jobs. Many concurrent producers should use
 ``node_endpoint``.
 
@@ -105,7 +105,9 @@ class Client:
             `DECLARATIONS_TTL` seconds per task.
         create: False: a journal that does not exist yet is an error instead of being
             created (for a client that only reads).
-        timeout: seconds one call may wait for a node's answer (SQLite with a node running).
+        timeout: seconds one call may wait for a node's answer (through a node), or, writing
+            into PostgreSQL, for a lock (many producers committing at once queue on the
+            server's NOTIFY lock).
         via_node: False: on SQLite, always write into the file directly, even while a node
             serves it (then each call takes the file's write lock beside the node, as with
             no node running); True (default): through the node whenever one serves the file.
@@ -135,8 +137,11 @@ class Client:
                 raise ValueError(f"node_endpoint: {problem}")
         self._node_endpoint = node_endpoint
         self._endpoint_node: dict[str, Any] | None = None  # the node found listening at node_endpoint
+        # PostgreSQL: a producer's insert waits for locks up to its own timeout, not a node's short
+        # lock_timeout (meant for row locks another node holds): many producers committing at once
+        # queue on the server's NOTIFY lock, and failing them for it would lose nothing but work
         self._journal = open_journal(url, synchronous=synchronous, busy_timeout=busy_timeout, schema=schema,
-                                     connect_retry_for=connect_retry_for, create=create)
+                                     connect_retry_for=connect_retry_for, create=create, lock_timeout=timeout)
         self._tasks: Mapping[str, Declared] | None = tasks.policies() if isinstance(tasks, TaskRegistry) else tasks
         self._catalog: dict[str, Declared] = {}  # the task catalog's declarations read so far
         self._catalog_read: dict[str, float] = {}  # task name -> when its declaration was read

@@ -84,6 +84,7 @@ def open_journal(
     connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
     wal_limit_mb: float = DEFAULT_WAL_LIMIT_MB,
     create: bool = True,
+    lock_timeout: float | None = None,
 ) -> Journal:
     """Open the journal named by `url`.
 
@@ -96,6 +97,8 @@ def open_journal(
         connect_retry_for: PostgreSQL only: seconds to retry an unreachable server.
         wal_limit_mb: SQLite only: the WAL size past which `Journal.maintain` checkpoints.
         create: False: a journal that does not exist yet is an error (see `open_journal_config`).
+        lock_timeout: PostgreSQL only: seconds a statement may wait for a lock (None: the
+            journal's default, `JournalConfig.lock_timeout`).
 
     Returns:
         The open journal.
@@ -109,7 +112,7 @@ def open_journal(
     return open_journal_config(JournalConfig(
         url=url, schema=schema, connect_retry_for=connect_retry_for,
         synchronous=synchronous,  # type: ignore[arg-type]  # checked by SQLiteJournal
-        busy_timeout=busy_timeout, wal_limit_mb=wal_limit_mb), create=create)
+        busy_timeout=busy_timeout, wal_limit_mb=wal_limit_mb, lock_timeout=lock_timeout), create=create)
 
 
 def migrate(url: str, schema: str = DEFAULT_SCHEMA, *,

@@ -280,3 +280,33 @@ def test_sessions_carry_the_name_they_are_given_unless_the_url_names_them(pg_sch
     finally:
         named.close()
         own.close()
+
+
+# -- a producer's insert waits for locks up to its own timeout ------------------------------------------
+
+
+def test_a_client_insert_waits_for_a_lock_longer_than_a_nodes_lock_timeout(pg_schema: str) -> None:
+    """A `Client` writing into PostgreSQL waits for a lock up to its call's timeout: a node's
+    0.5 s `lock_timeout` (meant for row locks of other nodes) failed producers queueing behind
+    one another, e.g. on the server's NOTIFY lock when many commit at once. Here the lock is a
+    unique key that another transaction has inserted and not yet committed."""
+    from actorq import Client, Job
+
+    holder = PostgresJournal(PG_URL, schema=pg_schema, idle_in_transaction_timeout=60.0)
+    client = Client(PG_URL, schema=pg_schema, timeout=20.0)
+    answer: list[str] = []
+    thread = threading.Thread(target=lambda: answer.append(client.enqueue(Job("tests.noop", unique_key="k"))))
+    try:
+        with holder.transaction():
+            holder.enqueue([job("first", unique_key="k")])
+            thread.start()
+            pid = backend_pid(client._journal)
+            wait_for(lambda: waiting_on_a_lock(pid), message="the client's insert waiting on the unique key")
+            time.sleep(1.5)  # three of a node's lock timeouts: the client still waits
+            assert thread.is_alive() and waiting_on_a_lock(pid)
+        thread.join(20)
+        assert answer == ["first"]  # the key's holder: nothing added twice
+    finally:
+        thread.join(20)
+        holder.close()
+        client.close()
