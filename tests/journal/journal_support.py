@@ -141,10 +141,16 @@ def _pg_unavailable() -> str | None:
             _pg_problem.append("psycopg is not installed (pip install -e '.[test,postgres]')")
             return _pg_problem[0]
         problem = _OWN_SERVER.start() if _OWN_SERVER is not None else None
-        if problem is None:
+        # a server just started may still refuse ("the database system is starting up") on a busy machine
+        deadline = time.monotonic() + (30.0 if _OWN_SERVER is not None else 0.0)
+        while problem is None:
             try:
                 psycopg.connect(PG_URL, connect_timeout=5).close()
+                break
             except psycopg.Error as exc:
+                if "starting up" in str(exc) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
                 problem = f"PostgreSQL is not reachable at {PG_URL}: {' '.join(str(exc).split())}"
         _pg_problem.append(problem)
     return _pg_problem[0]
