@@ -30,7 +30,9 @@ with each other, the producer and PostgreSQL for the same 2 CPUs, so the ratio
 Each node runs the bench's worker settings (``--processes``, ``--concurrency``,
 ``--prefetch``), or with ``--defaults`` a topology that names only its tasks and
 its journal, as a new deployment has; ``--set SECTION.KEY=VALUE`` then changes one
-setting (e.g. ``--defaults --set workers.prefetch=64``). Each window also prints
+setting (e.g. ``--defaults --set workers.prefetch=64``); ``--task-ms MS`` makes
+each measured job wait MS milliseconds (an async sleep: time, no CPU), so that the
+queue's overhead can be set against jobs that take time. Each window also prints
 how the nodes worked: jobs per commit that stored successes (commits told apart by
 their ``finished_at``), the steady rate from the first success to the last, and the
 range of jobs in flight on the nodes' progress lines.
@@ -73,6 +75,7 @@ from actorq.node.config import Config, ConfigError, parse_config, redact_url  # 
 from stats import percentile  # noqa: E402
 
 TASK = "bench.noop"  # bench_tasks.py: an async no-op
+SLEEP_TASK = "bench.sleep"  # bench_tasks.py: waits its argument's milliseconds (--task-ms)
 PROGRESS_EVERY = 2.0  # seconds between progress lines on stderr
 # `actorq run` prints one such line a second while it works, and one "(idle ...)" line when it stops.
 PROGRESS_LINE = re.compile(r"\[actorq\] ([\d,]+) succeeded .* in flight (\d+)  workers (\d+)")
@@ -105,9 +108,10 @@ class BenchError(Exception):
 
 # -- the producer processes ----------------------------------------------------------------------
 def produce(url: str, schema: str, pipe: Connection) -> None:
-    """A producer process: connect, say ``ready``, then serve ``("produce", jobs, batch, direct)`` commands.
+    """A producer process: connect, say ``ready``, then serve ``("produce", jobs, batch, direct, ms)`` commands.
 
-    For each command it commits `jobs` jobs, `batch` per commit, sends ``("sent", n)``
+    For each command it commits `jobs` jobs (no-ops, or with `ms` > 0 ``bench.sleep(ms)``),
+    `batch` per commit, sends ``("sent", n)``
     after each commit and ``("done", seconds, unix time at the end)``; any error is sent
     as ``("error", text)``. ``("stop",)`` ends it. Ctrl-C is left to the parent. On
     SQLite the jobs go through the node (the Client's default), or with `direct`
@@ -118,13 +122,14 @@ def produce(url: str, schema: str, pipe: Connection) -> None:
         with actorq.Client(url, schema=schema) as client, actorq.Client(url, schema=schema, via_node=False) as direct:
             pipe.send(("ready", os.getpid()))
             while (command := pipe.recv())[0] == "produce":
-                _, jobs, batch, straight = command
+                _, jobs, batch, straight, ms = command
                 use = direct if straight else client
+                job = (lambda: actorq.Job(SLEEP_TASK, (ms,))) if ms else (lambda: actorq.Job(TASK))
                 start = time.monotonic()
                 sent = 0
                 while sent < jobs:
                     n = min(batch, jobs - sent)
-                    use.enqueue_many([actorq.Job(TASK) for _ in range(n)])
+                    use.enqueue_many([job() for _ in range(n)])
                     sent += n
                     pipe.send(("sent", n))
                 pipe.send(("done", time.monotonic() - start, time.time()))
@@ -171,13 +176,14 @@ class Producers:
         self.seconds = 0.0  # the slowest producer's time for its share
         self.finished_at = 0.0  # Unix time when the last one finished
 
-    def start(self, jobs: int, batch: int, producers: int | None = None, direct: bool = False) -> None:
-        """Split `jobs` over the first `producers` (default all) and start them (`direct`: see `produce`)."""
+    def start(self, jobs: int, batch: int, producers: int | None = None, direct: bool = False,
+              ms: float = 0.0) -> None:
+        """Split `jobs` over the first `producers` (default all) and start them (`direct`, `ms`: see `produce`)."""
         use = self.pipes[:producers or len(self.pipes)]
         self.sent, self.seconds, self.finished_at = 0, 0.0, 0.0
         self._busy = len(use)
         for i, pipe in enumerate(use):
-            pipe.send(("produce", jobs // len(use) + (1 if i < jobs % len(use) else 0), batch, direct))
+            pipe.send(("produce", jobs // len(use) + (1 if i < jobs % len(use) else 0), batch, direct, ms))
 
     def poll(self, timeout: float) -> bool:
         """Take their messages for up to `timeout` s; True once every started producer is done."""
@@ -600,7 +606,7 @@ class _Window:
         lines0 = {node.name: len(node.lines()) for node in self.nodes}
         wall0 = time.monotonic()
         next_report = wall0 + PROGRESS_EVERY
-        self.producers.start(args.jobs, batch, producers, direct)
+        self.producers.start(args.jobs, batch, producers, direct, args.task_ms)
         produced = False
         remaining = args.jobs
         peak = {"nodes": 0.0, "workers": 0.0}
@@ -696,6 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nodes", type=int, nargs="+", choices=(1, 2), default=None, metavar="N",
                         help="node counts to measure (default: 1 2; on sqlite: 1)")
     parser.add_argument("--drain-only", action="store_true", help="measure the drain only (no end-to-end window)")
+    parser.add_argument("--task-ms", type=float, default=0.0, metavar="MS",
+                        help="measured jobs wait MS milliseconds each (async sleep: time, no CPU) instead of "
+                             "doing nothing (default 0: no-ops)")
     parser.add_argument("--defaults", action="store_true",
                         help="nodes with every setting at its default: the topology names only the node, its "
                              "tasks and its journal (no [workers] section; logs at INFO)")
@@ -780,10 +789,15 @@ def run_all(args: argparse.Namespace) -> None:
     producers = "1 producer process commits" if args.producers == 1 else f"{args.producers} producer processes commit"
     e2e = ("" if args.drain_only else f"end to end: {producers} them through Client.enqueue_many "
            f"({args.batch:,} per commit) while the nodes run | ")
-    print(f"workload: {args.jobs:,} async no-op jobs per window | {e2e}drain: one commit of all jobs while the "
+    what = f"async jobs of {args.task_ms:g} ms (a sleep)" if args.task_ms else "async no-op jobs"
+    print(f"workload: {args.jobs:,} {what} per window | {e2e}drain: one commit of all jobs while the "
           f"nodes are idle" + (" (straight into the file: the node sees it at its next poll)"
                                if args.url == bench_e2e.SQLITE else ""))
     print(describe_settings(args))
+    if args.task_ms:
+        w = args.config.workers
+        print(f"ceiling: {w.processes} processes x {w.concurrency} slots / {args.task_ms:g} ms = "
+              f"{w.processes * w.concurrency * 1000 / args.task_ms:,.0f} jobs/s per node, were leases free")
     if 2 in args.nodes:
         print(f"note: this machine has {usable} usable CPUs. With 2 nodes, {2 * (1 + args.config.workers.processes)} "
               "node and worker processes, the producer and PostgreSQL share them: the ratio measures contention "
