@@ -1,5 +1,7 @@
 """Tasks used by the benchmarks."""
 
+import asyncio
+
 import actorq
 
 registry = actorq.TaskRegistry()
@@ -13,3 +15,9 @@ async def noop() -> None:
 @registry.task("bench.noop_sync")
 def noop_sync() -> None:
     """Does nothing, in the worker's thread pool."""
+
+
+@registry.task("bench.sleep")
+async def sleep(ms: float) -> None:
+    """Waits `ms` milliseconds on the worker's loop: a job that takes time without taking a CPU."""
+    await asyncio.sleep(ms / 1000.0)

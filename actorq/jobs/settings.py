@@ -156,6 +156,9 @@ class WorkersConfig:
     - ``concurrency``: jobs run at once in each process (1 to `MAX_CONCURRENCY`, default 16).
     - ``prefetch``: extra jobs buffered per process (>= 0, default 16). A worker asks for
       ``concurrency + prefetch`` jobs, which must not pass `actorq.jobs.wire.MAX_CREDITS`.
+      A journal commit hands out about ``processes * (concurrency + prefetch) / 4`` jobs:
+      for jobs of a few milliseconds on PostgreSQL, a larger prefetch drains faster, at the
+      cost of jobs leased but not started (docs/architecture.md, "Drain rate on PostgreSQL").
     - ``queues``: queue names to consume (non-empty, default ``["default"]``).
     - ``shutdown_timeout``: seconds to let running jobs finish on stop (>= 0).
     - ``intensity``: worker restarts allowed within ``period`` (0 to `MAX_INTENSITY`, default 10).
