@@ -468,10 +468,21 @@ class Dispatcher:
         worker.leasing = True
         # read before the journal sets the expiry (its now() + lease_for): the deadline is earlier
         valid_until = wire.lease_clock() + self.lease_timeout * LEASE_TRUST
+        asked = [free]
+
+        def limit() -> int:
+            # Called on the writer thread when the lease runs: the credits free then. Acks that
+            # came meanwhile freed more (no-op jobs finish while their lease waits for its group);
+            # nothing takes credits while this worker's one lease is in flight, so the number read
+            # there can only be low, never too high. Asking for the credits free at submission only
+            # leased half of a worker's credits a group with the default settings.
+            asked[0] = max(free, min(worker.credits, wire.MAX_CREDITS))
+            return asked[0]
+
         self.writer.submit(
             jw.LEASE,
-            jw.Lease(worker.queues, worker.owner, free, self.lease_timeout),
-            lambda jobs, error: self._on_leased(worker, free, jobs, error, valid_until),
+            jw.Lease(worker.queues, worker.owner, limit, self.lease_timeout),
+            lambda jobs, error: self._on_leased(worker, asked[0], jobs, error, valid_until),
         )
 
     def _on_leased(self, worker: _Worker, asked: int, jobs: list[LeasedJob] | None, error: BaseException | None,

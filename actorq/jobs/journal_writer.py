@@ -63,7 +63,7 @@ from typing import Any, Callable, Collection, NamedTuple, Sequence
 from actorq.errors import JournalError
 from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, decide
 from actorq.journal.config import DEFAULT_BATCH_MAX
-from actorq.journal.protocol import Attempt, Failure, Journal, LeasedJob, NewJob
+from actorq.journal.protocol import Attempt, Failure, Journal, NewJob
 
 logger = logging.getLogger(__name__)
 
@@ -158,11 +158,16 @@ class Renew(NamedTuple):
 
 
 class Lease(NamedTuple):
-    """Lease up to `limit` ready jobs of `queues` to `owner` (the arg of a LEASE op)."""
+    """Lease up to `limit` ready jobs of `queues` to `owner` (the arg of a LEASE op).
+
+    `limit` may be a function, called on the writer thread when the lease runs: the
+    dispatcher's, which gives the worker's free credits then, so that credits its acks
+    freed while the lease waited for its group go into it too.
+    """
 
     queues: Sequence[str]
     owner: str
-    limit: int
+    limit: int | Callable[[], int]
     lease_for: float
 
 
@@ -589,12 +594,19 @@ class JournalWriter:
             self._put_busy_aside(FAIL, busy_endings, ops, group)
             results.extend((op[2], None, None) for op in ops if op[2] is not None)
             return
+        if kind == LEASE:
+            for op in ops:
+                lease: Lease = op[1]
+                limit = lease.limit() if callable(lease.limit) else lease.limit
+                leased = journal.lease(lease.queues, lease.owner, limit, lease.lease_for)
+                group.leased.add(lease.owner)  # it ran after the group's inserts: it saw them
+                if len(leased) < limit:  # and took every ready job of its queues
+                    group.drained.update(lease.queues)
+                if op[2] is not None:
+                    results.append((op[2], leased, None))
+            return
         for op in ops:
             result = self._single(journal, kind, op[1])
-            if kind == LEASE:  # it ran after the group's inserts: it saw them
-                group.leased.add(op[1].owner)
-                if len(result) < op[1].limit:  # and took every ready job of its queues
-                    group.drained.update(op[1].queues)
             if op[2] is not None:
                 results.append((op[2], result, None))
 
@@ -625,9 +637,6 @@ class JournalWriter:
             return journal.renew(arg.owners, arg.lease_for)
         if kind == PROMOTE:
             return journal.promote()
-        if kind == LEASE:
-            leased: list[LeasedJob] = journal.lease(arg.queues, arg.owner, arg.limit, arg.lease_for)
-            return leased
         if kind == CALL:  # a read or a transition given as fn(journal)
             return arg(journal)
         raise ValueError(f"unknown journal op {kind}")
