@@ -336,7 +336,14 @@ class JobRuntime:
         dispatcher.on_error = on_error
         if self._stopping:
             dispatcher.stop_leasing()
-        dispatcher.start()
+        if self.node.endpoint.startswith("ipc://"):
+            _refuse_if_taken(self.endpoint, "node.endpoint")
+        try:
+            dispatcher.start()
+        except zmq.ZMQError as exc:  # the topology's fixed address: a missing directory, a port in use
+            dispatcher.close()
+            raise EndpointUnusable(f"cannot serve workers at {self.endpoint}: {exc.strerror or exc}",
+                                   "node.endpoint") from None
         dispatcher.take_over(previous, self._orphans)
         self._orphans.clear()
         if previous is not None:
@@ -587,15 +594,15 @@ class JobRuntime:
         )
 
 
-def _refuse_if_taken(endpoint: str) -> None:
+def _refuse_if_taken(endpoint: str, key: str = "producers.endpoint") -> None:
     """Raise `EndpointUnusable` if a process other than this one listens at ipc `endpoint`."""
     try:
         pid = listener_pid(endpoint)
     except NodeNotRunning as exc:
-        raise EndpointUnusable(f"{exc}; a node takes over no endpoint it cannot vouch for") from None
+        raise EndpointUnusable(f"{exc}; a node takes over no endpoint it cannot vouch for", key) from None
     if pid is not None and pid != os.getpid():
         raise EndpointUnusable(f"process {pid} already listens at {endpoint} (another node?); "
-                               "each node needs an endpoint of its own")
+                               "each node needs an endpoint of its own", key)
 
 
 def _writer_counts(stats: jw.WriterStats) -> dict[str, int]:

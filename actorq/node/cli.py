@@ -313,7 +313,10 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
 def cmd_tree(args: argparse.Namespace, config: Config) -> int:
     try:
         info = read_node_file(config.node_file)
-        tree = query(str(info["control"]), TREE, None, timeout=args.timeout)
+        control = info.get("control")
+        if not isinstance(control, str):
+            raise NodeNotRunning(f"{config.node_file} names no control endpoint")
+        tree = query(control, TREE, None, timeout=args.timeout)
     except NodeNotRunning as exc:
         _err(f"actorq tree: {exc}")
         return EXIT_FAILURE

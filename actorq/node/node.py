@@ -177,7 +177,7 @@ class Node:
             except StartFailed as exc:
                 cause = _cause(exc)
                 if isinstance(cause, EndpointUnusable):  # the topology's address: say so, as for a bad value
-                    raise ConfigError(str(cfg.path or "config"), "producers.endpoint", str(cause)) from None
+                    raise ConfigError(str(cfg.path or "config"), cause.key, str(cause)) from None
                 raise cause from None
             assert isinstance(root, SupervisorRef)
             self.root = root
