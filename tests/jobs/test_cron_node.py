@@ -109,3 +109,29 @@ async def test_schedules_added_through_the_api_fire_and_their_jobs_run(topology)
         assert await node.schedules.list() == []
     fired = _fired(topo.journal_path, "api-every-second")
     assert len(fired) == len({t for t, _ in fired}) >= 1
+
+
+async def test_two_nodes_on_postgresql_only_the_leader_fires_and_each_time_once(topology, pg_schema) -> None:
+    from journal_support import PG_URL
+    import psycopg
+
+    topos = [topology(TASKS, processes=1, concurrency=2, journal_url=PG_URL, schema=pg_schema, name=name,
+                      leader_ttl=15.0, toml_name=f"{name}.toml") for name in ("node-a", "node-b")]
+    configs = [_with_schedules(topo, EVERY_SECOND) for topo in topos]
+
+    def fired() -> list[tuple[float, str]]:
+        with psycopg.connect(PG_URL) as conn:
+            rows = conn.execute(f'SELECT unique_key, state FROM "{pg_schema}".actorq_jobs').fetchall()
+        return sorted((float(key.rsplit(":", 1)[1]), state) for key, state in rows)
+
+    async with Node(configs[0]) as a, Node(configs[1]) as b:
+        await eventually(lambda: len(fired()) >= 5, timeout=60, message="five fire times fired")
+        crons = [node.runtime.cron for node in (a, b)]  # type: ignore[union-attr]
+        leaders = [node.runtime.is_leader() for node in (a, b)]  # type: ignore[union-attr]
+    assert leaders.count(True) == 1, leaders
+    follower = crons[leaders.index(False)]
+    assert follower is not None and follower.fired == 0  # a follower never fires
+    times = [t for t, _ in fired()]
+    assert len(times) == len(set(times)) and times == [times[0] + n for n in range(len(times))]
+    ran = [e for topo in topos for e in topo.ledger.read()]
+    assert len({e.job_id for e in ran}) >= len(times) - 2  # both nodes' workers ran them
