@@ -81,8 +81,8 @@ class Schedule:
     name: str
     cron: str
     task: str
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    args: tuple[Any, ...] = field(default=(), hash=False)  # may hold lists and dicts: not hashed
+    kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
     queue: str | None = None
     timezone: str = "UTC"
     catch_up: str = DEFAULT_CATCH_UP

@@ -30,6 +30,11 @@ Fencing: every lease has a lease id. `complete`, `fail` and `release` name the
 lease they answer; once the job left that lease (taken back, cancelled, leased
 again) the answer is rejected and not counted in the return value.
 
+Cron schedules are rows beside the jobs (`ScheduleRow`): a definition and
+``last_fired``, the latest fire time handled. `fire_schedule` moves it with a
+compare-and-set on the value read and enqueues the fire times' jobs in the same
+transaction, so a fire time fires once whoever else tries (see docs/schedules.md).
+
 Every method is one batched transition. A backend is used from one thread at
 a time. Methods called inside ``with journal.transaction():`` share one atomic,
 durable commit (group commit); called outside, each commits on its own.
