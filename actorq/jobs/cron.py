@@ -34,7 +34,7 @@ from typing import Any, Callable, Collection
 
 from actorq.jobs import journal_writer as jw
 from actorq.errors import JournalError
-from actorq.jobs.schedule import Schedule, ScheduleInfo, due_times, jobs_for
+from actorq.jobs.schedule import LATE_GRACE, Schedule, ScheduleInfo, due_times, jobs_for
 from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared
 from actorq.journal.protocol import Journal, NewJob, ScheduleRow
 
@@ -138,8 +138,11 @@ class Cron:
                 continue
             enqueued += len(jobs)
             queues.update(job.queue for job in jobs)
-            if jobs:
-                logger.info("schedule %r fired %d job(s) for %s", row.name, len(jobs), _times(times))
+            if len(jobs) == 1 and now - times[0] <= LATE_GRACE:
+                # routine: one time, on time (an every-second schedule would fill an info log)
+                logger.debug("schedule %r fired for %s", row.name, _times(times))
+            elif jobs:
+                logger.info("schedule %r caught up: %d job(s) for %s", row.name, len(jobs), _times(times))
             else:
                 logger.info("schedule %r: missed fire times skipped (catch_up = %r)", row.name, row.catch_up)
         self.fired += enqueued
