@@ -25,7 +25,7 @@ PINNED_ALL = {
         "Actor", "ActorQError", "ActorRef", "ActorStopped", "ActorSystem", "AskTimeout", "AsyncClient", "Client",
         "Config", "ConfigError", "Discard", "Job", "JobContext", "JobState", "JournalError",
         "JournalLocked", "MailboxFull", "Node", "NodeFailed", "NotCommitted", "QueueRef",
-        "RetryPolicy", "Task", "TaskRegistry", "UnknownTask", "current_job",
+        "RetryPolicy", "Schedule", "Task", "TaskRegistry", "UnknownTask", "current_job",
     ],
     "actorq.journal": [
         "Failure", "JobInfo", "JobState", "Journal", "LeasedJob", "Listener", "NewJob", "PostgresJournal",

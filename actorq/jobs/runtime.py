@@ -7,7 +7,8 @@
     │   journal-writer  JournalWriter: owns the journal on its thread, group commit, settles attempts;
     │                   on a shared journal, a second one (the duty writer) on a connection of its own
     │   dispatcher      Dispatcher: ROUTER socket, leases for workers, collects their acks
-    │   scheduler       Scheduler: promotes due jobs, rescues expired leases (leader), maintains the journal
+    │   scheduler       Scheduler: promotes due jobs, rescues expired leases (leader), maintains the journal;
+    │                   Cron: fires the journal's schedules (leader)
     │   listener        Listener (journals that notify: PostgreSQL): other producers' jobs wake it
     │   leader          Leadership: this node's claim on the duties that run once among nodes
     │   producers       ProducerServer: ROUTER socket, other processes' enqueues through the writer
@@ -51,7 +52,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import zmq
 
@@ -64,6 +65,8 @@ from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, TaskPolicy,
 from actorq.jobs.node_file import NodeNotRunning, listener_pid
 from actorq.jobs.producers import EndpointUnusable, ProducerServer
 from actorq.jobs.queue import QueueRef
+from actorq.jobs.cron import Cron, Schedules, sync_file_schedules
+from actorq.jobs.schedule import Schedule
 from actorq.jobs.scheduler import Scheduler
 from actorq.jobs.settings import DispatcherConfig, NodeConfig, ProducersConfig, WorkersConfig
 from actorq.jobs.wire import payload_budget
@@ -134,11 +137,14 @@ class JobRuntime:
         search_path: where worker processes import task modules from.
         tasks: ``{task name: declared policy}`` of every registered task.
         producers: the ``[producers]`` settings (default: the endpoint in the private directory).
+        schedules: the ``[[schedules]]`` of the node's file, written to the journal at start.
+        clock: the wall clock of the cron schedules (injectable for tests).
     """
 
     def __init__(self, *, node: NodeConfig, journal: JournalConfig, dispatcher: DispatcherConfig,
                  workers: WorkersConfig, search_path: list[str], tasks: Mapping[str, TaskPolicy],
-                 producers: ProducersConfig = ProducersConfig()) -> None:
+                 producers: ProducersConfig = ProducersConfig(), schedules: Sequence[Schedule] = (),
+                 clock: Callable[[], float] = time.time) -> None:
         self.node = node
         self.journal_config = journal
         self.dispatcher_config = dispatcher
@@ -146,6 +152,11 @@ class JobRuntime:
         self.producers_config = producers
         self.search_path = search_path
         self.tasks = dict(tasks)
+        self.file_schedules = tuple(schedules)
+        self.clock = clock
+        self.schedules = Schedules(lambda: self._writer, clock=clock,
+                                   max_payload=payload_budget(dispatcher.max_frame_bytes))
+        """The journal's schedules (add, remove, list), through the current writer."""
         self.backend = journal_class(journal.url)
         self.endpoint = ""
         self._ipc_dir: str | None = None
@@ -154,6 +165,7 @@ class JobRuntime:
         self._duty: jw.JournalWriter | None = None  # the same writer unless the journal is shared
         self._dispatcher: Dispatcher | None = None
         self._scheduler: Scheduler | None = None
+        self._cron: Cron | None = None
         self._leadership: Leadership | None = None
         self._producers: ProducerServer | None = None
         self._reclaimed = False
@@ -313,6 +325,10 @@ class JobRuntime:
         declared = [TaskDefaults(name, p.queue, p.priority, p.max_attempts) for name, p in sorted(self.tasks.items())]
         if declared:
             await writer.call(jw.CALL, operator.methodcaller("declare_tasks", declared))
+        # the file's schedules replace those of their names; those an earlier file had are removed
+        gone = await writer.call(jw.CALL, functools.partial(_sync_schedules, self.file_schedules, self.clock()))
+        if gone:
+            logger.info("schedules no longer in the topology file removed: %s", ", ".join(gone))
         self._reclaimed = True
         if self.reclaimed_at_start:
             logger.warning("reclaimed %d jobs leased by an earlier run of this node", self.reclaimed_at_start)
@@ -362,6 +378,20 @@ class JobRuntime:
         scheduler.start()
         self._scheduler = scheduler
         return scheduler
+
+    def start_cron(self) -> Cron:
+        """Start firing the journal's schedules, while this node leads (the scheduler role's start)."""
+        assert self._duty is not None
+        cron = Cron(self._duty, asyncio.get_running_loop(), declared=self.tasks.get, wake=self.wake,
+                    is_leader=self.is_leader, clock=self.clock)
+        cron.start()
+        self._cron = cron
+        return cron
+
+    @property
+    def cron(self) -> Cron | None:
+        """The current cron (None before the first start)."""
+        return self._cron
 
     def start_listener(self) -> Any:
         """Start listening for other producers' jobs (the listener role's start; journals that notify)."""
@@ -605,6 +635,10 @@ def _refuse_if_taken(endpoint: str, key: str = "producers.endpoint") -> None:
                                "each node needs an endpoint of its own", key)
 
 
+def _sync_schedules(schedules: tuple[Schedule, ...], now: float, journal: Journal) -> list[str]:
+    return sync_file_schedules(journal, schedules, now)
+
+
 def _writer_counts(stats: jw.WriterStats) -> dict[str, int]:
     """The `Progress` counts one journal writer keeps."""
     return {"succeeded": stats.jobs_acked, "failed": stats.attempts_failed, "commits": stats.commits,
@@ -672,16 +706,20 @@ class DispatcherRole(Actor):
 
 
 class SchedulerRole(Actor):
-    """Runs the runtime's scheduler (promotion of due jobs, journal maintenance)."""
+    """Runs the runtime's scheduler (promotion of due jobs, journal maintenance) and cron."""
 
     def __init__(self, runtime: JobRuntime) -> None:
         self.runtime = runtime
         self.scheduler: Scheduler | None = None
+        self.cron: Cron | None = None
 
     def on_start(self) -> None:
         self.scheduler = self.runtime.start_scheduler()
+        self.cron = self.runtime.start_cron()
 
     def on_stop(self) -> None:
+        if self.cron is not None:
+            self.cron.stop()
         if self.scheduler is not None:
             self.scheduler.stop()
 
