@@ -23,6 +23,7 @@ from actorq.jobs.outcome import (
     DEFAULT_QUEUE,
     ON_CRASH,
     TaskPolicy,
+    check_timeout,
 )
 from actorq.jobs.retry import RetryPolicy
 from actorq.jobs.wire import MAX_NAME_CHARS, payload_budget
@@ -73,6 +74,10 @@ class Task:
             (the job ends ``failed`` with the crash as its error: for work that must
             never run twice).
         priority: its jobs' priority unless the producer sets one (lower runs first).
+        timeout: seconds an attempt may run (None: no limit). Past it, an async task is
+            cancelled (`asyncio.CancelledError` inside it) and a sync task's worker process
+            is replaced; the attempt ends ``timed out after N s`` and the job follows its
+            retry policy, like an attempt that raised.
 
     These apply to every job of the task however it is enqueued (``Job("name")``
     through a node's queue ref, `actorq.Client` or ``actorq enqueue``), except
@@ -86,11 +91,12 @@ class Task:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_crash: str = "reclaim"
     priority: int = DEFAULT_PRIORITY
+    timeout: float | None = None
 
     @property
     def policy(self) -> TaskPolicy:
         """What the task declares about its jobs, as the node applies it."""
-        return TaskPolicy(self.queue, self.priority, self.max_attempts, self.retry, self.on_crash)
+        return TaskPolicy(self.queue, self.priority, self.max_attempts, self.retry, self.on_crash, self.timeout)
 
     @property
     def is_async(self) -> bool:
@@ -129,12 +135,14 @@ class TaskRegistry:
         retry: RetryPolicy | None = None,
         on_crash: str = "reclaim",
         priority: int = DEFAULT_PRIORITY,
+        timeout: float | None = None,
     ) -> Callable[[F], Task]:
         """Decorator: register the function under `name` (see `Task` for the options).
 
         Raises:
             ValueError: the name is empty or already registered, the queue empty,
-                max_attempts < 1, priority not an integer, or on_crash not "reclaim" or "fail".
+                max_attempts < 1, priority not an integer, on_crash not "reclaim" or "fail",
+                or timeout not None or a number of seconds > 0.
         """
         check_name("task name", name)
         try:
@@ -147,11 +155,15 @@ class TaskRegistry:
             raise ValueError(f"task {name!r}: max_attempts must be >= 1, got {max_attempts}")
         if on_crash not in ON_CRASH:
             raise ValueError(f"task {name!r}: on_crash must be one of {', '.join(ON_CRASH)}, got {on_crash!r}")
+        try:
+            check_timeout(timeout)
+        except ValueError as exc:
+            raise ValueError(f"task {name!r}: {exc}") from None
 
         def register(fn: F) -> Task:
             if name in self._tasks:
                 raise ValueError(f"task {name!r} is already registered")
-            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy(), on_crash, priority)
+            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy(), on_crash, priority, timeout)
             self._tasks[name] = task
             return task
 

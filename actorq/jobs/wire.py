@@ -16,7 +16,7 @@ dispatcher and the worker never look inside a raw body.
                                                      RESET None   "your leases were taken": drop all
 
 An ACK item's ``end`` is how the attempt ended (`AttemptEnd`: ok, raised, discarded,
-unrunnable) or ``release`` (never started: the attempt is given back). What that end
+unrunnable, timed_out) or ``release`` (never started: the attempt is given back). What that end
 means for the job is decided by `actorq.jobs.outcome.decide`, not by the worker.
 Hot messages (JOBS, ACK) are arrays, not maps: a field name per job would cost
 bytes and time on every job.
@@ -66,7 +66,8 @@ TO_WORKER = frozenset({JOBS, LEASES, STOP, WHO, RESET})
 KINDS = TO_DISPATCHER | TO_WORKER
 
 RELEASE = "release"  # an ACK end: the job never started; its attempt is given back
-WORKER_ENDS = frozenset({AttemptEnd.OK, AttemptEnd.RAISED, AttemptEnd.DISCARDED, AttemptEnd.UNRUNNABLE, RELEASE})
+WORKER_ENDS = frozenset({AttemptEnd.OK, AttemptEnd.RAISED, AttemptEnd.DISCARDED, AttemptEnd.UNRUNNABLE,
+                         AttemptEnd.TIMED_OUT, RELEASE})
 # The bounds of every field. A HELLO's owner needs none of its own: it must equal its
 # sender's ZeroMQ routing id, which is at most 255 bytes.
 MAX_LEASE_ID = 2**63 - 1  # lease ids are positive SQLite INTEGERs (the journal draws 62 random bits)

@@ -18,6 +18,10 @@ to the dispatcher, announces its credits (slots + prefetch) and then:
   its unstarted jobs, cancels its running async ones and announces again;
 * on STOP or SIGTERM: gives back the jobs it has not started ("release"),
   finishes the running ones, sends the last acks, says BYE and exits 0;
+* stops an attempt that runs past its task's ``timeout`` (on the loop's monotonic clock):
+  an async task is cancelled; a sync task's thread cannot be, so the process acks the
+  attempt ``timed_out``, gives back every other job it holds (``release``: no attempt
+  counted for them), says BYE and exits `EXIT_REPLACED`; the pool starts a new one;
 * ignores SIGINT (the node coordinates Ctrl-C) and dies with its parent
   (``PR_SET_PDEATHSIG`` on Linux, plus a parent-pid watch), so no orphan keeps running jobs.
 """
@@ -53,6 +57,11 @@ from actorq.transports.zmq import LoopSocket
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+EXIT_ORPHANED = 70
+"""Exit code: the node (our parent) is gone."""
+EXIT_REPLACED = 75
+"""Exit code: a sync task overran its timeout; its thread cannot be stopped, so the process
+asks to be replaced (the pool restarts it, counted in ``workers.intensity``)."""
 
 
 @dataclass(frozen=True)
@@ -256,7 +265,7 @@ class Worker:
 
     def _watch_parent(self) -> None:
         if os.getppid() != self.parent:
-            os._exit(70)  # parent gone: an orphan must not keep running jobs
+            os._exit(EXIT_ORPHANED)  # parent gone: an orphan must not keep running jobs
         self.loop.call_later(1.0, self._watch_parent)
 
     # -- messages -----------------------------------------------------------------
@@ -325,6 +334,7 @@ class Worker:
     async def _run(self, job: wire.JobMessage) -> None:
         job_id, lease_id, name, payload, attempt, max_attempts, queue, _ = job
         end, error = AttemptEnd.OK, None
+        overran = False
         try:
             try:
                 task = self.registry[name]
@@ -332,6 +342,8 @@ class Worker:
                 end = AttemptEnd.UNRUNNABLE
                 error = wire.clean_text(f"unknown task {name!r}: not in this worker's registry")
             else:
+                limit = task.timeout
+                scope = asyncio.timeout(limit)  # on the loop's monotonic clock; None: no limit
                 try:
                     args, kwargs = msgpack.unpackb(payload, raw=False, strict_map_key=True,
                                                    ext_hook=_no_ext)
@@ -339,22 +351,65 @@ class Worker:
                     if task.is_async:
                         token = _current.set(jctx)
                         try:
-                            await task.fn(*args, **kwargs)
+                            async with scope:
+                                await task.fn(*args, **kwargs)
                         finally:
                             _current.reset(token)
                     else:
                         ctx = contextvars.copy_context()
                         ctx.run(_current.set, jctx)
-                        await self.loop.run_in_executor(self.executor, lambda: ctx.run(task.fn, *args, **kwargs))
+                        running = self.loop.run_in_executor(self.executor, lambda: ctx.run(task.fn, *args, **kwargs))
+                        if limit is None:
+                            await running
+                        else:
+                            done, _ = await asyncio.wait({running}, timeout=limit)
+                            if not done:
+                                overran = True
+                            else:
+                                running.result()
                 except Discard as exc:
                     end, error = AttemptEnd.DISCARDED, _describe(exc)
                 except BaseException as exc:
-                    # SystemExit, KeyboardInterrupt or CancelledError raised by task code is a failed
-                    # attempt too: never a success, and never the end of the worker process
-                    end, error = AttemptEnd.RAISED, _describe(exc)
-                    logger.info("job %s (%s) attempt %d failed: %s", job_id, name, attempt, error)
+                    if scope.expired():  # our deadline, not a TimeoutError of the task's own
+                        overran = True
+                    else:
+                        # SystemExit, KeyboardInterrupt or CancelledError raised by task code is a failed
+                        # attempt too: never a success, and never the end of the worker process
+                        end, error = AttemptEnd.RAISED, _describe(exc)
+                        logger.info("job %s (%s) attempt %d failed: %s", job_id, name, attempt, error)
+                if overran:
+                    end, error = AttemptEnd.TIMED_OUT, f"timed out after {limit:g} s"
+                    logger.warning("job %s (%s) attempt %d %s", job_id, name, attempt, error)
         finally:
             self._ack(job_id, lease_id, end, error)
+        if overran and not task.is_async:
+            self._replace(job_id)
+
+    def _replace(self, overran_id: str) -> None:
+        """A sync task overran and its thread runs on: give back every other job, say BYE, exit.
+
+        Every other job this process holds is answered ``release`` (its attempt is given
+        back: it did nothing wrong), then the process exits `EXIT_REPLACED` and the pool
+        starts a fresh one. The overrunning thread dies with the process.
+        """
+        logger.warning("worker %s: a sync task overran its timeout (job %s); replacing this process",
+                       self.spec.owner, overran_id)
+        self.stopping = True
+        while self.backlog:
+            job = self.backlog.popleft()
+            self._ack(job.id, job.lease_id, wire.RELEASE)
+        for job_id, (lease_id, _, _) in list(self.active.items()):
+            if job_id != overran_id:
+                self._ack(job_id, lease_id, wire.RELEASE)
+        self._flush()
+        try:
+            self.socket.send([wire.Bye.FRAME])
+        except zmq.ZMQError:
+            pass
+        self.socket.close(linger_ms=2000)  # the acks and BYE leave before the process does
+        self.ctx.term()
+        logging.shutdown()
+        os._exit(EXIT_REPLACED)  # not sys.exit: the interpreter would wait for the overrunning thread
 
     def _slot_freed(self, job: wire.JobMessage, task: "asyncio.Task[None]") -> None:
         job_id, lease_id = job.id, job.lease_id
