@@ -37,14 +37,13 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from actorq.jobs.retry import RetryPolicy
-from actorq.journal.protocol import DEFAULT_MAX_ATTEMPTS, JobState
+from actorq.journal.protocol import DEFAULT_MAX_ATTEMPTS, MAX_TIMEOUT, JobState
 
 __all__ = ["AttemptEnd", "DEFAULT_POLICY", "ON_CRASH", "Outcome", "TaskPolicy", "decide"]
 
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 0
 ON_CRASH = ("reclaim", "fail")
-MAX_TIMEOUT = 366 * 86400  # a task's time limit: a year, and never inf or NaN
 
 
 class AttemptEnd(StrEnum):

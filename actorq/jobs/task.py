@@ -211,6 +211,8 @@ class Job:
         unique_key: while a live job (scheduled, ready, running or waiting to retry)
             holds this key, another job with it is not added; enqueue returns the
             holder's id instead. Once that job is finished, the key is free again.
+        timeout: seconds each attempt may run, overriding the task's declared
+            ``timeout``; None (default): the task's (see `TaskRegistry.task`).
     """
 
     task: str
@@ -222,6 +224,7 @@ class Job:
     run_at: float | None = None
     max_attempts: int | None = None
     unique_key: str | None = None
+    timeout: float | None = None
 
     def to_new_job(self, queue: str | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD,
                    declared: Declared | None = None) -> NewJob:
@@ -258,6 +261,7 @@ class Job:
             priority = declared.priority if declared is not None else DEFAULT_PRIORITY
         if self.unique_key is not None:
             check_name("unique_key", self.unique_key)
+        check_timeout(self.timeout)
         run_at = self.run_at
         if self.delay is not None:
             run_at = time.time() + self.delay
@@ -265,7 +269,8 @@ class Job:
         if len(payload) > max_payload:
             raise ValueError(f"job arguments take {len(payload):,} bytes encoded; the limit is {max_payload:,} "
                              "(dispatcher.max_frame_bytes less 64 KiB): pass a reference to the data instead")
-        return NewJob(self.id, queue, self.task, payload, priority, run_at, max_attempts, self.unique_key)
+        return NewJob(self.id, queue, self.task, payload, priority, run_at, max_attempts, self.unique_key,
+                      None if self.timeout is None else float(self.timeout))
 
 
 _PACK_ERRORS = (TypeError, ValueError, OverflowError)

@@ -9,7 +9,8 @@ dispatcher and the worker never look inside a raw body.
 
     worker ──▶ dispatcher                            dispatcher ──▶ worker
     HELLO {owner, credits, queues, pid,              JOBS  [[id, lease, task, payload, attempt,
-           held?: [[id, lease]...], reset?: true}          max_attempts, queue, valid_until]...]
+           held?: [[id, lease]...], reset?: true}          max_attempts, queue, valid_until,
+                                                           timeout?]...]
     ACK   [[id, lease, end, error | None]...]        LEASES until  "your leases were renewed"
     HB    None   "I am alive"                        STOP  None   finish running jobs, exit
     BYE   None   "I hold nothing, I am leaving"      WHO   None   "I do not know you": HELLO with held
@@ -418,6 +419,8 @@ class JobMessage(NamedTuple):
     valid_until: float = math.inf
     """The `lease_clock` reading past which the lease may have lapsed: the job must not start
     after it. ``math.inf``: it never lapses."""
+    timeout: float | None = None
+    """The job's own time limit in seconds (None: its task's declared one, if any)."""
 
 
 class Jobs(NamedTuple):
@@ -431,8 +434,8 @@ class Jobs(NamedTuple):
     def encode_leased(jobs: Sequence[LeasedJob], valid_until: float) -> bytes:
         """The frame carrying `jobs` as the journal leased them, none to start after `valid_until`
         (a `lease_clock` reading; ``math.inf``: never lapses)."""
-        return encode(JOBS, [[j.id, j.lease_id, j.task, j.payload, j.attempt, j.max_attempts, j.queue, valid_until]
-                             for j in jobs])
+        return encode(JOBS, [[j.id, j.lease_id, j.task, j.payload, j.attempt, j.max_attempts, j.queue, valid_until,
+                              j.timeout] for j in jobs])
 
     @classmethod
     def from_body(cls, body: Any) -> "Jobs":
@@ -445,8 +448,12 @@ class Jobs(NamedTuple):
         rejected = 0
         make = tuple.__new__  # the fields are checked here: skip the per-job argument parsing (~0.4 us)
         for item in _list(body, JOBS):
-            # a deadline is a float from 0 to inf (NaN fails the comparison)
-            if (type(item) is list and len(item) == 8 and type(item[0]) is str and len(item[0]) <= MAX_NAME_CHARS
+            # a deadline is a float from 0 to inf (NaN fails the comparison); the 9th field, a
+            # time limit, is nil or a float > 0 (a frame without it is read as nil)
+            if type(item) is list and len(item) == 8:
+                item = item + [None]
+            if (type(item) is list and len(item) == 9
+                    and (item[8] is None or (type(item[8]) is float and 0.0 < item[8] < math.inf)) and type(item[0]) is str and len(item[0]) <= MAX_NAME_CHARS
                     and type(item[1]) is int and 0 < item[1] <= MAX_LEASE_ID
                     and type(item[2]) is str and len(item[2]) <= MAX_NAME_CHARS and type(item[3]) is bytes
                     and type(item[4]) is int and type(item[5]) is int

@@ -332,7 +332,7 @@ class Worker:
         task.add_done_callback(lambda t, job=job: self._slot_freed(job, t))
 
     async def _run(self, job: wire.JobMessage) -> None:
-        job_id, lease_id, name, payload, attempt, max_attempts, queue, _ = job
+        job_id, lease_id, name, payload, attempt, max_attempts, queue, _, job_timeout = job
         end, error = AttemptEnd.OK, None
         overran = False
         try:
@@ -342,7 +342,7 @@ class Worker:
                 end = AttemptEnd.UNRUNNABLE
                 error = wire.clean_text(f"unknown task {name!r}: not in this worker's registry")
             else:
-                limit = task.timeout
+                limit = job_timeout if job_timeout is not None else task.timeout
                 scope = asyncio.timeout(limit)  # on the loop's monotonic clock; None: no limit
                 try:
                     args, kwargs = msgpack.unpackb(payload, raw=False, strict_map_key=True,

@@ -51,3 +51,6 @@ class JobStatements:
     counts: str
     get: str
     errors: str  # a job's error texts, oldest first (for `get`)
+    pause_queue: str
+    resume_queue: str
+    paused_queues: str

@@ -44,6 +44,18 @@ def sync_slow():
     time.sleep(60)
 
 
+@registry.task("to.async_unlimited", retry=RetryPolicy(base=0.0, jitter=0.0))
+async def async_unlimited(seconds):
+    record()
+    await asyncio.sleep(seconds)
+
+
+@registry.task("to.declared_short", timeout=0.2)
+async def declared_short():
+    record()
+    await asyncio.sleep(0.5)  # past the task's limit, within the job's own
+
+
 @registry.task("to.sync_fast", timeout=30)
 def sync_fast():
     record()
@@ -69,6 +81,38 @@ async def test_async_task_past_its_timeout_is_cancelled_and_retried_then_dead(to
     notes = sorted((e.tag.split("/", 2) + [""])[2] for e in topo.ledger.read())
     assert notes == ["", "", "cancelled", "cancelled"]
     assert journal_invariants(topo.journal_path) == []
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal_choice(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The `topology` keywords of each journal: the default SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return {}
+    from journal_support import PG_URL
+
+    return {"journal_url": PG_URL, "schema": request.getfixturevalue("pg_schema")}
+
+
+async def test_a_jobs_own_timeout_overrides_its_tasks(topology, journal_choice):
+    # carried by the journal (both backends) and the JOBS frame to the worker
+    topo = topology(TASKS, processes=1, **journal_choice)
+    limited = Job("to.async_unlimited", [60], max_attempts=1, timeout=0.2)
+    free = Job("to.async_unlimited", [0], max_attempts=1)
+    widened = Job("to.declared_short", [], max_attempts=1, timeout=30)  # the task says 0.2
+    async with Node(topo.config) as node:
+        await node.queue().enqueue_many([limited, free])
+        with topo.client() as client:
+            client.enqueue(widened)
+        counts = await node.wait_idle(timeout=60)
+    assert counts == {"default": {"dead": 1, "succeeded": 2}}
+    assert topo.info(limited.id).errors == ["timed out after 0.2 s"]
+    assert topo.info(widened.id).errors == []
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), "5"])
+def test_g_a_jobs_bad_timeout_is_refused_where_it_is_made(bad):
+    with pytest.raises(ValueError, match="timeout must be a number of seconds > 0"):
+        Job("to.sync_fast", timeout=bad).to_new_job()
 
 
 async def test_timed_out_attempt_follows_retry_policy(topology):
