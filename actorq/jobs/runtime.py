@@ -536,6 +536,28 @@ class JobRuntime:
         counts: dict[str, dict[str, int]] = await self._writer.call(jw.CALL, operator.methodcaller("counts"))
         return counts
 
+    async def pause_queue(self, queue: str) -> bool:
+        """Pause `queue` in the journal (every node sharing it); True if it was running."""
+        if self._writer is None:
+            raise RuntimeError("node not started")
+        paused: bool = await self._writer.call(jw.CALL, operator.methodcaller("pause_queue", queue))
+        return paused
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Let `queue` lease again and wake the dispatcher for it; True if it was paused."""
+        if self._writer is None:
+            raise RuntimeError("node not started")
+        resumed: bool = await self._writer.call(jw.CALL, operator.methodcaller("resume_queue", queue))
+        self.wake({queue})  # its ready jobs were skipped while it was paused
+        return resumed
+
+    async def paused_queues(self) -> list[str]:
+        """The paused queues, read through the writer."""
+        if self._writer is None:
+            raise RuntimeError("node not started")
+        paused: list[str] = await self._writer.call(jw.CALL, operator.methodcaller("paused_queues"))
+        return paused
+
     async def wait_idle(self, timeout: float = 60.0, poll: float = 0.05) -> dict[str, dict[str, int]]:
         """Wait until no job is live (scheduled, ready, leased or in retry); return the counts.
 

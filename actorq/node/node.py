@@ -38,6 +38,7 @@ from actorq.jobs.outcome import TaskPolicy
 from actorq.jobs.producers import EndpointUnusable
 from actorq.jobs.queue import QueueRef
 from actorq.jobs.runtime import JobRuntime, Progress
+from actorq.jobs.task import check_name
 from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import check_tasks
 from actorq.journal.config import redact_url
@@ -300,6 +301,38 @@ class Node:
     async def counts(self) -> dict[str, dict[str, int]]:
         """``{queue: {state: count}}``, read through the writer (consistent with its commits)."""
         return await self._runtime().counts()
+
+    async def pause_queue(self, name: str) -> bool:
+        """Pause queue `name` on every node of this journal (it lives in the journal, so a
+        restart keeps it): no job of it is leased until `resume_queue`. Running jobs finish,
+        and enqueueing into it still works.
+
+        Returns:
+            True if it was running, False if it was already paused.
+
+        Raises:
+            ValueError: `name` is not a valid queue name.
+            JournalError: the journal refused the write.
+        """
+        check_name("queue name", name)
+        return await self._runtime().pause_queue(name)
+
+    async def resume_queue(self, name: str) -> bool:
+        """Let queue `name` lease again; this node leases at once, others at their next poll.
+
+        Returns:
+            True if it was paused, False if it was not.
+
+        Raises:
+            ValueError: `name` is not a valid queue name.
+            JournalError: the journal refused the write.
+        """
+        check_name("queue name", name)
+        return await self._runtime().resume_queue(name)
+
+    async def paused_queues(self) -> list[str]:
+        """The names of the paused queues, sorted."""
+        return await self._runtime().paused_queues()
 
     async def wait_idle(self, timeout: float = 60.0, poll: float = 0.05) -> dict[str, dict[str, int]]:
         """Wait until no job is ready, leased, scheduled or in retry; return the counts.
