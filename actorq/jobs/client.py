@@ -306,6 +306,25 @@ class Client:
         """Return ``{queue: {state: count}}``."""
         return self._journal.counts()
 
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not finished (scheduled, ready, running or waiting to retry).
+
+        The job ends ``cancelled`` in the journal at once. A running job's lease is void
+        from then on: its worker's later answer is rejected (fenced), so it neither
+        succeeds nor retries. The running attempt itself is not stopped yet: it runs to
+        its end or its `timeout` (see docs/timeouts.md).
+
+        Returns:
+            True if it was cancelled now; False if it had already finished or no such
+            job exists (`get` tells which).
+
+        Raises:
+            JournalError: the journal could not be written.
+        """
+        if not isinstance(job_id, str) or not job_id:
+            return False
+        return self._journal.cancel(job_id)
+
     def pause_queue(self, queue: str) -> bool:
         """Pause `queue` on every node serving this journal: none leases its jobs until
         `resume_queue`; jobs already running finish. Enqueueing into it still works.

@@ -50,6 +50,7 @@ examples:
   actorq tree    --config topology.toml
   actorq migrate --config topology.toml
   actorq queues  --config topology.toml pause emails
+  actorq jobs    --config topology.toml cancel JOB_ID
 
 exit codes: 0 ok, 1 the node failed, 2 bad config or usage, 3 journal unusable,
 4 start-up cut short from outside (the task import check was killed or took too long): try again.
@@ -106,6 +107,12 @@ def _seconds(low: float, high: float, *, low_allowed: bool) -> Callable[[str], f
 def _queue_name(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("expected a non-empty queue name, got ''")
+    return text
+
+
+def _job_id(text: str) -> str:
+    if not text or len(text) > 255:
+        raise argparse.ArgumentTypeError(f"expected a job id of 1 to 255 characters, got {len(text)}")
     return text
 
 
@@ -279,6 +286,21 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 
 QUEUE_ACTIONS = ("pause", "resume", "list")
+JOB_ACTIONS = ("cancel",)
+
+
+def cmd_jobs(args: argparse.Namespace, config: Config) -> int:
+    """``actorq jobs cancel ID``: cancel a job that has not finished."""
+    with Client.from_config(config.journal, create=False) as client:
+        if client.cancel(args.job_id):
+            _out(f"job {args.job_id} cancelled")
+            return EXIT_OK
+        info = client.get(args.job_id)
+    if info is None:
+        _err(f"actorq jobs cancel: no job {args.job_id!r} in journal {config.journal.describe()}")
+        return EXIT_CONFIG
+    _out(f"job {args.job_id} had already finished ({info.state}): nothing to cancel")
+    return EXIT_OK
 
 
 def cmd_queues(args: argparse.Namespace, config: Config) -> int:
@@ -498,6 +520,15 @@ def build_parser() -> argparse.ArgumentParser:
     queues.add_argument("--json", action="store_true",
                         help='list: print JSON, {"queues": {name: {"paused": bool, "ready": count}}}')
     queues.set_defaults(handler=cmd_queues)
+
+    jobs = add("jobs", "Cancel a job that has not finished: it ends cancelled at once, and a running attempt's "
+               "later answer is rejected. A job that had finished is left as it was, and said so (exit 0); an "
+               "unknown id exits 2.",
+               "actorq jobs --config topology.toml cancel 01a233a1f9af00003da4ce450d08aa0c\n"
+               "    job 01a233a1f9af00003da4ce450d08aa0c cancelled")
+    jobs.add_argument("action", choices=JOB_ACTIONS, metavar="ACTION", help="cancel")
+    jobs.add_argument("job_id", type=_job_id, metavar="ID", help="the job's id (as enqueue printed it)")
+    jobs.set_defaults(handler=cmd_jobs)
     return parser
 
 

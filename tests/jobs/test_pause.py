@@ -156,3 +156,40 @@ def test_g12_bad_queues_input_is_one_line_naming_what_is_expected(topology, args
     assert result.returncode == EXIT_CONFIG, result
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert expected in result.stderr, result.stderr
+
+
+# -- cancelling a job from the command line and the Client (journal-level; see docs/timeouts.md) -----
+
+
+async def test_cli_cancel_a_waiting_job_a_finished_one_and_an_unknown_id(topology):
+    topo = topology(TASKS, processes=1)
+    config = str(topo.toml_path)
+    with topo.client() as client:
+        later = client.enqueue(Job("pz.work", delay=3600))
+        assert client.cancel("no-such-job") is False
+    cancelled = _cli(topo, "jobs", "cancel", later, "--config", config)
+    assert cancelled.returncode == EXIT_OK and cancelled.stdout.strip() == f"job {later} cancelled"
+    again = _cli(topo, "jobs", "cancel", later, "--config", config)
+    assert again.returncode == EXIT_OK
+    assert again.stdout.strip() == f"job {later} had already finished (cancelled): nothing to cancel"
+    unknown = _cli(topo, "jobs", "cancel", "nope", "--config", config)
+    assert unknown.returncode == EXIT_CONFIG and "actorq jobs cancel: no job 'nope' in journal" in unknown.stderr
+    bad = _cli(topo, "jobs", "cancel", "", "--config", config)
+    assert bad.returncode == EXIT_CONFIG and "argument ID: expected a job id of 1 to 255 characters" in bad.stderr
+    assert topo.states()[later] == "cancelled"
+
+
+async def test_cancel_of_a_running_job_fences_its_late_ack(topology, tmp_path):
+    topo = topology(TASKS, processes=1)
+    release = tmp_path / "go"
+    running = Job("pz.waits", [str(release)])
+    async with Node(topo.config) as node:
+        await node.queue().enqueue(running)
+        await eventually(lambda: len(topo.ledger.read()) == 1, message="the job never started")
+        with topo.client() as client:
+            assert client.cancel(running.id) is True
+            assert client.cancel(running.id) is False
+        release.write_text("go")  # it finishes; its ack answers a lease that is void
+        await eventually(lambda: node.progress().stale_acks == 1, message="the late ack was fenced")
+        counts = await node.wait_idle(timeout=60)
+    assert counts == {"default": {"cancelled": 1}}
