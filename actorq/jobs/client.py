@@ -311,8 +311,10 @@ class Client:
 
         The job ends ``cancelled`` in the journal at once. A running job's lease is void
         from then on: its worker's later answer is rejected (fenced), so it neither
-        succeeds nor retries. The running attempt itself is not stopped yet: it runs to
-        its end or its `timeout` (see docs/timeouts.md).
+        succeeds nor retries. The node holding it learns of it within a second (it polls
+        the jobs it holds) and stops it: an async task gets `asyncio.CancelledError`; a sync
+        task sees ``current_job().cancelled`` and, past ``workers.cancel_grace``, its
+        process is replaced (see docs/timeouts.md).
 
         Returns:
             True if it was cancelled now; False if it had already finished or no such

@@ -466,6 +466,7 @@ class JobRuntime:
             log_level=self.node.log_level,
             max_frame_bytes=self.dispatcher_config.max_frame_bytes,
             heartbeat_interval=workers.heartbeat_interval,
+            cancel_grace=workers.cancel_grace,
         )
         return [sys.executable, "-c", WORKER_BOOT, spec.to_json()]
 
@@ -535,6 +536,13 @@ class JobRuntime:
             raise RuntimeError("node not started")
         counts: dict[str, dict[str, int]] = await self._writer.call(jw.CALL, operator.methodcaller("counts"))
         return counts
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel the job in the journal (True if it had not finished); the node holding it stops it."""
+        if self._writer is None:
+            raise RuntimeError("node not started")
+        cancelled: bool = await self._writer.call(jw.CALL, operator.methodcaller("cancel", job_id))
+        return cancelled
 
     async def pause_queue(self, queue: str) -> bool:
         """Pause `queue` in the journal (every node sharing it); True if it was running."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Protocol, TypeVar
@@ -337,6 +338,15 @@ class JobContext(NamedTuple):
     queue: str
     attempt: int
     max_attempts: int
+    cancel_event: threading.Event | None = None
+    """Set by the worker when the job is cancelled while it runs (read `cancelled`)."""
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled: a sync task should return soon (it is stopped,
+        with its process, after ``workers.cancel_grace``). An async task gets
+        `asyncio.CancelledError` instead."""
+        return self.cancel_event is not None and self.cancel_event.is_set()
 
 
 _current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("actorq_current_job")

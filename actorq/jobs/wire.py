@@ -15,6 +15,7 @@ dispatcher and the worker never look inside a raw body.
     HB    None   "I am alive"                        STOP  None   finish running jobs, exit
     BYE   None   "I hold nothing, I am leaving"      WHO   None   "I do not know you": HELLO with held
                                                      RESET None   "your leases were taken": drop all
+                                                     CANCEL [id...] "these jobs were cancelled": stop them
 
 An ACK item's ``end`` is how the attempt ended (`AttemptEnd`: ok, raised, discarded,
 unrunnable, timed_out) or ``release`` (never started: the attempt is given back). What that end
@@ -52,7 +53,7 @@ from actorq.journal.protocol import LeasedJob
 from actorq.transports.codec import FrameError, decode, encode
 
 __all__ = [
-    "Ack", "AckItem", "Bye", "Heartbeat", "Hello", "JobMessage", "Jobs", "Leases", "Reset", "Stop", "Who",
+    "Ack", "AckItem", "Bye", "Cancel", "Heartbeat", "Hello", "JobMessage", "Jobs", "Leases", "Reset", "Stop", "Who",
     "ack_frame_bytes", "clean_text", "from_dispatcher", "from_worker", "lease_clock", "payload_budget",
     "pipe_messages", "worker_frame_bytes",
 ]
@@ -62,13 +63,14 @@ logger = logging.getLogger(__name__)
 # message kinds (stable across releases)
 HELLO, ACK, BYE, HEARTBEAT = "hello", "ack", "bye", "hb"
 JOBS, LEASES, STOP, WHO, RESET = "jobs", "leases", "stop", "who", "reset"
+CANCEL = "cancel"
 TO_DISPATCHER = frozenset({HELLO, ACK, BYE, HEARTBEAT})
-TO_WORKER = frozenset({JOBS, LEASES, STOP, WHO, RESET})
+TO_WORKER = frozenset({JOBS, LEASES, STOP, WHO, RESET, CANCEL})
 KINDS = TO_DISPATCHER | TO_WORKER
 
 RELEASE = "release"  # an ACK end: the job never started; its attempt is given back
 WORKER_ENDS = frozenset({AttemptEnd.OK, AttemptEnd.RAISED, AttemptEnd.DISCARDED, AttemptEnd.UNRUNNABLE,
-                         AttemptEnd.TIMED_OUT, RELEASE})
+                         AttemptEnd.TIMED_OUT, AttemptEnd.CANCELLED, RELEASE})
 # The bounds of every field. A HELLO's owner needs none of its own: it must equal its
 # sender's ZeroMQ routing id, which is at most 255 bytes.
 MAX_LEASE_ID = 2**63 - 1  # lease ids are positive SQLite INTEGERs (the journal draws 62 random bits)
@@ -505,7 +507,29 @@ class Reset(_Signal):
     FRAME = encode(RESET, None)
 
 
-FromDispatcher = Union[Jobs, Leases, Stop, Who, Reset]
+class Cancel(NamedTuple):
+    """These jobs were cancelled in the journal: stop them (their leases are already void)."""
+
+    job_ids: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        """The frame."""
+        return encode(CANCEL, list(self.job_ids))
+
+    @classmethod
+    def from_body(cls, body: Any) -> "Cancel":
+        """Validate a CANCEL body: a list of job ids, at most a worker's credits of them.
+
+        Raises:
+            FrameError: ``bad_body``.
+        """
+        if (type(body) is not list or len(body) > MAX_CREDITS
+                or not all(type(i) is str and 0 < len(i) <= MAX_NAME_CHARS for i in body)):
+            raise FrameError("bad_body", "cancel needs a list of job ids")
+        return cls(tuple(body))
+
+
+FromDispatcher = Union[Jobs, Leases, Stop, Who, Reset, Cancel]
 _SIGNALS: dict[str, FromDispatcher] = {STOP: Stop(), WHO: Who(), RESET: Reset()}
 
 
@@ -520,6 +544,8 @@ def from_dispatcher(frame: bytes, max_len: int) -> FromDispatcher:
         return Jobs.from_body(body)
     if kind == LEASES:
         return Leases.from_body(body)
+    if kind == CANCEL:
+        return Cancel.from_body(body)
     signal = _SIGNALS.get(kind)
     if signal is None:
         raise FrameError("unexpected_kind", kind)

@@ -166,6 +166,7 @@ _TEXT = {
     "pause_queue": "INSERT INTO {paused} (queue) VALUES (%(queue)s) ON CONFLICT (queue) DO NOTHING",
     "resume_queue": "DELETE FROM {paused} WHERE queue = %(queue)s",
     "paused_queues": "SELECT queue FROM {paused} ORDER BY queue",
+    "cancelled": "SELECT id FROM {jobs} WHERE state = 'cancelled' AND id = ANY(%(ids)s::text[])",
     "cancel": (
         f"UPDATE {{jobs}} SET state = 'cancelled', finished_at = now(), {CLEAR_LEASE}"
         f" WHERE id = %(id)s AND state IN {LIVE}"

@@ -115,6 +115,7 @@ _TEXT = {
     "pause_queue": "INSERT INTO actorq_paused_queues (queue, paused_at) VALUES (?, ?) ON CONFLICT (queue) DO NOTHING",
     "resume_queue": "DELETE FROM actorq_paused_queues WHERE queue = ?",
     "paused_queues": "SELECT queue FROM actorq_paused_queues ORDER BY queue",
+    "cancelled": "SELECT id FROM actorq_jobs WHERE state = 'cancelled' AND id IN ({marks})",
 }
 
 STATEMENTS = Statements(**_TEXT)

@@ -54,3 +54,4 @@ class JobStatements:
     pause_queue: str
     resume_queue: str
     paused_queues: str
+    cancelled: str

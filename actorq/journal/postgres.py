@@ -669,6 +669,15 @@ class PostgresJournal:
         return row[0] == 1  # type: ignore[index]
 
     # -- reads -------------------------------------------------------------------------------
+    def cancelled(self, job_ids: Sequence[str]) -> list[str]:
+        """Those of `job_ids` that are cancelled."""
+        ids = [i for i in job_ids if "\x00" not in i]
+        if not ids:
+            return []
+        with self.transaction():
+            assert self._conn is not None
+            return [row[0] for row in self._conn.execute(self._sql.cancelled, {"ids": ids})]
+
     def pause_queue(self, queue: str) -> bool:
         """Pause `queue` on every node: no lease takes its jobs until `resume_queue`; True if it was running."""
         if "\x00" in queue:  # text cannot hold it: no queue has that name

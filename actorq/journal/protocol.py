@@ -444,6 +444,9 @@ class Journal(Protocol):
     def retry_dead(self, job_id: str) -> bool:
         """Give a dead or failed job a fresh set of attempts and make it ready."""
 
+    def cancelled(self, job_ids: Sequence[str]) -> list[str]:
+        """Those of `job_ids` that are cancelled (a node asks this of the jobs it runs), a read."""
+
     def pause_queue(self, queue: str) -> bool:
         """Pause `queue` on every node sharing this journal: `lease` takes none of its jobs
         (and `has_ready` sees none) until `resume_queue`. Jobs already leased run on.

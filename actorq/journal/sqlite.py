@@ -553,6 +553,14 @@ class SQLiteJournal:
             return self._conn.execute(SQL.retry_dead, (self._clock(), job_id)).rowcount == 1
 
     # -- reads: a damaged file is a JournalError naming it, never a traceback ------------------
+    def cancelled(self, job_ids: Sequence[str]) -> list[str]:
+        """Those of `job_ids` that are cancelled."""
+        found: list[str] = []
+        with self._reading():
+            for chunk in _chunks(list(job_ids)):
+                found += [row[0] for row in self._conn.execute(SQL.cancelled.format(marks=in_list(len(chunk))), chunk)]
+        return found
+
     def pause_queue(self, queue: str) -> bool:
         """Pause `queue`: no lease takes its jobs until `resume_queue`; True if it was running."""
         with self.transaction():

@@ -302,6 +302,21 @@ class Node:
         """``{queue: {state: count}}``, read through the writer (consistent with its commits)."""
         return await self._runtime().counts()
 
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not finished; a running one is stopped by the node holding it
+        (an async task gets `asyncio.CancelledError`; a sync task sees ``current_job().cancelled``
+        and, past ``workers.cancel_grace``, its process is replaced). Its late ack is fenced.
+
+        Returns:
+            True if it was cancelled now; False if it had finished or does not exist.
+
+        Raises:
+            JournalError: the journal refused the write.
+        """
+        if not isinstance(job_id, str) or not job_id:
+            return False
+        return await self._runtime().cancel(job_id)
+
     async def pause_queue(self, name: str) -> bool:
         """Pause queue `name` on every node of this journal (it lives in the journal, so a
         restart keeps it): no job of it is leased until `resume_queue`. Running jobs finish,

@@ -1038,3 +1038,14 @@ def test_a_jobs_time_limit_is_kept_and_leased_with_it(journal: Journal) -> None:
 def test_g12_a_time_limit_the_journal_cannot_hold_is_refused_where_the_job_is_made(bad: object) -> None:
     with pytest.raises(ValueError, match="timeout must be a number of seconds > 0"):
         NewJob("j", "q", "tests.noop", b"", timeout=bad)  # type: ignore[arg-type]
+
+
+def test_b1_cancelled_names_the_cancelled_jobs_among_those_asked(journal: Journal) -> None:
+    jobs = job_in_every_state(journal)
+    assert journal.cancelled([]) == []
+    everything = ["scheduled", "ready", "retry", "leased", "succeeded", "failed", "dead", "cancelled", "nope"]
+    assert journal.cancelled(everything) == ["cancelled"]
+    assert journal.cancel("leased")  # what a node polls for: its running job was cancelled elsewhere
+    assert sorted(journal.cancelled(everything)) == ["cancelled", "leased"]
+    held = jobs["leased"]
+    assert journal.complete([(held.id, held.lease_id)]) == 0  # the worker's late ack is fenced
