@@ -66,8 +66,9 @@ PR_SET_PDEATHSIG = 1
 EXIT_ORPHANED = 70
 """Exit code: the node (our parent) is gone."""
 EXIT_REPLACED = 75
-"""Exit code: a sync task overran its timeout; its thread cannot be stopped, so the process
-asks to be replaced (the pool restarts it, counted in ``workers.intensity``)."""
+"""Exit code: a sync task overran its timeout, or ran on past ``cancel_grace`` once cancelled;
+its thread cannot be stopped, so the process asks to be replaced (the pool restarts it,
+counted in ``workers.intensity``)."""
 
 
 @dataclass(frozen=True)
