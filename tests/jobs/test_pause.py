@@ -193,3 +193,17 @@ async def test_cancel_of_a_running_job_fences_its_late_ack(topology, tmp_path):
         await eventually(lambda: node.progress().stale_acks == 1, message="the late ack was fenced")
         counts = await node.wait_idle(timeout=60)
     assert counts == {"default": {"cancelled": 1}}
+
+
+async def test_async_client_pauses_resumes_and_cancels(topology):
+    from actorq import AsyncClient
+
+    topo = topology(TASKS, processes=1)
+    async with AsyncClient(topo.config.journal.resolved_url) as client:
+        assert await client.pause_queue("default") is True
+        assert await client.paused_queues() == ["default"]
+        assert await client.resume_queue("default") is True
+        job_id = await client.enqueue(Job("pz.work", delay=3600))
+        assert await client.cancel(job_id) is True
+        assert await client.cancel(job_id) is False
+        assert (await client.get(job_id)).state == "cancelled"
