@@ -122,3 +122,47 @@ def test_g1_a_malformed_cancel_frame_is_refused(body):
     with pytest.raises(FrameError, match="cancel needs a list of job ids"):
         wire.from_dispatcher(encode(wire.CANCEL, body), 1 << 20)
     assert wire.from_dispatcher(wire.Cancel(("a", "b")).encode(), 1 << 20) == wire.Cancel(("a", "b"))
+
+
+async def test_two_nodes_on_postgresql_the_holder_stops_a_job_cancelled_and_obeys_a_pause_made_on_the_other(
+        topology, pg_schema):
+    # node A: a real `actorq run` process serving queue "only-a"; node B: embedded, serving "default".
+    # B cancels the job A runs, then pauses and resumes A's queue: A learns both from the journal.
+    import os
+    import signal
+
+    from journal_support import PG_URL
+    from node_process import NodeProcess
+
+    common = dict(processes=1, journal_url=PG_URL, schema=pg_schema, heartbeat_timeout=4.0)
+    topo_a = topology(TASKS, name="node-a", queues=("only-a",), toml_name="node-a.toml", **common)
+    topo_b = topology(TASKS, name="node-b", queues=("default",), toml_name="node-b.toml", **common)
+    long_job = Job("cx.async_long")
+    with topo_b.client() as client:
+        client.enqueue(long_job, queue="only-a")
+    a = NodeProcess(topo_a, 1)
+    try:
+        async with Node(topo_b.config) as node_b:
+            await eventually(lambda: _notes(topo_a, long_job.id) == [""], timeout=60,
+                             message="node A never started the job")
+            assert await node_b.cancel(long_job.id) is True
+            await eventually(lambda: _notes(topo_a, long_job.id) == ["", "cancelled"],
+                             message="node A did not stop the job cancelled on node B")
+            assert await node_b.pause_queue("only-a") is True
+            held = [Job("cx.quick") for _ in range(2)]
+            with topo_b.client() as client:
+                client.enqueue_many(held, queue="only-a")
+            marker = Job("cx.quick")
+            await node_b.queue("default").enqueue(marker)
+            await eventually(lambda: topo_b.states().get(marker.id) == "succeeded", message="node B ran its job")
+            assert all(topo_b.states()[j.id] == "ready" for j in held), topo_b.states()
+            assert await node_b.resume_queue("only-a") is True
+            await eventually(lambda: all(topo_b.states()[j.id] == "succeeded" for j in held), timeout=60,
+                             message="node A ran the resumed queue's jobs")
+        os.kill(a.pid, signal.SIGTERM)
+        assert await a.exit_code(timeout=60) == 0, a.output()
+    except BaseException:
+        a.kill_everything()
+        raise
+    assert {e.job_id for e in topo_a.ledger.read()} == {long_job.id} | {j.id for j in held}
+    assert topo_b.states()[long_job.id] == "cancelled"
