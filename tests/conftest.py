@@ -219,6 +219,7 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         wal_limit_mb: float = 64.0,
         journal_extra: Mapping[str, object] | None = None,
         producers_endpoint: str = "",
+        cancel_grace: float = 10.0,
     ) -> Topology:
         counter[0] += 1
         module = f"aqtest_tasks_{counter[0]}"
@@ -236,7 +237,7 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
             "workers": {"processes": processes, "concurrency": concurrency, "prefetch": prefetch,
                         "intensity": intensity, "period": period, "shutdown_timeout": shutdown_timeout,
                         "queues": list(queues), "heartbeat_interval": heartbeat_interval,
-                        "heartbeat_timeout": heartbeat_timeout},
+                        "heartbeat_timeout": heartbeat_timeout, "cancel_grace": cancel_grace},
             "producers": {"endpoint": producers_endpoint},
         }
         toml_path = tmp_path / toml_name

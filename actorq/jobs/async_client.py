@@ -98,6 +98,22 @@ class AsyncClient:
         """``{queue: {state: count}}``."""
         return await self._call(lambda client: client.counts())
 
+    async def cancel(self, job_id: str) -> bool:
+        """`Client.cancel`: cancel a job that has not finished (True if cancelled now)."""
+        return await self._call(lambda client: client.cancel(job_id))
+
+    async def pause_queue(self, queue: str) -> bool:
+        """`Client.pause_queue`: no node leases from `queue` until resumed (True if it was running)."""
+        return await self._call(lambda client: client.pause_queue(queue))
+
+    async def resume_queue(self, queue: str) -> bool:
+        """`Client.resume_queue`: let `queue` lease again (True if it was paused)."""
+        return await self._call(lambda client: client.resume_queue(queue))
+
+    async def paused_queues(self) -> list[str]:
+        """`Client.paused_queues`: the paused queues' names, sorted."""
+        return await self._call(lambda client: client.paused_queues())
+
     async def close(self) -> None:
         """Close the connection once the calls made before have ended. Idempotent."""
         if self._closed:

@@ -60,7 +60,7 @@ from actorq.errors import NotCommitted
 from actorq.jobs import producers
 from actorq.jobs.node_file import NodeNotRunning, alive, listener_pid, node_file_beside, read_node_file
 from actorq.jobs.settings import producers_endpoint_problem
-from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared, Job, TaskRegistry
+from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared, Job, TaskRegistry, check_name
 from actorq.journal import open_journal
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL, SQLITE_PREFIX,
@@ -305,6 +305,58 @@ class Client:
     def counts(self) -> dict[str, dict[str, int]]:
         """Return ``{queue: {state: count}}``."""
         return self._journal.counts()
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not finished (scheduled, ready, running or waiting to retry).
+
+        The job ends ``cancelled`` in the journal at once. A running job's lease is void
+        from then on: its worker's later answer is rejected (fenced), so it neither
+        succeeds nor retries. The node holding it learns of it within a second (it polls
+        the jobs it holds) and stops it: an async task gets `asyncio.CancelledError`; a sync
+        task sees ``current_job().cancelled`` and, past ``workers.cancel_grace``, its
+        process is replaced (see docs/timeouts.md).
+
+        Returns:
+            True if it was cancelled now; False if it had already finished or no such
+            job exists (`get` tells which).
+
+        Raises:
+            JournalError: the journal could not be written.
+        """
+        if not isinstance(job_id, str) or not job_id:
+            return False
+        return self._journal.cancel(job_id)
+
+    def pause_queue(self, queue: str) -> bool:
+        """Pause `queue` on every node serving this journal: none leases its jobs until
+        `resume_queue`; jobs already running finish. Enqueueing into it still works.
+
+        Returns:
+            True if it was running, False if it was already paused.
+
+        Raises:
+            ValueError: `queue` is not a valid queue name.
+            JournalError: the journal could not be written.
+        """
+        check_name("queue name", queue)
+        return self._journal.pause_queue(queue)
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let `queue` lease again (the nodes see it at their next poll).
+
+        Returns:
+            True if it was paused, False if it was not.
+
+        Raises:
+            ValueError: `queue` is not a valid queue name.
+            JournalError: the journal could not be written.
+        """
+        check_name("queue name", queue)
+        return self._journal.resume_queue(queue)
+
+    def paused_queues(self) -> list[str]:
+        """The names of the paused queues, sorted."""
+        return self._journal.paused_queues()
 
     def close(self) -> None:
         """Close the journal connection and the node link. Idempotent."""

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import time
 from collections import Counter
 from itertools import chain
@@ -83,6 +84,7 @@ class _Worker:
     woken: bool = False  # a wake came while its lease was in flight: that lease's answer may be stale
     held: dict[str, int] = field(default_factory=dict)
     last_seen: float = 0.0
+    cancel_sent: set[str] = field(default_factory=set)  # held jobs it was told are cancelled
 
 
 class DispatcherStats:
@@ -97,6 +99,7 @@ class DispatcherStats:
         self.succeeded = 0
         self.failed = 0
         self.released = 0
+        self.cancels_sent = 0  # running or queued jobs its workers were told to stop (cancelled)
         self.reclaimed = 0
         self.sent = 0
         self.unroutable = 0
@@ -158,6 +161,7 @@ class Dispatcher:
         self._liveness_due = 0.0  # when the pending liveness check should run (time.monotonic)
         self._successor = False  # an earlier dispatcher ran before this one (see `take_over`)
         self.closed = False
+        self._cancel_poll_in_flight = False
         self.stats = DispatcherStats()
         self._malformed = DropCounter(
             "dispatcher", logger, event="dropped a malformed frame", counts=self.stats.malformed).drop
@@ -578,7 +582,39 @@ class Dispatcher:
         deadline = now - self.heartbeat_timeout
         for worker in [w for w in self._workers.values() if w.last_seen < deadline]:
             self._lose(worker)
+        self._poll_cancels()
         self._schedule_liveness()
+
+    # -- cancellation ---------------------------------------------------------------------
+    def _poll_cancels(self) -> None:
+        """Ask the journal which held jobs were cancelled (by any client, on any node) and
+        tell their workers to stop them. One read per liveness period (at most 1 s), and
+        only while workers hold jobs; the leases are void already, so this only stops the work."""
+        if self._cancel_poll_in_flight:
+            return
+        holders = {job_id: worker for worker in self._workers.values() for job_id in worker.held}
+        if not holders:
+            return
+        self._cancel_poll_in_flight = True
+
+        def found(ids: Any, error: BaseException | None) -> None:
+            self._cancel_poll_in_flight = False
+            if error is not None or self.closed:
+                return
+            told: dict[str, list[str]] = {}
+            for job_id in ids:
+                worker = holders[job_id]
+                if (self._workers.get(worker.owner) is worker and job_id in worker.held
+                        and job_id not in worker.cancel_sent):
+                    worker.cancel_sent.add(job_id)
+                    told.setdefault(worker.owner, []).append(job_id)
+            for owner, job_ids in told.items():
+                worker = self._workers[owner]
+                worker.cancel_sent &= worker.held.keys()  # forget the answered ones
+                self.stats.cancels_sent += len(job_ids)
+                self._send(worker, wire.Cancel(tuple(job_ids)).encode())
+
+        self.writer.submit(jw.CALL, operator.methodcaller("cancelled", list(holders)), found)
 
     def _forgive_own_pause(self, now: float) -> None:
         """This check ran a whole period or more late: the dispatcher itself did not run.

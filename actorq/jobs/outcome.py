@@ -37,7 +37,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from actorq.jobs.retry import RetryPolicy
-from actorq.journal.protocol import DEFAULT_MAX_ATTEMPTS, JobState
+from actorq.journal.protocol import DEFAULT_MAX_ATTEMPTS, MAX_TIMEOUT, JobState
 
 __all__ = ["AttemptEnd", "DEFAULT_POLICY", "ON_CRASH", "Outcome", "TaskPolicy", "decide"]
 
@@ -89,6 +89,8 @@ class TaskPolicy:
         retry: the backoff between attempts after the task raised.
         on_crash: ``"reclaim"`` (back to ready at once, the crash counted as an attempt)
             or ``"fail"`` (the job ends failed: for work that must never run twice).
+        timeout: seconds an attempt may run before it is stopped and ends ``timed_out``
+            (None: no limit).
     """
 
     queue: str = DEFAULT_QUEUE
@@ -96,6 +98,7 @@ class TaskPolicy:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_crash: str = "reclaim"
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not self.queue:
@@ -106,6 +109,7 @@ class TaskPolicy:
             raise ValueError(f"priority must be an integer, got {self.priority!r}")
         if self.on_crash not in ON_CRASH:
             raise ValueError(f"on_crash must be one of {', '.join(ON_CRASH)}, got {self.on_crash!r}")
+        check_timeout(self.timeout)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON), as `from_dict` reads it."""
@@ -119,6 +123,19 @@ class TaskPolicy:
             ValueError, TypeError: the data does not describe a valid policy.
         """
         return cls(**{**data, "retry": RetryPolicy(**data.get("retry", {}))})
+
+
+def check_timeout(timeout: object) -> None:
+    """Refuse a time limit that is not None or a finite number of seconds > 0.
+
+    Raises:
+        ValueError: naming the value and what is expected.
+    """
+    if timeout is None:
+        return
+    if (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
+            or not 0 < timeout <= MAX_TIMEOUT):
+        raise ValueError(f"timeout must be a number of seconds > 0 and at most {MAX_TIMEOUT:,}, got {timeout!r}")
 
 
 DEFAULT_POLICY = TaskPolicy()

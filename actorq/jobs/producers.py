@@ -19,7 +19,8 @@ hears of them at once (the writer's ``on_enqueued``)::
 
 Messages (codec envelopes; names stable across releases)::
 
-    ENQUEUE   [request id, [[id, queue, task, payload, priority, run_at, max_attempts, unique_key]...]]
+    ENQUEUE   [request id, [[id, queue, task, payload, priority, run_at, max_attempts, unique_key,
+                              timeout?]...]]
     ENQUEUED  [request id, [[True, job id] | [False, error text]...]]   one item a job, in order
     BUSY      [request id, text]                                        nothing was done: send again
 
@@ -108,9 +109,10 @@ def _fail(detail: str) -> FrameError:
 
 
 def _job(item: Any) -> NewJob:
-    if type(item) is not list or len(item) != JOB_FIELDS:
-        raise _fail(f"a job is an array of {JOB_FIELDS} fields, got {describe(item)}")
-    job_id, queue, task, payload, priority, run_at, max_attempts, unique_key = item
+    if type(item) is not list or len(item) not in (JOB_FIELDS, JOB_FIELDS + 1):
+        raise _fail(f"a job is an array of {JOB_FIELDS} or {JOB_FIELDS + 1} fields, got {describe(item)}")
+    job_id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout = (
+        item if len(item) > JOB_FIELDS else [*item, None])
     try:
         check_name("job id", job_id)
         check_name("queue name", queue)
@@ -125,8 +127,10 @@ def _job(item: Any) -> NewJob:
         raise _fail("priority and max_attempts are integers, max_attempts at least 1")
     if run_at is not None and type(run_at) not in (int, float):
         raise _fail(f"run_at is a number or nil, got {describe(run_at)}")
-    try:  # the journal columns' bounds (G12), and a finite run_at
-        return NewJob(job_id, queue, task, payload, priority, run_at, max_attempts, unique_key)
+    if timeout is not None and type(timeout) not in (int, float):
+        raise _fail(f"timeout is a number or nil, got {describe(timeout)}")
+    try:  # the journal columns' bounds (G12), and a finite run_at and timeout
+        return NewJob(job_id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout)
     except ValueError as exc:
         raise _fail(str(exc)) from None
 
@@ -163,7 +167,8 @@ def parse_enqueue(frame: bytes, max_frame_bytes: int) -> tuple[int, list[NewJob]
 
 def encode_request(request_id: int, jobs: list[NewJob]) -> bytes:
     """The ENQUEUE frame of `jobs` (what a Client sends)."""
-    items = [[j.id, j.queue, j.task, j.payload, j.priority, j.run_at, j.max_attempts, j.unique_key] for j in jobs]
+    items = [[j.id, j.queue, j.task, j.payload, j.priority, j.run_at, j.max_attempts, j.unique_key]
+             + ([j.timeout] if j.timeout is not None else []) for j in jobs]
     return encode(ENQUEUE, [request_id, items])
 
 

@@ -503,6 +503,7 @@ class JobRuntime:
             log_level=self.node.log_level,
             max_frame_bytes=self.dispatcher_config.max_frame_bytes,
             heartbeat_interval=workers.heartbeat_interval,
+            cancel_grace=workers.cancel_grace,
         )
         return [sys.executable, "-c", WORKER_BOOT, spec.to_json()]
 
@@ -572,6 +573,35 @@ class JobRuntime:
             raise RuntimeError("node not started")
         counts: dict[str, dict[str, int]] = await self._writer.call(jw.CALL, operator.methodcaller("counts"))
         return counts
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel the job in the journal (True if it had not finished); the node holding it stops it."""
+        if self._writer is None:
+            raise RuntimeError("node not started")
+        cancelled: bool = await self._writer.call(jw.CALL, operator.methodcaller("cancel", job_id))
+        return cancelled
+
+    async def pause_queue(self, queue: str) -> bool:
+        """Pause `queue` in the journal (every node sharing it); True if it was running."""
+        if self._writer is None:
+            raise RuntimeError("node not started")
+        paused: bool = await self._writer.call(jw.CALL, operator.methodcaller("pause_queue", queue))
+        return paused
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Let `queue` lease again and wake the dispatcher for it; True if it was paused."""
+        if self._writer is None:
+            raise RuntimeError("node not started")
+        resumed: bool = await self._writer.call(jw.CALL, operator.methodcaller("resume_queue", queue))
+        self.wake({queue})  # its ready jobs were skipped while it was paused
+        return resumed
+
+    async def paused_queues(self) -> list[str]:
+        """The paused queues, read through the writer."""
+        if self._writer is None:
+            raise RuntimeError("node not started")
+        paused: list[str] = await self._writer.call(jw.CALL, operator.methodcaller("paused_queues"))
+        return paused
 
     async def wait_idle(self, timeout: float = 60.0, poll: float = 0.05) -> dict[str, dict[str, int]]:
         """Wait until no job is live (scheduled, ready, leased or in retry); return the counts.

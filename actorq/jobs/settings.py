@@ -169,6 +169,8 @@ class WorkersConfig:
       jobs to other workers (> heartbeat_interval, default 20).
     - ``restart_backoff``: seconds before restarting a crashed worker, doubling for
       each consecutive crash up to 30 s (>= 0; default 0: restart at once).
+    - ``cancel_grace``: seconds a cancelled sync task may run on (it sees
+      ``current_job().cancelled``) before its worker process is replaced (>= 0, default 10).
 
     Every duration is at most a day (`actorq.journal.config.MAX_SECONDS`).
     """
@@ -183,3 +185,4 @@ class WorkersConfig:
     heartbeat_interval: float = field(default=1.0, metadata={"gt": 0, "max": MAX_SECONDS})
     heartbeat_timeout: float = field(default=20.0, metadata={"gt": 0, "max": MAX_SECONDS})
     restart_backoff: float = field(default=0.0, metadata={"min": 0, "max": MAX_SECONDS})
+    cancel_grace: float = field(default=10.0, metadata={"min": 0, "max": MAX_SECONDS})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, NamedTuple, Protocol, TypeVar
@@ -23,6 +24,7 @@ from actorq.jobs.outcome import (
     DEFAULT_QUEUE,
     ON_CRASH,
     TaskPolicy,
+    check_timeout,
 )
 from actorq.jobs.retry import RetryPolicy
 from actorq.jobs.wire import MAX_NAME_CHARS, payload_budget
@@ -73,6 +75,10 @@ class Task:
             (the job ends ``failed`` with the crash as its error: for work that must
             never run twice).
         priority: its jobs' priority unless the producer sets one (lower runs first).
+        timeout: seconds an attempt may run (None: no limit). Past it, an async task is
+            cancelled (`asyncio.CancelledError` inside it) and a sync task's worker process
+            is replaced; the attempt ends ``timed out after N s`` and the job follows its
+            retry policy, like an attempt that raised.
 
     These apply to every job of the task however it is enqueued (``Job("name")``
     through a node's queue ref, `actorq.Client` or ``actorq enqueue``), except
@@ -86,11 +92,12 @@ class Task:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_crash: str = "reclaim"
     priority: int = DEFAULT_PRIORITY
+    timeout: float | None = None
 
     @property
     def policy(self) -> TaskPolicy:
         """What the task declares about its jobs, as the node applies it."""
-        return TaskPolicy(self.queue, self.priority, self.max_attempts, self.retry, self.on_crash)
+        return TaskPolicy(self.queue, self.priority, self.max_attempts, self.retry, self.on_crash, self.timeout)
 
     @property
     def is_async(self) -> bool:
@@ -129,12 +136,14 @@ class TaskRegistry:
         retry: RetryPolicy | None = None,
         on_crash: str = "reclaim",
         priority: int = DEFAULT_PRIORITY,
+        timeout: float | None = None,
     ) -> Callable[[F], Task]:
         """Decorator: register the function under `name` (see `Task` for the options).
 
         Raises:
             ValueError: the name is empty or already registered, the queue empty,
-                max_attempts < 1, priority not an integer, or on_crash not "reclaim" or "fail".
+                max_attempts < 1, priority not an integer, on_crash not "reclaim" or "fail",
+                or timeout not None or a number of seconds > 0.
         """
         check_name("task name", name)
         try:
@@ -147,11 +156,15 @@ class TaskRegistry:
             raise ValueError(f"task {name!r}: max_attempts must be >= 1, got {max_attempts}")
         if on_crash not in ON_CRASH:
             raise ValueError(f"task {name!r}: on_crash must be one of {', '.join(ON_CRASH)}, got {on_crash!r}")
+        try:
+            check_timeout(timeout)
+        except ValueError as exc:
+            raise ValueError(f"task {name!r}: {exc}") from None
 
         def register(fn: F) -> Task:
             if name in self._tasks:
                 raise ValueError(f"task {name!r} is already registered")
-            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy(), on_crash, priority)
+            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy(), on_crash, priority, timeout)
             self._tasks[name] = task
             return task
 
@@ -199,6 +212,8 @@ class Job:
         unique_key: while a live job (scheduled, ready, running or waiting to retry)
             holds this key, another job with it is not added; enqueue returns the
             holder's id instead. Once that job is finished, the key is free again.
+        timeout: seconds each attempt may run, overriding the task's declared
+            ``timeout``; None (default): the task's (see `TaskRegistry.task`).
     """
 
     task: str
@@ -210,6 +225,7 @@ class Job:
     run_at: float | None = None
     max_attempts: int | None = None
     unique_key: str | None = None
+    timeout: float | None = None
 
     def to_new_job(self, queue: str | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD,
                    declared: Declared | None = None) -> NewJob:
@@ -246,6 +262,7 @@ class Job:
             priority = declared.priority if declared is not None else DEFAULT_PRIORITY
         if self.unique_key is not None:
             check_name("unique_key", self.unique_key)
+        check_timeout(self.timeout)
         run_at = self.run_at
         if self.delay is not None:
             run_at = time.time() + self.delay
@@ -253,7 +270,8 @@ class Job:
         if len(payload) > max_payload:
             raise ValueError(f"job arguments take {len(payload):,} bytes encoded; the limit is {max_payload:,} "
                              "(dispatcher.max_frame_bytes less 64 KiB): pass a reference to the data instead")
-        return NewJob(self.id, queue, self.task, payload, priority, run_at, max_attempts, self.unique_key)
+        return NewJob(self.id, queue, self.task, payload, priority, run_at, max_attempts, self.unique_key,
+                      None if self.timeout is None else float(self.timeout))
 
 
 _PACK_ERRORS = (TypeError, ValueError, OverflowError)
@@ -320,6 +338,15 @@ class JobContext(NamedTuple):
     queue: str
     attempt: int
     max_attempts: int
+    cancel_event: threading.Event | None = None
+    """Set by the worker when the job is cancelled while it runs (read `cancelled`)."""
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled: a sync task should return soon (it is stopped,
+        with its process, after ``workers.cancel_grace``). An async task gets
+        `asyncio.CancelledError` instead."""
+        return self.cancel_event is not None and self.cancel_event.is_set()
 
 
 _current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("actorq_current_job")

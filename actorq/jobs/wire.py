@@ -9,14 +9,16 @@ dispatcher and the worker never look inside a raw body.
 
     worker ──▶ dispatcher                            dispatcher ──▶ worker
     HELLO {owner, credits, queues, pid,              JOBS  [[id, lease, task, payload, attempt,
-           held?: [[id, lease]...], reset?: true}          max_attempts, queue, valid_until]...]
+           held?: [[id, lease]...], reset?: true}          max_attempts, queue, valid_until,
+                                                           timeout?]...]
     ACK   [[id, lease, end, error | None]...]        LEASES until  "your leases were renewed"
     HB    None   "I am alive"                        STOP  None   finish running jobs, exit
     BYE   None   "I hold nothing, I am leaving"      WHO   None   "I do not know you": HELLO with held
                                                      RESET None   "your leases were taken": drop all
+                                                     CANCEL [id...] "these jobs were cancelled": stop them
 
 An ACK item's ``end`` is how the attempt ended (`AttemptEnd`: ok, raised, discarded,
-unrunnable) or ``release`` (never started: the attempt is given back). What that end
+unrunnable, timed_out) or ``release`` (never started: the attempt is given back). What that end
 means for the job is decided by `actorq.jobs.outcome.decide`, not by the worker.
 Hot messages (JOBS, ACK) are arrays, not maps: a field name per job would cost
 bytes and time on every job.
@@ -51,7 +53,7 @@ from actorq.journal.protocol import LeasedJob
 from actorq.transports.codec import FrameError, decode, encode
 
 __all__ = [
-    "Ack", "AckItem", "Bye", "Heartbeat", "Hello", "JobMessage", "Jobs", "Leases", "Reset", "Stop", "Who",
+    "Ack", "AckItem", "Bye", "Cancel", "Heartbeat", "Hello", "JobMessage", "Jobs", "Leases", "Reset", "Stop", "Who",
     "ack_frame_bytes", "clean_text", "from_dispatcher", "from_worker", "lease_clock", "payload_budget",
     "pipe_messages", "worker_frame_bytes",
 ]
@@ -61,12 +63,14 @@ logger = logging.getLogger(__name__)
 # message kinds (stable across releases)
 HELLO, ACK, BYE, HEARTBEAT = "hello", "ack", "bye", "hb"
 JOBS, LEASES, STOP, WHO, RESET = "jobs", "leases", "stop", "who", "reset"
+CANCEL = "cancel"
 TO_DISPATCHER = frozenset({HELLO, ACK, BYE, HEARTBEAT})
-TO_WORKER = frozenset({JOBS, LEASES, STOP, WHO, RESET})
+TO_WORKER = frozenset({JOBS, LEASES, STOP, WHO, RESET, CANCEL})
 KINDS = TO_DISPATCHER | TO_WORKER
 
 RELEASE = "release"  # an ACK end: the job never started; its attempt is given back
-WORKER_ENDS = frozenset({AttemptEnd.OK, AttemptEnd.RAISED, AttemptEnd.DISCARDED, AttemptEnd.UNRUNNABLE, RELEASE})
+WORKER_ENDS = frozenset({AttemptEnd.OK, AttemptEnd.RAISED, AttemptEnd.DISCARDED, AttemptEnd.UNRUNNABLE,
+                         AttemptEnd.TIMED_OUT, AttemptEnd.CANCELLED, RELEASE})
 # The bounds of every field. A HELLO's owner needs none of its own: it must equal its
 # sender's ZeroMQ routing id, which is at most 255 bytes.
 MAX_LEASE_ID = 2**63 - 1  # lease ids are positive SQLite INTEGERs (the journal draws 62 random bits)
@@ -417,6 +421,8 @@ class JobMessage(NamedTuple):
     valid_until: float = math.inf
     """The `lease_clock` reading past which the lease may have lapsed: the job must not start
     after it. ``math.inf``: it never lapses."""
+    timeout: float | None = None
+    """The job's own time limit in seconds (None: its task's declared one, if any)."""
 
 
 class Jobs(NamedTuple):
@@ -430,8 +436,8 @@ class Jobs(NamedTuple):
     def encode_leased(jobs: Sequence[LeasedJob], valid_until: float) -> bytes:
         """The frame carrying `jobs` as the journal leased them, none to start after `valid_until`
         (a `lease_clock` reading; ``math.inf``: never lapses)."""
-        return encode(JOBS, [[j.id, j.lease_id, j.task, j.payload, j.attempt, j.max_attempts, j.queue, valid_until]
-                             for j in jobs])
+        return encode(JOBS, [[j.id, j.lease_id, j.task, j.payload, j.attempt, j.max_attempts, j.queue, valid_until,
+                              j.timeout] for j in jobs])
 
     @classmethod
     def from_body(cls, body: Any) -> "Jobs":
@@ -444,8 +450,12 @@ class Jobs(NamedTuple):
         rejected = 0
         make = tuple.__new__  # the fields are checked here: skip the per-job argument parsing (~0.4 us)
         for item in _list(body, JOBS):
-            # a deadline is a float from 0 to inf (NaN fails the comparison)
-            if (type(item) is list and len(item) == 8 and type(item[0]) is str and len(item[0]) <= MAX_NAME_CHARS
+            # a deadline is a float from 0 to inf (NaN fails the comparison); the 9th field, a
+            # time limit, is nil or a float > 0 (a frame without it is read as nil)
+            if type(item) is list and len(item) == 8:
+                item = item + [None]
+            if (type(item) is list and len(item) == 9
+                    and (item[8] is None or (type(item[8]) is float and 0.0 < item[8] < math.inf)) and type(item[0]) is str and len(item[0]) <= MAX_NAME_CHARS
                     and type(item[1]) is int and 0 < item[1] <= MAX_LEASE_ID
                     and type(item[2]) is str and len(item[2]) <= MAX_NAME_CHARS and type(item[3]) is bytes
                     and type(item[4]) is int and type(item[5]) is int
@@ -497,7 +507,29 @@ class Reset(_Signal):
     FRAME = encode(RESET, None)
 
 
-FromDispatcher = Union[Jobs, Leases, Stop, Who, Reset]
+class Cancel(NamedTuple):
+    """These jobs were cancelled in the journal: stop them (their leases are already void)."""
+
+    job_ids: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        """The frame."""
+        return encode(CANCEL, list(self.job_ids))
+
+    @classmethod
+    def from_body(cls, body: Any) -> "Cancel":
+        """Validate a CANCEL body: a list of job ids, at most a worker's credits of them.
+
+        Raises:
+            FrameError: ``bad_body``.
+        """
+        if (type(body) is not list or len(body) > MAX_CREDITS
+                or not all(type(i) is str and 0 < len(i) <= MAX_NAME_CHARS for i in body)):
+            raise FrameError("bad_body", "cancel needs a list of job ids")
+        return cls(tuple(body))
+
+
+FromDispatcher = Union[Jobs, Leases, Stop, Who, Reset, Cancel]
 _SIGNALS: dict[str, FromDispatcher] = {STOP: Stop(), WHO: Who(), RESET: Reset()}
 
 
@@ -512,6 +544,8 @@ def from_dispatcher(frame: bytes, max_len: int) -> FromDispatcher:
         return Jobs.from_body(body)
     if kind == LEASES:
         return Leases.from_body(body)
+    if kind == CANCEL:
+        return Cancel.from_body(body)
     signal = _SIGNALS.get(kind)
     if signal is None:
         raise FrameError("unexpected_kind", kind)

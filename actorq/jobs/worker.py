@@ -18,6 +18,15 @@ to the dispatcher, announces its credits (slots + prefetch) and then:
   its unstarted jobs, cancels its running async ones and announces again;
 * on STOP or SIGTERM: gives back the jobs it has not started ("release"),
   finishes the running ones, sends the last acks, says BYE and exits 0;
+* stops an attempt that runs past its task's ``timeout`` (on the loop's monotonic clock):
+  an async task is cancelled; a sync task's thread cannot be, so the process acks the
+  attempt ``timed_out``, gives back every other job it holds (``release``: no attempt
+  counted for them), says BYE and exits `EXIT_REPLACED`; the pool starts a new one;
+* on CANCEL (jobs cancelled in the journal, found by the dispatcher's poll): gives back
+  such a job not yet started, cancels it if async (`asyncio.CancelledError` in the task),
+  and for a sync task sets ``current_job().cancelled``; one still running after
+  ``cancel_grace`` seconds has its process replaced, as for an overrun. Every answer for
+  a cancelled job is fenced by the journal (its lease is void);
 * ignores SIGINT (the node coordinates Ctrl-C) and dies with its parent
   (``PR_SET_PDEATHSIG`` on Linux, plus a parent-pid watch), so no orphan keeps running jobs.
 """
@@ -34,6 +43,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -53,6 +63,12 @@ from actorq.transports.zmq import LoopSocket
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+EXIT_ORPHANED = 70
+"""Exit code: the node (our parent) is gone."""
+EXIT_REPLACED = 75
+"""Exit code: a sync task overran its timeout, or ran on past ``cancel_grace`` once cancelled;
+its thread cannot be stopped, so the process asks to be replaced (the pool restarts it,
+counted in ``workers.intensity``)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,7 @@ class WorkerSpec:
     log_level: str
     max_frame_bytes: int
     heartbeat_interval: float
+    cancel_grace: float = 10.0
 
     def to_json(self) -> str:
         """Serialise for the command line."""
@@ -177,6 +194,8 @@ class Worker:
         # running jobs: id -> (lease id, its asyncio task, cancellable: an async task's job)
         self.active: dict[str, tuple[int, asyncio.Task[None], bool]] = {}
         self.resets = 0
+        self.cancelling: set[str] = set()  # running jobs cancelled by the dispatcher's word
+        self.cancel_events: dict[str, threading.Event] = {}  # running sync jobs' flags
         self.acks: list[wire.AckFields] = []
         self._flush_scheduled = False
         self.stopping = False
@@ -256,7 +275,7 @@ class Worker:
 
     def _watch_parent(self) -> None:
         if os.getppid() != self.parent:
-            os._exit(70)  # parent gone: an orphan must not keep running jobs
+            os._exit(EXIT_ORPHANED)  # parent gone: an orphan must not keep running jobs
         self.loop.call_later(1.0, self._watch_parent)
 
     # -- messages -----------------------------------------------------------------
@@ -279,6 +298,8 @@ class Worker:
             self.begin_stop()
         elif isinstance(message, wire.Who):
             self._hello(rejoin=True)
+        elif isinstance(message, wire.Cancel):
+            self._on_cancel(message.job_ids)
         else:
             self._reset()
 
@@ -307,6 +328,35 @@ class Worker:
         self.backlog = deque(job._replace(valid_until=until) if now <= job.valid_until < until else job
                              for job in self.backlog)
 
+    def _on_cancel(self, job_ids: "Sequence[str]") -> None:
+        """Stop the cancelled jobs among those held: their leases are void in the journal already."""
+        wanted = set(job_ids)
+        for job in [j for j in self.backlog if j.id in wanted]:  # not started: give back (fenced)
+            self.backlog.remove(job)
+            self._ack(job.id, job.lease_id, wire.RELEASE)
+        for job_id in wanted:
+            held = self.active.get(job_id)
+            if held is None or job_id in self.cancelling:
+                continue
+            lease_id, task, cancellable = held
+            self.cancelling.add(job_id)
+            logger.info("job %s cancelled while running: stopping it", job_id)
+            if cancellable:
+                task.cancel()
+            else:
+                event = self.cancel_events.get(job_id)
+                if event is not None:
+                    event.set()
+                self.loop.call_later(self.spec.cancel_grace, self._cancel_overdue, job_id, lease_id)
+
+    def _cancel_overdue(self, job_id: str, lease_id: int) -> None:
+        """A cancelled sync task ran past its grace: answer it, and replace this process."""
+        held = self.active.get(job_id)
+        if held is None or held[0] != lease_id or self.stopping:
+            return
+        self._ack(job_id, lease_id, AttemptEnd.CANCELLED, "cancelled")
+        self._replace(job_id, why="a cancelled sync task ran past workers.cancel_grace")
+
     def _give_back_lapsed(self, job: wire.JobMessage) -> None:
         # released by lease id: fenced if another holder has the job, else ready again, attempt given back
         self._lapsed.drop("lease_lapsed", f"job {job.id}")
@@ -323,8 +373,9 @@ class Worker:
         task.add_done_callback(lambda t, job=job: self._slot_freed(job, t))
 
     async def _run(self, job: wire.JobMessage) -> None:
-        job_id, lease_id, name, payload, attempt, max_attempts, queue, _ = job
+        job_id, lease_id, name, payload, attempt, max_attempts, queue, _, job_timeout = job
         end, error = AttemptEnd.OK, None
+        overran = False
         try:
             try:
                 task = self.registry[name]
@@ -332,29 +383,81 @@ class Worker:
                 end = AttemptEnd.UNRUNNABLE
                 error = wire.clean_text(f"unknown task {name!r}: not in this worker's registry")
             else:
+                limit = job_timeout if job_timeout is not None else task.timeout
+                scope = asyncio.timeout(limit)  # on the loop's monotonic clock; None: no limit
                 try:
                     args, kwargs = msgpack.unpackb(payload, raw=False, strict_map_key=True,
                                                    ext_hook=_no_ext)
-                    jctx = JobContext(job_id, name, queue, attempt, max_attempts)
+                    event = None
+                    if not task.is_async:
+                        event = self.cancel_events[job_id] = threading.Event()
+                    jctx = JobContext(job_id, name, queue, attempt, max_attempts, event)
                     if task.is_async:
                         token = _current.set(jctx)
                         try:
-                            await task.fn(*args, **kwargs)
+                            async with scope:
+                                await task.fn(*args, **kwargs)
                         finally:
                             _current.reset(token)
                     else:
                         ctx = contextvars.copy_context()
                         ctx.run(_current.set, jctx)
-                        await self.loop.run_in_executor(self.executor, lambda: ctx.run(task.fn, *args, **kwargs))
+                        running = self.loop.run_in_executor(self.executor, lambda: ctx.run(task.fn, *args, **kwargs))
+                        if limit is None:
+                            await running
+                        else:
+                            done, _ = await asyncio.wait({running}, timeout=limit)
+                            if not done:
+                                overran = True
+                            else:
+                                running.result()
                 except Discard as exc:
                     end, error = AttemptEnd.DISCARDED, _describe(exc)
                 except BaseException as exc:
-                    # SystemExit, KeyboardInterrupt or CancelledError raised by task code is a failed
-                    # attempt too: never a success, and never the end of the worker process
-                    end, error = AttemptEnd.RAISED, _describe(exc)
-                    logger.info("job %s (%s) attempt %d failed: %s", job_id, name, attempt, error)
+                    if scope.expired():  # our deadline, not a TimeoutError of the task's own
+                        overran = True
+                    elif job_id in self.cancelling and isinstance(exc, asyncio.CancelledError):
+                        end, error = AttemptEnd.CANCELLED, "cancelled"
+                    else:
+                        # SystemExit, KeyboardInterrupt or CancelledError raised by task code is a failed
+                        # attempt too: never a success, and never the end of the worker process
+                        end, error = AttemptEnd.RAISED, _describe(exc)
+                        logger.info("job %s (%s) attempt %d failed: %s", job_id, name, attempt, error)
+                if job_id in self.cancelling and end is not AttemptEnd.CANCELLED and not overran:
+                    end, error = AttemptEnd.CANCELLED, "cancelled"  # it returned after seeing the flag
+                if overran:
+                    end, error = AttemptEnd.TIMED_OUT, f"timed out after {limit:g} s"
+                    logger.warning("job %s (%s) attempt %d %s", job_id, name, attempt, error)
         finally:
+            self.cancel_events.pop(job_id, None)
             self._ack(job_id, lease_id, end, error)
+        if overran and not task.is_async:
+            self._replace(job_id, why="a sync task overran its timeout")
+
+    def _replace(self, overran_id: str, why: str) -> None:
+        """A sync task must stop and its thread runs on: give back every other job, say BYE, exit.
+
+        Every other job this process holds is answered ``release`` (its attempt is given
+        back: it did nothing wrong), then the process exits `EXIT_REPLACED` and the pool
+        starts a fresh one. The overrunning thread dies with the process.
+        """
+        logger.warning("worker %s: %s (job %s); replacing this process", self.spec.owner, why, overran_id)
+        self.stopping = True
+        while self.backlog:
+            job = self.backlog.popleft()
+            self._ack(job.id, job.lease_id, wire.RELEASE)
+        for job_id, (lease_id, _, _) in list(self.active.items()):
+            if job_id != overran_id:
+                self._ack(job_id, lease_id, wire.RELEASE)
+        self._flush()
+        try:
+            self.socket.send([wire.Bye.FRAME])
+        except zmq.ZMQError:
+            pass
+        self.socket.close(linger_ms=2000)  # the acks and BYE leave before the process does
+        self.ctx.term()
+        logging.shutdown()
+        os._exit(EXIT_REPLACED)  # not sys.exit: the interpreter would wait for the overrunning thread
 
     def _slot_freed(self, job: wire.JobMessage, task: "asyncio.Task[None]") -> None:
         job_id, lease_id = job.id, job.lease_id
@@ -362,6 +465,7 @@ class Worker:
             self._ack(job_id, lease_id, wire.RELEASE)
         if self.active.get(job_id, (None,))[0] == lease_id:
             del self.active[job_id]
+            self.cancelling.discard(job_id)
         self.running -= 1
         if self.backlog and not self.stopping:
             self._start_next()

@@ -71,13 +71,15 @@ def _lease(queue_match: str) -> str:
         # SKIP LOCKED: dispatchers never wait on each other (B4).
         "WITH picked AS MATERIALIZED ("
         f" SELECT id FROM {{jobs}} WHERE state = 'ready' AND {queue_match}"
+        # a paused queue leases nothing (a handful of rows: the check costs nothing)
+        " AND queue NOT IN (SELECT queue FROM {paused})"
         " ORDER BY priority, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
         # one lease id for the batch, drawn once (a MATERIALIZED CTE is evaluated once)
         " lease AS MATERIALIZED (SELECT nextval({lease_ids}) AS id)"
         " UPDATE {jobs} j SET state = 'leased', attempts = j.attempts + 1, lease_id = lease.id,"
         f" lease_owner = %(owner)s, lease_expires = {_EXPIRY}"
         " FROM picked, lease WHERE j.id = picked.id"
-        " RETURNING j.id, j.queue, j.task, j.payload, j.attempts, j.max_attempts, j.lease_id"
+        " RETURNING j.id, j.queue, j.task, j.payload, j.attempts, j.max_attempts, j.lease_id, j.timeout"
     )
 
 
@@ -85,13 +87,14 @@ _TEXT = {
     "enqueue": (
         "WITH new AS ("
         " INSERT INTO {jobs} (id, queue, task, payload, state, priority, run_at, max_attempts, created_at,"
-        "  unique_key)"
+        "  unique_key, timeout)"
         " SELECT n.id, n.queue, n.task, n.payload,"
         "  CASE WHEN to_timestamp(n.run_at) > now() THEN 'scheduled' ELSE 'ready' END,"
-        "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now(), n.unique_key"
+        "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now(), n.unique_key, n.timeout"
         " FROM unnest(%(ids)s::text[], %(queues)s::text[], %(tasks)s::text[], %(payloads)s::bytea[],"
-        "  %(priorities)s::int4[], %(run_at)s::float8[], %(max_attempts)s::int4[], %(unique_keys)s::text[])"
-        "  AS n(id, queue, task, payload, priority, run_at, max_attempts, unique_key)"
+        "  %(priorities)s::int4[], %(run_at)s::float8[], %(max_attempts)s::int4[], %(unique_keys)s::text[],"
+        "  %(timeouts)s::float8[])"
+        "  AS n(id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout)"
         # A re-sent id (B6) or a unique key a live job holds (B7) is a no-op; a CHECK failure still raises.
         " ON CONFLICT DO NOTHING"
         " RETURNING queue, state)"
@@ -179,7 +182,13 @@ _TEXT = {
         " SELECT count(*), " + _NOTIFY.replace("{source}", "moved") + " FROM moved"
     ),
     "has_due": f"SELECT EXISTS (SELECT 1 FROM {{jobs}} WHERE state IN {DUE} AND run_at <= now())",
-    "has_ready": "SELECT EXISTS (SELECT 1 FROM {jobs} WHERE state = 'ready' AND queue = ANY(%(queues)s::text[]))",
+    "has_ready": ("SELECT EXISTS (SELECT 1 FROM {jobs} WHERE state = 'ready' AND queue = ANY(%(queues)s::text[])"
+                  " AND queue NOT IN (SELECT queue FROM {paused}))"),
+    # a second pause keeps the first one's time
+    "pause_queue": "INSERT INTO {paused} (queue) VALUES (%(queue)s) ON CONFLICT (queue) DO NOTHING",
+    "resume_queue": "DELETE FROM {paused} WHERE queue = %(queue)s",
+    "paused_queues": "SELECT queue FROM {paused} ORDER BY queue",
+    "cancelled": "SELECT id FROM {jobs} WHERE state = 'cancelled' AND id = ANY(%(ids)s::text[])",
     "cancel": (
         f"UPDATE {{jobs}} SET state = 'cancelled', finished_at = now(), {CLEAR_LEASE}"
         f" WHERE id = %(id)s AND state IN {LIVE}"
@@ -241,6 +250,7 @@ def statements(schema: str) -> Statements:
         "leaders": sql.Identifier(schema, "actorq_leaders"),
         "tasks": sql.Identifier(schema, "actorq_tasks"),
         "schedules": sql.Identifier(schema, "actorq_schedules"),
+        "paused": sql.Identifier(schema, "actorq_paused_queues"),
         # nextval takes the sequence's name as text: a quoted, escaped literal.
         "lease_ids": sql.Literal(table(schema, "actorq_lease_ids")),
     }

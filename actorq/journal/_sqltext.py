@@ -55,3 +55,7 @@ class JobStatements:
     counts: str
     get: str
     errors: str  # a job's error texts, oldest first (for `get`)
+    pause_queue: str
+    resume_queue: str
+    paused_queues: str
+    cancelled: str

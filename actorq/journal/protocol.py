@@ -121,6 +121,9 @@ LIVE_STATES = (JobState.SCHEDULED, JobState.READY, JobState.LEASED, JobState.RET
 and holds its unique key."""
 
 
+MAX_TIMEOUT = 366 * 86400
+"""The longest time limit a job or task may set, in seconds (a year; never inf or NaN)."""
+
 @dataclass(frozen=True, slots=True)
 class NewJob:
     """A job to insert.
@@ -138,6 +141,8 @@ class NewJob:
             `MAX_ATTEMPTS` (one below 1 is refused by the journal's schema, with its batch).
         unique_key: at most one live job (scheduled, ready, leased or retry) holds a
             key; a job whose key is held is not inserted (see `Journal.holders`).
+        timeout: seconds an attempt may run, overriding its task's declared timeout;
+            None: the task's. Finite, > 0, at most `MAX_TIMEOUT`.
 
     Raises:
         ValueError: a number the journal's columns cannot hold (G12): it is refused
@@ -152,6 +157,7 @@ class NewJob:
     run_at: float | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     unique_key: str | None = None
+    timeout: float | None = None
 
     def __post_init__(self) -> None:
         if not (_is_int(self.priority) and MIN_PRIORITY <= self.priority <= MAX_PRIORITY):
@@ -164,6 +170,13 @@ class NewJob:
                                             and -LATEST_RUN_AT <= self.run_at <= LATEST_RUN_AT):
             raise ValueError(f"job {self.id!r}: run_at must be a finite Unix time up to {LATEST_RUN_AT:.0f} "
                              f"(year 9999), got {self.run_at!r}")
+        if self.timeout is not None and not (isinstance(self.timeout, (int, float))
+                                             and not isinstance(self.timeout, bool)
+                                             and 0 < self.timeout <= MAX_TIMEOUT):
+            raise ValueError(f"job {self.id!r}: timeout must be a number of seconds > 0 and at most "
+                             f"{MAX_TIMEOUT:,}, got {self.timeout!r}")
+        if self.timeout is not None:  # one type in the journal's columns and arrays
+            object.__setattr__(self, "timeout", float(self.timeout))
 
 
 class LeasedJob(NamedTuple):
@@ -176,6 +189,8 @@ class LeasedJob(NamedTuple):
     attempt: int
     max_attempts: int
     lease_id: int
+    timeout: float | None = None
+    """The job's own time limit in seconds (None: its task's)."""
 
 
 class Failure(NamedTuple):
@@ -498,6 +513,22 @@ class Journal(Protocol):
 
     def retry_dead(self, job_id: str) -> bool:
         """Give a dead or failed job a fresh set of attempts and make it ready."""
+
+    def cancelled(self, job_ids: Sequence[str]) -> list[str]:
+        """Those of `job_ids` that are cancelled (a node asks this of the jobs it runs), a read."""
+
+    def pause_queue(self, queue: str) -> bool:
+        """Pause `queue` on every node sharing this journal: `lease` takes none of its jobs
+        (and `has_ready` sees none) until `resume_queue`. Jobs already leased run on.
+
+        Returns True if it was running, False if it was already paused.
+        """
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let `queue` lease again. Returns True if it was paused, False if it was not."""
+
+    def paused_queues(self) -> list[str]:
+        """The paused queues' names, sorted."""
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Return ``{queue: {state: count}}``."""

@@ -51,7 +51,7 @@ from actorq.journal.protocol import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules
+SCHEMA_VERSION = 6  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results; 6: paused queues, job time limits
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 LOCK_FIRST_DELAY, LOCK_MAX_DELAY = 50e-6, 2e-3  # seconds between tries for the write lock (`_begin`)
@@ -384,6 +384,7 @@ class SQLiteJournal:
                 j.id, j.queue, j.task, j.payload,
                 JobState.SCHEDULED if j.run_at is not None and j.run_at > now else JobState.READY,
                 j.priority, j.run_at if j.run_at is not None else now, j.max_attempts, now, j.unique_key,
+                j.timeout,
             )
         with self.transaction():
             before = self._conn.total_changes
@@ -412,7 +413,8 @@ class SQLiteJournal:
             rows = self._conn.execute(
                 SQL.lease.format(marks=in_list(len(queues))), (lease_id, owner, now + lease_for, *queues, limit),
             ).fetchall()
-        return [LeasedJob(*row, lease_id) for row in rows]
+        # RETURNING gives a whole REAL back as an int (30, not 30.0): the protocol says float
+        return [LeasedJob(*row[:6], lease_id, None if row[6] is None else float(row[6])) for row in rows]
 
     def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
         """Move ``(job_id, lease_id)`` pairs to succeeded; returns how many were current (the rest were stale).
@@ -586,6 +588,29 @@ class SQLiteJournal:
             return self._conn.execute(SQL.retry_dead, (self._clock(), job_id)).rowcount == 1
 
     # -- reads: a damaged file is a JournalError naming it, never a traceback ------------------
+    def cancelled(self, job_ids: Sequence[str]) -> list[str]:
+        """Those of `job_ids` that are cancelled."""
+        found: list[str] = []
+        with self._reading():
+            for chunk in _chunks(list(job_ids)):
+                found += [row[0] for row in self._conn.execute(SQL.cancelled.format(marks=in_list(len(chunk))), chunk)]
+        return found
+
+    def pause_queue(self, queue: str) -> bool:
+        """Pause `queue`: no lease takes its jobs until `resume_queue`; True if it was running."""
+        with self.transaction():
+            return self._conn.execute(SQL.pause_queue, (queue, self._clock())).rowcount == 1
+
+    def resume_queue(self, queue: str) -> bool:
+        """Let `queue` lease again; True if it was paused."""
+        with self.transaction():
+            return self._conn.execute(SQL.resume_queue, (queue,)).rowcount == 1
+
+    def paused_queues(self) -> list[str]:
+        """The paused queues' names, sorted."""
+        with self._reading():
+            return [row[0] for row in self._conn.execute(SQL.paused_queues)]
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Return ``{queue: {state: count}}``."""
         result: dict[str, dict[str, int]] = {}

@@ -1,4 +1,4 @@
-"""The ``actorq`` command line: run, check, enqueue, status, tree, migrate, schedules.
+"""The ``actorq`` command line: run, check, enqueue, status, tree, migrate, schedules, queues, jobs.
 
 Every subcommand reads the same ``topology.toml``. Errors in it are printed as
 ``file: key: expected ...`` without a traceback, with exit code 2. So are bad
@@ -51,6 +51,8 @@ examples:
   actorq tree    --config topology.toml
   actorq migrate --config topology.toml
   actorq schedules list --config topology.toml
+  actorq queues  --config topology.toml pause emails
+  actorq jobs    --config topology.toml cancel JOB_ID
 
 exit codes: 0 ok, 1 the node failed, 2 bad config or usage, 3 journal unusable,
 4 start-up cut short from outside (the task import check was killed or took too long): try again.
@@ -107,6 +109,12 @@ def _seconds(low: float, high: float, *, low_allowed: bool) -> Callable[[str], f
 def _queue_name(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("expected a non-empty queue name, got ''")
+    return text
+
+
+def _job_id(text: str) -> str:
+    if not text or len(text) > 255:
+        raise argparse.ArgumentTypeError(f"expected a job id of 1 to 255 characters, got {len(text)}")
     return text
 
 
@@ -334,9 +342,10 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
     with Client.from_config(config.journal, create=False) as client:  # reading never creates a journal
         counts = client.counts()
+        paused = client.paused_queues()
     node, lines = _node_status(config, args.timeout)
     if args.json:
-        _out(json.dumps({"queues": counts, "node": node}, sort_keys=True))
+        _out(json.dumps({"queues": counts, "paused": paused, "node": node}, sort_keys=True))
         return EXIT_OK
     states = [str(state) for state in JobState]
     _out(f"journal {config.journal.describe()}")
@@ -345,8 +354,63 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         _out(f"{queue:<16}" + "".join(f"{counts[queue].get(s, 0):>11,}" for s in states))
     if not counts:
         _out("(no jobs)")
+    if paused:
+        _out(f"paused queues (lease nothing): {', '.join(paused)}")
     for line in lines:
         _out(line)
+    return EXIT_OK
+
+
+QUEUE_ACTIONS = ("pause", "resume", "list")
+JOB_ACTIONS = ("cancel",)
+
+
+def cmd_jobs(args: argparse.Namespace, config: Config) -> int:
+    """``actorq jobs cancel ID``: cancel a job that has not finished."""
+    with Client.from_config(config.journal, create=False) as client:
+        if client.cancel(args.job_id):
+            _out(f"job {args.job_id} cancelled")
+            return EXIT_OK
+        info = client.get(args.job_id)
+    if info is None:
+        _err(f"actorq jobs cancel: no job {args.job_id!r} in journal {config.journal.describe()}")
+        return EXIT_CONFIG
+    _out(f"job {args.job_id} had already finished ({info.state}): nothing to cancel")
+    return EXIT_OK
+
+
+def cmd_queues(args: argparse.Namespace, config: Config) -> int:
+    """``actorq queues pause NAME`` / ``resume NAME`` / ``list``: the journal's paused queues."""
+    prog = f"actorq queues {args.action}"
+    if args.action == "list":
+        if args.name is not None:
+            _err(f"{prog}: takes no queue name, got {args.name!r} (see actorq queues --help)")
+            return EXIT_CONFIG
+        with Client.from_config(config.journal, create=False) as client:
+            paused = client.paused_queues()
+            counts = client.counts()
+        names = sorted(set(counts) | set(paused))
+        if args.json:
+            _out(json.dumps({"queues": {name: {"paused": name in paused, "ready": counts.get(name, {}).get("ready", 0)}
+                                        for name in names}}, sort_keys=True))
+            return EXIT_OK
+        _out(f"{'queue':<24}{'state':>8}{'ready':>11}")
+        for name in names:
+            _out(f"{name:<24}{'paused' if name in paused else 'running':>8}{counts.get(name, {}).get('ready', 0):>11,}")
+        if not names:
+            _out("(no queues)")
+        return EXIT_OK
+    if args.name is None:
+        _err(f"{prog}: expected a queue name, e.g. actorq queues --config topology.toml {args.action} emails")
+        return EXIT_CONFIG
+    with Client.from_config(config.journal) as client:
+        if args.action == "pause":
+            changed = client.pause_queue(args.name)
+            _out(f"queue {args.name!r} {'paused' if changed else 'was already paused'}: no node leases its jobs; "
+                 "running jobs finish")
+        else:
+            changed = client.resume_queue(args.name)
+            _out(f"queue {args.name!r} {'resumed' if changed else 'was not paused'}")
     return EXIT_OK
 
 
@@ -498,10 +562,11 @@ def build_parser() -> argparse.ArgumentParser:
                  "    node prof (pid 4242): 4,321 succeeded, 2 failed, in flight 3, workers 2, 118 jobs/s\n"
                  "      journal write waiting 3.2 s (a lock or the disk): jobs are not idle\n"
                  "  actorq status --config topology.toml --json\n"
-                 '    {"queues": {"default": {"ready": 3, "succeeded": 4321}}, "node": {"running": true, ...}}')
+                 '    {"queues": {"default": {"ready": 3, "succeeded": 4321}}, "paused": ["emails"], '
+                 '"node": {"running": true, ...}}')
     status.add_argument("--json", action="store_true",
-                        help='print JSON instead of a table: {"queues": {queue: {state: count}}, "node": '
-                             'the node\'s status ({"running": false} if none runs)}')
+                        help='print JSON instead of a table: {"queues": {queue: {state: count}}, "paused": '
+                             '[paused queue names], "node": the node\'s status ({"running": false} if none runs)}')
     status.add_argument("--timeout", type=_seconds(0.0, MAX_WAIT, low_allowed=False), default=5.0,
                         help=f"seconds to wait for the node's answer, at most {MAX_WAIT:.0f} (default: 5)")
     status.set_defaults(handler=cmd_status)
@@ -534,6 +599,31 @@ def build_parser() -> argparse.ArgumentParser:
                          help='print JSON: {"schedules": [{name, cron, ..., last_fired, next_fire (Unix '
                               'seconds)}], "journal_problem": null or why the journal could not be read}')
     listing.set_defaults(handler=cmd_schedules)
+
+    queues = add("queues", "Pause or resume a queue on every node serving the journal, or list the queues. A "
+                 "paused queue leases nothing (the pause is kept in the journal, so restarts keep it); jobs "
+                 "already running finish, and jobs can still be enqueued into it.",
+                 "actorq queues --config topology.toml pause emails\n"
+                 "    queue 'emails' paused: no node leases its jobs; running jobs finish\n"
+                 "  actorq queues --config topology.toml resume emails\n"
+                 "  actorq queues --config topology.toml list --json\n"
+                 '    {"queues": {"default": {"paused": false, "ready": 3}, "emails": {"paused": true, "ready": 12}}}')
+    queues.add_argument("action", choices=QUEUE_ACTIONS, metavar="ACTION",
+                        help="pause NAME, resume NAME, or list")
+    queues.add_argument("name", nargs="?", type=_queue_name, default=None, metavar="NAME",
+                        help="the queue to pause or resume")
+    queues.add_argument("--json", action="store_true",
+                        help='list: print JSON, {"queues": {name: {"paused": bool, "ready": count}}}')
+    queues.set_defaults(handler=cmd_queues)
+
+    jobs = add("jobs", "Cancel a job that has not finished: it ends cancelled at once, and a running attempt's "
+               "later answer is rejected. A job that had finished is left as it was, and said so (exit 0); an "
+               "unknown id exits 2.",
+               "actorq jobs --config topology.toml cancel 01a233a1f9af00003da4ce450d08aa0c\n"
+               "    job 01a233a1f9af00003da4ce450d08aa0c cancelled")
+    jobs.add_argument("action", choices=JOB_ACTIONS, metavar="ACTION", help="cancel")
+    jobs.add_argument("job_id", type=_job_id, metavar="ID", help="the job's id (as enqueue printed it)")
+    jobs.set_defaults(handler=cmd_jobs)
     return parser
 
 
@@ -553,9 +643,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"actorq: {exc}")
         return EXIT_RETRY
     except (TypeError, ValueError) as exc:
-        if args.command != "enqueue":
+        if args.command not in ("enqueue", "queues"):
             raise
-        _err(f"actorq enqueue: {exc}")
+        _err(f"actorq {args.command}: {exc}")
         return EXIT_CONFIG
 
 

@@ -41,6 +41,7 @@ A complete ``topology.toml``; every value shown is the default except ``tasks``:
     heartbeat_interval = 1.0       # seconds
     heartbeat_timeout = 20.0       # a silent worker loses its jobs
     restart_backoff = 0.0          # seconds; 0: restart a crashed worker at once
+    cancel_grace = 10.0            # seconds a cancelled sync task may run on
 
     [producers]
     endpoint = ""                  # "" -> ipc:// socket in the private 0700 dir; or a fixed

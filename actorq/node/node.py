@@ -39,6 +39,7 @@ from actorq.jobs.producers import EndpointUnusable
 from actorq.jobs.queue import QueueRef
 from actorq.jobs.cron import Schedules
 from actorq.jobs.runtime import JobRuntime, Progress
+from actorq.jobs.task import check_name
 from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import check_tasks
 from actorq.journal.config import redact_url
@@ -310,6 +311,53 @@ class Node:
     async def counts(self) -> dict[str, dict[str, int]]:
         """``{queue: {state: count}}``, read through the writer (consistent with its commits)."""
         return await self._runtime().counts()
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not finished; a running one is stopped by the node holding it
+        (an async task gets `asyncio.CancelledError`; a sync task sees ``current_job().cancelled``
+        and, past ``workers.cancel_grace``, its process is replaced). Its late ack is fenced.
+
+        Returns:
+            True if it was cancelled now; False if it had finished or does not exist.
+
+        Raises:
+            JournalError: the journal refused the write.
+        """
+        if not isinstance(job_id, str) or not job_id:
+            return False
+        return await self._runtime().cancel(job_id)
+
+    async def pause_queue(self, name: str) -> bool:
+        """Pause queue `name` on every node of this journal (it lives in the journal, so a
+        restart keeps it): no job of it is leased until `resume_queue`. Running jobs finish,
+        and enqueueing into it still works.
+
+        Returns:
+            True if it was running, False if it was already paused.
+
+        Raises:
+            ValueError: `name` is not a valid queue name.
+            JournalError: the journal refused the write.
+        """
+        check_name("queue name", name)
+        return await self._runtime().pause_queue(name)
+
+    async def resume_queue(self, name: str) -> bool:
+        """Let queue `name` lease again; this node leases at once, others at their next poll.
+
+        Returns:
+            True if it was paused, False if it was not.
+
+        Raises:
+            ValueError: `name` is not a valid queue name.
+            JournalError: the journal refused the write.
+        """
+        check_name("queue name", name)
+        return await self._runtime().resume_queue(name)
+
+    async def paused_queues(self) -> list[str]:
+        """The names of the paused queues, sorted."""
+        return await self._runtime().paused_queues()
 
     async def wait_idle(self, timeout: float = 60.0, poll: float = 0.05) -> dict[str, dict[str, int]]:
         """Wait until no job is ready, leased, scheduled or in retry; return the counts.

@@ -266,7 +266,11 @@ BAD: list[tuple[str, list[bytes]]] = [
     ("bad_body", _request(_job(), request_id=True)),
     ("bad_body", _request(_job(), request_id=1.5)),
     ("bad_body", _request(_job()[:7])),
-    ("bad_body", _request(_job() + [None])),
+    ("bad_body", _request(_job() + [None, None])),  # the 9th field, a time limit, is optional; a 10th is not
+    ("bad_body", _request(_job() + [0])),
+    ("bad_body", _request(_job() + [-1.0])),
+    ("bad_body", _request(_job() + [float("inf")])),
+    ("bad_body", _request(_job() + ["1s"])),
     ("bad_body", _request(nested(3))),
     # every field of a job
     ("bad_body", _request(_job(""))),

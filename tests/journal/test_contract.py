@@ -1039,3 +1039,76 @@ def test_a_refused_job_undoes_the_firing_with_it(journal: Journal) -> None:
             journal.fire_schedule("s", None, 1_300.0, [new_job("fine"), bad])
     assert journal.schedules()[0].last_fired is None
     assert journal.get("fine") is None
+
+
+# -- pause and resume a queue; a job's own time limit ------------------------------------------
+
+
+def test_a_paused_queue_leases_nothing_until_resumed(backend: Backend, journal: Journal) -> None:
+    journal.enqueue([new_job("a1", queue="a"), new_job("a2", queue="a"), new_job("b1", queue="b")])
+    (running,) = journal.lease(["a"], "w1", 1, HOUR)
+    assert journal.paused_queues() == []
+    assert journal.pause_queue("a") is True
+    assert journal.pause_queue("a") is False  # already paused: still paused
+    assert journal.paused_queues() == ["a"]
+    other = backend.open()  # every connection, so every node on a shared journal, sees it
+    try:
+        assert other.paused_queues() == ["a"]
+        assert [j.id for j in other.lease(["a", "b"], "w2", 10, HOUR)] == ["b1"]
+    finally:
+        other.close()
+    assert journal.lease(["a"], "w1", 10, HOUR) == []
+    assert not journal.has_ready(["a"])  # the scheduler wakes no dispatcher for it
+    # jobs already leased finish
+    assert journal.complete([(running.id, running.lease_id)]) == 1
+    assert state(journal, "a2") is JobState.READY and journal.counts()["a"] == {"succeeded": 1, "ready": 1}
+    assert journal.resume_queue("a") is True
+    assert journal.resume_queue("a") is False
+    assert journal.paused_queues() == []
+    assert journal.has_ready(["a"])
+    assert [j.id for j in journal.lease(["a"], "w1", 10, HOUR)] == ["a2"]
+
+
+def test_other_queues_lease_while_one_is_paused(journal: Journal) -> None:
+    journal.enqueue([new_job("a1", queue="a"), new_job("b1", queue="b")])
+    journal.pause_queue("a")
+    journal.pause_queue("never-used")  # a queue need not exist to be paused
+    assert [j.id for j in journal.lease(["a", "b"], "w1", 10, HOUR)] == ["b1"]
+    assert journal.has_ready(["a", "b"]) is False
+    assert journal.paused_queues() == ["a", "never-used"]
+
+
+def test_h11_hostile_queue_names_pause_as_data(journal: Journal) -> None:
+    name = "q'); DROP TABLE actorq_jobs; --"
+    journal.enqueue([new_job("x", queue=name)])
+    assert journal.pause_queue(name) is True
+    assert journal.lease([name], "w1", 1, HOUR) == []
+    assert journal.paused_queues() == [name]
+    assert journal.resume_queue(name) is True
+    assert [j.id for j in journal.lease([name], "w1", 1, HOUR)] == ["x"]
+
+
+def test_a_jobs_time_limit_is_kept_and_leased_with_it(journal: Journal) -> None:
+    journal.enqueue([NewJob("limited", "q", "tests.noop", b"\x92\x90\x80", timeout=0.2),
+                     NewJob("whole", "q", "tests.noop", b"\x92\x90\x80", timeout=30),
+                     NewJob("free", "q", "tests.noop", b"\x92\x90\x80")])
+    leased = {j.id: j.timeout for j in journal.lease(["q"], "w1", 10, HOUR)}
+    assert leased == {"limited": 0.2, "whole": 30.0, "free": None}
+    assert type(leased["whole"]) is float  # as the worker's frame check wants it
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.inf, math.nan, True, "1"])
+def test_g12_a_time_limit_the_journal_cannot_hold_is_refused_where_the_job_is_made(bad: object) -> None:
+    with pytest.raises(ValueError, match="timeout must be a number of seconds > 0"):
+        NewJob("j", "q", "tests.noop", b"", timeout=bad)  # type: ignore[arg-type]
+
+
+def test_b1_cancelled_names_the_cancelled_jobs_among_those_asked(journal: Journal) -> None:
+    jobs = job_in_every_state(journal)
+    assert journal.cancelled([]) == []
+    everything = ["scheduled", "ready", "retry", "leased", "succeeded", "failed", "dead", "cancelled", "nope"]
+    assert journal.cancelled(everything) == ["cancelled"]
+    assert journal.cancel("leased")  # what a node polls for: its running job was cancelled elsewhere
+    assert sorted(journal.cancelled(everything)) == ["cancelled", "leased"]
+    held = jobs["leased"]
+    assert journal.complete([(held.id, held.lease_id)]) == 0  # the worker's late ack is fenced

@@ -226,9 +226,9 @@ def test_a_schema_at_003_upgrades_to_the_task_catalog_and_keeps_its_jobs(
     with monkeypatch.context() as before:  # the previous actorq: migrations 001-003
         before.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:3])
         assert migrate(PG_URL, pg_schema) == [1, 2, 3]
-        old = PostgresJournal(PG_URL, schema=pg_schema)
-        old.enqueue([job("old", unique_key="k")])
-        old.close()
+    with pg_admin() as admin:  # the previous actorq's insert (this one names the columns of 007)
+        admin.execute(f'INSERT INTO "{pg_schema}".actorq_jobs (id, queue, task, payload, state, run_at,'
+                      " max_attempts, unique_key) VALUES ('old', 'q', 'tests.noop', '', 'ready', now(), 20, 'k')")
     with pytest.raises(JournalError, match="version 3; this actorq needs version"):
         PostgresJournal(PG_URL, schema=pg_schema)
     assert migrate(PG_URL, pg_schema) == ALL[3:]

@@ -403,8 +403,8 @@ def test_a_version_2_journal_upgrades_to_the_task_catalog_and_keeps_its_jobs(db_
     raw.close()
     journal = SQLiteJournal(db_path)
     try:
-        assert journal.applied_versions == [3, 4]
-        assert journal.pragma("user_version") == 4
+        assert journal.applied_versions == [3, 4, 5, 6]
+        assert journal.pragma("user_version") == 6
         assert state(journal, "old") is JobState.READY and journal.holders(["k"]) == {"k": "old"}
         journal.declare_tasks([TaskDefaults("t", "q", 1, 2)])
         assert journal.declared_tasks(["t"]) == {"t": TaskDefaults("t", "q", 1, 2)}
