@@ -59,7 +59,7 @@ import zmq
 from actorq.jobs import journal_writer as jw
 from actorq.jobs import wire
 from actorq.jobs.outcome import AttemptEnd
-from actorq.journal.protocol import LeasedJob
+from actorq.journal.protocol import KeptResult, LeasedJob
 from actorq.transports.codec import FrameError
 from actorq.transports.drops import DropCounter
 from actorq.transports.zmq import LoopSocket
@@ -420,7 +420,7 @@ class Dispatcher:
         for reason in ack.rejected:
             self._malformed(reason)
         completes, releases = ack.succeeded, ack.released
-        endings = [jw.Ending(item.job_id, item.lease_id, AttemptEnd(item.end), item.error or "error")
+        endings = [jw.Ending(item.job_id, item.lease_id, AttemptEnd(item.end), item.error or "error", item.traceback)
                    for item in ack.ended]
         if worker is not None:  # each answered job it held frees a credit
             pop = worker.held.pop
@@ -429,6 +429,9 @@ class Dispatcher:
         settled = self._ack_settled(worker, wake=True)
         if completes:
             stats.succeeded += len(completes)
+            if ack.results:  # the values travel with their completions, into the same statement
+                completes = jw.Completions(completes, results={
+                    job_id: KeptResult(data, keep_for) for job_id, (data, keep_for) in ack.results.items()})
             self.writer.submit(jw.COMPLETE, completes, self._ack_settled(worker, wake=False))
         if endings:
             stats.failed += len(endings)

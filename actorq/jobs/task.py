@@ -25,6 +25,7 @@ from actorq.jobs.outcome import (
     TaskPolicy,
 )
 from actorq.jobs.retry import RetryPolicy
+from actorq.jobs.settings import MAX_RESULT_TTL
 from actorq.jobs.wire import MAX_NAME_CHARS, payload_budget
 from actorq.journal.protocol import NewJob
 from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
@@ -73,6 +74,8 @@ class Task:
             (the job ends ``failed`` with the crash as its error: for work that must
             never run twice).
         priority: its jobs' priority unless the producer sets one (lower runs first).
+        result_ttl: seconds a job's return value is kept after it succeeded; None: the
+            node's ``[results] ttl``; 0: the value is not kept (``ask`` then gets None).
 
     These apply to every job of the task however it is enqueued (``Job("name")``
     through a node's queue ref, `actorq.Client` or ``actorq enqueue``), except
@@ -86,6 +89,7 @@ class Task:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_crash: str = "reclaim"
     priority: int = DEFAULT_PRIORITY
+    result_ttl: float | None = None
 
     @property
     def policy(self) -> TaskPolicy:
@@ -129,12 +133,14 @@ class TaskRegistry:
         retry: RetryPolicy | None = None,
         on_crash: str = "reclaim",
         priority: int = DEFAULT_PRIORITY,
+        result_ttl: float | None = None,
     ) -> Callable[[F], Task]:
         """Decorator: register the function under `name` (see `Task` for the options).
 
         Raises:
             ValueError: the name is empty or already registered, the queue empty,
-                max_attempts < 1, priority not an integer, or on_crash not "reclaim" or "fail".
+                max_attempts < 1, priority not an integer, on_crash not "reclaim" or "fail",
+                or result_ttl not None or a number of seconds from 0 to `MAX_RESULT_TTL`.
         """
         check_name("task name", name)
         try:
@@ -148,10 +154,16 @@ class TaskRegistry:
         if on_crash not in ON_CRASH:
             raise ValueError(f"task {name!r}: on_crash must be one of {', '.join(ON_CRASH)}, got {on_crash!r}")
 
+        if result_ttl is not None and not (isinstance(result_ttl, (int, float)) and not isinstance(result_ttl, bool)
+                                           and 0 <= result_ttl <= MAX_RESULT_TTL):
+            raise ValueError(f"task {name!r}: result_ttl must be None or seconds from 0 to {MAX_RESULT_TTL:,}, "
+                             f"got {result_ttl!r}")
+
         def register(fn: F) -> Task:
             if name in self._tasks:
                 raise ValueError(f"task {name!r} is already registered")
-            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy(), on_crash, priority)
+            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy(), on_crash, priority,
+                        None if result_ttl is None else float(result_ttl))
             self._tasks[name] = task
             return task
 

@@ -64,11 +64,17 @@ _TEXT = {
         f"UPDATE actorq_jobs SET state = 'succeeded', finished_at = ?, {CLEAR_LEASE}"
         " WHERE lease_id = ? AND state = 'leased' AND id IN ({marks})"
     ),
+    # A job that returned a value: one statement each (values differ), fenced like `complete`.
+    "complete_with_result": (
+        f"UPDATE actorq_jobs SET state = 'succeeded', finished_at = ?1, {CLEAR_LEASE},"
+        " result = ?2, result_expires = ?1 + ?3"
+        " WHERE id = ?4 AND lease_id = ?5 AND state = 'leased'"
+    ),
     # Stores the caller's decision: ?2 is the retry time (NULL keeps run_at), ?3 the finish
     # time of a final state (NULL otherwise).
     "fail": (
         "UPDATE actorq_jobs SET state = ?1, run_at = coalesce(?2, run_at), finished_at = ?3,"
-        f" last_error = ?4, {CLEAR_LEASE}"
+        f" last_error = ?4, last_traceback = ?7, {CLEAR_LEASE}"
         " WHERE id = ?5 AND lease_id = ?6 AND state = 'leased' RETURNING attempts"
     ),
     "fail_error": "INSERT INTO actorq_errors (job_id, attempt, at, error) VALUES (?, ?, ?, ?)",
@@ -108,6 +114,15 @@ _TEXT = {
     ),
     # rowid is insertion order; attempt numbers restart after retry_dead
     "errors": "SELECT error FROM actorq_errors WHERE job_id = ? ORDER BY rowid",
+    # ?2 is now: an expired result reads as expired before the sweep removes it
+    "result": (
+        "SELECT id, state, CASE WHEN result_expires <= ?2 THEN NULL ELSE result END,"
+        " coalesce(result_expires <= ?2, 0), last_error, last_traceback FROM actorq_jobs WHERE id = ?1"
+    ),
+    "expire_results": (
+        "UPDATE actorq_jobs SET result = NULL WHERE id IN (SELECT id FROM actorq_jobs"
+        " WHERE result IS NOT NULL AND result_expires <= ? LIMIT ?)"
+    ),
 }
 
 STATEMENTS = Statements(**_TEXT)

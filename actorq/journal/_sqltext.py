@@ -51,3 +51,6 @@ class JobStatements:
     counts: str
     get: str
     errors: str  # a job's error texts, oldest first (for `get`)
+    complete_with_result: str  # one job's completion that stores its return value
+    result: str
+    expire_results: str

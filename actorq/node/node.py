@@ -166,7 +166,7 @@ class Node:
             raise
         runtime = self.runtime = JobRuntime(node=cfg.node, journal=cfg.journal, dispatcher=cfg.dispatcher,
                                             workers=cfg.workers, search_path=cfg.task_search_path, tasks=tasks,
-                                            producers=cfg.producers)
+                                            producers=cfg.producers, results=cfg.results)
         runtime.open()
         self.system = ActorSystem(f"node-{cfg.node.name}")
         await self.system.start()

@@ -1,0 +1,3 @@
+-- PLACEHOLDER for schema version 4 (cron schedules, written on another branch).
+-- It exists only so that version 5 (results) can be applied and tested here. The merge
+-- drops this file in favour of the real version 4.
