@@ -28,7 +28,8 @@ PINNED_ALL = {
         "RetryPolicy", "Task", "TaskRegistry", "UnknownTask", "current_job",
     ],
     "actorq.journal": [
-        "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener", "NewJob", "PostgresJournal",
+        "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener", "NewJob",
+        "PostgresJournal",
         "SQLiteJournal", "TERMINAL_STATES", "enqueue_in", "migrate", "open_journal",
     ],
     "actorq.supervisors": [

@@ -297,6 +297,7 @@ class JobRuntime:
             duty = jw.JournalWriter(functools.partial(self._open_journal, "duties"), loop,
                                     batch_max=self.journal_config.batch_max, on_enqueued=self.wake,
                                     decide=self.decide)
+            duty.watched, duty.on_outcome = self.waiters.watched, self.waiters.resolve
             try:
                 await duty.start()
             except BaseException:

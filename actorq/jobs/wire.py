@@ -80,7 +80,7 @@ MAX_HELD = MAX_CREDITS  # a worker never holds more jobs than its credits
 MAX_NAME_CHARS = 255  # a job id, task name or queue name; the dispatcher never sends a longer one
 MAX_QUEUES = 256  # queue names in one HELLO
 MAX_PID = 2**32
-MAX_ERROR_CHARS = 2000  # an error text's bound: keeps every ACK item under 9 KB (see below)
+MAX_ERROR_CHARS = 2000  # an error text's bound, and a traceback's: keeps an ACK item without a result under 17 KB
 _CUT = " ... (truncated)"  # ends a text cut to its bound
 # Room kept in every frame for the envelope and the per-job fields around the payloads.
 FRAME_OVERHEAD = 64 * 1024
@@ -312,7 +312,7 @@ class Ack(NamedTuple):
     ended: list[AckItem]
     """The other attempts: raised, discarded or unrunnable, with their error texts."""
     rejected: list[str]
-    """Why each malformed item was dropped (``bad_ack``, ``bad_outcome``), in order."""
+    """Why each malformed item was dropped (``bad_ack``, ``bad_outcome``, ``bad_result``), in order."""
     results: dict[str, tuple[bytes, float]]
     """``{job id: (msgpack of its return value, seconds to keep it)}`` of the succeeded
     attempts that returned a value."""
@@ -322,9 +322,10 @@ class Ack(NamedTuple):
         """The frames carrying `items` (each as an `AckItem` reads), each at most `max_bytes` long.
 
         One frame, unless it would be longer (then the batch is split in halves; one
-        item is at most ~9 KB). An item whose text cannot be encoded (a text that did
-        not pass `clean_text`) is sent with its text cleaned, so it never takes the
-        other outcomes of its batch with it; an item that still cannot be encoded is
+        item is at most ~17 KB, plus a result of up to `result_budget`). An item whose
+        text cannot be encoded (a text that did not pass `clean_text`) is sent with its
+        text cleaned, so it never takes the other outcomes of its batch with it; an item
+        that still cannot be encoded is
         dropped and logged (its lease is reclaimed when its worker dies or goes silent).
         """
         try:
@@ -377,20 +378,25 @@ class Ack(NamedTuple):
                     and len(item[0]) <= MAX_NAME_CHARS and type(item[1]) is int and 0 < item[1] <= MAX_LEASE_ID):
                 rejected.append("bad_ack")
                 continue
-            end = item[2]
+            end, fields = item[2], len(item)
             if end == ok:
-                if len(item) == 6:  # a returned value and its keep time (the frame's size bounds the value)
+                if fields == 6:  # a returned value and its keep time (the frame's size bounds the value)
                     if not (type(item[4]) is bytes and item[4] and type(item[5]) in (int, float)
                             and math.isfinite(item[5])):
                         rejected.append("bad_result")
                         continue
                     results[item[0]] = (item[4], float(item[5]))
+                elif fields != 4:
+                    rejected.append("bad_ack")
+                    continue
                 succeeded.append((item[0], item[1]))
+            elif fields == 6 or (fields == 5 and (end == RELEASE or not (item[4] is None or type(item[4]) is str))):
+                rejected.append("bad_ack")  # only a returned value has six fields, only a raise a traceback
             elif end == RELEASE:
                 released.append((item[0], item[1]))
             elif type(end) is str and end in WORKER_ENDS:
                 error = item[3]
-                trace = item[4] if len(item) == 5 and type(item[4]) is str else None
+                trace = item[4] if fields == 5 else None
                 ended.append(AckItem(item[0], item[1], end, clean_text(error) if type(error) is str else None,
                                      None if trace is None else traceback_text(trace)))
             else:

@@ -200,7 +200,8 @@ def test_a_client_in_another_process_against_actorq_run(topology) -> None:
     node = NodeProcess(topo, 1, "--quiet")
     try:
         out = _client_run(topo, """
-            ids = [client.enqueue(Job("res.add_sync", [20, 22])), client.enqueue(Job("res.boom", ["sub"], max_attempts=1))]
+            ids = [client.enqueue(Job("res.add_sync", [20, 22])),
+                   client.enqueue(Job("res.boom", ["sub"], max_attempts=1))]
             print(repr(client.result(ids[0], timeout=60)))
             try:
                 client.result(ids[1], timeout=60)
