@@ -59,7 +59,7 @@ import zmq
 from actorq.jobs import journal_writer as jw
 from actorq.jobs import wire
 from actorq.jobs.outcome import AttemptEnd
-from actorq.journal.protocol import KeptResult, LeasedJob
+from actorq.journal.protocol import LeasedJob
 from actorq.transports.codec import FrameError
 from actorq.transports.drops import DropCounter
 from actorq.transports.zmq import LoopSocket
@@ -430,8 +430,7 @@ class Dispatcher:
         if completes:
             stats.succeeded += len(completes)
             if ack.results:  # the values travel with their completions, into the same statement
-                completes = jw.Completions(completes, results={
-                    job_id: KeptResult(data, keep_for) for job_id, (data, keep_for) in ack.results.items()})
+                completes = jw.Completions(completes, results=ack.results)
             self.writer.submit(jw.COMPLETE, completes, self._ack_settled(worker, wake=False))
         if endings:
             stats.failed += len(endings)

@@ -52,7 +52,7 @@ import time
 from typing import Any, ClassVar, NamedTuple, Sequence, Union
 
 from actorq.jobs.outcome import AttemptEnd
-from actorq.journal.protocol import LeasedJob
+from actorq.journal.protocol import KeptResult, LeasedJob
 from actorq.transports.codec import FrameError, decode, encode
 
 __all__ = [
@@ -313,7 +313,7 @@ class Ack(NamedTuple):
     """The other attempts: raised, discarded or unrunnable, with their error texts."""
     rejected: list[str]
     """Why each malformed item was dropped (``bad_ack``, ``bad_outcome``, ``bad_result``), in order."""
-    results: dict[str, tuple[bytes, float]]
+    results: dict[str, KeptResult]
     """``{job id: (msgpack of its return value, seconds to keep it)}`` of the succeeded
     attempts that returned a value."""
 
@@ -368,7 +368,7 @@ class Ack(NamedTuple):
         released: list[tuple[str, int]] = []
         ended: list[AckItem] = []
         rejected: list[str] = []
-        results: dict[str, tuple[bytes, float]] = {}
+        results: dict[str, KeptResult] = {}
         ok = AttemptEnd.OK.value
         # inline checks, no call per item: this runs for every job (~0.5 us a job in all)
         for item in _list(body, ACK):
@@ -385,7 +385,7 @@ class Ack(NamedTuple):
                             and math.isfinite(item[5])):
                         rejected.append("bad_result")
                         continue
-                    results[item[0]] = (item[4], float(item[5]))
+                    results[item[0]] = KeptResult(item[4], float(item[5]))
                 elif fields != 4:
                     rejected.append("bad_ack")
                     continue

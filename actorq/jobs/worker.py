@@ -180,15 +180,13 @@ class ResultError(Exception):
 
 
 def encode_result(task: Task, value: Any, budget: int) -> bytes:
-    """msgpack of `task`'s return value, exactly as an asker decodes it.
+    """msgpack of `task`'s return value (an asker decodes it with any map keys, as it was made).
 
     Raises:
         ResultError: it cannot be encoded (names its type), or takes more than `budget` bytes.
     """
     try:
         data = msgpack.packb(value, use_bin_type=True)
-        if isinstance(value, (dict, list, tuple)):
-            msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ResultError(f"the return value of task {task.name!r} ({type(value).__name__}) cannot be encoded "
                           f"with msgpack: {exc}") from None

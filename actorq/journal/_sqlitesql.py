@@ -19,6 +19,7 @@ from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatem
 
 IN_CHUNK = 500  # values per IN list; far below SQLite's limit of 32,766 bound parameters
 ENQUEUE_COLUMNS = 10  # bound values per row of `enqueue`
+RESULT_COLUMNS = 4  # bound values per row of `complete_with_result`
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,14 @@ _TEXT = {
         f"UPDATE actorq_jobs SET state = 'succeeded', finished_at = ?, {CLEAR_LEASE}"
         " WHERE lease_id = ? AND state = 'leased' AND id IN ({marks})"
     ),
-    # A job that returned a value: one statement each (values differ), fenced like `complete`.
+    # Jobs that returned values, fenced like `complete`: ?1 the time, then rows of (id, lease
+    # id, value, seconds kept) as a multi-row VALUES ({marks}, `RESULT_COLUMNS` each), joined
+    # by primary key: one statement per chunk, not one per job.
     "complete_with_result": (
         f"UPDATE actorq_jobs SET state = 'succeeded', finished_at = ?1, {CLEAR_LEASE},"
-        " result = ?2, result_expires = ?1 + ?3"
-        " WHERE id = ?4 AND lease_id = ?5 AND state = 'leased'"
+        " result = v.column3, result_expires = ?1 + v.column4"
+        " FROM (VALUES {marks}) AS v"
+        " WHERE actorq_jobs.id = v.column1 AND actorq_jobs.lease_id = v.column2 AND actorq_jobs.state = 'leased'"
     ),
     # Stores the caller's decision: ?2 is the retry time (NULL keeps run_at), ?3 the finish
     # time of a final state (NULL otherwise).

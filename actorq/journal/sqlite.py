@@ -38,7 +38,7 @@ from typing import Callable, ClassVar, Collection, Iterator, Mapping, Sequence, 
 from urllib.parse import quote
 
 from actorq.errors import JournalError, JournalLocked
-from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, in_list, values_rows
+from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, RESULT_COLUMNS, in_list, values_rows
 from actorq.journal._sqlitesql import STATEMENTS as SQL
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, MAX_SECONDS, SQLITE_PREFIX, SYNCHRONOUS_LEVELS,
@@ -428,13 +428,17 @@ class SQLiteJournal:
         with self.transaction():
             if results:
                 plain = []
+                rows: list[object] = []
                 for job_id, lease_id in acks:
                     kept = results.get(job_id)
                     if kept is None:
                         plain.append((job_id, lease_id))
                     else:
-                        accepted += self._conn.execute(
-                            SQL.complete_with_result, (now, kept.data, kept.keep_for, job_id, lease_id)).rowcount
+                        rows += (job_id, lease_id, kept[0], kept[1])
+                for chunk in _chunks(rows, IN_CHUNK * RESULT_COLUMNS):
+                    accepted += self._conn.execute(
+                        SQL.complete_with_result.format(marks=values_rows(len(chunk) // RESULT_COLUMNS, RESULT_COLUMNS)),
+                        (now, *chunk)).rowcount
                 acks = plain
             for lease_id, ids in _by_lease(acks).items():  # one statement per lease: see SQL.complete
                 for chunk in _chunks(ids):

@@ -34,6 +34,11 @@ def add_sync(a, b):
     return a + b
 
 
+@registry.task("res.int_keys")
+def int_keys():
+    return {1: "one", "two": (2, 2.0, b"\x02", None, True)}
+
+
 @registry.task("res.nothing")
 def nothing():
     return None
@@ -79,6 +84,7 @@ async def test_ask_returns_what_the_task_returned(topology) -> None:
         assert await queue.ask(Job("res.add", [2, 3]), timeout=30) == {"sum": 5, "parts": [2, 3]}
         assert await queue.ask(Job("res.add_sync", [2, 3]), timeout=30) == 5
         assert await queue.ask(Job("res.nothing"), timeout=30) is None
+        assert await queue.ask(Job("res.int_keys"), timeout=30) == {1: "one", "two": [2, 2.0, b"\x02", None, True]}
         assert await queue.ask(Job("res.unkept"), timeout=30) is None  # result_ttl=0 keeps nothing
         # many at once: each waiter gets its own job's value
         values = await asyncio_gather(*(queue.ask(Job("res.add_sync", [i, i]), timeout=60) for i in range(50)))
