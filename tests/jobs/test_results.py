@@ -66,6 +66,11 @@ async def gated(path):
     return "opened"
 
 
+@registry.task("res.dies", max_attempts=1)
+def dies():
+    die()
+
+
 @registry.task("res.brief", result_ttl=0.2)
 def brief():
     return "soon gone"
@@ -107,6 +112,17 @@ async def test_a_raising_task_gives_job_failed_with_type_message_and_traceback(t
     assert failed.traceback.startswith("Traceback (most recent call last):"), failed.traceback
     assert "in boom" in failed.traceback and failed.traceback.rstrip().endswith("ValueError: bad input: x")
     assert topo.info(failed.job_id).errors == ["ValueError: bad input: x"]  # the error text is unchanged
+
+
+async def test_an_outcome_no_ack_brings_reaches_the_asker_by_its_fallback_read(topology) -> None:
+    """A worker killed mid-job: the dispatcher's reclaim settles it (no ack, so no push)."""
+    topo = topology(TASKS)
+    async with Node(topo.config) as node:
+        with pytest.raises(JobFailed) as raised:
+            await node.queue("default").ask(Job("res.dies"), timeout=60)
+    failed = raised.value
+    assert (failed.state, failed.type, failed.traceback) == ("dead", "", None)
+    assert failed.message.startswith("worker died"), failed.message
 
 
 async def test_an_unencodable_or_oversized_result_fails_the_attempt_with_a_clear_error(topology) -> None:
