@@ -29,6 +29,7 @@ from actorq.jobs.async_client import AsyncClient as AsyncClient
 from actorq.jobs.client import Client as Client
 from actorq.jobs.queue import QueueRef as QueueRef
 from actorq.jobs.retry import RetryPolicy as RetryPolicy
+from actorq.jobs.schedule import Schedule as Schedule
 from actorq.jobs.task import Discard as Discard
 from actorq.jobs.task import Job as Job
 from actorq.jobs.task import JobContext as JobContext
@@ -69,6 +70,7 @@ __all__ = [
     "QueueRef",
     "ResultExpired",
     "RetryPolicy",
+    "Schedule",
     "Task",
     "TaskRegistry",
     "UnknownTask",

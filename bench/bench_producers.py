@@ -305,14 +305,13 @@ def node_options(args: argparse.Namespace) -> str:
     )
 
 
+NODE_HEADER = '[node]\nname = "bench"\ntasks = ["bench_tasks:registry"]\nlog_level = "warning"\n'
+
+
 def sqlite_setup(args: argparse.Namespace, workdir: Path, via_node: bool) -> Setup:
     """A fresh SQLite file; via node is the Client's default, direct is ``via_node=False``."""
     journal = workdir / "bench.db"
-    topology = (
-        "[node]\n"
-        'name = "bench"\n'
-        'tasks = ["bench_tasks:registry"]\n'
-        'log_level = "warning"\n'
+    topology = NODE_HEADER + (
         "[journal]\n"
         f'url = "sqlite:///{journal}"\n'
         f'synchronous = "{args.synchronous}"\n'
@@ -334,11 +333,7 @@ def postgres_setup(args: argparse.Namespace, workdir: Path, via_node: bool) -> I
         else:
             migrate(url, schema)
         endpoint = f"ipc://{workdir}/producers.sock"
-        topology = (
-            "[node]\n"
-            'name = "bench"\n'
-            'tasks = ["bench_tasks:registry"]\n'
-            'log_level = "warning"\n'
+        topology = NODE_HEADER + (
             "[journal]\n"
             f"url = {json.dumps(url)}\n"
             f"schema = {json.dumps(schema)}\n"

@@ -25,7 +25,7 @@ PINNED_ALL = {
         "Actor", "ActorQError", "ActorRef", "ActorStopped", "ActorSystem", "AskTimeout", "AsyncClient", "Client",
         "Config", "ConfigError", "Discard", "Job", "JobContext", "JobFailed", "JobState", "JournalError",
         "JournalLocked", "MailboxFull", "Node", "NodeFailed", "NotCommitted", "QueueRef", "ResultExpired",
-        "RetryPolicy", "Task", "TaskRegistry", "UnknownTask", "current_job",
+        "RetryPolicy", "Schedule", "Task", "TaskRegistry", "UnknownTask", "current_job",
     ],
     "actorq.journal": [
         "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener", "NewJob",

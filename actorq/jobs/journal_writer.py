@@ -377,22 +377,19 @@ class JournalWriter:
                 self._fail_leftovers()
                 self.loop.call_soon_threadsafe(_settle, self._done, None)
 
-    def _gather(self, ops: list[Op]) -> list[Op]:
-        """`ops` and what else is queued, loop turns unpacked, up to `batch_max` ops (a turn's
+    def _gather(self, items: list[Op]) -> list[Op]:
+        """The ops of `items` and of what else is queued, up to `batch_max` ops (a loop turn's
         item is taken whole)."""
-        ops = self._unpack(ops)
         get_nowait = self._queue.get_nowait
-        while len(ops) < self._batch_max:
+        count = sum(len(item[1]) if item[0] == _TURN else 1 for item in items)
+        while count < self._batch_max:
             try:
                 item = get_nowait()
             except queue.Empty:
                 break
-            if item[0] == _TURN:
-                self._taken += len(item[1])
-                ops.extend(item[1])
-            else:
-                ops.append(item)
-        return ops
+            items.append(item)
+            count += len(item[1]) if item[0] == _TURN else 1
+        return self._unpack(items)
 
     def _unpack(self, items: list[Op]) -> list[Op]:
         """The ops of queue items, a loop turn's item expanded in place."""

@@ -81,8 +81,13 @@ STOP_GRACE = 3.0  # seconds a stopping endpoint waits for its answers: within th
 
 
 class EndpointUnusable(ActorQError):
-    """A fixed producer endpoint (``[producers] endpoint``) cannot be served: another process
-    listens there, or it cannot be bound (a missing directory, a port in use); the message says which."""
+    """A fixed endpoint of the topology cannot be served: another process listens there, or it
+    cannot be bound (a missing directory, a port in use); the message says which, and `key`
+    names the setting (``producers.endpoint``, ``node.endpoint``)."""
+
+    def __init__(self, message: str, key: str = "producers.endpoint") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class Result(NamedTuple):

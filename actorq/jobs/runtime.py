@@ -7,7 +7,8 @@
     │   journal-writer  JournalWriter: owns the journal on its thread, group commit, settles attempts;
     │                   on a shared journal, a second one (the duty writer) on a connection of its own
     │   dispatcher      Dispatcher: ROUTER socket, leases for workers, collects their acks
-    │   scheduler       Scheduler: promotes due jobs, rescues expired leases (leader), maintains the journal
+    │   scheduler       Scheduler: promotes due jobs, rescues expired leases (leader), maintains the journal;
+    │                   Cron: fires the journal's schedules (leader)
     │   listener        Listener (journals that notify: PostgreSQL): other producers' jobs wake it
     │   leader          Leadership: this node's claim on the duties that run once among nodes
     │   producers       ProducerServer: ROUTER socket, other processes' enqueues through the writer
@@ -51,7 +52,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import zmq
 
@@ -64,6 +65,8 @@ from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, TaskPolicy,
 from actorq.jobs.node_file import NodeNotRunning, listener_pid
 from actorq.jobs.producers import EndpointUnusable, ProducerServer
 from actorq.jobs.queue import QueueRef
+from actorq.jobs.cron import Cron, Schedules, sync_file_schedules
+from actorq.jobs.schedule import Schedule
 from actorq.jobs.scheduler import Scheduler
 from actorq.jobs.results import ResultWaiters
 from actorq.jobs.settings import DispatcherConfig, NodeConfig, ProducersConfig, ResultsConfig, WorkersConfig
@@ -136,11 +139,14 @@ class JobRuntime:
         tasks: ``{task name: declared policy}`` of every registered task.
         producers: the ``[producers]`` settings (default: the endpoint in the private directory).
         results: the ``[results]`` settings.
+        schedules: the ``[[schedules]]`` of the node's file, written to the journal at start.
+        clock: the wall clock of the cron schedules (injectable for tests).
     """
 
     def __init__(self, *, node: NodeConfig, journal: JournalConfig, dispatcher: DispatcherConfig,
                  workers: WorkersConfig, search_path: list[str], tasks: Mapping[str, TaskPolicy],
-                 producers: ProducersConfig = ProducersConfig(), results: ResultsConfig = ResultsConfig()) -> None:
+                 producers: ProducersConfig = ProducersConfig(), schedules: Sequence[Schedule] = (),
+                 clock: Callable[[], float] = time.time, results: ResultsConfig = ResultsConfig()) -> None:
         self.node = node
         self.journal_config = journal
         self.dispatcher_config = dispatcher
@@ -150,6 +156,11 @@ class JobRuntime:
         self.waiters = ResultWaiters(self.submit)  # outlives the writers: each new one is pointed at it
         self.search_path = search_path
         self.tasks = dict(tasks)
+        self.file_schedules = tuple(schedules)
+        self.clock = clock
+        self.schedules = Schedules(lambda: self._writer, clock=clock,
+                                   max_payload=payload_budget(dispatcher.max_frame_bytes))
+        """The journal's schedules (add, remove, list), through the current writer."""
         self.backend = journal_class(journal.url)
         self.endpoint = ""
         self._ipc_dir: str | None = None
@@ -158,6 +169,7 @@ class JobRuntime:
         self._duty: jw.JournalWriter | None = None  # the same writer unless the journal is shared
         self._dispatcher: Dispatcher | None = None
         self._scheduler: Scheduler | None = None
+        self._cron: Cron | None = None
         self._leadership: Leadership | None = None
         self._producers: ProducerServer | None = None
         self._reclaimed = False
@@ -319,6 +331,10 @@ class JobRuntime:
         declared = [TaskDefaults(name, p.queue, p.priority, p.max_attempts) for name, p in sorted(self.tasks.items())]
         if declared:
             await writer.call(jw.CALL, operator.methodcaller("declare_tasks", declared))
+        # the file's schedules replace those of their names; those an earlier file had are removed
+        gone = await writer.call(jw.CALL, functools.partial(_sync_schedules, self.file_schedules, self.clock()))
+        if gone:
+            logger.info("schedules no longer in the topology file removed: %s", ", ".join(gone))
         self._reclaimed = True
         if self.reclaimed_at_start:
             logger.warning("reclaimed %d jobs leased by an earlier run of this node", self.reclaimed_at_start)
@@ -342,7 +358,14 @@ class JobRuntime:
         dispatcher.on_error = on_error
         if self._stopping:
             dispatcher.stop_leasing()
-        dispatcher.start()
+        if self.node.endpoint.startswith("ipc://"):
+            _refuse_if_taken(self.endpoint, "node.endpoint")
+        try:
+            dispatcher.start()
+        except zmq.ZMQError as exc:  # the topology's fixed address: a missing directory, a port in use
+            dispatcher.close()
+            raise EndpointUnusable(f"cannot serve workers at {self.endpoint}: {exc.strerror or exc}",
+                                   "node.endpoint") from None
         dispatcher.take_over(previous, self._orphans)
         self._orphans.clear()
         if previous is not None:
@@ -361,6 +384,20 @@ class JobRuntime:
         scheduler.start()
         self._scheduler = scheduler
         return scheduler
+
+    def start_cron(self) -> Cron:
+        """Start firing the journal's schedules, while this node leads (the scheduler role's start)."""
+        assert self._duty is not None
+        cron = Cron(self._duty, asyncio.get_running_loop(), declared=self.tasks.get, wake=self.wake,
+                    is_leader=self.is_leader, clock=self.clock)
+        cron.start()
+        self._cron = cron
+        return cron
+
+    @property
+    def cron(self) -> Cron | None:
+        """The current cron (None before the first start)."""
+        return self._cron
 
     def start_listener(self) -> Any:
         """Start listening for other producers' jobs (the listener role's start; journals that notify)."""
@@ -605,15 +642,19 @@ class JobRuntime:
         )
 
 
-def _refuse_if_taken(endpoint: str) -> None:
+def _refuse_if_taken(endpoint: str, key: str = "producers.endpoint") -> None:
     """Raise `EndpointUnusable` if a process other than this one listens at ipc `endpoint`."""
     try:
         pid = listener_pid(endpoint)
     except NodeNotRunning as exc:
-        raise EndpointUnusable(f"{exc}; a node takes over no endpoint it cannot vouch for") from None
+        raise EndpointUnusable(f"{exc}; a node takes over no endpoint it cannot vouch for", key) from None
     if pid is not None and pid != os.getpid():
         raise EndpointUnusable(f"process {pid} already listens at {endpoint} (another node?); "
-                               "each node needs an endpoint of its own")
+                               "each node needs an endpoint of its own", key)
+
+
+def _sync_schedules(schedules: tuple[Schedule, ...], now: float, journal: Journal) -> list[str]:
+    return sync_file_schedules(journal, schedules, now)
 
 
 def _writer_counts(stats: jw.WriterStats) -> dict[str, int]:
@@ -683,16 +724,20 @@ class DispatcherRole(Actor):
 
 
 class SchedulerRole(Actor):
-    """Runs the runtime's scheduler (promotion of due jobs, journal maintenance)."""
+    """Runs the runtime's scheduler (promotion of due jobs, journal maintenance) and cron."""
 
     def __init__(self, runtime: JobRuntime) -> None:
         self.runtime = runtime
         self.scheduler: Scheduler | None = None
+        self.cron: Cron | None = None
 
     def on_start(self) -> None:
         self.scheduler = self.runtime.start_scheduler()
+        self.cron = self.runtime.start_cron()
 
     def on_stop(self) -> None:
+        if self.cron is not None:
+            self.cron.stop()
         if self.scheduler is not None:
             self.scheduler.stop()
 

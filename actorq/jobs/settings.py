@@ -22,7 +22,7 @@ from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
 
 __all__ = [
     "DispatcherConfig", "MAX_CONCURRENCY", "MAX_FRAME_BYTES", "MAX_INTENSITY", "MAX_PROCESSES", "MIN_FRAME_BYTES",
-    "NodeConfig", "ProducersConfig", "WorkersConfig", "producers_endpoint_problem",
+    "NodeConfig", "ProducersConfig", "WorkersConfig", "endpoint_problem", "producers_endpoint_problem",
 ]
 
 MIN_FRAME_BYTES = 2 * FRAME_OVERHEAD  # a frame keeps FRAME_OVERHEAD for itself: 64 KiB are left for arguments
@@ -45,18 +45,20 @@ def _check_tasks(value: tuple[str, ...]) -> str | None:
 
 
 def _check_endpoint(value: str) -> str | None:
-    if value and not value.startswith(("ipc://", "tcp://127.0.0.1:", "tcp://localhost:")):
-        return ("expected an ipc:// endpoint or a loopback tcp:// endpoint; "
-                "other interfaces are not supported yet")
-    return None
+    return endpoint_problem(value, "the dispatcher's endpoint")
 
 
 def producers_endpoint_problem(value: str) -> str | None:
-    """Why `value` cannot be a node's producer endpoint, or None ("" is the default: None).
+    """Why `value` cannot be a node's producer endpoint, or None (see `endpoint_problem`)."""
+    return endpoint_problem(value, "the producer endpoint")
+
+
+def endpoint_problem(value: str, what: str) -> str | None:
+    """Why `value` cannot be one of a node's endpoints (`what`), or None ("" is the default: None).
 
     Accepted: ``ipc:///absolute/path`` (at most `MAX_IPC_PATH_BYTES` bytes; not Linux's
     abstract ``ipc://@name``, which no file mode protects) and ``tcp://127.0.0.1:PORT`` or
-    ``tcp://localhost:PORT`` (PORT 1 to 65535). The endpoint has no authentication, so no
+    ``tcp://localhost:PORT`` (PORT 1 to 65535). The endpoints have no authentication, so no
     other interface is.
     """
     if not value:
@@ -75,8 +77,7 @@ def producers_endpoint_problem(value: str) -> str | None:
     if value.startswith("tcp://"):
         host, _, port = value[len("tcp://"):].rpartition(":")
         if host not in LOOPBACK_HOSTS:
-            return (f"{expected}, got {value!r}: the producer endpoint has no authentication, so it listens "
-                    "on 127.0.0.1 only")
+            return f"{expected}, got {value!r}: {what} has no authentication, so it listens on 127.0.0.1 only"
         if not (port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= MAX_PORT):
             return f"{expected}, got {value!r}"
         return None

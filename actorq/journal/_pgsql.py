@@ -154,6 +154,28 @@ _TEXT = {
     "declared_tasks": (
         "SELECT name, queue, priority, max_attempts FROM {tasks} WHERE name = ANY(%(names)s::text[])"
     ),
+    # a stored schedule keeps its added_at and last_fired: a new definition does not fire again
+    # what already fired
+    "put_schedules": (
+        "INSERT INTO {schedules} (name, cron, task, payload, queue, timezone, catch_up, source, added_at, last_fired)"
+        " SELECT * FROM unnest(%(names)s::text[], %(crons)s::text[], %(tasks)s::text[], %(payloads)s::bytea[],"
+        "  %(queues)s::text[], %(timezones)s::text[], %(catch_ups)s::text[], %(sources)s::text[],"
+        "  %(added_at)s::float8[], %(last_fired)s::float8[])"
+        " ON CONFLICT (name) DO UPDATE SET cron = EXCLUDED.cron, task = EXCLUDED.task, payload = EXCLUDED.payload,"
+        " queue = EXCLUDED.queue, timezone = EXCLUDED.timezone, catch_up = EXCLUDED.catch_up,"
+        " source = EXCLUDED.source"
+    ),
+    "remove_schedule": "DELETE FROM {schedules} WHERE name = ANY(%(names)s::text[])",
+    "schedules": (
+        "SELECT name, cron, task, payload, queue, timezone, catch_up, source, added_at, last_fired"
+        " FROM {schedules} ORDER BY name"
+    ),
+    # Compare-and-set. A second scheduler firing the same time waits for the first's row lock
+    # (within lock_timeout), then finds last_fired moved and updates nothing.
+    "fire_schedule": (
+        "UPDATE {schedules} SET last_fired = %(fired)s::float8"
+        " WHERE name = %(name)s AND last_fired IS NOT DISTINCT FROM %(previous)s::float8"
+    ),
     # A row another transaction holds (it is being rescued) keeps its expiry: the next renewal,
     # a third of the lease later, extends it if it is still ours.
     "renew": (
@@ -215,6 +237,9 @@ _TEXT = {
         # nodes declare their tasks at start
         " AND has_table_privilege(%(tasks)s, 'SELECT') AND has_table_privilege(%(tasks)s, 'INSERT')"
         " AND has_table_privilege(%(tasks)s, 'UPDATE')"
+        # nodes write their file's schedules at start, and fire them
+        " AND has_table_privilege(%(schedules)s, 'SELECT') AND has_table_privilege(%(schedules)s, 'INSERT')"
+        " AND has_table_privilege(%(schedules)s, 'UPDATE') AND has_table_privilege(%(schedules)s, 'DELETE')"
     ),
 }
 
@@ -237,6 +262,7 @@ def statements(schema: str) -> Statements:
         "errors": sql.Identifier(schema, "actorq_errors"),
         "leaders": sql.Identifier(schema, "actorq_leaders"),
         "tasks": sql.Identifier(schema, "actorq_tasks"),
+        "schedules": sql.Identifier(schema, "actorq_schedules"),
         # nextval takes the sequence's name as text: a quoted, escaped literal.
         "lease_ids": sql.Literal(table(schema, "actorq_lease_ids")),
     }

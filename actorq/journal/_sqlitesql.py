@@ -99,6 +99,22 @@ _TEXT = {
         " max_attempts = excluded.max_attempts, declared_at = excluded.declared_at"
     ),
     "declared_tasks": "SELECT name, queue, priority, max_attempts FROM actorq_tasks WHERE name IN ({marks})",
+    # a stored schedule keeps its added_at and last_fired: a new definition does not fire again
+    # what already fired
+    "put_schedules": (
+        "INSERT INTO actorq_schedules (name, cron, task, payload, queue, timezone, catch_up, source, added_at,"
+        " last_fired) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET cron = excluded.cron, task = excluded.task, payload = excluded.payload,"
+        " queue = excluded.queue, timezone = excluded.timezone, catch_up = excluded.catch_up,"
+        " source = excluded.source"
+    ),
+    "remove_schedule": "DELETE FROM actorq_schedules WHERE name = ?",
+    "schedules": (
+        "SELECT name, cron, task, payload, queue, timezone, catch_up, source, added_at, last_fired"
+        " FROM actorq_schedules ORDER BY name"
+    ),
+    # compare-and-set: `IS` matches NULL to NULL (never fired)
+    "fire_schedule": "UPDATE actorq_schedules SET last_fired = ? WHERE name = ? AND last_fired IS ?",
     "renew": "UPDATE actorq_jobs SET lease_expires = ? WHERE state = 'leased' AND lease_owner IN ({marks})",
     "promote": f"UPDATE actorq_jobs SET state = 'ready' WHERE state IN {DUE} AND run_at <= ?",
     "has_due": f"SELECT EXISTS (SELECT 1 FROM actorq_jobs WHERE state IN {DUE} AND run_at <= ?)",

@@ -42,6 +42,10 @@ class JobStatements:
     expired: str
     declare_tasks: str
     declared_tasks: str
+    put_schedules: str
+    remove_schedule: str
+    schedules: str
+    fire_schedule: str
     renew: str
     promote: str
     has_due: str

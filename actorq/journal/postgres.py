@@ -68,7 +68,8 @@ from actorq.journal.config import (
     JournalConfig, check_schema, redact_url,
 )
 from actorq.journal.protocol import (
-    TERMINAL_STATES, Attempt, Failure, JobInfo, JobResult, JobState, KeptResult, LeasedJob, NewJob, TaskDefaults,
+    TERMINAL_STATES, Attempt, Failure, JobInfo, JobResult, JobState, KeptResult, LeasedJob, NewJob, ScheduleRow,
+    TaskDefaults,
     check_failures,
 )
 
@@ -489,11 +490,13 @@ class PostgresJournal:
             JournalError: the role lacks a privilege the journal needs (named in the message).
         """
         names = {"jobs": table(self.schema, "actorq_jobs"), "errors": table(self.schema, "actorq_errors"),
-                 "tasks": table(self.schema, "actorq_tasks"), "lease_ids": table(self.schema, "actorq_lease_ids")}
+                 "tasks": table(self.schema, "actorq_tasks"), "lease_ids": table(self.schema, "actorq_lease_ids"),
+                 "schedules": table(self.schema, "actorq_schedules")}
         if not self._execute(self._sql.privileges, names).fetchone()[0]:  # type: ignore[index]
             raise JournalError(
                 f"journal {self.url} (schema {self.schema}): this role may not write the journal; it needs "
-                f"SELECT, INSERT and UPDATE on {names['jobs']} and on {names['tasks']}, SELECT and INSERT "
+                f"SELECT, INSERT and UPDATE on {names['jobs']}, on {names['tasks']} and on {names['schedules']}, "
+                f"DELETE on {names['schedules']}, SELECT and INSERT "
                 f"on {names['errors']} and USAGE on {names['lease_ids']}")
 
     # -- transitions ---------------------------------------------------------------------------
@@ -646,6 +649,46 @@ class PostgresJournal:
             return {}
         rows = self._execute(self._sql.declared_tasks, {"names": names}).fetchall()
         return {row[0]: TaskDefaults(*row) for row in rows}
+
+    def put_schedules(self, schedules: Sequence[ScheduleRow]) -> None:
+        """Store `schedules` in one statement, replacing the definitions of stored names (their
+        added_at and last_fired are kept).
+
+        Raises:
+            JournalError: a row was refused (unknown ``catch_up`` or ``source``); none is stored.
+        """
+        latest = sorted({row.name: row for row in schedules}.values())  # one row per name, in one order
+        if not latest:
+            return
+        self._execute(self._sql.put_schedules, {
+            "names": [r.name for r in latest], "crons": [r.cron for r in latest], "tasks": [r.task for r in latest],
+            "payloads": [r.payload for r in latest], "queues": [r.queue for r in latest],
+            "timezones": [r.timezone for r in latest], "catch_ups": [r.catch_up for r in latest],
+            "sources": [r.source for r in latest], "added_at": [r.added_at for r in latest],
+            "last_fired": [r.last_fired for r in latest],
+        }, isolated=True)
+
+    def remove_schedules(self, names: Sequence[str]) -> int:
+        """Delete the schedules `names`; returns how many there were."""
+        names = [n for n in dict.fromkeys(names) if "\x00" not in n]
+        if not names:
+            return 0
+        return self._execute(self._sql.remove_schedule, {"names": names}).rowcount
+
+    def schedules(self) -> list[ScheduleRow]:
+        """Every stored schedule, by name."""
+        return [ScheduleRow(*row) for row in self._execute(self._sql.schedules, {}).fetchall()]
+
+    def fire_schedule(self, name: str, previous: float | None, fired: float, jobs: Sequence[NewJob]) -> bool:
+        """Move `name`'s last_fired from `previous` to `fired` and enqueue `jobs`, or do nothing
+        (False) if last_fired is no longer `previous`."""
+        with self.transaction():
+            cursor = self._execute(self._sql.fire_schedule, {"name": name, "previous": previous, "fired": fired})
+            if cursor.rowcount != 1:
+                return False
+            if jobs:
+                self.enqueue(jobs)
+            return True
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
         """Extend the leases held by `owners` to the database's now + `lease_for`; returns rows renewed."""

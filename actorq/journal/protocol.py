@@ -30,6 +30,11 @@ Fencing: every lease has a lease id. `complete`, `fail` and `release` name the
 lease they answer; once the job left that lease (taken back, cancelled, leased
 again) the answer is rejected and not counted in the return value.
 
+Cron schedules are rows beside the jobs (`ScheduleRow`): a definition and
+``last_fired``, the latest fire time handled. `fire_schedule` moves it with a
+compare-and-set on the value read and enqueues the fire times' jobs in the same
+transaction, so a fire time fires once whoever else tries (see docs/schedules.md).
+
 Every method is one batched transition. A backend is used from one thread at
 a time. Methods called inside ``with journal.transaction():`` share one atomic,
 durable commit (group commit); called outside, each commits on its own.
@@ -59,6 +64,8 @@ __all__ = [
     "MAX_PRIORITY",
     "MIN_PRIORITY",
     "NewJob",
+    "SCHEDULE_SOURCES",
+    "ScheduleRow",
     "TERMINAL_STATES",
     "TaskDefaults",
     "check_failures",
@@ -297,6 +304,42 @@ class JobInfo(NamedTuple):
     errors: list[str]
 
 
+SCHEDULE_SOURCES = ("file", "api")
+"""Where a schedule was defined: a node's ``topology.toml`` (replaced at each node start)
+or the API (kept until removed)."""
+
+
+class ScheduleRow(NamedTuple):
+    """A cron schedule as the journal stores it (`Journal.put_schedules`, `Journal.schedules`).
+
+    The journal checks nothing of the definition (the cron expression, the timezone):
+    `actorq.jobs.schedule.Schedule` does, where a schedule is made.
+
+    Attributes:
+        name: the schedule's unique name.
+        cron: the cron expression.
+        task: the registered task name its jobs run.
+        payload: msgpack of ``[args, kwargs]`` for each job.
+        queue: the queue of its jobs; None: the task's declared queue.
+        timezone: the IANA zone the expression is read in (``"UTC"``, ``"Europe/Berlin"``).
+        catch_up: ``"none"``, ``"last"`` or ``"all"`` (see docs/schedules.md).
+        source: one of `SCHEDULE_SOURCES`.
+        added_at: Unix time the schedule was first stored; its first fire time is after it.
+        last_fired: Unix time of the latest fire time handled (fired or skipped); None: none yet.
+    """
+
+    name: str
+    cron: str
+    task: str
+    payload: bytes
+    queue: str | None
+    timezone: str
+    catch_up: str
+    source: str
+    added_at: float
+    last_fired: float | None = None
+
+
 @runtime_checkable
 class Journal(Protocol):
     """A durable job queue backend. See the module docstring for the state machine.
@@ -446,6 +489,33 @@ class Journal(Protocol):
 
     def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
         """``{name: its declared defaults}`` for those of `names` that some node declared."""
+
+    def put_schedules(self, schedules: Sequence[ScheduleRow]) -> None:
+        """Store the definitions of `schedules`, replacing those of the same names.
+
+        A new name is stored with its row's `added_at` and `last_fired`; a name already
+        stored keeps its own (a changed definition does not fire again what already fired).
+
+        Raises:
+            JournalError: the journal refused a row (an unknown ``catch_up`` or ``source``).
+        """
+
+    def remove_schedules(self, names: Sequence[str]) -> int:
+        """Delete the schedules `names`; returns how many there were."""
+
+    def schedules(self) -> list[ScheduleRow]:
+        """Every stored schedule, by name."""
+
+    def fire_schedule(self, name: str, previous: float | None, fired: float, jobs: Sequence[NewJob]) -> bool:
+        """Move schedule `name`'s ``last_fired`` from `previous` to `fired` and enqueue `jobs`, together.
+
+        A compare-and-set: only if ``last_fired`` is still exactly `previous` (None: never
+        fired). Otherwise (another scheduler fired it since it was read, or the schedule
+        was removed) nothing is written and it returns False. Inside the caller's
+        transaction both writes commit or neither does, so a fire time fires once however
+        many schedulers, nodes or restarts see it. `jobs` may be empty (times skipped by
+        the catch-up policy still move ``last_fired``).
+        """
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
         """Extend the leases of live `owners` to now + `lease_for`. Returns rows renewed."""

@@ -45,13 +45,14 @@ from actorq.journal.config import (
     JournalConfig, check_url, redact_url,
 )
 from actorq.journal.protocol import (
-    TERMINAL_STATES, Attempt, Failure, JobInfo, JobResult, JobState, KeptResult, LeasedJob, NewJob, TaskDefaults,
+    TERMINAL_STATES, Attempt, Failure, JobInfo, JobResult, JobState, KeptResult, LeasedJob, NewJob, ScheduleRow,
+    TaskDefaults,
     check_failures,
 )
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: schedules; 5: results
+SCHEMA_VERSION = 5  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 LOCK_FIRST_DELAY, LOCK_MAX_DELAY = 50e-6, 2e-3  # seconds between tries for the write lock (`_begin`)
@@ -527,6 +528,40 @@ class SQLiteJournal:
                 for row in self._conn.execute(SQL.declared_tasks.format(marks=in_list(len(chunk))), chunk):
                     found[row[0]] = TaskDefaults(*row)
         return found
+
+    def put_schedules(self, schedules: Sequence[ScheduleRow]) -> None:
+        """Store `schedules`, replacing the definitions of stored names (their added_at and
+        last_fired are kept).
+
+        Raises:
+            JournalError: a row was refused (unknown ``catch_up`` or ``source``); none is stored.
+        """
+        if not schedules:
+            return
+        with self.transaction(), self._savepoint():
+            self._conn.executemany(SQL.put_schedules, [tuple(row) for row in schedules])
+
+    def remove_schedules(self, names: Sequence[str]) -> int:
+        """Delete the schedules `names`; returns how many there were."""
+        if not names:
+            return 0
+        with self.transaction():
+            return sum(self._conn.execute(SQL.remove_schedule, (name,)).rowcount for name in dict.fromkeys(names))
+
+    def schedules(self) -> list[ScheduleRow]:
+        """Every stored schedule, by name."""
+        with self._reading():
+            return [ScheduleRow(*row) for row in self._conn.execute(SQL.schedules)]
+
+    def fire_schedule(self, name: str, previous: float | None, fired: float, jobs: Sequence[NewJob]) -> bool:
+        """Move `name`'s last_fired from `previous` to `fired` and enqueue `jobs`, or do nothing
+        (False) if last_fired is no longer `previous`."""
+        with self.transaction():
+            if self._conn.execute(SQL.fire_schedule, (fired, name, previous)).rowcount != 1:
+                return False
+            if jobs:
+                self.enqueue(jobs)
+            return True
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
         """Extend the leases held by `owners` to now + `lease_for`; returns rows renewed."""

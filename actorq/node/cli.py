@@ -1,4 +1,4 @@
-"""The ``actorq`` command line: run, check, enqueue, status, tree, migrate.
+"""The ``actorq`` command line: run, check, enqueue, status, tree, migrate, schedules.
 
 Every subcommand reads the same ``topology.toml``. Errors in it are printed as
 ``file: key: expected ...`` without a traceback, with exit code 2. So are bad
@@ -25,8 +25,9 @@ from actorq.jobs.client import Client
 from actorq.jobs.runtime import JOURNAL_WAIT_REPORTED, live_jobs
 from actorq.jobs.settings import producers_endpoint_problem
 from actorq.jobs.task import Job
+from actorq.jobs.schedule import Schedule, ScheduleInfo
 from actorq.journal import migrate
-from actorq.journal.backends import journal_class
+from actorq.journal.backends import journal_class, open_journal
 from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, JobState
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK, EXIT_RETRY
@@ -49,6 +50,7 @@ examples:
   actorq status  --config topology.toml
   actorq tree    --config topology.toml
   actorq migrate --config topology.toml
+  actorq schedules list --config topology.toml
 
 exit codes: 0 ok, 1 the node failed, 2 bad config or usage, 3 journal unusable,
 4 start-up cut short from outside (the task import check was killed or took too long): try again.
@@ -232,6 +234,80 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     _out(f"  workers   {config.workers.processes} processes x {config.workers.concurrency} slots, "
          f"queues {', '.join(config.workers.queues)}")
     _out(f"  tasks     {', '.join(names) or '(none: every job would be dead)'}")
+    now = time.time()
+    _out(f"  schedules {len(config.schedules) or '(none)'}")
+    for schedule in config.schedules:
+        unknown = "" if schedule.task in names else "  (task not registered: its jobs would be dead)"
+        _out(f"    {schedule.name}: {schedule.cron!r} {schedule.timezone} -> {schedule.task}, "
+             f"next {_local(schedule.next_after(now), schedule.timezone)}{unknown}")
+    return EXIT_OK
+
+
+# -- schedules ------------------------------------------------------------------------------------
+SCHEDULE_COLUMNS = ("name", "cron", "timezone", "task", "queue", "catch_up", "source", "last_fired", "next_fire")
+
+
+def _local(when: float | None, timezone: str) -> str:
+    """`when` as an ISO time in `timezone` (seconds), or ``-``."""
+    if when is None:
+        return "-"
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(when, ZoneInfo(timezone)).isoformat(timespec="seconds")
+
+
+def _schedule_entries(config: Config, now: float) -> tuple[list[dict[str, Any]], str | None]:
+    """The schedules as a node of `config` would run them: the journal's, with the file's
+    definitions for their names (the file wins at the next start). Returns them and, when the
+    journal could not be read, why."""
+    stored: dict[str, ScheduleInfo] = {}
+    problem = None
+    try:
+        journal = open_journal(config.journal.resolved_url, schema=config.journal.schema,
+                               busy_timeout=config.journal.busy_timeout,
+                               connect_retry_for=config.journal.connect_retry_for, create=False)
+    except JournalError as exc:
+        problem = str(exc)
+    else:
+        try:
+            for row in journal.schedules():
+                try:
+                    stored[row.name] = ScheduleInfo.from_row(row)
+                except ValueError as exc:
+                    logger.warning("%s", exc)
+        finally:
+            journal.close()
+    entries = []
+    file = {s.name: s for s in config.schedules}
+    for name in sorted(set(stored) | set(file)):
+        info = stored.get(name)
+        schedule: Schedule = file[name] if name in file else info.schedule  # type: ignore[union-attr]
+        last = info.last_fired if info is not None else None
+        source = "file" if name in file else info.source  # type: ignore[union-attr]
+        entries.append({"name": name, "cron": schedule.cron, "timezone": schedule.timezone, "task": schedule.task,
+                        "queue": schedule.queue, "catch_up": schedule.catch_up, "source": source,
+                        "in_journal": info is not None, "last_fired": last,
+                        "next_fire": schedule.next_after(max(now, last or now))})
+    return entries, problem
+
+
+def cmd_schedules(args: argparse.Namespace, config: Config) -> int:
+    entries, problem = _schedule_entries(config, time.time())
+    if args.json:
+        _out(json.dumps({"schedules": entries, "journal_problem": problem}, sort_keys=True))
+        return EXIT_OK
+    if problem:
+        _out(f"(the journal could not be read: {problem}; showing the file's schedules)")
+    rows = [[e["name"], e["cron"], e["timezone"], e["task"], e["queue"] or "(task's)", e["catch_up"],
+             e["source"] + ("" if e["in_journal"] else " (at next start)"),
+             _local(e["last_fired"], e["timezone"]), _local(e["next_fire"], e["timezone"])] for e in entries]
+    if not rows:
+        _out("(no schedules)")
+        return EXIT_OK
+    widths = [max(len(str(c)) for c in column) for column in zip(SCHEDULE_COLUMNS, *rows)]
+    for line in [list(SCHEDULE_COLUMNS), *rows]:
+        _out("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
     return EXIT_OK
 
 
@@ -313,7 +389,10 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
 def cmd_tree(args: argparse.Namespace, config: Config) -> int:
     try:
         info = read_node_file(config.node_file)
-        tree = query(str(info["control"]), TREE, None, timeout=args.timeout)
+        control = info.get("control")
+        if not isinstance(control, str):
+            raise NodeNotRunning(f"{config.node_file} names no control endpoint")
+        tree = query(control, TREE, None, timeout=args.timeout)
     except NodeNotRunning as exc:
         _err(f"actorq tree: {exc}")
         return EXIT_FAILURE
@@ -439,6 +518,22 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument("--timeout", type=_seconds(0.0, MAX_WAIT, low_allowed=False), default=5.0,
                       help=f"seconds to wait for the node, at most {MAX_WAIT:.0f} (default: 5)")
     tree.set_defaults(handler=cmd_tree)
+
+    schedules = sub.add_parser("schedules", help="Cron schedules: list them with their last and next fire times.",
+                               description="Cron schedules: list them with their last and next fire times.")
+    schedules_sub = schedules.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = schedules_sub.add_parser(
+        "list", help="List the schedules a node of this topology runs: those stored in the journal (added "
+        "by the API or an earlier start), with the file's definitions for their names.",
+        description="List the schedules a node of this topology runs: those stored in the journal (added by "
+        "the API or an earlier start), with the file's definitions for their names; fire times in each "
+        "schedule's timezone.", epilog="example:\n  actorq schedules list --config topology.toml --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    listing.add_argument("--config", "-c", required=True, metavar="FILE", help="the topology.toml to use")
+    listing.add_argument("--json", action="store_true",
+                         help='print JSON: {"schedules": [{name, cron, ..., last_fired, next_fire (Unix '
+                              'seconds)}], "journal_problem": null or why the journal could not be read}')
+    listing.set_defaults(handler=cmd_schedules)
     return parser
 
 

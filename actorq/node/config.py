@@ -56,12 +56,23 @@ A complete ``topology.toml``; every value shown is the default except ``tasks``:
     core_strategy = "rest_for_one" # journal writer, dispatcher, scheduler
     core_intensity = 5
     core_period = 60.0
+
+    [[schedules]]                  # none by default; one table per schedule (docs/schedules.md)
+    name = "nightly-report"        # unique; at most 200 characters
+    cron = "30 2 * * *"            # croniter: minute hour day-of-month month day-of-week
+    task = "reports.build"
+    args = []                      # the job's arguments
+    kwargs = {}
+    queue = ""                     # "" -> the task's declared queue
+    timezone = "UTC"               # an IANA name, e.g. "Europe/Berlin"
+    catch_up = "last"              # none | last | all: what fires of times missed while down
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import operator
 import os
@@ -76,10 +87,12 @@ from typing import Any, Literal, TypeVar
 
 from actorq.errors import ActorQError
 from actorq.jobs.node_file import node_file_beside
+from actorq.jobs.schedule import CATCH_UP_POLICIES, Schedule, check_cron, check_schedule_name, zone
+from actorq.jobs.task import check_name
 from actorq.jobs.settings import (
     MAX_INTENSITY, DispatcherConfig, NodeConfig, ProducersConfig, ResultsConfig, WorkersConfig,
 )
-from actorq.jobs.wire import MAX_CREDITS
+from actorq.jobs.wire import MAX_CREDITS, payload_budget
 from actorq.journal.backends import journal_class
 from actorq.journal.config import MAX_SECONDS, JournalConfig
 from actorq.journal.config import redact_url as redact_url  # for the CLI and benches
@@ -157,6 +170,8 @@ class Config:
     producers: ProducersConfig = field(default_factory=ProducersConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
+    schedules: tuple[Schedule, ...] = field(default=(), metadata={"toml": False})
+    """The ``[[schedules]]`` tables (read by `parse_schedules`)."""
     path: Path | None = field(default=None, metadata={"toml": False})
 
     @property
@@ -251,7 +266,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>",
     """
     if not isinstance(data, Mapping):
         raise ConfigError(source, None, f"expected a table, {_got(data)}")
-    config = _build(Config, data, "", source)
+    raw_schedules = data.get("schedules", [])
+    config = _build(Config, {k: v for k, v in data.items() if k != "schedules"}, "", source)
     workers = config.workers
     if workers.concurrency + workers.prefetch > MAX_CREDITS:  # a worker asks for this many jobs at once
         raise ConfigError(source, "workers.prefetch",
@@ -270,7 +286,77 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>",
                               f"expected a number > 0 and < dispatcher.lease_timeout ({lease_timeout:g}), "
                               f"got {value!r}")
     node = dataclasses.replace(config.node, name=config.node.name or socket.gethostname())
-    return dataclasses.replace(config, node=node, path=path)
+    schedules = parse_schedules(raw_schedules, source, payload_budget(config.dispatcher.max_frame_bytes))
+    return dataclasses.replace(config, node=node, schedules=schedules, path=path)
+
+
+_SCHEDULE_KEYS = ("name", "cron", "task", "args", "kwargs", "queue", "timezone", "catch_up")
+
+
+def parse_schedules(raw: object, source: str, max_payload: int) -> tuple[Schedule, ...]:
+    """Validate the ``[[schedules]]`` array of tables.
+
+    Every problem is a `ConfigError` naming the key (``schedules[2].cron``, or
+    ``schedules.nightly.cron`` once the name is known) and what was expected.
+    """
+    if not isinstance(raw, list):
+        raise ConfigError(source, "schedules", f"expected an array of tables ([[schedules]]), {_got(raw)}")
+    schedules: list[Schedule] = []
+    seen: dict[str, int] = {}
+    for index, table in enumerate(raw):
+        where = f"schedules[{index}]"
+        if not isinstance(table, Mapping):
+            raise ConfigError(source, where, f"expected a table, {_got(table)}")
+        for key in table:
+            if key not in _SCHEDULE_KEYS:
+                close = difflib.get_close_matches(key, _SCHEDULE_KEYS, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(map(repr, _SCHEDULE_KEYS))}"
+                raise ConfigError(source, f"{where}.{key}", f"unknown key; {hint}")
+        for key in ("name", "cron", "task"):
+            if key not in table:
+                raise ConfigError(source, f"{where}.{key}", "missing; every schedule needs name, cron and task")
+        for key in ("name", "cron", "task", "queue", "timezone", "catch_up"):
+            if key in table and not isinstance(table[key], str):
+                raise ConfigError(source, f"{where}.{key}", f"expected a string, {_got(table[key])}")
+        name = table["name"]
+        if name in seen:
+            raise ConfigError(source, f"{where}.name",
+                              f"duplicate schedule name {name!r} (also schedules[{seen[name]}])")
+        seen[name] = index
+        args, kwargs = table.get("args", []), table.get("kwargs", {})
+        if not isinstance(args, list):
+            raise ConfigError(source, f"{where}.args", f"expected an array, {_got(args)}")
+        if not isinstance(kwargs, Mapping):
+            raise ConfigError(source, f"{where}.kwargs", f"expected a table, {_got(kwargs)}")
+        catch_up = table.get("catch_up", "last")
+        if catch_up not in CATCH_UP_POLICIES:
+            raise ConfigError(source, f"{where}.catch_up",
+                              f"expected one of {', '.join(map(repr, CATCH_UP_POLICIES))}, got {catch_up!r}")
+        # each field checked alone first, so the message names its key
+        for key, check in (("name", check_schedule_name), ("cron", check_cron), ("timezone", zone),
+                           ("task", functools.partial(check_name, "task name")),
+                           ("queue", functools.partial(check_name, "queue name"))):
+            if table.get(key):
+                try:
+                    check(table[key])
+                except ValueError as exc:
+                    raise ConfigError(source, f"{where}.{key}", _without_name(str(exc), name)) from None
+        try:
+            schedule = Schedule(name, table["cron"], table["task"], tuple(args), dict(kwargs),
+                                table.get("queue") or None, table.get("timezone", "UTC"), catch_up)
+            schedule.check_payload(max_payload)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(source, where, _without_name(str(exc), name)) from None
+        schedules.append(schedule)
+    return tuple(schedules)
+
+
+def _without_name(message: str, name: object) -> str:
+    """`message` as it follows ``schedules[i]:``: the schedule's name once, at its start."""
+    if not isinstance(name, str) or not name or len(name) > 60:  # never echo a long name
+        return message
+    prefix = f"schedule {name!r}: "
+    return message if message.startswith(prefix) else f"{prefix}{message}"
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -37,6 +37,7 @@ from actorq.errors import ActorQError, ActorStopped
 from actorq.jobs.outcome import TaskPolicy
 from actorq.jobs.producers import EndpointUnusable
 from actorq.jobs.queue import QueueRef
+from actorq.jobs.cron import Schedules
 from actorq.jobs.runtime import JobRuntime, Progress
 from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import check_tasks
@@ -166,7 +167,8 @@ class Node:
             raise
         runtime = self.runtime = JobRuntime(node=cfg.node, journal=cfg.journal, dispatcher=cfg.dispatcher,
                                             workers=cfg.workers, search_path=cfg.task_search_path, tasks=tasks,
-                                            producers=cfg.producers, results=cfg.results)
+                                            producers=cfg.producers, schedules=cfg.schedules,
+                                            results=cfg.results)
         runtime.open()
         self.system = ActorSystem(f"node-{cfg.node.name}")
         await self.system.start()
@@ -177,7 +179,7 @@ class Node:
             except StartFailed as exc:
                 cause = _cause(exc)
                 if isinstance(cause, EndpointUnusable):  # the topology's address: say so, as for a bad value
-                    raise ConfigError(str(cfg.path or "config"), "producers.endpoint", str(cause)) from None
+                    raise ConfigError(str(cfg.path or "config"), cause.key, str(cause)) from None
                 raise cause from None
             assert isinstance(root, SupervisorRef)
             self.root = root
@@ -296,6 +298,15 @@ class Node:
         the task names one). A job's priority and max_attempts default to its task's.
         """
         return self._runtime().queue(name)
+
+    @property
+    def schedules(self) -> Schedules:
+        """The journal's cron schedules: ``await node.schedules.add(Schedule(...))``, ``remove``, ``list``.
+
+        Raises:
+            RuntimeError: the node has not started.
+        """
+        return self._runtime().schedules
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """``{queue: {state: count}}``, read through the writer (consistent with its commits)."""

@@ -1,4 +1,4 @@
-"""Tasks of examples/04_results.py: one returns a value, one raises."""
+"""Tasks of examples/05_results.py: one returns a value, one raises."""
 
 from actorq import TaskRegistry
 

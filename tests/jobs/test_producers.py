@@ -182,6 +182,27 @@ print("ok")
 """
 
 
+async def test_a_job_through_the_node_starts_without_waiting_for_a_poll(topology) -> None:
+    """The node polls its journal once an hour here: jobs sent through it still run at once,
+    one call at a time and many (their commit wakes the dispatcher, and the leases they wake
+    share their group). Before, a Client's job waited for the scheduler's next tick."""
+    topo = topology(TASKS, poll_interval=3600.0)
+    node = await _start(topo, 1)
+    try:
+        with topo.client() as client:
+            ids = set()
+            for n in range(20):  # one job a call, each waiting for its commit
+                ids.add(await asyncio.to_thread(client.enqueue, Job("prod.work", [n])))
+                await eventually(lambda: ids <= _ran(topo), timeout=60, message=f"job {n} ran with no poll")
+            ids |= set(await asyncio.to_thread(client.enqueue_many, [Job("prod.work", [n]) for n in range(20, 300)]))
+        await eventually(lambda: ids <= _ran(topo), timeout=60, message="every job ran with no poll")
+        await eventually(lambda: all(topo.states()[i] == "succeeded" for i in ids), timeout=30,
+                         message="every job succeeded")
+    finally:
+        node.proc.send_signal(signal.SIGTERM)
+        assert await node.exit_code() == 0, node.output()[-2000:]
+
+
 async def test_c20_two_producers_committing_one_job_per_call_beside_a_running_node(topology) -> None:
     """Before, each producer fought the node for the file lock: "database is locked"."""
     topo = topology(TASKS)

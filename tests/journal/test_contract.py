@@ -42,7 +42,7 @@ from journal_support import (
 from actorq.errors import JournalError
 from actorq.journal import TERMINAL_STATES, Failure, JobResult, JobState, Journal, KeptResult, NewJob
 from actorq.journal.protocol import (
-    LATEST_RUN_AT, LIVE_STATES, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, Attempt, TaskDefaults,
+    LATEST_RUN_AT, LIVE_STATES, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, Attempt, ScheduleRow, TaskDefaults,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -1017,3 +1017,66 @@ def test_an_expired_result_reads_as_expired_and_is_swept_in_batches(journal: Jou
     assert all(journal.result(f"e{n}") == JobResult(f"e{n}", JobState.SUCCEEDED, None, True, None, None)
                for n in range(5))
     assert journal.result("kept") == JobResult("kept", JobState.SUCCEEDED, b"\xa2ok", False, None, None)
+
+
+# -- cron schedules: definitions, and last_fired moved with the enqueue (C5, F2) ------------------------
+def _schedule(name: str, *, cron: str = "*/5 * * * *", source: str = "api", added_at: float = 1_000.0,
+              last_fired: float | None = None, catch_up: str = "last") -> ScheduleRow:
+    return ScheduleRow(name, cron, "tests.noop", b"\x92\x90\x80", None, "UTC", catch_up, source, added_at, last_fired)
+
+
+def test_schedules_round_trip_and_a_new_definition_keeps_last_fired(backend: Backend, journal: Journal) -> None:
+    assert journal.schedules() == []
+    hostile = "x'); DROP TABLE actorq_schedules;--"
+    journal.put_schedules([_schedule("b", source="file"), _schedule("a", last_fired=1_500.0), _schedule(hostile)])
+    assert [s.name for s in journal.schedules()] == sorted(["a", "b", hostile])
+    assert journal.schedules()[0] == _schedule("a", last_fired=1_500.0)
+    # Redefined (another cron, queue, source; a later added_at): the definition is replaced,
+    # added_at and last_fired are kept, so what fired does not fire again.
+    changed = ScheduleRow("a", "0 * * * *", "tests.other", b"\x92\x91\x01\x80", "q2", "Europe/Berlin", "all",
+                          "file", 9_999.0, None)
+    backend.open().put_schedules([changed])
+    assert journal.schedules()[0] == changed._replace(added_at=1_000.0, last_fired=1_500.0)
+    assert journal.remove_schedules(["a", "no-such", "a"]) == 1
+    assert [s.name for s in journal.schedules()] == sorted(["b", hostile])
+    assert journal.remove_schedules([]) == 0
+    journal.put_schedules([])
+
+
+def test_a_schedule_row_with_an_unknown_catch_up_is_refused(journal: Journal) -> None:
+    with pytest.raises(JournalError):
+        journal.put_schedules([_schedule("ok"), _schedule("bad", catch_up="sometimes")])
+    assert journal.schedules() == []
+
+
+def test_fire_schedule_moves_last_fired_and_enqueues_together_once(backend: Backend, journal: Journal) -> None:
+    journal.put_schedules([_schedule("s")])
+    first = [new_job("s-1"), new_job("s-2")]
+    assert journal.fire_schedule("s", None, 1_300.0, first) is True
+    assert journal.schedules()[0].last_fired == 1_300.0
+    assert journal.counts() == {"q": {"ready": 2}}
+    # Another scheduler (another node, or this one before a restart) read last_fired before
+    # that firing: its compare-and-set fails and it enqueues nothing, even though the jobs
+    # of the first firing are finished by now.
+    for leased in journal.lease(["q"], "w", 10, 30.0):
+        journal.complete([(leased.id, leased.lease_id)])
+    other = backend.open()
+    assert other.fire_schedule("s", None, 1_300.0, [new_job("s-1-again")]) is False
+    assert other.fire_schedule("s", 1_000.0, 1_300.0, [new_job("s-1-again")]) is False
+    assert journal.get("s-1-again") is None
+    # From the value it read, it moves on; times only go forward by the caller's choice.
+    assert other.fire_schedule("s", 1_300.0, 1_600.0, []) is True  # a skipped time moves it too
+    assert journal.schedules()[0].last_fired == 1_600.0
+    assert journal.fire_schedule("gone", None, 1_300.0, [new_job("never")]) is False  # removed or unknown
+    assert journal.get("never") is None
+    assert journal.counts() == {"q": {"succeeded": 2}}
+
+
+def test_a_refused_job_undoes_the_firing_with_it(journal: Journal) -> None:
+    journal.put_schedules([_schedule("s")])
+    bad = NewJob(id="bad", queue="q", task="tests.noop", payload=b"\x92\x90\x80", max_attempts=0)  # CHECK refuses it
+    with pytest.raises(JournalError):
+        with journal.transaction():
+            journal.fire_schedule("s", None, 1_300.0, [new_job("fine"), bad])
+    assert journal.schedules()[0].last_fired is None
+    assert journal.get("fine") is None

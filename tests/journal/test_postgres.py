@@ -314,6 +314,10 @@ def test_e8_a_role_without_privileges_gets_a_clear_error(pg_schema: str) -> None
                 node.attach_node()
             with pg_admin() as admin:
                 admin.execute(f'GRANT SELECT, INSERT, UPDATE ON "{pg_schema}".actorq_tasks TO "{role}"')
+            with pytest.raises(JournalError, match="DELETE on .*actorq_schedules"):  # nodes write their schedules
+                node.attach_node()
+            with pg_admin() as admin:
+                admin.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{pg_schema}".actorq_schedules TO "{role}"')
             node.attach_node()
             node.declare_tasks([TaskDefaults("t", "q", 0, 1)])
         finally:

@@ -258,6 +258,20 @@ def test_run_exits_2_as_check_does_for_every_task_module_problem(topology: Path,
     assert line.startswith(f"actorq: {topology}: node.tasks: ") and problem in line, line
 
 
+@pytest.mark.parametrize("command", ["tree", "status"])
+def test_a_node_file_naming_no_control_endpoint_is_one_line(topology: Path, command: str) -> None:
+    """A node file of a live process that lacks its control endpoint (another tool's, or damaged):
+    before, ``tree`` ended in a KeyError traceback."""
+    node_file = topology.parent / "cli.db.node"
+    SQLiteJournal(topology.parent / "cli.db").close()  # the journal exists
+    node_file.write_text(json.dumps({"pid": os.getpid(), "name": "x"}))
+    result = actorq_cmd(command, "--config", str(topology), cwd=topology.parent)
+    assert "Traceback" not in result.stderr
+    text = result.stderr if command == "tree" else result.stdout
+    assert f"{node_file} names no control endpoint" in text, (result.stdout, result.stderr)
+    assert result.returncode == (EXIT_FAILURE if command == "tree" else EXIT_OK)
+
+
 def test_tree_prints_the_live_tree_of_a_running_node(topology: Path) -> None:
     node_file = topology.parent / "cli.db.node"
     node = subprocess.Popen([sys.executable, "-m", "actorq.node.cli", "run", "--quiet", "--config", str(topology)],

@@ -379,13 +379,17 @@ def test_bad_tasks_entry(tmp_path: Path, entry: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "endpoint", ["tcp://0.0.0.0:5555", "tcp://10.0.0.1:5555", "tcp://*:5555", "inproc://x"]
+    ("endpoint", "why"),
+    [("tcp://0.0.0.0:5555", ": the dispatcher's endpoint has no authentication, so it listens on 127.0.0.1 only"),
+     ("tcp://10.0.0.1:5555", ": the dispatcher's endpoint has no authentication, so it listens on 127.0.0.1 only"),
+     ("tcp://*:5555", ": the dispatcher's endpoint has no authentication, so it listens on 127.0.0.1 only"),
+     ("tcp://127.0.0.1:abc", ""), ("tcp://127.0.0.1:70000", ""), ("inproc://x", "")],
 )
-def test_non_loopback_endpoint_rejected(tmp_path: Path, endpoint: str) -> None:
+def test_non_loopback_or_malformed_endpoint_rejected(tmp_path: Path, endpoint: str, why: str) -> None:
     err = load_error(tmp_path, f'[node]\nendpoint = "{endpoint}"\n')
     assert str(err) == (
-        "topology.toml: node.endpoint: expected an ipc:// endpoint or a loopback tcp:// "
-        "endpoint; other interfaces are not supported yet"
+        "topology.toml: node.endpoint: expected ipc:///absolute/path or tcp://127.0.0.1:PORT (PORT 1 to 65535), "
+        f"got {endpoint!r}{why}"
     )
 
 

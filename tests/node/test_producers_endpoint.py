@@ -208,6 +208,20 @@ async def test_a_missing_directory_is_one_line_naming_the_file_and_key(tmp_path)
         "producers.sock: No such file or directory")
 
 
+async def test_a_dispatcher_endpoint_that_cannot_be_bound_is_one_line_naming_the_file_and_key(tmp_path) -> None:
+    """`[node] endpoint` as `[producers] endpoint`: before, a missing directory ended in a traceback."""
+    topology = tmp_path / "topology.toml"
+    topology.write_text(f'[node]\nendpoint = "ipc://{tmp_path}/no/such/dir/dispatcher.sock"\n'
+                        f'[journal]\nurl = "sqlite:///{tmp_path / "j.db"}"\n')
+    result = subprocess.run([sys.executable, "-m", "actorq.node.cli", "run", "--config", str(topology)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        f"actorq: {topology}: node.endpoint: cannot serve workers at ipc://{tmp_path}/no/such/dir/"
+        "dispatcher.sock: No such file or directory")
+
+
 # -- bad values: one line naming the file and the key (G9, G12, H2) -------------------------------------
 @pytest.mark.parametrize(("value", "expected"), BAD_ENDPOINTS, ids=[v for v, _ in BAD_ENDPOINTS])
 def test_g9_bad_producers_endpoints_are_refused_naming_file_and_key(tmp_path, capsys, value, expected) -> None:

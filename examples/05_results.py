@@ -1,6 +1,6 @@
 """Results: ask a node's queue for what a task returns, or fetch it later by job id.
 
-Run from the repository root:  python examples/04_results.py
+Run from the repository root:  python examples/05_results.py
 """
 
 import asyncio
@@ -23,7 +23,7 @@ async def main() -> None:
             "workers": {"processes": 1, "concurrency": 4},
             "results": {"ttl": 3600.0},  # keep return values an hour (default: a day)
         },
-        source="04_results.py",
+        source="05_results.py",
         path=HERE / "topology.toml",  # task modules are imported relative to this directory
     )
     async with actorq.Node(config) as node:
