@@ -18,10 +18,12 @@ from actorq._kernel.system import ActorSystem as ActorSystem
 from actorq.errors import ActorQError as ActorQError
 from actorq.errors import ActorStopped as ActorStopped
 from actorq.errors import AskTimeout as AskTimeout
+from actorq.errors import JobFailed as JobFailed
 from actorq.errors import JournalError as JournalError
 from actorq.errors import JournalLocked as JournalLocked
 from actorq.errors import MailboxFull as MailboxFull
 from actorq.errors import NotCommitted as NotCommitted
+from actorq.errors import ResultExpired as ResultExpired
 from actorq.errors import UnknownTask as UnknownTask
 from actorq.jobs.async_client import AsyncClient as AsyncClient
 from actorq.jobs.client import Client as Client
@@ -57,6 +59,7 @@ __all__ = [
     "Discard",
     "Job",
     "JobContext",
+    "JobFailed",
     "JobState",
     "JournalError",
     "JournalLocked",
@@ -65,6 +68,7 @@ __all__ = [
     "NodeFailed",
     "NotCommitted",
     "QueueRef",
+    "ResultExpired",
     "RetryPolicy",
     "Schedule",
     "Task",

@@ -31,7 +31,45 @@ class ActorStopped(ActorQError):
 
 
 class AskTimeout(ActorQError, TimeoutError):
-    """`ask` got no reply within its timeout. The request may or may not have been handled."""
+    """`ask` got no reply within its timeout. The request may or may not have been handled.
+
+    Also raised by a queue's ``ask`` and by ``Client.result`` when the job did not end
+    within the timeout: the job goes on (it may still run and succeed), and its result
+    can be fetched later by id with ``Client.result``.
+    """
+
+
+class JobFailed(ActorQError):
+    """The job ended without a result: it raised until its attempts ran out, gave up, or was cancelled.
+
+    Carries the remote error as text, never as an object (nothing from a worker is
+    unpickled): `type` and `message` split from the journal's last error
+    (``"Type: message"``), and `traceback` the text of the last attempt that raised.
+
+    Args:
+        job_id: the job.
+        state: its final state (``dead``, ``failed`` or ``cancelled``).
+        error: its last error text, ``"Type: message"`` (or why it was lost, e.g. ``"worker died"``).
+        traceback: the traceback text of its last attempt that raised, or None.
+    """
+
+    def __init__(self, job_id: str, state: str, error: str | None, traceback: str | None = None) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.error = error or state
+        head, sep, tail = self.error.partition(": ")
+        is_type = bool(sep) and head.isidentifier()
+        self.type = head if is_type else ""
+        """The remote exception's class name, or "" when the job did not end by an exception."""
+        self.message = tail if is_type else self.error
+        """The remote exception's message (or why the job ended)."""
+        self.traceback = traceback
+        """The remote traceback text, or None."""
+        super().__init__(f"job {job_id} {state}: {self.error}")
+
+
+class ResultExpired(ActorQError, LookupError):
+    """The job succeeded, but its result was kept for less time than has passed since (``[results] ttl``)."""
 
 
 class JournalError(ActorQError):

@@ -231,7 +231,7 @@ async def run(args: argparse.Namespace, journal: str = SQLITE) -> dict[str, floa
 
 async def _measure(args: argparse.Namespace, journal: str, schema: str | None, workdir: Path) -> dict[str, float]:
     config = _node_config(args, journal, schema, workdir)
-    task = "bench.noop_sync" if args.sync else "bench.noop"
+    task = "bench.value" if args.returns else "bench.noop_sync" if args.sync else "bench.noop"
     label = backend_name(journal)
     progress = getattr(args, "progress", False)
     timeout = getattr(args, "timeout", 0.0) or float("inf")
@@ -332,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--synchronous", default="full", choices=["full", "normal", "extra"],
                         help="SQLite only: PRAGMA synchronous (default full)")
     parser.add_argument("--sync", action="store_true", help="use a sync task (thread pool) instead of an async one")
+    parser.add_argument("--returns", action="store_true",
+                        help="use a task that returns a small value, stored as the job's result")
     parser.add_argument("--repeat", type=int, default=1, help="runs per journal (default 1)")
     parser.add_argument("--rate", type=int, default=0, help="send at this many jobs/s instead of all at once")
     parser.add_argument("--timeout", type=float, default=300.0,

@@ -12,6 +12,12 @@ async def noop() -> None:
     """Does nothing: measures the queue, not the work."""
 
 
+@registry.task("bench.value")
+async def value() -> dict[str, object]:
+    """Returns a small value, stored with the job as its result: measures the result path."""
+    return {"ok": True, "n": 42}
+
+
 @registry.task("bench.noop_sync")
 def noop_sync() -> None:
     """Does nothing, in the worker's thread pool."""

@@ -220,6 +220,7 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         journal_extra: Mapping[str, object] | None = None,
         producers_endpoint: str = "",
         cancel_grace: float = 10.0,
+        results: Mapping[str, object] | None = None,
     ) -> Topology:
         counter[0] += 1
         module = f"aqtest_tasks_{counter[0]}"
@@ -240,6 +241,8 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
                         "heartbeat_timeout": heartbeat_timeout, "cancel_grace": cancel_grace},
             "producers": {"endpoint": producers_endpoint},
         }
+        if results is not None:
+            data["results"] = dict(results)
         toml_path = tmp_path / toml_name
         toml_path.write_text(to_toml(data))
         config = parse_config(data, source=str(toml_path), path=toml_path)

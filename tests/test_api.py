@@ -23,12 +23,13 @@ import actorq.transports
 PINNED_ALL = {
     "actorq": [
         "Actor", "ActorQError", "ActorRef", "ActorStopped", "ActorSystem", "AskTimeout", "AsyncClient", "Client",
-        "Config", "ConfigError", "Discard", "Job", "JobContext", "JobState", "JournalError",
-        "JournalLocked", "MailboxFull", "Node", "NodeFailed", "NotCommitted", "QueueRef",
+        "Config", "ConfigError", "Discard", "Job", "JobContext", "JobFailed", "JobState", "JournalError",
+        "JournalLocked", "MailboxFull", "Node", "NodeFailed", "NotCommitted", "QueueRef", "ResultExpired",
         "RetryPolicy", "Schedule", "Task", "TaskRegistry", "UnknownTask", "current_job",
     ],
     "actorq.journal": [
-        "Failure", "JobInfo", "JobState", "Journal", "LeasedJob", "Listener", "NewJob", "PostgresJournal",
+        "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener", "NewJob",
+        "PostgresJournal",
         "SQLiteJournal", "TERMINAL_STATES", "enqueue_in", "migrate", "open_journal",
     ],
     "actorq.supervisors": [

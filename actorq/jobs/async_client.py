@@ -28,10 +28,11 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from actorq.jobs.client import DEFAULT_TIMEOUT, Client
 from actorq.jobs.task import Declared, Job, TaskRegistry
+from actorq.jobs.results import POLL_FIRST, POLL_MAX, outcome_value, timed_out
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL,
 )
-from actorq.journal.protocol import JobInfo
+from actorq.journal.protocol import TERMINAL_STATES, JobInfo
 
 __all__ = ["AsyncClient"]
 
@@ -89,6 +90,27 @@ class AsyncClient:
         """Commit several jobs and return their ids, in order; as `Client.enqueue_many`."""
         jobs = list(jobs)
         return await self._call(lambda client: client.enqueue_many(jobs, queue))
+
+    async def result(self, job_id: str, timeout: float = 10.0) -> Any:
+        """Wait for the job `job_id` to end and return its value; as `Client.result`.
+
+        Polls with the same backoff, sleeping on the loop (the client's thread stays free
+        for other calls between reads).
+        """
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = POLL_FIRST
+        while True:
+            outcome = await self._call(lambda client: client.outcome(job_id))
+            if outcome is not None and outcome.state in TERMINAL_STATES:
+                return outcome_value(outcome)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise timed_out(job_id, timeout, outcome)
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, POLL_MAX)
 
     async def get(self, job_id: str) -> JobInfo | None:
         """One job's state and recorded errors, or None."""

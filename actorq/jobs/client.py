@@ -61,12 +61,13 @@ from actorq.jobs import producers
 from actorq.jobs.node_file import NodeNotRunning, alive, listener_pid, node_file_beside, read_node_file
 from actorq.jobs.settings import producers_endpoint_problem
 from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared, Job, TaskRegistry, check_name
+from actorq.jobs.results import POLL_FIRST, POLL_MAX, outcome_value, timed_out
 from actorq.journal import open_journal
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL, SQLITE_PREFIX,
     JournalConfig,
 )
-from actorq.journal.protocol import JobInfo, NewJob
+from actorq.journal.protocol import TERMINAL_STATES, JobInfo, JobResult, NewJob
 from actorq.transports.codec import FrameError
 
 logger = logging.getLogger(__name__)
@@ -297,6 +298,47 @@ class Client:
             if len(self._catalog_read) > 10_000:  # bounded: a client sending many task names
                 self._catalog_read.clear()
         return self._catalog
+
+    def result(self, job_id: str, timeout: float = 10.0) -> Any:
+        """Wait for the job `job_id`, enqueued earlier by anyone, to end; return what its task returned.
+
+        Reads the journal, at once and then with a backoff doubling from `POLL_FIRST` up to
+        `POLL_MAX` seconds (a process without a node is not pushed). Works for as long as
+        the result is kept (``[results] ttl``), also after the process that enqueued the
+        job restarted.
+
+        Args:
+            job_id: the job's id (as `enqueue` returned it).
+            timeout: seconds to wait (> 0).
+
+        Returns:
+            The task's return value, decoded from msgpack (None when it returned None or
+            keeps no results).
+
+        Raises:
+            JobFailed: the job ended dead, failed or cancelled (the remote error's type,
+                message and traceback text).
+            ResultExpired: it succeeded, but its result is no longer kept.
+            AskTimeout: it did not end within `timeout`, or no such job is in the journal.
+            JournalError: the journal cannot be read.
+        """
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        deadline = time.monotonic() + timeout
+        delay = POLL_FIRST
+        while True:
+            outcome = self.outcome(job_id)
+            if outcome is not None and outcome.state in TERMINAL_STATES:
+                return outcome_value(outcome)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise timed_out(job_id, timeout, outcome)
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, POLL_MAX)
+
+    def outcome(self, job_id: str) -> JobResult | None:
+        """Read the job's state and outcome once, without waiting (`Journal.result`); None if unknown."""
+        return self._journal.result(job_id)
 
     def get(self, job_id: str) -> JobInfo | None:
         """Return one job's state and recorded errors, or None."""

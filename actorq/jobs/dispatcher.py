@@ -424,7 +424,7 @@ class Dispatcher:
         for reason in ack.rejected:
             self._malformed(reason)
         completes, releases = ack.succeeded, ack.released
-        endings = [jw.Ending(item.job_id, item.lease_id, AttemptEnd(item.end), item.error or "error")
+        endings = [jw.Ending(item.job_id, item.lease_id, AttemptEnd(item.end), item.error or "error", item.traceback)
                    for item in ack.ended]
         if worker is not None:  # each answered job it held frees a credit
             pop = worker.held.pop
@@ -433,6 +433,8 @@ class Dispatcher:
         settled = self._ack_settled(worker, wake=True)
         if completes:
             stats.succeeded += len(completes)
+            if ack.results:  # the values travel with their completions, into the same statement
+                completes = jw.Completions(completes, results=ack.results)
             self.writer.submit(jw.COMPLETE, completes, self._ack_settled(worker, wake=False))
         if endings:
             stats.failed += len(endings)

@@ -58,12 +58,12 @@ import random
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, Collection, NamedTuple, Sequence
+from typing import Any, Callable, Collection, Mapping, NamedTuple, Sequence
 
 from actorq.errors import JournalError
 from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, decide
 from actorq.journal.config import DEFAULT_BATCH_MAX
-from actorq.journal.protocol import Attempt, Failure, Journal, NewJob
+from actorq.journal.protocol import TERMINAL_STATES, Attempt, Failure, JobResult, Journal, KeptResult, NewJob
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,16 @@ class Ending(NamedTuple):
     lease_id: int
     end: AttemptEnd
     error: str
+    traceback: str | None = None
+
+
+class Completions(list):  # type: ignore[type-arg]
+    """The arg of a COMPLETE op whose jobs returned values: ``(job_id, lease_id)`` pairs, and
+    `results` by job id (a plain list of pairs is the arg when none did: nothing extra per job)."""
+
+    def __init__(self, pairs: Sequence[tuple[str, int]], *, results: Mapping[str, KeptResult]) -> None:
+        super().__init__(pairs)
+        self.results = results
 
 
 class Reclaim(NamedTuple):
@@ -237,6 +247,10 @@ class JournalWriter:
         # ops to try again, and when: a heap of (monotonic time, sequence, op); writer thread only
         self._later: list[tuple[float, int, Op]] = []
         self._seq = itertools.count()
+        # ids of jobs someone waits for (the loop adds and removes them; the writer thread only
+        # tests membership), and who is told their final outcome after each commit
+        self.watched: set[str] = set()
+        self.on_outcome: Callable[[JobResult], None] | None = None
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         """Open the journal on the writer thread. Idempotent.
@@ -574,7 +588,12 @@ class JournalWriter:
             pairs = [pair for op in ops for pair in op[1]]
             busy: list[tuple[str, int]] = []
             if kind == COMPLETE:
-                accepted = journal.complete(pairs, busy=busy)
+                kept: dict[str, KeptResult] = {}
+                for op in ops:
+                    if type(op[1]) is Completions:
+                        kept.update(op[1].results)
+                accepted = journal.complete(pairs, busy=busy, results=kept or None)
+                self._tell_watchers(journal, pairs, group)
                 tally["jobs_acked"] += accepted
                 tally["stale_acks"] += len(pairs) - accepted - len(busy)
             else:
@@ -586,6 +605,7 @@ class JournalWriter:
             endings: list[Ending] = [e for op in ops for e in op[1]]
             busy_endings: list[Ending] = []
             accepted = self._settle_endings(journal, endings, busy_endings)
+            self._tell_watchers(journal, endings, group)
             tally["attempts_failed"] += accepted
             tally["stale_acks"] += len(endings) - accepted - len(busy_endings)
             self._put_busy_aside(FAIL, busy_endings, ops, group)
@@ -606,6 +626,22 @@ class JournalWriter:
             result = self._single(journal, kind, op[1])
             if op[2] is not None:
                 results.append((op[2], result, None))
+
+    def _tell_watchers(self, journal: Journal, answers: Sequence[tuple[Any, ...]], group: "_Group") -> None:
+        """Read, in the group's transaction, the outcome of each answered job someone waits for;
+        `on_outcome` gets the final ones once the group has committed (its waiters are pushed)."""
+        watched = self.watched
+        if not watched or self.on_outcome is None:  # no waiter: one truth test per group
+            return
+        for answer in answers:
+            if answer[0] in watched:
+                outcome = journal.result(answer[0])
+                if outcome is not None and outcome.state in TERMINAL_STATES:
+                    group.results.append((self._outcome_callback, outcome, None))
+
+    def _outcome_callback(self, outcome: Any, _error: BaseException | None) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
 
     def _put_busy_aside(self, kind: int, items: list[Any], ops: Sequence[Op], group: "_Group") -> None:
         """Answers whose rows another transaction holds: tried again shortly, in a later group.
@@ -629,7 +665,7 @@ class JournalWriter:
             return journal.release(arg)
         if kind == RECLAIM:
             reclaim: Reclaim = arg
-            return self._settle(journal, reclaim.select(journal), lambda _: (reclaim.end, reclaim.reason))
+            return self._settle(journal, reclaim.select(journal), lambda _: (reclaim.end, reclaim.reason, None))
         if kind == RENEW:
             return journal.renew(arg.owners, arg.lease_for)
         if kind == PROMOTE:
@@ -645,20 +681,21 @@ class JournalWriter:
         busy: list[tuple[str, int]] = []
         current = journal.attempts([(e.job_id, e.lease_id) for e in endings], busy=busy)
         busy_endings.extend(by_job[job_id] for job_id, _ in busy)
-        return self._settle(journal, current, lambda a: (by_job[a.job_id].end, by_job[a.job_id].error))
+        return self._settle(journal, current,
+                            lambda a: (by_job[a.job_id].end, by_job[a.job_id].error, by_job[a.job_id].traceback))
 
     def _settle(self, journal: Journal, attempts: Sequence[Attempt],
-                end_of: Callable[[Attempt], tuple[AttemptEnd, str]]) -> int:
+                end_of: Callable[[Attempt], tuple[AttemptEnd, str, str | None]]) -> int:
         """Decide each attempt's outcome and store it; returns how many the journal accepted."""
         if not attempts:
             return 0
         now = time.time()
         failures = []
         for attempt in attempts:
-            end, error = end_of(attempt)
+            end, error, traceback = end_of(attempt)
             outcome = self._decide(attempt, end)
             retry_at = None if outcome.retry_in is None else now + outcome.retry_in
-            failures.append(Failure(attempt.job_id, attempt.lease_id, error, outcome.state, retry_at))
+            failures.append(Failure(attempt.job_id, attempt.lease_id, error, outcome.state, retry_at, traceback))
         return journal.fail(failures)
 
     def _deliver(self, results: list[tuple[Callback, Any, BaseException | None]], queues: set[str],

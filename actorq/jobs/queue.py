@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from actorq.errors import NotCommitted
 from actorq.jobs import journal_writer as jw
+from actorq.jobs.results import ResultWaiters, timed_out
 from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared, Job
 from actorq.journal.protocol import NewJob
 
@@ -46,18 +47,21 @@ class QueueRef:
         loop: the node's loop.
         max_payload: the largest encoded arguments accepted (they must fit in one frame).
         declared: a task's declaration by task name (None for a task it does not know).
+        waiters: the node's result waiters (`ask`); None: this ref cannot ask.
     """
 
-    __slots__ = ("name", "_writer", "_loop", "_max_payload", "_declared")
+    __slots__ = ("name", "_writer", "_loop", "_max_payload", "_declared", "_waiters")
 
     def __init__(self, name: str | None, writer: "Enqueuer", loop: asyncio.AbstractEventLoop,
                  max_payload: int = DEFAULT_MAX_PAYLOAD,
-                 declared: Callable[[str], Declared | None] = _undeclared) -> None:
+                 declared: Callable[[str], Declared | None] = _undeclared,
+                 waiters: ResultWaiters | None = None) -> None:
         self.name = name
         self._writer = writer
         self._loop = loop
         self._max_payload = max_payload
         self._declared = declared
+        self._waiters = waiters
 
     def __repr__(self) -> str:
         return f"<QueueRef {self.name!r}>" if self.name is not None else "<QueueRef (each task's own queue)>"
@@ -90,6 +94,42 @@ class QueueRef:
                 the same `job` (same id) is safe.
         """
         return (await self.enqueue_many([job]))[0]
+
+    async def ask(self, job: Job, timeout: float = 10.0) -> Any:
+        """Send `job`, wait for it to end, and return what its task returned.
+
+        The job is durable once sent (as `enqueue`); the wait is pushed by the node's
+        journal writer when the job's completion commits, not polled. A job with a held
+        `unique_key` is not added: the live job holding the key is waited for instead.
+
+        Args:
+            job: the job.
+            timeout: seconds to wait, from the call, for the commit and the job's end.
+
+        Returns:
+            The task's return value, decoded from msgpack (None when it returned None or
+            keeps no results).
+
+        Raises:
+            TypeError, ValueError: as `tell`.
+            NotCommitted: the job was not accepted.
+            JobFailed: the job ended dead, failed or cancelled; carries the remote error's
+                type, message and traceback text.
+            AskTimeout: it did not end within `timeout` (it goes on; fetch its result later
+                by id with `actorq.Client.result`).
+            RuntimeError: this ref belongs to no node (it cannot wait).
+        """
+        if self._waiters is None:
+            raise RuntimeError("this queue ref cannot ask: it belongs to no running node")
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            job_id = await asyncio.wait_for(self.enqueue(job), timeout)
+        except asyncio.TimeoutError:
+            raise timed_out(job.id, timeout, None) from None
+        return await self._waiters.wait(job_id, max(0.0, deadline - loop.time()), asked=timeout)
 
     async def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
         """Send several jobs and return their ids once all are committed.

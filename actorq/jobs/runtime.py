@@ -68,7 +68,8 @@ from actorq.jobs.queue import QueueRef
 from actorq.jobs.cron import Cron, Schedules, sync_file_schedules
 from actorq.jobs.schedule import Schedule
 from actorq.jobs.scheduler import Scheduler
-from actorq.jobs.settings import DispatcherConfig, NodeConfig, ProducersConfig, WorkersConfig
+from actorq.jobs.results import ResultWaiters
+from actorq.jobs.settings import DispatcherConfig, NodeConfig, ProducersConfig, ResultsConfig, WorkersConfig
 from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import WORKER_BOOT, WorkerSpec
 from actorq.journal.backends import journal_class, open_journal_config
@@ -137,6 +138,7 @@ class JobRuntime:
         search_path: where worker processes import task modules from.
         tasks: ``{task name: declared policy}`` of every registered task.
         producers: the ``[producers]`` settings (default: the endpoint in the private directory).
+        results: the ``[results]`` settings.
         schedules: the ``[[schedules]]`` of the node's file, written to the journal at start.
         clock: the wall clock of the cron schedules (injectable for tests).
     """
@@ -144,12 +146,14 @@ class JobRuntime:
     def __init__(self, *, node: NodeConfig, journal: JournalConfig, dispatcher: DispatcherConfig,
                  workers: WorkersConfig, search_path: list[str], tasks: Mapping[str, TaskPolicy],
                  producers: ProducersConfig = ProducersConfig(), schedules: Sequence[Schedule] = (),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, results: ResultsConfig = ResultsConfig()) -> None:
         self.node = node
         self.journal_config = journal
         self.dispatcher_config = dispatcher
         self.workers_config = workers
         self.producers_config = producers
+        self.results_config = results
+        self.waiters = ResultWaiters(self.submit)  # outlives the writers: each new one is pointed at it
         self.search_path = search_path
         self.tasks = dict(tasks)
         self.file_schedules = tuple(schedules)
@@ -298,12 +302,14 @@ class JobRuntime:
         loop = asyncio.get_running_loop()
         writer = jw.JournalWriter(self._open_journal, loop, batch_max=self.journal_config.batch_max,
                                   on_enqueued=self.wake, decide=self.decide)
+        writer.watched, writer.on_outcome = self.waiters.watched, self.waiters.resolve
         await writer.start()
         duty = writer
         if self.backend.shared:
             duty = jw.JournalWriter(functools.partial(self._open_journal, "duties"), loop,
                                     batch_max=self.journal_config.batch_max, on_enqueued=self.wake,
                                     decide=self.decide)
+            duty.watched, duty.on_outcome = self.waiters.watched, self.waiters.resolve
             try:
                 await duty.start()
             except BaseException:
@@ -504,6 +510,7 @@ class JobRuntime:
             max_frame_bytes=self.dispatcher_config.max_frame_bytes,
             heartbeat_interval=workers.heartbeat_interval,
             cancel_grace=workers.cancel_grace,
+            result_ttl=self.results_config.ttl,
         )
         return [sys.executable, "-c", WORKER_BOOT, spec.to_json()]
 
@@ -554,7 +561,18 @@ class JobRuntime:
             raise RuntimeError("node not started")
         # through the runtime (`enqueue`), so a ref outlives a restart of the journal writer
         return QueueRef(name, self, self._writer.loop, payload_budget(self.dispatcher_config.max_frame_bytes),
-                        self.tasks.get)
+                        self.tasks.get, self.waiters)
+
+    def submit(self, kind: int, arg: Any, callback: jw.Callback | None = None) -> None:
+        """Hand one op to the current journal writer (`JournalWriter.submit`).
+
+        Raises:
+            JournalError: no writer runs (the node is not running).
+        """
+        writer = self._writer
+        if writer is None:
+            raise JournalError("the node is not running")
+        writer.submit(kind, arg, callback)
 
     def enqueue(self, job: NewJob, callback: jw.Callback | None = None) -> None:
         """Hand one job insert to the current journal writer (what queue refs send to).

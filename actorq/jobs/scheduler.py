@@ -34,6 +34,7 @@ from actorq.jobs import journal_writer as jw
 from actorq.jobs.outcome import AttemptEnd
 
 logger = logging.getLogger(__name__)
+EXPIRE_BATCH = 500  # expired results removed per upkeep run: a short write, never a long sweep
 
 
 class Scheduler:
@@ -110,6 +111,14 @@ class Scheduler:
             return
         self._maintaining = True
         self.writer.submit(jw.OUTSIDE, operator.methodcaller("maintain"), self._maintained)
+        # expired results go in small batches, one per run: no sweep holds the journal for long
+        self.writer.submit(jw.CALL, operator.methodcaller("expire_results", EXPIRE_BATCH), self._results_expired)
+
+    def _results_expired(self, removed: Any, error: BaseException | None) -> None:
+        if error is not None:
+            logger.warning("removing expired results failed (tried again at the next upkeep): %s", error)
+        elif removed:
+            logger.debug("removed %d expired results", removed)
 
     def _maintained(self, report: Any, error: BaseException | None) -> None:
         self._maintaining = False

@@ -133,6 +133,23 @@ class ProducersConfig:
     endpoint: str = field(default="", metadata={"check": producers_endpoint_problem})
 
 
+DEFAULT_RESULT_TTL = 86_400.0  # seconds a return value is kept, unless [results] ttl or its task says otherwise
+MAX_RESULT_TTL = 10 * 365 * 86_400  # ten years: any longer is a mistake, not a retention time
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsConfig:
+    """The ``[results]`` section: what becomes of the values tasks return (docs/results.md).
+
+    - ``ttl``: seconds a succeeded job's return value is kept, from its completion
+      (0 to ten years; default a day; 0 keeps none). A task may set its own
+      (``@registry.task(..., result_ttl=...)``). Expired values are removed by the node's
+      upkeep, and read as expired before that.
+    """
+
+    ttl: float = field(default=DEFAULT_RESULT_TTL, metadata={"min": 0, "max": MAX_RESULT_TTL})
+
+
 @dataclass(frozen=True, slots=True)
 class DispatcherConfig:
     """The ``[dispatcher]`` section.

@@ -27,6 +27,7 @@ from actorq.jobs.outcome import (
     check_timeout,
 )
 from actorq.jobs.retry import RetryPolicy
+from actorq.jobs.settings import MAX_RESULT_TTL
 from actorq.jobs.wire import MAX_NAME_CHARS, payload_budget
 from actorq.journal.protocol import NewJob
 from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
@@ -79,6 +80,8 @@ class Task:
             cancelled (`asyncio.CancelledError` inside it) and a sync task's worker process
             is replaced; the attempt ends ``timed out after N s`` and the job follows its
             retry policy, like an attempt that raised.
+        result_ttl: seconds a job's return value is kept after it succeeded; None: the
+            node's ``[results] ttl``; 0: the value is not kept (``ask`` then gets None).
 
     These apply to every job of the task however it is enqueued (``Job("name")``
     through a node's queue ref, `actorq.Client` or ``actorq enqueue``), except
@@ -93,6 +96,7 @@ class Task:
     on_crash: str = "reclaim"
     priority: int = DEFAULT_PRIORITY
     timeout: float | None = None
+    result_ttl: float | None = None
 
     @property
     def policy(self) -> TaskPolicy:
@@ -137,13 +141,15 @@ class TaskRegistry:
         on_crash: str = "reclaim",
         priority: int = DEFAULT_PRIORITY,
         timeout: float | None = None,
+        result_ttl: float | None = None,
     ) -> Callable[[F], Task]:
         """Decorator: register the function under `name` (see `Task` for the options).
 
         Raises:
             ValueError: the name is empty or already registered, the queue empty,
                 max_attempts < 1, priority not an integer, on_crash not "reclaim" or "fail",
-                or timeout not None or a number of seconds > 0.
+                or timeout not None or a number of seconds > 0,
+                or result_ttl not None or a number of seconds from 0 to `MAX_RESULT_TTL`.
         """
         check_name("task name", name)
         try:
@@ -161,10 +167,16 @@ class TaskRegistry:
         except ValueError as exc:
             raise ValueError(f"task {name!r}: {exc}") from None
 
+        if result_ttl is not None and not (isinstance(result_ttl, (int, float)) and not isinstance(result_ttl, bool)
+                                           and 0 <= result_ttl <= MAX_RESULT_TTL):
+            raise ValueError(f"task {name!r}: result_ttl must be None or seconds from 0 to {MAX_RESULT_TTL:,}, "
+                             f"got {result_ttl!r}")
+
         def register(fn: F) -> Task:
             if name in self._tasks:
                 raise ValueError(f"task {name!r} is already registered")
-            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy(), on_crash, priority, timeout)
+            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy(), on_crash, priority, timeout,
+                        None if result_ttl is None else float(result_ttl))
             self._tasks[name] = task
             return task
 

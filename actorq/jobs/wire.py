@@ -11,12 +11,17 @@ dispatcher and the worker never look inside a raw body.
     HELLO {owner, credits, queues, pid,              JOBS  [[id, lease, task, payload, attempt,
            held?: [[id, lease]...], reset?: true}          max_attempts, queue, valid_until,
                                                            timeout?]...]
-    ACK   [[id, lease, end, error | None]...]        LEASES until  "your leases were renewed"
+    ACK   [[id, lease, end, error | None,            LEASES until  "your leases were renewed"
+            (result, keep_for | traceback)?]...]
     HB    None   "I am alive"                        STOP  None   finish running jobs, exit
     BYE   None   "I hold nothing, I am leaving"      WHO   None   "I do not know you": HELLO with held
                                                      RESET None   "your leases were taken": drop all
                                                      CANCEL [id...] "these jobs were cancelled": stop them
 
+An ACK item of an attempt that returned a value carries two more fields: the value's
+msgpack (at most `result_budget` bytes) and the seconds to keep it; one of an attempt
+that raised carries one more: its traceback text (cut to `MAX_ERROR_CHARS`, keeping
+the end). The other items keep four fields, so a task that returns None costs nothing.
 An ACK item's ``end`` is how the attempt ended (`AttemptEnd`: ok, raised, discarded,
 unrunnable, timed_out) or ``release`` (never started: the attempt is given back). What that end
 means for the job is decided by `actorq.jobs.outcome.decide`, not by the worker.
@@ -49,13 +54,13 @@ import time
 from typing import Any, ClassVar, NamedTuple, Sequence, Union
 
 from actorq.jobs.outcome import AttemptEnd
-from actorq.journal.protocol import LeasedJob
+from actorq.journal.protocol import KeptResult, LeasedJob
 from actorq.transports.codec import FrameError, decode, encode
 
 __all__ = [
     "Ack", "AckItem", "Bye", "Cancel", "Heartbeat", "Hello", "JobMessage", "Jobs", "Leases", "Reset", "Stop", "Who",
     "ack_frame_bytes", "clean_text", "from_dispatcher", "from_worker", "lease_clock", "payload_budget",
-    "pipe_messages", "worker_frame_bytes",
+    "pipe_messages", "result_budget", "traceback_text", "worker_frame_bytes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,7 +84,7 @@ MAX_HELD = MAX_CREDITS  # a worker never holds more jobs than its credits
 MAX_NAME_CHARS = 255  # a job id, task name or queue name; the dispatcher never sends a longer one
 MAX_QUEUES = 256  # queue names in one HELLO
 MAX_PID = 2**32
-MAX_ERROR_CHARS = 2000  # an error text's bound: keeps every ACK item under 9 KB (see below)
+MAX_ERROR_CHARS = 2000  # an error text's bound, and a traceback's: keeps an ACK item without a result under 17 KB
 _CUT = " ... (truncated)"  # ends a text cut to its bound
 # Room kept in every frame for the envelope and the per-job fields around the payloads.
 FRAME_OVERHEAD = 64 * 1024
@@ -137,6 +142,23 @@ ACK_FRAME_BYTES = 1 << 20
 """A worker splits an ACK batch into frames of at most this many bytes (an item takes at
 most 4 x (255 + 2000) + 32 = 9,052: UTF-8 takes at most 4 bytes a character)."""
 _HELD_ITEM_BYTES = 4 * MAX_NAME_CHARS + 16
+
+
+# Room kept in an ACK item that carries a result for its other fields (an error text is
+# at most MAX_ERROR_CHARS characters of up to 4 bytes, the names 255 each).
+RESULT_ITEM_SLACK = 16 * 1024
+
+
+def result_budget(max_frame_bytes: int) -> int:
+    """The most bytes a task's encoded return value may take: it travels in one ACK frame."""
+    return ack_frame_bytes(max_frame_bytes) - RESULT_ITEM_SLACK
+
+
+def traceback_text(text: str) -> str:
+    """A traceback made fit for the wire and the journal: its last `MAX_ERROR_CHARS` characters."""
+    if len(text) > MAX_ERROR_CHARS:
+        text = _CUT.strip() + "\n" + text[-(MAX_ERROR_CHARS - len(_CUT)):]
+    return clean_text(text)
 
 
 def pipe_messages(capacity: int) -> int:
@@ -267,8 +289,9 @@ def _held(value: Any) -> dict[str, int]:
     return held
 
 
-AckFields = tuple[str, int, str, str | None]
-"""An ACK item as a worker sends it: ``(job id, lease id, end, error)``."""
+AckFields = tuple[Any, ...]
+"""An ACK item as a worker sends it: ``(job id, lease id, end, error)``, then for a returned
+value ``(result, keep_for)``, for an attempt that raised ``(traceback,)``."""
 
 
 class AckItem(NamedTuple):
@@ -279,6 +302,8 @@ class AckItem(NamedTuple):
     end: str
     """An `AttemptEnd` value (ok, raised, discarded, unrunnable) or ``release``."""
     error: str | None = None
+    traceback: str | None = None
+    """The traceback text of an attempt that raised."""
 
 
 class Ack(NamedTuple):
@@ -291,16 +316,20 @@ class Ack(NamedTuple):
     ended: list[AckItem]
     """The other attempts: raised, discarded or unrunnable, with their error texts."""
     rejected: list[str]
-    """Why each malformed item was dropped (``bad_ack``, ``bad_outcome``), in order."""
+    """Why each malformed item was dropped (``bad_ack``, ``bad_outcome``, ``bad_result``), in order."""
+    results: dict[str, KeptResult]
+    """``{job id: (msgpack of its return value, seconds to keep it)}`` of the succeeded
+    attempts that returned a value."""
 
     @staticmethod
     def frames(items: Sequence[AckFields], max_bytes: int) -> list[bytes]:
         """The frames carrying `items` (each as an `AckItem` reads), each at most `max_bytes` long.
 
         One frame, unless it would be longer (then the batch is split in halves; one
-        item is at most ~9 KB). An item whose text cannot be encoded (a text that did
-        not pass `clean_text`) is sent with its text cleaned, so it never takes the
-        other outcomes of its batch with it; an item that still cannot be encoded is
+        item is at most ~17 KB, plus a result of up to `result_budget`). An item whose
+        text cannot be encoded (a text that did not pass `clean_text`) is sent with its
+        text cleaned, so it never takes the other outcomes of its batch with it; an item
+        that still cannot be encoded is
         dropped and logged (its lease is reclaimed when its worker dies or goes silent).
         """
         try:
@@ -322,7 +351,7 @@ class Ack(NamedTuple):
             try:
                 encode(ACK, [item])
             except (TypeError, ValueError, OverflowError):
-                job_id, lease_id, end, error = item
+                job_id, lease_id, end, error = item[:4]
                 item = (job_id, lease_id, end, clean_text(error) if isinstance(error, str) else None)
                 try:
                     encode(ACK, [item])
@@ -343,26 +372,40 @@ class Ack(NamedTuple):
         released: list[tuple[str, int]] = []
         ended: list[AckItem] = []
         rejected: list[str] = []
+        results: dict[str, KeptResult] = {}
         ok = AttemptEnd.OK.value
         # inline checks, no call per item: this runs for every job (~0.5 us a job in all)
         for item in _list(body, ACK):
             # an out-of-range lease id matches no lease, and SQLite would refuse the int,
             # failing every ack committed in the same group with it
-            if not (type(item) is list and len(item) == 4 and type(item[0]) is str and len(item[0]) <= MAX_NAME_CHARS
-                    and type(item[1]) is int and 0 < item[1] <= MAX_LEASE_ID):
+            if not (type(item) is list and 4 <= len(item) <= 6 and type(item[0]) is str
+                    and len(item[0]) <= MAX_NAME_CHARS and type(item[1]) is int and 0 < item[1] <= MAX_LEASE_ID):
                 rejected.append("bad_ack")
                 continue
-            end = item[2]
+            end, fields = item[2], len(item)
             if end == ok:
+                if fields == 6:  # a returned value and its keep time (the frame's size bounds the value)
+                    if not (type(item[4]) is bytes and item[4] and type(item[5]) in (int, float)
+                            and math.isfinite(item[5])):
+                        rejected.append("bad_result")
+                        continue
+                    results[item[0]] = KeptResult(item[4], float(item[5]))
+                elif fields != 4:
+                    rejected.append("bad_ack")
+                    continue
                 succeeded.append((item[0], item[1]))
+            elif fields == 6 or (fields == 5 and (end == RELEASE or not (item[4] is None or type(item[4]) is str))):
+                rejected.append("bad_ack")  # only a returned value has six fields, only a raise a traceback
             elif end == RELEASE:
                 released.append((item[0], item[1]))
             elif type(end) is str and end in WORKER_ENDS:
                 error = item[3]
-                ended.append(AckItem(item[0], item[1], end, clean_text(error) if type(error) is str else None))
+                trace = item[4] if fields == 5 else None
+                ended.append(AckItem(item[0], item[1], end, clean_text(error) if type(error) is str else None,
+                                     None if trace is None else traceback_text(trace)))
             else:
                 rejected.append("bad_outcome")
-        return cls(succeeded, released, ended, rejected)
+        return cls(succeeded, released, ended, rejected, results)
 
 
 class Heartbeat(_Signal):

@@ -44,6 +44,7 @@ import signal
 import subprocess
 import sys
 import threading
+import traceback
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -55,7 +56,8 @@ import zmq
 from actorq._kernel.loop import new_event_loop
 from actorq.jobs import wire
 from actorq.jobs.outcome import AttemptEnd, TaskPolicy
-from actorq.jobs.task import Discard, JobContext, TaskRegistry, _current
+from actorq.jobs.settings import DEFAULT_RESULT_TTL
+from actorq.jobs.task import Discard, JobContext, Task, TaskRegistry, _current
 from actorq.transports.codec import FrameError
 from actorq.transports.drops import DropCounter
 from actorq.transports.zmq import LoopSocket
@@ -86,6 +88,7 @@ class WorkerSpec:
     max_frame_bytes: int
     heartbeat_interval: float
     cancel_grace: float = 10.0
+    result_ttl: float = DEFAULT_RESULT_TTL
 
     def to_json(self) -> str:
         """Serialise for the command line."""
@@ -181,6 +184,35 @@ def _describe(exc: BaseException) -> str:
     return wire.clean_text(described)
 
 
+def _traceback(exc: BaseException) -> str | None:
+    """The traceback text of `exc`, made fit for the wire (`wire.traceback_text`); never raises."""
+    try:
+        return wire.traceback_text("".join(traceback.format_exception(exc)))
+    except BaseException:  # a broken __str__ or __cause__ loses the text, never the attempt's outcome
+        return None
+
+
+class ResultError(Exception):
+    """A task's return value cannot be stored: it does not encode, or it is too large."""
+
+
+def encode_result(task: Task, value: Any, budget: int) -> bytes:
+    """msgpack of `task`'s return value (an asker decodes it with any map keys, as it was made).
+
+    Raises:
+        ResultError: it cannot be encoded (names its type), or takes more than `budget` bytes.
+    """
+    try:
+        data = msgpack.packb(value, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ResultError(f"the return value of task {task.name!r} ({type(value).__name__}) cannot be encoded "
+                          f"with msgpack: {exc}") from None
+    if len(data) > budget:
+        raise ResultError(f"the return value of task {task.name!r} takes {len(data):,} bytes encoded; "
+                          f"the limit is {budget:,}")
+    return data
+
+
 class Worker:
     """The worker process's runtime (one per process)."""
 
@@ -213,6 +245,7 @@ class Worker:
         sock.connect(spec.endpoint)
         self.socket = LoopSocket(loop, sock, self._on_message)
         self._ack_frame_bytes = wire.ack_frame_bytes(spec.max_frame_bytes)
+        self._result_budget = wire.result_budget(spec.max_frame_bytes)
         self.malformed: Counter[str] = Counter()
         """Frames dropped as malformed, by reason; also JOBS items (``bad_job``) and jobs past
         its credits (``over_credit``, given back)."""
@@ -374,7 +407,8 @@ class Worker:
 
     async def _run(self, job: wire.JobMessage) -> None:
         job_id, lease_id, name, payload, attempt, max_attempts, queue, _, job_timeout = job
-        end, error = AttemptEnd.OK, None
+        end, error, extra = AttemptEnd.OK, None, ()
+        value: Any = None
         overran = False
         try:
             try:
@@ -396,7 +430,7 @@ class Worker:
                         token = _current.set(jctx)
                         try:
                             async with scope:
-                                await task.fn(*args, **kwargs)
+                                value = await task.fn(*args, **kwargs)
                         finally:
                             _current.reset(token)
                     else:
@@ -404,15 +438,19 @@ class Worker:
                         ctx.run(_current.set, jctx)
                         running = self.loop.run_in_executor(self.executor, lambda: ctx.run(task.fn, *args, **kwargs))
                         if limit is None:
-                            await running
+                            value = await running
                         else:
                             done, _ = await asyncio.wait({running}, timeout=limit)
                             if not done:
                                 overran = True
                             else:
-                                running.result()
+                                value = running.result()
+                    if value is not None and not overran:  # None stores nothing: the common case costs nothing
+                        keep_for = self.spec.result_ttl if task.result_ttl is None else task.result_ttl
+                        if keep_for > 0:
+                            extra = (encode_result(task, value, self._result_budget), keep_for)
                 except Discard as exc:
-                    end, error = AttemptEnd.DISCARDED, _describe(exc)
+                    end, error, extra = AttemptEnd.DISCARDED, _describe(exc), (_traceback(exc),)
                 except BaseException as exc:
                     if scope.expired():  # our deadline, not a TimeoutError of the task's own
                         overran = True
@@ -421,16 +459,16 @@ class Worker:
                     else:
                         # SystemExit, KeyboardInterrupt or CancelledError raised by task code is a failed
                         # attempt too: never a success, and never the end of the worker process
-                        end, error = AttemptEnd.RAISED, _describe(exc)
+                        end, error, extra = AttemptEnd.RAISED, _describe(exc), (_traceback(exc),)
                         logger.info("job %s (%s) attempt %d failed: %s", job_id, name, attempt, error)
                 if job_id in self.cancelling and end is not AttemptEnd.CANCELLED and not overran:
-                    end, error = AttemptEnd.CANCELLED, "cancelled"  # it returned after seeing the flag
+                    end, error, extra = AttemptEnd.CANCELLED, "cancelled", ()  # it returned after seeing the flag
                 if overran:
-                    end, error = AttemptEnd.TIMED_OUT, f"timed out after {limit:g} s"
+                    end, error, extra = AttemptEnd.TIMED_OUT, f"timed out after {limit:g} s", ()
                     logger.warning("job %s (%s) attempt %d %s", job_id, name, attempt, error)
         finally:
             self.cancel_events.pop(job_id, None)
-            self._ack(job_id, lease_id, end, error)
+            self._ack(job_id, lease_id, end, error, extra)
         if overran and not task.is_async:
             self._replace(job_id, why="a sync task overran its timeout")
 
@@ -483,8 +521,8 @@ class Worker:
                 return
             self._give_back_lapsed(job)
 
-    def _ack(self, job_id: str, lease_id: int, end: str, error: str | None = None) -> None:
-        self.acks.append((job_id, lease_id, end, error))
+    def _ack(self, job_id: str, lease_id: int, end: str, error: str | None = None, extra: tuple[Any, ...] = ()) -> None:
+        self.acks.append((job_id, lease_id, end, error, *extra))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)

@@ -7,8 +7,10 @@ from actorq.journal.backends import open_journal as open_journal
 from actorq.journal.protocol import TERMINAL_STATES as TERMINAL_STATES
 from actorq.journal.protocol import Failure as Failure
 from actorq.journal.protocol import JobInfo as JobInfo
+from actorq.journal.protocol import JobResult as JobResult
 from actorq.journal.protocol import JobState as JobState
 from actorq.journal.protocol import Journal as Journal
+from actorq.journal.protocol import KeptResult as KeptResult
 from actorq.journal.protocol import LeasedJob as LeasedJob
 from actorq.journal.protocol import NewJob as NewJob
 from actorq.journal.sqlite import SQLiteJournal as SQLiteJournal
@@ -16,8 +18,10 @@ from actorq.journal.sqlite import SQLiteJournal as SQLiteJournal
 __all__ = [
     "Failure",
     "JobInfo",
+    "JobResult",
     "JobState",
     "Journal",
+    "KeptResult",
     "LeasedJob",
     "Listener",
     "NewJob",

@@ -105,15 +105,27 @@ _TEXT = {
     "lease": _lease("queue = %(queue)s"),
     "lease_queues": _lease("queue = ANY(%(queues)s::text[])"),
     "complete": _settle_pairs(f"state = 'succeeded', finished_at = now(), {CLEAR_LEASE}"),
+    # jobs that returned a value: the same fenced update, with each job's value and keep time
+    "complete_with_result": (
+        "WITH a AS (SELECT * FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[], %(data)s::bytea[],"
+        "  %(keep_for)s::float8[]) AS a(id, lease_id, data, keep_for)),"
+        f" got AS MATERIALIZED (SELECT j.id, a.data, a.keep_for FROM {{jobs}} j, a WHERE {_CURRENT}"
+        "  ORDER BY j.id FOR UPDATE OF j SKIP LOCKED),"
+        f" done AS (UPDATE {{jobs}} j SET state = 'succeeded', finished_at = now(), {CLEAR_LEASE},"
+        "  result = got.data, result_expires = now() + make_interval(secs => got.keep_for)"
+        "  FROM got WHERE j.id = got.id RETURNING 1)"
+        " SELECT (SELECT count(*) FROM done),"
+        f" CASE WHEN (SELECT count(*) FROM got) < (SELECT count(*) FROM a) THEN {_BUSY} END"
+    ),
     # Stores the outcomes decided by the caller: RETRY brings its retry_at, a final state its
     # finished flag; READY and the final states keep run_at (retry_at is NULL for them).
     "fail": (
         "WITH f AS (SELECT * FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[], %(errors)s::text[],"
-        "  %(states)s::text[], %(retry_at)s::float8[], %(finished)s::bool[])"
-        "  AS f(id, lease_id, error, state, retry_at, finished)),"
+        "  %(states)s::text[], %(retry_at)s::float8[], %(finished)s::bool[], %(tracebacks)s::text[])"
+        "  AS f(id, lease_id, error, state, retry_at, finished, traceback)),"
         " done AS (UPDATE {jobs} j SET state = f.state, run_at = coalesce(to_timestamp(f.retry_at), j.run_at),"
         "  finished_at = CASE WHEN f.finished THEN now() END,"
-        f"  last_error = f.error, {CLEAR_LEASE}"
+        f"  last_error = f.error, last_traceback = f.traceback, {CLEAR_LEASE}"
         "  FROM f WHERE j.id = f.id AND j.lease_id = f.lease_id AND j.state = 'leased'"
         "  RETURNING j.id, j.attempts, f.error)"
         " INSERT INTO {errors} (job_id, attempt, at, error) SELECT id, attempts, now(), error FROM done"
@@ -204,6 +216,16 @@ _TEXT = {
         " lease_owner, last_error FROM {jobs} WHERE id = %(id)s"
     ),
     "errors": "SELECT error FROM {errors} WHERE job_id = %(id)s ORDER BY seq",
+    # an expired result reads as expired before the sweep removes it
+    "result": (
+        "SELECT id, state, CASE WHEN result_expires <= now() THEN NULL ELSE result END,"
+        " coalesce(result_expires <= now(), false), last_error, last_traceback FROM {jobs} WHERE id = %(id)s"
+    ),
+    # SKIP LOCKED: the sweep never waits on a node settling or reading those rows
+    "expire_results": (
+        "UPDATE {jobs} SET result = NULL WHERE id IN (SELECT id FROM {jobs}"
+        " WHERE result IS NOT NULL AND result_expires <= now() LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+    ),
     # Take `name` if it is free or expired, or renew it if `holder` has it; a row back means "you lead".
     "lead": (
         "INSERT INTO {leaders} AS l (name, holder, expires_at)"

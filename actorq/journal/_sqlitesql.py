@@ -19,6 +19,7 @@ from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatem
 
 IN_CHUNK = 500  # values per IN list; far below SQLite's limit of 32,766 bound parameters
 ENQUEUE_COLUMNS = 11  # bound values per row of `enqueue`
+RESULT_COLUMNS = 4  # bound values per row of `complete_with_result`
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,20 @@ _TEXT = {
         f"UPDATE actorq_jobs SET state = 'succeeded', finished_at = ?, {CLEAR_LEASE}"
         " WHERE lease_id = ? AND state = 'leased' AND id IN ({marks})"
     ),
+    # Jobs that returned values, fenced like `complete`: ?1 the time, then rows of (id, lease
+    # id, value, seconds kept) as a multi-row VALUES ({marks}, `RESULT_COLUMNS` each), joined
+    # by primary key: one statement per chunk, not one per job.
+    "complete_with_result": (
+        f"UPDATE actorq_jobs SET state = 'succeeded', finished_at = ?1, {CLEAR_LEASE},"
+        " result = v.column3, result_expires = ?1 + v.column4"
+        " FROM (VALUES {marks}) AS v"
+        " WHERE actorq_jobs.id = v.column1 AND actorq_jobs.lease_id = v.column2 AND actorq_jobs.state = 'leased'"
+    ),
     # Stores the caller's decision: ?2 is the retry time (NULL keeps run_at), ?3 the finish
     # time of a final state (NULL otherwise).
     "fail": (
         "UPDATE actorq_jobs SET state = ?1, run_at = coalesce(?2, run_at), finished_at = ?3,"
-        f" last_error = ?4, {CLEAR_LEASE}"
+        f" last_error = ?4, last_traceback = ?7, {CLEAR_LEASE}"
         " WHERE id = ?5 AND lease_id = ?6 AND state = 'leased' RETURNING attempts"
     ),
     "fail_error": "INSERT INTO actorq_errors (job_id, attempt, at, error) VALUES (?, ?, ?, ?)",
@@ -132,6 +142,15 @@ _TEXT = {
     "resume_queue": "DELETE FROM actorq_paused_queues WHERE queue = ?",
     "paused_queues": "SELECT queue FROM actorq_paused_queues ORDER BY queue",
     "cancelled": "SELECT id FROM actorq_jobs WHERE state = 'cancelled' AND id IN ({marks})",
+    # ?2 is now: an expired result reads as expired before the sweep removes it
+    "result": (
+        "SELECT id, state, CASE WHEN result_expires <= ?2 THEN NULL ELSE result END,"
+        " coalesce(result_expires <= ?2, 0), last_error, last_traceback FROM actorq_jobs WHERE id = ?1"
+    ),
+    "expire_results": (
+        "UPDATE actorq_jobs SET result = NULL WHERE id IN (SELECT id FROM actorq_jobs"
+        " WHERE result IS NOT NULL AND result_expires <= ? LIMIT ?)"
+    ),
 }
 
 STATEMENTS = Statements(**_TEXT)

@@ -59,3 +59,6 @@ class JobStatements:
     resume_queue: str
     paused_queues: str
     cancelled: str
+    complete_with_result: str  # one job's completion that stores its return value
+    result: str
+    expire_results: str

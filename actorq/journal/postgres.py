@@ -46,7 +46,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Callable, ClassVar, Collection, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Collection, Iterator, Mapping, Sequence
 
 try:
     import psycopg
@@ -68,7 +68,8 @@ from actorq.journal.config import (
     JournalConfig, check_schema, redact_url,
 )
 from actorq.journal.protocol import (
-    TERMINAL_STATES, Attempt, Failure, JobInfo, JobState, LeasedJob, NewJob, ScheduleRow, TaskDefaults,
+    TERMINAL_STATES, Attempt, Failure, JobInfo, JobResult, JobState, KeptResult, LeasedJob, NewJob, ScheduleRow,
+    TaskDefaults,
     check_failures,
 )
 
@@ -531,13 +532,27 @@ class PostgresJournal:
             rows = self._execute(self._sql.lease_queues, {**params, "queues": list(queues)}).fetchall()
         return [LeasedJob(*row) for row in rows]
 
-    def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
+    def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None,
+                 results: Mapping[str, KeptResult] | None = None) -> int:
         """Move ``(job_id, lease_id)`` pairs to succeeded; returns how many were current.
 
-        A pair whose row another transaction holds locked is skipped, not waited for, and
-        appended to `busy` when given; the rest were stale.
+        The jobs named in `results` store their return value in the same statement. A pair
+        whose row another transaction holds locked is skipped, not waited for, and appended
+        to `busy` when given; the rest were stale.
         """
-        return self._settle_pairs(self._sql.complete, acks, busy)
+        if not results:
+            return self._settle_pairs(self._sql.complete, acks, busy)
+        plain = [pair for pair in acks if pair[0] not in results]
+        kept = [pair for pair in acks if pair[0] in results and "\x00" not in pair[0]]
+        with self.transaction():
+            done = self._settle_pairs(self._sql.complete, plain, busy)
+            if kept:
+                params = {**_pairs(kept), "data": [results[p[0]].data for p in kept],
+                          "keep_for": [float(results[p[0]].keep_for) for p in kept]}
+                count, busy_ids = self._execute(self._sql.complete_with_result, params).fetchone()  # type: ignore[misc]
+                _add_busy(busy, params, busy_ids)
+                done += int(count)
+        return done
 
     def _settle_pairs(self, query: str, pairs: Sequence[tuple[str, int]], busy: list[tuple[str, int]] | None) -> int:
         if not pairs:
@@ -564,7 +579,8 @@ class PostgresJournal:
                   "errors": [_text(f.error) for f in failures],
                   "states": [JobState(f.state).value for f in failures],
                   "retry_at": [f.retry_at if f.state == JobState.RETRY else None for f in failures],
-                  "finished": [f.state in TERMINAL_STATES for f in failures]}
+                  "finished": [f.state in TERMINAL_STATES for f in failures],
+                  "tracebacks": [None if f.traceback is None else _text(f.traceback) for f in failures]}
         return self._execute(self._sql.fail, params).rowcount
 
     def release(self, leases: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
@@ -759,6 +775,23 @@ class PostgresJournal:
                 return None
             errors = [e for (e,) in self._conn.execute(self._sql.errors, {"id": job_id})]
         return JobInfo(row[0], row[1], row[2], JobState(row[3]), *row[4:], errors)
+
+    def result(self, job_id: str) -> JobResult | None:
+        """Read the job's state and outcome; an expired result reads as expired (see `Journal.result`)."""
+        if "\x00" in job_id:
+            return None
+        with self.transaction():
+            assert self._conn is not None
+            row = self._conn.execute(self._sql.result, {"id": job_id}).fetchone()
+        if row is None:
+            return None
+        return JobResult(row[0], JobState(row[1]), row[2], bool(row[3]), row[4], row[5])
+
+    def expire_results(self, limit: int) -> int:
+        """Remove up to `limit` results whose time has passed; returns how many."""
+        if limit <= 0:
+            return 0
+        return self._execute(self._sql.expire_results, {"limit": limit}).rowcount
 
     @property
     def outage(self) -> str | None:

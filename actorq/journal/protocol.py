@@ -46,7 +46,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar, Collection, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import ClassVar, Collection, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 __all__ = [
     "Attempt",
@@ -54,7 +54,9 @@ __all__ = [
     "Failure",
     "JobInfo",
     "JobState",
+    "JobResult",
     "Journal",
+    "KeptResult",
     "LATEST_RUN_AT",
     "LIVE_STATES",
     "LeasedJob",
@@ -204,6 +206,8 @@ class Failure(NamedTuple):
             `retry_at`), ``READY`` (again at once, e.g. after a crash), ``DEAD``
             (attempts used up, or it can never run) or ``FAILED`` (given up for good).
         retry_at: Unix time of the next attempt; required for ``RETRY``, ignored otherwise.
+        traceback: the traceback text of an attempt that raised (stored as the job's last
+            traceback, beside its last error); None for any other end.
     """
 
     job_id: str
@@ -211,6 +215,7 @@ class Failure(NamedTuple):
     error: str
     state: JobState
     retry_at: float | None = None
+    traceback: str | None = None
 
 
 FAILURE_STATES = (JobState.READY, JobState.RETRY, JobState.DEAD, JobState.FAILED)
@@ -262,6 +267,41 @@ class TaskDefaults(NamedTuple):
     queue: str
     priority: int
     max_attempts: int
+
+
+class KeptResult(NamedTuple):
+    """A succeeded job's return value, to store with its completion (`Journal.complete`).
+
+    Attributes:
+        data: msgpack of the value (never empty; a task that returned None stores nothing).
+        keep_for: seconds, from the commit by the journal's clock, that it is kept (0 or less:
+            it reads as expired at once).
+    """
+
+    data: bytes
+    keep_for: float
+
+
+class JobResult(NamedTuple):
+    """What a waiter reads of a job (`Journal.result`).
+
+    Attributes:
+        id: the job.
+        state: its state; only a final state (`TERMINAL_STATES`) has an outcome.
+        result: msgpack of the return value of a succeeded job; None when it returned None,
+            kept nothing, or the result expired.
+        expired: the result was kept and its time has passed (it reads as None from then on,
+            even before the sweep removes it).
+        error: the last error text (``"Type: message"``), of a job that did not succeed.
+        traceback: the traceback text of its last attempt that raised, if any.
+    """
+
+    id: str
+    state: JobState
+    result: bytes | None
+    expired: bool
+    error: str | None
+    traceback: str | None
 
 
 class JobInfo(NamedTuple):
@@ -379,8 +419,13 @@ class Journal(Protocol):
         Counts one attempt per job. Lower priority first, then oldest id.
         """
 
-    def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
+    def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None,
+                 results: Mapping[str, KeptResult] | None = None) -> int:
         """Move ``(job_id, lease_id)`` pairs from leased to succeeded.
+
+        `results` holds, by job id, the return values to store with the completions (in
+        the same statement as the state change, so a stale ack never writes one); an
+        accepted job with none stores no result.
 
         A pair whose lease is no longer current is rejected (fencing). A journal shared by
         several nodes never waits for a row another transaction holds locked (another node
@@ -535,6 +580,20 @@ class Journal(Protocol):
 
     def get(self, job_id: str) -> JobInfo | None:
         """Return the job, with its recorded errors, or None."""
+
+    def result(self, job_id: str) -> JobResult | None:
+        """Read the job's state and outcome (result, or last error and traceback); None if unknown.
+
+        A result whose time has passed by the journal's clock reads as expired, whether or
+        not `expire_results` removed it yet.
+        """
+
+    def expire_results(self, limit: int) -> int:
+        """Remove up to `limit` results whose time has passed; returns how many.
+
+        The rows stay (with their state and expiry); only the stored value goes. Called
+        in small batches by the node's upkeep, so no sweep holds the journal for long.
+        """
 
     def try_lead(self, name: str, holder: str, ttl: float) -> bool:
         """Hold the leadership `name` (a duty that must run on one node only) for `ttl` seconds.

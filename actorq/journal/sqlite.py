@@ -34,18 +34,19 @@ import time
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Callable, ClassVar, Collection, Iterator, Sequence, TypeVar
+from typing import Callable, ClassVar, Collection, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import quote
 
 from actorq.errors import JournalError, JournalLocked
-from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, in_list, values_rows
+from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, RESULT_COLUMNS, in_list, values_rows
 from actorq.journal._sqlitesql import STATEMENTS as SQL
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, MAX_SECONDS, SQLITE_PREFIX, SYNCHRONOUS_LEVELS,
     JournalConfig, check_url, redact_url,
 )
 from actorq.journal.protocol import (
-    TERMINAL_STATES, Attempt, Failure, JobInfo, JobState, LeasedJob, NewJob, ScheduleRow, TaskDefaults,
+    TERMINAL_STATES, Attempt, Failure, JobInfo, JobResult, JobState, KeptResult, LeasedJob, NewJob, ScheduleRow,
+    TaskDefaults,
     check_failures,
 )
 
@@ -416,9 +417,11 @@ class SQLiteJournal:
         # RETURNING gives a whole REAL back as an int (30, not 30.0): the protocol says float
         return [LeasedJob(*row[:6], lease_id, None if row[6] is None else float(row[6])) for row in rows]
 
-    def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
+    def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None,
+                 results: Mapping[str, KeptResult] | None = None) -> int:
         """Move ``(job_id, lease_id)`` pairs to succeeded; returns how many were current (the rest were stale).
 
+        The jobs named in `results` store their return value in the same statement.
         `busy` is never added to: the file's one writer holds every row it reads.
         """
         if not acks:
@@ -426,6 +429,20 @@ class SQLiteJournal:
         now = self._clock()
         accepted = 0
         with self.transaction():
+            if results:
+                plain = []
+                rows: list[object] = []
+                for job_id, lease_id in acks:
+                    kept = results.get(job_id)
+                    if kept is None:
+                        plain.append((job_id, lease_id))
+                    else:
+                        rows += (job_id, lease_id, kept[0], kept[1])
+                for chunk in _chunks(rows, IN_CHUNK * RESULT_COLUMNS):
+                    accepted += self._conn.execute(
+                        SQL.complete_with_result.format(marks=values_rows(len(chunk) // RESULT_COLUMNS, RESULT_COLUMNS)),
+                        (now, *chunk)).rowcount
+                acks = plain
             for lease_id, ids in _by_lease(acks).items():  # one statement per lease: see SQL.complete
                 for chunk in _chunks(ids):
                     accepted += self._conn.execute(
@@ -445,7 +462,7 @@ class SQLiteJournal:
             for f in failures:
                 row = self._conn.execute(SQL.fail, (
                     JobState(f.state).value, f.retry_at if f.state == JobState.RETRY else None,
-                    now if f.state in TERMINAL_STATES else None, f.error, f.job_id, f.lease_id,
+                    now if f.state in TERMINAL_STATES else None, f.error, f.job_id, f.lease_id, f.traceback,
                 )).fetchone()
                 if row is not None:
                     accepted += 1
@@ -627,6 +644,21 @@ class SQLiteJournal:
                 return None
             errors = [e for (e,) in self._conn.execute(SQL.errors, (job_id,))]
         return JobInfo(row[0], row[1], row[2], JobState(row[3]), *row[4:], errors)
+
+    def result(self, job_id: str) -> JobResult | None:
+        """Read the job's state and outcome; an expired result reads as expired (see `Journal.result`)."""
+        with self._reading():
+            row = self._conn.execute(SQL.result, (job_id, self._clock())).fetchone()
+        if row is None:
+            return None
+        return JobResult(row[0], JobState(row[1]), row[2], bool(row[3]), row[4], row[5])
+
+    def expire_results(self, limit: int) -> int:
+        """Remove up to `limit` results whose time has passed; returns how many."""
+        if limit <= 0:
+            return 0
+        with self.transaction():
+            return self._conn.execute(SQL.expire_results, (self._clock(), limit)).rowcount
 
     def pragma(self, name: str) -> object:
         """Read one PRAGMA value (``journal_mode``, ``synchronous``, ``busy_timeout``, ...)."""

@@ -47,6 +47,9 @@ A complete ``topology.toml``; every value shown is the default except ``tasks``:
     endpoint = ""                  # "" -> ipc:// socket in the private 0700 dir; or a fixed
                                    # ipc:///abs/path (made 0600) or tcp://127.0.0.1:PORT
 
+    [results]
+    ttl = 86400.0                  # seconds a task's return value is kept (0: none)
+
     [supervision]
     strategy = "one_for_one"       # root: core and the worker pool
     intensity = 2
@@ -87,7 +90,9 @@ from actorq.errors import ActorQError
 from actorq.jobs.node_file import node_file_beside
 from actorq.jobs.schedule import CATCH_UP_POLICIES, Schedule, check_cron, check_schedule_name, zone
 from actorq.jobs.task import check_name
-from actorq.jobs.settings import MAX_INTENSITY, DispatcherConfig, NodeConfig, ProducersConfig, WorkersConfig
+from actorq.jobs.settings import (
+    MAX_INTENSITY, DispatcherConfig, NodeConfig, ProducersConfig, ResultsConfig, WorkersConfig,
+)
 from actorq.jobs.wire import MAX_CREDITS, payload_budget
 from actorq.journal.backends import journal_class
 from actorq.journal.config import MAX_SECONDS, JournalConfig
@@ -164,6 +169,7 @@ class Config:
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     producers: ProducersConfig = field(default_factory=ProducersConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     schedules: tuple[Schedule, ...] = field(default=(), metadata={"toml": False})
     """The ``[[schedules]]`` tables (read by `parse_schedules`)."""

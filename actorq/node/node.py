@@ -168,7 +168,8 @@ class Node:
             raise
         runtime = self.runtime = JobRuntime(node=cfg.node, journal=cfg.journal, dispatcher=cfg.dispatcher,
                                             workers=cfg.workers, search_path=cfg.task_search_path, tasks=tasks,
-                                            producers=cfg.producers, schedules=cfg.schedules)
+                                            producers=cfg.producers, schedules=cfg.schedules,
+                                            results=cfg.results)
         runtime.open()
         self.system = ActorSystem(f"node-{cfg.node.name}")
         await self.system.start()

@@ -107,6 +107,13 @@ CASES: list[tuple[str, list[bytes]]] = [
     ("bad_ack", [ack(["id", -3, "raised", "boom"])]),
     ("bad_ack", [ack(["id", 0, "ok", None])]),
     ("bad_ack", [ack(["id", 7, "ok", None, None])]),  # one field too many
+    ("bad_ack", [ack(["id", 7, "raised", "boom", "trace", 1.0])]),  # only a returned value has six fields
+    ("bad_ack", [ack(["id", 7, "release", None, "trace"])]),  # nor does a release carry a traceback
+    ("bad_ack", [ack(["id", 7, "raised", "boom", 12])]),  # a traceback is text
+    ("bad_result", [ack(["id", 7, "ok", None, "not bytes", 60.0])]),
+    ("bad_result", [ack(["id", 7, "ok", None, b"", 60.0])]),  # None is stored as nothing, never as b""
+    ("bad_result", [ack(["id", 7, "ok", None, b"\x01", float("nan")])]),
+    ("bad_result", [ack(["id", 7, "ok", None, b"\x01", "60"])]),
     ("bad_outcome", [ack(["id", 7, "explode", None])]),
     ("bad_outcome", [ack(["id", 7, "crashed", None])]),  # only the node says a worker crashed
     ("bad_outcome", [ack(["id", 7, ["ok"], None])]),

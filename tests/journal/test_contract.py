@@ -40,7 +40,7 @@ from journal_support import (
 )
 
 from actorq.errors import JournalError
-from actorq.journal import TERMINAL_STATES, Failure, JobState, Journal, NewJob
+from actorq.journal import TERMINAL_STATES, Failure, JobResult, JobState, Journal, KeptResult, NewJob
 from actorq.journal.protocol import (
     LATEST_RUN_AT, LIVE_STATES, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, Attempt, ScheduleRow, TaskDefaults,
 )
@@ -976,6 +976,47 @@ def test_b7_racing_processes_insert_one_job_and_all_learn_its_id(backend: Backen
     (winner,) = {holder for _, holder in outcomes}  # every racer got the same id: "conflict" and the id
     assert winner.startswith("racer-")
     assert backend.raw("SELECT count(*) FROM actorq_jobs")[0][0] == 1
+
+
+# -- results: stored with the completion, read by id, expired by the journal's clock ------------
+
+
+def test_results_are_stored_with_the_completion_and_read_by_id(journal: Journal) -> None:
+    journal.enqueue([new_job("value"), new_job("none"), new_job("stale")])
+    leased = {j.id: j for j in journal.lease(["q"], "w1", 3, 30.0)}
+    results = {"value": KeptResult(b"\x93\x01\x02\x03", HOUR), "stale": KeptResult(b"\xa1x", HOUR)}
+    acks = [("value", leased["value"].lease_id), ("none", leased["none"].lease_id), ("stale", -1)]
+    assert journal.complete(acks, results=results) == 2  # a stale ack stores nothing
+    assert journal.result("value") == JobResult("value", JobState.SUCCEEDED, b"\x93\x01\x02\x03", False, None, None)
+    assert journal.result("none") == JobResult("none", JobState.SUCCEEDED, None, False, None, None)
+    assert journal.result("stale") == JobResult("stale", JobState.LEASED, None, False, None, None)
+    assert journal.result("no-such-job") is None and journal.result("bad\x00id") is None
+
+
+def test_results_of_jobs_still_running_or_failed_carry_state_error_and_traceback(journal: Journal) -> None:
+    journal.enqueue([new_job("boom"), new_job("waiting")])
+    job = lease_one(journal, "w1")
+    assert job.id == "boom"
+    trace = 'Traceback (most recent call last):\n  File "t.py", line 1\nValueError: bad'
+    assert journal.fail([Failure("boom", job.lease_id, "ValueError: bad", JobState.DEAD, traceback=trace)]) == 1
+    assert journal.result("boom") == JobResult("boom", JobState.DEAD, None, False, "ValueError: bad", trace)
+    assert journal.result("waiting") == JobResult("waiting", JobState.READY, None, False, None, None)
+
+
+def test_an_expired_result_reads_as_expired_and_is_swept_in_batches(journal: Journal) -> None:
+    journal.enqueue([new_job(f"e{n}") for n in range(5)] + [new_job("kept")])
+    leased = journal.lease(["q"], "w1", 6, 30.0)
+    results = {j.id: KeptResult(b"\xa2ok", -1.0 if j.id != "kept" else HOUR) for j in leased}
+    assert journal.complete([(j.id, j.lease_id) for j in leased], results=results) == 6
+    assert journal.result("e0") == JobResult("e0", JobState.SUCCEEDED, None, True, None, None)
+    assert journal.result("kept") == JobResult("kept", JobState.SUCCEEDED, b"\xa2ok", False, None, None)
+    assert journal.expire_results(3) == 3
+    assert journal.expire_results(0) == 0
+    assert journal.expire_results(100) == 2
+    assert journal.expire_results(100) == 0
+    assert all(journal.result(f"e{n}") == JobResult(f"e{n}", JobState.SUCCEEDED, None, True, None, None)
+               for n in range(5))
+    assert journal.result("kept") == JobResult("kept", JobState.SUCCEEDED, b"\xa2ok", False, None, None)
 
 
 # -- cron schedules: definitions, and last_fired moved with the enqueue (C5, F2) ------------------------
