@@ -604,9 +604,10 @@ COMMITTER = textwrap.dedent("""
 
 def test_write_lock_is_won_beside_a_process_committing_without_pause(db_path: Path, tmp_path: Path) -> None:
     """Another process commits in a tight loop, retaking the lock right after each commit.
-    Every one of our transactions still gets the lock within a short busy_timeout: SQLite's
-    own wait (1, 2, 5 ... 100 ms between tries) kept missing the gaps, for seconds."""
-    journal = SQLiteJournal(db_path, busy_timeout=0.5)
+    Every one of our transactions still gets the lock within a short busy_timeout (1 s; one
+    failed run in ~30 at 0.5 s on a machine running four test suites at once): SQLite's own
+    wait (1, 2, 5 ... 100 ms between tries) kept missing the gaps, for seconds."""
+    journal = SQLiteJournal(db_path, busy_timeout=1.0)
     done = tmp_path / "done"
     other = subprocess.Popen([sys.executable, "-c", COMMITTER, str(db_path), str(done)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -626,7 +627,7 @@ def test_write_lock_is_won_beside_a_process_committing_without_pause(db_path: Pa
     assert other.returncode == 0, err
     print("competitor commits:", out.strip(), "our waits for the lock:", journal.lock_waits)
     assert journal.lock_waits > 0  # the other process did hold the lock when we asked
-    assert journal.pragma("busy_timeout") == 500  # SQLite's own wait is back for every other statement
+    assert journal.pragma("busy_timeout") == 1000  # SQLite's own wait is back for every other statement
     assert journal.counts() == {"q": {"ready": t}}
     journal.close()
 
