@@ -195,31 +195,22 @@ async def test_a_second_node_on_the_same_ipc_endpoint_is_refused_and_the_first_k
         await _stop(node)
 
 
-async def test_a_missing_directory_is_one_line_naming_the_file_and_key(tmp_path) -> None:
+@pytest.mark.parametrize(("section", "key", "serves"), [("producers", "producers.endpoint", "producers"),
+                                                        ("node", "node.endpoint", "workers")])
+async def test_an_endpoint_that_cannot_be_bound_is_one_line_naming_the_file_and_key(tmp_path, section, key,
+                                                                                    serves) -> None:
+    """A missing directory: one line naming the file and the key. `[node] endpoint` (the
+    dispatcher's) ended in a traceback before."""
     topology = tmp_path / "topology.toml"
     topology.write_text(f'[journal]\nurl = "sqlite:///{tmp_path / "j.db"}"\n'
-                        f'[producers]\nendpoint = "ipc://{tmp_path}/no/such/dir/producers.sock"\n')
+                        f'[{section}]\nendpoint = "ipc://{tmp_path}/no/such/dir/{section}.sock"\n')
     result = subprocess.run([sys.executable, "-m", "actorq.node.cli", "run", "--config", str(topology)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == EXIT_CONFIG, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1].startswith(
-        f"actorq: {topology}: producers.endpoint: cannot serve producers at ipc://{tmp_path}/no/such/dir/"
-        "producers.sock: No such file or directory")
-
-
-async def test_a_dispatcher_endpoint_that_cannot_be_bound_is_one_line_naming_the_file_and_key(tmp_path) -> None:
-    """`[node] endpoint` as `[producers] endpoint`: before, a missing directory ended in a traceback."""
-    topology = tmp_path / "topology.toml"
-    topology.write_text(f'[node]\nendpoint = "ipc://{tmp_path}/no/such/dir/dispatcher.sock"\n'
-                        f'[journal]\nurl = "sqlite:///{tmp_path / "j.db"}"\n')
-    result = subprocess.run([sys.executable, "-m", "actorq.node.cli", "run", "--config", str(topology)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == EXIT_CONFIG, result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[-1].startswith(
-        f"actorq: {topology}: node.endpoint: cannot serve workers at ipc://{tmp_path}/no/such/dir/"
-        "dispatcher.sock: No such file or directory")
+        f"actorq: {topology}: {key}: cannot serve {serves} at ipc://{tmp_path}/no/such/dir/"
+        f"{section}.sock: No such file or directory")
 
 
 # -- bad values: one line naming the file and the key (G9, G12, H2) -------------------------------------
