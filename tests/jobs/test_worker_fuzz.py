@@ -1,7 +1,7 @@
 """G5 and G10 at the worker: a seeded mutation fuzz on its DEALER socket.
 
 A fake dispatcher (a ROUTER the test holds) sends a real `Worker` mutations of
-valid JOBS, LEASES, STOP, WHO and RESET frames, and frames nested 1,000 deep, declaring
+valid JOBS, LEASES, STOP, WHO, RESET and CANCEL frames, and frames nested 1,000 deep, declaring
 2^31 items, of the wrong types or truncated. The worker must survive, count
 every frame its validator refuses (and every JOBS item), and then run a valid
 job and ack it. Each frame is also validated here, with the same validator, to
@@ -52,6 +52,10 @@ def _seeds() -> list[bytes]:
         encode(wire.STOP, 1), encode(wire.RESET, [None]), encode(wire.HELLO, None),
         encode(wire.LEASES, math.nan), encode(wire.LEASES, -1.0), encode(wire.LEASES, 5), encode(wire.LEASES, None),
         valid[:-5],  # truncated
+        wire.Cancel(("e" * 32,)).encode(),  # a job it does not hold: nothing to stop
+        *deep_frames(b"\xa6cancel"), *huge_header_frames(b"\xa6cancel"),
+        encode(wire.CANCEL, "x"), encode(wire.CANCEL, [1]), encode(wire.CANCEL, [""]),
+        encode(wire.CANCEL, ["x" * 300]), encode(wire.CANCEL, None),
     ]
 
 
