@@ -785,7 +785,7 @@ class PostgresJournal:
             row = self._conn.execute(self._sql.result, {"id": job_id}).fetchone()
         if row is None:
             return None
-        return JobResult(row[0], JobState(row[1]), row[2], bool(row[3]), row[4], row[5])
+        return JobResult.from_row(row)
 
     def expire_results(self, limit: int) -> int:
         """Remove up to `limit` results whose time has passed; returns how many."""

@@ -46,7 +46,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar, Collection, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import Any, ClassVar, Collection, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
 
 __all__ = [
     "Attempt",
@@ -302,6 +302,11 @@ class JobResult(NamedTuple):
     expired: bool
     error: str | None
     traceback: str | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> "JobResult":
+        """From the backends' result row: id, state, result, expired (0/1), error, traceback."""
+        return cls(row[0], JobState(row[1]), row[2], bool(row[3]), row[4], row[5])
 
 
 class JobInfo(NamedTuple):

@@ -651,7 +651,7 @@ class SQLiteJournal:
             row = self._conn.execute(SQL.result, (job_id, self._clock())).fetchone()
         if row is None:
             return None
-        return JobResult(row[0], JobState(row[1]), row[2], bool(row[3]), row[4], row[5])
+        return JobResult.from_row(row)
 
     def expire_results(self, limit: int) -> int:
         """Remove up to `limit` results whose time has passed; returns how many."""
