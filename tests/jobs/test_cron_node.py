@@ -14,6 +14,8 @@ import signal
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from actorq import Node
 from actorq.jobs.schedule import Schedule
 from actorq.node.config import load_config
@@ -55,9 +57,19 @@ def _with_schedules(topo, text: str):
 
 
 async def test_c5_node_killed_around_ticks_fires_each_time_exactly_once(topology, rng) -> None:
+    await _killed_around_ticks(topology, rng, kills=4)
+
+
+@pytest.mark.soak
+async def test_c5_soak_many_kills_around_ticks(topology, rng) -> None:
+    await _killed_around_ticks(topology, rng, kills=25)
+
+
+async def _killed_around_ticks(topology, rng, kills: int) -> None:  # noqa: ANN001
+    """C5: SIGKILL the node (its scheduler included) `kills` times at random moments around
+    a tick of an every-second schedule; then each fire time fired exactly once."""
     topo = topology(TASKS, processes=1, concurrency=4, log_level="info")
     _with_schedules(topo, EVERY_SECOND)
-    kills = 10
     for run in range(1, kills + 1):
         node = NodeProcess(topo, run)
         try:
