@@ -8,13 +8,18 @@ delay), never by waiting for them: the delays are an hour or more.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from pathlib import Path
 
 import pytest
+from worker_support import acks_received, worker_on_router
 
 from actorq import Job, Node, PermanentError, Retry, RetryPolicy, TaskRegistry, TransientError
+from actorq.jobs import wire
 from actorq.jobs.retry import MAX_RETRY_DELAY, backoff_delay, retryable
+from actorq.jobs.task import encode_payload
 from actorq.testing import eventually
 
 
@@ -110,6 +115,52 @@ def test_the_task_decorator_keeps_the_rules_and_the_backoff() -> None:
 def test_the_task_decorator_refuses_what_is_not_a_rule(options: dict[str, object], message: str) -> None:
     with pytest.raises(TypeError, match=message):
         TaskRegistry().task("r.bad", **options)  # type: ignore[arg-type]
+
+
+# -- the ACK items a worker sends, seen from a ROUTER --------------------------------------------
+unit = TaskRegistry()
+
+
+@unit.task("ru.retry")
+async def unit_retry(seconds: float | None) -> None:
+    raise Retry(seconds)
+
+
+@unit.task("ru.function", retry=lambda attempt, exc: 100.0 * attempt if isinstance(exc, Flaky) else math.nan)
+async def unit_function(error: str) -> None:
+    if error == "slow":
+        await asyncio.sleep(60)
+    raise Flaky("f") if error == "Flaky" else ValueError("v")
+
+
+@unit.task("ru.slow", timeout=0.1, retry=lambda attempt, exc: 7.0 if isinstance(exc, TimeoutError) else 0.0)
+async def unit_slow() -> None:
+    await asyncio.sleep(60)
+
+
+@unit.task("ru.bad_input", retry=lambda attempt, exc: 5.0, retry_on=(Flaky,))
+async def unit_bad_input() -> None:
+    raise ValueError("not retried")
+
+
+async def test_the_worker_sends_the_delay_of_a_retryable_end_only(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    with worker_on_router(tmp_path, unit, concurrency=8, prefetch=0) as (worker, router):
+        jobs = [("a", "ru.retry", [90]), ("b", "ru.retry", [None]), ("c", "ru.function", ["Flaky"]),
+                ("d", "ru.function", ["ValueError"]), ("e", "ru.slow", []), ("f", "ru.bad_input", [])]
+        worker._on_jobs([wire.JobMessage(job_id, n, task, encode_payload(args, {}), 2, 20, "default")
+                         for n, (job_id, task, args) in enumerate(jobs, 1)])
+        acks = await loop.run_in_executor(None, acks_received, router, len(jobs))
+    ended = {item.job_id: item for ack in acks for item in ack.ended}
+    assert {job_id: (item.end, item.delay) for job_id, item in ended.items()} == {
+        "a": ("raised", 90.0),  # Retry's own delay
+        "b": ("raised", None),  # Retry() without one: the node's backoff
+        "c": ("raised", 200.0),  # the function's value for attempt 2
+        "d": ("raised", None),  # the function returned NaN: none sent, the node's exponential backoff
+        "e": ("timed_out", 7.0),  # a timed-out attempt asks the function too, with a TimeoutError
+        "f": ("permanent", None),  # not retryable: no delay, whatever the function says
+    }
+    assert ended["f"].error == "ValueError: not retried" and "not retried" in ended["f"].traceback
 
 
 # -- end to end -----------------------------------------------------------------------------------
