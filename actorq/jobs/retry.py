@@ -55,16 +55,13 @@ def check_delay(delay: object) -> float:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """The wait after a failed attempt number ``n`` (1-based), then spread by ± `jitter`:
+    """The wait after a failed attempt number ``n`` (1-based), then spread by ± `jitter`::
 
-    ==============  =====================================  ===============================
-    kind            wait                                   defaults (base 1, factor 2)
-    ==============  =====================================  ===============================
-    exponential     ``min(cap, base * factor ** (n - 1))``  1 s, 2 s, 4 s, ... up to an hour
-    linear          ``min(cap, base * n)``                  1 s, 2 s, 3 s, ...
-    fixed           ``base``                               1 s every time
-    function        what the task's function returned       (the exponential one without it)
-    ==============  =====================================  ===============================
+        kind         wait                                 with the defaults (base 1, factor 2)
+        exponential  min(cap, base * factor ** (n - 1))   1 s, 2 s, 4 s, ... up to an hour
+        linear       min(cap, base * n)                   1 s, 2 s, 3 s, ... up to an hour
+        fixed        base                                 1 s every time
+        function     what the task's function returned    (without it: the exponential one)
 
     Make one with ``RetryPolicy(...)`` (exponential), `linear` or `fixed`. The ``function``
     kind is what the node knows of a task declared with a backoff function (the function
@@ -73,11 +70,14 @@ class RetryPolicy:
     `base`, `factor` and `cap` applies.
 
     Attributes:
-        kind: one of `BACKOFF_KINDS`.
-        base: seconds before the second attempt.
-        factor: growth per attempt (exponential only).
-        cap: the longest wait, in seconds (at most `MAX_RETRY_DELAY`).
+        base: seconds before the second attempt (at most `MAX_RETRY_DELAY`).
+        factor: growth per attempt (exponential only), >= 1.
+        cap: the longest wait, in seconds (at most `MAX_RETRY_DELAY`; not for ``fixed``).
         jitter: relative spread (0.2 = ±20 %) so that failed jobs do not retry in lockstep.
+        kind: one of `BACKOFF_KINDS`.
+
+    Raises:
+        ValueError: a kind or a number out of range (naming the policy and what is expected).
     """
 
     base: float = 1.0
@@ -128,16 +128,6 @@ class RetryPolicy:
             except OverflowError:  # 2.0 ** 1024: far past any cap
                 wait = self.cap
         return wait * (1 - self.jitter + 2 * self.jitter * spread)
-
-    def describe(self) -> str:
-        """One line for people: ``exponential 1 s x2 up to 3600 s, ±20 %``."""
-        spread = f", ±{self.jitter:.0%}" if self.jitter else ""
-        if self.kind == "fixed":
-            return f"fixed {self.base:g} s{spread}"
-        if self.kind == "linear":
-            return f"linear +{self.base:g} s up to {self.cap:g} s{spread}"
-        head = "function (in the worker), else exponential" if self.kind == "function" else "exponential"
-        return f"{head} {self.base:g} s x{self.factor:g} up to {self.cap:g} s{spread}"
 
 
 class Retry(Exception):

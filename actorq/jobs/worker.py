@@ -194,8 +194,12 @@ def _traceback(exc: BaseException) -> str | None:
 
 
 def _raised(task: Task, exc: BaseException) -> AttemptEnd:
-    """How an attempt that raised `exc` ends: RAISED when it may be retried, else PERMANENT."""
-    return AttemptEnd.RAISED if retryable(exc, task.retry_on, task.dont_retry_on) else AttemptEnd.PERMANENT
+    """How an attempt that raised `exc` ends: RAISED when it may be retried, else PERMANENT. Never raises."""
+    try:
+        return AttemptEnd.RAISED if retryable(exc, task.retry_on, task.dont_retry_on) else AttemptEnd.PERMANENT
+    except Exception:  # a metaclass's __instancecheck__ that fails: the attempt still fails, as a plain raise
+        logger.exception("task %s: its retry_on / dont_retry_on could not be checked", task.name)
+        return AttemptEnd.RAISED
 
 
 def _retry_delay(task: Task, exc: BaseException, attempt: int, job_id: str) -> float | None:
