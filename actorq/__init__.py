@@ -28,7 +28,10 @@ from actorq.errors import UnknownTask as UnknownTask
 from actorq.jobs.async_client import AsyncClient as AsyncClient
 from actorq.jobs.client import Client as Client
 from actorq.jobs.queue import QueueRef as QueueRef
+from actorq.jobs.retry import PermanentError as PermanentError
+from actorq.jobs.retry import Retry as Retry
 from actorq.jobs.retry import RetryPolicy as RetryPolicy
+from actorq.jobs.retry import TransientError as TransientError
 from actorq.jobs.schedule import Schedule as Schedule
 from actorq.jobs.task import Discard as Discard
 from actorq.jobs.task import Job as Job
@@ -67,12 +70,15 @@ __all__ = [
     "Node",
     "NodeFailed",
     "NotCommitted",
+    "PermanentError",
     "QueueRef",
     "ResultExpired",
+    "Retry",
     "RetryPolicy",
     "Schedule",
     "Task",
     "TaskRegistry",
+    "TransientError",
     "UnknownTask",
     "current_job",
 ]

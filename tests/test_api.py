@@ -24,8 +24,9 @@ PINNED_ALL = {
     "actorq": [
         "Actor", "ActorQError", "ActorRef", "ActorStopped", "ActorSystem", "AskTimeout", "AsyncClient", "Client",
         "Config", "ConfigError", "Discard", "Job", "JobContext", "JobFailed", "JobState", "JournalError",
-        "JournalLocked", "MailboxFull", "Node", "NodeFailed", "NotCommitted", "QueueRef", "ResultExpired",
-        "RetryPolicy", "Schedule", "Task", "TaskRegistry", "UnknownTask", "current_job",
+        "JournalLocked", "MailboxFull", "Node", "NodeFailed", "NotCommitted", "PermanentError", "QueueRef",
+        "ResultExpired", "Retry", "RetryPolicy", "Schedule", "Task", "TaskRegistry", "TransientError", "UnknownTask",
+        "current_job",
     ],
     "actorq.journal": [
         "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener", "NewJob",

@@ -424,7 +424,8 @@ class Dispatcher:
         for reason in ack.rejected:
             self._malformed(reason)
         completes, releases = ack.succeeded, ack.released
-        endings = [jw.Ending(item.job_id, item.lease_id, AttemptEnd(item.end), item.error or "error", item.traceback)
+        endings = [jw.Ending(item.job_id, item.lease_id, AttemptEnd(item.end), item.error or "error", item.traceback,
+                             item.delay)
                    for item in ack.ended]
         if worker is not None:  # each answered job it held frees a credit
             pop = worker.held.pop

@@ -68,7 +68,8 @@ from actorq.journal.protocol import TERMINAL_STATES, Attempt, Failure, JobResult
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[Any, BaseException | None], None]
-Decide = Callable[[Attempt, AttemptEnd], Outcome]
+Decide = Callable[[Attempt, AttemptEnd, "float | None"], Outcome]
+"""``(attempt, end, delay) -> Outcome``: `delay` is the wait the worker asked for, or None."""
 
 # op kinds, in the order they are applied inside one group
 ENQUEUE, COMPLETE, FAIL, RELEASE, RECLAIM, RENEW, PROMOTE, LEASE, CALL, OUTSIDE = range(10)
@@ -125,6 +126,8 @@ class Ending(NamedTuple):
     end: AttemptEnd
     error: str
     traceback: str | None = None
+    delay: float | None = None
+    """Seconds the worker asked to wait before the next attempt (`actorq.Retry`, a backoff function)."""
 
 
 class Completions(list):  # type: ignore[type-arg]
@@ -181,9 +184,9 @@ class Lease(NamedTuple):
     lease_for: float
 
 
-def default_decide(attempt: Attempt, end: AttemptEnd) -> Outcome:
+def default_decide(attempt: Attempt, end: AttemptEnd, delay: float | None = None) -> Outcome:
     """`decide` with the default task policy (for a writer that knows no tasks)."""
-    return decide(DEFAULT_POLICY, end, attempt.attempt, attempt.max_attempts, random.random())
+    return decide(DEFAULT_POLICY, end, attempt.attempt, attempt.max_attempts, random.random(), delay)
 
 
 class WriterStats:
@@ -665,7 +668,7 @@ class JournalWriter:
             return journal.release(arg)
         if kind == RECLAIM:
             reclaim: Reclaim = arg
-            return self._settle(journal, reclaim.select(journal), lambda _: (reclaim.end, reclaim.reason, None))
+            return self._settle(journal, reclaim.select(journal), lambda _: (reclaim.end, reclaim.reason, None, None))
         if kind == RENEW:
             return journal.renew(arg.owners, arg.lease_for)
         if kind == PROMOTE:
@@ -681,19 +684,18 @@ class JournalWriter:
         busy: list[tuple[str, int]] = []
         current = journal.attempts([(e.job_id, e.lease_id) for e in endings], busy=busy)
         busy_endings.extend(by_job[job_id] for job_id, _ in busy)
-        return self._settle(journal, current,
-                            lambda a: (by_job[a.job_id].end, by_job[a.job_id].error, by_job[a.job_id].traceback))
+        return self._settle(journal, current, lambda a: by_job[a.job_id][2:])
 
     def _settle(self, journal: Journal, attempts: Sequence[Attempt],
-                end_of: Callable[[Attempt], tuple[AttemptEnd, str, str | None]]) -> int:
+                end_of: Callable[[Attempt], tuple[AttemptEnd, str, str | None, float | None]]) -> int:
         """Decide each attempt's outcome and store it; returns how many the journal accepted."""
         if not attempts:
             return 0
         now = time.time()
         failures = []
         for attempt in attempts:
-            end, error, traceback = end_of(attempt)
-            outcome = self._decide(attempt, end)
+            end, error, traceback, delay = end_of(attempt)
+            outcome = self._decide(attempt, end, delay)
             retry_at = None if outcome.retry_in is None else now + outcome.retry_in
             failures.append(Failure(attempt.job_id, attempt.lease_id, error, outcome.state, retry_at, traceback))
         return journal.fail(failures)

@@ -2,13 +2,15 @@
 
 Every attempt ends one way (`AttemptEnd`), reported by whoever saw it end::
 
-    worker process   OK, RAISED, DISCARDED, UNRUNNABLE (unknown task)     ── ACK ──┐
+    worker process   OK, RAISED, PERMANENT, DISCARDED,                    ── ACK ──┐
+                     TIMED_OUT, UNRUNNABLE (unknown task); RAISED and              │
+                     TIMED_OUT may carry a delay (Retry, a backoff function)       │
     dispatcher       CRASHED (worker died or went silent), UNRUNNABLE       ───────┤
                      (payload too large for a frame)                               ├─▶ journal writer:
     node at start    CRASHED (leases of an earlier run of this node)        ───────┤   reads the attempt
     leader           LEASE_EXPIRED (the owner vanished: another node died)  ───────┘   (task, attempt,
                                                                                         max_attempts),
-                                                       decide(policy, end, attempt, max_attempts)
+                                          decide(policy, end, attempt, max_attempts, spread, delay)
                                                                                       ─▶ Journal.fail()
                                                                                          stores it
 
@@ -20,14 +22,23 @@ Every attempt ends one way (`AttemptEnd`), reported by whoever saw it end::
     OK                                                     succeeded
     CANCELLED                                              cancelled
     DISCARDED                 (the task raised Discard)    failed
+    PERMANENT                 (not retryable, see below)   failed
     UNRUNNABLE                                             dead
-    RAISED, TIMED_OUT         attempt < max_attempts       retry      after policy.retry's backoff
     RAISED, TIMED_OUT         attempt >= max_attempts      dead
+    RAISED, TIMED_OUT         the worker sent a delay      retry      after that delay
+    RAISED, TIMED_OUT         otherwise                    retry      after policy.retry's backoff
     CRASHED, LEASE_EXPIRED    policy.on_crash == "fail"    failed     (at most once for crashes)
     CRASHED, LEASE_EXPIRED    attempt >= max_attempts      dead
     CRASHED, LEASE_EXPIRED    otherwise                    ready      at once
 
 A crash counts as the attempt: the attempt was counted when the job was leased.
+
+Which exceptions are retryable is decided in the worker, where the classes live
+(`actorq.jobs.retry.retryable`): `Retry` and `TransientError` always are,
+`PermanentError` never, then the task's ``dont_retry_on`` and ``retry_on``. One that is
+not ends ``PERMANENT``. The worker's delay comes from `Retry(delay=...)` or the task's
+backoff function; it never gives an attempt more: raised on the last attempt, the job
+is dead whatever the delay.
 """
 
 from __future__ import annotations
@@ -52,7 +63,10 @@ class AttemptEnd(StrEnum):
     OK = "ok"
     """The task returned."""
     RAISED = "raised"
-    """The task raised (any exception but `actorq.Discard`)."""
+    """The task raised a retryable exception (`actorq.Retry`, or any the task's rules retry)."""
+    PERMANENT = "permanent"
+    """The task raised an exception that is not retried: an `actorq.PermanentError`, or one
+    its ``retry_on`` / ``dont_retry_on`` rule out."""
     DISCARDED = "discarded"
     """The task raised `actorq.Discard`: it gave up for good."""
     UNRUNNABLE = "unrunnable"
@@ -73,6 +87,7 @@ _FIXED = {
     AttemptEnd.OK: JobState.SUCCEEDED,
     AttemptEnd.CANCELLED: JobState.CANCELLED,
     AttemptEnd.DISCARDED: JobState.FAILED,
+    AttemptEnd.PERMANENT: JobState.FAILED,
     AttemptEnd.UNRUNNABLE: JobState.DEAD,
 }
 
@@ -86,7 +101,8 @@ class TaskPolicy:
         priority: its jobs' priority unless the producer sets one (lower runs first).
         max_attempts: attempts (runs and crashes) before a job goes dead, unless the
             producer sets it.
-        retry: the backoff between attempts after the task raised.
+        retry: the backoff between attempts after the task raised (kind ``function``: the
+            worker sends each wait; see `RetryPolicy`).
         on_crash: ``"reclaim"`` (back to ready at once, the crash counted as an attempt)
             or ``"fail"`` (the job ends failed: for work that must never run twice).
         timeout: seconds an attempt may run before it is stopped and ends ``timed_out``
@@ -149,7 +165,8 @@ class Outcome(NamedTuple):
     """Seconds until the next attempt (``retry`` only)."""
 
 
-def decide(policy: TaskPolicy, end: AttemptEnd, attempt: int, max_attempts: int, spread: float) -> Outcome:
+def decide(policy: TaskPolicy, end: AttemptEnd, attempt: int, max_attempts: int, spread: float,
+           delay: float | None = None) -> Outcome:
     """Decide what `end` of attempt number `attempt` means for the job (the table above).
 
     Pure: the same arguments give the same outcome.
@@ -161,6 +178,9 @@ def decide(policy: TaskPolicy, end: AttemptEnd, attempt: int, max_attempts: int,
         max_attempts: the job's own limit (resolved from the policy when it was enqueued).
         spread: a number in [0, 1) that places the backoff within the policy's jitter
             (the caller draws it, e.g. ``random.random()``).
+        delay: seconds the worker asked to wait before the next attempt (`actorq.Retry`'s
+            delay, or the task's backoff function's value), or None; used as given, without
+            jitter, for RAISED and TIMED_OUT only.
     """
     fixed = _FIXED.get(end)
     if fixed is not None:
@@ -168,6 +188,8 @@ def decide(policy: TaskPolicy, end: AttemptEnd, attempt: int, max_attempts: int,
     if end in _RETRIED:
         if attempt >= max_attempts:
             return Outcome(JobState.DEAD)
+        if delay is not None:
+            return Outcome(JobState.RETRY, delay)
         return Outcome(JobState.RETRY, policy.retry.delay(attempt, spread))
     if end in _CRASHES:
         if policy.on_crash == "fail":

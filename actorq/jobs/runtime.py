@@ -485,10 +485,11 @@ class JobRuntime:
         """Whether this node leads the duties that run once among nodes (rescue of expired leases)."""
         return self._leadership is not None and self._leadership.is_leader()
 
-    def decide(self, attempt: Attempt, end: AttemptEnd) -> Outcome:
-        """What `end` of `attempt` means for its job, by its task's declared policy (the writer's `decide`)."""
+    def decide(self, attempt: Attempt, end: AttemptEnd, delay: float | None = None) -> Outcome:
+        """What `end` of `attempt` means for its job, by its task's declared policy and the
+        worker's `delay`, if it sent one (the writer's `decide`)."""
         policy = self.tasks.get(attempt.task, DEFAULT_POLICY)
-        return decide(policy, end, attempt.attempt, attempt.max_attempts, random.random())
+        return decide(policy, end, attempt.attempt, attempt.max_attempts, random.random(), delay)
 
     # -- worker processes ----------------------------------------------------------------------------
     def worker_child(self) -> ChildSpec:

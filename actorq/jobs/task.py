@@ -26,7 +26,7 @@ from actorq.jobs.outcome import (
     TaskPolicy,
     check_timeout,
 )
-from actorq.jobs.retry import RetryPolicy
+from actorq.jobs.retry import Backoff, RetryPolicy
 from actorq.jobs.settings import MAX_RESULT_TTL
 from actorq.jobs.wire import MAX_NAME_CHARS, payload_budget
 from actorq.journal.protocol import NewJob
@@ -70,7 +70,8 @@ class Task:
         queue: where its jobs go unless the producer names a queue.
         max_attempts: attempts (runs and crashes) before a job goes dead, unless the
             producer sets it.
-        retry: backoff between attempts.
+        retry: backoff between attempts after the task raised (a ``function`` policy when
+            the task was declared with a backoff function: see `backoff`).
         on_crash: what a crash of the worker running the job does to it: ``"reclaim"``
             (default: back to ready, the crash counted as an attempt) or ``"fail"``
             (the job ends ``failed`` with the crash as its error: for work that must
@@ -82,6 +83,11 @@ class Task:
             retry policy, like an attempt that raised.
         result_ttl: seconds a job's return value is kept after it succeeded; None: the
             node's ``[results] ttl``; 0: the value is not kept (``ask`` then gets None).
+        retry_on: when not empty, only exceptions of these classes are retried; any other
+            ends the job ``failed`` at once (see `actorq.jobs.retry.retryable`).
+        dont_retry_on: exceptions of these classes end the job ``failed`` at once.
+        backoff: the backoff function ``(attempt, exc) -> seconds``, called in the worker
+            after an attempt that raised or timed out; None: `retry` alone decides.
 
     These apply to every job of the task however it is enqueued (``Job("name")``
     through a node's queue ref, `actorq.Client` or ``actorq enqueue``), except
@@ -97,6 +103,9 @@ class Task:
     priority: int = DEFAULT_PRIORITY
     timeout: float | None = None
     result_ttl: float | None = None
+    retry_on: tuple[type[BaseException], ...] = ()
+    dont_retry_on: tuple[type[BaseException], ...] = ()
+    backoff: Backoff | None = None
 
     @property
     def policy(self) -> TaskPolicy:
@@ -115,6 +124,19 @@ class Task:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function directly, in this process (no job is made)."""
         return self.fn(*args, **kwargs)
+
+
+def _exception_classes(task: str, what: str, value: object) -> tuple[type[BaseException], ...]:
+    """`value` (a class or a tuple of them) as a tuple of exception classes.
+
+    Raises:
+        TypeError: naming the task, the option and the first item that is not one.
+    """
+    items = value if isinstance(value, tuple) else (value,)
+    for item in items:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise TypeError(f"task {task!r}: {what} must be an exception class or a tuple of them, got {item!r}")
+    return items  # type: ignore[return-value]
 
 
 class TaskRegistry:
@@ -137,19 +159,30 @@ class TaskRegistry:
         *,
         queue: str = DEFAULT_QUEUE,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | Backoff | None = None,
         on_crash: str = "reclaim",
         priority: int = DEFAULT_PRIORITY,
         timeout: float | None = None,
         result_ttl: float | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+        dont_retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
     ) -> Callable[[F], Task]:
         """Decorator: register the function under `name` (see `Task` for the options).
+
+        Args:
+            retry: the backoff after a failed attempt: a `RetryPolicy` (exponential by default,
+                `RetryPolicy.linear`, `RetryPolicy.fixed`) or a function ``(attempt, exc) ->
+                seconds`` run in the worker (see docs/retries.md).
+            retry_on: an exception class, or a tuple of them: only these are retried.
+            dont_retry_on: an exception class, or a tuple of them: these are never retried.
 
         Raises:
             ValueError: the name is empty or already registered, the queue empty,
                 max_attempts < 1, priority not an integer, on_crash not "reclaim" or "fail",
                 or timeout not None or a number of seconds > 0,
                 or result_ttl not None or a number of seconds from 0 to `MAX_RESULT_TTL`.
+            TypeError: retry is neither a RetryPolicy nor a callable, or retry_on or
+                dont_retry_on holds something else than exception classes.
         """
         check_name("task name", name)
         try:
@@ -172,11 +205,24 @@ class TaskRegistry:
             raise ValueError(f"task {name!r}: result_ttl must be None or seconds from 0 to {MAX_RESULT_TTL:,}, "
                              f"got {result_ttl!r}")
 
+        backoff: Backoff | None = None
+        if retry is None:
+            policy = RetryPolicy()
+        elif isinstance(retry, RetryPolicy):
+            policy = retry
+        elif callable(retry):
+            backoff, policy = retry, RetryPolicy(kind="function")
+        else:
+            raise TypeError(f"task {name!r}: retry must be a RetryPolicy or a function (attempt, exc) -> seconds, "
+                            f"got {type(retry).__name__}")
+        only = _exception_classes(name, "retry_on", retry_on)
+        never = _exception_classes(name, "dont_retry_on", dont_retry_on)
+
         def register(fn: F) -> Task:
             if name in self._tasks:
                 raise ValueError(f"task {name!r} is already registered")
-            task = Task(name, fn, queue, max_attempts, retry or RetryPolicy(), on_crash, priority, timeout,
-                        None if result_ttl is None else float(result_ttl))
+            task = Task(name, fn, queue, max_attempts, policy, on_crash, priority, timeout,
+                        None if result_ttl is None else float(result_ttl), only, never, backoff)
             self._tasks[name] = task
             return task
 

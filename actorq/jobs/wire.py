@@ -12,7 +12,8 @@ dispatcher and the worker never look inside a raw body.
            held?: [[id, lease]...], reset?: true}          max_attempts, queue, valid_until,
                                                            timeout?]...]
     ACK   [[id, lease, end, error | None,            LEASES until  "your leases were renewed"
-            (result, keep_for | traceback)?]...]
+            (result, keep_for |
+             traceback | None, delay?)?]...]
     HB    None   "I am alive"                        STOP  None   finish running jobs, exit
     BYE   None   "I hold nothing, I am leaving"      WHO   None   "I do not know you": HELLO with held
                                                      RESET None   "your leases were taken": drop all
@@ -21,10 +22,15 @@ dispatcher and the worker never look inside a raw body.
 An ACK item of an attempt that returned a value carries two more fields: the value's
 msgpack (at most `result_budget` bytes) and the seconds to keep it; one of an attempt
 that raised carries one more: its traceback text (cut to `MAX_ERROR_CHARS`, keeping
-the end). The other items keep four fields, so a task that returns None costs nothing.
-An ACK item's ``end`` is how the attempt ended (`AttemptEnd`: ok, raised, discarded,
-unrunnable, timed_out) or ``release`` (never started: the attempt is given back). What that end
-means for the job is decided by `actorq.jobs.outcome.decide`, not by the worker.
+the end), or nil. An attempt that ended ``raised`` or ``timed_out`` may carry one more
+after it: the seconds to wait before the next attempt (``delay``: a finite number from
+0 to `MAX_RETRY_DELAY`, from `actorq.Retry` or the task's backoff function; an item
+with a delay out of range is dropped as ``bad_delay``). The other items keep four
+fields, so a task that returns None costs nothing.
+An ACK item's ``end`` is how the attempt ended (`AttemptEnd`: ok, raised, permanent,
+discarded, unrunnable, timed_out, cancelled) or ``release`` (never started: the attempt
+is given back). What that end means for the job is decided by
+`actorq.jobs.outcome.decide`, not by the worker.
 Hot messages (JOBS, ACK) are arrays, not maps: a field name per job would cost
 bytes and time on every job.
 
@@ -54,6 +60,7 @@ import time
 from typing import Any, ClassVar, NamedTuple, Sequence, Union
 
 from actorq.jobs.outcome import AttemptEnd
+from actorq.jobs.retry import MAX_RETRY_DELAY
 from actorq.journal.protocol import KeptResult, LeasedJob
 from actorq.transports.codec import FrameError, decode, encode
 
@@ -74,8 +81,9 @@ TO_WORKER = frozenset({JOBS, LEASES, STOP, WHO, RESET, CANCEL})
 KINDS = TO_DISPATCHER | TO_WORKER
 
 RELEASE = "release"  # an ACK end: the job never started; its attempt is given back
-WORKER_ENDS = frozenset({AttemptEnd.OK, AttemptEnd.RAISED, AttemptEnd.DISCARDED, AttemptEnd.UNRUNNABLE,
-                         AttemptEnd.TIMED_OUT, AttemptEnd.CANCELLED, RELEASE})
+WORKER_ENDS = frozenset({AttemptEnd.OK, AttemptEnd.RAISED, AttemptEnd.PERMANENT, AttemptEnd.DISCARDED,
+                         AttemptEnd.UNRUNNABLE, AttemptEnd.TIMED_OUT, AttemptEnd.CANCELLED, RELEASE})
+DELAY_ENDS = frozenset({AttemptEnd.RAISED, AttemptEnd.TIMED_OUT})  # the ends an ACK item may give a delay
 # The bounds of every field. A HELLO's owner needs none of its own: it must equal its
 # sender's ZeroMQ routing id, which is at most 255 bytes.
 MAX_LEASE_ID = 2**63 - 1  # lease ids are positive SQLite INTEGERs (the journal draws 62 random bits)
@@ -291,7 +299,8 @@ def _held(value: Any) -> dict[str, int]:
 
 AckFields = tuple[Any, ...]
 """An ACK item as a worker sends it: ``(job id, lease id, end, error)``, then for a returned
-value ``(result, keep_for)``, for an attempt that raised ``(traceback,)``."""
+value ``(result, keep_for)``, for an attempt that raised ``(traceback,)`` or ``(traceback,
+delay)``, for one that timed out nothing or ``(None, delay)``."""
 
 
 class AckItem(NamedTuple):
@@ -304,6 +313,8 @@ class AckItem(NamedTuple):
     error: str | None = None
     traceback: str | None = None
     """The traceback text of an attempt that raised."""
+    delay: float | None = None
+    """Seconds to wait before the next attempt, as the worker asked (raised or timed_out only)."""
 
 
 class Ack(NamedTuple):
@@ -316,7 +327,8 @@ class Ack(NamedTuple):
     ended: list[AckItem]
     """The other attempts: raised, discarded or unrunnable, with their error texts."""
     rejected: list[str]
-    """Why each malformed item was dropped (``bad_ack``, ``bad_outcome``, ``bad_result``), in order."""
+    """Why each malformed item was dropped (``bad_ack``, ``bad_outcome``, ``bad_result``,
+    ``bad_delay``), in order."""
     results: dict[str, KeptResult]
     """``{job id: (msgpack of its return value, seconds to keep it)}`` of the succeeded
     attempts that returned a value."""
@@ -394,15 +406,26 @@ class Ack(NamedTuple):
                     rejected.append("bad_ack")
                     continue
                 succeeded.append((item[0], item[1]))
-            elif fields == 6 or (fields == 5 and (end == RELEASE or not (item[4] is None or type(item[4]) is str))):
-                rejected.append("bad_ack")  # only a returned value has six fields, only a raise a traceback
+            elif fields >= 5 and (end == RELEASE or not (item[4] is None or type(item[4]) is str)):
+                rejected.append("bad_ack")  # a release carries nothing more; a traceback is text
             elif end == RELEASE:
                 released.append((item[0], item[1]))
             elif type(end) is str and end in WORKER_ENDS:
+                delay = None
+                if fields == 6:  # only a returned value, or a retry's delay, makes six fields
+                    delay = item[5]
+                    if end not in DELAY_ENDS:
+                        rejected.append("bad_ack")
+                        continue
+                    # NaN fails the comparisons, inf the bound
+                    if type(delay) not in (int, float) or not 0 <= delay <= MAX_RETRY_DELAY:
+                        rejected.append("bad_delay")
+                        continue
+                    delay = float(delay)
                 error = item[3]
-                trace = item[4] if fields == 5 else None
+                trace = item[4] if fields >= 5 else None
                 ended.append(AckItem(item[0], item[1], end, clean_text(error) if type(error) is str else None,
-                                     None if trace is None else traceback_text(trace)))
+                                     None if trace is None else traceback_text(trace), delay))
             else:
                 rejected.append("bad_outcome")
         return cls(succeeded, released, ended, rejected, results)

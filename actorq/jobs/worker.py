@@ -56,6 +56,7 @@ import zmq
 from actorq._kernel.loop import new_event_loop
 from actorq.jobs import wire
 from actorq.jobs.outcome import AttemptEnd, TaskPolicy
+from actorq.jobs.retry import Retry, backoff_delay, retryable
 from actorq.jobs.settings import DEFAULT_RESULT_TTL
 from actorq.jobs.task import Discard, JobContext, Task, TaskRegistry, _current
 from actorq.transports.codec import FrameError
@@ -190,6 +191,29 @@ def _traceback(exc: BaseException) -> str | None:
         return wire.traceback_text("".join(traceback.format_exception(exc)))
     except BaseException:  # a broken __str__ or __cause__ loses the text, never the attempt's outcome
         return None
+
+
+def _raised(task: Task, exc: BaseException) -> AttemptEnd:
+    """How an attempt that raised `exc` ends: RAISED when it may be retried, else PERMANENT. Never raises."""
+    try:
+        return AttemptEnd.RAISED if retryable(exc, task.retry_on, task.dont_retry_on) else AttemptEnd.PERMANENT
+    except Exception:  # a metaclass's __instancecheck__ that fails: the attempt still fails, as a plain raise
+        logger.exception("task %s: its retry_on / dont_retry_on could not be checked", task.name)
+        return AttemptEnd.RAISED
+
+
+def _retry_delay(task: Task, exc: BaseException, attempt: int, job_id: str) -> float | None:
+    """The wait the worker sends with a retryable end: `Retry`'s delay, else the task's backoff
+    function's value; None leaves it to the node (the task's `RetryPolicy`)."""
+    if isinstance(exc, Retry) and exc.delay is not None:
+        return exc.delay
+    if task.backoff is None:
+        return None
+    delay = backoff_delay(task.backoff, attempt, exc)
+    if delay is None:
+        logger.warning("job %s (%s): its backoff function raised or returned no finite number of seconds; "
+                       "the node's exponential backoff applies", job_id, task.name)
+    return delay
 
 
 class ResultError(Exception):
@@ -459,13 +483,21 @@ class Worker:
                     else:
                         # SystemExit, KeyboardInterrupt or CancelledError raised by task code is a failed
                         # attempt too: never a success, and never the end of the worker process
-                        end, error, extra = AttemptEnd.RAISED, _describe(exc), (_traceback(exc),)
-                        logger.info("job %s (%s) attempt %d failed: %s", job_id, name, attempt, error)
+                        end, error, extra = _raised(task, exc), _describe(exc), (_traceback(exc),)
+                        if end is AttemptEnd.RAISED:
+                            delay = _retry_delay(task, exc, attempt, job_id)
+                            if delay is not None:
+                                extra = (*extra, delay)
+                        logger.info("job %s (%s) attempt %d failed%s: %s", job_id, name, attempt,
+                                    "" if end is AttemptEnd.RAISED else " (not retried)", error)
                 if job_id in self.cancelling and end is not AttemptEnd.CANCELLED and not overran:
                     end, error, extra = AttemptEnd.CANCELLED, "cancelled", ()  # it returned after seeing the flag
                 if overran:
                     end, error, extra = AttemptEnd.TIMED_OUT, f"timed out after {limit:g} s", ()
                     logger.warning("job %s (%s) attempt %d %s", job_id, name, attempt, error)
+                    delay = _retry_delay(task, TimeoutError(error), attempt, job_id)
+                    if delay is not None:
+                        extra = (None, delay)
         finally:
             self.cancel_events.pop(job_id, None)
             self._ack(job_id, lease_id, end, error, extra)

@@ -107,8 +107,9 @@ class JobState(StrEnum):
     SUCCEEDED = "succeeded"
     """Final. The task returned and the ack was journaled."""
     FAILED = "failed"
-    """Final. The task gave up for good (raised `actorq.Discard`), or its owner crashed and
-    the task is declared ``on_crash="fail"``; can be retried by hand."""
+    """Final. The task gave up for good (raised `actorq.Discard`), raised an error that is not
+    retried (an `actorq.PermanentError`, or one its ``retry_on`` / ``dont_retry_on`` rule out),
+    or its owner crashed and the task is declared ``on_crash="fail"``; can be retried by hand."""
     DEAD = "dead"
     """Final. Attempts used up (exceptions and crashes alike) or the task is unknown; kept
     with its errors for inspection and can be retried by hand."""

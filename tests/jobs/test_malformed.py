@@ -21,6 +21,7 @@ from peer_support import deep_frames, flood, huge_header_frames, mutator, restar
 from actorq import Job, Node
 from actorq.testing import check_total_queue, eventually, journal_invariants
 from actorq.jobs import wire
+from actorq.jobs.retry import MAX_RETRY_DELAY
 from actorq.transports.codec import encode
 
 TASKS = """
@@ -107,7 +108,17 @@ CASES: list[tuple[str, list[bytes]]] = [
     ("bad_ack", [ack(["id", -3, "raised", "boom"])]),
     ("bad_ack", [ack(["id", 0, "ok", None])]),
     ("bad_ack", [ack(["id", 7, "ok", None, None])]),  # one field too many
-    ("bad_ack", [ack(["id", 7, "raised", "boom", "trace", 1.0])]),  # only a returned value has six fields
+    ("bad_ack", [ack(["id", 7, "discarded", "boom", "trace", 1.0])]),  # only a value or a retry's delay makes six
+    ("bad_ack", [ack(["id", 7, "permanent", "boom", None, 1.0])]),  # an attempt not retried has no delay
+    ("bad_ack", [ack(["id", 7, "release", None, None, 1.0])]),
+    ("bad_ack", [ack(["id", 7, "raised", "boom", 12, 1.0])]),  # the traceback before the delay is still text
+    ("bad_delay", [ack(["id", 7, "raised", "boom", "trace", -1.0])]),
+    ("bad_delay", [ack(["id", 7, "raised", "boom", None, float("nan")])]),
+    ("bad_delay", [ack(["id", 7, "timed_out", "late", None, float("inf")])]),
+    ("bad_delay", [ack(["id", 7, "raised", "boom", None, MAX_RETRY_DELAY + 1])]),
+    ("bad_delay", [ack(["id", 7, "raised", "boom", None, "60"])]),
+    ("bad_delay", [ack(["id", 7, "raised", "boom", None, True])]),
+    ("bad_delay", [ack(["id", 7, "raised", "boom", None, None])]),
     ("bad_ack", [ack(["id", 7, "release", None, "trace"])]),  # nor does a release carry a traceback
     ("bad_ack", [ack(["id", 7, "raised", "boom", 12])]),  # a traceback is text
     ("bad_result", [ack(["id", 7, "ok", None, "not bytes", 60.0])]),
@@ -189,6 +200,8 @@ def _fuzz_frames(rng, count: int):
         encode(wire.HELLO, hello(owner="fuzz-seed-owner")),
         ack(["0" * 32, 12345, "ok", None], ["1" * 32, 99, "raised", "boom"]),
         ack(["2" * 32, 7, "release", None]),
+        ack(["3" * 32, 8, "raised", "Retry: retry in 60 s", "trace", 60.0], ["4" * 32, 9, "timed_out", "late", None, 0],
+            ["5" * 32, 10, "permanent", "KeyError: 'k'", "trace"]),
         encode(wire.BYE, None),
         *deep_frames(b"\xa3ack"), *deep_frames(b"\xa5hello"),
         *huge_header_frames(b"\xa3ack"),

@@ -23,7 +23,7 @@ import zmq
 from peer_support import deep_frames, flood, huge_header_frames, mutator
 from worker_support import acks_received, worker_on_router
 
-from actorq import TaskRegistry
+from actorq import Retry, TaskRegistry
 from actorq.jobs import wire
 from actorq.jobs.task import encode_payload
 from actorq.journal.protocol import LeasedJob
@@ -37,6 +37,11 @@ ran: list[int] = []
 @registry.task("wfuzz.ok")
 async def ok(n: int) -> None:
     ran.append(n)
+
+
+@registry.task("wfuzz.later")
+async def later(seconds: float) -> None:
+    raise Retry(seconds)
 
 
 def _seeds() -> list[bytes]:
@@ -109,14 +114,17 @@ async def _fuzz_the_worker(tmp_path: Path, rng: random.Random, count: int) -> No
         assert worker.lapsed >= 3, "the jobs past their lease deadline were given back, not run"
         assert not worker.stopping and grown < 50 * 2**20
 
-        # the worker still runs a valid job and acks it (what the fuzz started is answered too)
+        # the worker still runs valid jobs and acks them (what the fuzz started is answered too),
+        # a retry's delay among them
         await eventually(lambda: worker.running == 0 and not worker.backlog, timeout=30, message="fuzz jobs done")
         await loop.run_in_executor(None, acks_received, router, 10**9, 200)  # read what the fuzz made it send
         job = LeasedJob("f" * 32, "default", "wfuzz.ok", encode_payload([7], {}), 1, 20, 4242)
-        router.send_multipart([ident, wire.Jobs.encode_leased([job], math.inf)])
-        acks = await loop.run_in_executor(None, acks_received, router, 1)
+        later = LeasedJob("e" * 32, "default", "wfuzz.later", encode_payload([30], {}), 1, 20, 4243)
+        router.send_multipart([ident, wire.Jobs.encode_leased([job, later], math.inf)])
+        acks = await loop.run_in_executor(None, acks_received, router, 2)
         assert ran == [7]
         assert [a.succeeded for a in acks if a.succeeded] == [[(job.id, 4242)]]
+        assert [(i.job_id, i.end, i.delay) for a in acks for i in a.ended] == [(later.id, "raised", 30.0)]
 
 
 async def test_g5_seeded_mutation_fuzz_at_the_worker(tmp_path: Path, rng: random.Random) -> None:
