@@ -349,8 +349,11 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
                 _err(f"actorq enqueue: nothing added: job {ids[0]} holds its unique key")
         else:
             where = f"queue {args.queue!r}" if args.queue else "its task's queue"
-            kept = f" ({held:,} not added: their unique key was held)" if held else ""
-            _out(f"enqueued {done - held:,} jobs of {args.task} on {where}{kept}")
+            if held:
+                _out(f"enqueued {done - held:,} of {done:,} jobs of {args.task} on {where}; "
+                     f"{held:,} not added: their unique key was held")
+            else:
+                _out(f"enqueued {done:,} jobs of {args.task} on {where}")
     return EXIT_OK
 
 
