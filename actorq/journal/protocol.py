@@ -150,7 +150,8 @@ class NewJob:
         max_attempts: attempts (runs and crashes) before it goes dead; an integer up to
             `MAX_ATTEMPTS` (one below 1 is refused by the journal's schema, with its batch).
         unique_key: at most one live job (scheduled, ready, leased or retry) holds a
-            key; a job whose key is held is not inserted (see `Journal.holders`).
+            key, and a job inside its `unique_for` period holds it in any state; a job
+            whose key is held is not inserted (see `Journal.holders`).
         timeout: seconds an attempt may run, overriding its task's declared timeout;
             None: the task's. Finite, > 0, at most `MAX_TIMEOUT`.
         unique_for: seconds from its insert, by the journal's clock, during which the

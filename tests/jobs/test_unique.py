@@ -43,7 +43,8 @@ def plain(n):
 
 # -- the derived key ----------------------------------------------------------------------------------
 def test_the_derived_key_is_the_task_and_its_arguments_whatever_their_spelling() -> None:
-    key = derived_unique_key("reports.daily", ["2026-12-01"], {"fmt": "pdf", "to": ["a", "b"], "opts": {"x": 1, "y": 2}})
+    key = derived_unique_key("reports.daily", ["2026-12-01"],
+                             {"fmt": "pdf", "to": ["a", "b"], "opts": {"x": 1, "y": 2}})
     assert key.startswith("reports.daily:") and len(key) == len("reports.daily:") + 64
     # keyword order, and tuples or lists, do not matter; every argument and the task name do
     assert key == derived_unique_key("reports.daily", ("2026-12-01",),

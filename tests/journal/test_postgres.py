@@ -476,7 +476,8 @@ def test_a_racing_insert_of_a_held_key_waits_for_the_first_and_adds_nothing(
         inserted_and_holders = answer.get(timeout=30)
         assert inserted_and_holders == (1, {"k": "a"})  # "c" only; "b" learns the holder's id
         assert second.get("b") is None
-        assert first.get("a").state is (JobState.SUCCEEDED if first_ends else JobState.READY)  # type: ignore[union-attr]
+        holder = first.get("a")
+        assert holder is not None and holder.state is (JobState.SUCCEEDED if first_ends else JobState.READY)
     finally:
         first.close()
         second.close()
