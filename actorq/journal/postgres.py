@@ -505,7 +505,9 @@ class PostgresJournal:
     def enqueue(self, jobs: Sequence[NewJob]) -> int:
         """Insert `jobs` as ready, or scheduled when `run_at` is later than the database's now.
 
-        Ids already present are skipped (idempotent re-send). Notifies the schema's channel
+        Ids already present are skipped (idempotent re-send), and so are jobs whose unique
+        key is held (see `Journal.enqueue`); a batch with keys first takes each key's
+        transaction lock (`lock_keys`), held to the commit. Notifies the schema's channel
         once per queue that got ready jobs. Returns the number inserted.
         """
         if not jobs:
