@@ -188,8 +188,8 @@ class Client:
 
         Written directly, they commit in one transaction; through a node, in requests
         of at most 1,000 jobs and one frame of arguments each. For a job whose
-        `unique_key` a live job already holds, nothing is added and the id returned is
-        the holder's.
+        `unique_key` is held (by a live job, or by one inside its ``unique_for`` period),
+        nothing is added and the id returned is the holder's.
 
         Raises:
             As `enqueue`; some jobs may be committed when it raises: sending them all

@@ -582,7 +582,7 @@ class JournalWriter:
             tally["jobs_enqueued"] += len(jobs)
             group.queues.update(job.queue for job in jobs)
             keys = [job.unique_key for job in jobs if job.unique_key is not None]
-            # in the same transaction: the id that holds each unique key (ours, or a live job's)
+            # in the same transaction: the id that holds each unique key (ours, or the holder's)
             holders = journal.holders(keys) if keys else {}
             results.extend((op[2], holders.get(op[1].unique_key, op[1].id) if op[1].unique_key else op[1].id, None)
                            for op in ops if op[2] is not None)

@@ -48,7 +48,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from actorq.jobs.retry import RetryPolicy
-from actorq.journal.protocol import DEFAULT_MAX_ATTEMPTS, MAX_TIMEOUT, JobState
+from actorq.journal.protocol import DEFAULT_MAX_ATTEMPTS, MAX_TIMEOUT, MAX_UNIQUE_FOR, JobState
 
 __all__ = ["AttemptEnd", "DEFAULT_POLICY", "ON_CRASH", "Outcome", "TaskPolicy", "decide"]
 
@@ -107,6 +107,9 @@ class TaskPolicy:
             or ``"fail"`` (the job ends failed: for work that must never run twice).
         timeout: seconds an attempt may run before it is stopped and ends ``timed_out``
             (None: no limit).
+        unique_for: seconds each job holds its unique key from its insert, whatever its
+            state (None: only while live); a job with no key gets one made of the task name
+            and its arguments (see docs/unique.md).
     """
 
     queue: str = DEFAULT_QUEUE
@@ -115,6 +118,7 @@ class TaskPolicy:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_crash: str = "reclaim"
     timeout: float | None = None
+    unique_for: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not self.queue:
@@ -126,6 +130,7 @@ class TaskPolicy:
         if self.on_crash not in ON_CRASH:
             raise ValueError(f"on_crash must be one of {', '.join(ON_CRASH)}, got {self.on_crash!r}")
         check_timeout(self.timeout)
+        check_unique_for(self.unique_for)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON), as `from_dict` reads it."""
@@ -152,6 +157,20 @@ def check_timeout(timeout: object) -> None:
     if (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
             or not 0 < timeout <= MAX_TIMEOUT):
         raise ValueError(f"timeout must be a number of seconds > 0 and at most {MAX_TIMEOUT:,}, got {timeout!r}")
+
+
+def check_unique_for(unique_for: object) -> None:
+    """Refuse a unique period that is not None or a finite number of seconds > 0, at most a year.
+
+    Raises:
+        ValueError: naming the value and what is expected.
+    """
+    if unique_for is None:
+        return
+    if (not isinstance(unique_for, (int, float)) or isinstance(unique_for, bool)
+            or not 0 < unique_for <= MAX_UNIQUE_FOR):
+        raise ValueError(f"unique_for must be a number of seconds > 0 and at most {MAX_UNIQUE_FOR:,}, "
+                         f"got {unique_for!r}")
 
 
 DEFAULT_POLICY = TaskPolicy()

@@ -20,13 +20,15 @@ hears of them at once (the writer's ``on_enqueued``)::
 Messages (codec envelopes; names stable across releases)::
 
     ENQUEUE   [request id, [[id, queue, task, payload, priority, run_at, max_attempts, unique_key,
-                              timeout?]...]]
+                              timeout?, unique_for?]...]]
     ENQUEUED  [request id, [[True, job id] | [False, error text]...]]   one item a job, in order
     BUSY      [request id, text]                                        nothing was done: send again
 
 A job's id is the producer's, so sending a request again after a lost answer
 (a timeout, a node that died) adds nothing twice (B6). For a job whose unique
-key a live job holds, the id answered is that job's.
+key is held (by a live job, or one inside its ``unique_for`` period), the id
+answered is that job's. The optional fields may be left off from the end;
+``unique_for`` needs ``unique_key`` and ``timeout`` (nil for none) before it.
 
 What a peer can make the node hold: 4 queued requests of at most
 `request_bytes` each per peer in libzmq (with the default 16 MiB frames, 4 x
@@ -47,7 +49,7 @@ from actorq.errors import ActorQError
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.task import check_name
 from actorq.jobs.wire import MAX_NAME_CHARS, clean_text, payload_budget
-from actorq.journal.protocol import NewJob
+from actorq.journal.protocol import MAX_UNIQUE_FOR, NewJob
 from actorq.transports.codec import FrameError, decode, describe, encode
 from actorq.transports.drops import DropCounter
 from actorq.transports.zmq import LoopSocket, bind_router, routed, send_reply
@@ -65,7 +67,8 @@ REPLY_KINDS = frozenset({ENQUEUED, BUSY})
 
 MAX_REQUEST_ID = 2**63 - 1
 MAX_JOBS_PER_REQUEST = 1000  # a Client splits larger batches; 1,000 jobs take one or two groups
-JOB_FIELDS = 8
+JOB_FIELDS = 8  # and up to `OPTIONAL_FIELDS` more: timeout, unique_for
+OPTIONAL_FIELDS = 2
 # A job's bytes beside its payload: four names of up to 255 characters (4 bytes each in
 # UTF-8) with their headers, and the numbers (9 bytes each at most) and array header.
 JOB_OVERHEAD = 4 * (4 * MAX_NAME_CHARS + 5) + 64
@@ -109,10 +112,11 @@ def _fail(detail: str) -> FrameError:
 
 
 def _job(item: Any) -> NewJob:
-    if type(item) is not list or len(item) not in (JOB_FIELDS, JOB_FIELDS + 1):
-        raise _fail(f"a job is an array of {JOB_FIELDS} or {JOB_FIELDS + 1} fields, got {describe(item)}")
-    job_id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout = (
-        item if len(item) > JOB_FIELDS else [*item, None])
+    if type(item) is not list or not JOB_FIELDS <= len(item) <= JOB_FIELDS + OPTIONAL_FIELDS:
+        raise _fail(f"a job is an array of {JOB_FIELDS} to {JOB_FIELDS + OPTIONAL_FIELDS} fields, "
+                    f"got {describe(item)}")
+    job_id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout, unique_for = (
+        [*item, *[None] * (JOB_FIELDS + OPTIONAL_FIELDS - len(item))])
     try:
         check_name("job id", job_id)
         check_name("queue name", queue)
@@ -129,8 +133,13 @@ def _job(item: Any) -> NewJob:
         raise _fail(f"run_at is a number or nil, got {describe(run_at)}")
     if timeout is not None and type(timeout) not in (int, float):
         raise _fail(f"timeout is a number or nil, got {describe(timeout)}")
+    if unique_for is not None:
+        if type(unique_for) not in (int, float) or not 0 < unique_for <= MAX_UNIQUE_FOR:  # NaN fails too
+            raise _fail(f"unique_for is nil or seconds > 0 and at most {MAX_UNIQUE_FOR}, got {describe(unique_for)}")
+        if unique_key is None:
+            raise _fail("unique_for needs a unique_key (a producer derives one from the task and its arguments)")
     try:  # the journal columns' bounds (G12), and a finite run_at and timeout
-        return NewJob(job_id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout)
+        return NewJob(job_id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout, unique_for)
     except ValueError as exc:
         raise _fail(str(exc)) from None
 
@@ -168,7 +177,8 @@ def parse_enqueue(frame: bytes, max_frame_bytes: int) -> tuple[int, list[NewJob]
 def encode_request(request_id: int, jobs: list[NewJob]) -> bytes:
     """The ENQUEUE frame of `jobs` (what a Client sends)."""
     items = [[j.id, j.queue, j.task, j.payload, j.priority, j.run_at, j.max_attempts, j.unique_key]
-             + ([j.timeout] if j.timeout is not None else []) for j in jobs]
+             + ([j.timeout, j.unique_for] if j.unique_for is not None else [j.timeout] if j.timeout is not None else [])
+             for j in jobs]
     return encode(ENQUEUE, [request_id, items])
 
 

@@ -85,8 +85,9 @@ class QueueRef:
     async def enqueue(self, job: Job) -> str:
         """Send `job` and return its id once it is committed to the journal (accepted).
 
-        A job with a `unique_key` that a live job already holds is not added: the id
-        returned is then that job's (compare it with ``job.id`` to tell).
+        A job whose `unique_key` is held (by a live job, or by one inside its
+        ``unique_for`` period) is not added: the id returned is then the holder's
+        (compare it with ``job.id`` to tell).
 
         Raises:
             TypeError, ValueError: as `tell`.
@@ -100,7 +101,8 @@ class QueueRef:
 
         The job is durable once sent (as `enqueue`); the wait is pushed by the node's
         journal writer when the job's completion commits, not polled. A job with a held
-        `unique_key` is not added: the live job holding the key is waited for instead.
+        `unique_key` is not added: the job holding the key (live, or finished inside its
+        ``unique_for`` period) is waited for instead.
 
         Args:
             job: the job.
@@ -150,7 +152,7 @@ class QueueRef:
             if error is not None:
                 failure.append(error)
             elif isinstance(result, str):
-                ids[row_id] = result  # a unique key held by a live job: that job's id
+                ids[row_id] = result  # a held unique key: its holder's id
             pending[0] -= 1
             if pending[0] == 0 and not fut.done():
                 if loop is self._loop:

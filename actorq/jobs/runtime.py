@@ -328,7 +328,8 @@ class JobRuntime:
         prefix = f"{self.node.name}/" if self.backend.shared else ""
         reclaim = jw.Reclaim(AttemptEnd.CRASHED, "node restarted (lease of an earlier incarnation)", prefix=prefix)
         self.reclaimed_at_start = await writer.call(jw.RECLAIM, reclaim)
-        declared = [TaskDefaults(name, p.queue, p.priority, p.max_attempts) for name, p in sorted(self.tasks.items())]
+        declared = [TaskDefaults(name, p.queue, p.priority, p.max_attempts, p.unique_for)
+                    for name, p in sorted(self.tasks.items())]
         if declared:
             await writer.call(jw.CALL, operator.methodcaller("declare_tasks", declared))
         # the file's schedules replace those of their names; those an earlier file had are removed

@@ -8,6 +8,7 @@ by name; a name from the wire or the journal is never imported or evaluated.
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import inspect
 import threading
 import time
@@ -25,6 +26,7 @@ from actorq.jobs.outcome import (
     ON_CRASH,
     TaskPolicy,
     check_timeout,
+    check_unique_for,
 )
 from actorq.jobs.retry import Backoff, RetryPolicy
 from actorq.jobs.settings import MAX_RESULT_TTL
@@ -32,7 +34,7 @@ from actorq.jobs.wire import MAX_NAME_CHARS, payload_budget
 from actorq.journal.protocol import NewJob
 from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
 
-__all__ = ["Declared", "Discard", "Job", "JobContext", "Task", "TaskRegistry", "current_job"]
+__all__ = ["Declared", "Discard", "Job", "JobContext", "Task", "TaskRegistry", "current_job", "derived_unique_key"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MAX_PAYLOAD = payload_budget(DEFAULT_MAX_FRAME_BYTES)  # with the default dispatcher.max_frame_bytes
@@ -57,6 +59,10 @@ class Declared(Protocol):
     @property
     def max_attempts(self) -> int:
         """Its jobs' attempts."""
+
+    @property
+    def unique_for(self) -> float | None:
+        """Seconds its jobs hold their unique key from their insert (None: only while live)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +94,10 @@ class Task:
         dont_retry_on: exceptions of these classes end the job ``failed`` at once.
         backoff: the backoff function ``(attempt, exc) -> seconds``, called in the worker
             after an attempt that raised or timed out; None: `retry` alone decides.
+        unique_for: seconds each job holds its unique key from its insert, finished or not:
+            another job with the key is not added meanwhile (its enqueue returns the
+            holder's id). A job with no ``unique_key`` gets `derived_unique_key` (the task
+            name and its arguments). None: no period (a key holds while its job is live).
 
     These apply to every job of the task however it is enqueued (``Job("name")``
     through a node's queue ref, `actorq.Client` or ``actorq enqueue``), except
@@ -106,11 +116,13 @@ class Task:
     retry_on: tuple[type[BaseException], ...] = ()
     dont_retry_on: tuple[type[BaseException], ...] = ()
     backoff: Backoff | None = None
+    unique_for: float | None = None
 
     @property
     def policy(self) -> TaskPolicy:
         """What the task declares about its jobs, as the node applies it."""
-        return TaskPolicy(self.queue, self.priority, self.max_attempts, self.retry, self.on_crash, self.timeout)
+        return TaskPolicy(self.queue, self.priority, self.max_attempts, self.retry, self.on_crash, self.timeout,
+                          self.unique_for)
 
     @property
     def is_async(self) -> bool:
@@ -166,6 +178,7 @@ class TaskRegistry:
         result_ttl: float | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
         dont_retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+        unique_for: float | None = None,
     ) -> Callable[[F], Task]:
         """Decorator: register the function under `name` (see `Task` for the options).
 
@@ -180,7 +193,8 @@ class TaskRegistry:
             ValueError: the name is empty or already registered, the queue empty,
                 max_attempts < 1, priority not an integer, on_crash not "reclaim" or "fail",
                 or timeout not None or a number of seconds > 0,
-                or result_ttl not None or a number of seconds from 0 to `MAX_RESULT_TTL`.
+                or result_ttl not None or a number of seconds from 0 to `MAX_RESULT_TTL`,
+                or unique_for not None or a number of seconds > 0 up to `MAX_UNIQUE_FOR`.
             TypeError: retry is neither a RetryPolicy nor a callable, or retry_on or
                 dont_retry_on holds something else than exception classes.
         """
@@ -197,6 +211,7 @@ class TaskRegistry:
             raise ValueError(f"task {name!r}: on_crash must be one of {', '.join(ON_CRASH)}, got {on_crash!r}")
         try:
             check_timeout(timeout)
+            check_unique_for(unique_for)
         except ValueError as exc:
             raise ValueError(f"task {name!r}: {exc}") from None
 
@@ -222,7 +237,8 @@ class TaskRegistry:
             if name in self._tasks:
                 raise ValueError(f"task {name!r} is already registered")
             task = Task(name, fn, queue, max_attempts, policy, on_crash, priority, timeout,
-                        None if result_ttl is None else float(result_ttl), only, never, backoff)
+                        None if result_ttl is None else float(result_ttl), only, never, backoff,
+                        unique_for=None if unique_for is None else float(unique_for))
             self._tasks[name] = task
             return task
 
@@ -269,9 +285,14 @@ class Job:
         max_attempts: attempts before it goes dead; None (default): the task's declared number.
         unique_key: while a live job (scheduled, ready, running or waiting to retry)
             holds this key, another job with it is not added; enqueue returns the
-            holder's id instead. Once that job is finished, the key is free again.
+            holder's id instead. Once that job is finished, the key is free again
+            (unless a period holds it: `unique_for`).
         timeout: seconds each attempt may run, overriding the task's declared
             ``timeout``; None (default): the task's (see `TaskRegistry.task`).
+        unique_for: seconds from its insert during which this job holds its key whatever
+            its state, finished included; > 0, at most a year (`MAX_UNIQUE_FOR`). Without a
+            `unique_key`, the key is `derived_unique_key` (task name and arguments). None
+            (default): the task's declared ``unique_for``, if any.
     """
 
     task: str
@@ -284,6 +305,7 @@ class Job:
     max_attempts: int | None = None
     unique_key: str | None = None
     timeout: float | None = None
+    unique_for: float | None = None
 
     def to_new_job(self, queue: str | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD,
                    declared: Declared | None = None) -> NewJob:
@@ -302,7 +324,8 @@ class Job:
         Raises:
             TypeError: an argument cannot be encoded with msgpack (the message names it).
             ValueError: max_attempts < 1, a task name, job id, queue or unique key that is empty,
-                longer than 255 characters or not valid UTF-8, or arguments over `max_payload`.
+                longer than 255 characters or not valid UTF-8, arguments over `max_payload`, or
+                unique_for not a number of seconds > 0 up to `MAX_UNIQUE_FOR`.
         """
         check_name("task name", self.task)
         check_name("job id", self.id)
@@ -321,6 +344,13 @@ class Job:
         if self.unique_key is not None:
             check_name("unique_key", self.unique_key)
         check_timeout(self.timeout)
+        check_unique_for(self.unique_for)
+        unique_for = self.unique_for
+        if unique_for is None and declared is not None:
+            unique_for = getattr(declared, "unique_for", None)  # a mapping's own declarations may lack it
+        unique_key = self.unique_key
+        if unique_key is None and unique_for is not None:
+            unique_key = derived_unique_key(self.task, self.args, self.kwargs)
         run_at = self.run_at
         if self.delay is not None:
             run_at = time.time() + self.delay
@@ -328,8 +358,9 @@ class Job:
         if len(payload) > max_payload:
             raise ValueError(f"job arguments take {len(payload):,} bytes encoded; the limit is {max_payload:,} "
                              "(dispatcher.max_frame_bytes less 64 KiB): pass a reference to the data instead")
-        return NewJob(self.id, queue, self.task, payload, priority, run_at, max_attempts, self.unique_key,
-                      None if self.timeout is None else float(self.timeout))
+        return NewJob(self.id, queue, self.task, payload, priority, run_at, max_attempts, unique_key,
+                      None if self.timeout is None else float(self.timeout),
+                      None if unique_for is None else float(unique_for))
 
 
 _PACK_ERRORS = (TypeError, ValueError, OverflowError)
@@ -350,6 +381,41 @@ def check_name(what: str, value: object) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"a {what} must be valid UTF-8 (it holds an unpaired surrogate)") from None
+
+
+DERIVED_KEY_TASK_CHARS = MAX_NAME_CHARS - 65  # the task name's part of a derived key: 190 characters
+
+
+def _canonical(value: Any) -> Any:
+    """`value` with every map's keys in sorted order (a tuple as a list): equal arguments,
+    however their keywords were ordered, encode to the same bytes."""
+    if isinstance(value, dict):
+        try:
+            keys = sorted(value, key=lambda k: (type(k).__name__, k))
+        except TypeError:  # keys no worker accepts: encoding them raises, naming the argument
+            keys = list(value)
+        return {key: _canonical(value[key]) for key in keys}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item) for item in value]
+    return value
+
+
+def derived_unique_key(task: str, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> str:
+    """The unique key of a job that has a `unique_for` and no key of its own: its task name and
+    arguments, ``"<task>:<sha256 hex>"``.
+
+    The digest covers the task name and the msgpack of ``[args, kwargs]`` with map keys sorted,
+    so ``f(a=1, b=2)`` and ``f(b=2, a=1)`` share a key, and a tuple and a list of the same
+    items too. The queue, priority and run time are not part of it. A task name longer than
+    `DERIVED_KEY_TASK_CHARS` is cut in the readable part (the digest still covers all of it),
+    so the key fits the 255 characters of any key.
+
+    Raises:
+        TypeError: an argument cannot be encoded with msgpack (see `encode_payload`).
+    """
+    canonical = encode_payload(_canonical(list(args)), _canonical(kwargs))
+    digest = hashlib.sha256(task.encode("utf-8") + b"\x00" + canonical).hexdigest()
+    return f"{task[:DERIVED_KEY_TASK_CHARS]}:{digest}"
 
 
 def _check_value(value: Any) -> None:

@@ -35,6 +35,7 @@ class Statements(JobStatements):
     privileges: str
     lead: str
     resign: str
+    lock_keys: str
 
 
 # Rows another node may hold locked (it is rescuing them, or its session is paused inside a
@@ -87,14 +88,20 @@ _TEXT = {
     "enqueue": (
         "WITH new AS ("
         " INSERT INTO {jobs} (id, queue, task, payload, state, priority, run_at, max_attempts, created_at,"
-        "  unique_key, timeout)"
+        "  unique_key, timeout, unique_until)"
         " SELECT n.id, n.queue, n.task, n.payload,"
         "  CASE WHEN to_timestamp(n.run_at) > now() THEN 'scheduled' ELSE 'ready' END,"
-        "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now(), n.unique_key, n.timeout"
+        "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now(), n.unique_key, n.timeout,"
+        "  now() + make_interval(secs => n.unique_for)"  # NULL without a period
         " FROM unnest(%(ids)s::text[], %(queues)s::text[], %(tasks)s::text[], %(payloads)s::bytea[],"
         "  %(priorities)s::int4[], %(run_at)s::float8[], %(max_attempts)s::int4[], %(unique_keys)s::text[],"
-        "  %(timeouts)s::float8[])"
-        "  AS n(id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout)"
+        "  %(timeouts)s::float8[], %(unique_for)s::float8[])"
+        "  AS n(id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout, unique_for)"
+        # A key inside another row's unique_until period is skipped here: the caller holds the
+        # key's lock (`lock_keys`), so every earlier inserter of it has committed. Two jobs of
+        # one batch with one key meet the live unique index instead.
+        " WHERE n.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM {jobs} p"
+        "  WHERE p.unique_key = n.unique_key AND p.unique_until > now())"
         # A re-sent id (B6) or a unique key a live job holds (B7) is a no-op; a CHECK failure still raises.
         " ON CONFLICT DO NOTHING"
         " RETURNING queue, state)"
@@ -146,16 +153,16 @@ _TEXT = {
     "leased_with_prefix": _attempts("starts_with(j.lease_owner, %(prefix)s)"),
     "expired": _attempts("j.lease_expires < now()"),
     "declare_tasks": (
-        "INSERT INTO {tasks} (name, queue, priority, max_attempts, declared_at)"
-        " SELECT d.name, d.queue, d.priority, d.max_attempts, now()"
-        " FROM unnest(%(names)s::text[], %(queues)s::text[], %(priorities)s::int4[], %(max_attempts)s::int4[])"
-        "  AS d(name, queue, priority, max_attempts)"
+        "INSERT INTO {tasks} (name, queue, priority, max_attempts, unique_for, declared_at)"
+        " SELECT d.name, d.queue, d.priority, d.max_attempts, d.unique_for, now()"
+        " FROM unnest(%(names)s::text[], %(queues)s::text[], %(priorities)s::int4[], %(max_attempts)s::int4[],"
+        "  %(unique_for)s::float8[]) AS d(name, queue, priority, max_attempts, unique_for)"
         # the last writer wins: a node starting later replaces what an earlier one declared
         " ON CONFLICT (name) DO UPDATE SET queue = EXCLUDED.queue, priority = EXCLUDED.priority,"
-        " max_attempts = EXCLUDED.max_attempts, declared_at = EXCLUDED.declared_at"
+        " max_attempts = EXCLUDED.max_attempts, unique_for = EXCLUDED.unique_for, declared_at = EXCLUDED.declared_at"
     ),
     "declared_tasks": (
-        "SELECT name, queue, priority, max_attempts FROM {tasks} WHERE name = ANY(%(names)s::text[])"
+        "SELECT name, queue, priority, max_attempts, unique_for FROM {tasks} WHERE name = ANY(%(names)s::text[])"
     ),
     # a stored schedule keeps its added_at and last_fired: a new definition does not fire again
     # what already fired
@@ -235,9 +242,22 @@ _TEXT = {
         " RETURNING l.holder"
     ),
     "resign": "DELETE FROM {leaders} WHERE name = %(name)s AND holder = %(holder)s",
+    # rows inside their period, then the live holder, which wins when both are there
+    # One transaction lock per unique key (a hash of it: two keys may share one, which only
+    # serialises them), taken in one order (of the hashes) so two inserters never wait in a
+    # cycle, and held to the commit. The next inserter of the key waits here, and its insert,
+    # a statement of its own, then sees this one committed: a holder that was inserted and
+    # finished meanwhile still keeps its key while inside its unique_for period. Without the
+    # lock, the live unique index alone would let it in once the holder left the live states.
+    "lock_keys": (
+        "SELECT pg_advisory_xact_lock({unique_lock}, d.h) FROM"
+        " (SELECT DISTINCT hashtext(k) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) d"
+    ),
     "holders": (
-        "SELECT unique_key, id FROM {jobs} WHERE unique_key = ANY(%(keys)s::text[])"
-        f" AND state IN {LIVE}"
+        "SELECT unique_key, id, 0 AS live FROM {jobs} WHERE unique_key = ANY(%(keys)s::text[])"
+        " AND unique_until > now()"
+        " UNION ALL SELECT unique_key, id, 1 FROM {jobs} WHERE unique_key = ANY(%(keys)s::text[])"
+        f" AND state IN {LIVE} ORDER BY live"
     ),
     "privileges": (
         "SELECT has_table_privilege(%(jobs)s, 'SELECT') AND has_table_privilege(%(jobs)s, 'INSERT')"
@@ -275,6 +295,8 @@ def statements(schema: str) -> Statements:
         "paused": sql.Identifier(schema, "actorq_paused_queues"),
         # nextval takes the sequence's name as text: a quoted, escaped literal.
         "lease_ids": sql.Literal(table(schema, "actorq_lease_ids")),
+        # the lock space of this schema's unique keys (the migrations lock is hashtext('actorq.migrate'))
+        "unique_lock": sql.SQL("hashtext({})").format(sql.Literal(f"actorq.unique:{schema}")),
     }
     rendered = {key: sql.SQL(text).format(**names).as_string(None) for key, text in _TEXT.items()}
     return Statements(schema=schema, channel=schema,

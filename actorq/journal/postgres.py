@@ -210,7 +210,8 @@ def _enqueue_params(jobs: Sequence[NewJob], channel: str) -> dict[str, Any]:
         "ids": [j.id for j in jobs], "queues": [j.queue for j in jobs], "tasks": [j.task for j in jobs],
         "payloads": [j.payload for j in jobs], "priorities": [j.priority for j in jobs],
         "run_at": [j.run_at for j in jobs], "max_attempts": [j.max_attempts for j in jobs],
-        "unique_keys": [j.unique_key for j in jobs], "timeouts": [j.timeout for j in jobs], "channel": channel,
+        "unique_keys": [j.unique_key for j in jobs], "timeouts": [j.timeout for j in jobs],
+        "unique_for": [j.unique_for for j in jobs], "channel": channel,
     }
 
 
@@ -504,17 +505,26 @@ class PostgresJournal:
     def enqueue(self, jobs: Sequence[NewJob]) -> int:
         """Insert `jobs` as ready, or scheduled when `run_at` is later than the database's now.
 
-        Ids already present are skipped (idempotent re-send). Notifies the schema's channel
+        Ids already present are skipped (idempotent re-send), and so are jobs whose unique
+        key is held (see `Journal.enqueue`); a batch with keys first takes each key's
+        transaction lock (`lock_keys`), held to the commit. Notifies the schema's channel
         once per queue that got ready jobs. Returns the number inserted.
         """
         if not jobs:
             return 0
+        keys = sorted({j.unique_key for j in jobs if j.unique_key is not None})
+        if not keys:  # one statement, one round trip
+            row = self._execute(self._sql.enqueue, _enqueue_params(jobs, self._sql.channel), isolated=True).fetchone()
+            return row[0]  # type: ignore[index]
         # Unique keys are inserted in one order (the sort is stable: of two jobs with one key, the
-        # first still wins): two nodes inserting the same keys wait on each other in line, never
-        # in a cycle.
-        if any(j.unique_key is not None for j in jobs):
-            jobs = sorted(jobs, key=lambda j: (j.unique_key is None, j.unique_key or ""))
-        row = self._execute(self._sql.enqueue, _enqueue_params(jobs, self._sql.channel), isolated=True).fetchone()
+        # first still wins). Each key's lock is taken first, in a statement of its own, so the
+        # insert's snapshot sees every earlier inserter of the key committed: `lock_keys`.
+        jobs = sorted(jobs, key=lambda j: (j.unique_key is None, j.unique_key or ""))
+        in_caller_transaction = self._depth > 0
+        with self.transaction():
+            self._execute(self._sql.lock_keys, {"keys": keys})
+            row = self._execute(self._sql.enqueue, _enqueue_params(jobs, self._sql.channel),
+                                isolated=in_caller_transaction).fetchone()
         return row[0]  # type: ignore[index]
 
     def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
@@ -641,6 +651,7 @@ class PostgresJournal:
         self._execute(self._sql.declare_tasks, {
             "names": [t.name for t in latest], "queues": [t.queue for t in latest],
             "priorities": [t.priority for t in latest], "max_attempts": [t.max_attempts for t in latest],
+            "unique_for": [t.unique_for for t in latest],
         }, isolated=True)
 
     def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
@@ -807,10 +818,11 @@ class PostgresJournal:
         return None
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
-        """``{unique key: id of the live job holding it}`` for those of `keys` that are held."""
+        """``{unique key: id of the job holding it}`` for those of `keys` that are held (see `Journal.holders`)."""
         if not keys:
             return {}
-        return dict(self._execute(self._sql.holders, {"keys": list(keys)}).fetchall())
+        rows = self._execute(self._sql.holders, {"keys": list(keys)}).fetchall()
+        return {key: job_id for key, job_id, _live in rows}
 
     def try_lead(self, name: str, holder: str, ttl: float) -> bool:
         """Hold leadership `name` for `ttl` s by the database's clock, if free, expired or already ours."""
@@ -851,6 +863,10 @@ def enqueue_in(conn: psycopg.Connection[Any], jobs: Sequence[NewJob], schema: st
     if not jobs:
         return 0
     schema_sql = statements(schema)
+    keys = sorted({j.unique_key for j in jobs if j.unique_key is not None})
+    if keys:  # as `PostgresJournal.enqueue`: held until the caller's transaction ends
+        conn.execute(schema_sql.lock_keys, {"keys": keys})
+        jobs = sorted(jobs, key=lambda j: (j.unique_key is None, j.unique_key or ""))
     row = conn.execute(schema_sql.enqueue, _enqueue_params(jobs, schema_sql.channel)).fetchone()
     return row[0]  # type: ignore[index]
 

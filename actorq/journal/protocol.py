@@ -62,6 +62,7 @@ __all__ = [
     "LeasedJob",
     "MAX_ATTEMPTS",
     "MAX_PRIORITY",
+    "MAX_UNIQUE_FOR",
     "MIN_PRIORITY",
     "NewJob",
     "SCHEDULE_SOURCES",
@@ -127,6 +128,13 @@ and holds its unique key."""
 MAX_TIMEOUT = 366 * 86400
 """The longest time limit a job or task may set, in seconds (a year; never inf or NaN)."""
 
+MAX_UNIQUE_FOR = 366 * 86400
+"""The longest period a job's unique key may be held for after its insert, in seconds (a year)."""
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
 @dataclass(frozen=True, slots=True)
 class NewJob:
     """A job to insert.
@@ -143,9 +151,15 @@ class NewJob:
         max_attempts: attempts (runs and crashes) before it goes dead; an integer up to
             `MAX_ATTEMPTS` (one below 1 is refused by the journal's schema, with its batch).
         unique_key: at most one live job (scheduled, ready, leased or retry) holds a
-            key; a job whose key is held is not inserted (see `Journal.holders`).
+            key, and a job inside its `unique_for` period holds it in any state; a job
+            whose key is held is not inserted (see `Journal.holders`).
         timeout: seconds an attempt may run, overriding its task's declared timeout;
             None: the task's. Finite, > 0, at most `MAX_TIMEOUT`.
+        unique_for: seconds from its insert, by the journal's clock, during which the
+            job holds `unique_key` whatever its state, finished included (stored as the
+            row's ``unique_until``); None: only while it is live. Needs `unique_key`.
+            Finite, at most `MAX_UNIQUE_FOR`; 0 or less makes a period that is over at
+            once (as `KeptResult.keep_for`; the producer surfaces refuse it).
 
     Raises:
         ValueError: a number the journal's columns cannot hold (G12): it is refused
@@ -161,6 +175,7 @@ class NewJob:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     unique_key: str | None = None
     timeout: float | None = None
+    unique_for: float | None = None
 
     def __post_init__(self) -> None:
         if not (_is_int(self.priority) and MIN_PRIORITY <= self.priority <= MAX_PRIORITY):
@@ -180,6 +195,13 @@ class NewJob:
                              f"{MAX_TIMEOUT:,}, got {self.timeout!r}")
         if self.timeout is not None:  # one type in the journal's columns and arrays
             object.__setattr__(self, "timeout", float(self.timeout))
+        if self.unique_for is not None:
+            if not (_is_number(self.unique_for) and -MAX_UNIQUE_FOR <= self.unique_for <= MAX_UNIQUE_FOR):
+                raise ValueError(f"job {self.id!r}: unique_for must be a number of seconds up to "
+                                 f"{MAX_UNIQUE_FOR:,}, got {self.unique_for!r}")
+            if self.unique_key is None:
+                raise ValueError(f"job {self.id!r}: unique_for needs a unique_key")
+            object.__setattr__(self, "unique_for", float(self.unique_for))
 
 
 class LeasedJob(NamedTuple):
@@ -268,6 +290,9 @@ class TaskDefaults(NamedTuple):
     queue: str
     priority: int
     max_attempts: int
+    unique_for: float | None = None
+    """Seconds a job of the task holds its unique key after its insert (see `NewJob.unique_for`);
+    a job with no key of its own gets one made of the task name and its arguments."""
 
 
 class KeptResult(NamedTuple):
@@ -413,11 +438,13 @@ class Journal(Protocol):
         """Insert `jobs` as ready (or scheduled when `run_at` is in the future).
 
         Ids already present are skipped (idempotent re-send), and so are jobs whose
-        unique key a live job holds. Returns the number inserted.
+        unique key is held: by a live job, or by any job whose ``unique_for`` period (from
+        its insert, by the journal's clock) has not ended. Returns the number inserted.
         """
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
-        """``{unique key: id of the live job holding it}`` for those of `keys` that are held."""
+        """``{unique key: id of the job holding it}`` for those of `keys` that are held: by a
+        live job, or by a job (in any state) still inside its ``unique_for`` period."""
 
     def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
         """Move up to `limit` ready jobs of `queues` to leased, owned by `owner` for `lease_for` s.

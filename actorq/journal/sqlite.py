@@ -38,7 +38,7 @@ from typing import Callable, ClassVar, Collection, Iterator, Mapping, Sequence, 
 from urllib.parse import quote
 
 from actorq.errors import JournalError, JournalLocked
-from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, RESULT_COLUMNS, in_list, values_rows
+from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, RESULT_COLUMNS, in_list, numbered_list, values_rows
 from actorq.journal._sqlitesql import STATEMENTS as SQL
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, MAX_SECONDS, SQLITE_PREFIX, SYNCHRONOUS_LEVELS,
@@ -52,7 +52,8 @@ from actorq.journal.protocol import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results; 6: paused queues, job time limits
+SCHEMA_VERSION = 7  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
+# 6: paused queues, job time limits; 7: unique periods (unique_until)
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 LOCK_FIRST_DELAY, LOCK_MAX_DELAY = 50e-6, 2e-3  # seconds between tries for the write lock (`_begin`)
@@ -376,7 +377,8 @@ class SQLiteJournal:
     def enqueue(self, jobs: Sequence[NewJob]) -> int:
         """Insert `jobs` as ready, or scheduled when `run_at` is in the future.
 
-        Ids already present are skipped (idempotent re-send). Returns the number inserted.
+        Ids already present are skipped (idempotent re-send), and so are jobs whose unique
+        key is held (see `Journal.enqueue`). Returns the number inserted.
         """
         now = self._clock()
         params: list[object] = []
@@ -385,7 +387,7 @@ class SQLiteJournal:
                 j.id, j.queue, j.task, j.payload,
                 JobState.SCHEDULED if j.run_at is not None and j.run_at > now else JobState.READY,
                 j.priority, j.run_at if j.run_at is not None else now, j.max_attempts, now, j.unique_key,
-                j.timeout,
+                j.timeout, None if j.unique_for is None else now + j.unique_for,
             )
         with self.transaction():
             before = self._conn.total_changes
@@ -394,11 +396,13 @@ class SQLiteJournal:
             return self._conn.total_changes - before
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
-        """``{unique key: id of the live job holding it}`` for those of `keys` that are held."""
+        """``{unique key: id of the job holding it}`` for those of `keys` that are held (see `Journal.holders`)."""
         found: dict[str, str] = {}
+        now = self._clock()
         with self._reading():
             for chunk in _chunks(list(dict.fromkeys(keys))):
-                found.update(self._conn.execute(SQL.holders.format(marks=in_list(len(chunk))), chunk).fetchall())
+                rows = self._conn.execute(SQL.holders.format(marks=numbered_list(len(chunk))), (now, *chunk))
+                found.update((key, job_id) for key, job_id, _live in rows)
         return found
 
     def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:

@@ -24,11 +24,11 @@ from actorq.errors import JournalError
 from actorq.jobs.client import Client
 from actorq.jobs.runtime import JOURNAL_WAIT_REPORTED, live_jobs
 from actorq.jobs.settings import producers_endpoint_problem
-from actorq.jobs.task import Job
+from actorq.jobs.task import Job, check_name
 from actorq.jobs.schedule import Schedule, ScheduleInfo
 from actorq.journal import migrate
 from actorq.journal.backends import journal_class, open_journal
-from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, JobState
+from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, JobState
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK, EXIT_RETRY
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
@@ -115,6 +115,16 @@ def _queue_name(text: str) -> str:
 def _job_id(text: str) -> str:
     if not text or len(text) > 255:
         raise argparse.ArgumentTypeError(f"expected a job id of 1 to 255 characters, got {len(text)}")
+    return text
+
+
+def _unique_key(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("expected a non-empty unique key, got ''")
+    try:
+        check_name("unique key", text)
+    except ValueError as exc:  # "a unique key may have at most 255 characters, got 300"
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
@@ -324,18 +334,26 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
     task_args = args.args
     declared = import_tasks(config, args.config)  # their declared queue, priority and attempts apply
     with Client.from_config(config.journal, tasks=declared, node_endpoint=args.node_endpoint) as client:
-        done = 0
+        done = held = 0
         while done < args.count:
             n = min(ENQUEUE_CHUNK, args.count - done)
             jobs = [Job(args.task, task_args, kwargs, delay=args.delay, max_attempts=args.max_attempts,
-                        priority=args.priority) for _ in range(n)]
+                        priority=args.priority, unique_key=args.unique_key, unique_for=args.unique_for)
+                    for _ in range(n)]
             ids = client.enqueue_many(jobs, args.queue)
+            held += sum(1 for job, job_id in zip(jobs, ids) if job_id != job.id)  # a held key's holder
             done += n
         if args.count == 1:
             _out(ids[0])
+            if held:
+                _err(f"actorq enqueue: nothing added: job {ids[0]} holds its unique key")
         else:
             where = f"queue {args.queue!r}" if args.queue else "its task's queue"
-            _out(f"enqueued {done:,} jobs of {args.task} on {where}")
+            if held:
+                _out(f"enqueued {done - held:,} of {done:,} jobs of {args.task} on {where}; "
+                     f"{held:,} not added: their unique key was held")
+            else:
+                _out(f"enqueued {done:,} jobs of {args.task} on {where}")
     return EXIT_OK
 
 
@@ -545,6 +563,14 @@ def build_parser() -> argparse.ArgumentParser:
     enq.add_argument("--max-attempts", type=_integer(1, MAX_ATTEMPTS), default=None,
                      help=f"attempts before a job is dead, 1 to {MAX_ATTEMPTS} "
                           "(default: the task's declared number)")
+    enq.add_argument("--unique-key", type=_unique_key, default=None, metavar="KEY",
+                     help="add no job while another holds KEY: a live one, or one inside its --unique-for "
+                          "period; prints the holder's id instead (1 to 255 characters)")
+    enq.add_argument("--unique-for", type=_seconds(0.0, MAX_UNIQUE_FOR, low_allowed=False), default=None,
+                     metavar="SECONDS",
+                     help=f"the job holds its key for SECONDS from now, finished or not, > 0 and at most "
+                          f"{MAX_UNIQUE_FOR} (a year); without --unique-key the key is the task name and "
+                          "its arguments (default: the task's declared unique_for)")
     enq.add_argument("--node-endpoint", type=_node_endpoint, default=None, metavar="ENDPOINT",
                      help="send the jobs through the node serving this producer endpoint (its [producers] "
                           "endpoint: ipc:///abs/path or tcp://127.0.0.1:PORT), on any journal; default: "

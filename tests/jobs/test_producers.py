@@ -31,6 +31,7 @@ from actorq.jobs import producers
 from actorq.jobs.node_file import read_node_file, write_node_file
 from actorq.jobs.producers import BUSY, ENQUEUE, ENQUEUED, encode_request, parse_reply
 from actorq.journal import NewJob, SQLiteJournal
+from actorq.journal.protocol import MAX_UNIQUE_FOR
 from actorq.testing import eventually
 from actorq.transports.codec import encode
 
@@ -239,6 +240,7 @@ def _request(*items: object, request_id: object = 7) -> list[bytes]:
 
 
 GOOD = _request(_job())
+GOOD_UNIQUE = _request(_job(unique_key="k") + [None, 3600.0], _job("j2", unique_key="k2") + [30.0, MAX_UNIQUE_FOR])
 
 BAD: list[tuple[str, list[bytes]]] = [
     # G1: the envelope
@@ -266,11 +268,24 @@ BAD: list[tuple[str, list[bytes]]] = [
     ("bad_body", _request(_job(), request_id=True)),
     ("bad_body", _request(_job(), request_id=1.5)),
     ("bad_body", _request(_job()[:7])),
-    ("bad_body", _request(_job() + [None, None])),  # the 9th field, a time limit, is optional; a 10th is not
+    # the 9th and 10th fields, a time limit and a unique period, are optional; an 11th is not
+    ("bad_body", _request(_job() + [None, None, None])),
     ("bad_body", _request(_job() + [0])),
     ("bad_body", _request(_job() + [-1.0])),
     ("bad_body", _request(_job() + [float("inf")])),
     ("bad_body", _request(_job() + ["1s"])),
+    # the unique period: seconds > 0 up to a year, and only with a unique key
+    ("bad_body", _request(_job(unique_key="k") + [None, 0])),
+    ("bad_body", _request(_job(unique_key="k") + [None, -60.0])),
+    ("bad_body", _request(_job(unique_key="k") + [None, float("nan")])),
+    ("bad_body", _request(_job(unique_key="k") + [None, float("inf")])),
+    ("bad_body", _request(_job(unique_key="k") + [None, MAX_UNIQUE_FOR + 1])),
+    ("bad_body", _request(_job(unique_key="k") + [None, 2**64 - 1])),
+    ("bad_body", _request(_job(unique_key="k") + [None, True])),
+    ("bad_body", _request(_job(unique_key="k") + [None, "60"])),
+    ("bad_body", _request(_job(unique_key="k") + [None, [60]])),
+    ("bad_body", _request(_job() + [None, 60.0])),  # a period needs a key
+    ("bad_body", _request(_job(unique_key="k") + [None, 60.0], _job("j2") + [None, 60.0])),  # one bad job of two
     ("bad_body", _request(nested(3))),
     # every field of a job
     ("bad_body", _request(_job(""))),
@@ -292,6 +307,18 @@ BAD: list[tuple[str, list[bytes]]] = [
     ("bad_body", _request(_job(run_at="now"))),
     ("too_large", _request(_job("a", payload=b"x" * (BUDGET // 2 + 1)), _job("b", payload=b"x" * (BUDGET // 2 + 1)))),
 ]
+
+
+def test_the_optional_fields_round_trip_and_are_left_off_from_the_end() -> None:
+    jobs = [NewJob("a", "q", "t", b"\x92\x90\x80"),
+            NewJob("b", "q", "t", b"\x92\x90\x80", timeout=5.0),
+            NewJob("c", "q", "t", b"\x92\x90\x80", unique_key="k", unique_for=3600.0),
+            NewJob("d", "q", "t", b"\x92\x90\x80", unique_key="k", timeout=5.0, unique_for=MAX_UNIQUE_FOR)]
+    frame = encode_request(3, jobs)
+    assert producers.parse_enqueue(frame, 1 << 24) == (3, jobs)
+    items = msgpack.unpackb(frame)[2][1]
+    assert [len(item) for item in items] == [8, 9, 10, 10]  # a period with no time limit sends nil before it
+    assert producers.parse_enqueue(GOOD_UNIQUE[0], 1 << 24)[1][1].unique_for == MAX_UNIQUE_FOR
 
 
 def _answers(sock: zmq.Socket, count: int) -> list[tuple[str, int, object]]:  # type: ignore[type-arg]
@@ -334,7 +361,7 @@ async def test_g1_g5_producer_socket_fuzz_drops_and_counts_every_bad_frame(topol
         assert server.accepted == 0 and server.busy == 0
 
         # a seeded mutation fuzz: each frame is dropped and counted, admitted, or answered busy
-        corpus = [GOOD[0]] + [parts[0] for _, parts in BAD if len(parts) == 1 and parts[0]]
+        corpus = [GOOD[0], GOOD_UNIQUE[0]] + [parts[0] for _, parts in BAD if len(parts) == 1 and parts[0]]
         frames = 3000
         fuzz = [[mutate(rng, rng.choice(corpus))] for _ in range(frames)]
         dropped = server.dropped.total

@@ -876,17 +876,18 @@ def test_c16_an_expired_leadership_goes_to_the_next_claimant(backend: Backend) -
 # -- the task defaults catalog ----------------------------------------------------------------------
 def test_declared_tasks_round_trip_and_the_last_declaration_wins(backend: Backend, journal: Journal) -> None:
     assert journal.declared_tasks(["emails.send"]) == {}
-    journal.declare_tasks([TaskDefaults("emails.send", "mail", 5, 3), TaskDefaults("reports.build", "slow", 0, 1)])
+    journal.declare_tasks([TaskDefaults("emails.send", "mail", 5, 3),
+                           TaskDefaults("reports.build", "slow", 0, 1, unique_for=3600.0)])
     assert journal.declared_tasks(["emails.send", "reports.build", "unknown", "emails.send"]) == {
         "emails.send": TaskDefaults("emails.send", "mail", 5, 3),
-        "reports.build": TaskDefaults("reports.build", "slow", 0, 1)}
+        "reports.build": TaskDefaults("reports.build", "slow", 0, 1, 3600.0)}
     # Another node, started later with a newer registry, declares again: it wins.
     other = backend.open()
     other.declare_tasks([TaskDefaults("emails.send", "mail-fast", -1, 10),
                          TaskDefaults("x'); DROP TABLE actorq_tasks;--", "q", 0, 1)])
     assert journal.declared_tasks(["emails.send", "reports.build"]) == {
         "emails.send": TaskDefaults("emails.send", "mail-fast", -1, 10),
-        "reports.build": TaskDefaults("reports.build", "slow", 0, 1)}  # untouched by the other node
+        "reports.build": TaskDefaults("reports.build", "slow", 0, 1, 3600.0)}  # untouched by the other node
     assert list(journal.declared_tasks(["x'); DROP TABLE actorq_tasks;--"])) == ["x'); DROP TABLE actorq_tasks;--"]
     # Within one batch the last of a name wins too.
     journal.declare_tasks([TaskDefaults("dup", "a", 1, 1), TaskDefaults("dup", "b", 2, 2)])
@@ -976,6 +977,76 @@ def test_b7_racing_processes_insert_one_job_and_all_learn_its_id(backend: Backen
     (winner,) = {holder for _, holder in outcomes}  # every racer got the same id: "conflict" and the id
     assert winner.startswith("racer-")
     assert backend.raw("SELECT count(*) FROM actorq_jobs")[0][0] == 1
+
+
+# -- unique_for: a key held for a period from the insert, whatever the holder's state -------------
+def _held_for(job_id: str, key: str, unique_for: float | None) -> NewJob:
+    return NewJob(job_id, "q", "t", b"\x92\x90\x80", unique_key=key, unique_for=unique_for)
+
+
+def _finish(journal: Journal, outcome: str) -> None:
+    """End the one ready job as `outcome`: succeeded, dead or cancelled."""
+    (job,) = journal.lease(["q"], "w1", 1, HOUR)
+    if outcome == "succeeded":
+        assert journal.complete([(job.id, job.lease_id)]) == 1
+    elif outcome == "dead":
+        assert journal.fail([Failure(job.id, job.lease_id, "ValueError: x", JobState.DEAD)]) == 1
+    else:
+        assert journal.cancel(job.id)
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "dead", "cancelled"])
+def test_unique_for_holds_the_key_after_the_holder_ended_until_its_period_is_over(
+        journal: Journal, outcome: str) -> None:
+    """The period is the holder's: unique_until = its insert + unique_for, by the journal's clock.
+    "Over" is a period that ended when it began (unique_for < 0): no test waits for a deadline."""
+    assert journal.enqueue([_held_for("a", "daily", HOUR), _held_for("over", "gone", -1.0)]) == 2
+    assert journal.holders(["daily", "gone"]) == {"daily": "a", "gone": "over"}  # live: both held
+    assert journal.enqueue([_held_for("a2", "daily", HOUR), _keyed("a3", "daily")]) == 0
+    _finish(journal, outcome)  # "a" ends (lease order: oldest id first)
+    assert state(journal, "a") is not JobState.LEASED and state(journal, "a") in TERMINAL_STATES
+    # ended, inside its period: still the holder, for a job with a period or without one
+    assert journal.holders(["daily", "gone"]) == {"daily": "a", "gone": "over"}
+    assert journal.enqueue([_held_for("b", "daily", HOUR), _keyed("c", "daily")]) == 0
+    assert journal.get("b") is None and journal.get("c") is None
+    _finish(journal, outcome)  # "over" ends: its period is over too, so the key is free
+    assert journal.holders(["gone"]) == {}
+    assert journal.enqueue([_held_for("d", "gone", HOUR)]) == 1
+    assert journal.holders(["gone", "daily", "nobody"]) == {"gone": "d", "daily": "a"}
+
+
+def test_unique_for_and_a_live_holder_without_one_block_each_other_and_a_batch_inserts_one(
+        journal: Journal) -> None:
+    assert journal.enqueue([_keyed("live", "k")]) == 1
+    assert journal.enqueue([_held_for("p", "k", HOUR)]) == 0  # the live holder blocks a period job
+    assert journal.holders(["k"]) == {"k": "live"}
+    # two jobs of one batch with one free key: the first wins, its period applies
+    assert journal.enqueue([_held_for("first", "b", HOUR), _held_for("second", "b", HOUR),
+                            _held_for("third", "b", -1.0)]) == 1
+    assert journal.holders(["b"]) == {"b": "first"} and journal.get("second") is None
+    # a re-sent id with a period is a no-op as any re-sent id
+    assert journal.enqueue([_held_for("first", "other-key", HOUR)]) == 0
+    assert journal.holders(["other-key"]) == {}
+
+
+def test_unique_for_takes_effect_in_a_transaction_as_its_enqueue_and_holders_see_it(journal: Journal) -> None:
+    with journal.transaction():
+        assert journal.enqueue([_held_for("t1", "tx", HOUR)]) == 1
+        assert journal.enqueue([_held_for("t2", "tx", HOUR)]) == 0
+        assert journal.holders(["tx"]) == {"tx": "t1"}
+    _finish(journal, "succeeded")
+    assert journal.enqueue([_held_for("t3", "tx", HOUR)]) == 0
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan, 366 * 86400 + 1, "60", True])
+def test_g12_a_period_the_journal_cannot_hold_is_refused_where_the_job_is_made(bad: object) -> None:
+    with pytest.raises(ValueError, match="unique_for must be a number of seconds"):
+        NewJob("j", "q", "t", b"", unique_key="k", unique_for=bad)  # type: ignore[arg-type]
+
+
+def test_a_period_needs_a_unique_key() -> None:
+    with pytest.raises(ValueError, match="unique_for needs a unique_key"):
+        NewJob("j", "q", "t", b"", unique_for=60.0)
 
 
 # -- results: stored with the completion, read by id, expired by the journal's clock ------------

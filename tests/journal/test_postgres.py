@@ -433,6 +433,67 @@ def test_b5_enqueue_in_the_callers_transaction(journal: PostgresJournal, pg_sche
     assert enqueue_in(psycopg.connect(PG_URL), [], pg_schema) == 0
 
 
+# -- unique_for: two connections racing for one key ------------------------------------------------
+
+
+def _waits_on_a_key_lock(pid: int) -> bool:
+    with pg_admin() as admin:
+        row = admin.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s",
+                            (pid,)).fetchone()
+    return row == ("Lock", "advisory")
+
+
+def _enqueue_in_thread(journal: PostgresJournal, jobs: list[NewJob]) -> "queue.Queue[object]":
+    out: queue.Queue[object] = queue.Queue()
+
+    def run() -> None:
+        try:
+            with journal.transaction():  # as the journal writer and the Client do
+                answer = (journal.enqueue(jobs), journal.holders([j.unique_key for j in jobs if j.unique_key]))
+            out.put(answer)
+        except BaseException as exc:  # handed to the test
+            out.put(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    return out
+
+
+@pytest.mark.parametrize("first_ends", [False, True], ids=["holder-live", "holder-ended-in-its-transaction"])
+def test_a_racing_insert_of_a_held_key_waits_for_the_first_and_adds_nothing(
+        pg_schema: str, first_ends: bool) -> None:
+    """The second inserter starts while the first's transaction is open, and is seen waiting on the
+    key's lock before the first commits. When the holder also ended inside that transaction, the
+    live unique index alone would let the second in: its period must still keep the key."""
+    first, second = PostgresJournal(PG_URL, schema=pg_schema), PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        with first.transaction():
+            assert first.enqueue([job("a", unique_key="k", unique_for=3600.0)]) == 1
+            if first_ends:
+                (leased,) = first.lease(["q"], "w1", 1, 30.0)
+                assert first.complete([(leased.id, leased.lease_id)]) == 1
+            answer = _enqueue_in_thread(second, [job("b", unique_key="k", unique_for=3600.0), job("c")])
+            wait_for(lambda: _waits_on_a_key_lock(backend_pid(second)), message="the second waits on the key")
+        inserted_and_holders = answer.get(timeout=30)
+        assert inserted_and_holders == (1, {"k": "a"})  # "c" only; "b" learns the holder's id
+        assert second.get("b") is None
+        holder = first.get("a")
+        assert holder is not None and holder.state is (JobState.SUCCEEDED if first_ends else JobState.READY)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_enqueue_in_holds_the_keys_lock_to_the_callers_commit(journal: PostgresJournal, pg_schema: str) -> None:
+    with psycopg.connect(PG_URL) as app:
+        assert enqueue_in(app, [job("a", unique_key="k", unique_for=3600.0)], pg_schema) == 1
+        app.execute(f'UPDATE "{pg_schema}".actorq_jobs SET state = %s, finished_at = now() WHERE id = %s',
+                    ("cancelled", "a"))  # the app ends it in the same transaction
+        answer = _enqueue_in_thread(journal, [job("b", unique_key="k")])
+        wait_for(lambda: _waits_on_a_key_lock(backend_pid(journal)), message="the journal waits on the key")
+        app.commit()
+    assert answer.get(timeout=30) == (0, {"k": "a"})
+
+
 # -- LISTEN/NOTIFY, E2 ---------------------------------------------------------------------------------
 
 

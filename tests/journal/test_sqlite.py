@@ -25,7 +25,7 @@ import pytest
 from journal_support import expire, job_in_every_state, lease_one, new_job, reclaim, reclaim_all, state
 
 from actorq.errors import JournalError, JournalLocked
-from actorq.journal import Failure, JobState, SQLiteJournal, migrate
+from actorq.journal import Failure, JobState, NewJob, SQLiteJournal, migrate
 from actorq.journal.protocol import Attempt, TaskDefaults
 from actorq.journal.sqlite import SCHEMA_VERSION
 
@@ -98,6 +98,26 @@ def test_b8_expiry_and_renew_use_the_injected_clock(journal: SQLiteJournal, cloc
     assert info is not None
     assert (info.state, info.attempts, info.errors) == (JobState.READY, 1, ["lease expired"])
     assert journal.renew([], 30.0) == 0
+
+
+def test_a_unique_period_runs_from_the_insert_by_the_injected_clock(journal: SQLiteJournal, clock: Clock,
+                                                                    db_path: Path) -> None:
+    def keyed(job_id: str, unique_for: float | None = 60.0) -> NewJob:
+        return NewJob(job_id, "q", "t", b"\x92\x90\x80", unique_key="k", unique_for=unique_for)
+
+    assert journal.enqueue([keyed("a")]) == 1  # holds "k" until T0 + 60, finished or not
+    (job,) = journal.lease(["q"], "w1", 1, 30.0)
+    clock.now = T0 + 10
+    assert journal.complete([(job.id, job.lease_id)]) == 1
+    clock.now = T0 + 59.999
+    assert journal.enqueue([keyed("b"), keyed("c", None)]) == 0
+    assert journal.holders(["k"]) == {"k": "a"}
+    clock.now = T0 + 60  # the period is [insert, insert + unique_for): over at its end
+    assert journal.holders(["k"]) == {}
+    assert journal.enqueue([keyed("d", 5.0)]) == 1
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("SELECT id, created_at, unique_until FROM actorq_jobs ORDER BY id").fetchall() == [
+            ("a", T0, T0 + 60), ("d", T0 + 60, T0 + 65)]
 
 
 def test_fail_times_final_states_by_the_injected_clock(journal: SQLiteJournal, clock: Clock, db_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY
+from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY
 from actorq.node.cli import MAX_COUNT, MAX_DELAY, MAX_WAIT, main
 from actorq.node.constants import EXIT_CONFIG, EXIT_OK
 
@@ -93,6 +93,38 @@ def test_g12_max_attempts_is_at_least_1_and_bounded(capsys: pytest.CaptureFixtur
     assert enqueue_refused(capsys, topology, "--max-attempts", value) == (
         f"actorq enqueue: argument --max-attempts: expected an integer from 1 to {MAX_ATTEMPTS}, got {value!r} "
         "(see actorq enqueue --help)")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", "-inf", HUGE, str(MAX_UNIQUE_FOR + 1), "1h"])
+def test_unique_for_is_positive_finite_and_at_most_a_year(capsys: pytest.CaptureFixture[str], topology: Path,
+                                                          value: str) -> None:
+    assert enqueue_refused(capsys, topology, "--unique-for", value) == (
+        f"actorq enqueue: argument --unique-for: expected seconds > 0 and <= {MAX_UNIQUE_FOR}, got {value!r} "
+        "(see actorq enqueue --help)")
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("", "expected a non-empty unique key, got ''"),
+    ("k" * 256, "a unique key may have at most 255 characters, got 256"),
+])
+def test_unique_key_is_a_name_that_fits_the_journal(capsys: pytest.CaptureFixture[str], topology: Path,
+                                                    value: str, problem: str) -> None:
+    assert enqueue_refused(capsys, topology, "--unique-key", value) == (
+        f"actorq enqueue: argument --unique-key: {problem} (see actorq enqueue --help)")
+
+
+def test_enqueue_with_a_unique_key_and_period_prints_the_holders_id(capsys: pytest.CaptureFixture[str],
+                                                                     topology: Path) -> None:
+    common = ["enqueue", "--config", str(topology), "flags.echo", "1"]
+    assert main([*common, "--unique-key", "k", "--unique-for", str(MAX_UNIQUE_FOR)]) == EXIT_OK
+    holder = capsys.readouterr().out.strip()
+    assert main([*common, "--unique-key", "k"]) == EXIT_OK  # held: nothing added, the holder's id
+    out, err = capsys.readouterr()
+    assert out.strip() == holder and err == f"actorq enqueue: nothing added: job {holder} holds its unique key\n"
+    # a period alone: the key is the task and its arguments; the count says what was added
+    assert main([*common, "--unique-for", "0.001", "--count", "3"]) == EXIT_OK
+    assert capsys.readouterr().out == ("enqueued 1 of 3 jobs of flags.echo on its task's queue; "
+                                       "2 not added: their unique key was held\n")
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", HUGE, str(MAX_WAIT + 1)])
