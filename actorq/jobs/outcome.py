@@ -152,11 +152,7 @@ def check_timeout(timeout: object) -> None:
     Raises:
         ValueError: naming the value and what is expected.
     """
-    if timeout is None:
-        return
-    if (not isinstance(timeout, (int, float)) or isinstance(timeout, bool)
-            or not 0 < timeout <= MAX_TIMEOUT):
-        raise ValueError(f"timeout must be a number of seconds > 0 and at most {MAX_TIMEOUT:,}, got {timeout!r}")
+    _check_seconds("timeout", timeout, MAX_TIMEOUT)
 
 
 def check_unique_for(unique_for: object) -> None:
@@ -165,12 +161,15 @@ def check_unique_for(unique_for: object) -> None:
     Raises:
         ValueError: naming the value and what is expected.
     """
-    if unique_for is None:
+    _check_seconds("unique_for", unique_for, MAX_UNIQUE_FOR)
+
+
+def _check_seconds(name: str, value: object, most: float) -> None:
+    """Refuse `value` unless it is None or a number of seconds in (0, `most`]."""
+    if value is None:
         return
-    if (not isinstance(unique_for, (int, float)) or isinstance(unique_for, bool)
-            or not 0 < unique_for <= MAX_UNIQUE_FOR):
-        raise ValueError(f"unique_for must be a number of seconds > 0 and at most {MAX_UNIQUE_FOR:,}, "
-                         f"got {unique_for!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= most:
+        raise ValueError(f"{name} must be a number of seconds > 0 and at most {most:,}, got {value!r}")
 
 
 DEFAULT_POLICY = TaskPolicy()
