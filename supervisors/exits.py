@@ -20,7 +20,7 @@ them, and only after them. A SIGTERM that the supervisor did not send is an
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["KILLED", "NORMAL", "SHUTDOWN", "Exit"]
 
@@ -36,6 +36,8 @@ class Exit:
         detail: more about it: the ``term`` of ``("shutdown", term)``, the
             exception, ``"exit code 3"``, ``"signal SIGSEGV"``, or why a
             supervisor gave up. None when there is nothing to add.
+        code: an OS process's exit code when it exited by itself with one > 0; None
+            otherwise (not part of equality: ``detail`` already says it).
 
     Raises:
         ValueError: `kind` is not one of the four.
@@ -43,6 +45,7 @@ class Exit:
 
     kind: str
     detail: object = None
+    code: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -87,7 +90,7 @@ class Exit:
         if returncode == 0:
             return SHUTDOWN if stop_requested else NORMAL
         if returncode > 0:
-            return cls("error", f"exit code {returncode}")
+            return cls("error", f"exit code {returncode}", returncode)
         sig = -returncode
         if sig == signal.SIGKILL:
             return KILLED

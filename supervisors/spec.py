@@ -108,6 +108,13 @@ class ChildSpec:
         significant: with the supervisor's ``auto_shutdown``, this child's exit
             can stop the supervisor (OTP 24's significant children). Only for
             transient and temporary children.
+        replace_exit: an OS process child's exit code (1-255) that means "I ask to be
+            replaced" (a worker whose task overran and cannot be stopped): a permanent or
+            transient child exiting with it is started again at once, and the restart
+            counts neither towards the supervisor's intensity nor its backoff. None
+            (default): every exit is counted. Since such restarts are not bounded by
+            intensity, only a child that uses the code on purpose, for a cause that
+            ends, should declare it.
 
     Raises:
         InvalidChildSpec: a field has a bad value.
@@ -120,6 +127,7 @@ class ChildSpec:
     shutdown: float | str | None = None
     type: str = "worker"
     significant: bool = False
+    replace_exit: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -144,6 +152,11 @@ class ChildSpec:
                                    f"'infinity', got {self.shutdown!r}")
         if not isinstance(self.significant, bool):
             raise InvalidChildSpec(f"{where}: significant: expected True or False, got {self.significant!r}")
+        if self.replace_exit is not None and (not isinstance(self.replace_exit, int)
+                                              or isinstance(self.replace_exit, bool)
+                                              or not 1 <= self.replace_exit <= 255):
+            raise InvalidChildSpec(f"{where}: replace_exit: expected None or an exit code from 1 to 255, "
+                                   f"got {self.replace_exit!r}")
         if self.significant and self.restart == "permanent":
             raise InvalidChildSpec(f"{where}: significant: a permanent child cannot be significant "
                                    "(expected restart 'transient' or 'temporary')")

@@ -27,7 +27,10 @@ does not count against intensity. As in OTP, a group restart starts every
 non-temporary member of the group, including one stopped earlier with
 `terminate_child` or one whose start returned IGNORE. Intensity is a sliding window on the clock
 given to `start_supervisor` (`RestartIntensity`); a restart older than
-``period`` seconds no longer counts.
+``period`` seconds no longer counts. An OS process child whose spec names a
+``replace_exit`` code and exits with it asked to be replaced: it is started again
+at once, outside intensity and backoff (not an OTP notion: OTP has no processes
+that cannot be stopped from inside; a worker thread stuck in a task is one).
 
 Stopping a child: ask it to stop, wait its ``shutdown`` seconds, then kill it
 (``brutal_kill``: kill at once; ``"infinity"``: wait for ever). A child that
@@ -380,6 +383,11 @@ class Supervisor(Actor):
             if spec.restart == "temporary" or self._simple:
                 del self._slots[slot.key]
             self._auto_shutdown(slot)
+            return
+        if spec.replace_exit is not None and exit.code == spec.replace_exit:
+            # the child asked for a fresh copy of itself: not a crash, so not counted
+            logger.info("supervisor %s: child %s asked to be replaced (%s)", self.ref.name, self._label(slot), exit)
+            await self._attempt(slot)
             return
         logger.log(level, "supervisor %s: child %s exited (%s)", self.ref.name, self._label(slot), exit)
         if self._clock() - slot.started_at >= self.flags.period:

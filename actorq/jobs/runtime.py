@@ -71,7 +71,7 @@ from actorq.jobs.scheduler import Scheduler
 from actorq.jobs.results import ResultWaiters
 from actorq.jobs.settings import DispatcherConfig, NodeConfig, ProducersConfig, ResultsConfig, WorkersConfig
 from actorq.jobs.wire import payload_budget
-from actorq.jobs.worker import WORKER_BOOT, WorkerSpec
+from actorq.jobs.worker import EXIT_REPLACED, WORKER_BOOT, WorkerSpec
 from actorq.journal.backends import journal_class, open_journal_config
 from actorq.journal.config import JournalConfig
 from actorq.journal.protocol import LIVE_STATES, Attempt, Journal, NewJob, TaskDefaults
@@ -494,9 +494,15 @@ class JobRuntime:
 
     # -- worker processes ----------------------------------------------------------------------------
     def worker_child(self) -> ChildSpec:
-        """The worker pool's child: one worker process, stopped within ``workers.shutdown_timeout``."""
+        """The worker pool's child: one worker process, stopped within ``workers.shutdown_timeout``.
+
+        A worker that exits `EXIT_REPLACED` (a sync task overran its time limit, or a
+        cancelled one its grace) is replaced outside ``workers.intensity``: a task that
+        always overruns ends its job dead after its attempts, and never restarts the pool.
+        """
         timeout = self.workers_config.shutdown_timeout
-        return ChildSpec(WORKER, self.start_worker, shutdown=timeout if timeout > 0 else "brutal_kill")
+        return ChildSpec(WORKER, self.start_worker, shutdown=timeout if timeout > 0 else "brutal_kill",
+                         replace_exit=EXIT_REPLACED)
 
     def _worker_argv(self, *, incarnation: str) -> list[str]:
         workers = self.workers_config

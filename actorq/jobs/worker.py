@@ -70,8 +70,8 @@ EXIT_ORPHANED = 70
 """Exit code: the node (our parent) is gone."""
 EXIT_REPLACED = 75
 """Exit code: a sync task overran its timeout, or ran on past ``cancel_grace`` once cancelled;
-its thread cannot be stopped, so the process asks to be replaced (the pool restarts it,
-counted in ``workers.intensity``)."""
+its thread cannot be stopped, so the process asks to be replaced (the pool starts a new one
+at once, not counted in ``workers.intensity``: `ChildSpec.replace_exit`)."""
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,25 @@ async def test_sync_task_overrun_replaces_its_worker_and_others_keep_their_attem
     assert journal_invariants(topo.journal_path) == []
 
 
+async def test_overruns_past_workers_intensity_replace_workers_but_never_restart_the_pool(topology):
+    """Each overrun replaces a worker process; with workers.intensity 1 three overruns would
+    have restarted the pool. They are requests for a fresh process, not crashes: the pool
+    and the rest of the tree are never restarted, and the jobs end dead after their attempts."""
+    topo = topology(TASKS, processes=1, concurrency=2, intensity=1)
+    jobs = [Job("to.sync_slow", [], max_attempts=2) for _ in range(2)]
+    async with Node(topo.config) as node:
+        await node.queue().enqueue_many(jobs)
+        await eventually(lambda: all(topo.states().get(j.id) == "dead" for j in jobs), timeout=60,
+                         message="the overrunning jobs did not end dead")
+        tree = await node.tree()
+        assert node.progress().worker_restarts >= 3  # four overruns, each replaced its worker
+    by_id = {child["id"]: child for child in tree["children"]}
+    assert tree["restarts"] == 0 and all(child["restarts"] == 0 for child in by_id.values()), tree
+    for job in jobs:
+        assert topo.info(job.id).errors == ["timed out after 0.2 s"] * 2
+    assert journal_invariants(topo.journal_path) == []
+
+
 async def test_sync_task_within_its_timeout_succeeds(topology):
     topo = topology(TASKS, processes=1)
     jobs = [Job("to.sync_fast", []) for _ in range(5)]

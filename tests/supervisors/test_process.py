@@ -264,3 +264,47 @@ async def test_process_child_signals_after_exit_are_no_ops() -> None:
     child.stop()
     child.kill()
     assert child.exited.result().kind == "normal"
+
+
+# -- replace_exit: a child that asks to be replaced is not a crash ---------------------------------------------------
+
+COUNTDOWN = textwrap.dedent('''
+    import os, sys, time
+    folder, code = sys.argv[1], int(sys.argv[2])
+    starts = len(os.listdir(folder))
+    open(os.path.join(folder, f"start-{starts}"), "w").close()
+    if starts < 5:
+        sys.exit(code)  # the first five incarnations exit with the code at once
+    time.sleep(600)
+''')
+
+
+@pytest.mark.parametrize(("code", "survives"), [(75, True), (3, False)])
+async def test_an_exit_with_the_replace_code_restarts_outside_intensity(tmp_path: Path, code: int,
+                                                                        survives: bool) -> None:
+    """Five exits in a row with intensity 1: with the spec's ``replace_exit`` code each is
+    replaced and the supervisor lives on; with any other code it gives up at the second."""
+    starts = tmp_path / "starts"
+    starts.mkdir()
+    argv = [sys.executable, "-I", "-S", "-c", COUNTDOWN, str(starts), str(code)]
+    async with ActorSystem() as system:
+        sup = await start_supervisor(system, SupFlags("one_for_one", intensity=1, period=3600),
+                                     [ChildSpec("w", process_start(argv), replace_exit=75)])
+        if survives:
+            await eventually(lambda: len(list(starts.iterdir())) == 6, "the sixth incarnation to start")
+            [info] = await sup.which_children()
+            assert sup.ref.is_alive and info.pid is not None and not gone(info.pid)
+            assert (await sup.count_children()).active == 1
+            await sup.stop()
+        else:
+            await eventually(lambda: not sup.ref.is_alive, "the supervisor to give up")
+            assert "reached_max_restart_intensity" in str(sup.ref.exit_reason)
+            assert len(list(starts.iterdir())) == 2  # the first start and one counted restart
+    assert live_children() == []
+
+
+def test_replace_exit_is_an_exit_code() -> None:
+    from actorq.supervisors import InvalidChildSpec
+    for bad in (0, 256, -1, True, "75", 7.5):
+        with pytest.raises(InvalidChildSpec, match="replace_exit: expected None or an exit code from 1 to 255"):
+            ChildSpec("w", process_start(SLEEPER), replace_exit=bad)
