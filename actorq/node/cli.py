@@ -24,6 +24,7 @@ from actorq.errors import JournalError
 from actorq.jobs.client import Client
 from actorq.jobs.runtime import JOURNAL_WAIT_REPORTED, live_jobs
 from actorq.jobs.settings import producers_endpoint_problem
+from actorq.jobs.outcome import TaskPolicy
 from actorq.jobs.task import Job, check_name
 from actorq.jobs.schedule import Schedule, ScheduleInfo
 from actorq.journal import migrate
@@ -251,7 +252,9 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     _out(f"  journal   {config.journal.describe()}")
     _out(f"  workers   {config.workers.processes} processes x {config.workers.concurrency} slots, "
          f"queues {', '.join(config.workers.queues)}")
-    _out(f"  tasks     {', '.join(names) or '(none: every job would be dead)'}")
+    _out(f"  tasks     {len(names) or '(none: every job would be dead)'}")
+    for name, policy in sorted(names.items()):
+        _out(f"    {name}: {_describe_policy(policy)}")
     now = time.time()
     _out(f"  schedules {len(config.schedules) or '(none)'}")
     for schedule in config.schedules:
@@ -259,6 +262,30 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
         _out(f"    {schedule.name}: {schedule.cron!r} {schedule.timezone} -> {schedule.task}, "
              f"next {_local(schedule.next_after(now), schedule.timezone)}{unknown}")
     return EXIT_OK
+
+
+def _seconds_text(value: float) -> str:
+    return f"{value:g} s"
+
+
+def _describe_policy(policy: TaskPolicy) -> str:
+    """One line of what a task declares: its queue, attempts, backoff and limits."""
+    retry = policy.retry
+    if retry.kind == "fixed":
+        wait = f"fixed {_seconds_text(retry.base)}"
+    elif retry.kind == "linear":
+        wait = f"linear {_seconds_text(retry.base)} per attempt, at most {_seconds_text(retry.cap)}"
+    else:
+        wait = (f"{retry.kind} from {_seconds_text(retry.base)} x{retry.factor:g}, at most {_seconds_text(retry.cap)}"
+                if retry.kind == "exponential" else "the task's function")
+    parts = [f"queue {policy.queue}", f"priority {policy.priority}", f"{policy.max_attempts} attempts",
+             f"retry {wait}" + (f" ±{retry.jitter:.0%}" if retry.jitter and retry.kind != "function" else ""),
+             f"on crash {policy.on_crash}"]
+    if policy.timeout is not None:
+        parts.append(f"timeout {_seconds_text(policy.timeout)}")
+    if policy.unique_for is not None:
+        parts.append(f"unique for {_seconds_text(policy.unique_for)}")
+    return ", ".join(parts)
 
 
 # -- schedules ------------------------------------------------------------------------------------

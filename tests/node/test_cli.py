@@ -94,6 +94,25 @@ def test_check_imports_the_tasks(topology: Path) -> None:
     assert "cli.echo" in result.stdout
 
 
+def test_check_shows_each_tasks_declared_policy(topology: Path) -> None:
+    (topology.parent / "cli_tasks.py").write_text(
+        "from actorq import RetryPolicy, TaskRegistry\n"
+        "registry = TaskRegistry()\n"
+        "@registry.task('cli.echo')\n"
+        "def echo(*args, **kwargs):\n    return None\n"
+        "@registry.task('cli.careful', queue='slow', max_attempts=7, retry=RetryPolicy.fixed(30),\n"
+        "               timeout=12.5, unique_for=600, on_crash='fail')\n"
+        "def careful():\n    return None\n")
+    result = actorq_cmd("check", "--config", str(topology), cwd=topology.parent)
+    assert result.returncode == EXIT_OK, result.stderr
+    lines = result.stdout.splitlines()
+    assert "  tasks     2" in lines
+    assert ("    cli.careful: queue slow, priority 0, 7 attempts, retry fixed 30 s, on crash fail, "
+            "timeout 12.5 s, unique for 600 s") in lines, lines
+    assert ("    cli.echo: queue default, priority 0, 20 attempts, retry exponential from 1 s x2, at most 3600 s "
+            "±20%, on crash reclaim") in lines, lines
+
+
 def test_check_names_a_task_module_that_fails_to_import(topology: Path) -> None:
     (topology.parent / "cli_tasks.py").write_text("raise RuntimeError('boom at import')\n")
     result = actorq_cmd("check", "--config", str(topology), cwd=topology.parent)
