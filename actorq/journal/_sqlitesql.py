@@ -27,6 +27,7 @@ class Statements(JobStatements):
     """Every statement of the SQLite journal: `JobStatements` and SQLite's own."""
 
     fail_error: str  # the error row of an accepted `fail` (PostgreSQL writes it inside `fail`)
+    prune_errors: str  # the error rows of pruned jobs (PostgreSQL deletes them inside `prune`)
 
 
 def in_list(count: int) -> str:
@@ -151,6 +152,19 @@ _TEXT = {
         "UPDATE actorq_jobs SET result = NULL WHERE id IN (SELECT id FROM actorq_jobs"
         " WHERE result IS NOT NULL AND result_expires <= ? LIMIT ?)"
     ),
+    # ?1 state, ?2 cutoff (the journal's clock minus the state's age), ?3 limit. A range scan of
+    # actorq_jobs_finished (state, finished_at), oldest first: never a full scan, however many
+    # rows are kept. Returns whether each job had errors (every accepted `fail` sets last_error),
+    # so only those rows cost a lookup in actorq_errors.
+    # When unique keys get a period (a column `unique_until`), a finished job whose period is still
+    # ahead holds its key and must not be pruned: add `AND (unique_until IS NULL OR unique_until <= now)`
+    # to the inner WHERE here and in PostgreSQL's `prune`.
+    "prune": (
+        "DELETE FROM actorq_jobs WHERE id IN (SELECT id FROM actorq_jobs"
+        " WHERE state = ?1 AND finished_at < ?2 ORDER BY finished_at LIMIT ?3)"
+        " RETURNING id, last_error IS NOT NULL"
+    ),
+    "prune_errors": "DELETE FROM actorq_errors WHERE job_id IN ({marks})",
 }
 
 STATEMENTS = Statements(**_TEXT)
