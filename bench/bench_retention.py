@@ -27,6 +27,7 @@ import argparse
 import math
 import os
 import shutil
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -153,8 +154,14 @@ def wait_for_node(node: NodeRun, journal: Path, timeout: float = 60.0) -> None:
     raise BenchError(f"the node did not start within {timeout:g} s:\n{node.tail()}")
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (and SIGINT in the background) stop the node and clean up too
+
+
 def main() -> int:
     args = build_parser().parse_args()
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="actorq-retention-"))
     journal = workdir / "bench.db"
     shutil.copy(HERE / "bench_tasks.py", workdir / "bench_tasks.py")

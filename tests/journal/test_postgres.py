@@ -382,6 +382,30 @@ def test_b4_claims_skip_rows_locked_by_another_transaction(pg_schema: str) -> No
         journal.close()
 
 
+def test_prune_uses_the_finished_jobs_index_and_skips_rows_another_transaction_holds(pg_schema: str) -> None:
+    journal = PostgresJournal(f"{PG_URL}?options=-c%20lock_timeout%3D2000", schema=pg_schema)
+    try:
+        journal.enqueue([job(f"j{n}") for n in range(6)])
+        leased = journal.lease(["q"], "w1", 6, 30.0)
+        assert journal.complete([(j.id, j.lease_id) for j in leased]) == 6
+        with pg_admin() as other:
+            other.execute("SET enable_seqscan = off")  # the index can serve it: the plan names it
+            other.execute(f'SET search_path TO "{pg_schema}"')
+            plan = "\n".join(row[0] for row in other.execute(
+                "EXPLAIN " + journal._sql.prune.replace(f'"{pg_schema}".', ""),
+                {"state": "succeeded", "age": 0.0, "limit": 10}))
+            assert "actorq_jobs_finished" in plan, plan
+            with other.transaction():
+                locked = [r[0] for r in other.execute(
+                    f'SELECT id FROM "{pg_schema}".actorq_jobs ORDER BY id LIMIT 2 FOR UPDATE')]
+                assert journal.prune({JobState.SUCCEEDED: -3600.0}, 10) == 4  # never waits on the locked two
+                assert all(journal.get(i) is not None for i in locked)
+            assert journal.prune({JobState.SUCCEEDED: -3600.0}, 10) == 2
+        assert journal.counts() == {}
+    finally:
+        journal.close()
+
+
 def test_expired_skips_leases_another_transaction_holds_locked(pg_schema: str) -> None:
     """A rescue never waits on another node's locked rows: it takes the rest, and a later one those."""
     url = f"{PG_URL}?options=-c%20lock_timeout%3D2000"  # if it ever waited, it would fail fast, not hang
