@@ -29,9 +29,10 @@ finished jobs past their retention (`prune`)::
                                                                no: done          writer was given
                                                                                  meanwhile
 
-Each batch is one op of its own group: acks, leases and enqueues submitted
-meanwhile share the next group with the next batch, so a backlog of pruning
-(a day of jobs after a restart) delays them by one batch's delete at most.
+A batch is one op of a group commit, and the next is submitted only once it has
+committed: a group holds one batch at most, beside the acks, leases and
+enqueues submitted meanwhile, so a backlog of pruning (a day of jobs after a
+restart) delays them by one batch's delete at most.
 """
 
 from __future__ import annotations

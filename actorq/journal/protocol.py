@@ -35,6 +35,9 @@ Cron schedules are rows beside the jobs (`ScheduleRow`): a definition and
 compare-and-set on the value read and enqueues the fire times' jobs in the same
 transaction, so a fire time fires once whoever else tries (see docs/schedules.md).
 
+Finished jobs are kept, then deleted by age and final state (`Journal.prune`): the node's
+upkeep calls it in small batches by each state's retention (docs/retention.md).
+
 Every method is one batched transition. A backend is used from one thread at
 a time. Methods called inside ``with journal.transaction():`` share one atomic,
 durable commit (group commit); called outside, each commits on its own.

@@ -442,7 +442,8 @@ def _prune(args: argparse.Namespace, config: Config) -> int:
     finally:
         journal.close()
     names = ", ".join(s.value for s in states)
-    _out(f"pruned {removed:,} jobs ({names}) that finished more than {_duration_text(args.older_than)} ago")
+    _out(f"pruned {removed:,} job{'' if removed == 1 else 's'} ({names}) that finished more than "
+         f"{_duration_text(args.older_than)} ago")
     return EXIT_OK
 
 

@@ -146,7 +146,8 @@ def test_both_dialects_name_the_statements_of_one_job_alike() -> None:
 
     sqlite_names = {f.name for f in dataclasses.fields(_sqlitesql.Statements)}
     pg_names = {f.name for f in dataclasses.fields(_pgsql.Statements)}
-    assert sqlite_names - pg_names == {"fail_error"}  # PostgreSQL writes the error rows inside `fail`
+    # PostgreSQL writes the error rows inside `fail`, and deletes them inside `prune`
+    assert sqlite_names - pg_names == {"fail_error", "prune_errors"}
 
 
 # -- migrations -----------------------------------------------------------------------------------
