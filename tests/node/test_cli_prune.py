@@ -144,3 +144,28 @@ def test_prune_and_cancel_refuse_each_others_arguments(topology: Path, capsys: p
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1, err
     assert not (topology.parent / "prune.db").exists()  # refused before the journal was opened
+
+
+def test_prune_on_postgresql(tmp_path: Path, pg_schema: str) -> None:
+    from journal_support import PG_URL, pg_admin, require_pg
+
+    from actorq.journal import PostgresJournal
+
+    require_pg()
+    journal = PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        journal.enqueue([NewJob(f"j{n}", "q", "prune.none", b"\x92\x90\x80") for n in range(5)])
+        leased = journal.lease(["q"], "test", 5, 60.0)
+        assert journal.complete([(j.id, j.lease_id) for j in leased]) == 5
+    finally:
+        journal.close()
+    with pg_admin() as admin:  # three of them finished two days ago (by the server's clock)
+        admin.execute(f'UPDATE "{pg_schema}".actorq_jobs SET finished_at = now() - interval \'2 days\''
+                      " WHERE id IN ('j0', 'j1', 'j2')")
+    topology = tmp_path / "topology.toml"
+    topology.write_text(f'[journal]\nurl = "{PG_URL}"\nschema = "{pg_schema}"\n')
+    result = actorq_cmd("jobs", "--config", str(topology), "prune", "--older-than", "1d", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "pruned 3 jobs (succeeded, cancelled, failed, dead) that finished more than 1d ago\n"
+    with pg_admin() as admin:
+        assert sorted(r[0] for r in admin.execute(f'SELECT id FROM "{pg_schema}".actorq_jobs')) == ["j3", "j4"]
