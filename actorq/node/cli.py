@@ -261,6 +261,9 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     names = import_tasks(config, args.config)  # as the workers will import them
     _out(f"{args.config}: ok")
     _out(f"  journal   {config.journal.describe()}")
+    retention = config.journal.retention
+    _out("  retention " + ", ".join(f"{state.value} {_duration_text(retention[state]) if state in retention else 'forever'}"
+                                    for state in FINAL_STATES))
     _out(f"  workers   {config.workers.processes} processes x {config.workers.concurrency} slots, "
          f"queues {', '.join(config.workers.queues)}")
     _out(f"  tasks     {', '.join(names) or '(none: every job would be dead)'}")

@@ -169,3 +169,10 @@ def test_prune_on_postgresql(tmp_path: Path, pg_schema: str) -> None:
     assert result.stdout == "pruned 3 jobs (succeeded, cancelled, failed, dead) that finished more than 1d ago\n"
     with pg_admin() as admin:
         assert sorted(r[0] for r in admin.execute(f'SELECT id FROM "{pg_schema}".actorq_jobs')) == ["j3", "j4"]
+
+
+def test_check_prints_the_retention_of_each_final_state(topology: Path) -> None:
+    topology.write_text(topology.read_text().replace('retain_succeeded = "forever"', 'retain_succeeded = "36h"'))
+    result = actorq_cmd("check", "--config", str(topology), cwd=topology.parent)
+    assert result.returncode == 0, result.stderr
+    assert "  retention succeeded 36h, cancelled forever, failed forever, dead forever\n" in result.stdout
