@@ -18,7 +18,8 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from types import MappingProxyType
+from typing import Literal, Mapping, get_args
 from urllib.parse import unquote_plus
 
 from actorq.journal.protocol import MAX_RETAIN, JobState
@@ -57,14 +58,14 @@ MAX_WAL_LIMIT_MB = 1_048_576.0  # 1 TiB: past it, the WAL is a disk problem, not
 
 SCHEMA_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-# Retention of finished jobs, by state: what River and Oban users expect. Jobs that succeeded or
-# were cancelled are history after a day; failed (gave up) and dead (attempts used up) jobs wait
-# for a person to look at them, or retry them: a week, and a month for dead ones.
+# Retention of finished jobs, by state (docs/retention.md): River's defaults, with dead jobs kept
+# longest. Jobs that succeeded or were cancelled are history after a day; failed (gave up) and dead
+# (attempts used up) jobs wait for a person to look at them, or retry them: a week, and a month.
 FOREVER = "forever"
-DEFAULT_RETAIN: dict[JobState, float] = {
+DEFAULT_RETAIN: Mapping[JobState, float] = MappingProxyType({
     JobState.SUCCEEDED: 86_400.0, JobState.CANCELLED: 86_400.0,
     JobState.FAILED: 7 * 86_400.0, JobState.DEAD: 30 * 86_400.0,
-}
+})
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3_600.0, "d": 86_400.0}
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")
 
