@@ -381,7 +381,7 @@ class JobRuntime:
         scheduler = Scheduler(self._duty, asyncio.get_running_loop(), poll, self.wake,
                               maintain_every=max(1.0, MAINTAIN_EVERY_TICKS * poll),
                               rescue_every=self.dispatcher_config.lease_timeout / 3, is_leader=self.is_leader,
-                              queues=self.workers_config.queues)
+                              queues=self.workers_config.queues, retention=self.journal_config.retention)
         scheduler.start()
         self._scheduler = scheduler
         return scheduler

@@ -233,6 +233,21 @@ _TEXT = {
         "UPDATE {jobs} SET result = NULL WHERE id IN (SELECT id FROM {jobs}"
         " WHERE result IS NOT NULL AND result_expires <= now() LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
     ),
+    # One state's finished jobs past their age by the database's clock, oldest first: a range scan
+    # of actorq_jobs_finished (state, finished_at). Their error rows go in the same statement.
+    # SKIP LOCKED: the prune never waits on a node reading or retrying one of those rows.
+    # A finished job whose unique period is still ahead holds its key (unique_for): kept until it ends.
+    "prune": (
+        "WITH doomed AS MATERIALIZED (SELECT id FROM {jobs} WHERE state = %(state)s"
+        "  AND finished_at < now() - make_interval(secs => %(age)s::float8)"
+        "  AND (unique_until IS NULL OR unique_until <= now())"
+        "  ORDER BY finished_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+        " gone AS (DELETE FROM {jobs} j USING doomed WHERE j.id = doomed.id"
+        "  RETURNING j.id, j.last_error IS NOT NULL AS had_errors),"
+        # every accepted fail sets last_error: only those jobs cost a lookup in the errors table
+        " errors_gone AS (DELETE FROM {errors} e USING gone WHERE gone.had_errors AND e.job_id = gone.id)"
+        " SELECT count(*) FROM gone"
+    ),
     # Take `name` if it is free or expired, or renew it if `holder` has it; a row back means "you lead".
     "lead": (
         "INSERT INTO {leaders} AS l (name, holder, expires_at)"

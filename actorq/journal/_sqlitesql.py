@@ -27,6 +27,7 @@ class Statements(JobStatements):
     """Every statement of the SQLite journal: `JobStatements` and SQLite's own."""
 
     fail_error: str  # the error row of an accepted `fail` (PostgreSQL writes it inside `fail`)
+    prune_errors: str  # the error rows of pruned jobs (PostgreSQL deletes them inside `prune`)
 
 
 def in_list(count: int) -> str:
@@ -169,6 +170,19 @@ _TEXT = {
         "UPDATE actorq_jobs SET result = NULL WHERE id IN (SELECT id FROM actorq_jobs"
         " WHERE result IS NOT NULL AND result_expires <= ? LIMIT ?)"
     ),
+    # ?1 state, ?2 cutoff (the journal's clock minus the state's age), ?3 limit. A range scan of
+    # actorq_jobs_finished (state, finished_at), oldest first: never a full scan, however many
+    # rows are kept. Returns whether each job had errors (every accepted `fail` sets last_error),
+    # so only those rows cost a lookup in actorq_errors.
+    # ?4 now: a finished job whose unique period is still ahead holds its key (unique_for) and is
+    # kept until the period ends; such rows are few, and skipping them costs no scan of the others.
+    "prune": (
+        "DELETE FROM actorq_jobs WHERE id IN (SELECT id FROM actorq_jobs"
+        " WHERE state = ?1 AND finished_at < ?2 AND (unique_until IS NULL OR unique_until <= ?4)"
+        " ORDER BY finished_at LIMIT ?3)"
+        " RETURNING id, last_error IS NOT NULL"
+    ),
+    "prune_errors": "DELETE FROM actorq_errors WHERE job_id IN ({marks})",
 }
 
 STATEMENTS = Statements(**_TEXT)

@@ -62,3 +62,4 @@ class JobStatements:
     complete_with_result: str  # one job's completion that stores its return value
     result: str
     expire_results: str
+    prune: str  # one state's finished jobs past their age, oldest first, at most a limit

@@ -14,17 +14,22 @@ before a URL reaches a message or a log line. Nothing here imports psycopg.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from types import MappingProxyType
+from typing import Literal, Mapping, get_args
 from urllib.parse import unquote_plus
+
+from actorq.journal.protocol import MAX_RETAIN, JobState
 
 __all__ = [
     "DEFAULT_BATCH_MAX", "DEFAULT_BUSY_TIMEOUT", "DEFAULT_CONNECT_RETRY_FOR", "DEFAULT_SCHEMA",
     "DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT", "DEFAULT_LOCK_TIMEOUT", "DEFAULT_SYNCHRONOUS", "DEFAULT_URL", "DEFAULT_WAL_LIMIT_MB", "JournalConfig", "MAX_BATCH", "MAX_SECONDS",
     "MAX_WAL_LIMIT_MB", "POSTGRES_SCHEMES", "SCHEMA_PATTERN", "SQLITE_PREFIX", "SYNCHRONOUS_LEVELS",
     "Synchronous", "check_schema", "check_url", "redact_url",
+    "DEFAULT_RETAIN", "FOREVER", "parse_duration",
 ]
 
 SQLITE_PREFIX = "sqlite:///"
@@ -52,6 +57,59 @@ MAX_BATCH = 1_000_000  # journal writes in one transaction: the writer holds the
 MAX_WAL_LIMIT_MB = 1_048_576.0  # 1 TiB: past it, the WAL is a disk problem, not a setting
 
 SCHEMA_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+# Retention of finished jobs, by state (docs/retention.md): River's defaults, with dead jobs kept
+# longest. Jobs that succeeded or were cancelled are history after a day; failed (gave up) and dead
+# (attempts used up) jobs wait for a person to look at them, or retry them: a week, and a month.
+FOREVER = "forever"
+DEFAULT_RETAIN: Mapping[JobState, float] = MappingProxyType({
+    JobState.SUCCEEDED: 86_400.0, JobState.CANCELLED: 86_400.0,
+    JobState.FAILED: 7 * 86_400.0, JobState.DEAD: 30 * 86_400.0,
+})
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3_600.0, "d": 86_400.0}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*")
+
+
+def parse_duration(value: object, *, forever: bool = True) -> float | None:
+    """A duration as the topology and the command line write it, in seconds.
+
+    ``"30s"``, ``"10m"``, ``"12h"``, ``"7d"`` (a whole or decimal number and one unit), or a
+    number of seconds (``90``, ``"90"``, ``1.5``); ``"forever"`` (when `forever` allows it) is None.
+
+    Args:
+        value: the raw value (a TOML string or number, or a flag's text).
+        forever: whether ``"forever"`` is accepted.
+
+    Returns:
+        Seconds from 0 to `MAX_RETAIN` (ten years), or None for ``"forever"``.
+
+    Raises:
+        ValueError: anything else; the message says what was expected and what was got.
+    """
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value) if not isinstance(value, int) or abs(value) < 2**63 else math.inf
+    elif isinstance(value, str):
+        if forever and value.strip() == FOREVER:
+            return None
+        match = _DURATION.fullmatch(value)
+        if match:
+            seconds = float(match[1]) * _UNITS[match[2]]
+        else:
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = None
+    if seconds is not None and math.isfinite(seconds) and 0 <= seconds <= MAX_RETAIN:
+        return seconds
+    also = ', or "forever"' if forever else ""
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."  # never echo a page
+    raise ValueError(f'expected a duration such as "30s", "10m", "12h", "7d" or seconds (a number){also}, '
+                     f"from 0 to 3650d (ten years); got {shown} ({type(value).__name__})")
+
+
+def _retain(state: JobState) -> object:
+    return field(default=DEFAULT_RETAIN[state], metadata={"parse": parse_duration})
 
 
 def redact_url(url: str) -> str:
@@ -162,6 +220,12 @@ class JournalConfig:
       node), releasing its locks (> 0 and below ``dispatcher.lease_timeout``; default the
       smaller of 2 s and half the lease timeout).
 
+    - ``retain_succeeded``, ``retain_cancelled``, ``retain_failed``, ``retain_dead``: how
+      long a finished job is kept, by its final state, before the node's upkeep prunes it
+      with its errors and result: a duration (``"30s"``, ``"10m"``, ``"12h"``, ``"7d"``, or
+      seconds as a number) from 0 to ten years, or ``"forever"`` (None here). Defaults: 1d,
+      1d, 7d, 30d (see docs/retention.md).
+
     Every number is bounded above too: durations by `MAX_SECONDS` (a day), ``batch_max``
     by `MAX_BATCH`, ``wal_limit_mb`` by `MAX_WAL_LIMIT_MB`.
 
@@ -178,6 +242,17 @@ class JournalConfig:
     wal_limit_mb: float = field(default=DEFAULT_WAL_LIMIT_MB, metadata={"gt": 0, "max": MAX_WAL_LIMIT_MB})
     lock_timeout: float | None = field(default=None, metadata={"gt": 0, "max": MAX_SECONDS})
     idle_in_transaction_timeout: float | None = field(default=None, metadata={"gt": 0, "max": MAX_SECONDS})
+    retain_succeeded: float | None = _retain(JobState.SUCCEEDED)  # type: ignore[assignment]
+    retain_cancelled: float | None = _retain(JobState.CANCELLED)  # type: ignore[assignment]
+    retain_failed: float | None = _retain(JobState.FAILED)  # type: ignore[assignment]
+    retain_dead: float | None = _retain(JobState.DEAD)  # type: ignore[assignment]
+
+    @property
+    def retention(self) -> dict[JobState, float]:
+        """``{final state: seconds a finished job is kept}``; states kept forever are left out."""
+        kept = {JobState.SUCCEEDED: self.retain_succeeded, JobState.CANCELLED: self.retain_cancelled,
+                JobState.FAILED: self.retain_failed, JobState.DEAD: self.retain_dead}
+        return {state: seconds for state, seconds in kept.items() if seconds is not None}
 
     def session_limits(self, lease_timeout: float) -> tuple[float, float]:
         """``(lock_timeout, idle_in_transaction_timeout)`` in seconds for a node whose leases

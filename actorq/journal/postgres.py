@@ -70,7 +70,7 @@ from actorq.journal.config import (
 from actorq.journal.protocol import (
     TERMINAL_STATES, Attempt, Failure, JobInfo, JobResult, JobState, KeptResult, LeasedJob, NewJob, ScheduleRow,
     TaskDefaults,
-    check_failures,
+    check_failures, check_prune,
 )
 
 __all__ = ["DEFAULT_SCHEMA", "Listener", "PostgresJournal", "enqueue_in", "migrate"]
@@ -803,6 +803,26 @@ class PostgresJournal:
         if limit <= 0:
             return 0
         return self._execute(self._sql.expire_results, {"limit": limit}).rowcount
+
+    def prune(self, older_than: Mapping[JobState, float], limit: int) -> int:
+        """Delete up to `limit` finished jobs past their state's age by the database's clock, with
+        their errors (see `Journal.prune`); rows another transaction holds are skipped.
+
+        Raises:
+            ValueError: a state that is not final, an age or limit out of range.
+        """
+        pairs = check_prune(older_than, limit)
+        if limit == 0 or not pairs:
+            return 0
+        removed = 0
+        with self.transaction():
+            for state, age in pairs:
+                row = self._execute(self._sql.prune, {"state": state.value, "age": age,
+                                                      "limit": limit - removed}).fetchone()
+                removed += row[0]  # type: ignore[index]
+                if removed >= limit:
+                    break
+        return removed
 
     @property
     def outage(self) -> str | None:

@@ -35,6 +35,9 @@ Cron schedules are rows beside the jobs (`ScheduleRow`): a definition and
 compare-and-set on the value read and enqueues the fire times' jobs in the same
 transaction, so a fire time fires once whoever else tries (see docs/schedules.md).
 
+Finished jobs are kept, then deleted by age and final state (`Journal.prune`): the node's
+upkeep calls it in small batches by each state's retention (docs/retention.md).
+
 Every method is one batched transition. A backend is used from one thread at
 a time. Methods called inside ``with journal.transaction():`` share one atomic,
 durable commit (group commit); called outside, each commits on its own.
@@ -70,6 +73,7 @@ __all__ = [
     "TERMINAL_STATES",
     "TaskDefaults",
     "check_failures",
+    "check_prune",
 ]
 
 
@@ -260,6 +264,38 @@ def check_failures(failures: Sequence[Failure]) -> None:
                              f"{[s.value for s in FAILURE_STATES]}, got {f.state!r}")
         if f.state == JobState.RETRY and f.retry_at is None:
             raise ValueError(f"job {f.job_id!r}: a failure in state 'retry' needs retry_at")
+
+
+MAX_RETAIN = 10 * 365 * 86400.0
+"""The longest a finished job may be kept before pruning, in seconds (ten years); longer is
+"forever" (no pruning of that state)."""
+
+
+def check_prune(older_than: Mapping[JobState, float], limit: int) -> list[tuple[JobState, float]]:
+    """Check the arguments of `Journal.prune`; returns the ``(state, seconds)`` pairs in state order.
+
+    Args:
+        older_than: ``{final state: seconds}``; each a finite number from ``-MAX_RETAIN`` to
+            `MAX_RETAIN` (negative: jobs finished up to that far in the future too, as a test
+            takes "everything finished so far").
+        limit: the most jobs one call removes, an integer >= 0.
+
+    Raises:
+        ValueError: a state that is not final, a number out of range, or a bad limit.
+    """
+    if not (_is_int(limit) and limit >= 0):
+        raise ValueError(f"prune: limit must be an integer >= 0, got {limit!r}")
+    pairs: list[tuple[JobState, float]] = []
+    for state, seconds in older_than.items():
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"prune: only finished jobs are pruned; {state!r} is not one of "
+                             f"{sorted(s.value for s in TERMINAL_STATES)}")
+        if not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+                and -MAX_RETAIN <= seconds <= MAX_RETAIN):
+            raise ValueError(f"prune: the age of {JobState(state).value!r} jobs must be seconds from "
+                             f"{-MAX_RETAIN:.0f} to {MAX_RETAIN:.0f}, got {seconds!r}")
+        pairs.append((JobState(state), float(seconds)))
+    return sorted(pairs)
 
 
 class Attempt(NamedTuple):
@@ -626,6 +662,27 @@ class Journal(Protocol):
 
         The rows stay (with their state and expiry); only the stored value goes. Called
         in small batches by the node's upkeep, so no sweep holds the journal for long.
+        """
+
+    def prune(self, older_than: Mapping[JobState, float], limit: int) -> int:
+        """Delete up to `limit` finished jobs, oldest first: those in a state of `older_than`
+        that finished more than its seconds ago by the journal's clock.
+
+        A job goes with everything kept of it: its error rows and its result. Each state's
+        jobs are found by an index on (state, finished_at), a range scan however many rows
+        the journal holds, so a call is a short write; the node's upkeep calls it in small
+        batches while a backlog lasts (see docs/retention.md). On a journal shared by several
+        nodes, rows another transaction holds are skipped, never waited on.
+
+        Args:
+            older_than: ``{final state: seconds}``; states missing from it are kept (forever).
+            limit: the most jobs removed by this call (0: none).
+
+        Returns:
+            How many jobs were removed; less than `limit` means no more were due when it ran.
+
+        Raises:
+            ValueError: a state that is not final, an age or limit out of range (`check_prune`).
         """
 
     def try_lead(self, name: str, holder: str, ttl: float) -> bool:

@@ -47,13 +47,13 @@ from actorq.journal.config import (
 from actorq.journal.protocol import (
     TERMINAL_STATES, Attempt, Failure, JobInfo, JobResult, JobState, KeptResult, LeasedJob, NewJob, ScheduleRow,
     TaskDefaults,
-    check_failures,
+    check_failures, check_prune,
 )
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
-# 6: paused queues, job time limits; 7: unique periods (unique_until)
+SCHEMA_VERSION = 8  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
+# 6: paused queues, job time limits; 7: unique periods (unique_until); 8: the index of finished jobs (retention)
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 LOCK_FIRST_DELAY, LOCK_MAX_DELAY = 50e-6, 2e-3  # seconds between tries for the write lock (`_begin`)
@@ -663,6 +663,28 @@ class SQLiteJournal:
             return 0
         with self.transaction():
             return self._conn.execute(SQL.expire_results, (self._clock(), limit)).rowcount
+
+    def prune(self, older_than: Mapping[JobState, float], limit: int) -> int:
+        """Delete up to `limit` finished jobs past their state's age, with their errors (see `Journal.prune`).
+
+        Raises:
+            ValueError: a state that is not final, an age or limit out of range.
+        """
+        pairs = check_prune(older_than, limit)
+        if limit == 0 or not pairs:
+            return 0
+        now = self._clock()
+        removed = 0
+        with self.transaction():
+            for state, age in pairs:
+                rows = self._conn.execute(SQL.prune, (state.value, now - age, limit - removed, now)).fetchall()
+                removed += len(rows)
+                with_errors = [job_id for job_id, had_errors in rows if had_errors]
+                for chunk in _chunks(with_errors):
+                    self._conn.execute(SQL.prune_errors.format(marks=in_list(len(chunk))), chunk)
+                if removed >= limit:
+                    break
+        return removed
 
     def pragma(self, name: str) -> object:
         """Read one PRAGMA value (``journal_mode``, ``synchronous``, ``busy_timeout``, ...)."""

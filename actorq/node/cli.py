@@ -1,4 +1,4 @@
-"""The ``actorq`` command line: run, check, enqueue, status, tree, migrate, schedules, queues, jobs.
+"""The ``actorq`` command line: run, check, enqueue, status, tree, migrate, schedules, queues, jobs (cancel, prune).
 
 Every subcommand reads the same ``topology.toml``. Errors in it are printed as
 ``file: key: expected ...`` without a traceback, with exit code 2. So are bad
@@ -29,7 +29,8 @@ from actorq.jobs.task import Job, check_name
 from actorq.jobs.schedule import Schedule, ScheduleInfo
 from actorq.journal import migrate
 from actorq.journal.backends import journal_class, open_journal
-from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, JobState
+from actorq.journal.config import parse_duration
+from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, TERMINAL_STATES, JobState
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK, EXIT_RETRY
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
@@ -42,6 +43,10 @@ MAX_COUNT = 10_000_000  # jobs one `actorq enqueue` adds (built and committed 10
 ENQUEUE_CHUNK = 10_000
 MAX_DELAY = 10 * 365 * 86_400.0  # ten years, in seconds
 MAX_WAIT = 3_600.0  # seconds `actorq tree` and `actorq status` wait for the node at most
+PRUNE_BATCH = 1_000  # jobs `actorq jobs prune` deletes per transaction: a node beside it waits one batch at most
+MAX_PRUNE_BATCH = 100_000
+# the final states in the order a person reads them
+FINAL_STATES = (JobState.SUCCEEDED, JobState.CANCELLED, JobState.FAILED, JobState.DEAD)
 
 EPILOG = """\
 examples:
@@ -54,6 +59,7 @@ examples:
   actorq schedules list --config topology.toml
   actorq queues  --config topology.toml pause emails
   actorq jobs    --config topology.toml cancel JOB_ID
+  actorq jobs    --config topology.toml prune --older-than 7d --state succeeded
 
 exit codes: 0 ok, 1 the node failed, 2 bad config or usage, 3 journal unusable,
 4 start-up cut short from outside (the task import check was killed or took too long): try again.
@@ -127,6 +133,22 @@ def _unique_key(text: str) -> str:
     except ValueError as exc:  # "a unique key may have at most 255 characters, got 300"
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _age(text: str) -> float:
+    try:
+        seconds = parse_duration(text, forever=False)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    assert seconds is not None
+    return seconds
+
+
+def _final_state(text: str) -> JobState:
+    if text not in {s.value for s in TERMINAL_STATES}:
+        raise argparse.ArgumentTypeError(f"expected a final state, one of {', '.join(s.value for s in FINAL_STATES)}; "
+                                         f"got {text[:60]!r}")
+    return JobState(text)
 
 
 def _node_endpoint(text: str) -> str:
@@ -250,6 +272,9 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     names = import_tasks(config, args.config)  # as the workers will import them
     _out(f"{args.config}: ok")
     _out(f"  journal   {config.journal.describe()}")
+    retention = config.journal.retention
+    _out("  retention " + ", ".join(f"{state.value} {_duration_text(retention[state]) if state in retention else 'forever'}"
+                                    for state in FINAL_STATES))
     _out(f"  workers   {config.workers.processes} processes x {config.workers.concurrency} slots, "
          f"queues {', '.join(config.workers.queues)}")
     _out(f"  tasks     {len(names) or '(none: every job would be dead)'}")
@@ -407,11 +432,28 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 
 QUEUE_ACTIONS = ("pause", "resume", "list")
-JOB_ACTIONS = ("cancel",)
+JOB_ACTIONS = ("cancel", "prune")
 
 
 def cmd_jobs(args: argparse.Namespace, config: Config) -> int:
-    """``actorq jobs cancel ID``: cancel a job that has not finished."""
+    """``actorq jobs cancel ID``: cancel a job that has not finished; ``actorq jobs prune --older-than
+    AGE``: delete finished jobs."""
+    prog = f"actorq jobs {args.action}"
+    if args.action == "prune":
+        if args.job_id is not None:
+            _err(f"{prog}: takes no job id, got {args.job_id!r}; it prunes by age (see actorq jobs --help)")
+            return EXIT_CONFIG
+        if args.older_than is None:
+            _err(f"{prog}: expected --older-than AGE, e.g. actorq jobs --config topology.toml prune --older-than 7d")
+            return EXIT_CONFIG
+        return _prune(args, config)
+    for flag, value in (("--older-than", args.older_than), ("--state", args.states), ("--batch", args.batch)):
+        if value is not None:
+            _err(f"{prog}: {flag} is for prune, not cancel (see actorq jobs --help)")
+            return EXIT_CONFIG
+    if args.job_id is None:
+        _err(f"{prog}: expected a job id, e.g. actorq jobs --config topology.toml cancel JOB_ID")
+        return EXIT_CONFIG
     with Client.from_config(config.journal, create=False) as client:
         if client.cancel(args.job_id):
             _out(f"job {args.job_id} cancelled")
@@ -422,6 +464,43 @@ def cmd_jobs(args: argparse.Namespace, config: Config) -> int:
         return EXIT_CONFIG
     _out(f"job {args.job_id} had already finished ({info.state}): nothing to cancel")
     return EXIT_OK
+
+
+def _prune(args: argparse.Namespace, config: Config) -> int:
+    """Delete the finished jobs of `args.states` (all final states by default) that finished more
+    than `args.older_than` seconds ago, in transactions of `args.batch` jobs, straight in the journal
+    (a node may run beside it: it waits for one batch at most)."""
+    states = [s for s in FINAL_STATES if s in (args.states or FINAL_STATES)]
+    ages = {state: args.older_than for state in states}
+    batch = args.batch or PRUNE_BATCH
+    cfg = config.journal
+    journal = open_journal(cfg.resolved_url, schema=cfg.schema, busy_timeout=cfg.busy_timeout,
+                           connect_retry_for=cfg.connect_retry_for, create=False)
+    removed, reported = 0, None
+    try:
+        while True:
+            count = journal.prune(ages, batch)
+            removed += count
+            if count < batch:
+                break
+            now = time.monotonic()
+            if reported is None or now - reported >= 1.0:  # the first full batch, then once a second
+                _err(f"actorq jobs prune: {removed:,} removed so far")
+                reported = now
+    finally:
+        journal.close()
+    names = ", ".join(s.value for s in states)
+    _out(f"pruned {removed:,} job{'' if removed == 1 else 's'} ({names}) that finished more than "
+         f"{_duration_text(args.older_than)} ago")
+    return EXIT_OK
+
+
+def _duration_text(seconds: float) -> str:
+    """`seconds` as the flag would write it: ``7d``, ``12h``, ``90s``."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:g}s"
 
 
 def cmd_queues(args: argparse.Namespace, config: Config) -> int:
@@ -669,13 +748,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help='list: print JSON, {"queues": {name: {"paused": bool, "ready": count}}}')
     queues.set_defaults(handler=cmd_queues)
 
-    jobs = add("jobs", "Cancel a job that has not finished: it ends cancelled at once, and a running attempt's "
-               "later answer is rejected. A job that had finished is left as it was, and said so (exit 0); an "
-               "unknown id exits 2.",
+    jobs = add("jobs", "cancel ID: cancel a job that has not finished: it ends cancelled at once, and a running "
+               "attempt's later answer is rejected. A job that had finished is left as it was, and said so (exit "
+               "0); an unknown id exits 2. prune --older-than AGE: delete finished jobs (with their errors and "
+               "results) that finished more than AGE ago by the journal's clock, in transactions of --batch jobs, "
+               "with or without a node running (a node prunes by itself too: [journal] retain_succeeded and the "
+               "others, docs/retention.md); prints how many it removed.",
                "actorq jobs --config topology.toml cancel 01a233a1f9af00003da4ce450d08aa0c\n"
-               "    job 01a233a1f9af00003da4ce450d08aa0c cancelled")
-    jobs.add_argument("action", choices=JOB_ACTIONS, metavar="ACTION", help="cancel")
-    jobs.add_argument("job_id", type=_job_id, metavar="ID", help="the job's id (as enqueue printed it)")
+               "    job 01a233a1f9af00003da4ce450d08aa0c cancelled\n"
+               "  actorq jobs --config topology.toml prune --older-than 7d --state succeeded cancelled\n"
+               "    pruned 120,000 jobs (succeeded, cancelled) that finished more than 7d ago")
+    jobs.add_argument("action", choices=JOB_ACTIONS, metavar="ACTION", help="cancel ID, or prune --older-than AGE")
+    jobs.add_argument("job_id", nargs="?", type=_job_id, default=None, metavar="ID",
+                      help="cancel: the job's id (as enqueue printed it)")
+    jobs.add_argument("--older-than", type=_age, default=None, metavar="AGE",
+                      help='prune: jobs that finished more than AGE ago: "30s", "10m", "12h", "7d" or seconds, '
+                           "from 0 to 3650d")
+    jobs.add_argument("--state", dest="states", type=_final_state, action="extend", nargs="+", default=None,
+                      metavar="S", help="prune: only jobs in these final states (succeeded, cancelled, failed, "
+                                        "dead; default: all four)")
+    jobs.add_argument("--batch", type=_integer(1, MAX_PRUNE_BATCH), default=None, metavar="N",
+                      help=f"prune: jobs deleted per transaction, 1 to {MAX_PRUNE_BATCH:,} (default {PRUNE_BATCH:,})")
     jobs.set_defaults(handler=cmd_jobs)
     return parser
 

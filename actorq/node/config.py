@@ -22,6 +22,10 @@ A complete ``topology.toml``; every value shown is the default except ``tasks``:
     busy_timeout = 5.0             # seconds
     batch_max = 4096
     wal_limit_mb = 64.0            # SQLite: checkpoint (TRUNCATE) past this WAL size
+    retain_succeeded = "1d"        # finished jobs kept, by state, then pruned: "30s", "10m",
+    retain_cancelled = "1d"        # "12h", "7d", seconds, or "forever" (docs/retention.md)
+    retain_failed = "7d"
+    retain_dead = "30d"
     # url = "postgresql://app@db:5432/jobs"; schema = "actorq"; connect_retry_for = 30.0
     # lock_timeout = 0.5; idle_in_transaction_timeout = 2.0   (PostgreSQL; below lease_timeout)
 
@@ -208,6 +212,11 @@ def _describe(tp: Any, meta: Mapping[str, Any]) -> str:
 
 def _convert(tp: Any, raw: object, key: str, meta: Mapping[str, Any], source: str) -> Any:
     """Validate ``raw`` against ``tp`` and the field metadata; return it converted."""
+    if "parse" in meta:  # a value with its own syntax (a duration): the parser says what it expected
+        try:
+            return meta["parse"](raw)
+        except ValueError as exc:
+            raise ConfigError(source, key, str(exc)) from None
     if typing.get_origin(tp) in (types.UnionType, typing.Union):  # ``X | None``: TOML has no null
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     origin = typing.get_origin(tp)

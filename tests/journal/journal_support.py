@@ -208,7 +208,8 @@ class Backend:
         return journal
 
     def raw(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Run one SQL statement outside the journal (``?`` placeholders, table ``actorq_jobs``).
+        """Run one SQL statement outside the journal (``?`` placeholders, tables ``actorq_jobs``
+        and ``actorq_errors``).
 
         Raises the driver's own exception (sqlite3.Error or psycopg.Error).
         """
@@ -220,9 +221,21 @@ class Backend:
                 conn.close()
         schema = self.options["schema"]
         statement = statement.replace("?", "%s").replace("actorq_jobs", f'"{schema}".actorq_jobs')
+        statement = statement.replace("actorq_errors", f'"{schema}".actorq_errors')
         with pg_admin() as conn:
             cur = conn.execute(statement, params)
             return cur.fetchall() if cur.description else []
+
+    def backdate_finish(self, job_ids: Sequence[str], seconds: float) -> None:
+        """Move the finish time of `job_ids` `seconds` into the past: jobs that finished long ago,
+        without waiting (each backend stores the time its own way)."""
+        marks = ", ".join("?" * len(job_ids))
+        if self.name == "sqlite":
+            self.raw(f"UPDATE actorq_jobs SET finished_at = finished_at - ? WHERE id IN ({marks})",
+                     seconds, *job_ids)
+        else:
+            self.raw(f"UPDATE actorq_jobs SET finished_at = finished_at - make_interval(secs => ?::float8)"
+                     f" WHERE id IN ({marks})", seconds, *job_ids)
 
     def integrity_error(self) -> tuple[type[BaseException], ...]:
         """The driver exceptions a constraint violation raises outside the journal."""

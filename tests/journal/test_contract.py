@@ -1090,6 +1090,102 @@ def test_an_expired_result_reads_as_expired_and_is_swept_in_batches(journal: Jou
     assert journal.result("kept") == JobResult("kept", JobState.SUCCEEDED, b"\xa2ok", False, None, None)
 
 
+# -- retention: finished jobs pruned by state and age, oldest first, with their errors ----------------
+FINAL_AGES_NEGATIVE = {state: -HOUR for state in TERMINAL_STATES}  # everything finished so far
+
+
+def _errors_of(backend: Backend, job_ids: list[str]) -> int:
+    marks = ", ".join("?" * len(job_ids))
+    return backend.raw(f"SELECT count(*) FROM actorq_errors WHERE job_id IN ({marks})", *job_ids)[0][0]
+
+
+def test_prune_removes_finished_jobs_past_their_states_age_oldest_first_with_errors_and_results(
+        backend: Backend, journal: Journal) -> None:
+    job_in_every_state(journal)  # one job per state, named after it; "dead" and "retry" have errors
+    # three more succeeded jobs: one returned a value, one succeeded after an attempt that raised
+    journal.enqueue([new_job("old-1"), new_job("old-2"), new_job("new")])
+    first = journal.lease(["q"], "w1", 3, 30.0)
+    flaky = next(j for j in first if j.id == "old-2")
+    assert journal.fail([Failure(flaky.id, flaky.lease_id, "OSError: flaky", JobState.READY)]) == 1
+    again = journal.lease(["q"], "w1", 1, 30.0)
+    done = [(j.id, j.lease_id) for j in first if j.id != "old-2"] + [(again[0].id, again[0].lease_id)]
+    assert journal.complete(done, results={"old-1": KeptResult(b"\xa2ok", HOUR)}) == 3
+    assert _errors_of(backend, ["old-2", "dead"]) == 2
+
+    everything = {state: HOUR for state in TERMINAL_STATES}
+    assert journal.prune(everything, 100) == 0  # nothing finished an hour ago
+    backend.backdate_finish(["old-1"], 3 * HOUR)
+    backend.backdate_finish(["old-2", "dead", "cancelled"], 2 * HOUR)
+
+    assert journal.prune({JobState.SUCCEEDED: HOUR}, 1) == 1  # the oldest first
+    assert journal.get("old-1") is None and journal.result("old-1") is None  # its result went with it
+    assert journal.get("old-2") is not None
+    assert journal.prune({JobState.SUCCEEDED: HOUR, JobState.DEAD: 3 * HOUR}, 100) == 1  # dead: not that old
+    assert journal.get("old-2") is None and _errors_of(backend, ["old-2"]) == 0  # its error rows too
+    assert journal.get("dead") is not None and journal.get("new") is not None
+    # the other final states, by their own ages; the newer ones and every live job stay
+    assert journal.prune({JobState.DEAD: HOUR, JobState.CANCELLED: HOUR, JobState.FAILED: HOUR}, 100) == 2
+    assert journal.get("dead") is None and _errors_of(backend, ["dead"]) == 0
+    assert journal.get("cancelled") is None and journal.get("failed") is not None
+    assert _errors_of(backend, ["retry"]) == 1  # a live job's errors are its own
+
+    assert journal.prune(FINAL_AGES_NEGATIVE, 100) == 3  # succeeded, new, failed: everything finished
+    assert journal.counts() == {"q": {"scheduled": 1, "ready": 1, "leased": 1, "retry": 1}}
+    assert journal.prune(FINAL_AGES_NEGATIVE, 100) == 0
+
+
+def test_prune_deletes_at_most_its_limit_across_states_and_keeps_states_left_out(journal: Journal) -> None:
+    journal.enqueue([new_job(f"s{n}") for n in range(5)] + [new_job(f"c{n}") for n in range(3)])
+    for n in range(3):
+        assert journal.cancel(f"c{n}")
+    leased = journal.lease(["q"], "w1", 5, 30.0)
+    assert journal.complete([(j.id, j.lease_id) for j in leased]) == 5
+    assert journal.prune(FINAL_AGES_NEGATIVE, 0) == 0
+    assert journal.prune({}, 100) == 0  # every state kept forever
+    assert journal.prune(FINAL_AGES_NEGATIVE, 6) == 6  # the limit holds across states
+    assert journal.prune({JobState.CANCELLED: -HOUR}, 100) + journal.prune({JobState.SUCCEEDED: -HOUR}, 100) == 2
+    assert journal.counts() == {}
+
+
+def test_prune_never_touches_a_dead_job_retried_by_hand(journal: Journal) -> None:
+    journal.enqueue([new_job("revived", max_attempts=1)])
+    job = lease_one(journal)
+    assert journal.fail([fail(job)]) == 1 and state(journal, "revived") is JobState.DEAD
+    assert journal.retry_dead("revived")  # live again: no finish time
+    assert journal.prune(FINAL_AGES_NEGATIVE, 100) == 0
+    assert state(journal, "revived") is JobState.READY
+
+
+def test_prune_keeps_a_finished_job_whose_unique_period_is_ahead(journal: Journal) -> None:
+    """A finished holder inside its unique period still holds the key (unique_for): pruning it
+    would free the key early. One whose period is over goes like any other."""
+    journal.enqueue([_held_for("held", "k-held", HOUR), _held_for("over", "k-over", -1.0), new_job("plain")])
+    leased = journal.lease(["q"], "w1", 3, 30.0)
+    assert journal.complete([(j.id, j.lease_id) for j in leased]) == 3
+    assert journal.prune(FINAL_AGES_NEGATIVE, 100) == 2
+    assert journal.get("over") is None and journal.get("plain") is None
+    assert state(journal, "held") is JobState.SUCCEEDED
+    assert journal.holders(["k-held", "k-over"]) == {"k-held": "held"}
+    journal.enqueue([_held_for("again", "k-held", HOUR)])
+    assert journal.get("again") is None  # the key is still held: nothing added
+
+
+BAD_PRUNES = [
+    ({JobState.READY: 1.0}, 10), ({JobState.LEASED: 1.0}, 10), ({"bogus": 1.0}, 10),
+    ({JobState.DEAD: math.nan}, 10), ({JobState.DEAD: math.inf}, 10), ({JobState.DEAD: 1e12}, 10),
+    ({JobState.DEAD: "1d"}, 10), ({JobState.DEAD: True}, 10), ({JobState.DEAD: 1.0}, -1),
+    ({JobState.DEAD: 1.0}, 2.5), ({JobState.DEAD: 1.0}, True),
+]
+
+
+def test_prune_refuses_a_live_state_a_bad_age_or_a_bad_limit(journal: Journal) -> None:
+    journal.enqueue([new_job("ready")])
+    for older_than, limit in BAD_PRUNES:
+        with pytest.raises(ValueError, match="prune"):
+            journal.prune(older_than, limit)  # type: ignore[arg-type]
+    assert state(journal, "ready") is JobState.READY
+
+
 # -- cron schedules: definitions, and last_fired moved with the enqueue (C5, F2) ------------------------
 def _schedule(name: str, *, cron: str = "*/5 * * * *", source: str = "api", added_at: float = 1_000.0,
               last_fired: float | None = None, catch_up: str = "last") -> ScheduleRow:

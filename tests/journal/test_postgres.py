@@ -146,7 +146,8 @@ def test_both_dialects_name_the_statements_of_one_job_alike() -> None:
 
     sqlite_names = {f.name for f in dataclasses.fields(_sqlitesql.Statements)}
     pg_names = {f.name for f in dataclasses.fields(_pgsql.Statements)}
-    assert sqlite_names - pg_names == {"fail_error"}  # PostgreSQL writes the error rows inside `fail`
+    # PostgreSQL writes the error rows inside `fail`, and deletes them inside `prune`
+    assert sqlite_names - pg_names == {"fail_error", "prune_errors"}
 
 
 # -- migrations -----------------------------------------------------------------------------------
@@ -378,6 +379,30 @@ def test_b4_claims_skip_rows_locked_by_another_transaction(pg_schema: str) -> No
                 assert {journal.get(i).state for i in locked} == {JobState.READY}  # type: ignore[union-attr]
             # Once the other transaction ends, its rows can be claimed.
             assert sorted(j.id for j in journal.lease(["q"], "w3", 10, 30.0)) == locked
+    finally:
+        journal.close()
+
+
+def test_prune_uses_the_finished_jobs_index_and_skips_rows_another_transaction_holds(pg_schema: str) -> None:
+    journal = PostgresJournal(f"{PG_URL}?options=-c%20lock_timeout%3D2000", schema=pg_schema)
+    try:
+        journal.enqueue([job(f"j{n}") for n in range(6)])
+        leased = journal.lease(["q"], "w1", 6, 30.0)
+        assert journal.complete([(j.id, j.lease_id) for j in leased]) == 6
+        with pg_admin() as other:
+            other.execute("SET enable_seqscan = off")  # the index can serve it: the plan names it
+            other.execute(f'SET search_path TO "{pg_schema}"')
+            plan = "\n".join(row[0] for row in other.execute(
+                "EXPLAIN " + journal._sql.prune.replace(f'"{pg_schema}".', ""),
+                {"state": "succeeded", "age": 0.0, "limit": 10}))
+            assert "actorq_jobs_finished" in plan, plan
+            with other.transaction():
+                locked = [r[0] for r in other.execute(
+                    f'SELECT id FROM "{pg_schema}".actorq_jobs ORDER BY id LIMIT 2 FOR UPDATE')]
+                assert journal.prune({JobState.SUCCEEDED: -3600.0}, 10) == 4  # never waits on the locked two
+                assert all(journal.get(i) is not None for i in locked)
+            assert journal.prune({JobState.SUCCEEDED: -3600.0}, 10) == 2
+        assert journal.counts() == {}
     finally:
         journal.close()
 

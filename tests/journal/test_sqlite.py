@@ -667,3 +667,29 @@ def test_write_lock_wait_ends_at_busy_timeout(db_path: Path) -> None:
     assert journal.lock_waits == 1
     assert journal.enqueue([new_job("late")]) == 1  # the lock is free again
     journal.close()
+
+
+# -- retention: the prune reads a range of the finished jobs' index, by the injected clock ----------
+
+
+def test_prune_is_a_range_scan_of_the_finished_jobs_index(journal: SQLiteJournal) -> None:
+    from actorq.journal._sqlitesql import STATEMENTS
+
+    plan = " | ".join(row[3] for row in journal._conn.execute(f"EXPLAIN QUERY PLAN {STATEMENTS.prune}",
+                                                              ("succeeded", T0, 10, T0)))
+    assert "INDEX actorq_jobs_finished (state=? AND finished_at<?)" in plan, plan
+    assert "SCAN actorq_jobs" not in plan, plan  # never a full scan of the jobs
+
+
+def test_prune_ages_finished_jobs_by_the_injected_clock(journal: SQLiteJournal, clock: Clock) -> None:
+    journal.enqueue([new_job("early"), new_job("late")])
+    early, late = sorted(journal.lease(["q"], "w1", 2, 30.0))
+    journal.complete([(early.id, early.lease_id)])
+    clock.now = T0 + 100
+    journal.complete([(late.id, late.lease_id)])
+    clock.now = T0 + 160
+    assert journal.prune({JobState.SUCCEEDED: 60.0}, 10) == 1  # finished 160 s ago: past 60 s
+    assert journal.get("early") is None and journal.get("late") is not None
+    assert journal.prune({JobState.SUCCEEDED: 60.0}, 10) == 0  # finished 60 s ago: not past it
+    clock.now = T0 + 160.5
+    assert journal.prune({JobState.SUCCEEDED: 60.0}, 10) == 1

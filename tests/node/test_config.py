@@ -452,3 +452,32 @@ def test_session_limits_default_to_a_share_of_the_lease_timeout() -> None:
     config = parse_config({"journal": {"lock_timeout": 0.1, "idle_in_transaction_timeout": 3},
                            "dispatcher": {"lease_timeout": 4}})
     assert config.journal.session_limits(4.0) == (0.1, 3.0)
+
+
+# -- retention of finished jobs: durations by state, or "forever" ----------------------------------
+def test_retention_defaults_keep_dead_jobs_longest() -> None:
+    from actorq.journal import JobState
+
+    assert JournalConfig().retention == {JobState.SUCCEEDED: 86400.0, JobState.CANCELLED: 86400.0,
+                                         JobState.FAILED: 7 * 86400.0, JobState.DEAD: 30 * 86400.0}
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ('"30s"', 30.0), ('"10m"', 600.0), ('"12h"', 43200.0), ('"7d"', 604800.0), ('"1.5h"', 5400.0),
+    ("90", 90.0), ("2.5", 2.5), ("0", 0.0), ('"0s"', 0.0), ('"3650d"', 3650 * 86400.0), ('"forever"', None),
+])
+def test_retention_reads_durations_seconds_and_forever(tmp_path: Path, value: str, seconds: float | None) -> None:
+    from actorq.journal import JobState
+
+    cfg = load_config(write(tmp_path, f"[journal]\nretain_dead = {value}\n"))
+    assert cfg.journal.retain_dead == seconds
+    assert (JobState.DEAD in cfg.journal.retention) is (seconds is not None)
+
+
+@pytest.mark.parametrize("value", ['"-1s"', "-1", '"7w"', '"d"', '""', '"3651d"', "1e300", "inf", "nan", "true",
+                                   '"forever!"', "[1]", "99999999999999999999999"])
+def test_retention_refuses_anything_else_naming_file_and_key(tmp_path: Path, value: str) -> None:
+    message = str(load_error(tmp_path, f"[journal]\nretain_succeeded = {value}\n"))
+    assert message.startswith('topology.toml: journal.retain_succeeded: expected a duration such as "30s", "10m", '
+                              '"12h", "7d" or seconds (a number), or "forever", from 0 to 3650d (ten years); got ')
+    assert "\n" not in message
