@@ -163,6 +163,9 @@ class Dispatcher:
         self.closed = False
         self._cancel_poll_in_flight = False
         self._cancel_poll_again = False  # a cancel was pushed while a poll was under way
+        self.cancel_polling = True
+        """Poll held jobs for cancels each liveness period, the fallback of `check_cancels`
+        (tests turn it off to show that a cancel is pushed)."""
         self.stats = DispatcherStats()
         self._malformed = DropCounter(
             "dispatcher", logger, event="dropped a malformed frame", counts=self.stats.malformed).drop
@@ -585,7 +588,8 @@ class Dispatcher:
         deadline = now - self.heartbeat_timeout
         for worker in [w for w in self._workers.values() if w.last_seen < deadline]:
             self._lose(worker)
-        self._poll_cancels()
+        if self.cancel_polling:
+            self._poll_cancels()
         self._schedule_liveness()
 
     # -- cancellation ---------------------------------------------------------------------

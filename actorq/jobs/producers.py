@@ -360,6 +360,8 @@ class ProducerServer:
         max_waits: WAITs that may wait at once (`MAX_WAITS`); beyond, BUSY.
         waits: WAITs admitted; ``waits_busy``: refused for the bound; ``peak_waits``: the
             most waiting at once.
+        outcomes: WAITs answered with the job's end (the rest: with its live state, at their timeout).
+        cancels: CANCELs admitted.
         dropped: the frames dropped, by reason.
         accepted: requests admitted; ``jobs``: their jobs.
         busy: requests answered BUSY.
@@ -378,10 +380,12 @@ class ProducerServer:
         self.max_waits = MAX_WAITS
         self.waits = 0
         self.waits_busy = 0
+        self.outcomes = 0
         self.peak_waits = 0
         self._waiting: dict[asyncio.Task[None], tuple[bytes, int]] = {}  # each WAIT's task -> (peer, request id)
         self._waits_per_peer: dict[bytes, int] = {}
         self._cancels = 0  # CANCELs waiting for their commit
+        self.cancels = 0
         self.endpoint = endpoint
         self.max_frame_bytes = max_frame_bytes
         self._enqueue = enqueue
@@ -485,6 +489,8 @@ class ProducerServer:
                 logger.warning("producers: waiting for job %s failed: %s", job_id, exc)
                 self._send(ident, encode(BUSY, [request_id, clean_text(f"{type(exc).__name__}: {exc}")]))
                 return
+            if outcome is not None and outcome.state in TERMINAL_STATES:
+                self.outcomes += 1
             self._send(ident, encode(OUTCOME, [request_id, outcome_body(outcome, self.max_frame_bytes)]))
 
         task = self.loop.create_task(waiting())
@@ -511,6 +517,7 @@ class ProducerServer:
             return
         cancel = self._cancel
         self._cancels += 1
+        self.cancels += 1
 
         async def cancelling() -> None:
             try:

@@ -215,6 +215,12 @@ class DoneWatch:
         self.connected = self._listener.connected
         """Set while the LISTEN is in place (a test signal)."""
 
+    @property
+    def waiting(self) -> int:
+        """How many waiters are registered (a test signal)."""
+        with self._lock:
+            return sum(len(waiting) for waiting in self._waiters.values())
+
     def start(self) -> None:
         """Start listening (a thread of its own). Idempotent; returns at once."""
         self._listener.start()
