@@ -127,12 +127,13 @@ class AsyncClient:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return outcome
-                if token is None:
-                    await asyncio.sleep(min(delay, remaining))
+                if watch is not None and watch.connected.is_set():
+                    wait = min(client.result_poll, remaining)
+                else:  # no listener, or not (yet) listening: the backoff's reads
+                    wait = min(delay, remaining)
                     delay = min(delay * 2, POLL_MAX)
-                    continue
                 try:
-                    await asyncio.wait_for(woken.wait(), min(client.result_poll, remaining))
+                    await asyncio.wait_for(woken.wait(), wait)
                 except asyncio.TimeoutError:
                     pass
         finally:

@@ -37,6 +37,12 @@ client's `timeout`), while through the node one group
 commit carries all their jobs. Many concurrent producers should use
 ``node_endpoint``.
 
+Waiting for a result (`Client.result`) and cancelling (`Client.cancel`) go to the
+same node when enqueues do, which answers a wait when the job's completion commits
+and stops a cancelled job at once; on PostgreSQL without a node, a wait is woken by
+the NOTIFY of the transaction that ended the job, and a cancel's NOTIFY reaches every
+node. Either way a slow poll of the journal remains as the fallback.
+
 A job's task decides its queue, priority and attempts unless the producer sets
 them (`actorq.Task`). The client learns each task's declaration from the
 registry it is given, or else from the journal's task catalog, which every node
@@ -374,10 +380,10 @@ class Client:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return outcome
-                if token is not None:
+                if watch is not None and watch.connected.is_set():
                     woken.wait(min(self.result_poll, remaining))
-                else:
-                    time.sleep(min(delay, remaining))
+                else:  # no listener, or not (yet) listening: the backoff's reads
+                    woken.wait(min(delay, remaining))
                     delay = min(delay * 2, POLL_MAX)
         finally:
             if watch is not None and token is not None:

@@ -68,8 +68,10 @@ from actorq.transports.zmq import LoopSocket, bind_router, routed, send_reply
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EndpointUnusable", "ProducerServer", "Result", "encode_request", "parse_enqueue", "parse_reply", "request_bytes",
-           "parse_request", "encode_wait", "encode_cancel", "outcome_body", "read_outcome"]
+__all__ = [
+    "EndpointUnusable", "ProducerServer", "Result", "encode_cancel", "encode_request", "encode_wait",
+    "outcome_body", "parse_enqueue", "parse_reply", "parse_request", "read_outcome", "request_bytes"
+]
 
 # Message kinds (stable across releases).
 ENQUEUE = "enqueue"  # producer -> node
@@ -255,23 +257,6 @@ def outcome_body(outcome: JobResult | None, max_frame_bytes: int) -> list[Any]:
             None if outcome.traceback is None else clean_text(outcome.traceback)]
 
 
-def _outcome(job_id: str, body: Any) -> JobResult | None:
-    """`outcome_body`'s reverse, validated (what a Client reads)."""
-    if type(body) is not list or len(body) != 5:
-        raise _fail("outcome: expected [state, result, expired, error, traceback]")
-    state, result, expired, error, traceback = body
-    if state is None:
-        return None
-    if type(state) is not str or state not in _STATES:
-        raise _fail(f"outcome: not a job state: {describe(state)}")
-    if (result is not None and type(result) is not bytes) or type(expired) is not bool:
-        raise _fail("outcome: result is bytes or nil, expired a bool")
-    for text in (error, traceback):
-        if text is not None and (type(text) is not str or len(text) > MAX_TEXT_CHARS + 100):
-            raise _fail("outcome: error and traceback are texts of at most 2,100 characters, or nil")
-    return JobResult(job_id, JobState(state), result, expired, error, traceback)
-
-
 def encode_request(request_id: int, jobs: list[NewJob]) -> bytes:
     """The ENQUEUE frame of `jobs` (what a Client sends)."""
     items = [[j.id, j.queue, j.task, j.payload, j.priority, j.run_at, j.max_attempts, j.unique_key]
@@ -314,12 +299,25 @@ def parse_reply(frames: list[bytes]) -> tuple[str, int, Any]:
 
 
 def read_outcome(job_id: str, body: Any) -> JobResult | None:
-    """The `JobResult` an OUTCOME answer about `job_id` carries (None: the job is unknown).
+    """The `JobResult` an OUTCOME answer about `job_id` carries (`outcome_body`'s reverse, what a
+    Client reads); None: the job is unknown.
 
     Raises:
         FrameError: a field of the wrong type or out of its bounds.
     """
-    return _outcome(job_id, body)
+    if type(body) is not list or len(body) != 5:
+        raise _fail("outcome: expected [state, result, expired, error, traceback]")
+    state, result, expired, error, traceback = body
+    if state is None:
+        return None
+    if type(state) is not str or state not in _STATES:
+        raise _fail(f"outcome: not a job state: {describe(state)}")
+    if (result is not None and type(result) is not bytes) or type(expired) is not bool:
+        raise _fail("outcome: result is bytes or nil, expired a bool")
+    for text in (error, traceback):
+        if text is not None and (type(text) is not str or len(text) > MAX_TEXT_CHARS + 100):
+            raise _fail("outcome: error and traceback are texts of at most 2,100 characters, or nil")
+    return JobResult(job_id, JobState(state), result, expired, error, traceback)
 
 
 class _Request:
@@ -385,6 +383,7 @@ class ProducerServer:
         self._waiting: dict[asyncio.Task[None], tuple[bytes, int]] = {}  # each WAIT's task -> (peer, request id)
         self._waits_per_peer: dict[bytes, int] = {}
         self._cancels = 0  # CANCELs waiting for their commit
+        self._cancelling: set[asyncio.Task[None]] = set()
         self.cancels = 0
         self.endpoint = endpoint
         self.max_frame_bytes = max_frame_bytes
@@ -512,7 +511,8 @@ class ProducerServer:
     def _on_cancel(self, ident: bytes, request_id: int, job_id: str) -> None:
         if self._cancel is None or self._stopping or self._cancels >= MAX_CANCELS:
             self.busy += 1
-            why = "the node is stopping" if self._stopping or self._cancel is None else f"{MAX_CANCELS} cancels in progress"
+            why = ("the node is stopping" if self._stopping or self._cancel is None
+                   else f"{MAX_CANCELS} cancels in progress")
             self._send(ident, encode(BUSY, [request_id, why]))
             return
         cancel = self._cancel
@@ -529,7 +529,9 @@ class ProducerServer:
             finally:
                 self._cancels -= 1
 
-        self.loop.create_task(cancelling())
+        task = self.loop.create_task(cancelling())
+        self._cancelling.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._cancelling.discard)
 
     def _on_enqueue(self, ident: bytes, request_id: int, jobs: list[NewJob]) -> None:
         why = self._refusal(ident, jobs)

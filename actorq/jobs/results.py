@@ -16,8 +16,14 @@ brings (a crash reclaimed by the dispatcher or the leader, a cancel) is found by
 the fallback: each waiter reads the journal itself, once at once (the job may have
 ended before it watched) and then with a backoff doubling up to `POLL_MAX` seconds.
 
-A process without a node (`actorq.Client`) only polls: `outcome_value` turns what it
-read into the return value or the error, the same way for both.
+A process without a node (`actorq.Client`) is pushed too, where it can be: a node's
+producer endpoint takes its wait as one of these waiters (a WAIT request, see
+`actorq.jobs.producers`), and on PostgreSQL a `DoneWatch` LISTENs on the journal's
+done channel, which the transactions that end jobs NOTIFY with their ids (`done_ids`),
+and wakes the client's waiters to read again; they also read every `PUSHED_POLL`
+seconds, for a notification missed. With neither (SQLite, no node) it polls with the
+backoff above. `outcome_value` turns what was read into the return value or the
+error, the same way for all.
 """
 
 from __future__ import annotations

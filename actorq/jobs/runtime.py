@@ -9,9 +9,11 @@
     │   dispatcher      Dispatcher: ROUTER socket, leases for workers, collects their acks
     │   scheduler       Scheduler: promotes due jobs, rescues expired leases (leader), maintains the journal;
     │                   Cron: fires the journal's schedules (leader)
-    │   listener        Listener (journals that notify: PostgreSQL): other producers' jobs wake it
+    │   listener        Listener (journals that notify: PostgreSQL): other producers' jobs wake the
+    │                   dispatcher, cancels stop the jobs at once, ended jobs wake result waiters
     │   leader          Leadership: this node's claim on the duties that run once among nodes
-    │   producers       ProducerServer: ROUTER socket, other processes' enqueues through the writer
+    │   producers       ProducerServer: ROUTER socket, other processes' enqueues through the writer,
+    │                   their result waits (held as result waiters) and cancels
     ├── relays          enqueue commits, promotions and notifications ──▶ dispatcher.wake
     │                   a worker's exit ──▶ dispatcher.worker_exited (or kept for the next dispatcher)
     └── worker processes  `start_worker` (the pool's start function), `worker_exited` (its exit hook)

@@ -7,7 +7,11 @@ Needs the optional ``postgres`` extra (psycopg 3): ``pip install 'actorq[postgre
     node A ─ journal writer ─┐                        ┌─ LISTEN "<schema>" ─ Listener ─▶ wake dispatcher
     node B ─ journal writer ─┼─▶ <schema>.actorq_jobs ┤
     web app ─ enqueue_in(conn) (inside its own transaction; the job exists iff it commits)
-                             └─ enqueue / promote / retry_dead: NOTIFY "<schema>", payload = queue
+                             ├─ enqueue / promote / retry_dead: NOTIFY "<schema>", payload = queue
+                             ├─ complete / fail (to a final state) / cancel: NOTIFY "<schema>.done",
+                             │    payload = JSON array of the ids that ended (200 a notification)
+                             └─ cancel: NOTIFY "<schema>.cancel", payload = the job id
+                                  (nodes' listeners stop it; `Client.result` LISTENs on .done)
 
 Claims take ready rows with ``FOR UPDATE SKIP LOCKED`` under a materialized
 ``LIMIT``, so concurrent dispatchers never wait on each other and never get
