@@ -77,11 +77,17 @@ async def test_sqlite_result_through_the_node_endpoint_is_pushed(topology, no_no
             waiting = asyncio.create_task(asyncio.to_thread(client.result, job.id, 60))
             await eventually(lambda: server.waits == 1 and job.id in node.runtime.waiters.watched,
                              message="the node never took the wait")
-            gate.touch()
-            assert await waiting == {"n": 7}
-            # answered with the job's end, not with its live state at the timeout (the node's
-            # waiter reads no more for a day: only the writer's push could tell it)
-            assert server.outcomes == 1
+            other = Job("push.gated", [str(gate), "async"])
+            assert await asyncio.to_thread(client.enqueue, other) == other.id
+            async with AsyncClient(topo.config.journal.resolved_url, node_endpoint=server.endpoint) as aclient:
+                awaiting = asyncio.create_task(aclient.result(other.id, timeout=60))
+                await eventually(lambda: server.waits == 2, message="the node never took the async client's wait")
+                gate.touch()
+                assert await waiting == {"n": 7}
+                assert await awaiting == "async"
+            # answered with the jobs' end, not with their live state at the timeout (the node's
+            # waiters read no more for a day: only the writer's push could tell them)
+            assert server.outcomes == 2
             assert topo.states()[job.id] == "succeeded"
         assert not node.runtime.waiters.watched, "finished waits leave nothing behind"
         assert server.waits_busy == 0
@@ -233,6 +239,29 @@ async def test_postgresql_cancel_notify_stops_the_running_job_without_the_poll(t
         await eventually(lambda: _notes(topo, job.id) == ["", "cancelled"],
                          message="the cancel's NOTIFY did not stop the job")
         assert node.runtime.dispatcher.stats.cancels_sent == 1
+
+
+async def test_postgresql_a_node_waiter_is_woken_by_another_processs_done_notify(
+        topology, pg_schema, no_node_fallback) -> None:
+    """A job another node ends (here: a row updated and announced as a node's statement would):
+    the node's listener hears the done channel and its waiter reads at once."""
+    import json
+
+    import psycopg
+
+    from actorq.journal.postgres import channel_of
+
+    topo, url = _pg(topology, pg_schema)
+    async with Node(topo.config) as node:
+        job = Job("push.gated", ["never", 0])
+        asking = asyncio.create_task(node.queue("elsewhere").ask(job, timeout=60))  # no worker serves it
+        await eventually(lambda: job.id in node.runtime.waiters.watched, message="the ask never waited")
+        with psycopg.connect(url, autocommit=True) as conn:
+            with conn.transaction():
+                conn.execute(f'UPDATE "{pg_schema}".actorq_jobs SET state = %s, finished_at = now() WHERE id = %s',
+                             ("succeeded", job.id))
+                conn.execute("SELECT pg_notify(%s, %s)", (channel_of(pg_schema, "done"), json.dumps([job.id])))
+        assert await asking is None
 
 
 def test_wait_and_cancel_frames_are_validated_in_full() -> None:
