@@ -37,6 +37,8 @@ from actorq.journal.protocol import TERMINAL_STATES, JobInfo, JobResult
 
 __all__ = ["AsyncClient"]
 
+NODE_WAIT_THREADS = 16  # results waited for in a node at once; more read the journal (pushed on PostgreSQL)
+
 _T = TypeVar("_T")
 
 
@@ -67,6 +69,10 @@ class AsyncClient:
         self._client: Client | None = None
         # one thread: the calls reach the Client one at a time, in the order they were made
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="actorq-client")
+        # waits in a node block a thread each: a few of their own, never the client's thread
+        self._wait_threads = concurrent.futures.ThreadPoolExecutor(max_workers=NODE_WAIT_THREADS,
+                                                                   thread_name_prefix="actorq-wait")
+        self._node_waits = 0
         self._closed = False
 
     async def _call(self, method: Callable[[Client], _T]) -> _T:
@@ -96,8 +102,9 @@ class AsyncClient:
     async def result(self, job_id: str, timeout: float = 10.0) -> Any:
         """Wait for the job `job_id` to end and return its value; as `Client.result`.
 
-        Pushed as `Client.result` is: through the node enqueues go to (the wait blocks a
-        thread of the loop's default executor, never the client's own), or, on PostgreSQL,
+        Pushed as `Client.result` is: through the node enqueues go to (the wait blocks one
+        of `NODE_WAIT_THREADS` threads of this client, never its own; more waits at once
+        read the journal instead), or, on PostgreSQL,
         woken by the done channel's NOTIFY; else it polls with the same backoff. Between
         reads it sleeps on the loop, and the client's thread stays free for other calls.
         """
@@ -105,7 +112,14 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         client = await self._call(lambda client: client)
         deadline = time.monotonic() + timeout
-        answered, outcome = await loop.run_in_executor(None, client.wait_via_node, job_id, deadline)
+        answered, outcome = False, None
+        if self._node_waits < NODE_WAIT_THREADS:  # else a thread would be waited for: read the journal
+            self._node_waits += 1
+            try:
+                answered, outcome = await loop.run_in_executor(self._wait_threads, client.wait_via_node, job_id,
+                                                               deadline)
+            finally:
+                self._node_waits -= 1
         if not answered:
             outcome = await self._wait_in_journal(client, job_id, deadline)
         if outcome is None or outcome.state not in TERMINAL_STATES:
@@ -176,6 +190,7 @@ class AsyncClient:
 
         await asyncio.get_running_loop().run_in_executor(self._thread, shut)
         self._thread.shutdown(wait=False)
+        self._wait_threads.shutdown(wait=False)
 
     async def __aenter__(self) -> "AsyncClient":
         return self
