@@ -511,7 +511,8 @@ class ProducerServer:
     def _on_cancel(self, ident: bytes, request_id: int, job_id: str) -> None:
         if self._cancel is None or self._stopping or self._cancels >= MAX_CANCELS:
             self.busy += 1
-            why = ("the node is stopping" if self._stopping or self._cancel is None
+            why = ("the node is stopping" if self._stopping
+                   else "this endpoint does not cancel jobs" if self._cancel is None
                    else f"{MAX_CANCELS} cancels in progress")
             self._send(ident, encode(BUSY, [request_id, why]))
             return

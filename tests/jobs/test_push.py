@@ -297,3 +297,50 @@ def test_result_poll_is_range_checked(tmp_path: Path) -> None:
     for bad in (0, -1.0, DAY + 1, "2"):
         with pytest.raises(ValueError, match="result_poll must be seconds > 0 and at most 86400"):
             Client(f"sqlite:///{tmp_path / 'j.db'}", result_poll=bad)  # type: ignore[arg-type]
+
+
+async def test_the_endpoint_answers_a_live_state_at_the_timeout_and_busy_to_waits_when_it_stops(tmp_path) -> None:
+    """The producer endpoint alone, with a stand-in for the node's waiters: a WAIT that times
+    out is answered with the job's live state; WAITs still waiting at stop are answered BUSY."""
+    from actorq.journal import JobResult, JobState
+
+    released = asyncio.Event()
+
+    async def wait(job_id: str, seconds: float) -> JobResult | None:
+        if job_id == "unknown":
+            return None
+        if job_id == "times-out":
+            return JobResult(job_id, JobState.READY, None, False, None, None)
+        await released.wait()  # until the node stops
+        return None
+
+    loop = asyncio.get_running_loop()
+    server = producers.ProducerServer(loop, f"ipc://{tmp_path / 'p.sock'}", lambda job, cb: None,
+                                      max_frame_bytes=1 << 20, backlog=lambda: 0, wait=wait)
+    server.start()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(server.endpoint)
+
+    async def answer() -> tuple:
+        assert await asyncio.to_thread(sock.poll, 30_000), "no answer from the producer endpoint"
+        return producers.parse_reply(sock.recv_multipart())
+
+    try:
+        sock.send(producers.encode_wait(1, "times-out", 0.1))
+        kind, request_id, body = await answer()
+        assert (kind, request_id) == (producers.OUTCOME, 1)
+        assert producers.read_outcome("times-out", body).state == JobState.READY
+        sock.send(producers.encode_wait(2, "unknown", 0.1))
+        kind, request_id, body = await answer()
+        assert (kind, request_id, producers.read_outcome("unknown", body)) == (producers.OUTCOME, 2, None)
+        sock.send(producers.encode_cancel(3, "any"))  # this endpoint takes no cancels
+        assert await answer() == (producers.BUSY, 3, "this endpoint does not cancel jobs")
+        sock.send(producers.encode_wait(4, "held", 60.0))
+        await eventually(lambda: len(server._waiting) == 1, message="the wait was not taken")
+        await server.stop(grace=0.1)
+        assert await answer() == (producers.BUSY, 4, "the node is stopping")
+        assert server.outcomes == 0 and server.waits == 3
+    finally:
+        sock.close()
+        server.close()
