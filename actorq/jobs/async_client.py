@@ -24,17 +24,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import time
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-from actorq.jobs.client import DEFAULT_TIMEOUT, Client
+from actorq.jobs.client import DEFAULT_TIMEOUT, Client, check_wait
 from actorq.jobs.task import Declared, Job, TaskRegistry
-from actorq.jobs.results import POLL_FIRST, POLL_MAX, outcome_value, timed_out
+from actorq.jobs.results import POLL_FIRST, POLL_MAX, PUSHED_POLL, outcome_value, timed_out
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL,
 )
-from actorq.journal.protocol import TERMINAL_STATES, JobInfo
+from actorq.journal.protocol import TERMINAL_STATES, JobInfo, JobResult
 
 __all__ = ["AsyncClient"]
+
+NODE_WAIT_THREADS = 16  # results waited for in a node at once; more read the journal (pushed on PostgreSQL)
 
 _T = TypeVar("_T")
 
@@ -57,14 +60,19 @@ class AsyncClient:
                  busy_timeout: float = DEFAULT_BUSY_TIMEOUT, schema: str = DEFAULT_SCHEMA,
                  connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
                  tasks: TaskRegistry | Mapping[str, Declared] | None = None, create: bool = True,
-                 timeout: float = DEFAULT_TIMEOUT, via_node: bool = True, node_endpoint: str | None = None) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, via_node: bool = True, node_endpoint: str | None = None,
+                 result_poll: float = PUSHED_POLL) -> None:
         self._open = functools.partial(
             Client, url, synchronous=synchronous, busy_timeout=busy_timeout, schema=schema,
             connect_retry_for=connect_retry_for, tasks=tasks, create=create, timeout=timeout, via_node=via_node,
-            node_endpoint=node_endpoint)
+            node_endpoint=node_endpoint, result_poll=result_poll)
         self._client: Client | None = None
         # one thread: the calls reach the Client one at a time, in the order they were made
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="actorq-client")
+        # waits in a node block a thread each: a few of their own, never the client's thread
+        self._wait_threads = concurrent.futures.ThreadPoolExecutor(max_workers=NODE_WAIT_THREADS,
+                                                                   thread_name_prefix="actorq-wait")
+        self._node_waits = 0
         self._closed = False
 
     async def _call(self, method: Callable[[Client], _T]) -> _T:
@@ -94,23 +102,57 @@ class AsyncClient:
     async def result(self, job_id: str, timeout: float = 10.0) -> Any:
         """Wait for the job `job_id` to end and return its value; as `Client.result`.
 
-        Polls with the same backoff, sleeping on the loop (the client's thread stays free
-        for other calls between reads).
+        Pushed as `Client.result` is: through the node enqueues go to (the wait blocks one
+        of `NODE_WAIT_THREADS` threads of this client, never its own; more waits at once
+        read the journal instead), or, on PostgreSQL,
+        woken by the done channel's NOTIFY; else it polls with the same backoff. Between
+        reads it sleeps on the loop, and the client's thread stays free for other calls.
         """
-        if not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        check_wait(timeout)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        client = await self._call(lambda client: client)
+        deadline = time.monotonic() + timeout
+        answered, outcome = False, None
+        if self._node_waits < NODE_WAIT_THREADS:  # else a thread would be waited for: read the journal
+            self._node_waits += 1
+            try:
+                answered, outcome = await loop.run_in_executor(self._wait_threads, client.wait_via_node, job_id,
+                                                               deadline)
+            finally:
+                self._node_waits -= 1
+        if not answered:
+            outcome = await self._wait_in_journal(client, job_id, deadline)
+        if outcome is None or outcome.state not in TERMINAL_STATES:
+            raise timed_out(job_id, timeout, outcome)
+        return outcome_value(outcome)
+
+    async def _wait_in_journal(self, client: Client, job_id: str, deadline: float) -> JobResult | None:
+        loop = asyncio.get_running_loop()
+        watch = await self._call(lambda client: client.done_watch())
+        woken = asyncio.Event()
+        token = watch.add(job_id, lambda: loop.call_soon_threadsafe(woken.set)) if watch is not None else None
         delay = POLL_FIRST
-        while True:
-            outcome = await self._call(lambda client: client.outcome(job_id))
-            if outcome is not None and outcome.state in TERMINAL_STATES:
-                return outcome_value(outcome)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise timed_out(job_id, timeout, outcome)
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, POLL_MAX)
+        try:
+            while True:
+                woken.clear()
+                outcome = await self._call(lambda client: client.outcome(job_id))
+                if outcome is not None and outcome.state in TERMINAL_STATES:
+                    return outcome
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return outcome
+                if watch is not None and watch.connected.is_set():
+                    wait = min(client.result_poll, remaining)
+                else:  # no listener, or not (yet) listening: the backoff's reads
+                    wait = min(delay, remaining)
+                    delay = min(delay * 2, POLL_MAX)
+                try:
+                    await asyncio.wait_for(woken.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            if watch is not None and token is not None:
+                watch.remove(token)
 
     async def get(self, job_id: str) -> JobInfo | None:
         """One job's state and recorded errors, or None."""
@@ -148,6 +190,7 @@ class AsyncClient:
 
         await asyncio.get_running_loop().run_in_executor(self._thread, shut)
         self._thread.shutdown(wait=False)
+        self._wait_threads.shutdown(wait=False)
 
     async def __aenter__(self) -> "AsyncClient":
         return self

@@ -37,6 +37,12 @@ client's `timeout`), while through the node one group
 commit carries all their jobs. Many concurrent producers should use
 ``node_endpoint``.
 
+Waiting for a result (`Client.result`) and cancelling (`Client.cancel`) go to the
+same node when enqueues do, which answers a wait when the job's completion commits
+and stops a cancelled job at once; on PostgreSQL without a node, a wait is woken by
+the NOTIFY of the transaction that ended the job, and a cancel's NOTIFY reaches every
+node. Either way a slow poll of the journal remains as the fallback.
+
 A job's task decides its queue, priority and attempts unless the producer sets
 them (`actorq.Task`). The client learns each task's declaration from the
 registry it is given, or else from the journal's task catalog, which every node
@@ -61,7 +67,8 @@ from actorq.jobs import producers
 from actorq.jobs.node_file import NodeNotRunning, alive, listener_pid, node_file_beside, read_node_file
 from actorq.jobs.settings import producers_endpoint_problem
 from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared, Job, TaskRegistry, check_name
-from actorq.jobs.results import POLL_FIRST, POLL_MAX, outcome_value, timed_out
+from actorq.jobs.wire import MAX_NAME_CHARS
+from actorq.jobs.results import POLL_FIRST, POLL_MAX, PUSHED_POLL, DoneWatch, outcome_value, timed_out
 from actorq.journal import open_journal
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL, SQLITE_PREFIX,
@@ -79,6 +86,8 @@ DECLARATIONS_TTL = 10.0
 DEFAULT_TIMEOUT = 30.0  # seconds a call waits for the node's answer
 POLL_SLICE = 0.1  # while waiting, how often the node's process is looked for (a dead node answers nothing)
 BUSY_FIRST_DELAY, BUSY_MAX_DELAY = 0.005, 0.2  # backoff after a BUSY answer
+MAX_RESULT_POLL = 86_400.0
+WAIT_GRACE = 2.0  # seconds past a WAIT's own timeout its answer may take to arrive
 
 
 class Client:
@@ -116,6 +125,10 @@ class Client:
             ``ipc:///abs/path`` or ``tcp://127.0.0.1:PORT``): every enqueue goes to that node,
             on any journal, and never into the journal directly; with no node listening
             there, a call raises `NotCommitted` at once. None (default): as described above.
+            `result` and `cancel` go to the node too (whenever enqueues would), falling
+            back to the journal when it cannot take them.
+        result_poll: seconds between `result`'s fallback reads of the journal while it is
+            pushed (PostgreSQL's done channel): default `PUSHED_POLL` (2 s), at most a day.
 
     Raises:
         JournalError: the journal cannot be opened (or, with `create` False, does not exist).
@@ -127,9 +140,19 @@ class Client:
                  busy_timeout: float = DEFAULT_BUSY_TIMEOUT, schema: str = DEFAULT_SCHEMA,
                  connect_retry_for: float = DEFAULT_CONNECT_RETRY_FOR,
                  tasks: TaskRegistry | Mapping[str, Declared] | None = None, create: bool = True,
-                 timeout: float = DEFAULT_TIMEOUT, via_node: bool = True, node_endpoint: str | None = None) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, via_node: bool = True, node_endpoint: str | None = None,
+                 result_poll: float = PUSHED_POLL) -> None:
         if not 0 < timeout < math.inf:
             raise ValueError(f"timeout must be a positive finite number of seconds, got {timeout!r}")
+        if not (isinstance(result_poll, (int, float)) and 0 < result_poll <= MAX_RESULT_POLL):
+            raise ValueError(f"result_poll must be seconds > 0 and at most {MAX_RESULT_POLL:g}, got {result_poll!r}")
+        self.result_poll = float(result_poll)
+        """Seconds between `result`'s fallback reads of the journal while it is pushed."""
+        self._url = url
+        self._schema = schema
+        self._watch: DoneWatch | None = None
+        self._watch_lock = threading.Lock()
+        self._wait_links: list[_NodeLink] = []  # idle links for WAIT and CANCEL (one request each at a time)
         if node_endpoint is not None:
             if not via_node:
                 raise ValueError("node_endpoint sends every enqueue through a node; via_node=False forbids that")
@@ -302,10 +325,21 @@ class Client:
     def result(self, job_id: str, timeout: float = 10.0) -> Any:
         """Wait for the job `job_id`, enqueued earlier by anyone, to end; return what its task returned.
 
-        Reads the journal, at once and then with a backoff doubling from `POLL_FIRST` up to
-        `POLL_MAX` seconds (a process without a node is not pushed). Works for as long as
-        the result is kept (``[results] ttl``), also after the process that enqueued the
-        job restarted.
+        Pushed where it can be, polled where it cannot:
+
+        - through a node (the one enqueues go to: `node_endpoint`, or on SQLite the node
+          serving the file): the node waits (a WAIT request, see `actorq.jobs.producers`) and
+          answers when the job's completion commits there, or when another node's reaches
+          its fallback read; a node that is busy (too many waits), stopping or gone leaves
+          the rest of the wait to the journal;
+        - on PostgreSQL: reads the journal, woken by the NOTIFY of the transaction that ended
+          the job (`DoneWatch`), and reads it again every `result_poll` seconds in case a
+          notification was missed;
+        - else (SQLite, no node): reads the journal, at once and then with a backoff doubling
+          from `POLL_FIRST` to `POLL_MAX` seconds.
+
+        Works for as long as the result is kept (``[results] ttl``), also after the process
+        that enqueued the job restarted.
 
         Args:
             job_id: the job's id (as `enqueue` returned it).
@@ -322,19 +356,108 @@ class Client:
             AskTimeout: it did not end within `timeout`, or no such job is in the journal.
             JournalError: the journal cannot be read.
         """
-        if not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+        check_wait(timeout)
         deadline = time.monotonic() + timeout
+        answered, outcome = self.wait_via_node(job_id, deadline)
+        if not answered:
+            outcome = self._wait_in_journal(job_id, deadline)
+        if outcome is None or outcome.state not in TERMINAL_STATES:
+            raise timed_out(job_id, timeout, outcome)
+        return outcome_value(outcome)
+
+    def _wait_in_journal(self, job_id: str, deadline: float) -> JobResult | None:
+        """Read the job's outcome until it is final or `deadline` (`time.monotonic`) passes."""
+        watch = self.done_watch()
+        woken = threading.Event()
+        token = watch.add(job_id, woken.set) if watch is not None else None  # before the first read
         delay = POLL_FIRST
-        while True:
-            outcome = self.outcome(job_id)
-            if outcome is not None and outcome.state in TERMINAL_STATES:
-                return outcome_value(outcome)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise timed_out(job_id, timeout, outcome)
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, POLL_MAX)
+        try:
+            while True:
+                woken.clear()  # a notification from here on wakes the wait below
+                outcome = self.outcome(job_id)
+                if outcome is not None and outcome.state in TERMINAL_STATES:
+                    return outcome
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return outcome
+                if watch is not None and watch.connected.is_set():
+                    woken.wait(min(self.result_poll, remaining))
+                else:  # no listener, or not (yet) listening: the backoff's reads
+                    woken.wait(min(delay, remaining))
+                    delay = min(delay * 2, POLL_MAX)
+        finally:
+            if watch is not None and token is not None:
+                watch.remove(token)
+
+    def done_watch(self) -> DoneWatch | None:
+        """The listener that wakes this client's result waiters (PostgreSQL; started at the first
+        call), or None: the journal does not notify. Thread-safe."""
+        if not getattr(self._journal, "notifies", False):
+            return None
+        with self._watch_lock:
+            if self._watch is None:
+                watch = DoneWatch(self._url, self._schema)
+                watch.start()
+                self._watch = watch
+            return self._watch
+
+    def wait_via_node(self, job_id: str, deadline: float) -> tuple[bool, JobResult | None]:
+        """Wait in the node enqueues go to for the job's end, until `deadline` (`time.monotonic`).
+
+        Returns:
+            ``(True, outcome)``: the node answered for the whole wait: the final outcome, or
+            at the deadline the job's live state (None: unknown). ``(False, None)``: no node
+            can take the wait now (none, busy, stopping or gone): read the journal.
+        """
+        node = self._node_or_none()
+        if node is None:
+            return False, None
+        link = self._take_link(node)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False, None  # the journal's one read says where the job is
+                request_id = next(link.request_ids)
+                kind, body = link.ask(producers.encode_wait(request_id, job_id, remaining), request_id,
+                                      deadline + WAIT_GRACE)
+                if kind != producers.OUTCOME:
+                    logger.debug("producers: the node did not wait for job %s (%s); reading the journal", job_id, body)
+                    self._give_link(link)
+                    return False, None
+                outcome = producers.read_outcome(job_id, body)
+                if outcome is not None and outcome.state in TERMINAL_STATES:
+                    self._give_link(link)
+                    return True, outcome
+                if time.monotonic() < deadline - 0.01:  # answered before its time: let the journal go on
+                    self._give_link(link)
+                    return False, None
+        except (NotCommitted, FrameError) as exc:  # no answer, the node gone, or a bad one
+            logger.debug("producers: no outcome of job %s from the node (%s); reading the journal", job_id, exc)
+            link.close()
+            return False, None
+
+    def _node_or_none(self) -> dict[str, Any] | None:
+        try:
+            return self._node()
+        except NotCommitted:  # nothing listens at node_endpoint
+            return None
+
+    def _take_link(self, node: dict[str, Any]) -> "_NodeLink":
+        with self._watch_lock:
+            while self._wait_links:
+                link = self._wait_links.pop()
+                if link.endpoint == node["producers"] and link.pid == node["pid"]:
+                    return link
+                link.close()
+        return _NodeLink(node["producers"], node["pid"])
+
+    def _give_link(self, link: "_NodeLink") -> None:
+        with self._watch_lock:
+            if len(self._wait_links) < 8:
+                self._wait_links.append(link)
+                return
+        link.close()
 
     def outcome(self, job_id: str) -> JobResult | None:
         """Read the job's state and outcome once, without waiting (`Journal.result`); None if unknown."""
@@ -353,8 +476,9 @@ class Client:
 
         The job ends ``cancelled`` in the journal at once. A running job's lease is void
         from then on: its worker's later answer is rejected (fenced), so it neither
-        succeeds nor retries. The node holding it learns of it within a second (it polls
-        the jobs it holds) and stops it: an async task gets `asyncio.CancelledError`; a sync
+        succeeds nor retries. The node holding it is told at once (through the node
+        enqueues go to, which commits the cancel; on PostgreSQL by the cancel's NOTIFY),
+        or else within a second (it polls the jobs it holds), and stops it: an async task gets `asyncio.CancelledError`; a sync
         task sees ``current_job().cancelled`` and, past ``workers.cancel_grace``, its
         process is replaced (see docs/timeouts.md).
 
@@ -367,6 +491,22 @@ class Client:
         """
         if not isinstance(job_id, str) or not job_id:
             return False
+        node = self._node_or_none()
+        if node is not None and len(job_id) <= MAX_NAME_CHARS:
+            link = self._take_link(node)
+            request_id = next(link.request_ids)
+            try:
+                kind, body = link.ask(producers.encode_cancel(request_id, job_id), request_id,
+                                      time.monotonic() + self._timeout)
+            except (NotCommitted, FrameError) as exc:
+                logger.debug("producers: the node did not answer the cancel of job %s (%s)", job_id, exc)
+                link.close()
+            else:
+                self._give_link(link)
+                if kind == producers.CANCELLED:
+                    return bool(body)
+        # no node, or it could not take it: into the journal (its node notices at its next poll,
+        # or at once on PostgreSQL, whose cancel NOTIFYs every node)
         return self._journal.cancel(job_id)
 
     def pause_queue(self, queue: str) -> bool:
@@ -406,6 +546,13 @@ class Client:
             if self._link is not None:
                 self._link.close()
                 self._link = None
+        with self._watch_lock:
+            watch, self._watch = self._watch, None
+            links, self._wait_links = self._wait_links, []
+        for link in links:
+            link.close()
+        if watch is not None:
+            watch.stop()
         self._journal.close()
 
     def __enter__(self) -> "Client":
@@ -413,6 +560,12 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_wait(timeout: object) -> None:
+    """Refuse a `result` timeout that is not a number of seconds > 0 (ValueError)."""
+    if not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and 0 < timeout < math.inf):
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
 
 
 def _chunks(rows: list[NewJob], max_payload: int) -> list[list[NewJob]]:
@@ -432,6 +585,7 @@ class _NodeLink:
     """A DEALER socket to one node's producer endpoint; used under the client's lock."""
 
     _request_ids = itertools.count(1)
+    request_ids = _request_ids
 
     def __init__(self, endpoint: str, pid: int) -> None:
         self.endpoint = endpoint
@@ -466,6 +620,18 @@ class _NodeLink:
                                    "the jobs were not committed: send them again")
             time.sleep(delay)
             delay = min(delay * 2, BUSY_MAX_DELAY)
+
+    def ask(self, frame: bytes, request_id: int, deadline: float) -> tuple[str, Any]:
+        """Send one WAIT or CANCEL request and return its answer's ``(kind, body)``.
+
+        Raises:
+            NotCommitted: it could not be sent, or no answer came by `deadline`, or the node died.
+        """
+        try:
+            self._sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            raise NotCommitted("the node's queue from this client is full") from None
+        return self._answer(request_id, deadline, max(0.0, deadline - time.monotonic()))
 
     def _answer(self, request_id: int, deadline: float, timeout: float) -> tuple[str, Any]:
         while True:

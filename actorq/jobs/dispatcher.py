@@ -162,6 +162,10 @@ class Dispatcher:
         self._successor = False  # an earlier dispatcher ran before this one (see `take_over`)
         self.closed = False
         self._cancel_poll_in_flight = False
+        self._cancel_poll_again = False  # a cancel was pushed while a poll was under way
+        self.cancel_polling = True
+        """Poll held jobs for cancels each liveness period, the fallback of `check_cancels`
+        (tests turn it off to show that a cancel is pushed)."""
         self.stats = DispatcherStats()
         self._malformed = DropCounter(
             "dispatcher", logger, event="dropped a malformed frame", counts=self.stats.malformed).drop
@@ -585,23 +589,38 @@ class Dispatcher:
         deadline = now - self.heartbeat_timeout
         for worker in [w for w in self._workers.values() if w.last_seen < deadline]:
             self._lose(worker)
-        self._poll_cancels()
+        if self.cancel_polling:
+            self._poll_cancels()
         self._schedule_liveness()
 
     # -- cancellation ---------------------------------------------------------------------
+    def check_cancels(self) -> None:
+        """A job was just cancelled (this node's cancel, or another process's, heard from the
+        journal's cancel channel): ask the journal now which held jobs are cancelled, and stop
+        them. A read already under way, which may predate the cancel, is followed by another."""
+        if self._cancel_poll_in_flight:
+            self._cancel_poll_again = True
+            return
+        self._poll_cancels()
+
     def _poll_cancels(self) -> None:
         """Ask the journal which held jobs were cancelled (by any client, on any node) and
         tell their workers to stop them. One read per liveness period (at most 1 s), and
-        only while workers hold jobs; the leases are void already, so this only stops the work."""
+        only while workers hold jobs; the leases are void already, so this only stops the work.
+        The fallback of `check_cancels`, which a cancel pushes."""
         if self._cancel_poll_in_flight:
             return
         holders = {job_id: worker for worker in self._workers.values() for job_id in worker.held}
         if not holders:
             return
         self._cancel_poll_in_flight = True
+        self._cancel_poll_again = False
 
         def found(ids: Any, error: BaseException | None) -> None:
             self._cancel_poll_in_flight = False
+            if self._cancel_poll_again and not self.closed:
+                self._cancel_poll_again = False
+                self.loop.call_soon(self._poll_cancels)
             if error is not None or self.closed:
                 return
             told: dict[str, list[str]] = {}

@@ -24,6 +24,20 @@ Messages (codec envelopes; names stable across releases)::
     ENQUEUED  [request id, [[True, job id] | [False, error text]...]]   one item a job, in order
     BUSY      [request id, text]                                        nothing was done: send again
 
+    WAIT      [request id, job id, seconds]             wait in the node for the job's end
+    OUTCOME   [request id, [state?, result?, expired, error?, traceback?]]
+                                                        at its end (a final state), or at the
+                                                        timeout (its live state; nil: unknown)
+    CANCEL    [request id, job id]                      cancel it; the node stops it at once
+    CANCELLED [request id, bool]                        True: cancelled now; False: had ended, or unknown
+
+A WAIT holds no socket or thread in the node: it is one of the node's result waiters
+(`ResultWaiters`, what `ask` uses), pushed by the writer when the job's completion
+commits. At most `MAX_WAITS` wait at once (4 per peer); beyond, a WAIT is answered
+BUSY at once and the client reads the journal instead. An answer carries what the
+journal holds: a result of at most `wire.result_budget` bytes, texts of at most
+`wire.MAX_ERROR_CHARS` characters.
+
 A job's id is the producer's, so sending a request again after a lost answer
 (a timeout, a node that died) adds nothing twice (B6). For a job whose unique
 key is held (by a live job, or one inside its ``unique_for`` period), the id
@@ -41,29 +55,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, NamedTuple
+from typing import Any, Awaitable, Callable, NamedTuple
 
 import zmq
 
 from actorq.errors import ActorQError
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.task import check_name
-from actorq.jobs.wire import MAX_NAME_CHARS, clean_text, payload_budget
-from actorq.journal.protocol import MAX_UNIQUE_FOR, NewJob
+from actorq.jobs.wire import MAX_ERROR_CHARS as MAX_TEXT_CHARS, MAX_NAME_CHARS, clean_text, payload_budget, result_budget
+from actorq.journal.protocol import MAX_UNIQUE_FOR, TERMINAL_STATES, JobResult, JobState, NewJob
 from actorq.transports.codec import FrameError, decode, describe, encode
 from actorq.transports.drops import DropCounter
 from actorq.transports.zmq import LoopSocket, bind_router, routed, send_reply
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EndpointUnusable", "ProducerServer", "Result", "encode_request", "parse_enqueue", "parse_reply", "request_bytes"]
+__all__ = [
+    "EndpointUnusable", "ProducerServer", "Result", "encode_cancel", "encode_request", "encode_wait",
+    "outcome_body", "parse_enqueue", "parse_reply", "parse_request", "read_outcome", "request_bytes"
+]
 
 # Message kinds (stable across releases).
 ENQUEUE = "enqueue"  # producer -> node
 ENQUEUED = "enqueued"  # node -> producer: one result a job
 BUSY = "busy"  # node -> producer: not admitted, nothing done; send again later
-REQUEST_KINDS = frozenset({ENQUEUE})
-REPLY_KINDS = frozenset({ENQUEUED, BUSY})
+WAIT = "wait"  # producer -> node: answer when the job ends, or at the timeout
+OUTCOME = "outcome"  # node -> producer: the job's outcome (or its live state at the timeout)
+CANCEL = "cancel"  # producer -> node: cancel a job
+CANCELLED = "cancelled"  # node -> producer: whether it was cancelled now
+REQUEST_KINDS = frozenset({ENQUEUE, WAIT, CANCEL})
+REPLY_KINDS = frozenset({ENQUEUED, BUSY, OUTCOME, CANCELLED})
+
+MAX_WAITS = 256  # WAITs waiting at once in a node: each holds a future and, at its end, one reply
+MAX_WAITS_PER_PEER = 4
+MAX_WAIT_SECONDS = 86_400.0  # one WAIT's longest timeout; a longer wait sends another
+MAX_CANCELS = 256  # CANCELs waiting for their commit
+_STATES = frozenset(state.value for state in JobState)
 
 MAX_REQUEST_ID = 2**63 - 1
 MAX_JOBS_PER_REQUEST = 1000  # a Client splits larger batches; 1,000 jobs take one or two groups
@@ -80,6 +107,7 @@ MAX_PENDING_BYTES = 64 << 20  # payload bytes of those jobs
 MAX_WRITER_BACKLOG = 50_000  # ops waiting for the writer (all of the node's, not only producers')
 MAX_ERROR_CHARS = 500  # an error text in a reply: the journal's message, cut
 # A reply: per job an array header, a bool and an id or error text (4 bytes a character at most).
+# (~2 MB: it holds an OUTCOME too, a result of at most ~1 MiB and two texts of 2,000 characters.)
 MAX_REPLY_BYTES = MAX_JOBS_PER_REQUEST * (4 * MAX_ERROR_CHARS + 16) + 1024
 STOP_GRACE = 3.0  # seconds a stopping endpoint waits for its answers: within the role's 10 s shutdown
 
@@ -159,7 +187,13 @@ def parse_enqueue(frame: bytes, max_frame_bytes: int) -> tuple[int, list[NewJob]
             ``too_large``: the payloads exceed the budget.
     """
     budget = payload_budget(max_frame_bytes)
-    _kind, body = decode(frame, budget, kinds=REQUEST_KINDS, max_items=MAX_JOBS_PER_REQUEST)
+    kind, body = decode(frame, budget, kinds=REQUEST_KINDS, max_items=MAX_JOBS_PER_REQUEST)
+    if kind != ENQUEUE:
+        raise _fail(f"expected an enqueue request, got {kind}")
+    return _enqueue_body(body, budget)
+
+
+def _enqueue_body(body: Any, budget: int) -> tuple[int, list[NewJob]]:
     if type(body) is not list or len(body) != 2:
         raise _fail("expected [request id, jobs]")
     request_id, items = body
@@ -174,6 +208,64 @@ def parse_enqueue(frame: bytes, max_frame_bytes: int) -> tuple[int, list[NewJob]
     return request_id, jobs
 
 
+def parse_request(frame: bytes, max_frame_bytes: int) -> tuple[str, int, Any]:
+    """Validate one request frame in full: ``(kind, request id, body)``.
+
+    The body of ENQUEUE is its jobs (`parse_enqueue`); of WAIT, ``(job id, seconds)``; of
+    CANCEL, the job id.
+
+    Raises:
+        FrameError: as `parse_enqueue`; for WAIT and CANCEL, ``bad_body``: not ``[request id,
+            job id]`` (and seconds, a number > 0 and at most `MAX_WAIT_SECONDS`), or a job id
+            that is no name (`check_name`).
+    """
+    budget = payload_budget(max_frame_bytes)
+    kind, body = decode(frame, budget, kinds=REQUEST_KINDS, max_items=MAX_JOBS_PER_REQUEST)
+    if kind == ENQUEUE:
+        return (kind, *_enqueue_body(body, budget))
+    fields = 3 if kind == WAIT else 2
+    if type(body) is not list or len(body) != fields:
+        raise _fail(f"{kind}: expected [request id, job id{', seconds' if kind == WAIT else ''}]")
+    request_id, job_id = body[0], body[1]
+    if type(request_id) is not int or not 0 <= request_id <= MAX_REQUEST_ID:
+        raise _fail(f"a request id is an integer from 0 to 2^63-1, got {describe(request_id)}")
+    try:
+        check_name("job id", job_id)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    if kind == CANCEL:
+        return kind, request_id, job_id
+    seconds = body[2]
+    # `not <=` also refuses NaN
+    if type(seconds) not in (int, float) or not 0 < seconds <= MAX_WAIT_SECONDS:
+        raise _fail(f"wait: seconds is a number > 0 and at most {MAX_WAIT_SECONDS:g}, got {describe(seconds)}")
+    return kind, request_id, (job_id, float(seconds))
+
+
+def encode_wait(request_id: int, job_id: str, seconds: float) -> bytes:
+    """The WAIT frame: answer when job `job_id` ends, or after `seconds` (what a Client sends)."""
+    return encode(WAIT, [request_id, job_id, min(float(seconds), MAX_WAIT_SECONDS)])
+
+
+def encode_cancel(request_id: int, job_id: str) -> bytes:
+    """The CANCEL frame of job `job_id` (what a Client sends)."""
+    return encode(CANCEL, [request_id, job_id])
+
+
+def outcome_body(outcome: JobResult | None, max_frame_bytes: int) -> list[Any]:
+    """The body of an OUTCOME answer: ``[state, result, expired, error, traceback]``, or, for an
+    unknown job, ``[nil, nil, false, nil, nil]``. A result over `wire.result_budget` (none the
+    journal got from a worker is) travels as none, and reads as expired."""
+    if outcome is None:
+        return [None, None, False, None, None]
+    result, expired = outcome.result, outcome.expired
+    if result is not None and len(result) > result_budget(max_frame_bytes):
+        result, expired = None, True
+    return [outcome.state.value, result, expired,
+            None if outcome.error is None else clean_text(outcome.error),
+            None if outcome.traceback is None else clean_text(outcome.traceback)]
+
+
 def encode_request(request_id: int, jobs: list[NewJob]) -> bytes:
     """The ENQUEUE frame of `jobs` (what a Client sends)."""
     items = [[j.id, j.queue, j.task, j.payload, j.priority, j.run_at, j.max_attempts, j.unique_key]
@@ -185,7 +277,8 @@ def encode_request(request_id: int, jobs: list[NewJob]) -> bytes:
 def parse_reply(frames: list[bytes]) -> tuple[str, int, Any]:
     """Validate one answer (what a Client receives): ``(kind, request id, body)``.
 
-    The body of ENQUEUED is a list of `Result`; of BUSY, a text.
+    The body of ENQUEUED is a list of `Result`; of BUSY, a text; of OUTCOME, its raw
+    fields (`read_outcome` checks them); of CANCELLED, a bool.
 
     Raises:
         FrameError: not one part, not a reply kind, or fields of the wrong shape.
@@ -200,11 +293,41 @@ def parse_reply(frames: list[bytes]) -> tuple[str, int, Any]:
         if type(rest) is not str:
             raise _fail("busy: expected a text")
         return kind, request_id, rest
+    if kind == CANCELLED:
+        if type(rest) is not bool:
+            raise _fail("cancelled: expected a bool")
+        return kind, request_id, rest
+    if kind == OUTCOME:
+        if type(rest) is not list or len(rest) != 5:
+            raise _fail("outcome: expected [state, result, expired, error, traceback]")
+        return kind, request_id, rest
     if type(rest) is not list or not all(
         type(item) is list and len(item) == 2 and type(item[0]) is bool and type(item[1]) is str for item in rest
     ):
         raise _fail("enqueued: expected [[ok, text]...]")
     return kind, request_id, [Result(ok, text) for ok, text in rest]
+
+
+def read_outcome(job_id: str, body: Any) -> JobResult | None:
+    """The `JobResult` an OUTCOME answer about `job_id` carries (`outcome_body`'s reverse, what a
+    Client reads); None: the job is unknown.
+
+    Raises:
+        FrameError: a field of the wrong type or out of its bounds.
+    """
+    if type(body) is not list or len(body) != 5:
+        raise _fail("outcome: expected [state, result, expired, error, traceback]")
+    state, result, expired, error, traceback = body
+    if state is None:
+        return None
+    if type(state) is not str or state not in _STATES:
+        raise _fail(f"outcome: not a job state: {describe(state)}")
+    if (result is not None and type(result) is not bytes) or type(expired) is not bool:
+        raise _fail("outcome: result is bytes or nil, expired a bool")
+    for text in (error, traceback):
+        if text is not None and (type(text) is not str or len(text) > MAX_TEXT_CHARS + 100):
+            raise _fail("outcome: error and traceback are texts of at most 2,100 characters, or nil")
+    return JobResult(job_id, JobState(state), result, expired, error, traceback)
 
 
 class _Request:
@@ -236,7 +359,17 @@ class ProducerServer:
             same group (a lease sees the inserts before it in its transaction); the commit's
             ``on_enqueued`` wakes it again in any case.
 
+        wait: waits up to some seconds for a job's end and returns its outcome, or its last
+            read at the timeout (`ResultWaiters.outcome`); None: WAITs are answered BUSY.
+        cancel: cancels a job through the writer and stops it (`JobRuntime.cancel`); None:
+            CANCELs are answered BUSY.
+
     Attributes:
+        max_waits: WAITs that may wait at once (`MAX_WAITS`); beyond, BUSY.
+        waits: WAITs admitted; ``waits_busy``: refused for the bound; ``peak_waits``: the
+            most waiting at once.
+        outcomes: WAITs answered with the job's end (the rest: with its live state, at their timeout).
+        cancels: CANCELs admitted.
         dropped: the frames dropped, by reason.
         accepted: requests admitted; ``jobs``: their jobs.
         busy: requests answered BUSY.
@@ -246,8 +379,22 @@ class ProducerServer:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str,
                  enqueue: Callable[[NewJob, jw.Callback], None], *, max_frame_bytes: int,
-                 backlog: Callable[[], int], wake: Callable[[set[str]], None] | None = None) -> None:
+                 backlog: Callable[[], int], wake: Callable[[set[str]], None] | None = None,
+                 wait: Callable[[str, float], Awaitable[JobResult | None]] | None = None,
+                 cancel: Callable[[str], Awaitable[bool]] | None = None) -> None:
         self.loop = loop
+        self._wait = wait
+        self._cancel = cancel
+        self.max_waits = MAX_WAITS
+        self.waits = 0
+        self.waits_busy = 0
+        self.outcomes = 0
+        self.peak_waits = 0
+        self._waiting: dict[asyncio.Task[None], tuple[bytes, int]] = {}  # each WAIT's task -> (peer, request id)
+        self._waits_per_peer: dict[bytes, int] = {}
+        self._cancels = 0  # CANCELs waiting for their commit
+        self._cancelling: set[asyncio.Task[None]] = set()
+        self.cancels = 0
         self.endpoint = endpoint
         self.max_frame_bytes = max_frame_bytes
         self._enqueue = enqueue
@@ -290,6 +437,7 @@ class ProducerServer:
         """Answer new requests BUSY, wait up to `grace` seconds for the answers of those in
         flight (the writer is still running: it stops after this role), then close. Idempotent."""
         self._stopping = True
+        self._end_waits()
         if self._in_flight and self._socket is not None:
             self._drained = asyncio.Event()
             try:
@@ -302,15 +450,101 @@ class ProducerServer:
     def close(self, linger_ms: int = 0) -> None:
         """Stop serving at once; answers still to come are not sent. Idempotent."""
         self._stopping = True
+        self._end_waits()
         if self._socket is not None:
             self._socket.close(linger_ms)
             self._socket = None
+
+    def _end_waits(self) -> None:
+        """Answer every WAIT BUSY (its client reads the journal instead) and forget it."""
+        for task, (ident, request_id) in list(self._waiting.items()):
+            task.cancel()
+            self._send(ident, encode(BUSY, [request_id, "the node is stopping"]))
+        self._waiting.clear()
+        self._waits_per_peer.clear()
 
     def _on_message(self, frames: list[bytes]) -> None:
         message = routed(frames, self._parse, self.dropped)
         if message is None:
             return
-        ident, (request_id, jobs) = message
+        ident, (kind, request_id, body) = message
+        if kind == WAIT:
+            self._on_wait(ident, request_id, *body)
+        elif kind == CANCEL:
+            self._on_cancel(ident, request_id, body)
+        else:
+            self._on_enqueue(ident, request_id, body)
+
+    def _on_wait(self, ident: bytes, request_id: int, job_id: str, seconds: float) -> None:
+        why = ""
+        if self._wait is None or self._stopping:
+            why = "the node is stopping" if self._stopping else "this endpoint does not wait for results"
+        elif len(self._waiting) >= self.max_waits:
+            why = f"{self.max_waits} result waits in progress (the most a node holds)"
+        elif self._waits_per_peer.get(ident, 0) >= MAX_WAITS_PER_PEER:
+            why = f"{MAX_WAITS_PER_PEER} result waits of this producer in progress"
+        if why:
+            self.busy += 1
+            self.waits_busy += 1
+            self._send(ident, encode(BUSY, [request_id, why]))
+            return
+        wait = self._wait
+        assert wait is not None
+
+        async def waiting() -> None:
+            try:
+                outcome = await wait(job_id, seconds)
+            except Exception as exc:  # the waiter itself failed: the client reads the journal
+                logger.warning("producers: waiting for job %s failed: %s", job_id, exc)
+                self._send(ident, encode(BUSY, [request_id, clean_text(f"{type(exc).__name__}: {exc}")]))
+                return
+            if outcome is not None and outcome.state in TERMINAL_STATES:
+                self.outcomes += 1
+            self._send(ident, encode(OUTCOME, [request_id, outcome_body(outcome, self.max_frame_bytes)]))
+
+        task = self.loop.create_task(waiting())
+        self._waiting[task] = (ident, request_id)
+        self._waits_per_peer[ident] = self._waits_per_peer.get(ident, 0) + 1
+        self.waits += 1
+        self.peak_waits = max(self.peak_waits, len(self._waiting))
+        task.add_done_callback(self._wait_ended)
+
+    def _wait_ended(self, task: "asyncio.Task[None]") -> None:
+        waited = self._waiting.pop(task, None)
+        if waited is None:
+            return
+        ident = waited[0]
+        left = self._waits_per_peer.pop(ident, 1) - 1
+        if left > 0:
+            self._waits_per_peer[ident] = left
+
+    def _on_cancel(self, ident: bytes, request_id: int, job_id: str) -> None:
+        if self._cancel is None or self._stopping or self._cancels >= MAX_CANCELS:
+            self.busy += 1
+            why = ("the node is stopping" if self._stopping
+                   else "this endpoint does not cancel jobs" if self._cancel is None
+                   else f"{MAX_CANCELS} cancels in progress")
+            self._send(ident, encode(BUSY, [request_id, why]))
+            return
+        cancel = self._cancel
+        self._cancels += 1
+        self.cancels += 1
+
+        async def cancelling() -> None:
+            try:
+                done = await cancel(job_id)
+            except Exception as exc:  # not committed: the client is told BUSY and may try again
+                self._send(ident, encode(BUSY, [request_id, clean_text(f"{type(exc).__name__}: {exc}")]))
+            else:
+                self._send(ident, encode(CANCELLED, [request_id, bool(done)]))
+            finally:
+                self._cancels -= 1
+
+        task = self.loop.create_task(cancelling())
+        self._cancelling.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._cancelling.discard)
+
+    def _on_enqueue(self, ident: bytes, request_id: int, jobs: list[NewJob]) -> None:
         why = self._refusal(ident, jobs)
         if why:
             self.busy += 1
@@ -336,8 +570,8 @@ class ProducerServer:
         if self._wake is not None:  # idle workers' leases queue behind these jobs: one group for both
             self._wake({job.queue for job in jobs})
 
-    def _parse(self, frame: bytes) -> tuple[int, list[NewJob]]:
-        return parse_enqueue(frame, self.max_frame_bytes)
+    def _parse(self, frame: bytes) -> tuple[str, int, Any]:
+        return parse_request(frame, self.max_frame_bytes)
 
     def _refusal(self, ident: bytes, jobs: list[NewJob]) -> str:
         """Why the request cannot be admitted now ("" if it can)."""

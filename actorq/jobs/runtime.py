@@ -9,9 +9,11 @@
     │   dispatcher      Dispatcher: ROUTER socket, leases for workers, collects their acks
     │   scheduler       Scheduler: promotes due jobs, rescues expired leases (leader), maintains the journal;
     │                   Cron: fires the journal's schedules (leader)
-    │   listener        Listener (journals that notify: PostgreSQL): other producers' jobs wake it
+    │   listener        Listener (journals that notify: PostgreSQL): other producers' jobs wake the
+    │                   dispatcher, cancels stop the jobs at once, ended jobs wake result waiters
     │   leader          Leadership: this node's claim on the duties that run once among nodes
-    │   producers       ProducerServer: ROUTER socket, other processes' enqueues through the writer
+    │   producers       ProducerServer: ROUTER socket, other processes' enqueues through the writer,
+    │                   their result waits (held as result waiters) and cancels
     ├── relays          enqueue commits, promotions and notifications ──▶ dispatcher.wake
     │                   a worker's exit ──▶ dispatcher.worker_exited (or kept for the next dispatcher)
     └── worker processes  `start_worker` (the pool's start function), `worker_exited` (its exit hook)
@@ -68,7 +70,7 @@ from actorq.jobs.queue import QueueRef
 from actorq.jobs.cron import Cron, Schedules, sync_file_schedules
 from actorq.jobs.schedule import Schedule
 from actorq.jobs.scheduler import Scheduler
-from actorq.jobs.results import ResultWaiters
+from actorq.jobs.results import ResultWaiters, done_ids
 from actorq.jobs.settings import DispatcherConfig, NodeConfig, ProducersConfig, ResultsConfig, WorkersConfig
 from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import EXIT_REPLACED, WORKER_BOOT, WorkerSpec
@@ -402,15 +404,24 @@ class JobRuntime:
 
     def start_listener(self) -> Any:
         """Start listening for other producers' jobs (the listener role's start; journals that notify)."""
-        from actorq.journal import Listener  # loads psycopg: only journals that notify get here
+        from actorq.journal.postgres import Listener, channel_of  # loads psycopg: only journals that notify
 
         loop = asyncio.get_running_loop()
+        schema = self.journal_config.schema
 
         def notified(queue: str | None) -> None:  # on the listener's thread
             loop.call_soon_threadsafe(self.wake, None if queue is None else {queue})
 
-        listener = Listener(self.journal_config.resolved_url, notified, schema=self.journal_config.schema,
-                            application_name=f"actorq {self.node.name} listener")
+        def done(payload: str | None) -> None:  # jobs ended, on any node: wake this node's waiters
+            if self.waiters.watched:  # else nothing to do (a read of a set's size, safe here)
+                loop.call_soon_threadsafe(self.waiters.poke, done_ids(payload))
+
+        def cancelled(_job_id: str | None) -> None:
+            loop.call_soon_threadsafe(self.cancel_noticed)
+
+        listener = Listener(self.journal_config.resolved_url, notified, schema=schema,
+                            application_name=f"actorq {self.node.name} listener",
+                            channels={channel_of(schema, "done"): done, channel_of(schema, "cancel"): cancelled})
         listener.start()
         return listener
 
@@ -464,7 +475,7 @@ class JobRuntime:
         server = ProducerServer(asyncio.get_running_loop(), endpoint, self.enqueue,
                                 max_frame_bytes=self.dispatcher_config.max_frame_bytes,
                                 backlog=lambda: self._writer.backlog if self._writer is not None else 0,
-                                wake=self.wake)
+                                wake=self.wake, wait=self.waiters.outcome, cancel=self.cancel)
         try:
             server.start()
             if endpoint.startswith("ipc://"):  # a socket needs write permission to connect to
@@ -605,7 +616,15 @@ class JobRuntime:
         if self._writer is None:
             raise RuntimeError("node not started")
         cancelled: bool = await self._writer.call(jw.CALL, operator.methodcaller("cancel", job_id))
+        if cancelled:
+            self.cancel_noticed()  # this node may hold it: stop it now, not at the next poll
         return cancelled
+
+    def cancel_noticed(self) -> None:
+        """A job was cancelled (here, or in another process: the journal's cancel channel): the
+        current dispatcher asks the journal at once which of its workers' jobs are cancelled."""
+        if self._dispatcher is not None and not self._dispatcher.closed:
+            self._dispatcher.check_cancels()
 
     async def pause_queue(self, queue: str) -> bool:
         """Pause `queue` in the journal (every node sharing it); True if it was running."""

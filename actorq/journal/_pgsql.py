@@ -7,6 +7,7 @@ parameter (``%(name)s``). Batches travel as arrays and are unpacked with
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -24,12 +25,42 @@ _NOTIFY = ("(SELECT count(*) FROM (SELECT pg_notify(%(channel)s, d.queue)"
            " FROM (SELECT DISTINCT queue FROM {source}) d) n)")
 
 
+# One NOTIFY per 200 jobs that reached a final state (ids of `source`'s `id` column), payload
+# a JSON array of their ids: a waiting client re-reads only its own. 200 ids of 32 characters
+# take ~7.2 kB; a chunk over PostgreSQL's 8,000-byte limit (long producer-chosen ids) is sent
+# empty, read as "re-read every job you wait for". No row: no NOTIFY.
+DONE_IDS_PER_NOTIFY = 200
+MAX_PAYLOAD_BYTES = 7999
+_NOTIFY_DONE = ("(SELECT count(pg_notify(%(done_channel)s,"
+                f" CASE WHEN octet_length(c.ids) <= {MAX_PAYLOAD_BYTES} THEN c.ids ELSE '' END))"
+                " FROM (SELECT json_agg(f.id)::text AS ids FROM (SELECT id,"
+                f" (row_number() OVER () - 1) / {DONE_IDS_PER_NOTIFY} AS chunk FROM {{source}}) f"
+                " GROUP BY f.chunk) c)")
+
+
+def side_channel(schema: str, purpose: str) -> str:
+    """The NOTIFY channel of `schema` for `purpose` (``done``, ``cancel``): ``<schema>.<purpose>``.
+
+    A dot is in no schema name, so it never meets a schema's own channel (the schema's name);
+    a name over PostgreSQL's 63 bytes keeps the schema's start and a hash of all of it.
+    """
+    name = f"{schema}.{purpose}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha1(schema.encode()).hexdigest()[:8]
+    return f"{schema[:63 - len(purpose) - 10]}~{digest}.{purpose}"
+
+
 @dataclass(frozen=True)
 class Statements(JobStatements):
     """Every statement of one schema, rendered to text once: `JobStatements` and PostgreSQL's own."""
 
     schema: str
     channel: str
+    done_channel: str
+    """Where the transactions that move jobs to a final state NOTIFY their ids (JSON array)."""
+    cancel_channel: str
+    """Where a cancel NOTIFYs the cancelled job's id (nodes stop it at once)."""
     migrations_table: str
     lease_queues: str
     privileges: str
@@ -55,14 +86,16 @@ def _attempts(where: str, source: str = "") -> str:
             + f" WHERE j.state = 'leased' AND {where} ORDER BY j.id FOR UPDATE OF j SKIP LOCKED")
 
 
-def _settle_pairs(update: str) -> str:
-    """Apply `update` (``SET ...``) to the current leases among the pairs; returns (count, busy ids)."""
+def _settle_pairs(update: str, notify_done: bool = False) -> str:
+    """Apply `update` (``SET ...``) to the current leases among the pairs; returns (count, busy ids)
+    and, with `notify_done`, the number of NOTIFYs of the jobs it finished."""
     return (f"WITH a AS (SELECT * FROM {_PAIRS}),"
             f" got AS MATERIALIZED (SELECT j.id FROM {{jobs}} j, a WHERE {_CURRENT}"
             "  ORDER BY j.id FOR UPDATE OF j SKIP LOCKED),"
-            f" done AS (UPDATE {{jobs}} j SET {update} FROM got WHERE j.id = got.id RETURNING 1)"
+            f" done AS (UPDATE {{jobs}} j SET {update} FROM got WHERE j.id = got.id RETURNING j.id)"
             " SELECT (SELECT count(*) FROM done),"
-            f" CASE WHEN (SELECT count(*) FROM got) < (SELECT count(*) FROM a) THEN {_BUSY} END")
+            f" CASE WHEN (SELECT count(*) FROM got) < (SELECT count(*) FROM a) THEN {_BUSY} END"
+            + (", " + _NOTIFY_DONE.replace("{source}", "done") if notify_done else ""))
 
 
 def _lease(queue_match: str) -> str:
@@ -111,7 +144,7 @@ _TEXT = {
     # the limit. Several: every ready row of those queues is sorted first (~1 ms per 4k rows).
     "lease": _lease("queue = %(queue)s"),
     "lease_queues": _lease("queue = ANY(%(queues)s::text[])"),
-    "complete": _settle_pairs(f"state = 'succeeded', finished_at = now(), {CLEAR_LEASE}"),
+    "complete": _settle_pairs(f"state = 'succeeded', finished_at = now(), {CLEAR_LEASE}", notify_done=True),
     # jobs that returned a value: the same fenced update, with each job's value and keep time
     "complete_with_result": (
         "WITH a AS (SELECT * FROM unnest(%(ids)s::text[], %(lease_ids)s::int8[], %(data)s::bytea[],"
@@ -120,9 +153,10 @@ _TEXT = {
         "  ORDER BY j.id FOR UPDATE OF j SKIP LOCKED),"
         f" done AS (UPDATE {{jobs}} j SET state = 'succeeded', finished_at = now(), {CLEAR_LEASE},"
         "  result = got.data, result_expires = now() + make_interval(secs => got.keep_for)"
-        "  FROM got WHERE j.id = got.id RETURNING 1)"
+        "  FROM got WHERE j.id = got.id RETURNING j.id)"
         " SELECT (SELECT count(*) FROM done),"
-        f" CASE WHEN (SELECT count(*) FROM got) < (SELECT count(*) FROM a) THEN {_BUSY} END"
+        f" CASE WHEN (SELECT count(*) FROM got) < (SELECT count(*) FROM a) THEN {_BUSY} END, "
+        + _NOTIFY_DONE.replace("{source}", "done")
     ),
     # Stores the outcomes decided by the caller: RETRY brings its retry_at, a final state its
     # finished flag; READY and the final states keep run_at (retry_at is NULL for them).
@@ -134,8 +168,11 @@ _TEXT = {
         "  finished_at = CASE WHEN f.finished THEN now() END,"
         f"  last_error = f.error, last_traceback = f.traceback, {CLEAR_LEASE}"
         "  FROM f WHERE j.id = f.id AND j.lease_id = f.lease_id AND j.state = 'leased'"
-        "  RETURNING j.id, j.attempts, f.error)"
-        " INSERT INTO {errors} (job_id, attempt, at, error) SELECT id, attempts, now(), error FROM done"
+        "  RETURNING j.id, j.attempts, f.error, f.finished),"
+        " noted AS (INSERT INTO {errors} (job_id, attempt, at, error) SELECT id, attempts, now(), error FROM done"
+        "  RETURNING 1)"
+        # a retry is no outcome: only the jobs that ended are announced
+        " SELECT (SELECT count(*) FROM noted), " + _NOTIFY_DONE.replace("{source}", "done WHERE finished")
     ),
     "release": _settle_pairs(f"state = 'ready', attempts = j.attempts - 1, {CLEAR_LEASE}"),
     # the current pairs, locked for the caller's fail(), then the busy ones with NULL fields
@@ -208,9 +245,12 @@ _TEXT = {
     "resume_queue": "DELETE FROM {paused} WHERE queue = %(queue)s",
     "paused_queues": "SELECT queue FROM {paused} ORDER BY queue",
     "cancelled": "SELECT id FROM {jobs} WHERE state = 'cancelled' AND id = ANY(%(ids)s::text[])",
+    # announced twice: to the nodes (the one running it stops it at once) and to result waiters
     "cancel": (
-        f"UPDATE {{jobs}} SET state = 'cancelled', finished_at = now(), {CLEAR_LEASE}"
-        f" WHERE id = %(id)s AND state IN {LIVE}"
+        f"WITH c AS (UPDATE {{jobs}} SET state = 'cancelled', finished_at = now(), {CLEAR_LEASE}"
+        f" WHERE id = %(id)s AND state IN {LIVE} RETURNING id)"
+        " SELECT (SELECT count(*) FROM c), (SELECT count(pg_notify(%(cancel_channel)s, id)) FROM c), "
+        + _NOTIFY_DONE.replace("{source}", "c")
     ),
     "retry_dead": (
         "WITH revived AS (UPDATE {jobs} SET state = 'ready', attempts = 0, run_at = now(), finished_at = NULL"
@@ -314,5 +354,6 @@ def statements(schema: str) -> Statements:
         "unique_lock": sql.SQL("hashtext({})").format(sql.Literal(f"actorq.unique:{schema}")),
     }
     rendered = {key: sql.SQL(text).format(**names).as_string(None) for key, text in _TEXT.items()}
-    return Statements(schema=schema, channel=schema,
+    return Statements(schema=schema, channel=schema, done_channel=side_channel(schema, "done"),
+                      cancel_channel=side_channel(schema, "cancel"),
                       migrations_table=table(schema, "actorq_migrations"), **rendered)

@@ -7,7 +7,11 @@ Needs the optional ``postgres`` extra (psycopg 3): ``pip install 'actorq[postgre
     node A ─ journal writer ─┐                        ┌─ LISTEN "<schema>" ─ Listener ─▶ wake dispatcher
     node B ─ journal writer ─┼─▶ <schema>.actorq_jobs ┤
     web app ─ enqueue_in(conn) (inside its own transaction; the job exists iff it commits)
-                             └─ enqueue / promote / retry_dead: NOTIFY "<schema>", payload = queue
+                             ├─ enqueue / promote / retry_dead: NOTIFY "<schema>", payload = queue
+                             ├─ complete / fail (to a final state) / cancel: NOTIFY "<schema>.done",
+                             │    payload = JSON array of the ids that ended (200 a notification)
+                             └─ cancel: NOTIFY "<schema>.cancel", payload = the job id
+                                  (nodes' listeners stop it; `Client.result` LISTENs on .done)
 
 Claims take ready rows with ``FOR UPDATE SKIP LOCKED`` under a materialized
 ``LIMIT``, so concurrent dispatchers never wait on each other and never get
@@ -62,7 +66,7 @@ if tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2]) < (3
 
 from actorq.errors import JournalError
 from actorq.journal._pgconnect import Connector
-from actorq.journal._pgsql import Statements, statements, table
+from actorq.journal._pgsql import Statements, side_channel, statements, table
 from actorq.journal.config import (
     DEFAULT_CONNECT_RETRY_FOR, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT, DEFAULT_LOCK_TIMEOUT, DEFAULT_SCHEMA, MAX_SECONDS,
     JournalConfig, check_schema, redact_url,
@@ -73,7 +77,7 @@ from actorq.journal.protocol import (
     check_failures, check_prune,
 )
 
-__all__ = ["DEFAULT_SCHEMA", "Listener", "PostgresJournal", "enqueue_in", "migrate"]
+__all__ = ["DEFAULT_SCHEMA", "Listener", "PostgresJournal", "channel_of", "enqueue_in", "migrate"]
 
 logger = logging.getLogger(__name__)
 
@@ -558,8 +562,9 @@ class PostgresJournal:
             done = self._settle_pairs(self._sql.complete, plain, busy)
             if kept:
                 params = {**_pairs(kept), "data": [results[p[0]].data for p in kept],
-                          "keep_for": [float(results[p[0]].keep_for) for p in kept]}
-                count, busy_ids = self._execute(self._sql.complete_with_result, params).fetchone()  # type: ignore[misc]
+                          "keep_for": [float(results[p[0]].keep_for) for p in kept],
+                          "done_channel": self._sql.done_channel}
+                count, busy_ids, _ = self._execute(self._sql.complete_with_result, params).fetchone()  # type: ignore[misc]
                 _add_busy(busy, params, busy_ids)
                 done += int(count)
         return done
@@ -567,10 +572,11 @@ class PostgresJournal:
     def _settle_pairs(self, query: str, pairs: Sequence[tuple[str, int]], busy: list[tuple[str, int]] | None) -> int:
         if not pairs:
             return 0
-        params = _pairs(pairs)
-        done, busy_ids = self._execute(query, params).fetchone()  # type: ignore[misc]
-        _add_busy(busy, params, busy_ids)
-        return int(done)
+        params = {**_pairs(pairs), "done_channel": self._sql.done_channel}
+        row = self._execute(query, params).fetchone()
+        assert row is not None
+        _add_busy(busy, params, row[1])
+        return int(row[0])
 
     def fail(self, failures: Sequence[Failure]) -> int:
         """Store each decided outcome whose lease is current (see `Journal.fail`), in one statement.
@@ -590,8 +596,9 @@ class PostgresJournal:
                   "states": [JobState(f.state).value for f in failures],
                   "retry_at": [f.retry_at if f.state == JobState.RETRY else None for f in failures],
                   "finished": [f.state in TERMINAL_STATES for f in failures],
-                  "tracebacks": [None if f.traceback is None else _text(f.traceback) for f in failures]}
-        return self._execute(self._sql.fail, params).rowcount
+                  "tracebacks": [None if f.traceback is None else _text(f.traceback) for f in failures],
+                  "done_channel": self._sql.done_channel}
+        return int(self._execute(self._sql.fail, params).fetchone()[0])  # type: ignore[index]
 
     def release(self, leases: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
         """Return leased jobs that never started to ready, giving their attempt back; returns rows moved.
@@ -729,7 +736,8 @@ class PostgresJournal:
         """
         if "\x00" in job_id:  # no job can have it
             return False
-        return self._execute(self._sql.cancel, {"id": job_id}).rowcount == 1
+        params = {"id": job_id, "cancel_channel": self._sql.cancel_channel, "done_channel": self._sql.done_channel}
+        return self._execute(self._sql.cancel, params).fetchone()[0] == 1  # type: ignore[index]
 
     def retry_dead(self, job_id: str) -> bool:
         """Make a dead or failed job ready with a fresh set of attempts; its error history is kept."""
@@ -859,6 +867,19 @@ class PostgresJournal:
             conn.close()
 
 
+def channel_of(schema: str, purpose: str) -> str:
+    """The journal's NOTIFY channel for `purpose` in `schema`: ``"done"`` (the ids of jobs that
+    reached a final state, a JSON array per transaction and 200 jobs, or ``""`` for "too many to
+    name") or ``"cancel"`` (one cancelled job's id).
+
+    Raises:
+        ValueError: `schema` is not a valid schema name, or `purpose` is neither.
+    """
+    if purpose not in ("done", "cancel"):
+        raise ValueError(f"no channel for {purpose!r}: expected 'done' or 'cancel'")
+    return side_channel(check_schema(schema), purpose)
+
+
 def enqueue_in(conn: psycopg.Connection[Any], jobs: Sequence[NewJob], schema: str = DEFAULT_SCHEMA) -> int:
     """Insert `jobs` inside the caller's own open transaction on `conn` (transactional enqueue).
 
@@ -914,13 +935,20 @@ class Listener:
         max_backoff: the longest wait between connection attempts.
         poll_interval: how often the thread checks for `stop` while idle.
         application_name: how the session shows in ``pg_stat_activity`` (default ``actorq listener``).
+        channels: more channels to listen on, on the same connection, each with its own
+            callback, called like `callback` with the payload, or None after a (re)connect
+            (`channel_of` names the journal's: ``done``, ``cancel``). The callback None
+            listens only to these.
     """
 
-    def __init__(self, url: str, callback: Callable[[str | None], None], *, schema: str = DEFAULT_SCHEMA,
+    def __init__(self, url: str, callback: Callable[[str | None], None] | None, *, schema: str = DEFAULT_SCHEMA,
                  max_backoff: float = DEFAULT_MAX_BACKOFF, poll_interval: float = 0.2,
-                 application_name: str | None = None) -> None:
+                 application_name: str | None = None,
+                 channels: Mapping[str, Callable[[str | None], None]] | None = None) -> None:
         self.schema = check_schema(schema)
-        self._callback = callback
+        self._callbacks: dict[str, Callable[[str | None], None]] = dict(channels or {})
+        if callback is not None:
+            self._callbacks[self.schema] = callback
         named = {"application_name": application_name[:63]} if application_name else {}
         self._connector = Connector(url, retry_for=0.0, max_backoff=max_backoff, purpose="listener",
                                     **_KEEPALIVES, **named)
@@ -949,16 +977,19 @@ class Listener:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
-    def _notify(self, queue: str | None) -> None:
+    def _notify(self, channel: str, payload: str | None) -> None:
+        callback = self._callbacks.get(channel)
+        if callback is None:
+            return
         try:
-            self._callback(queue)
+            callback(payload)
         except Exception:
-            logger.exception("listener callback failed for queue %r", queue)
+            logger.exception("listener callback failed on channel %r for %r", channel, payload)
 
     def _run(self) -> None:
         delay = 0.05
         ever_connected = False
-        channel = sql.SQL("LISTEN {}").format(sql.Identifier(self.schema))
+        listen = sql.SQL("; ").join(sql.SQL("LISTEN {}").format(sql.Identifier(name)) for name in self._callbacks)
         while not self._stopping.is_set():
             try:
                 conn = self._connector.connect()
@@ -968,18 +999,19 @@ class Listener:
                 continue
             try:
                 with conn:
-                    conn.execute(channel)
+                    conn.execute(listen)
                     if ever_connected:
                         self.reconnects += 1  # the connector logged "reachable again"
                     ever_connected = True
                     delay = 0.05
                     self.backend_pid = conn.info.backend_pid
                     self.connected.set()
-                    self._notify(None)
+                    for name in self._callbacks:
+                        self._notify(name, None)
                     while not self._stopping.is_set():
                         for notify in conn.notifies(timeout=self._poll):
                             self.notifications += 1
-                            self._notify(notify.payload)
+                            self._notify(notify.channel, notify.payload)
             except psycopg.Error as exc:
                 if not self._connector.outage:
                     self._connector.outage = True

@@ -1,4 +1,6 @@
-"""Tasks of examples/07_results.py: one returns a value, one raises."""
+"""Tasks of examples/07_results.py and 11_pushed_results.py: one returns a value, one raises, one runs until cancelled."""
+
+import asyncio
 
 from actorq import TaskRegistry
 
@@ -19,3 +21,8 @@ def refuse(item: str) -> None:
 @registry.task("results.briefly", result_ttl=60.0)  # this task's values are kept a minute
 async def briefly() -> str:
     return "kept for a minute"
+
+
+@registry.task("results.long")  # runs until cancelled (examples/11_pushed_results.py)
+async def long() -> None:
+    await asyncio.sleep(600)

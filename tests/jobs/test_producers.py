@@ -29,7 +29,9 @@ from actorq.errors import NotCommitted
 from actorq.jobs import journal_writer as jw
 from actorq.jobs import producers
 from actorq.jobs.node_file import read_node_file, write_node_file
-from actorq.jobs.producers import BUSY, ENQUEUE, ENQUEUED, encode_request, parse_reply
+from actorq.jobs.producers import (
+    BUSY, CANCEL, CANCELLED, ENQUEUE, ENQUEUED, OUTCOME, WAIT, encode_cancel, encode_request, encode_wait, parse_reply,
+)
 from actorq.journal import NewJob, SQLiteJournal
 from actorq.journal.protocol import MAX_UNIQUE_FOR
 from actorq.testing import eventually
@@ -306,6 +308,37 @@ BAD: list[tuple[str, list[bytes]]] = [
     ("bad_body", _request(_job(run_at=1e300))),
     ("bad_body", _request(_job(run_at="now"))),
     ("too_large", _request(_job("a", payload=b"x" * (BUDGET // 2 + 1)), _job("b", payload=b"x" * (BUDGET // 2 + 1)))),
+    # WAIT [request id, job id, seconds] and CANCEL [request id, job id]: every field
+    ("unknown_kind", [pk([1, OUTCOME, [7, [None, None, False, None, None]]])]),  # answers are no requests
+    ("unknown_kind", [pk([1, CANCELLED, [7, True]])]),
+    ("bad_body", [encode(WAIT, None)]),
+    ("bad_body", [encode(WAIT, [7, "j1"])]),
+    ("bad_body", [encode(WAIT, [7, "j1", 1.0, None])]),
+    ("bad_body", [encode(WAIT, [-1, "j1", 1.0])]),
+    ("bad_body", [encode(WAIT, [2**63, "j1", 1.0])]),
+    ("bad_body", [encode(WAIT, [True, "j1", 1.0])]),
+    ("bad_body", [encode(WAIT, [7, "", 1.0])]),
+    ("bad_body", [encode(WAIT, [7, "x" * 256, 1.0])]),
+    ("bad_body", [encode(WAIT, [7, b"j1", 1.0])]),
+    ("bad_body", [encode(WAIT, [7, ["j1"], 1.0])]),
+    ("bad_body", [encode(WAIT, [7, "j1", 0])]),
+    ("bad_body", [encode(WAIT, [7, "j1", -1.0])]),
+    ("bad_body", [encode(WAIT, [7, "j1", float("nan")])]),
+    ("bad_body", [encode(WAIT, [7, "j1", float("inf")])]),
+    ("bad_body", [encode(WAIT, [7, "j1", 86_401])]),
+    ("bad_body", [encode(WAIT, [7, "j1", "1s"])]),
+    ("bad_body", [encode(WAIT, [7, "j1", False])]),
+    ("bad_body", [b"\x93\x01" + pk(WAIT) + nested(1000)]),
+    ("not_msgpack", [b"\x93\x01" + pk(WAIT) + b"\xdd\x80\x00\x00\x00"]),
+    ("not_msgpack", [pk([1, WAIT, [7, "j" * (BUDGET + 1), 1.0]])]),  # a string over the budget
+    ("bad_body", [encode(CANCEL, None)]),
+    ("bad_body", [encode(CANCEL, [7])]),
+    ("bad_body", [encode(CANCEL, [7, "j1", 1.0])]),
+    ("bad_body", [encode(CANCEL, [-1, "j1"])]),
+    ("bad_body", [encode(CANCEL, [7, ""])]),
+    ("bad_body", [encode(CANCEL, [7, None])]),
+    ("bad_body", [encode(CANCEL, [7, "x" * 256])]),
+    ("bad_body", [b"\x93\x01" + pk(CANCEL) + nested(1000)]),
 ]
 
 
@@ -358,10 +391,13 @@ async def test_g1_g5_producer_socket_fuzz_drops_and_counts_every_bad_frame(topol
                          message="the bad frames were counted")
         peer.close()
         assert dict(server.dropped.by_reason) == dict(expected)
-        assert server.accepted == 0 and server.busy == 0
+        assert server.accepted == 0 and server.busy == 0 and server.waits == 0 and server.cancels == 0
 
         # a seeded mutation fuzz: each frame is dropped and counted, admitted, or answered busy
-        corpus = [GOOD[0], GOOD_UNIQUE[0]] + [parts[0] for _, parts in BAD if len(parts) == 1 and parts[0]]
+        # the valid WAIT and CANCEL name jobs no one runs: a WAIT the fuzz makes valid waits at
+        # most its seconds, and holds one of the node's bounded waits meanwhile
+        corpus = [GOOD[0], GOOD_UNIQUE[0], encode_wait(8, "fuzz-none", 0.5), encode_cancel(9, "fuzz-none")] + [
+            parts[0] for _, parts in BAD if len(parts) == 1 and parts[0]]
         frames = 3000
         fuzz = [[mutate(rng, rng.choice(corpus))] for _ in range(frames)]
         dropped = server.dropped.total
@@ -369,7 +405,7 @@ async def test_g1_g5_producer_socket_fuzz_drops_and_counts_every_bad_frame(topol
         await peer.send_all(fuzz)
 
         def seen() -> int:
-            return server.dropped.total - dropped + server.accepted + server.busy
+            return server.dropped.total - dropped + server.accepted + server.busy + server.waits + server.cancels
 
         await eventually(lambda: seen() == frames, timeout=60, message="every fuzzed frame was counted")
         peer.close()
