@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from actorq.jobs.client import DEFAULT_TIMEOUT, Client, check_wait
 from actorq.jobs.task import Declared, Job, TaskRegistry
-from actorq.jobs.results import POLL_FIRST, POLL_MAX, PUSHED_POLL, outcome_value, timed_out
+from actorq.jobs.results import POLL_FIRST, PUSHED_POLL, next_read, outcome_value, timed_out
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL,
 )
@@ -141,11 +141,7 @@ class AsyncClient:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return outcome
-                if watch is not None and watch.connected.is_set():
-                    wait = min(client.result_poll, remaining)
-                else:  # no listener, or not (yet) listening: the backoff's reads
-                    wait = min(delay, remaining)
-                    delay = min(delay * 2, POLL_MAX)
+                wait, delay = next_read(watch, client.result_poll, delay, remaining)
                 try:
                     await asyncio.wait_for(woken.wait(), wait)
                 except asyncio.TimeoutError:

@@ -68,7 +68,7 @@ from actorq.jobs.node_file import NodeNotRunning, alive, listener_pid, node_file
 from actorq.jobs.settings import producers_endpoint_problem
 from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared, Job, TaskRegistry, check_name
 from actorq.jobs.wire import MAX_NAME_CHARS
-from actorq.jobs.results import POLL_FIRST, POLL_MAX, PUSHED_POLL, DoneWatch, outcome_value, timed_out
+from actorq.jobs.results import POLL_FIRST, PUSHED_POLL, DoneWatch, next_read, outcome_value, timed_out
 from actorq.journal import open_journal
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL, SQLITE_PREFIX,
@@ -380,11 +380,8 @@ class Client:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return outcome
-                if watch is not None and watch.connected.is_set():
-                    woken.wait(min(self.result_poll, remaining))
-                else:  # no listener, or not (yet) listening: the backoff's reads
-                    woken.wait(min(delay, remaining))
-                    delay = min(delay * 2, POLL_MAX)
+                wait, delay = next_read(watch, self.result_poll, delay, remaining)
+                woken.wait(wait)
         finally:
             if watch is not None and token is not None:
                 watch.remove(token)

@@ -41,7 +41,8 @@ from actorq.errors import AskTimeout, JobFailed, ResultExpired
 from actorq.jobs import journal_writer as jw
 from actorq.journal.protocol import TERMINAL_STATES, JobResult, JobState
 
-__all__ = ["POLL_FIRST", "POLL_MAX", "PUSHED_POLL", "DoneWatch", "ResultWaiters", "done_ids", "outcome_value", "timed_out"]
+__all__ = ["POLL_FIRST", "POLL_MAX", "PUSHED_POLL", "DoneWatch", "ResultWaiters", "done_ids", "next_read", "outcome_value",
+           "timed_out"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,15 @@ POLL_MAX = 1.0  # the longest wait between fallback reads (a node's waiter is pu
 PUSHED_POLL = 2.0
 """Seconds between a pushed client's fallback reads (`Client.result` on PostgreSQL): it is woken
 by the done channel's NOTIFY; the reads catch what no notification brings."""
+
+
+def next_read(watch: "DoneWatch | None", pushed_poll: float, delay: float, remaining: float) -> tuple[float, float]:
+    """How long a waiter of a process without a node sleeps before its next read, and the
+    backoff's next delay: `pushed_poll` while a listening `watch` will wake it, else the
+    backoff's `delay` (doubling up to `POLL_MAX`); never past `remaining`."""
+    if watch is not None and watch.connected.is_set():
+        return min(pushed_poll, remaining), delay
+    return min(delay, remaining), min(delay * 2, POLL_MAX)
 
 
 def outcome_value(outcome: JobResult) -> Any:
