@@ -60,6 +60,7 @@ def with_metrics(topo, **settings) -> object:
 async def test_metrics_of_a_real_node_match_its_journal(topology):
     topo = topology(TASKS, processes=2)
     async with Node(with_metrics(topo)) as node:
+        await eventually(lambda: node.runtime.dispatcher.worker_count == 2, timeout=30, message="workers up")
         queue = node.queue()
         for i in range(20):
             await queue.enqueue(Job("m.ok", [i]))
@@ -167,3 +168,15 @@ async def test_a_port_in_use_is_a_config_error(topology):
         assert node.worker_pids() == [] and node.root is None  # said before any process started
     finally:
         taken.close()
+
+
+def test_actorq_runs_without_prometheus_client(tmp_path):
+    """The core imports and loads a topology without prometheus-client (blocked from importing)."""
+    code = ("import sys; sys.modules['prometheus_client'] = None\n"
+            "import actorq, actorq.node.node, actorq.node.cli\n"
+            "from actorq.node.config import parse_config\n"
+            "print(parse_config({'metrics': {'bind': '127.0.0.1:9108'}}).metrics.bind)\n")
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "127.0.0.1:9108\n"
