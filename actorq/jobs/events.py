@@ -22,6 +22,7 @@ them, and the journal stays the truth (``actorq status``, `Node.counts`).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import threading
@@ -245,7 +246,6 @@ class EventHub:
         elif kind in JOB_ENDS:
             began = self._started.pop(event.job_id, None)
             if began is not None:
-                import dataclasses
                 event = dataclasses.replace(event, run_time=max(0.0, noted - began[0]),
                                             task=event.task or began[1], queue=event.queue or began[2])
                 if self.timing:

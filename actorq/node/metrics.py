@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["MetricsConfig", "MetricsServer", "MetricsUnavailable", "bind_problem", "parse_bind"]
 
 SNAPSHOT_TIMEOUT = 10.0  # seconds a scrape waits for the node's loop (and a journal count)
+MAX_SCRAPES = 4  # scrapes answered at once; more fail at once (HTTP 500), none queues on the node's loop
 
 
 def parse_bind(text: str) -> tuple[str, int]:
@@ -134,6 +135,7 @@ class MetricsServer:
         self._counts: dict[str, dict[str, int]] = {}
         self._counts_at: float | None = None  # time.monotonic() of the cached counts
         self._counts_lock: asyncio.Lock | None = None
+        self._scrapes = threading.BoundedSemaphore(MAX_SCRAPES)
 
     def start(self) -> None:
         """Bind and serve on a daemon thread; the event hub starts measuring run times.
@@ -178,9 +180,19 @@ class MetricsServer:
 
         Raises:
             TimeoutError: the node's loop or the journal did not answer in `SNAPSHOT_TIMEOUT` s.
+            RuntimeError: `MAX_SCRAPES` scrapes are under way already.
         """
-        future = asyncio.run_coroutine_threadsafe(self._snapshot(), self.loop)
-        return future.result(SNAPSHOT_TIMEOUT)
+        if not self._scrapes.acquire(blocking=False):
+            raise RuntimeError(f"more than {MAX_SCRAPES} scrapes at once")
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._snapshot(), self.loop)
+            try:
+                return future.result(SNAPSHOT_TIMEOUT)
+            except TimeoutError:
+                future.cancel()
+                raise
+        finally:
+            self._scrapes.release()
 
     async def _snapshot(self) -> "_Snapshot":
         runtime = self.runtime

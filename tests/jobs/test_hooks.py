@@ -94,8 +94,14 @@ async def test_worker_hooks_run_around_each_attempt_and_never_fail_it(topology):
     assert notes(topo, flaky) == attempt * 2
 
 
-async def test_node_events_match_the_journal(topology):
-    topo = topology(TASKS, processes=2)
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_node_events_match_the_journal(request, topology, backend):
+    if backend == "sqlite":
+        topo = topology(TASKS, processes=2)
+    else:
+        from journal_support import PG_URL  # tests/journal, on sys.path (tests/conftest.py)
+
+        topo = topology(TASKS, processes=2, journal_url=PG_URL, schema=request.getfixturevalue("pg_schema"))
     seen: list[NodeEvent] = []
     lock = threading.Lock()
 

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import urllib.error
 import urllib.request
 
 import pytest
@@ -57,8 +58,18 @@ def with_metrics(topo, **settings) -> object:
     return dataclasses.replace(topo.config, metrics=MetricsConfig(bind="127.0.0.1:0", **settings))
 
 
-async def test_metrics_of_a_real_node_match_its_journal(topology):
-    topo = topology(TASKS, processes=2)
+def backend_topology(request, topology, backend: str, **settings):  # noqa: ANN001, ANN201
+    """A topology on SQLite, or on a fresh PostgreSQL schema."""
+    if backend == "sqlite":
+        return topology(TASKS, **settings)
+    from journal_support import PG_URL  # tests/journal, on sys.path (tests/conftest.py)
+
+    return topology(TASKS, journal_url=PG_URL, schema=request.getfixturevalue("pg_schema"), **settings)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_metrics_of_a_real_node_match_its_journal(request, topology, backend):
+    topo = backend_topology(request, topology, backend, processes=2)
     async with Node(with_metrics(topo)) as node:
         await eventually(lambda: node.runtime.dispatcher.worker_count == 2, timeout=30, message="workers up")
         queue = node.queue()
@@ -100,7 +111,11 @@ async def test_metrics_of_a_real_node_match_its_journal(topology):
 
 async def test_malformed_frames_and_restarts_show_by_socket_and_reason(topology):
     topo = topology(TASKS, processes=1)
-    async with Node(with_metrics(topo, counts_every=3600.0)) as node:
+    node = Node(with_metrics(topo, counts_every=3600.0))
+    worker_events: list[tuple[str, int]] = []
+    for kind in ("worker_started", "worker_exited", "restart"):
+        node.on(kind, lambda event: worker_events.append((event.kind, event.pid)))
+    async with node:
         await eventually(lambda: node.runtime.dispatcher.worker_count == 1, timeout=30, message="worker up")
         ctx = zmq.Context.instance()
         dealer = ctx.socket(zmq.DEALER)
@@ -125,6 +140,16 @@ async def test_malformed_frames_and_restarts_show_by_socket_and_reason(topology)
         await node.queue().enqueue(Job("m.ok", [1]))
         again = await scrape(node)  # counts_every is an hour: the cached counts, not a new read
         assert again["actorq_jobs"] == families["actorq_jobs"]
+        replacement = node.worker_pids()[0]
+        held = [node.metrics._scrapes.acquire(blocking=False) for _ in range(4)]  # 4 scrapes under way
+        assert all(held)
+        with pytest.raises(urllib.error.HTTPError, match="500"):  # a fifth fails at once
+            await scrape(node)
+        for _ in held:
+            node.metrics._scrapes.release()
+        assert "actorq_jobs" in await scrape(node)
+    assert worker_events == [("worker_started", pid), ("worker_exited", pid), ("worker_started", replacement),
+                             ("restart", replacement), ("worker_exited", replacement)]
 
 
 def test_bind_must_be_loopback_unless_allowed():
