@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.events import RunTimes
@@ -122,11 +122,14 @@ class MetricsServer:
         loop: the node's loop, where each snapshot is taken.
         config: the ``[metrics]`` settings (``bind`` set).
         node: the node's name, a label of every series.
+        sockets: the drop counts of the node's other sockets, ``{socket: {reason: count}}``
+            (read on the loop at each scrape), beside the runtime's dispatcher and producers.
     """
 
     def __init__(self, runtime: "JobRuntime", loop: asyncio.AbstractEventLoop, config: MetricsConfig,
-                 node: str) -> None:
+                 node: str, sockets: Callable[[], Mapping[str, Mapping[str, int]]] = dict) -> None:
         self.runtime = runtime
+        self.sockets = sockets
         self.loop = loop
         self.config = config
         self.node = node
@@ -215,7 +218,8 @@ class MetricsServer:
             counters=dict(runtime.counters()), cancelled=runtime.cancelled,
             worker_restarts=runtime.worker_restarts, workers=progress.workers, in_flight=progress.in_flight,
             journal_wait=progress.journal_wait, journal_error=progress.journal_error is not None,
-            malformed=runtime.malformed_by_reason(), commits=runtime.commit_histograms(),
+            malformed={**runtime.malformed_by_reason(), **{k: dict(v) for k, v in self.sockets().items()}},
+            commits=runtime.commit_histograms(),
             run_times=run_times, events_dropped=hub.dropped, hook_errors=dict(hub.hook_errors))
 
 

@@ -275,7 +275,7 @@ class Node:
         metrics = self.config.metrics
         if not metrics.bind:
             return
-        server = MetricsServer(runtime, loop, metrics, self.config.node.name)
+        server = MetricsServer(runtime, loop, metrics, self.config.node.name, sockets=self._control_drops)
         source = str(self.config.path or "config")
         try:
             server.start()
@@ -286,6 +286,9 @@ class Node:
                               f"{exc.strerror or exc}") from None
         self.metrics = server
         logger.info("node %s serves metrics at http://%s:%d/metrics", self.config.node.name, *server.address)
+
+    def _control_drops(self) -> dict[str, dict[str, int]]:
+        return {"control": dict(self.control.dropped.by_reason)} if self.control is not None else {}
 
     def on(self, event: str, fn: Callable[[NodeEvent], object]) -> None:
         """Call ``fn(event)`` for each node event of kind `event` (docs/hooks.md), before or after `start`.

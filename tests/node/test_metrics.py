@@ -121,12 +121,17 @@ async def test_malformed_frames_and_restarts_show_by_socket_and_reason(topology)
         dealer = ctx.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
         dealer.connect(node.endpoint)
+        control = ctx.socket(zmq.DEALER)
+        control.setsockopt(zmq.LINGER, 0)
+        control.connect(node.control.endpoint)
         try:
             dealer.send(b"not a frame")
-            await eventually(lambda: sum(node.runtime.dispatcher.stats.malformed.values()) >= 1, timeout=30,
-                             message="the dispatcher counted the frame")
+            control.send(b"not a request")
+            await eventually(lambda: sum(node.runtime.dispatcher.stats.malformed.values()) >= 1
+                             and node.control.dropped.total >= 1, timeout=30, message="both sockets counted")
         finally:
             dealer.close()
+            control.close()
         pid = node.worker_pids()[0]
         os.kill(pid, signal.SIGKILL)
         await eventually(lambda: node.runtime.worker_restarts == 1 and node.runtime.dispatcher.worker_count == 1,
@@ -136,6 +141,9 @@ async def test_malformed_frames_and_restarts_show_by_socket_and_reason(topology)
                    if labels["socket"] == "dispatcher"}
         assert reasons == dict(node.runtime.dispatcher.stats.malformed)
         assert sum(reasons.values()) >= 1
+        control_reasons = {labels["reason"]: v for name, labels, v in families["actorq_malformed_frames"]
+                           if labels["socket"] == "control"}
+        assert control_reasons == dict(node.control.dropped.by_reason) and sum(control_reasons.values()) >= 1
         assert _value(families, "actorq_worker_restarts_total") == 1
         await node.queue().enqueue(Job("m.ok", [1]))
         again = await scrape(node)  # counts_every is an hour: the cached counts, not a new read
