@@ -183,6 +183,7 @@ class JobRuntime:
         # the counts of the writers and dispatchers replaced so far, so that `progress` never goes back
         self._carried: Counter[str] = Counter()
         self._producer_drops: Counter[str] = Counter()  # of the producer endpoints replaced so far
+        self._dispatcher_drops: Counter[str] = Counter()  # of the dispatchers replaced so far
         self.reclaimed_at_start = 0
         self.worker_starts = 0
         self.worker_exits: list[tuple[int, str]] = []  # (pid, exit reason), newest last (bounded)
@@ -385,6 +386,7 @@ class JobRuntime:
         self._orphans.clear()
         if previous is not None:
             self._carried.update(_dispatcher_counts(previous.stats))
+            self._dispatcher_drops.update(previous.stats.malformed)
         self._dispatcher = dispatcher
         return dispatcher
 
@@ -712,12 +714,14 @@ class JobRuntime:
         return times, total, groups
 
     def malformed_by_reason(self) -> dict[str, dict[str, int]]:
-        """Frames dropped as malformed, ``{socket: {reason: count}}``: the current dispatcher's
-        (workers' socket) and the producer endpoint's over the node's life."""
+        """Frames dropped as malformed, ``{socket: {reason: count}}``: the dispatchers'
+        (workers' socket) and the producer endpoint's, over the node's life."""
         producers = self._producer_drops.copy()
         if self._producers is not None:
             producers.update(self._producers.dropped.by_reason)
-        workers = Counter(self._dispatcher.stats.malformed) if self._dispatcher is not None else Counter()
+        workers = self._dispatcher_drops.copy()
+        if self._dispatcher is not None:
+            workers.update(self._dispatcher.stats.malformed)
         return {"dispatcher": dict(workers), "producers": dict(producers)}
 
     def progress(self) -> Progress:
