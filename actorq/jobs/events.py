@@ -63,6 +63,10 @@ class NodeEvent:
         at: Unix time the node noted it.
         run_time: for job ends, seconds from ``started`` on this node to the event (None if
             it did not start here, e.g. a cancel of a ready job).
+        ready_at: for ``enqueued`` and ``retried``, the Unix time the job is due (None: at once).
+        queue_wait: for ``started``, seconds from when the job was due (its ``enqueued`` or
+            ``retried`` event on this node, or its due time if later) to its start; None when
+            this node did not see it become due (another producer's job, a crash's reclaim).
     """
 
     kind: str
@@ -74,6 +78,8 @@ class NodeEvent:
     pid: int = 0
     at: float = field(default_factory=time.time)
     run_time: float | None = None
+    ready_at: float | None = None
+    queue_wait: float | None = None
 
 
 Hook = Callable[[NodeEvent], object]
@@ -113,7 +119,7 @@ def load_hook(entry: str) -> Hook:
 
 
 class RunTimes:
-    """A histogram of job run times, in seconds, as Prometheus reads one (cumulative at scrape)."""
+    """A histogram of seconds (job run times, queue waits); `counts` per bucket, made cumulative at scrape."""
 
     BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 
@@ -155,7 +161,10 @@ class EventHub:
         """Events handed to the hooks, by kind."""
         self.run_times: dict[str, RunTimes] = {}
         """By queue: the run times of the jobs that started on this node (`timing`)."""
+        self.queue_waits: dict[str, RunTimes] = {}
+        """By queue: the queue waits of the jobs this node saw become due, then started (`timing`)."""
         self._started: dict[str, tuple[float, str, str]] = {}  # job id -> (clock, task, queue)
+        self._due: dict[str, float] = {}  # job id -> Unix time it became due (enqueued or retried here)
         self._pending: deque[tuple[float, NodeEvent]] = deque()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -243,7 +252,16 @@ class EventHub:
             if len(self._started) >= MAX_TIMED:
                 self._started.pop(next(iter(self._started)))
             self._started[event.job_id] = (noted, event.task, event.queue)
-        elif kind in JOB_ENDS:
+            due = self._due.pop(event.job_id, None)
+            if due is not None:
+                event = dataclasses.replace(event, queue_wait=max(0.0, event.at - due))
+                if self.timing:
+                    self.queue_waits.setdefault(event.queue, RunTimes()).observe(event.queue_wait or 0.0)
+        if kind in ("enqueued", "retried"):
+            if len(self._due) >= MAX_TIMED:
+                self._due.pop(next(iter(self._due)))
+            self._due[event.job_id] = max(event.at, event.ready_at or 0.0)
+        if kind in JOB_ENDS:
             began = self._started.pop(event.job_id, None)
             if began is not None:
                 event = dataclasses.replace(event, run_time=max(0.0, noted - began[0]),

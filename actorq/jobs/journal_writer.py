@@ -615,7 +615,7 @@ class JournalWriter:
             results.extend((op[2], holders.get(op[1].unique_key, op[1].id) if op[1].unique_key else op[1].id, None)
                            for op in ops if op[2] is not None)
             if group.events is not None:  # those a unique key let in (a repeated id is not told apart)
-                group.events.extend(NodeEvent("enqueued", j.id, j.task, j.queue) for j in jobs
+                group.events.extend(NodeEvent("enqueued", j.id, j.task, j.queue, ready_at=j.run_at) for j in jobs
                                     if j.unique_key is None or holders.get(j.unique_key) == j.id)
             return
         if kind in (COMPLETE, RELEASE):  # args are lists of (job_id, lease_id); one statement for all
@@ -741,7 +741,7 @@ class JournalWriter:
                 tally[_FAILURE_TALLY[kind]] += 1
                 if group.events is not None:
                     group.events.append(NodeEvent(kind, attempt.job_id, attempt.task, attempt=attempt.attempt,
-                                                  error=failure.error))
+                                                  error=failure.error, ready_at=failure.retry_at))
         return accepted
 
     def _deliver(self, results: list[tuple[Callback, Any, BaseException | None]], queues: set[str],

@@ -211,6 +211,7 @@ class MetricsServer:
                     logger.warning("metrics: the journal's counts could not be read: %s", exc)
         hub = runtime.events
         run_times = {queue: (list(h.counts), h.total) for queue, h in list(hub.run_times.items())}
+        queue_waits = {queue: (list(h.counts), h.total) for queue, h in list(hub.queue_waits.items())}
         progress = runtime.progress()
         return _Snapshot(
             counts={q: dict(states) for q, states in self._counts.items()},
@@ -220,7 +221,7 @@ class MetricsServer:
             journal_wait=progress.journal_wait, journal_error=progress.journal_error is not None,
             malformed={**runtime.malformed_by_reason(), **{k: dict(v) for k, v in self.sockets().items()}},
             commits=runtime.commit_histograms(),
-            run_times=run_times, events_dropped=hub.dropped, hook_errors=dict(hub.hook_errors))
+            run_times=run_times, queue_waits=queue_waits, events_dropped=hub.dropped, hook_errors=dict(hub.hook_errors))
 
 
 @dataclass
@@ -237,6 +238,7 @@ class _Snapshot:
     malformed: dict[str, dict[str, int]]
     commits: tuple[list[int], float, list[int]]
     run_times: dict[str, tuple[list[int], float]]
+    queue_waits: dict[str, tuple[list[int], float]]
     events_dropped: int
     hook_errors: dict[str, int]
 
@@ -339,4 +341,10 @@ class _Collector:
         for queue, (counts, seconds) in sorted(snap.run_times.items()):
             run.add_metric([node, queue], _buckets(RunTimes.BUCKETS, counts), seconds)
         yield run
+        wait = HistogramMetricFamily("actorq_job_queue_wait_seconds", "From when a job was due (enqueued or "
+                                     "retried through this node, or its due time if later) to its start here.",
+                                     labels=["node", "queue"])
+        for queue, (counts, seconds) in sorted(snap.queue_waits.items()):
+            wait.add_metric([node, queue], _buckets(RunTimes.BUCKETS, counts), seconds)
+        yield wait
 

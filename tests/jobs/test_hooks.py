@@ -132,6 +132,9 @@ async def test_node_events_match_the_journal(request, topology, backend):
     assert "ValueError: always" in (dead.error or "")
     assert all(e.task == "h.ok" and e.queue == "default" and e.run_time is not None
                for e in seen if e.kind == "succeeded")  # filled in from its start on this node
+    assert all(e.queue_wait is not None and e.queue_wait >= 0 for e in seen if e.kind == "started")
+    retried = next(e for e in seen if e.kind == "retried")
+    assert retried.ready_at is not None and retried.ready_at >= retried.at - 1  # its retry time (no backoff)
     assert hub.hook_errors == Counter({"succeeded": 10})  # the others' hooks went on
     assert hub.dropped == 0
 

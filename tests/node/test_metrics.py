@@ -102,6 +102,8 @@ async def test_metrics_of_a_real_node_match_its_journal(request, topology, backe
     # every attempt started here and ended: one run time each, in the queue's histogram
     assert _value(families, "actorq_job_run_seconds_count", queue="default") == 20 + 6 + 2
     assert _value(families, "actorq_job_run_seconds_bucket", queue="default", le="+Inf") == 28
+    # every attempt became due through this node (enqueued, or retried) before it started
+    assert _value(families, "actorq_job_queue_wait_seconds_count", queue="default") == 28
     commits = _value(families, "actorq_journal_commits_total")
     assert commits > 0
     assert _value(families, "actorq_journal_commit_seconds_count") == commits
