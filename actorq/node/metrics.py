@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["MetricsConfig", "MetricsServer", "MetricsUnavailable", "bind_problem", "parse_bind"]
 
-SNAPSHOT_TIMEOUT = 10.0  # seconds a scrape waits for the node's loop (and a journal count)
+SNAPSHOT_TIMEOUT = 10.0  # seconds a scrape waits for the node's loop
+COUNTS_TIMEOUT = 5.0  # seconds a scrape waits for the journal's counts; then it reports the cached ones
 MAX_SCRAPES = 4  # scrapes answered at once; more fail at once (HTTP 500), none queues on the node's loop
 
 
@@ -137,7 +138,7 @@ class MetricsServer:
         self._thread: threading.Thread | None = None
         self._counts: dict[str, dict[str, int]] = {}
         self._counts_at: float | None = None  # time.monotonic() of the cached counts
-        self._counts_lock: asyncio.Lock | None = None
+        self._counts_read: asyncio.Task[dict[str, dict[str, int]]] | None = None  # one read at most
         self._scrapes = threading.BoundedSemaphore(MAX_SCRAPES)
 
     def start(self) -> None:
@@ -199,16 +200,17 @@ class MetricsServer:
 
     async def _snapshot(self) -> "_Snapshot":
         runtime = self.runtime
-        if self._counts_lock is None:
-            self._counts_lock = asyncio.Lock()
-        async with self._counts_lock:  # two scrapes at once read the journal once
-            now = time.monotonic()
-            if self._counts_at is None or now - self._counts_at >= self.config.counts_every:
-                try:
-                    self._counts = await runtime.counts()
-                    self._counts_at = time.monotonic()
-                except Exception as exc:  # the cached counts (if any) are reported, with their age
-                    logger.warning("metrics: the journal's counts could not be read: %s", exc)
+        now = time.monotonic()
+        if self._counts_at is None or now - self._counts_at >= self.config.counts_every:
+            # one read at a time: scrapes during a journal stall wait on the same one, none piles up
+            if self._counts_read is None or self._counts_read.done():
+                self._counts_read = asyncio.ensure_future(runtime.counts())
+            try:
+                self._counts = await asyncio.wait_for(asyncio.shield(self._counts_read), COUNTS_TIMEOUT)
+                self._counts_at = time.monotonic()
+            except Exception as exc:  # the cached counts (if any) are reported, with their age
+                logger.warning("metrics: the journal's counts could not be read: %s",
+                               str(exc) or type(exc).__name__)
         hub = runtime.events
         run_times = {queue: (list(h.counts), h.total) for queue, h in list(hub.run_times.items())}
         queue_waits = {queue: (list(h.counts), h.total) for queue, h in list(hub.queue_waits.items())}
