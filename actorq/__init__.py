@@ -27,6 +27,7 @@ from actorq.errors import ResultExpired as ResultExpired
 from actorq.errors import UnknownTask as UnknownTask
 from actorq.jobs.async_client import AsyncClient as AsyncClient
 from actorq.jobs.client import Client as Client
+from actorq.jobs.events import NodeEvent as NodeEvent
 from actorq.jobs.queue import QueueRef as QueueRef
 from actorq.jobs.retry import PermanentError as PermanentError
 from actorq.jobs.retry import Retry as Retry
@@ -68,6 +69,7 @@ __all__ = [
     "JournalLocked",
     "MailboxFull",
     "Node",
+    "NodeEvent",
     "NodeFailed",
     "NotCommitted",
     "PermanentError",

@@ -59,6 +59,7 @@ import zmq
 
 from actorq.jobs import journal_writer as jw
 from actorq.jobs import wire
+from actorq.jobs.events import EventHub, NodeEvent
 from actorq.jobs.outcome import AttemptEnd
 from actorq.journal.protocol import LeasedJob
 from actorq.transports.codec import FrameError
@@ -176,6 +177,8 @@ class Dispatcher:
         # called with an unexpected exception from message handling; the node's dispatcher
         # actor crashes with it, and its supervisor restarts the dispatcher
         self.on_error: Callable[[BaseException], None] | None = None
+        self.events: EventHub | None = None
+        """Where ``started`` node events go (a job sent to its worker)."""
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -553,6 +556,9 @@ class Dispatcher:
         for j in jobs:
             held[j.id] = j.lease_id
         self.stats.sent += len(jobs)
+        events = self.events
+        if events is not None and events.active:
+            events.emit([NodeEvent("started", j.id, j.task, j.queue, j.attempt) for j in jobs])
 
     def _send(self, worker: _Worker, payload: bytes) -> bool:
         if self._socket is None:

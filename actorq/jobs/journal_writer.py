@@ -49,6 +49,7 @@ the journal stores that outcome, in the same transaction.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
 import logging
@@ -61,6 +62,7 @@ from collections import Counter
 from typing import Any, Callable, Collection, Mapping, NamedTuple, Sequence
 
 from actorq.errors import JournalError
+from actorq.jobs.events import EventHub, NodeEvent
 from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, decide
 from actorq.journal.config import DEFAULT_BATCH_MAX
 from actorq.journal.protocol import TERMINAL_STATES, Attempt, Failure, JobResult, Journal, KeptResult, NewJob
@@ -96,7 +98,7 @@ _kind = operator.itemgetter(0)
 class _Group:
     """What one group's transaction produced, kept until it commits."""
 
-    __slots__ = ("results", "queues", "leased", "drained", "tally", "aside")
+    __slots__ = ("results", "queues", "leased", "drained", "tally", "aside", "events")
 
     def __init__(self) -> None:
         self.results: list[Result] = []  # (callback, result, error) to deliver on the loop
@@ -105,6 +107,7 @@ class _Group:
         self.drained: set[str] = set()  # queues such a lease left with no ready job
         self.tally: Counter[str] = Counter()  # counts to add to `WriterStats`
         self.aside: list[tuple[float, Op]] = []  # (delay, op): answers to try again later
+        self.events: list[NodeEvent] | None = None  # node events, handed to the hub once committed
 
 
 class _GroupFailed(Exception):
@@ -189,6 +192,12 @@ def default_decide(attempt: Attempt, end: AttemptEnd, delay: float | None = None
     return decide(DEFAULT_POLICY, end, attempt.attempt, attempt.max_attempts, random.random(), delay)
 
 
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Upper bounds, in seconds, of the commit-time histogram (`WriterStats.commit_seconds`)."""
+GROUP_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+"""Upper bounds, in ops, of the group-size histogram (`WriterStats.group_sizes`)."""
+
+
 class WriterStats:
     """Counters kept by the writer thread (read them from anywhere; ints are atomic)."""
 
@@ -204,6 +213,15 @@ class WriterStats:
         self.group_started = 0.0  # time.monotonic() when the group under way began; 0.0: none is
         self.last_error: str | None = None  # why the latest group failed; None once one commits again
         self.max_group = 0
+        # the outcomes of the failed attempts it stored (their sum is `attempts_failed`)
+        self.jobs_retried = 0  # to retry, or straight back to ready (a crash reclaimed)
+        self.jobs_dead = 0
+        self.jobs_failed = 0  # given up for good (``failed``), or cancelled while they ran
+        # each committed group's time (commit_seconds[i] groups took at most COMMIT_BUCKETS[i] s;
+        # the last entry: longer) and size (likewise with GROUP_BUCKETS), for the metrics endpoint
+        self.commit_seconds = [0] * (len(COMMIT_BUCKETS) + 1)
+        self.commit_seconds_sum = 0.0
+        self.group_sizes = [0] * (len(GROUP_BUCKETS) + 1)
 
 
 class JournalWriter:
@@ -254,6 +272,8 @@ class JournalWriter:
         # tests membership), and who is told their final outcome after each commit
         self.watched: set[str] = set()
         self.on_outcome: Callable[[JobResult], None] | None = None
+        self.events: EventHub | None = None
+        """Where node events go after each commit (enqueued, succeeded, retried, failed, dead)."""
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         """Open the journal on the writer thread. Idempotent.
@@ -460,6 +480,8 @@ class JournalWriter:
                 return
         for delay, op in group.aside:
             self._try_later(delay, op)
+        if group.events and self.events is not None:
+            self.events.emit(group.events)
         queues = group.queues - group.drained  # where the group's own leases left jobs, or none looked
         if group.results or queues:
             self.loop.call_soon_threadsafe(self._deliver, group.results, queues, group.leased)
@@ -470,8 +492,10 @@ class JournalWriter:
         assert journal is not None
         ops.sort(key=_kind)  # stable: keeps submission order within a kind
         group = _Group()
+        if self.events is not None and self.events.active:
+            group.events = []
         stats = self.stats
-        stats.group_started = time.monotonic()
+        stats.group_started = began = time.monotonic()
         phase: int | None = None  # None: before the first statement; a kind; COMMIT_PHASE
         try:
             with journal.transaction():
@@ -492,6 +516,10 @@ class JournalWriter:
             error = exc if isinstance(exc, JournalError) else JournalError(stats.last_error, refused=True)
             raise _GroupFailed(error, phase, exc) from None
         stats.group_started = 0.0
+        took = time.monotonic() - began
+        stats.commit_seconds[bisect.bisect_left(COMMIT_BUCKETS, took)] += 1
+        stats.commit_seconds_sum += took
+        stats.group_sizes[bisect.bisect_left(GROUP_BUCKETS, len(ops))] += 1
         for name, n in group.tally.items():
             setattr(stats, name, getattr(stats, name) + n)
         stats.commits += 1
@@ -586,6 +614,9 @@ class JournalWriter:
             holders = journal.holders(keys) if keys else {}
             results.extend((op[2], holders.get(op[1].unique_key, op[1].id) if op[1].unique_key else op[1].id, None)
                            for op in ops if op[2] is not None)
+            if group.events is not None:  # those a unique key let in (a repeated id is not told apart)
+                group.events.extend(NodeEvent("enqueued", j.id, j.task, j.queue, ready_at=j.run_at) for j in jobs
+                                    if j.unique_key is None or holders.get(j.unique_key) == j.id)
             return
         if kind in (COMPLETE, RELEASE):  # args are lists of (job_id, lease_id); one statement for all
             pairs = [pair for op in ops for pair in op[1]]
@@ -597,6 +628,8 @@ class JournalWriter:
                         kept.update(op[1].results)
                 accepted = journal.complete(pairs, busy=busy, results=kept or None)
                 self._tell_watchers(journal, pairs, group)
+                if group.events is not None:
+                    group.events.extend(_succeeded_events(journal, pairs, busy, accepted))
                 tally["jobs_acked"] += accepted
                 tally["stale_acks"] += len(pairs) - accepted - len(busy)
             else:
@@ -607,7 +640,7 @@ class JournalWriter:
         if kind == FAIL:
             endings: list[Ending] = [e for op in ops for e in op[1]]
             busy_endings: list[Ending] = []
-            accepted = self._settle_endings(journal, endings, busy_endings)
+            accepted = self._settle_endings(journal, endings, busy_endings, group)
             self._tell_watchers(journal, endings, group)
             tally["attempts_failed"] += accepted
             tally["stale_acks"] += len(endings) - accepted - len(busy_endings)
@@ -626,7 +659,7 @@ class JournalWriter:
                     results.append((op[2], leased, None))
             return
         for op in ops:
-            result = self._single(journal, kind, op[1])
+            result = self._single(journal, kind, op[1], group)
             if op[2] is not None:
                 results.append((op[2], result, None))
 
@@ -663,12 +696,13 @@ class JournalWriter:
             return
         group.aside.append((min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2 ** (tries - 1)), (kind, items, None, tries)))
 
-    def _single(self, journal: Journal, kind: int, arg: Any) -> Any:
+    def _single(self, journal: Journal, kind: int, arg: Any, group: "_Group") -> Any:
         if kind == RELEASE:
             return journal.release(arg)
         if kind == RECLAIM:
             reclaim: Reclaim = arg
-            return self._settle(journal, reclaim.select(journal), lambda _: (reclaim.end, reclaim.reason, None, None))
+            return self._settle(journal, reclaim.select(journal), lambda _: (reclaim.end, reclaim.reason, None, None),
+                                group)
         if kind == RENEW:
             return journal.renew(arg.owners, arg.lease_for)
         if kind == PROMOTE:
@@ -677,17 +711,18 @@ class JournalWriter:
             return arg(journal)
         raise ValueError(f"unknown journal op {kind}")
 
-    def _settle_endings(self, journal: Journal, endings: Sequence[Ending], busy_endings: list[Ending]) -> int:
+    def _settle_endings(self, journal: Journal, endings: Sequence[Ending], busy_endings: list[Ending],
+                        group: "_Group") -> int:
         """Settle attempts that ended as the workers or the dispatcher said; stale leases are skipped,
         and those whose rows another transaction holds go to `busy_endings`."""
         by_job = {e.job_id: e for e in endings}
         busy: list[tuple[str, int]] = []
         current = journal.attempts([(e.job_id, e.lease_id) for e in endings], busy=busy)
         busy_endings.extend(by_job[job_id] for job_id, _ in busy)
-        return self._settle(journal, current, lambda a: by_job[a.job_id][2:])
+        return self._settle(journal, current, lambda a: by_job[a.job_id][2:], group)
 
     def _settle(self, journal: Journal, attempts: Sequence[Attempt],
-                end_of: Callable[[Attempt], tuple[AttemptEnd, str, str | None, float | None]]) -> int:
+                end_of: Callable[[Attempt], tuple[AttemptEnd, str, str | None, float | None]], group: "_Group") -> int:
         """Decide each attempt's outcome and store it; returns how many the journal accepted."""
         if not attempts:
             return 0
@@ -698,7 +733,16 @@ class JournalWriter:
             outcome = self._decide(attempt, end, delay)
             retry_at = None if outcome.retry_in is None else now + outcome.retry_in
             failures.append(Failure(attempt.job_id, attempt.lease_id, error, outcome.state, retry_at, traceback))
-        return journal.fail(failures)
+        accepted = journal.fail(failures)
+        if accepted == len(failures):  # read in this transaction: each is current (else: not told apart)
+            tally = group.tally
+            for failure, attempt in zip(failures, attempts):
+                kind = _FAILURE_EVENTS.get(failure.state, "failed")
+                tally[_FAILURE_TALLY[kind]] += 1
+                if group.events is not None:
+                    group.events.append(NodeEvent(kind, attempt.job_id, attempt.task, attempt=attempt.attempt,
+                                                  error=failure.error, ready_at=failure.retry_at))
+        return accepted
 
     def _deliver(self, results: list[tuple[Callback, Any, BaseException | None]], queues: set[str],
                  leased: Collection[str] = ()) -> None:
@@ -709,6 +753,23 @@ class JournalWriter:
                 logger.exception("journal callback failed")
         if queues and self._on_enqueued is not None:
             self._on_enqueued(queues, leased)
+
+
+_FAILURE_EVENTS = {"retry": "retried", "ready": "retried", "dead": "dead", "failed": "failed", "cancelled": "cancelled"}
+_FAILURE_TALLY = {"retried": "jobs_retried", "dead": "jobs_dead", "failed": "jobs_failed", "cancelled": "jobs_failed"}
+
+
+def _succeeded_events(journal: Journal, pairs: Sequence[tuple[str, int]], busy: Sequence[tuple[str, int]],
+                      accepted: int) -> list[NodeEvent]:
+    """The ``succeeded`` events of a COMPLETE statement: every pair not busy, unless some were
+    stale; then the state of each is read (in the same transaction) to tell them apart."""
+    skipped = set(busy)
+    candidates = [pair for pair in pairs if pair not in skipped]
+    if accepted < len(candidates):
+        states = {job_id: journal.result(job_id) for job_id, _ in candidates}
+        candidates = [pair for pair in candidates
+                      if (r := states[pair[0]]) is not None and r.state == "succeeded"][:accepted]
+    return [NodeEvent("succeeded", job_id) for job_id, _ in candidates]
 
 
 def _settle(fut: asyncio.Future[None] | None, error: BaseException | None) -> None:

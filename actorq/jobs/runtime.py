@@ -62,6 +62,7 @@ from actorq._kernel.actor import Actor
 from actorq.errors import JournalError
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.dispatcher import Dispatcher, DispatcherStats
+from actorq.jobs.events import EventHub
 from actorq.jobs.leader import Leadership
 from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, TaskPolicy, decide
 from actorq.jobs.node_file import NodeNotRunning, listener_pid
@@ -182,9 +183,18 @@ class JobRuntime:
         # the counts of the writers and dispatchers replaced so far, so that `progress` never goes back
         self._carried: Counter[str] = Counter()
         self._producer_drops: Counter[str] = Counter()  # of the producer endpoints replaced so far
+        self._dispatcher_drops: Counter[str] = Counter()  # of the dispatchers replaced so far
         self.reclaimed_at_start = 0
         self.worker_starts = 0
         self.worker_exits: list[tuple[int, str]] = []  # (pid, exit reason), newest last (bounded)
+        self.events = EventHub()
+        """The node events (`actorq.jobs.events`): its writers, dispatchers and this runtime emit them."""
+        self.cancelled = 0
+        """Jobs cancelled through this node (`cancel`) that had not finished."""
+        # the commit-time and group-size histograms of the writers replaced so far
+        self._carried_commits = [0] * (len(jw.COMMIT_BUCKETS) + 1)
+        self._carried_groups = [0] * (len(jw.GROUP_BUCKETS) + 1)
+        self._carried_commit_sum = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -319,6 +329,8 @@ class JobRuntime:
                 raise
         for old in previous:
             self._carried.update(_writer_counts(old.stats))
+            self._carry_histograms(old.stats)
+        writer.events = duty.events = self.events
         self._writer, self._duty = writer, duty
         if not self._reclaimed:  # a restarted writer: live workers still hold their leases
             await self._first_start(writer)
@@ -359,6 +371,7 @@ class JobRuntime:
                                 max_frame_bytes=self.dispatcher_config.max_frame_bytes,
                                 worker_capacity=self.workers_config.concurrency + self.workers_config.prefetch)
         dispatcher.on_error = on_error
+        dispatcher.events = self.events
         if self._stopping:
             dispatcher.stop_leasing()
         if self.node.endpoint.startswith("ipc://"):
@@ -373,6 +386,7 @@ class JobRuntime:
         self._orphans.clear()
         if previous is not None:
             self._carried.update(_dispatcher_counts(previous.stats))
+            self._dispatcher_drops.update(previous.stats.malformed)
         self._dispatcher = dispatcher
         return dispatcher
 
@@ -538,6 +552,9 @@ class JobRuntime:
         child = await self._launch_worker()
         self._workers[child.pid] = child
         self.worker_starts += 1
+        self.events.emit_one("worker_started", pid=child.pid)
+        if self.worker_starts > self.workers_config.processes:
+            self.events.emit_one("restart", pid=child.pid)
         return child
 
     def worker_exited(self, _child_id: str, child: Any, exit: Exit) -> None:
@@ -545,6 +562,7 @@ class JobRuntime:
         self._workers.pop(child.pid, None)
         self.worker_exits.append((child.pid, str(exit)))
         del self.worker_exits[:-EXITS_KEPT]
+        self.events.emit_one("worker_exited", pid=child.pid, error=str(exit))
         owner = self.owner_of(child.pid, child.incarnation)
         if self._dispatcher is not None and not self._dispatcher.closed:
             self._dispatcher.worker_exited(owner, str(exit))
@@ -617,6 +635,8 @@ class JobRuntime:
             raise RuntimeError("node not started")
         cancelled: bool = await self._writer.call(jw.CALL, operator.methodcaller("cancel", job_id))
         if cancelled:
+            self.cancelled += 1
+            self.events.emit_one("cancelled", job_id=job_id)
             self.cancel_noticed()  # this node may hold it: stop it now, not at the next poll
         return cancelled
 
@@ -662,6 +682,47 @@ class JobRuntime:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"node still busy after {timeout} s: {counts}")
             await asyncio.sleep(poll)
+
+    def counters(self) -> Counter[str]:
+        """Every counter of the node's writers and dispatchers over its life (a restart of a role
+        never sets one back): the `Progress` counts, and ``enqueued``, ``retried``, ``dead``,
+        ``gave_up`` (failed for good) of the writers. Cheap: reads counters only."""
+        counts = self._carried.copy()
+        for writer in self.writers:
+            counts.update(_writer_counts(writer.stats))
+        if self._dispatcher is not None:
+            counts.update(_dispatcher_counts(self._dispatcher.stats))
+        return counts
+
+    def _carry_histograms(self, stats: jw.WriterStats) -> None:
+        for i, n in enumerate(stats.commit_seconds):
+            self._carried_commits[i] += n
+        for i, n in enumerate(stats.group_sizes):
+            self._carried_groups[i] += n
+        self._carried_commit_sum += stats.commit_seconds_sum
+
+    def commit_histograms(self) -> tuple[list[int], float, list[int]]:
+        """The writers' committed groups over the node's life: counts per commit-time bucket
+        (`journal_writer.COMMIT_BUCKETS`, then longer), their total seconds, and counts per
+        group-size bucket (`journal_writer.GROUP_BUCKETS`, then larger); not cumulative."""
+        times, groups, total = list(self._carried_commits), list(self._carried_groups), self._carried_commit_sum
+        for writer in self.writers:
+            stats = writer.stats
+            times = [a + b for a, b in zip(times, stats.commit_seconds)]
+            groups = [a + b for a, b in zip(groups, stats.group_sizes)]
+            total += stats.commit_seconds_sum
+        return times, total, groups
+
+    def malformed_by_reason(self) -> dict[str, dict[str, int]]:
+        """Frames dropped as malformed, ``{socket: {reason: count}}``: the dispatchers'
+        (workers' socket) and the producer endpoint's, over the node's life."""
+        producers = self._producer_drops.copy()
+        if self._producers is not None:
+            producers.update(self._producers.dropped.by_reason)
+        workers = self._dispatcher_drops.copy()
+        if self._dispatcher is not None:
+            workers.update(self._dispatcher.stats.malformed)
+        return {"dispatcher": dict(workers), "producers": dict(producers)}
 
     def progress(self) -> Progress:
         """Current counters (cheap; safe to call often)."""
@@ -717,7 +778,8 @@ def _sync_schedules(schedules: tuple[Schedule, ...], now: float, journal: Journa
 def _writer_counts(stats: jw.WriterStats) -> dict[str, int]:
     """The `Progress` counts one journal writer keeps."""
     return {"succeeded": stats.jobs_acked, "failed": stats.attempts_failed, "commits": stats.commits,
-            "ops": stats.ops, "stale_acks": stats.stale_acks}
+            "ops": stats.ops, "stale_acks": stats.stale_acks, "enqueued": stats.jobs_enqueued,
+            "retried": stats.jobs_retried, "dead": stats.jobs_dead, "gave_up": stats.jobs_failed}
 
 
 def _dispatcher_counts(stats: DispatcherStats) -> dict[str, int]:

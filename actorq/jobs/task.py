@@ -13,7 +13,7 @@ import inspect
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NamedTuple, Protocol, TypeVar
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, TypeVar
 
 import msgpack
 
@@ -160,10 +160,74 @@ class TaskRegistry:
 
         @registry.task("emails.send", queue="emails", max_attempts=5)
         async def send(to: str) -> None: ...
+
+    Args:
+        middleware: objects with any of the methods ``before(job)``, ``after(job, outcome)``
+            and ``on_failure(job, error)``, run around every job of the registry's tasks in
+            the worker (see `TaskRegistry.before` and docs/hooks.md); in order for ``before``,
+            in reverse order for ``after`` and ``on_failure``.
+
+    Raises:
+        TypeError: a middleware object has none of those methods.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, middleware: Iterable[object] = ()) -> None:
         self._tasks: dict[str, Task] = {}
+        self._before: list[Callable[..., Any]] = []
+        self._after: list[Callable[..., Any]] = []
+        self._on_failure: list[Callable[..., Any]] = []
+        for item in middleware:
+            self.add_middleware(item)
+
+    # -- hooks around each job (run by the worker, see actorq.jobs.worker) ------------------------
+    def add_middleware(self, middleware: object) -> None:
+        """Register the ``before``, ``after`` and ``on_failure`` methods `middleware` has.
+
+        Raises:
+            TypeError: it has none of them.
+        """
+        found = False
+        for name, hooks in (("before", self._before), ("after", self._after), ("on_failure", self._on_failure)):
+            method = getattr(middleware, name, None)
+            if callable(method):
+                hooks.append(method)
+                found = True
+        if not found:
+            raise TypeError(f"middleware {type(middleware).__name__} has none of the methods "
+                            "before(job), after(job, outcome), on_failure(job, error)")
+
+    def before(self, fn: F) -> F:
+        """Decorator: call ``fn(job)`` before each attempt of this registry's tasks.
+
+        `job` is the attempt's `JobContext` (``current_job()`` works too). A sync hook runs on
+        the worker's event loop: keep it quick; an async hook is awaited. A hook that raises is
+        logged and counted; the attempt runs all the same.
+        """
+        self._before.append(_hook(fn, "before"))
+        return fn
+
+    def after(self, fn: F) -> F:
+        """Decorator: call ``fn(job, outcome)`` after each attempt, once its ack is sent.
+
+        `outcome` is how the attempt ended, an `actorq.jobs.outcome.AttemptEnd` (a str):
+        ``"ok"``, ``"raised"``, ``"permanent"``, ``"discarded"``, ``"timed_out"``, ``"cancelled"``.
+        What the journal then makes of it (retry, dead) is a node event (docs/hooks.md).
+        """
+        self._after.append(_hook(fn, "after"))
+        return fn
+
+    def on_failure(self, fn: F) -> F:
+        """Decorator: call ``fn(job, error)`` after an attempt that raised or timed out (before ``after``).
+
+        `error` is the exception the task raised (a `TimeoutError` for one that overran its time).
+        """
+        self._on_failure.append(_hook(fn, "on_failure"))
+        return fn
+
+    @property
+    def hooks(self) -> "Hooks":
+        """The registered hooks, in the order the worker calls them."""
+        return Hooks(tuple(self._before), tuple(reversed(self._after)), tuple(reversed(self._on_failure)))
 
     def task(
         self,
@@ -264,11 +328,28 @@ class TaskRegistry:
         return {name: task.policy for name, task in self._tasks.items()}
 
     def update(self, other: "TaskRegistry") -> None:
-        """Add every task of `other`. Raises ValueError on a name registered in both."""
+        """Add every task and hook of `other`. Raises ValueError on a name registered in both."""
         for task in other:
             if task.name in self._tasks and self._tasks[task.name] is not task:
                 raise ValueError(f"task {task.name!r} is registered twice")
             self._tasks[task.name] = task
+        for mine, theirs in ((self._before, other._before), (self._after, other._after),
+                             (self._on_failure, other._on_failure)):
+            mine.extend(fn for fn in theirs if fn not in mine)
+
+
+class Hooks(NamedTuple):
+    """A registry's hooks around each job, each tuple in calling order (`TaskRegistry.hooks`)."""
+
+    before: tuple[Callable[..., Any], ...]
+    after: tuple[Callable[..., Any], ...]
+    on_failure: tuple[Callable[..., Any], ...]
+
+
+def _hook(fn: Any, kind: str) -> Callable[..., Any]:
+    if not callable(fn):
+        raise TypeError(f"a {kind} hook must be callable, got {type(fn).__name__}")
+    return fn  # type: ignore[no-any-return]
 
 
 @dataclass(slots=True)

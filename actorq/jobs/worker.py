@@ -37,6 +37,7 @@ import asyncio
 import contextvars
 import ctypes
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -278,6 +279,11 @@ class Worker:
         self._lapsed = DropCounter(f"worker {spec.owner}", logger,
                                    event="did not start a job whose lease had lapsed (given back)")
         self.parent = os.getppid()
+        self.hooks = registry.hooks
+        self.hook_errors: Counter[str] = Counter()
+        """Calls of the registry's hooks that raised, by kind (``before``, ``after``, ``on_failure``)."""
+        self._hook_failed = DropCounter(f"worker {spec.owner}", logger, event="a task hook raised",
+                                        counts=self.hook_errors).drop
 
     def start(self) -> None:
         self.socket.start()
@@ -434,6 +440,8 @@ class Worker:
         end, error, extra = AttemptEnd.OK, None, ()
         value: Any = None
         overran = False
+        jctx: JobContext | None = None  # set once the attempt's hooks may run
+        failure: BaseException | None = None
         try:
             try:
                 task = self.registry[name]
@@ -450,6 +458,8 @@ class Worker:
                     if not task.is_async:
                         event = self.cancel_events[job_id] = threading.Event()
                     jctx = JobContext(job_id, name, queue, attempt, max_attempts, event)
+                    if self.hooks.before:
+                        await self._call_hooks("before", self.hooks.before, jctx)
                     if task.is_async:
                         token = _current.set(jctx)
                         try:
@@ -475,7 +485,9 @@ class Worker:
                             extra = (encode_result(task, value, self._result_budget), keep_for)
                 except Discard as exc:
                     end, error, extra = AttemptEnd.DISCARDED, _describe(exc), (_traceback(exc),)
+                    failure = exc
                 except BaseException as exc:
+                    failure = exc
                     if scope.expired():  # our deadline, not a TimeoutError of the task's own
                         overran = True
                     elif job_id in self.cancelling and isinstance(exc, asyncio.CancelledError):
@@ -494,6 +506,7 @@ class Worker:
                     end, error, extra = AttemptEnd.CANCELLED, "cancelled", ()  # it returned after seeing the flag
                 if overran:
                     end, error, extra = AttemptEnd.TIMED_OUT, f"timed out after {limit:g} s", ()
+                    failure = TimeoutError(error)
                     logger.warning("job %s (%s) attempt %d %s", job_id, name, attempt, error)
                     delay = _retry_delay(task, TimeoutError(error), attempt, job_id)
                     if delay is not None:
@@ -501,8 +514,30 @@ class Worker:
         finally:
             self.cancel_events.pop(job_id, None)
             self._ack(job_id, lease_id, end, error, extra)
+        if jctx is not None:  # after the ack: a hook can neither delay nor change the outcome
+            if failure is not None and end is not AttemptEnd.CANCELLED and self.hooks.on_failure:
+                await self._call_hooks("on_failure", self.hooks.on_failure, jctx, failure)
+            if self.hooks.after:
+                await self._call_hooks("after", self.hooks.after, jctx, end)
         if overran and not task.is_async:
             self._replace(job_id, why="a sync task overran its timeout")
+
+    async def _call_hooks(self, kind: str, hooks: Sequence[Any], jctx: JobContext, *args: Any) -> None:
+        """Call each hook with the job (and `args`), ``current_job()`` set; one that raises is
+        logged (at most once a second) and counted in `hook_errors`, and the next one runs."""
+        token = _current.set(jctx)
+        try:
+            for fn in hooks:
+                try:
+                    result = fn(jctx, *args)
+                    if inspect.isawaitable(result):
+                        await result
+                except asyncio.CancelledError:
+                    raise  # the job is being stopped (a cancel, a RESET): not the hook's failure
+                except BaseException as exc:  # SystemExit too: a hook never ends the worker or the job
+                    self._hook_failed(kind, f"{getattr(fn, '__qualname__', fn)!s} for job {jctx.id}: {_describe(exc)}")
+        finally:
+            _current.reset(token)
 
     def _replace(self, overran_id: str, why: str) -> None:
         """A sync task must stop and its thread runs on: give back every other job, say BYE, exit.

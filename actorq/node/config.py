@@ -54,6 +54,15 @@ A complete ``topology.toml``; every value shown is the default except ``tasks``:
     [results]
     ttl = 86400.0                  # seconds a task's return value is kept (0: none)
 
+    [metrics]                      # docs/metrics.md
+    bind = ""                      # "127.0.0.1:9108" serves /metrics (needs actorq[metrics])
+    allow_remote = false           # a bind beyond loopback is refused without it
+    counts_every = 5.0             # seconds between reads of the journal's counts
+
+    [hooks]                        # docs/hooks.md
+    node = []                      # "module:function" called with each node event
+    buffer = 10000                 # events waiting for the hooks; more are dropped and counted
+
     [supervision]
     strategy = "one_for_one"       # root: core and the worker pool
     intensity = 2
@@ -91,6 +100,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from actorq.errors import ActorQError
+from actorq.jobs.events import HooksConfig
 from actorq.jobs.node_file import node_file_beside
 from actorq.jobs.schedule import CATCH_UP_POLICIES, Schedule, check_cron, check_schedule_name, zone
 from actorq.jobs.task import check_name
@@ -101,6 +111,7 @@ from actorq.jobs.wire import MAX_CREDITS, payload_budget
 from actorq.journal.backends import journal_class
 from actorq.journal.config import MAX_SECONDS, JournalConfig
 from actorq.journal.config import redact_url as redact_url  # for the CLI and benches
+from actorq.node.metrics import MetricsConfig, bind_problem
 
 __all__ = ["Config", "ConfigError", "DispatcherConfig", "JournalConfig", "NodeConfig", "ProducersConfig",
            "SupervisionConfig", "WorkersConfig", "default_config", "load_config", "parse_config"]
@@ -175,6 +186,10 @@ class Config:
     producers: ProducersConfig = field(default_factory=ProducersConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    """``[metrics]``: the Prometheus endpoint (docs/metrics.md)."""
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+    """``[hooks]``: node event hooks (docs/hooks.md)."""
     schedules: tuple[Schedule, ...] = field(default=(), metadata={"toml": False})
     """The ``[[schedules]]`` tables (read by `parse_schedules`)."""
     path: Path | None = field(default=None, metadata={"toml": False})
@@ -295,6 +310,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>",
             raise ConfigError(source, f"journal.{key}",
                               f"expected a number > 0 and < dispatcher.lease_timeout ({lease_timeout:g}), "
                               f"got {value!r}")
+    if problem := bind_problem(config.metrics):
+        raise ConfigError(source, "metrics.bind", problem)
     node = dataclasses.replace(config.node, name=config.node.name or socket.gethostname())
     schedules = parse_schedules(raw_schedules, source, payload_budget(config.dispatcher.max_frame_bytes))
     return dataclasses.replace(config, node=node, schedules=schedules, path=path)

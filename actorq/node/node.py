@@ -24,13 +24,15 @@ Embedding in an asyncio service::
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from actorq._kernel.system import ActorSystem
 from actorq.errors import ActorQError, ActorStopped
@@ -38,12 +40,14 @@ from actorq.jobs.outcome import TaskPolicy
 from actorq.jobs.producers import EndpointUnusable
 from actorq.jobs.queue import QueueRef
 from actorq.jobs.cron import Schedules
+from actorq.jobs.events import EVENTS, NodeEvent, load_hook
 from actorq.jobs.runtime import JobRuntime, Progress
 from actorq.jobs.task import check_name
 from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import check_tasks
 from actorq.journal.config import redact_url
 from actorq.node.config import Config, ConfigError, load_config
+from actorq.node.metrics import MetricsServer, MetricsUnavailable
 from actorq.node.control import STATUS, TREE, ControlServer, NodeNotRunning, read_node_file, write_node_file
 from actorq.node.status import build_status
 from actorq.node.tree import NODE, build_tree, describe
@@ -135,6 +139,9 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
         self._sampler: asyncio.Task[None] | None = None
         self._done_samples: deque[tuple[float, int]] = deque(maxlen=RATE_SAMPLES)  # (monotonic, attempts ended)
+        self._hooks: list[tuple[str, Callable[[NodeEvent], object]]] = []  # registered by `on`
+        self.metrics: MetricsServer | None = None
+        """The ``/metrics`` endpoint when ``[metrics] bind`` is set (after `start`)."""
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> "Node":
@@ -161,6 +168,17 @@ class Node:
         cfg = self.config
         if not cfg.node.tasks:
             logger.warning("node.tasks is empty: workers know no task, every job will end dead")
+        source = str(cfg.path or "config")
+        if cfg.metrics.bind and importlib.util.find_spec("prometheus_client") is None:
+            self._started = False  # said before any process starts
+            raise ConfigError(source, "metrics.bind", str(MetricsUnavailable.default()))
+        try:  # from where task modules are found (their directory first), in this process
+            if cfg.hooks.node:
+                sys.path[:0] = [entry for entry in cfg.task_search_path if entry not in sys.path]
+            file_hooks = [load_hook(entry) for entry in cfg.hooks.node]
+        except ImportError as exc:
+            self._started = False
+            raise ConfigError(source, "hooks.node", str(exc)) from None
         try:  # fail fast, naming the module, instead of crash-looping workers until intensity runs out
             tasks = await loop.run_in_executor(None, import_tasks, cfg)
         except (TaskModuleError, TaskCheckInterrupted):
@@ -171,9 +189,15 @@ class Node:
                                             producers=cfg.producers, schedules=cfg.schedules,
                                             results=cfg.results)
         runtime.open()
+        runtime.events.buffer = cfg.hooks.buffer
+        for fn in file_hooks:
+            runtime.events.on("*", fn)
+        for kind, fn in self._hooks:
+            runtime.events.on(kind, fn)
         self.system = ActorSystem(f"node-{cfg.node.name}")
         await self.system.start()
         try:
+            self._start_metrics(loop, runtime)  # first: an address in use is said before any process starts
             flags, specs = build_tree(runtime, cfg.supervision, cfg.workers)
             try:
                 root = await start_supervisor(self.system, flags, specs, name=NODE)
@@ -238,8 +262,54 @@ class Node:
         if self.system is not None:
             await self.system.stop()
         self._stop_control()
+        if self.metrics is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.metrics.stop)
+            self.metrics = None
         if self.runtime is not None:
             await self.runtime.close()
+            # the last events (the writer's final commits) go to the hooks before `stop` returns
+            await asyncio.get_running_loop().run_in_executor(None, self.runtime.events.close)
+
+    # -- metrics and hooks ----------------------------------------------------------------
+    def _start_metrics(self, loop: asyncio.AbstractEventLoop, runtime: JobRuntime) -> None:
+        metrics = self.config.metrics
+        if not metrics.bind:
+            return
+        server = MetricsServer(runtime, loop, metrics, self.config.node.name, sockets=self._control_drops)
+        source = str(self.config.path or "config")
+        try:
+            server.start()
+        except MetricsUnavailable as exc:
+            raise ConfigError(source, "metrics.bind", str(exc)) from None
+        except OSError as exc:
+            raise ConfigError(source, "metrics.bind", f"cannot serve metrics at {metrics.bind}: "
+                              f"{exc.strerror or exc}") from None
+        self.metrics = server
+        logger.info("node %s serves metrics at http://%s:%d/metrics", self.config.node.name, *server.address)
+
+    def _control_drops(self) -> dict[str, dict[str, int]]:
+        return {"control": dict(self.control.dropped.by_reason)} if self.control is not None else {}
+
+    def on(self, event: str, fn: Callable[[NodeEvent], object]) -> None:
+        """Call ``fn(event)`` for each node event of kind `event` (docs/hooks.md), before or after `start`.
+
+        `event` is one of ``enqueued``, ``started``, ``succeeded``, ``retried``, ``failed``,
+        ``dead``, ``cancelled``, ``worker_started``, ``worker_exited``, ``restart``, or ``"*"``
+        for all. Hooks run in order on the node's hook thread, never on its loop: a slow one
+        delays only the hooks after it, and past ``hooks.buffer`` waiting events new ones are
+        dropped (counted). A hook that raises is logged and counted; the job is not affected.
+
+        Raises:
+            ValueError: `event` is not a node event.
+            TypeError: `fn` is not callable.
+        """
+        if event != "*" and event not in EVENTS:
+            raise ValueError(f"unknown node event {event!r}; expected one of {', '.join(EVENTS)} or '*'")
+        if not callable(fn):
+            raise TypeError(f"a node hook must be callable, got {type(fn).__name__}")
+        self._hooks.append((event, fn))
+        if self.runtime is not None:
+            self.runtime.events.on(event, fn)
 
     # -- control endpoint (actorq tree, actorq status) ------------------------------------
     def _start_control(self, loop: asyncio.AbstractEventLoop, runtime: JobRuntime) -> None:
