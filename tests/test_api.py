@@ -24,7 +24,7 @@ PINNED_ALL = {
     "actorq": [
         "Actor", "ActorQError", "ActorRef", "ActorStopped", "ActorSystem", "AskTimeout", "AsyncClient", "Client",
         "Config", "ConfigError", "Discard", "Job", "JobContext", "JobFailed", "JobState", "JournalError",
-        "JournalLocked", "MailboxFull", "Node", "NodeFailed", "NotCommitted", "PermanentError", "QueueRef",
+        "JournalLocked", "MailboxFull", "Node", "NodeFailed", "NotCommitted", "PermanentError", "QueueFull", "QueueRef",
         "ResultExpired", "Retry", "RetryPolicy", "Schedule", "Task", "TaskRegistry", "TransientError", "UnknownTask",
         "current_job",
     ],
