@@ -56,13 +56,14 @@ import logging
 import math
 import os
 import threading
+import re
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import zmq
 
-from actorq.errors import NotCommitted
+from actorq.errors import NotCommitted, QueueFull
 from actorq.jobs import producers
 from actorq.jobs.node_file import NodeNotRunning, alive, listener_pid, node_file_beside, read_node_file
 from actorq.jobs.settings import producers_endpoint_problem
@@ -89,6 +90,9 @@ BUSY_FIRST_DELAY, BUSY_MAX_DELAY = 0.005, 0.2  # backoff after a BUSY answer
 MAX_RESULT_POLL = 86_400.0
 WAIT_GRACE = 2.0  # seconds past a WAIT's own timeout its answer may take to arrive
 
+
+# a QueueFull as the node's producer endpoint answers it (`producers` sends "<type>: <message>")
+_QUEUE_FULL = re.compile(r"QueueFull: queue '(?P<queue>[^']*)' is full: (?P<depth>\d+) waiting jobs, max_depth (?P<limit>\d+)")
 
 class Client:
     """A synchronous producer on a journal URL; safe to share between threads.
@@ -663,5 +667,8 @@ class _NodeLink:
                                maybe_committed=True)
         for row, result in zip(rows, results):
             if not result.ok:
+                full = _QUEUE_FULL.fullmatch(result.text)
+                if full:  # the node's journal refused it at the queue's max_depth: the same error as direct
+                    raise QueueFull(full["queue"], int(full["depth"]), int(full["limit"]))
                 raise NotCommitted(f"job {row.id} not committed: {result.text}")
         return [result.text for result in results]

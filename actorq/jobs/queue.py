@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, Protocol, Sequence
 
-from actorq.errors import NotCommitted
+from actorq.errors import NotCommitted, QueueFull
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.results import ResultWaiters, timed_out
 from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared, Job
@@ -170,6 +170,7 @@ def _resolve(fut: asyncio.Future[None], failure: list[BaseException]) -> None:
     if fut.done():
         return
     if failure:
-        fut.set_exception(NotCommitted(f"job not committed: {failure[0]}"))
+        full = next((e for e in failure if isinstance(e, QueueFull)), None)  # refused at max_depth: say so
+        fut.set_exception(full or NotCommitted(f"job not committed: {failure[0]}"))
     else:
         fut.set_result(None)

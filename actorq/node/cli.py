@@ -20,7 +20,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from actorq._version import __version__
 from actorq._kernel.loop import new_event_loop
-from actorq.errors import JournalError
+from actorq.errors import JournalError, QueueFull
 from actorq.jobs.client import Client
 from actorq.jobs.runtime import JOURNAL_WAIT_REPORTED, live_jobs
 from actorq.jobs.settings import producers_endpoint_problem
@@ -32,7 +32,7 @@ from actorq.journal.backends import journal_class, open_journal
 from actorq.journal.config import parse_duration
 from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, TERMINAL_STATES, JobState
 from actorq.node.config import Config, ConfigError, load_config
-from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK, EXIT_RETRY
+from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_FULL, EXIT_JOURNAL, EXIT_OK, EXIT_RETRY
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
 from actorq.node.node import Node, NodeFailed, TaskCheckInterrupted, TaskModuleError, import_tasks
 from actorq.node.status import ask_status, render_status
@@ -286,6 +286,11 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
         unknown = "" if schedule.task in names else "  (task not registered: its jobs would be dead)"
         _out(f"    {schedule.name}: {schedule.cron!r} {schedule.timezone} -> {schedule.task}, "
              f"next {_local(schedule.next_after(now), schedule.timezone)}{unknown}")
+    _out(f"  queues    {len(config.queues) or '(no limits)'}")
+    for limits in config.queues:
+        rules = [f"{key} {getattr(limits, key):,}" for key in ("concurrency", "node_concurrency", "max_depth")
+                 if getattr(limits, key) is not None]
+        _out(f"    {limits.queue}: {', '.join(rules) or 'no limits (clears what the journal holds)'}")
     return EXIT_OK
 
 
@@ -392,7 +397,12 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
             jobs = [Job(args.task, task_args, kwargs, delay=args.delay, max_attempts=args.max_attempts,
                         priority=args.priority, unique_key=args.unique_key, unique_for=args.unique_for)
                     for _ in range(n)]
-            ids = client.enqueue_many(jobs, args.queue)
+            try:
+                ids = client.enqueue_many(jobs, args.queue)
+            except QueueFull as exc:  # one line; the batches before it stay committed
+                _err(f"actorq enqueue: {exc}; nothing of this batch was added"
+                     + (f" ({done:,} jobs enqueued before it)" if done else ""))
+                return EXIT_FULL
             held += sum(1 for job, job_id in zip(jobs, ids) if job_id != job.id)  # a held key's holder
             done += n
         if args.count == 1:
