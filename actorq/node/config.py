@@ -325,8 +325,8 @@ def parse_queues(raw: object, source: str) -> tuple[QueueLimits, ...]:
         where = f"queues.{name}"
         try:
             check_name("queue name", name)
-        except ValueError as exc:
-            raise ConfigError(source, where, str(exc)) from None
+        except ValueError as exc:  # never echo a long name
+            raise ConfigError(source, where if len(name) <= 60 else "queues", str(exc)) from None
         if not isinstance(table, Mapping):
             raise ConfigError(source, where, f"expected a table, {_got(table)}")
         values: dict[str, int] = {}
