@@ -64,6 +64,7 @@ from typing import Any, Mapping, Sequence
 import zmq
 
 from actorq.errors import NotCommitted, QueueFull
+from actorq.jobs import backpressure
 from actorq.jobs import producers
 from actorq.jobs.node_file import NodeNotRunning, alive, listener_pid, node_file_beside, read_node_file
 from actorq.jobs.settings import producers_endpoint_problem
@@ -194,23 +195,26 @@ class Client:
                    schema=config.schema, connect_retry_for=config.connect_retry_for, tasks=tasks, create=create,
                    node_endpoint=node_endpoint)
 
-    def enqueue(self, job: Job, queue: str | None = None) -> str:
+    def enqueue(self, job: Job, queue: str | None = None, *, block: float = 0.0) -> str:
         """Commit one job and return its id (accepted).
 
         Args:
             job: the job.
             queue: the queue; None (default): its task's declared queue.
+            block: seconds to wait for room when the queue is at its ``max_depth``
+                (sending again after short sleeps); 0 (default): raise at once.
 
         Raises:
             TypeError: an argument cannot be encoded (names the argument).
             ValueError: the job is invalid (a bad name, arguments over the node's frame).
             NotCommitted: through a node: it refused the job, stayed busy, stopped or gave
                 no answer within `timeout` (``maybe_committed`` is then set); send it again.
+            QueueFull: its queue stayed at its ``max_depth`` for `block` seconds (docs/flow-control.md).
             JournalError: the commit failed; the job was not accepted (re-send is safe).
         """
-        return self.enqueue_many([job], queue)[0]
+        return self.enqueue_many([job], queue, block=block)[0]
 
-    def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None) -> list[str]:
+    def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None, *, block: float = 0.0) -> list[str]:
         """Commit several jobs and return their ids, in order.
 
         Written directly, they commit in one transaction; through a node, in requests
@@ -220,8 +224,19 @@ class Client:
 
         Raises:
             As `enqueue`; some jobs may be committed when it raises: sending them all
-            again adds none twice.
+            again adds none twice (and those committed take no room in a full queue).
         """
+        tries = backpressure.pauses(backpressure.check_block(block))
+        while True:
+            try:
+                return self._enqueue_many(jobs, queue)
+            except QueueFull:
+                pause = next(tries, None)
+                if pause is None:
+                    raise
+                time.sleep(pause)
+
+    def _enqueue_many(self, jobs: Sequence[Job], queue: str | None) -> list[str]:
         declared = self._declared({job.task for job in jobs})
         node = self._node() if jobs else None
         if node is not None:

@@ -583,6 +583,9 @@ class JournalWriter:
             if refused:
                 full = {id(job): error for job, error in refused}
                 results.extend((op[2], None, full[id(op[1])]) for op in ops if id(op[1]) in full and op[2] is not None)
+                told = [full[id(op[1])] for op in ops if id(op[1]) in full and op[2] is None]
+                if told:  # sent with `tell`: nobody waits for the answer, so it is said here
+                    logger.warning("%d jobs sent with tell were not added: %s", len(told), told[-1])
                 ops = [op for op in ops if id(op[1]) not in full]
                 jobs = [op[1] for op in ops]
             tally["jobs_enqueued"] += len(jobs)

@@ -8,7 +8,7 @@ counting statements (docs/flow-control.md).
 from __future__ import annotations
 
 import time
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 from actorq.errors import QueueFull
 from actorq.journal.protocol import MAX_QUEUE_LIMIT, QUEUE_LIMITS_TTL, NewJob, QueueLimits
@@ -62,16 +62,18 @@ def depth_limited(stored: Mapping[str, QueueLimits], jobs: Sequence[NewJob]) -> 
 
 
 def admit(jobs: Sequence[NewJob], rooms: Mapping[str, tuple[int, int]],
-          refused: list[tuple[NewJob, QueueFull]] | None) -> list[NewJob]:
+          refused: list[tuple[NewJob, QueueFull]] | None, present: Collection[str] = ()) -> list[NewJob]:
     """The jobs that fit, in batch order; `rooms` is ``{queue: (depth, max_depth)}``.
 
     The jobs past a queue's room are appended to `refused` with their error; without
-    `refused`, the first one raises `QueueFull` (nothing of the batch is inserted).
+    `refused`, the first one raises `QueueFull` (nothing of the batch is inserted). A job
+    whose id is `present` (a re-send: the insert skips it) takes no room, so a producer
+    may send a partly refused batch again whole.
     """
     taken = {queue: 0 for queue in rooms}
     kept: list[NewJob] = []
     for job in jobs:
-        if job.queue in rooms:
+        if job.queue in rooms and job.id not in present:
             depth, most = rooms[job.queue]
             if depth + taken[job.queue] >= most:
                 error = QueueFull(job.queue, depth + taken[job.queue], most)

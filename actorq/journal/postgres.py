@@ -117,6 +117,7 @@ def _limit_statements(schema: str) -> dict[str, str]:
             f" FROM (SELECT queue, max_depth FROM {queues} WHERE queue = ANY(%(queues)s::text[])"
             "  AND max_depth IS NOT NULL ORDER BY queue) q"
         ),
+        "present": f"SELECT id FROM {jobs} WHERE id = ANY(%(ids)s::text[])",  # re-sent ids take no room
         "depth": (
             f"SELECT q, (SELECT count(*) FROM {jobs} WHERE state = 'ready' AND queue = q)"
             f" + (SELECT count(*) FROM {jobs} WHERE state IN ('scheduled', 'retry') AND queue = q)"
@@ -573,11 +574,13 @@ class PostgresJournal:
         limit_sql = _limit_statements(self.schema)
         with self.transaction():
             most = {row[1]: row[2] for row in self._execute(limit_sql["fill"], {"queues": full}).fetchall()}
-            rooms = {}
+            rooms, present = {}, set()
             if most:
                 depths = self._execute(limit_sql["depth"], {"queues": sorted(most)}).fetchall()
                 rooms = {queue: (depth, most[queue]) for queue, depth in depths}
-            jobs = _limits.admit(jobs, rooms, refused)
+                ids = [j.id for j in jobs if j.queue in most and "\x00" not in j.id]
+                present = {row[0] for row in self._execute(limit_sql["present"], {"ids": ids}).fetchall()}
+            jobs = _limits.admit(jobs, rooms, refused, present)
             return self._insert(jobs) if jobs else 0
 
     def _insert(self, jobs: Sequence[NewJob]) -> int:

@@ -90,6 +90,7 @@ _LIMITS_SQL = {
     "read": "SELECT queue, concurrency, NULL, max_depth FROM actorq_queues",
     "concurrency": "SELECT concurrency FROM actorq_queues WHERE queue = ?",
     "max_depth": "SELECT max_depth FROM actorq_queues WHERE queue = ?",
+    "present": "SELECT id FROM actorq_jobs WHERE id IN ({marks})",  # re-sent ids take no room
     # every lease of the queue, then those under the node's prefix (substr: no LIKE patterns)
     "leased": (
         "SELECT count(*), coalesce(sum(substr(lease_owner, 1, length(?2)) = ?2), 0) FROM actorq_jobs"
@@ -413,7 +414,10 @@ class SQLiteJournal:
         with self.transaction():
             full = _limits.depth_limited(self._stored_limits(), jobs)
             if full:
-                jobs = _limits.admit(jobs, self._rooms(full), refused)
+                ids = [j.id for j in jobs if j.queue in full]
+                present = {row[0] for chunk in _chunks(ids) for row in self._conn.execute(
+                    _LIMITS_SQL["present"].format(marks=in_list(len(chunk))), chunk)}
+                jobs = _limits.admit(jobs, self._rooms(full), refused, present)
             return self._insert(jobs)
 
     def _rooms(self, queues: Sequence[str]) -> dict[str, tuple[int, int]]:

@@ -21,6 +21,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from actorq._version import __version__
 from actorq._kernel.loop import new_event_loop
 from actorq.errors import JournalError, QueueFull
+from actorq.jobs.backpressure import MAX_BLOCK
 from actorq.jobs.client import Client
 from actorq.jobs.runtime import JOURNAL_WAIT_REPORTED, live_jobs
 from actorq.jobs.settings import producers_endpoint_problem
@@ -398,7 +399,7 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
                         priority=args.priority, unique_key=args.unique_key, unique_for=args.unique_for)
                     for _ in range(n)]
             try:
-                ids = client.enqueue_many(jobs, args.queue)
+                ids = client.enqueue_many(jobs, args.queue, block=args.block)
             except QueueFull as exc:  # one line; the batches before it stay committed
                 _err(f"actorq enqueue: {exc}; nothing of this batch was added"
                      + (f" ({done:,} jobs enqueued before it)" if done else ""))
@@ -687,6 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"the job holds its key for SECONDS from now, finished or not, > 0 and at most "
                           f"{MAX_UNIQUE_FOR} (a year); without --unique-key the key is the task name and "
                           "its arguments (default: the task's declared unique_for)")
+    enq.add_argument("--block", type=_seconds(0.0, MAX_BLOCK, low_allowed=True), default=0.0, metavar="SECONDS",
+                     help="while the queue is at its max_depth, wait up to SECONDS for room (from 0, the "
+                          f"default: refuse at once, to {MAX_BLOCK:.0f}); still full: exit code {EXIT_FULL}")
     enq.add_argument("--node-endpoint", type=_node_endpoint, default=None, metavar="ENDPOINT",
                      help="send the jobs through the node serving this producer endpoint (its [producers] "
                           "endpoint: ipc:///abs/path or tcp://127.0.0.1:PORT), on any journal; default: "

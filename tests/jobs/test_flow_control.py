@@ -98,11 +98,31 @@ async def test_max_depth_refuses_through_queue_ref_client_node_endpoint_and_cli(
         for error in (await asyncio.to_thread(via_node), await asyncio.to_thread(direct)):
             assert (error.queue, error.depth, error.limit) == ("full", 3, 3)
         assert str(error) == "queue 'full' is full: 3 waiting jobs, max_depth 3"
+
+        def blocked_then_refused() -> None:
+            with Client(topo.config.journal.resolved_url, via_node=False) as client:
+                with pytest.raises(QueueFull):
+                    client.enqueue(Job("fc.later"), block=0.05)
+                with pytest.raises(ValueError, match="block must be a number of seconds from 0 to 86400"):
+                    client.enqueue(Job("fc.later"), block=-1)
+
+        await asyncio.to_thread(blocked_then_refused)
+        # a producer blocking for room gets it once a waiting job leaves (here: cancelled)
+        waiting = sorted(topo.states())
+        blocked = asyncio.ensure_future(ref.enqueue(Job("fc.later"), block=60))
+
+        def cancel_one() -> bool:
+            with Client(topo.config.journal.resolved_url, via_node=False) as client:
+                return client.cancel(waiting[0])
+
+        assert await asyncio.to_thread(cancel_one)
+        assert await blocked not in waiting
     # the limit is the journal's: the command line meets it with no node running
     assert cli_main(["enqueue", "--config", str(topo.toml_path), "fc.later"]) == EXIT_FULL
     assert capsys.readouterr().err.strip() == (
         "actorq enqueue: queue 'full' is full: 3 waiting jobs, max_depth 3; nothing of this batch was added")
-    assert topo.client().counts() == {"full": {"ready": 3}}
+    with topo.client() as client:
+        assert client.counts() == {"full": {"ready": 3, "cancelled": 1}}
 
 
 @pytest.mark.parametrize("table, message", [

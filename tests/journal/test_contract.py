@@ -1374,6 +1374,7 @@ def test_queue_max_depth_refuses_past_the_limit(journal: Journal) -> None:
                            refused=refused) == 2
     assert [(job.id, error.depth) for job, error in refused] == [("d", 3)]
     assert journal.get("d") is None and state(journal, "free") is JobState.READY
+    assert journal.enqueue([new_job("c", queue="small")]) == 0  # a re-sent id takes no room: no refusal
     # a leased job no longer waits: room for one more
     assert len(journal.lease(["small"], "w1", 1, HOUR)) == 1
     assert journal.enqueue([new_job("d", queue="small")]) == 1
