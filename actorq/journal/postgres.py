@@ -839,7 +839,11 @@ class PostgresJournal:
             if cursor.rowcount != 1:
                 return False
             if jobs:
-                self.enqueue(jobs)
+                refused: list[tuple[NewJob, QueueFull]] = []  # a full queue skips this firing, said in the log
+                self.enqueue(jobs, refused=refused)
+                if refused:
+                    logger.warning("schedule %r: %d of its jobs not added at this firing: %s",
+                                   name, len(refused), refused[-1][1])
             return True
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:

@@ -639,7 +639,8 @@ class Journal(Protocol):
         was removed) nothing is written and it returns False. Inside the caller's
         transaction both writes commit or neither does, so a fire time fires once however
         many schedulers, nodes or restarts see it. `jobs` may be empty (times skipped by
-        the catch-up policy still move ``last_fired``).
+        the catch-up policy still move ``last_fired``). A job its queue's ``max_depth``
+        refuses is not added and is logged; the time still counts as fired.
         """
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:

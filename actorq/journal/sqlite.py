@@ -661,7 +661,11 @@ class SQLiteJournal:
             if self._conn.execute(SQL.fire_schedule, (fired, name, previous)).rowcount != 1:
                 return False
             if jobs:
-                self.enqueue(jobs)
+                refused: list[tuple[NewJob, QueueFull]] = []  # a full queue skips this firing, said in the log
+                self.enqueue(jobs, refused=refused)
+                if refused:
+                    logger.warning("schedule %r: %d of its jobs not added at this firing: %s",
+                                   name, len(refused), refused[-1][1])
             return True
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:

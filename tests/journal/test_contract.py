@@ -1380,3 +1380,14 @@ def test_queue_max_depth_refuses_past_the_limit(journal: Journal) -> None:
     assert journal.enqueue([new_job("d", queue="small")]) == 1
     with pytest.raises(QueueFull):
         journal.enqueue([new_job("e", queue="small")])
+
+
+def test_a_schedule_firing_into_a_full_queue_moves_on_without_its_job(journal: Journal) -> None:
+    from actorq.journal.protocol import QueueLimits
+
+    journal.declare_queues([QueueLimits("small", max_depth=1)])
+    journal.put_schedules([_schedule("tick")])
+    assert journal.enqueue([new_job("waiting", queue="small")]) == 1
+    assert journal.fire_schedule("tick", None, 60.0, [new_job("fired", queue="small")])
+    assert journal.get("fired") is None
+    assert [row.last_fired for row in journal.schedules()] == [60.0]
