@@ -424,9 +424,12 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     with Client.from_config(config.journal, create=False) as client:  # reading never creates a journal
         counts = client.counts()
         paused = client.paused_queues()
+        limits = client.queue_limits()
     node, lines = _node_status(config, args.timeout)
     if args.json:
-        _out(json.dumps({"queues": counts, "paused": paused, "node": node}, sort_keys=True))
+        stored = {name: {key: value for key, value in (("concurrency", q.concurrency), ("max_depth", q.max_depth))
+                         if value is not None} for name, q in sorted(limits.items())}
+        _out(json.dumps({"queues": counts, "paused": paused, "limits": stored, "node": node}, sort_keys=True))
         return EXIT_OK
     states = [str(state) for state in JobState]
     _out(f"journal {config.journal.describe()}")
@@ -437,6 +440,11 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         _out("(no jobs)")
     if paused:
         _out(f"paused queues (lease nothing): {', '.join(paused)}")
+    for name, q in sorted(limits.items()):
+        rules = [f"{key} {value:,}" for key, value in (("concurrency", q.concurrency), ("max_depth", q.max_depth))
+                 if value is not None]
+        if rules:
+            _out(f"queue {name}: {', '.join(rules)} (docs/flow-control.md)")
     for line in lines:
         _out(line)
     return EXIT_OK

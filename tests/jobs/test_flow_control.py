@@ -9,6 +9,7 @@ No timing is asserted: the jobs sleep a little only so that they would overlap.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -123,6 +124,11 @@ async def test_max_depth_refuses_through_queue_ref_client_node_endpoint_and_cli(
         "actorq enqueue: queue 'full' is full: 3 waiting jobs, max_depth 3; nothing of this batch was added")
     with topo.client() as client:
         assert client.counts() == {"full": {"ready": 3, "cancelled": 1}}
+    # actorq status shows the stored limits
+    assert cli_main(["status", "--config", str(topo.toml_path), "--timeout", "0.2"]) == 0
+    assert "queue full: max_depth 3 (docs/flow-control.md)" in capsys.readouterr().out.splitlines()
+    assert cli_main(["status", "--config", str(topo.toml_path), "--json", "--timeout", "0.2"]) == 0
+    assert json.loads(capsys.readouterr().out)["limits"] == {"full": {"max_depth": 3}}
 
 
 @pytest.mark.parametrize("table, message", [
