@@ -108,7 +108,15 @@ def _limit_statements(schema: str) -> dict[str, str]:
         # The claimers of one queue, every node's, one at a time until commit (the lock is taken
         # before the count's statement starts); enqueuers with a max_depth take another key.
         "claim": (
-            f"SELECT pg_advisory_xact_lock(hashtext({space}), hashtext('claim:' || %(queue)s)),"
+            f"SELECT true, (SELECT concurrency FROM {queues} WHERE queue = %(queue)s)"
+            f" FROM pg_advisory_xact_lock(hashtext({space}), hashtext('claim:' || %(queue)s))"
+        ),
+        # A transaction that already holds another queue's claim lock (several leases in one
+        # group commit), or a fill lock, never waits for a claim lock: two nodes taking two
+        # queues' locks in opposite orders would deadlock. Not granted: that queue leases
+        # nothing this time (the next wake or poll tries again).
+        "try_claim": (
+            f"SELECT pg_try_advisory_xact_lock(hashtext({space}), hashtext('claim:' || %(queue)s)),"
             f" (SELECT concurrency FROM {queues} WHERE queue = %(queue)s)"
         ),
         "lease": bounded,
@@ -335,6 +343,8 @@ class PostgresJournal:
         self.url = redact_url(url)
         self._sql: Statements = statements(schema)
         self._queues = _limits.LimitsCache()
+        self._claims_held: set[str] = set()  # queues whose claim lock this transaction holds
+        self._fills_held = False  # whether it holds a fill lock (an enqueue into a queue with a max_depth)
         for name, value in (("lock_timeout", lock_timeout), ("idle_in_transaction_timeout", idle_in_transaction_timeout)):
             if not 0 < value <= MAX_SECONDS:
                 raise ValueError(f"{name} must be seconds > 0 and <= {MAX_SECONDS:.0f}, got {value!r}")
@@ -498,6 +508,8 @@ class PostgresJournal:
             raise
         finally:
             self._depth = 0
+            self._claims_held.clear()  # transaction locks: released at its end
+            self._fills_held = False
             if conn.closed:
                 self._conn = None
 
@@ -574,6 +586,7 @@ class PostgresJournal:
         limit_sql = _limit_statements(self.schema)
         with self.transaction():
             most = {row[1]: row[2] for row in self._execute(limit_sql["fill"], {"queues": full}).fetchall()}
+            self._fills_held = True  # from now on this transaction only tries claim locks
             rooms, present = {}, set()
             if most:
                 depths = self._execute(limit_sql["depth"], {"queues": sorted(most)}).fetchall()
@@ -634,7 +647,13 @@ class PostgresJournal:
         lifted: set[str] = set()
         with self.transaction():
             for queue in limited:  # sorted: two claimers take the locks in one order
-                concurrency = self._execute(limit_sql["claim"], {"queue": queue}).fetchone()[1]  # type: ignore[index]
+                held = self._claims_held
+                wait = queue in held or not (held or self._fills_held)  # see "try_claim"
+                granted, concurrency = self._execute(limit_sql["claim" if wait else "try_claim"],
+                                                     {"queue": queue}).fetchone()  # type: ignore[misc]
+                if not granted:
+                    continue
+                held.add(queue)
                 node_limit = self._queues.node.get(queue)
                 if concurrency is None and node_limit is None:
                     lifted.add(queue)  # lifted since the cache was read: leased with the others below

@@ -778,3 +778,24 @@ def test_queue_concurrency_one_holds_between_two_racing_journals(pg_journal: Pos
     other.close()
     assert all(len(rounds_got) == rounds for rounds_got in got)
     assert pg_journal.counts()["one"] == {"succeeded": rounds, "ready": 60 - rounds}
+
+
+def test_a_transaction_holding_one_queues_claim_never_waits_for_anothers(pg_journal: PostgresJournal,
+                                                                         pg_schema: str) -> None:
+    """Two group commits leasing two limited queues in opposite orders: the second claim of
+    each is tried, not waited for, so neither deadlocks; that queue leases nothing this time."""
+    from actorq.journal.protocol import QueueLimits
+
+    pg_journal.declare_queues([QueueLimits("a", concurrency=5), QueueLimits("b", concurrency=5)])
+    pg_journal.enqueue([NewJob(f"{q}{i}", q, "t", b"\x92\x90\x80") for q in "ab" for i in range(4)])
+    other = PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        with pg_journal.transaction(), other.transaction():
+            assert len(pg_journal.lease(["a"], "n1/1/x", 1, 60)) == 1  # holds a's claim lock
+            assert len(other.lease(["b"], "n2/1/y", 1, 60)) == 1  # holds b's
+            assert pg_journal.lease(["b"], "n1/1/x", 1, 60) == []  # tried, not granted: no wait
+            assert other.lease(["a"], "n2/1/y", 1, 60) == []
+            assert len(pg_journal.lease(["a"], "n1/2/x", 1, 60)) == 1  # its own lock again: granted
+        assert len(other.lease(["a"], "n2/1/y", 5, 60)) == 2  # both committed: the locks are gone
+    finally:
+        other.close()
