@@ -30,7 +30,7 @@ PINNED_ALL = {
     ],
     "actorq.journal": [
         "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener", "NewJob",
-        "PostgresJournal",
+        "PostgresJournal", "QueueLimits",
         "SQLiteJournal", "TERMINAL_STATES", "enqueue_in", "migrate", "open_journal",
     ],
     "actorq.supervisors": [
