@@ -469,7 +469,7 @@ class SQLiteJournal:
             limited = self._queues.lease_limited(self._stored_limits(), queues)
             if limited:  # each limited queue alone, at most its room; then the others together
                 for queue in limited:
-                    take = min(limit, self._lease_room(queue, limit))
+                    take = self._lease_room(queue, limit - len(rows))
                     if take > 0:
                         rows += self._conn.execute(SQL.lease.format(marks=in_list(1)),
                                                    (lease_id, owner, now + lease_for, queue, take)).fetchall()

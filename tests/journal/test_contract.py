@@ -1335,6 +1335,11 @@ def test_queue_concurrency_bounds_every_lease(journal: Journal) -> None:
     assert sorted(j.queue for j in first).count("lim") == 3  # the limit, not the 10 asked
     assert [j.queue for j in first].count("q") == 4  # an unlimited queue beside it leases as before
     assert journal.lease(["lim"], "node/2/b", 10, 60) == []  # another owner: the limit is the queue's
+    # two limited queues in one lease share what it asks for
+    journal.declare_queues([QueueLimits("lim", concurrency=3), QueueLimits("aa", concurrency=5),
+                            QueueLimits("two", concurrency=5)])
+    journal.enqueue([new_job("a0", queue="aa")] + [new_job(f"t{i}", queue="two") for i in range(5)])
+    assert sorted(j.queue for j in journal.lease(["two", "aa"], "node/3/c", 2, 60)) == ["aa", "two"]
     done = next(j for j in first if j.queue == "lim")
     assert journal.complete([(done.id, done.lease_id)]) == 1
     again = journal.lease(["lim"], "node/2/b", 10, 60)
