@@ -143,3 +143,22 @@ def test_queue_tables_are_validated_with_file_and_key(table, message) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config({"queues": table}, source="topology.toml")
     assert str(caught.value).startswith(f"topology.toml: {message}")
+
+
+async def test_an_async_client_blocks_on_the_loop_then_raises_or_gets_room(tmp_path) -> None:
+    from actorq import AsyncClient
+    from actorq.journal import QueueLimits, SQLiteJournal
+
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    journal = SQLiteJournal(tmp_path / "journal.db")
+    journal.declare_queues([QueueLimits("full", max_depth=1)])
+    async with AsyncClient(url) as client:
+        first = await client.enqueue(Job("fc.later"), "full")
+        with pytest.raises(QueueFull):
+            await client.enqueue(Job("fc.later"), "full", block=0.05)
+        blocked = asyncio.ensure_future(client.enqueue(Job("fc.later"), "full", block=60))
+        await asyncio.sleep(0)
+        assert await asyncio.to_thread(journal.cancel, first)  # room: the blocked producer gets in
+        assert await blocked != first
+    assert journal.counts() == {"full": {"cancelled": 1, "ready": 1}}
+    journal.close()
