@@ -17,7 +17,7 @@ from actorq import Client, Job, Node, QueueFull
 from actorq.node.cli import main as cli_main
 from actorq.node.config import ConfigError, parse_config
 from actorq.node.constants import EXIT_FULL
-from actorq.testing import Ledger
+from actorq.testing import Ledger, eventually
 
 TASKS = """
 @registry.task("fc.hold", queue="limited")
@@ -74,7 +74,7 @@ async def test_two_nodes_on_postgresql_share_a_queues_concurrency(topology, pg_s
     assert most_at_once(ledger) <= 3
 
 
-async def test_max_depth_refuses_through_queue_ref_client_node_endpoint_and_cli(topology, capsys) -> None:
+async def test_max_depth_refuses_through_queue_ref_client_node_endpoint_and_cli(topology, capsys, caplog) -> None:
     # no worker serves "full": its jobs wait, and the fourth finds it full
     topo = topology(TASKS, processes=1, queues=("default",), queue_limits={"full": {"max_depth": 3}})
     async with Node(topo.config) as node:
@@ -108,6 +108,9 @@ async def test_max_depth_refuses_through_queue_ref_client_node_endpoint_and_cli(
                     client.enqueue(Job("fc.later"), block=-1)
 
         await asyncio.to_thread(blocked_then_refused)
+        ref.tell(Job("fc.later"))  # nobody awaits its answer: the writer says it in the log
+        await eventually(lambda: any("sent with tell were not added: queue 'full' is full" in r.getMessage()
+                                     for r in caplog.records), timeout=20, message="the refused tell logged")
         # a producer blocking for room gets it once a waiting job leaves (here: cancelled)
         waiting = sorted(topo.states())
         blocked = asyncio.ensure_future(ref.enqueue(Job("fc.later"), block=60))
