@@ -23,6 +23,7 @@ from actorq.errors import JournalError as JournalError
 from actorq.errors import JournalLocked as JournalLocked
 from actorq.errors import MailboxFull as MailboxFull
 from actorq.errors import NotCommitted as NotCommitted
+from actorq.errors import QueueFull as QueueFull
 from actorq.errors import ResultExpired as ResultExpired
 from actorq.errors import UnknownTask as UnknownTask
 from actorq.jobs.async_client import AsyncClient as AsyncClient
@@ -73,6 +74,7 @@ __all__ = [
     "NodeFailed",
     "NotCommitted",
     "PermanentError",
+    "QueueFull",
     "QueueRef",
     "ResultExpired",
     "Retry",

@@ -14,6 +14,7 @@ __all__ = [
     "JournalLocked",
     "MailboxFull",
     "NotCommitted",
+    "QueueFull",
     "UnknownTask",
 ]
 
@@ -108,3 +109,21 @@ class NotCommitted(JournalError):
 
 class UnknownTask(ActorQError, LookupError):
     """A job named a task that is not in the worker's registry."""
+
+
+class QueueFull(ActorQError):
+    """An enqueue was refused: it would take `queue` past its ``max_depth`` waiting jobs.
+
+    Nothing of the refused jobs was inserted (never a silent drop). `depth` is the number
+    of waiting jobs (ready, scheduled, retry) the journal counted, `limit` the queue's
+    ``max_depth``. Enqueue again once workers have drained the queue, or pass ``block``.
+    """
+
+    def __init__(self, queue: str, depth: int, limit: int) -> None:
+        self.queue = queue
+        self.depth = depth
+        self.limit = limit
+        super().__init__(f"queue {queue!r} is full: {depth} waiting jobs, max_depth {limit}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (QueueFull, (self.queue, self.depth, self.limit))

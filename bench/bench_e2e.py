@@ -187,12 +187,15 @@ def _node_config(args: argparse.Namespace, journal: str, schema: str | None, wor
     # The topology "file" sits in workdir: a node file of PostgreSQL nodes lands beside it, and
     # workers import the tasks from it, so the task module is copied there.
     shutil.copy2(HERE / "bench_tasks.py", workdir / "bench_tasks.py")
+    limits = {key: value for key, value in (("concurrency", getattr(args, "queue_concurrency", 0)),
+                                             ("max_depth", getattr(args, "queue_max_depth", 0))) if value}
     return parse_config(
         {
             "node": {"name": "bench", "tasks": ["bench_tasks:registry"], "log_level": "warning"},
             "journal": section,
             "workers": {"processes": args.processes, "concurrency": args.concurrency,
                         "prefetch": args.concurrency},
+            **({"queues": {"default": limits}} if limits else {}),
         },
         source="bench",
         path=workdir / "topology.toml",
@@ -342,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="PostgreSQL only: before each run, add N finished jobs to the fresh schema and "
                              f"ANALYZE it, as autovacuum leaves a journal in service (default {DEFAULT_HISTORY}; "
                              "0: a schema the planner has no statistics for)")
+    parser.add_argument("--queue-concurrency", type=int, default=0, metavar="N",
+                        help="[queues.default] concurrency = N: every lease counts the queue's leases "
+                             "(docs/flow-control.md); 0: no limit (default)")
+    parser.add_argument("--queue-max-depth", type=int, default=0, metavar="N",
+                        help="[queues.default] max_depth = N: every enqueue batch counts the waiting jobs; "
+                             "0: no limit (default)")
     parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress lines on stderr")
     return parser
 
@@ -363,7 +372,9 @@ def measure_all(args: argparse.Namespace) -> None:
     print(f"actorq {actorq.__version__} | Python {platform.python_version()} | {os.cpu_count()} CPUs "
           f"({usable} usable) | {args.processes} worker processes x {args.concurrency} slots | "
           f"{'sync' if args.sync else 'async'} no-op tasks | {args.jobs:,} jobs per run | "
-          f"{'paced at %d jobs/s' % args.rate if args.rate else 'all jobs told at once'}")
+          f"{'paced at %d jobs/s' % args.rate if args.rate else 'all jobs told at once'}"
+          + (f" | queue concurrency {args.queue_concurrency}" if args.queue_concurrency else "")
+          + (f" | queue max_depth {args.queue_max_depth}" if args.queue_max_depth else ""))
     for journal in journals:
         print(describe_journal(journal, args.synchronous, args.history))
     results: dict[str, list[dict[str, float]]] = {j: [] for j in journals}

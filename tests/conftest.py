@@ -172,11 +172,16 @@ def _toml_value(value: object) -> str:
 
 
 def to_toml(data: Mapping[str, Mapping[str, object]]) -> str:
-    """Render a two-level ``{section: {key: value}}`` mapping as TOML."""
-    return "\n".join(
-        f"[{section}]\n" + "".join(f"{key} = {_toml_value(v)}\n" for key, v in table.items())
-        for section, table in data.items()
-    )
+    """Render a two-level ``{section: {key: value}}`` mapping as TOML; a section of tables
+    (``queues``) as one ``[section.name]`` table each."""
+    out = []
+    for section, table in data.items():
+        if table and all(isinstance(v, Mapping) for v in table.values()):
+            out += [f"[{section}.{name}]\n" + "".join(f"{key} = {_toml_value(v)}\n" for key, v in sub.items())
+                    for name, sub in table.items()]
+        else:
+            out.append(f"[{section}]\n" + "".join(f"{key} = {_toml_value(v)}\n" for key, v in table.items()))
+    return "\n".join(out)
 
 
 
@@ -190,7 +195,8 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
     the ``pg_schema`` fixture); the default is an SQLite file in ``tmp_path``.
     Other keyword arguments set ``[workers]`` and ``[dispatcher]`` keys;
     the defaults keep tests fast (2 processes, 4 slots, 50 ms polls, 10 s shutdown);
-    ``journal_extra`` adds ``[journal]`` keys; ``producers_endpoint`` is ``[producers] endpoint``.
+    ``journal_extra`` adds ``[journal]`` keys; ``producers_endpoint`` is ``[producers] endpoint``;
+    ``queue_limits`` is the ``[queues.NAME]`` tables.
     """
     counter = [0]
 
@@ -221,6 +227,7 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         producers_endpoint: str = "",
         cancel_grace: float = 10.0,
         results: Mapping[str, object] | None = None,
+        queue_limits: Mapping[str, Mapping[str, int]] | None = None,
     ) -> Topology:
         counter[0] += 1
         module = f"aqtest_tasks_{counter[0]}"
@@ -243,6 +250,8 @@ def topology(tmp_path: Path) -> Iterator[Callable[..., Topology]]:
         }
         if results is not None:
             data["results"] = dict(results)
+        if queue_limits is not None:
+            data["queues"] = {name: dict(table) for name, table in queue_limits.items()}
         toml_path = tmp_path / toml_name
         toml_path.write_text(to_toml(data))
         config = parse_config(data, source=str(toml_path), path=toml_path)

@@ -24,13 +24,14 @@ PINNED_ALL = {
     "actorq": [
         "Actor", "ActorQError", "ActorRef", "ActorStopped", "ActorSystem", "AskTimeout", "AsyncClient", "Client",
         "Config", "ConfigError", "Discard", "Job", "JobContext", "JobFailed", "JobState", "JournalError",
-        "JournalLocked", "MailboxFull", "Node", "NodeEvent", "NodeFailed", "NotCommitted", "PermanentError", "QueueRef",
+        "JournalLocked", "MailboxFull", "Node", "NodeEvent", "NodeFailed", "NotCommitted", "PermanentError", "QueueFull",
+        "QueueRef",
         "ResultExpired", "Retry", "RetryPolicy", "Schedule", "Task", "TaskRegistry", "TransientError", "UnknownTask",
         "current_job",
     ],
     "actorq.journal": [
         "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener", "NewJob",
-        "PostgresJournal",
+        "PostgresJournal", "QueueLimits",
         "SQLiteJournal", "TERMINAL_STATES", "enqueue_in", "migrate", "open_journal",
     ],
     "actorq.supervisors": [

@@ -27,6 +27,8 @@ import functools
 import time
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
+from actorq.errors import QueueFull
+from actorq.jobs import backpressure
 from actorq.jobs.client import DEFAULT_TIMEOUT, Client, check_wait
 from actorq.jobs.task import Declared, Job, TaskRegistry
 from actorq.jobs.results import POLL_FIRST, PUSHED_POLL, next_read, outcome_value, timed_out
@@ -85,19 +87,30 @@ class AsyncClient:
             self._client = self._open()
         return method(self._client)
 
-    async def enqueue(self, job: Job, queue: str | None = None) -> str:
-        """Commit one job and return its id (accepted); as `Client.enqueue`.
+    async def enqueue(self, job: Job, queue: str | None = None, *, block: float = 0.0) -> str:
+        """Commit one job and return its id (accepted); as `Client.enqueue` (a `block`
+        waits on the loop, not on the client's thread).
 
         Raises:
             TypeError: an argument cannot be encoded (names the argument).
             JournalError, NotCommitted: the job was not accepted (re-sending it is safe).
+            QueueFull: its queue stayed at its ``max_depth`` for `block` seconds.
         """
-        return await self._call(lambda client: client.enqueue(job, queue))
+        return (await self.enqueue_many([job], queue, block=block))[0]
 
-    async def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None) -> list[str]:
+    async def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None, *,
+                           block: float = 0.0) -> list[str]:
         """Commit several jobs and return their ids, in order; as `Client.enqueue_many`."""
         jobs = list(jobs)
-        return await self._call(lambda client: client.enqueue_many(jobs, queue))
+        tries = backpressure.pauses(backpressure.check_block(block))
+        while True:
+            try:
+                return await self._call(lambda client: client.enqueue_many(jobs, queue))
+            except QueueFull:
+                pause = next(tries, None)
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
 
     async def result(self, job_id: str, timeout: float = 10.0) -> Any:
         """Wait for the job `job_id` to end and return its value; as `Client.result`.

@@ -56,13 +56,15 @@ import logging
 import math
 import os
 import threading
+import re
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import zmq
 
-from actorq.errors import NotCommitted
+from actorq.errors import NotCommitted, QueueFull
+from actorq.jobs import backpressure
 from actorq.jobs import producers
 from actorq.jobs.node_file import NodeNotRunning, alive, listener_pid, node_file_beside, read_node_file
 from actorq.jobs.settings import producers_endpoint_problem
@@ -74,7 +76,7 @@ from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL, SQLITE_PREFIX,
     JournalConfig,
 )
-from actorq.journal.protocol import TERMINAL_STATES, JobInfo, JobResult, NewJob
+from actorq.journal.protocol import TERMINAL_STATES, JobInfo, JobResult, NewJob, QueueLimits
 from actorq.transports.codec import FrameError
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,9 @@ BUSY_FIRST_DELAY, BUSY_MAX_DELAY = 0.005, 0.2  # backoff after a BUSY answer
 MAX_RESULT_POLL = 86_400.0
 WAIT_GRACE = 2.0  # seconds past a WAIT's own timeout its answer may take to arrive
 
+
+# a QueueFull as the node's producer endpoint answers it (`producers` sends "<type>: <message>")
+_QUEUE_FULL = re.compile(r"QueueFull: queue '(?P<queue>[^']*)' is full: (?P<depth>\d+) waiting jobs, max_depth (?P<limit>\d+)")
 
 class Client:
     """A synchronous producer on a journal URL; safe to share between threads.
@@ -190,23 +195,26 @@ class Client:
                    schema=config.schema, connect_retry_for=config.connect_retry_for, tasks=tasks, create=create,
                    node_endpoint=node_endpoint)
 
-    def enqueue(self, job: Job, queue: str | None = None) -> str:
+    def enqueue(self, job: Job, queue: str | None = None, *, block: float = 0.0) -> str:
         """Commit one job and return its id (accepted).
 
         Args:
             job: the job.
             queue: the queue; None (default): its task's declared queue.
+            block: seconds to wait for room when the queue is at its ``max_depth``
+                (sending again after short sleeps); 0 (default): raise at once.
 
         Raises:
             TypeError: an argument cannot be encoded (names the argument).
             ValueError: the job is invalid (a bad name, arguments over the node's frame).
             NotCommitted: through a node: it refused the job, stayed busy, stopped or gave
                 no answer within `timeout` (``maybe_committed`` is then set); send it again.
+            QueueFull: its queue stayed at its ``max_depth`` for `block` seconds (docs/flow-control.md).
             JournalError: the commit failed; the job was not accepted (re-send is safe).
         """
-        return self.enqueue_many([job], queue)[0]
+        return self.enqueue_many([job], queue, block=block)[0]
 
-    def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None) -> list[str]:
+    def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None, *, block: float = 0.0) -> list[str]:
         """Commit several jobs and return their ids, in order.
 
         Written directly, they commit in one transaction; through a node, in requests
@@ -216,8 +224,19 @@ class Client:
 
         Raises:
             As `enqueue`; some jobs may be committed when it raises: sending them all
-            again adds none twice.
+            again adds none twice (and those committed take no room in a full queue).
         """
+        tries = backpressure.pauses(backpressure.check_block(block))
+        while True:
+            try:
+                return self._enqueue_many(jobs, queue)
+            except QueueFull:
+                pause = next(tries, None)
+                if pause is None:
+                    raise
+                time.sleep(pause)
+
+    def _enqueue_many(self, jobs: Sequence[Job], queue: str | None) -> list[str]:
         declared = self._declared({job.task for job in jobs})
         node = self._node() if jobs else None
         if node is not None:
@@ -537,6 +556,11 @@ class Client:
         """The names of the paused queues, sorted."""
         return self._journal.paused_queues()
 
+    def queue_limits(self) -> dict[str, QueueLimits]:
+        """``{queue: its limits}`` as the journal stores them (``[queues.NAME]`` of the nodes'
+        files: `concurrency` and `max_depth`; `node_concurrency` is each node's own, None here)."""
+        return self._journal.queue_limits()
+
     def close(self) -> None:
         """Close the journal connection and the node link. Idempotent."""
         with self._lock:
@@ -660,5 +684,8 @@ class _NodeLink:
                                maybe_committed=True)
         for row, result in zip(rows, results):
             if not result.ok:
+                full = _QUEUE_FULL.fullmatch(result.text)
+                if full:  # the node's journal refused it at the queue's max_depth: the same error as direct
+                    raise QueueFull(full["queue"], int(full["depth"]), int(full["limit"]))
                 raise NotCommitted(f"job {row.id} not committed: {result.text}")
         return [result.text for result in results]

@@ -165,6 +165,8 @@ class Dispatcher:
         self._cancel_poll_in_flight = False
         self._cancel_poll_again = False  # a cancel was pushed while a poll was under way
         self.cancel_polling = True
+        self.limited_queues: frozenset[str] = frozenset()
+        """Queues with a concurrency limit: woken when their jobs' completions are journaled."""
         """Poll held jobs for cancels each liveness period, the fallback of `check_cancels`
         (tests turn it off to show that a cancel is pushed)."""
         self.stats = DispatcherStats()
@@ -443,7 +445,11 @@ class Dispatcher:
             stats.succeeded += len(completes)
             if ack.results:  # the values travel with their completions, into the same statement
                 completes = jw.Completions(completes, results=ack.results)
-            self.writer.submit(jw.COMPLETE, completes, self._ack_settled(worker, wake=False))
+            # a limited queue leases again once its finished jobs are journaled: its last lease
+            # may have stopped at the limit and marked it empty (`limited_queues`)
+            self.writer.submit(jw.COMPLETE, completes,
+                               self._limited_settled(worker) if self.limited_queues else
+                               self._ack_settled(worker, wake=False))
         if endings:
             stats.failed += len(endings)
             self.writer.submit(jw.FAIL, endings, settled)
@@ -468,6 +474,15 @@ class Dispatcher:
                 why = wire.clean_text(f"ack not journaled: {error}")
                 self._reclaim(worker.owner, why, list(worker.held.values()))
         return settled
+
+    def _limited_settled(self, worker: _Worker | None) -> Callable[[Any, BaseException | None], None]:
+        settled = self._ack_settled(worker, wake=False)
+
+        def then_wake(result: Any, error: BaseException | None) -> None:
+            settled(result, error)
+            if error is None:
+                self.wake(set(self.limited_queues))
+        return then_wake
 
     def _after_retry(self, _result: Any, _error: BaseException | None) -> None:
         self.wake(None)  # released jobs are ready again; failed ones may be due soon

@@ -61,7 +61,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Collection, Mapping, NamedTuple, Sequence
 
-from actorq.errors import JournalError
+from actorq.errors import JournalError, QueueFull
 from actorq.jobs.events import EventHub, NodeEvent
 from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, Outcome, decide
 from actorq.journal.config import DEFAULT_BATCH_MAX
@@ -606,7 +606,16 @@ class JournalWriter:
         results, tally = group.results, group.tally
         if kind == ENQUEUE:
             jobs = [op[1] for op in ops]
-            journal.enqueue(jobs)
+            refused: list[tuple[NewJob, QueueFull]] = []  # past a queue's max_depth: answered, not inserted
+            journal.enqueue(jobs, refused=refused)
+            if refused:
+                full = {id(job): error for job, error in refused}
+                results.extend((op[2], None, full[id(op[1])]) for op in ops if id(op[1]) in full and op[2] is not None)
+                told = [full[id(op[1])] for op in ops if id(op[1]) in full and op[2] is None]
+                if told:  # sent with `tell`: nobody waits for the answer, so it is said here
+                    logger.warning("%d jobs sent with tell were not added: %s", len(told), told[-1])
+                ops = [op for op in ops if id(op[1]) not in full]
+                jobs = [op[1] for op in ops]
             tally["jobs_enqueued"] += len(jobs)
             group.queues.update(job.queue for job in jobs)
             keys = [job.unique_key for job in jobs if job.unique_key is not None]

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, Protocol, Sequence
 
-from actorq.errors import NotCommitted
+from actorq.errors import NotCommitted, QueueFull
+from actorq.jobs import backpressure
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.results import ResultWaiters, timed_out
 from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared, Job
@@ -82,19 +83,23 @@ class QueueRef:
         self._writer.enqueue(job.to_new_job(self.name, self._max_payload, self._declared(job.task)))
         return job.id
 
-    async def enqueue(self, job: Job) -> str:
+    async def enqueue(self, job: Job, *, block: float = 0.0) -> str:
         """Send `job` and return its id once it is committed to the journal (accepted).
 
         A job whose `unique_key` is held (by a live job, or by one inside its
         ``unique_for`` period) is not added: the id returned is then the holder's
         (compare it with ``job.id`` to tell).
 
+        `block`: seconds to wait for room while its queue is at its ``max_depth``
+        (sending again after short sleeps on the loop); 0 (default): raise at once.
+
         Raises:
             TypeError, ValueError: as `tell`.
             NotCommitted: the journal could not commit it; it was not accepted. Re-sending
                 the same `job` (same id) is safe.
+            QueueFull: its queue stayed at its ``max_depth`` for `block` seconds.
         """
-        return (await self.enqueue_many([job]))[0]
+        return (await self.enqueue_many([job], block=block))[0]
 
     async def ask(self, job: Job, timeout: float = 10.0) -> Any:
         """Send `job`, wait for it to end, and return what its task returned.
@@ -133,12 +138,27 @@ class QueueRef:
             raise timed_out(job.id, timeout, None) from None
         return await self._waiters.wait(job_id, max(0.0, deadline - loop.time()), asked=timeout)
 
-    async def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
+    async def enqueue_many(self, jobs: Sequence[Job], *, block: float = 0.0) -> list[str]:
         """Send several jobs and return their ids once all are committed.
+
+        `block`: as `enqueue`; the whole batch is sent again (those committed take no room).
 
         Raises:
             NotCommitted: at least one was not committed (re-send them all: it is idempotent).
+            QueueFull: a job's queue stayed at its ``max_depth`` for `block` seconds; the
+                others may be committed.
         """
+        tries = backpressure.pauses(backpressure.check_block(block))
+        while True:
+            try:
+                return await self._enqueue_many(jobs)
+            except QueueFull:
+                pause = next(tries, None)
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
+
+    async def _enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
         rows = [self._row(job) for job in jobs]
         if not rows:
             return []
@@ -170,6 +190,7 @@ def _resolve(fut: asyncio.Future[None], failure: list[BaseException]) -> None:
     if fut.done():
         return
     if failure:
-        fut.set_exception(NotCommitted(f"job not committed: {failure[0]}"))
+        full = next((e for e in failure if isinstance(e, QueueFull)), None)  # refused at max_depth: say so
+        fut.set_exception(full or NotCommitted(f"job not committed: {failure[0]}"))
     else:
         fut.set_result(None)

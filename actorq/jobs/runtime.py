@@ -77,7 +77,7 @@ from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import EXIT_REPLACED, WORKER_BOOT, WorkerSpec
 from actorq.journal.backends import journal_class, open_journal_config
 from actorq.journal.config import JournalConfig
-from actorq.journal.protocol import LIVE_STATES, Attempt, Journal, NewJob, TaskDefaults
+from actorq.journal.protocol import LIVE_STATES, Attempt, Journal, NewJob, QueueLimits, TaskDefaults
 from actorq.supervisors import ChildSpec, Exit, ProcessChild, actor_start, process_start
 from actorq.transports.zmq import private_ipc_dir
 
@@ -149,8 +149,10 @@ class JobRuntime:
     def __init__(self, *, node: NodeConfig, journal: JournalConfig, dispatcher: DispatcherConfig,
                  workers: WorkersConfig, search_path: list[str], tasks: Mapping[str, TaskPolicy],
                  producers: ProducersConfig = ProducersConfig(), schedules: Sequence[Schedule] = (),
-                 clock: Callable[[], float] = time.time, results: ResultsConfig = ResultsConfig()) -> None:
+                 clock: Callable[[], float] = time.time, results: ResultsConfig = ResultsConfig(),
+                 queues: Sequence[QueueLimits] = ()) -> None:
         self.node = node
+        self.queue_limits = tuple(queues)
         self.journal_config = journal
         self.dispatcher_config = dispatcher
         self.workers_config = workers
@@ -327,6 +329,11 @@ class JobRuntime:
             except BaseException:
                 await writer.stop()
                 raise
+        # every new writer's journal: the file's queue limits stored (the file wins) and this
+        # node's node_concurrency kept for its leases, before the dispatcher leases through it
+        prefix = f"{self.node.name}/" if self.backend.shared else ""
+        for each in {writer, duty}:
+            await each.call(jw.CALL, operator.methodcaller("declare_queues", self.queue_limits, prefix))
         for old in previous:
             self._carried.update(_writer_counts(old.stats))
             self._carry_histograms(old.stats)
@@ -370,6 +377,8 @@ class JobRuntime:
                                 heartbeat_timeout=self.workers_config.heartbeat_timeout,
                                 max_frame_bytes=self.dispatcher_config.max_frame_bytes,
                                 worker_capacity=self.workers_config.concurrency + self.workers_config.prefetch)
+        dispatcher.limited_queues = frozenset(
+            q.queue for q in self.queue_limits if q.concurrency is not None or q.node_concurrency is not None)
         dispatcher.on_error = on_error
         dispatcher.events = self.events
         if self._stopping:

@@ -13,6 +13,7 @@ from actorq.journal.protocol import Journal as Journal
 from actorq.journal.protocol import KeptResult as KeptResult
 from actorq.journal.protocol import LeasedJob as LeasedJob
 from actorq.journal.protocol import NewJob as NewJob
+from actorq.journal.protocol import QueueLimits as QueueLimits
 from actorq.journal.sqlite import SQLiteJournal as SQLiteJournal
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Listener",
     "NewJob",
     "PostgresJournal",
+    "QueueLimits",
     "SQLiteJournal",
     "TERMINAL_STATES",
     "enqueue_in",

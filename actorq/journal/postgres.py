@@ -47,6 +47,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from functools import lru_cache
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -64,18 +65,74 @@ if tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2]) < (3
     raise ImportError(f"the PostgreSQL journal needs psycopg >= 3.2 (found {psycopg.__version__}): "
                       "pip install -U 'actorq[postgres]'")
 
-from actorq.errors import JournalError
+from actorq.errors import JournalError, QueueFull
+from actorq.journal import _limits
 from actorq.journal._pgconnect import Connector
 from actorq.journal._pgsql import Statements, side_channel, statements, table
+from psycopg import sql as _sql
 from actorq.journal.config import (
     DEFAULT_CONNECT_RETRY_FOR, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT, DEFAULT_LOCK_TIMEOUT, DEFAULT_SCHEMA, MAX_SECONDS,
     JournalConfig, check_schema, redact_url,
 )
 from actorq.journal.protocol import (
     TERMINAL_STATES, Attempt, Failure, JobInfo, JobResult, JobState, KeptResult, LeasedJob, NewJob, ScheduleRow,
-    TaskDefaults,
+    QueueLimits, TaskDefaults,
     check_failures, check_prune,
 )
+
+@lru_cache(maxsize=None)
+def _limit_statements(schema: str) -> dict[str, str]:
+    """The queue-limit statements of `schema` (migration 010); only a listed queue runs them."""
+    queues = _sql.Identifier(schema, "actorq_queues").as_string(None)
+    jobs = _sql.Identifier(schema, "actorq_jobs").as_string(None)
+    space = _sql.Literal(f"actorq.queue:{schema}").as_string(None)
+    # The lease of one limited queue: today's statement, its LIMIT bounded by what the queue's
+    # leases leave. The count runs in this statement, after the claim lock was taken in an
+    # earlier one, so its snapshot holds every lease committed before us (READ COMMITTED).
+    lease = statements(schema).lease
+    bounded = lease.replace("LIMIT %(limit)s", (
+        "LIMIT (SELECT greatest(0, least(%(limit)s, coalesce(%(concurrency)s - count(*), %(limit)s),"
+        "  coalesce(%(node_concurrency)s - count(*) FILTER (WHERE left(lease_owner, length(%(prefix)s)) = %(prefix)s),"
+        "   %(limit)s)))"
+        f"  FROM {jobs} WHERE state = 'leased' AND queue = %(queue)s)"), 1)
+    if bounded == lease:
+        raise RuntimeError("the lease statement has no 'LIMIT %(limit)s' to bound")
+    return {
+        "declare": (
+            f"INSERT INTO {queues} (queue, concurrency, max_depth)"
+            " SELECT * FROM unnest(%(queues)s::text[], %(concurrency)s::int4[], %(max_depth)s::int4[])"
+            " ON CONFLICT (queue) DO UPDATE SET concurrency = excluded.concurrency,"
+            " max_depth = excluded.max_depth, declared_at = now()"
+        ),
+        "read": f"SELECT queue, concurrency, NULL::int4, max_depth FROM {queues}",
+        # The claimers of one queue, every node's, one at a time until commit (the lock is taken
+        # before the count's statement starts); enqueuers with a max_depth take another key.
+        "claim": (
+            f"SELECT true, (SELECT concurrency FROM {queues} WHERE queue = %(queue)s)"
+            f" FROM pg_advisory_xact_lock(hashtext({space}), hashtext('claim:' || %(queue)s))"
+        ),
+        # A transaction that already holds another queue's claim lock (several leases in one
+        # group commit), or a fill lock, never waits for a claim lock: two nodes taking two
+        # queues' locks in opposite orders would deadlock. Not granted: that queue leases
+        # nothing this time (the next wake or poll tries again).
+        "try_claim": (
+            f"SELECT pg_try_advisory_xact_lock(hashtext({space}), hashtext('claim:' || %(queue)s)),"
+            f" (SELECT concurrency FROM {queues} WHERE queue = %(queue)s)"
+        ),
+        "lease": bounded,
+        "fill": (
+            f"SELECT pg_advisory_xact_lock(hashtext({space}), hashtext('fill:' || q.queue)), q.queue, q.max_depth"
+            f" FROM (SELECT queue, max_depth FROM {queues} WHERE queue = ANY(%(queues)s::text[])"
+            "  AND max_depth IS NOT NULL ORDER BY queue) q"
+        ),
+        "present": f"SELECT id FROM {jobs} WHERE id = ANY(%(ids)s::text[])",  # re-sent ids take no room
+        "depth": (
+            f"SELECT q, (SELECT count(*) FROM {jobs} WHERE state = 'ready' AND queue = q)"
+            f" + (SELECT count(*) FROM {jobs} WHERE state IN ('scheduled', 'retry') AND queue = q)"
+            " FROM unnest(%(queues)s::text[]) AS q"
+        ),
+    }
+
 
 __all__ = ["DEFAULT_SCHEMA", "Listener", "PostgresJournal", "channel_of", "enqueue_in", "migrate"]
 
@@ -285,6 +342,9 @@ class PostgresJournal:
         self.schema = check_schema(schema)
         self.url = redact_url(url)
         self._sql: Statements = statements(schema)
+        self._queues = _limits.LimitsCache()
+        self._claims_held: set[str] = set()  # queues whose claim lock this transaction holds
+        self._fills_held = False  # whether it holds a fill lock (an enqueue into a queue with a max_depth)
         for name, value in (("lock_timeout", lock_timeout), ("idle_in_transaction_timeout", idle_in_transaction_timeout)):
             if not 0 < value <= MAX_SECONDS:
                 raise ValueError(f"{name} must be seconds > 0 and <= {MAX_SECONDS:.0f}, got {value!r}")
@@ -448,6 +508,8 @@ class PostgresJournal:
             raise
         finally:
             self._depth = 0
+            self._claims_held.clear()  # transaction locks: released at its end
+            self._fills_held = False
             if conn.closed:
                 self._conn = None
 
@@ -506,7 +568,35 @@ class PostgresJournal:
                 f"on {names['errors']} and USAGE on {names['lease_ids']}")
 
     # -- transitions ---------------------------------------------------------------------------
-    def enqueue(self, jobs: Sequence[NewJob]) -> int:
+    def enqueue(self, jobs: Sequence[NewJob], *, refused: list[tuple[NewJob, QueueFull]] | None = None) -> int:
+        """Insert `jobs` as ready, or scheduled when `run_at` is later than the database's now.
+
+        A queue with a ``max_depth`` first takes its fill lock (a transaction advisory lock,
+        every node's enqueuers of it one at a time), then counts its waiting jobs in a
+        following statement and inserts what fits (see `Journal.enqueue`).
+
+        Raises:
+            QueueFull: a job would take its queue past ``max_depth`` (`refused` not given).
+        """
+        if not jobs:
+            return 0
+        full = _limits.depth_limited(self._stored_limits(), jobs)
+        if not full:
+            return self._insert(jobs)
+        limit_sql = _limit_statements(self.schema)
+        with self.transaction():
+            most = {row[1]: row[2] for row in self._execute(limit_sql["fill"], {"queues": full}).fetchall()}
+            self._fills_held = True  # from now on this transaction only tries claim locks
+            rooms, present = {}, set()
+            if most:
+                depths = self._execute(limit_sql["depth"], {"queues": sorted(most)}).fetchall()
+                rooms = {queue: (depth, most[queue]) for queue, depth in depths}
+                ids = [j.id for j in jobs if j.queue in most and "\x00" not in j.id]
+                present = {row[0] for row in self._execute(limit_sql["present"], {"ids": ids}).fetchall()}
+            jobs = _limits.admit(jobs, rooms, refused, present)
+            return self._insert(jobs) if jobs else 0
+
+    def _insert(self, jobs: Sequence[NewJob]) -> int:
         """Insert `jobs` as ready, or scheduled when `run_at` is later than the database's now.
 
         Ids already present are skipped (idempotent re-send), and so are jobs whose unique
@@ -540,11 +630,73 @@ class PostgresJournal:
         if limit <= 0 or not queues:
             return []
         params = {"owner": owner, "limit": limit, "lease_for": lease_for}
+        limited = self._queues.lease_limited(self._stored_limits(), queues)
+        if limited:
+            return self._lease_limited(limited, queues, params)
         if len(queues) == 1:
             rows = self._execute(self._sql.lease, {**params, "queue": queues[0]}).fetchall()
         else:
             rows = self._execute(self._sql.lease_queues, {**params, "queues": list(queues)}).fetchall()
         return [LeasedJob(*row) for row in rows]
+
+    def _lease_limited(self, limited: Sequence[str], queues: Sequence[str], params: dict[str, Any]) -> list[LeasedJob]:
+        """Lease each limited queue alone, under its claim lock and within its room, then the
+        others in one statement; all in one transaction."""
+        limit_sql = _limit_statements(self.schema)
+        rows: list[Any] = []
+        lifted: set[str] = set()
+        with self.transaction():
+            for queue in limited:  # sorted: two claimers take the locks in one order
+                held = self._claims_held
+                wait = queue in held or not (held or self._fills_held)  # see "try_claim"
+                granted, concurrency = self._execute(limit_sql["claim" if wait else "try_claim"],
+                                                     {"queue": queue}).fetchone()  # type: ignore[misc]
+                if not granted:
+                    continue
+                held.add(queue)
+                node_limit = self._queues.node.get(queue)
+                if concurrency is None and node_limit is None:
+                    lifted.add(queue)  # lifted since the cache was read: leased with the others below
+                    continue
+                rows += self._execute(limit_sql["lease"], {
+                    **params, "limit": params["limit"] - len(rows), "queue": queue, "concurrency": concurrency,
+                    "node_concurrency": node_limit, "prefix": self._queues.node_prefix}).fetchall()
+                if len(rows) >= params["limit"]:
+                    return [LeasedJob(*row) for row in rows]
+            rest = [q for q in queues if q not in limited or q in lifted]
+            if rest:
+                more = {**params, "limit": params["limit"] - len(rows)}
+                if len(rest) == 1:
+                    rows += self._execute(self._sql.lease, {**more, "queue": rest[0]}).fetchall()
+                else:
+                    rows += self._execute(self._sql.lease_queues, {**more, "queues": list(rest)}).fetchall()
+        return [LeasedJob(*row) for row in rows]
+
+    def _stored_limits(self) -> dict[str, QueueLimits]:
+        return self._queues.get(self.queue_limits)
+
+    def declare_queues(self, limits: Sequence[QueueLimits], node_prefix: str = "") -> None:
+        """Store `limits` in one statement (each replaces its queue's row; sorted: two nodes
+        starting never deadlock) and keep their ``node_concurrency`` for leases by owners
+        starting with `node_prefix` (this node's workers).
+
+        Raises:
+            ValueError: a limit is not an integer from 1 to `MAX_QUEUE_LIMIT` (or None).
+        """
+        _limits.check_limits(limits)
+        latest = sorted({q.queue: q for q in limits}.values())
+        if latest:
+            self._execute(_limit_statements(self.schema)["declare"], {
+                "queues": [q.queue for q in latest], "concurrency": [q.concurrency for q in latest],
+                "max_depth": [q.max_depth for q in latest]})
+        self._queues.node = {q.queue: q.node_concurrency for q in latest if q.node_concurrency is not None}
+        self._queues.node_prefix = node_prefix
+        self._queues.forget()
+
+    def queue_limits(self) -> dict[str, QueueLimits]:
+        """``{queue: stored limits}`` of every declared queue."""
+        rows = self._execute(_limit_statements(self.schema)["read"], {}).fetchall()
+        return {row[0]: QueueLimits(*row) for row in rows}
 
     def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None,
                  results: Mapping[str, KeptResult] | None = None) -> int:
@@ -706,7 +858,11 @@ class PostgresJournal:
             if cursor.rowcount != 1:
                 return False
             if jobs:
-                self.enqueue(jobs)
+                refused: list[tuple[NewJob, QueueFull]] = []  # a full queue skips this firing, said in the log
+                self.enqueue(jobs, refused=refused)
+                if refused:
+                    logger.warning("schedule %r: %d of its jobs not added at this firing: %s",
+                                   name, len(refused), refused[-1][1])
             return True
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:

@@ -208,6 +208,25 @@ class NewJob:
             object.__setattr__(self, "unique_for", float(self.unique_for))
 
 
+class QueueLimits(NamedTuple):
+    """A queue's flow-control settings (``[queues.NAME]`` in topology.toml); None: no limit.
+
+    `concurrency` (jobs of the queue leased at once, every node together) and
+    `max_depth` (waiting jobs: ready, scheduled and retry) are stored in the journal
+    (`Journal.declare_queues`) and enforced by every node and client; `node_concurrency`
+    (leased at once by this node's workers) is the declaring node's own.
+    """
+
+    queue: str
+    concurrency: int | None = None
+    node_concurrency: int | None = None
+    max_depth: int | None = None
+
+
+MAX_QUEUE_LIMIT = 1_000_000_000  # the largest concurrency or max_depth a queue may set
+QUEUE_LIMITS_TTL = 5.0  # seconds a journal keeps the stored queue limits before reading them again
+
+
 class LeasedJob(NamedTuple):
     """A job handed out by `Journal.lease`; `attempt` is the number of this run (1-based)."""
 
@@ -470,12 +489,21 @@ class Journal(Protocol):
             JournalLocked: another node holds the journal.
         """
 
-    def enqueue(self, jobs: Sequence[NewJob]) -> int:
+    def enqueue(self, jobs: Sequence[NewJob], *, refused: list[tuple[NewJob, QueueFull]] | None = None) -> int:
         """Insert `jobs` as ready (or scheduled when `run_at` is in the future).
 
         Ids already present are skipped (idempotent re-send), and so are jobs whose
         unique key is held: by a live job, or by any job whose ``unique_for`` period (from
         its insert, by the journal's clock) has not ended. Returns the number inserted.
+
+        A queue with a ``max_depth`` (`declare_queues`) takes, in the same transaction, at
+        most ``max_depth`` minus its waiting jobs (ready, scheduled, retry); on PostgreSQL its
+        enqueuers are serialized on its settings row. With `refused` given, the jobs past
+        the room (in batch order) are appended to it and the rest inserted; without, the
+        whole batch is refused. Queues without a ``max_depth`` cost nothing more.
+
+        Raises:
+            QueueFull: a job would take its queue past ``max_depth`` (`refused` not given).
         """
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
@@ -486,7 +514,20 @@ class Journal(Protocol):
         """Move up to `limit` ready jobs of `queues` to leased, owned by `owner` for `lease_for` s.
 
         Counts one attempt per job. Lower priority first, then oldest id.
+
+        A queue with a ``concurrency`` (stored, `declare_queues`) or a ``node_concurrency``
+        (declared by this journal's node) gives at most its limit minus the jobs of it leased
+        now (by every owner, or by the owners under this node's prefix), counted inside the
+        lease's transaction: on PostgreSQL the claimers of a limited queue are serialized
+        on its settings row. Limited queues are leased first, then the rest in one statement.
         """
+
+    def declare_queues(self, limits: Sequence[QueueLimits], node_prefix: str = "") -> None:
+        """Store `limits` (the file wins: each replaces the stored row of its queue) and keep
+        their ``node_concurrency`` for this journal's leases by owners starting with `node_prefix`."""
+
+    def queue_limits(self) -> dict[str, QueueLimits]:
+        """``{queue: stored limits}`` of every queue some node declared (`node_concurrency` is None)."""
 
     def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None,
                  results: Mapping[str, KeptResult] | None = None) -> int:
@@ -598,7 +639,8 @@ class Journal(Protocol):
         was removed) nothing is written and it returns False. Inside the caller's
         transaction both writes commit or neither does, so a fire time fires once however
         many schedulers, nodes or restarts see it. `jobs` may be empty (times skipped by
-        the catch-up policy still move ``last_fired``).
+        the catch-up policy still move ``last_fired``). A job its queue's ``max_depth``
+        refuses is not added and is logged; the time still counts as fired.
         """
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:

@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Callable, ClassVar, Collection, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import quote
 
-from actorq.errors import JournalError, JournalLocked
+from actorq.errors import JournalError, JournalLocked, QueueFull
+from actorq.journal import _limits
 from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, RESULT_COLUMNS, in_list, numbered_list, values_rows
 from actorq.journal._sqlitesql import STATEMENTS as SQL
 from actorq.journal.config import (
@@ -46,14 +47,15 @@ from actorq.journal.config import (
 )
 from actorq.journal.protocol import (
     TERMINAL_STATES, Attempt, Failure, JobInfo, JobResult, JobState, KeptResult, LeasedJob, NewJob, ScheduleRow,
-    TaskDefaults,
+    QueueLimits, TaskDefaults,
     check_failures, check_prune,
 )
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
-# 6: paused queues, job time limits; 7: unique periods (unique_until); 8: the index of finished jobs (retention)
+SCHEMA_VERSION = 9  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
+# 6: paused queues, job time limits; 7: unique periods (unique_until); 8: the index of finished jobs (retention);
+# 9: queue limits (actorq_queues, the index of waiting jobs by queue)
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 LOCK_FIRST_DELAY, LOCK_MAX_DELAY = 50e-6, 2e-3  # seconds between tries for the write lock (`_begin`)
@@ -76,6 +78,30 @@ def _by_lease(pairs: Sequence[tuple[str, int]]) -> dict[int, list[str]]:
     for job_id, lease_id in pairs:
         by_lease.setdefault(lease_id, []).append(job_id)
     return by_lease
+
+
+# Queue limits (schema 9); only a queue listed in actorq_queues runs these.
+_LIMITS_SQL = {
+    "declare": (
+        "INSERT INTO actorq_queues (queue, concurrency, max_depth, declared_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (queue) DO UPDATE SET concurrency = excluded.concurrency, max_depth = excluded.max_depth,"
+        " declared_at = excluded.declared_at"
+    ),
+    "read": "SELECT queue, concurrency, NULL, max_depth FROM actorq_queues",
+    "concurrency": "SELECT concurrency FROM actorq_queues WHERE queue = ?",
+    "max_depth": "SELECT max_depth FROM actorq_queues WHERE queue = ?",
+    "present": "SELECT id FROM actorq_jobs WHERE id IN ({marks})",  # re-sent ids take no room
+    # every lease of the queue, then those under the node's prefix (substr: no LIKE patterns)
+    "leased": (
+        "SELECT count(*), coalesce(sum(substr(lease_owner, 1, length(?2)) = ?2), 0) FROM actorq_jobs"
+        " WHERE state = 'leased' AND queue = ?1"
+    ),
+    # the two partial indexes: actorq_jobs_ready and actorq_jobs_waiting
+    "depth": (
+        "SELECT (SELECT count(*) FROM actorq_jobs WHERE state = 'ready' AND queue = ?1)"
+        " + (SELECT count(*) FROM actorq_jobs WHERE state IN ('scheduled', 'retry') AND queue = ?1)"
+    ),
+}
 
 
 def _schema_sql(version: int) -> str:
@@ -128,6 +154,7 @@ class SQLiteJournal:
         self._lock_fd: int | None = None
         self._in_tx = False
         self._busy_ms = int(busy_timeout * 1000)
+        self._queues = _limits.LimitsCache()
         self.lock_waits = 0
         """Write transactions that found the lock taken and waited for it (`_begin`)."""
         self.applied_versions: list[int] = []
@@ -374,12 +401,35 @@ class SQLiteJournal:
         return [] if rows == ["ok"] else rows
 
     # -- transitions -------------------------------------------------------------
-    def enqueue(self, jobs: Sequence[NewJob]) -> int:
+    def enqueue(self, jobs: Sequence[NewJob], *, refused: list[tuple[NewJob, QueueFull]] | None = None) -> int:
         """Insert `jobs` as ready, or scheduled when `run_at` is in the future.
 
         Ids already present are skipped (idempotent re-send), and so are jobs whose unique
-        key is held (see `Journal.enqueue`). Returns the number inserted.
+        key is held (see `Journal.enqueue`). A queue's ``max_depth`` is checked in the
+        same transaction (see `Journal.enqueue`). Returns the number inserted.
+
+        Raises:
+            QueueFull: a job would take its queue past ``max_depth`` (`refused` not given).
         """
+        with self.transaction():
+            full = _limits.depth_limited(self._stored_limits(), jobs)
+            if full:
+                ids = [j.id for j in jobs if j.queue in full]
+                present = {row[0] for chunk in _chunks(ids) for row in self._conn.execute(
+                    _LIMITS_SQL["present"].format(marks=in_list(len(chunk))), chunk)}
+                jobs = _limits.admit(jobs, self._rooms(full), refused, present)
+            return self._insert(jobs)
+
+    def _rooms(self, queues: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """``{queue: (waiting jobs, max_depth)}`` read in the write transaction."""
+        rooms: dict[str, tuple[int, int]] = {}
+        for queue in queues:
+            row = self._conn.execute(_LIMITS_SQL["max_depth"], (queue,)).fetchone()
+            if row is not None and row[0] is not None:
+                rooms[queue] = (self._conn.execute(_LIMITS_SQL["depth"], (queue,)).fetchone()[0], row[0])
+        return rooms
+
+    def _insert(self, jobs: Sequence[NewJob]) -> int:
         now = self._clock()
         params: list[object] = []
         for j in jobs:
@@ -415,11 +465,56 @@ class SQLiteJournal:
         now = self._clock()
         lease_id = random.getrandbits(62) + 1
         with self.transaction():
-            rows = self._conn.execute(
-                SQL.lease.format(marks=in_list(len(queues))), (lease_id, owner, now + lease_for, *queues, limit),
-            ).fetchall()
+            rows: list[Sequence[object]] = []
+            limited = self._queues.lease_limited(self._stored_limits(), queues)
+            if limited:  # each limited queue alone, at most its room; then the others together
+                for queue in limited:
+                    take = self._lease_room(queue, limit - len(rows))
+                    if take > 0:
+                        rows += self._conn.execute(SQL.lease.format(marks=in_list(1)),
+                                                   (lease_id, owner, now + lease_for, queue, take)).fetchall()
+                limit -= len(rows)
+                queues = [q for q in queues if q not in limited]
+            if limit > 0 and queues:
+                rows += self._conn.execute(
+                    SQL.lease.format(marks=in_list(len(queues))), (lease_id, owner, now + lease_for, *queues, limit),
+                ).fetchall()
         # RETURNING gives a whole REAL back as an int (30, not 30.0): the protocol says float
         return [LeasedJob(*row[:6], lease_id, None if row[6] is None else float(row[6])) for row in rows]
+
+    def _lease_room(self, queue: str, limit: int) -> int:
+        """How many of `queue` a lease may take now (in the write transaction: one writer at a time)."""
+        row = self._conn.execute(_LIMITS_SQL["concurrency"], (queue,)).fetchone()
+        concurrency = None if row is None else row[0]
+        node_limit = self._queues.node.get(queue)
+        if concurrency is None and node_limit is None:
+            return limit
+        leased, node_leased = self._conn.execute(_LIMITS_SQL["leased"], (queue, self._queues.node_prefix)).fetchone()
+        return _limits.room(limit, concurrency, node_limit, leased, node_leased)
+
+    def _stored_limits(self) -> dict[str, QueueLimits]:
+        return self._queues.get(self.queue_limits)
+
+    def declare_queues(self, limits: Sequence[QueueLimits], node_prefix: str = "") -> None:
+        """Store `limits` (each replaces its queue's row) and keep their ``node_concurrency``
+        for this journal's leases (one node per file: every lease is this node's).
+
+        Raises:
+            ValueError: a limit is not an integer from 1 to `MAX_QUEUE_LIMIT` (or None).
+        """
+        _limits.check_limits(limits)
+        now = self._clock()
+        with self.transaction():
+            self._conn.executemany(_LIMITS_SQL["declare"],
+                                   [(q.queue, q.concurrency, q.max_depth, now) for q in limits])
+        self._queues.node = {q.queue: q.node_concurrency for q in limits if q.node_concurrency is not None}
+        self._queues.node_prefix = node_prefix
+        self._queues.forget()
+
+    def queue_limits(self) -> dict[str, QueueLimits]:
+        """``{queue: stored limits}`` of every declared queue."""
+        with self._reading():
+            return {row[0]: QueueLimits(*row) for row in self._conn.execute(_LIMITS_SQL["read"])}
 
     def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None,
                  results: Mapping[str, KeptResult] | None = None) -> int:
@@ -566,7 +661,11 @@ class SQLiteJournal:
             if self._conn.execute(SQL.fire_schedule, (fired, name, previous)).rowcount != 1:
                 return False
             if jobs:
-                self.enqueue(jobs)
+                refused: list[tuple[NewJob, QueueFull]] = []  # a full queue skips this firing, said in the log
+                self.enqueue(jobs, refused=refused)
+                if refused:
+                    logger.warning("schedule %r: %d of its jobs not added at this firing: %s",
+                                   name, len(refused), refused[-1][1])
             return True
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:

@@ -20,7 +20,8 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from actorq._version import __version__
 from actorq._kernel.loop import new_event_loop
-from actorq.errors import JournalError
+from actorq.errors import JournalError, QueueFull
+from actorq.jobs.backpressure import MAX_BLOCK
 from actorq.jobs.client import Client
 from actorq.jobs.runtime import JOURNAL_WAIT_REPORTED, live_jobs
 from actorq.jobs.settings import producers_endpoint_problem
@@ -32,7 +33,7 @@ from actorq.journal.backends import journal_class, open_journal
 from actorq.journal.config import parse_duration
 from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, TERMINAL_STATES, JobState
 from actorq.node.config import Config, ConfigError, load_config
-from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK, EXIT_RETRY
+from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_FULL, EXIT_JOURNAL, EXIT_OK, EXIT_RETRY
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
 from actorq.node.node import Node, NodeFailed, TaskCheckInterrupted, TaskModuleError, import_tasks
 from actorq.node.status import ask_status, render_status
@@ -286,6 +287,11 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
         unknown = "" if schedule.task in names else "  (task not registered: its jobs would be dead)"
         _out(f"    {schedule.name}: {schedule.cron!r} {schedule.timezone} -> {schedule.task}, "
              f"next {_local(schedule.next_after(now), schedule.timezone)}{unknown}")
+    _out(f"  queues    {len(config.queues) or '(no limits)'}")
+    for limits in config.queues:
+        rules = [f"{key} {getattr(limits, key):,}" for key in ("concurrency", "node_concurrency", "max_depth")
+                 if getattr(limits, key) is not None]
+        _out(f"    {limits.queue}: {', '.join(rules) or 'no limits (clears what the journal holds)'}")
     return EXIT_OK
 
 
@@ -392,7 +398,12 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
             jobs = [Job(args.task, task_args, kwargs, delay=args.delay, max_attempts=args.max_attempts,
                         priority=args.priority, unique_key=args.unique_key, unique_for=args.unique_for)
                     for _ in range(n)]
-            ids = client.enqueue_many(jobs, args.queue)
+            try:
+                ids = client.enqueue_many(jobs, args.queue, block=args.block)
+            except QueueFull as exc:  # one line; the batches before it stay committed
+                _err(f"actorq enqueue: {exc}; nothing of this batch was added"
+                     + (f" ({done:,} jobs enqueued before it)" if done else ""))
+                return EXIT_FULL
             held += sum(1 for job, job_id in zip(jobs, ids) if job_id != job.id)  # a held key's holder
             done += n
         if args.count == 1:
@@ -413,9 +424,12 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     with Client.from_config(config.journal, create=False) as client:  # reading never creates a journal
         counts = client.counts()
         paused = client.paused_queues()
+        limits = client.queue_limits()
     node, lines = _node_status(config, args.timeout)
     if args.json:
-        _out(json.dumps({"queues": counts, "paused": paused, "node": node}, sort_keys=True))
+        stored = {name: {key: value for key, value in (("concurrency", q.concurrency), ("max_depth", q.max_depth))
+                         if value is not None} for name, q in sorted(limits.items())}
+        _out(json.dumps({"queues": counts, "paused": paused, "limits": stored, "node": node}, sort_keys=True))
         return EXIT_OK
     states = [str(state) for state in JobState]
     _out(f"journal {config.journal.describe()}")
@@ -426,6 +440,11 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         _out("(no jobs)")
     if paused:
         _out(f"paused queues (lease nothing): {', '.join(paused)}")
+    for name, q in sorted(limits.items()):
+        rules = [f"{key} {value:,}" for key, value in (("concurrency", q.concurrency), ("max_depth", q.max_depth))
+                 if value is not None]
+        if rules:
+            _out(f"queue {name}: {', '.join(rules)} (docs/flow-control.md)")
     for line in lines:
         _out(line)
     return EXIT_OK
@@ -677,6 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"the job holds its key for SECONDS from now, finished or not, > 0 and at most "
                           f"{MAX_UNIQUE_FOR} (a year); without --unique-key the key is the task name and "
                           "its arguments (default: the task's declared unique_for)")
+    enq.add_argument("--block", type=_seconds(0.0, MAX_BLOCK, low_allowed=True), default=0.0, metavar="SECONDS",
+                     help="while the queue is at its max_depth, wait up to SECONDS for room (from 0, the "
+                          f"default: refuse at once, to {MAX_BLOCK:.0f}); still full: exit code {EXIT_FULL}")
     enq.add_argument("--node-endpoint", type=_node_endpoint, default=None, metavar="ENDPOINT",
                      help="send the jobs through the node serving this producer endpoint (its [producers] "
                           "endpoint: ipc:///abs/path or tcp://127.0.0.1:PORT), on any journal; default: "

@@ -71,6 +71,11 @@ A complete ``topology.toml``; every value shown is the default except ``tasks``:
     core_intensity = 5
     core_period = 60.0
 
+    [queues.reports]               # none by default; one table per limited queue (docs/flow-control.md)
+    concurrency = 3                # jobs of the queue leased at once, every node together
+    node_concurrency = 2           # jobs of it leased at once by this node's workers
+    max_depth = 10000              # waiting jobs (ready, scheduled, retry); past it enqueue raises QueueFull
+
     [[schedules]]                  # none by default; one table per schedule (docs/schedules.md)
     name = "nightly-report"        # unique; at most 200 characters
     cron = "30 2 * * *"            # croniter: minute hour day-of-month month day-of-week
@@ -110,11 +115,12 @@ from actorq.jobs.settings import (
 from actorq.jobs.wire import MAX_CREDITS, payload_budget
 from actorq.journal.backends import journal_class
 from actorq.journal.config import MAX_SECONDS, JournalConfig
+from actorq.journal.protocol import MAX_QUEUE_LIMIT, QueueLimits
 from actorq.journal.config import redact_url as redact_url  # for the CLI and benches
 from actorq.node.metrics import MetricsConfig, bind_problem
 
 __all__ = ["Config", "ConfigError", "DispatcherConfig", "JournalConfig", "NodeConfig", "ProducersConfig",
-           "SupervisionConfig", "WorkersConfig", "default_config", "load_config", "parse_config"]
+           "SupervisionConfig", "WorkersConfig", "default_config", "load_config", "parse_config", "parse_queues"]
 
 _T = TypeVar("_T")
 # Numeric bounds from field metadata: (metadata key, comparison, symbol in messages).
@@ -192,6 +198,8 @@ class Config:
     """``[hooks]``: node event hooks (docs/hooks.md)."""
     schedules: tuple[Schedule, ...] = field(default=(), metadata={"toml": False})
     """The ``[[schedules]]`` tables (read by `parse_schedules`)."""
+    queues: tuple[QueueLimits, ...] = field(default=(), metadata={"toml": False})
+    """The ``[queues.NAME]`` tables (read by `parse_queues`), sorted by name."""
     path: Path | None = field(default=None, metadata={"toml": False})
 
     @property
@@ -292,7 +300,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>",
     if not isinstance(data, Mapping):
         raise ConfigError(source, None, f"expected a table, {_got(data)}")
     raw_schedules = data.get("schedules", [])
-    config = _build(Config, {k: v for k, v in data.items() if k != "schedules"}, "", source)
+    raw_queues = data.get("queues", {})
+    config = _build(Config, {k: v for k, v in data.items() if k not in ("schedules", "queues")}, "", source)
     workers = config.workers
     if workers.concurrency + workers.prefetch > MAX_CREDITS:  # a worker asks for this many jobs at once
         raise ConfigError(source, "workers.prefetch",
@@ -314,7 +323,40 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>",
         raise ConfigError(source, "metrics.bind", problem)
     node = dataclasses.replace(config.node, name=config.node.name or socket.gethostname())
     schedules = parse_schedules(raw_schedules, source, payload_budget(config.dispatcher.max_frame_bytes))
-    return dataclasses.replace(config, node=node, schedules=schedules, path=path)
+    queues = parse_queues(raw_queues, source)
+    return dataclasses.replace(config, node=node, schedules=schedules, queues=queues, path=path)
+
+
+_QUEUE_KEYS = ("concurrency", "node_concurrency", "max_depth")
+
+
+def parse_queues(raw: object, source: str) -> tuple[QueueLimits, ...]:
+    """Validate the ``[queues.NAME]`` tables: each key an integer from 1 to `MAX_QUEUE_LIMIT`.
+
+    Every problem is a `ConfigError` naming the key (``queues.reports.concurrency``).
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, "queues", f"expected a table of queue tables ([queues.NAME]), {_got(raw)}")
+    found: list[QueueLimits] = []
+    for name, table in raw.items():
+        where = f"queues.{name}"
+        try:
+            check_name("queue name", name)
+        except ValueError as exc:  # never echo a long name
+            raise ConfigError(source, where if len(name) <= 60 else "queues", str(exc)) from None
+        if not isinstance(table, Mapping):
+            raise ConfigError(source, where, f"expected a table, {_got(table)}")
+        values: dict[str, int] = {}
+        for key, value in table.items():
+            if key not in _QUEUE_KEYS:
+                close = difflib.get_close_matches(key, _QUEUE_KEYS, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(map(repr, _QUEUE_KEYS))}"
+                raise ConfigError(source, f"{where}.{key}", f"unknown key; {hint}")
+            if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_QUEUE_LIMIT):
+                raise ConfigError(source, f"{where}.{key}", f"expected an integer from 1 to {MAX_QUEUE_LIMIT}, {_got(value)}")
+            values[key] = value
+        found.append(QueueLimits(name, **values))
+    return tuple(sorted(found))
 
 
 _SCHEDULE_KEYS = ("name", "cron", "task", "args", "kwargs", "queue", "timezone", "catch_up")

@@ -187,7 +187,7 @@ class Node:
         runtime = self.runtime = JobRuntime(node=cfg.node, journal=cfg.journal, dispatcher=cfg.dispatcher,
                                             workers=cfg.workers, search_path=cfg.task_search_path, tasks=tasks,
                                             producers=cfg.producers, schedules=cfg.schedules,
-                                            results=cfg.results)
+                                            results=cfg.results, queues=cfg.queues)
         runtime.open()
         runtime.events.buffer = cfg.hooks.buffer
         for fn in file_hooks:

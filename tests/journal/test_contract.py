@@ -1320,3 +1320,79 @@ def test_b1_cancelled_names_the_cancelled_jobs_among_those_asked(journal: Journa
     assert sorted(journal.cancelled(everything)) == ["cancelled", "leased"]
     held = jobs["leased"]
     assert journal.complete([(held.id, held.lease_id)]) == 0  # the worker's late ack is fenced
+
+
+# -- queue limits: concurrency and max_depth (docs/flow-control.md) -----------------------------
+
+
+def test_queue_concurrency_bounds_every_lease(journal: Journal) -> None:
+    from actorq.journal.protocol import QueueLimits
+
+    journal.declare_queues([QueueLimits("lim", concurrency=3)])
+    assert journal.queue_limits()["lim"] == QueueLimits("lim", 3, None, None)
+    journal.enqueue([new_job(f"l{i}", queue="lim") for i in range(10)] + [new_job(f"f{i}") for i in range(4)])
+    first = journal.lease(["lim", "q"], "node/1/a", 10, 60)
+    assert sorted(j.queue for j in first).count("lim") == 3  # the limit, not the 10 asked
+    assert [j.queue for j in first].count("q") == 4  # an unlimited queue beside it leases as before
+    assert journal.lease(["lim"], "node/2/b", 10, 60) == []  # another owner: the limit is the queue's
+    # two limited queues in one lease share what it asks for
+    journal.declare_queues([QueueLimits("lim", concurrency=3), QueueLimits("aa", concurrency=5),
+                            QueueLimits("two", concurrency=5)])
+    journal.enqueue([new_job("a0", queue="aa")] + [new_job(f"t{i}", queue="two") for i in range(5)])
+    assert sorted(j.queue for j in journal.lease(["two", "aa"], "node/3/c", 2, 60)) == ["aa", "two"]
+    done = next(j for j in first if j.queue == "lim")
+    assert journal.complete([(done.id, done.lease_id)]) == 1
+    again = journal.lease(["lim"], "node/2/b", 10, 60)
+    assert len(again) == 1  # one finished: one more may run
+    # a re-declaration replaces the row (the file wins); no concurrency lifts the limit
+    journal.declare_queues([QueueLimits("lim", max_depth=100)])
+    assert len(journal.lease(["lim"], "node/2/b", 10, 60)) == 6
+
+
+def test_queue_node_concurrency_counts_the_node_prefix(backend: Backend, journal: Journal) -> None:
+    from actorq.journal.protocol import QueueLimits
+
+    journal.declare_queues([QueueLimits("lim", node_concurrency=2)], node_prefix="a/")
+    assert journal.queue_limits()["lim"] == QueueLimits("lim", None, None, None)  # never stored
+    journal.enqueue([new_job(f"l{i}", queue="lim") for i in range(6)])
+    assert len(journal.lease(["lim"], "a/1/x", 5, 60)) == 2
+    assert journal.lease(["lim"], "a/2/y", 5, 60) == []  # the node's other worker: same node
+    if journal.shared:  # another node (its own journal, no node limit) is not bound by this node's
+        other = backend.open()
+        assert len(other.lease(["lim"], "b/1/z", 5, 60)) == 4
+        other.close()
+
+
+def test_queue_max_depth_refuses_past_the_limit(journal: Journal) -> None:
+    from actorq.errors import QueueFull
+    from actorq.journal.protocol import QueueLimits
+
+    journal.declare_queues([QueueLimits("small", max_depth=3)])
+    assert journal.enqueue([new_job("a", queue="small"), new_job("b", queue="small", run_at=time.time() + HOUR)]) == 2
+    with pytest.raises(QueueFull) as caught:  # all or nothing without `refused`
+        journal.enqueue([new_job("c", queue="small"), new_job("d", queue="small"), new_job("free")])
+    assert (caught.value.queue, caught.value.depth, caught.value.limit) == ("small", 3, 3)
+    assert "'small'" in str(caught.value) and "max_depth 3" in str(caught.value)
+    assert journal.get("c") is None and journal.get("free") is None
+    refused: list = []
+    assert journal.enqueue([new_job("c", queue="small"), new_job("d", queue="small"), new_job("free")],
+                           refused=refused) == 2
+    assert [(job.id, error.depth) for job, error in refused] == [("d", 3)]
+    assert journal.get("d") is None and state(journal, "free") is JobState.READY
+    assert journal.enqueue([new_job("c", queue="small")]) == 0  # a re-sent id takes no room: no refusal
+    # a leased job no longer waits: room for one more
+    assert len(journal.lease(["small"], "w1", 1, HOUR)) == 1
+    assert journal.enqueue([new_job("d", queue="small")]) == 1
+    with pytest.raises(QueueFull):
+        journal.enqueue([new_job("e", queue="small")])
+
+
+def test_a_schedule_firing_into_a_full_queue_moves_on_without_its_job(journal: Journal) -> None:
+    from actorq.journal.protocol import QueueLimits
+
+    journal.declare_queues([QueueLimits("small", max_depth=1)])
+    journal.put_schedules([_schedule("tick")])
+    assert journal.enqueue([new_job("waiting", queue="small")]) == 1
+    assert journal.fire_schedule("tick", None, 60.0, [new_job("fired", queue="small")])
+    assert journal.get("fired") is None
+    assert [row.last_fired for row in journal.schedules()] == [60.0]

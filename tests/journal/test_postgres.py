@@ -746,3 +746,56 @@ def test_h9_h10_the_password_comes_from_libpq_and_is_never_shown(
     texts = [str(info.value), repr(info.value)] + [r.getMessage() for r in caplog.records]
     assert not [t for t in texts if CANARY in t]
     assert os.environ.get("PGPASSWORD", "") in ("", CANARY)
+
+
+def test_queue_concurrency_one_holds_between_two_racing_journals(pg_journal: PostgresJournal, pg_schema: str) -> None:
+    """Two nodes' journals lease a queue with concurrency 1 at the same moment, 25 times:
+    never both get a job (the claim lock serializes them; the count sees the other's commit)."""
+    from actorq.journal.protocol import QueueLimits
+
+    pg_journal.declare_queues([QueueLimits("one", concurrency=1)])
+    pg_journal.enqueue([NewJob(f"j{i:03}", "one", "t", b"\x92\x90\x80") for i in range(60)])
+    other = PostgresJournal(PG_URL, schema=pg_schema)
+    rounds, barrier = 25, threading.Barrier(2)
+    got: list[list[Any]] = [[], []]
+
+    def claim(journal: PostgresJournal, index: int) -> None:
+        for _ in range(rounds):
+            barrier.wait(timeout=20)
+            got[index].append(journal.lease(["one"], f"n{index}/1/x", 5, 60))
+            barrier.wait(timeout=20)  # both have leased: the round's winner finishes below
+            if index == 0:
+                winners = [jobs for jobs in (got[0][-1], got[1][-1]) if jobs]
+                assert len(winners) == 1 and len(winners[0]) == 1, (got[0][-1], got[1][-1])
+                pg_journal.complete([(winners[0][0].id, winners[0][0].lease_id)])
+            barrier.wait(timeout=20)
+
+    threads = [threading.Thread(target=claim, args=(j, i)) for i, j in enumerate((pg_journal, other))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    other.close()
+    assert all(len(rounds_got) == rounds for rounds_got in got)
+    assert pg_journal.counts()["one"] == {"succeeded": rounds, "ready": 60 - rounds}
+
+
+def test_a_transaction_holding_one_queues_claim_never_waits_for_anothers(pg_journal: PostgresJournal,
+                                                                         pg_schema: str) -> None:
+    """Two group commits leasing two limited queues in opposite orders: the second claim of
+    each is tried, not waited for, so neither deadlocks; that queue leases nothing this time."""
+    from actorq.journal.protocol import QueueLimits
+
+    pg_journal.declare_queues([QueueLimits("a", concurrency=5), QueueLimits("b", concurrency=5)])
+    pg_journal.enqueue([NewJob(f"{q}{i}", q, "t", b"\x92\x90\x80") for q in "ab" for i in range(4)])
+    other = PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        with pg_journal.transaction(), other.transaction():
+            assert len(pg_journal.lease(["a"], "n1/1/x", 1, 60)) == 1  # holds a's claim lock
+            assert len(other.lease(["b"], "n2/1/y", 1, 60)) == 1  # holds b's
+            assert pg_journal.lease(["b"], "n1/1/x", 1, 60) == []  # tried, not granted: no wait
+            assert other.lease(["a"], "n2/1/y", 1, 60) == []
+            assert len(pg_journal.lease(["a"], "n1/2/x", 1, 60)) == 1  # its own lock again: granted
+        assert len(other.lease(["a"], "n2/1/y", 5, 60)) == 2  # both committed: the locks are gone
+    finally:
+        other.close()
