@@ -16,6 +16,15 @@ from psycopg import sql
 from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatements
 from actorq.journal.config import check_schema
 
+def _epoch(column: str) -> str:
+    """`column` (a timestamptz) as Unix seconds, float8; NULL stays NULL, 'infinity' reads as inf."""
+    return f"extract(epoch FROM {column})::float8"
+
+
+# A listing's columns (`JobSummary`), without the payload, result or traceback.
+_SUMMARY = ("id, queue, task, state, priority, attempts, max_attempts, " + _epoch("run_at") + ", "
+            + _epoch("created_at") + ", " + _epoch("finished_at") + ", lease_owner, last_error")
+
 # A lease of `lease_for` seconds by the database's clock; math.inf never expires.
 _EXPIRY = ("CASE WHEN %(lease_for)s::float8 = 'Infinity' THEN 'infinity'::timestamptz"
            " ELSE now() + make_interval(secs => %(lease_for)s::float8) END")
@@ -257,7 +266,8 @@ _TEXT = {
         f" WHERE id = %(id)s AND state IN {REVIVABLE} RETURNING queue)"
         " SELECT count(*), " + _NOTIFY.replace("{source}", "revived") + " FROM revived"
     ),
-    "counts": "SELECT queue, state, count(*) FROM {jobs} GROUP BY queue, state",
+    # GROUP BY in the order of actorq_jobs_state_queue: an index-only scan once the table is vacuumed
+    "counts": "SELECT queue, state, count(*) FROM {jobs} GROUP BY state, queue",
     "get": (
         "SELECT id, queue, task, state, attempts, max_attempts, extract(epoch FROM run_at)::float8,"
         " lease_owner, last_error FROM {jobs} WHERE id = %(id)s"
@@ -289,6 +299,45 @@ _TEXT = {
         " SELECT count(*) FROM gone"
     ),
     # Take `name` if it is free or expired, or renew it if `holder` has it; a row back means "you lead".
+    # -- the operator's reads and clears (actorq jobs / queues): ranges of actorq_jobs_state_queue
+    # (state, queue, id) or of the primary key. One index probe per distinct queue of a state:
+    "queues_in_state": (
+        "WITH RECURSIVE q(name) AS (SELECT min(queue) FROM {jobs} WHERE state = %(state)s"
+        " UNION ALL SELECT (SELECT min(queue) FROM {jobs} WHERE state = %(state)s AND queue > q.name)"
+        " FROM q WHERE q.name IS NOT NULL) SELECT name FROM q WHERE name IS NOT NULL"
+    ),
+    "list_page": (
+        f"SELECT {_SUMMARY} FROM {{jobs}} WHERE state = %(state)s AND queue = %(queue)s AND id > %(after)s"
+        " AND (%(task)s::text IS NULL OR task = %(task)s) ORDER BY id LIMIT %(limit)s"
+    ),
+    "list_all": (
+        f"SELECT {_SUMMARY} FROM {{jobs}} WHERE id > %(after)s"
+        " AND (%(task)s::text IS NULL OR task = %(task)s) ORDER BY id LIMIT %(limit)s"
+    ),
+    "inspect": (
+        "SELECT id, queue, task, state, payload, priority, attempts, max_attempts,"
+        f" {_epoch('run_at')}, {_epoch('created_at')}, {_epoch('finished_at')}, lease_id, lease_owner,"
+        f" {_epoch('lease_expires')}, timeout, unique_key, {_epoch('unique_until')}, last_error, last_traceback,"
+        f" result, {_epoch('result_expires')} FROM {{jobs}} WHERE id = %(id)s"
+    ),
+    "inspect_errors": f"SELECT attempt, {_epoch('at')}, error FROM {{errors}} WHERE job_id = %(id)s ORDER BY seq",
+    "oldest_ready": (
+        "WITH RECURSIVE q(name) AS (SELECT min(queue) FROM {jobs} WHERE state = 'ready'"
+        " UNION ALL SELECT (SELECT min(queue) FROM {jobs} WHERE state = 'ready' AND queue > q.name)"
+        " FROM q WHERE q.name IS NOT NULL)"
+        f" SELECT name, (SELECT {_epoch('created_at')} FROM {{jobs}}"
+        "  WHERE state = 'ready' AND queue = q.name ORDER BY id LIMIT 1)"
+        " FROM q WHERE name IS NOT NULL"
+    ),
+    # SKIP LOCKED: a clear never waits on a node leasing or settling those rows
+    "clear_queue": (
+        "WITH doomed AS MATERIALIZED (SELECT id FROM {jobs} WHERE state = %(state)s AND queue = %(queue)s"
+        "  ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+        " gone AS (DELETE FROM {jobs} j USING doomed WHERE j.id = doomed.id AND j.state = %(state)s"
+        "  RETURNING j.id, j.last_error IS NOT NULL AS had_errors),"
+        " errors_gone AS (DELETE FROM {errors} e USING gone WHERE gone.had_errors AND e.job_id = gone.id)"
+        " SELECT count(*) FROM gone"
+    ),
     "lead": (
         "INSERT INTO {leaders} AS l (name, holder, expires_at)"
         " VALUES (%(name)s, %(holder)s, now() + make_interval(secs => %(ttl)s::float8))"

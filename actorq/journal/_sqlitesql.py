@@ -49,6 +49,10 @@ def values_rows(count: int, columns: int = ENQUEUE_COLUMNS) -> str:
 # The current leases read back as `Attempt` rows, by what selects them.
 _ATTEMPTS = "SELECT id, lease_id, task, attempts, max_attempts FROM actorq_jobs WHERE state = 'leased' AND "
 
+# A listing's columns (`JobSummary`), without the payload, result or traceback.
+_SUMMARY = ("id, queue, task, state, priority, attempts, max_attempts, run_at, created_at, finished_at,"
+            " lease_owner, last_error")
+
 _TEXT = {
     # Multi-row VALUES: 2.7 us a job against 5.6 us with executemany (100k jobs, 250 a commit).
     # A key inside another row's unique_until period is skipped here (column9 is the row's
@@ -149,7 +153,8 @@ _TEXT = {
         "UPDATE actorq_jobs SET state = 'ready', attempts = 0, run_at = ?, finished_at = NULL"
         f" WHERE id = ? AND state IN {REVIVABLE}"
     ),
-    "counts": "SELECT queue, state, count(*) FROM actorq_jobs GROUP BY queue, state",
+    # GROUP BY in the order of actorq_jobs_state_queue: a scan of that index alone, not the table
+    "counts": "SELECT queue, state, count(*) FROM actorq_jobs GROUP BY state, queue",
     "get": (
         "SELECT id, queue, task, state, attempts, max_attempts, run_at, lease_owner, last_error"
         " FROM actorq_jobs WHERE id = ?"
@@ -183,6 +188,39 @@ _TEXT = {
         " RETURNING id, last_error IS NOT NULL"
     ),
     "prune_errors": "DELETE FROM actorq_errors WHERE job_id IN ({marks})",
+    # -- the operator's reads (actorq jobs / queues): each a range of actorq_jobs_state_queue
+    # (state, queue; the id follows in a WITHOUT ROWID table's index) or of the primary key.
+    # ?1 state: one index seek per distinct queue, however many jobs each holds.
+    "queues_in_state": (
+        "WITH RECURSIVE q(name) AS (SELECT min(queue) FROM actorq_jobs WHERE state = ?1"
+        " UNION ALL SELECT (SELECT min(queue) FROM actorq_jobs WHERE state = ?1 AND queue > q.name)"
+        " FROM q WHERE q.name IS NOT NULL) SELECT name FROM q WHERE name IS NOT NULL"
+    ),
+    # ?1 state, ?2 queue, ?3 the cursor (ids above it), ?4 task or NULL, ?5 limit
+    "list_page": (
+        f"SELECT {_SUMMARY} FROM actorq_jobs INDEXED BY actorq_jobs_state_queue"
+        " WHERE state = ?1 AND queue = ?2 AND id > ?3 AND (?4 IS NULL OR task = ?4) ORDER BY id LIMIT ?5"
+    ),
+    "list_all": f"SELECT {_SUMMARY} FROM actorq_jobs WHERE id > ?1 AND (?2 IS NULL OR task = ?2) ORDER BY id LIMIT ?3",
+    "inspect": (
+        "SELECT id, queue, task, state, payload, priority, attempts, max_attempts, run_at, created_at,"
+        " finished_at, lease_id, lease_owner, lease_expires, timeout, unique_key, unique_until, last_error,"
+        " last_traceback, result, result_expires FROM actorq_jobs WHERE id = ?"
+    ),
+    "inspect_errors": "SELECT attempt, at, error FROM actorq_errors WHERE job_id = ? ORDER BY rowid",
+    "oldest_ready": (
+        "WITH RECURSIVE q(name) AS (SELECT min(queue) FROM actorq_jobs WHERE state = 'ready'"
+        " UNION ALL SELECT (SELECT min(queue) FROM actorq_jobs WHERE state = 'ready' AND queue > q.name)"
+        " FROM q WHERE q.name IS NOT NULL)"
+        " SELECT name, (SELECT created_at FROM actorq_jobs INDEXED BY actorq_jobs_state_queue"
+        "  WHERE state = 'ready' AND queue = q.name ORDER BY id LIMIT 1)"
+        " FROM q WHERE name IS NOT NULL"
+    ),
+    # ?1 state, ?2 queue, ?3 limit; returns whether each job had errors, as `prune`
+    "clear_queue": (
+        "DELETE FROM actorq_jobs WHERE id IN (SELECT id FROM actorq_jobs INDEXED BY actorq_jobs_state_queue"
+        " WHERE state = ?1 AND queue = ?2 ORDER BY id LIMIT ?3) RETURNING id, last_error IS NOT NULL"
+    ),
 }
 
 STATEMENTS = Statements(**_TEXT)

@@ -63,3 +63,10 @@ class JobStatements:
     result: str
     expire_results: str
     prune: str  # one state's finished jobs past their age, oldest first, at most a limit
+    queues_in_state: str  # the distinct queues holding jobs of one state (a skip scan of the index)
+    list_page: str  # one (state, queue) range of jobs from a cursor, in id order
+    list_all: str  # jobs from a cursor in id order (the primary key)
+    inspect: str  # every column of one job
+    inspect_errors: str  # its error rows: attempt, time, text, oldest first
+    oldest_ready: str  # each queue's earliest ready job's created_at
+    clear_queue: str  # delete a batch of one queue's jobs of one waiting state

@@ -746,3 +746,27 @@ def test_h9_h10_the_password_comes_from_libpq_and_is_never_shown(
     texts = [str(info.value), repr(info.value)] + [r.getMessage() for r in caplog.records]
     assert not [t for t in texts if CANARY in t]
     assert os.environ.get("PGPASSWORD", "") in ("", CANARY)
+
+
+def test_listings_read_the_state_queue_index(pg_schema: str) -> None:
+    journal = PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        journal.enqueue([job(f"j{n}") for n in range(3)])
+        cases = [("counts", {}), ("list_page", {"state": "ready", "queue": "q", "after": "", "task": None,
+                                                "limit": 10}),
+                 ("queues_in_state", {"state": "dead"}), ("oldest_ready", {}),
+                 ("clear_queue", {"state": "ready", "queue": "q", "limit": 10})]
+        with pg_admin() as other:
+            other.execute("SET enable_seqscan = off")  # the index can serve each: the plan names it
+            other.execute(f'SET search_path TO "{pg_schema}"')
+            for name, params in cases:
+                text = getattr(journal._sql, name).replace(f'"{pg_schema}".', "")
+                plan = "\n".join(row[0] for row in other.execute("EXPLAIN " + text, params))
+                assert "actorq_jobs_state_queue" in plan, (name, plan)
+                assert "Seq Scan on actorq_jobs" not in plan, (name, plan)
+            plan = "\n".join(row[0] for row in other.execute(
+                "EXPLAIN " + journal._sql.list_all.replace(f'"{pg_schema}".', ""),
+                {"after": "", "task": None, "limit": 10}))
+            assert "actorq_jobs_pkey" in plan, plan
+    finally:
+        journal.close()

@@ -693,3 +693,28 @@ def test_prune_ages_finished_jobs_by_the_injected_clock(journal: SQLiteJournal, 
     assert journal.prune({JobState.SUCCEEDED: 60.0}, 10) == 0  # finished 60 s ago: not past it
     clock.now = T0 + 160.5
     assert journal.prune({JobState.SUCCEEDED: 60.0}, 10) == 1
+
+
+# -- the operator's reads (actorq jobs / queues / status): ranges of an index, never the table -------
+
+
+@pytest.mark.parametrize(("name", "params", "expected"), [
+    ("counts", (), "SCAN actorq_jobs USING COVERING INDEX actorq_jobs_state_queue"),
+    ("list_page", ("ready", "q", "", None, 10),
+     "SEARCH actorq_jobs USING INDEX actorq_jobs_state_queue (state=? AND queue=? AND id>?)"),
+    ("list_all", ("", None, 10), "SEARCH actorq_jobs USING PRIMARY KEY (id>?)"),
+    ("queues_in_state", ("dead",), "USING COVERING INDEX actorq_jobs_state_queue (state=? AND queue>?)"),
+    ("oldest_ready", (), "USING INDEX actorq_jobs_state_queue (state=? AND queue=?)"),
+    ("clear_queue", ("ready", "q", 10), "USING COVERING INDEX actorq_jobs_state_queue (state=? AND queue=?)"),
+    ("inspect", ("x",), "SEARCH actorq_jobs USING PRIMARY KEY (id=?)"),
+    ("inspect_errors", ("x",), "SEARCH actorq_errors USING INDEX actorq_errors_job (job_id=?)"),
+])
+def test_listings_read_an_index_never_the_table(journal: SQLiteJournal, name: str, params: tuple[object, ...],
+                                                expected: str) -> None:
+    from actorq.journal._sqlitesql import STATEMENTS
+
+    plan = " | ".join(row[3] for row in journal._conn.execute(f"EXPLAIN QUERY PLAN {getattr(STATEMENTS, name)}",
+                                                              params))
+    assert expected in plan, plan
+    # the only SCAN allowed is of the narrow index (counts) or of the recursive CTE's own rows
+    assert all(step == "SCAN q" or "COVERING INDEX" in step for step in plan.split(" | ") if "SCAN" in step), plan

@@ -1,0 +1,1 @@
+-- actorq PostgreSQL journal, migration 010: held for another feature's migration (empty here).

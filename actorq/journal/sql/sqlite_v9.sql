@@ -1,0 +1,1 @@
+-- actorq SQLite journal, schema version 9: held for another feature's migration (empty here).
