@@ -1,4 +1,4 @@
-"""The ``actorq`` command line: run, check, enqueue, status, tree, migrate, schedules, queues, jobs (cancel, prune).
+"""The ``actorq`` command line: run, check, enqueue, status, tree, migrate, schedules, queues, jobs, health.
 
 Every subcommand reads the same ``topology.toml``. Errors in it are printed as
 ``file: key: expected ...`` without a traceback, with exit code 2. So are bad
@@ -31,6 +31,7 @@ from actorq.journal import migrate
 from actorq.journal.backends import journal_class, open_journal
 from actorq.journal.config import parse_duration
 from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, TERMINAL_STATES, JobState
+from actorq.node import cli_jobs
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK, EXIT_RETRY
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
@@ -57,9 +58,14 @@ examples:
   actorq tree    --config topology.toml
   actorq migrate --config topology.toml
   actorq schedules list --config topology.toml
+  actorq queues  --config topology.toml list
   actorq queues  --config topology.toml pause emails
+  actorq jobs    --config topology.toml list --state dead
+  actorq jobs    --config topology.toml show JOB_ID
+  actorq jobs    --config topology.toml retry --all-dead
   actorq jobs    --config topology.toml cancel JOB_ID
   actorq jobs    --config topology.toml prune --older-than 7d --state succeeded
+  actorq health  --config topology.toml
 
 exit codes: 0 ok, 1 the node failed, 2 bad config or usage, 3 journal unusable,
 4 start-up cut short from outside (the task import check was killed or took too long): try again.
@@ -431,39 +437,9 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-QUEUE_ACTIONS = ("pause", "resume", "list")
-JOB_ACTIONS = ("cancel", "prune")
-
-
-def cmd_jobs(args: argparse.Namespace, config: Config) -> int:
-    """``actorq jobs cancel ID``: cancel a job that has not finished; ``actorq jobs prune --older-than
-    AGE``: delete finished jobs."""
-    prog = f"actorq jobs {args.action}"
-    if args.action == "prune":
-        if args.job_id is not None:
-            _err(f"{prog}: takes no job id, got {args.job_id!r}; it prunes by age (see actorq jobs --help)")
-            return EXIT_CONFIG
-        if args.older_than is None:
-            _err(f"{prog}: expected --older-than AGE, e.g. actorq jobs --config topology.toml prune --older-than 7d")
-            return EXIT_CONFIG
-        return _prune(args, config)
-    for flag, value in (("--older-than", args.older_than), ("--state", args.states), ("--batch", args.batch)):
-        if value is not None:
-            _err(f"{prog}: {flag} is for prune, not cancel (see actorq jobs --help)")
-            return EXIT_CONFIG
-    if args.job_id is None:
-        _err(f"{prog}: expected a job id, e.g. actorq jobs --config topology.toml cancel JOB_ID")
-        return EXIT_CONFIG
-    with Client.from_config(config.journal, create=False) as client:
-        if client.cancel(args.job_id):
-            _out(f"job {args.job_id} cancelled")
-            return EXIT_OK
-        info = client.get(args.job_id)
-    if info is None:
-        _err(f"actorq jobs cancel: no job {args.job_id!r} in journal {config.journal.describe()}")
-        return EXIT_CONFIG
-    _out(f"job {args.job_id} had already finished ({info.state}): nothing to cancel")
-    return EXIT_OK
+def cmd_jobs_prune(args: argparse.Namespace, config: Config) -> int:
+    """``actorq jobs prune --older-than AGE``: delete finished jobs."""
+    return _prune(args, config)
 
 
 def _prune(args: argparse.Namespace, config: Config) -> int:
@@ -503,30 +479,8 @@ def _duration_text(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def cmd_queues(args: argparse.Namespace, config: Config) -> int:
-    """``actorq queues pause NAME`` / ``resume NAME`` / ``list``: the journal's paused queues."""
-    prog = f"actorq queues {args.action}"
-    if args.action == "list":
-        if args.name is not None:
-            _err(f"{prog}: takes no queue name, got {args.name!r} (see actorq queues --help)")
-            return EXIT_CONFIG
-        with Client.from_config(config.journal, create=False) as client:
-            paused = client.paused_queues()
-            counts = client.counts()
-        names = sorted(set(counts) | set(paused))
-        if args.json:
-            _out(json.dumps({"queues": {name: {"paused": name in paused, "ready": counts.get(name, {}).get("ready", 0)}
-                                        for name in names}}, sort_keys=True))
-            return EXIT_OK
-        _out(f"{'queue':<24}{'state':>8}{'ready':>11}")
-        for name in names:
-            _out(f"{name:<24}{'paused' if name in paused else 'running':>8}{counts.get(name, {}).get('ready', 0):>11,}")
-        if not names:
-            _out("(no queues)")
-        return EXIT_OK
-    if args.name is None:
-        _err(f"{prog}: expected a queue name, e.g. actorq queues --config topology.toml {args.action} emails")
-        return EXIT_CONFIG
+def cmd_queues_pause(args: argparse.Namespace, config: Config) -> int:
+    """``actorq queues pause NAME`` / ``resume NAME``: the journal's paused queues."""
     with Client.from_config(config.journal) as client:
         if args.action == "pause":
             changed = client.pause_queue(args.name)
@@ -732,50 +686,150 @@ def build_parser() -> argparse.ArgumentParser:
                               'seconds)}], "journal_problem": null or why the journal could not be read}')
     listing.set_defaults(handler=cmd_schedules)
 
-    queues = add("queues", "Pause or resume a queue on every node serving the journal, or list the queues. A "
-                 "paused queue leases nothing (the pause is kept in the journal, so restarts keep it); jobs "
-                 "already running finish, and jobs can still be enqueued into it.",
-                 "actorq queues --config topology.toml pause emails\n"
-                 "    queue 'emails' paused: no node leases its jobs; running jobs finish\n"
-                 "  actorq queues --config topology.toml resume emails\n"
-                 "  actorq queues --config topology.toml list --json\n"
-                 '    {"queues": {"default": {"paused": false, "ready": 3}, "emails": {"paused": true, "ready": 12}}}')
-    queues.add_argument("action", choices=QUEUE_ACTIONS, metavar="ACTION",
-                        help="pause NAME, resume NAME, or list")
-    queues.add_argument("name", nargs="?", type=_queue_name, default=None, metavar="NAME",
-                        help="the queue to pause or resume")
-    queues.add_argument("--json", action="store_true",
-                        help='list: print JSON, {"queues": {name: {"paused": bool, "ready": count}}}')
-    queues.set_defaults(handler=cmd_queues)
-
-    jobs = add("jobs", "cancel ID: cancel a job that has not finished: it ends cancelled at once, and a running "
-               "attempt's later answer is rejected. A job that had finished is left as it was, and said so (exit "
-               "0); an unknown id exits 2. prune --older-than AGE: delete finished jobs (with their errors and "
-               "results) that finished more than AGE ago by the journal's clock, in transactions of --batch jobs, "
-               "with or without a node running (a node prunes by itself too: [journal] retain_succeeded and the "
-               "others, docs/retention.md); prints how many it removed.",
-               "actorq jobs --config topology.toml cancel 01a233a1f9af00003da4ce450d08aa0c\n"
-               "    job 01a233a1f9af00003da4ce450d08aa0c cancelled\n"
-               "  actorq jobs --config topology.toml prune --older-than 7d --state succeeded cancelled\n"
-               "    pruned 120,000 jobs (succeeded, cancelled) that finished more than 7d ago")
-    jobs.add_argument("action", choices=JOB_ACTIONS, metavar="ACTION", help="cancel ID, or prune --older-than AGE")
-    jobs.add_argument("job_id", nargs="?", type=_job_id, default=None, metavar="ID",
-                      help="cancel: the job's id (as enqueue printed it)")
-    jobs.add_argument("--older-than", type=_age, default=None, metavar="AGE",
-                      help='prune: jobs that finished more than AGE ago: "30s", "10m", "12h", "7d" or seconds, '
-                           "from 0 to 3650d")
-    jobs.add_argument("--state", dest="states", type=_final_state, action="extend", nargs="+", default=None,
-                      metavar="S", help="prune: only jobs in these final states (succeeded, cancelled, failed, "
-                                        "dead; default: all four)")
-    jobs.add_argument("--batch", type=_integer(1, MAX_PRUNE_BATCH), default=None, metavar="N",
-                      help=f"prune: jobs deleted per transaction, 1 to {MAX_PRUNE_BATCH:,} (default {PRUNE_BATCH:,})")
-    jobs.set_defaults(handler=cmd_jobs)
+    _add_operator_commands(sub)
     return parser
+
+
+def _add_operator_commands(sub: Any) -> None:
+    """The ``queues``, ``jobs`` and ``health`` commands (their handlers: `actorq.node.cli_jobs`)."""
+    def group(name: str, help_text: str, examples: str) -> Any:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"examples:\n{examples}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        # --config before the action (as the other commands take it) or after it
+        p.add_argument("--config", "-c", metavar="FILE", default=None, help="the topology.toml to use")
+        return p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def action(actions: Any, name: str, help_text: str, example: str, handler: Callable[..., int]) -> Any:
+        p = actions.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS, help="the topology.toml to use")
+        p.set_defaults(handler=handler)
+        return p
+
+    def json_flag(p: Any, shape: str) -> None:
+        p.add_argument("--json", action="store_true", help=f"print JSON instead of a table: {shape}")
+
+    batch_help = f"jobs per transaction, 1 to {cli_jobs.MAX_BATCH:,} (default {cli_jobs.BATCH:,})"
+
+    queues = group("queues", "The queues: list them with their jobs per state, pause or resume one on every node "
+                   "serving the journal, or clear one's waiting jobs.",
+                   "  actorq queues --config topology.toml list\n"
+                   "  actorq queues --config topology.toml pause emails\n"
+                   "  actorq queues --config topology.toml clear emails --yes")
+    listing = action(queues, "list", "List each queue: running or paused, its jobs per state, and how long its "
+                     "oldest ready job has waited. Reads two small indexes, never the jobs table.",
+                     "actorq queues list --config topology.toml\n"
+                     "    queue    state    scheduled  ready  leased  retry  succeeded ...  oldest ready\n"
+                     "    emails   paused           0     12       0      0      4,321 ...  3m",
+                     cli_jobs.cmd_queues_list)
+    json_flag(listing, '{"queues": {name: {"paused": bool, "ready": count, "states": {state: count}, '
+                       '"oldest_ready_age": seconds or null}}}')
+    for verb, text in (("pause", "Pause a queue on every node serving the journal: it leases nothing (the pause "
+                                 "is kept in the journal, so restarts keep it); running jobs finish, and jobs can "
+                                 "still be enqueued into it."),
+                       ("resume", "Let a paused queue lease again.")):
+        p = action(queues, verb, text, f"actorq queues {verb} emails --config topology.toml\n"
+                   + ("    queue 'emails' paused: no node leases its jobs; running jobs finish" if verb == "pause"
+                      else "    queue 'emails' resumed"), cmd_queues_pause)
+        p.add_argument("name", type=_queue_name, metavar="NAME", help="the queue")
+    clear = action(queues, "clear", "Delete a queue's waiting jobs (scheduled, ready and retry; leased jobs are "
+                   "their workers': cancel them) with their errors, in transactions of --batch jobs, with or "
+                   "without a node running. Asks for --yes.",
+                   "actorq queues clear emails --state ready --yes --config topology.toml\n"
+                   "    cleared queue 'emails': deleted 12,000 jobs (ready)", cli_jobs.cmd_queues_clear)
+    clear.add_argument("name", type=_queue_name, metavar="NAME", help="the queue")
+    clear.add_argument("--state", dest="states", type=cli_jobs.waiting_state_flag, action="extend", nargs="+",
+                       default=None, metavar="S", help="only jobs in these states (scheduled, ready, retry; "
+                                                       "default: all three)")
+    clear.add_argument("--yes", action="store_true", help="yes, delete them for good")
+    clear.add_argument("--batch", type=_integer(1, cli_jobs.MAX_BATCH), default=None, metavar="N", help=batch_help)
+
+    jobs = group("jobs", "The jobs: list them a page at a time, show one with its attempts and errors, retry "
+                 "dead ones, cancel unfinished ones, prune finished ones.",
+                 "  actorq jobs --config topology.toml list --state dead\n"
+                 "  actorq jobs --config topology.toml show 01a233a1f9af00003da4ce450d08aa0c\n"
+                 "  actorq jobs --config topology.toml retry --all-dead\n"
+                 "  actorq jobs --config topology.toml cancel 01a233a1f9af00003da4ce450d08aa0c\n"
+                 "  actorq jobs --config topology.toml prune --older-than 7d --state succeeded cancelled")
+    listing = action(jobs, "list", "List jobs in id order (oldest first), a page at a time: each page ends with "
+                     "the --after cursor of the next. Each page reads a range of an index, never the jobs table, "
+                     "so a page costs the same however many jobs the journal holds.",
+                     "actorq jobs list --state dead --queue emails --limit 20 --config topology.toml\n"
+                     "    id                                state  queue   task         tries  created  run/done  last error\n"
+                     "    01a233a1f9af00003da4ce450d08aa0c  dead   emails  mail.send    5/5    2h       1h        SMTPError: 550\n"
+                     "    next page: --after 01a233a1f9af00003da4ce450d08aa0c", cli_jobs.cmd_jobs_list)
+    listing.add_argument("--state", type=cli_jobs.state_flag, default=None, metavar="S",
+                         help="only jobs in state S: " + ", ".join(s.value for s in JobState))
+    listing.add_argument("--queue", type=cli_jobs.name_flag("a queue name"), default=None, metavar="Q",
+                         help="only jobs of queue Q")
+    listing.add_argument("--task", type=cli_jobs.name_flag("a task name"), default=None, metavar="T",
+                         help="only jobs of task T (filters the rows the state and queue select)")
+    listing.add_argument("--limit", type=cli_jobs.limit_flag, default=cli_jobs.DEFAULT_LIMIT, metavar="N",
+                         help=f"jobs per page, 1 to {cli_jobs.MAX_LIST_LIMIT:,} (default {cli_jobs.DEFAULT_LIMIT})")
+    listing.add_argument("--after", type=cli_jobs.name_flag("a cursor (a job id)"), default=None, metavar="CURSOR",
+                         help="start after this job id: the cursor the previous page printed")
+    json_flag(listing, '{"jobs": [{id, queue, task, state, priority, attempts, max_attempts, run_at, '
+                       'created_at, finished_at (Unix seconds), lease_owner, last_error}], "next": cursor or null}')
+    show = action(jobs, "show", "Show one job: its arguments (decoded from msgpack; control characters escaped), "
+                  "result, every attempt's error, the last traceback, its lease's owner and expiry, and its times.",
+                  "actorq jobs show 01a233a1f9af00003da4ce450d08aa0c --config topology.toml", cli_jobs.cmd_jobs_show)
+    show.add_argument("job_id", type=_job_id, metavar="ID", help="the job's id")
+    json_flag(show, "every field, arguments and result as JSON values (bytes as {\"bytes\": hex})")
+    retry = action(jobs, "retry", "Retry dead or failed jobs by hand: each is made ready with a fresh set of "
+                   "attempts, its error history kept. --all-dead retries every dead job (of --queue), in "
+                   "transactions of --batch jobs, with a progress line.",
+                   "actorq jobs retry --all-dead --queue emails --config topology.toml\n"
+                   "    retried 1,204 dead jobs of queue 'emails': ready again, with fresh attempts",
+                   cli_jobs.cmd_jobs_retry)
+    retry.add_argument("job_ids", nargs="*", type=_job_id, metavar="ID", help="the jobs' ids")
+    retry.add_argument("--all-dead", action="store_true", help="every dead job (failed ones only by id)")
+    retry.add_argument("--queue", type=_queue_name, default=None, metavar="Q", help="--all-dead: only queue Q's")
+    retry.add_argument("--batch", type=_integer(1, cli_jobs.MAX_BATCH), default=None, metavar="N", help=batch_help)
+    cancel = action(jobs, "cancel", "Cancel jobs that have not finished: each ends cancelled at once, and a running "
+                    "attempt's later answer is rejected (through the node serving the journal, it is stopped where "
+                    "it runs). A job that had finished is left as it was, and said so; an unknown id exits 2.",
+                    "actorq jobs cancel 01a233a1f9af00003da4ce450d08aa0c --config topology.toml\n"
+                    "    job 01a233a1f9af00003da4ce450d08aa0c cancelled", cli_jobs.cmd_jobs_cancel)
+    cancel.add_argument("job_ids", nargs="+", type=_job_id, metavar="ID", help="the jobs' ids")
+    prune = action(jobs, "prune", "Delete finished jobs (with their errors and results) that finished more than "
+                   "AGE ago by the journal's clock, in transactions of --batch jobs, with or without a node running "
+                   "(a node prunes by itself too: [journal] retain_succeeded and the others, docs/retention.md); "
+                   "prints how many it removed.",
+                   "actorq jobs prune --older-than 7d --state succeeded cancelled --config topology.toml\n"
+                   "    pruned 120,000 jobs (succeeded, cancelled) that finished more than 7d ago", cmd_jobs_prune)
+    prune.add_argument("--older-than", type=_age, required=True, metavar="AGE",
+                       help='jobs that finished more than AGE ago: "30s", "10m", "12h", "7d" or seconds, '
+                            "from 0 to 3650d")
+    prune.add_argument("--state", dest="states", type=_final_state, action="extend", nargs="+", default=None,
+                       metavar="S", help="only jobs in these final states (succeeded, cancelled, failed, dead; "
+                                         "default: all four)")
+    prune.add_argument("--batch", type=_integer(1, MAX_PRUNE_BATCH), default=None, metavar="N",
+                       help=f"jobs deleted per transaction, 1 to {MAX_PRUNE_BATCH:,} (default {PRUNE_BATCH:,})")
+
+    health = sub.add_parser(
+        "health", help="For probes: exit 0 when the node answers on its control socket and the journal answers "
+        "a query; else one line why on stderr, exit 1 (no node, or it does not answer) or 3 (the journal).",
+        description="For probes (Kubernetes, systemd, a load balancer): exit 0 when the node of this topology "
+        "answers on its private control socket and the journal answers a query; else one line why on stderr and "
+        "exit 1 (no node running, or it does not answer within --timeout) or 3 (the journal cannot be read, or "
+        "the node's journal writes fail).",
+        epilog="example:\n  actorq health --config topology.toml\n"
+               "    ok: node prof (pid 4242) idle; journal sqlite:///var/lib/app/jobs.db answers",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    health.add_argument("--config", "-c", required=True, metavar="FILE", help="the topology.toml to use")
+    health.add_argument("--timeout", type=_seconds(0.0, MAX_WAIT, low_allowed=False), default=5.0,
+                        help=f"seconds to wait for the node, at most {MAX_WAIT:.0f} (default: 5)")
+    health.set_defaults(handler=cli_jobs.cmd_health)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``actorq`` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is None:  # queues and jobs take it before or after their action
+        _err(f"actorq {args.command} {args.action}: the following arguments are required: --config/-c "
+             f"(see actorq {args.command} {args.action} --help)")
+        return EXIT_CONFIG
     try:
         config = load_config(args.config)
         return int(args.handler(args, config))
@@ -789,7 +843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"actorq: {exc}")
         return EXIT_RETRY
     except (TypeError, ValueError) as exc:
-        if args.command not in ("enqueue", "queues"):
+        if args.command not in ("enqueue", "queues", "jobs"):
             raise
         _err(f"actorq {args.command}: {exc}")
         return EXIT_CONFIG
