@@ -12,11 +12,10 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import signal
 import sys
 import time
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 from actorq._version import __version__
 from actorq._kernel.loop import new_event_loop
@@ -29,9 +28,12 @@ from actorq.jobs.task import Job, check_name
 from actorq.jobs.schedule import Schedule, ScheduleInfo
 from actorq.journal import migrate
 from actorq.journal.backends import journal_class, open_journal
-from actorq.journal.config import parse_duration
-from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, TERMINAL_STATES, JobState
+from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, JobState
 from actorq.node import cli_jobs
+from actorq.node.cli_flags import (
+    FINAL_STATES, MAX_WAIT, duration_text as _duration_text, integer_flag as _integer,
+    queue_name_flag as _queue_name, seconds_flag as _seconds,
+)
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK, EXIT_RETRY
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
@@ -43,11 +45,6 @@ logger = logging.getLogger("actorq.cli")
 MAX_COUNT = 10_000_000  # jobs one `actorq enqueue` adds (built and committed 10,000 at a time)
 ENQUEUE_CHUNK = 10_000
 MAX_DELAY = 10 * 365 * 86_400.0  # ten years, in seconds
-MAX_WAIT = 3_600.0  # seconds `actorq tree` and `actorq status` wait for the node at most
-PRUNE_BATCH = 1_000  # jobs `actorq jobs prune` deletes per transaction: a node beside it waits one batch at most
-MAX_PRUNE_BATCH = 100_000
-# the final states in the order a person reads them
-FINAL_STATES = (JobState.SUCCEEDED, JobState.CANCELLED, JobState.FAILED, JobState.DEAD)
 
 EPILOG = """\
 examples:
@@ -91,46 +88,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _integer(low: int, high: int) -> Callable[[str], int]:
-    """An argparse ``type`` for integers from `low` to `high`."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {text!r}")
-        return value
-    return parse
-
-
-def _seconds(low: float, high: float, *, low_allowed: bool) -> Callable[[str], float]:
-    """An argparse ``type`` for a finite number of seconds up to `high`, from `low` (or above it)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        above_low = value >= low if low_allowed else value > low
-        if not (math.isfinite(value) and above_low and value <= high):
-            expected = f"from {low:.15g} to {high:.15g}" if low_allowed else f"> {low:.15g} and <= {high:.15g}"
-            raise argparse.ArgumentTypeError(f"expected seconds {expected}, got {text!r}")
-        return value
-    return parse
-
-
-def _queue_name(text: str) -> str:
-    if not text:
-        raise argparse.ArgumentTypeError("expected a non-empty queue name, got ''")
-    return text
-
-
-def _job_id(text: str) -> str:
-    if not text or len(text) > 255:
-        raise argparse.ArgumentTypeError(f"expected a job id of 1 to 255 characters, got {len(text)}")
-    return text
-
-
 def _unique_key(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("expected a non-empty unique key, got ''")
@@ -139,22 +96,6 @@ def _unique_key(text: str) -> str:
     except ValueError as exc:  # "a unique key may have at most 255 characters, got 300"
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
-
-
-def _age(text: str) -> float:
-    try:
-        seconds = parse_duration(text, forever=False)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    assert seconds is not None
-    return seconds
-
-
-def _final_state(text: str) -> JobState:
-    if text not in {s.value for s in TERMINAL_STATES}:
-        raise argparse.ArgumentTypeError(f"expected a final state, one of {', '.join(s.value for s in FINAL_STATES)}; "
-                                         f"got {text[:60]!r}")
-    return JobState(text)
 
 
 def _node_endpoint(text: str) -> str:
@@ -437,61 +378,6 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-def cmd_jobs_prune(args: argparse.Namespace, config: Config) -> int:
-    """``actorq jobs prune --older-than AGE``: delete finished jobs."""
-    return _prune(args, config)
-
-
-def _prune(args: argparse.Namespace, config: Config) -> int:
-    """Delete the finished jobs of `args.states` (all final states by default) that finished more
-    than `args.older_than` seconds ago, in transactions of `args.batch` jobs, straight in the journal
-    (a node may run beside it: it waits for one batch at most)."""
-    states = [s for s in FINAL_STATES if s in (args.states or FINAL_STATES)]
-    ages = {state: args.older_than for state in states}
-    batch = args.batch or PRUNE_BATCH
-    cfg = config.journal
-    journal = open_journal(cfg.resolved_url, schema=cfg.schema, busy_timeout=cfg.busy_timeout,
-                           connect_retry_for=cfg.connect_retry_for, create=False)
-    removed, reported = 0, None
-    try:
-        while True:
-            count = journal.prune(ages, batch)
-            removed += count
-            if count < batch:
-                break
-            now = time.monotonic()
-            if reported is None or now - reported >= 1.0:  # the first full batch, then once a second
-                _err(f"actorq jobs prune: {removed:,} removed so far")
-                reported = now
-    finally:
-        journal.close()
-    names = ", ".join(s.value for s in states)
-    _out(f"pruned {removed:,} job{'' if removed == 1 else 's'} ({names}) that finished more than "
-         f"{_duration_text(args.older_than)} ago")
-    return EXIT_OK
-
-
-def _duration_text(seconds: float) -> str:
-    """`seconds` as the flag would write it: ``7d``, ``12h``, ``90s``."""
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:g}s"
-
-
-def cmd_queues_pause(args: argparse.Namespace, config: Config) -> int:
-    """``actorq queues pause NAME`` / ``resume NAME``: the journal's paused queues."""
-    with Client.from_config(config.journal) as client:
-        if args.action == "pause":
-            changed = client.pause_queue(args.name)
-            _out(f"queue {args.name!r} {'paused' if changed else 'was already paused'}: no node leases its jobs; "
-                 "running jobs finish")
-        else:
-            changed = client.resume_queue(args.name)
-            _out(f"queue {args.name!r} {'resumed' if changed else 'was not paused'}")
-    return EXIT_OK
-
-
 def _node_status(config: Config, timeout: float) -> tuple[dict[str, Any], list[str]]:
     """The node serving the journal, as ``actorq status`` reports it: its ``--json`` entry and its lines.
 
@@ -686,140 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
                               'seconds)}], "journal_problem": null or why the journal could not be read}')
     listing.set_defaults(handler=cmd_schedules)
 
-    _add_operator_commands(sub)
+    cli_jobs.add_parsers(sub)
     return parser
-
-
-def _add_operator_commands(sub: Any) -> None:
-    """The ``queues``, ``jobs`` and ``health`` commands (their handlers: `actorq.node.cli_jobs`)."""
-    def group(name: str, help_text: str, examples: str) -> Any:
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"examples:\n{examples}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-        # --config before the action (as the other commands take it) or after it
-        p.add_argument("--config", "-c", metavar="FILE", default=None, help="the topology.toml to use")
-        return p.add_subparsers(dest="action", metavar="ACTION", required=True)
-
-    def action(actions: Any, name: str, help_text: str, example: str, handler: Callable[..., int]) -> Any:
-        p = actions.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS, help="the topology.toml to use")
-        p.set_defaults(handler=handler)
-        return p
-
-    def json_flag(p: Any, shape: str) -> None:
-        p.add_argument("--json", action="store_true", help=f"print JSON instead of a table: {shape}")
-
-    batch_help = f"jobs per transaction, 1 to {cli_jobs.MAX_BATCH:,} (default {cli_jobs.BATCH:,})"
-
-    queues = group("queues", "The queues: list them with their jobs per state, pause or resume one on every node "
-                   "serving the journal, or clear one's waiting jobs.",
-                   "  actorq queues --config topology.toml list\n"
-                   "  actorq queues --config topology.toml pause emails\n"
-                   "  actorq queues --config topology.toml clear emails --yes")
-    listing = action(queues, "list", "List each queue: running or paused, its jobs per state, and how long its "
-                     "oldest ready job has waited. Reads two small indexes, never the jobs table.",
-                     "actorq queues list --config topology.toml\n"
-                     "    queue    state    scheduled  ready  leased  retry  succeeded ...  oldest ready\n"
-                     "    emails   paused           0     12       0      0      4,321 ...  3m",
-                     cli_jobs.cmd_queues_list)
-    json_flag(listing, '{"queues": {name: {"paused": bool, "ready": count, "states": {state: count}, '
-                       '"oldest_ready_age": seconds or null}}}')
-    for verb, text in (("pause", "Pause a queue on every node serving the journal: it leases nothing (the pause "
-                                 "is kept in the journal, so restarts keep it); running jobs finish, and jobs can "
-                                 "still be enqueued into it."),
-                       ("resume", "Let a paused queue lease again.")):
-        p = action(queues, verb, text, f"actorq queues {verb} emails --config topology.toml\n"
-                   + ("    queue 'emails' paused: no node leases its jobs; running jobs finish" if verb == "pause"
-                      else "    queue 'emails' resumed"), cmd_queues_pause)
-        p.add_argument("name", type=_queue_name, metavar="NAME", help="the queue")
-    clear = action(queues, "clear", "Delete a queue's waiting jobs (scheduled, ready and retry; leased jobs are "
-                   "their workers': cancel them) with their errors, in transactions of --batch jobs, with or "
-                   "without a node running. Asks for --yes.",
-                   "actorq queues clear emails --state ready --yes --config topology.toml\n"
-                   "    cleared queue 'emails': deleted 12,000 jobs (ready)", cli_jobs.cmd_queues_clear)
-    clear.add_argument("name", type=_queue_name, metavar="NAME", help="the queue")
-    clear.add_argument("--state", dest="states", type=cli_jobs.waiting_state_flag, action="extend", nargs="+",
-                       default=None, metavar="S", help="only jobs in these states (scheduled, ready, retry; "
-                                                       "default: all three)")
-    clear.add_argument("--yes", action="store_true", help="yes, delete them for good")
-    clear.add_argument("--batch", type=_integer(1, cli_jobs.MAX_BATCH), default=None, metavar="N", help=batch_help)
-
-    jobs = group("jobs", "The jobs: list them a page at a time, show one with its attempts and errors, retry "
-                 "dead ones, cancel unfinished ones, prune finished ones.",
-                 "  actorq jobs --config topology.toml list --state dead\n"
-                 "  actorq jobs --config topology.toml show 01a233a1f9af00003da4ce450d08aa0c\n"
-                 "  actorq jobs --config topology.toml retry --all-dead\n"
-                 "  actorq jobs --config topology.toml cancel 01a233a1f9af00003da4ce450d08aa0c\n"
-                 "  actorq jobs --config topology.toml prune --older-than 7d --state succeeded cancelled")
-    listing = action(jobs, "list", "List jobs in id order (oldest first), a page at a time: each page ends with "
-                     "the --after cursor of the next. Each page reads a range of an index, never the jobs table, "
-                     "so a page costs the same however many jobs the journal holds.",
-                     "actorq jobs list --state dead --queue emails --limit 20 --config topology.toml\n"
-                     "    id                                state  queue   task         tries  created  run/done  last error\n"
-                     "    01a233a1f9af00003da4ce450d08aa0c  dead   emails  mail.send    5/5    2h       1h        SMTPError: 550\n"
-                     "    next page: --after 01a233a1f9af00003da4ce450d08aa0c", cli_jobs.cmd_jobs_list)
-    listing.add_argument("--state", type=cli_jobs.state_flag, default=None, metavar="S",
-                         help="only jobs in state S: " + ", ".join(s.value for s in JobState))
-    listing.add_argument("--queue", type=cli_jobs.name_flag("a queue name"), default=None, metavar="Q",
-                         help="only jobs of queue Q")
-    listing.add_argument("--task", type=cli_jobs.name_flag("a task name"), default=None, metavar="T",
-                         help="only jobs of task T (filters the rows the state and queue select)")
-    listing.add_argument("--limit", type=cli_jobs.limit_flag, default=cli_jobs.DEFAULT_LIMIT, metavar="N",
-                         help=f"jobs per page, 1 to {cli_jobs.MAX_LIST_LIMIT:,} (default {cli_jobs.DEFAULT_LIMIT})")
-    listing.add_argument("--after", type=cli_jobs.name_flag("a cursor (a job id)"), default=None, metavar="CURSOR",
-                         help="start after this job id: the cursor the previous page printed")
-    json_flag(listing, '{"jobs": [{id, queue, task, state, priority, attempts, max_attempts, run_at, '
-                       'created_at, finished_at (Unix seconds), lease_owner, last_error}], "next": cursor or null}')
-    show = action(jobs, "show", "Show one job: its arguments (decoded from msgpack; control characters escaped), "
-                  "result, every attempt's error, the last traceback, its lease's owner and expiry, and its times.",
-                  "actorq jobs show 01a233a1f9af00003da4ce450d08aa0c --config topology.toml", cli_jobs.cmd_jobs_show)
-    show.add_argument("job_id", type=_job_id, metavar="ID", help="the job's id")
-    json_flag(show, "every field, arguments and result as JSON values (bytes as {\"bytes\": hex})")
-    retry = action(jobs, "retry", "Retry dead or failed jobs by hand: each is made ready with a fresh set of "
-                   "attempts, its error history kept. --all-dead retries every dead job (of --queue), in "
-                   "transactions of --batch jobs, with a progress line.",
-                   "actorq jobs retry --all-dead --queue emails --config topology.toml\n"
-                   "    retried 1,204 dead jobs of queue 'emails': ready again, with fresh attempts",
-                   cli_jobs.cmd_jobs_retry)
-    retry.add_argument("job_ids", nargs="*", type=_job_id, metavar="ID", help="the jobs' ids")
-    retry.add_argument("--all-dead", action="store_true", help="every dead job (failed ones only by id)")
-    retry.add_argument("--queue", type=_queue_name, default=None, metavar="Q", help="--all-dead: only queue Q's")
-    retry.add_argument("--batch", type=_integer(1, cli_jobs.MAX_BATCH), default=None, metavar="N", help=batch_help)
-    cancel = action(jobs, "cancel", "Cancel jobs that have not finished: each ends cancelled at once, and a running "
-                    "attempt's later answer is rejected (through the node serving the journal, it is stopped where "
-                    "it runs). A job that had finished is left as it was, and said so; an unknown id exits 2.",
-                    "actorq jobs cancel 01a233a1f9af00003da4ce450d08aa0c --config topology.toml\n"
-                    "    job 01a233a1f9af00003da4ce450d08aa0c cancelled", cli_jobs.cmd_jobs_cancel)
-    cancel.add_argument("job_ids", nargs="+", type=_job_id, metavar="ID", help="the jobs' ids")
-    prune = action(jobs, "prune", "Delete finished jobs (with their errors and results) that finished more than "
-                   "AGE ago by the journal's clock, in transactions of --batch jobs, with or without a node running "
-                   "(a node prunes by itself too: [journal] retain_succeeded and the others, docs/retention.md); "
-                   "prints how many it removed.",
-                   "actorq jobs prune --older-than 7d --state succeeded cancelled --config topology.toml\n"
-                   "    pruned 120,000 jobs (succeeded, cancelled) that finished more than 7d ago", cmd_jobs_prune)
-    prune.add_argument("--older-than", type=_age, required=True, metavar="AGE",
-                       help='jobs that finished more than AGE ago: "30s", "10m", "12h", "7d" or seconds, '
-                            "from 0 to 3650d")
-    prune.add_argument("--state", dest="states", type=_final_state, action="extend", nargs="+", default=None,
-                       metavar="S", help="only jobs in these final states (succeeded, cancelled, failed, dead; "
-                                         "default: all four)")
-    prune.add_argument("--batch", type=_integer(1, MAX_PRUNE_BATCH), default=None, metavar="N",
-                       help=f"jobs deleted per transaction, 1 to {MAX_PRUNE_BATCH:,} (default {PRUNE_BATCH:,})")
-
-    health = sub.add_parser(
-        "health", help="For probes: exit 0 when the node answers on its control socket and the journal answers "
-        "a query; else one line why on stderr, exit 1 (no node, or it does not answer) or 3 (the journal).",
-        description="For probes (Kubernetes, systemd, a load balancer): exit 0 when the node of this topology "
-        "answers on its private control socket and the journal answers a query; else one line why on stderr and "
-        "exit 1 (no node running, or it does not answer within --timeout) or 3 (the journal cannot be read, or "
-        "the node's journal writes fail).",
-        epilog="example:\n  actorq health --config topology.toml\n"
-               "    ok: node prof (pid 4242) idle; journal sqlite:///var/lib/app/jobs.db answers",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    health.add_argument("--config", "-c", required=True, metavar="FILE", help="the topology.toml to use")
-    health.add_argument("--timeout", type=_seconds(0.0, MAX_WAIT, low_allowed=False), default=5.0,
-                        help=f"seconds to wait for the node, at most {MAX_WAIT:.0f} (default: 5)")
-    health.set_defaults(handler=cli_jobs.cmd_health)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
