@@ -191,7 +191,10 @@ def _decode(data: bytes | None) -> tuple[Any, str | None]:
 
 
 def _jsonable(value: Any) -> Any:
-    """`value` as JSON can carry it: bytes as ``{"bytes": hex}``, other unknown types by repr."""
+    """`value` as JSON can carry it: bytes as ``{"bytes": hex}``, a float that is not finite and
+    other unknown types by repr. Raises RecursionError for a value nested past Python's limit."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, (bytes, bytearray)):
@@ -203,13 +206,23 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _plain(value: Any, problem: str | None) -> tuple[Any, str | None]:
+    """`value` made JSON-able (`_jsonable`), or None and why not."""
+    if problem is not None:
+        return None, problem
+    try:
+        return _jsonable(value), None
+    except RecursionError:
+        return None, "nested too deeply to show"
+
+
 def _detail_json(job: JobDetail) -> dict[str, Any]:
-    payload, payload_problem = _decode(job.payload)
+    payload, payload_problem = _plain(*_decode(job.payload))
     args, kwargs = (payload if isinstance(payload, list) and len(payload) == 2 else (payload, None))
-    result, result_problem = _decode(job.result)
+    result, result_problem = _plain(*_decode(job.result))
     return {"id": job.id, "queue": job.queue, "task": job.task, "state": job.state.value,
-            "args": _jsonable(args), "kwargs": _jsonable(kwargs), "payload_problem": payload_problem,
-            "result": _jsonable(result), "result_kept": job.result is not None, "result_problem": result_problem,
+            "args": args, "kwargs": kwargs, "payload_problem": payload_problem,
+            "result": result, "result_kept": job.result is not None, "result_problem": result_problem,
             "result_expires": job.result_expires, "priority": job.priority, "attempts": job.attempts,
             "max_attempts": job.max_attempts, "run_at": job.run_at, "created_at": job.created_at,
             "finished_at": job.finished_at, "timeout": job.timeout, "unique_key": job.unique_key,
@@ -235,7 +248,7 @@ def cmd_jobs_show(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK
     now = time.time()
 
-    def shown(value: Any) -> str:
+    def shown(value: Any) -> str:  # a JSON-able value (`_plain`): its repr cannot recurse past the limit
         return safe_text(_cut(repr(value), MAX_SHOWN))
 
     _out(f"job {safe_text(job.id)}")

@@ -285,3 +285,24 @@ def test_health_says_why_in_one_line_and_exits_0_only_with_a_node_and_a_journal_
     assert node.proc.wait(timeout=60) == 0, node.output()[-2000:]
     gone = actorq(topo.toml_path, "health")
     assert gone.returncode == EXIT_FAILURE and gone.stderr.startswith("unhealthy: node: ")
+
+
+def test_jobs_show_says_what_it_cannot_show_and_never_prints_invalid_json(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    topology = tmp_path / "topology.toml"
+    topology.write_text(f'[journal]\nurl = "{url}"\n')
+    journal = open_journal(url)
+    try:  # arguments nested 5,000 deep: past what msgpack, repr or json will take
+        add(journal, "deep", data=b"\x92" + b"\x91" * 5000 + b"\x90\x80")
+        add(journal, "nan", data=payload(float("nan"), float("inf"), b"\x00\xff"))
+    finally:
+        journal.close()
+    shown = actorq(topology, "jobs", "show", "deep")
+    assert shown.returncode == EXIT_OK, shown.stderr
+    assert "  payload   " in shown.stdout and "Traceback" not in shown.stderr
+    def strict(text: str) -> Any:  # JSON as other languages read it: NaN and Infinity are not JSON
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
+
+    assert strict(actorq(topology, "jobs", "show", "deep", "--json").stdout)["payload_problem"]
+    nan = strict(actorq(topology, "jobs", "show", "nan", "--json").stdout)
+    assert nan["args"] == ["nan", "inf", {"bytes": "00ff"}]
