@@ -64,7 +64,7 @@ examples:
   actorq jobs    --config topology.toml prune --older-than 7d --state succeeded
   actorq health  --config topology.toml
 
-exit codes: 0 ok, 1 the node failed, 2 bad config or usage, 3 journal unusable,
+exit codes: 0 ok, 1 the node failed (health: no node answers), 2 bad config or usage, 3 journal unusable,
 4 start-up cut short from outside (the task import check was killed or took too long): try again.
 """
 
