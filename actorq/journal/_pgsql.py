@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from psycopg import sql
 
-from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatements
+from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, STATE_MARK, JobStatements
 from actorq.journal.config import check_schema
 
 def _epoch(column: str) -> str:
@@ -266,8 +266,7 @@ _TEXT = {
         f" WHERE id = %(id)s AND state IN {REVIVABLE} RETURNING queue)"
         " SELECT count(*), " + _NOTIFY.replace("{source}", "revived") + " FROM revived"
     ),
-    # GROUP BY in the order of actorq_jobs_state_queue: an index-only scan once the table is vacuumed
-    "counts": "SELECT queue, state, count(*) FROM {jobs} GROUP BY state, queue",
+    "counts": "SELECT queue, state, count(*) FROM {jobs} GROUP BY queue, state",
     "get": (
         "SELECT id, queue, task, state, attempts, max_attempts, extract(epoch FROM run_at)::float8,"
         " lease_owner, last_error FROM {jobs} WHERE id = %(id)s"
@@ -299,15 +298,29 @@ _TEXT = {
         " SELECT count(*) FROM gone"
     ),
     # Take `name` if it is free or expired, or renew it if `holder` has it; a row back means "you lead".
-    # -- the operator's reads and clears (actorq jobs / queues): ranges of actorq_jobs_state_queue
-    # (state, queue, id) or of the primary key. One index probe per distinct queue of a state:
+    # -- the operator's reads and clears (actorq jobs / queues). A state is written in as a
+    # literal (`for_state`): the partial index actorq_jobs_state_queue (state, queue, id) holds the
+    # `INDEXED_STATES` only, and a generic plan could not prove a bound state is one of them.
+    # One index probe per distinct queue of such a state:
     "queues_in_state": (
-        "WITH RECURSIVE q(name) AS (SELECT min(queue) FROM {jobs} WHERE state = %(state)s"
-        " UNION ALL SELECT (SELECT min(queue) FROM {jobs} WHERE state = %(state)s AND queue > q.name)"
+        f"WITH RECURSIVE q(name) AS (SELECT min(queue) FROM {{jobs}} WHERE state = {STATE_MARK}"
+        f" UNION ALL SELECT (SELECT min(queue) FROM {{jobs}} WHERE state = {STATE_MARK} AND queue > q.name)"
         " FROM q WHERE q.name IS NOT NULL) SELECT name FROM q WHERE name IS NOT NULL"
     ),
     "list_page": (
-        f"SELECT {_SUMMARY} FROM {{jobs}} WHERE state = %(state)s AND queue = %(queue)s AND id > %(after)s"
+        f"SELECT {_SUMMARY} FROM {{jobs}} WHERE state = {STATE_MARK} AND queue = %(queue)s AND id > %(after)s"
+        " AND (%(task)s::text IS NULL OR task = %(task)s) ORDER BY id LIMIT %(limit)s"
+    ),
+    # ready and succeeded, the many: the primary key from the cursor (see docs/operations.md)
+    "list_many": (
+        f"SELECT {_SUMMARY} FROM {{jobs}} WHERE state = {STATE_MARK}"
+        " AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND id > %(after)s"
+        " AND (%(task)s::text IS NULL OR task = %(task)s) ORDER BY id LIMIT %(limit)s"
+    ),
+    # leased: the leased jobs' own indexes (at most the workers' credits), sorted
+    "list_leased": (
+        f"SELECT {_SUMMARY} FROM {{jobs}} WHERE state = 'leased'"
+        " AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND id > %(after)s"
         " AND (%(task)s::text IS NULL OR task = %(task)s) ORDER BY id LIMIT %(limit)s"
     ),
     "list_all": (
@@ -321,19 +334,20 @@ _TEXT = {
         f" result, {_epoch('result_expires')} FROM {{jobs}} WHERE id = %(id)s"
     ),
     "inspect_errors": f"SELECT attempt, {_epoch('at')}, error FROM {{errors}} WHERE job_id = %(id)s ORDER BY seq",
+    # each queue's oldest ready job: ids grow with time, so its smallest id, from the ready index
     "oldest_ready": (
         "WITH RECURSIVE q(name) AS (SELECT min(queue) FROM {jobs} WHERE state = 'ready'"
         " UNION ALL SELECT (SELECT min(queue) FROM {jobs} WHERE state = 'ready' AND queue > q.name)"
         " FROM q WHERE q.name IS NOT NULL)"
-        f" SELECT name, (SELECT {_epoch('created_at')} FROM {{jobs}}"
-        "  WHERE state = 'ready' AND queue = q.name ORDER BY id LIMIT 1)"
+        f" SELECT name, (SELECT {_epoch('created_at')} FROM {{jobs}} WHERE id = (SELECT min(id) FROM {{jobs}}"
+        "  WHERE state = 'ready' AND queue = q.name))"
         " FROM q WHERE name IS NOT NULL"
     ),
     # SKIP LOCKED: a clear never waits on a node leasing or settling those rows
     "clear_queue": (
-        "WITH doomed AS MATERIALIZED (SELECT id FROM {jobs} WHERE state = %(state)s AND queue = %(queue)s"
-        "  ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
-        " gone AS (DELETE FROM {jobs} j USING doomed WHERE j.id = doomed.id AND j.state = %(state)s"
+        f"WITH doomed AS MATERIALIZED (SELECT id FROM {{jobs}} WHERE state = {STATE_MARK} AND queue = %(queue)s"
+        "  LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+        f" gone AS (DELETE FROM {{jobs}} j USING doomed WHERE j.id = doomed.id AND j.state = {STATE_MARK}"
         "  RETURNING j.id, j.last_error IS NOT NULL AS had_errors),"
         " errors_gone AS (DELETE FROM {errors} e USING gone WHERE gone.had_errors AND e.job_id = gone.id)"
         " SELECT count(*) FROM gone"

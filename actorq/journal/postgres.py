@@ -67,6 +67,7 @@ if tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2]) < (3
 from actorq.errors import JournalError
 from actorq.journal._pgconnect import Connector
 from actorq.journal._pgsql import Statements, side_channel, statements, table
+from actorq.journal._sqltext import INDEXED_STATES, for_state
 from actorq.journal.config import (
     DEFAULT_CONNECT_RETRY_FOR, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT, DEFAULT_LOCK_TIMEOUT, DEFAULT_SCHEMA, MAX_SECONDS,
     JournalConfig, check_schema, redact_url,
@@ -851,11 +852,15 @@ class PostgresJournal:
                 return [_summary(row) for row in conn.execute(self._sql.list_all, params)]
             pages = []
             for one in ([wanted] if wanted is not None else list(JobState)):
+                if one not in INDEXED_STATES:
+                    statement = self._sql.list_leased if one is JobState.LEASED else for_state(self._sql.list_many, one)
+                    pages.append([_summary(row) for row in conn.execute(statement, {**params, "queue": queue})])
+                    continue
                 names = [queue] if queue is not None else [
-                    name for (name,) in conn.execute(self._sql.queues_in_state, {"state": one.value})]
+                    name for (name,) in conn.execute(for_state(self._sql.queues_in_state, one))]
+                page = for_state(self._sql.list_page, one)
                 for name in names:
-                    rows = conn.execute(self._sql.list_page, {**params, "state": one.value, "queue": name})
-                    pages.append([_summary(row) for row in rows])
+                    pages.append([_summary(row) for row in conn.execute(page, {**params, "queue": name})])
         return merge_pages(pages, limit)
 
     def inspect(self, job_id: str) -> JobDetail | None:
@@ -888,8 +893,8 @@ class PostgresJournal:
             for state in wanted:
                 if removed >= limit:
                     break
-                row = self._execute(self._sql.clear_queue, {"state": state.value, "queue": queue,
-                                                            "limit": limit - removed}).fetchone()
+                row = self._execute(for_state(self._sql.clear_queue, state),
+                                    {"queue": queue, "limit": limit - removed}).fetchone()
                 removed += row[0]  # type: ignore[index]
         return removed
 

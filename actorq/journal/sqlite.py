@@ -40,6 +40,7 @@ from urllib.parse import quote
 from actorq.errors import JournalError, JournalLocked
 from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, RESULT_COLUMNS, in_list, numbered_list, values_rows
 from actorq.journal._sqlitesql import STATEMENTS as SQL
+from actorq.journal._sqltext import INDEXED_STATES, for_state
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, MAX_SECONDS, SQLITE_PREFIX, SYNCHRONOUS_LEVELS,
     JournalConfig, check_url, redact_url,
@@ -703,11 +704,15 @@ class SQLiteJournal:
                 return [_summary(row) for row in rows]
             pages = []
             for one in ([wanted] if wanted is not None else list(JobState)):
+                if one not in INDEXED_STATES:
+                    statement = SQL.list_leased if one is JobState.LEASED else for_state(SQL.list_many, one)
+                    pages.append([_summary(row) for row in self._conn.execute(statement, (queue, cursor, task, limit))])
+                    continue
                 names = [queue] if queue is not None else [
-                    name for (name,) in self._conn.execute(SQL.queues_in_state, (one.value,))]
+                    name for (name,) in self._conn.execute(for_state(SQL.queues_in_state, one))]
+                page = for_state(SQL.list_page, one)
                 for name in names:
-                    rows = self._conn.execute(SQL.list_page, (one.value, name, cursor, task, limit)).fetchall()
-                    pages.append([_summary(row) for row in rows])
+                    pages.append([_summary(row) for row in self._conn.execute(page, (name, cursor, task, limit))])
         return merge_pages(pages, limit)
 
     def inspect(self, job_id: str) -> JobDetail | None:
@@ -732,7 +737,7 @@ class SQLiteJournal:
             for state in wanted:
                 if removed >= limit:
                     break
-                rows = self._conn.execute(SQL.clear_queue, (state.value, queue, limit - removed)).fetchall()
+                rows = self._conn.execute(for_state(SQL.clear_queue, state), (queue, limit - removed)).fetchall()
                 removed += len(rows)
                 with_errors = [job_id for job_id, had_errors in rows if had_errors]
                 for chunk in _chunks(with_errors):

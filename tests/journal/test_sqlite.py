@@ -698,23 +698,50 @@ def test_prune_ages_finished_jobs_by_the_injected_clock(journal: SQLiteJournal, 
 # -- the operator's reads (actorq jobs / queues / status): ranges of an index, never the table -------
 
 
-@pytest.mark.parametrize(("name", "params", "expected"), [
-    ("counts", (), "SCAN actorq_jobs USING COVERING INDEX actorq_jobs_state_queue"),
-    ("list_page", ("ready", "q", "", None, 10),
+@pytest.mark.parametrize(("name", "state", "params", "expected"), [
+    ("list_page", JobState.DEAD, ("q", "", None, 10),
      "SEARCH actorq_jobs USING INDEX actorq_jobs_state_queue (state=? AND queue=? AND id>?)"),
-    ("list_all", ("", None, 10), "SEARCH actorq_jobs USING PRIMARY KEY (id>?)"),
-    ("queues_in_state", ("dead",), "USING COVERING INDEX actorq_jobs_state_queue (state=? AND queue>?)"),
-    ("oldest_ready", (), "USING INDEX actorq_jobs_state_queue (state=? AND queue=?)"),
-    ("clear_queue", ("ready", "q", 10), "USING COVERING INDEX actorq_jobs_state_queue (state=? AND queue=?)"),
-    ("inspect", ("x",), "SEARCH actorq_jobs USING PRIMARY KEY (id=?)"),
-    ("inspect_errors", ("x",), "SEARCH actorq_errors USING INDEX actorq_errors_job (job_id=?)"),
+    ("queues_in_state", JobState.FAILED, (), "USING COVERING INDEX actorq_jobs_state_queue (state=? AND queue>?)"),
+    ("list_many", JobState.READY, ("q", "", None, 10), "SEARCH actorq_jobs USING PRIMARY KEY (id>?)"),
+    ("list_many", JobState.SUCCEEDED, (None, "", None, 10), "SEARCH actorq_jobs USING PRIMARY KEY (id>?)"),
+    ("list_leased", None, (None, "", None, 10), "SCAN actorq_jobs USING INDEX actorq_jobs_leased"),
+    ("list_all", None, ("", None, 10), "SEARCH actorq_jobs USING PRIMARY KEY (id>?)"),
+    ("oldest_ready", None, (), "SEARCH actorq_jobs USING INDEX actorq_jobs_ready (queue=?)"),
+    ("clear_queue", JobState.READY, ("q", 10), "SEARCH actorq_jobs USING INDEX actorq_jobs_ready (queue=?)"),
+    ("clear_queue", JobState.RETRY, ("q", 10),
+     "SEARCH actorq_jobs USING COVERING INDEX actorq_jobs_state_queue (state=? AND queue=?)"),
+    ("inspect", None, ("x",), "SEARCH actorq_jobs USING PRIMARY KEY (id=?)"),
+    ("inspect_errors", None, ("x",), "SEARCH actorq_errors USING INDEX actorq_errors_job (job_id=?)"),
 ])
-def test_listings_read_an_index_never_the_table(journal: SQLiteJournal, name: str, params: tuple[object, ...],
-                                                expected: str) -> None:
+def test_listings_read_an_index_never_the_table(journal: SQLiteJournal, name: str, state: JobState | None,
+                                                params: tuple[object, ...], expected: str) -> None:
+    """Each of the operator's reads is a range of an index or of the primary key. The leased
+    jobs' index is read whole (at most the workers' credits) and sorted."""
     from actorq.journal._sqlitesql import STATEMENTS
+    from actorq.journal._sqltext import for_state
 
-    plan = " | ".join(row[3] for row in journal._conn.execute(f"EXPLAIN QUERY PLAN {getattr(STATEMENTS, name)}",
-                                                              params))
+    statement = getattr(STATEMENTS, name)
+    plan = " | ".join(row[3] for row in journal._conn.execute(
+        f"EXPLAIN QUERY PLAN {for_state(statement, state) if state else statement}", params))
     assert expected in plan, plan
-    # the only SCAN allowed is of the narrow index (counts) or of the recursive CTE's own rows
-    assert all(step == "SCAN q" or "COVERING INDEX" in step for step in plan.split(" | ") if "SCAN" in step), plan
+    scans = [step for step in plan.split(" | ") if step.startswith("SCAN")]
+    assert all(step == "SCAN q" or step == "SCAN actorq_jobs USING INDEX actorq_jobs_leased" for step in scans), plan
+
+
+def test_the_operators_index_holds_only_the_states_off_the_hot_path(journal: SQLiteJournal) -> None:
+    """ready -> leased -> succeeded never writes actorq_jobs_state_queue: it is partial, on
+    exactly `INDEXED_STATES`, and a dead job is found through it."""
+    from actorq.journal._sqltext import INDEXED_STATES
+
+    [(text,)] = journal._conn.execute("SELECT sql FROM sqlite_master WHERE name = 'actorq_jobs_state_queue'")
+    where = text.split("WHERE", 1)[1]
+    assert sorted(part.split("=")[1].strip(" '\n") for part in where.split(" OR ")) == sorted(
+        s.value for s in INDEXED_STATES)
+    assert not {JobState.READY, JobState.LEASED, JobState.SUCCEEDED} & set(INDEXED_STATES)
+    journal.enqueue([new_job("ok"), new_job("bad", max_attempts=1)])
+    leased = journal.lease(["q"], "w1", 2, 30.0)
+    assert journal.complete([(j.id, j.lease_id) for j in leased if j.id == "ok"]) == 1
+    bad = next(j for j in leased if j.id == "bad")
+    assert journal.fail([Failure(bad.id, bad.lease_id, "boom", JobState.DEAD)]) == 1
+    assert journal.list_jobs(state=JobState.DEAD) == journal.list_jobs(state="dead", queue="q")
+    assert [j.id for j in journal.list_jobs(state=JobState.DEAD)] == ["bad"]
