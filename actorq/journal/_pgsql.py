@@ -13,8 +13,17 @@ from functools import lru_cache
 
 from psycopg import sql
 
-from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatements
+from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, STATE_MARK, JobStatements
 from actorq.journal.config import check_schema
+
+def _epoch(column: str) -> str:
+    """`column` (a timestamptz) as Unix seconds, float8; NULL stays NULL, 'infinity' reads as inf."""
+    return f"extract(epoch FROM {column})::float8"
+
+
+# A listing's columns (`JobSummary`), without the payload, result or traceback.
+_SUMMARY = ("id, queue, task, state, priority, attempts, max_attempts, " + _epoch("run_at") + ", "
+            + _epoch("created_at") + ", " + _epoch("finished_at") + ", lease_owner, last_error")
 
 # A lease of `lease_for` seconds by the database's clock; math.inf never expires.
 _EXPIRY = ("CASE WHEN %(lease_for)s::float8 = 'Infinity' THEN 'infinity'::timestamptz"
@@ -289,6 +298,60 @@ _TEXT = {
         " SELECT count(*) FROM gone"
     ),
     # Take `name` if it is free or expired, or renew it if `holder` has it; a row back means "you lead".
+    # -- the operator's reads and clears (actorq jobs / queues). A state is written in as a
+    # literal (`for_state`): the partial index actorq_jobs_state_queue (state, queue, id) holds the
+    # `INDEXED_STATES` only, and a generic plan could not prove a bound state is one of them.
+    # One index probe per distinct queue of such a state:
+    "queues_in_state": (
+        f"WITH RECURSIVE q(name) AS (SELECT min(queue) FROM {{jobs}} WHERE state = {STATE_MARK}"
+        f" UNION ALL SELECT (SELECT min(queue) FROM {{jobs}} WHERE state = {STATE_MARK} AND queue > q.name)"
+        " FROM q WHERE q.name IS NOT NULL) SELECT name FROM q WHERE name IS NOT NULL"
+    ),
+    "list_page": (
+        f"SELECT {_SUMMARY} FROM {{jobs}} WHERE state = {STATE_MARK} AND queue = %(queue)s AND id > %(after)s"
+        " AND (%(task)s::text IS NULL OR task = %(task)s) ORDER BY id LIMIT %(limit)s"
+    ),
+    # ready and succeeded, the many: the primary key from the cursor (see docs/operations.md)
+    "list_many": (
+        f"SELECT {_SUMMARY} FROM {{jobs}} WHERE state = {STATE_MARK}"
+        " AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND id > %(after)s"
+        " AND (%(task)s::text IS NULL OR task = %(task)s) ORDER BY id LIMIT %(limit)s"
+    ),
+    # leased: the leased jobs' own indexes (at most the workers' credits), sorted
+    "list_leased": (
+        f"SELECT {_SUMMARY} FROM {{jobs}} WHERE state = 'leased'"
+        " AND (%(queue)s::text IS NULL OR queue = %(queue)s) AND id > %(after)s"
+        " AND (%(task)s::text IS NULL OR task = %(task)s) ORDER BY id LIMIT %(limit)s"
+    ),
+    "list_all": (
+        f"SELECT {_SUMMARY} FROM {{jobs}} WHERE id > %(after)s"
+        " AND (%(task)s::text IS NULL OR task = %(task)s) ORDER BY id LIMIT %(limit)s"
+    ),
+    "inspect": (
+        "SELECT id, queue, task, state, payload, priority, attempts, max_attempts,"
+        f" {_epoch('run_at')}, {_epoch('created_at')}, {_epoch('finished_at')}, lease_id, lease_owner,"
+        f" {_epoch('lease_expires')}, timeout, unique_key, {_epoch('unique_until')}, last_error, last_traceback,"
+        f" result, {_epoch('result_expires')} FROM {{jobs}} WHERE id = %(id)s"
+    ),
+    "inspect_errors": f"SELECT attempt, {_epoch('at')}, error FROM {{errors}} WHERE job_id = %(id)s ORDER BY seq",
+    # each queue's oldest ready job: ids grow with time, so its smallest id, from the ready index
+    "oldest_ready": (
+        "WITH RECURSIVE q(name) AS (SELECT min(queue) FROM {jobs} WHERE state = 'ready'"
+        " UNION ALL SELECT (SELECT min(queue) FROM {jobs} WHERE state = 'ready' AND queue > q.name)"
+        " FROM q WHERE q.name IS NOT NULL)"
+        f" SELECT name, (SELECT {_epoch('created_at')} FROM {{jobs}} WHERE id = (SELECT min(id) FROM {{jobs}}"
+        "  WHERE state = 'ready' AND queue = q.name))"
+        " FROM q WHERE name IS NOT NULL"
+    ),
+    # SKIP LOCKED: a clear never waits on a node leasing or settling those rows
+    "clear_queue": (
+        f"WITH doomed AS MATERIALIZED (SELECT id FROM {{jobs}} WHERE state = {STATE_MARK} AND queue = %(queue)s"
+        "  LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+        f" gone AS (DELETE FROM {{jobs}} j USING doomed WHERE j.id = doomed.id AND j.state = {STATE_MARK}"
+        "  RETURNING j.id, j.last_error IS NOT NULL AS had_errors),"
+        " errors_gone AS (DELETE FROM {errors} e USING gone WHERE gone.had_errors AND e.job_id = gone.id)"
+        " SELECT count(*) FROM gone"
+    ),
     "lead": (
         "INSERT INTO {leaders} AS l (name, holder, expires_at)"
         " VALUES (%(name)s, %(holder)s, now() + make_interval(secs => %(ttl)s::float8))"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatements
+from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, STATE_MARK, JobStatements
 
 IN_CHUNK = 500  # values per IN list; far below SQLite's limit of 32,766 bound parameters
 ENQUEUE_COLUMNS = 12  # bound values per row of `enqueue`
@@ -48,6 +48,10 @@ def values_rows(count: int, columns: int = ENQUEUE_COLUMNS) -> str:
 
 # The current leases read back as `Attempt` rows, by what selects them.
 _ATTEMPTS = "SELECT id, lease_id, task, attempts, max_attempts FROM actorq_jobs WHERE state = 'leased' AND "
+
+# A listing's columns (`JobSummary`), without the payload, result or traceback.
+_SUMMARY = ("id, queue, task, state, priority, attempts, max_attempts, run_at, created_at, finished_at,"
+            " lease_owner, last_error")
 
 _TEXT = {
     # Multi-row VALUES: 2.7 us a job against 5.6 us with executemany (100k jobs, 250 a commit).
@@ -183,6 +187,55 @@ _TEXT = {
         " RETURNING id, last_error IS NOT NULL"
     ),
     "prune_errors": "DELETE FROM actorq_errors WHERE job_id IN ({marks})",
+    # -- the operator's reads (actorq jobs / queues). A state is written in as a literal
+    # (`for_state`): the partial index actorq_jobs_state_queue (state, queue; the id follows in a
+    # WITHOUT ROWID table's index) holds the `INDEXED_STATES` only, and the planner uses it for a
+    # state it can see. One index seek per distinct queue of such a state:
+    "queues_in_state": (
+        f"WITH RECURSIVE q(name) AS (SELECT min(queue) FROM actorq_jobs WHERE state = {STATE_MARK}"
+        f" UNION ALL SELECT (SELECT min(queue) FROM actorq_jobs WHERE state = {STATE_MARK} AND queue > q.name)"
+        " FROM q WHERE q.name IS NOT NULL) SELECT name FROM q WHERE name IS NOT NULL"
+    ),
+    # ?1 queue, ?2 the cursor (ids above it), ?3 task or NULL, ?4 limit: a range of the index
+    "list_page": (
+        f"SELECT {_SUMMARY} FROM actorq_jobs INDEXED BY actorq_jobs_state_queue"
+        f" WHERE state = {STATE_MARK} AND queue = ?1 AND id > ?2 AND (?3 IS NULL OR task = ?3) ORDER BY id LIMIT ?4"
+    ),
+    # ready and succeeded, the many: the primary key from the cursor (?1 queue or NULL, ?2 cursor,
+    # ?3 task or NULL, ?4 limit). A page reads on until it has its jobs: at once while they are
+    # many, further when they are rare among the others (see docs/operations.md).
+    "list_many": (
+        f"SELECT {_SUMMARY} FROM actorq_jobs NOT INDEXED WHERE state = {STATE_MARK} AND (?1 IS NULL OR queue = ?1)"
+        " AND id > ?2 AND (?3 IS NULL OR task = ?3) ORDER BY id LIMIT ?4"
+    ),
+    # leased: the leased jobs' own index (at most the workers' credits), sorted
+    "list_leased": (
+        f"SELECT {_SUMMARY} FROM actorq_jobs INDEXED BY actorq_jobs_leased WHERE state = 'leased'"
+        " AND (?1 IS NULL OR queue = ?1) AND id > ?2 AND (?3 IS NULL OR task = ?3) ORDER BY id LIMIT ?4"
+    ),
+    "list_all": f"SELECT {_SUMMARY} FROM actorq_jobs WHERE id > ?1 AND (?2 IS NULL OR task = ?2) ORDER BY id LIMIT ?3",
+    "inspect": (
+        "SELECT id, queue, task, state, payload, priority, attempts, max_attempts, run_at, created_at,"
+        " finished_at, lease_id, lease_owner, lease_expires, timeout, unique_key, unique_until, last_error,"
+        " last_traceback, result, result_expires FROM actorq_jobs WHERE id = ?"
+    ),
+    "inspect_errors": "SELECT attempt, at, error FROM actorq_errors WHERE job_id = ? ORDER BY rowid",
+    # each queue's oldest ready job: ids grow with time, so its smallest id, read from the ready
+    # index (queue, priority, id) alone; one seek per distinct queue
+    "oldest_ready": (
+        "WITH RECURSIVE q(name) AS (SELECT min(queue) FROM actorq_jobs WHERE state = 'ready'"
+        " UNION ALL SELECT (SELECT min(queue) FROM actorq_jobs WHERE state = 'ready' AND queue > q.name)"
+        " FROM q WHERE q.name IS NOT NULL)"
+        " SELECT name, (SELECT created_at FROM actorq_jobs WHERE id = (SELECT min(id) FROM actorq_jobs"
+        "  INDEXED BY actorq_jobs_ready WHERE state = 'ready' AND queue = q.name))"
+        " FROM q WHERE name IS NOT NULL"
+    ),
+    # ?1 queue, ?2 limit; a waiting state: ready from its own index, scheduled and retry from the
+    # operator's; returns whether each job had errors, as `prune`
+    "clear_queue": (
+        "DELETE FROM actorq_jobs WHERE id IN (SELECT id FROM actorq_jobs"
+        f" WHERE state = {STATE_MARK} AND queue = ?1 LIMIT ?2) RETURNING id, last_error IS NOT NULL"
+    ),
 }
 
 STATEMENTS = Statements(**_TEXT)

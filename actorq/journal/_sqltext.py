@@ -15,6 +15,23 @@ from typing import Iterable
 from actorq.journal.protocol import LIVE_STATES, JobState
 
 
+STATE_MARK = "STATE_LITERAL"
+"""Where a listing statement names its one state: `for_state` puts the state there as a
+literal, so that the planner can prove a partial index covers it (a bound parameter is
+not proven: PostgreSQL's generic plans, SQLite's prepared statements)."""
+
+INDEXED_STATES = (JobState.SCHEDULED, JobState.RETRY, JobState.FAILED, JobState.DEAD, JobState.CANCELLED)
+"""The states the operator's index (state, queue) holds: rare in a journal in service, so
+the index costs the hot path nothing (a job goes ready -> leased -> succeeded without
+touching it). The others are listed in id order from the primary key (ready, succeeded:
+the many) or from the leased jobs' own index (leased: at most the workers' credits)."""
+
+
+def for_state(statement: str, state: JobState) -> str:
+    """`statement` with its `STATE_MARK` replaced by `state` as an SQL literal."""
+    return statement.replace(STATE_MARK, f"'{JobState(state).value}'")
+
+
 def states_list(states: Iterable[JobState]) -> str:
     """An SQL list literal of `states`, for ``state IN ...``: ``('ready', 'retry')``."""
     return "(" + ", ".join(f"'{state.value}'" for state in states) + ")"
@@ -63,3 +80,12 @@ class JobStatements:
     result: str
     expire_results: str
     prune: str  # one state's finished jobs past their age, oldest first, at most a limit
+    queues_in_state: str  # the distinct queues holding jobs of one state (a skip scan of the index)
+    list_page: str  # one (state, queue) range of jobs of an indexed state from a cursor, in id order
+    list_many: str  # jobs of ready or succeeded from a cursor, in id order (the primary key)
+    list_leased: str  # leased jobs from a cursor, in id order (their own index)
+    list_all: str  # jobs from a cursor in id order (the primary key)
+    inspect: str  # every column of one job
+    inspect_errors: str  # its error rows: attempt, time, text, oldest first
+    oldest_ready: str  # each queue's earliest ready job's created_at
+    clear_queue: str  # delete a batch of one queue's jobs of one waiting state

@@ -69,15 +69,16 @@ from actorq.errors import JournalError, QueueFull
 from actorq.journal import _limits
 from actorq.journal._pgconnect import Connector
 from actorq.journal._pgsql import Statements, side_channel, statements, table
+from actorq.journal._sqltext import INDEXED_STATES, for_state
 from psycopg import sql as _sql
 from actorq.journal.config import (
     DEFAULT_CONNECT_RETRY_FOR, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT, DEFAULT_LOCK_TIMEOUT, DEFAULT_SCHEMA, MAX_SECONDS,
     JournalConfig, check_schema, redact_url,
 )
 from actorq.journal.protocol import (
-    TERMINAL_STATES, Attempt, Failure, JobInfo, JobResult, JobState, KeptResult, LeasedJob, NewJob, ScheduleRow,
-    QueueLimits, TaskDefaults,
-    check_failures, check_prune,
+    TERMINAL_STATES, Attempt, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState, JobSummary,
+    KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow, TaskDefaults,
+    check_clear, check_failures, check_listing, check_prune, merge_pages,
 )
 
 @lru_cache(maxsize=None)
@@ -231,6 +232,10 @@ def _apply_migrations(conn: psycopg.Connection[Any], schema: str, where: str) ->
     for number in applied:
         logger.info("journal schema %r at %s: applied migration %03d", schema, where, number)
     return applied
+
+
+def _summary(row: Sequence[Any]) -> JobSummary:
+    return JobSummary(row[0], row[1], row[2], JobState(row[3]), *row[4:])
 
 
 def migrate(url: str, schema: str = DEFAULT_SCHEMA, *,
@@ -986,6 +991,67 @@ class PostgresJournal:
                 removed += row[0]  # type: ignore[index]
                 if removed >= limit:
                     break
+        return removed
+
+    # -- the operator's reads and clears (actorq jobs / queues) --------------------------------
+    def list_jobs(self, *, state: JobState | None = None, queue: str | None = None, task: str | None = None,
+                  after: str | None = None, limit: int = 50) -> list[JobSummary]:
+        """Up to `limit` jobs after the cursor `after`, in id order (see `Journal.list_jobs`)."""
+        wanted = check_listing(state, limit)
+        if any(text is not None and "\x00" in text for text in (queue, task)):
+            return []  # text cannot hold it: no job has it
+        params: dict[str, Any] = {"after": (after or "").replace("\x00", ""), "task": task, "limit": limit}
+        with self.transaction():
+            conn = self._conn
+            assert conn is not None
+            if wanted is None and queue is None:
+                return [_summary(row) for row in conn.execute(self._sql.list_all, params)]
+            pages = []
+            for one in ([wanted] if wanted is not None else list(JobState)):
+                if one not in INDEXED_STATES:
+                    statement = self._sql.list_leased if one is JobState.LEASED else for_state(self._sql.list_many, one)
+                    pages.append([_summary(row) for row in conn.execute(statement, {**params, "queue": queue})])
+                    continue
+                names = [queue] if queue is not None else [
+                    name for (name,) in conn.execute(for_state(self._sql.queues_in_state, one))]
+                page = for_state(self._sql.list_page, one)
+                for name in names:
+                    pages.append([_summary(row) for row in conn.execute(page, {**params, "queue": name})])
+        return merge_pages(pages, limit)
+
+    def inspect(self, job_id: str) -> JobDetail | None:
+        """Everything kept of one job, with its attempts' errors; None if unknown."""
+        if "\x00" in job_id:
+            return None
+        with self.transaction():
+            assert self._conn is not None
+            row = self._conn.execute(self._sql.inspect, {"id": job_id}).fetchone()
+            if row is None:
+                return None
+            errors = [ErrorRecord(*e) for e in self._conn.execute(self._sql.inspect_errors, {"id": job_id})]
+        return JobDetail(row[0], row[1], row[2], JobState(row[3]), bytes(row[4]), *row[5:19],
+                         None if row[19] is None else bytes(row[19]), row[20], errors)
+
+    def oldest_ready(self) -> dict[str, float]:
+        """``{queue: created_at}`` of each queue's earliest ready job."""
+        with self.transaction():
+            assert self._conn is not None
+            return {name: at for name, at in self._conn.execute(self._sql.oldest_ready)}
+
+    def clear_queue(self, queue: str, states: Sequence[JobState], limit: int) -> int:
+        """Delete up to `limit` waiting jobs of `queue` in `states`, with their errors; rows another
+        transaction holds are skipped (see `Journal.clear_queue`)."""
+        wanted = check_clear(states, limit)
+        if "\x00" in queue:
+            return 0
+        removed = 0
+        with self.transaction():
+            for state in wanted:
+                if removed >= limit:
+                    break
+                row = self._execute(for_state(self._sql.clear_queue, state),
+                                    {"queue": queue, "limit": limit - removed}).fetchone()
+                removed += row[0]  # type: ignore[index]
         return removed
 
     @property

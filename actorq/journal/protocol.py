@@ -405,6 +405,122 @@ class JobInfo(NamedTuple):
     errors: list[str]
 
 
+MAX_LIST_LIMIT = 10_000
+"""The most jobs one `Journal.list_jobs` call returns (a page)."""
+
+WAITING_STATES = (JobState.SCHEDULED, JobState.READY, JobState.RETRY)
+"""The states `Journal.clear_queue` deletes from: jobs no worker holds (a leased job is left to
+its worker; cancel it instead)."""
+
+
+class JobSummary(NamedTuple):
+    """One row of a listing (`Journal.list_jobs`): a job without its payload, result or traceback.
+
+    Times are Unix seconds by the journal's clock; `finished_at` is None until a final state,
+    `lease_owner` None unless leased, `last_error` the latest attempt's error text, if any.
+    """
+
+    id: str
+    queue: str
+    task: str
+    state: JobState
+    priority: int
+    attempts: int
+    max_attempts: int
+    run_at: float
+    created_at: float
+    finished_at: float | None
+    lease_owner: str | None
+    last_error: str | None
+
+
+class ErrorRecord(NamedTuple):
+    """One attempt's error, as the journal kept it: its number, Unix time and text
+    (``"Type: message"``; the traceback of the latest one is `JobDetail.last_traceback`)."""
+
+    attempt: int
+    at: float
+    error: str
+
+
+class JobDetail(NamedTuple):
+    """Everything the journal keeps of one job (`Journal.inspect`).
+
+    Attributes:
+        payload: msgpack of ``[args, kwargs]``, as enqueued (undecoded: the reader decides how).
+        lease_id, lease_owner, lease_expires: the current lease (None unless leased;
+            `lease_expires` may be ``inf`` on PostgreSQL for a lease that never expires).
+        timeout: the job's own time limit in seconds, or None (its task's).
+        unique_key, unique_until: its unique key and the end of its unique period, if any.
+        last_error, last_traceback: the latest failed attempt's error and traceback text.
+        result: msgpack of a succeeded job's kept return value (None: none kept, or removed).
+        result_expires: Unix time the result expires, or None.
+        errors: every recorded attempt's error, oldest first (attempt numbers restart after
+            a retry by hand).
+    """
+
+    id: str
+    queue: str
+    task: str
+    state: JobState
+    payload: bytes
+    priority: int
+    attempts: int
+    max_attempts: int
+    run_at: float
+    created_at: float
+    finished_at: float | None
+    lease_id: int | None
+    lease_owner: str | None
+    lease_expires: float | None
+    timeout: float | None
+    unique_key: str | None
+    unique_until: float | None
+    last_error: str | None
+    last_traceback: str | None
+    result: bytes | None
+    result_expires: float | None
+    errors: list[ErrorRecord]
+
+
+def check_listing(state: JobState | str | None, limit: int) -> JobState | None:
+    """Check `Journal.list_jobs`'s arguments; return the state as a `JobState` (or None).
+
+    Raises:
+        ValueError: an unknown state, or a limit outside 1..`MAX_LIST_LIMIT`.
+    """
+    if not (_is_int(limit) and 1 <= limit <= MAX_LIST_LIMIT):
+        raise ValueError(f"list_jobs: limit must be an integer from 1 to {MAX_LIST_LIMIT}, got {limit!r}")
+    if state is None:
+        return None
+    try:
+        return JobState(state)
+    except ValueError:
+        raise ValueError(f"list_jobs: unknown state {state!r}; one of {', '.join(s.value for s in JobState)}") from None
+
+
+def check_clear(states: Sequence[JobState], limit: int) -> list[JobState]:
+    """Check `Journal.clear_queue`'s arguments; return the states in `WAITING_STATES` order.
+
+    Raises:
+        ValueError: a state outside `WAITING_STATES`, or a limit that is not an integer >= 0.
+    """
+    if not (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0):
+        raise ValueError(f"clear_queue: limit must be an integer >= 0, got {limit!r}")
+    wanted = set()
+    for state in states:
+        if state not in [s.value for s in WAITING_STATES]:
+            raise ValueError(f"clear_queue: only waiting jobs are cleared; {state!r} is not one of "
+                             f"{', '.join(s.value for s in WAITING_STATES)}")
+        wanted.add(JobState(state))
+    return [s for s in WAITING_STATES if s in wanted]
+
+
+def merge_pages(pages: Sequence[Sequence[JobSummary]], limit: int) -> list[JobSummary]:
+    """The first `limit` jobs by id of `pages`, each already in id order (one per state and queue)."""
+    return sorted((job for page in pages for job in page), key=lambda job: job.id)[:limit]
+
+
 SCHEDULE_SOURCES = ("file", "api")
 """Where a schedule was defined: a node's ``topology.toml`` (replaced at each node start)
 or the API (kept until removed)."""
@@ -687,7 +803,7 @@ class Journal(Protocol):
         """The paused queues' names, sorted."""
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Return ``{queue: {state: count}}``."""
+        """Return ``{queue: {state: count}}``, read from the index on (state, queue), not the table."""
 
     def get(self, job_id: str) -> JobInfo | None:
         """Return the job, with its recorded errors, or None."""
@@ -725,6 +841,34 @@ class Journal(Protocol):
 
         Raises:
             ValueError: a state that is not final, an age or limit out of range (`check_prune`).
+        """
+
+    def list_jobs(self, *, state: JobState | None = None, queue: str | None = None, task: str | None = None,
+                  after: str | None = None, limit: int = 50) -> list[JobSummary]:
+        """Up to `limit` jobs with ids above `after`, in id order (a keyset page: pass the last
+        id seen as `after` for the next one), of `state`, `queue` and `task` when given.
+
+        Never a scan of the table: with a state or queue, each (state, queue) pair is a range
+        of the index on (state, queue, id), read from `after` on and merged; with neither,
+        the primary key from `after` on. `task` filters the rows those ranges yield.
+
+        Raises:
+            ValueError: an unknown state or a limit outside 1..`MAX_LIST_LIMIT` (`check_listing`).
+        """
+
+    def inspect(self, job_id: str) -> JobDetail | None:
+        """Everything kept of one job, with every recorded attempt's error; None if unknown."""
+
+    def oldest_ready(self) -> dict[str, float]:
+        """``{queue: created_at}`` of each queue's earliest ready job (by id), for queues with one."""
+
+    def clear_queue(self, queue: str, states: Sequence[JobState], limit: int) -> int:
+        """Delete up to `limit` jobs of `queue` waiting in `states` (a subset of `WAITING_STATES`),
+        with their error rows; returns how many (less than `limit`: none left). On a shared
+        journal, rows another transaction holds are skipped, never waited on.
+
+        Raises:
+            ValueError: a state outside `WAITING_STATES`, or a negative limit.
         """
 
     def try_lead(self, name: str, holder: str, ttl: float) -> bool:

@@ -34,28 +34,30 @@ import time
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Callable, ClassVar, Collection, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Collection, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import quote
 
 from actorq.errors import JournalError, JournalLocked, QueueFull
 from actorq.journal import _limits
 from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, RESULT_COLUMNS, in_list, numbered_list, values_rows
 from actorq.journal._sqlitesql import STATEMENTS as SQL
+from actorq.journal._sqltext import INDEXED_STATES, for_state
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, MAX_SECONDS, SQLITE_PREFIX, SYNCHRONOUS_LEVELS,
     JournalConfig, check_url, redact_url,
 )
 from actorq.journal.protocol import (
-    TERMINAL_STATES, Attempt, Failure, JobInfo, JobResult, JobState, KeptResult, LeasedJob, NewJob, ScheduleRow,
-    QueueLimits, TaskDefaults,
-    check_failures, check_prune,
+    TERMINAL_STATES, Attempt, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState,
+    JobSummary, KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow, TaskDefaults,
+    check_clear, check_failures, check_listing, check_prune, merge_pages,
 )
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 9  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
+SCHEMA_VERSION = 11  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
 # 6: paused queues, job time limits; 7: unique periods (unique_until); 8: the index of finished jobs (retention);
-# 9: queue limits (actorq_queues, the index of waiting jobs by queue)
+# 9: queue limits (actorq_queues, the index of waiting jobs by queue); 10: (another feature's);
+# 11: the operator's partial index of jobs by state and queue (listings)
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 LOCK_FIRST_DELAY, LOCK_MAX_DELAY = 50e-6, 2e-3  # seconds between tries for the write lock (`_begin`)
@@ -102,6 +104,10 @@ _LIMITS_SQL = {
         " + (SELECT count(*) FROM actorq_jobs WHERE state IN ('scheduled', 'retry') AND queue = ?1)"
     ),
 }
+
+
+def _summary(row: Sequence[Any]) -> JobSummary:
+    return JobSummary(row[0], row[1], row[2], JobState(row[3]), *row[4:])
 
 
 def _schema_sql(version: int) -> str:
@@ -783,6 +789,58 @@ class SQLiteJournal:
                     self._conn.execute(SQL.prune_errors.format(marks=in_list(len(chunk))), chunk)
                 if removed >= limit:
                     break
+        return removed
+
+    # -- the operator's reads and clears (actorq jobs / queues) --------------------------------
+    def list_jobs(self, *, state: JobState | None = None, queue: str | None = None, task: str | None = None,
+                  after: str | None = None, limit: int = 50) -> list[JobSummary]:
+        """Up to `limit` jobs after the cursor `after`, in id order (see `Journal.list_jobs`)."""
+        wanted = check_listing(state, limit)
+        cursor = after or ""
+        with self._reading():
+            if wanted is None and queue is None:
+                rows = self._conn.execute(SQL.list_all, (cursor, task, limit)).fetchall()
+                return [_summary(row) for row in rows]
+            pages = []
+            for one in ([wanted] if wanted is not None else list(JobState)):
+                if one not in INDEXED_STATES:
+                    statement = SQL.list_leased if one is JobState.LEASED else for_state(SQL.list_many, one)
+                    pages.append([_summary(row) for row in self._conn.execute(statement, (queue, cursor, task, limit))])
+                    continue
+                names = [queue] if queue is not None else [
+                    name for (name,) in self._conn.execute(for_state(SQL.queues_in_state, one))]
+                page = for_state(SQL.list_page, one)
+                for name in names:
+                    pages.append([_summary(row) for row in self._conn.execute(page, (name, cursor, task, limit))])
+        return merge_pages(pages, limit)
+
+    def inspect(self, job_id: str) -> JobDetail | None:
+        """Everything kept of one job, with its attempts' errors; None if unknown."""
+        with self._reading():
+            row = self._conn.execute(SQL.inspect, (job_id,)).fetchone()
+            if row is None:
+                return None
+            errors = [ErrorRecord(*e) for e in self._conn.execute(SQL.inspect_errors, (job_id,))]
+        return JobDetail(row[0], row[1], row[2], JobState(row[3]), *row[4:], errors)
+
+    def oldest_ready(self) -> dict[str, float]:
+        """``{queue: created_at}`` of each queue's earliest ready job."""
+        with self._reading():
+            return {name: at for name, at in self._conn.execute(SQL.oldest_ready)}
+
+    def clear_queue(self, queue: str, states: Sequence[JobState], limit: int) -> int:
+        """Delete up to `limit` waiting jobs of `queue` in `states`, with their errors (see `Journal.clear_queue`)."""
+        wanted = check_clear(states, limit)
+        removed = 0
+        with self.transaction():
+            for state in wanted:
+                if removed >= limit:
+                    break
+                rows = self._conn.execute(for_state(SQL.clear_queue, state), (queue, limit - removed)).fetchall()
+                removed += len(rows)
+                with_errors = [job_id for job_id, had_errors in rows if had_errors]
+                for chunk in _chunks(with_errors):
+                    self._conn.execute(SQL.prune_errors.format(marks=in_list(len(chunk))), chunk)
         return removed
 
     def pragma(self, name: str) -> object:

@@ -1,4 +1,4 @@
-"""The ``actorq`` command line: run, check, enqueue, status, tree, migrate, schedules, queues, jobs (cancel, prune).
+"""The ``actorq`` command line: run, check, enqueue, status, tree, migrate, schedules, queues, jobs, health.
 
 Every subcommand reads the same ``topology.toml``. Errors in it are printed as
 ``file: key: expected ...`` without a traceback, with exit code 2. So are bad
@@ -12,11 +12,10 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import signal
 import sys
 import time
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 from actorq._version import __version__
 from actorq._kernel.loop import new_event_loop
@@ -30,8 +29,12 @@ from actorq.jobs.task import Job, check_name
 from actorq.jobs.schedule import Schedule, ScheduleInfo
 from actorq.journal import migrate
 from actorq.journal.backends import journal_class, open_journal
-from actorq.journal.config import parse_duration
-from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, TERMINAL_STATES, JobState
+from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, JobState
+from actorq.node import cli_jobs
+from actorq.node.cli_flags import (
+    FINAL_STATES, MAX_WAIT, duration_text as _duration_text, integer_flag as _integer,
+    queue_name_flag as _queue_name, seconds_flag as _seconds,
+)
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_FULL, EXIT_JOURNAL, EXIT_OK, EXIT_RETRY
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
@@ -43,11 +46,6 @@ logger = logging.getLogger("actorq.cli")
 MAX_COUNT = 10_000_000  # jobs one `actorq enqueue` adds (built and committed 10,000 at a time)
 ENQUEUE_CHUNK = 10_000
 MAX_DELAY = 10 * 365 * 86_400.0  # ten years, in seconds
-MAX_WAIT = 3_600.0  # seconds `actorq tree` and `actorq status` wait for the node at most
-PRUNE_BATCH = 1_000  # jobs `actorq jobs prune` deletes per transaction: a node beside it waits one batch at most
-MAX_PRUNE_BATCH = 100_000
-# the final states in the order a person reads them
-FINAL_STATES = (JobState.SUCCEEDED, JobState.CANCELLED, JobState.FAILED, JobState.DEAD)
 
 EPILOG = """\
 examples:
@@ -58,11 +56,16 @@ examples:
   actorq tree    --config topology.toml
   actorq migrate --config topology.toml
   actorq schedules list --config topology.toml
+  actorq queues  --config topology.toml list
   actorq queues  --config topology.toml pause emails
+  actorq jobs    --config topology.toml list --state dead
+  actorq jobs    --config topology.toml show JOB_ID
+  actorq jobs    --config topology.toml retry --all-dead
   actorq jobs    --config topology.toml cancel JOB_ID
   actorq jobs    --config topology.toml prune --older-than 7d --state succeeded
+  actorq health  --config topology.toml
 
-exit codes: 0 ok, 1 the node failed, 2 bad config or usage, 3 journal unusable,
+exit codes: 0 ok, 1 the node failed (health: no node answers), 2 bad config or usage, 3 journal unusable,
 4 start-up cut short from outside (the task import check was killed or took too long): try again.
 """
 
@@ -86,46 +89,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _integer(low: int, high: int) -> Callable[[str], int]:
-    """An argparse ``type`` for integers from `low` to `high`."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {text!r}")
-        return value
-    return parse
-
-
-def _seconds(low: float, high: float, *, low_allowed: bool) -> Callable[[str], float]:
-    """An argparse ``type`` for a finite number of seconds up to `high`, from `low` (or above it)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        above_low = value >= low if low_allowed else value > low
-        if not (math.isfinite(value) and above_low and value <= high):
-            expected = f"from {low:.15g} to {high:.15g}" if low_allowed else f"> {low:.15g} and <= {high:.15g}"
-            raise argparse.ArgumentTypeError(f"expected seconds {expected}, got {text!r}")
-        return value
-    return parse
-
-
-def _queue_name(text: str) -> str:
-    if not text:
-        raise argparse.ArgumentTypeError("expected a non-empty queue name, got ''")
-    return text
-
-
-def _job_id(text: str) -> str:
-    if not text or len(text) > 255:
-        raise argparse.ArgumentTypeError(f"expected a job id of 1 to 255 characters, got {len(text)}")
-    return text
-
-
 def _unique_key(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("expected a non-empty unique key, got ''")
@@ -134,22 +97,6 @@ def _unique_key(text: str) -> str:
     except ValueError as exc:  # "a unique key may have at most 255 characters, got 300"
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
-
-
-def _age(text: str) -> float:
-    try:
-        seconds = parse_duration(text, forever=False)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    assert seconds is not None
-    return seconds
-
-
-def _final_state(text: str) -> JobState:
-    if text not in {s.value for s in TERMINAL_STATES}:
-        raise argparse.ArgumentTypeError(f"expected a final state, one of {', '.join(s.value for s in FINAL_STATES)}; "
-                                         f"got {text[:60]!r}")
-    return JobState(text)
 
 
 def _node_endpoint(text: str) -> str:
@@ -450,113 +397,6 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-QUEUE_ACTIONS = ("pause", "resume", "list")
-JOB_ACTIONS = ("cancel", "prune")
-
-
-def cmd_jobs(args: argparse.Namespace, config: Config) -> int:
-    """``actorq jobs cancel ID``: cancel a job that has not finished; ``actorq jobs prune --older-than
-    AGE``: delete finished jobs."""
-    prog = f"actorq jobs {args.action}"
-    if args.action == "prune":
-        if args.job_id is not None:
-            _err(f"{prog}: takes no job id, got {args.job_id!r}; it prunes by age (see actorq jobs --help)")
-            return EXIT_CONFIG
-        if args.older_than is None:
-            _err(f"{prog}: expected --older-than AGE, e.g. actorq jobs --config topology.toml prune --older-than 7d")
-            return EXIT_CONFIG
-        return _prune(args, config)
-    for flag, value in (("--older-than", args.older_than), ("--state", args.states), ("--batch", args.batch)):
-        if value is not None:
-            _err(f"{prog}: {flag} is for prune, not cancel (see actorq jobs --help)")
-            return EXIT_CONFIG
-    if args.job_id is None:
-        _err(f"{prog}: expected a job id, e.g. actorq jobs --config topology.toml cancel JOB_ID")
-        return EXIT_CONFIG
-    with Client.from_config(config.journal, create=False) as client:
-        if client.cancel(args.job_id):
-            _out(f"job {args.job_id} cancelled")
-            return EXIT_OK
-        info = client.get(args.job_id)
-    if info is None:
-        _err(f"actorq jobs cancel: no job {args.job_id!r} in journal {config.journal.describe()}")
-        return EXIT_CONFIG
-    _out(f"job {args.job_id} had already finished ({info.state}): nothing to cancel")
-    return EXIT_OK
-
-
-def _prune(args: argparse.Namespace, config: Config) -> int:
-    """Delete the finished jobs of `args.states` (all final states by default) that finished more
-    than `args.older_than` seconds ago, in transactions of `args.batch` jobs, straight in the journal
-    (a node may run beside it: it waits for one batch at most)."""
-    states = [s for s in FINAL_STATES if s in (args.states or FINAL_STATES)]
-    ages = {state: args.older_than for state in states}
-    batch = args.batch or PRUNE_BATCH
-    cfg = config.journal
-    journal = open_journal(cfg.resolved_url, schema=cfg.schema, busy_timeout=cfg.busy_timeout,
-                           connect_retry_for=cfg.connect_retry_for, create=False)
-    removed, reported = 0, None
-    try:
-        while True:
-            count = journal.prune(ages, batch)
-            removed += count
-            if count < batch:
-                break
-            now = time.monotonic()
-            if reported is None or now - reported >= 1.0:  # the first full batch, then once a second
-                _err(f"actorq jobs prune: {removed:,} removed so far")
-                reported = now
-    finally:
-        journal.close()
-    names = ", ".join(s.value for s in states)
-    _out(f"pruned {removed:,} job{'' if removed == 1 else 's'} ({names}) that finished more than "
-         f"{_duration_text(args.older_than)} ago")
-    return EXIT_OK
-
-
-def _duration_text(seconds: float) -> str:
-    """`seconds` as the flag would write it: ``7d``, ``12h``, ``90s``."""
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:g}s"
-
-
-def cmd_queues(args: argparse.Namespace, config: Config) -> int:
-    """``actorq queues pause NAME`` / ``resume NAME`` / ``list``: the journal's paused queues."""
-    prog = f"actorq queues {args.action}"
-    if args.action == "list":
-        if args.name is not None:
-            _err(f"{prog}: takes no queue name, got {args.name!r} (see actorq queues --help)")
-            return EXIT_CONFIG
-        with Client.from_config(config.journal, create=False) as client:
-            paused = client.paused_queues()
-            counts = client.counts()
-        names = sorted(set(counts) | set(paused))
-        if args.json:
-            _out(json.dumps({"queues": {name: {"paused": name in paused, "ready": counts.get(name, {}).get("ready", 0)}
-                                        for name in names}}, sort_keys=True))
-            return EXIT_OK
-        _out(f"{'queue':<24}{'state':>8}{'ready':>11}")
-        for name in names:
-            _out(f"{name:<24}{'paused' if name in paused else 'running':>8}{counts.get(name, {}).get('ready', 0):>11,}")
-        if not names:
-            _out("(no queues)")
-        return EXIT_OK
-    if args.name is None:
-        _err(f"{prog}: expected a queue name, e.g. actorq queues --config topology.toml {args.action} emails")
-        return EXIT_CONFIG
-    with Client.from_config(config.journal) as client:
-        if args.action == "pause":
-            changed = client.pause_queue(args.name)
-            _out(f"queue {args.name!r} {'paused' if changed else 'was already paused'}: no node leases its jobs; "
-                 "running jobs finish")
-        else:
-            changed = client.resume_queue(args.name)
-            _out(f"queue {args.name!r} {'resumed' if changed else 'was not paused'}")
-    return EXIT_OK
-
-
 def _node_status(config: Config, timeout: float) -> tuple[dict[str, Any], list[str]]:
     """The node serving the journal, as ``actorq status`` reports it: its ``--json`` entry and its lines.
 
@@ -754,50 +594,18 @@ def build_parser() -> argparse.ArgumentParser:
                               'seconds)}], "journal_problem": null or why the journal could not be read}')
     listing.set_defaults(handler=cmd_schedules)
 
-    queues = add("queues", "Pause or resume a queue on every node serving the journal, or list the queues. A "
-                 "paused queue leases nothing (the pause is kept in the journal, so restarts keep it); jobs "
-                 "already running finish, and jobs can still be enqueued into it.",
-                 "actorq queues --config topology.toml pause emails\n"
-                 "    queue 'emails' paused: no node leases its jobs; running jobs finish\n"
-                 "  actorq queues --config topology.toml resume emails\n"
-                 "  actorq queues --config topology.toml list --json\n"
-                 '    {"queues": {"default": {"paused": false, "ready": 3}, "emails": {"paused": true, "ready": 12}}}')
-    queues.add_argument("action", choices=QUEUE_ACTIONS, metavar="ACTION",
-                        help="pause NAME, resume NAME, or list")
-    queues.add_argument("name", nargs="?", type=_queue_name, default=None, metavar="NAME",
-                        help="the queue to pause or resume")
-    queues.add_argument("--json", action="store_true",
-                        help='list: print JSON, {"queues": {name: {"paused": bool, "ready": count}}}')
-    queues.set_defaults(handler=cmd_queues)
-
-    jobs = add("jobs", "cancel ID: cancel a job that has not finished: it ends cancelled at once, and a running "
-               "attempt's later answer is rejected. A job that had finished is left as it was, and said so (exit "
-               "0); an unknown id exits 2. prune --older-than AGE: delete finished jobs (with their errors and "
-               "results) that finished more than AGE ago by the journal's clock, in transactions of --batch jobs, "
-               "with or without a node running (a node prunes by itself too: [journal] retain_succeeded and the "
-               "others, docs/retention.md); prints how many it removed.",
-               "actorq jobs --config topology.toml cancel 01a233a1f9af00003da4ce450d08aa0c\n"
-               "    job 01a233a1f9af00003da4ce450d08aa0c cancelled\n"
-               "  actorq jobs --config topology.toml prune --older-than 7d --state succeeded cancelled\n"
-               "    pruned 120,000 jobs (succeeded, cancelled) that finished more than 7d ago")
-    jobs.add_argument("action", choices=JOB_ACTIONS, metavar="ACTION", help="cancel ID, or prune --older-than AGE")
-    jobs.add_argument("job_id", nargs="?", type=_job_id, default=None, metavar="ID",
-                      help="cancel: the job's id (as enqueue printed it)")
-    jobs.add_argument("--older-than", type=_age, default=None, metavar="AGE",
-                      help='prune: jobs that finished more than AGE ago: "30s", "10m", "12h", "7d" or seconds, '
-                           "from 0 to 3650d")
-    jobs.add_argument("--state", dest="states", type=_final_state, action="extend", nargs="+", default=None,
-                      metavar="S", help="prune: only jobs in these final states (succeeded, cancelled, failed, "
-                                        "dead; default: all four)")
-    jobs.add_argument("--batch", type=_integer(1, MAX_PRUNE_BATCH), default=None, metavar="N",
-                      help=f"prune: jobs deleted per transaction, 1 to {MAX_PRUNE_BATCH:,} (default {PRUNE_BATCH:,})")
-    jobs.set_defaults(handler=cmd_jobs)
+    cli_jobs.add_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``actorq`` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is None:  # queues and jobs take it before or after their action
+        _err(f"actorq {args.command} {args.action}: the following arguments are required: --config/-c "
+             f"(see actorq {args.command} {args.action} --help)")
+        return EXIT_CONFIG
     try:
         config = load_config(args.config)
         return int(args.handler(args, config))
@@ -811,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"actorq: {exc}")
         return EXIT_RETRY
     except (TypeError, ValueError) as exc:
-        if args.command not in ("enqueue", "queues"):
+        if args.command not in ("enqueue", "queues", "jobs"):
             raise
         _err(f"actorq {args.command}: {exc}")
         return EXIT_CONFIG

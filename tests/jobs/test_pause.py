@@ -128,11 +128,14 @@ async def test_cli_pause_list_status_resume_with_a_node_running(topology):
         await node.queue("other").enqueue(marker)
         await eventually(lambda: topo.states().get(marker.id) == "succeeded", message="the other queue ran")
         listed = _cli(topo, "queues", "list", "--json", "--config", config)
-        assert json.loads(listed.stdout) == {"queues": {"default": {"paused": True, "ready": 2},
-                                                        "other": {"paused": False, "ready": 0}}}
+        listing = json.loads(listed.stdout)["queues"]
+        assert {name: (q["paused"], q["ready"], q["states"]) for name, q in listing.items()} == {
+            "default": (True, 2, {"ready": 2}), "other": (False, 0, {"succeeded": 1})}
+        assert listing["default"]["oldest_ready_age"] >= 0 and listing["other"]["oldest_ready_age"] is None
         table = _cli(topo, "queues", "list", "--config", config)
-        assert [line.split() for line in table.stdout.splitlines()[1:]] == [["default", "paused", "2"],
-                                                                           ["other", "running", "0"]]
+        # queue, paused or running, then scheduled ready leased retry succeeded failed dead cancelled, then the age
+        assert [line.split()[:7] for line in table.stdout.splitlines()[1:]] == [
+            ["default", "paused", "0", "2", "0", "0", "0"], ["other", "running", "0", "0", "0", "0", "1"]]
         status = _cli(topo, "status", "--json", "--config", config)
         assert json.loads(status.stdout)["paused"] == ["default"]
         assert "paused queues (lease nothing): default" in _cli(topo, "status", "--config", config).stdout
@@ -143,11 +146,11 @@ async def test_cli_pause_list_status_resume_with_a_node_running(topology):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (("queues", "pause"), "actorq queues pause: expected a queue name, e.g. actorq queues --config "
-                          "topology.toml pause emails"),
+    (("queues", "pause"), "actorq queues pause: the following arguments are required: NAME"),
     (("queues", "resume", ""), "argument NAME: expected a non-empty queue name, got ''"),
-    (("queues", "list", "extra"), "actorq queues list: takes no queue name, got 'extra'"),
-    (("queues", "stop", "x"), "argument ACTION: invalid choice: 'stop' (choose from 'pause', 'resume', 'list')"),
+    (("queues", "list", "extra"), "actorq: unrecognized arguments: extra"),
+    (("queues", "stop", "x"), "argument ACTION: invalid choice: 'stop' (choose from 'list', 'pause', 'resume', "
+                              "'clear')"),
     (("queues", "pause", "x" * 256), "actorq queues: a queue name may have at most 255 characters"),
 ])
 def test_g12_bad_queues_input_is_one_line_naming_what_is_expected(topology, args, expected):

@@ -1396,3 +1396,94 @@ def test_a_schedule_firing_into_a_full_queue_moves_on_without_its_job(journal: J
     assert journal.fire_schedule("tick", None, 60.0, [new_job("fired", queue="small")])
     assert journal.get("fired") is None
     assert [row.last_fired for row in journal.schedules()] == [60.0]
+
+
+# -- the operator's reads and clears (actorq jobs / queues) --------------------------------------
+
+
+def test_list_jobs_pages_by_id_from_a_cursor_with_every_filter(journal: Journal) -> None:
+    from actorq.journal.protocol import MAX_LIST_LIMIT
+
+    job_in_every_state(journal)  # one job per state in queue "q", named after its state
+    journal.enqueue([new_job("a1", queue="other"), new_job("a2", queue="other", task="t2"),
+                     new_job("zz", queue="other", run_at=time.time() + HOUR)])
+    everything = sorted([s.value for s in JobState] + ["a1", "a2", "zz"])
+    assert [j.id for j in journal.list_jobs(limit=100)] == everything
+    first = journal.list_jobs(limit=4)
+    second = journal.list_jobs(limit=4, after=first[-1].id)
+    assert [j.id for j in first + second] == everything[:8]  # keyset pages: no gap, no repeat
+    assert journal.list_jobs(limit=4, after="zz") == []
+    # a state alone: merged across queues in id order
+    assert [j.id for j in journal.list_jobs(state=JobState.READY, limit=10)] == ["a1", "a2", "ready"]
+    assert [j.id for j in journal.list_jobs(state=JobState.READY, limit=2, after="a1")] == ["a2", "ready"]
+    assert [j.id for j in journal.list_jobs(state=JobState.SCHEDULED, queue="other", limit=10)] == ["zz"]
+    # a queue alone: every state of it; a task narrows either
+    assert [j.id for j in journal.list_jobs(queue="other", limit=10)] == ["a1", "a2", "zz"]
+    assert [j.id for j in journal.list_jobs(queue="other", task="t2", limit=10)] == ["a2"]
+    assert [j.id for j in journal.list_jobs(task="t2", limit=10)] == ["a2"]
+    assert journal.list_jobs(queue="nope\x00", limit=10) == [] and journal.list_jobs(queue="nope", limit=10) == []
+    dead = journal.list_jobs(state=JobState.DEAD, limit=1)[0]
+    assert (dead.queue, dead.task, dead.state, dead.attempts, dead.max_attempts) == ("q", "tests.noop", JobState.DEAD, 1, 1)
+    assert dead.finished_at is not None and dead.last_error == "ValueError: boom" and dead.lease_owner is None
+    leased = journal.list_jobs(state=JobState.LEASED, limit=1)[0]
+    assert leased.lease_owner == "w1" and leased.finished_at is None
+    assert abs(leased.created_at - time.time()) < HOUR and leased.run_at <= time.time() + 1
+    for bad in (0, MAX_LIST_LIMIT + 1, True):
+        with pytest.raises(ValueError, match="limit"):
+            journal.list_jobs(limit=bad)
+    with pytest.raises(ValueError, match="unknown state"):
+        journal.list_jobs(state="lost", limit=1)  # type: ignore[arg-type]
+
+
+def test_inspect_returns_every_kept_field_and_each_attempts_error(journal: Journal) -> None:
+    journal.enqueue([NewJob("x", "q", "t", b"\x92\x91\x01\x80", priority=3, max_attempts=3, unique_key="k",
+                            timeout=9.0)])
+    for n in (1, 2):
+        job = lease_one(journal)
+        assert journal.fail([Failure(job.id, job.lease_id, f"OSError: try {n}", JobState.READY,
+                                     traceback=f"Traceback {n}")]) == 1
+    job = lease_one(journal)
+    assert journal.complete([(job.id, job.lease_id)], results={"x": KeptResult(b"\xa2ok", HOUR)}) == 1
+    detail = journal.inspect("x")
+    assert detail is not None
+    assert (detail.queue, detail.task, detail.state, detail.payload, detail.priority) == (
+        "q", "t", JobState.SUCCEEDED, b"\x92\x91\x01\x80", 3)
+    assert (detail.attempts, detail.max_attempts, detail.timeout, detail.unique_key) == (3, 3, 9.0, "k")
+    assert (detail.lease_id, detail.lease_owner, detail.lease_expires) == (None, None, None)
+    assert detail.result == b"\xa2ok" and detail.result_expires is not None and detail.finished_at is not None
+    assert detail.last_error == "OSError: try 2" and detail.last_traceback == "Traceback 2"
+    assert [(e.attempt, e.error) for e in detail.errors] == [(1, "OSError: try 1"), (2, "OSError: try 2")]
+    assert all(abs(e.at - time.time()) < HOUR for e in detail.errors)
+    journal.enqueue([new_job("held")])
+    held = lease_one(journal)
+    live = journal.inspect("held")
+    assert live is not None and live.lease_owner == "w1" and live.lease_id == held.lease_id
+    assert live.lease_expires is not None and live.lease_expires > time.time()
+    assert journal.inspect("nope") is None and journal.inspect("nope\x00") is None
+
+
+def test_oldest_ready_names_each_queue_s_earliest_ready_job(journal: Journal) -> None:
+    assert journal.oldest_ready() == {}
+    journal.enqueue([new_job("b1", queue="b"), new_job("a1", queue="a"), new_job("a2", queue="a"),
+                     new_job("c1", queue="c", run_at=time.time() + HOUR)])
+    oldest = journal.oldest_ready()
+    assert sorted(oldest) == ["a", "b"]  # "c" has nothing ready
+    assert oldest["a"] == journal.inspect("a1").created_at  # type: ignore[union-attr]
+
+
+def test_clear_queue_deletes_waiting_jobs_of_one_queue_in_batches_with_their_errors(journal: Journal) -> None:
+    job_in_every_state(journal)
+    journal.enqueue([new_job(f"r{n}") for n in range(5)] + [new_job("keep", queue="other")])
+    assert journal.clear_queue("q", [JobState.READY], 0) == 0
+    assert journal.clear_queue("q", [JobState.READY], 4) == 4
+    assert journal.clear_queue("q", [JobState.READY], 4) == 2  # less than the batch: done
+    assert journal.clear_queue("q", [JobState.SCHEDULED, JobState.RETRY], 10) == 2
+    assert journal.get("retry") is None and journal.inspect("retry") is None
+    counts = journal.counts()
+    assert counts["q"] == {"leased": 1, "succeeded": 1, "failed": 1, "dead": 1, "cancelled": 1}
+    assert counts["other"] == {"ready": 1}  # another queue is never touched
+    for bad in (JobState.LEASED, JobState.DEAD, "lost"):
+        with pytest.raises(ValueError, match="waiting"):
+            journal.clear_queue("q", [bad], 10)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="limit"):
+        journal.clear_queue("q", [JobState.READY], -1)

@@ -799,3 +799,33 @@ def test_a_transaction_holding_one_queues_claim_never_waits_for_anothers(pg_jour
         assert len(other.lease(["a"], "n2/1/y", 5, 60)) == 2  # both committed: the locks are gone
     finally:
         other.close()
+
+
+def test_listings_read_an_index_never_the_table(pg_schema: str) -> None:
+    """Each of the operator's reads can be served by an index: the partial (state, queue, id)
+    one for the states off the hot path (named as literals, so the planner proves it covers
+    them), the primary key for the others."""
+    from actorq.journal._sqltext import for_state
+
+    journal = PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        journal.enqueue([job(f"j{n}") for n in range(3)])
+        page = {"after": "", "task": None, "limit": 10}
+        cases = [("list_page", JobState.DEAD, {**page, "queue": "q"}, "actorq_jobs_state_queue"),
+                 ("queues_in_state", JobState.FAILED, {}, "actorq_jobs_state_queue"),
+                 ("clear_queue", JobState.RETRY, {"queue": "q", "limit": 10}, "actorq_jobs_state_queue"),
+                 ("clear_queue", JobState.READY, {"queue": "q", "limit": 10}, "actorq_jobs_ready"),
+                 ("oldest_ready", None, {}, "actorq_jobs_ready"),
+                 ("list_many", JobState.SUCCEEDED, {**page, "queue": None}, "actorq_jobs_pkey"),
+                 ("list_all", None, page, "actorq_jobs_pkey")]
+        with pg_admin() as other:
+            other.execute("SET enable_seqscan = off")  # an index can serve each: the plan names it
+            other.execute(f'SET search_path TO "{pg_schema}"')
+            for name, state, params, index in cases:
+                text = getattr(journal._sql, name).replace(f'"{pg_schema}".', "")
+                text = for_state(text, state) if state is not None else text
+                plan = "\n".join(row[0] for row in other.execute("EXPLAIN " + text, params))
+                assert index in plan, (name, plan)
+                assert "Seq Scan on actorq_jobs" not in plan, (name, plan)
+    finally:
+        journal.close()

@@ -599,7 +599,7 @@ def test_e7_a_damaged_file_is_refused_at_node_start_naming_it(db_path: Path) -> 
     with pytest.raises(JournalError, match="integrity check"):
         second.attach_node()
     with pytest.raises(JournalError, match=f"journal {db_path} is not a valid SQLite database"):
-        second.counts()  # a read that meets the damage names the file too, as a JournalError
+        second.list_jobs(limit=10_000)  # a read that meets the damage (the whole table) names the file too
     second.close()
 
 
@@ -693,3 +693,55 @@ def test_prune_ages_finished_jobs_by_the_injected_clock(journal: SQLiteJournal, 
     assert journal.prune({JobState.SUCCEEDED: 60.0}, 10) == 0  # finished 60 s ago: not past it
     clock.now = T0 + 160.5
     assert journal.prune({JobState.SUCCEEDED: 60.0}, 10) == 1
+
+
+# -- the operator's reads (actorq jobs / queues / status): ranges of an index, never the table -------
+
+
+@pytest.mark.parametrize(("name", "state", "params", "expected"), [
+    ("list_page", JobState.DEAD, ("q", "", None, 10),
+     "SEARCH actorq_jobs USING INDEX actorq_jobs_state_queue (state=? AND queue=? AND id>?)"),
+    ("queues_in_state", JobState.FAILED, (), "USING COVERING INDEX actorq_jobs_state_queue (state=? AND queue>?)"),
+    ("list_many", JobState.READY, ("q", "", None, 10), "SEARCH actorq_jobs USING PRIMARY KEY (id>?)"),
+    ("list_many", JobState.SUCCEEDED, (None, "", None, 10), "SEARCH actorq_jobs USING PRIMARY KEY (id>?)"),
+    ("list_leased", None, (None, "", None, 10), "SCAN actorq_jobs USING INDEX actorq_jobs_leased"),
+    ("list_all", None, ("", None, 10), "SEARCH actorq_jobs USING PRIMARY KEY (id>?)"),
+    ("oldest_ready", None, (), "SEARCH actorq_jobs USING INDEX actorq_jobs_ready (queue=?)"),
+    ("clear_queue", JobState.READY, ("q", 10), "SEARCH actorq_jobs USING INDEX actorq_jobs_ready (queue=?)"),
+    ("clear_queue", JobState.RETRY, ("q", 10),
+     "SEARCH actorq_jobs USING COVERING INDEX actorq_jobs_state_queue (state=? AND queue=?)"),
+    ("inspect", None, ("x",), "SEARCH actorq_jobs USING PRIMARY KEY (id=?)"),
+    ("inspect_errors", None, ("x",), "SEARCH actorq_errors USING INDEX actorq_errors_job (job_id=?)"),
+])
+def test_listings_read_an_index_never_the_table(journal: SQLiteJournal, name: str, state: JobState | None,
+                                                params: tuple[object, ...], expected: str) -> None:
+    """Each of the operator's reads is a range of an index or of the primary key. The leased
+    jobs' index is read whole (at most the workers' credits) and sorted."""
+    from actorq.journal._sqlitesql import STATEMENTS
+    from actorq.journal._sqltext import for_state
+
+    statement = getattr(STATEMENTS, name)
+    plan = " | ".join(row[3] for row in journal._conn.execute(
+        f"EXPLAIN QUERY PLAN {for_state(statement, state) if state else statement}", params))
+    assert expected in plan, plan
+    scans = [step for step in plan.split(" | ") if step.startswith("SCAN")]
+    assert all(step == "SCAN q" or step == "SCAN actorq_jobs USING INDEX actorq_jobs_leased" for step in scans), plan
+
+
+def test_the_operators_index_holds_only_the_states_off_the_hot_path(journal: SQLiteJournal) -> None:
+    """ready -> leased -> succeeded never writes actorq_jobs_state_queue: it is partial, on
+    exactly `INDEXED_STATES`, and a dead job is found through it."""
+    from actorq.journal._sqltext import INDEXED_STATES
+
+    [(text,)] = journal._conn.execute("SELECT sql FROM sqlite_master WHERE name = 'actorq_jobs_state_queue'")
+    where = text.split("WHERE", 1)[1]
+    assert sorted(part.split("=")[1].strip(" '\n") for part in where.split(" OR ")) == sorted(
+        s.value for s in INDEXED_STATES)
+    assert not {JobState.READY, JobState.LEASED, JobState.SUCCEEDED} & set(INDEXED_STATES)
+    journal.enqueue([new_job("ok"), new_job("bad", max_attempts=1)])
+    leased = journal.lease(["q"], "w1", 2, 30.0)
+    assert journal.complete([(j.id, j.lease_id) for j in leased if j.id == "ok"]) == 1
+    bad = next(j for j in leased if j.id == "bad")
+    assert journal.fail([Failure(bad.id, bad.lease_id, "boom", JobState.DEAD)]) == 1
+    assert journal.list_jobs(state=JobState.DEAD) == journal.list_jobs(state="dead", queue="q")
+    assert [j.id for j in journal.list_jobs(state=JobState.DEAD)] == ["bad"]

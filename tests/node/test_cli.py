@@ -175,12 +175,14 @@ def test_status_of_a_journal_with_damaged_pages_is_one_line(topology: Path) -> N
     journal.close()
     with sqlite3.connect(db) as conn:
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        # the table's root page: every read of the jobs goes through it, whatever other trees the schema has
-        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'actorq_jobs'").fetchone()[0]
+        # the root pages of the table and of the index `counts` reads: every read of the jobs goes through one
+        roots = [row[0] for row in conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name IN ('actorq_jobs', 'actorq_jobs_state_queue')")]
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    with open(db, "r+b") as f:  # flip the header bytes of the jobs table's root page
-        f.seek(page_size * (root - 1))
-        f.write(b"\xff" * 16)
+    with open(db, "r+b") as f:  # flip the header bytes of those root pages
+        for root in roots:
+            f.seek(page_size * (root - 1))
+            f.write(b"\xff" * 16)
     result = actorq_cmd("status", "--config", str(topology), cwd=topology.parent)
     assert result.returncode == EXIT_JOURNAL
     assert result.stderr.startswith(f"actorq: journal {db} is not a valid SQLite database: ")

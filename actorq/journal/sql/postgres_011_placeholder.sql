@@ -1,0 +1,1 @@
+-- actorq PostgreSQL journal, migration 011: held for another feature's migration (empty here).

@@ -1,0 +1,1 @@
+-- actorq SQLite journal, schema version 10: held for another feature's migration (empty here).
