@@ -54,10 +54,10 @@ from actorq.journal.protocol import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 11  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
+SCHEMA_VERSION = 10  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
 # 6: paused queues, job time limits; 7: unique periods (unique_until); 8: the index of finished jobs (retention);
-# 9: queue limits (actorq_queues, the index of waiting jobs by queue); 10: (another feature's);
-# 11: the operator's partial index of jobs by state and queue (listings)
+# 9: queue limits (actorq_queues, the index of waiting jobs by queue);
+# 10: the operator's partial index of jobs by state and queue (listings)
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 LOCK_FIRST_DELAY, LOCK_MAX_DELAY = 50e-6, 2e-3  # seconds between tries for the write lock (`_begin`)

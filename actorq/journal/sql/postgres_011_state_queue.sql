@@ -1,5 +1,4 @@
--- actorq PostgreSQL journal, migration 012: jobs by state and queue, for the operator's listings.
--- (Migrations 010 and 011 belong to other features: their files may be empty here.)
+-- actorq PostgreSQL journal, migration 011: jobs by state and queue, for the operator's listings.
 -- Partial: the states a job reaches off the hot path only, so that ready -> leased ->
 -- succeeded never writes it. `list_jobs` reads one such state's jobs of one queue in id
 -- order, from any cursor, as a range of it (the statements name the state as a literal).

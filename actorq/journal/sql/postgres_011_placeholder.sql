@@ -1,1 +1,0 @@
--- actorq PostgreSQL journal, migration 011: held for another feature's migration (empty here).
