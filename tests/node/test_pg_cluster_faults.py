@@ -32,6 +32,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import psycopg
+import pytest
 
 from actorq import Job
 from actorq.testing import QueueCheck, check_total_queue, eventually
@@ -294,6 +295,7 @@ async def test_c17_a_node_paused_inside_a_transaction_holds_up_neither_the_other
     _assert_whole_queue(outcome)
 
 
+@pytest.mark.soak  # C17's network-cut form (13 s); its pause form runs in the default suite
 async def test_a_node_cut_off_inside_a_transaction_holds_up_neither_the_other_node_nor_any_job(topology, pg_schema):
     """C17, as a network cut: B's link to PostgreSQL stops carrying anything, its TCP sessions left open.
 
@@ -420,6 +422,7 @@ async def test_c18_a_deadlock_aborts_node_bs_batch_and_none_of_its_ops_is_lost(t
     assert a_exit == 0
 
 
+@pytest.mark.soak  # C19 on two PostgreSQL nodes (15 s); tests/jobs/test_lease_deadline.py runs C19 by default
 async def test_c19_a_resumed_node_does_not_start_prefetched_jobs_whose_lease_lapsed(topology, pg_schema):
     """C19: B resumes after a pause longer than its leases, its worker holding prefetched jobs.
 
