@@ -19,45 +19,23 @@ Figures vary on shared machines: compare the two variants of one run.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import secrets
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 from actorq.ids import new_id  # noqa: E402
-from actorq.journal import open_journal  # noqa: E402
+from bench_clauses import journal_at as journal_on  # noqa: E402  (a fresh journal, removed after)
 from actorq.journal.protocol import NewJob, QueueLimits  # noqa: E402
 
 PAYLOAD = b"\x92\x90\x80"
 
 
-@contextlib.contextmanager
-def journal_on(where: str) -> Iterator[Any]:
-    if where == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="actorq-limits-bench-") as tmp:
-            journal = open_journal(f"sqlite:///{tmp}/bench.db", synchronous="full")
-            try:
-                yield journal
-            finally:
-                journal.close()
-        return
-    import psycopg
-
-    schema = f"bench_{secrets.token_hex(4)}"
-    journal = open_journal(where, schema=schema)
-    try:
-        yield journal
-    finally:
-        journal.close()
-        with psycopg.connect(where, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def jobs(queue: str, n: int) -> list[NewJob]:
