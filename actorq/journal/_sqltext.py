@@ -10,7 +10,7 @@ lists: a migration is frozen history.)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 from actorq.journal.protocol import LIVE_STATES, JobState
 
@@ -30,6 +30,24 @@ the many) or from the leased jobs' own index (leased: at most the workers' credi
 def for_state(statement: str, state: JobState) -> str:
     """`statement` with its `STATE_MARK` replaced by `state` as an SQL literal."""
     return statement.replace(STATE_MARK, f"'{JobState(state).value}'")
+
+
+def listing_reads(sql: "JobStatements", states: Iterable[JobState], queue: str | None,
+                  queues_in: Callable[[str], list[str]]) -> Iterator[tuple[str, str | None]]:
+    """The reads of one `Journal.list_jobs` page: ``(statement, queue)`` for each range it takes
+    (each statement then binds queue, cursor, task and limit).
+
+    An indexed state gives one range per queue (`queue`, or each queue `queues_in` returns for
+    the statement listing that state's queues); leased jobs one read of their own index; ready
+    and succeeded one read of the primary key, filtered by `queue` if given.
+    """
+    for state in states:
+        if state not in INDEXED_STATES:
+            yield (sql.list_leased if state is JobState.LEASED else for_state(sql.list_many, state)), queue
+            continue
+        page = for_state(sql.list_page, state)
+        for name in [queue] if queue is not None else queues_in(for_state(sql.queues_in_state, state)):
+            yield page, name
 
 
 def states_list(states: Iterable[JobState]) -> str:

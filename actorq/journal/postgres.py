@@ -69,7 +69,7 @@ from actorq.errors import JournalError, QueueFull
 from actorq.journal import _limits
 from actorq.journal._pgconnect import Connector
 from actorq.journal._pgsql import Statements, side_channel, statements, table
-from actorq.journal._sqltext import INDEXED_STATES, for_state
+from actorq.journal._sqltext import for_state, listing_reads
 from psycopg import sql as _sql
 from actorq.journal.config import (
     DEFAULT_CONNECT_RETRY_FOR, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT, DEFAULT_LOCK_TIMEOUT, DEFAULT_SCHEMA, MAX_SECONDS,
@@ -232,10 +232,6 @@ def _apply_migrations(conn: psycopg.Connection[Any], schema: str, where: str) ->
     for number in applied:
         logger.info("journal schema %r at %s: applied migration %03d", schema, where, number)
     return applied
-
-
-def _summary(row: Sequence[Any]) -> JobSummary:
-    return JobSummary(row[0], row[1], row[2], JobState(row[3]), *row[4:])
 
 
 def migrate(url: str, schema: str = DEFAULT_SCHEMA, *,
@@ -1005,18 +1001,11 @@ class PostgresJournal:
             conn = self._conn
             assert conn is not None
             if wanted is None and queue is None:
-                return [_summary(row) for row in conn.execute(self._sql.list_all, params)]
-            pages = []
-            for one in ([wanted] if wanted is not None else list(JobState)):
-                if one not in INDEXED_STATES:
-                    statement = self._sql.list_leased if one is JobState.LEASED else for_state(self._sql.list_many, one)
-                    pages.append([_summary(row) for row in conn.execute(statement, {**params, "queue": queue})])
-                    continue
-                names = [queue] if queue is not None else [
-                    name for (name,) in conn.execute(for_state(self._sql.queues_in_state, one))]
-                page = for_state(self._sql.list_page, one)
-                for name in names:
-                    pages.append([_summary(row) for row in conn.execute(page, {**params, "queue": name})])
+                return [JobSummary.from_row(row) for row in conn.execute(self._sql.list_all, params)]
+            states = [wanted] if wanted is not None else list(JobState)
+            pages = [[JobSummary.from_row(row) for row in conn.execute(statement, {**params, "queue": name})]
+                     for statement, name in listing_reads(self._sql, states, queue,
+                                                          lambda query: [n for (n,) in conn.execute(query)])]
         return merge_pages(pages, limit)
 
     def inspect(self, job_id: str) -> JobDetail | None:

@@ -433,6 +433,11 @@ class JobSummary(NamedTuple):
     lease_owner: str | None
     last_error: str | None
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> "JobSummary":
+        """From the backends' listing row, in the order of the fields above."""
+        return cls(row[0], row[1], row[2], JobState(row[3]), *row[4:])
+
 
 class ErrorRecord(NamedTuple):
     """One attempt's error, as the journal kept it: its number, Unix time and text

@@ -41,7 +41,7 @@ from actorq.errors import JournalError, JournalLocked, QueueFull
 from actorq.journal import _limits
 from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, RESULT_COLUMNS, in_list, numbered_list, values_rows
 from actorq.journal._sqlitesql import STATEMENTS as SQL
-from actorq.journal._sqltext import INDEXED_STATES, for_state
+from actorq.journal._sqltext import for_state, listing_reads
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, MAX_SECONDS, SQLITE_PREFIX, SYNCHRONOUS_LEVELS,
     JournalConfig, check_url, redact_url,
@@ -104,10 +104,6 @@ _LIMITS_SQL = {
         " + (SELECT count(*) FROM actorq_jobs WHERE state IN ('scheduled', 'retry') AND queue = ?1)"
     ),
 }
-
-
-def _summary(row: Sequence[Any]) -> JobSummary:
-    return JobSummary(row[0], row[1], row[2], JobState(row[3]), *row[4:])
 
 
 def _schema_sql(version: int) -> str:
@@ -800,18 +796,11 @@ class SQLiteJournal:
         with self._reading():
             if wanted is None and queue is None:
                 rows = self._conn.execute(SQL.list_all, (cursor, task, limit)).fetchall()
-                return [_summary(row) for row in rows]
-            pages = []
-            for one in ([wanted] if wanted is not None else list(JobState)):
-                if one not in INDEXED_STATES:
-                    statement = SQL.list_leased if one is JobState.LEASED else for_state(SQL.list_many, one)
-                    pages.append([_summary(row) for row in self._conn.execute(statement, (queue, cursor, task, limit))])
-                    continue
-                names = [queue] if queue is not None else [
-                    name for (name,) in self._conn.execute(for_state(SQL.queues_in_state, one))]
-                page = for_state(SQL.list_page, one)
-                for name in names:
-                    pages.append([_summary(row) for row in self._conn.execute(page, (name, cursor, task, limit))])
+                return [JobSummary.from_row(row) for row in rows]
+            states = [wanted] if wanted is not None else list(JobState)
+            pages = [[JobSummary.from_row(row) for row in self._conn.execute(statement, (name, cursor, task, limit))]
+                     for statement, name in listing_reads(SQL, states, queue,
+                                                          lambda query: [n for (n,) in self._conn.execute(query)])]
         return merge_pages(pages, limit)
 
     def inspect(self, job_id: str) -> JobDetail | None:
