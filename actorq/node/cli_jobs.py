@@ -335,34 +335,33 @@ def cmd_jobs_retry(args: argparse.Namespace, config: Config) -> int:
         if args.queue is not None:
             _err(f"{prog}: --queue is for --all-dead (see actorq jobs retry --help)")
             return EXIT_CONFIG
-        unknown = 0
-        for job_id in args.job_ids:
-            if journal.retry_dead(job_id):
-                _out(f"job {safe_text(job_id)} retried: ready, with fresh attempts")
-                continue
-            info = journal.get(job_id)
-            if info is None:
-                _err(f"{prog}: no job {safe_text(job_id)!r} in journal {config.journal.describe()}")
-                unknown += 1
-            else:
-                _out(f"job {safe_text(job_id)} is {info.state.value}, not dead or failed: left as it is")
-    return EXIT_CONFIG if unknown else EXIT_OK
+        return _each_job(prog, config, args.job_ids, journal.retry_dead, journal.get,
+                         "retried: ready, with fresh attempts",
+                         lambda info: f"is {info.state.value}, not dead or failed: left as it is")
 
 
 def cmd_jobs_cancel(args: argparse.Namespace, config: Config) -> int:
     """``actorq jobs cancel ID...``: cancel jobs that have not finished (a running one is stopped)."""
-    unknown = 0
     with Client.from_config(config.journal, create=False) as client:
-        for job_id in args.job_ids:
-            if client.cancel(job_id):
-                _out(f"job {safe_text(job_id)} cancelled")
-                continue
-            info = client.get(job_id)
-            if info is None:
-                _err(f"actorq jobs cancel: no job {safe_text(job_id)!r} in journal {config.journal.describe()}")
-                unknown += 1
-            else:
-                _out(f"job {safe_text(job_id)} had already finished ({info.state}): nothing to cancel")
+        return _each_job("actorq jobs cancel", config, args.job_ids, client.cancel, client.get, "cancelled",
+                         lambda info: f"had already finished ({info.state}): nothing to cancel")
+
+
+def _each_job(prog: str, config: Config, job_ids: list[str], act: Callable[[str], bool],
+              get: Callable[[str], Any], done: str, left: Callable[[Any], str]) -> int:
+    """Apply `act` to each job id and say per job what came of it: `done`, or (act refused)
+    `left` of the job as `get` reads it, or that no such job exists (exit 2 at the end)."""
+    unknown = 0
+    for job_id in job_ids:
+        if act(job_id):
+            _out(f"job {safe_text(job_id)} {done}")
+            continue
+        info = get(job_id)
+        if info is None:
+            _err(f"{prog}: no job {safe_text(job_id)!r} in journal {config.journal.describe()}")
+            unknown += 1
+        else:
+            _out(f"job {safe_text(job_id)} {left(info)}")
     return EXIT_CONFIG if unknown else EXIT_OK
 
 
