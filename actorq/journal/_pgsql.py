@@ -13,7 +13,9 @@ from functools import lru_cache
 
 from psycopg import sql
 
-from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatements
+from actorq.journal._sqltext import (
+    CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatements, leased_of_key, live_of_key, ordering_free,
+)
 from actorq.journal.config import check_schema
 
 # A lease of `lease_for` seconds by the database's clock; math.inf never expires.
@@ -63,6 +65,9 @@ class Statements(JobStatements):
     """Where a cancel NOTIFYs the cancelled job's id (nodes stop it at once)."""
     migrations_table: str
     lease_queues: str
+    lock_concurrency: str  # the concurrency keys a lease of one queue may take, locked (tried)
+    lock_concurrency_queues: str  # the same, for several queues
+    lock_discard: str  # the discarding enqueuers of concurrency keys, one at a time
     privileges: str
     lead: str
     resign: str
@@ -104,16 +109,41 @@ def _lease(queue_match: str) -> str:
         # a subquery in WHERE can be re-run by the planner and hand out more than asked (B3).
         # SKIP LOCKED: dispatchers never wait on each other (B4).
         "WITH picked AS MATERIALIZED ("
-        f" SELECT id FROM {{jobs}} WHERE state = 'ready' AND {queue_match}"
+        f" SELECT id, priority, concurrency_key, concurrency_limit FROM {{jobs}} j WHERE state = 'ready' AND {queue_match}"
         # a paused queue leases nothing (a handful of rows: the check costs nothing)
         " AND queue NOT IN (SELECT queue FROM {paused})"
+        # flow-control keys: the key's order; a concurrency key only when this transaction
+        # holds its lock (`lock_concurrency`, the statement before) and it has a free slot
+        f" AND {ordering_free('{jobs}')}"
+        " AND (j.concurrency_key IS NULL OR (hashtext(j.concurrency_key) = ANY(%(locked)s::int4[])"
+        f"  AND {leased_of_key('{jobs}')} < j.concurrency_limit))"
         " ORDER BY priority, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+        # at most (limit - leased) of each concurrency key, in lease order
+        " ranked AS (SELECT id FROM (SELECT id, concurrency_key, concurrency_limit,"
+        "  row_number() OVER (PARTITION BY concurrency_key ORDER BY priority, id) AS rank FROM picked) x"
+        f"  WHERE x.concurrency_key IS NULL OR x.rank <= x.concurrency_limit - {leased_of_key('{jobs}', 'x')}),"
         # one lease id for the batch, drawn once (a MATERIALIZED CTE is evaluated once)
         " lease AS MATERIALIZED (SELECT nextval({lease_ids}) AS id)"
         " UPDATE {jobs} j SET state = 'leased', attempts = j.attempts + 1, lease_id = lease.id,"
         f" lease_owner = %(owner)s, lease_expires = {_EXPIRY}"
-        " FROM picked, lease WHERE j.id = picked.id"
+        " FROM ranked, lease WHERE j.id = ranked.id"
         " RETURNING j.id, j.queue, j.task, j.payload, j.attempts, j.max_attempts, j.lease_id, j.timeout"
+    )
+
+
+def _lock_concurrency(queue_match: str) -> str:
+    # The concurrency keys the lease may take (those of the first `limit` eligible keyed rows),
+    # each key's transaction lock tried in hash order: a key another claimer holds is passed over
+    # this time, never waited for. The lease that follows is a statement of its own, so its
+    # snapshot sees every earlier claimer of a locked key committed, and counts its leases.
+    # Only ready rows with a key are read (their own partial index): none, for jobs without keys.
+    return (
+        "SELECT coalesce(array_agg(d.h), '{{}}') FROM (SELECT DISTINCT hashtext(c.concurrency_key) AS h FROM"
+        f" (SELECT concurrency_key FROM {{jobs}} j WHERE state = 'ready' AND concurrency_key IS NOT NULL"
+        f"  AND {queue_match} AND queue NOT IN (SELECT queue FROM {{paused}}) AND {ordering_free('{jobs}')}"
+        f"  AND {leased_of_key('{jobs}')} < j.concurrency_limit"
+        "  ORDER BY priority, id LIMIT %(limit)s) c ORDER BY h) d"
+        " WHERE pg_try_advisory_xact_lock({concurrency_lock}, d.h)"
     )
 
 
@@ -121,20 +151,26 @@ _TEXT = {
     "enqueue": (
         "WITH new AS ("
         " INSERT INTO {jobs} (id, queue, task, payload, state, priority, run_at, max_attempts, created_at,"
-        "  unique_key, timeout, unique_until)"
+        "  unique_key, timeout, unique_until, ordering_key, concurrency_key, concurrency_limit)"
         " SELECT n.id, n.queue, n.task, n.payload,"
         "  CASE WHEN to_timestamp(n.run_at) > now() THEN 'scheduled' ELSE 'ready' END,"
         "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now(), n.unique_key, n.timeout,"
-        "  now() + make_interval(secs => n.unique_for)"  # NULL without a period
+        "  now() + make_interval(secs => n.unique_for),"  # NULL without a period
+        "  n.ordering_key, n.concurrency_key, n.concurrency_limit"
         " FROM unnest(%(ids)s::text[], %(queues)s::text[], %(tasks)s::text[], %(payloads)s::bytea[],"
         "  %(priorities)s::int4[], %(run_at)s::float8[], %(max_attempts)s::int4[], %(unique_keys)s::text[],"
-        "  %(timeouts)s::float8[], %(unique_for)s::float8[])"
-        "  AS n(id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout, unique_for)"
+        "  %(timeouts)s::float8[], %(unique_for)s::float8[], %(ordering_keys)s::text[],"
+        "  %(concurrency_keys)s::text[], %(concurrency_limits)s::int4[], %(discards)s::bool[])"
+        "  AS n(id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout, unique_for,"
+        "  ordering_key, concurrency_key, concurrency_limit, discard)"
         # A key inside another row's unique_until period is skipped here: the caller holds the
         # key's lock (`lock_keys`), so every earlier inserter of it has committed. Two jobs of
         # one batch with one key meet the live unique index instead.
-        " WHERE n.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM {jobs} p"
-        "  WHERE p.unique_key = n.unique_key AND p.unique_until > now())"
+        " WHERE (n.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM {jobs} p"
+        "  WHERE p.unique_key = n.unique_key AND p.unique_until > now()))"
+        # on_conflict="discard": not added once its key has concurrency_limit live jobs. Such a
+        # job comes alone in its statement, after its key's lock (`lock_discard`).
+        f" AND (NOT n.discard OR {live_of_key('{jobs}', 'n.concurrency_key')} < n.concurrency_limit)"
         # A re-sent id (B6) or a unique key a live job holds (B7) is a no-op; a CHECK failure still raises.
         " ON CONFLICT DO NOTHING"
         " RETURNING queue, state)"
@@ -144,6 +180,8 @@ _TEXT = {
     # the limit. Several: every ready row of those queues is sorted first (~1 ms per 4k rows).
     "lease": _lease("queue = %(queue)s"),
     "lease_queues": _lease("queue = ANY(%(queues)s::text[])"),
+    "lock_concurrency": _lock_concurrency("queue = %(queue)s"),
+    "lock_concurrency_queues": _lock_concurrency("queue = ANY(%(queues)s::text[])"),
     "complete": _settle_pairs(f"state = 'succeeded', finished_at = now(), {CLEAR_LEASE}", notify_done=True),
     # jobs that returned a value: the same fenced update, with each job's value and keep time
     "complete_with_result": (
@@ -308,6 +346,11 @@ _TEXT = {
         "SELECT pg_advisory_xact_lock({unique_lock}, d.h) FROM"
         " (SELECT DISTINCT hashtext(k) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) d"
     ),
+    # The discarding enqueuers of a concurrency key, one at a time (as `lock_keys`)
+    "lock_discard": (
+        "SELECT pg_advisory_xact_lock({discard_lock}, d.h) FROM"
+        " (SELECT DISTINCT hashtext(k) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) d"
+    ),
     "holders": (
         "SELECT unique_key, id, 0 AS live FROM {jobs} WHERE unique_key = ANY(%(keys)s::text[])"
         " AND unique_until > now()"
@@ -352,6 +395,9 @@ def statements(schema: str) -> Statements:
         "lease_ids": sql.Literal(table(schema, "actorq_lease_ids")),
         # the lock space of this schema's unique keys (the migrations lock is hashtext('actorq.migrate'))
         "unique_lock": sql.SQL("hashtext({})").format(sql.Literal(f"actorq.unique:{schema}")),
+        # the lock spaces of its concurrency keys: claimers, and discarding enqueuers
+        "concurrency_lock": sql.SQL("hashtext({})").format(sql.Literal(f"actorq.concurrency:{schema}")),
+        "discard_lock": sql.SQL("hashtext({})").format(sql.Literal(f"actorq.discard:{schema}")),
     }
     rendered = {key: sql.SQL(text).format(**names).as_string(None) for key, text in _TEXT.items()}
     return Statements(schema=schema, channel=schema, done_channel=side_channel(schema, "done"),

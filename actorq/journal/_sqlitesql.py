@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatements
+from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, JobStatements, leased_of_key, live_of_key, ordering_free
 
 IN_CHUNK = 500  # values per IN list; far below SQLite's limit of 32,766 bound parameters
-ENQUEUE_COLUMNS = 12  # bound values per row of `enqueue`
+ENQUEUE_COLUMNS = 16  # bound values per row of `enqueue`
 RESULT_COLUMNS = 4  # bound values per row of `complete_with_result`
 
 
@@ -56,9 +56,15 @@ _TEXT = {
     # is a no-op; a CHECK failure still raises.
     "enqueue": (
         "INSERT INTO actorq_jobs (id, queue, task, payload, state, priority, run_at,"
-        " max_attempts, created_at, unique_key, timeout, unique_until) SELECT * FROM (VALUES {marks}) AS v"
-        " WHERE v.column10 IS NULL OR NOT EXISTS (SELECT 1 FROM actorq_jobs p"
-        "  WHERE p.unique_key = v.column10 AND p.unique_until > v.column9)"
+        " max_attempts, created_at, unique_key, timeout, unique_until, ordering_key, concurrency_key,"
+        " concurrency_limit) SELECT column1, column2, column3, column4, column5, column6, column7, column8,"
+        " column9, column10, column11, column12, column13, column14, column15 FROM (VALUES {marks}) AS v"
+        " WHERE (v.column10 IS NULL OR NOT EXISTS (SELECT 1 FROM actorq_jobs p"
+        "  WHERE p.unique_key = v.column10 AND p.unique_until > v.column9))"
+        # column16: 1 when the job is discarded once its key has concurrency_limit live jobs
+        # (on_conflict="discard"); such a job comes alone in its statement, so it counts the
+        # batch's earlier ones
+        f" AND (v.column16 = 0 OR {live_of_key('actorq_jobs', 'v.column14')} < v.column15)"
         " ON CONFLICT DO NOTHING"
     ),
     # ?1 now, then the keys ({marks}: `numbered_list`, used twice): rows inside their period,
@@ -72,10 +78,20 @@ _TEXT = {
     "lease": (
         "UPDATE actorq_jobs SET state = 'leased', attempts = attempts + 1, lease_id = ?,"
         " lease_owner = ?, lease_expires = ?"
-        " WHERE id IN (SELECT id FROM actorq_jobs WHERE state = 'ready' AND queue IN ({marks})"
+        # The candidates, in lease order; then at most (limit - leased) of each concurrency key
+        # (`free`, NULL without a key), ranked in that order: one window over at most `limit` rows.
+        " WHERE id IN (SELECT id FROM (SELECT id, free,"
+        "  row_number() OVER (PARTITION BY concurrency_key ORDER BY priority, id) AS rank FROM ("
+        "  SELECT id, priority, concurrency_key,"
+        f"  CASE WHEN concurrency_key IS NULL THEN NULL ELSE concurrency_limit - {leased_of_key('actorq_jobs')} END"
+        "   AS free"
+        "  FROM actorq_jobs j WHERE state = 'ready' AND queue IN ({marks})"
         # a paused queue leases nothing (a handful of rows: the check costs nothing)
         "  AND queue NOT IN (SELECT queue FROM actorq_paused_queues)"
-        "  ORDER BY priority, id LIMIT ?)"
+        # flow-control keys: the key's order, and a key with no free slot is passed over
+        f"  AND {ordering_free('actorq_jobs')}"
+        f"  AND (j.concurrency_key IS NULL OR {leased_of_key('actorq_jobs')} < j.concurrency_limit)"
+        "  ORDER BY priority, id LIMIT ?)) WHERE free IS NULL OR rank <= free)"
         " RETURNING id, queue, task, payload, attempts, max_attempts, timeout"
     ),
     # One statement per lease (a group holds few) with the ids as a bound IN list:

@@ -63,3 +63,28 @@ class JobStatements:
     result: str
     expire_results: str
     prune: str  # one state's finished jobs past their age, oldest first, at most a limit
+
+
+# -- flow-control keys (docs/flow-control-keys.md) ------------------------------------------
+# Lease predicates on the candidate row ``j``, each a step of its own; a row without the key
+# passes at its first ``IS NULL`` test and costs nothing more.
+
+
+def ordering_free(jobs: str) -> str:
+    """``j`` has no ordering key, or no earlier live job of its key exists: the key's order.
+
+    The earlier job stays live (ready, leased, retry) until it finishes, so under any
+    snapshot the next one of its key is not eligible early."""
+    return (f"(j.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM {jobs} p"
+            f" WHERE p.ordering_key = j.ordering_key AND p.state IN {LIVE} AND p.id < j.id))")
+
+
+def leased_of_key(jobs: str, row: str = "j") -> str:
+    """How many jobs of `row`'s concurrency key are leased now."""
+    return (f"(SELECT count(*) FROM {jobs} r"
+            f" WHERE r.concurrency_key = {row}.concurrency_key AND r.state = 'leased')")
+
+
+def live_of_key(jobs: str, key: str) -> str:
+    """How many live jobs of the concurrency key `key` (an SQL expression) exist."""
+    return f"(SELECT count(*) FROM {jobs} c WHERE c.concurrency_key = {key} AND c.state IN {LIVE})"

@@ -215,7 +215,10 @@ def _enqueue_params(jobs: Sequence[NewJob], channel: str) -> dict[str, Any]:
         "payloads": [j.payload for j in jobs], "priorities": [j.priority for j in jobs],
         "run_at": [j.run_at for j in jobs], "max_attempts": [j.max_attempts for j in jobs],
         "unique_keys": [j.unique_key for j in jobs], "timeouts": [j.timeout for j in jobs],
-        "unique_for": [j.unique_for for j in jobs], "channel": channel,
+        "unique_for": [j.unique_for for j in jobs], "ordering_keys": [j.ordering_key for j in jobs],
+        "concurrency_keys": [j.concurrency_key for j in jobs],
+        "concurrency_limits": [j.concurrency_limit for j in jobs],
+        "discards": [j.discard_over_limit for j in jobs], "channel": channel,
     }
 
 
@@ -517,19 +520,13 @@ class PostgresJournal:
         if not jobs:
             return 0
         keys = sorted({j.unique_key for j in jobs if j.unique_key is not None})
-        if not keys:  # one statement, one round trip
+        if not keys and not any(j.discard_over_limit for j in jobs):  # one statement, one round trip
             row = self._execute(self._sql.enqueue, _enqueue_params(jobs, self._sql.channel), isolated=True).fetchone()
             return row[0]  # type: ignore[index]
-        # Unique keys are inserted in one order (the sort is stable: of two jobs with one key, the
-        # first still wins). Each key's lock is taken first, in a statement of its own, so the
-        # insert's snapshot sees every earlier inserter of the key committed: `lock_keys`.
-        jobs = sorted(jobs, key=lambda j: (j.unique_key is None, j.unique_key or ""))
         in_caller_transaction = self._depth > 0
         with self.transaction():
-            self._execute(self._sql.lock_keys, {"keys": keys})
-            row = self._execute(self._sql.enqueue, _enqueue_params(jobs, self._sql.channel),
-                                isolated=in_caller_transaction).fetchone()
-        return row[0]  # type: ignore[index]
+            return _enqueue_locked(lambda query, params: self._execute(query, params, isolated=in_caller_transaction),
+                                   self._sql, jobs, keys)
 
     def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
         """Lease up to `limit` ready jobs of `queues` to `owner` for `lease_for` s, counting an attempt each.
@@ -539,11 +536,18 @@ class PostgresJournal:
         """
         if limit <= 0 or not queues:
             return []
-        params = {"owner": owner, "limit": limit, "lease_for": lease_for}
+        params: dict[str, Any] = {"owner": owner, "limit": limit, "lease_for": lease_for}
         if len(queues) == 1:
-            rows = self._execute(self._sql.lease, {**params, "queue": queues[0]}).fetchall()
+            params["queue"] = queues[0]
+            lock, lease = self._sql.lock_concurrency, self._sql.lease
         else:
-            rows = self._execute(self._sql.lease_queues, {**params, "queues": list(queues)}).fetchall()
+            params["queues"] = list(queues)
+            lock, lease = self._sql.lock_concurrency_queues, self._sql.lease_queues
+        # Two statements in one transaction: the concurrency keys' locks, then the lease, whose
+        # snapshot (READ COMMITTED: one per statement) then sees the keys' other claimers committed.
+        with self.transaction():
+            params["locked"] = self._execute(lock, params).fetchone()[0]  # type: ignore[index]
+            rows = self._execute(lease, params).fetchall()
         return [LeasedJob(*row) for row in rows]
 
     def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None,
@@ -905,11 +909,31 @@ def enqueue_in(conn: psycopg.Connection[Any], jobs: Sequence[NewJob], schema: st
         return 0
     schema_sql = statements(schema)
     keys = sorted({j.unique_key for j in jobs if j.unique_key is not None})
-    if keys:  # as `PostgresJournal.enqueue`: held until the caller's transaction ends
-        conn.execute(schema_sql.lock_keys, {"keys": keys})
+    return _enqueue_locked(conn.execute, schema_sql, jobs, keys)
+
+
+def _enqueue_locked(execute: Callable[[str, dict[str, Any]], Any], schema_sql: Statements,
+                    jobs: Sequence[NewJob], keys: list[str]) -> int:
+    """Insert `jobs` inside an open transaction, after the locks their keys need; returns the count.
+
+    Unique keys are inserted in one order (the sort is stable: of two jobs with one key, the
+    first still wins). Each key's lock is taken first, in a statement of its own, so the
+    insert's snapshot sees every earlier inserter of the key committed: `lock_keys`. Jobs
+    that are discarded over their concurrency key's limit take their keys' locks after the
+    unique keys' (one order for every enqueuer), and go one statement each, after the rest:
+    each one's count sees the jobs inserted before it.
+    """
+    if keys:
+        execute(schema_sql.lock_keys, {"keys": keys})
         jobs = sorted(jobs, key=lambda j: (j.unique_key is None, j.unique_key or ""))
-    row = conn.execute(schema_sql.enqueue, _enqueue_params(jobs, schema_sql.channel)).fetchone()
-    return row[0]  # type: ignore[index]
+    alone = [j for j in jobs if j.discard_over_limit]
+    if alone:
+        execute(schema_sql.lock_discard, {"keys": sorted({j.concurrency_key for j in alone})})
+        jobs = [j for j in jobs if not j.discard_over_limit]
+    count = execute(schema_sql.enqueue, _enqueue_params(jobs, schema_sql.channel)).fetchone()[0] if jobs else 0
+    for job in alone:
+        count += execute(schema_sql.enqueue, _enqueue_params([job], schema_sql.channel)).fetchone()[0]
+    return count
 
 
 # -- LISTEN/NOTIFY -----------------------------------------------------------------------------

@@ -64,6 +64,7 @@ __all__ = [
     "LIVE_STATES",
     "LeasedJob",
     "MAX_ATTEMPTS",
+    "MAX_CONCURRENCY_LIMIT",
     "MAX_PRIORITY",
     "MAX_UNIQUE_FOR",
     "MIN_PRIORITY",
@@ -135,6 +136,9 @@ MAX_TIMEOUT = 366 * 86400
 MAX_UNIQUE_FOR = 366 * 86400
 """The longest period a job's unique key may be held for after its insert, in seconds (a year)."""
 
+MAX_CONCURRENCY_LIMIT = 1_000_000
+"""The largest number of jobs of one concurrency key a job may let run at once."""
+
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -164,6 +168,16 @@ class NewJob:
             row's ``unique_until``); None: only while it is live. Needs `unique_key`.
             Finite, at most `MAX_UNIQUE_FOR`; 0 or less makes a period that is over at
             once (as `KeptResult.keep_for`; the producer surfaces refuse it).
+        ordering_key: jobs with one ordering key run one at a time, in id (enqueue) order:
+            the job is leased only when no earlier live job (scheduled, ready, leased or
+            retry) of its key exists (docs/flow-control-keys.md).
+        concurrency_key: at most `concurrency_limit` jobs with this key are leased at once,
+            across every worker and node.
+        concurrency_limit: the key's limit as this job sees it, an integer from 1 to
+            `MAX_CONCURRENCY_LIMIT`; None with a key: 1. Jobs of one key should agree on it:
+            each job is leased only while fewer than its own limit of the key are leased.
+        discard_over_limit: the enqueue adds nothing when `concurrency_limit` live jobs of
+            its key already exist (``on_conflict="discard"``); False: it is added and waits.
 
     Raises:
         ValueError: a number the journal's columns cannot hold (G12): it is refused
@@ -180,6 +194,10 @@ class NewJob:
     unique_key: str | None = None
     timeout: float | None = None
     unique_for: float | None = None
+    ordering_key: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    discard_over_limit: bool = False
 
     def __post_init__(self) -> None:
         if not (_is_int(self.priority) and MIN_PRIORITY <= self.priority <= MAX_PRIORITY):
@@ -206,6 +224,16 @@ class NewJob:
             if self.unique_key is None:
                 raise ValueError(f"job {self.id!r}: unique_for needs a unique_key")
             object.__setattr__(self, "unique_for", float(self.unique_for))
+        if self.concurrency_limit is not None:
+            if not (_is_int(self.concurrency_limit) and 1 <= self.concurrency_limit <= MAX_CONCURRENCY_LIMIT):
+                raise ValueError(f"job {self.id!r}: concurrency_limit must be an integer from 1 to "
+                                 f"{MAX_CONCURRENCY_LIMIT}, got {self.concurrency_limit!r}")
+            if self.concurrency_key is None:
+                raise ValueError(f"job {self.id!r}: concurrency_limit needs a concurrency_key")
+        elif self.concurrency_key is not None:
+            object.__setattr__(self, "concurrency_limit", 1)
+        if self.discard_over_limit and self.concurrency_key is None:
+            raise ValueError(f"job {self.id!r}: discard_over_limit needs a concurrency_key")
 
 
 class LeasedJob(NamedTuple):

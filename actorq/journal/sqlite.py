@@ -52,8 +52,9 @@ from actorq.journal.protocol import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
+SCHEMA_VERSION = 10  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
 # 6: paused queues, job time limits; 7: unique periods (unique_until); 8: the index of finished jobs (retention)
+# 9: reserved for another feature (empty here); 10: ordering and concurrency keys
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 LOCK_FIRST_DELAY, LOCK_MAX_DELAY = 50e-6, 2e-3  # seconds between tries for the write lock (`_begin`)
@@ -382,17 +383,25 @@ class SQLiteJournal:
         """
         now = self._clock()
         params: list[object] = []
+        alone: list[list[object]] = []  # discarding jobs: one statement each, after the others
         for j in jobs:
-            params += (
+            row = (
                 j.id, j.queue, j.task, j.payload,
                 JobState.SCHEDULED if j.run_at is not None and j.run_at > now else JobState.READY,
                 j.priority, j.run_at if j.run_at is not None else now, j.max_attempts, now, j.unique_key,
                 j.timeout, None if j.unique_for is None else now + j.unique_for,
+                j.ordering_key, j.concurrency_key, j.concurrency_limit, 1 if j.discard_over_limit else 0,
             )
+            if j.discard_over_limit:
+                alone.append(list(row))
+            else:
+                params += row
         with self.transaction():
             before = self._conn.total_changes
             for chunk in _chunks(params, self._rows_per_insert * ENQUEUE_COLUMNS):  # multi-row VALUES
                 self._conn.execute(SQL.enqueue.format(marks=values_rows(len(chunk) // ENQUEUE_COLUMNS)), chunk)
+            for one in alone:
+                self._conn.execute(SQL.enqueue.format(marks=values_rows(1)), one)
             return self._conn.total_changes - before
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:

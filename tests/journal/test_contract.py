@@ -1320,3 +1320,136 @@ def test_b1_cancelled_names_the_cancelled_jobs_among_those_asked(journal: Journa
     assert sorted(journal.cancelled(everything)) == ["cancelled", "leased"]
     held = jobs["leased"]
     assert journal.complete([(held.id, held.lease_id)]) == 0  # the worker's late ack is fenced
+
+
+# -- flow-control keys: ordering keys and concurrency keys (docs/flow-control-keys.md) ----------
+
+
+def _keyed(job_id: str, *, ordering: str | None = None, concurrency: str | None = None, limit: int | None = None,
+           discard: bool = False, run_at: float | None = None, priority: int = 0) -> NewJob:
+    return NewJob(job_id, "q", "tests.noop", b"\x92\x90\x80", priority=priority, run_at=run_at, max_attempts=3,
+                  ordering_key=ordering, concurrency_key=concurrency, concurrency_limit=limit,
+                  discard_over_limit=discard)
+
+
+def _leased_ids(journal: Journal, limit: int = 100, owner: str = "w1") -> list[str]:
+    return sorted(j.id for j in journal.lease(["q"], owner, limit, HOUR))
+
+
+def _done(journal: Journal, leased: list) -> None:  # type: ignore[type-arg]
+    assert journal.complete([(j.id, j.lease_id) for j in leased]) == len(leased)
+
+
+def test_ordering_keys_run_one_job_of_a_key_at_a_time_in_enqueue_order(journal: Journal) -> None:
+    # a lower priority does not jump its key's order; other keys and jobs without a key run beside
+    journal.enqueue([_keyed("a1", ordering="A"), _keyed("a2", ordering="A", priority=-5), _keyed("a3", ordering="A"),
+                     _keyed("b1", ordering="B"), _keyed("b2", ordering="B"), new_job("free")])
+    seen: list[list[str]] = []
+    while True:
+        leased = journal.lease(["q"], "w1", 100, HOUR)
+        if not leased:
+            break
+        seen.append(sorted(j.id for j in leased))
+        _done(journal, leased)
+    assert seen == [["a1", "b1", "free"], ["a2", "b2"], ["a3"]]
+
+
+def test_an_ordering_keys_retry_keeps_the_next_job_waiting(journal: Journal) -> None:
+    journal.enqueue([_keyed("first", ordering="K"), _keyed("second", ordering="K")])
+    [first] = journal.lease(["q"], "w1", 10, HOUR)
+    assert first.id == "first"
+    assert journal.fail([fail(first, retry_at=time.time() - 1)]) == 1  # waits in retry
+    assert state(journal, "first") is JobState.RETRY
+    assert journal.lease(["q"], "w1", 10, HOUR) == []  # "second" waits for it
+    journal.promote()
+    [again] = journal.lease(["q"], "w1", 10, HOUR)
+    assert (again.id, again.attempt) == ("first", 2)
+    _done(journal, [again])
+    assert _leased_ids(journal) == ["second"]
+
+
+def test_an_ordering_keys_job_whose_owner_died_blocks_the_next_until_it_is_reclaimed_and_finished(
+        journal: Journal) -> None:
+    journal.enqueue([_keyed("first", ordering="K"), _keyed("second", ordering="K")])
+    assert _leased_ids(journal, owner="dead-worker") == ["first"]
+    assert journal.lease(["q"], "w2", 10, HOUR) == []
+    assert reclaim(journal, "dead-worker", "worker died") == 1
+    assert state(journal, "first") is JobState.READY
+    [first] = journal.lease(["q"], "w2", 10, HOUR)  # the reclaimed job again, not the next one
+    assert first.id == "first"
+    assert journal.lease(["q"], "w2", 10, HOUR) == []
+    _done(journal, [first])
+    assert _leased_ids(journal) == ["second"]
+
+
+@pytest.mark.parametrize("end", ["dead", "failed", "cancelled"])
+def test_an_ordering_keys_job_that_ends_without_success_lets_the_next_run(journal: Journal, end: str) -> None:
+    journal.enqueue([_keyed("first", ordering="K"), _keyed("second", ordering="K")])
+    [first] = journal.lease(["q"], "w1", 10, HOUR)
+    if end == "cancelled":
+        assert journal.cancel("first")
+    else:
+        assert journal.fail([fail(first, state=JobState(end))]) == 1
+    assert _leased_ids(journal) == ["second"]
+
+
+def test_an_earlier_scheduled_job_of_an_ordering_key_holds_back_a_later_ready_one(journal: Journal) -> None:
+    journal.enqueue([_keyed("later-run", ordering="K", run_at=time.time() + HOUR), _keyed("now", ordering="K")])
+    assert journal.lease(["q"], "w1", 10, HOUR) == []
+    assert journal.cancel("later-run")
+    assert _leased_ids(journal) == ["now"]
+
+
+def test_a_concurrency_key_leases_at_most_its_limit_at_once(journal: Journal) -> None:
+    journal.enqueue([_keyed(f"c{n}", concurrency="T", limit=3) for n in range(7)] + [new_job("free")])
+    first = journal.lease(["q"], "w1", 2, HOUR)  # the batch's own limit first
+    assert sorted(j.id for j in first) == ["c0", "c1"]
+    assert _leased_ids(journal) == ["c2", "free"]  # one slot left of three, in one lease of many
+    assert journal.lease(["q"], "w2", 100, HOUR) == []
+    _done(journal, first)
+    assert _leased_ids(journal) == ["c3", "c4"]
+    assert journal.lease(["q"], "w2", 100, HOUR) == []
+
+
+def test_a_key_with_no_free_slot_does_not_hold_back_other_keys(journal: Journal) -> None:
+    journal.enqueue([_keyed(f"full{n}", concurrency="busy") for n in range(5)]
+                    + [_keyed("other", concurrency="quiet"), new_job("free")])
+    assert _leased_ids(journal, 1) == ["full0"]
+    # the four waiting jobs of the full key come first in order, yet a lease of one takes the next eligible
+    assert _leased_ids(journal, 1) == ["other"]
+    assert _leased_ids(journal, 1) == ["free"]
+
+
+def test_a_concurrency_keys_crashed_job_holds_its_slot_until_reclaimed(journal: Journal) -> None:
+    journal.enqueue([_keyed("c0", concurrency="T"), _keyed("c1", concurrency="T")])
+    assert _leased_ids(journal, owner="dead-worker") == ["c0"]
+    assert journal.lease(["q"], "w2", 10, HOUR) == []
+    assert reclaim(journal, "dead-worker", "worker died") == 1
+    assert _leased_ids(journal, 1) == ["c0"]
+
+
+def test_a_discarding_enqueue_adds_nothing_once_its_key_has_limit_live_jobs(journal: Journal) -> None:
+    # three in one batch with a limit of two: the third is discarded (it sees the batch's first two)
+    assert journal.enqueue([_keyed(f"d{n}", concurrency="T", limit=2, discard=True) for n in range(3)]) == 2
+    assert journal.get("d2") is None
+    assert journal.enqueue([_keyed("late", concurrency="T", limit=2, discard=True)]) == 0
+    assert journal.enqueue([_keyed("x-blocking", concurrency="T", limit=2)]) == 1  # the default waits instead
+    leased = journal.lease(["q"], "w1", 10, HOUR)
+    _done(journal, leased)
+    assert sorted(j.id for j in leased) == ["d0", "d1"]
+    # one live job left ("x-blocking"): a slot is free again
+    assert journal.enqueue([_keyed("again", concurrency="T", limit=2, discard=True)]) == 1
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"concurrency_key": "T", "concurrency_limit": 0}, "concurrency_limit must be an integer from 1"),
+    ({"concurrency_key": "T", "concurrency_limit": True}, "concurrency_limit must be an integer from 1"),
+    ({"concurrency_key": "T", "concurrency_limit": 1.5}, "concurrency_limit must be an integer from 1"),
+    ({"concurrency_key": "T", "concurrency_limit": 10**9}, "concurrency_limit must be an integer from 1"),
+    ({"concurrency_limit": 2}, "concurrency_limit needs a concurrency_key"),
+    ({"discard_over_limit": True}, "discard_over_limit needs a concurrency_key"),
+])
+def test_g12_concurrency_fields_are_checked_where_the_job_is_made(fields: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValueError, match=message):
+        NewJob("j", "q", "t", b"", **fields)
+    assert NewJob("j", "q", "t", b"", concurrency_key="T").concurrency_limit == 1

@@ -1,0 +1,2 @@
+-- actorq PostgreSQL journal, migration 010: reserved for another feature (empty here).
+SELECT 1;

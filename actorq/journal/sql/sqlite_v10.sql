@@ -1,0 +1,16 @@
+-- actorq SQLite journal, schema version 10: ordering keys and concurrency keys.
+-- (Version 9 belongs to another feature: its file may be empty here.)
+-- Jobs of one ordering key run one at a time, in id order: a job is leased only when no
+-- earlier live job of its key exists.
+ALTER TABLE actorq_jobs ADD COLUMN ordering_key TEXT;
+-- At most concurrency_limit jobs of one concurrency key are leased at once.
+ALTER TABLE actorq_jobs ADD COLUMN concurrency_key TEXT;
+ALTER TABLE actorq_jobs ADD COLUMN concurrency_limit INTEGER
+    CHECK (concurrency_limit IS NULL OR (concurrency_limit >= 1 AND concurrency_key IS NOT NULL));
+-- Live rows with an ordering key only: the lease asks for an earlier one here. Jobs without
+-- keys are in neither index and cost them nothing.
+CREATE INDEX actorq_jobs_ordering ON actorq_jobs (ordering_key, id)
+    WHERE ordering_key IS NOT NULL AND state IN ('scheduled', 'ready', 'leased', 'retry');
+-- Rows with a concurrency key: the lease counts a key's leased rows here, a discarding
+-- enqueue its live ones.
+CREATE INDEX actorq_jobs_concurrency ON actorq_jobs (concurrency_key, state) WHERE concurrency_key IS NOT NULL;
