@@ -746,3 +746,135 @@ def test_h9_h10_the_password_comes_from_libpq_and_is_never_shown(
     texts = [str(info.value), repr(info.value)] + [r.getMessage() for r in caplog.records]
     assert not [t for t in texts if CANARY in t]
     assert os.environ.get("PGPASSWORD", "") in ("", CANARY)
+
+
+# -- flow-control keys under concurrency: two connections claiming at once ---------------------
+
+
+def test_two_claimers_never_lease_an_ordering_keys_next_job_early(pg_schema: str) -> None:
+    """The predecessor is live from its enqueue to its end (ready, leased, retry), so under any
+    snapshot the follower has a live earlier job: a claimer whose snapshot predates the other's
+    lease sees it ready (and locked), one after sees it leased."""
+    a, b = PostgresJournal(PG_URL, schema=pg_schema), PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        a.enqueue([job("k1", ordering_key="K"), job("k2", ordering_key="K")])
+        with a.transaction():
+            [first] = a.lease(["q"], "node-a", 10, 30.0)
+            assert first.id == "k1"
+            assert b.lease(["q"], "node-b", 10, 30.0) == []  # k1 locked and uncommitted, k2 not eligible
+        assert b.lease(["q"], "node-b", 10, 30.0) == []  # k1 committed leased: still live
+        with a.transaction():
+            assert a.complete([(first.id, first.lease_id)]) == 1
+            assert b.lease(["q"], "node-b", 10, 30.0) == []  # its end is not committed yet
+        assert [j.id for j in b.lease(["q"], "node-b", 10, 30.0)] == ["k2"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_two_claimers_of_one_concurrency_key_see_each_others_leases(pg_schema: str) -> None:
+    """A claimer holds its keys' transaction locks to its commit; another passes the key over
+    meanwhile (a try, never a wait), and its next lease, a statement after the lock, sees the
+    first one's leases committed and counts them."""
+    url = f"{PG_URL}?options=-c%20lock_timeout%3D2000"  # a wait on a lock would fail, not hang
+    a, b = PostgresJournal(url, schema=pg_schema), PostgresJournal(url, schema=pg_schema)
+    try:
+        a.enqueue([job(f"c{n}", concurrency_key="T", concurrency_limit=2) for n in range(4)] + [job("free")])
+        with a.transaction():
+            assert sorted(j.id for j in a.lease(["q"], "node-a", 1, 30.0)) == ["c0"]
+            assert [j.id for j in b.lease(["q"], "node-b", 10, 30.0)] == ["free"]  # T's lock is a's
+        assert [j.id for j in b.lease(["q"], "node-b", 10, 30.0)] == ["c1"]  # one slot of two left
+        assert b.lease(["q"], "node-b", 10, 30.0) == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_claimers_racing_on_one_concurrency_key_never_exceed_its_limit(pg_schema: str) -> None:
+    """Two threads, each with its own connection, lease and complete 120 jobs of one key with a
+    limit of 3 as fast as they can; a third connection counts the key's leased jobs throughout."""
+    limit, total = 3, 120
+    seed = PostgresJournal(PG_URL, schema=pg_schema)
+    seed.enqueue([job(f"c{n:03}", concurrency_key="T", concurrency_limit=limit) for n in range(total)])
+    seed.close()
+    done: list[str] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def claim(name: str) -> None:
+        journal = PostgresJournal(PG_URL, schema=pg_schema)
+        try:
+            while not stop.is_set():
+                leased = journal.lease(["q"], name, 2, 30.0)
+                if leased:
+                    assert journal.complete([(j.id, j.lease_id) for j in leased]) == len(leased)
+                    done.extend(j.id for j in leased)
+                elif len(done) >= total:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(f"node-{n}",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    most = 0
+    with pg_admin() as watcher:
+        while any(t.is_alive() for t in threads):
+            most = max(most, watcher.execute(
+                f"SELECT count(*) FROM \"{pg_schema}\".actorq_jobs WHERE concurrency_key = 'T' AND state = 'leased'"
+            ).fetchone()[0])
+            if len(done) >= total:
+                stop.set()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(done) == [f"c{n:03}" for n in range(total)]
+    assert most <= limit
+
+
+def test_racing_discarding_enqueues_of_one_key_add_at_most_its_limit(pg_schema: str) -> None:
+    """Four connections enqueue 10 discarding jobs each of one key with a limit of 5: the key's
+    lock serialises them, so exactly 5 are added."""
+    results: "queue.Queue[int]" = queue.Queue()
+
+    def enqueue(n: int) -> None:
+        journal = PostgresJournal(PG_URL, schema=pg_schema)
+        try:
+            for i in range(10):
+                results.put(journal.enqueue([job(f"d{n}-{i}", concurrency_key="T", concurrency_limit=5,
+                                                 discard_over_limit=True)]))
+        finally:
+            journal.close()
+
+    PostgresJournal(PG_URL, schema=pg_schema).close()  # migrated before the race
+    threads = [threading.Thread(target=enqueue, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(results.get() for _ in range(40)) == 5
+    with pg_admin() as admin:
+        assert admin.execute(f'SELECT count(*) FROM "{pg_schema}".actorq_jobs').fetchone()[0] == 5
+
+
+def test_the_lease_reads_keyed_rows_through_their_partial_indexes(pg_schema: str) -> None:
+    """The key predicates are index lookups: the ordering key's earlier live job and the
+    concurrency key's leased count never scan the table."""
+    journal = PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        journal.enqueue([job(f"o{n:05}", ordering_key=f"k{n % 1000}") for n in range(5000)]
+                        + [job(f"c{n:05}", concurrency_key="T", concurrency_limit=10) for n in range(2000)])
+        with pg_admin() as admin:
+            admin.execute(f'ANALYZE "{pg_schema}".actorq_jobs')
+            admin.execute(f'SET search_path = "{pg_schema}"')
+            plan = "\n".join(r[0] for r in admin.execute(
+                "EXPLAIN " + postgres.statements(pg_schema).lease,
+                {"owner": "w", "limit": 10, "lease_for": 30.0, "queue": "q", "locked": [0]}))
+            keys_plan = "\n".join(r[0] for r in admin.execute(
+                "EXPLAIN " + postgres.statements(pg_schema).lock_concurrency, {"limit": 10, "queue": "q"}))
+        assert "actorq_jobs_ordering" in plan and "actorq_jobs_concurrency" in plan, plan
+        assert "Seq Scan on actorq_jobs" not in plan, plan
+        # the keys to lock come from the ready rows with a key only
+        assert "actorq_jobs_ready_keyed" in keys_plan and "Seq Scan on actorq_jobs" not in keys_plan, keys_plan
+    finally:
+        journal.close()

@@ -14,3 +14,7 @@ CREATE INDEX actorq_jobs_ordering ON actorq_jobs (ordering_key, id)
 -- Rows with a concurrency key: the lease counts a key's leased rows here, a discarding
 -- enqueue its live ones.
 CREATE INDEX actorq_jobs_concurrency ON actorq_jobs (concurrency_key, state) WHERE concurrency_key IS NOT NULL;
+-- Ready rows with a concurrency key, in lease order: the claim's first step (which keys to
+-- lock) reads only these, never the ready jobs without a key.
+CREATE INDEX actorq_jobs_ready_keyed ON actorq_jobs (queue, priority, id)
+    WHERE state = 'ready' AND concurrency_key IS NOT NULL;
