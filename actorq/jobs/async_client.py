@@ -85,7 +85,7 @@ class AsyncClient:
             self._client = self._open()
         return method(self._client)
 
-    async def enqueue(self, job: Job, queue: str | None = None) -> str:
+    async def enqueue(self, job: Job, queue: str | None = None) -> str | None:
         """Commit one job and return its id (accepted); as `Client.enqueue`.
 
         Raises:
@@ -94,7 +94,7 @@ class AsyncClient:
         """
         return await self._call(lambda client: client.enqueue(job, queue))
 
-    async def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None) -> list[str]:
+    async def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None) -> list[str | None]:
         """Commit several jobs and return their ids, in order; as `Client.enqueue_many`."""
         jobs = list(jobs)
         return await self._call(lambda client: client.enqueue_many(jobs, queue))

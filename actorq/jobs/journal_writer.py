@@ -93,6 +93,13 @@ Result = tuple  # (callback, result, error)
 _kind = operator.itemgetter(0)
 
 
+def discarded_ids(journal: Journal, jobs: Sequence[NewJob]) -> set[str]:
+    """The ids among `jobs` (those enqueued with ``discard_over_limit``) that the enqueue just
+    made in this transaction did not add: their key had its limit of live jobs. One read a job:
+    a discarding enqueue is the rare case."""
+    return {job.id for job in jobs if journal.get(job.id) is None}
+
+
 class _Group:
     """What one group's transaction produced, kept until it commits."""
 
@@ -584,7 +591,10 @@ class JournalWriter:
             keys = [job.unique_key for job in jobs if job.unique_key is not None]
             # in the same transaction: the id that holds each unique key (ours, or the holder's)
             holders = journal.holders(keys) if keys else {}
-            results.extend((op[2], holders.get(op[1].unique_key, op[1].id) if op[1].unique_key else op[1].id, None)
+            # a job discarded over its concurrency key's limit is answered None (on_conflict="discard")
+            discarded = discarded_ids(journal, [job for job in jobs if job.discard_over_limit])
+            results.extend((op[2], None if op[1].id in discarded
+                            else holders.get(op[1].unique_key, op[1].id) if op[1].unique_key else op[1].id, None)
                            for op in ops if op[2] is not None)
             return
         if kind in (COMPLETE, RELEASE):  # args are lists of (job_id, lease_id); one statement for all

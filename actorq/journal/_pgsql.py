@@ -228,16 +228,21 @@ _TEXT = {
     "leased_with_prefix": _attempts("starts_with(j.lease_owner, %(prefix)s)"),
     "expired": _attempts("j.lease_expires < now()"),
     "declare_tasks": (
-        "INSERT INTO {tasks} (name, queue, priority, max_attempts, unique_for, declared_at)"
-        " SELECT d.name, d.queue, d.priority, d.max_attempts, d.unique_for, now()"
+        "INSERT INTO {tasks} (name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict,"
+        " declared_at)"
+        " SELECT d.name, d.queue, d.priority, d.max_attempts, d.unique_for, d.concurrency_limit, d.on_conflict, now()"
         " FROM unnest(%(names)s::text[], %(queues)s::text[], %(priorities)s::int4[], %(max_attempts)s::int4[],"
-        "  %(unique_for)s::float8[]) AS d(name, queue, priority, max_attempts, unique_for)"
+        "  %(unique_for)s::float8[], %(concurrency_limits)s::int4[], %(on_conflicts)s::text[])"
+        "  AS d(name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict)"
         # the last writer wins: a node starting later replaces what an earlier one declared
         " ON CONFLICT (name) DO UPDATE SET queue = EXCLUDED.queue, priority = EXCLUDED.priority,"
-        " max_attempts = EXCLUDED.max_attempts, unique_for = EXCLUDED.unique_for, declared_at = EXCLUDED.declared_at"
+        " max_attempts = EXCLUDED.max_attempts, unique_for = EXCLUDED.unique_for,"
+        " concurrency_limit = EXCLUDED.concurrency_limit, on_conflict = EXCLUDED.on_conflict,"
+        " declared_at = EXCLUDED.declared_at"
     ),
     "declared_tasks": (
-        "SELECT name, queue, priority, max_attempts, unique_for FROM {tasks} WHERE name = ANY(%(names)s::text[])"
+        "SELECT name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict FROM {tasks}"
+        " WHERE name = ANY(%(names)s::text[])"
     ),
     # a stored schedule keeps its added_at and last_fired: a new definition does not fire again
     # what already fired

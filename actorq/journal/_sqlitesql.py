@@ -129,13 +129,16 @@ _TEXT = {
     "expired": _ATTEMPTS + "lease_expires < ?",
     # the last writer wins: a node starting later replaces what an earlier one declared
     "declare_tasks": (
-        "INSERT INTO actorq_tasks (name, queue, priority, max_attempts, unique_for, declared_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)"
+        "INSERT INTO actorq_tasks (name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict,"
+        " declared_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, priority = excluded.priority,"
-        " max_attempts = excluded.max_attempts, unique_for = excluded.unique_for, declared_at = excluded.declared_at"
+        " max_attempts = excluded.max_attempts, unique_for = excluded.unique_for,"
+        " concurrency_limit = excluded.concurrency_limit, on_conflict = excluded.on_conflict,"
+        " declared_at = excluded.declared_at"
     ),
     "declared_tasks": (
-        "SELECT name, queue, priority, max_attempts, unique_for FROM actorq_tasks WHERE name IN ({marks})"),
+        "SELECT name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict FROM actorq_tasks"
+        " WHERE name IN ({marks})"),
     # a stored schedule keeps its added_at and last_fired: a new definition does not fire again
     # what already fired
     "put_schedules": (

@@ -663,6 +663,7 @@ class PostgresJournal:
             "names": [t.name for t in latest], "queues": [t.queue for t in latest],
             "priorities": [t.priority for t in latest], "max_attempts": [t.max_attempts for t in latest],
             "unique_for": [t.unique_for for t in latest],
+            "concurrency_limits": [t.concurrency_limit for t in latest], "on_conflicts": [t.on_conflict for t in latest],
         }, isolated=True)
 
     def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:

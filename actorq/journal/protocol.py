@@ -357,6 +357,12 @@ class TaskDefaults(NamedTuple):
     unique_for: float | None = None
     """Seconds a job of the task holds its unique key after its insert (see `NewJob.unique_for`);
     a job with no key of its own gets one made of the task name and its arguments."""
+    concurrency_limit: int | None = None
+    """How many jobs of one concurrency key run at once, for the task's jobs with a key and no
+    limit of their own (None: 1; see `NewJob.concurrency_limit`)."""
+    on_conflict: str | None = None
+    """``"discard"``: the task's jobs with a concurrency key are not added once the key has its
+    limit of live jobs (`NewJob.discard_over_limit`); ``"block"`` or None: they wait."""
 
 
 class KeptResult(NamedTuple):

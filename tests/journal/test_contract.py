@@ -1325,7 +1325,7 @@ def test_b1_cancelled_names_the_cancelled_jobs_among_those_asked(journal: Journa
 # -- flow-control keys: ordering keys and concurrency keys (docs/flow-control-keys.md) ----------
 
 
-def _keyed(job_id: str, *, ordering: str | None = None, concurrency: str | None = None, limit: int | None = None,
+def _flow_job(job_id: str, *, ordering: str | None = None, concurrency: str | None = None, limit: int | None = None,
            discard: bool = False, run_at: float | None = None, priority: int = 0) -> NewJob:
     return NewJob(job_id, "q", "tests.noop", b"\x92\x90\x80", priority=priority, run_at=run_at, max_attempts=3,
                   ordering_key=ordering, concurrency_key=concurrency, concurrency_limit=limit,
@@ -1342,8 +1342,8 @@ def _done(journal: Journal, leased: list) -> None:  # type: ignore[type-arg]
 
 def test_ordering_keys_run_one_job_of_a_key_at_a_time_in_enqueue_order(journal: Journal) -> None:
     # a lower priority does not jump its key's order; other keys and jobs without a key run beside
-    journal.enqueue([_keyed("a1", ordering="A"), _keyed("a2", ordering="A", priority=-5), _keyed("a3", ordering="A"),
-                     _keyed("b1", ordering="B"), _keyed("b2", ordering="B"), new_job("free")])
+    journal.enqueue([_flow_job("a1", ordering="A"), _flow_job("a2", ordering="A", priority=-5), _flow_job("a3", ordering="A"),
+                     _flow_job("b1", ordering="B"), _flow_job("b2", ordering="B"), new_job("free")])
     seen: list[list[str]] = []
     while True:
         leased = journal.lease(["q"], "w1", 100, HOUR)
@@ -1355,7 +1355,7 @@ def test_ordering_keys_run_one_job_of_a_key_at_a_time_in_enqueue_order(journal: 
 
 
 def test_an_ordering_keys_retry_keeps_the_next_job_waiting(journal: Journal) -> None:
-    journal.enqueue([_keyed("first", ordering="K"), _keyed("second", ordering="K")])
+    journal.enqueue([_flow_job("first", ordering="K"), _flow_job("second", ordering="K")])
     [first] = journal.lease(["q"], "w1", 10, HOUR)
     assert first.id == "first"
     assert journal.fail([fail(first, retry_at=time.time() - 1)]) == 1  # waits in retry
@@ -1370,7 +1370,7 @@ def test_an_ordering_keys_retry_keeps_the_next_job_waiting(journal: Journal) -> 
 
 def test_an_ordering_keys_job_whose_owner_died_blocks_the_next_until_it_is_reclaimed_and_finished(
         journal: Journal) -> None:
-    journal.enqueue([_keyed("first", ordering="K"), _keyed("second", ordering="K")])
+    journal.enqueue([_flow_job("first", ordering="K"), _flow_job("second", ordering="K")])
     assert _leased_ids(journal, owner="dead-worker") == ["first"]
     assert journal.lease(["q"], "w2", 10, HOUR) == []
     assert reclaim(journal, "dead-worker", "worker died") == 1
@@ -1384,7 +1384,7 @@ def test_an_ordering_keys_job_whose_owner_died_blocks_the_next_until_it_is_recla
 
 @pytest.mark.parametrize("end", ["dead", "failed", "cancelled"])
 def test_an_ordering_keys_job_that_ends_without_success_lets_the_next_run(journal: Journal, end: str) -> None:
-    journal.enqueue([_keyed("first", ordering="K"), _keyed("second", ordering="K")])
+    journal.enqueue([_flow_job("first", ordering="K"), _flow_job("second", ordering="K")])
     [first] = journal.lease(["q"], "w1", 10, HOUR)
     if end == "cancelled":
         assert journal.cancel("first")
@@ -1394,14 +1394,14 @@ def test_an_ordering_keys_job_that_ends_without_success_lets_the_next_run(journa
 
 
 def test_an_earlier_scheduled_job_of_an_ordering_key_holds_back_a_later_ready_one(journal: Journal) -> None:
-    journal.enqueue([_keyed("later-run", ordering="K", run_at=time.time() + HOUR), _keyed("now", ordering="K")])
+    journal.enqueue([_flow_job("later-run", ordering="K", run_at=time.time() + HOUR), _flow_job("now", ordering="K")])
     assert journal.lease(["q"], "w1", 10, HOUR) == []
     assert journal.cancel("later-run")
     assert _leased_ids(journal) == ["now"]
 
 
 def test_a_concurrency_key_leases_at_most_its_limit_at_once(journal: Journal) -> None:
-    journal.enqueue([_keyed(f"c{n}", concurrency="T", limit=3) for n in range(7)] + [new_job("free")])
+    journal.enqueue([_flow_job(f"c{n}", concurrency="T", limit=3) for n in range(7)] + [new_job("free")])
     first = journal.lease(["q"], "w1", 2, HOUR)  # the batch's own limit first
     assert sorted(j.id for j in first) == ["c0", "c1"]
     assert _leased_ids(journal) == ["c2", "free"]  # one slot left of three, in one lease of many
@@ -1412,16 +1412,16 @@ def test_a_concurrency_key_leases_at_most_its_limit_at_once(journal: Journal) ->
 
 
 def test_a_key_with_no_free_slot_does_not_hold_back_other_keys(journal: Journal) -> None:
-    journal.enqueue([_keyed(f"full{n}", concurrency="busy") for n in range(5)]
-                    + [_keyed("other", concurrency="quiet"), new_job("free")])
+    journal.enqueue([_flow_job(f"full{n}", concurrency="busy") for n in range(5)]
+                    + [_flow_job("other", concurrency="quiet"), new_job("zfree")])
     assert _leased_ids(journal, 1) == ["full0"]
     # the four waiting jobs of the full key come first in order, yet a lease of one takes the next eligible
     assert _leased_ids(journal, 1) == ["other"]
-    assert _leased_ids(journal, 1) == ["free"]
+    assert _leased_ids(journal, 1) == ["zfree"]
 
 
 def test_a_concurrency_keys_crashed_job_holds_its_slot_until_reclaimed(journal: Journal) -> None:
-    journal.enqueue([_keyed("c0", concurrency="T"), _keyed("c1", concurrency="T")])
+    journal.enqueue([_flow_job("c0", concurrency="T"), _flow_job("c1", concurrency="T")])
     assert _leased_ids(journal, owner="dead-worker") == ["c0"]
     assert journal.lease(["q"], "w2", 10, HOUR) == []
     assert reclaim(journal, "dead-worker", "worker died") == 1
@@ -1430,15 +1430,15 @@ def test_a_concurrency_keys_crashed_job_holds_its_slot_until_reclaimed(journal: 
 
 def test_a_discarding_enqueue_adds_nothing_once_its_key_has_limit_live_jobs(journal: Journal) -> None:
     # three in one batch with a limit of two: the third is discarded (it sees the batch's first two)
-    assert journal.enqueue([_keyed(f"d{n}", concurrency="T", limit=2, discard=True) for n in range(3)]) == 2
+    assert journal.enqueue([_flow_job(f"d{n}", concurrency="T", limit=2, discard=True) for n in range(3)]) == 2
     assert journal.get("d2") is None
-    assert journal.enqueue([_keyed("late", concurrency="T", limit=2, discard=True)]) == 0
-    assert journal.enqueue([_keyed("x-blocking", concurrency="T", limit=2)]) == 1  # the default waits instead
+    assert journal.enqueue([_flow_job("late", concurrency="T", limit=2, discard=True)]) == 0
+    assert journal.enqueue([_flow_job("x-blocking", concurrency="T", limit=2)]) == 1  # the default waits instead
     leased = journal.lease(["q"], "w1", 10, HOUR)
     _done(journal, leased)
     assert sorted(j.id for j in leased) == ["d0", "d1"]
     # one live job left ("x-blocking"): a slot is free again
-    assert journal.enqueue([_keyed("again", concurrency="T", limit=2, discard=True)]) == 1
+    assert journal.enqueue([_flow_job("again", concurrency="T", limit=2, discard=True)]) == 1
 
 
 @pytest.mark.parametrize("fields, message", [

@@ -18,3 +18,7 @@ CREATE INDEX actorq_jobs_concurrency ON actorq_jobs (concurrency_key, state) WHE
 -- lock) reads only these, never the ready jobs without a key.
 CREATE INDEX actorq_jobs_ready_keyed ON actorq_jobs (queue, priority, id)
     WHERE state = 'ready' AND concurrency_key IS NOT NULL;
+-- A task's declared limit and rule for its jobs with a concurrency key, for producers that
+-- read the task catalog (NULL: a limit of 1, and jobs wait).
+ALTER TABLE actorq_tasks ADD COLUMN concurrency_limit INTEGER CHECK (concurrency_limit IS NULL OR concurrency_limit >= 1);
+ALTER TABLE actorq_tasks ADD COLUMN on_conflict TEXT CHECK (on_conflict IS NULL OR on_conflict IN ('block', 'discard'));

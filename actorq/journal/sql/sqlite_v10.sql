@@ -14,3 +14,7 @@ CREATE INDEX actorq_jobs_ordering ON actorq_jobs (ordering_key, id)
 -- Rows with a concurrency key: the lease counts a key's leased rows here, a discarding
 -- enqueue its live ones.
 CREATE INDEX actorq_jobs_concurrency ON actorq_jobs (concurrency_key, state) WHERE concurrency_key IS NOT NULL;
+-- A task's declared limit and rule for its jobs with a concurrency key, for producers that
+-- read the task catalog (NULL: a limit of 1, and jobs wait).
+ALTER TABLE actorq_tasks ADD COLUMN concurrency_limit INTEGER CHECK (concurrency_limit IS NULL OR concurrency_limit >= 1);
+ALTER TABLE actorq_tasks ADD COLUMN on_conflict TEXT CHECK (on_conflict IS NULL OR on_conflict IN ('block', 'discard'));
