@@ -103,7 +103,7 @@ def discarded_ids(journal: Journal, jobs: Sequence[NewJob]) -> set[str]:
 class _Group:
     """What one group's transaction produced, kept until it commits."""
 
-    __slots__ = ("results", "queues", "leased", "drained", "tally", "aside")
+    __slots__ = ("results", "queues", "leased", "drained", "tally", "aside", "held_back", "ended")
 
     def __init__(self) -> None:
         self.results: list[Result] = []  # (callback, result, error) to deliver on the loop
@@ -112,6 +112,8 @@ class _Group:
         self.drained: set[str] = set()  # queues such a lease left with no ready job
         self.tally: Counter[str] = Counter()  # counts to add to `WriterStats`
         self.aside: list[tuple[float, Op]] = []  # (delay, op): answers to try again later
+        self.held_back: set[str] = set()  # queues a lease left with ready jobs it passed over (keys)
+        self.ended = False  # leases ended (acks, failures, releases, reclaims): their keys' slots free
 
 
 class _GroupFailed(Exception):
@@ -256,6 +258,7 @@ class JournalWriter:
         self._closed = False
         # ops to try again, and when: a heap of (monotonic time, sequence, op); writer thread only
         self._later: list[tuple[float, int, Op]] = []
+        self._held_back: set[str] = set()  # queues whose ready jobs a lease passed over (see `_apply`)
         self._seq = itertools.count()
         # ids of jobs someone waits for (the loop adds and removes them; the writer thread only
         # tests membership), and who is told their final outcome after each commit
@@ -468,6 +471,13 @@ class JournalWriter:
         for delay, op in group.aside:
             self._try_later(delay, op)
         queues = group.queues - group.drained  # where the group's own leases left jobs, or none looked
+        # Flow-control keys: a lease that passed over ready jobs (their ordering key's earlier job
+        # still live, their concurrency key full) leaves them for the next end of a lease, which
+        # may free them: the dispatcher is woken for those queues then, not by its poll.
+        if group.ended and self._held_back:
+            queues |= self._held_back
+            self._held_back = set()
+        self._held_back |= group.held_back
         if group.results or queues:
             self.loop.call_soon_threadsafe(self._deliver, group.results, queues, group.leased)
 
@@ -597,6 +607,8 @@ class JournalWriter:
                             else holders.get(op[1].unique_key, op[1].id) if op[1].unique_key else op[1].id, None)
                            for op in ops if op[2] is not None)
             return
+        if kind in (COMPLETE, FAIL, RELEASE, RECLAIM):
+            group.ended = True
         if kind in (COMPLETE, RELEASE):  # args are lists of (job_id, lease_id); one statement for all
             pairs = [pair for op in ops for pair in op[1]]
             busy: list[tuple[str, int]] = []
@@ -630,8 +642,13 @@ class JournalWriter:
                 limit = lease.limit() if callable(lease.limit) else lease.limit
                 leased = journal.lease(lease.queues, lease.owner, limit, lease.lease_for)
                 group.leased.add(lease.owner)  # it ran after the group's inserts: it saw them
-                if len(leased) < limit:  # and took every ready job of its queues
-                    group.drained.update(lease.queues)
+                if len(leased) < limit:  # and took every ready job of its queues, or passed some over
+                    # (one read, only after a short lease: jobs left ready are held back by their keys
+                    # or, on PostgreSQL, locked by another claimer)
+                    if journal.has_ready(lease.queues):
+                        group.held_back.update(lease.queues)
+                    else:
+                        group.drained.update(lease.queues)
                 if op[2] is not None:
                     results.append((op[2], leased, None))
             return
