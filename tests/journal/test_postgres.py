@@ -872,7 +872,7 @@ def test_the_lease_reads_keyed_rows_through_their_partial_indexes(pg_schema: str
                 {"owner": "w", "limit": 10, "lease_for": 30.0, "queue": "q", "locked": [0]}))
             keys_plan = "\n".join(r[0] for r in admin.execute(
                 "EXPLAIN " + postgres.statements(pg_schema).lock_concurrency, {"limit": 10, "queue": "q"}))
-        assert "actorq_jobs_ordering" in plan and "actorq_jobs_concurrency" in plan, plan
+        assert "actorq_jobs_ordering" in plan and "actorq_jobs_concurrency_leased" in plan, plan
         assert "Seq Scan on actorq_jobs" not in plan, plan
         # the keys to lock come from the ready rows with a key only
         assert "actorq_jobs_ready_keyed" in keys_plan and "Seq Scan on actorq_jobs" not in keys_plan, keys_plan

@@ -11,9 +11,13 @@ ALTER TABLE actorq_jobs ADD COLUMN concurrency_limit INTEGER
 -- keys are in neither index and cost them nothing.
 CREATE INDEX actorq_jobs_ordering ON actorq_jobs (ordering_key, id)
     WHERE ordering_key IS NOT NULL AND state IN ('scheduled', 'ready', 'leased', 'retry');
--- Rows with a concurrency key: the lease counts a key's leased rows here, a discarding
--- enqueue its live ones.
-CREATE INDEX actorq_jobs_concurrency ON actorq_jobs (concurrency_key, state) WHERE concurrency_key IS NOT NULL;
+-- Leased rows with a concurrency key: the lease counts a key's running jobs here (an index
+-- of its own: with the key leading and only leased rows, no planner takes another for it).
+CREATE INDEX actorq_jobs_concurrency_leased ON actorq_jobs (concurrency_key)
+    WHERE concurrency_key IS NOT NULL AND state = 'leased';
+-- Live rows with a concurrency key: a discarding enqueue counts a key's live jobs here.
+CREATE INDEX actorq_jobs_concurrency_live ON actorq_jobs (concurrency_key)
+    WHERE concurrency_key IS NOT NULL AND state IN ('scheduled', 'ready', 'leased', 'retry');
 -- A task's declared limit and rule for its jobs with a concurrency key, for producers that
 -- read the task catalog (NULL: a limit of 1, and jobs wait).
 ALTER TABLE actorq_tasks ADD COLUMN concurrency_limit INTEGER CHECK (concurrency_limit IS NULL OR concurrency_limit >= 1);
