@@ -127,3 +127,30 @@ async def test_ordering_keys_keep_their_order_across_sigkilled_workers(topology)
     print(check.summary())
     assert check.valid, check.summary()
     assert journal_invariants(topo.journal_path) == []
+
+
+def test_a_jobs_keys_and_its_tasks_declaration_make_the_journal_row() -> None:
+    from actorq import TaskRegistry
+
+    registry = TaskRegistry()
+
+    @registry.task("t.render", concurrency_limit=4, on_conflict="discard")
+    async def render() -> None: ...
+
+    declared = registry["t.render"].policy
+    row = Job("t.render", concurrency_key="tenant-7").to_new_job(declared=declared)
+    assert (row.concurrency_key, row.concurrency_limit, row.discard_over_limit) == ("tenant-7", 4, True)
+    own = Job("t.render", concurrency_key="k", concurrency_limit=1, on_conflict="block").to_new_job(declared=declared)
+    assert (own.concurrency_limit, own.discard_over_limit) == (1, False)  # the job's own settings win
+    plain = Job("t.render", ordering_key="customer-42").to_new_job(declared=declared)
+    assert (plain.ordering_key, plain.concurrency_key, plain.concurrency_limit) == ("customer-42", None, None)
+    for bad, message in [({"concurrency_limit": 0}, "concurrency_limit must be None or an integer from 1"),
+                         ({"on_conflict": "drop"}, "on_conflict must be None or one of")]:
+        with pytest.raises(ValueError, match=message):
+            registry.task(f"t.bad{len(message)}", **bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=message):
+            Job("t.render", concurrency_key="k", **bad).to_new_job()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="need a concurrency_key"):
+        Job("t.render", concurrency_limit=2).to_new_job()
+    with pytest.raises(ValueError, match="a ordering_key may have at most 255 characters"):
+        Job("t.render", ordering_key="k" * 256).to_new_job()

@@ -1453,3 +1453,11 @@ def test_g12_concurrency_fields_are_checked_where_the_job_is_made(fields: dict, 
     with pytest.raises(ValueError, match=message):
         NewJob("j", "q", "t", b"", **fields)
     assert NewJob("j", "q", "t", b"", concurrency_key="T").concurrency_limit == 1
+
+
+def test_a_tasks_concurrency_limit_and_rule_are_in_the_catalog(journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("reports.render", "default", 0, 3, None, 2, "discard"),
+                           TaskDefaults("plain", "default", 0, 3)])
+    assert journal.declared_tasks(["reports.render", "plain"]) == {
+        "reports.render": TaskDefaults("reports.render", "default", 0, 3, None, 2, "discard"),
+        "plain": TaskDefaults("plain", "default", 0, 3, None, None, None)}

@@ -9,14 +9,15 @@ ALTER TABLE actorq_jobs ADD COLUMN concurrency_limit int4
     CHECK (concurrency_limit IS NULL OR (concurrency_limit >= 1 AND concurrency_key IS NOT NULL));
 -- Live rows with an ordering key only: the lease asks for an earlier one here. Jobs without
 -- keys are in neither index and cost them nothing.
-CREATE INDEX actorq_jobs_ordering ON actorq_jobs (ordering_key, id)
+CREATE INDEX actorq_jobs_ordering ON actorq_jobs (ordering_key, id, state)
     WHERE ordering_key IS NOT NULL AND state IN ('scheduled', 'ready', 'leased', 'retry');
 -- Leased rows with a concurrency key: the lease counts a key's running jobs here (an index
 -- of its own: with the key leading and only leased rows, no planner takes another for it).
-CREATE INDEX actorq_jobs_concurrency_leased ON actorq_jobs (concurrency_key)
+-- The state column makes these indexes covering: SQLite reads no table row to check it.
+CREATE INDEX actorq_jobs_concurrency_leased ON actorq_jobs (concurrency_key, state)
     WHERE concurrency_key IS NOT NULL AND state = 'leased';
 -- Live rows with a concurrency key: a discarding enqueue counts a key's live jobs here.
-CREATE INDEX actorq_jobs_concurrency_live ON actorq_jobs (concurrency_key)
+CREATE INDEX actorq_jobs_concurrency_live ON actorq_jobs (concurrency_key, state)
     WHERE concurrency_key IS NOT NULL AND state IN ('scheduled', 'ready', 'leased', 'retry');
 -- Ready rows with a concurrency key, in lease order: the claim's first step (which keys to
 -- lock) reads only these, never the ready jobs without a key.
