@@ -80,9 +80,15 @@ def ordering_free(jobs: str) -> str:
 
 
 def leased_of_key(jobs: str, row: str = "j") -> str:
-    """How many jobs of `row`'s concurrency key are leased now."""
+    """How many jobs of `row`'s concurrency key are leased now.
+
+    A row has a lease id exactly while it is leased (every move out of leased clears it:
+    `CLEAR_LEASE`); the test is written on ``lease_id``, not ``state``, so that only the
+    index of leased keyed rows (``actorq_jobs_concurrency_leased``) can serve it: PostgreSQL's
+    planner, whose statistics may count no leased row yet, took the leased rows' own index
+    and filtered it by key (a scan of every lease, per candidate)."""
     return (f"(SELECT count(*) FROM {jobs} r"
-            f" WHERE r.concurrency_key = {row}.concurrency_key AND r.state = 'leased')")
+            f" WHERE r.concurrency_key = {row}.concurrency_key AND r.lease_id IS NOT NULL)")
 
 
 def live_of_key(jobs: str, key: str) -> str:

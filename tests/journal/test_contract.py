@@ -1461,3 +1461,20 @@ def test_a_tasks_concurrency_limit_and_rule_are_in_the_catalog(journal: Journal)
     assert journal.declared_tasks(["reports.render", "plain"]) == {
         "reports.render": TaskDefaults("reports.render", "default", 0, 3, None, 2, "discard"),
         "plain": TaskDefaults("plain", "default", 0, 3, None, None, None)}
+
+
+@pytest.mark.parametrize("end", ["cancel", "release", "retry", "complete"])
+def test_any_end_of_a_lease_frees_its_concurrency_slot(journal: Journal, end: str) -> None:
+    """The slot count reads a row's lease id, which every move out of leased clears."""
+    journal.enqueue([_flow_job("c0", concurrency="T"), _flow_job("c1", concurrency="T")])
+    [first] = journal.lease(["q"], "w1", 10, HOUR)
+    assert journal.lease(["q"], "w1", 10, HOUR) == []
+    if end == "cancel":
+        assert journal.cancel(first.id)
+    elif end == "release":
+        assert journal.release([(first.id, first.lease_id)]) == 1
+    elif end == "retry":
+        assert journal.fail([fail(first)]) == 1
+    else:
+        _done(journal, [first])
+    assert [j.id for j in journal.lease(["q"], "w1", 1, HOUR)] == ["c0" if end == "release" else "c1"]

@@ -11,11 +11,12 @@ ALTER TABLE actorq_jobs ADD COLUMN concurrency_limit INTEGER
 -- keys are in neither index and cost them nothing.
 CREATE INDEX actorq_jobs_ordering ON actorq_jobs (ordering_key, id, state)
     WHERE ordering_key IS NOT NULL AND state IN ('scheduled', 'ready', 'leased', 'retry');
--- Leased rows with a concurrency key: the lease counts a key's running jobs here (an index
--- of its own: with the key leading and only leased rows, no planner takes another for it).
--- The state column makes these indexes covering: SQLite reads no table row to check it.
-CREATE INDEX actorq_jobs_concurrency_leased ON actorq_jobs (concurrency_key, state)
-    WHERE concurrency_key IS NOT NULL AND state = 'leased';
+-- Leased rows with a concurrency key: the lease counts a key's running jobs here. A row has
+-- a lease_id exactly while it is leased, and the lease's count says lease_id IS NOT NULL, which
+-- only this index implies, so no planner serves it from another. The second column makes
+-- the indexes covering: SQLite reads no table row to check it.
+CREATE INDEX actorq_jobs_concurrency_leased ON actorq_jobs (concurrency_key, lease_id)
+    WHERE concurrency_key IS NOT NULL AND lease_id IS NOT NULL;
 -- Live rows with a concurrency key: a discarding enqueue counts a key's live jobs here.
 CREATE INDEX actorq_jobs_concurrency_live ON actorq_jobs (concurrency_key, state)
     WHERE concurrency_key IS NOT NULL AND state IN ('scheduled', 'ready', 'leased', 'retry');
