@@ -238,6 +238,7 @@ async def _measure(args: argparse.Namespace, journal: str, schema: str | None, w
     label = backend_name(journal)
     progress = getattr(args, "progress", False)
     timeout = getattr(args, "timeout", 0.0) or float("inf")
+    keys = getattr(args, "keys", "none")
     async with actorq.Node(config) as node:
         assert node.runtime.writer is not None
         deadline = time.monotonic() + timeout
@@ -274,8 +275,8 @@ async def _measure(args: argparse.Namespace, journal: str, schema: str | None, w
         chunk = 1000 if not args.rate else max(1, args.rate // 200)  # paced: 200 chunks a second
         while sent < args.jobs:
             n = min(chunk, args.jobs - sent)
-            for _ in range(n):
-                queue.tell(actorq.Job(task))
+            for i in range(sent, sent + n):
+                queue.tell(actorq.Job(task, **job_keys(keys, i)))
             sent += n
             if args.rate:  # open loop at a fixed rate: latency without a flood's queueing
                 await asyncio.sleep(max(0.0, start + sent / args.rate - time.monotonic()))
@@ -302,6 +303,24 @@ async def _measure(args: argparse.Namespace, journal: str, schema: str | None, w
         "jobs_per_commit": args.jobs / max(commits, 1),
         "autoanalyzed": analyzed,
     }
+
+
+KEY_RULES = ("none", "ordering", "concurrency", "concurrency-spread")
+ORDERING_KEYS = 10_000  # distinct ordering keys of `--keys ordering`
+CONCURRENCY_LIMIT = 10  # the one concurrency key's limit of `--keys concurrency`
+
+
+def job_keys(rule: str, n: int) -> dict[str, object]:
+    """The flow-control keys of the `n`-th job under `rule`: none; one of `ORDERING_KEYS`
+    ordering keys, in turn; one concurrency key with a limit of `CONCURRENCY_LIMIT`; or one of
+    1,000 concurrency keys, in turn, with that limit each."""
+    if rule == "ordering":
+        return {"ordering_key": f"customer-{n % ORDERING_KEYS}"}
+    if rule == "concurrency":
+        return {"concurrency_key": "tenant", "concurrency_limit": CONCURRENCY_LIMIT}
+    if rule == "concurrency-spread":  # the claim's cost where no limit binds: 1,000 keys in turn
+        return {"concurrency_key": f"tenant-{n % 1000}", "concurrency_limit": CONCURRENCY_LIMIT}
+    return {}
 
 
 def _finish_times(config: actorq.Config, schema: str | None) -> list[tuple[str, float]]:
@@ -351,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue-max-depth", type=int, default=0, metavar="N",
                         help="[queues.default] max_depth = N: every enqueue batch counts the waiting jobs; "
                              "0: no limit (default)")
+    parser.add_argument("--keys", choices=KEY_RULES, default="none",
+                        help=f"flow-control keys on every job: none (default); ordering ({ORDERING_KEYS:,} "
+                             f"distinct ordering keys, in turn); concurrency (one key, limit {CONCURRENCY_LIMIT}); "
+                             "concurrency-spread (1,000 keys in turn, the same limit each)")
     parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress lines on stderr")
     return parser
 

@@ -87,7 +87,7 @@ class AsyncClient:
             self._client = self._open()
         return method(self._client)
 
-    async def enqueue(self, job: Job, queue: str | None = None, *, block: float = 0.0) -> str:
+    async def enqueue(self, job: Job, queue: str | None = None, *, block: float = 0.0) -> str | None:
         """Commit one job and return its id (accepted); as `Client.enqueue` (a `block`
         waits on the loop, not on the client's thread).
 
@@ -99,7 +99,7 @@ class AsyncClient:
         return (await self.enqueue_many([job], queue, block=block))[0]
 
     async def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None, *,
-                           block: float = 0.0) -> list[str]:
+                           block: float = 0.0) -> list[str | None]:
         """Commit several jobs and return their ids, in order; as `Client.enqueue_many`."""
         jobs = list(jobs)
         tries = backpressure.pauses(backpressure.check_block(block))

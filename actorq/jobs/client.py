@@ -66,6 +66,7 @@ import zmq
 from actorq.errors import NotCommitted, QueueFull
 from actorq.jobs import backpressure
 from actorq.jobs import producers
+from actorq.jobs.journal_writer import discarded_ids
 from actorq.jobs.node_file import NodeNotRunning, alive, listener_pid, node_file_beside, read_node_file
 from actorq.jobs.settings import producers_endpoint_problem
 from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared, Job, TaskRegistry, check_name
@@ -195,7 +196,7 @@ class Client:
                    schema=config.schema, connect_retry_for=config.connect_retry_for, tasks=tasks, create=create,
                    node_endpoint=node_endpoint)
 
-    def enqueue(self, job: Job, queue: str | None = None, *, block: float = 0.0) -> str:
+    def enqueue(self, job: Job, queue: str | None = None, *, block: float = 0.0) -> str | None:
         """Commit one job and return its id (accepted).
 
         Args:
@@ -214,13 +215,15 @@ class Client:
         """
         return self.enqueue_many([job], queue, block=block)[0]
 
-    def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None, *, block: float = 0.0) -> list[str]:
+    def enqueue_many(self, jobs: Sequence[Job], queue: str | None = None, *, block: float = 0.0) -> list[str | None]:
         """Commit several jobs and return their ids, in order.
 
         Written directly, they commit in one transaction; through a node, in requests
         of at most 1,000 jobs and one frame of arguments each. For a job whose
         `unique_key` is held (by a live job, or by one inside its ``unique_for`` period),
-        nothing is added and the id returned is the holder's.
+        nothing is added and the id returned is the holder's. For a job with
+        ``on_conflict="discard"`` whose `concurrency_key` already has its limit of live
+        jobs, nothing is added and None is returned in its place.
 
         Raises:
             As `enqueue`; some jobs may be committed when it raises: sending them all
@@ -248,13 +251,16 @@ class Client:
                 return self._through_node(node, rows, max_payload)
         rows = [job.to_new_job(queue, declared=declared.get(job.task)) for job in jobs]
         keys = [row.unique_key for row in rows if row.unique_key is not None]
-        if not keys:  # one statement (PostgreSQL: one round trip)
+        discarding = [row for row in rows if row.discard_over_limit]
+        if not keys and not discarding:  # one statement (PostgreSQL: one round trip)
             self._journal.enqueue(rows)
             return [row.id for row in rows]
         with self._journal.transaction():
             self._journal.enqueue(rows)
-            holders = self._journal.holders(keys)
-        return [holders.get(row.unique_key, row.id) if row.unique_key else row.id for row in rows]
+            holders = self._journal.holders(keys) if keys else {}
+            discarded = discarded_ids(self._journal, discarding)
+        return [None if row.id in discarded else holders.get(row.unique_key, row.id) if row.unique_key else row.id
+                for row in rows]
 
     def _node(self) -> dict[str, Any] | None:
         """The node file of a live node serving this journal with a producer endpoint, or None."""
@@ -304,14 +310,14 @@ class Client:
             node = self._endpoint_node = {"pid": pid, "producers": endpoint, "max_payload": DEFAULT_MAX_PAYLOAD}
         return node
 
-    def _through_node(self, node: dict[str, Any], rows: list[NewJob], max_payload: int) -> list[str]:
+    def _through_node(self, node: dict[str, Any], rows: list[NewJob], max_payload: int) -> list[str | None]:
         deadline = time.monotonic() + self._timeout
         link = self._link
         if link is None or link.endpoint != node["producers"] or link.pid != node["pid"]:
             if link is not None:
                 link.close()
             link = self._link = _NodeLink(node["producers"], node["pid"])
-        ids: list[str] = []
+        ids: list[str | None] = []
         try:
             for chunk in _chunks(rows, max_payload):
                 ids.extend(link.send(chunk, deadline, self._timeout))
@@ -622,7 +628,7 @@ class _NodeLink:
     def close(self) -> None:
         self._sock.close(linger=0)
 
-    def send(self, rows: list[NewJob], deadline: float, timeout: float) -> list[str]:
+    def send(self, rows: list[NewJob], deadline: float, timeout: float) -> list[str | None]:
         """Send one request, again after each BUSY answer, until it is answered or `deadline` passes."""
         delay = BUSY_FIRST_DELAY
         while True:
@@ -678,7 +684,7 @@ class _NodeLink:
                 return kind, body
 
     @staticmethod
-    def _ids(rows: list[NewJob], results: list[producers.Result]) -> list[str]:
+    def _ids(rows: list[NewJob], results: list[producers.Result]) -> list[str | None]:
         if len(results) != len(rows):
             raise NotCommitted(f"the node answered {len(results)} results for {len(rows)} jobs",
                                maybe_committed=True)

@@ -95,6 +95,13 @@ Result = tuple  # (callback, result, error)
 _kind = operator.itemgetter(0)
 
 
+def discarded_ids(journal: Journal, jobs: Sequence[NewJob]) -> set[str]:
+    """The ids among `jobs` (those enqueued with ``discard_over_limit``) that the enqueue just
+    made in this transaction did not add: their key had its limit of live jobs. One read a job:
+    a discarding enqueue is the rare case."""
+    return {job.id for job in jobs if journal.get(job.id) is None}
+
+
 class _Group:
     """What one group's transaction produced, kept until it commits."""
 
@@ -483,6 +490,8 @@ class JournalWriter:
         if group.events and self.events is not None:
             self.events.emit(group.events)
         queues = group.queues - group.drained  # where the group's own leases left jobs, or none looked
+        # jobs their flow key admitted in this group (a job of their key ended): ready work
+        queues |= self.journal.take_admitted()  # type: ignore[union-attr]
         if group.results or queues:
             self.loop.call_soon_threadsafe(self._deliver, group.results, queues, group.leased)
 
@@ -621,7 +630,10 @@ class JournalWriter:
             keys = [job.unique_key for job in jobs if job.unique_key is not None]
             # in the same transaction: the id that holds each unique key (ours, or the holder's)
             holders = journal.holders(keys) if keys else {}
-            results.extend((op[2], holders.get(op[1].unique_key, op[1].id) if op[1].unique_key else op[1].id, None)
+            # a job discarded over its concurrency key's limit is answered None (on_conflict="discard")
+            discarded = discarded_ids(journal, [job for job in jobs if job.discard_over_limit])
+            results.extend((op[2], None if op[1].id in discarded
+                            else holders.get(op[1].unique_key, op[1].id) if op[1].unique_key else op[1].id, None)
                            for op in ops if op[2] is not None)
             if group.events is not None:  # those a unique key let in (a repeated id is not told apart)
                 group.events.extend(NodeEvent("enqueued", j.id, j.task, j.queue, ready_at=j.run_at) for j in jobs

@@ -48,7 +48,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from actorq.jobs.retry import RetryPolicy
-from actorq.journal.protocol import DEFAULT_MAX_ATTEMPTS, MAX_TIMEOUT, MAX_UNIQUE_FOR, JobState
+from actorq.journal.protocol import DEFAULT_MAX_ATTEMPTS, MAX_CONCURRENCY_LIMIT, MAX_TIMEOUT, MAX_UNIQUE_FOR, JobState
 
 __all__ = ["AttemptEnd", "DEFAULT_POLICY", "ON_CRASH", "Outcome", "TaskPolicy", "decide"]
 
@@ -110,6 +110,10 @@ class TaskPolicy:
         unique_for: seconds each job holds its unique key from its insert, whatever its
             state (None: only while live); a job with no key gets one made of the task name
             and its arguments (see docs/unique.md).
+        concurrency_limit: how many jobs of one concurrency key run at once, for its jobs
+            that carry a key and no limit of their own (None: 1).
+        on_conflict: what enqueueing such a job does when its key has that many live jobs:
+            ``"block"`` (None too: it is added and waits) or ``"discard"`` (nothing is added).
     """
 
     queue: str = DEFAULT_QUEUE
@@ -119,6 +123,8 @@ class TaskPolicy:
     on_crash: str = "reclaim"
     timeout: float | None = None
     unique_for: float | None = None
+    concurrency_limit: int | None = None
+    on_conflict: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not self.queue:
@@ -131,6 +137,7 @@ class TaskPolicy:
             raise ValueError(f"on_crash must be one of {', '.join(ON_CRASH)}, got {self.on_crash!r}")
         check_timeout(self.timeout)
         check_unique_for(self.unique_for)
+        check_concurrency(self.concurrency_limit, self.on_conflict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON), as `from_dict` reads it."""
@@ -153,6 +160,26 @@ def check_timeout(timeout: object) -> None:
         ValueError: naming the value and what is expected.
     """
     _check_seconds("timeout", timeout, MAX_TIMEOUT)
+
+
+ON_CONFLICT = ("block", "discard")
+"""What an enqueue does past its concurrency key's limit: add the job to wait, or add nothing."""
+
+
+def check_concurrency(limit: object, on_conflict: object) -> None:
+    """Refuse a concurrency limit that is not None or an integer from 1 to
+    `MAX_CONCURRENCY_LIMIT`, and an `on_conflict` that is not None or one of `ON_CONFLICT`.
+
+    Raises:
+        ValueError: naming the value and what is expected.
+    """
+    if limit is not None and not (isinstance(limit, int) and not isinstance(limit, bool)
+                                  and 1 <= limit <= MAX_CONCURRENCY_LIMIT):
+        raise ValueError(f"concurrency_limit must be None or an integer from 1 to {MAX_CONCURRENCY_LIMIT:,}, "
+                         f"got {limit!r}")
+    if on_conflict is not None and on_conflict not in ON_CONFLICT:
+        raise ValueError(f"on_conflict must be None or one of {', '.join(map(repr, ON_CONFLICT))}, "
+                         f"got {on_conflict!r}")
 
 
 def check_unique_for(unique_for: object) -> None:

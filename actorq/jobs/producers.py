@@ -20,8 +20,10 @@ hears of them at once (the writer's ``on_enqueued``)::
 Messages (codec envelopes; names stable across releases)::
 
     ENQUEUE   [request id, [[id, queue, task, payload, priority, run_at, max_attempts, unique_key,
-                              timeout?, unique_for?]...]]
-    ENQUEUED  [request id, [[True, job id] | [False, error text]...]]   one item a job, in order
+                              timeout?, unique_for?, ordering_key?, concurrency_key?,
+                              concurrency_limit?, discard?]...]]
+    ENQUEUED  [request id, [[True, job id | nil] | [False, error text]...]]   one item a job, in order
+                                                        (nil: discarded over its concurrency limit)
     BUSY      [request id, text]                                        nothing was done: send again
 
     WAIT      [request id, job id, seconds]             wait in the node for the job's end
@@ -42,7 +44,10 @@ A job's id is the producer's, so sending a request again after a lost answer
 (a timeout, a node that died) adds nothing twice (B6). For a job whose unique
 key is held (by a live job, or one inside its ``unique_for`` period), the id
 answered is that job's. The optional fields may be left off from the end;
-``unique_for`` needs ``unique_key`` and ``timeout`` (nil for none) before it.
+``unique_for`` needs ``unique_key`` and ``timeout`` (nil for none) before it;
+each later one needs those before it (nil for none). ``concurrency_limit`` (an
+integer from 1 to `MAX_CONCURRENCY_LIMIT`; nil: 1) and ``discard`` (a bool: True
+is ``on_conflict="discard"``) need a ``concurrency_key``.
 
 What a peer can make the node hold: 4 queued requests of at most
 `request_bytes` each per peer in libzmq (with the default 16 MiB frames, 4 x
@@ -63,7 +68,7 @@ from actorq.errors import ActorQError
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.task import check_name
 from actorq.jobs.wire import MAX_ERROR_CHARS as MAX_TEXT_CHARS, MAX_NAME_CHARS, clean_text, payload_budget, result_budget
-from actorq.journal.protocol import MAX_UNIQUE_FOR, TERMINAL_STATES, JobResult, JobState, NewJob
+from actorq.journal.protocol import MAX_CONCURRENCY_LIMIT, MAX_UNIQUE_FOR, TERMINAL_STATES, JobResult, JobState, NewJob
 from actorq.transports.codec import FrameError, decode, describe, encode
 from actorq.transports.drops import DropCounter
 from actorq.transports.zmq import LoopSocket, bind_router, routed, send_reply
@@ -94,11 +99,11 @@ _STATES = frozenset(state.value for state in JobState)
 
 MAX_REQUEST_ID = 2**63 - 1
 MAX_JOBS_PER_REQUEST = 1000  # a Client splits larger batches; 1,000 jobs take one or two groups
-JOB_FIELDS = 8  # and up to `OPTIONAL_FIELDS` more: timeout, unique_for
-OPTIONAL_FIELDS = 2
-# A job's bytes beside its payload: four names of up to 255 characters (4 bytes each in
-# UTF-8) with their headers, and the numbers (9 bytes each at most) and array header.
-JOB_OVERHEAD = 4 * (4 * MAX_NAME_CHARS + 5) + 64
+JOB_FIELDS = 8  # and up to `OPTIONAL_FIELDS` more: timeout, unique_for, ordering_key, concurrency_key,
+OPTIONAL_FIELDS = 6  # concurrency_limit, discard
+# A job's bytes beside its payload: six names of up to 255 characters (4 bytes each in
+# UTF-8) with their headers, and the numbers (9 bytes each at most), a bool and array header.
+JOB_OVERHEAD = 6 * (4 * MAX_NAME_CHARS + 5) + 80
 QUEUED_PER_PEER = 4  # RCVHWM and SNDHWM: a Client has one request out at a time
 MAX_IN_FLIGHT_PER_PEER = 4  # one, and room for requests it gave up on that are still in the writer
 MAX_IN_FLIGHT = 256  # requests waiting for their commit, in all
@@ -123,10 +128,11 @@ class EndpointUnusable(ActorQError):
 
 
 class Result(NamedTuple):
-    """One job's answer: ``ok`` and the job's id (or its unique key's holder's), or not and why."""
+    """One job's answer: ``ok`` and the job's id (or its unique key's holder's; None: discarded
+    over its concurrency key's limit), or not and why."""
 
     ok: bool
-    text: str
+    text: str | None
 
 
 def request_bytes(max_frame_bytes: int) -> int:
@@ -143,14 +149,17 @@ def _job(item: Any) -> NewJob:
     if type(item) is not list or not JOB_FIELDS <= len(item) <= JOB_FIELDS + OPTIONAL_FIELDS:
         raise _fail(f"a job is an array of {JOB_FIELDS} to {JOB_FIELDS + OPTIONAL_FIELDS} fields, "
                     f"got {describe(item)}")
-    job_id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout, unique_for = (
+    (job_id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout, unique_for,
+     ordering_key, concurrency_key, concurrency_limit, discard) = (
         [*item, *[None] * (JOB_FIELDS + OPTIONAL_FIELDS - len(item))])
     try:
         check_name("job id", job_id)
         check_name("queue name", queue)
         check_name("task name", task)
-        if unique_key is not None:
-            check_name("unique_key", unique_key)
+        for what, name in (("unique_key", unique_key), ("ordering_key", ordering_key),
+                           ("concurrency_key", concurrency_key)):
+            if name is not None:
+                check_name(what, name)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     if type(payload) is not bytes:
@@ -166,8 +175,17 @@ def _job(item: Any) -> NewJob:
             raise _fail(f"unique_for is nil or seconds > 0 and at most {MAX_UNIQUE_FOR}, got {describe(unique_for)}")
         if unique_key is None:
             raise _fail("unique_for needs a unique_key (a producer derives one from the task and its arguments)")
+    if concurrency_limit is not None and (type(concurrency_limit) is not int
+                                          or not 1 <= concurrency_limit <= MAX_CONCURRENCY_LIMIT):
+        raise _fail(f"concurrency_limit is nil or an integer from 1 to {MAX_CONCURRENCY_LIMIT}, "
+                    f"got {describe(concurrency_limit)}")
+    if discard is not None and type(discard) is not bool:
+        raise _fail(f"discard is nil or a bool, got {describe(discard)}")
+    if concurrency_key is None and (concurrency_limit is not None or discard):
+        raise _fail("concurrency_limit and discard need a concurrency_key")
     try:  # the journal columns' bounds (G12), and a finite run_at and timeout
-        return NewJob(job_id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout, unique_for)
+        return NewJob(job_id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout, unique_for,
+                      ordering_key, concurrency_key, concurrency_limit, bool(discard))
     except ValueError as exc:
         raise _fail(str(exc)) from None
 
@@ -268,10 +286,20 @@ def outcome_body(outcome: JobResult | None, max_frame_bytes: int) -> list[Any]:
 
 def encode_request(request_id: int, jobs: list[NewJob]) -> bytes:
     """The ENQUEUE frame of `jobs` (what a Client sends)."""
-    items = [[j.id, j.queue, j.task, j.payload, j.priority, j.run_at, j.max_attempts, j.unique_key]
-             + ([j.timeout, j.unique_for] if j.unique_for is not None else [j.timeout] if j.timeout is not None else [])
+    items = [_trim([j.id, j.queue, j.task, j.payload, j.priority, j.run_at, j.max_attempts, j.unique_key,
+                    j.timeout, j.unique_for, j.ordering_key, j.concurrency_key,
+                    j.concurrency_limit if j.concurrency_limit != 1 else None, j.discard_over_limit or None])
              for j in jobs]
     return encode(ENQUEUE, [request_id, items])
+
+
+def _trim(item: list[Any]) -> list[Any]:
+    """`item` without its trailing nil optional fields: a job without them sends what an older
+    node reads."""
+    end = len(item)
+    while end > JOB_FIELDS and item[end - 1] is None:
+        end -= 1
+    return item[:end]
 
 
 def parse_reply(frames: list[bytes]) -> tuple[str, int, Any]:
@@ -302,7 +330,8 @@ def parse_reply(frames: list[bytes]) -> tuple[str, int, Any]:
             raise _fail("outcome: expected [state, result, expired, error, traceback]")
         return kind, request_id, rest
     if type(rest) is not list or not all(
-        type(item) is list and len(item) == 2 and type(item[0]) is bool and type(item[1]) is str for item in rest
+        type(item) is list and len(item) == 2 and type(item[0]) is bool
+        and (type(item[1]) is str or (item[1] is None and item[0])) for item in rest
     ):
         raise _fail("enqueued: expected [[ok, text]...]")
     return kind, request_id, [Result(ok, text) for ok, text in rest]
@@ -594,8 +623,8 @@ class ProducerServer:
     def _settle(self, request: _Request, index: int, result: Any, error: BaseException | None) -> None:
         if request.results[index] is not None:
             return
-        if error is None and isinstance(result, str):
-            request.results[index] = [True, result]
+        if error is None and (result is None or isinstance(result, str)):
+            request.results[index] = [True, result]  # None: discarded over its concurrency key's limit
         else:
             text = f"{type(error).__name__}: {error}" if error is not None else "no id from the journal"
             request.results[index] = [False, clean_text(text)[:MAX_ERROR_CHARS]]

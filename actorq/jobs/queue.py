@@ -83,12 +83,13 @@ class QueueRef:
         self._writer.enqueue(job.to_new_job(self.name, self._max_payload, self._declared(job.task)))
         return job.id
 
-    async def enqueue(self, job: Job, *, block: float = 0.0) -> str:
+    async def enqueue(self, job: Job, *, block: float = 0.0) -> str | None:
         """Send `job` and return its id once it is committed to the journal (accepted).
 
         A job whose `unique_key` is held (by a live job, or by one inside its
         ``unique_for`` period) is not added: the id returned is then the holder's
-        (compare it with ``job.id`` to tell).
+        (compare it with ``job.id`` to tell). A job with ``on_conflict="discard"`` whose
+        `concurrency_key` already has its limit of live jobs is not added: None is returned.
 
         `block`: seconds to wait for room while its queue is at its ``max_depth``
         (sending again after short sleeps on the loop); 0 (default): raise at once.
@@ -136,9 +137,12 @@ class QueueRef:
             job_id = await asyncio.wait_for(self.enqueue(job), timeout)
         except asyncio.TimeoutError:
             raise timed_out(job.id, timeout, None) from None
+        if job_id is None:
+            raise NotCommitted(f"job {job.id} was discarded: its concurrency key {job.concurrency_key!r} "
+                               "had its limit of live jobs (on_conflict='discard')")
         return await self._waiters.wait(job_id, max(0.0, deadline - loop.time()), asked=timeout)
 
-    async def enqueue_many(self, jobs: Sequence[Job], *, block: float = 0.0) -> list[str]:
+    async def enqueue_many(self, jobs: Sequence[Job], *, block: float = 0.0) -> list[str | None]:
         """Send several jobs and return their ids once all are committed.
 
         `block`: as `enqueue`; the whole batch is sent again (those committed take no room).
@@ -166,13 +170,13 @@ class QueueRef:
         fut: asyncio.Future[None] = loop.create_future()
         pending = [len(rows)]
         failure: list[BaseException] = []
-        ids = {row.id: row.id for row in rows}
+        ids: dict[str, str | None] = {row.id: row.id for row in rows}
 
         def done(result: Any, error: BaseException | None, row_id: str) -> None:
             if error is not None:
                 failure.append(error)
-            elif isinstance(result, str):
-                ids[row_id] = result  # a held unique key: its holder's id
+            elif result is None or isinstance(result, str):
+                ids[row_id] = result  # a held unique key: its holder's id; None: discarded
             pending[0] -= 1
             if pending[0] == 0 and not fut.done():
                 if loop is self._loop:

@@ -25,6 +25,7 @@ from actorq.jobs.outcome import (
     DEFAULT_QUEUE,
     ON_CRASH,
     TaskPolicy,
+    check_concurrency,
     check_timeout,
     check_unique_for,
 )
@@ -98,6 +99,11 @@ class Task:
             another job with the key is not added meanwhile (its enqueue returns the
             holder's id). A job with no ``unique_key`` gets `derived_unique_key` (the task
             name and its arguments). None: no period (a key holds while its job is live).
+        concurrency_limit: how many jobs with one ``concurrency_key`` run at once, for jobs
+            of the task that carry a key and set no limit (None: 1).
+        on_conflict: what enqueueing such a job does when its key already has that many
+            admitted jobs: ``"block"`` (None too: it is added and waits for a slot) or ``"discard"``
+            (nothing is added and the enqueue returns None); a job's own setting wins.
 
     These apply to every job of the task however it is enqueued (``Job("name")``
     through a node's queue ref, `actorq.Client` or ``actorq enqueue``), except
@@ -117,12 +123,14 @@ class Task:
     dont_retry_on: tuple[type[BaseException], ...] = ()
     backoff: Backoff | None = None
     unique_for: float | None = None
+    concurrency_limit: int | None = None
+    on_conflict: str | None = None
 
     @property
     def policy(self) -> TaskPolicy:
         """What the task declares about its jobs, as the node applies it."""
         return TaskPolicy(self.queue, self.priority, self.max_attempts, self.retry, self.on_crash, self.timeout,
-                          self.unique_for)
+                          self.unique_for, self.concurrency_limit, self.on_conflict)
 
     @property
     def is_async(self) -> bool:
@@ -243,6 +251,8 @@ class TaskRegistry:
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
         dont_retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
         unique_for: float | None = None,
+        concurrency_limit: int | None = None,
+        on_conflict: str | None = None,
     ) -> Callable[[F], Task]:
         """Decorator: register the function under `name` (see `Task` for the options).
 
@@ -258,7 +268,9 @@ class TaskRegistry:
                 max_attempts < 1, priority not an integer, on_crash not "reclaim" or "fail",
                 or timeout not None or a number of seconds > 0,
                 or result_ttl not None or a number of seconds from 0 to `MAX_RESULT_TTL`,
-                or unique_for not None or a number of seconds > 0 up to `MAX_UNIQUE_FOR`.
+                or unique_for not None or a number of seconds > 0 up to `MAX_UNIQUE_FOR`,
+                or concurrency_limit not None or an integer from 1 to `MAX_CONCURRENCY_LIMIT`,
+                or on_conflict not None, "block" or "discard".
             TypeError: retry is neither a RetryPolicy nor a callable, or retry_on or
                 dont_retry_on holds something else than exception classes.
         """
@@ -276,6 +288,7 @@ class TaskRegistry:
         try:
             check_timeout(timeout)
             check_unique_for(unique_for)
+            check_concurrency(concurrency_limit, on_conflict)
         except ValueError as exc:
             raise ValueError(f"task {name!r}: {exc}") from None
 
@@ -302,7 +315,8 @@ class TaskRegistry:
                 raise ValueError(f"task {name!r} is already registered")
             task = Task(name, fn, queue, max_attempts, policy, on_crash, priority, timeout,
                         None if result_ttl is None else float(result_ttl), only, never, backoff,
-                        unique_for=None if unique_for is None else float(unique_for))
+                        unique_for=None if unique_for is None else float(unique_for),
+                        concurrency_limit=concurrency_limit, on_conflict=on_conflict)
             self._tasks[name] = task
             return task
 
@@ -374,6 +388,20 @@ class Job:
             its state, finished included; > 0, at most a year (`MAX_UNIQUE_FOR`). Without a
             `unique_key`, the key is `derived_unique_key` (task name and arguments). None
             (default): the task's declared ``unique_for``, if any.
+        ordering_key: jobs with the same ordering key run one at a time, in the order they
+            were enqueued (by id), across every worker and node; any number of keys. The
+            next one waits ``blocked`` until the one before it has finished.
+        concurrency_key: at most `concurrency_limit` jobs with the same concurrency key are
+            admitted at once (from their enqueue, or their admission, to their end: a retry
+            keeps its slot), across every worker and node; the others wait ``blocked``. A
+            job takes one of the two keys, not both.
+        concurrency_limit: that limit, an integer from 1 to `MAX_CONCURRENCY_LIMIT`; None
+            (default): the task's declared ``concurrency_limit``, else 1. Needs a
+            `concurrency_key`.
+        on_conflict: what an enqueue does when the key already has its limit of admitted jobs:
+            ``"block"`` (default: the job is added and waits for a free slot) or
+            ``"discard"`` (nothing is added; enqueue returns None). None (default): the
+            task's declared ``on_conflict``, else ``"block"``.
     """
 
     task: str
@@ -387,6 +415,10 @@ class Job:
     unique_key: str | None = None
     timeout: float | None = None
     unique_for: float | None = None
+    ordering_key: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    on_conflict: str | None = None
 
     def to_new_job(self, queue: str | None = None, max_payload: int = DEFAULT_MAX_PAYLOAD,
                    declared: Declared | None = None) -> NewJob:
@@ -432,6 +464,21 @@ class Job:
         unique_key = self.unique_key
         if unique_key is None and unique_for is not None:
             unique_key = derived_unique_key(self.task, self.args, self.kwargs)
+        for what, key in (("ordering_key", self.ordering_key), ("concurrency_key", self.concurrency_key)):
+            if key is not None:
+                check_name(what, key)
+        if self.ordering_key is not None and self.concurrency_key is not None:
+            raise ValueError("a job takes one flow key: ordering_key or concurrency_key, not both")
+        check_concurrency(self.concurrency_limit, self.on_conflict)
+        concurrency_limit, on_conflict = self.concurrency_limit, self.on_conflict
+        if self.concurrency_key is None:
+            if concurrency_limit is not None or on_conflict is not None:
+                raise ValueError("concurrency_limit and on_conflict need a concurrency_key")
+        elif declared is not None:  # a mapping's own declarations may lack them
+            if concurrency_limit is None:
+                concurrency_limit = getattr(declared, "concurrency_limit", None)
+            if on_conflict is None:
+                on_conflict = getattr(declared, "on_conflict", None)
         run_at = self.run_at
         if self.delay is not None:
             run_at = time.time() + self.delay
@@ -441,7 +488,10 @@ class Job:
                              "(dispatcher.max_frame_bytes less 64 KiB): pass a reference to the data instead")
         return NewJob(self.id, queue, self.task, payload, priority, run_at, max_attempts, unique_key,
                       None if self.timeout is None else float(self.timeout),
-                      None if unique_for is None else float(unique_for))
+                      None if unique_for is None else float(unique_for),
+                      self.ordering_key, self.concurrency_key,
+                      concurrency_limit if self.concurrency_key is not None else None,
+                      on_conflict == "discard" and self.concurrency_key is not None)
 
 
 _PACK_ERRORS = (TypeError, ValueError, OverflowError)

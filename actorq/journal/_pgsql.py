@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from psycopg import sql
 
-from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, STATE_MARK, JobStatements
+from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, STATE_MARK, JobStatements, admitted_of_key
 from actorq.journal.config import check_schema
 
 def _epoch(column: str) -> str:
@@ -76,6 +76,8 @@ class Statements(JobStatements):
     lead: str
     resign: str
     lock_keys: str
+    lock_flow: str  # an enqueue's flow keys, exclusive
+    admit: str  # fill the free slots of flow keys (the function of migration 012)
 
 
 # Rows another node may hold locked (it is rescuing them, or its session is paused inside a
@@ -130,20 +132,28 @@ _TEXT = {
     "enqueue": (
         "WITH new AS ("
         " INSERT INTO {jobs} (id, queue, task, payload, state, priority, run_at, max_attempts, created_at,"
-        "  unique_key, timeout, unique_until)"
+        "  unique_key, timeout, unique_until, flow_key, flow_limit)"
         " SELECT n.id, n.queue, n.task, n.payload,"
-        "  CASE WHEN to_timestamp(n.run_at) > now() THEN 'scheduled' ELSE 'ready' END,"
+        # a keyed job waits blocked until `admit` (the caller holds its key's lock)
+        "  CASE WHEN n.flow_key IS NOT NULL THEN 'blocked' WHEN to_timestamp(n.run_at) > now() THEN 'scheduled'"
+        "  ELSE 'ready' END,"
         "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now(), n.unique_key, n.timeout,"
-        "  now() + make_interval(secs => n.unique_for)"  # NULL without a period
+        "  now() + make_interval(secs => n.unique_for),"  # NULL without a period
+        "  n.flow_key, n.flow_limit"
         " FROM unnest(%(ids)s::text[], %(queues)s::text[], %(tasks)s::text[], %(payloads)s::bytea[],"
         "  %(priorities)s::int4[], %(run_at)s::float8[], %(max_attempts)s::int4[], %(unique_keys)s::text[],"
-        "  %(timeouts)s::float8[], %(unique_for)s::float8[])"
-        "  AS n(id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout, unique_for)"
+        "  %(timeouts)s::float8[], %(unique_for)s::float8[], %(flow_keys)s::text[], %(flow_limits)s::int4[],"
+        "  %(discards)s::bool[])"
+        "  AS n(id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout, unique_for,"
+        "  flow_key, flow_limit, discard)"
         # A key inside another row's unique_until period is skipped here: the caller holds the
         # key's lock (`lock_keys`), so every earlier inserter of it has committed. Two jobs of
         # one batch with one key meet the live unique index instead.
-        " WHERE n.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM {jobs} p"
-        "  WHERE p.unique_key = n.unique_key AND p.unique_until > now())"
+        " WHERE (n.unique_key IS NULL OR NOT EXISTS (SELECT 1 FROM {jobs} p"
+        "  WHERE p.unique_key = n.unique_key AND p.unique_until > now()))"
+        # on_conflict="discard": not added once its key has flow_limit admitted jobs. Such a
+        # job comes alone in its statement, after its key's lock (`lock_flow`).
+        f" AND (NOT n.discard OR {admitted_of_key('{jobs}', 'n.flow_key')} < n.flow_limit)"
         # A re-sent id (B6) or a unique key a live job holds (B7) is a no-op; a CHECK failure still raises.
         " ON CONFLICT DO NOTHING"
         " RETURNING queue, state)"
@@ -199,16 +209,21 @@ _TEXT = {
     "leased_with_prefix": _attempts("starts_with(j.lease_owner, %(prefix)s)"),
     "expired": _attempts("j.lease_expires < now()"),
     "declare_tasks": (
-        "INSERT INTO {tasks} (name, queue, priority, max_attempts, unique_for, declared_at)"
-        " SELECT d.name, d.queue, d.priority, d.max_attempts, d.unique_for, now()"
+        "INSERT INTO {tasks} (name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict,"
+        " declared_at)"
+        " SELECT d.name, d.queue, d.priority, d.max_attempts, d.unique_for, d.concurrency_limit, d.on_conflict, now()"
         " FROM unnest(%(names)s::text[], %(queues)s::text[], %(priorities)s::int4[], %(max_attempts)s::int4[],"
-        "  %(unique_for)s::float8[]) AS d(name, queue, priority, max_attempts, unique_for)"
+        "  %(unique_for)s::float8[], %(concurrency_limits)s::int4[], %(on_conflicts)s::text[])"
+        "  AS d(name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict)"
         # the last writer wins: a node starting later replaces what an earlier one declared
         " ON CONFLICT (name) DO UPDATE SET queue = EXCLUDED.queue, priority = EXCLUDED.priority,"
-        " max_attempts = EXCLUDED.max_attempts, unique_for = EXCLUDED.unique_for, declared_at = EXCLUDED.declared_at"
+        " max_attempts = EXCLUDED.max_attempts, unique_for = EXCLUDED.unique_for,"
+        " concurrency_limit = EXCLUDED.concurrency_limit, on_conflict = EXCLUDED.on_conflict,"
+        " declared_at = EXCLUDED.declared_at"
     ),
     "declared_tasks": (
-        "SELECT name, queue, priority, max_attempts, unique_for FROM {tasks} WHERE name = ANY(%(names)s::text[])"
+        "SELECT name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict FROM {tasks}"
+        " WHERE name = ANY(%(names)s::text[])"
     ),
     # a stored schedule keeps its added_at and last_fired: a new definition does not fire again
     # what already fired
@@ -262,7 +277,9 @@ _TEXT = {
         + _NOTIFY_DONE.replace("{source}", "c")
     ),
     "retry_dead": (
-        "WITH revived AS (UPDATE {jobs} SET state = 'ready', attempts = 0, run_at = now(), finished_at = NULL"
+        # a keyed job comes back blocked: its trigger (migration 012) admits it if there is room
+        "WITH revived AS (UPDATE {jobs} SET state = CASE WHEN flow_key IS NULL THEN 'ready' ELSE 'blocked' END,"
+        " attempts = 0, run_at = now(), finished_at = NULL"
         f" WHERE id = %(id)s AND state IN {REVIVABLE} RETURNING queue)"
         " SELECT count(*), " + _NOTIFY.replace("{source}", "revived") + " FROM revived"
     ),
@@ -371,6 +388,13 @@ _TEXT = {
         "SELECT pg_advisory_xact_lock({unique_lock}, d.h) FROM"
         " (SELECT DISTINCT hashtext(k) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) d"
     ),
+    # The flow keys of an enqueue, EXCLUSIVE, in hash order, after its unique keys' (migration 012
+    # says who takes them how); then `admit` fills each key's free slots.
+    "lock_flow": (
+        "SELECT pg_advisory_xact_lock({flow_lock}, d.h) FROM"
+        " (SELECT DISTINCT hashtext(k) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) d"
+    ),
+    "admit": "SELECT sum({admit}(k)) FROM unnest(%(keys)s::text[]) AS k",
     "holders": (
         "SELECT unique_key, id, 0 AS live FROM {jobs} WHERE unique_key = ANY(%(keys)s::text[])"
         " AND unique_until > now()"
@@ -415,6 +439,9 @@ def statements(schema: str) -> Statements:
         "lease_ids": sql.Literal(table(schema, "actorq_lease_ids")),
         # the lock space of this schema's unique keys (the migrations lock is hashtext('actorq.migrate'))
         "unique_lock": sql.SQL("hashtext({})").format(sql.Literal(f"actorq.unique:{schema}")),
+        # and of its flow keys (the triggers of migration 012 compute the same)
+        "flow_lock": sql.SQL("hashtext({})").format(sql.Literal(f"actorq.flow:{schema}")),
+        "admit": sql.Identifier(schema, "actorq_admit"),
     }
     rendered = {key: sql.SQL(text).format(**names).as_string(None) for key, text in _TEXT.items()}
     return Statements(schema=schema, channel=schema, done_channel=side_channel(schema, "done"),

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, STATE_MARK, JobStatements
+from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, STATE_MARK, JobStatements, admitted_of_key
 
 IN_CHUNK = 500  # values per IN list; far below SQLite's limit of 32,766 bound parameters
-ENQUEUE_COLUMNS = 12  # bound values per row of `enqueue`
+ENQUEUE_COLUMNS = 15  # bound values per row of `enqueue`
 RESULT_COLUMNS = 4  # bound values per row of `complete_with_result`
 
 
@@ -60,9 +60,14 @@ _TEXT = {
     # is a no-op; a CHECK failure still raises.
     "enqueue": (
         "INSERT INTO actorq_jobs (id, queue, task, payload, state, priority, run_at,"
-        " max_attempts, created_at, unique_key, timeout, unique_until) SELECT * FROM (VALUES {marks}) AS v"
-        " WHERE v.column10 IS NULL OR NOT EXISTS (SELECT 1 FROM actorq_jobs p"
-        "  WHERE p.unique_key = v.column10 AND p.unique_until > v.column9)"
+        " max_attempts, created_at, unique_key, timeout, unique_until, flow_key, flow_limit)"
+        " SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, column10,"
+        " column11, column12, column13, column14 FROM (VALUES {marks}) AS v"
+        " WHERE (v.column10 IS NULL OR NOT EXISTS (SELECT 1 FROM actorq_jobs p"
+        "  WHERE p.unique_key = v.column10 AND p.unique_until > v.column9))"
+        # column15: 1 when the job is not added once its key has flow_limit admitted jobs
+        # (on_conflict="discard"); such a job comes alone in its statement
+        f" AND (v.column15 = 0 OR {admitted_of_key('actorq_jobs', 'v.column13')} < v.column14)"
         " ON CONFLICT DO NOTHING"
     ),
     # ?1 now, then the keys ({marks}: `numbered_list`, used twice): rows inside their period,
@@ -117,13 +122,16 @@ _TEXT = {
     "expired": _ATTEMPTS + "lease_expires < ?",
     # the last writer wins: a node starting later replaces what an earlier one declared
     "declare_tasks": (
-        "INSERT INTO actorq_tasks (name, queue, priority, max_attempts, unique_for, declared_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)"
+        "INSERT INTO actorq_tasks (name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict,"
+        " declared_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, priority = excluded.priority,"
-        " max_attempts = excluded.max_attempts, unique_for = excluded.unique_for, declared_at = excluded.declared_at"
+        " max_attempts = excluded.max_attempts, unique_for = excluded.unique_for,"
+        " concurrency_limit = excluded.concurrency_limit, on_conflict = excluded.on_conflict,"
+        " declared_at = excluded.declared_at"
     ),
     "declared_tasks": (
-        "SELECT name, queue, priority, max_attempts, unique_for FROM actorq_tasks WHERE name IN ({marks})"),
+        "SELECT name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict FROM actorq_tasks"
+        " WHERE name IN ({marks})"),
     # a stored schedule keeps its added_at and last_fired: a new definition does not fire again
     # what already fired
     "put_schedules": (
@@ -150,8 +158,9 @@ _TEXT = {
         f" WHERE id = ? AND state IN {LIVE}"
     ),
     "retry_dead": (
-        "UPDATE actorq_jobs SET state = 'ready', attempts = 0, run_at = ?, finished_at = NULL"
-        f" WHERE id = ? AND state IN {REVIVABLE}"
+        # a keyed job comes back blocked: the admission trigger takes it from there
+        "UPDATE actorq_jobs SET state = CASE WHEN flow_key IS NULL THEN 'ready' ELSE 'blocked' END, attempts = 0,"
+        f" run_at = ?, finished_at = NULL WHERE id = ? AND state IN {REVIVABLE}"
     ),
     "counts": "SELECT queue, state, count(*) FROM actorq_jobs GROUP BY queue, state",
     "get": (

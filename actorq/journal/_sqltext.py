@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from actorq.journal.protocol import LIVE_STATES, JobState
+from actorq.journal.protocol import ADMITTED_STATES, LIVE_STATES, JobState
 
 
 STATE_MARK = "STATE_LITERAL"
@@ -20,7 +20,7 @@ STATE_MARK = "STATE_LITERAL"
 literal, so that the planner can prove a partial index covers it (a bound parameter is
 not proven: PostgreSQL's generic plans, SQLite's prepared statements)."""
 
-INDEXED_STATES = (JobState.SCHEDULED, JobState.RETRY, JobState.FAILED, JobState.DEAD, JobState.CANCELLED)
+INDEXED_STATES = (JobState.BLOCKED, JobState.SCHEDULED, JobState.RETRY, JobState.FAILED, JobState.DEAD, JobState.CANCELLED)
 """The states the operator's index (state, queue) holds: rare in a journal in service, so
 the index costs the hot path nothing (a job goes ready -> leased -> succeeded without
 touching it). The others are listed in id order from the primary key (ready, succeeded:
@@ -56,6 +56,12 @@ def states_list(states: Iterable[JobState]) -> str:
 
 
 LIVE = states_list(LIVE_STATES)
+ADMITTED = states_list(ADMITTED_STATES)
+
+
+def admitted_of_key(jobs: str, key: str) -> str:
+    """How many jobs of the flow key `key` (an SQL expression) are admitted (table `jobs`)."""
+    return f"(SELECT count(*) FROM {jobs} a WHERE a.flow_key = {key} AND a.state IN {ADMITTED})"
 DUE = states_list((JobState.SCHEDULED, JobState.RETRY))  # promoted to ready once run_at has passed
 REVIVABLE = states_list((JobState.DEAD, JobState.FAILED))  # what retry_dead takes
 CLEAR_LEASE = "lease_id = NULL, lease_owner = NULL, lease_expires = NULL"

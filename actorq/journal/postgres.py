@@ -129,7 +129,7 @@ def _limit_statements(schema: str) -> dict[str, str]:
         "present": f"SELECT id FROM {jobs} WHERE id = ANY(%(ids)s::text[])",  # re-sent ids take no room
         "depth": (
             f"SELECT q, (SELECT count(*) FROM {jobs} WHERE state = 'ready' AND queue = q)"
-            f" + (SELECT count(*) FROM {jobs} WHERE state IN ('scheduled', 'retry') AND queue = q)"
+            f" + (SELECT count(*) FROM {jobs} WHERE state IN ('blocked', 'scheduled', 'retry') AND queue = q)"
             " FROM unnest(%(queues)s::text[]) AS q"
         ),
     }
@@ -273,7 +273,9 @@ def _enqueue_params(jobs: Sequence[NewJob], channel: str) -> dict[str, Any]:
         "payloads": [j.payload for j in jobs], "priorities": [j.priority for j in jobs],
         "run_at": [j.run_at for j in jobs], "max_attempts": [j.max_attempts for j in jobs],
         "unique_keys": [j.unique_key for j in jobs], "timeouts": [j.timeout for j in jobs],
-        "unique_for": [j.unique_for for j in jobs], "channel": channel,
+        "unique_for": [j.unique_for for j in jobs], "flow_keys": [j.flow_key for j in jobs],
+        "flow_limits": [j.flow_limit for j in jobs], "discards": [j.discard_over_limit for j in jobs],
+        "channel": channel,
     }
 
 
@@ -607,20 +609,13 @@ class PostgresJournal:
         """
         if not jobs:
             return 0
-        keys = sorted({j.unique_key for j in jobs if j.unique_key is not None})
-        if not keys:  # one statement, one round trip
+        if not any(j.unique_key is not None or j.flow_key is not None for j in jobs):  # one statement
             row = self._execute(self._sql.enqueue, _enqueue_params(jobs, self._sql.channel), isolated=True).fetchone()
             return row[0]  # type: ignore[index]
-        # Unique keys are inserted in one order (the sort is stable: of two jobs with one key, the
-        # first still wins). Each key's lock is taken first, in a statement of its own, so the
-        # insert's snapshot sees every earlier inserter of the key committed: `lock_keys`.
-        jobs = sorted(jobs, key=lambda j: (j.unique_key is None, j.unique_key or ""))
         in_caller_transaction = self._depth > 0
         with self.transaction():
-            self._execute(self._sql.lock_keys, {"keys": keys})
-            row = self._execute(self._sql.enqueue, _enqueue_params(jobs, self._sql.channel),
-                                isolated=in_caller_transaction).fetchone()
-        return row[0]  # type: ignore[index]
+            return _enqueue_locked(lambda query, params: self._execute(query, params, isolated=in_caller_transaction),
+                                   self._sql, jobs)
 
     def lease(self, queues: Sequence[str], owner: str, limit: int, lease_for: float) -> list[LeasedJob]:
         """Lease up to `limit` ready jobs of `queues` to `owner` for `lease_for` s, counting an attempt each.
@@ -812,6 +807,7 @@ class PostgresJournal:
             "names": [t.name for t in latest], "queues": [t.queue for t in latest],
             "priorities": [t.priority for t in latest], "max_attempts": [t.max_attempts for t in latest],
             "unique_for": [t.unique_for for t in latest],
+            "concurrency_limits": [t.concurrency_limit for t in latest], "on_conflicts": [t.on_conflict for t in latest],
         }, isolated=True)
 
     def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
@@ -879,6 +875,10 @@ class PostgresJournal:
     def has_due(self) -> bool:
         """Whether a scheduled or retry job is due by the database's clock (a read)."""
         return bool(self._execute(self._sql.has_due, {}).fetchone()[0])  # type: ignore[index]
+
+    def take_admitted(self) -> set[str]:
+        """Always empty: an admission NOTIFYs the schema's channel itself (migration 012)."""
+        return set()
 
     def has_ready(self, queues: Sequence[str]) -> bool:
         """Whether a job of `queues` is ready (a read)."""
@@ -1115,12 +1115,40 @@ def enqueue_in(conn: psycopg.Connection[Any], jobs: Sequence[NewJob], schema: st
     if not jobs:
         return 0
     schema_sql = statements(schema)
+    return _enqueue_locked(conn.execute, schema_sql, jobs)
+
+
+def _enqueue_locked(execute: Callable[[str, dict[str, Any]], Any], schema_sql: Statements,
+                    jobs: Sequence[NewJob]) -> int:
+    """Insert `jobs` inside an open transaction, after the locks their keys need; returns the count.
+
+    Unique keys are inserted in one order (the sort is stable: of two jobs with one key, the
+    first still wins). Each key's lock is taken first, in a statement of its own, so the
+    insert's snapshot sees every earlier inserter of the key committed: `lock_keys`. Flow keys'
+    locks come next (`lock_flow`, one order for every enqueuer): the insert then sees every
+    end of a job of those keys committed, and `admit` fills their free slots. Jobs discarded
+    over their key's limit go one statement each, after the rest: each one's count sees the
+    jobs admitted before it.
+    """
     keys = sorted({j.unique_key for j in jobs if j.unique_key is not None})
-    if keys:  # as `PostgresJournal.enqueue`: held until the caller's transaction ends
-        conn.execute(schema_sql.lock_keys, {"keys": keys})
+    if keys:
+        execute(schema_sql.lock_keys, {"keys": keys})
         jobs = sorted(jobs, key=lambda j: (j.unique_key is None, j.unique_key or ""))
-    row = conn.execute(schema_sql.enqueue, _enqueue_params(jobs, schema_sql.channel)).fetchone()
-    return row[0]  # type: ignore[index]
+    flow_keys = sorted({j.flow_key for j in jobs if j.flow_key is not None})
+    if not flow_keys:
+        return execute(schema_sql.enqueue, _enqueue_params(jobs, schema_sql.channel)).fetchone()[0]  # type: ignore[no-any-return]
+    execute(schema_sql.lock_flow, {"keys": flow_keys})
+    alone = [j for j in jobs if j.discard_over_limit]
+    rest = [j for j in jobs if not j.discard_over_limit]
+    count = execute(schema_sql.enqueue, _enqueue_params(rest, schema_sql.channel)).fetchone()[0] if rest else 0
+    if rest:
+        execute(schema_sql.admit, {"keys": flow_keys})
+    for job in alone:
+        added = execute(schema_sql.enqueue, _enqueue_params([job], schema_sql.channel)).fetchone()[0]
+        if added:
+            execute(schema_sql.admit, {"keys": [job.flow_key]})
+        count += added
+    return count  # type: ignore[no-any-return]
 
 
 # -- LISTEN/NOTIFY -----------------------------------------------------------------------------

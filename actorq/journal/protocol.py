@@ -62,8 +62,11 @@ __all__ = [
     "KeptResult",
     "LATEST_RUN_AT",
     "LIVE_STATES",
+    "ADMITTED_STATES",
     "LeasedJob",
     "MAX_ATTEMPTS",
+    "MAX_CONCURRENCY_LIMIT",
+    "MAX_FLOW_KEY",
     "MAX_PRIORITY",
     "MAX_UNIQUE_FOR",
     "MIN_PRIORITY",
@@ -121,12 +124,20 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"
     """Final. Cancelled by request from any non-final state; if it was leased, the
     worker's later ack, failure or renewal is rejected as stale."""
+    BLOCKED = "blocked"
+    """Waits for a slot of its flow key (an ordering key, or a concurrency key at its limit).
+    In: enqueue, or a retry by hand, of a job with a key. Out: admission, to ready (or
+    scheduled, before its ``run_at``), when a job of its key finishes; or cancel. The
+    journal admits it in the same transaction that ends the job before it
+    (docs/flow-control-keys.md)."""
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED})
-LIVE_STATES = (JobState.SCHEDULED, JobState.READY, JobState.LEASED, JobState.RETRY)
+LIVE_STATES = (JobState.BLOCKED, JobState.SCHEDULED, JobState.READY, JobState.LEASED, JobState.RETRY)
 """The non-final states, in the order a job goes through them: a live job can be cancelled
 and holds its unique key."""
+ADMITTED_STATES = LIVE_STATES[1:]
+"""The live states that hold a slot of the job's flow key (all but blocked)."""
 
 
 MAX_TIMEOUT = 366 * 86400
@@ -134,6 +145,12 @@ MAX_TIMEOUT = 366 * 86400
 
 MAX_UNIQUE_FOR = 366 * 86400
 """The longest period a job's unique key may be held for after its insert, in seconds (a year)."""
+
+MAX_CONCURRENCY_LIMIT = 1_000_000
+"""The largest number of jobs of one concurrency key a job may let run at once."""
+
+MAX_FLOW_KEY = 512
+"""The longest ordering or concurrency key, in characters."""
 
 
 def _is_number(value: object) -> bool:
@@ -164,6 +181,17 @@ class NewJob:
             row's ``unique_until``); None: only while it is live. Needs `unique_key`.
             Finite, at most `MAX_UNIQUE_FOR`; 0 or less makes a period that is over at
             once (as `KeptResult.keep_for`; the producer surfaces refuse it).
+        ordering_key: jobs with one ordering key run one at a time, in id (enqueue) order:
+            the job is admitted (leaves blocked) only when every earlier job of its key
+            has finished (docs/flow-control-keys.md).
+        concurrency_key: at most `concurrency_limit` jobs with this key are admitted
+            (scheduled, ready, leased or retry) at once, across every worker and node;
+            the others wait blocked, in id order. A job has at most one of the two keys.
+        concurrency_limit: the key's limit, an integer from 1 to `MAX_CONCURRENCY_LIMIT`;
+            None with a key: 1. Jobs of one key should agree on it: a slot that frees
+            admits up to the limit of the key's earliest blocked job.
+        discard_over_limit: the enqueue adds nothing when `concurrency_limit` jobs of its
+            key are already admitted (``on_conflict="discard"``); False: it is added and waits.
 
     Raises:
         ValueError: a number the journal's columns cannot hold (G12): it is refused
@@ -180,6 +208,10 @@ class NewJob:
     unique_key: str | None = None
     timeout: float | None = None
     unique_for: float | None = None
+    ordering_key: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    discard_over_limit: bool = False
 
     def __post_init__(self) -> None:
         if not (_is_int(self.priority) and MIN_PRIORITY <= self.priority <= MAX_PRIORITY):
@@ -206,6 +238,37 @@ class NewJob:
             if self.unique_key is None:
                 raise ValueError(f"job {self.id!r}: unique_for needs a unique_key")
             object.__setattr__(self, "unique_for", float(self.unique_for))
+        if self.concurrency_limit is not None:
+            if not (_is_int(self.concurrency_limit) and 1 <= self.concurrency_limit <= MAX_CONCURRENCY_LIMIT):
+                raise ValueError(f"job {self.id!r}: concurrency_limit must be an integer from 1 to "
+                                 f"{MAX_CONCURRENCY_LIMIT}, got {self.concurrency_limit!r}")
+            if self.concurrency_key is None:
+                raise ValueError(f"job {self.id!r}: concurrency_limit needs a concurrency_key")
+        elif self.concurrency_key is not None:
+            object.__setattr__(self, "concurrency_limit", 1)
+        if self.discard_over_limit and self.concurrency_key is None:
+            raise ValueError(f"job {self.id!r}: discard_over_limit needs a concurrency_key")
+        if self.ordering_key is not None and self.concurrency_key is not None:
+            raise ValueError(f"job {self.id!r}: a job takes one flow key, ordering_key or concurrency_key, not both")
+        for name in ("ordering_key", "concurrency_key"):
+            key = getattr(self, name)
+            if key is not None and not (isinstance(key, str) and 0 < len(key) <= MAX_FLOW_KEY):
+                raise ValueError(f"job {self.id!r}: {name} must be a text of 1 to {MAX_FLOW_KEY} characters")
+
+    @property
+    def flow_key(self) -> str | None:
+        """The key the journal admits by: ``o:`` + the ordering key or ``c:`` + the
+        concurrency key (two name spaces), or None."""
+        if self.ordering_key is not None:
+            return "o:" + self.ordering_key
+        return None if self.concurrency_key is None else "c:" + self.concurrency_key
+
+    @property
+    def flow_limit(self) -> int | None:
+        """How many jobs of `flow_key` are admitted at once: 1 for an ordering key."""
+        if self.ordering_key is not None:
+            return 1
+        return self.concurrency_limit
 
 
 class QueueLimits(NamedTuple):
@@ -348,6 +411,12 @@ class TaskDefaults(NamedTuple):
     unique_for: float | None = None
     """Seconds a job of the task holds its unique key after its insert (see `NewJob.unique_for`);
     a job with no key of its own gets one made of the task name and its arguments."""
+    concurrency_limit: int | None = None
+    """How many jobs of one concurrency key run at once, for the task's jobs with a key and no
+    limit of their own (None: 1; see `NewJob.concurrency_limit`)."""
+    on_conflict: str | None = None
+    """``"discard"``: the task's jobs with a concurrency key are not added once the key has its
+    limit of live jobs (`NewJob.discard_over_limit`); ``"block"`` or None: they wait."""
 
 
 class KeptResult(NamedTuple):
@@ -408,7 +477,7 @@ class JobInfo(NamedTuple):
 MAX_LIST_LIMIT = 10_000
 """The most jobs one `Journal.list_jobs` call returns (a page)."""
 
-WAITING_STATES = (JobState.SCHEDULED, JobState.READY, JobState.RETRY)
+WAITING_STATES = (JobState.BLOCKED, JobState.SCHEDULED, JobState.READY, JobState.RETRY)
 """The states `Journal.clear_queue` deletes from: jobs no worker holds (a leased job is left to
 its worker; cancel it instead)."""
 
@@ -780,8 +849,16 @@ class Journal(Protocol):
     def has_ready(self, queues: Sequence[str]) -> bool:
         """Whether a job of one of `queues` is ready, read without taking a write lock."""
 
+    def take_admitted(self) -> set[str]:
+        """The queues that keyed jobs were admitted to by this journal's writes since the last
+        call (a job of their flow key ended and the next became ready); then forgets them.
+
+        The writer wakes those queues' dispatchers after each commit. A journal whose
+        admissions wake nodes by another path (PostgreSQL: its NOTIFY) returns an empty set.
+        """
+
     def cancel(self, job_id: str) -> bool:
-        """Cancel a job in any non-final state (scheduled, ready, leased or retry).
+        """Cancel a job in any non-final state (blocked, scheduled, ready, leased or retry).
 
         A leased job's lease becomes stale: the worker's later ack, failure, release or
         renewal is rejected. Returns True if the job was cancelled, False if it was

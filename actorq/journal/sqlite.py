@@ -54,9 +54,10 @@ from actorq.journal.protocol import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 10  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
+SCHEMA_VERSION = 11  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
 # 6: paused queues, job time limits; 7: unique periods (unique_until); 8: the index of finished jobs (retention);
 # 9: queue limits (actorq_queues, the index of waiting jobs by queue);
+# 10: the operator's index of jobs by state and queue; 11: flow keys (blocked jobs, admission triggers)
 # 10: the operator's partial index of jobs by state and queue (listings)
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
@@ -101,13 +102,24 @@ _LIMITS_SQL = {
     # the two partial indexes: actorq_jobs_ready and actorq_jobs_waiting
     "depth": (
         "SELECT (SELECT count(*) FROM actorq_jobs WHERE state = 'ready' AND queue = ?1)"
-        " + (SELECT count(*) FROM actorq_jobs WHERE state IN ('scheduled', 'retry') AND queue = ?1)"
+        " + (SELECT count(*) FROM actorq_jobs WHERE state IN ('blocked', 'scheduled', 'retry') AND queue = ?1)"
     ),
 }
 
 
 def _schema_sql(version: int) -> str:
     return resources.files("actorq.journal").joinpath(f"sql/sqlite_v{version}.sql").read_text()
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration script, whole (a trigger's body holds semicolons)."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
 
 
 class SQLiteJournal:
@@ -172,6 +184,9 @@ class SQLiteJournal:
             if mode != "wal":
                 raise JournalError(f"{self.path}: could not switch to WAL mode (got {mode!r})")
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            # the admission triggers (schema 11) note each queue a keyed job was admitted to
+            self._admitted: set[str] = set()
+            self._conn.create_function("actorq_admitted", 1, self._note_admitted)
             # rows per multi-row INSERT: 500, or fewer where SQLite allows fewer bound parameters
             limit = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._rows_per_insert = max(1, min(500, limit // ENQUEUE_COLUMNS))
@@ -244,9 +259,8 @@ class SQLiteJournal:
                     raise JournalError(f"{self.path}: has an actorq_jobs table but no schema version")
             applied = list(range(current + 1, SCHEMA_VERSION + 1))
             for step in applied:
-                for statement in _schema_sql(step).split(";"):
-                    if statement.strip():
-                        self._conn.execute(statement)
+                for statement in _statements(_schema_sql(step)):
+                    self._conn.execute(statement)
             if applied:
                 self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 self.applied_versions = applied
@@ -434,18 +448,42 @@ class SQLiteJournal:
     def _insert(self, jobs: Sequence[NewJob]) -> int:
         now = self._clock()
         params: list[object] = []
+        alone: list[tuple[object, ...]] = []  # discarding jobs: one statement each, after the others
+        if any(j.flow_key is not None for j in jobs):  # a batch's keyed jobs are admitted in id order
+            jobs = sorted(jobs, key=lambda j: j.id)
         for j in jobs:
-            params += (
+            flow_key = j.flow_key
+            row = (
                 j.id, j.queue, j.task, j.payload,
-                JobState.SCHEDULED if j.run_at is not None and j.run_at > now else JobState.READY,
+                JobState.BLOCKED if flow_key is not None  # the admission trigger decides (schema 11)
+                else JobState.SCHEDULED if j.run_at is not None and j.run_at > now else JobState.READY,
                 j.priority, j.run_at if j.run_at is not None else now, j.max_attempts, now, j.unique_key,
                 j.timeout, None if j.unique_for is None else now + j.unique_for,
+                flow_key, j.flow_limit, 1 if j.discard_over_limit else 0,
             )
+            if j.discard_over_limit:
+                alone.append(row)
+            else:
+                params += row
         with self.transaction():
-            before = self._conn.total_changes
+            # rowcount counts the rows each INSERT added; total_changes would count the
+            # admission triggers' updates too
+            added = 0
             for chunk in _chunks(params, self._rows_per_insert * ENQUEUE_COLUMNS):  # multi-row VALUES
-                self._conn.execute(SQL.enqueue.format(marks=values_rows(len(chunk) // ENQUEUE_COLUMNS)), chunk)
-            return self._conn.total_changes - before
+                added += self._conn.execute(SQL.enqueue.format(marks=values_rows(len(chunk) // ENQUEUE_COLUMNS)),
+                                            chunk).rowcount
+            for one in alone:  # each one's count of its key sees the jobs added before it
+                added += self._conn.execute(SQL.enqueue.format(marks=values_rows(1)), one).rowcount
+            return added
+
+    def _note_admitted(self, queue: str) -> None:
+        self._admitted.add(queue)
+
+    def take_admitted(self) -> set[str]:
+        """The queues keyed jobs were admitted to (made ready) since the last call: a job of
+        their key ended. The writer wakes their dispatchers (see `Journal.take_admitted`)."""
+        admitted, self._admitted = self._admitted, set()
+        return admitted
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
         """``{unique key: id of the job holding it}`` for those of `keys` that are held (see `Journal.holders`)."""

@@ -24,12 +24,12 @@ from actorq.jobs.backpressure import MAX_BLOCK
 from actorq.jobs.client import Client
 from actorq.jobs.runtime import JOURNAL_WAIT_REPORTED, live_jobs
 from actorq.jobs.settings import producers_endpoint_problem
-from actorq.jobs.outcome import TaskPolicy
+from actorq.jobs.outcome import ON_CONFLICT, TaskPolicy
 from actorq.jobs.task import Job, check_name
 from actorq.jobs.schedule import Schedule, ScheduleInfo
 from actorq.journal import migrate
 from actorq.journal.backends import journal_class, open_journal
-from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, JobState
+from actorq.journal.protocol import MAX_ATTEMPTS, MAX_CONCURRENCY_LIMIT, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, JobState
 from actorq.node import cli_jobs
 from actorq.node.cli_flags import (
     FINAL_STATES, MAX_WAIT, duration_text as _duration_text, integer_flag as _integer,
@@ -89,14 +89,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _unique_key(text: str) -> str:
-    if not text:
-        raise argparse.ArgumentTypeError("expected a non-empty unique key, got ''")
-    try:
-        check_name("unique key", text)
-    except ValueError as exc:  # "a unique key may have at most 255 characters, got 300"
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+def _key(what: str) -> Callable[[str], str]:
+    """An argparse ``type`` for a non-empty key (unique, ordering, concurrency) of at most 255 characters."""
+    def parse(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"expected a non-empty {what}, got ''")
+        try:
+            check_name(what, text)
+        except ValueError as exc:  # "a unique key may have at most 255 characters, got 300"
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+    return parse
+
+
+_unique_key = _key("unique key")
 
 
 def _node_endpoint(text: str) -> str:
@@ -263,6 +269,8 @@ def _describe_policy(policy: TaskPolicy) -> str:
         parts.append(f"timeout {_seconds_text(policy.timeout)}")
     if policy.unique_for is not None:
         parts.append(f"unique for {_seconds_text(policy.unique_for)}")
+    if policy.concurrency_limit is not None or policy.on_conflict is not None:
+        parts.append(f"concurrency key limit {policy.concurrency_limit or 1} ({policy.on_conflict or 'block'})")
     return ", ".join(parts)
 
 
@@ -335,15 +343,21 @@ def cmd_schedules(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
+    if args.concurrency_key is None and (args.concurrency_limit is not None or args.on_conflict is not None):
+        raise ValueError("--concurrency-limit and --on-conflict need --concurrency-key")
+    if args.concurrency_key is not None and args.ordering_key is not None:
+        raise ValueError("a job takes one flow key: --ordering-key or --concurrency-key, not both")
     kwargs = args.kwargs if args.kwargs is not None else {}
     task_args = args.args
     declared = import_tasks(config, args.config)  # their declared queue, priority and attempts apply
     with Client.from_config(config.journal, tasks=declared, node_endpoint=args.node_endpoint) as client:
-        done = held = 0
+        done = held = discarded = 0
         while done < args.count:
             n = min(ENQUEUE_CHUNK, args.count - done)
             jobs = [Job(args.task, task_args, kwargs, delay=args.delay, max_attempts=args.max_attempts,
-                        priority=args.priority, unique_key=args.unique_key, unique_for=args.unique_for)
+                        priority=args.priority, unique_key=args.unique_key, unique_for=args.unique_for,
+                        ordering_key=args.ordering_key, concurrency_key=args.concurrency_key,
+                        concurrency_limit=args.concurrency_limit, on_conflict=args.on_conflict)
                     for _ in range(n)]
             try:
                 ids = client.enqueue_many(jobs, args.queue, block=args.block)
@@ -351,17 +365,24 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
                 _err(f"actorq enqueue: {exc}; nothing of this batch was added"
                      + (f" ({done:,} jobs enqueued before it)" if done else ""))
                 return EXIT_FULL
-            held += sum(1 for job, job_id in zip(jobs, ids) if job_id != job.id)  # a held key's holder
+            discarded += sum(1 for job_id in ids if job_id is None)  # over the concurrency key's limit
+            held += sum(1 for job, job_id in zip(jobs, ids) if job_id is not None and job_id != job.id)  # holder
             done += n
         if args.count == 1:
+            if discarded:
+                _err(f"actorq enqueue: nothing added: concurrency key {args.concurrency_key!r} has its limit "
+                     "of admitted jobs (--on-conflict discard)")
+                return EXIT_OK
             _out(ids[0])
             if held:
                 _err(f"actorq enqueue: nothing added: job {ids[0]} holds its unique key")
         else:
             where = f"queue {args.queue!r}" if args.queue else "its task's queue"
-            if held:
-                _out(f"enqueued {done - held:,} of {done:,} jobs of {args.task} on {where}; "
-                     f"{held:,} not added: their unique key was held")
+            if held or discarded:
+                why = ([f"{held:,} not added: their unique key was held"] if held else []) + (
+                    [f"{discarded:,} not added: their concurrency key had its limit of admitted jobs"] if discarded else [])
+                _out(f"enqueued {done - held - discarded:,} of {done:,} jobs of {args.task} on {where}; "
+                     + "; ".join(why))
             else:
                 _out(f"enqueued {done:,} jobs of {args.task} on {where}")
     return EXIT_OK
@@ -539,6 +560,18 @@ def build_parser() -> argparse.ArgumentParser:
     enq.add_argument("--block", type=_seconds(0.0, MAX_BLOCK, low_allowed=True), default=0.0, metavar="SECONDS",
                      help="while the queue is at its max_depth, wait up to SECONDS for room (from 0, the "
                           f"default: refuse at once, to {MAX_BLOCK:.0f}); still full: exit code {EXIT_FULL}")
+    enq.add_argument("--ordering-key", type=_key("ordering key"), default=None, metavar="KEY",
+                     help="jobs with one ordering key run one at a time, in the order they were added "
+                          "(1 to 255 characters; a job takes one key)")
+    enq.add_argument("--concurrency-key", type=_key("concurrency key"), default=None, metavar="KEY",
+                     help="at most --concurrency-limit jobs with KEY are admitted at once, on every worker and node "
+                          "(1 to 255 characters)")
+    enq.add_argument("--concurrency-limit", type=_integer(1, MAX_CONCURRENCY_LIMIT), default=None, metavar="N",
+                     help=f"the concurrency key's limit, 1 to {MAX_CONCURRENCY_LIMIT} (default: the task's "
+                          "declared concurrency_limit, else 1); needs --concurrency-key")
+    enq.add_argument("--on-conflict", choices=ON_CONFLICT, default=None,
+                     help="when the concurrency key has its limit of admitted jobs: block (the job waits for a "
+                          "slot) or discard (nothing is added); default: the task's declared rule, else block")
     enq.add_argument("--node-endpoint", type=_node_endpoint, default=None, metavar="ENDPOINT",
                      help="send the jobs through the node serving this producer endpoint (its [producers] "
                           "endpoint: ipc:///abs/path or tcp://127.0.0.1:PORT), on any journal; default: "

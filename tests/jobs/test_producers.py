@@ -33,7 +33,7 @@ from actorq.jobs.producers import (
     BUSY, CANCEL, CANCELLED, ENQUEUE, ENQUEUED, OUTCOME, WAIT, encode_cancel, encode_request, encode_wait, parse_reply,
 )
 from actorq.journal import NewJob, SQLiteJournal
-from actorq.journal.protocol import MAX_UNIQUE_FOR
+from actorq.journal.protocol import MAX_CONCURRENCY_LIMIT, MAX_UNIQUE_FOR
 from actorq.testing import eventually
 from actorq.transports.codec import encode
 
@@ -243,6 +243,9 @@ def _request(*items: object, request_id: object = 7) -> list[bytes]:
 
 GOOD = _request(_job())
 GOOD_UNIQUE = _request(_job(unique_key="k") + [None, 3600.0], _job("j2", unique_key="k2") + [30.0, MAX_UNIQUE_FOR])
+# the flow-control keys: ordering_key, concurrency_key, concurrency_limit, discard after the period
+GOOD_KEYS = _request(_job() + [None, None, "customer-42"], _job("j2") + [None, None, None, "tenant-7", 10, True],
+                     _job("j3") + [None, None, "o", None, None, False])
 
 BAD: list[tuple[str, list[bytes]]] = [
     # G1: the envelope
@@ -270,8 +273,31 @@ BAD: list[tuple[str, list[bytes]]] = [
     ("bad_body", _request(_job(), request_id=True)),
     ("bad_body", _request(_job(), request_id=1.5)),
     ("bad_body", _request(_job()[:7])),
-    # the 9th and 10th fields, a time limit and a unique period, are optional; an 11th is not
-    ("bad_body", _request(_job() + [None, None, None])),
+    # the 9th to 14th fields (a time limit, a unique period, the flow-control keys) are optional; a 15th is not
+    ("bad_body", _request(_job() + [None] * 7)),
+    ("bad_body", _request(_job() + [None, None, None, "tenant-7", 10, True, None])),
+    # the ordering and concurrency keys: names (as the unique key); the limit an integer from 1 to
+    # MAX_CONCURRENCY_LIMIT; discard a bool; the limit and discard only with a concurrency key
+    ("bad_body", _request(_job() + [None, None, ""])),
+    ("bad_body", _request(_job() + [None, None, "x" * 256])),
+    ("bad_body", _request(_job() + [None, None, 42])),
+    ("bad_body", _request(_job() + [None, None, b"key"])),
+    ("bad_body", _request(_job() + [None, None, None, ""])),
+    ("bad_body", _request(_job() + [None, None, None, ["tenant"]])),
+    ("bad_body", _request(_job() + [None, None, None, "x" * 256, 1])),
+    ("bad_body", _request(_job() + [None, None, None, "t", 0])),
+    ("bad_body", _request(_job() + [None, None, None, "t", -1])),
+    ("bad_body", _request(_job() + [None, None, "o", "c"])),  # one flow key a job, not two
+    ("bad_body", _request(_job() + [None, None, None, "t", MAX_CONCURRENCY_LIMIT + 1])),
+    ("bad_body", _request(_job() + [None, None, None, "t", 2**64 - 1])),
+    ("bad_body", _request(_job() + [None, None, None, "t", 2.0])),
+    ("bad_body", _request(_job() + [None, None, None, "t", True])),
+    ("bad_body", _request(_job() + [None, None, None, "t", "10"])),
+    ("bad_body", _request(_job() + [None, None, None, "t", 1, 1])),
+    ("bad_body", _request(_job() + [None, None, None, "t", 1, "discard"])),
+    ("bad_body", _request(_job() + [None, None, None, None, 3])),  # a limit needs a key
+    ("bad_body", _request(_job() + [None, None, None, None, None, True])),  # so does discard
+    ("bad_body", _request(_job() + [None, None, "o"], _job("j2") + [None, None, None, "t", 0])),
     ("bad_body", _request(_job() + [0])),
     ("bad_body", _request(_job() + [-1.0])),
     ("bad_body", _request(_job() + [float("inf")])),
@@ -352,6 +378,14 @@ def test_the_optional_fields_round_trip_and_are_left_off_from_the_end() -> None:
     items = msgpack.unpackb(frame)[2][1]
     assert [len(item) for item in items] == [8, 9, 10, 10]  # a period with no time limit sends nil before it
     assert producers.parse_enqueue(GOOD_UNIQUE[0], 1 << 24)[1][1].unique_for == MAX_UNIQUE_FOR
+    keyed = producers.parse_enqueue(GOOD_KEYS[0], 1 << 24)[1]
+    assert [(j.ordering_key, j.concurrency_key, j.concurrency_limit, j.discard_over_limit) for j in keyed] == [
+        ("customer-42", None, None, False), (None, "tenant-7", 10, True), ("o", None, None, False)]
+    sent = [NewJob("e", "q", "t", b"\x92\x90\x80", ordering_key="o"),
+            NewJob("f", "q", "t", b"\x92\x90\x80", concurrency_key="c", concurrency_limit=3, discard_over_limit=True)]
+    round_trip = producers.parse_enqueue(producers.encode_request(8, sent), 1 << 24)[1]
+    assert round_trip == sent
+    assert [len(item) for item in msgpack.unpackb(producers.encode_request(8, sent))[2][1]] == [11, 14]
 
 
 def _answers(sock: zmq.Socket, count: int) -> list[tuple[str, int, object]]:  # type: ignore[type-arg]
@@ -396,7 +430,8 @@ async def test_g1_g5_producer_socket_fuzz_drops_and_counts_every_bad_frame(topol
         # a seeded mutation fuzz: each frame is dropped and counted, admitted, or answered busy
         # the valid WAIT and CANCEL name jobs no one runs: a WAIT the fuzz makes valid waits at
         # most its seconds, and holds one of the node's bounded waits meanwhile
-        corpus = [GOOD[0], GOOD_UNIQUE[0], encode_wait(8, "fuzz-none", 0.5), encode_cancel(9, "fuzz-none")] + [
+        corpus = [GOOD[0], GOOD_UNIQUE[0], GOOD_KEYS[0], encode_wait(8, "fuzz-none", 0.5),
+                  encode_cancel(9, "fuzz-none")] + [
             parts[0] for _, parts in BAD if len(parts) == 1 and parts[0]]
         frames = 3000
         fuzz = [[mutate(rng, rng.choice(corpus))] for _ in range(frames)]

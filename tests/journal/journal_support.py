@@ -279,9 +279,10 @@ HOUR = 3600.0
 
 
 def new_job(job_id: str, *, queue: str = "q", priority: int = 0, run_at: float | None = None,
-            max_attempts: int = 3, payload: bytes = b"\x92\x90\x80", task: str = "tests.noop") -> NewJob:
+            max_attempts: int = 3, payload: bytes = b"\x92\x90\x80", task: str = "tests.noop",
+            **keys: Any) -> NewJob:
     return NewJob(id=job_id, queue=queue, task=task, payload=payload, priority=priority,
-                  run_at=run_at, max_attempts=max_attempts)
+                  run_at=run_at, max_attempts=max_attempts, **keys)
 
 
 def state(journal: Journal, job_id: str) -> JobState:
@@ -342,7 +343,9 @@ def expire(journal: Journal, reason: str = "lease expired", *, fail_tasks: Colle
 
 def job_in_every_state(journal: Journal) -> dict[str, LeasedJob]:
     """Make one job per state, named after the state; return the last lease of each leased one."""
-    journal.enqueue([new_job("scheduled", run_at=time.time() + HOUR)])
+    # the scheduled job holds its ordering key: the next job of the key waits blocked
+    journal.enqueue([new_job("scheduled", run_at=time.time() + HOUR, ordering_key="B")])
+    journal.enqueue([new_job("blocked", ordering_key="B")])
     leases = {}
     for name, max_attempts in (("retry", 3), ("leased", 3), ("succeeded", 3), ("failed", 3),
                                ("dead", 1), ("cancelled", 3), ("ready", 3)):

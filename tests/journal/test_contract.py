@@ -306,7 +306,7 @@ def test_b1_illegal_transitions_are_rejected_in_every_state(journal: Journal) ->
 
 def test_b1_cancel_from_every_non_final_state_only(journal: Journal) -> None:
     job_in_every_state(journal)
-    assert set(LIVE_STATES) == set(JobState) - TERMINAL_STATES and len(LIVE_STATES) == 4
+    assert set(LIVE_STATES) == set(JobState) - TERMINAL_STATES and len(LIVE_STATES) == 5
     for s in JobState:
         cancelled = journal.cancel(s.value)
         if s in LIVE_STATES:
@@ -1130,7 +1130,7 @@ def test_prune_removes_finished_jobs_past_their_states_age_oldest_first_with_err
     assert _errors_of(backend, ["retry"]) == 1  # a live job's errors are its own
 
     assert journal.prune(FINAL_AGES_NEGATIVE, 100) == 3  # succeeded, new, failed: everything finished
-    assert journal.counts() == {"q": {"scheduled": 1, "ready": 1, "leased": 1, "retry": 1}}
+    assert journal.counts() == {"q": {"blocked": 1, "scheduled": 1, "ready": 1, "leased": 1, "retry": 1}}
     assert journal.prune(FINAL_AGES_NEGATIVE, 100) == 0
 
 
@@ -1479,6 +1479,9 @@ def test_clear_queue_deletes_waiting_jobs_of_one_queue_in_batches_with_their_err
     assert journal.clear_queue("q", [JobState.READY], 4) == 2  # less than the batch: done
     assert journal.clear_queue("q", [JobState.SCHEDULED, JobState.RETRY], 10) == 2
     assert journal.get("retry") is None and journal.inspect("retry") is None
+    # the scheduled job held its ordering key: deleting it admitted the next job of the key
+    assert state(journal, "blocked") is JobState.READY
+    assert journal.clear_queue("q", [JobState.READY], 10) == 1
     counts = journal.counts()
     assert counts["q"] == {"leased": 1, "succeeded": 1, "failed": 1, "dead": 1, "cancelled": 1}
     assert counts["other"] == {"ready": 1}  # another queue is never touched
@@ -1487,3 +1490,173 @@ def test_clear_queue_deletes_waiting_jobs_of_one_queue_in_batches_with_their_err
             journal.clear_queue("q", [bad], 10)  # type: ignore[list-item]
     with pytest.raises(ValueError, match="limit"):
         journal.clear_queue("q", [JobState.READY], -1)
+
+
+# -- flow-control keys: ordering keys and concurrency keys (docs/flow-control-keys.md) ----------
+
+
+def _flow_job(job_id: str, *, ordering: str | None = None, concurrency: str | None = None, limit: int | None = None,
+           discard: bool = False, run_at: float | None = None, priority: int = 0) -> NewJob:
+    return NewJob(job_id, "q", "tests.noop", b"\x92\x90\x80", priority=priority, run_at=run_at, max_attempts=3,
+                  ordering_key=ordering, concurrency_key=concurrency, concurrency_limit=limit,
+                  discard_over_limit=discard)
+
+
+def _leased_ids(journal: Journal, limit: int = 100, owner: str = "w1") -> list[str]:
+    return sorted(j.id for j in journal.lease(["q"], owner, limit, HOUR))
+
+
+def _done(journal: Journal, leased: list) -> None:  # type: ignore[type-arg]
+    assert journal.complete([(j.id, j.lease_id) for j in leased]) == len(leased)
+
+
+def test_ordering_keys_run_one_job_of_a_key_at_a_time_in_enqueue_order(journal: Journal) -> None:
+    # a lower priority does not jump its key's order; other keys and jobs without a key run beside
+    journal.enqueue([_flow_job("a1", ordering="A"), _flow_job("a2", ordering="A", priority=-5), _flow_job("a3", ordering="A"),
+                     _flow_job("b1", ordering="B"), _flow_job("b2", ordering="B"), new_job("free")])
+    seen: list[list[str]] = []
+    while True:
+        leased = journal.lease(["q"], "w1", 100, HOUR)
+        if not leased:
+            break
+        seen.append(sorted(j.id for j in leased))
+        _done(journal, leased)
+    assert seen == [["a1", "b1", "free"], ["a2", "b2"], ["a3"]]
+
+
+def test_an_ordering_keys_retry_keeps_the_next_job_waiting(journal: Journal) -> None:
+    journal.enqueue([_flow_job("first", ordering="K"), _flow_job("second", ordering="K")])
+    [first] = journal.lease(["q"], "w1", 10, HOUR)
+    assert first.id == "first"
+    assert journal.fail([fail(first, retry_at=time.time() - 1)]) == 1  # waits in retry
+    assert state(journal, "first") is JobState.RETRY
+    assert journal.lease(["q"], "w1", 10, HOUR) == []  # "second" waits for it
+    journal.promote()
+    [again] = journal.lease(["q"], "w1", 10, HOUR)
+    assert (again.id, again.attempt) == ("first", 2)
+    _done(journal, [again])
+    assert _leased_ids(journal) == ["second"]
+
+
+def test_an_ordering_keys_job_whose_owner_died_blocks_the_next_until_it_is_reclaimed_and_finished(
+        journal: Journal) -> None:
+    journal.enqueue([_flow_job("first", ordering="K"), _flow_job("second", ordering="K")])
+    assert _leased_ids(journal, owner="dead-worker") == ["first"]
+    assert journal.lease(["q"], "w2", 10, HOUR) == []
+    assert reclaim(journal, "dead-worker", "worker died") == 1
+    assert state(journal, "first") is JobState.READY
+    [first] = journal.lease(["q"], "w2", 10, HOUR)  # the reclaimed job again, not the next one
+    assert first.id == "first"
+    assert journal.lease(["q"], "w2", 10, HOUR) == []
+    _done(journal, [first])
+    assert _leased_ids(journal) == ["second"]
+
+
+@pytest.mark.parametrize("end", ["dead", "failed", "cancelled"])
+def test_an_ordering_keys_job_that_ends_without_success_lets_the_next_run(journal: Journal, end: str) -> None:
+    journal.enqueue([_flow_job("first", ordering="K"), _flow_job("second", ordering="K")])
+    [first] = journal.lease(["q"], "w1", 10, HOUR)
+    if end == "cancelled":
+        assert journal.cancel("first")
+    else:
+        assert journal.fail([fail(first, state=JobState(end))]) == 1
+    assert _leased_ids(journal) == ["second"]
+
+
+def test_an_earlier_scheduled_job_of_an_ordering_key_holds_back_a_later_ready_one(journal: Journal) -> None:
+    journal.enqueue([_flow_job("later-run", ordering="K", run_at=time.time() + HOUR), _flow_job("now", ordering="K")])
+    assert journal.lease(["q"], "w1", 10, HOUR) == []
+    assert journal.cancel("later-run")
+    assert _leased_ids(journal) == ["now"]
+
+
+def test_a_concurrency_key_leases_at_most_its_limit_at_once(journal: Journal) -> None:
+    journal.enqueue([_flow_job(f"c{n}", concurrency="T", limit=3) for n in range(7)] + [new_job("free")])
+    first = journal.lease(["q"], "w1", 2, HOUR)  # the batch's own limit first
+    assert sorted(j.id for j in first) == ["c0", "c1"]
+    assert _leased_ids(journal) == ["c2", "free"]  # one slot left of three, in one lease of many
+    assert journal.lease(["q"], "w2", 100, HOUR) == []
+    _done(journal, first)
+    assert _leased_ids(journal) == ["c3", "c4"]
+    assert journal.lease(["q"], "w2", 100, HOUR) == []
+
+
+def test_a_key_with_no_free_slot_does_not_hold_back_other_keys(journal: Journal) -> None:
+    journal.enqueue([_flow_job(f"full{n}", concurrency="busy") for n in range(5)]
+                    + [_flow_job("other", concurrency="quiet"), new_job("zfree")])
+    assert _leased_ids(journal, 1) == ["full0"]
+    # the four waiting jobs of the full key come first in order, yet a lease of one takes the next eligible
+    assert _leased_ids(journal, 1) == ["other"]
+    assert _leased_ids(journal, 1) == ["zfree"]
+
+
+def test_a_concurrency_keys_crashed_job_holds_its_slot_until_reclaimed(journal: Journal) -> None:
+    journal.enqueue([_flow_job("c0", concurrency="T"), _flow_job("c1", concurrency="T")])
+    assert _leased_ids(journal, owner="dead-worker") == ["c0"]
+    assert journal.lease(["q"], "w2", 10, HOUR) == []
+    assert reclaim(journal, "dead-worker", "worker died") == 1
+    assert _leased_ids(journal, 1) == ["c0"]
+
+
+def test_a_discarding_enqueue_adds_nothing_once_its_key_has_limit_live_jobs(journal: Journal) -> None:
+    # three in one batch with a limit of two: the third is discarded (it sees the batch's first two)
+    assert journal.enqueue([_flow_job(f"d{n}", concurrency="T", limit=2, discard=True) for n in range(3)]) == 2
+    assert journal.get("d2") is None
+    assert journal.enqueue([_flow_job("late", concurrency="T", limit=2, discard=True)]) == 0
+    assert journal.enqueue([_flow_job("x-blocking", concurrency="T", limit=2)]) == 1  # the default waits instead
+    leased = journal.lease(["q"], "w1", 10, HOUR)
+    _done(journal, leased)
+    assert sorted(j.id for j in leased) == ["d0", "d1"]
+    # one live job left ("x-blocking"): a slot is free again
+    assert journal.enqueue([_flow_job("again", concurrency="T", limit=2, discard=True)]) == 1
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"concurrency_key": "T", "concurrency_limit": 0}, "concurrency_limit must be an integer from 1"),
+    ({"concurrency_key": "T", "concurrency_limit": True}, "concurrency_limit must be an integer from 1"),
+    ({"concurrency_key": "T", "concurrency_limit": 1.5}, "concurrency_limit must be an integer from 1"),
+    ({"concurrency_key": "T", "concurrency_limit": 10**9}, "concurrency_limit must be an integer from 1"),
+    ({"concurrency_limit": 2}, "concurrency_limit needs a concurrency_key"),
+    ({"discard_over_limit": True}, "discard_over_limit needs a concurrency_key"),
+])
+def test_g12_concurrency_fields_are_checked_where_the_job_is_made(fields: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValueError, match=message):
+        NewJob("j", "q", "t", b"", **fields)
+    assert NewJob("j", "q", "t", b"", concurrency_key="T").concurrency_limit == 1
+
+
+def test_a_tasks_concurrency_limit_and_rule_are_in_the_catalog(journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("reports.render", "default", 0, 3, None, 2, "discard"),
+                           TaskDefaults("plain", "default", 0, 3)])
+    assert journal.declared_tasks(["reports.render", "plain"]) == {
+        "reports.render": TaskDefaults("reports.render", "default", 0, 3, None, 2, "discard"),
+        "plain": TaskDefaults("plain", "default", 0, 3, None, None, None)}
+
+
+@pytest.mark.parametrize("end", ["cancel", "release", "retry", "complete", "failed", "dead"])
+def test_a_concurrency_slot_is_held_until_its_job_finishes(journal: Journal, end: str) -> None:
+    """A slot is held from admission to a final state: a release or a retry keeps it (the
+    same job runs again first); success, failure, death and cancel admit the next."""
+    journal.enqueue([_flow_job("c0", concurrency="T"), _flow_job("c1", concurrency="T")])
+    [first] = journal.lease(["q"], "w1", 10, HOUR)
+    assert journal.lease(["q"], "w1", 10, HOUR) == []
+    assert state(journal, "c1") is JobState.BLOCKED
+    if end == "cancel":
+        assert journal.cancel(first.id)
+    elif end == "release":
+        assert journal.release([(first.id, first.lease_id)]) == 1
+    elif end == "retry":
+        assert journal.fail([fail(first, retry_at=0.0)]) == 1
+        assert journal.promote() == 1
+    elif end == "failed":
+        assert journal.fail([fail(first, state=JobState.FAILED)]) == 1
+    elif end == "dead":
+        assert journal.fail([fail(first, state=JobState.DEAD)]) == 1
+    else:
+        _done(journal, [first])
+    kept = end in ("release", "retry")
+    assert state(journal, "c1") is (JobState.BLOCKED if kept else JobState.READY)
+    [second] = journal.lease(["q"], "w1", 1, HOUR)
+    assert second.id == ("c0" if kept else "c1")
+    # the key's last job ends with nothing blocked behind it: nothing to admit, no error
+    assert journal.complete([(second.id, second.lease_id)]) == 1

@@ -829,3 +829,175 @@ def test_listings_read_an_index_never_the_table(pg_schema: str) -> None:
                 assert "Seq Scan on actorq_jobs" not in plan, (name, plan)
     finally:
         journal.close()
+
+
+# -- flow keys under concurrency: enqueuers and finishers on several connections --------------
+
+
+def _states(pg_schema: str, prefix: str) -> dict[str, str]:
+    with pg_admin() as admin:
+        return dict(admin.execute(f'SELECT id, state FROM "{pg_schema}".actorq_jobs WHERE id LIKE %s ORDER BY id',
+                                  (prefix + "%",)).fetchall())
+
+
+def test_an_ordering_keys_next_job_is_admitted_only_when_the_first_ends_committed(pg_schema: str) -> None:
+    """The follower waits blocked while its predecessor is live under any snapshot; the end's
+    own transaction admits it, so it is ready exactly when that end commits."""
+    a, b = PostgresJournal(PG_URL, schema=pg_schema), PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        a.enqueue([job("k1", ordering_key="K"), job("k2", ordering_key="K")])
+        assert _states(pg_schema, "k") == {"k1": "ready", "k2": "blocked"}
+        [first] = a.lease(["q"], "node-a", 10, 30.0)
+        assert first.id == "k1" and b.lease(["q"], "node-b", 10, 30.0) == []
+        with a.transaction():
+            assert a.complete([(first.id, first.lease_id)]) == 1
+            assert b.lease(["q"], "node-b", 10, 30.0) == []  # its end is not committed yet
+        assert [j.id for j in b.lease(["q"], "node-b", 10, 30.0)] == ["k2"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_enqueue_waits_for_a_finisher_of_its_key_and_then_counts_its_end(pg_schema: str) -> None:
+    """A finisher holds its key's lock (shared) to its commit: an enqueue of the key waits,
+    then sees the slot free and admits its job, never leaving it blocked behind a job that
+    has already ended."""
+    a, b = PostgresJournal(PG_URL, schema=pg_schema), PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        a.enqueue([job("e1", ordering_key="K")])
+        [first] = a.lease(["q"], "node-a", 1, 30.0)
+        added: "queue.Queue[int]" = queue.Queue()
+        with a.transaction():
+            assert a.complete([(first.id, first.lease_id)]) == 1
+            enqueuer = threading.Thread(target=lambda: added.put(b.enqueue([job("e2", ordering_key="K")])))
+            enqueuer.start()
+            enqueuer.join(0.2)
+            assert enqueuer.is_alive() and added.empty()  # waiting for the finisher's commit
+        enqueuer.join(20)
+        assert added.get(timeout=1) == 1
+        assert _states(pg_schema, "e") == {"e1": "succeeded", "e2": "ready"}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_finisher_waits_for_an_enqueue_of_its_key_and_then_admits_its_job(pg_schema: str) -> None:
+    """The other order: an enqueue holds the key's lock (exclusive) with its job inserted
+    blocked; the end of the key's job waits for it, then sees that job and admits it."""
+    a, b = PostgresJournal(PG_URL, schema=pg_schema), PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        a.enqueue([job("f1", ordering_key="K")])
+        [first] = a.lease(["q"], "node-a", 1, 30.0)
+        ended: "queue.Queue[int]" = queue.Queue()
+        with b.transaction():
+            assert b.enqueue([job("f2", ordering_key="K")]) == 1
+            finisher = threading.Thread(target=lambda: ended.put(a.complete([(first.id, first.lease_id)])))
+            finisher.start()
+            finisher.join(0.2)
+            assert finisher.is_alive() and ended.empty()  # its trigger waits for the key's lock
+        finisher.join(20)
+        assert ended.get(timeout=1) == 1
+        assert _states(pg_schema, "f") == {"f1": "succeeded", "f2": "ready"}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_enqueuers_and_finishers_racing_on_one_concurrency_key_never_exceed_its_limit(pg_schema: str) -> None:
+    """Two claimers lease and complete jobs of one key with a limit of 3 as fast as they can
+    while two enqueuers add 60 jobs each of it, one at a time; a watcher counts the key's
+    admitted jobs throughout. Every job ends, none is left blocked, never more than 3 admitted."""
+    limit, per_enqueuer = 3, 60
+    total = 2 * per_enqueuer
+    PostgresJournal(PG_URL, schema=pg_schema).close()  # migrated before the race
+    done: list[str] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def claim(name: str) -> None:
+        journal = PostgresJournal(PG_URL, schema=pg_schema)
+        try:
+            while not stop.is_set():
+                leased = journal.lease(["q"], name, 2, 30.0)
+                if leased:
+                    assert journal.complete([(j.id, j.lease_id) for j in leased]) == len(leased)
+                    done.extend(j.id for j in leased)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            journal.close()
+
+    def enqueue(n: int) -> None:
+        journal = PostgresJournal(PG_URL, schema=pg_schema)
+        try:
+            for i in range(per_enqueuer):
+                assert journal.enqueue([job(f"c{n}-{i:03}", concurrency_key="T", concurrency_limit=limit)]) == 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            journal.close()
+
+    threads = [threading.Thread(target=claim, args=(f"node-{n}",)) for n in range(2)]
+    threads += [threading.Thread(target=enqueue, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    most = 0
+    with pg_admin() as watcher:
+        for _ in range(20_000):
+            most = max(most, watcher.execute(
+                f"SELECT count(*) FROM \"{pg_schema}\".actorq_jobs WHERE flow_key = 'c:T'"
+                " AND state IN ('scheduled', 'ready', 'leased', 'retry')").fetchone()[0])
+            if len(done) >= total or errors:
+                break
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    left = {k: v for k, v in _states(pg_schema, "c").items() if v != "succeeded"}
+    assert left == {}
+    assert sorted(done) == sorted(f"c{n}-{i:03}" for n in range(2) for i in range(per_enqueuer))
+    assert 1 <= most <= limit
+
+
+def test_racing_discarding_enqueues_of_one_key_add_at_most_its_limit(pg_schema: str) -> None:
+    """Four connections enqueue 10 discarding jobs each of one key with a limit of 5: the key's
+    lock serialises them, so exactly 5 are added."""
+    results: "queue.Queue[int]" = queue.Queue()
+
+    def enqueue(n: int) -> None:
+        journal = PostgresJournal(PG_URL, schema=pg_schema)
+        try:
+            for i in range(10):
+                results.put(journal.enqueue([job(f"d{n}-{i}", concurrency_key="T", concurrency_limit=5,
+                                                 discard_over_limit=True)]))
+        finally:
+            journal.close()
+
+    PostgresJournal(PG_URL, schema=pg_schema).close()  # migrated before the race
+    threads = [threading.Thread(target=enqueue, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(results.get() for _ in range(40)) == 5
+    with pg_admin() as admin:
+        assert admin.execute(f'SELECT count(*) FROM "{pg_schema}".actorq_jobs').fetchone()[0] == 5
+
+
+def test_a_keys_admitted_jobs_are_counted_from_its_partial_index(pg_schema: str) -> None:
+    """The count an admission and a discarding enqueue make is an index lookup, never a scan."""
+    from actorq.journal._sqltext import admitted_of_key
+
+    journal = PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        journal.enqueue([job(f"o{n:05}", ordering_key=f"k{n % 1000}") for n in range(5000)]
+                        + [job(f"c{n:05}", concurrency_key="T", concurrency_limit=10) for n in range(2000)]
+                        + [job(f"p{n:05}") for n in range(2000)])
+        with pg_admin() as admin:
+            admin.execute(f'ANALYZE "{pg_schema}".actorq_jobs')
+            admin.execute(f'SET search_path = "{pg_schema}"')
+            plan = "\n".join(r[0] for r in admin.execute(
+                "EXPLAIN SELECT " + admitted_of_key("actorq_jobs", "'c:T'")))
+        assert "actorq_jobs_flow" in plan and "Seq Scan" not in plan, plan
+    finally:
+        journal.close()

@@ -584,9 +584,12 @@ def test_e7_a_damaged_file_is_refused_at_node_start_naming_it(db_path: Path) -> 
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    assert pages > 20
-    with open(db_path, "r+b") as f:  # flip the header bytes of a page in the middle of the table
-        f.seek(page_size * (pages // 2))
+        # a leaf page of the jobs table in its middle (dbstat names each page's b-tree)
+        leaves = [row[0] for row in conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'actorq_jobs' AND pagetype = 'leaf' ORDER BY pageno")]
+    assert pages > 20 and len(leaves) > 20
+    with open(db_path, "r+b") as f:  # flip the header bytes of that page
+        f.seek(page_size * (leaves[len(leaves) // 2] - 1))
         f.write(b"\xff" * 16)
     damaged = SQLiteJournal(db_path)
     try:

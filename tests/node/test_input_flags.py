@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY
+from actorq.journal.protocol import MAX_ATTEMPTS, MAX_CONCURRENCY_LIMIT, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY
 from actorq.node.cli import MAX_COUNT, MAX_DELAY, MAX_WAIT, main
 from actorq.node.constants import EXIT_CONFIG, EXIT_OK
 
@@ -125,6 +125,54 @@ def test_enqueue_with_a_unique_key_and_period_prints_the_holders_id(capsys: pyte
     assert main([*common, "--unique-for", "0.001", "--count", "3"]) == EXIT_OK
     assert capsys.readouterr().out == ("enqueued 1 of 3 jobs of flags.echo on its task's queue; "
                                        "2 not added: their unique key was held\n")
+
+
+@pytest.mark.parametrize("flag", ["--ordering-key", "--concurrency-key"])
+@pytest.mark.parametrize(("value", "problem"), [
+    ("", "expected a non-empty {what}, got ''"),
+    ("k" * 256, "a {what} may have at most 255 characters, got 256"),
+])
+def test_flow_keys_are_names_that_fit_the_journal(capsys: pytest.CaptureFixture[str], topology: Path, flag: str,
+                                                  value: str, problem: str) -> None:
+    what = flag[2:].replace("-", " ")
+    assert enqueue_refused(capsys, topology, flag, value) == (
+        f"actorq enqueue: argument {flag}: {problem.format(what=what)} (see actorq enqueue --help)")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", HUGE, str(MAX_CONCURRENCY_LIMIT + 1)])
+def test_g12_concurrency_limit_is_bounded(capsys: pytest.CaptureFixture[str], topology: Path, value: str) -> None:
+    line = enqueue_refused(capsys, topology, "--concurrency-limit", value)
+    assert line.startswith("actorq enqueue: argument --concurrency-limit: ") and str(MAX_CONCURRENCY_LIMIT) in line
+
+
+def test_a_limit_or_rule_without_a_concurrency_key_is_one_line(capsys: pytest.CaptureFixture[str],
+                                                                topology: Path) -> None:
+    assert main(["enqueue", "--config", str(topology), "flags.echo", "--on-conflict", "discard"]) == EXIT_CONFIG
+    assert capsys.readouterr().err == "actorq enqueue: --concurrency-limit and --on-conflict need --concurrency-key\n"
+    assert enqueue_refused(capsys, topology, "--on-conflict", "drop").startswith(
+        "actorq enqueue: argument --on-conflict: invalid choice: 'drop'")
+
+
+def test_enqueue_with_flow_keys_and_discard_says_what_was_not_added(capsys: pytest.CaptureFixture[str],
+                                                                    topology: Path) -> None:
+    both = ["enqueue", "--config", str(topology), "flags.echo", "--ordering-key", "o", "--concurrency-key", "c"]
+    assert main(both) == EXIT_CONFIG
+    assert capsys.readouterr().err == (
+        "actorq enqueue: a job takes one flow key: --ordering-key or --concurrency-key, not both\n")
+    assert main(["enqueue", "--config", str(topology), "flags.echo", "1", "--ordering-key", "customer-42"]) == EXIT_OK
+    assert capsys.readouterr().out.strip()
+    common = ["enqueue", "--config", str(topology), "flags.echo", "1"]
+    assert main([*common, "--concurrency-key", "tenant-7", "--concurrency-limit", "2", "--on-conflict", "discard",
+                 "--count", "3"]) == EXIT_OK
+    assert capsys.readouterr().out == ("enqueued 2 of 3 jobs of flags.echo on its task's queue; "
+                                       "1 not added: their concurrency key had its limit of admitted jobs\n")
+    assert main([*common, "--concurrency-key", "tenant-7", "--concurrency-limit", "2",
+                 "--on-conflict", "discard"]) == EXIT_OK
+    out, err = capsys.readouterr()
+    assert out == "" and err == ("actorq enqueue: nothing added: concurrency key 'tenant-7' has its limit of admitted "
+                                 "jobs (--on-conflict discard)\n")
+    assert main([*common, "--concurrency-key", "tenant-7", "--concurrency-limit", "2"]) == EXIT_OK  # block: added
+    assert capsys.readouterr().out.strip()
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", HUGE, str(MAX_WAIT + 1)])
