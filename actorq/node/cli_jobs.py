@@ -25,7 +25,7 @@ from actorq.errors import JournalError
 from actorq.jobs.client import Client
 from actorq.journal.backends import open_journal
 from actorq.journal.protocol import (
-    MAX_LIST_LIMIT, TERMINAL_STATES, WAITING_STATES, JobDetail, JobState, JobSummary, Journal,
+    LIVE_STATES, MAX_LIST_LIMIT, TERMINAL_STATES, WAITING_STATES, JobDetail, JobState, JobSummary, Journal,
 )
 from actorq.node.cli_flags import (
     FINAL_STATES, MAX_PRUNE_BATCH, MAX_WAIT, PRUNE_BATCH, age_flag, duration_text, final_state_flag, integer_flag,
@@ -366,7 +366,7 @@ def _each_job(prog: str, config: Config, job_ids: list[str], act: Callable[[str]
 
 
 # -- queues ----------------------------------------------------------------------------------------
-QUEUE_STATES = [s for s in JobState if s not in TERMINAL_STATES] + [s for s in JobState if s in TERMINAL_STATES]
+QUEUE_STATES = [*LIVE_STATES, *(s for s in JobState if s in TERMINAL_STATES)]
 
 
 def cmd_queues_list(args: argparse.Namespace, config: Config) -> int:

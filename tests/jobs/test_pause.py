@@ -133,9 +133,10 @@ async def test_cli_pause_list_status_resume_with_a_node_running(topology):
             "default": (True, 2, {"ready": 2}), "other": (False, 0, {"succeeded": 1})}
         assert listing["default"]["oldest_ready_age"] >= 0 and listing["other"]["oldest_ready_age"] is None
         table = _cli(topo, "queues", "list", "--config", config)
-        # queue, paused or running, then scheduled ready leased retry succeeded failed dead cancelled, then the age
-        assert [line.split()[:7] for line in table.stdout.splitlines()[1:]] == [
-            ["default", "paused", "0", "2", "0", "0", "0"], ["other", "running", "0", "0", "0", "0", "1"]]
+        # queue, paused or running, then blocked scheduled ready leased retry succeeded failed dead cancelled,
+        # then the age
+        assert [line.split()[:8] for line in table.stdout.splitlines()[1:]] == [
+            ["default", "paused", "0", "0", "2", "0", "0", "0"], ["other", "running", "0", "0", "0", "0", "0", "1"]]
         status = _cli(topo, "status", "--json", "--config", config)
         assert json.loads(status.stdout)["paused"] == ["default"]
         assert "paused queues (lease nothing): default" in _cli(topo, "status", "--config", config).stdout

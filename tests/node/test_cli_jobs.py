@@ -196,10 +196,10 @@ def test_queues_list_shows_each_state_and_the_oldest_ready_age_and_clear_deletes
     assert listing["q"]["paused"] is False and listing["q"]["oldest_ready_age"] >= 0
     assert listing["other"] == {"paused": True, "ready": 0, "states": {"dead": 1}, "oldest_ready_age": None}
     table = setup.ok("queues", "list").stdout.splitlines()
-    assert table[0].split() == ["queue", "state", "scheduled", "ready", "leased", "retry", "succeeded", "failed",
-                                "dead", "cancelled", "oldest", "ready"]
-    assert table[1].split()[:10] == ["other", "paused", "0", "0", "0", "0", "0", "0", "1", "0"]
-    assert table[2].split()[:5] == ["q", "running", "1", "5", "1"]
+    assert table[0].split() == ["queue", "state", "blocked", "scheduled", "ready", "leased", "retry", "succeeded",
+                                "failed", "dead", "cancelled", "oldest", "ready"]
+    assert table[1].split()[:11] == ["other", "paused", "0", "0", "0", "0", "0", "0", "0", "1", "0"]
+    assert table[2].split()[:6] == ["q", "running", "0", "1", "5", "1"]
 
     refused = setup.run("queues", "clear", "q")
     assert refused.returncode == EXIT_CONFIG and "add --yes" in refused.stderr
@@ -208,7 +208,7 @@ def test_queues_list_shows_each_state_and_the_oldest_ready_age_and_clear_deletes
     assert cleared.stdout == "cleared queue 'q': deleted 5 jobs (ready)\n"
     assert "actorq queues clear: 2 deleted so far" in cleared.stderr
     assert journal.counts()["q"] == {"scheduled": 1, "leased": 1}
-    assert setup.ok("queues", "clear", "q", "--yes").stdout == "cleared queue 'q': deleted 1 job (scheduled, ready, retry)\n"
+    assert setup.ok("queues", "clear", "q", "--yes").stdout == "cleared queue 'q': deleted 1 job (blocked, scheduled, ready, retry)\n"
     assert journal.counts()["q"] == {"leased": 1} and journal.counts()["other"] == {"dead": 1}
 
 
@@ -221,7 +221,7 @@ def test_queues_list_shows_each_state_and_the_oldest_ready_age_and_clear_deletes
     (["jobs", "list", "--queue", "q" * 256], "argument --queue: expected a queue name of 1 to 255 characters"),
     (["jobs", "retry", "--all-dead", "--batch", "0"], "argument --batch: expected an integer from 1 to 100000"),
     (["queues", "clear", "q", "--state", "leased"], "argument --state: expected a waiting state, one of "
-                                                   "scheduled, ready, retry (a leased job is its worker's"),
+                                                   "blocked, scheduled, ready, retry (a leased job is its worker's"),
     (["queues", "clear", "q", "--batch", "100001"], "argument --batch: expected an integer from 1 to 100000"),
     (["health", "--timeout", "0"], "argument --timeout: expected seconds > 0 and <= 3600"),
     (["jobs", "show"], "the following arguments are required: ID"),
