@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import threading
 from typing import Any
@@ -50,6 +51,10 @@ def _bind(address: str) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 class DashboardServer:
@@ -141,9 +146,15 @@ class DashboardServer:
             OSError: the address cannot be bound.
         """
         self.listen()
+        # uvicorn stops gracefully on either signal, then raises it again for the handler it found:
+        # both end the process as a normal exit here
+        previous = signal.signal(signal.SIGTERM, _exit_quietly)
         try:
             asyncio.run(self._server.serve(sockets=[self._sock]))
+        except KeyboardInterrupt:
+            pass
         finally:
+            signal.signal(signal.SIGTERM, previous)
             self._close_socket()
             self.data.close()
 

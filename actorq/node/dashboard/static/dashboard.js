@@ -72,7 +72,7 @@
   function renderTree(data) {
     const box = document.getElementById("tree");
     box.replaceChildren(data.tree ? el("ul", { class: "tree" }, treeItem(data.tree))
-      : el("p", { class: "muted" }, "No node is running: " + (data.node_problem || "none answers") + "."));
+      : el("p", { class: "muted", id: "no-node" }, "No tree: " + (data.node_problem || "no node answers")));
   }
 
   // -- queues --------------------------------------------------------------------------------
