@@ -112,7 +112,7 @@
     box.replaceChildren(...data.leases.map((lease) => el("div", { class: "lease" },
       el("div", {}, el("strong", { class: "mono" }, lease.owner), " ", el("span", { class: "muted" }, lease.jobs.length + " job(s)")),
       el("ul", {}, ...lease.jobs.map((job) => el("li", {}, el("span", { class: "mono" }, job.id), " " + job.task + " (" + job.queue + ")"))))),
-    data.leases_truncated ? el("p", { class: "muted" }, "(more leases not shown)") : null);
+    ...(data.leases_truncated ? [el("p", { class: "muted" }, "(more leases not shown)")] : []));
   }
 
   function renderSchedules(data) {
@@ -168,9 +168,9 @@
     const errors = job.errors.length ? el("ol", {}, ...job.errors.map((e) => el("li", {}, "attempt " + e.attempt + " at " + when(e.at) + ": " + e.error)))
       : el("p", { class: "muted" }, "no errors");
     box.hidden = false;
-    box.replaceChildren(el("h3", {}, "Job ", el("span", { class: "mono" }, job.id), " ", el("button", { on: { click: () => { selected = null; showDetail(); } } }, "close")),
+    box.replaceChildren(...[el("h3", {}, "Job ", el("span", { class: "mono" }, job.id), " ", el("button", { on: { click: () => { selected = null; showDetail(); } } }, "close")),
       list, el("h4", {}, "Errors"), errors, job.last_traceback ? el("h4", {}, "Last traceback") : null,
-      job.last_traceback ? el("pre", {}, job.last_traceback) : null);
+      job.last_traceback ? el("pre", {}, job.last_traceback) : null].filter((node) => node !== null));
   }
 
   // -- polling -------------------------------------------------------------------------------
