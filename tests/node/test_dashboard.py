@@ -266,3 +266,15 @@ async def test_a_port_in_use_is_a_config_error(topology):
             await Node(config).start()
     finally:
         busy.stop()
+
+
+async def test_missing_web_stack_is_one_line_naming_the_key(topology, monkeypatch):
+    topo = topology(TASKS)
+    import importlib.util
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else 1)
+    node = Node(dataclasses.replace(topo.config, dashboard=DashboardConfig(bind="127.0.0.1:0")))
+    with pytest.raises(ConfigError) as caught:
+        await node.start()
+    assert str(caught.value) == (f"{topo.toml_path}: dashboard.bind: serving the dashboard needs starlette and "
+                                 "uvicorn: pip install 'actorq[dashboard]'")
+    assert node.runtime is None  # refused before anything started

@@ -121,6 +121,15 @@ async def test_the_page_in_chromium_retries_a_dead_job_by_click(topology):
             assert problem is True
             shot = artifacts / "dashboard.png"
             await loop.run_in_executor(None, browser.screenshot, str(shot))
+            # job data is text on the page, never markup
+            markup = "<img src=x onerror=window.pwned=1>"
+            hostile = await node.queue("stock").enqueue(Job("shop.charge_card", [1, markup]))
+            await eventually(lambda: topo.states()[hostile] == "dead", timeout=30, message="the hostile job dead")
+            shown = await until_page(f"document.querySelector('tr[data-job=\"{hostile}\"] td.err')?.textContent",
+                                     "the hostile job's error on the page")
+            assert markup in shown
+            assert await loop.run_in_executor(None, page_shows, "document.images.length === 0 && "
+                                              "window.pwned === undefined") is True
         finally:
             await loop.run_in_executor(None, browser.close)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

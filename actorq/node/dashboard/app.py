@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
+import math
 import secrets
 from importlib import resources
 from typing import Any, Awaitable, Callable
@@ -57,6 +59,22 @@ _HEADERS = {
     "cache-control": "no-store",
 }
 _JOB_PARAMS = ("state", "queue", "task", "after", "limit")
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every float that is not finite as None (JSON has no infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+class _JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return json.dumps(_finite(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 class BadRequest(Exception):
@@ -178,11 +196,11 @@ def build_app(data: DashboardData, token: str | None = None) -> Starlette:
                     await guard.check_post(request)
                 response = await fn(request)
             except BadRequest as exc:
-                response = JSONResponse({"error": exc.message}, exc.status)
+                response = _JSON({"error": exc.message}, exc.status)
             except NodeNotRunning as exc:
-                response = JSONResponse({"error": f"the node did not answer: {exc}"}, 503)
+                response = _JSON({"error": f"the node did not answer: {exc}"}, 503)
             except JournalError as exc:
-                response = JSONResponse({"error": f"the journal: {exc}".splitlines()[0]}, 503)
+                response = _JSON({"error": f"the journal: {exc}".splitlines()[0]}, 503)
             response.headers.update(_HEADERS)
             return response
         return handle
@@ -217,11 +235,11 @@ def build_app(data: DashboardData, token: str | None = None) -> Starlette:
 
     async def overview(request: Request) -> Response:
         no_params(request)
-        return JSONResponse(await run_in_threadpool(data.overview))
+        return _JSON(await run_in_threadpool(data.overview))
 
     async def jobs(request: Request) -> Response:
         query = _job_query(request)
-        return JSONResponse(await run_in_threadpool(lambda: data.jobs(**query)))
+        return _JSON(await run_in_threadpool(lambda: data.jobs(**query)))
 
     def job_id(request: Request) -> str:
         return _name("job id", request.path_params["job_id"])
@@ -231,7 +249,7 @@ def build_app(data: DashboardData, token: str | None = None) -> Starlette:
         found = await run_in_threadpool(data.job, job_id(request))
         if found is None:
             raise BadRequest(404, "no such job")
-        return JSONResponse(found)
+        return _JSON(found)
 
     def act(action: str) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
@@ -241,7 +259,7 @@ def build_app(data: DashboardData, token: str | None = None) -> Starlette:
             if done is None:
                 raise BadRequest(404, "no such job")
             logger.info("dashboard: job %s %s", ident, message)
-            return JSONResponse({"id": ident, "done": done, "message": message})
+            return _JSON({"id": ident, "done": done, "message": message})
         return run
 
     def pause(paused: bool) -> Callable[[Request], Awaitable[Response]]:
@@ -250,16 +268,16 @@ def build_app(data: DashboardData, token: str | None = None) -> Starlette:
             name = _name("queue name", request.path_params["queue"])
             changed, message = await run_in_threadpool(data.pause, name, paused)
             logger.info("dashboard: queue %s %s", name, message)
-            return JSONResponse({"queue": name, "done": changed, "message": message})
+            return _JSON({"queue": name, "done": changed, "message": message})
         return run
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        response = JSONResponse({"error": "not found"}, 404)
+        response = _JSON({"error": "not found"}, 404)
         response.headers.update(_HEADERS)
         return response
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
-        response = JSONResponse({"error": "method not allowed"}, 405)
+        response = _JSON({"error": "method not allowed"}, 405)
         response.headers.update(_HEADERS)
         return response
 

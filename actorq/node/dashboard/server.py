@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from typing import Any
 
 from actorq.node.dashboard.data import DashboardData
@@ -27,6 +28,7 @@ LIMIT_CONCURRENCY = 32  # connections and tasks at once; more are answered 503
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection is kept
 MAX_HEAD = 16 * 1024  # bytes of a request's head (h11's incomplete event)
 START_TIMEOUT = 10.0  # seconds `start` waits for the server thread
+GRACE = 5  # seconds requests under way get to finish when the dashboard stops
 
 
 class DashboardUnavailable(RuntimeError):
@@ -93,7 +95,8 @@ class DashboardServer:
         self._sock = _bind(self.bind)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", http="h11",
                                 loop="asyncio", limit_concurrency=LIMIT_CONCURRENCY, timeout_keep_alive=KEEP_ALIVE,
-                                h11_max_incomplete_event_size=MAX_HEAD, server_header=False, ws="none")
+                                h11_max_incomplete_event_size=MAX_HEAD, server_header=False, ws="none",
+                                timeout_graceful_shutdown=GRACE)
         self._server = uvicorn.Server(config)
 
     @property
@@ -130,10 +133,9 @@ class DashboardServer:
 
         self._thread = threading.Thread(target=run, name="actorq-dashboard", daemon=True)
         self._thread.start()
-        deadline = START_TIMEOUT
-        while not server.started and not failed and deadline > 0 and self._thread.is_alive():
-            threading.Event().wait(0.01)
-            deadline -= 0.01
+        deadline = time.monotonic() + START_TIMEOUT
+        while not server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            self._thread.join(0.01)
         if not server.started:
             self.stop()
             raise OSError(f"the dashboard server did not start: {failed[0] if failed else 'timed out'}")

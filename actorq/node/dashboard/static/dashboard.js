@@ -180,7 +180,9 @@
     try {
       const [data, page] = await Promise.all([api("/api/overview"), api("/api/jobs?" + jobQuery())]);
       const node = data.node;
-      document.getElementById("node-line").textContent = (node ? "node " + node.name + " (pid " + node.pid + ") " + node.activity : "no node running")
+      const rate = node && node.jobs.per_second !== null ? ", " + node.jobs.per_second.toFixed(1) + " jobs/s" : "";
+      document.getElementById("node-line").textContent = (node ? "node " + node.name + " (pid " + node.pid + ") " + node.activity + rate
+        + ", " + node.workers.connected + " workers" : "no node running")
         + " · journal " + data.journal;
       renderTree(data); renderQueues(data); renderLeases(data); renderSchedules(data); renderJobs(page, data.now);
       if (selected) await showDetail();
