@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import shutil
 from pathlib import Path
@@ -24,7 +23,7 @@ from actorq.jobs.schedule import Schedule
 from actorq.node.dashboard.settings import DashboardConfig
 from actorq.testing import eventually
 
-from cdp import Chromium, find_browser
+from chromium_support import Chromium, find_browser
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = """

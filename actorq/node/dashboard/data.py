@@ -28,7 +28,7 @@ from actorq.node.views import queue_entries, schedule_entries
 if TYPE_CHECKING:
     from actorq.node.config import Config
 
-__all__ = ["DashboardData", "LocalNode", "NodeLink", "RemoteNode", "MAX_PAGE", "MAX_LEASES"]
+__all__ = ["DashboardData", "LocalNode", "MAX_LEASES", "MAX_PAGE", "NodeLink", "RemoteNode"]
 
 MAX_PAGE = 200  # jobs per page of /api/jobs
 DEFAULT_PAGE = 50
