@@ -147,6 +147,7 @@ async def test_actorq_dashboard_serves_a_journal_with_no_node(topology):
     topo = topology(TASKS, processes=1)
     async with Node(topo.config) as node:
         dead = await node.queue().enqueue(Job("d.boom", ["1"]))
+        big = await node.queue().enqueue(Job("d.ok", ["x" * 100_000]))
         await node.wait_idle(timeout=30)
     proc = subprocess.Popen([sys.executable, "-m", "actorq.node.cli", "dashboard", "--config", str(topo.toml_path),
                              "--bind", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -162,7 +163,11 @@ async def test_actorq_dashboard_serves_a_journal_with_no_node(topology):
             view = b.get("/api/overview")
             assert view["tree"] is None and view["node"] is None
             assert view["node_problem"].startswith("no node is running on this journal")
-            assert view["queues"]["default"]["states"] == {"dead": 1}
+            assert view["queues"]["default"]["states"] == {"dead": 1, "succeeded": 1}
+            detail = b.get(f"/api/jobs/{big}")  # arguments and results beyond 64 KiB of JSON are not sent
+            assert detail["args"] is None and detail["kwargs"] is None and detail["result"] is None
+            assert detail["payload_problem"].startswith("100,006 characters of JSON: too large to show here")
+            assert detail["result_problem"].startswith("100,009 characters of JSON: too large")
             assert b.post(f"/api/jobs/{dead}/retry")["done"] is True
             assert b.post("/api/queues/default/pause")["done"] is True
 

@@ -13,6 +13,7 @@ Nothing here imports the web stack; `actorq.node.dashboard.app` serves these map
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
@@ -34,6 +35,7 @@ MAX_PAGE = 200  # jobs per page of /api/jobs
 DEFAULT_PAGE = 50
 MAX_LEASES = 200  # leased jobs /api/overview lists (grouped by owner); past it, "leases_truncated"
 ERROR_CHARS = 300  # characters of a listed job's last error
+MAX_SHOWN = 64 * 1024  # characters of JSON of a job's arguments or result, or of its traceback, /api/jobs/ID sends
 NODE_TIMEOUT = 5.0  # seconds the dashboard waits for a node's answer
 
 _T = TypeVar("_T")
@@ -235,7 +237,20 @@ class DashboardData:
     def job(self, job_id: str) -> dict[str, Any] | None:
         """Everything the journal keeps of one job (`Journal.inspect`, as ``jobs show --json``), or None."""
         detail = self._with_journal(lambda j: j.inspect(job_id))
-        return None if detail is None else detail_json(detail)
+        if detail is None:
+            return None
+        shown = detail_json(detail)
+        for keys, problem in ((("args", "kwargs"), "payload_problem"), (("result",), "result_problem")):
+            size = sum(len(json.dumps(shown[key])) for key in keys)
+            if size > MAX_SHOWN:
+                for key in keys:
+                    shown[key] = None
+                shown[problem] = (f"{size:,} characters of JSON: too large to show here "
+                                  f"(actorq jobs show ID --json prints it)")
+        traceback = shown["last_traceback"]
+        if traceback and len(traceback) > MAX_SHOWN:
+            shown["last_traceback"] = f"[{len(traceback) - MAX_SHOWN:,} characters left out]\n" + traceback[-MAX_SHOWN:]
+        return shown
 
     # -- actions: (done, what came of it) ------------------------------------------------------
     def _left(self, job_id: str, why: Callable[[str], str]) -> tuple[bool | None, str]:
