@@ -282,3 +282,37 @@ async def test_missing_web_stack_is_one_line_naming_the_key(topology, monkeypatc
     assert str(caught.value) == (f"{topo.toml_path}: dashboard.bind: serving the dashboard needs starlette and "
                                  "uvicorn: pip install 'actorq[dashboard]'")
     assert node.runtime is None  # refused before anything started
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_hostile_requests_get_an_answer_never_a_server_error(request, topology, backend, rng):
+    topo = backend_topology(request, topology, backend)
+    topo.client().close()  # makes the journal
+    server = DashboardServer(DashboardData(topo.config, RemoteNode(topo.config)), "127.0.0.1:0")
+    server.start()
+    try:
+        b = Browser(server.url)
+        b.page()
+        pieces = ["%00", "%ff", "%ED%A0%80", "%0d%0a", "'", '"', "<", "%25", "..%2f", "%C3%A9", "x" * 300, "%F0%9F%98%80",
+                  "-1", "1e9", "99999", "", "&", "=", "+", "%20"]
+        seen = set()
+        for _ in range(80):
+            value = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 4)))
+            key = rng.choice(["state", "queue", "task", "after", "limit", "x", "state%00"])
+            path = rng.choice([f"/api/jobs?{key}={value}", f"/api/jobs/{value or 'j'}",
+                               f"/api/queues/{value or 'q'}/pause", f"/api/jobs/{value or 'j'}/cancel"])
+            if "/pause" in path or "/cancel" in path:
+                status, _, body = b.request(path, "POST", b"", {"X-CSRF-Token": b.csrf})
+            else:
+                status, _, body = b.request(path)
+            seen.add(status)
+            assert status in (200, 400, 404), (path, status, body)
+            if status != 200:
+                one_line(json.loads(body))
+        assert {200, 400, 404} <= seen, seen
+        for path in ("/api/jobs/a%00b", "/api/jobs?queue=a%00", "/api/jobs?after=%00"):  # PostgreSQL refuses NUL
+            assert "NUL" in one_line(b.get(path, expect=400))
+        status, _, _ = b.request("/api/jobs?queue=" + "q" * 20_000)  # a request head past 16 KiB
+        assert status in (400, 431)
+    finally:
+        server.stop()

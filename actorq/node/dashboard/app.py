@@ -101,6 +101,8 @@ def _name(what: str, value: str) -> str:
         check_name(what, value)
     except ValueError as exc:
         raise BadRequest(400, str(exc)) from None
+    if "\x00" in value:  # no journal stores it (PostgreSQL refuses it in text)
+        raise BadRequest(400, f"a {what} must not contain NUL characters")
     return value
 
 
