@@ -260,6 +260,9 @@ class Node:
     async def _teardown(self) -> None:
         if self._sampler is not None:
             self._sampler.cancel()
+        if self.dashboard is not None:  # first: no action from the page lands while the node stops
+            await asyncio.get_running_loop().run_in_executor(None, self.dashboard.stop)
+            self.dashboard = None
         if self.runtime is not None:
             self.runtime.begin_stop()
         if self.root is not None:
@@ -269,9 +272,6 @@ class Node:
                 pass
         if self.system is not None:
             await self.system.stop()
-        if self.dashboard is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.dashboard.stop)
-            self.dashboard = None
         self._stop_control()
         if self.metrics is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.metrics.stop)
