@@ -310,6 +310,7 @@ def test_hostile_requests_get_an_answer_never_a_server_error(request, topology, 
             if status != 200:
                 one_line(json.loads(body))
         assert {200, 400, 404} <= seen, seen
+        assert one_line(b.get("/api/overview/", expect=404)) == "not found"  # no redirect to another path
         for path in ("/api/jobs/a%00b", "/api/jobs?queue=a%00", "/api/jobs?after=%00"):  # PostgreSQL refuses NUL
             assert "NUL" in one_line(b.get(path, expect=400))
         status, _, _ = b.request("/api/jobs?queue=" + "q" * 20_000)  # a request head past 16 KiB

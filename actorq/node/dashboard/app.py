@@ -294,5 +294,7 @@ def build_app(data: DashboardData, token: str | None = None) -> Starlette:
         Route("/api/queues/{queue}/pause", endpoint(pause(True), post=True), methods=["POST"]),
         Route("/api/queues/{queue}/resume", endpoint(pause(False), post=True), methods=["POST"]),
     ]
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
+    app.router.redirect_slashes = False  # a path is served as it is, or is a 404
+    return app
 
