@@ -15,7 +15,7 @@ the checkout, so only the installed copy can be imported:
   virtualenv, with every name of its ``__all__``;
 * the installed .py files are exactly the package's sources (tests/test_layers.py
   finds them through pyproject's package-dir map);
-* ``py.typed`` and every ``journal/sql/*.sql`` are installed.
+* ``py.typed``, every ``journal/sql/*.sql`` and the dashboard's assets are installed.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ for module_name, names in pinned.items():
             found["missing"].append(f"{module_name}.{name}")
 package = Path(importlib.import_module("actorq").__file__).parent
 found["files"] = sorted(p.relative_to(package.parent).as_posix() for p in package.rglob("*.py"))
-data = [package / "py.typed", *package.glob("journal/sql/*.sql")]
+data = [package / "py.typed", *package.glob("journal/sql/*.sql"), *package.glob("node/dashboard/static/*")]
 found["data"] = sorted(p.relative_to(package).as_posix() for p in data if p.is_file())
 print(json.dumps(found))
 """
@@ -90,7 +90,8 @@ def test_the_wheel_installs_and_imports_outside_the_checkout(tmp_path: Path) -> 
     _run([*pip_install, str(wheel)], elsewhere, env)
     lap("install")
     usage = _run([str(venv / "bin" / "actorq"), "--help"], elsewhere, env, timeout=60)
-    bare = _run([str(python), "-I", "-c", "import sys, actorq, actorq.journal; print('psycopg' in sys.modules)"],
+    bare = _run([str(python), "-I", "-c", "import sys, actorq, actorq.journal, actorq.node.node; "
+                 "print('psycopg' in sys.modules or 'starlette' in sys.modules or 'uvicorn' in sys.modules)"],
                 elsewhere, env)
     lap("check without extras")
     _run([*pip_install, f"{wheel}[postgres]"], elsewhere, env)
@@ -101,11 +102,12 @@ def test_the_wheel_installs_and_imports_outside_the_checkout(tmp_path: Path) -> 
           ", ".join(f"{step} {seconds:.1f} s" for step, seconds in timings.items()) + ")")
 
     assert usage.startswith("usage: actorq"), usage
-    assert bare.strip() == "False", "importing actorq loaded psycopg"
+    assert bare.strip() == "False", "importing actorq loaded psycopg, starlette or uvicorn"
     assert found["outside"] == [], "imported from outside the virtualenv"
     assert found["missing"] == [], "public names missing from the installed package"
     sources = sorted(source.module.replace(".", "/") + ("/__init__.py" if source.is_package else ".py")
                      for source in installed_sources())
     assert found["files"] == sources, "the installed .py files are not the package's sources"
     sql = sorted(f"journal/sql/{p.name}" for p in (ROOT / "actorq" / "journal" / "sql").glob("*.sql"))
-    assert sql and found["data"] == sorted(["py.typed", *sql])
+    assets = sorted(f"node/dashboard/static/{p.name}" for p in (ROOT / "actorq" / "node" / "dashboard" / "static").glob("*"))
+    assert sql and assets and found["data"] == sorted(["py.typed", *sql, *assets])

@@ -1,4 +1,5 @@
-"""The ``actorq`` command line: run, check, enqueue, status, tree, migrate, schedules, queues, jobs, health.
+"""The ``actorq`` command line: run, check, enqueue, status, tree, migrate, schedules, queues, jobs, health,
+dashboard.
 
 Every subcommand reads the same ``topology.toml``. Errors in it are printed as
 ``file: key: expected ...`` without a traceback, with exit code 2. So are bad
@@ -26,7 +27,6 @@ from actorq.jobs.runtime import JOURNAL_WAIT_REPORTED, live_jobs
 from actorq.jobs.settings import producers_endpoint_problem
 from actorq.jobs.outcome import ON_CONFLICT, TaskPolicy
 from actorq.jobs.task import Job, check_name
-from actorq.jobs.schedule import Schedule, ScheduleInfo
 from actorq.journal import migrate
 from actorq.journal.backends import journal_class, open_journal
 from actorq.journal.protocol import MAX_ATTEMPTS, MAX_CONCURRENCY_LIMIT, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, JobState
@@ -37,15 +37,18 @@ from actorq.node.cli_flags import (
 )
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_FULL, EXIT_JOURNAL, EXIT_OK, EXIT_RETRY
+from actorq.node.metrics import parse_bind
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
 from actorq.node.node import Node, NodeFailed, TaskCheckInterrupted, TaskModuleError, import_tasks
 from actorq.node.status import ask_status, render_status
+from actorq.node.views import schedule_entries
 
 logger = logging.getLogger("actorq.cli")
 
 MAX_COUNT = 10_000_000  # jobs one `actorq enqueue` adds (built and committed 10,000 at a time)
 ENQUEUE_CHUNK = 10_000
 MAX_DELAY = 10 * 365 * 86_400.0  # ten years, in seconds
+DEFAULT_DASHBOARD_BIND = "127.0.0.1:8642"
 
 EPILOG = """\
 examples:
@@ -64,6 +67,7 @@ examples:
   actorq jobs    --config topology.toml cancel JOB_ID
   actorq jobs    --config topology.toml prune --older-than 7d --state succeeded
   actorq health  --config topology.toml
+  actorq dashboard --config topology.toml --bind 127.0.0.1:8642
 
 exit codes: 0 ok, 1 the node failed (health: no node answers), 2 bad config or usage, 3 journal unusable,
 4 start-up cut short from outside (the task import check was killed or took too long): try again.
@@ -289,10 +293,9 @@ def _local(when: float | None, timezone: str) -> str:
 
 
 def _schedule_entries(config: Config, now: float) -> tuple[list[dict[str, Any]], str | None]:
-    """The schedules as a node of `config` would run them: the journal's, with the file's
-    definitions for their names (the file wins at the next start). Returns them and, when the
-    journal could not be read, why."""
-    stored: dict[str, ScheduleInfo] = {}
+    """The schedules as a node of `config` would run them (`actorq.node.views.schedule_entries`).
+    Returns them and, when the journal could not be read, why (then the file's only)."""
+    rows: list[Any] = []
     problem = None
     try:
         journal = open_journal(config.journal.resolved_url, schema=config.journal.schema,
@@ -302,25 +305,10 @@ def _schedule_entries(config: Config, now: float) -> tuple[list[dict[str, Any]],
         problem = str(exc)
     else:
         try:
-            for row in journal.schedules():
-                try:
-                    stored[row.name] = ScheduleInfo.from_row(row)
-                except ValueError as exc:
-                    logger.warning("%s", exc)
+            rows = journal.schedules()
         finally:
             journal.close()
-    entries = []
-    file = {s.name: s for s in config.schedules}
-    for name in sorted(set(stored) | set(file)):
-        info = stored.get(name)
-        schedule: Schedule = file[name] if name in file else info.schedule  # type: ignore[union-attr]
-        last = info.last_fired if info is not None else None
-        source = "file" if name in file else info.source  # type: ignore[union-attr]
-        entries.append({"name": name, "cron": schedule.cron, "timezone": schedule.timezone, "task": schedule.task,
-                        "queue": schedule.queue, "catch_up": schedule.catch_up, "source": source,
-                        "in_journal": info is not None, "last_fired": last,
-                        "next_fire": schedule.next_after(max(now, last or now))})
-    return entries, problem
+    return schedule_entries(config, rows, now), problem
 
 
 def cmd_schedules(args: argparse.Namespace, config: Config) -> int:
@@ -502,6 +490,38 @@ def render_tree(tree: dict[str, Any]) -> list[str]:
     return lines
 
 
+# -- dashboard ------------------------------------------------------------------------------------
+def _bind_flag(text: str) -> str:
+    try:
+        parse_bind(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def cmd_dashboard(args: argparse.Namespace, config: Config) -> int:
+    """``actorq dashboard``: serve the web dashboard on the journal, with or without a node running."""
+    from actorq.node.dashboard.data import DashboardData, RemoteNode
+    from actorq.node.dashboard.server import DashboardServer, DashboardUnavailable
+    from actorq.node.dashboard.settings import bind_problem
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bind = args.bind or config.dashboard.bind or DEFAULT_DASHBOARD_BIND
+    token = config.dashboard.resolved_token()
+    if problem := bind_problem(bind, token):
+        _err(f"actorq dashboard: --bind: {problem}")
+        return EXIT_CONFIG
+    server = DashboardServer(DashboardData(config, RemoteNode(config)), bind, token)
+    try:
+        server.listen()  # bind now: an address in use is said before anything is served
+    except (DashboardUnavailable, OSError) as exc:
+        _err(f"actorq dashboard: cannot serve at {bind}: {getattr(exc, 'strerror', None) or exc}")
+        return EXIT_CONFIG
+    _out(f"actorq dashboard: serving {config.journal.describe()} at {server.url} (Ctrl-C stops)")
+    server.serve_forever()
+    return EXIT_OK
+
+
 # -- parser ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``actorq`` command."""
@@ -626,6 +646,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help='print JSON: {"schedules": [{name, cron, ..., last_fired, next_fire (Unix '
                               'seconds)}], "journal_problem": null or why the journal could not be read}')
     listing.set_defaults(handler=cmd_schedules)
+
+    dash = add("dashboard", "Serve the web dashboard (docs/dashboard.md) on the journal, with or without a node "
+               "running: the tree of the node serving it (if one runs), queues, jobs, leases, schedules; retry, "
+               "cancel, pause and resume. A node serves it itself with [dashboard] bind.",
+               "actorq dashboard --config topology.toml --bind 127.0.0.1:8642\n"
+               "    actorq dashboard: serving sqlite:///jobs.db (synchronous=full) at http://127.0.0.1:8642/ "
+               "(Ctrl-C stops)")
+    dash.add_argument("--bind", type=_bind_flag, default=None, metavar="HOST:PORT",
+                      help=f"where to serve (default: [dashboard] bind, else {DEFAULT_DASHBOARD_BIND}); beyond "
+                           "loopback only with [dashboard] token or token_env set")
+    dash.set_defaults(handler=cmd_dashboard)
 
     cli_jobs.add_parsers(sub)
     return parser

@@ -35,9 +35,11 @@ from actorq.node.config import Config
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
 from actorq.node.control import NodeNotRunning, read_node_file
 from actorq.node.status import ask_status
+from actorq.node.views import queue_entries
 
 __all__ = ["add_parsers", "cmd_health", "cmd_jobs_cancel", "cmd_jobs_list", "cmd_jobs_prune", "cmd_jobs_retry",
-           "cmd_jobs_show", "cmd_queues_clear", "cmd_queues_list", "cmd_queues_pause", "safe_text"]
+           "cmd_jobs_show", "cmd_queues_clear", "cmd_queues_list", "cmd_queues_pause", "detail_json", "safe_text",
+           "summary_json"]
 
 DEFAULT_LIMIT = 50  # jobs per page of `actorq jobs list`
 BATCH = 1_000  # jobs per transaction of `retry --all-dead` and `queues clear`
@@ -147,7 +149,8 @@ def name_flag(what: str) -> Callable[[str], str]:
 
 
 # -- jobs list ---------------------------------------------------------------------------------------
-def _summary_json(job: JobSummary) -> dict[str, Any]:
+def summary_json(job: JobSummary) -> dict[str, Any]:
+    """One listed job as ``jobs list --json`` prints it (and the dashboard serves it)."""
     return {"id": job.id, "queue": job.queue, "task": job.task, "state": job.state.value,
             "priority": job.priority, "attempts": job.attempts, "max_attempts": job.max_attempts,
             "run_at": job.run_at, "created_at": job.created_at, "finished_at": job.finished_at,
@@ -161,7 +164,7 @@ def cmd_jobs_list(args: argparse.Namespace, config: Config) -> int:
                                  limit=args.limit)
     cursor = jobs[-1].id if len(jobs) == args.limit else None
     if args.json:
-        _out(json.dumps({"jobs": [_summary_json(j) for j in jobs], "next": cursor}, sort_keys=True))
+        _out(json.dumps({"jobs": [summary_json(j) for j in jobs], "next": cursor}, sort_keys=True))
         return EXIT_OK
     if not jobs:
         _out("(no jobs)" if args.after is None else "(no more jobs)")
@@ -216,7 +219,9 @@ def _plain(value: Any, problem: str | None) -> tuple[Any, str | None]:
         return None, "nested too deeply to show"
 
 
-def _detail_json(job: JobDetail) -> dict[str, Any]:
+def detail_json(job: JobDetail) -> dict[str, Any]:
+    """One job as ``jobs show --json`` prints it (and the dashboard serves it): arguments and result
+    decoded with bounds, every attempt's error, the lease."""
     payload, payload_problem = _plain(*_decode(job.payload))
     args, kwargs = (payload if isinstance(payload, list) and len(payload) == 2 else (payload, None))
     result, result_problem = _plain(*_decode(job.result))
@@ -242,7 +247,7 @@ def cmd_jobs_show(args: argparse.Namespace, config: Config) -> int:
     if job is None:
         _err(f"actorq jobs show: no job {safe_text(args.job_id)!r} in journal {config.journal.describe()}")
         return EXIT_CONFIG
-    info = _detail_json(job)
+    info = detail_json(job)
     if args.json:
         _out(json.dumps(info, sort_keys=True))
         return EXIT_OK
@@ -371,16 +376,10 @@ QUEUE_STATES = [*LIVE_STATES, *(s for s in JobState if s in TERMINAL_STATES)]
 
 def cmd_queues_list(args: argparse.Namespace, config: Config) -> int:
     """``actorq queues list``: each queue's jobs per state, its oldest ready job's age, paused or not."""
-    with _journal(config) as journal:
-        counts = journal.counts()
-        paused = journal.paused_queues()
-        oldest = journal.oldest_ready()
     now = time.time()
-    names = sorted(set(counts) | set(paused))
-    entries = {name: {"paused": name in paused, "ready": counts.get(name, {}).get("ready", 0),
-                      "states": counts.get(name, {}),
-                      "oldest_ready_age": round(max(now - oldest[name], 0.0), 3) if name in oldest else None}
-               for name in names}
+    with _journal(config) as journal:
+        entries = queue_entries(journal, now)
+    names = list(entries)
     if args.json:
         _out(json.dumps({"queues": entries}, sort_keys=True))
         return EXIT_OK
@@ -389,7 +388,8 @@ def cmd_queues_list(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK
     rows = [[safe_text(name), "paused" if e["paused"] else "running",
              *(f"{e['states'].get(s.value, 0):,}" for s in QUEUE_STATES),
-             _ago(oldest.get(name), now)] for name, e in entries.items()]
+             _ago(None if e["oldest_ready_age"] is None else now - e["oldest_ready_age"], now)]
+            for name, e in entries.items()]
     _table(["queue", "state", *(s.value for s in QUEUE_STATES), "oldest ready"], rows,
            right=set(range(2, 3 + len(QUEUE_STATES))))
     return EXIT_OK

@@ -59,6 +59,11 @@ A complete ``topology.toml``; every value shown is the default except ``tasks``:
     allow_remote = false           # a bind beyond loopback is refused without it
     counts_every = 5.0             # seconds between reads of the journal's counts
 
+    [dashboard]                    # docs/dashboard.md
+    bind = ""                      # "127.0.0.1:8642" serves the web dashboard (needs actorq[dashboard])
+    token = ""                     # a bind beyond loopback is refused without a token (16+ characters)
+    token_env = ""                 # or the name of an environment variable holding it
+
     [hooks]                        # docs/hooks.md
     node = []                      # "module:function" called with each node event
     buffer = 10000                 # events waiting for the hooks; more are dropped and counted
@@ -117,6 +122,7 @@ from actorq.journal.backends import journal_class
 from actorq.journal.config import MAX_SECONDS, JournalConfig
 from actorq.journal.protocol import MAX_QUEUE_LIMIT, QueueLimits
 from actorq.journal.config import redact_url as redact_url  # for the CLI and benches
+from actorq.node.dashboard.settings import DashboardConfig, bind_problem as dashboard_bind_problem, token_problem
 from actorq.node.metrics import MetricsConfig, bind_problem
 
 __all__ = ["Config", "ConfigError", "DispatcherConfig", "JournalConfig", "NodeConfig", "ProducersConfig",
@@ -194,6 +200,8 @@ class Config:
     supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     """``[metrics]``: the Prometheus endpoint (docs/metrics.md)."""
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    """``[dashboard]``: the web dashboard (docs/dashboard.md)."""
     hooks: HooksConfig = field(default_factory=HooksConfig)
     """``[hooks]``: node event hooks (docs/hooks.md)."""
     schedules: tuple[Schedule, ...] = field(default=(), metadata={"toml": False})
@@ -321,6 +329,10 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>",
                               f"got {value!r}")
     if problem := bind_problem(config.metrics):
         raise ConfigError(source, "metrics.bind", problem)
+    if found := token_problem(config.dashboard):
+        raise ConfigError(source, *found)
+    if problem := dashboard_bind_problem(config.dashboard.bind, config.dashboard.resolved_token()):
+        raise ConfigError(source, "dashboard.bind", problem)
     node = dataclasses.replace(config.node, name=config.node.name or socket.gethostname())
     schedules = parse_schedules(raw_schedules, source, payload_budget(config.dispatcher.max_frame_bytes))
     queues = parse_queues(raw_queues, source)

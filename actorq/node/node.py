@@ -47,6 +47,8 @@ from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import check_tasks
 from actorq.journal.config import redact_url
 from actorq.node.config import Config, ConfigError, load_config
+from actorq.node.dashboard.data import DashboardData, LocalNode
+from actorq.node.dashboard.server import DashboardServer, DashboardUnavailable
 from actorq.node.metrics import MetricsServer, MetricsUnavailable
 from actorq.node.control import STATUS, TREE, ControlServer, NodeNotRunning, read_node_file, write_node_file
 from actorq.node.status import build_status
@@ -142,6 +144,8 @@ class Node:
         self._hooks: list[tuple[str, Callable[[NodeEvent], object]]] = []  # registered by `on`
         self.metrics: MetricsServer | None = None
         """The ``/metrics`` endpoint when ``[metrics] bind`` is set (after `start`)."""
+        self.dashboard: DashboardServer | None = None
+        """The web dashboard when ``[dashboard] bind`` is set (after `start`; its ``url``)."""
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> "Node":
@@ -172,6 +176,9 @@ class Node:
         if cfg.metrics.bind and importlib.util.find_spec("prometheus_client") is None:
             self._started = False  # said before any process starts
             raise ConfigError(source, "metrics.bind", str(MetricsUnavailable.default()))
+        if cfg.dashboard.bind and not all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn")):
+            self._started = False
+            raise ConfigError(source, "dashboard.bind", str(DashboardUnavailable.default()))
         try:  # from where task modules are found (their directory first), in this process
             if cfg.hooks.node:
                 sys.path[:0] = [entry for entry in cfg.task_search_path if entry not in sys.path]
@@ -198,6 +205,7 @@ class Node:
         await self.system.start()
         try:
             self._start_metrics(loop, runtime)  # first: an address in use is said before any process starts
+            await self._start_dashboard(loop)
             flags, specs = build_tree(runtime, cfg.supervision, cfg.workers)
             try:
                 root = await start_supervisor(self.system, flags, specs, name=NODE)
@@ -252,6 +260,9 @@ class Node:
     async def _teardown(self) -> None:
         if self._sampler is not None:
             self._sampler.cancel()
+        if self.dashboard is not None:  # first: no action from the page lands while the node stops
+            await asyncio.get_running_loop().run_in_executor(None, self.dashboard.stop)
+            self.dashboard = None
         if self.runtime is not None:
             self.runtime.begin_stop()
         if self.root is not None:
@@ -286,6 +297,23 @@ class Node:
                               f"{exc.strerror or exc}") from None
         self.metrics = server
         logger.info("node %s serves metrics at http://%s:%d/metrics", self.config.node.name, *server.address)
+
+    async def _start_dashboard(self, loop: asyncio.AbstractEventLoop) -> None:
+        dashboard = self.config.dashboard
+        if not dashboard.bind:
+            return
+        server = DashboardServer(DashboardData(self.config, LocalNode(self, loop)), dashboard.bind,
+                                 dashboard.resolved_token())
+        source = str(self.config.path or "config")
+        try:
+            await loop.run_in_executor(None, server.start)
+        except DashboardUnavailable as exc:
+            raise ConfigError(source, "dashboard.bind", str(exc)) from None
+        except OSError as exc:
+            raise ConfigError(source, "dashboard.bind", f"cannot serve the dashboard at {dashboard.bind}: "
+                              f"{exc.strerror or exc}") from None
+        self.dashboard = server
+        logger.info("node %s serves its dashboard at %s", self.config.node.name, server.url)
 
     def _control_drops(self) -> dict[str, dict[str, int]]:
         return {"control": dict(self.control.dropped.by_reason)} if self.control is not None else {}
