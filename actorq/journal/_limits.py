@@ -7,15 +7,72 @@ counting statements (docs/flow-control.md).
 
 from __future__ import annotations
 
+import math
+import re
 import time
-from typing import Callable, Collection, Mapping, Sequence
+from typing import Callable, Collection, Mapping, NamedTuple, Sequence
 
 from actorq.errors import QueueFull
-from actorq.journal.protocol import MAX_QUEUE_LIMIT, QUEUE_LIMITS_TTL, NewJob, QueueLimits
+from actorq.journal.protocol import MAX_QUEUE_LIMIT, QUEUE_LIMITS_TTL, RATE_UNITS, NewJob, QueueLimits
+
+_RATE = re.compile(r"([0-9]{1,10})/([smh])")
+TOKEN_EPSILON = 1e-9  # a refill of 0.9999999999 tokens (float steps of elapsed * rate) counts as 1
+
+
+class Rate(NamedTuple):
+    """A parsed rate: `count` tokens every `per` seconds, at most `burst` held."""
+
+    count: int
+    per: float
+    burst: int
+
+    @property
+    def per_second(self) -> float:
+        """Tokens added per second."""
+        return self.count / self.per
+
+
+def parse_rate(text: object, burst: object = None) -> Rate:
+    """``"100/m"`` (and an optional burst) as a `Rate`; the burst defaults to the count.
+
+    Raises:
+        ValueError: not ``COUNT/UNIT`` with a count from 1 to `MAX_QUEUE_LIMIT` and a unit
+            ``s``, ``m`` or ``h``; or a burst that is not an integer in that range.
+    """
+    match = _RATE.fullmatch(text) if isinstance(text, str) else None
+    if match is None or not 1 <= int(match[1]) <= MAX_QUEUE_LIMIT:
+        shown = repr(text) if not isinstance(text, str) or len(text) <= 40 else repr(text[:40] + "...")
+        raise ValueError(f"expected a rate 'COUNT/UNIT' (COUNT from 1 to {MAX_QUEUE_LIMIT}, UNIT s, m or h, "
+                         f"e.g. '100/m'), got {shown}")
+    count = int(match[1])
+    if burst is None:
+        burst = count
+    elif not (isinstance(burst, int) and not isinstance(burst, bool) and 1 <= burst <= MAX_QUEUE_LIMIT):
+        raise ValueError(f"expected a burst: an integer from 1 to {MAX_QUEUE_LIMIT}, got {burst!r}")
+    return Rate(count, RATE_UNITS[match[2]], burst)
+
+
+def refill(tokens: float, since: float, now: float, rate: float, burst: int) -> float:
+    """The tokens a bucket holds at `now`: `tokens` at `since`, plus `rate` a second, at most `burst`.
+
+    A clock that went back (another node's transaction began earlier) adds nothing.
+    """
+    return min(float(burst), tokens + max(0.0, now - since) * rate)
+
+
+def whole(tokens: float) -> int:
+    """The jobs `tokens` let a lease take."""
+    return max(0, math.floor(tokens + TOKEN_EPSILON))
+
+
+def next_token(tokens: float, rate: float) -> float:
+    """Seconds until a bucket holding `tokens` (fewer than the next whole one) holds one more."""
+    return max(0.0, (whole(tokens) + 1 - tokens) / rate)
 
 
 def check_limits(limits: Sequence[QueueLimits]) -> None:
-    """Raise ValueError for a limit that is not an integer from 1 to `MAX_QUEUE_LIMIT` (or None)."""
+    """Raise ValueError for a limit that is not an integer from 1 to `MAX_QUEUE_LIMIT` (or None),
+    a rate that `parse_rate` refuses, or a burst without a rate."""
     for item in limits:
         for name in ("concurrency", "node_concurrency", "max_depth"):
             value = getattr(item, name)
@@ -23,6 +80,13 @@ def check_limits(limits: Sequence[QueueLimits]) -> None:
                                           and 1 <= value <= MAX_QUEUE_LIMIT):
                 raise ValueError(f"queue {item.queue!r}: {name} must be an integer from 1 to "
                                  f"{MAX_QUEUE_LIMIT:,} or None, got {value!r}")
+        if item.rate is not None:
+            try:
+                parse_rate(item.rate, item.burst)
+            except ValueError as exc:
+                raise ValueError(f"queue {item.queue!r}: {exc}") from None
+        elif item.burst is not None:
+            raise ValueError(f"queue {item.queue!r}: a burst needs a rate")
 
 
 class LimitsCache:
@@ -49,9 +113,10 @@ class LimitsCache:
         self._read_at = None
 
     def lease_limited(self, stored: Mapping[str, QueueLimits], queues: Sequence[str]) -> list[str]:
-        """Those of `queues` with a stored concurrency or this node's node_concurrency, in one order."""
+        """Those of `queues` with a stored concurrency or rate, or this node's node_concurrency, in one order."""
         node = self.node
-        return sorted(q for q in queues if (q in stored and stored[q].concurrency is not None) or q in node)
+        return sorted(q for q in queues if (q in stored and (stored[q].concurrency is not None
+                                                              or stored[q].rate is not None)) or q in node)
 
 
 def depth_limited(stored: Mapping[str, QueueLimits], jobs: Sequence[NewJob]) -> list[str]:

@@ -98,14 +98,31 @@ def _limit_statements(schema: str) -> dict[str, str]:
         f"  FROM {jobs} WHERE state = 'leased' AND queue = %(queue)s)"), 1)
     if bounded == lease:
         raise RuntimeError("the lease statement has no 'LIMIT %(limit)s' to bound")
+    epoch = "extract(epoch FROM now())::float8"
     return {
+        # A new bucket starts full; a declared one keeps its tokens (at most the new burst), so a
+        # node starting does not hand out a second burst. No rate: no bucket.
         "declare": (
-            f"INSERT INTO {queues} (queue, concurrency, max_depth)"
-            " SELECT * FROM unnest(%(queues)s::text[], %(concurrency)s::int4[], %(max_depth)s::int4[])"
+            f"INSERT INTO {queues} (queue, concurrency, max_depth, rate, per_second, burst, tokens, tokens_at)"
+            " SELECT q, c, m, r, p, b, b, CASE WHEN r IS NULL THEN NULL ELSE " + epoch + " END"
+            " FROM unnest(%(queues)s::text[], %(concurrency)s::int4[], %(max_depth)s::int4[], %(rate)s::text[],"
+            "  %(per_second)s::float8[], %(burst)s::int4[]) AS d(q, c, m, r, p, b)"
             " ON CONFLICT (queue) DO UPDATE SET concurrency = excluded.concurrency,"
-            " max_depth = excluded.max_depth, declared_at = now()"
+            " max_depth = excluded.max_depth, declared_at = now(), rate = excluded.rate,"
+            " per_second = excluded.per_second, burst = excluded.burst,"
+            f" tokens = CASE WHEN {queues}.tokens IS NULL OR excluded.tokens IS NULL THEN excluded.tokens"
+            f"  ELSE least({queues}.tokens, excluded.burst) END,"
+            f" tokens_at = CASE WHEN {queues}.tokens IS NULL OR excluded.tokens IS NULL THEN excluded.tokens_at"
+            f"  ELSE {queues}.tokens_at END"
         ),
-        "read": f"SELECT queue, concurrency, NULL::int4, max_depth FROM {queues}",
+        "read": f"SELECT queue, concurrency, NULL::int4, max_depth, rate, burst FROM {queues}",
+        # A rated queue's bucket, read under its claim lock (this statement's snapshot holds the
+        # previous claimer's spend), with the database's now() as Unix seconds.
+        "bucket": (
+            f"SELECT tokens, tokens_at, per_second, burst, {epoch} FROM {queues}"
+            " WHERE queue = %(queue)s AND per_second IS NOT NULL"
+        ),
+        "spend": f"UPDATE {queues} SET tokens = %(tokens)s, tokens_at = %(at)s WHERE queue = %(queue)s",
         # The claimers of one queue, every node's, one at a time until commit (the lock is taken
         # before the count's statement starts); enqueuers with a max_depth take another key.
         "claim": (
@@ -344,6 +361,8 @@ class PostgresJournal:
         self.url = redact_url(url)
         self._sql: Statements = statements(schema)
         self._queues = _limits.LimitsCache()
+        self.rate_wait: float | None = None
+        """After a lease: seconds until the next token of a rate it found empty (None: no bucket ran out)."""
         self._claims_held: set[str] = set()  # queues whose claim lock this transaction holds
         self._fills_held = False  # whether it holds a fill lock (an enqueue into a queue with a max_depth)
         for name, value in (("lock_timeout", lock_timeout), ("idle_in_transaction_timeout", idle_in_transaction_timeout)):
@@ -628,6 +647,7 @@ class PostgresJournal:
         Jobs are chosen by priority, then id, skipping rows other transactions hold locked;
         ``lease_for=math.inf`` never expires. The returned list is in no particular order.
         """
+        self.rate_wait = None
         if limit <= 0 or not queues:
             return []
         params = {"owner": owner, "limit": limit, "lease_for": lease_for}
@@ -646,6 +666,8 @@ class PostgresJournal:
         limit_sql = _limit_statements(self.schema)
         rows: list[Any] = []
         lifted: set[str] = set()
+        stored = self._stored_limits()
+        rated = {q for q in limited if q in stored and stored[q].rate is not None}
         with self.transaction():
             for queue in limited:  # sorted: two claimers take the locks in one order
                 held = self._claims_held
@@ -656,12 +678,24 @@ class PostgresJournal:
                     continue
                 held.add(queue)
                 node_limit = self._queues.node.get(queue)
-                if concurrency is None and node_limit is None:
+                # the cache says which queues have a rate (as it says which are limited): a queue
+                # with a concurrency only pays no round trip for a bucket
+                bucket = (self._execute(limit_sql["bucket"], {"queue": queue}).fetchone()
+                          if queue in rated else None)
+                if concurrency is None and node_limit is None and bucket is None:
                     lifted.add(queue)  # lifted since the cache was read: leased with the others below
                     continue
-                rows += self._execute(limit_sql["lease"], {
-                    **params, "limit": params["limit"] - len(rows), "queue": queue, "concurrency": concurrency,
-                    "node_concurrency": node_limit, "prefix": self._queues.node_prefix}).fetchall()
+                room = params["limit"] - len(rows)
+                if bucket is not None:
+                    tokens, since, per_second, burst, now = bucket
+                    tokens = _limits.refill(tokens, since, now, per_second, burst)
+                    room = min(room, _limits.whole(tokens))
+                got = self._execute(limit_sql["lease"], {
+                    **params, "limit": room, "queue": queue, "concurrency": concurrency,
+                    "node_concurrency": node_limit, "prefix": self._queues.node_prefix}).fetchall() if room > 0 else []
+                rows += got
+                if bucket is not None:
+                    self._spend(limit_sql, queue, tokens, len(got), now, per_second)
                 if len(rows) >= params["limit"]:
                     return [LeasedJob(*row) for row in rows]
             rest = [q for q in queues if q not in limited or q in lifted]
@@ -672,6 +706,17 @@ class PostgresJournal:
                 else:
                     rows += self._execute(self._sql.lease_queues, {**more, "queues": list(rest)}).fetchall()
         return [LeasedJob(*row) for row in rows]
+
+    def _spend(self, limit_sql: dict[str, str], queue: str, tokens: float, taken: int, now: float,
+               per_second: float) -> None:
+        """Write back what a lease of `taken` jobs left in `queue`'s bucket (refilled to `now`);
+        note when the next token is due if none is left (`rate_wait`)."""
+        left = tokens - taken
+        if taken:  # nothing taken: the stored tokens refill to the same value later
+            self._execute(limit_sql["spend"], {"queue": queue, "tokens": left, "at": now})
+        if _limits.whole(left) == 0:
+            wait = _limits.next_token(left, per_second)
+            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
 
     def _stored_limits(self) -> dict[str, QueueLimits]:
         return self._queues.get(self.queue_limits)
@@ -687,9 +732,12 @@ class PostgresJournal:
         _limits.check_limits(limits)
         latest = sorted({q.queue: q for q in limits}.values())
         if latest:
+            rates = [_limits.parse_rate(q.rate, q.burst) if q.rate is not None else None for q in latest]
             self._execute(_limit_statements(self.schema)["declare"], {
                 "queues": [q.queue for q in latest], "concurrency": [q.concurrency for q in latest],
-                "max_depth": [q.max_depth for q in latest]})
+                "max_depth": [q.max_depth for q in latest], "rate": [q.rate for q in latest],
+                "per_second": [None if r is None else r.per_second for r in rates],
+                "burst": [None if r is None else r.burst for r in rates]})
         self._queues.node = {q.queue: q.node_concurrency for q in latest if q.node_concurrency is not None}
         self._queues.node_prefix = node_prefix
         self._queues.forget()

@@ -215,15 +215,23 @@ class QueueLimits(NamedTuple):
     `max_depth` (waiting jobs: ready, scheduled and retry) are stored in the journal
     (`Journal.declare_queues`) and enforced by every node and client; `node_concurrency`
     (leased at once by this node's workers) is the declaring node's own.
+
+    `rate` (``"100/m"``: jobs leased per second, minute or hour, every node together) and
+    `burst` (the most tokens the queue's bucket holds; None: the rate's count, at least 1)
+    are a token bucket stored in the journal, refilled by the journal's clock and taken
+    from inside each lease (docs/rate-limits-and-breakers.md).
     """
 
     queue: str
     concurrency: int | None = None
     node_concurrency: int | None = None
     max_depth: int | None = None
+    rate: str | None = None
+    burst: int | None = None
 
 
 MAX_QUEUE_LIMIT = 1_000_000_000  # the largest concurrency or max_depth a queue may set
+RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}  # the units of a rate ("100/m"), in seconds
 QUEUE_LIMITS_TTL = 5.0  # seconds a journal keeps the stored queue limits before reading them again
 
 

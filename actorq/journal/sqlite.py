@@ -54,10 +54,11 @@ from actorq.journal.protocol import (
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 10  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
+SCHEMA_VERSION = 12  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
 # 6: paused queues, job time limits; 7: unique periods (unique_until); 8: the index of finished jobs (retention);
 # 9: queue limits (actorq_queues, the index of waiting jobs by queue);
-# 10: the operator's partial index of jobs by state and queue (listings)
+# 10: the operator's partial index of jobs by state and queue (listings);
+# 11: kept for ordering and concurrency keys; 12: rate limits (a token bucket per queue)
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 LOCK_FIRST_DELAY, LOCK_MAX_DELAY = 50e-6, 2e-3  # seconds between tries for the write lock (`_begin`)
@@ -84,13 +85,22 @@ def _by_lease(pairs: Sequence[tuple[str, int]]) -> dict[int, list[str]]:
 
 # Queue limits (schema 9); only a queue listed in actorq_queues runs these.
 _LIMITS_SQL = {
+    # A new bucket starts full; a declared one keeps its tokens (at most the new burst), so a
+    # node starting does not hand out a second burst. No rate: no bucket.
     "declare": (
-        "INSERT INTO actorq_queues (queue, concurrency, max_depth, declared_at) VALUES (?, ?, ?, ?)"
+        "INSERT INTO actorq_queues (queue, concurrency, max_depth, declared_at, rate, per_second, burst, tokens,"
+        " tokens_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?4)"
         " ON CONFLICT (queue) DO UPDATE SET concurrency = excluded.concurrency, max_depth = excluded.max_depth,"
-        " declared_at = excluded.declared_at"
+        " declared_at = excluded.declared_at, rate = excluded.rate, per_second = excluded.per_second,"
+        " burst = excluded.burst,"
+        " tokens = CASE WHEN actorq_queues.tokens IS NULL OR excluded.tokens IS NULL THEN excluded.tokens"
+        "  ELSE min(actorq_queues.tokens, excluded.burst) END,"
+        " tokens_at = CASE WHEN actorq_queues.tokens IS NULL OR excluded.tokens IS NULL THEN excluded.tokens_at"
+        "  ELSE actorq_queues.tokens_at END"
     ),
-    "read": "SELECT queue, concurrency, NULL, max_depth FROM actorq_queues",
-    "concurrency": "SELECT concurrency FROM actorq_queues WHERE queue = ?",
+    "read": "SELECT queue, concurrency, NULL, max_depth, rate, burst FROM actorq_queues",
+    "concurrency": "SELECT concurrency, per_second, burst, tokens, tokens_at FROM actorq_queues WHERE queue = ?",
+    "spend": "UPDATE actorq_queues SET tokens = ?, tokens_at = ? WHERE queue = ?",
     "max_depth": "SELECT max_depth FROM actorq_queues WHERE queue = ?",
     "present": "SELECT id FROM actorq_jobs WHERE id IN ({marks})",  # re-sent ids take no room
     # every lease of the queue, then those under the node's prefix (substr: no LIKE patterns)
@@ -104,6 +114,14 @@ _LIMITS_SQL = {
         " + (SELECT count(*) FROM actorq_jobs WHERE state IN ('scheduled', 'retry') AND queue = ?1)"
     ),
 }
+
+
+def _bucket(limits: QueueLimits) -> tuple[str | None, float | None, int | None]:
+    """The stored rate columns of `limits`: (rate, tokens per second, burst), or Nones."""
+    if limits.rate is None:
+        return None, None, None
+    rate = _limits.parse_rate(limits.rate, limits.burst)
+    return limits.rate, rate.per_second, rate.burst
 
 
 def _schema_sql(version: int) -> str:
@@ -157,6 +175,8 @@ class SQLiteJournal:
         self._in_tx = False
         self._busy_ms = int(busy_timeout * 1000)
         self._queues = _limits.LimitsCache()
+        self.rate_wait: float | None = None
+        """After a lease: seconds until the next token of a rate it found empty (None: no bucket ran out)."""
         self.lock_waits = 0
         """Write transactions that found the lock taken and waited for it (`_begin`)."""
         self.applied_versions: list[int] = []
@@ -466,15 +486,20 @@ class SQLiteJournal:
             return []
         now = self._clock()
         lease_id = random.getrandbits(62) + 1
+        self.rate_wait = None
         with self.transaction():
             rows: list[Sequence[object]] = []
             limited = self._queues.lease_limited(self._stored_limits(), queues)
             if limited:  # each limited queue alone, at most its room; then the others together
                 for queue in limited:
-                    take = self._lease_room(queue, limit - len(rows))
+                    take, bucket = self._lease_room(queue, limit - len(rows), now)
+                    got: list[Sequence[object]] = []
                     if take > 0:
-                        rows += self._conn.execute(SQL.lease.format(marks=in_list(1)),
-                                                   (lease_id, owner, now + lease_for, queue, take)).fetchall()
+                        got = self._conn.execute(SQL.lease.format(marks=in_list(1)),
+                                                 (lease_id, owner, now + lease_for, queue, take)).fetchall()
+                        rows += got
+                    if bucket is not None:
+                        self._spend(queue, bucket, len(got), now)
                 limit -= len(rows)
                 queues = [q for q in queues if q not in limited]
             if limit > 0 and queues:
@@ -484,15 +509,31 @@ class SQLiteJournal:
         # RETURNING gives a whole REAL back as an int (30, not 30.0): the protocol says float
         return [LeasedJob(*row[:6], lease_id, None if row[6] is None else float(row[6])) for row in rows]
 
-    def _lease_room(self, queue: str, limit: int) -> int:
-        """How many of `queue` a lease may take now (in the write transaction: one writer at a time)."""
+    def _lease_room(self, queue: str, limit: int, now: float) -> tuple[int, tuple[float, float] | None]:
+        """How many of `queue` a lease may take now (in the write transaction: one writer at a
+        time), and its bucket refilled to `now` as ``(tokens, per_second)`` if it has a rate."""
         row = self._conn.execute(_LIMITS_SQL["concurrency"], (queue,)).fetchone()
-        concurrency = None if row is None else row[0]
+        concurrency, per_second, burst, tokens, tokens_at = (None,) * 5 if row is None else row
+        bucket = None
+        if per_second is not None:
+            bucket = (_limits.refill(tokens, tokens_at, now, per_second, burst), per_second)
+            limit = min(limit, _limits.whole(bucket[0]))
         node_limit = self._queues.node.get(queue)
         if concurrency is None and node_limit is None:
-            return limit
+            return max(0, limit), bucket
         leased, node_leased = self._conn.execute(_LIMITS_SQL["leased"], (queue, self._queues.node_prefix)).fetchone()
-        return _limits.room(limit, concurrency, node_limit, leased, node_leased)
+        return _limits.room(limit, concurrency, node_limit, leased, node_leased), bucket
+
+    def _spend(self, queue: str, bucket: tuple[float, float], taken: int, now: float) -> None:
+        """Write back what a lease of `taken` jobs left in `queue`'s bucket; note when the
+        next token is due if the lease found none left (`rate_wait`)."""
+        tokens, per_second = bucket
+        left = tokens - taken
+        if taken:  # nothing taken: the stored tokens refill to the same value later
+            self._conn.execute(_LIMITS_SQL["spend"], (left, now, queue))
+        if _limits.whole(left) == 0:
+            wait = _limits.next_token(left, per_second)
+            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
 
     def _stored_limits(self) -> dict[str, QueueLimits]:
         return self._queues.get(self.queue_limits)
@@ -507,8 +548,8 @@ class SQLiteJournal:
         _limits.check_limits(limits)
         now = self._clock()
         with self.transaction():
-            self._conn.executemany(_LIMITS_SQL["declare"],
-                                   [(q.queue, q.concurrency, q.max_depth, now) for q in limits])
+            self._conn.executemany(_LIMITS_SQL["declare"], [(q.queue, q.concurrency, q.max_depth, now, *_bucket(q))
+                                                            for q in limits])
         self._queues.node = {q.queue: q.node_concurrency for q in limits if q.node_concurrency is not None}
         self._queues.node_prefix = node_prefix
         self._queues.forget()

@@ -1,0 +1,1 @@
+-- actorq PostgreSQL journal, migration 012: kept for the ordering and concurrency keys (replaced at their merge).

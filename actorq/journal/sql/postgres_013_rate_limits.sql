@@ -1,0 +1,10 @@
+-- actorq PostgreSQL journal, migration 013: rate limits (a token bucket per queue).
+-- rate as declared ('100/m'), its tokens per second, the most the bucket holds, and the
+-- tokens it held at tokens_at (Unix seconds of the database's now()); a lease, under the
+-- queue's claim lock, refills them by the time passed, takes at most their whole part and
+-- writes back what it left.
+ALTER TABLE actorq_queues ADD COLUMN rate text;
+ALTER TABLE actorq_queues ADD COLUMN per_second float8 CHECK (per_second IS NULL OR per_second > 0);
+ALTER TABLE actorq_queues ADD COLUMN burst integer CHECK (burst IS NULL OR burst >= 1);
+ALTER TABLE actorq_queues ADD COLUMN tokens float8;
+ALTER TABLE actorq_queues ADD COLUMN tokens_at float8;

@@ -1,0 +1,1 @@
+-- actorq SQLite journal, schema version 11: kept for the ordering and concurrency keys (replaced at their merge).

@@ -1,0 +1,165 @@
+"""Flow-control rules that live in the lease, on both journals: rate limits (docs/rate-limits-and-breakers.md).
+
+Parametrised over SQLite and PostgreSQL by the ``journal``/``backend`` fixtures of conftest.py, as
+test_contract.py is. Time is each backend's own clock: rates here are slow ("2/h": a token every
+1,800 s), so the seconds a test takes add no whole token, and time "passes" by moving a bucket's
+stored time back (`age_bucket`), never by sleeping. The SQLite-only cases at the end run a
+journal on an injected clock.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import pytest
+from journal_support import HOUR, Backend, new_job, state
+
+from actorq.journal import JobState, Journal
+from actorq.journal.protocol import QueueLimits
+from actorq.journal.sqlite import SQLiteJournal
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def age_bucket(backend: Backend, queue: str, seconds: float) -> None:
+    """Move `queue`'s bucket `seconds` into the past: that much time has passed for its refill."""
+    table = "actorq_queues" if backend.name == "sqlite" else f'"{backend.options["schema"]}".actorq_queues'
+    backend.raw(f"UPDATE {table} SET tokens_at = tokens_at - ? WHERE queue = ?", seconds, queue)
+
+
+def leased_ids(journal: Journal, queues: list[str], limit: int, owner: str = "w1") -> list[str]:
+    return sorted(j.id for j in journal.lease(queues, owner, limit, HOUR))
+
+
+# -- rate limits per queue ----------------------------------------------------------------------
+
+
+def test_queue_rate_leases_at_most_its_tokens_and_refills_by_the_clock(backend: Backend, journal: Journal) -> None:
+    journal.declare_queues([QueueLimits("api", rate="2/h", burst=3)])
+    assert journal.queue_limits()["api"] == QueueLimits("api", rate="2/h", burst=3)
+    journal.enqueue([new_job(f"a{n}", queue="api") for n in range(10)] + [new_job(f"f{n}") for n in range(4)])
+    first = journal.lease(["api", "q"], "w1", 20, HOUR)
+    assert [j.queue for j in first].count("api") == 3  # the burst, not the 10 asked
+    assert [j.queue for j in first].count("q") == 4  # an unrated queue beside it leases as before
+    assert journal.rate_wait is not None and 0 < journal.rate_wait <= 1800  # the next token: within 1,800 s
+    assert journal.lease(["api"], "w2", 10, HOUR) == []  # no token: nothing leased...
+    assert journal.rate_wait is not None
+    assert state(journal, "a9") is JobState.READY and journal.get("a9").attempts == 0  # ...and nothing failed
+    age_bucket(backend, "api", 1800)  # one token's time
+    assert len(journal.lease(["api"], "w2", 10, HOUR)) == 1
+    age_bucket(backend, "api", 100 * HOUR)  # a long quiet time fills it to the burst, never past it
+    assert len(journal.lease(["api"], "w2", 10, HOUR)) == 3
+    assert journal.counts()["api"] == {"leased": 7, "ready": 3}
+    journal.lease(["q"], "w3", 1, HOUR)
+    assert journal.rate_wait is None  # a lease that met no empty bucket says nothing
+
+
+def test_a_rate_and_a_concurrency_bind_together_and_only_leased_jobs_spend_tokens(
+        backend: Backend, journal: Journal) -> None:
+    journal.declare_queues([QueueLimits("api", concurrency=2, rate="5/h")])  # burst: the count, 5
+    journal.enqueue([new_job(f"a{n}", queue="api") for n in range(8)])
+    first = journal.lease(["api"], "w1", 10, HOUR)
+    assert len(first) == 2  # the concurrency binds first: 2 tokens spent, 3 left
+    assert journal.complete([(j.id, j.lease_id) for j in first]) == 2
+    second = journal.lease(["api"], "w1", 10, HOUR)
+    assert len(second) == 2
+    assert journal.complete([(j.id, j.lease_id) for j in second]) == 2
+    assert len(journal.lease(["api"], "w1", 10, HOUR)) == 1  # the last token
+    # a queue with fewer ready jobs than tokens spends only what it took
+    journal.declare_queues([QueueLimits("few", rate="5/h")])
+    journal.enqueue([new_job("x1", queue="few")])
+    assert leased_ids(journal, ["few"], 10) == ["x1"]
+    journal.enqueue([new_job(f"x{n}", queue="few") for n in range(2, 10)])
+    assert len(journal.lease(["few"], "w1", 10, HOUR)) == 4
+
+
+def test_a_declaration_keeps_the_bucket_s_tokens_and_no_rate_removes_it(backend: Backend, journal: Journal) -> None:
+    journal.declare_queues([QueueLimits("api", rate="4/h")])
+    journal.enqueue([new_job(f"a{n}", queue="api") for n in range(12)])
+    assert len(journal.lease(["api"], "w1", 3, HOUR)) == 3  # 1 token left
+    journal.declare_queues([QueueLimits("api", rate="4/h")])  # a node starting: no second burst
+    assert len(journal.lease(["api"], "w1", 10, HOUR)) == 1
+    journal.declare_queues([QueueLimits("api", rate="4/h", burst=2)])
+    age_bucket(backend, "api", 10 * HOUR)
+    assert len(journal.lease(["api"], "w1", 10, HOUR)) == 2  # the new burst bounds the refill
+    journal.declare_queues([QueueLimits("api", rate="1/s", burst=1)])  # a faster rate refills from the stored time
+    journal.declare_queues([QueueLimits("api")])  # the file's table without a rate: no bucket
+    assert journal.queue_limits()["api"] == QueueLimits("api")
+    assert len(journal.lease(["api"], "w1", 10, HOUR)) == 6
+
+
+def test_the_bucket_is_shared_by_every_journal_on_the_place(backend: Backend, journal: Journal) -> None:
+    journal.declare_queues([QueueLimits("api", rate="5/h")])
+    journal.enqueue([new_job(f"a{n:02d}", queue="api") for n in range(40)])
+    others = [backend.open() for _ in range(3)]
+    for other in others:
+        other.queue_limits()  # every journal reads the stored limits: each knows the queue is rated
+    taken: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(others))
+
+    def claim(j: Journal) -> None:
+        start.wait()
+        for _ in range(10):
+            got = len(j.lease(["api"], f"w{id(j)}", 1, HOUR))
+            with lock:
+                taken.append(got)
+
+    threads = [threading.Thread(target=claim, args=(j,)) for j in others]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(taken) == 5  # the one bucket's burst, whichever journal (connection, node) leased
+    assert journal.counts()["api"] == {"leased": 5, "ready": 35}
+
+
+@pytest.mark.parametrize("rate, burst, error", [
+    ("100/d", None, "UNIT s, m or h"), ("0/s", None, "COUNT from 1"), ("1.5/s", None, "COUNT/UNIT"),
+    (100, None, "COUNT/UNIT"), ("10/s", 0, "burst"), ("10/s", True, "burst"), (None, 5, "needs a rate"),
+])
+def test_a_bad_rate_or_burst_is_refused_before_anything_is_stored(journal: Journal, rate: object, burst: object,
+                                                                  error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        journal.declare_queues([QueueLimits("ok", rate="1/s"), QueueLimits("api", rate=rate, burst=burst)])  # type: ignore[arg-type]
+    assert "ok" not in journal.queue_limits()
+
+
+# -- SQLite on an injected clock: the bucket's arithmetic over time -------------------------------
+
+
+def test_a_rate_never_leases_more_than_its_bound_over_a_simulated_minute(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    journal = SQLiteJournal(tmp_path / "j.db", clock=lambda: now[0])
+    journal.declare_queues([QueueLimits("api", rate="10/s", burst=5)])
+    journal.enqueue([new_job(f"a{n:04d}", queue="api") for n in range(1_000)])
+    rng = random.Random(7)
+    start, total = now[0], 0
+    while now[0] - start < 60:
+        total += len(journal.lease(["api"], "w1", rng.randint(1, 8), HOUR))
+        elapsed = now[0] - start
+        assert total <= 5 + 10 * elapsed + 1e-6  # never past the burst plus the refill
+        if journal.rate_wait is not None:  # told when the next token is due: it is, then
+            assert 0 < journal.rate_wait <= 0.1 + 1e-9
+        now[0] += rng.choice([0.01, 0.05, 0.1, 0.3])
+    assert total >= 10 * (now[0] - start) - 10  # and it keeps up with the rate (leases often, few at once)
+    journal.close()
+
+
+def test_the_next_token_is_due_when_rate_wait_says(tmp_path: Path) -> None:
+    now = [500.0]
+    journal = SQLiteJournal(tmp_path / "j.db", clock=lambda: now[0])
+    journal.declare_queues([QueueLimits("api", rate="4/m", burst=1)])  # a token every 15 s
+    journal.enqueue([new_job(f"a{n}", queue="api") for n in range(5)])
+    assert len(journal.lease(["api"], "w1", 5, HOUR)) == 1
+    assert journal.rate_wait == pytest.approx(15.0)
+    now[0] += 10
+    assert journal.lease(["api"], "w1", 5, HOUR) == []
+    assert journal.rate_wait == pytest.approx(5.0)
+    now[0] += 4.99
+    assert journal.lease(["api"], "w1", 5, HOUR) == []
+    now[0] += 0.01
+    assert len(journal.lease(["api"], "w1", 5, HOUR)) == 1
+    journal.close()
