@@ -29,7 +29,8 @@ from actorq.jobs.task import Job, check_name
 from actorq.jobs.schedule import Schedule, ScheduleInfo
 from actorq.journal import migrate
 from actorq.journal.backends import journal_class, open_journal
-from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, JobState
+from actorq.journal._limits import parse_rate
+from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, JobState, QueueLimits
 from actorq.node import cli_jobs
 from actorq.node.cli_flags import (
     FINAL_STATES, MAX_WAIT, duration_text as _duration_text, integer_flag as _integer,
@@ -236,10 +237,18 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
              f"next {_local(schedule.next_after(now), schedule.timezone)}{unknown}")
     _out(f"  queues    {len(config.queues) or '(no limits)'}")
     for limits in config.queues:
-        rules = [f"{key} {getattr(limits, key):,}" for key in ("concurrency", "node_concurrency", "max_depth")
-                 if getattr(limits, key) is not None]
-        _out(f"    {limits.queue}: {', '.join(rules) or 'no limits (clears what the journal holds)'}")
+        _out(f"    {limits.queue}: {', '.join(_queue_rules(limits)) or 'no limits (clears what the journal holds)'}")
     return EXIT_OK
+
+
+def _queue_rules(limits: QueueLimits) -> list[str]:
+    """A queue's rules as ``["concurrency 3", "rate 100/m (burst 100)"]``; node_concurrency is
+    None in what the journal stores."""
+    rules = [f"{key} {getattr(limits, key):,}" for key in ("concurrency", "node_concurrency", "max_depth")
+             if getattr(limits, key) is not None]
+    if limits.rate is not None:
+        rules.append(f"rate {limits.rate} (burst {parse_rate(limits.rate, limits.burst).burst:,})")
+    return rules
 
 
 def _seconds_text(value: float) -> str:
@@ -374,7 +383,8 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         limits = client.queue_limits()
     node, lines = _node_status(config, args.timeout)
     if args.json:
-        stored = {name: {key: value for key, value in (("concurrency", q.concurrency), ("max_depth", q.max_depth))
+        stored = {name: {key: value for key, value in (("concurrency", q.concurrency), ("max_depth", q.max_depth),
+                                                        ("rate", q.rate), ("burst", q.burst))
                          if value is not None} for name, q in sorted(limits.items())}
         _out(json.dumps({"queues": counts, "paused": paused, "limits": stored, "node": node}, sort_keys=True))
         return EXIT_OK
@@ -388,8 +398,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     if paused:
         _out(f"paused queues (lease nothing): {', '.join(paused)}")
     for name, q in sorted(limits.items()):
-        rules = [f"{key} {value:,}" for key, value in (("concurrency", q.concurrency), ("max_depth", q.max_depth))
-                 if value is not None]
+        rules = _queue_rules(q)
         if rules:
             _out(f"queue {name}: {', '.join(rules)} (docs/flow-control.md)")
     for line in lines:

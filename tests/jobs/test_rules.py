@@ -1,0 +1,60 @@
+"""Rules in the lease, end to end: real nodes and worker processes (docs/rate-limits-and-breakers.md).
+
+The bucket's arithmetic is the journal contract's (tests/journal/test_rules_contract.py, on an
+injected clock); here a real node must keep leasing a rated queue as its tokens come, with
+nothing else to wake it: the scheduler's poll is set to a minute, and completions do not wake
+a queue without a concurrency. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from actorq import Job, Node
+from actorq.node.cli import main as cli_main
+from actorq.node.config import ConfigError, parse_config
+
+TASKS = """
+@registry.task("rules.call", queue="api")
+def call(n):
+    ctx = current_job()
+    ledger.record(ctx.id, ctx.attempt, tag="start")
+"""
+
+
+async def test_a_rated_queue_is_leased_again_when_its_next_token_is_due(topology, capsys) -> None:
+    # 30 jobs, 2 tokens at most at once: 14 or more leases must wait for a token; with a poll of
+    # a minute, only the dispatcher's wake at the next token gets them done within the timeout
+    topo = topology(TASKS, processes=1, concurrency=4, queues=("api",), poll_interval=60.0,
+                    queue_limits={"api": {"rate": "40/s", "burst": 2}})
+    async with Node(topo.config) as node:
+        await node.queue().enqueue_many([Job("rules.call", [n]) for n in range(30)])
+        counts = await node.wait_idle(timeout=30)
+    assert counts == {"api": {"succeeded": 30}}
+    assert len(topo.ledger.read()) == 30
+    # the journal holds the rate: `actorq status` shows it
+    assert cli_main(["status", "--config", str(topo.toml_path), "--timeout", "0.2"]) == 0
+    assert "queue api: rate 40/s (burst 2) (docs/flow-control.md)" in capsys.readouterr().out.splitlines()
+    assert cli_main(["status", "--config", str(topo.toml_path), "--json", "--timeout", "0.2"]) == 0
+    assert json.loads(capsys.readouterr().out)["limits"] == {"api": {"rate": "40/s", "burst": 2}}
+    assert cli_main(["check", "--config", str(topo.toml_path)]) == 0
+    assert "    api: rate 40/s (burst 2)" in capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("table, message", [
+    ({"api": {"rate": "100/d"}}, "queues.api.rate: expected a rate 'COUNT/UNIT' (COUNT from 1 to 1000000000, "
+                                 "UNIT s, m or h, e.g. '100/m'), got '100/d'"),
+    ({"api": {"rate": 100}}, "queues.api.rate: expected a rate 'COUNT/UNIT'"),
+    ({"api": {"rate": "0/s"}}, "queues.api.rate: expected a rate"),
+    ({"api": {"rate": "10/s", "burst": 0}}, "queues.api.burst: expected an integer from 1 to 1000000000, got 0"),
+    ({"api": {"rate": "10/s", "burst": "5"}}, "queues.api.burst: expected an integer"),
+    ({"api": {"burst": 5}}, "queues.api.burst: a burst needs a rate in the same table"),
+    ({"api": {"rates": "10/s"}}, "queues.api.rates: unknown key; did you mean 'rate'?"),
+])
+def test_rate_and_burst_are_validated_with_file_and_key(table, message) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"queues": table}, source="topology.toml")
+    assert str(caught.value).startswith(f"topology.toml: {message}")
+    assert "\n" not in str(caught.value)
