@@ -48,7 +48,8 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from actorq.jobs.retry import RetryPolicy
-from actorq.journal.protocol import DEFAULT_MAX_ATTEMPTS, MAX_TIMEOUT, MAX_UNIQUE_FOR, JobState
+from actorq.journal._limits import parse_rate
+from actorq.journal.protocol import DEFAULT_MAX_ATTEMPTS, MAX_QUEUE_LIMIT, MAX_TIMEOUT, MAX_UNIQUE_FOR, JobState
 
 __all__ = ["AttemptEnd", "DEFAULT_POLICY", "ON_CRASH", "Outcome", "TaskPolicy", "decide"]
 
@@ -110,6 +111,10 @@ class TaskPolicy:
         unique_for: seconds each job holds its unique key from its insert, whatever its
             state (None: only while live); a job with no key gets one made of the task name
             and its arguments (see docs/unique.md).
+        concurrency: its jobs leased at once, every node together (None: no limit of its own).
+        rate: its jobs leased per second, minute or hour (``"10/s"``), every node together;
+            `burst`: the most tokens its bucket holds (None: the rate's count). See
+            docs/rate-limits-and-breakers.md.
     """
 
     queue: str = DEFAULT_QUEUE
@@ -119,6 +124,9 @@ class TaskPolicy:
     on_crash: str = "reclaim"
     timeout: float | None = None
     unique_for: float | None = None
+    concurrency: int | None = None
+    rate: str | None = None
+    burst: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not self.queue:
@@ -131,6 +139,7 @@ class TaskPolicy:
             raise ValueError(f"on_crash must be one of {', '.join(ON_CRASH)}, got {self.on_crash!r}")
         check_timeout(self.timeout)
         check_unique_for(self.unique_for)
+        check_task_rules(self.concurrency, self.rate, self.burst)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON), as `from_dict` reads it."""
@@ -144,6 +153,27 @@ class TaskPolicy:
             ValueError, TypeError: the data does not describe a valid policy.
         """
         return cls(**{**data, "retry": RetryPolicy(**data.get("retry", {}))})
+
+
+def check_task_rules(concurrency: object, rate: object, burst: object) -> None:
+    """Refuse a task's rules out of range: a concurrency that is not None or an integer from 1
+    to `MAX_QUEUE_LIMIT`, a rate that is not ``COUNT/UNIT`` (``"10/s"``), a burst without a
+    rate or out of that range.
+
+    Raises:
+        ValueError: naming the option, the value and what is expected.
+    """
+    if concurrency is not None and not (isinstance(concurrency, int) and not isinstance(concurrency, bool)
+                                        and 1 <= concurrency <= MAX_QUEUE_LIMIT):
+        raise ValueError(f"concurrency must be None or an integer from 1 to {MAX_QUEUE_LIMIT:,}, got {concurrency!r}")
+    if rate is None:
+        if burst is not None:
+            raise ValueError(f"burst needs a rate, got burst={burst!r} and no rate")
+        return
+    try:
+        parse_rate(rate, burst)
+    except ValueError as exc:
+        raise ValueError(f"rate: {exc}" if "burst" not in str(exc) else f"burst: {exc}") from None
 
 
 def check_timeout(timeout: object) -> None:

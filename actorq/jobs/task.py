@@ -25,6 +25,7 @@ from actorq.jobs.outcome import (
     DEFAULT_QUEUE,
     ON_CRASH,
     TaskPolicy,
+    check_task_rules,
     check_timeout,
     check_unique_for,
 )
@@ -98,6 +99,12 @@ class Task:
             another job with the key is not added meanwhile (its enqueue returns the
             holder's id). A job with no ``unique_key`` gets `derived_unique_key` (the task
             name and its arguments). None: no period (a key holds while its job is live).
+        concurrency: its jobs leased at once, every node together (None: no limit of its own).
+        rate: its jobs leased per second, minute or hour (``"10/s"``), every node together;
+            `burst` the most tokens its bucket holds (None: the rate's count). The rules are
+            declared into the journal's task catalog when a node starts and enforced in the
+            lease (docs/rate-limits-and-breakers.md); they bind the task's jobs in the queues
+            leased together with its declared queue.
 
     These apply to every job of the task however it is enqueued (``Job("name")``
     through a node's queue ref, `actorq.Client` or ``actorq enqueue``), except
@@ -117,12 +124,15 @@ class Task:
     dont_retry_on: tuple[type[BaseException], ...] = ()
     backoff: Backoff | None = None
     unique_for: float | None = None
+    concurrency: int | None = None
+    rate: str | None = None
+    burst: int | None = None
 
     @property
     def policy(self) -> TaskPolicy:
         """What the task declares about its jobs, as the node applies it."""
         return TaskPolicy(self.queue, self.priority, self.max_attempts, self.retry, self.on_crash, self.timeout,
-                          self.unique_for)
+                          self.unique_for, self.concurrency, self.rate, self.burst)
 
     @property
     def is_async(self) -> bool:
@@ -243,6 +253,9 @@ class TaskRegistry:
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
         dont_retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
         unique_for: float | None = None,
+        concurrency: int | None = None,
+        rate: str | None = None,
+        burst: int | None = None,
     ) -> Callable[[F], Task]:
         """Decorator: register the function under `name` (see `Task` for the options).
 
@@ -258,7 +271,9 @@ class TaskRegistry:
                 max_attempts < 1, priority not an integer, on_crash not "reclaim" or "fail",
                 or timeout not None or a number of seconds > 0,
                 or result_ttl not None or a number of seconds from 0 to `MAX_RESULT_TTL`,
-                or unique_for not None or a number of seconds > 0 up to `MAX_UNIQUE_FOR`.
+                or unique_for not None or a number of seconds > 0 up to `MAX_UNIQUE_FOR`,
+                or concurrency not None or an integer from 1 to `MAX_QUEUE_LIMIT`, or rate not
+                None or ``"COUNT/UNIT"`` (unit s, m or h), or burst without a rate or out of range.
             TypeError: retry is neither a RetryPolicy nor a callable, or retry_on or
                 dont_retry_on holds something else than exception classes.
         """
@@ -276,6 +291,7 @@ class TaskRegistry:
         try:
             check_timeout(timeout)
             check_unique_for(unique_for)
+            check_task_rules(concurrency, rate, burst)
         except ValueError as exc:
             raise ValueError(f"task {name!r}: {exc}") from None
 
@@ -302,7 +318,8 @@ class TaskRegistry:
                 raise ValueError(f"task {name!r} is already registered")
             task = Task(name, fn, queue, max_attempts, policy, on_crash, priority, timeout,
                         None if result_ttl is None else float(result_ttl), only, never, backoff,
-                        unique_for=None if unique_for is None else float(unique_for))
+                        unique_for=None if unique_for is None else float(unique_for),
+                        concurrency=concurrency, rate=rate, burst=burst)
             self._tasks[name] = task
             return task
 

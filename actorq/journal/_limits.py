@@ -13,7 +13,7 @@ import time
 from typing import Callable, Collection, Mapping, NamedTuple, Sequence
 
 from actorq.errors import QueueFull
-from actorq.journal.protocol import MAX_QUEUE_LIMIT, QUEUE_LIMITS_TTL, RATE_UNITS, NewJob, QueueLimits
+from actorq.journal.protocol import MAX_QUEUE_LIMIT, QUEUE_LIMITS_TTL, RATE_UNITS, NewJob, QueueLimits, TaskDefaults
 
 _RATE = re.compile(r"([0-9]{1,10})/([smh])")
 TOKEN_EPSILON = 1e-9  # a refill of 0.9999999999 tokens (float steps of elapsed * rate) counts as 1
@@ -117,6 +117,43 @@ class LimitsCache:
         node = self.node
         return sorted(q for q in queues if (q in stored and (stored[q].concurrency is not None
                                                               or stored[q].rate is not None)) or q in node)
+
+
+def check_task_rules(tasks: Sequence[TaskDefaults]) -> None:
+    """Raise ValueError for a task whose concurrency is not an integer from 1 to
+    `MAX_QUEUE_LIMIT` (or None), whose rate `parse_rate` refuses, or with a burst and no rate."""
+    for task in tasks:
+        value = task.concurrency
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
+                                      and 1 <= value <= MAX_QUEUE_LIMIT):
+            raise ValueError(f"task {task.name!r}: concurrency must be an integer from 1 to "
+                             f"{MAX_QUEUE_LIMIT:,} or None, got {value!r}")
+        if task.rate is not None:
+            try:
+                parse_rate(task.rate, task.burst)
+            except ValueError as exc:
+                raise ValueError(f"task {task.name!r}: {exc}") from None
+        elif task.burst is not None:
+            raise ValueError(f"task {task.name!r}: a burst needs a rate")
+
+
+def task_bucket(task: TaskDefaults) -> tuple[str | None, float | None, int | None]:
+    """The stored rate columns of `task`: (rate, tokens per second, burst), or Nones."""
+    if task.rate is None:
+        return None, None, None
+    rate = parse_rate(task.rate, task.burst)
+    return task.rate, rate.per_second, rate.burst
+
+
+def lease_ruled(rules: Mapping[str, TaskDefaults], queues: Sequence[str]) -> list[str]:
+    """The tasks with rules whose declared queue is one of `queues`, sorted (the lock order).
+
+    A journal without task rules returns at once: its leases stay one statement.
+    """
+    if not rules:
+        return []
+    wanted = set(queues)
+    return sorted(name for name, task in rules.items() if task.queue in wanted)
 
 
 def depth_limited(stored: Mapping[str, QueueLimits], jobs: Sequence[NewJob]) -> list[str]:

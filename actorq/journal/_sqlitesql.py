@@ -116,11 +116,19 @@ _TEXT = {
     "leased_with_prefix": _ATTEMPTS + "substr(lease_owner, 1, length(?1)) = ?1",
     "expired": _ATTEMPTS + "lease_expires < ?",
     # the last writer wins: a node starting later replaces what an earlier one declared
+    # a task's rules (schema 12): a new bucket starts full, a declared one keeps its tokens (at
+    # most the new burst), so a node starting does not hand out a second burst
     "declare_tasks": (
-        "INSERT INTO actorq_tasks (name, queue, priority, max_attempts, unique_for, declared_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)"
+        "INSERT INTO actorq_tasks (name, queue, priority, max_attempts, unique_for, declared_at, concurrency,"
+        " rate, per_second, burst, tokens, tokens_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?6)"
         " ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, priority = excluded.priority,"
-        " max_attempts = excluded.max_attempts, unique_for = excluded.unique_for, declared_at = excluded.declared_at"
+        " max_attempts = excluded.max_attempts, unique_for = excluded.unique_for, declared_at = excluded.declared_at,"
+        " concurrency = excluded.concurrency, rate = excluded.rate, per_second = excluded.per_second,"
+        " burst = excluded.burst,"
+        " tokens = CASE WHEN actorq_tasks.tokens IS NULL OR excluded.tokens IS NULL THEN excluded.tokens"
+        "  ELSE min(actorq_tasks.tokens, excluded.burst) END,"
+        " tokens_at = CASE WHEN actorq_tasks.tokens IS NULL OR excluded.tokens IS NULL THEN excluded.tokens_at"
+        "  ELSE actorq_tasks.tokens_at END"
     ),
     "declared_tasks": (
         "SELECT name, queue, priority, max_attempts, unique_for FROM actorq_tasks WHERE name IN ({marks})"),

@@ -152,6 +152,41 @@ def _limit_statements(schema: str) -> dict[str, str]:
     }
 
 
+@lru_cache(maxsize=None)
+def _rule_statements(schema: str) -> dict[str, str]:
+    """The statements of a task's rules (migration 013); only a journal with a task declared
+    with rules runs them."""
+    tasks = _sql.Identifier(schema, "actorq_tasks").as_string(None)
+    jobs = _sql.Identifier(schema, "actorq_jobs").as_string(None)
+    space = _sql.Literal(f"actorq.queue:{schema}").as_string(None)
+    queues_match = "queue = ANY(%(queues)s::text[])"
+    plain = statements(schema).lease_queues
+    if queues_match not in plain:
+        raise RuntimeError(f"the lease statement has no {queues_match!r} to narrow")
+    return {
+        "read": (f"SELECT name, queue, priority, max_attempts, unique_for, concurrency, rate, burst FROM {tasks}"
+                 " WHERE concurrency IS NOT NULL OR rate IS NOT NULL"),
+        # the claimers of one task, every node's, one at a time until commit (as a queue's claim)
+        "claim": (f"SELECT true FROM pg_advisory_xact_lock(hashtext({space}), hashtext('task:' || %(task)s))"),
+        "try_claim": f"SELECT pg_try_advisory_xact_lock(hashtext({space}), hashtext('task:' || %(task)s))",
+        # read after the lock: this statement's snapshot holds the previous claimer's leases and spend
+        "rules": (
+            f"SELECT concurrency, tokens, tokens_at, per_second, burst, extract(epoch FROM now())::float8,"
+            f" CASE WHEN concurrency IS NULL THEN 0 ELSE (SELECT count(*) FROM {jobs}"
+            "  WHERE state = 'leased' AND task = %(task)s) END"
+            f" FROM {tasks} WHERE name = %(task)s"
+        ),
+        # a queue's room, counted apart when its ruled tasks lease first (see `_lease_ruled`)
+        "queue_leased": (
+            f"SELECT count(*), count(*) FILTER (WHERE left(lease_owner, length(%(prefix)s)) = %(prefix)s)"
+            f" FROM {jobs} WHERE state = 'leased' AND queue = %(queue)s"
+        ),
+        "spend": f"UPDATE {tasks} SET tokens = %(tokens)s, tokens_at = %(at)s WHERE name = %(task)s",
+        "lease_task": plain.replace(queues_match, queues_match + " AND task = %(task)s", 1),
+        "lease_others": plain.replace(queues_match, queues_match + " AND task <> ALL(%(ruled)s::text[])", 1),
+    }
+
+
 __all__ = ["DEFAULT_SCHEMA", "Listener", "PostgresJournal", "channel_of", "enqueue_in", "migrate"]
 
 logger = logging.getLogger(__name__)
@@ -361,6 +396,7 @@ class PostgresJournal:
         self.url = redact_url(url)
         self._sql: Statements = statements(schema)
         self._queues = _limits.LimitsCache()
+        self._rules = _limits.LimitsCache()  # the tasks declared with rules, read again every 5 s
         self.rate_wait: float | None = None
         """After a lease: seconds until the next token of a rate it found empty (None: no bucket ran out)."""
         self._claims_held: set[str] = set()  # queues whose claim lock this transaction holds
@@ -651,23 +687,27 @@ class PostgresJournal:
         if limit <= 0 or not queues:
             return []
         params = {"owner": owner, "limit": limit, "lease_for": lease_for}
+        ruled = _limits.lease_ruled(self._rules.get(self.task_rules), queues)
         limited = self._queues.lease_limited(self._stored_limits(), queues)
-        if limited:
-            return self._lease_limited(limited, queues, params)
+        if limited or ruled:
+            return self._lease_ruled(limited, ruled, queues, params)
         if len(queues) == 1:
             rows = self._execute(self._sql.lease, {**params, "queue": queues[0]}).fetchall()
         else:
             rows = self._execute(self._sql.lease_queues, {**params, "queues": list(queues)}).fetchall()
         return [LeasedJob(*row) for row in rows]
 
-    def _lease_limited(self, limited: Sequence[str], queues: Sequence[str], params: dict[str, Any]) -> list[LeasedJob]:
+    def _lease_ruled(self, limited: Sequence[str], ruled: Sequence[str], queues: Sequence[str],
+                     params: dict[str, Any]) -> list[LeasedJob]:
         """Lease each limited queue alone, under its claim lock and within its room, then the
-        others in one statement; all in one transaction."""
+        others in one statement; the `ruled` tasks' jobs of each, first, by their own
+        statements (`_lease_some`); all in one transaction."""
         limit_sql = _limit_statements(self.schema)
         rows: list[Any] = []
         lifted: set[str] = set()
         stored = self._stored_limits()
         rated = {q for q in limited if q in stored and stored[q].rate is not None}
+        prefix = self._queues.node_prefix
         with self.transaction():
             for queue in limited:  # sorted: two claimers take the locks in one order
                 held = self._claims_held
@@ -690,30 +730,72 @@ class PostgresJournal:
                     tokens, since, per_second, burst, now = bucket
                     tokens = _limits.refill(tokens, since, now, per_second, burst)
                     room = min(room, _limits.whole(tokens))
-                got = self._execute(limit_sql["lease"], {
-                    **params, "limit": room, "queue": queue, "concurrency": concurrency,
-                    "node_concurrency": node_limit, "prefix": self._queues.node_prefix}).fetchall() if room > 0 else []
+                if not ruled:  # the count inside the lease statement: one round trip
+                    got = self._execute(limit_sql["lease"], {
+                        **params, "limit": room, "queue": queue, "concurrency": concurrency,
+                        "node_concurrency": node_limit, "prefix": prefix}).fetchall() if room > 0 else []
+                else:  # its ruled tasks lease first, within the queue's room: counted apart
+                    if room > 0 and (concurrency is not None or node_limit is not None):
+                        leased, node_leased = self._execute(_rule_statements(self.schema)["queue_leased"], {
+                            "queue": queue, "prefix": prefix}).fetchone()  # type: ignore[misc]
+                        room = _limits.room(room, concurrency, node_limit, leased, node_leased)
+                    got = self._lease_some([queue], room, ruled, params) if room > 0 else []
                 rows += got
                 if bucket is not None:
-                    self._spend(limit_sql, queue, tokens, len(got), now, per_second)
+                    self._spend(limit_sql["spend"], {"queue": queue}, tokens, len(got), now, per_second)
                 if len(rows) >= params["limit"]:
                     return [LeasedJob(*row) for row in rows]
             rest = [q for q in queues if q not in limited or q in lifted]
             if rest:
-                more = {**params, "limit": params["limit"] - len(rows)}
-                if len(rest) == 1:
-                    rows += self._execute(self._sql.lease, {**more, "queue": rest[0]}).fetchall()
-                else:
-                    rows += self._execute(self._sql.lease_queues, {**more, "queues": list(rest)}).fetchall()
+                rows += self._lease_some(rest, params["limit"] - len(rows), ruled, params)
         return [LeasedJob(*row) for row in rows]
 
-    def _spend(self, limit_sql: dict[str, str], queue: str, tokens: float, taken: int, now: float,
+    def _lease_some(self, queues: Sequence[str], limit: int, ruled: Sequence[str], params: dict[str, Any]) -> list[Any]:
+        """Lease up to `limit` of `queues`: without `ruled` tasks, today's one statement; with,
+        each ruled task's jobs under its claim lock and within its room by a statement of its
+        own, then the others by the one statement, the ruled tasks' jobs left out."""
+        more = {**params, "limit": limit}
+        if not ruled:
+            if len(queues) == 1:
+                return self._execute(self._sql.lease, {**more, "queue": queues[0]}).fetchall()
+            return self._execute(self._sql.lease_queues, {**more, "queues": list(queues)}).fetchall()
+        rule_sql = _rule_statements(self.schema)
+        rows: list[Any] = []
+        for task in ruled:  # sorted: two claimers take the locks in one order
+            if len(rows) >= limit:
+                break
+            held, key = self._claims_held, "\x00task:" + task  # no queue name holds a NUL
+            wait = key in held or not (held or self._fills_held)  # see "try_claim" of a queue
+            if not self._execute(rule_sql["claim" if wait else "try_claim"], {"task": task}).fetchone()[0]:  # type: ignore[index]
+                continue  # another claimer holds it: its jobs wait for the next lease
+            held.add(key)
+            take = limit - len(rows)
+            row = self._execute(rule_sql["rules"], {"task": task}).fetchone()
+            bucket = None
+            if row is not None:
+                concurrency, tokens, since, per_second, burst, now, leased = row
+                if per_second is not None:
+                    bucket = _limits.refill(tokens, since, now, per_second, burst)
+                    take = min(take, _limits.whole(bucket))
+                if concurrency is not None:
+                    take = min(take, concurrency - leased)
+            got = self._execute(rule_sql["lease_task"], {**more, "limit": take, "queues": list(queues),
+                                                         "task": task}).fetchall() if take > 0 else []
+            rows += got
+            if bucket is not None:
+                self._spend(rule_sql["spend"], {"task": task}, bucket, len(got), now, per_second)
+        if len(rows) < limit:
+            rows += self._execute(rule_sql["lease_others"], {**more, "limit": limit - len(rows), "queues": list(queues),
+                                                             "ruled": list(ruled)}).fetchall()
+        return rows
+
+    def _spend(self, statement: str, names: dict[str, str], tokens: float, taken: int, now: float,
                per_second: float) -> None:
-        """Write back what a lease of `taken` jobs left in `queue`'s bucket (refilled to `now`);
-        note when the next token is due if none is left (`rate_wait`)."""
+        """Write back what a lease of `taken` jobs left in the bucket `names` picks (a queue's or
+        a task's), refilled to `now`; note when the next token is due if none is left (`rate_wait`)."""
         left = tokens - taken
         if taken:  # nothing taken: the stored tokens refill to the same value later
-            self._execute(limit_sql["spend"], {"queue": queue, "tokens": left, "at": now})
+            self._execute(statement, {**names, "tokens": left, "at": now})
         if _limits.whole(left) == 0:
             wait = _limits.next_token(left, per_second)
             self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
@@ -856,11 +938,20 @@ class PostgresJournal:
         latest = sorted({t.name: t for t in tasks}.values())  # in one order: two nodes starting never deadlock
         if not latest:
             return
+        _limits.check_task_rules(latest)
+        buckets = [_limits.task_bucket(t) for t in latest]
         self._execute(self._sql.declare_tasks, {
             "names": [t.name for t in latest], "queues": [t.queue for t in latest],
             "priorities": [t.priority for t in latest], "max_attempts": [t.max_attempts for t in latest],
-            "unique_for": [t.unique_for for t in latest],
+            "unique_for": [t.unique_for for t in latest], "concurrency": [t.concurrency for t in latest],
+            "rate": [b[0] for b in buckets], "per_second": [b[1] for b in buckets], "burst": [b[2] for b in buckets],
         }, isolated=True)
+        self._rules.forget()
+
+    def task_rules(self) -> dict[str, TaskDefaults]:
+        """``{task: its declaration}`` of every declared task with a concurrency or a rate."""
+        rows = self._execute(_rule_statements(self.schema)["read"], {}).fetchall()
+        return {row[0]: TaskDefaults(*row) for row in rows}
 
     def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
         """``{name: its declared defaults}`` for those of `names` that were declared."""

@@ -356,6 +356,12 @@ class TaskDefaults(NamedTuple):
     unique_for: float | None = None
     """Seconds a job of the task holds its unique key after its insert (see `NewJob.unique_for`);
     a job with no key of its own gets one made of the task name and its arguments."""
+    concurrency: int | None = None
+    """Jobs of the task leased at once, every node together (None: no limit of its own)."""
+    rate: str | None = None
+    """Jobs of the task leased per second, minute or hour (``"10/s"``), every node together."""
+    burst: int | None = None
+    """The most tokens the task's bucket holds (None: the rate's count)."""
 
 
 class KeptResult(NamedTuple):

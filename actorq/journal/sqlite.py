@@ -116,6 +116,23 @@ _LIMITS_SQL = {
 }
 
 
+# A task's rules (schema 12); only a journal with a task declared with rules runs these.
+_RULES_SQL = {
+    "read": ("SELECT name, queue, priority, max_attempts, unique_for, concurrency, rate, burst FROM actorq_tasks"
+             " WHERE concurrency IS NOT NULL OR rate IS NOT NULL"),
+    "rules": "SELECT concurrency, per_second, burst, tokens, tokens_at FROM actorq_tasks WHERE name = ?",
+    # every lease of the task: the leased jobs' index (the jobs in flight), filtered by task
+    "leased": "SELECT count(*) FROM actorq_jobs WHERE state = 'leased' AND task = ?",
+    "spend": "UPDATE actorq_tasks SET tokens = ?, tokens_at = ? WHERE name = ?",
+    # ?1 lease id, ?2 owner, ?3 expiry, the queues ({marks}), then the task, then the limit
+    "lease_task": SQL.lease.replace("AND queue IN ({marks})", "AND queue IN ({marks}) AND task = ?", 1),
+    # the others: the ruled tasks ({tasks}) left out, after the queues
+    "lease_others": SQL.lease.replace("AND queue IN ({marks})", "AND queue IN ({marks}) AND task NOT IN ({tasks})", 1),
+}
+if _RULES_SQL["lease_task"] == SQL.lease or _RULES_SQL["lease_others"] == SQL.lease:
+    raise RuntimeError("the lease statement has no 'AND queue IN ({marks})' to narrow")
+
+
 def _bucket(limits: QueueLimits) -> tuple[str | None, float | None, int | None]:
     """The stored rate columns of `limits`: (rate, tokens per second, burst), or Nones."""
     if limits.rate is None:
@@ -175,6 +192,7 @@ class SQLiteJournal:
         self._in_tx = False
         self._busy_ms = int(busy_timeout * 1000)
         self._queues = _limits.LimitsCache()
+        self._rules = _limits.LimitsCache()  # the tasks declared with rules, read again every 5 s
         self.rate_wait: float | None = None
         """After a lease: seconds until the next token of a rate it found empty (None: no bucket ran out)."""
         self.lock_waits = 0
@@ -487,27 +505,59 @@ class SQLiteJournal:
         now = self._clock()
         lease_id = random.getrandbits(62) + 1
         self.rate_wait = None
+        lease = (lease_id, owner, now + lease_for)
         with self.transaction():
             rows: list[Sequence[object]] = []
+            ruled = _limits.lease_ruled(self._rules.get(self.task_rules), queues)
             limited = self._queues.lease_limited(self._stored_limits(), queues)
             if limited:  # each limited queue alone, at most its room; then the others together
                 for queue in limited:
                     take, bucket = self._lease_room(queue, limit - len(rows), now)
-                    got: list[Sequence[object]] = []
-                    if take > 0:
-                        got = self._conn.execute(SQL.lease.format(marks=in_list(1)),
-                                                 (lease_id, owner, now + lease_for, queue, take)).fetchall()
-                        rows += got
+                    got = self._lease_some([queue], take, ruled, lease, now) if take > 0 else []
+                    rows += got
                     if bucket is not None:
-                        self._spend(queue, bucket, len(got), now)
+                        self._spend(_LIMITS_SQL["spend"], queue, bucket, len(got), now)
                 limit -= len(rows)
                 queues = [q for q in queues if q not in limited]
             if limit > 0 and queues:
-                rows += self._conn.execute(
-                    SQL.lease.format(marks=in_list(len(queues))), (lease_id, owner, now + lease_for, *queues, limit),
-                ).fetchall()
+                rows += self._lease_some(queues, limit, ruled, lease, now)
         # RETURNING gives a whole REAL back as an int (30, not 30.0): the protocol says float
         return [LeasedJob(*row[:6], lease_id, None if row[6] is None else float(row[6])) for row in rows]
+
+    def _lease_some(self, queues: Sequence[str], limit: int, ruled: Sequence[str], lease: tuple[int, str, float],
+                    now: float) -> list[Sequence[object]]:
+        """Lease up to `limit` of `queues`: without `ruled` tasks, today's one statement; with,
+        each ruled task's jobs by a statement of its own within the task's room, then the
+        others by the one statement, their jobs left out."""
+        marks = in_list(len(queues))
+        if not ruled:
+            return self._conn.execute(SQL.lease.format(marks=marks), (*lease, *queues, limit)).fetchall()
+        rows: list[Sequence[object]] = []
+        for task in ruled:
+            take, bucket = self._task_room(task, limit - len(rows), now)
+            got = self._conn.execute(_RULES_SQL["lease_task"].format(marks=marks),
+                                     (*lease, *queues, task, take)).fetchall() if take > 0 else []
+            rows += got
+            if bucket is not None:
+                self._spend(_RULES_SQL["spend"], task, bucket, len(got), now)
+        if len(rows) < limit:
+            rows += self._conn.execute(_RULES_SQL["lease_others"].format(marks=marks, tasks=in_list(len(ruled))),
+                                       (*lease, *queues, *ruled, limit - len(rows))).fetchall()
+        return rows
+
+    def _task_room(self, task: str, limit: int, now: float) -> tuple[int, tuple[float, float] | None]:
+        """How many jobs of `task` a lease may take now, and its bucket refilled to `now`."""
+        row = self._conn.execute(_RULES_SQL["rules"], (task,)).fetchone()
+        if row is None:  # no longer declared with rules (the cache is older): no bound of its own
+            return limit, None
+        concurrency, per_second, burst, tokens, tokens_at = row
+        bucket = None
+        if per_second is not None:
+            bucket = (_limits.refill(tokens, tokens_at, now, per_second, burst), per_second)
+            limit = min(limit, _limits.whole(bucket[0]))
+        if concurrency is not None and limit > 0:
+            limit = min(limit, concurrency - self._conn.execute(_RULES_SQL["leased"], (task,)).fetchone()[0])
+        return max(0, limit), bucket
 
     def _lease_room(self, queue: str, limit: int, now: float) -> tuple[int, tuple[float, float] | None]:
         """How many of `queue` a lease may take now (in the write transaction: one writer at a
@@ -524,13 +574,13 @@ class SQLiteJournal:
         leased, node_leased = self._conn.execute(_LIMITS_SQL["leased"], (queue, self._queues.node_prefix)).fetchone()
         return _limits.room(limit, concurrency, node_limit, leased, node_leased), bucket
 
-    def _spend(self, queue: str, bucket: tuple[float, float], taken: int, now: float) -> None:
-        """Write back what a lease of `taken` jobs left in `queue`'s bucket; note when the
-        next token is due if the lease found none left (`rate_wait`)."""
+    def _spend(self, statement: str, name: str, bucket: tuple[float, float], taken: int, now: float) -> None:
+        """Write back what a lease of `taken` jobs left in the bucket of `name` (a queue or a
+        task); note when the next token is due if the lease found none left (`rate_wait`)."""
         tokens, per_second = bucket
         left = tokens - taken
         if taken:  # nothing taken: the stored tokens refill to the same value later
-            self._conn.execute(_LIMITS_SQL["spend"], (left, now, queue))
+            self._conn.execute(statement, (left, now, name))
         if _limits.whole(left) == 0:
             wait = _limits.next_token(left, per_second)
             self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
@@ -660,9 +710,18 @@ class SQLiteJournal:
         latest = {t.name: t for t in tasks}  # the last of a name wins, in a batch as across nodes
         if not latest:
             return
+        _limits.check_task_rules(list(latest.values()))
         now = self._clock()
         with self.transaction(), self._savepoint():
-            self._conn.executemany(SQL.declare_tasks, [(*t, now) for t in latest.values()])
+            self._conn.executemany(SQL.declare_tasks, [
+                (t.name, t.queue, t.priority, t.max_attempts, t.unique_for, now, t.concurrency, *_limits.task_bucket(t))
+                for t in latest.values()])
+        self._rules.forget()
+
+    def task_rules(self) -> dict[str, TaskDefaults]:
+        """``{task: its declaration}`` of every declared task with a concurrency or a rate."""
+        with self._reading():
+            return {row[0]: TaskDefaults(*row) for row in self._conn.execute(_RULES_SQL["read"])}
 
     def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
         """``{name: its declared defaults}`` for those of `names` that were declared."""

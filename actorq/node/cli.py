@@ -272,6 +272,10 @@ def _describe_policy(policy: TaskPolicy) -> str:
         parts.append(f"timeout {_seconds_text(policy.timeout)}")
     if policy.unique_for is not None:
         parts.append(f"unique for {_seconds_text(policy.unique_for)}")
+    if policy.concurrency is not None:
+        parts.append(f"concurrency {policy.concurrency:,}")
+    if policy.rate is not None:
+        parts.append(f"rate {policy.rate} (burst {parse_rate(policy.rate, policy.burst).burst:,})")
     return ", ".join(parts)
 
 

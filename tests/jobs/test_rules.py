@@ -58,3 +58,60 @@ def test_rate_and_burst_are_validated_with_file_and_key(table, message) -> None:
         parse_config({"queues": table}, source="topology.toml")
     assert str(caught.value).startswith(f"topology.toml: {message}")
     assert "\n" not in str(caught.value)
+
+
+RULED = """
+@registry.task("rules.slow", queue="shared", concurrency=2)
+async def slow(path):
+    ctx = current_job()
+    own = Ledger(path)
+    own.record(ctx.id, ctx.attempt, tag="start")
+    await asyncio.sleep(0.02)
+    own.record(ctx.id, ctx.attempt, tag="end")
+
+
+@registry.task("rules.quick", queue="shared")
+def quick():
+    ledger.record(current_job().id, 1)
+"""
+
+
+def most_at_once(entries) -> int:
+    running = peak = 0
+    for entry in entries:
+        running += 1 if entry.tag == "start" else -1
+        peak = max(peak, running)
+    return peak
+
+
+async def test_a_task_s_concurrency_holds_across_worker_processes(topology, tmp_path, capsys) -> None:
+    from actorq.testing import Ledger
+
+    # 2 processes x 4 slots: 8 could run at once; completions (not the minute's poll) lease the next
+    topo = topology(RULED, processes=2, concurrency=4, queues=("shared",), poll_interval=60.0)
+    runs = Ledger(tmp_path / "runs.txt")
+    async with Node(topo.config) as node:
+        await node.queue().enqueue_many([Job("rules.slow", [str(runs.path)]) for _ in range(16)]
+                                        + [Job("rules.quick") for _ in range(10)])
+        counts = await node.wait_idle(timeout=60)
+    assert counts == {"shared": {"succeeded": 26}}
+    assert len(runs.read()) == 32 and len(topo.ledger.read()) == 10
+    assert most_at_once(runs.read()) == 2  # the task's limit, reached and never passed
+    assert cli_main(["check", "--config", str(topo.toml_path)]) == 0
+    assert "concurrency 2" in next(line for line in capsys.readouterr().out.splitlines() if "rules.slow" in line)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"concurrency": 0}, "task 'x': concurrency must be None or an integer from 1 to 1,000,000,000, got 0"),
+    ({"concurrency": 2.5}, "task 'x': concurrency must be"),
+    ({"rate": "10/day"}, "task 'x': rate: expected a rate 'COUNT/UNIT'"),
+    ({"rate": 10}, "task 'x': rate: expected a rate"),
+    ({"rate": "10/s", "burst": 0}, "task 'x': burst: expected a burst: an integer from 1"),
+    ({"burst": 3}, "task 'x': burst needs a rate"),
+])
+def test_task_rules_are_checked_where_the_task_is_declared(options, message) -> None:
+    from actorq import TaskRegistry
+
+    with pytest.raises(ValueError) as caught:
+        TaskRegistry().task("x", **options)
+    assert str(caught.value).startswith(message)

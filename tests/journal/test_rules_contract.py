@@ -17,7 +17,7 @@ import pytest
 from journal_support import HOUR, Backend, new_job, state
 
 from actorq.journal import JobState, Journal
-from actorq.journal.protocol import QueueLimits
+from actorq.journal.protocol import QueueLimits, TaskDefaults
 from actorq.journal.sqlite import SQLiteJournal
 
 pytestmark = pytest.mark.timeout(120)
@@ -163,3 +163,76 @@ def test_the_next_token_is_due_when_rate_wait_says(tmp_path: Path) -> None:
     now[0] += 0.01
     assert len(journal.lease(["api"], "w1", 5, HOUR)) == 1
     journal.close()
+
+
+# -- a task's own rules: concurrency and rate (@task(concurrency=..., rate=...)) ------------------
+
+
+def test_a_task_s_concurrency_bounds_its_jobs_and_the_others_lease_as_before(backend: Backend, journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("slow", "q", 0, 3, concurrency=2), TaskDefaults("plain", "q", 0, 3)])
+    assert journal.task_rules() == {"slow": TaskDefaults("slow", "q", 0, 3, concurrency=2)}
+    journal.enqueue([new_job(f"s{n}", task="slow") for n in range(6)] + [new_job(f"p{n}", task="plain") for n in range(4)])
+    first = journal.lease(["q"], "w1", 20, HOUR)
+    assert sorted(j.id for j in first) == ["p0", "p1", "p2", "p3", "s0", "s1"]  # the others pass the ruled backlog
+    assert journal.lease(["q"], "w2", 20, HOUR) == []  # another owner: the limit is the task's
+    if journal.shared:  # another node's journal meets the same limit
+        other = backend.open()
+        assert other.lease(["q"], "b/1", 20, HOUR) == []
+        other.close()
+    done = next(j for j in first if j.task == "slow")
+    assert journal.complete([(done.id, done.lease_id)]) == 1
+    assert [j.id for j in journal.lease(["q"], "w2", 20, HOUR)] == ["s2"]
+    assert journal.counts()["q"] == {"leased": 6, "ready": 3, "succeeded": 1}
+    # a task's limit counts its jobs in every queue; a queue's own limit binds its ruled tasks too
+    journal.declare_queues([QueueLimits("other", concurrency=1)])
+    journal.declare_tasks([TaskDefaults("slow", "other", 0, 3, concurrency=3)])
+    journal.enqueue([new_job("o1", queue="other", task="slow"), new_job("o2", queue="other", task="slow")])
+    assert [j.id for j in journal.lease(["other"], "w3", 20, HOUR)] == ["o1"]  # the queue's 1, within the task's 3
+    assert journal.lease(["other", "q"], "w3", 20, HOUR) == []  # task: 3 leased (s1/s0 one done, s2, o1)
+
+
+def test_a_task_s_rate_takes_tokens_of_its_own_bucket(backend: Backend, journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("api", "q", 0, 3, rate="2/h")])  # burst: the count, 2
+    assert journal.task_rules()["api"].burst == 2
+    journal.enqueue([new_job(f"a{n}", task="api") for n in range(5)] + [new_job("p0", task="plain")])
+    assert leased_ids(journal, ["q"], 10) == ["a0", "a1", "p0"]
+    assert journal.rate_wait is not None and 0 < journal.rate_wait <= 1800
+    assert journal.lease(["q"], "w1", 10, HOUR) == []
+    table = "actorq_tasks" if backend.name == "sqlite" else f'"{backend.options["schema"]}".actorq_tasks'
+    backend.raw(f"UPDATE {table} SET tokens_at = tokens_at - 1800 WHERE name = 'api'")
+    assert leased_ids(journal, ["q"], 10) == ["a2"]
+    # declared again (a node starting): the bucket keeps its tokens; without rules: no bucket, no bound
+    journal.declare_tasks([TaskDefaults("api", "q", 0, 3, rate="2/h")])
+    assert journal.lease(["q"], "w1", 10, HOUR) == []
+    journal.declare_tasks([TaskDefaults("api", "q", 0, 3)])
+    assert journal.task_rules() == {}
+    assert leased_ids(journal, ["q"], 10) == ["a3", "a4"]
+
+
+def test_without_task_rules_a_lease_is_one_statement(backend: Backend, journal: Journal) -> None:
+    """The cost of nothing: no task declared with rules, the plain lease alone runs."""
+    journal.declare_tasks([TaskDefaults("plain", "q", 0, 3)])
+    journal.enqueue([new_job(f"p{n}", task="plain") for n in range(3)])
+    journal.lease(["q"], "w1", 1, HOUR)  # the rules are read (cached) here
+    seen: list[str] = []
+    if backend.name == "sqlite":
+        journal._conn.set_trace_callback(seen.append)  # type: ignore[attr-defined]
+        assert len(journal.lease(["q"], "w1", 5, HOUR)) == 2
+        journal._conn.set_trace_callback(None)  # type: ignore[attr-defined]
+        statements = [s for s in seen if s.lstrip().upper().startswith(("SELECT", "UPDATE", "INSERT"))]
+        assert len(statements) == 1 and "NOT IN (SELECT queue FROM actorq_paused_queues)" in statements[0]
+    else:
+        executed: list[str] = []
+        real = journal._execute  # type: ignore[attr-defined]
+        journal._execute = lambda query, params, **kw: (executed.append(query), real(query, params, **kw))[1]  # type: ignore[attr-defined]
+        assert len(journal.lease(["q"], "w1", 5, HOUR)) == 2
+        assert executed == [journal._sql.lease]  # type: ignore[attr-defined]
+
+
+def test_task_rules_are_refused_when_out_of_range(journal: Journal) -> None:
+    for bad, error in [(TaskDefaults("t", "q", 0, 3, concurrency=0), "concurrency"),
+                       (TaskDefaults("t", "q", 0, 3, rate="5/week"), "rate"),
+                       (TaskDefaults("t", "q", 0, 3, burst=4), "needs a rate")]:
+        with pytest.raises(ValueError, match=error):
+            journal.declare_tasks([bad])
+    assert journal.task_rules() == {} and journal.declared_tasks(["t"]) == {}
