@@ -49,7 +49,9 @@ from typing import Any, NamedTuple
 
 from actorq.jobs.retry import RetryPolicy
 from actorq.journal._limits import parse_rate
-from actorq.journal.protocol import DEFAULT_MAX_ATTEMPTS, MAX_QUEUE_LIMIT, MAX_TIMEOUT, MAX_UNIQUE_FOR, JobState
+from actorq.journal.protocol import (
+    DEFAULT_MAX_ATTEMPTS, MAX_QUEUE_LIMIT, MAX_TIMEOUT, MAX_UNIQUE_FOR, CircuitBreaker, JobState,
+)
 
 __all__ = ["AttemptEnd", "DEFAULT_POLICY", "ON_CRASH", "Outcome", "TaskPolicy", "decide"]
 
@@ -115,6 +117,8 @@ class TaskPolicy:
         rate: its jobs leased per second, minute or hour (``"10/s"``), every node together;
             `burst`: the most tokens its bucket holds (None: the rate's count). See
             docs/rate-limits-and-breakers.md.
+        circuit_breaker: stops leasing its jobs for a while when its attempts keep failing
+            (`CircuitBreaker`; None: none).
     """
 
     queue: str = DEFAULT_QUEUE
@@ -127,6 +131,7 @@ class TaskPolicy:
     concurrency: int | None = None
     rate: str | None = None
     burst: int | None = None
+    circuit_breaker: CircuitBreaker | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not self.queue:
@@ -140,6 +145,8 @@ class TaskPolicy:
         check_timeout(self.timeout)
         check_unique_for(self.unique_for)
         check_task_rules(self.concurrency, self.rate, self.burst)
+        if self.circuit_breaker is not None and not isinstance(self.circuit_breaker, CircuitBreaker):
+            raise ValueError(f"circuit_breaker must be a CircuitBreaker or None, got {self.circuit_breaker!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON), as `from_dict` reads it."""
@@ -152,7 +159,9 @@ class TaskPolicy:
         Raises:
             ValueError, TypeError: the data does not describe a valid policy.
         """
-        return cls(**{**data, "retry": RetryPolicy(**data.get("retry", {}))})
+        breaker = data.get("circuit_breaker")
+        return cls(**{**data, "retry": RetryPolicy(**data.get("retry", {})),
+                      "circuit_breaker": None if breaker is None else CircuitBreaker(**breaker)})
 
 
 def check_task_rules(concurrency: object, rate: object, burst: object) -> None:

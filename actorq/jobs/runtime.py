@@ -349,7 +349,8 @@ class JobRuntime:
         prefix = f"{self.node.name}/" if self.backend.shared else ""
         reclaim = jw.Reclaim(AttemptEnd.CRASHED, "node restarted (lease of an earlier incarnation)", prefix=prefix)
         self.reclaimed_at_start = await writer.call(jw.RECLAIM, reclaim)
-        declared = [TaskDefaults(name, p.queue, p.priority, p.max_attempts, p.unique_for, p.concurrency, p.rate, p.burst)
+        declared = [TaskDefaults(name, p.queue, p.priority, p.max_attempts, p.unique_for, p.concurrency, p.rate, p.burst,
+                                 p.circuit_breaker)
                     for name, p in sorted(self.tasks.items())]
         if declared:
             await writer.call(jw.CALL, operator.methodcaller("declare_tasks", declared))

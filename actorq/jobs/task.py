@@ -32,7 +32,7 @@ from actorq.jobs.outcome import (
 from actorq.jobs.retry import Backoff, RetryPolicy
 from actorq.jobs.settings import MAX_RESULT_TTL
 from actorq.jobs.wire import MAX_NAME_CHARS, payload_budget
-from actorq.journal.protocol import NewJob
+from actorq.journal.protocol import CircuitBreaker, NewJob
 from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
 
 __all__ = ["Declared", "Discard", "Job", "JobContext", "Task", "TaskRegistry", "current_job", "derived_unique_key"]
@@ -105,6 +105,9 @@ class Task:
             declared into the journal's task catalog when a node starts and enforced in the
             lease (docs/rate-limits-and-breakers.md); they bind the task's jobs in the queues
             leased together with its declared queue.
+        circuit_breaker: a `CircuitBreaker`: after its `failures` failed attempts within its
+            `window`, the task's jobs are not leased for its `cool_down`, then `probes` at a
+            time until one succeeds (None: none). Its state is the journal's, every node's.
 
     These apply to every job of the task however it is enqueued (``Job("name")``
     through a node's queue ref, `actorq.Client` or ``actorq enqueue``), except
@@ -127,12 +130,13 @@ class Task:
     concurrency: int | None = None
     rate: str | None = None
     burst: int | None = None
+    circuit_breaker: CircuitBreaker | None = None
 
     @property
     def policy(self) -> TaskPolicy:
         """What the task declares about its jobs, as the node applies it."""
         return TaskPolicy(self.queue, self.priority, self.max_attempts, self.retry, self.on_crash, self.timeout,
-                          self.unique_for, self.concurrency, self.rate, self.burst)
+                          self.unique_for, self.concurrency, self.rate, self.burst, self.circuit_breaker)
 
     @property
     def is_async(self) -> bool:
@@ -256,6 +260,7 @@ class TaskRegistry:
         concurrency: int | None = None,
         rate: str | None = None,
         burst: int | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
     ) -> Callable[[F], Task]:
         """Decorator: register the function under `name` (see `Task` for the options).
 
@@ -275,7 +280,8 @@ class TaskRegistry:
                 or concurrency not None or an integer from 1 to `MAX_QUEUE_LIMIT`, or rate not
                 None or ``"COUNT/UNIT"`` (unit s, m or h), or burst without a rate or out of range.
             TypeError: retry is neither a RetryPolicy nor a callable, or retry_on or
-                dont_retry_on holds something else than exception classes.
+                dont_retry_on holds something else than exception classes, or
+                circuit_breaker is not a `CircuitBreaker`.
         """
         check_name("task name", name)
         try:
@@ -294,6 +300,9 @@ class TaskRegistry:
             check_task_rules(concurrency, rate, burst)
         except ValueError as exc:
             raise ValueError(f"task {name!r}: {exc}") from None
+        if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreaker):
+            raise TypeError(f"task {name!r}: circuit_breaker must be a CircuitBreaker(failures=..., window=..., "
+                            f"cool_down=..., probes=...), got {type(circuit_breaker).__name__}")
 
         if result_ttl is not None and not (isinstance(result_ttl, (int, float)) and not isinstance(result_ttl, bool)
                                            and 0 <= result_ttl <= MAX_RESULT_TTL):
@@ -319,7 +328,7 @@ class TaskRegistry:
             task = Task(name, fn, queue, max_attempts, policy, on_crash, priority, timeout,
                         None if result_ttl is None else float(result_ttl), only, never, backoff,
                         unique_for=None if unique_for is None else float(unique_for),
-                        concurrency=concurrency, rate=rate, burst=burst)
+                        concurrency=concurrency, rate=rate, burst=burst, circuit_breaker=circuit_breaker)
             self._tasks[name] = task
             return task
 

@@ -7,13 +7,16 @@ counting statements (docs/flow-control.md).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
 from typing import Callable, Collection, Mapping, NamedTuple, Sequence
 
 from actorq.errors import QueueFull
-from actorq.journal.protocol import MAX_QUEUE_LIMIT, QUEUE_LIMITS_TTL, RATE_UNITS, NewJob, QueueLimits, TaskDefaults
+from actorq.journal.protocol import (
+    MAX_QUEUE_LIMIT, QUEUE_LIMITS_TTL, RATE_UNITS, BreakerState, CircuitBreaker, NewJob, QueueLimits, TaskDefaults,
+)
 
 _RATE = re.compile(r"([0-9]{1,10})/([smh])")
 TOKEN_EPSILON = 1e-9  # a refill of 0.9999999999 tokens (float steps of elapsed * rate) counts as 1
@@ -135,6 +138,9 @@ def check_task_rules(tasks: Sequence[TaskDefaults]) -> None:
                 raise ValueError(f"task {task.name!r}: {exc}") from None
         elif task.burst is not None:
             raise ValueError(f"task {task.name!r}: a burst needs a rate")
+        if task.circuit_breaker is not None and not isinstance(task.circuit_breaker, CircuitBreaker):
+            raise ValueError(f"task {task.name!r}: circuit_breaker must be a CircuitBreaker or None, "
+                             f"got {type(task.circuit_breaker).__name__}")
 
 
 def task_bucket(task: TaskDefaults) -> tuple[str | None, float | None, int | None]:
@@ -154,6 +160,76 @@ def lease_ruled(rules: Mapping[str, TaskDefaults], queues: Sequence[str]) -> lis
         return []
     wanted = set(queues)
     return sorted(name for name, task in rules.items() if task.queue in wanted)
+
+
+# -- circuit breakers: the state machine, the same on both journals ------------------------------
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+def breaker_of(failures: int | None, window: float | None, cool_down: float | None,
+               probes: int | None) -> CircuitBreaker | None:
+    """The stored breaker columns of a task as a `CircuitBreaker` (None: none declared)."""
+    if failures is None:
+        return None
+    assert window is not None and cool_down is not None and probes is not None
+    return CircuitBreaker(failures, window, cool_down, probes)
+
+
+def breaker_columns(task: TaskDefaults) -> tuple[int | None, float | None, float | None, int | None]:
+    """A task's breaker as its stored columns (failures, window, cool_down, probes), or Nones."""
+    breaker = task.circuit_breaker
+    if breaker is None:
+        return None, None, None, None
+    return breaker.failures, breaker.window, breaker.cool_down, breaker.probes
+
+
+def breaker_failed(breaker: CircuitBreaker, state: str, failed_at: str, opened_at: float | None,
+                   now: float) -> tuple[str, str, float | None]:
+    """A failed attempt of the task: its breaker's next (state, failed_at, opened_at).
+
+    Closed: the failure joins those within the window; the `failures`-th opens it. Half-open:
+    a probe failed, open again. Open: a job leased before it opened failed; it stays open.
+    """
+    if state == HALF_OPEN:
+        return OPEN, "[]", now
+    if state == OPEN:
+        return state, failed_at, opened_at
+    recent = [at for at in _times(failed_at) if at > now - breaker.window] + [now]
+    if len(recent) >= breaker.failures:
+        return OPEN, "[]", now
+    return CLOSED, json.dumps(recent), opened_at
+
+
+def _times(text: str) -> list[float]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return []
+    return [float(at) for at in value if isinstance(at, (int, float))] if isinstance(value, list) else []
+
+
+def breaker_room(breaker: CircuitBreaker, state: str, opened_at: float | None, now: float,
+                 leased: int) -> tuple[int | None, str, float | None]:
+    """How many of the task's jobs a lease may take by its breaker: (room, state, wait).
+
+    room None: no bound (closed). An open breaker past its cool-down turns half-open (the
+    caller writes the new state). wait: seconds until an open breaker lets probes through.
+    """
+    if state == OPEN:
+        reopens = (opened_at or now) + breaker.cool_down
+        if now < reopens:
+            return 0, OPEN, reopens - now
+        state = HALF_OPEN
+    if state == HALF_OPEN:
+        return max(0, breaker.probes - leased), HALF_OPEN, None
+    return None, CLOSED, None
+
+
+def breaker_state(task: str, state: str, failed_at: str, opened_at: float | None,
+                  cool_down: float | None) -> BreakerState:
+    """A stored breaker row as a `BreakerState`."""
+    reopens = opened_at + cool_down if state == OPEN and opened_at is not None and cool_down is not None else None
+    return BreakerState(task, state, len(_times(failed_at)), opened_at, reopens)
 
 
 def depth_limited(stored: Mapping[str, QueueLimits], jobs: Sequence[NewJob]) -> list[str]:

@@ -200,19 +200,23 @@ _TEXT = {
     "expired": _attempts("j.lease_expires < now()"),
     "declare_tasks": (
         "INSERT INTO {tasks} (name, queue, priority, max_attempts, unique_for, declared_at, concurrency, rate,"
-        " per_second, burst, tokens, tokens_at)"
+        " per_second, burst, tokens, tokens_at, breaker_failures, breaker_window, breaker_cool_down, breaker_probes)"
         " SELECT d.name, d.queue, d.priority, d.max_attempts, d.unique_for, now(), d.concurrency, d.rate,"
-        "  d.per_second, d.burst, d.burst, CASE WHEN d.rate IS NULL THEN NULL ELSE extract(epoch FROM now()) END"
+        "  d.per_second, d.burst, d.burst, CASE WHEN d.rate IS NULL THEN NULL ELSE extract(epoch FROM now()) END,"
+        "  d.bf, d.bw, d.bc, d.bp"
         " FROM unnest(%(names)s::text[], %(queues)s::text[], %(priorities)s::int4[], %(max_attempts)s::int4[],"
         "  %(unique_for)s::float8[], %(concurrency)s::int4[], %(rate)s::text[], %(per_second)s::float8[],"
-        "  %(burst)s::int4[])"
-        "  AS d(name, queue, priority, max_attempts, unique_for, concurrency, rate, per_second, burst)"
+        "  %(burst)s::int4[], %(breaker_failures)s::int4[], %(breaker_window)s::float8[],"
+        "  %(breaker_cool_down)s::float8[], %(breaker_probes)s::int4[])"
+        "  AS d(name, queue, priority, max_attempts, unique_for, concurrency, rate, per_second, burst, bf, bw, bc, bp)"
         # the last writer wins: a node starting later replaces what an earlier one declared; a
         # task's bucket keeps its tokens (at most the new burst): no second burst at a start
         " ON CONFLICT (name) DO UPDATE SET queue = EXCLUDED.queue, priority = EXCLUDED.priority,"
         " max_attempts = EXCLUDED.max_attempts, unique_for = EXCLUDED.unique_for, declared_at = EXCLUDED.declared_at,"
         " concurrency = EXCLUDED.concurrency, rate = EXCLUDED.rate, per_second = EXCLUDED.per_second,"
-        " burst = EXCLUDED.burst,"
+        " burst = EXCLUDED.burst, breaker_failures = EXCLUDED.breaker_failures,"
+        " breaker_window = EXCLUDED.breaker_window, breaker_cool_down = EXCLUDED.breaker_cool_down,"
+        " breaker_probes = EXCLUDED.breaker_probes,"
         " tokens = CASE WHEN {tasks}.tokens IS NULL OR EXCLUDED.tokens IS NULL THEN EXCLUDED.tokens"
         "  ELSE least({tasks}.tokens, EXCLUDED.burst) END,"
         " tokens_at = CASE WHEN {tasks}.tokens IS NULL OR EXCLUDED.tokens IS NULL THEN EXCLUDED.tokens_at"

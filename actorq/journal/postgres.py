@@ -76,7 +76,7 @@ from actorq.journal.config import (
     JournalConfig, check_schema, redact_url,
 )
 from actorq.journal.protocol import (
-    TERMINAL_STATES, Attempt, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState, JobSummary,
+    TERMINAL_STATES, Attempt, BreakerState, CircuitBreaker, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState, JobSummary,
     KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow, TaskDefaults,
     check_clear, check_failures, check_listing, check_prune, merge_pages,
 )
@@ -163,19 +163,54 @@ def _rule_statements(schema: str) -> dict[str, str]:
     plain = statements(schema).lease_queues
     if queues_match not in plain:
         raise RuntimeError(f"the lease statement has no {queues_match!r} to narrow")
+    breakers = _sql.Identifier(schema, "actorq_breakers").as_string(None)
+    fail = statements(schema).fail
+    fail_tasks = fail.replace("RETURNING j.id, j.attempts, f.error, f.finished)",
+                              "RETURNING j.id, j.attempts, f.error, f.finished, j.task)", 1).replace(
+        "SELECT (SELECT count(*) FROM noted), ", "SELECT (SELECT count(*) FROM noted), ARRAY(SELECT task FROM done), ", 1)
+    if fail_tasks.count("j.task)") != 1 or "ARRAY(SELECT task FROM done)" not in fail_tasks:
+        raise RuntimeError("the fail statement does not have the shape its breaker variant expects")
     return {
-        "read": (f"SELECT name, queue, priority, max_attempts, unique_for, concurrency, rate, burst FROM {tasks}"
-                 " WHERE concurrency IS NOT NULL OR rate IS NOT NULL"),
+        "read": (f"SELECT name, queue, priority, max_attempts, unique_for, concurrency, rate, burst, breaker_failures,"
+                 f" breaker_window, breaker_cool_down, breaker_probes FROM {tasks}"
+                 " WHERE concurrency IS NOT NULL OR rate IS NOT NULL OR breaker_failures IS NOT NULL"),
         # the claimers of one task, every node's, one at a time until commit (as a queue's claim)
         "claim": (f"SELECT true FROM pg_advisory_xact_lock(hashtext({space}), hashtext('task:' || %(task)s))"),
         "try_claim": f"SELECT pg_try_advisory_xact_lock(hashtext({space}), hashtext('task:' || %(task)s))",
         # read after the lock: this statement's snapshot holds the previous claimer's leases and spend
         "rules": (
             f"SELECT concurrency, tokens, tokens_at, per_second, burst, extract(epoch FROM now())::float8,"
-            f" CASE WHEN concurrency IS NULL THEN 0 ELSE (SELECT count(*) FROM {jobs}"
-            "  WHERE state = 'leased' AND task = %(task)s) END"
-            f" FROM {tasks} WHERE name = %(task)s"
+            f" CASE WHEN concurrency IS NULL AND breaker_failures IS NULL THEN 0 ELSE (SELECT count(*) FROM {jobs}"
+            "  WHERE state = 'leased' AND task = %(task)s) END,"
+            " breaker_failures, breaker_window, breaker_cool_down, breaker_probes,"
+            f" b.state, b.failed_at, b.opened_at"
+            f" FROM {tasks} LEFT JOIN {breakers} b ON b.task = name WHERE name = %(task)s"
         ),
+        # circuit breakers: a task declared with one has a row, closed at first
+        "breaker_declare": (
+            f"INSERT INTO {breakers} (task, state, changed_at) SELECT t, 'closed', extract(epoch FROM now())"
+            " FROM unnest(%(tasks)s::text[]) AS t ON CONFLICT (task) DO NOTHING"
+        ),
+        "breaker_drop": f"DELETE FROM {breakers} WHERE task = ANY(%(tasks)s::text[])",
+        # a failed attempt's breaker, locked until the commit: every node's failures count once
+        "breaker_lock": (f"SELECT state, failed_at, opened_at, extract(epoch FROM now())::float8 FROM {breakers}"
+                         " WHERE task = %(task)s FOR UPDATE"),
+        "breaker_put": (f"UPDATE {breakers} SET state = %(state)s, failed_at = %(failed_at)s,"
+                        " opened_at = %(opened_at)s, changed_at = extract(epoch FROM now()) WHERE task = %(task)s"),
+        # open -> half_open once the cool-down is over (compare and set: a failure may have moved it)
+        "breaker_half_open": (f"UPDATE {breakers} SET state = 'half_open', changed_at = extract(epoch FROM now())"
+                              " WHERE task = %(task)s AND state = 'open'"),
+        # a probe's success closes a half-open breaker: the tasks of the jobs this complete ended
+        "breaker_close": (
+            f"UPDATE {breakers} SET state = 'closed', failed_at = '[]', changed_at = extract(epoch FROM now())"
+            f" WHERE state = 'half_open' AND task IN (SELECT task FROM {jobs} WHERE state = 'succeeded'"
+            "  AND id = ANY(%(ids)s::text[]))"
+        ),
+        "breakers": (
+            f"SELECT b.task, b.state, b.failed_at, b.opened_at, t.breaker_cool_down FROM {breakers} b"
+            f" JOIN {tasks} t ON t.name = b.task WHERE t.breaker_failures IS NOT NULL ORDER BY b.task"
+        ),
+        "fail_tasks": fail_tasks,
         # a queue's room, counted apart when its ruled tasks lease first (see `_lease_ruled`)
         "queue_leased": (
             f"SELECT count(*), count(*) FILTER (WHERE left(lease_owner, length(%(prefix)s)) = %(prefix)s)"
@@ -773,7 +808,10 @@ class PostgresJournal:
             row = self._execute(rule_sql["rules"], {"task": task}).fetchone()
             bucket = None
             if row is not None:
-                concurrency, tokens, since, per_second, burst, now, leased = row
+                concurrency, tokens, since, per_second, burst, now, leased, *breaker_row = row
+                breaker = _limits.breaker_of(*breaker_row[:4])
+                if breaker is not None and breaker_row[4] is not None:
+                    take = min(take, self._breaker_room(rule_sql, task, breaker, breaker_row[4:], now, leased, take))
                 if per_second is not None:
                     bucket = _limits.refill(tokens, since, now, per_second, burst)
                     take = min(take, _limits.whole(bucket))
@@ -788,6 +826,45 @@ class PostgresJournal:
             rows += self._execute(rule_sql["lease_others"], {**more, "limit": limit - len(rows), "queues": list(queues),
                                                              "ruled": list(ruled)}).fetchall()
         return rows
+
+    def _breaker_room(self, rule_sql: dict[str, str], task: str, breaker: CircuitBreaker, stored: Sequence[Any],
+                      now: float, leased: int, limit: int) -> int:
+        """What `task`'s breaker lets a lease take (see `_limits.breaker_room`); an open breaker
+        past its cool-down is moved to half-open here."""
+        state, _failed_at, opened_at = stored
+        room, now_state, wait = _limits.breaker_room(breaker, state, opened_at, now, leased)
+        if now_state != state:
+            if self._execute(rule_sql["breaker_half_open"], {"task": task}).rowcount != 1:
+                return 0  # a failure moved it meanwhile: lease nothing of it this time
+            logger.info("task %s: circuit breaker half-open (%d probes)", task, breaker.probes)
+        if wait is not None:
+            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
+        return limit if room is None else room
+
+    def breakers(self) -> list[BreakerState]:
+        """Where each declared circuit breaker stands, by task name."""
+        rows = self._execute(_rule_statements(self.schema)["breakers"], {}).fetchall()
+        return [_limits.breaker_state(*row) for row in rows]
+
+    def _breakers_failed(self, tasks: Sequence[str]) -> None:
+        """Count a failed attempt of each of `tasks` (those with a breaker) in its breaker, under its row lock."""
+        rules = self._rules.get(self.task_rules)
+        rule_sql = _rule_statements(self.schema)
+        for task in sorted(tasks):  # one order: two nodes' transactions never wait in a cycle
+            declared = rules.get(task)
+            if declared is None or declared.circuit_breaker is None:
+                continue
+            row = self._execute(rule_sql["breaker_lock"], {"task": task}).fetchone()
+            if row is None:
+                continue
+            state, failed_at, opened_at, now = row
+            after = _limits.breaker_failed(declared.circuit_breaker, state, failed_at, opened_at, now)
+            if after != (state, failed_at, opened_at):
+                self._execute(rule_sql["breaker_put"], {"task": task, "state": after[0], "failed_at": after[1],
+                                                        "opened_at": after[2]})
+                if after[0] != state:
+                    logger.warning("task %s: circuit breaker open (%s)", task,
+                                   "a probe failed" if state == _limits.HALF_OPEN else "too many failed attempts")
 
     def _spend(self, statement: str, names: dict[str, str], tokens: float, taken: int, now: float,
                per_second: float) -> None:
@@ -837,6 +914,16 @@ class PostgresJournal:
         whose row another transaction holds locked is skipped, not waited for, and appended
         to `busy` when given; the rest were stale.
         """
+        if any(t.circuit_breaker is not None for t in self._rules.get(self.task_rules).values()):
+            with self.transaction():  # a probe's success closes its half-open breaker, in the same commit
+                done = self._complete(acks, busy, results)
+                self._execute(_rule_statements(self.schema)["breaker_close"],
+                              {"ids": [job_id for job_id, _ in acks if "\x00" not in job_id]})
+            return done
+        return self._complete(acks, busy, results)
+
+    def _complete(self, acks: Sequence[tuple[str, int]], busy: list[tuple[str, int]] | None,
+                  results: Mapping[str, KeptResult] | None) -> int:
         if not results:
             return self._settle_pairs(self._sql.complete, acks, busy)
         plain = [pair for pair in acks if pair[0] not in results]
@@ -881,7 +968,13 @@ class PostgresJournal:
                   "finished": [f.state in TERMINAL_STATES for f in failures],
                   "tracebacks": [None if f.traceback is None else _text(f.traceback) for f in failures],
                   "done_channel": self._sql.done_channel}
-        return int(self._execute(self._sql.fail, params).fetchone()[0])  # type: ignore[index]
+        rules = self._rules.get(self.task_rules)
+        if not any(t.circuit_breaker is not None for t in rules.values()):  # no breaker: one statement
+            return int(self._execute(self._sql.fail, params).fetchone()[0])  # type: ignore[index]
+        with self.transaction():  # the attempts' ends and their breakers commit together
+            count, tasks, _ = self._execute(_rule_statements(self.schema)["fail_tasks"], params).fetchone()  # type: ignore[misc]
+            self._breakers_failed(tasks)  # each failed attempt counts, two of one task too
+        return int(count)
 
     def release(self, leases: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
         """Return leased jobs that never started to ready, giving their attempt back; returns rows moved.
@@ -940,18 +1033,28 @@ class PostgresJournal:
             return
         _limits.check_task_rules(latest)
         buckets = [_limits.task_bucket(t) for t in latest]
-        self._execute(self._sql.declare_tasks, {
-            "names": [t.name for t in latest], "queues": [t.queue for t in latest],
-            "priorities": [t.priority for t in latest], "max_attempts": [t.max_attempts for t in latest],
-            "unique_for": [t.unique_for for t in latest], "concurrency": [t.concurrency for t in latest],
-            "rate": [b[0] for b in buckets], "per_second": [b[1] for b in buckets], "burst": [b[2] for b in buckets],
-        }, isolated=True)
+        breakers = [_limits.breaker_columns(t) for t in latest]
+        rule_sql = _rule_statements(self.schema)
+        with self.transaction():
+            self._execute(self._sql.declare_tasks, {
+                "names": [t.name for t in latest], "queues": [t.queue for t in latest],
+                "priorities": [t.priority for t in latest], "max_attempts": [t.max_attempts for t in latest],
+                "unique_for": [t.unique_for for t in latest], "concurrency": [t.concurrency for t in latest],
+                "rate": [b[0] for b in buckets], "per_second": [b[1] for b in buckets], "burst": [b[2] for b in buckets],
+                "breaker_failures": [b[0] for b in breakers], "breaker_window": [b[1] for b in breakers],
+                "breaker_cool_down": [b[2] for b in breakers], "breaker_probes": [b[3] for b in breakers],
+            }, isolated=True)
+            if any(t.circuit_breaker is not None for t in latest):
+                self._execute(rule_sql["breaker_declare"],
+                              {"tasks": [t.name for t in latest if t.circuit_breaker is not None]})
+            if any(t.circuit_breaker is None for t in latest):
+                self._execute(rule_sql["breaker_drop"], {"tasks": [t.name for t in latest if t.circuit_breaker is None]})
         self._rules.forget()
 
     def task_rules(self) -> dict[str, TaskDefaults]:
-        """``{task: its declaration}`` of every declared task with a concurrency or a rate."""
+        """``{task: its declaration}`` of every declared task with a concurrency, a rate or a circuit breaker."""
         rows = self._execute(_rule_statements(self.schema)["read"], {}).fetchall()
-        return {row[0]: TaskDefaults(*row) for row in rows}
+        return {row[0]: TaskDefaults(*row[:8], _limits.breaker_of(*row[8:])) for row in rows}
 
     def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
         """``{name: its declared defaults}`` for those of `names` that were declared."""

@@ -47,7 +47,7 @@ from actorq.journal.config import (
     JournalConfig, check_url, redact_url,
 )
 from actorq.journal.protocol import (
-    TERMINAL_STATES, Attempt, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState,
+    TERMINAL_STATES, Attempt, BreakerState, CircuitBreaker, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState,
     JobSummary, KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow, TaskDefaults,
     check_clear, check_failures, check_listing, check_prune, merge_pages,
 )
@@ -118,9 +118,31 @@ _LIMITS_SQL = {
 
 # A task's rules (schema 12); only a journal with a task declared with rules runs these.
 _RULES_SQL = {
-    "read": ("SELECT name, queue, priority, max_attempts, unique_for, concurrency, rate, burst FROM actorq_tasks"
-             " WHERE concurrency IS NOT NULL OR rate IS NOT NULL"),
-    "rules": "SELECT concurrency, per_second, burst, tokens, tokens_at FROM actorq_tasks WHERE name = ?",
+    "read": ("SELECT name, queue, priority, max_attempts, unique_for, concurrency, rate, burst, breaker_failures,"
+             " breaker_window, breaker_cool_down, breaker_probes FROM actorq_tasks"
+             " WHERE concurrency IS NOT NULL OR rate IS NOT NULL OR breaker_failures IS NOT NULL"),
+    "rules": ("SELECT concurrency, per_second, burst, tokens, tokens_at, breaker_failures, breaker_window,"
+              " breaker_cool_down, breaker_probes FROM actorq_tasks WHERE name = ?"),
+    # circuit breakers: a task declared with one has a row, closed at first
+    "breaker": "SELECT state, failed_at, opened_at FROM actorq_breakers WHERE task = ?",
+    "breaker_put": (
+        "INSERT INTO actorq_breakers (task, state, failed_at, opened_at, changed_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (task) DO UPDATE SET state = excluded.state, failed_at = excluded.failed_at,"
+        " opened_at = excluded.opened_at, changed_at = excluded.changed_at"
+    ),
+    "breaker_declare": ("INSERT INTO actorq_breakers (task, state, changed_at) VALUES (?, 'closed', ?)"
+                        " ON CONFLICT (task) DO NOTHING"),
+    "breaker_drop": "DELETE FROM actorq_breakers WHERE task = ?",
+    # a probe's success closes a half-open breaker: the tasks of the jobs this complete ended
+    "breaker_close": (
+        "UPDATE actorq_breakers SET state = 'closed', failed_at = '[]', changed_at = ?"
+        " WHERE state = 'half_open' AND task IN (SELECT task FROM actorq_jobs WHERE state = 'succeeded'"
+        "  AND id IN ({marks}))"
+    ),
+    "breakers": (
+        "SELECT b.task, b.state, b.failed_at, b.opened_at, t.breaker_cool_down FROM actorq_breakers b"
+        " JOIN actorq_tasks t ON t.name = b.task WHERE t.breaker_failures IS NOT NULL ORDER BY b.task"
+    ),
     # every lease of the task: the leased jobs' index (the jobs in flight), filtered by task
     "leased": "SELECT count(*) FROM actorq_jobs WHERE state = 'leased' AND task = ?",
     "spend": "UPDATE actorq_tasks SET tokens = ?, tokens_at = ? WHERE name = ?",
@@ -550,7 +572,10 @@ class SQLiteJournal:
         row = self._conn.execute(_RULES_SQL["rules"], (task,)).fetchone()
         if row is None:  # no longer declared with rules (the cache is older): no bound of its own
             return limit, None
-        concurrency, per_second, burst, tokens, tokens_at = row
+        concurrency, per_second, burst, tokens, tokens_at, *breaker_columns = row
+        breaker = _limits.breaker_of(*breaker_columns)
+        if breaker is not None and limit > 0:
+            limit = min(limit, self._breaker_room(task, breaker, limit, now))
         bucket = None
         if per_second is not None:
             bucket = (_limits.refill(tokens, tokens_at, now, per_second, burst), per_second)
@@ -558,6 +583,25 @@ class SQLiteJournal:
         if concurrency is not None and limit > 0:
             limit = min(limit, concurrency - self._conn.execute(_RULES_SQL["leased"], (task,)).fetchone()[0])
         return max(0, limit), bucket
+
+    def _breaker_room(self, task: str, breaker: CircuitBreaker, limit: int, now: float) -> int:
+        """What `task`'s breaker lets a lease take: all (closed), none (open: `rate_wait` says
+        when its cool-down ends), its probes less its leased jobs (half-open, which an open
+        breaker past its cool-down becomes here)."""
+        state_row = self._conn.execute(_RULES_SQL["breaker"], (task,)).fetchone()
+        if state_row is None:
+            return limit
+        state, failed_at, opened_at = state_row
+        leased = 0
+        if state != _limits.CLOSED:
+            leased = self._conn.execute(_RULES_SQL["leased"], (task,)).fetchone()[0]
+        room, now_state, wait = _limits.breaker_room(breaker, state, opened_at, now, leased)
+        if now_state != state:
+            self._conn.execute(_RULES_SQL["breaker_put"], (task, now_state, failed_at, opened_at, now))
+            logger.info("task %s: circuit breaker half-open (%d probes)", task, breaker.probes)
+        if wait is not None:
+            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
+        return limit if room is None else room
 
     def _lease_room(self, queue: str, limit: int, now: float) -> tuple[int, tuple[float, float] | None]:
         """How many of `queue` a lease may take now (in the write transaction: one writer at a
@@ -620,6 +664,7 @@ class SQLiteJournal:
             return 0
         now = self._clock()
         accepted = 0
+        original = acks
         with self.transaction():
             if results:
                 plain = []
@@ -639,6 +684,10 @@ class SQLiteJournal:
                 for chunk in _chunks(ids):
                     accepted += self._conn.execute(
                         SQL.complete.format(marks=in_list(len(chunk))), (now, lease_id, *chunk)).rowcount
+            if any(t.circuit_breaker is not None for t in self._rules.get(self.task_rules).values()):
+                done = list(dict.fromkeys(job_id for job_id, _ in original))
+                for chunk in _chunks(done):  # a probe's success closes its half-open breaker
+                    self._conn.execute(_RULES_SQL["breaker_close"].format(marks=in_list(len(chunk))), (now, *chunk))
         return accepted
 
     def fail(self, failures: Sequence[Failure]) -> int:
@@ -650,6 +699,7 @@ class SQLiteJournal:
         check_failures(failures)
         now = self._clock()
         accepted = 0
+        failed_tasks: list[str] = []
         with self.transaction():
             for f in failures:
                 row = self._conn.execute(SQL.fail, (
@@ -659,6 +709,9 @@ class SQLiteJournal:
                 if row is not None:
                     accepted += 1
                     self._conn.execute(SQL.fail_error, (f.job_id, row[0], now, f.error))
+                    failed_tasks.append(row[1])
+            if failed_tasks and self._rules.get(self.task_rules):  # no rules: nothing more
+                self._breakers_failed(failed_tasks, now)
         return accepted
 
     def release(self, leases: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
@@ -714,14 +767,41 @@ class SQLiteJournal:
         now = self._clock()
         with self.transaction(), self._savepoint():
             self._conn.executemany(SQL.declare_tasks, [
-                (t.name, t.queue, t.priority, t.max_attempts, t.unique_for, now, t.concurrency, *_limits.task_bucket(t))
-                for t in latest.values()])
+                (t.name, t.queue, t.priority, t.max_attempts, t.unique_for, now, t.concurrency, *_limits.task_bucket(t),
+                 *_limits.breaker_columns(t)) for t in latest.values()])
+            self._conn.executemany(_RULES_SQL["breaker_declare"],
+                                   [(t.name, now) for t in latest.values() if t.circuit_breaker is not None])
+            self._conn.executemany(_RULES_SQL["breaker_drop"],
+                                   [(t.name,) for t in latest.values() if t.circuit_breaker is None])
         self._rules.forget()
 
     def task_rules(self) -> dict[str, TaskDefaults]:
-        """``{task: its declaration}`` of every declared task with a concurrency or a rate."""
+        """``{task: its declaration}`` of every declared task with a concurrency, a rate or a circuit breaker."""
         with self._reading():
-            return {row[0]: TaskDefaults(*row) for row in self._conn.execute(_RULES_SQL["read"])}
+            return {row[0]: TaskDefaults(*row[:8], _limits.breaker_of(*row[8:]))
+                    for row in self._conn.execute(_RULES_SQL["read"])}
+
+    def breakers(self) -> list[BreakerState]:
+        """Where each declared circuit breaker stands, by task name."""
+        with self._reading():
+            rows = self._conn.execute(_RULES_SQL["breakers"]).fetchall()
+        return [_limits.breaker_state(*row) for row in rows]
+
+    def _breakers_failed(self, tasks: Sequence[str], now: float) -> None:
+        """Count a failed attempt of each of `tasks` (those with a breaker) in its breaker."""
+        rules = self._rules.get(self.task_rules)
+        for task in tasks:
+            declared = rules.get(task)
+            if declared is None or declared.circuit_breaker is None:
+                continue
+            row = self._conn.execute(_RULES_SQL["breaker"], (task,)).fetchone()
+            state, failed_at, opened_at = row if row is not None else (_limits.CLOSED, "[]", None)
+            after = _limits.breaker_failed(declared.circuit_breaker, state, failed_at, opened_at, now)
+            if after != (state, failed_at, opened_at):
+                self._conn.execute(_RULES_SQL["breaker_put"], (task, *after, now))
+                if after[0] != state:
+                    logger.warning("task %s: circuit breaker open (%s)", task,
+                                   "a probe failed" if state == _limits.HALF_OPEN else "too many failed attempts")
 
     def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
         """``{name: its declared defaults}`` for those of `names` that were declared."""

@@ -30,7 +30,7 @@ from actorq.jobs.schedule import Schedule, ScheduleInfo
 from actorq.journal import migrate
 from actorq.journal.backends import journal_class, open_journal
 from actorq.journal._limits import parse_rate
-from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, JobState, QueueLimits
+from actorq.journal.protocol import MAX_ATTEMPTS, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, BreakerState, JobState, QueueLimits
 from actorq.node import cli_jobs
 from actorq.node.cli_flags import (
     FINAL_STATES, MAX_WAIT, duration_text as _duration_text, integer_flag as _integer,
@@ -241,6 +241,16 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def _breaker_text(breaker: BreakerState) -> str:
+    """``closed (2 failures in its window)``, ``open until 12:00:30 UTC``, ``half_open (probing)``."""
+    if breaker.state == "open" and breaker.reopens_at is not None:
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(breaker.reopens_at))
+        return f"open: its jobs wait, probes from {until}"
+    if breaker.state == "half_open":
+        return "half_open: probing"
+    return f"closed ({breaker.failures} failed attempts in its window)"
+
+
 def _queue_rules(limits: QueueLimits) -> list[str]:
     """A queue's rules as ``["concurrency 3", "rate 100/m (burst 100)"]``; node_concurrency is
     None in what the journal stores."""
@@ -276,6 +286,10 @@ def _describe_policy(policy: TaskPolicy) -> str:
         parts.append(f"concurrency {policy.concurrency:,}")
     if policy.rate is not None:
         parts.append(f"rate {policy.rate} (burst {parse_rate(policy.rate, policy.burst).burst:,})")
+    if policy.circuit_breaker is not None:
+        b = policy.circuit_breaker
+        parts.append(f"circuit breaker {b.failures} failures in {b.window:g} s, cool-down {b.cool_down:g} s, "
+                     f"{b.probes} probe{'s' if b.probes != 1 else ''}")
     return ", ".join(parts)
 
 
@@ -385,12 +399,16 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         counts = client.counts()
         paused = client.paused_queues()
         limits = client.queue_limits()
+        breakers = client.breakers()
     node, lines = _node_status(config, args.timeout)
     if args.json:
         stored = {name: {key: value for key, value in (("concurrency", q.concurrency), ("max_depth", q.max_depth),
                                                         ("rate", q.rate), ("burst", q.burst))
                          if value is not None} for name, q in sorted(limits.items())}
-        _out(json.dumps({"queues": counts, "paused": paused, "limits": stored, "node": node}, sort_keys=True))
+        circuits = {b.task: {"state": b.state, "failures": b.failures, "opened_at": b.opened_at,
+                             "reopens_at": b.reopens_at} for b in breakers}
+        _out(json.dumps({"queues": counts, "paused": paused, "limits": stored, "breakers": circuits, "node": node},
+                        sort_keys=True))
         return EXIT_OK
     states = [str(state) for state in JobState]
     _out(f"journal {config.journal.describe()}")
@@ -405,6 +423,8 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         rules = _queue_rules(q)
         if rules:
             _out(f"queue {name}: {', '.join(rules)} (docs/flow-control.md)")
+    for breaker in breakers:
+        _out(f"task {breaker.task}: circuit breaker {_breaker_text(breaker)}")
     for line in lines:
         _out(line)
     return EXIT_OK

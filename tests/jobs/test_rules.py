@@ -115,3 +115,54 @@ def test_task_rules_are_checked_where_the_task_is_declared(options, message) -> 
     with pytest.raises(ValueError) as caught:
         TaskRegistry().task("x", **options)
     assert str(caught.value).startswith(message)
+
+
+BREAKER = """
+import os
+from actorq import CircuitBreaker, RetryPolicy
+
+@registry.task("rules.partner", queue="partner", max_attempts=50, retry=RetryPolicy.fixed(0.01),
+               circuit_breaker=CircuitBreaker(failures=3, window=60, cool_down=0.3, probes=1))
+def partner(flag):
+    ctx = current_job()
+    if os.path.exists(flag):
+        ledger.record(ctx.id, ctx.attempt, tag="fail")
+        raise OSError("partner down")
+    ledger.record(ctx.id, ctx.attempt, tag="ok")
+"""
+
+
+async def test_a_circuit_breaker_opens_on_failures_and_closes_on_a_probe_s_success(topology, tmp_path, capsys) -> None:
+    from actorq.testing import eventually
+
+    flag = tmp_path / "partner-down"
+    flag.write_text("down")
+    topo = topology(BREAKER, processes=2, concurrency=2, queues=("partner",))
+    async with Node(topo.config) as node:
+        await node.queue().enqueue_many([Job("rules.partner", [str(flag)]) for _ in range(6)])
+        with topo.client() as client:
+            await eventually(lambda: [b.state for b in client.breakers()] == ["open"], timeout=30)
+            assert cli_main(["status", "--config", str(topo.toml_path), "--timeout", "0.2"]) == 0
+            assert "task rules.partner: circuit breaker open: its jobs wait, probes from" in capsys.readouterr().out
+            assert all(count == 0 for state, count in client.counts()["partner"].items()
+                       if state in ("failed", "dead"))  # open: its jobs wait, none is failed
+            flag.unlink()  # the partner is back: the next probe succeeds and closes it
+            counts = await node.wait_idle(timeout=60)
+            assert [(b.task, b.state) for b in client.breakers()] == [("rules.partner", "closed")]
+    assert counts == {"partner": {"succeeded": 6}}
+    entries = topo.ledger.read()
+    assert sum(e.tag == "ok" for e in entries) == 6 and sum(e.tag == "fail" for e in entries) >= 3
+    assert cli_main(["check", "--config", str(topo.toml_path)]) == 0
+    assert "circuit breaker 3 failures in 60 s, cool-down 0.3 s, 1 probe" in capsys.readouterr().out
+
+
+def test_a_circuit_breaker_option_must_be_a_circuit_breaker() -> None:
+    from actorq import CircuitBreaker, TaskRegistry
+    from actorq.jobs.outcome import TaskPolicy
+
+    with pytest.raises(TypeError, match="task 'x': circuit_breaker must be a CircuitBreaker"):
+        TaskRegistry().task("x", circuit_breaker={"failures": 5})  # type: ignore[arg-type]
+    registry = TaskRegistry()
+    task = registry.task("x", circuit_breaker=CircuitBreaker(failures=2), concurrency=3, rate="5/m")(lambda: None)
+    policy = task.policy  # the policy travels as JSON from the task check to the node: it round-trips
+    assert TaskPolicy.from_dict(policy.to_dict()) == policy and policy.circuit_breaker == CircuitBreaker(failures=2)

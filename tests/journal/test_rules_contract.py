@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from journal_support import HOUR, Backend, new_job, state
 
-from actorq.journal import JobState, Journal
-from actorq.journal.protocol import QueueLimits, TaskDefaults
+from actorq.journal import Failure, JobState, Journal, NewJob
+from actorq.journal.protocol import CircuitBreaker, QueueLimits, TaskDefaults
 from actorq.journal.sqlite import SQLiteJournal
 
 pytestmark = pytest.mark.timeout(120)
@@ -236,3 +236,76 @@ def test_task_rules_are_refused_when_out_of_range(journal: Journal) -> None:
         with pytest.raises(ValueError, match=error):
             journal.declare_tasks([bad])
     assert journal.task_rules() == {} and journal.declared_tasks(["t"]) == {}
+
+
+# -- circuit breakers per task ----------------------------------------------------------------------
+
+
+def _breakers_table(backend: Backend) -> str:
+    return "actorq_breakers" if backend.name == "sqlite" else f'"{backend.options["schema"]}".actorq_breakers'
+
+
+def _fail_back(journal: Journal, jobs: list, error: str = "OSError: down") -> int:
+    """The attempts of `jobs` failed, their jobs ready again at once (as a crash's reclaim leaves them)."""
+    return journal.fail([Failure(j.id, j.lease_id, error, JobState.READY) for j in jobs])
+
+
+def test_a_breaker_opens_after_its_failures_then_lets_one_probe_through(backend: Backend, journal: Journal) -> None:
+    breaker = CircuitBreaker(failures=3, window=HOUR, cool_down=HOUR, probes=1)
+    journal.declare_tasks([TaskDefaults("flaky", "q", 0, 9, circuit_breaker=breaker)])
+    assert journal.task_rules()["flaky"].circuit_breaker == breaker
+    assert [(b.task, b.state, b.failures) for b in journal.breakers()] == [("flaky", "closed", 0)]
+    journal.enqueue([NewJob(f"f{n}", "q", "flaky", b"\x90", max_attempts=9) for n in range(6)]
+                    + [new_job("p0", task="plain"), new_job("p1", task="plain")])
+    first = [j for j in journal.lease(["q"], "w1", 3, HOUR)]
+    assert sorted(j.id for j in first) == ["f0", "f1", "f2"]
+    assert _fail_back(journal, first[:2]) == 2
+    assert [(b.state, b.failures) for b in journal.breakers()] == [("closed", 2)]
+    assert _fail_back(journal, first[2:]) == 1  # the third failure within the hour opens it
+    (opened,) = journal.breakers()
+    assert opened.state == "open" and opened.opened_at is not None
+    assert opened.reopens_at == pytest.approx(opened.opened_at + HOUR)
+    # open: the task's jobs are not leased and stay ready; the others lease as before
+    assert leased_ids(journal, ["q"], 10) == ["p0", "p1"]
+    assert journal.rate_wait is not None and HOUR - 60 < journal.rate_wait <= HOUR  # when the cool-down ends
+    assert journal.counts()["q"] == {"ready": 6, "leased": 2}
+    if journal.shared:  # every node sees it open
+        other = backend.open()
+        assert other.lease(["q"], "b/1", 10, HOUR) == []
+        other.close()
+    # the cool-down over: half-open, one probe at a time
+    backend.raw(f"UPDATE {_breakers_table(backend)} SET opened_at = opened_at - ?", HOUR)
+    probe = journal.lease(["q"], "w1", 10, HOUR)
+    assert len(probe) == 1 and journal.breakers()[0].state == "half_open"
+    assert journal.lease(["q"], "w1", 10, HOUR) == []  # the probe is still running
+    assert _fail_back(journal, probe) == 1  # a failed probe opens it again, for a new cool-down
+    assert journal.breakers()[0].state == "open" and journal.lease(["q"], "w1", 10, HOUR) == []
+    backend.raw(f"UPDATE {_breakers_table(backend)} SET opened_at = opened_at - ?", HOUR)
+    probe = journal.lease(["q"], "w1", 10, HOUR)
+    assert len(probe) == 1
+    assert journal.complete([(probe[0].id, probe[0].lease_id)]) == 1  # a probe's success closes it
+    assert [(b.state, b.failures) for b in journal.breakers()] == [("closed", 0)]
+    assert len(journal.lease(["q"], "w1", 10, HOUR)) == 5
+
+
+def test_failures_outside_the_window_do_not_open_a_breaker(backend: Backend, journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("flaky", "q", 0, 9, circuit_breaker=CircuitBreaker(failures=2, window=60))])
+    journal.enqueue([NewJob(f"f{n}", "q", "flaky", b"\x90", max_attempts=9) for n in range(3)])
+    assert _fail_back(journal, journal.lease(["q"], "w1", 1, HOUR)) == 1
+    backend.raw(f"UPDATE {_breakers_table(backend)} SET failed_at = '[1000.0]'")  # that failure was long ago
+    assert _fail_back(journal, journal.lease(["q"], "w1", 1, HOUR)) == 1
+    assert [(b.state, b.failures) for b in journal.breakers()] == [("closed", 1)]
+    assert _fail_back(journal, journal.lease(["q"], "w1", 1, HOUR)) == 1
+    assert journal.breakers()[0].state == "open"
+    # declared again without a breaker: none is kept, and its jobs lease
+    journal.declare_tasks([TaskDefaults("flaky", "q", 0, 9)])
+    assert journal.breakers() == [] and journal.task_rules() == {}
+    assert len(journal.lease(["q"], "w1", 10, HOUR)) == 3
+
+
+def test_a_circuit_breaker_refuses_values_out_of_range() -> None:
+    for options, error in [({"failures": 0}, "failures"), ({"probes": 1.5}, "probes"), ({"window": 0}, "window"),
+                           ({"cool_down": 86_401}, "cool_down"), ({"window": True}, "window")]:
+        with pytest.raises(ValueError, match=f"circuit breaker: {error} must be"):
+            CircuitBreaker(**options)  # type: ignore[arg-type]
+    assert CircuitBreaker() == CircuitBreaker(5, 60.0, 30.0, 1)
