@@ -12,6 +12,9 @@ completes them, for each variant in turn (the order alternates each round):
   (its own statement under its room, then the others' statement leaving it out).
 * ``breaker``: a queue whose jobs are of a task with a closed circuit breaker (its state read in
   the lease; the completion's statement that closes a half-open breaker).
+* ``bound task``: the documented cost of a rule that binds in a shared queue. The queue holds
+  ``--backlog`` jobs of a task at its concurrency (1, held), ahead of the jobs leased: each
+  lease's statement for the other tasks passes over that backlog.
 
 Journals (``--journal``, may be given several times): ``sqlite`` (a fresh file, WAL, synchronous
 FULL) or a ``postgresql://`` URL (a fresh schema, dropped afterwards). Figures vary on shared
@@ -41,7 +44,8 @@ from actorq.journal.protocol import CircuitBreaker, NewJob, QueueLimits, TaskDef
 PAYLOAD = b"\x92\x90\x80"
 NEVER = "1000000000/s"  # a rate no run reaches: its bucket never binds
 VARIANTS = {"none": ("plain", "free", "bench.noop"), "queue rate": ("rules", "rated", "bench.noop"),
-            "task rules": ("rules", "tasked", "bench.ruled"), "breaker": ("rules", "guarded", "bench.guarded")}
+            "task rules": ("rules", "tasked", "bench.ruled"), "breaker": ("rules", "guarded", "bench.guarded"),
+            "bound task": ("rules", "shared", "bench.noop")}
 
 
 def jobs(queue: str, task: str, n: int) -> list[NewJob]:
@@ -65,7 +69,11 @@ def measure(where: str, args: argparse.Namespace) -> None:
         rules = journals["rules"]
         rules.declare_queues([QueueLimits("rated", rate=NEVER)])
         rules.declare_tasks([TaskDefaults("bench.ruled", "tasked", 0, 3, concurrency=1_000_000, rate=NEVER),
-                             TaskDefaults("bench.guarded", "guarded", 0, 3, circuit_breaker=CircuitBreaker())])
+                             TaskDefaults("bench.guarded", "guarded", 0, 3, circuit_breaker=CircuitBreaker()),
+                             TaskDefaults("bench.capped", "shared", 0, 3, concurrency=1)])
+        for start in range(0, args.backlog + 1, 1000):  # the capped task's backlog, ahead in id order
+            rules.enqueue(jobs("shared", "bench.capped", min(1000, args.backlog + 1 - start)))
+        assert len(rules.lease(["shared"], "bench/8/y", 10, 3600.0)) == 1  # at its limit from now on
         for name, (journal, queue, task) in VARIANTS.items():
             journals[journal].enqueue(jobs(queue, task, args.batch * args.rounds))
             # other jobs held leased, as a node in service has them (what a concurrency counts)
@@ -91,6 +99,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="jobs per lease (default 64)")
     parser.add_argument("--rounds", type=int, default=60, help="rounds per variant (default 60)")
     parser.add_argument("--in-flight", type=int, default=512, help="other jobs held leased (default 512)")
+    parser.add_argument("--backlog", type=int, default=10_000,
+                        help="jobs of the bound task waiting in the shared queue (default 10000)")
     args = parser.parse_args()
     for where in args.journal or ["sqlite"]:
         measure(where, args)

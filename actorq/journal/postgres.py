@@ -118,11 +118,20 @@ def _limit_statements(schema: str) -> dict[str, str]:
         "read": f"SELECT queue, concurrency, NULL::int4, max_depth, rate, burst FROM {queues}",
         # A rated queue's bucket, read under its claim lock (this statement's snapshot holds the
         # previous claimer's spend), with the database's now() as Unix seconds.
-        "bucket": (
-            f"SELECT tokens, tokens_at, per_second, burst, {epoch} FROM {queues}"
-            " WHERE queue = %(queue)s AND per_second IS NOT NULL"
+        # Take up to %(want)s whole tokens of a rated queue's bucket, refilled to now, in one
+        # round trip: what a lease will lease at most. Run after the claim lock was granted;
+        # FOR UPDATE also returns the newest version of the row. Returns the tokens before the
+        # take, the take, the rate and now.
+        "reserve": (
+            f"WITH b AS MATERIALIZED (SELECT least(burst, tokens + greatest(0, {epoch} - tokens_at) * per_second)"
+            f"  AS refill, per_second FROM {queues} WHERE queue = %(queue)s AND per_second IS NOT NULL FOR UPDATE),"
+            " t AS MATERIALIZED (SELECT refill, per_second,"
+            f"  greatest(0, least(%(want)s, floor(refill + {_limits.TOKEN_EPSILON!r})))::int AS taken FROM b)"
+            f" UPDATE {queues} q SET tokens = t.refill - t.taken, tokens_at = {epoch} FROM t"
+            f" WHERE q.queue = %(queue)s RETURNING t.refill, t.taken, t.per_second"
         ),
-        "spend": f"UPDATE {queues} SET tokens = %(tokens)s, tokens_at = %(at)s WHERE queue = %(queue)s",
+        # tokens taken and not used (the queue had fewer ready jobs, or its concurrency bound)
+        "refund": f"UPDATE {queues} SET tokens = least(burst, tokens + %(back)s) WHERE queue = %(queue)s",
         # The claimers of one queue, every node's, one at a time until commit (the lock is taken
         # before the count's statement starts); enqueuers with a max_depth take another key.
         "claim": (
@@ -160,9 +169,9 @@ def _rule_statements(schema: str) -> dict[str, str]:
     jobs = _sql.Identifier(schema, "actorq_jobs").as_string(None)
     space = _sql.Literal(f"actorq.queue:{schema}").as_string(None)
     queues_match = "queue = ANY(%(queues)s::text[])"
-    plain = statements(schema).lease_queues
-    if queues_match not in plain:
-        raise RuntimeError(f"the lease statement has no {queues_match!r} to narrow")
+    plain, single, queue_match = statements(schema).lease_queues, statements(schema).lease, "queue = %(queue)s"
+    if queues_match not in plain or queue_match not in single:
+        raise RuntimeError("the lease statements have no queue match to narrow")
     breakers = _sql.Identifier(schema, "actorq_breakers").as_string(None)
     fail = statements(schema).fail
     fail_tasks = fail.replace("RETURNING j.id, j.attempts, f.error, f.finished)",
@@ -219,6 +228,9 @@ def _rule_statements(schema: str) -> dict[str, str]:
         "spend": f"UPDATE {tasks} SET tokens = %(tokens)s, tokens_at = %(at)s WHERE name = %(task)s",
         "lease_task": plain.replace(queues_match, queues_match + " AND task = %(task)s", 1),
         "lease_others": plain.replace(queues_match, queues_match + " AND task <> ALL(%(ruled)s::text[])", 1),
+        # one queue: the ready index's order, as the plain lease of one queue
+        "lease_task_one": single.replace(queue_match, queue_match + " AND task = %(task)s", 1),
+        "lease_others_one": single.replace(queue_match, queue_match + " AND task <> ALL(%(ruled)s::text[])", 1),
     }
 
 
@@ -755,16 +767,15 @@ class PostgresJournal:
                 node_limit = self._queues.node.get(queue)
                 # the cache says which queues have a rate (as it says which are limited): a queue
                 # with a concurrency only pays no round trip for a bucket
-                bucket = (self._execute(limit_sql["bucket"], {"queue": queue}).fetchone()
+                room = params["limit"] - len(rows)
+                bucket = (self._execute(limit_sql["reserve"], {"queue": queue, "want": room}).fetchone()
                           if queue in rated else None)
                 if concurrency is None and node_limit is None and bucket is None:
                     lifted.add(queue)  # lifted since the cache was read: leased with the others below
                     continue
-                room = params["limit"] - len(rows)
                 if bucket is not None:
-                    tokens, since, per_second, burst, now = bucket
-                    tokens = _limits.refill(tokens, since, now, per_second, burst)
-                    room = min(room, _limits.whole(tokens))
+                    tokens, taken, per_second = bucket
+                    room = min(room, taken)
                 if not ruled:  # the count inside the lease statement: one round trip
                     got = self._execute(limit_sql["lease"], {
                         **params, "limit": room, "queue": queue, "concurrency": concurrency,
@@ -776,8 +787,10 @@ class PostgresJournal:
                         room = _limits.room(room, concurrency, node_limit, leased, node_leased)
                     got = self._lease_some([queue], room, ruled, params) if room > 0 else []
                 rows += got
-                if bucket is not None:
-                    self._spend(limit_sql["spend"], {"queue": queue}, tokens, len(got), now, per_second)
+                if bucket is not None:  # taken up front: what the lease did not use goes back
+                    if len(got) < taken:
+                        self._execute(limit_sql["refund"], {"queue": queue, "back": taken - len(got)})
+                    self._note_wait(tokens - len(got), per_second)
                 if len(rows) >= params["limit"]:
                     return [LeasedJob(*row) for row in rows]
             rest = [q for q in queues if q not in limited or q in lifted]
@@ -787,44 +800,54 @@ class PostgresJournal:
 
     def _lease_some(self, queues: Sequence[str], limit: int, ruled: Sequence[str], params: dict[str, Any]) -> list[Any]:
         """Lease up to `limit` of `queues`: without `ruled` tasks, today's one statement; with,
-        each ruled task's jobs under its claim lock and within its room by a statement of its
-        own, then the others by the one statement, the ruled tasks' jobs left out."""
-        more = {**params, "limit": limit}
+        each ruled task's room read under its claim lock, then the jobs of those whose rule
+        binds (a room below `limit`) by a statement each within it, then the others by the one
+        statement, those tasks' jobs left out. A rule that does not bind adds only its reads."""
+        one = len(queues) == 1
+        where = {"queue": queues[0]} if one else {"queues": list(queues)}
         if not ruled:
-            if len(queues) == 1:
-                return self._execute(self._sql.lease, {**more, "queue": queues[0]}).fetchall()
-            return self._execute(self._sql.lease_queues, {**more, "queues": list(queues)}).fetchall()
+            return self._execute(self._sql.lease if one else self._sql.lease_queues,
+                                 {**params, **where, "limit": limit}).fetchall()
         rule_sql = _rule_statements(self.schema)
-        rows: list[Any] = []
+        rooms: dict[str, int] = {}  # the tasks whose rule binds in this lease: their room
+        buckets: dict[str, tuple[float, float, float]] = {}  # task: (tokens refilled, now, per second)
         for task in ruled:  # sorted: two claimers take the locks in one order
-            if len(rows) >= limit:
-                break
             held, key = self._claims_held, "\x00task:" + task  # no queue name holds a NUL
             wait = key in held or not (held or self._fills_held)  # see "try_claim" of a queue
             if not self._execute(rule_sql["claim" if wait else "try_claim"], {"task": task}).fetchone()[0]:  # type: ignore[index]
-                continue  # another claimer holds it: its jobs wait for the next lease
+                rooms[task] = 0  # another claimer holds it: its jobs wait for the next lease
+                continue
             held.add(key)
-            take = limit - len(rows)
             row = self._execute(rule_sql["rules"], {"task": task}).fetchone()
-            bucket = None
-            if row is not None:
-                concurrency, tokens, since, per_second, burst, now, leased, *breaker_row = row
-                breaker = _limits.breaker_of(*breaker_row[:4])
-                if breaker is not None and breaker_row[4] is not None:
-                    take = min(take, self._breaker_room(rule_sql, task, breaker, breaker_row[4:], now, leased, take))
-                if per_second is not None:
-                    bucket = _limits.refill(tokens, since, now, per_second, burst)
-                    take = min(take, _limits.whole(bucket))
-                if concurrency is not None:
-                    take = min(take, concurrency - leased)
-            got = self._execute(rule_sql["lease_task"], {**more, "limit": take, "queues": list(queues),
-                                                         "task": task}).fetchall() if take > 0 else []
-            rows += got
-            if bucket is not None:
-                self._spend(rule_sql["spend"], {"task": task}, bucket, len(got), now, per_second)
+            if row is None:
+                continue
+            take = limit
+            concurrency, tokens, since, per_second, burst, now, leased, *breaker_row = row
+            breaker = _limits.breaker_of(*breaker_row[:4])
+            if breaker is not None and breaker_row[4] is not None:
+                take = min(take, self._breaker_room(rule_sql, task, breaker, breaker_row[4:], now, leased, take))
+            if per_second is not None:
+                buckets[task] = (_limits.refill(tokens, since, now, per_second, burst), now, per_second)
+                take = min(take, _limits.whole(buckets[task][0]))
+            if concurrency is not None:
+                take = min(take, concurrency - leased)
+            if take < limit:
+                rooms[task] = max(0, take)
+        rows: list[Any] = []
+        for task, room in rooms.items():
+            if room > 0 and len(rows) < limit:
+                rows += self._execute(rule_sql["lease_task_one" if one else "lease_task"], {
+                    **params, **where, "limit": min(room, limit - len(rows)), "task": task}).fetchall()
         if len(rows) < limit:
-            rows += self._execute(rule_sql["lease_others"], {**more, "limit": limit - len(rows), "queues": list(queues),
-                                                             "ruled": list(ruled)}).fetchall()
+            more = {**params, **where, "limit": limit - len(rows)}
+            if rooms:
+                rows += self._execute(rule_sql["lease_others_one" if one else "lease_others"],
+                                      {**more, "ruled": list(rooms)}).fetchall()
+            else:
+                rows += self._execute(self._sql.lease if one else self._sql.lease_queues, more).fetchall()
+        for task, (tokens, now, per_second) in buckets.items():  # each bucket pays for its task's jobs
+            self._spend(rule_sql["spend"], {"task": task}, tokens, sum(1 for r in rows if r[2] == task), now,
+                        per_second)
         return rows
 
     def _breaker_room(self, rule_sql: dict[str, str], task: str, breaker: CircuitBreaker, stored: Sequence[Any],
@@ -873,6 +896,10 @@ class PostgresJournal:
         left = tokens - taken
         if taken:  # nothing taken: the stored tokens refill to the same value later
             self._execute(statement, {**names, "tokens": left, "at": now})
+        self._note_wait(left, per_second)
+
+    def _note_wait(self, left: float, per_second: float) -> None:
+        """A bucket left with `left` tokens: if not one whole, say when the next is due (`rate_wait`)."""
         if _limits.whole(left) == 0:
             wait = _limits.next_token(left, per_second)
             self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)

@@ -549,22 +549,33 @@ class SQLiteJournal:
     def _lease_some(self, queues: Sequence[str], limit: int, ruled: Sequence[str], lease: tuple[int, str, float],
                     now: float) -> list[Sequence[object]]:
         """Lease up to `limit` of `queues`: without `ruled` tasks, today's one statement; with,
-        each ruled task's jobs by a statement of its own within the task's room, then the
-        others by the one statement, their jobs left out."""
+        each ruled task's room read, then the jobs of those whose rule binds (a room below
+        `limit`) by a statement each within it, then the others by the one statement, those
+        tasks' jobs left out. A rule that does not bind adds only its reads."""
         marks = in_list(len(queues))
         if not ruled:
             return self._conn.execute(SQL.lease.format(marks=marks), (*lease, *queues, limit)).fetchall()
-        rows: list[Sequence[object]] = []
+        rooms: dict[str, int] = {}  # the tasks whose rule binds in this lease: their room
+        buckets: dict[str, tuple[float, float]] = {}
         for task in ruled:
-            take, bucket = self._task_room(task, limit - len(rows), now)
-            got = self._conn.execute(_RULES_SQL["lease_task"].format(marks=marks),
-                                     (*lease, *queues, task, take)).fetchall() if take > 0 else []
-            rows += got
+            take, bucket = self._task_room(task, limit, now)
             if bucket is not None:
-                self._spend(_RULES_SQL["spend"], task, bucket, len(got), now)
+                buckets[task] = bucket
+            if take < limit:
+                rooms[task] = take
+        rows: list[Sequence[object]] = []
+        for task, room in rooms.items():
+            if room > 0 and len(rows) < limit:
+                rows += self._conn.execute(_RULES_SQL["lease_task"].format(marks=marks),
+                                           (*lease, *queues, task, min(room, limit - len(rows)))).fetchall()
         if len(rows) < limit:
-            rows += self._conn.execute(_RULES_SQL["lease_others"].format(marks=marks, tasks=in_list(len(ruled))),
-                                       (*lease, *queues, *ruled, limit - len(rows))).fetchall()
+            if rooms:
+                rows += self._conn.execute(_RULES_SQL["lease_others"].format(marks=marks, tasks=in_list(len(rooms))),
+                                           (*lease, *queues, *rooms, limit - len(rows))).fetchall()
+            else:
+                rows += self._conn.execute(SQL.lease.format(marks=marks), (*lease, *queues, limit)).fetchall()
+        for task, bucket in buckets.items():  # each bucket pays for its task's jobs
+            self._spend(_RULES_SQL["spend"], task, bucket, sum(1 for r in rows if r[2] == task), now)
         return rows
 
     def _task_room(self, task: str, limit: int, now: float) -> tuple[int, tuple[float, float] | None]:
