@@ -309,3 +309,36 @@ def test_a_circuit_breaker_refuses_values_out_of_range() -> None:
         with pytest.raises(ValueError, match=f"circuit breaker: {error} must be"):
             CircuitBreaker(**options)  # type: ignore[arg-type]
     assert CircuitBreaker() == CircuitBreaker(5, 60.0, 30.0, 1)
+
+
+def test_a_task_s_concurrency_and_breaker_hold_between_racing_journals(backend: Backend, journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("slow", "q", 0, 9, concurrency=3),
+                           TaskDefaults("flaky", "f", 0, 9, circuit_breaker=CircuitBreaker(failures=4, window=HOUR))])
+    journal.enqueue([new_job(f"s{n:02d}", task="slow") for n in range(30)]
+                    + [NewJob(f"f{n}", "f", "flaky", b"\x90", max_attempts=9) for n in range(8)])
+    others = [backend.open() for _ in range(4)]
+    start = threading.Barrier(len(others))
+    taken: list[int] = []
+    failed: list[int] = []
+    lock = threading.Lock()
+
+    def claim(j: Journal, n: int) -> None:
+        start.wait()
+        for _ in range(10):
+            got = len(j.lease(["q"], f"w{n}", 1, HOUR))
+            flaky = j.lease(["f"], f"w{n}", 1, HOUR)
+            done = _fail_back(j, flaky)  # every attempt of flaky fails, on every journal
+            with lock:
+                taken.append(got)
+                failed.append(done)
+
+    threads = [threading.Thread(target=claim, args=(j, n)) for n, j in enumerate(others)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(taken) == 3  # the task's limit, whichever journal (node) leased
+    # the fourth failure opened it; the other journals' jobs leased before that may still fail
+    assert 4 <= sum(failed) <= 4 + len(others) - 1
+    assert [(b.state, b.failures) for b in journal.breakers()] == [("open", 0)]
+    assert all(j.lease(["f"], "late", 10, HOUR) == [] for j in others)  # open for every node
