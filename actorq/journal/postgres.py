@@ -1062,6 +1062,10 @@ class PostgresJournal:
         buckets = [_limits.task_bucket(t) for t in latest]
         breakers = [_limits.breaker_columns(t) for t in latest]
         rule_sql = _rule_statements(self.schema)
+        # a task declared again without its breaker: its state goes (a journal that never had a
+        # breaker never touches actorq_breakers, nor needs a privilege on it)
+        had = [t.name for t in latest if t.circuit_breaker is None
+               and getattr(self._rules.get(self.task_rules).get(t.name), "circuit_breaker", None) is not None]
         with self.transaction():
             self._execute(self._sql.declare_tasks, {
                 "names": [t.name for t in latest], "queues": [t.queue for t in latest],
@@ -1074,8 +1078,8 @@ class PostgresJournal:
             if any(t.circuit_breaker is not None for t in latest):
                 self._execute(rule_sql["breaker_declare"],
                               {"tasks": [t.name for t in latest if t.circuit_breaker is not None]})
-            if any(t.circuit_breaker is None for t in latest):
-                self._execute(rule_sql["breaker_drop"], {"tasks": [t.name for t in latest if t.circuit_breaker is None]})
+            if had:
+                self._execute(rule_sql["breaker_drop"], {"tasks": had})
         self._rules.forget()
 
     def task_rules(self) -> dict[str, TaskDefaults]:

@@ -522,11 +522,11 @@ class SQLiteJournal:
 
         Jobs are chosen by priority, then id; the returned list is in no particular order.
         """
+        self.rate_wait = None
         if limit <= 0 or not queues:
             return []
         now = self._clock()
         lease_id = random.getrandbits(62) + 1
-        self.rate_wait = None
         lease = (lease_id, owner, now + lease_for)
         with self.transaction():
             rows: list[Sequence[object]] = []

@@ -585,9 +585,10 @@ def test_e7_a_damaged_file_is_refused_at_node_start_naming_it(db_path: Path) -> 
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert pages > 20
-    with open(db_path, "r+b") as f:  # flip the header bytes of a page in the middle of the table
-        f.seek(page_size * (pages // 2))
-        f.write(b"\xff" * 16)
+    with open(db_path, "r+b") as f:  # flip the header bytes of pages in the middle of the table
+        for page in range(pages // 2, pages // 2 + 4):  # several: one of them is the table's, whatever
+            f.seek(page_size * page)                    # the schema's other tables and indexes took
+            f.write(b"\xff" * 16)
     damaged = SQLiteJournal(db_path)
     try:
         with pytest.raises(JournalError, match="failed its integrity check") as info:
