@@ -189,7 +189,9 @@ def _rule_statements(schema: str) -> dict[str, str]:
         # read after the lock: this statement's snapshot holds the previous claimer's leases and spend
         "rules": (
             f"SELECT concurrency, tokens, tokens_at, per_second, burst, extract(epoch FROM now())::float8,"
-            f" CASE WHEN concurrency IS NULL AND breaker_failures IS NULL THEN 0 ELSE (SELECT count(*) FROM {jobs}"
+            # its leased jobs, counted for a concurrency or a breaker that is not closed only
+            f" CASE WHEN concurrency IS NULL AND coalesce(b.state, 'closed') = 'closed' THEN 0"
+            f" ELSE (SELECT count(*) FROM {jobs}"
             "  WHERE state = 'leased' AND task = %(task)s) END,"
             " breaker_failures, breaker_window, breaker_cool_down, breaker_probes,"
             f" b.state, b.failed_at, b.opened_at"
