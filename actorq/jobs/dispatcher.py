@@ -20,7 +20,9 @@ Credits: a worker announces how many jobs it can hold (slots + prefetch);
 the dispatcher never sends more than that, so nothing piles up unbounded.
 Each worker has at most one lease op in flight. A lease that returns fewer
 jobs than asked marks its queues empty until an enqueue commit or the
-scheduler's tick wakes them.
+scheduler's tick wakes them; one that a rate's bucket or an open circuit
+breaker cut short also sets a timer for when the journal says more may go
+(its ``rate_wait``: the next token, the end of the cool-down).
 
 Leases are renewed only for workers heard from within the heartbeat timeout,
 so a paused (SIGSTOP) or wedged worker loses its jobs to others; when it comes
