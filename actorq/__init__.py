@@ -41,6 +41,7 @@ from actorq.jobs.task import JobContext as JobContext
 from actorq.jobs.task import Task as Task
 from actorq.jobs.task import TaskRegistry as TaskRegistry
 from actorq.jobs.task import current_job as current_job
+from actorq.journal.protocol import CircuitBreaker as CircuitBreaker
 from actorq.journal.protocol import JobState as JobState
 from actorq.node.config import Config as Config
 from actorq.node.config import ConfigError as ConfigError
@@ -58,6 +59,7 @@ __all__ = [
     "ActorSystem",
     "AskTimeout",
     "AsyncClient",
+    "CircuitBreaker",
     "Client",
     "Config",
     "ConfigError",

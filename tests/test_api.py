@@ -22,7 +22,8 @@ import actorq.transports
 
 PINNED_ALL = {
     "actorq": [
-        "Actor", "ActorQError", "ActorRef", "ActorStopped", "ActorSystem", "AskTimeout", "AsyncClient", "Client",
+        "Actor", "ActorQError", "ActorRef", "ActorStopped", "ActorSystem", "AskTimeout", "AsyncClient", "CircuitBreaker",
+        "Client",
         "Config", "ConfigError", "Discard", "Job", "JobContext", "JobFailed", "JobState", "JournalError",
         "JournalLocked", "MailboxFull", "Node", "NodeEvent", "NodeFailed", "NotCommitted", "PermanentError", "QueueFull",
         "QueueRef",
@@ -30,7 +31,7 @@ PINNED_ALL = {
         "current_job",
     ],
     "actorq.journal": [
-        "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener", "NewJob",
+        "BreakerState", "CircuitBreaker", "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener", "NewJob",
         "PostgresJournal", "QueueLimits",
         "SQLiteJournal", "TERMINAL_STATES", "enqueue_in", "migrate", "open_journal",
     ],

@@ -77,7 +77,7 @@ from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL, SQLITE_PREFIX,
     JournalConfig,
 )
-from actorq.journal.protocol import TERMINAL_STATES, JobInfo, JobResult, NewJob, QueueLimits
+from actorq.journal.protocol import TERMINAL_STATES, BreakerState, JobInfo, JobResult, NewJob, QueueLimits
 from actorq.transports.codec import FrameError
 
 logger = logging.getLogger(__name__)
@@ -566,6 +566,10 @@ class Client:
         """``{queue: its limits}`` as the journal stores them (``[queues.NAME]`` of the nodes'
         files: `concurrency` and `max_depth`; `node_concurrency` is each node's own, None here)."""
         return self._journal.queue_limits()
+
+    def breakers(self) -> list[BreakerState]:
+        """Where each task's circuit breaker stands, as the journal holds it (every node's)."""
+        return self._journal.breakers()
 
     def close(self) -> None:
         """Close the journal connection and the node link. Idempotent."""

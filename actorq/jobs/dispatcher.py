@@ -20,7 +20,9 @@ Credits: a worker announces how many jobs it can hold (slots + prefetch);
 the dispatcher never sends more than that, so nothing piles up unbounded.
 Each worker has at most one lease op in flight. A lease that returns fewer
 jobs than asked marks its queues empty until an enqueue commit or the
-scheduler's tick wakes them.
+scheduler's tick wakes them; one that a rate's bucket or an open circuit
+breaker cut short also sets a timer for when the journal says more may go
+(its ``rate_wait``: the next token, the end of the cool-down).
 
 Leases are renewed only for workers heard from within the heartbeat timeout,
 so a paused (SIGSTOP) or wedged worker loses its jobs to others; when it comes
@@ -74,6 +76,10 @@ the job. The rest is margin: for the journal's clock running faster than ours, a
 renewal of a job started near its deadline to commit."""
 
 
+MIN_TOKEN_WAIT = 0.002
+"""Seconds at least between a lease a rate left short and the wake for its next token."""
+
+
 @dataclass(eq=False)
 class _Worker:
     owner: str
@@ -86,6 +92,7 @@ class _Worker:
     held: dict[str, int] = field(default_factory=dict)
     last_seen: float = 0.0
     cancel_sent: set[str] = field(default_factory=set)  # held jobs it was told are cancelled
+    token_timer: asyncio.TimerHandle | None = None  # its queues woken when a rate's next token is due
 
 
 class DispatcherStats:
@@ -219,7 +226,7 @@ class Dispatcher:
         """Close the socket. Idempotent."""
         self._accepting = False
         self.closed = True
-        for handle in (self._renew_handle, self._liveness_handle):
+        for handle in (self._renew_handle, self._liveness_handle, *(w.token_timer for w in self._workers.values())):
             if handle is not None:
                 handle.cancel()
         if self._socket is not None:
@@ -498,6 +505,7 @@ class Dispatcher:
         # read before the journal sets the expiry (its now() + lease_for): the deadline is earlier
         valid_until = wire.lease_clock() + self.lease_timeout * LEASE_TRUST
         asked = [free]
+        rate_waits: list[float] = []
 
         def limit() -> int:
             # Called on the writer thread when the lease runs: the credits free then. Acks that
@@ -510,13 +518,15 @@ class Dispatcher:
 
         self.writer.submit(
             jw.LEASE,
-            jw.Lease(worker.queues, worker.owner, limit, self.lease_timeout),
-            lambda jobs, error: self._on_leased(worker, asked[0], jobs, error, valid_until),
+            jw.Lease(worker.queues, worker.owner, limit, self.lease_timeout, rate_waits),
+            lambda jobs, error: self._on_leased(worker, asked[0], jobs, error, valid_until, rate_waits),
         )
 
     def _on_leased(self, worker: _Worker, asked: int, jobs: list[LeasedJob] | None, error: BaseException | None,
-                   valid_until: float) -> None:
+                   valid_until: float, rate_waits: Collection[float] = ()) -> None:
         worker.leasing = False
+        if rate_waits and error is None:
+            self._wake_at_next_token(worker, min(rate_waits))
         woken, worker.woken = worker.woken, False
         if error is not None or jobs is None:
             logger.error("lease for %s failed: %s", worker.owner, error)
@@ -555,6 +565,19 @@ class Dispatcher:
             self._send_jobs(worker, batch, valid_until)
         if len(jobs) + len(unsendable) == asked:
             self._pump(worker)
+
+    def _wake_at_next_token(self, worker: _Worker, wait: float) -> None:
+        """A rate's bucket left this worker's lease short: wake its queues when the next token
+        is due (the lease marked them empty; no enqueue or completion would wake them)."""
+        if worker.token_timer is not None:
+            worker.token_timer.cancel()
+
+        def due() -> None:
+            worker.token_timer = None
+            if not self.closed and self._workers.get(worker.owner) is worker:
+                self.wake(set(worker.queues))
+        # at least 2 ms: a rate of thousands a second is leased in whole handfuls, not a token a wake
+        worker.token_timer = self.loop.call_later(max(wait, MIN_TOKEN_WAIT), due)
 
     def _unsendable(self, job: LeasedJob) -> str:
         if len(job.payload) > wire.payload_budget(self.max_frame_bytes):

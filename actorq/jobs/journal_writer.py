@@ -192,6 +192,9 @@ class Lease(NamedTuple):
     owner: str
     limit: int | Callable[[], int]
     lease_for: float
+    rate_waits: list[float] | None = None
+    """Given: gets the seconds until the next token of a rate that left the lease short
+    (the journal's ``rate_wait``), so the caller can come back then."""
 
 
 def default_decide(attempt: Attempt, end: AttemptEnd, delay: float | None = None) -> Outcome:
@@ -673,6 +676,9 @@ class JournalWriter:
                 lease: Lease = op[1]
                 limit = lease.limit() if callable(lease.limit) else lease.limit
                 leased = journal.lease(lease.queues, lease.owner, limit, lease.lease_for)
+                wait = getattr(journal, "rate_wait", None)
+                if wait is not None and lease.rate_waits is not None:
+                    lease.rate_waits.append(wait)
                 group.leased.add(lease.owner)  # it ran after the group's inserts: it saw them
                 if len(leased) < limit:  # and took every ready job of its queues
                     group.drained.update(lease.queues)

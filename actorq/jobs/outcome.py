@@ -48,7 +48,10 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from actorq.jobs.retry import RetryPolicy
-from actorq.journal.protocol import DEFAULT_MAX_ATTEMPTS, MAX_CONCURRENCY_LIMIT, MAX_TIMEOUT, MAX_UNIQUE_FOR, JobState
+from actorq.journal._limits import parse_rate
+from actorq.journal.protocol import (
+    DEFAULT_MAX_ATTEMPTS, MAX_CONCURRENCY_LIMIT, MAX_QUEUE_LIMIT, MAX_TIMEOUT, MAX_UNIQUE_FOR, CircuitBreaker, JobState,
+)
 
 __all__ = ["AttemptEnd", "DEFAULT_POLICY", "ON_CRASH", "Outcome", "TaskPolicy", "decide"]
 
@@ -112,8 +115,14 @@ class TaskPolicy:
             and its arguments (see docs/unique.md).
         concurrency_limit: how many jobs of one concurrency key run at once, for its jobs
             that carry a key and no limit of their own (None: 1).
-        on_conflict: what enqueueing such a job does when its key has that many live jobs:
+        on_conflict: what enqueueing such a job does when its key has that many admitted jobs:
             ``"block"`` (None too: it is added and waits) or ``"discard"`` (nothing is added).
+        concurrency: its jobs leased at once, every node together (None: no limit of its own).
+        rate: its jobs leased per second, minute or hour (``"10/s"``), every node together;
+            `burst`: the most tokens its bucket holds (None: the rate's count). See
+            docs/rate-limits-and-breakers.md.
+        circuit_breaker: stops leasing its jobs for a while when its attempts keep failing
+            (`CircuitBreaker`; None: none).
     """
 
     queue: str = DEFAULT_QUEUE
@@ -125,6 +134,10 @@ class TaskPolicy:
     unique_for: float | None = None
     concurrency_limit: int | None = None
     on_conflict: str | None = None
+    concurrency: int | None = None
+    rate: str | None = None
+    burst: int | None = None
+    circuit_breaker: CircuitBreaker | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not self.queue:
@@ -138,6 +151,9 @@ class TaskPolicy:
         check_timeout(self.timeout)
         check_unique_for(self.unique_for)
         check_concurrency(self.concurrency_limit, self.on_conflict)
+        check_task_rules(self.concurrency, self.rate, self.burst)
+        if self.circuit_breaker is not None and not isinstance(self.circuit_breaker, CircuitBreaker):
+            raise ValueError(f"circuit_breaker must be a CircuitBreaker or None, got {self.circuit_breaker!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON), as `from_dict` reads it."""
@@ -150,7 +166,30 @@ class TaskPolicy:
         Raises:
             ValueError, TypeError: the data does not describe a valid policy.
         """
-        return cls(**{**data, "retry": RetryPolicy(**data.get("retry", {}))})
+        breaker = data.get("circuit_breaker")
+        return cls(**{**data, "retry": RetryPolicy(**data.get("retry", {})),
+                      "circuit_breaker": None if breaker is None else CircuitBreaker(**breaker)})
+
+
+def check_task_rules(concurrency: object, rate: object, burst: object) -> None:
+    """Refuse a task's rules out of range: a concurrency that is not None or an integer from 1
+    to `MAX_QUEUE_LIMIT`, a rate that is not ``COUNT/UNIT`` (``"10/s"``), a burst without a
+    rate or out of that range.
+
+    Raises:
+        ValueError: naming the option, the value and what is expected.
+    """
+    if concurrency is not None and not (isinstance(concurrency, int) and not isinstance(concurrency, bool)
+                                        and 1 <= concurrency <= MAX_QUEUE_LIMIT):
+        raise ValueError(f"concurrency must be None or an integer from 1 to {MAX_QUEUE_LIMIT:,}, got {concurrency!r}")
+    if rate is None:
+        if burst is not None:
+            raise ValueError(f"burst needs a rate, got burst={burst!r} and no rate")
+        return
+    try:
+        parse_rate(rate, burst)
+    except ValueError as exc:
+        raise ValueError(f"rate: {exc}" if "burst" not in str(exc) else f"burst: {exc}") from None
 
 
 def check_timeout(timeout: object) -> None:

@@ -350,7 +350,7 @@ class JobRuntime:
         reclaim = jw.Reclaim(AttemptEnd.CRASHED, "node restarted (lease of an earlier incarnation)", prefix=prefix)
         self.reclaimed_at_start = await writer.call(jw.RECLAIM, reclaim)
         declared = [TaskDefaults(name, p.queue, p.priority, p.max_attempts, p.unique_for, p.concurrency_limit,
-                                 p.on_conflict)
+                                 p.on_conflict, p.concurrency, p.rate, p.burst, p.circuit_breaker)
                     for name, p in sorted(self.tasks.items())]
         if declared:
             await writer.call(jw.CALL, operator.methodcaller("declare_tasks", declared))
@@ -378,8 +378,11 @@ class JobRuntime:
                                 heartbeat_timeout=self.workers_config.heartbeat_timeout,
                                 max_frame_bytes=self.dispatcher_config.max_frame_bytes,
                                 worker_capacity=self.workers_config.concurrency + self.workers_config.prefetch)
+        # a task with a concurrency of its own leases again when a job finishes, as a limited queue
+        # does; so does one with a breaker (a probe's success closes it)
         dispatcher.limited_queues = frozenset(
-            q.queue for q in self.queue_limits if q.concurrency is not None or q.node_concurrency is not None)
+            [q.queue for q in self.queue_limits if q.concurrency is not None or q.node_concurrency is not None]
+            + [p.queue for p in self.tasks.values() if p.concurrency is not None or p.circuit_breaker is not None])
         dispatcher.on_error = on_error
         dispatcher.events = self.events
         if self._stopping:

@@ -26,13 +26,14 @@ from actorq.jobs.outcome import (
     ON_CRASH,
     TaskPolicy,
     check_concurrency,
+    check_task_rules,
     check_timeout,
     check_unique_for,
 )
 from actorq.jobs.retry import Backoff, RetryPolicy
 from actorq.jobs.settings import MAX_RESULT_TTL
 from actorq.jobs.wire import MAX_NAME_CHARS, payload_budget
-from actorq.journal.protocol import NewJob
+from actorq.journal.protocol import CircuitBreaker, NewJob
 from actorq.transports.constants import DEFAULT_MAX_FRAME_BYTES
 
 __all__ = ["Declared", "Discard", "Job", "JobContext", "Task", "TaskRegistry", "current_job", "derived_unique_key"]
@@ -104,6 +105,15 @@ class Task:
         on_conflict: what enqueueing such a job does when its key already has that many
             admitted jobs: ``"block"`` (None too: it is added and waits for a slot) or ``"discard"``
             (nothing is added and the enqueue returns None); a job's own setting wins.
+        concurrency: its jobs leased at once, every node together (None: no limit of its own).
+        rate: its jobs leased per second, minute or hour (``"10/s"``), every node together;
+            `burst` the most tokens its bucket holds (None: the rate's count). The rules are
+            declared into the journal's task catalog when a node starts and enforced in the
+            lease (docs/rate-limits-and-breakers.md); they bind the task's jobs in the queues
+            leased together with its declared queue.
+        circuit_breaker: a `CircuitBreaker`: after its `failures` failed attempts within its
+            `window`, the task's jobs are not leased for its `cool_down`, then `probes` at a
+            time until one succeeds (None: none). Its state is the journal's, every node's.
 
     These apply to every job of the task however it is enqueued (``Job("name")``
     through a node's queue ref, `actorq.Client` or ``actorq enqueue``), except
@@ -125,12 +135,17 @@ class Task:
     unique_for: float | None = None
     concurrency_limit: int | None = None
     on_conflict: str | None = None
+    concurrency: int | None = None
+    rate: str | None = None
+    burst: int | None = None
+    circuit_breaker: CircuitBreaker | None = None
 
     @property
     def policy(self) -> TaskPolicy:
         """What the task declares about its jobs, as the node applies it."""
         return TaskPolicy(self.queue, self.priority, self.max_attempts, self.retry, self.on_crash, self.timeout,
-                          self.unique_for, self.concurrency_limit, self.on_conflict)
+                          self.unique_for, self.concurrency_limit, self.on_conflict,
+                          self.concurrency, self.rate, self.burst, self.circuit_breaker)
 
     @property
     def is_async(self) -> bool:
@@ -253,6 +268,10 @@ class TaskRegistry:
         unique_for: float | None = None,
         concurrency_limit: int | None = None,
         on_conflict: str | None = None,
+        concurrency: int | None = None,
+        rate: str | None = None,
+        burst: int | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
     ) -> Callable[[F], Task]:
         """Decorator: register the function under `name` (see `Task` for the options).
 
@@ -271,8 +290,11 @@ class TaskRegistry:
                 or unique_for not None or a number of seconds > 0 up to `MAX_UNIQUE_FOR`,
                 or concurrency_limit not None or an integer from 1 to `MAX_CONCURRENCY_LIMIT`,
                 or on_conflict not None, "block" or "discard".
+                or concurrency not None or an integer from 1 to `MAX_QUEUE_LIMIT`, or rate not
+                None or ``"COUNT/UNIT"`` (unit s, m or h), or burst without a rate or out of range.
             TypeError: retry is neither a RetryPolicy nor a callable, or retry_on or
-                dont_retry_on holds something else than exception classes.
+                dont_retry_on holds something else than exception classes, or
+                circuit_breaker is not a `CircuitBreaker`.
         """
         check_name("task name", name)
         try:
@@ -289,8 +311,12 @@ class TaskRegistry:
             check_timeout(timeout)
             check_unique_for(unique_for)
             check_concurrency(concurrency_limit, on_conflict)
+            check_task_rules(concurrency, rate, burst)
         except ValueError as exc:
             raise ValueError(f"task {name!r}: {exc}") from None
+        if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreaker):
+            raise TypeError(f"task {name!r}: circuit_breaker must be a CircuitBreaker(failures=..., window=..., "
+                            f"cool_down=..., probes=...), got {type(circuit_breaker).__name__}")
 
         if result_ttl is not None and not (isinstance(result_ttl, (int, float)) and not isinstance(result_ttl, bool)
                                            and 0 <= result_ttl <= MAX_RESULT_TTL):
@@ -316,7 +342,8 @@ class TaskRegistry:
             task = Task(name, fn, queue, max_attempts, policy, on_crash, priority, timeout,
                         None if result_ttl is None else float(result_ttl), only, never, backoff,
                         unique_for=None if unique_for is None else float(unique_for),
-                        concurrency_limit=concurrency_limit, on_conflict=on_conflict)
+                        concurrency_limit=concurrency_limit, on_conflict=on_conflict,
+                        concurrency=concurrency, rate=rate, burst=burst, circuit_breaker=circuit_breaker)
             self._tasks[name] = task
             return task
 

@@ -5,6 +5,8 @@ from typing import Any
 from actorq.journal.backends import migrate as migrate
 from actorq.journal.backends import open_journal as open_journal
 from actorq.journal.protocol import TERMINAL_STATES as TERMINAL_STATES
+from actorq.journal.protocol import BreakerState as BreakerState
+from actorq.journal.protocol import CircuitBreaker as CircuitBreaker
 from actorq.journal.protocol import Failure as Failure
 from actorq.journal.protocol import JobInfo as JobInfo
 from actorq.journal.protocol import JobResult as JobResult
@@ -17,6 +19,8 @@ from actorq.journal.protocol import QueueLimits as QueueLimits
 from actorq.journal.sqlite import SQLiteJournal as SQLiteJournal
 
 __all__ = [
+    "BreakerState",
+    "CircuitBreaker",
     "Failure",
     "JobInfo",
     "JobResult",

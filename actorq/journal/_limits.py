@@ -7,15 +7,75 @@ counting statements (docs/flow-control.md).
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import time
-from typing import Callable, Collection, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, NamedTuple, Sequence
 
 from actorq.errors import QueueFull
-from actorq.journal.protocol import MAX_QUEUE_LIMIT, QUEUE_LIMITS_TTL, NewJob, QueueLimits
+from actorq.journal.protocol import (
+    MAX_QUEUE_LIMIT, QUEUE_LIMITS_TTL, RATE_UNITS, BreakerState, CircuitBreaker, NewJob, QueueLimits, TaskDefaults,
+)
+
+_RATE = re.compile(r"([0-9]{1,10})/([smh])")
+TOKEN_EPSILON = 1e-9  # a refill of 0.9999999999 tokens (float steps of elapsed * rate) counts as 1
+
+
+class Rate(NamedTuple):
+    """A parsed rate: `count` tokens every `per` seconds, at most `burst` held."""
+
+    count: int
+    per: float
+    burst: int
+
+    @property
+    def per_second(self) -> float:
+        """Tokens added per second."""
+        return self.count / self.per
+
+
+def parse_rate(text: object, burst: object = None) -> Rate:
+    """``"100/m"`` (and an optional burst) as a `Rate`; the burst defaults to the count.
+
+    Raises:
+        ValueError: not ``COUNT/UNIT`` with a count from 1 to `MAX_QUEUE_LIMIT` and a unit
+            ``s``, ``m`` or ``h``; or a burst that is not an integer in that range.
+    """
+    match = _RATE.fullmatch(text) if isinstance(text, str) else None
+    if match is None or not 1 <= int(match[1]) <= MAX_QUEUE_LIMIT:
+        shown = repr(text) if not isinstance(text, str) or len(text) <= 40 else repr(text[:40] + "...")
+        raise ValueError(f"expected a rate 'COUNT/UNIT' (COUNT from 1 to {MAX_QUEUE_LIMIT}, UNIT s, m or h, "
+                         f"e.g. '100/m'), got {shown}")
+    count = int(match[1])
+    if burst is None:
+        burst = count
+    elif not (isinstance(burst, int) and not isinstance(burst, bool) and 1 <= burst <= MAX_QUEUE_LIMIT):
+        raise ValueError(f"expected a burst: an integer from 1 to {MAX_QUEUE_LIMIT}, got {burst!r}")
+    return Rate(count, RATE_UNITS[match[2]], burst)
+
+
+def refill(tokens: float, since: float, now: float, rate: float, burst: int) -> float:
+    """The tokens a bucket holds at `now`: `tokens` at `since`, plus `rate` a second, at most `burst`.
+
+    A clock that went back (another node's transaction began earlier) adds nothing.
+    """
+    return min(float(burst), tokens + max(0.0, now - since) * rate)
+
+
+def whole(tokens: float) -> int:
+    """The jobs `tokens` let a lease take."""
+    return max(0, math.floor(tokens + TOKEN_EPSILON))
+
+
+def next_token(tokens: float, rate: float) -> float:
+    """Seconds until a bucket holding `tokens` (fewer than the next whole one) holds one more."""
+    return max(0.0, (whole(tokens) + 1 - tokens) / rate)
 
 
 def check_limits(limits: Sequence[QueueLimits]) -> None:
-    """Raise ValueError for a limit that is not an integer from 1 to `MAX_QUEUE_LIMIT` (or None)."""
+    """Raise ValueError for a limit that is not an integer from 1 to `MAX_QUEUE_LIMIT` (or None),
+    a rate that `parse_rate` refuses, or a burst without a rate."""
     for item in limits:
         for name in ("concurrency", "node_concurrency", "max_depth"):
             value = getattr(item, name)
@@ -23,6 +83,13 @@ def check_limits(limits: Sequence[QueueLimits]) -> None:
                                           and 1 <= value <= MAX_QUEUE_LIMIT):
                 raise ValueError(f"queue {item.queue!r}: {name} must be an integer from 1 to "
                                  f"{MAX_QUEUE_LIMIT:,} or None, got {value!r}")
+        if item.rate is not None:
+            try:
+                parse_rate(item.rate, item.burst)
+            except ValueError as exc:
+                raise ValueError(f"queue {item.queue!r}: {exc}") from None
+        elif item.burst is not None:
+            raise ValueError(f"queue {item.queue!r}: a burst needs a rate")
 
 
 class LimitsCache:
@@ -49,9 +116,127 @@ class LimitsCache:
         self._read_at = None
 
     def lease_limited(self, stored: Mapping[str, QueueLimits], queues: Sequence[str]) -> list[str]:
-        """Those of `queues` with a stored concurrency or this node's node_concurrency, in one order."""
+        """Those of `queues` with a stored concurrency or rate, or this node's node_concurrency, in one order."""
         node = self.node
-        return sorted(q for q in queues if (q in stored and stored[q].concurrency is not None) or q in node)
+        return sorted(q for q in queues if (q in stored and (stored[q].concurrency is not None
+                                                              or stored[q].rate is not None)) or q in node)
+
+
+def check_task_rules(tasks: Sequence[TaskDefaults]) -> None:
+    """Raise ValueError for a task whose concurrency is not an integer from 1 to
+    `MAX_QUEUE_LIMIT` (or None), whose rate `parse_rate` refuses, or with a burst and no rate."""
+    for task in tasks:
+        value = task.concurrency
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
+                                      and 1 <= value <= MAX_QUEUE_LIMIT):
+            raise ValueError(f"task {task.name!r}: concurrency must be an integer from 1 to "
+                             f"{MAX_QUEUE_LIMIT:,} or None, got {value!r}")
+        if task.rate is not None:
+            try:
+                parse_rate(task.rate, task.burst)
+            except ValueError as exc:
+                raise ValueError(f"task {task.name!r}: {exc}") from None
+        elif task.burst is not None:
+            raise ValueError(f"task {task.name!r}: a burst needs a rate")
+        if task.circuit_breaker is not None and not isinstance(task.circuit_breaker, CircuitBreaker):
+            raise ValueError(f"task {task.name!r}: circuit_breaker must be a CircuitBreaker or None, "
+                             f"got {type(task.circuit_breaker).__name__}")
+
+
+def task_bucket(task: TaskDefaults) -> tuple[str | None, float | None, int | None]:
+    """The stored rate columns of `task`: (rate, tokens per second, burst), or Nones."""
+    if task.rate is None:
+        return None, None, None
+    rate = parse_rate(task.rate, task.burst)
+    return task.rate, rate.per_second, rate.burst
+
+
+def lease_ruled(rules: Mapping[str, TaskDefaults], queues: Sequence[str]) -> list[str]:
+    """The tasks with rules whose declared queue is one of `queues`, sorted (the lock order).
+
+    A journal without task rules returns at once: its leases stay one statement.
+    """
+    if not rules:
+        return []
+    wanted = set(queues)
+    return sorted(name for name, task in rules.items() if task.queue in wanted)
+
+
+# -- circuit breakers: the state machine, the same on both journals ------------------------------
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+def breaker_of(failures: int | None, window: float | None, cool_down: float | None,
+               probes: int | None) -> CircuitBreaker | None:
+    """The stored breaker columns of a task as a `CircuitBreaker` (None: none declared)."""
+    if failures is None:
+        return None
+    assert window is not None and cool_down is not None and probes is not None
+    return CircuitBreaker(failures, window, cool_down, probes)
+
+
+def rules_of(row: Sequence[Any]) -> TaskDefaults:
+    """A task's rules as the journals' ``read`` of them returns them: name, queue, priority,
+    max_attempts, unique_for, concurrency, rate, burst, then the breaker's four columns."""
+    return TaskDefaults(row[0], row[1], row[2], row[3], row[4], concurrency=row[5], rate=row[6], burst=row[7],
+                        circuit_breaker=breaker_of(*row[8:12]))
+
+
+def breaker_columns(task: TaskDefaults) -> tuple[int | None, float | None, float | None, int | None]:
+    """A task's breaker as its stored columns (failures, window, cool_down, probes), or Nones."""
+    breaker = task.circuit_breaker
+    if breaker is None:
+        return None, None, None, None
+    return breaker.failures, breaker.window, breaker.cool_down, breaker.probes
+
+
+def breaker_failed(breaker: CircuitBreaker, state: str, failed_at: str, opened_at: float | None,
+                   now: float) -> tuple[str, str, float | None]:
+    """A failed attempt of the task: its breaker's next (state, failed_at, opened_at).
+
+    Closed: the failure joins those within the window; the `failures`-th opens it. Half-open:
+    a probe failed, open again. Open: a job leased before it opened failed; it stays open.
+    """
+    if state == HALF_OPEN:
+        return OPEN, "[]", now
+    if state == OPEN:
+        return state, failed_at, opened_at
+    recent = [at for at in _times(failed_at) if at > now - breaker.window] + [now]
+    if len(recent) >= breaker.failures:
+        return OPEN, "[]", now
+    return CLOSED, json.dumps(recent), opened_at
+
+
+def _times(text: str) -> list[float]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return []
+    return [float(at) for at in value if isinstance(at, (int, float))] if isinstance(value, list) else []
+
+
+def breaker_room(breaker: CircuitBreaker, state: str, opened_at: float | None, now: float,
+                 leased: int) -> tuple[int | None, str, float | None]:
+    """How many of the task's jobs a lease may take by its breaker: (room, state, wait).
+
+    room None: no bound (closed). An open breaker past its cool-down turns half-open (the
+    caller writes the new state). wait: seconds until an open breaker lets probes through.
+    """
+    if state == OPEN:
+        reopens = (opened_at or now) + breaker.cool_down
+        if now < reopens:
+            return 0, OPEN, reopens - now
+        state = HALF_OPEN
+    if state == HALF_OPEN:
+        return max(0, breaker.probes - leased), HALF_OPEN, None
+    return None, CLOSED, None
+
+
+def breaker_state(task: str, state: str, failed_at: str, opened_at: float | None,
+                  cool_down: float | None) -> BreakerState:
+    """A stored breaker row as a `BreakerState`."""
+    reopens = opened_at + cool_down if state == OPEN and opened_at is not None and cool_down is not None else None
+    return BreakerState(task, state, len(_times(failed_at)), opened_at, reopens)
 
 
 def depth_limited(stored: Mapping[str, QueueLimits], jobs: Sequence[NewJob]) -> list[str]:

@@ -209,17 +209,32 @@ _TEXT = {
     "leased_with_prefix": _attempts("starts_with(j.lease_owner, %(prefix)s)"),
     "expired": _attempts("j.lease_expires < now()"),
     "declare_tasks": (
-        "INSERT INTO {tasks} (name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict,"
-        " declared_at)"
-        " SELECT d.name, d.queue, d.priority, d.max_attempts, d.unique_for, d.concurrency_limit, d.on_conflict, now()"
+        "INSERT INTO {tasks} (name, queue, priority, max_attempts, unique_for, declared_at, concurrency, rate,"
+        " per_second, burst, tokens, tokens_at, breaker_failures, breaker_window, breaker_cool_down, breaker_probes,"
+        " concurrency_limit, on_conflict)"
+        " SELECT d.name, d.queue, d.priority, d.max_attempts, d.unique_for, now(), d.concurrency, d.rate,"
+        "  d.per_second, d.burst, d.burst, CASE WHEN d.rate IS NULL THEN NULL ELSE extract(epoch FROM now()) END,"
+        "  d.bf, d.bw, d.bc, d.bp, d.concurrency_limit, d.on_conflict"
         " FROM unnest(%(names)s::text[], %(queues)s::text[], %(priorities)s::int4[], %(max_attempts)s::int4[],"
-        "  %(unique_for)s::float8[], %(concurrency_limits)s::int4[], %(on_conflicts)s::text[])"
-        "  AS d(name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict)"
-        # the last writer wins: a node starting later replaces what an earlier one declared
+        "  %(unique_for)s::float8[], %(concurrency)s::int4[], %(rate)s::text[], %(per_second)s::float8[],"
+        "  %(burst)s::int4[], %(breaker_failures)s::int4[], %(breaker_window)s::float8[],"
+        "  %(breaker_cool_down)s::float8[], %(breaker_probes)s::int4[], %(concurrency_limits)s::int4[],"
+        "  %(on_conflicts)s::text[])"
+        "  AS d(name, queue, priority, max_attempts, unique_for, concurrency, rate, per_second, burst, bf, bw, bc, bp,"
+        "  concurrency_limit, on_conflict)"
+        # the last writer wins: a node starting later replaces what an earlier one declared; a
+        # task's bucket keeps its tokens (at most the new burst): no second burst at a start
         " ON CONFLICT (name) DO UPDATE SET queue = EXCLUDED.queue, priority = EXCLUDED.priority,"
-        " max_attempts = EXCLUDED.max_attempts, unique_for = EXCLUDED.unique_for,"
-        " concurrency_limit = EXCLUDED.concurrency_limit, on_conflict = EXCLUDED.on_conflict,"
-        " declared_at = EXCLUDED.declared_at"
+        " max_attempts = EXCLUDED.max_attempts, unique_for = EXCLUDED.unique_for, declared_at = EXCLUDED.declared_at,"
+        " concurrency = EXCLUDED.concurrency, rate = EXCLUDED.rate, per_second = EXCLUDED.per_second,"
+        " burst = EXCLUDED.burst, breaker_failures = EXCLUDED.breaker_failures,"
+        " breaker_window = EXCLUDED.breaker_window, breaker_cool_down = EXCLUDED.breaker_cool_down,"
+        " breaker_probes = EXCLUDED.breaker_probes, concurrency_limit = EXCLUDED.concurrency_limit,"
+        " on_conflict = EXCLUDED.on_conflict,"
+        " tokens = CASE WHEN {tasks}.tokens IS NULL OR EXCLUDED.tokens IS NULL THEN EXCLUDED.tokens"
+        "  ELSE least({tasks}.tokens, EXCLUDED.burst) END,"
+        " tokens_at = CASE WHEN {tasks}.tokens IS NULL OR EXCLUDED.tokens IS NULL THEN EXCLUDED.tokens_at"
+        "  ELSE {tasks}.tokens_at END"
     ),
     "declared_tasks": (
         "SELECT name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict FROM {tasks}"

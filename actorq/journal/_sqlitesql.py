@@ -107,7 +107,7 @@ _TEXT = {
     "fail": (
         "UPDATE actorq_jobs SET state = ?1, run_at = coalesce(?2, run_at), finished_at = ?3,"
         f" last_error = ?4, last_traceback = ?7, {CLEAR_LEASE}"
-        " WHERE id = ?5 AND lease_id = ?6 AND state = 'leased' RETURNING attempts"
+        " WHERE id = ?5 AND lease_id = ?6 AND state = 'leased' RETURNING attempts, task"
     ),
     "fail_error": "INSERT INTO actorq_errors (job_id, attempt, at, error) VALUES (?, ?, ?, ?)",
     "release": (
@@ -121,13 +121,24 @@ _TEXT = {
     "leased_with_prefix": _ATTEMPTS + "substr(lease_owner, 1, length(?1)) = ?1",
     "expired": _ATTEMPTS + "lease_expires < ?",
     # the last writer wins: a node starting later replaces what an earlier one declared
+    # a task's rules (schema 12): a new bucket starts full, a declared one keeps its tokens (at
+    # most the new burst), so a node starting does not hand out a second burst
     "declare_tasks": (
-        "INSERT INTO actorq_tasks (name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict,"
-        " declared_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO actorq_tasks (name, queue, priority, max_attempts, unique_for, declared_at, concurrency,"
+        " rate, per_second, burst, tokens, tokens_at, breaker_failures, breaker_window, breaker_cool_down,"
+        " breaker_probes, concurrency_limit, on_conflict)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?6, ?11, ?12, ?13, ?14, ?15, ?16)"
         " ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, priority = excluded.priority,"
-        " max_attempts = excluded.max_attempts, unique_for = excluded.unique_for,"
-        " concurrency_limit = excluded.concurrency_limit, on_conflict = excluded.on_conflict,"
-        " declared_at = excluded.declared_at"
+        " max_attempts = excluded.max_attempts, unique_for = excluded.unique_for, declared_at = excluded.declared_at,"
+        " concurrency = excluded.concurrency, rate = excluded.rate, per_second = excluded.per_second,"
+        " burst = excluded.burst, breaker_failures = excluded.breaker_failures,"
+        " breaker_window = excluded.breaker_window, breaker_cool_down = excluded.breaker_cool_down,"
+        " breaker_probes = excluded.breaker_probes, concurrency_limit = excluded.concurrency_limit,"
+        " on_conflict = excluded.on_conflict,"
+        " tokens = CASE WHEN actorq_tasks.tokens IS NULL OR excluded.tokens IS NULL THEN excluded.tokens"
+        "  ELSE min(actorq_tasks.tokens, excluded.burst) END,"
+        " tokens_at = CASE WHEN actorq_tasks.tokens IS NULL OR excluded.tokens IS NULL THEN excluded.tokens_at"
+        "  ELSE actorq_tasks.tokens_at END"
     ),
     "declared_tasks": (
         "SELECT name, queue, priority, max_attempts, unique_for, concurrency_limit, on_conflict FROM actorq_tasks"

@@ -76,7 +76,7 @@ from actorq.journal.config import (
     JournalConfig, check_schema, redact_url,
 )
 from actorq.journal.protocol import (
-    TERMINAL_STATES, Attempt, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState, JobSummary,
+    TERMINAL_STATES, Attempt, BreakerState, CircuitBreaker, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState, JobSummary,
     KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow, TaskDefaults,
     check_clear, check_failures, check_listing, check_prune, merge_pages,
 )
@@ -98,14 +98,40 @@ def _limit_statements(schema: str) -> dict[str, str]:
         f"  FROM {jobs} WHERE state = 'leased' AND queue = %(queue)s)"), 1)
     if bounded == lease:
         raise RuntimeError("the lease statement has no 'LIMIT %(limit)s' to bound")
+    epoch = "extract(epoch FROM now())::float8"
     return {
+        # A new bucket starts full; a declared one keeps its tokens (at most the new burst), so a
+        # node starting does not hand out a second burst. No rate: no bucket.
         "declare": (
-            f"INSERT INTO {queues} (queue, concurrency, max_depth)"
-            " SELECT * FROM unnest(%(queues)s::text[], %(concurrency)s::int4[], %(max_depth)s::int4[])"
+            f"INSERT INTO {queues} (queue, concurrency, max_depth, rate, per_second, burst, tokens, tokens_at)"
+            " SELECT q, c, m, r, p, b, b, CASE WHEN r IS NULL THEN NULL ELSE " + epoch + " END"
+            " FROM unnest(%(queues)s::text[], %(concurrency)s::int4[], %(max_depth)s::int4[], %(rate)s::text[],"
+            "  %(per_second)s::float8[], %(burst)s::int4[]) AS d(q, c, m, r, p, b)"
             " ON CONFLICT (queue) DO UPDATE SET concurrency = excluded.concurrency,"
-            " max_depth = excluded.max_depth, declared_at = now()"
+            " max_depth = excluded.max_depth, declared_at = now(), rate = excluded.rate,"
+            " per_second = excluded.per_second, burst = excluded.burst,"
+            f" tokens = CASE WHEN {queues}.tokens IS NULL OR excluded.tokens IS NULL THEN excluded.tokens"
+            f"  ELSE least({queues}.tokens, excluded.burst) END,"
+            f" tokens_at = CASE WHEN {queues}.tokens IS NULL OR excluded.tokens IS NULL THEN excluded.tokens_at"
+            f"  ELSE {queues}.tokens_at END"
         ),
-        "read": f"SELECT queue, concurrency, NULL::int4, max_depth FROM {queues}",
+        "read": f"SELECT queue, concurrency, NULL::int4, max_depth, rate, burst FROM {queues}",
+        # A rated queue's bucket, read under its claim lock (this statement's snapshot holds the
+        # previous claimer's spend), with the database's now() as Unix seconds.
+        # Take up to %(want)s whole tokens of a rated queue's bucket, refilled to now, in one
+        # round trip: what a lease will lease at most. Run after the claim lock was granted;
+        # FOR UPDATE also returns the newest version of the row. Returns the tokens before the
+        # take, the take, the rate and now.
+        "reserve": (
+            f"WITH b AS MATERIALIZED (SELECT least(burst, tokens + greatest(0, {epoch} - tokens_at) * per_second)"
+            f"  AS refill, per_second FROM {queues} WHERE queue = %(queue)s AND per_second IS NOT NULL FOR UPDATE),"
+            " t AS MATERIALIZED (SELECT refill, per_second,"
+            f"  greatest(0, least(%(want)s, floor(refill + {_limits.TOKEN_EPSILON!r})))::int AS taken FROM b)"
+            f" UPDATE {queues} q SET tokens = t.refill - t.taken, tokens_at = {epoch} FROM t"
+            f" WHERE q.queue = %(queue)s RETURNING t.refill, t.taken, t.per_second"
+        ),
+        # tokens taken and not used (the queue had fewer ready jobs, or its concurrency bound)
+        "refund": f"UPDATE {queues} SET tokens = least(burst, tokens + %(back)s) WHERE queue = %(queue)s",
         # The claimers of one queue, every node's, one at a time until commit (the lock is taken
         # before the count's statement starts); enqueuers with a max_depth take another key.
         "claim": (
@@ -132,6 +158,81 @@ def _limit_statements(schema: str) -> dict[str, str]:
             f" + (SELECT count(*) FROM {jobs} WHERE state IN ('blocked', 'scheduled', 'retry') AND queue = q)"
             " FROM unnest(%(queues)s::text[]) AS q"
         ),
+    }
+
+
+@lru_cache(maxsize=None)
+def _rule_statements(schema: str) -> dict[str, str]:
+    """The statements of a task's rules (migration 013); only a journal with a task declared
+    with rules runs them."""
+    tasks = _sql.Identifier(schema, "actorq_tasks").as_string(None)
+    jobs = _sql.Identifier(schema, "actorq_jobs").as_string(None)
+    space = _sql.Literal(f"actorq.queue:{schema}").as_string(None)
+    queues_match = "queue = ANY(%(queues)s::text[])"
+    plain, single, queue_match = statements(schema).lease_queues, statements(schema).lease, "queue = %(queue)s"
+    if queues_match not in plain or queue_match not in single:
+        raise RuntimeError("the lease statements have no queue match to narrow")
+    breakers = _sql.Identifier(schema, "actorq_breakers").as_string(None)
+    fail = statements(schema).fail
+    fail_tasks = fail.replace("RETURNING j.id, j.attempts, f.error, f.finished)",
+                              "RETURNING j.id, j.attempts, f.error, f.finished, j.task)", 1).replace(
+        "SELECT (SELECT count(*) FROM noted), ", "SELECT (SELECT count(*) FROM noted), ARRAY(SELECT task FROM done), ", 1)
+    if fail_tasks.count("j.task)") != 1 or "ARRAY(SELECT task FROM done)" not in fail_tasks:
+        raise RuntimeError("the fail statement does not have the shape its breaker variant expects")
+    return {
+        "read": (f"SELECT name, queue, priority, max_attempts, unique_for, concurrency, rate, burst, breaker_failures,"
+                 f" breaker_window, breaker_cool_down, breaker_probes FROM {tasks}"
+                 " WHERE concurrency IS NOT NULL OR rate IS NOT NULL OR breaker_failures IS NOT NULL"),
+        # the claimers of one task, every node's, one at a time until commit (as a queue's claim)
+        "claim": (f"SELECT true FROM pg_advisory_xact_lock(hashtext({space}), hashtext('task:' || %(task)s))"),
+        "try_claim": f"SELECT pg_try_advisory_xact_lock(hashtext({space}), hashtext('task:' || %(task)s))",
+        # read after the lock: this statement's snapshot holds the previous claimer's leases and spend
+        "rules": (
+            f"SELECT concurrency, tokens, tokens_at, per_second, burst, extract(epoch FROM now())::float8,"
+            # its leased jobs, counted for a concurrency or a breaker that is not closed only
+            f" CASE WHEN concurrency IS NULL AND coalesce(b.state, 'closed') = 'closed' THEN 0"
+            f" ELSE (SELECT count(*) FROM {jobs}"
+            "  WHERE state = 'leased' AND task = %(task)s) END,"
+            " breaker_failures, breaker_window, breaker_cool_down, breaker_probes,"
+            f" b.state, b.failed_at, b.opened_at"
+            f" FROM {tasks} LEFT JOIN {breakers} b ON b.task = name WHERE name = %(task)s"
+        ),
+        # circuit breakers: a task declared with one has a row, closed at first
+        "breaker_declare": (
+            f"INSERT INTO {breakers} (task, state, changed_at) SELECT t, 'closed', extract(epoch FROM now())"
+            " FROM unnest(%(tasks)s::text[]) AS t ON CONFLICT (task) DO NOTHING"
+        ),
+        "breaker_drop": f"DELETE FROM {breakers} WHERE task = ANY(%(tasks)s::text[])",
+        # a failed attempt's breaker, locked until the commit: every node's failures count once
+        "breaker_lock": (f"SELECT state, failed_at, opened_at, extract(epoch FROM now())::float8 FROM {breakers}"
+                         " WHERE task = %(task)s FOR UPDATE"),
+        "breaker_put": (f"UPDATE {breakers} SET state = %(state)s, failed_at = %(failed_at)s,"
+                        " opened_at = %(opened_at)s, changed_at = extract(epoch FROM now()) WHERE task = %(task)s"),
+        # open -> half_open once the cool-down is over (compare and set: a failure may have moved it)
+        "breaker_half_open": (f"UPDATE {breakers} SET state = 'half_open', changed_at = extract(epoch FROM now())"
+                              " WHERE task = %(task)s AND state = 'open'"),
+        # a probe's success closes a half-open breaker: the tasks of the jobs this complete ended
+        "breaker_close": (
+            f"UPDATE {breakers} SET state = 'closed', failed_at = '[]', changed_at = extract(epoch FROM now())"
+            f" WHERE state = 'half_open' AND task IN (SELECT task FROM {jobs} WHERE state = 'succeeded'"
+            "  AND id = ANY(%(ids)s::text[]))"
+        ),
+        "breakers": (
+            f"SELECT b.task, b.state, b.failed_at, b.opened_at, t.breaker_cool_down FROM {breakers} b"
+            f" JOIN {tasks} t ON t.name = b.task WHERE t.breaker_failures IS NOT NULL ORDER BY b.task"
+        ),
+        "fail_tasks": fail_tasks,
+        # a queue's room, counted apart when its ruled tasks lease first (see `_lease_ruled`)
+        "queue_leased": (
+            f"SELECT count(*), count(*) FILTER (WHERE left(lease_owner, length(%(prefix)s)) = %(prefix)s)"
+            f" FROM {jobs} WHERE state = 'leased' AND queue = %(queue)s"
+        ),
+        "spend": f"UPDATE {tasks} SET tokens = %(tokens)s, tokens_at = %(at)s WHERE name = %(task)s",
+        "lease_task": plain.replace(queues_match, queues_match + " AND task = %(task)s", 1),
+        "lease_others": plain.replace(queues_match, queues_match + " AND task <> ALL(%(ruled)s::text[])", 1),
+        # one queue: the ready index's order, as the plain lease of one queue
+        "lease_task_one": single.replace(queue_match, queue_match + " AND task = %(task)s", 1),
+        "lease_others_one": single.replace(queue_match, queue_match + " AND task <> ALL(%(ruled)s::text[])", 1),
     }
 
 
@@ -346,6 +447,9 @@ class PostgresJournal:
         self.url = redact_url(url)
         self._sql: Statements = statements(schema)
         self._queues = _limits.LimitsCache()
+        self._rules = _limits.LimitsCache()  # the tasks declared with rules, read again every 5 s
+        self.rate_wait: float | None = None
+        """After a lease: seconds until the next token of a rate it found empty (None: no bucket ran out)."""
         self._claims_held: set[str] = set()  # queues whose claim lock this transaction holds
         self._fills_held = False  # whether it holds a fill lock (an enqueue into a queue with a max_depth)
         for name, value in (("lock_timeout", lock_timeout), ("idle_in_transaction_timeout", idle_in_transaction_timeout)):
@@ -623,24 +727,31 @@ class PostgresJournal:
         Jobs are chosen by priority, then id, skipping rows other transactions hold locked;
         ``lease_for=math.inf`` never expires. The returned list is in no particular order.
         """
+        self.rate_wait = None
         if limit <= 0 or not queues:
             return []
         params = {"owner": owner, "limit": limit, "lease_for": lease_for}
+        ruled = _limits.lease_ruled(self._rules.get(self.task_rules), queues)
         limited = self._queues.lease_limited(self._stored_limits(), queues)
-        if limited:
-            return self._lease_limited(limited, queues, params)
+        if limited or ruled:
+            return self._lease_ruled(limited, ruled, queues, params)
         if len(queues) == 1:
             rows = self._execute(self._sql.lease, {**params, "queue": queues[0]}).fetchall()
         else:
             rows = self._execute(self._sql.lease_queues, {**params, "queues": list(queues)}).fetchall()
         return [LeasedJob(*row) for row in rows]
 
-    def _lease_limited(self, limited: Sequence[str], queues: Sequence[str], params: dict[str, Any]) -> list[LeasedJob]:
+    def _lease_ruled(self, limited: Sequence[str], ruled: Sequence[str], queues: Sequence[str],
+                     params: dict[str, Any]) -> list[LeasedJob]:
         """Lease each limited queue alone, under its claim lock and within its room, then the
-        others in one statement; all in one transaction."""
+        others in one statement; the `ruled` tasks' jobs of each, first, by their own
+        statements (`_lease_some`); all in one transaction."""
         limit_sql = _limit_statements(self.schema)
         rows: list[Any] = []
         lifted: set[str] = set()
+        stored = self._stored_limits()
+        rated = {q for q in limited if q in stored and stored[q].rate is not None}
+        prefix = self._queues.node_prefix
         with self.transaction():
             for queue in limited:  # sorted: two claimers take the locks in one order
                 held = self._claims_held
@@ -651,22 +762,144 @@ class PostgresJournal:
                     continue
                 held.add(queue)
                 node_limit = self._queues.node.get(queue)
-                if concurrency is None and node_limit is None:
+                # the cache says which queues have a rate (as it says which are limited): a queue
+                # with a concurrency only pays no round trip for a bucket
+                room = params["limit"] - len(rows)
+                bucket = (self._execute(limit_sql["reserve"], {"queue": queue, "want": room}).fetchone()
+                          if queue in rated else None)
+                if concurrency is None and node_limit is None and bucket is None:
                     lifted.add(queue)  # lifted since the cache was read: leased with the others below
                     continue
-                rows += self._execute(limit_sql["lease"], {
-                    **params, "limit": params["limit"] - len(rows), "queue": queue, "concurrency": concurrency,
-                    "node_concurrency": node_limit, "prefix": self._queues.node_prefix}).fetchall()
+                if bucket is not None:
+                    tokens, taken, per_second = bucket
+                    room = min(room, taken)
+                if not ruled:  # the count inside the lease statement: one round trip
+                    got = self._execute(limit_sql["lease"], {
+                        **params, "limit": room, "queue": queue, "concurrency": concurrency,
+                        "node_concurrency": node_limit, "prefix": prefix}).fetchall() if room > 0 else []
+                else:  # its ruled tasks lease first, within the queue's room: counted apart
+                    if room > 0 and (concurrency is not None or node_limit is not None):
+                        leased, node_leased = self._execute(_rule_statements(self.schema)["queue_leased"], {
+                            "queue": queue, "prefix": prefix}).fetchone()  # type: ignore[misc]
+                        room = _limits.room(room, concurrency, node_limit, leased, node_leased)
+                    got = self._lease_some([queue], room, ruled, params) if room > 0 else []
+                rows += got
+                if bucket is not None:  # taken up front: what the lease did not use goes back
+                    if len(got) < taken:
+                        self._execute(limit_sql["refund"], {"queue": queue, "back": taken - len(got)})
+                    self._note_wait(tokens - len(got), per_second)
                 if len(rows) >= params["limit"]:
                     return [LeasedJob(*row) for row in rows]
             rest = [q for q in queues if q not in limited or q in lifted]
             if rest:
-                more = {**params, "limit": params["limit"] - len(rows)}
-                if len(rest) == 1:
-                    rows += self._execute(self._sql.lease, {**more, "queue": rest[0]}).fetchall()
-                else:
-                    rows += self._execute(self._sql.lease_queues, {**more, "queues": list(rest)}).fetchall()
+                rows += self._lease_some(rest, params["limit"] - len(rows), ruled, params)
         return [LeasedJob(*row) for row in rows]
+
+    def _lease_some(self, queues: Sequence[str], limit: int, ruled: Sequence[str], params: dict[str, Any]) -> list[Any]:
+        """Lease up to `limit` of `queues`: without `ruled` tasks, today's one statement; with,
+        each ruled task's room read under its claim lock, then the jobs of those whose rule
+        binds (a room below `limit`) by a statement each within it, then the others by the one
+        statement, those tasks' jobs left out. A rule that does not bind adds only its reads."""
+        one = len(queues) == 1
+        where = {"queue": queues[0]} if one else {"queues": list(queues)}
+        if not ruled:
+            return self._execute(self._sql.lease if one else self._sql.lease_queues,
+                                 {**params, **where, "limit": limit}).fetchall()
+        rule_sql = _rule_statements(self.schema)
+        rooms: dict[str, int] = {}  # the tasks whose rule binds in this lease: their room
+        buckets: dict[str, tuple[float, float, float]] = {}  # task: (tokens refilled, now, per second)
+        for task in ruled:  # sorted: two claimers take the locks in one order
+            held, key = self._claims_held, "\x00task:" + task  # no queue name holds a NUL
+            wait = key in held or not (held or self._fills_held)  # see "try_claim" of a queue
+            if not self._execute(rule_sql["claim" if wait else "try_claim"], {"task": task}).fetchone()[0]:  # type: ignore[index]
+                rooms[task] = 0  # another claimer holds it: its jobs wait for the next lease
+                continue
+            held.add(key)
+            row = self._execute(rule_sql["rules"], {"task": task}).fetchone()
+            if row is None:
+                continue
+            take = limit
+            concurrency, tokens, since, per_second, burst, now, leased, *breaker_row = row
+            breaker = _limits.breaker_of(*breaker_row[:4])
+            if breaker is not None and breaker_row[4] is not None:
+                take = min(take, self._breaker_room(rule_sql, task, breaker, breaker_row[4:], now, leased, take))
+            if per_second is not None:
+                buckets[task] = (_limits.refill(tokens, since, now, per_second, burst), now, per_second)
+                take = min(take, _limits.whole(buckets[task][0]))
+            if concurrency is not None:
+                take = min(take, concurrency - leased)
+            if take < limit:
+                rooms[task] = max(0, take)
+        rows: list[Any] = []
+        for task, room in rooms.items():
+            if room > 0 and len(rows) < limit:
+                rows += self._execute(rule_sql["lease_task_one" if one else "lease_task"], {
+                    **params, **where, "limit": min(room, limit - len(rows)), "task": task}).fetchall()
+        if len(rows) < limit:
+            more = {**params, **where, "limit": limit - len(rows)}
+            if rooms:
+                rows += self._execute(rule_sql["lease_others_one" if one else "lease_others"],
+                                      {**more, "ruled": list(rooms)}).fetchall()
+            else:
+                rows += self._execute(self._sql.lease if one else self._sql.lease_queues, more).fetchall()
+        for task, (tokens, now, per_second) in buckets.items():  # each bucket pays for its task's jobs
+            self._spend(rule_sql["spend"], {"task": task}, tokens, sum(1 for r in rows if r[2] == task), now,
+                        per_second)
+        return rows
+
+    def _breaker_room(self, rule_sql: dict[str, str], task: str, breaker: CircuitBreaker, stored: Sequence[Any],
+                      now: float, leased: int, limit: int) -> int:
+        """What `task`'s breaker lets a lease take (see `_limits.breaker_room`); an open breaker
+        past its cool-down is moved to half-open here."""
+        state, _failed_at, opened_at = stored
+        room, now_state, wait = _limits.breaker_room(breaker, state, opened_at, now, leased)
+        if now_state != state:
+            if self._execute(rule_sql["breaker_half_open"], {"task": task}).rowcount != 1:
+                return 0  # a failure moved it meanwhile: lease nothing of it this time
+            logger.info("task %s: circuit breaker half-open (%d probes)", task, breaker.probes)
+        if wait is not None:
+            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
+        return limit if room is None else room
+
+    def breakers(self) -> list[BreakerState]:
+        """Where each declared circuit breaker stands, by task name."""
+        rows = self._execute(_rule_statements(self.schema)["breakers"], {}).fetchall()
+        return [_limits.breaker_state(*row) for row in rows]
+
+    def _breakers_failed(self, tasks: Sequence[str]) -> None:
+        """Count a failed attempt of each of `tasks` (those with a breaker) in its breaker, under its row lock."""
+        rules = self._rules.get(self.task_rules)
+        rule_sql = _rule_statements(self.schema)
+        for task in sorted(tasks):  # one order: two nodes' transactions never wait in a cycle
+            declared = rules.get(task)
+            if declared is None or declared.circuit_breaker is None:
+                continue
+            row = self._execute(rule_sql["breaker_lock"], {"task": task}).fetchone()
+            if row is None:
+                continue
+            state, failed_at, opened_at, now = row
+            after = _limits.breaker_failed(declared.circuit_breaker, state, failed_at, opened_at, now)
+            if after != (state, failed_at, opened_at):
+                self._execute(rule_sql["breaker_put"], {"task": task, "state": after[0], "failed_at": after[1],
+                                                        "opened_at": after[2]})
+                if after[0] != state:
+                    logger.warning("task %s: circuit breaker open (%s)", task,
+                                   "a probe failed" if state == _limits.HALF_OPEN else "too many failed attempts")
+
+    def _spend(self, statement: str, names: dict[str, str], tokens: float, taken: int, now: float,
+               per_second: float) -> None:
+        """Write back what a lease of `taken` jobs left in the bucket `names` picks (a queue's or
+        a task's), refilled to `now`; note when the next token is due if none is left (`rate_wait`)."""
+        left = tokens - taken
+        if taken:  # nothing taken: the stored tokens refill to the same value later
+            self._execute(statement, {**names, "tokens": left, "at": now})
+        self._note_wait(left, per_second)
+
+    def _note_wait(self, left: float, per_second: float) -> None:
+        """A bucket left with `left` tokens: if not one whole, say when the next is due (`rate_wait`)."""
+        if _limits.whole(left) == 0:
+            wait = _limits.next_token(left, per_second)
+            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
 
     def _stored_limits(self) -> dict[str, QueueLimits]:
         return self._queues.get(self.queue_limits)
@@ -682,9 +915,12 @@ class PostgresJournal:
         _limits.check_limits(limits)
         latest = sorted({q.queue: q for q in limits}.values())
         if latest:
+            rates = [_limits.parse_rate(q.rate, q.burst) if q.rate is not None else None for q in latest]
             self._execute(_limit_statements(self.schema)["declare"], {
                 "queues": [q.queue for q in latest], "concurrency": [q.concurrency for q in latest],
-                "max_depth": [q.max_depth for q in latest]})
+                "max_depth": [q.max_depth for q in latest], "rate": [q.rate for q in latest],
+                "per_second": [None if r is None else r.per_second for r in rates],
+                "burst": [None if r is None else r.burst for r in rates]})
         self._queues.node = {q.queue: q.node_concurrency for q in latest if q.node_concurrency is not None}
         self._queues.node_prefix = node_prefix
         self._queues.forget()
@@ -702,6 +938,16 @@ class PostgresJournal:
         whose row another transaction holds locked is skipped, not waited for, and appended
         to `busy` when given; the rest were stale.
         """
+        if any(t.circuit_breaker is not None for t in self._rules.get(self.task_rules).values()):
+            with self.transaction():  # a probe's success closes its half-open breaker, in the same commit
+                done = self._complete(acks, busy, results)
+                self._execute(_rule_statements(self.schema)["breaker_close"],
+                              {"ids": [job_id for job_id, _ in acks if "\x00" not in job_id]})
+            return done
+        return self._complete(acks, busy, results)
+
+    def _complete(self, acks: Sequence[tuple[str, int]], busy: list[tuple[str, int]] | None,
+                  results: Mapping[str, KeptResult] | None) -> int:
         if not results:
             return self._settle_pairs(self._sql.complete, acks, busy)
         plain = [pair for pair in acks if pair[0] not in results]
@@ -746,7 +992,13 @@ class PostgresJournal:
                   "finished": [f.state in TERMINAL_STATES for f in failures],
                   "tracebacks": [None if f.traceback is None else _text(f.traceback) for f in failures],
                   "done_channel": self._sql.done_channel}
-        return int(self._execute(self._sql.fail, params).fetchone()[0])  # type: ignore[index]
+        rules = self._rules.get(self.task_rules)
+        if not any(t.circuit_breaker is not None for t in rules.values()):  # no breaker: one statement
+            return int(self._execute(self._sql.fail, params).fetchone()[0])  # type: ignore[index]
+        with self.transaction():  # the attempts' ends and their breakers commit together
+            count, tasks, _ = self._execute(_rule_statements(self.schema)["fail_tasks"], params).fetchone()  # type: ignore[misc]
+            self._breakers_failed(tasks)  # each failed attempt counts, two of one task too
+        return int(count)
 
     def release(self, leases: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
         """Return leased jobs that never started to ready, giving their attempt back; returns rows moved.
@@ -803,12 +1055,36 @@ class PostgresJournal:
         latest = sorted({t.name: t for t in tasks}.values())  # in one order: two nodes starting never deadlock
         if not latest:
             return
-        self._execute(self._sql.declare_tasks, {
-            "names": [t.name for t in latest], "queues": [t.queue for t in latest],
-            "priorities": [t.priority for t in latest], "max_attempts": [t.max_attempts for t in latest],
-            "unique_for": [t.unique_for for t in latest],
-            "concurrency_limits": [t.concurrency_limit for t in latest], "on_conflicts": [t.on_conflict for t in latest],
-        }, isolated=True)
+        _limits.check_task_rules(latest)
+        buckets = [_limits.task_bucket(t) for t in latest]
+        breakers = [_limits.breaker_columns(t) for t in latest]
+        rule_sql = _rule_statements(self.schema)
+        # a task declared again without its breaker: its state goes (a journal that never had a
+        # breaker never touches actorq_breakers, nor needs a privilege on it)
+        had = [t.name for t in latest if t.circuit_breaker is None
+               and getattr(self._rules.get(self.task_rules).get(t.name), "circuit_breaker", None) is not None]
+        with self.transaction():
+            self._execute(self._sql.declare_tasks, {
+                "names": [t.name for t in latest], "queues": [t.queue for t in latest],
+                "priorities": [t.priority for t in latest], "max_attempts": [t.max_attempts for t in latest],
+                "unique_for": [t.unique_for for t in latest], "concurrency": [t.concurrency for t in latest],
+                "rate": [b[0] for b in buckets], "per_second": [b[1] for b in buckets], "burst": [b[2] for b in buckets],
+                "breaker_failures": [b[0] for b in breakers], "breaker_window": [b[1] for b in breakers],
+                "breaker_cool_down": [b[2] for b in breakers], "breaker_probes": [b[3] for b in breakers],
+                "concurrency_limits": [t.concurrency_limit for t in latest],
+                "on_conflicts": [t.on_conflict for t in latest],
+            }, isolated=True)
+            if any(t.circuit_breaker is not None for t in latest):
+                self._execute(rule_sql["breaker_declare"],
+                              {"tasks": [t.name for t in latest if t.circuit_breaker is not None]})
+            if had:
+                self._execute(rule_sql["breaker_drop"], {"tasks": had})
+        self._rules.forget()
+
+    def task_rules(self) -> dict[str, TaskDefaults]:
+        """``{task: its declaration}`` of every declared task with a concurrency, a rate or a circuit breaker."""
+        rows = self._execute(_rule_statements(self.schema)["read"], {}).fetchall()
+        return {row[0]: _limits.rules_of(row) for row in rows}
 
     def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
         """``{name: its declared defaults}`` for those of `names` that were declared."""

@@ -278,15 +278,23 @@ class QueueLimits(NamedTuple):
     `max_depth` (waiting jobs: ready, scheduled and retry) are stored in the journal
     (`Journal.declare_queues`) and enforced by every node and client; `node_concurrency`
     (leased at once by this node's workers) is the declaring node's own.
+
+    `rate` (``"100/m"``: jobs leased per second, minute or hour, every node together) and
+    `burst` (the most tokens the queue's bucket holds; None: the rate's count, at least 1)
+    are a token bucket stored in the journal, refilled by the journal's clock and taken
+    from inside each lease (docs/rate-limits-and-breakers.md).
     """
 
     queue: str
     concurrency: int | None = None
     node_concurrency: int | None = None
     max_depth: int | None = None
+    rate: str | None = None
+    burst: int | None = None
 
 
 MAX_QUEUE_LIMIT = 1_000_000_000  # the largest concurrency or max_depth a queue may set
+RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}  # the units of a rate ("100/m"), in seconds
 QUEUE_LIMITS_TTL = 5.0  # seconds a journal keeps the stored queue limits before reading them again
 
 
@@ -397,6 +405,62 @@ class Attempt(NamedTuple):
     max_attempts: int
 
 
+MAX_BREAKER_SECONDS = 86_400.0  # the longest window or cool-down a circuit breaker may set (a day)
+MAX_BREAKER_FAILURES = 10_000  # the most failures a breaker's window may count before it opens
+
+
+@dataclass(frozen=True)
+class CircuitBreaker:
+    """A task's circuit breaker: stop leasing its jobs for a while when its attempts keep failing.
+
+    ``closed`` (jobs leased as usual) -> ``open`` after `failures` failed attempts within
+    `window` seconds, every node's together -> ``half_open`` `cool_down` seconds later, when
+    at most `probes` of its jobs are leased at once -> ``closed`` when a probe succeeds, or
+    ``open`` again when one fails. While open, its jobs stay ready (they are not failed).
+    The state is kept in the journal (docs/rate-limits-and-breakers.md).
+
+    Raises:
+        ValueError: `failures` or `probes` not an integer from 1 to `MAX_BREAKER_FAILURES`,
+            `window` or `cool_down` not a number of seconds > 0 up to `MAX_BREAKER_SECONDS`.
+    """
+
+    failures: int = 5
+    window: float = 60.0
+    cool_down: float = 30.0
+    probes: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("failures", "probes"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_BREAKER_FAILURES):
+                raise ValueError(f"circuit breaker: {name} must be an integer from 1 to {MAX_BREAKER_FAILURES:,}, "
+                                 f"got {value!r}")
+        for name in ("window", "cool_down"):
+            value = getattr(self, name)
+            if not (_is_number(value) and 0 < value <= MAX_BREAKER_SECONDS):
+                raise ValueError(f"circuit breaker: {name} must be a number of seconds > 0 and at most "
+                                 f"{MAX_BREAKER_SECONDS:,.0f}, got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+
+class BreakerState(NamedTuple):
+    """Where a task's circuit breaker stands (`Journal.breakers`).
+
+    Attributes:
+        task: the task's name.
+        state: ``closed``, ``open`` or ``half_open``.
+        failures: failed attempts within the window (closed), as last written.
+        opened_at: Unix time (the journal's clock) it last opened; None if it never did.
+        reopens_at: when an open breaker lets probes through (None unless open).
+    """
+
+    task: str
+    state: str
+    failures: int
+    opened_at: float | None
+    reopens_at: float | None
+
+
 class TaskDefaults(NamedTuple):
     """A task's declared defaults, as a node's registry declares them (`Journal.declare_tasks`).
 
@@ -416,7 +480,15 @@ class TaskDefaults(NamedTuple):
     limit of their own (None: 1; see `NewJob.concurrency_limit`)."""
     on_conflict: str | None = None
     """``"discard"``: the task's jobs with a concurrency key are not added once the key has its
-    limit of live jobs (`NewJob.discard_over_limit`); ``"block"`` or None: they wait."""
+    limit of admitted jobs (`NewJob.discard_over_limit`); ``"block"`` or None: they wait."""
+    concurrency: int | None = None
+    """Jobs of the task leased at once, every node together (None: no limit of its own)."""
+    rate: str | None = None
+    """Jobs of the task leased per second, minute or hour (``"10/s"``), every node together."""
+    burst: int | None = None
+    """The most tokens the task's bucket holds (None: the rate's count)."""
+    circuit_breaker: CircuitBreaker | None = None
+    """Its circuit breaker (None: none)."""
 
 
 class KeptResult(NamedTuple):
@@ -710,6 +782,14 @@ class Journal(Protocol):
         now (by every owner, or by the owners under this node's prefix), counted inside the
         lease's transaction: on PostgreSQL the claimers of a limited queue are serialized
         on its settings row. Limited queues are leased first, then the rest in one statement.
+
+        A queue with a ``rate`` gives at most the whole tokens of its bucket, refilled by the
+        journal's clock, and spends what it took; a task declared with rules (`task_rules`)
+        whose declared queue is among `queues` is leased by a statement of its own within its
+        room (its concurrency, its tokens, its circuit breaker), the others by one statement
+        that leaves its jobs out. Jobs left ready by a rule are not failed. After the lease,
+        ``rate_wait`` holds the seconds until the soonest token (or end of a breaker's
+        cool-down) that would let more through, or None.
         """
 
     def declare_queues(self, limits: Sequence[QueueLimits], node_prefix: str = "") -> None:
@@ -718,6 +798,18 @@ class Journal(Protocol):
 
     def queue_limits(self) -> dict[str, QueueLimits]:
         """``{queue: stored limits}`` of every queue some node declared (`node_concurrency` is None)."""
+
+    def task_rules(self) -> dict[str, TaskDefaults]:
+        """``{task: its declaration}`` of every task declared with a concurrency, a rate or a
+        circuit breaker (`declare_tasks`): the tasks whose jobs a lease takes by their own
+        statements, within their room (docs/rate-limits-and-breakers.md)."""
+
+    def breakers(self) -> list[BreakerState]:
+        """Where each declared circuit breaker stands, by task name.
+
+        A breaker's state moves in the transactions that store its task's attempts' ends
+        (`fail` counts a failed attempt; `complete` of a half-open task's job closes it) and
+        in a lease (open -> half-open once its cool-down is over)."""
 
     def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None,
                  results: Mapping[str, KeptResult] | None = None) -> int:

@@ -47,18 +47,18 @@ from actorq.journal.config import (
     JournalConfig, check_url, redact_url,
 )
 from actorq.journal.protocol import (
-    TERMINAL_STATES, Attempt, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState,
+    TERMINAL_STATES, Attempt, BreakerState, CircuitBreaker, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState,
     JobSummary, KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow, TaskDefaults,
     check_clear, check_failures, check_listing, check_prune, merge_pages,
 )
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 11  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
+SCHEMA_VERSION = 12  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
 # 6: paused queues, job time limits; 7: unique periods (unique_until); 8: the index of finished jobs (retention);
 # 9: queue limits (actorq_queues, the index of waiting jobs by queue);
-# 10: the operator's index of jobs by state and queue; 11: flow keys (blocked jobs, admission triggers)
-# 10: the operator's partial index of jobs by state and queue (listings)
+# 10: the operator's partial index of jobs by state and queue (listings);
+# 11: flow keys (blocked jobs, admission triggers); 12: rate limits (a token bucket per queue), task rules, breakers
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 LOCK_FIRST_DELAY, LOCK_MAX_DELAY = 50e-6, 2e-3  # seconds between tries for the write lock (`_begin`)
@@ -85,13 +85,22 @@ def _by_lease(pairs: Sequence[tuple[str, int]]) -> dict[int, list[str]]:
 
 # Queue limits (schema 9); only a queue listed in actorq_queues runs these.
 _LIMITS_SQL = {
+    # A new bucket starts full; a declared one keeps its tokens (at most the new burst), so a
+    # node starting does not hand out a second burst. No rate: no bucket.
     "declare": (
-        "INSERT INTO actorq_queues (queue, concurrency, max_depth, declared_at) VALUES (?, ?, ?, ?)"
+        "INSERT INTO actorq_queues (queue, concurrency, max_depth, declared_at, rate, per_second, burst, tokens,"
+        " tokens_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?4)"
         " ON CONFLICT (queue) DO UPDATE SET concurrency = excluded.concurrency, max_depth = excluded.max_depth,"
-        " declared_at = excluded.declared_at"
+        " declared_at = excluded.declared_at, rate = excluded.rate, per_second = excluded.per_second,"
+        " burst = excluded.burst,"
+        " tokens = CASE WHEN actorq_queues.tokens IS NULL OR excluded.tokens IS NULL THEN excluded.tokens"
+        "  ELSE min(actorq_queues.tokens, excluded.burst) END,"
+        " tokens_at = CASE WHEN actorq_queues.tokens IS NULL OR excluded.tokens IS NULL THEN excluded.tokens_at"
+        "  ELSE actorq_queues.tokens_at END"
     ),
-    "read": "SELECT queue, concurrency, NULL, max_depth FROM actorq_queues",
-    "concurrency": "SELECT concurrency FROM actorq_queues WHERE queue = ?",
+    "read": "SELECT queue, concurrency, NULL, max_depth, rate, burst FROM actorq_queues",
+    "concurrency": "SELECT concurrency, per_second, burst, tokens, tokens_at FROM actorq_queues WHERE queue = ?",
+    "spend": "UPDATE actorq_queues SET tokens = ?, tokens_at = ? WHERE queue = ?",
     "max_depth": "SELECT max_depth FROM actorq_queues WHERE queue = ?",
     "present": "SELECT id FROM actorq_jobs WHERE id IN ({marks})",  # re-sent ids take no room
     # every lease of the queue, then those under the node's prefix (substr: no LIKE patterns)
@@ -105,6 +114,53 @@ _LIMITS_SQL = {
         " + (SELECT count(*) FROM actorq_jobs WHERE state IN ('blocked', 'scheduled', 'retry') AND queue = ?1)"
     ),
 }
+
+
+# A task's rules (schema 12); only a journal with a task declared with rules runs these.
+_RULES_SQL = {
+    "read": ("SELECT name, queue, priority, max_attempts, unique_for, concurrency, rate, burst, breaker_failures,"
+             " breaker_window, breaker_cool_down, breaker_probes FROM actorq_tasks"
+             " WHERE concurrency IS NOT NULL OR rate IS NOT NULL OR breaker_failures IS NOT NULL"),
+    "rules": ("SELECT concurrency, per_second, burst, tokens, tokens_at, breaker_failures, breaker_window,"
+              " breaker_cool_down, breaker_probes FROM actorq_tasks WHERE name = ?"),
+    # circuit breakers: a task declared with one has a row, closed at first
+    "breaker": "SELECT state, failed_at, opened_at FROM actorq_breakers WHERE task = ?",
+    "breaker_put": (
+        "INSERT INTO actorq_breakers (task, state, failed_at, opened_at, changed_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (task) DO UPDATE SET state = excluded.state, failed_at = excluded.failed_at,"
+        " opened_at = excluded.opened_at, changed_at = excluded.changed_at"
+    ),
+    "breaker_declare": ("INSERT INTO actorq_breakers (task, state, changed_at) VALUES (?, 'closed', ?)"
+                        " ON CONFLICT (task) DO NOTHING"),
+    "breaker_drop": "DELETE FROM actorq_breakers WHERE task = ?",
+    # a probe's success closes a half-open breaker: the tasks of the jobs this complete ended
+    "breaker_close": (
+        "UPDATE actorq_breakers SET state = 'closed', failed_at = '[]', changed_at = ?"
+        " WHERE state = 'half_open' AND task IN (SELECT task FROM actorq_jobs WHERE state = 'succeeded'"
+        "  AND id IN ({marks}))"
+    ),
+    "breakers": (
+        "SELECT b.task, b.state, b.failed_at, b.opened_at, t.breaker_cool_down FROM actorq_breakers b"
+        " JOIN actorq_tasks t ON t.name = b.task WHERE t.breaker_failures IS NOT NULL ORDER BY b.task"
+    ),
+    # every lease of the task: the leased jobs' index (the jobs in flight), filtered by task
+    "leased": "SELECT count(*) FROM actorq_jobs WHERE state = 'leased' AND task = ?",
+    "spend": "UPDATE actorq_tasks SET tokens = ?, tokens_at = ? WHERE name = ?",
+    # ?1 lease id, ?2 owner, ?3 expiry, the queues ({marks}), then the task, then the limit
+    "lease_task": SQL.lease.replace("AND queue IN ({marks})", "AND queue IN ({marks}) AND task = ?", 1),
+    # the others: the ruled tasks ({tasks}) left out, after the queues
+    "lease_others": SQL.lease.replace("AND queue IN ({marks})", "AND queue IN ({marks}) AND task NOT IN ({tasks})", 1),
+}
+if _RULES_SQL["lease_task"] == SQL.lease or _RULES_SQL["lease_others"] == SQL.lease:
+    raise RuntimeError("the lease statement has no 'AND queue IN ({marks})' to narrow")
+
+
+def _bucket(limits: QueueLimits) -> tuple[str | None, float | None, int | None]:
+    """The stored rate columns of `limits`: (rate, tokens per second, burst), or Nones."""
+    if limits.rate is None:
+        return None, None, None
+    rate = _limits.parse_rate(limits.rate, limits.burst)
+    return limits.rate, rate.per_second, rate.burst
 
 
 def _schema_sql(version: int) -> str:
@@ -169,6 +225,9 @@ class SQLiteJournal:
         self._in_tx = False
         self._busy_ms = int(busy_timeout * 1000)
         self._queues = _limits.LimitsCache()
+        self._rules = _limits.LimitsCache()  # the tasks declared with rules, read again every 5 s
+        self.rate_wait: float | None = None
+        """After a lease: seconds until the next token of a rate it found empty (None: no bucket ran out)."""
         self.lock_waits = 0
         """Write transactions that found the lock taken and waited for it (`_begin`)."""
         self.applied_versions: list[int] = []
@@ -500,37 +559,123 @@ class SQLiteJournal:
 
         Jobs are chosen by priority, then id; the returned list is in no particular order.
         """
+        self.rate_wait = None
         if limit <= 0 or not queues:
             return []
         now = self._clock()
         lease_id = random.getrandbits(62) + 1
+        lease = (lease_id, owner, now + lease_for)
         with self.transaction():
             rows: list[Sequence[object]] = []
+            ruled = _limits.lease_ruled(self._rules.get(self.task_rules), queues)
             limited = self._queues.lease_limited(self._stored_limits(), queues)
             if limited:  # each limited queue alone, at most its room; then the others together
                 for queue in limited:
-                    take = self._lease_room(queue, limit - len(rows))
-                    if take > 0:
-                        rows += self._conn.execute(SQL.lease.format(marks=in_list(1)),
-                                                   (lease_id, owner, now + lease_for, queue, take)).fetchall()
+                    take, bucket = self._lease_room(queue, limit - len(rows), now)
+                    got = self._lease_some([queue], take, ruled, lease, now) if take > 0 else []
+                    rows += got
+                    if bucket is not None:
+                        self._spend(_LIMITS_SQL["spend"], queue, bucket, len(got), now)
                 limit -= len(rows)
                 queues = [q for q in queues if q not in limited]
             if limit > 0 and queues:
-                rows += self._conn.execute(
-                    SQL.lease.format(marks=in_list(len(queues))), (lease_id, owner, now + lease_for, *queues, limit),
-                ).fetchall()
+                rows += self._lease_some(queues, limit, ruled, lease, now)
         # RETURNING gives a whole REAL back as an int (30, not 30.0): the protocol says float
         return [LeasedJob(*row[:6], lease_id, None if row[6] is None else float(row[6])) for row in rows]
 
-    def _lease_room(self, queue: str, limit: int) -> int:
-        """How many of `queue` a lease may take now (in the write transaction: one writer at a time)."""
+    def _lease_some(self, queues: Sequence[str], limit: int, ruled: Sequence[str], lease: tuple[int, str, float],
+                    now: float) -> list[Sequence[object]]:
+        """Lease up to `limit` of `queues`: without `ruled` tasks, today's one statement; with,
+        each ruled task's room read, then the jobs of those whose rule binds (a room below
+        `limit`) by a statement each within it, then the others by the one statement, those
+        tasks' jobs left out. A rule that does not bind adds only its reads."""
+        marks = in_list(len(queues))
+        if not ruled:
+            return self._conn.execute(SQL.lease.format(marks=marks), (*lease, *queues, limit)).fetchall()
+        rooms: dict[str, int] = {}  # the tasks whose rule binds in this lease: their room
+        buckets: dict[str, tuple[float, float]] = {}
+        for task in ruled:
+            take, bucket = self._task_room(task, limit, now)
+            if bucket is not None:
+                buckets[task] = bucket
+            if take < limit:
+                rooms[task] = take
+        rows: list[Sequence[object]] = []
+        for task, room in rooms.items():
+            if room > 0 and len(rows) < limit:
+                rows += self._conn.execute(_RULES_SQL["lease_task"].format(marks=marks),
+                                           (*lease, *queues, task, min(room, limit - len(rows)))).fetchall()
+        if len(rows) < limit:
+            if rooms:
+                rows += self._conn.execute(_RULES_SQL["lease_others"].format(marks=marks, tasks=in_list(len(rooms))),
+                                           (*lease, *queues, *rooms, limit - len(rows))).fetchall()
+            else:
+                rows += self._conn.execute(SQL.lease.format(marks=marks), (*lease, *queues, limit)).fetchall()
+        for task, bucket in buckets.items():  # each bucket pays for its task's jobs
+            self._spend(_RULES_SQL["spend"], task, bucket, sum(1 for r in rows if r[2] == task), now)
+        return rows
+
+    def _task_room(self, task: str, limit: int, now: float) -> tuple[int, tuple[float, float] | None]:
+        """How many jobs of `task` a lease may take now, and its bucket refilled to `now`."""
+        row = self._conn.execute(_RULES_SQL["rules"], (task,)).fetchone()
+        if row is None:  # no longer declared with rules (the cache is older): no bound of its own
+            return limit, None
+        concurrency, per_second, burst, tokens, tokens_at, *breaker_columns = row
+        breaker = _limits.breaker_of(*breaker_columns)
+        if breaker is not None and limit > 0:
+            limit = min(limit, self._breaker_room(task, breaker, limit, now))
+        bucket = None
+        if per_second is not None:
+            bucket = (_limits.refill(tokens, tokens_at, now, per_second, burst), per_second)
+            limit = min(limit, _limits.whole(bucket[0]))
+        if concurrency is not None and limit > 0:
+            limit = min(limit, concurrency - self._conn.execute(_RULES_SQL["leased"], (task,)).fetchone()[0])
+        return max(0, limit), bucket
+
+    def _breaker_room(self, task: str, breaker: CircuitBreaker, limit: int, now: float) -> int:
+        """What `task`'s breaker lets a lease take: all (closed), none (open: `rate_wait` says
+        when its cool-down ends), its probes less its leased jobs (half-open, which an open
+        breaker past its cool-down becomes here)."""
+        state_row = self._conn.execute(_RULES_SQL["breaker"], (task,)).fetchone()
+        if state_row is None:
+            return limit
+        state, failed_at, opened_at = state_row
+        leased = 0
+        if state != _limits.CLOSED:
+            leased = self._conn.execute(_RULES_SQL["leased"], (task,)).fetchone()[0]
+        room, now_state, wait = _limits.breaker_room(breaker, state, opened_at, now, leased)
+        if now_state != state:
+            self._conn.execute(_RULES_SQL["breaker_put"], (task, now_state, failed_at, opened_at, now))
+            logger.info("task %s: circuit breaker half-open (%d probes)", task, breaker.probes)
+        if wait is not None:
+            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
+        return limit if room is None else room
+
+    def _lease_room(self, queue: str, limit: int, now: float) -> tuple[int, tuple[float, float] | None]:
+        """How many of `queue` a lease may take now (in the write transaction: one writer at a
+        time), and its bucket refilled to `now` as ``(tokens, per_second)`` if it has a rate."""
         row = self._conn.execute(_LIMITS_SQL["concurrency"], (queue,)).fetchone()
-        concurrency = None if row is None else row[0]
+        concurrency, per_second, burst, tokens, tokens_at = (None,) * 5 if row is None else row
+        bucket = None
+        if per_second is not None:
+            bucket = (_limits.refill(tokens, tokens_at, now, per_second, burst), per_second)
+            limit = min(limit, _limits.whole(bucket[0]))
         node_limit = self._queues.node.get(queue)
         if concurrency is None and node_limit is None:
-            return limit
+            return max(0, limit), bucket
         leased, node_leased = self._conn.execute(_LIMITS_SQL["leased"], (queue, self._queues.node_prefix)).fetchone()
-        return _limits.room(limit, concurrency, node_limit, leased, node_leased)
+        return _limits.room(limit, concurrency, node_limit, leased, node_leased), bucket
+
+    def _spend(self, statement: str, name: str, bucket: tuple[float, float], taken: int, now: float) -> None:
+        """Write back what a lease of `taken` jobs left in the bucket of `name` (a queue or a
+        task); note when the next token is due if the lease found none left (`rate_wait`)."""
+        tokens, per_second = bucket
+        left = tokens - taken
+        if taken:  # nothing taken: the stored tokens refill to the same value later
+            self._conn.execute(statement, (left, now, name))
+        if _limits.whole(left) == 0:
+            wait = _limits.next_token(left, per_second)
+            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
 
     def _stored_limits(self) -> dict[str, QueueLimits]:
         return self._queues.get(self.queue_limits)
@@ -545,8 +690,8 @@ class SQLiteJournal:
         _limits.check_limits(limits)
         now = self._clock()
         with self.transaction():
-            self._conn.executemany(_LIMITS_SQL["declare"],
-                                   [(q.queue, q.concurrency, q.max_depth, now) for q in limits])
+            self._conn.executemany(_LIMITS_SQL["declare"], [(q.queue, q.concurrency, q.max_depth, now, *_bucket(q))
+                                                            for q in limits])
         self._queues.node = {q.queue: q.node_concurrency for q in limits if q.node_concurrency is not None}
         self._queues.node_prefix = node_prefix
         self._queues.forget()
@@ -567,6 +712,7 @@ class SQLiteJournal:
             return 0
         now = self._clock()
         accepted = 0
+        original = acks
         with self.transaction():
             if results:
                 plain = []
@@ -586,6 +732,10 @@ class SQLiteJournal:
                 for chunk in _chunks(ids):
                     accepted += self._conn.execute(
                         SQL.complete.format(marks=in_list(len(chunk))), (now, lease_id, *chunk)).rowcount
+            if any(t.circuit_breaker is not None for t in self._rules.get(self.task_rules).values()):
+                done = list(dict.fromkeys(job_id for job_id, _ in original))
+                for chunk in _chunks(done):  # a probe's success closes its half-open breaker
+                    self._conn.execute(_RULES_SQL["breaker_close"].format(marks=in_list(len(chunk))), (now, *chunk))
         return accepted
 
     def fail(self, failures: Sequence[Failure]) -> int:
@@ -597,6 +747,7 @@ class SQLiteJournal:
         check_failures(failures)
         now = self._clock()
         accepted = 0
+        failed_tasks: list[str] = []
         with self.transaction():
             for f in failures:
                 row = self._conn.execute(SQL.fail, (
@@ -606,6 +757,9 @@ class SQLiteJournal:
                 if row is not None:
                     accepted += 1
                     self._conn.execute(SQL.fail_error, (f.job_id, row[0], now, f.error))
+                    failed_tasks.append(row[1])
+            if failed_tasks and self._rules.get(self.task_rules):  # no rules: nothing more
+                self._breakers_failed(failed_tasks, now)
         return accepted
 
     def release(self, leases: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
@@ -657,9 +811,44 @@ class SQLiteJournal:
         latest = {t.name: t for t in tasks}  # the last of a name wins, in a batch as across nodes
         if not latest:
             return
+        _limits.check_task_rules(list(latest.values()))
         now = self._clock()
         with self.transaction(), self._savepoint():
-            self._conn.executemany(SQL.declare_tasks, [(*t, now) for t in latest.values()])
+            self._conn.executemany(SQL.declare_tasks, [
+                (t.name, t.queue, t.priority, t.max_attempts, t.unique_for, now, t.concurrency, *_limits.task_bucket(t),
+                 *_limits.breaker_columns(t), t.concurrency_limit, t.on_conflict) for t in latest.values()])
+            self._conn.executemany(_RULES_SQL["breaker_declare"],
+                                   [(t.name, now) for t in latest.values() if t.circuit_breaker is not None])
+            self._conn.executemany(_RULES_SQL["breaker_drop"],
+                                   [(t.name,) for t in latest.values() if t.circuit_breaker is None])
+        self._rules.forget()
+
+    def task_rules(self) -> dict[str, TaskDefaults]:
+        """``{task: its declaration}`` of every declared task with a concurrency, a rate or a circuit breaker."""
+        with self._reading():
+            return {row[0]: _limits.rules_of(row) for row in self._conn.execute(_RULES_SQL["read"])}
+
+    def breakers(self) -> list[BreakerState]:
+        """Where each declared circuit breaker stands, by task name."""
+        with self._reading():
+            rows = self._conn.execute(_RULES_SQL["breakers"]).fetchall()
+        return [_limits.breaker_state(*row) for row in rows]
+
+    def _breakers_failed(self, tasks: Sequence[str], now: float) -> None:
+        """Count a failed attempt of each of `tasks` (those with a breaker) in its breaker."""
+        rules = self._rules.get(self.task_rules)
+        for task in tasks:
+            declared = rules.get(task)
+            if declared is None or declared.circuit_breaker is None:
+                continue
+            row = self._conn.execute(_RULES_SQL["breaker"], (task,)).fetchone()
+            state, failed_at, opened_at = row if row is not None else (_limits.CLOSED, "[]", None)
+            after = _limits.breaker_failed(declared.circuit_breaker, state, failed_at, opened_at, now)
+            if after != (state, failed_at, opened_at):
+                self._conn.execute(_RULES_SQL["breaker_put"], (task, *after, now))
+                if after[0] != state:
+                    logger.warning("task %s: circuit breaker open (%s)", task,
+                                   "a probe failed" if state == _limits.HALF_OPEN else "too many failed attempts")
 
     def declared_tasks(self, names: Sequence[str]) -> dict[str, TaskDefaults]:
         """``{name: its declared defaults}`` for those of `names` that were declared."""

@@ -29,7 +29,8 @@ from actorq.jobs.outcome import ON_CONFLICT, TaskPolicy
 from actorq.jobs.task import Job, check_name
 from actorq.journal import migrate
 from actorq.journal.backends import journal_class, open_journal
-from actorq.journal.protocol import MAX_ATTEMPTS, MAX_CONCURRENCY_LIMIT, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, JobState
+from actorq.journal._limits import parse_rate
+from actorq.journal.protocol import MAX_ATTEMPTS, MAX_CONCURRENCY_LIMIT, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, BreakerState, JobState, QueueLimits
 from actorq.node import cli_jobs
 from actorq.node.cli_flags import (
     FINAL_STATES, MAX_WAIT, duration_text as _duration_text, integer_flag as _integer,
@@ -246,10 +247,28 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
              f"next {_local(schedule.next_after(now), schedule.timezone)}{unknown}")
     _out(f"  queues    {len(config.queues) or '(no limits)'}")
     for limits in config.queues:
-        rules = [f"{key} {getattr(limits, key):,}" for key in ("concurrency", "node_concurrency", "max_depth")
-                 if getattr(limits, key) is not None]
-        _out(f"    {limits.queue}: {', '.join(rules) or 'no limits (clears what the journal holds)'}")
+        _out(f"    {limits.queue}: {', '.join(_queue_rules(limits)) or 'no limits (clears what the journal holds)'}")
     return EXIT_OK
+
+
+def _breaker_text(breaker: BreakerState) -> str:
+    """``closed (2 failures in its window)``, ``open until 12:00:30 UTC``, ``half_open (probing)``."""
+    if breaker.state == "open" and breaker.reopens_at is not None:
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(breaker.reopens_at))
+        return f"open: its jobs wait, probes from {until}"
+    if breaker.state == "half_open":
+        return "half_open: probing"
+    return f"closed ({breaker.failures} failed attempts in its window)"
+
+
+def _queue_rules(limits: QueueLimits) -> list[str]:
+    """A queue's rules as ``["concurrency 3", "rate 100/m (burst 100)"]``; node_concurrency is
+    None in what the journal stores."""
+    rules = [f"{key} {getattr(limits, key):,}" for key in ("concurrency", "node_concurrency", "max_depth")
+             if getattr(limits, key) is not None]
+    if limits.rate is not None:
+        rules.append(f"rate {limits.rate} (burst {parse_rate(limits.rate, limits.burst).burst:,})")
+    return rules
 
 
 def _seconds_text(value: float) -> str:
@@ -275,6 +294,14 @@ def _describe_policy(policy: TaskPolicy) -> str:
         parts.append(f"unique for {_seconds_text(policy.unique_for)}")
     if policy.concurrency_limit is not None or policy.on_conflict is not None:
         parts.append(f"concurrency key limit {policy.concurrency_limit or 1} ({policy.on_conflict or 'block'})")
+    if policy.concurrency is not None:
+        parts.append(f"concurrency {policy.concurrency:,}")
+    if policy.rate is not None:
+        parts.append(f"rate {policy.rate} (burst {parse_rate(policy.rate, policy.burst).burst:,})")
+    if policy.circuit_breaker is not None:
+        b = policy.circuit_breaker
+        parts.append(f"circuit breaker {b.failures} failures in {b.window:g} s, cool-down {b.cool_down:g} s, "
+                     f"{b.probes} probe{'s' if b.probes != 1 else ''}")
     return ", ".join(parts)
 
 
@@ -381,11 +408,16 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         counts = client.counts()
         paused = client.paused_queues()
         limits = client.queue_limits()
+        breakers = client.breakers()
     node, lines = _node_status(config, args.timeout)
     if args.json:
-        stored = {name: {key: value for key, value in (("concurrency", q.concurrency), ("max_depth", q.max_depth))
+        stored = {name: {key: value for key, value in (("concurrency", q.concurrency), ("max_depth", q.max_depth),
+                                                        ("rate", q.rate), ("burst", q.burst))
                          if value is not None} for name, q in sorted(limits.items())}
-        _out(json.dumps({"queues": counts, "paused": paused, "limits": stored, "node": node}, sort_keys=True))
+        circuits = {b.task: {"state": b.state, "failures": b.failures, "opened_at": b.opened_at,
+                             "reopens_at": b.reopens_at} for b in breakers}
+        _out(json.dumps({"queues": counts, "paused": paused, "limits": stored, "breakers": circuits, "node": node},
+                        sort_keys=True))
         return EXIT_OK
     states = [str(state) for state in JobState]
     _out(f"journal {config.journal.describe()}")
@@ -397,10 +429,11 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     if paused:
         _out(f"paused queues (lease nothing): {', '.join(paused)}")
     for name, q in sorted(limits.items()):
-        rules = [f"{key} {value:,}" for key, value in (("concurrency", q.concurrency), ("max_depth", q.max_depth))
-                 if value is not None]
+        rules = _queue_rules(q)
         if rules:
             _out(f"queue {name}: {', '.join(rules)} (docs/flow-control.md)")
+    for breaker in breakers:
+        _out(f"task {breaker.task}: circuit breaker {_breaker_text(breaker)}")
     for line in lines:
         _out(line)
     return EXIT_OK

@@ -80,6 +80,8 @@ A complete ``topology.toml``; every value shown is the default except ``tasks``:
     concurrency = 3                # jobs of the queue leased at once, every node together
     node_concurrency = 2           # jobs of it leased at once by this node's workers
     max_depth = 10000              # waiting jobs (ready, scheduled, retry); past it enqueue raises QueueFull
+    rate = "100/m"                 # jobs leased per s, m or h, every node together (docs/rate-limits-and-breakers.md)
+    burst = 100                    # tokens the rate's bucket holds at most; default: the rate's count
 
     [[schedules]]                  # none by default; one table per schedule (docs/schedules.md)
     name = "nightly-report"        # unique; at most 200 characters
@@ -120,6 +122,7 @@ from actorq.jobs.settings import (
 from actorq.jobs.wire import MAX_CREDITS, payload_budget
 from actorq.journal.backends import journal_class
 from actorq.journal.config import MAX_SECONDS, JournalConfig
+from actorq.journal._limits import parse_rate
 from actorq.journal.protocol import MAX_QUEUE_LIMIT, QueueLimits
 from actorq.journal.config import redact_url as redact_url  # for the CLI and benches
 from actorq.node.dashboard.settings import DashboardConfig, bind_problem as dashboard_bind_problem, token_problem
@@ -339,11 +342,12 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<config>",
     return dataclasses.replace(config, node=node, schedules=schedules, queues=queues, path=path)
 
 
-_QUEUE_KEYS = ("concurrency", "node_concurrency", "max_depth")
+_QUEUE_KEYS = ("concurrency", "node_concurrency", "max_depth", "rate", "burst")
 
 
 def parse_queues(raw: object, source: str) -> tuple[QueueLimits, ...]:
-    """Validate the ``[queues.NAME]`` tables: each key an integer from 1 to `MAX_QUEUE_LIMIT`.
+    """Validate the ``[queues.NAME]`` tables: each count an integer from 1 to `MAX_QUEUE_LIMIT`,
+    ``rate`` a string ``COUNT/UNIT`` (`parse_rate`), ``burst`` only beside a rate.
 
     Every problem is a `ConfigError` naming the key (``queues.reports.concurrency``).
     """
@@ -358,17 +362,24 @@ def parse_queues(raw: object, source: str) -> tuple[QueueLimits, ...]:
             raise ConfigError(source, where if len(name) <= 60 else "queues", str(exc)) from None
         if not isinstance(table, Mapping):
             raise ConfigError(source, where, f"expected a table, {_got(table)}")
-        values: dict[str, int] = {}
+        values: dict[str, Any] = {}
         for key, value in table.items():
             if key not in _QUEUE_KEYS:
                 close = difflib.get_close_matches(key, _QUEUE_KEYS, n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(map(repr, _QUEUE_KEYS))}"
                 raise ConfigError(source, f"{where}.{key}", f"unknown key; {hint}")
-            if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_QUEUE_LIMIT):
+            if key == "rate":
+                try:
+                    parse_rate(value)
+                except ValueError as exc:
+                    raise ConfigError(source, f"{where}.rate", str(exc)) from None
+            elif not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_QUEUE_LIMIT):
                 raise ConfigError(source, f"{where}.{key}", f"expected an integer from 1 to {MAX_QUEUE_LIMIT}, {_got(value)}")
             values[key] = value
+        if "burst" in values and "rate" not in values:
+            raise ConfigError(source, f"{where}.burst", "a burst needs a rate in the same table")
         found.append(QueueLimits(name, **values))
-    return tuple(sorted(found))
+    return tuple(sorted(found, key=lambda q: q.queue))
 
 
 _SCHEDULE_KEYS = ("name", "cron", "task", "args", "kwargs", "queue", "timezone", "catch_up")
