@@ -188,7 +188,8 @@ def _node_config(args: argparse.Namespace, journal: str, schema: str | None, wor
     # workers import the tasks from it, so the task module is copied there.
     shutil.copy2(HERE / "bench_tasks.py", workdir / "bench_tasks.py")
     limits = {key: value for key, value in (("concurrency", getattr(args, "queue_concurrency", 0)),
-                                             ("max_depth", getattr(args, "queue_max_depth", 0))) if value}
+                                             ("max_depth", getattr(args, "queue_max_depth", 0)),
+                                             ("rate", getattr(args, "queue_rate", ""))) if value}
     return parse_config(
         {
             "node": {"name": "bench", "tasks": ["bench_tasks:registry"], "log_level": "warning"},
@@ -370,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue-max-depth", type=int, default=0, metavar="N",
                         help="[queues.default] max_depth = N: every enqueue batch counts the waiting jobs; "
                              "0: no limit (default)")
+    parser.add_argument("--queue-rate", default="", metavar="COUNT/UNIT",
+                        help='[queues.default] rate = COUNT/UNIT ("1000000/s"): every lease takes tokens from '
+                             "the queue's bucket (docs/rate-limits-and-breakers.md); default: no rate")
     parser.add_argument("--keys", choices=KEY_RULES, default="none",
                         help=f"flow-control keys on every job: none (default); ordering ({ORDERING_KEYS:,} "
                              f"distinct ordering keys, in turn); concurrency (one key, limit {CONCURRENCY_LIMIT}); "
@@ -397,7 +401,8 @@ def measure_all(args: argparse.Namespace) -> None:
           f"{'sync' if args.sync else 'async'} no-op tasks | {args.jobs:,} jobs per run | "
           f"{'paced at %d jobs/s' % args.rate if args.rate else 'all jobs told at once'}"
           + (f" | queue concurrency {args.queue_concurrency}" if args.queue_concurrency else "")
-          + (f" | queue max_depth {args.queue_max_depth}" if args.queue_max_depth else ""))
+          + (f" | queue max_depth {args.queue_max_depth}" if args.queue_max_depth else "")
+          + (f" | queue rate {args.queue_rate}" if args.queue_rate else ""))
     for journal in journals:
         print(describe_journal(journal, args.synchronous, args.history))
     results: dict[str, list[dict[str, float]]] = {j: [] for j in journals}

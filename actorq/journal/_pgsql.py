@@ -77,7 +77,6 @@ class Statements(JobStatements):
     resign: str
     lock_keys: str
     lock_flow: str  # an enqueue's flow keys, exclusive
-    admit: str  # fill the free slots of flow keys (the function of migration 012)
 
 
 # Rows another node may hold locked (it is rescuing them, or its session is paused inside a

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, STATE_MARK, JobStatements, admitted_of_key
 
 IN_CHUNK = 500  # values per IN list; far below SQLite's limit of 32,766 bound parameters
-ENQUEUE_COLUMNS = 15  # bound values per row of `enqueue`
+ENQUEUE_COLUMNS = 16  # bound values per row of `enqueue`
 RESULT_COLUMNS = 4  # bound values per row of `complete_with_result`
 
 
@@ -28,6 +28,7 @@ class Statements(JobStatements):
 
     fail_error: str  # the error row of an accepted `fail` (PostgreSQL writes it inside `fail`)
     prune_errors: str  # the error rows of pruned jobs (PostgreSQL deletes them inside `prune`)
+    blocked_keys: str  # which of some flow keys have a blocked job
 
 
 def in_list(count: int) -> str:
@@ -61,8 +62,17 @@ _TEXT = {
     "enqueue": (
         "INSERT INTO actorq_jobs (id, queue, task, payload, state, priority, run_at,"
         " max_attempts, created_at, unique_key, timeout, unique_until, flow_key, flow_limit)"
-        " SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, column10,"
-        " column11, column12, column13, column14 FROM (VALUES {marks}) AS v"
+        " SELECT column1, column2, column3, column4,"
+        # a keyed job (column13) is admitted at once when it is the first of its key in the
+        # batch (column16), no job of its key waits blocked and its key has room; else blocked
+        # (SQLiteJournal._insert admits the rest of a batch's key after the insert)
+        "  CASE WHEN column13 IS NULL THEN column5"
+        "  WHEN column16 = 1 AND NOT EXISTS (SELECT 1 FROM actorq_jobs b"
+        "   WHERE b.flow_key = v.column13 AND b.state = 'blocked')"
+        f"   AND {admitted_of_key('actorq_jobs', 'v.column13')} < v.column14 THEN column5"
+        "  ELSE 'blocked' END,"
+        " column6, column7, column8, column9, column10, column11, column12, column13, column14"
+        " FROM (VALUES {marks}) AS v"
         " WHERE (v.column10 IS NULL OR NOT EXISTS (SELECT 1 FROM actorq_jobs p"
         "  WHERE p.unique_key = v.column10 AND p.unique_until > v.column9))"
         # column15: 1 when the job is not added once its key has flow_limit admitted jobs
@@ -77,6 +87,17 @@ _TEXT = {
         f" UNION ALL SELECT unique_key, id, 1 FROM actorq_jobs WHERE unique_key IN ({{marks}}) AND state IN {LIVE}"
         " ORDER BY live"
     ),
+    # ?1 a flow key, ?2 now: admit its earliest blocked jobs into its free slots (the limit of
+    # the earliest blocked one, less its admitted jobs); a key with no blocked job admits none
+    "admit": (
+        "UPDATE actorq_jobs SET state = CASE WHEN run_at > ?2 THEN 'scheduled' ELSE 'ready' END"
+        " WHERE id IN (SELECT id FROM actorq_jobs WHERE flow_key = ?1 AND state = 'blocked' ORDER BY id"
+        "  LIMIT max(0, coalesce((SELECT flow_limit FROM actorq_jobs WHERE flow_key = ?1 AND state = 'blocked'"
+        f"  ORDER BY id LIMIT 1), 0) - {admitted_of_key('actorq_jobs', '?1')}))"
+        " RETURNING queue, state"
+    ),
+    # of the keys ({marks}), those with a blocked job
+    "blocked_keys": "SELECT DISTINCT flow_key FROM actorq_jobs WHERE state = 'blocked' AND flow_key IN ({marks})",
     # ?1 lease id, ?2 owner, ?3 expiry, then the queues ({marks}), then the limit
     "lease": (
         "UPDATE actorq_jobs SET state = 'leased', attempts = attempts + 1, lease_id = ?,"

@@ -104,6 +104,7 @@ class JobStatements:
     result: str
     expire_results: str
     prune: str  # one state's finished jobs past their age, oldest first, at most a limit
+    admit: str  # fill flow keys' free slots from their blocked jobs (docs/flow-control-keys.md)
     queues_in_state: str  # the distinct queues holding jobs of one state (a skip scan of the index)
     list_page: str  # one (state, queue) range of jobs of an indexed state from a cursor, in id order
     list_many: str  # jobs of ready or succeeded from a cursor, in id order (the primary key)

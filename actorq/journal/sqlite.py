@@ -243,9 +243,11 @@ class SQLiteJournal:
             if mode != "wal":
                 raise JournalError(f"{self.path}: could not switch to WAL mode (got {mode!r})")
             self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            # the admission triggers (schema 11) note each queue a keyed job was admitted to
-            self._admitted: set[str] = set()
-            self._conn.create_function("actorq_admitted", 1, self._note_admitted)
+            # flow keys (schema 11): the triggers name each key a statement freed a slot of (or
+            # put a job of back blocked); `_admit_freed` admits their next jobs before COMMIT
+            self._freed: set[str] = set()
+            self._admitted: set[str] = set()  # queues a keyed job was made ready in (`take_admitted`)
+            self._conn.create_function("actorq_flow_freed", 1, self._freed.add)
             # rows per multi-row INSERT: 500, or fewer where SQLite allows fewer bound parameters
             limit = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             self._rows_per_insert = max(1, min(500, limit // ENQUEUE_COLUMNS))
@@ -351,8 +353,11 @@ class SQLiteJournal:
         self._in_tx = True
         try:
             yield
+            if self._freed:
+                self._admit_freed()
             conn.execute("COMMIT")
         except BaseException as exc:
+            self._freed.clear()
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
@@ -508,35 +513,55 @@ class SQLiteJournal:
         now = self._clock()
         params: list[object] = []
         alone: list[tuple[object, ...]] = []  # discarding jobs: one statement each, after the others
+        seen: set[str] = set()  # flow keys of the batch so far: only a key's first job may be admitted
+        again: set[str] = set()  # keys with more than one job in the batch: admitted after the insert
         if any(j.flow_key is not None for j in jobs):  # a batch's keyed jobs are admitted in id order
             jobs = sorted(jobs, key=lambda j: j.id)
         for j in jobs:
             flow_key = j.flow_key
+            first = 1
+            if flow_key is not None and not j.discard_over_limit:
+                if flow_key in seen:
+                    first = 0
+                    again.add(flow_key)
+                seen.add(flow_key)
             row = (
                 j.id, j.queue, j.task, j.payload,
-                JobState.BLOCKED if flow_key is not None  # the admission trigger decides (schema 11)
-                else JobState.SCHEDULED if j.run_at is not None and j.run_at > now else JobState.READY,
+                JobState.SCHEDULED if j.run_at is not None and j.run_at > now else JobState.READY,
                 j.priority, j.run_at if j.run_at is not None else now, j.max_attempts, now, j.unique_key,
                 j.timeout, None if j.unique_for is None else now + j.unique_for,
-                flow_key, j.flow_limit, 1 if j.discard_over_limit else 0,
+                flow_key, j.flow_limit, 1 if j.discard_over_limit else 0, first,
             )
             if j.discard_over_limit:
                 alone.append(row)
             else:
                 params += row
         with self.transaction():
-            # rowcount counts the rows each INSERT added; total_changes would count the
-            # admission triggers' updates too
             added = 0
             for chunk in _chunks(params, self._rows_per_insert * ENQUEUE_COLUMNS):  # multi-row VALUES
                 added += self._conn.execute(SQL.enqueue.format(marks=values_rows(len(chunk) // ENQUEUE_COLUMNS)),
                                             chunk).rowcount
-            for one in alone:  # each one's count of its key sees the jobs added before it
+            self._admit(again, now)
+            for one in alone:  # each one's count of its key sees the jobs added and admitted before it
                 added += self._conn.execute(SQL.enqueue.format(marks=values_rows(1)), one).rowcount
+                self._admit([one[12]], now)  # type: ignore[list-item]
             return added
 
-    def _note_admitted(self, queue: str) -> None:
-        self._admitted.add(queue)
+    def _admit_freed(self) -> None:
+        """Admit the next jobs of the flow keys this transaction's statements freed (the
+        triggers of schema 11 named them); only keys with a blocked job run the admission."""
+        freed = sorted(self._freed)
+        self._freed.clear()  # in place: the SQL function holds this set's `add`
+        keys = [row[0] for chunk in _chunks(freed) for row in self._conn.execute(
+            SQL.blocked_keys.format(marks=in_list(len(chunk))), chunk)]
+        self._admit(keys, self._clock())
+
+    def _admit(self, keys: Collection[str], now: float) -> None:
+        """Fill the free slots of `keys` from their blocked jobs, in id order; note the queues
+        that got a ready job for `take_admitted`."""
+        for key in sorted(keys):
+            self._admitted.update(queue for queue, state in self._conn.execute(SQL.admit, (key, now))
+                                  if state == JobState.READY)
 
     def take_admitted(self) -> set[str]:
         """The queues keyed jobs were admitted to (made ready) since the last call: a job of

@@ -146,8 +146,10 @@ def test_both_dialects_name_the_statements_of_one_job_alike() -> None:
 
     sqlite_names = {f.name for f in dataclasses.fields(_sqlitesql.Statements)}
     pg_names = {f.name for f in dataclasses.fields(_pgsql.Statements)}
-    # PostgreSQL writes the error rows inside `fail`, and deletes them inside `prune`
-    assert sqlite_names - pg_names == {"fail_error", "prune_errors"}
+    # PostgreSQL writes the error rows inside `fail`, and deletes them inside `prune`; its
+    # triggers admit a freed key's jobs themselves, where SQLite's journal first asks which
+    # freed keys have blocked jobs
+    assert sqlite_names - pg_names == {"fail_error", "prune_errors", "blocked_keys"}
 
 
 # -- migrations -----------------------------------------------------------------------------------

@@ -748,3 +748,17 @@ def test_the_operators_index_holds_only_the_states_off_the_hot_path(journal: SQL
     assert journal.fail([Failure(bad.id, bad.lease_id, "boom", JobState.DEAD)]) == 1
     assert journal.list_jobs(state=JobState.DEAD) == journal.list_jobs(state="dead", queue="q")
     assert [j.id for j in journal.list_jobs(state=JobState.DEAD)] == ["bad"]
+
+
+def test_flow_key_admission_reads_are_searches_of_the_keys_index(db_path: Path) -> None:
+    """What an admission trigger reads for a key (its earliest blocked job, its count of
+    admitted ones) is a search of actorq_jobs_flow, never a scan of the jobs: a partial index
+    whose predicate the statement's own terms do not imply is not used by SQLite."""
+    from actorq.journal._sqltext import admitted_of_key
+
+    SQLiteJournal(db_path).close()
+    with sqlite3.connect(db_path) as conn:
+        for query in ("SELECT id FROM actorq_jobs WHERE flow_key = 'k' AND state = 'blocked' ORDER BY id LIMIT 1",
+                      "SELECT " + admitted_of_key("actorq_jobs", "'k'")):
+            plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query))
+            assert "INDEX actorq_jobs_flow" in plan and "SCAN actorq_jobs" not in plan, plan

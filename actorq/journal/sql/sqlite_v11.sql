@@ -1,12 +1,9 @@
 -- actorq SQLite journal, schema version 11: flow keys (ordering keys, concurrency keys).
 -- A job with a key (flow_key: 'o:' || ordering key, or 'c:' || concurrency key) is inserted
 -- blocked and admitted, in id order, while its key has fewer than flow_limit admitted jobs
--- (scheduled, ready, leased or retry; an ordering key's limit is 1). A key with no blocked
--- job admits nothing (its limit reads as 0). The triggers below admit
--- in the same transaction that inserts, re-blocks or ends a keyed job, whichever statement
--- did it: the claim never reads a blocked job, and jobs without a key pay only the
--- triggers' WHEN tests. actorq_admitted(queue) is a function each connection of the journal
--- registers: it notes the queue that now has ready work, and returns NULL.
+-- (scheduled, ready, leased or retry; an ordering key's limit is 1), in the transaction that
+-- inserts it or ends the job before it: the claim never reads a blocked job, and jobs
+-- without a key pay only the triggers' WHEN tests.
 --
 -- SQLite cannot widen a CHECK in place: the table is rebuilt with 'blocked' among its states.
 CREATE TABLE actorq_jobs_v11 (
@@ -59,63 +56,33 @@ CREATE INDEX actorq_jobs_waiting ON actorq_jobs (queue) WHERE state IN ('blocked
 CREATE INDEX actorq_jobs_state_queue ON actorq_jobs (state, queue)
     WHERE state = 'blocked' OR state = 'scheduled' OR state = 'retry' OR state = 'failed' OR state = 'dead'
        OR state = 'cancelled';
--- Live keyed rows: a key's admitted jobs are counted, and its blocked ones taken in id order, here.
-CREATE INDEX actorq_jobs_flow ON actorq_jobs (flow_key, state, id)
-    WHERE flow_key IS NOT NULL AND state IN ('blocked', 'scheduled', 'ready', 'leased', 'retry');
+-- Keyed rows: a key's admitted jobs are counted, and its blocked ones taken in id order, here.
+-- Only `flow_key IS NOT NULL` in the predicate: SQLite uses a partial index for a query whose
+-- own terms imply each of its terms, and `flow_key = ?` implies that one (a state list would
+-- not be implied by `state = 'blocked'`). A key's finished rows stay in it until pruned.
+CREATE INDEX actorq_jobs_flow ON actorq_jobs (flow_key, state, id) WHERE flow_key IS NOT NULL;
 
--- A keyed job inserted blocked: admitted now if its key has room (`now` is its created_at).
-CREATE TRIGGER actorq_flow_inserted AFTER INSERT ON actorq_jobs WHEN NEW.state = 'blocked'
-BEGIN
-    UPDATE actorq_jobs SET state = coalesce(actorq_admitted(queue),
-                                            CASE WHEN run_at > NEW.created_at THEN 'scheduled' ELSE 'ready' END)
-    WHERE flow_key = NEW.flow_key AND state = 'blocked' AND id IN (
-        SELECT id FROM actorq_jobs WHERE flow_key = NEW.flow_key AND state = 'blocked' ORDER BY id
-        LIMIT max(0, coalesce((SELECT flow_limit FROM actorq_jobs WHERE flow_key = NEW.flow_key AND state = 'blocked'
-                      ORDER BY id LIMIT 1), 0)
-                   - (SELECT count(*) FROM actorq_jobs WHERE flow_key = NEW.flow_key
-                      AND state IN ('scheduled', 'ready', 'leased', 'retry'))));
-END;
--- A finished job retried by hand comes back blocked (`now` is its new run_at).
-CREATE TRIGGER actorq_flow_reblocked AFTER UPDATE OF state ON actorq_jobs
-    WHEN NEW.state = 'blocked' AND OLD.state <> 'blocked'
-BEGIN
-    UPDATE actorq_jobs SET state = coalesce(actorq_admitted(queue),
-                                            CASE WHEN run_at > NEW.run_at THEN 'scheduled' ELSE 'ready' END)
-    WHERE flow_key = NEW.flow_key AND state = 'blocked' AND id IN (
-        SELECT id FROM actorq_jobs WHERE flow_key = NEW.flow_key AND state = 'blocked' ORDER BY id
-        LIMIT max(0, coalesce((SELECT flow_limit FROM actorq_jobs WHERE flow_key = NEW.flow_key AND state = 'blocked'
-                      ORDER BY id LIMIT 1), 0)
-                   - (SELECT count(*) FROM actorq_jobs WHERE flow_key = NEW.flow_key
-                      AND state IN ('scheduled', 'ready', 'leased', 'retry'))));
-END;
--- An admitted job finished (succeeded, failed, dead, cancelled): its slot admits the next
--- (`now` is its finished_at). A retry, release or reclaim to ready keeps the slot.
+-- Each statement that ends an admitted job (succeeded, failed, dead, cancelled; a retry,
+-- release or reclaim to ready keeps its slot), deletes one (a queue cleared) or puts a
+-- finished one back blocked (a retry by hand) names its key to actorq_flow_freed, a function
+-- each connection of the journal registers; the journal admits those keys' next jobs before
+-- the transaction commits (SQLiteJournal._admit_freed). The admission itself is not written
+-- in these triggers: an UPDATE inside a trigger of this table costs ~10x one issued alone.
 CREATE TRIGGER actorq_flow_ended AFTER UPDATE OF state ON actorq_jobs
     WHEN NEW.flow_key IS NOT NULL AND OLD.state IN ('scheduled', 'ready', 'leased', 'retry')
      AND NEW.state IN ('succeeded', 'failed', 'dead', 'cancelled')
 BEGIN
-    UPDATE actorq_jobs SET state = coalesce(actorq_admitted(queue),
-        CASE WHEN run_at > coalesce(NEW.finished_at, NEW.run_at) THEN 'scheduled' ELSE 'ready' END)
-    WHERE flow_key = NEW.flow_key AND state = 'blocked' AND id IN (
-        SELECT id FROM actorq_jobs WHERE flow_key = NEW.flow_key AND state = 'blocked' ORDER BY id
-        LIMIT max(0, coalesce((SELECT flow_limit FROM actorq_jobs WHERE flow_key = NEW.flow_key AND state = 'blocked'
-                      ORDER BY id LIMIT 1), 0)
-                   - (SELECT count(*) FROM actorq_jobs WHERE flow_key = NEW.flow_key
-                      AND state IN ('scheduled', 'ready', 'leased', 'retry'))));
+    SELECT actorq_flow_freed(NEW.flow_key);
 END;
--- An admitted job deleted (a queue cleared): its slot admits the next. A DELETE carries no
--- time of its own: `now` is the system clock here.
 CREATE TRIGGER actorq_flow_deleted AFTER DELETE ON actorq_jobs
     WHEN OLD.flow_key IS NOT NULL AND OLD.state IN ('scheduled', 'ready', 'leased', 'retry')
 BEGIN
-    UPDATE actorq_jobs SET state = coalesce(actorq_admitted(queue),
-        CASE WHEN run_at > (julianday('now') - 2440587.5) * 86400.0 THEN 'scheduled' ELSE 'ready' END)
-    WHERE flow_key = OLD.flow_key AND state = 'blocked' AND id IN (
-        SELECT id FROM actorq_jobs WHERE flow_key = OLD.flow_key AND state = 'blocked' ORDER BY id
-        LIMIT max(0, coalesce((SELECT flow_limit FROM actorq_jobs WHERE flow_key = OLD.flow_key AND state = 'blocked'
-                      ORDER BY id LIMIT 1), 0)
-                   - (SELECT count(*) FROM actorq_jobs WHERE flow_key = OLD.flow_key
-                      AND state IN ('scheduled', 'ready', 'leased', 'retry'))));
+    SELECT actorq_flow_freed(OLD.flow_key);
+END;
+CREATE TRIGGER actorq_flow_reblocked AFTER UPDATE OF state ON actorq_jobs
+    WHEN NEW.state = 'blocked' AND OLD.state <> 'blocked'
+BEGIN
+    SELECT actorq_flow_freed(NEW.flow_key);
 END;
 
 -- A task's declared limit and rule for its jobs with a concurrency key (NULL: 1, and they wait).
