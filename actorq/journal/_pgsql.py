@@ -133,18 +133,22 @@ _TEXT = {
         " INSERT INTO {jobs} (id, queue, task, payload, state, priority, run_at, max_attempts, created_at,"
         "  unique_key, timeout, unique_until, flow_key, flow_limit)"
         " SELECT n.id, n.queue, n.task, n.payload,"
-        # a keyed job waits blocked until `admit` (the caller holds its key's lock)
-        "  CASE WHEN n.flow_key IS NOT NULL THEN 'blocked' WHEN to_timestamp(n.run_at) > now() THEN 'scheduled'"
-        "  ELSE 'ready' END,"
+        # a keyed job is admitted at once when it is the first of its key in the batch, no job
+        # of its key waits blocked and its key has room (the caller holds its key's lock, so
+        # this snapshot sees every end of the key committed); else blocked, until `admit`
+        "  CASE WHEN n.flow_key IS NOT NULL AND NOT (n.first AND NOT EXISTS (SELECT 1 FROM {jobs} b"
+        "   WHERE b.flow_key = n.flow_key AND b.state = 'blocked')"
+        f"   AND {admitted_of_key('{jobs}', 'n.flow_key')} < n.flow_limit) THEN 'blocked'"
+        "  WHEN to_timestamp(n.run_at) > now() THEN 'scheduled' ELSE 'ready' END,"
         "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now(), n.unique_key, n.timeout,"
         "  now() + make_interval(secs => n.unique_for),"  # NULL without a period
         "  n.flow_key, n.flow_limit"
         " FROM unnest(%(ids)s::text[], %(queues)s::text[], %(tasks)s::text[], %(payloads)s::bytea[],"
         "  %(priorities)s::int4[], %(run_at)s::float8[], %(max_attempts)s::int4[], %(unique_keys)s::text[],"
         "  %(timeouts)s::float8[], %(unique_for)s::float8[], %(flow_keys)s::text[], %(flow_limits)s::int4[],"
-        "  %(discards)s::bool[])"
+        "  %(discards)s::bool[], %(firsts)s::bool[])"
         "  AS n(id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout, unique_for,"
-        "  flow_key, flow_limit, discard)"
+        "  flow_key, flow_limit, discard, first)"
         # A key inside another row's unique_until period is skipped here: the caller holds the
         # key's lock (`lock_keys`), so every earlier inserter of it has committed. Two jobs of
         # one batch with one key meet the live unique index instead.

@@ -376,8 +376,21 @@ def _enqueue_params(jobs: Sequence[NewJob], channel: str) -> dict[str, Any]:
         "unique_keys": [j.unique_key for j in jobs], "timeouts": [j.timeout for j in jobs],
         "unique_for": [j.unique_for for j in jobs], "flow_keys": [j.flow_key for j in jobs],
         "flow_limits": [j.flow_limit for j in jobs], "discards": [j.discard_over_limit for j in jobs],
-        "channel": channel,
+        "firsts": _firsts(jobs), "channel": channel,
     }
+
+
+def _firsts(jobs: Sequence[NewJob]) -> list[bool]:
+    """For each job, whether it is the first of its flow key in `jobs` (the only one the insert
+    may admit; `admit` runs for the key's others after it). A job without a key: True."""
+    seen: set[str] = set()
+    firsts = []
+    for job in jobs:
+        key = job.flow_key
+        firsts.append(key is None or key not in seen)
+        if key is not None:
+            seen.add(key)
+    return firsts
 
 
 def _text(value: str) -> str:
@@ -1415,10 +1428,11 @@ def _enqueue_locked(execute: Callable[[str, dict[str, Any]], Any], schema_sql: S
         return execute(schema_sql.enqueue, _enqueue_params(jobs, schema_sql.channel)).fetchone()[0]  # type: ignore[no-any-return]
     execute(schema_sql.lock_flow, {"keys": flow_keys})
     alone = [j for j in jobs if j.discard_over_limit]
-    rest = [j for j in jobs if not j.discard_over_limit]
+    rest = sorted((j for j in jobs if not j.discard_over_limit), key=lambda j: j.id)  # admitted in id order
     count = execute(schema_sql.enqueue, _enqueue_params(rest, schema_sql.channel)).fetchone()[0] if rest else 0
-    if rest:
-        execute(schema_sql.admit, {"keys": flow_keys})
+    again = sorted({j.flow_key for j, first in zip(rest, _firsts(rest)) if not first})  # type: ignore[misc]
+    if again:  # keys with more than one job in the batch: the insert admitted at most their first
+        execute(schema_sql.admit, {"keys": again})
     for job in alone:
         added = execute(schema_sql.enqueue, _enqueue_params([job], schema_sql.channel)).fetchone()[0]
         if added:
