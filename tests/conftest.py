@@ -21,7 +21,7 @@ import random
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,12 @@ class Topology:
         with psycopg.connect(self.config.journal.resolved_url) as conn:
             rows = conn.execute(f'SELECT id, state FROM "{self.config.journal.schema}".actorq_jobs').fetchall()
         return {job_id: state for job_id, state in rows}
+
+    def all_in(self, job_ids: Collection[str], *states: str) -> bool:
+        """Whether every job of `job_ids` is in one of `states`, from one read of the journal
+        (`states` per job would open a connection and read every row once for each)."""
+        now = self.states()
+        return all(now.get(job_id) in states for job_id in job_ids)
 
     def info(self, job_id: str) -> JobInfo:
         """One job with its recorded errors, read through `actorq.Client`."""
