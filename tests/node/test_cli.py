@@ -30,9 +30,10 @@ def echo(x):
 
 
 def actorq_cmd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``actorq *args`` started as a user starts it, a process of its own in `cwd`. The
-    read-only ``status`` and ``tree`` (they import no task module) run through `actorq_main`,
-    the same ``main(argv)`` in this process, where a test calls them many times."""
+    """``actorq *args`` started as a user starts it, a process of its own in `cwd`: a node,
+    a task module imported, a path relative to `cwd`. ``--help``, a topology refused before
+    anything runs, and the read-only ``status`` and ``tree`` go through `actorq_main`, the
+    same ``main(argv)`` in this process."""
     return subprocess.run([sys.executable, "-m", "actorq.node.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
@@ -49,13 +50,13 @@ def topology(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("command", ["run", "check", "enqueue", "status", "tree"])
 def test_help_teaches_with_an_example(command: str, tmp_path: Path) -> None:
-    result = actorq_cmd(command, "--help", cwd=tmp_path)
+    result = actorq_main(command, "--help")
     assert result.returncode == 0
     assert "example:" in result.stdout and f"actorq {command} --config" in result.stdout
 
 
 def test_top_level_help_lists_commands_and_exit_codes(tmp_path: Path) -> None:
-    out = actorq_cmd("--help", cwd=tmp_path).stdout
+    out = actorq_main("--help").stdout
     for word in ("run", "check", "enqueue", "status", "exit codes"):
         assert word in out
 
@@ -63,7 +64,7 @@ def test_top_level_help_lists_commands_and_exit_codes(tmp_path: Path) -> None:
 def test_g9_wrong_type_names_file_key_and_expectation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[workers]\nprocesses = "two"\n')
-    result = actorq_cmd("check", "--config", str(bad), cwd=tmp_path)
+    result = actorq_main("check", "--config", str(bad))  # refused before any import
     assert result.returncode == EXIT_CONFIG
     assert result.stderr.strip() == f"actorq: {bad}: workers.processes: expected an integer from 1 to 1024, got 'two' (str)"
     assert "Traceback" not in result.stderr
@@ -72,7 +73,7 @@ def test_g9_wrong_type_names_file_key_and_expectation(tmp_path: Path) -> None:
 def test_g9_unknown_key_did_you_mean(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[workers]\nconcurency = 4\n")
-    result = actorq_cmd("run", "--config", str(bad), cwd=tmp_path)
+    result = actorq_main("run", "--config", str(bad))  # refused before anything runs
     assert result.returncode == EXIT_CONFIG
     assert "workers.concurency: unknown key; did you mean 'concurrency'?" in result.stderr
     assert "Traceback" not in result.stderr
@@ -87,7 +88,7 @@ def test_g9_missing_file(tmp_path: Path) -> None:
 def test_g9_bad_url_scheme(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[journal]\nurl = "mysql://localhost/x"\n')
-    result = actorq_cmd("status", "--config", str(bad), cwd=tmp_path)
+    result = actorq_main("status", "--config", str(bad))
     assert result.returncode == EXIT_CONFIG
     assert "journal.url: expected a URL starting with sqlite:/// or postgresql://" in result.stderr
 
