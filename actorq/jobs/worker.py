@@ -250,6 +250,9 @@ class Worker:
         self.backlog: deque[wire.JobMessage] = deque()
         # running jobs: id -> (lease id, its asyncio task, cancellable: an async task's job)
         self.active: dict[str, tuple[int, asyncio.Task[None], bool]] = {}
+        # (id, lease id) of running jobs already answered: their ack has gone, or is queued,
+        # while the task finishes (its last step, its hooks); a HELLO does not hold them
+        self.answered: set[tuple[str, int]] = set()
         self.resets = 0
         self.cancelling: set[str] = set()  # running jobs cancelled by the dispatcher's word
         self.cancel_events: dict[str, threading.Event] = {}  # running sync jobs' flags
@@ -305,7 +308,12 @@ class Worker:
         held: dict[str, int] | None = None
         credits = self.capacity
         if rejoin:
-            held = {job_id: lease_id for job_id, (lease_id, _, _) in self.active.items()}
+            # acks first: the dispatcher settles them before it registers what this HELLO holds.
+            # An answered job is not held: announced, the dispatcher would wait for an ack that
+            # has already gone, one credit and one job "in flight" lost for good (C14)
+            self._flush()
+            held = {job_id: lease_id for job_id, (lease_id, _, _) in self.active.items()
+                    if (job_id, lease_id) not in self.answered}
             held.update((job.id, job.lease_id) for job in self.backlog)
             credits = max(0, self.capacity - len(held))
         hello = wire.Hello(self.spec.owner, credits, tuple(self.spec.queues), os.getpid(), held, reset and rejoin)
@@ -568,6 +576,7 @@ class Worker:
         job_id, lease_id = job.id, job.lease_id
         if task.cancelled():  # never started: say so, so the dispatcher counts the credit back
             self._ack(job_id, lease_id, wire.RELEASE)
+        self.answered.discard((job_id, lease_id))
         if self.active.get(job_id, (None,))[0] == lease_id:
             del self.active[job_id]
             self.cancelling.discard(job_id)
@@ -589,6 +598,8 @@ class Worker:
             self._give_back_lapsed(job)
 
     def _ack(self, job_id: str, lease_id: int, end: str, error: str | None = None, extra: tuple[Any, ...] = ()) -> None:
+        if self.active.get(job_id, (None,))[0] == lease_id:
+            self.answered.add((job_id, lease_id))
         self.acks.append((job_id, lease_id, end, error, *extra))
         if not self._flush_scheduled:
             self._flush_scheduled = True

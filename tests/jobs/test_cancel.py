@@ -155,9 +155,9 @@ async def test_two_nodes_on_postgresql_the_holder_stops_a_job_cancelled_and_obey
             marker = Job("cx.quick")
             await node_b.queue("default").enqueue(marker)
             await eventually(lambda: topo_b.states().get(marker.id) == "succeeded", message="node B ran its job")
-            assert all(topo_b.states()[j.id] == "ready" for j in held), topo_b.states()
+            assert topo_b.all_in([j.id for j in held], "ready"), topo_b.states()
             assert await node_b.resume_queue("only-a") is True
-            await eventually(lambda: all(topo_b.states()[j.id] == "succeeded" for j in held), timeout=60,
+            await eventually(lambda: topo_b.all_in([j.id for j in held], "succeeded"), timeout=60,
                              message="node A ran the resumed queue's jobs")
         os.kill(a.pid, signal.SIGTERM)
         assert await a.exit_code(timeout=60) == 0, a.output()

@@ -90,10 +90,21 @@ def _gone(proc: psutil.Process) -> bool:
 
 # -- C1 ------------------------------------------------------------------------------------
 async def test_c1_sigkill_random_worker_under_load(topology, rng):
-    topo = topology(TASKS, processes=2, concurrency=4, prefetch=4, intensity=20)
-    kills = 5
+    await _sigkill_random_workers(topology, rng, kills=3, count=1500)  # more kills: the soak form below
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(600)
+async def test_c1_soak_many_sigkills_under_load(topology, rng):
+    await _sigkill_random_workers(topology, rng, kills=15, count=8000)
+
+
+async def _sigkill_random_workers(topology, rng, kills: int, count: int) -> None:  # noqa: ANN001
+    """C1: SIGKILL a random worker `kills` times while `count` 30 ms jobs run (8 slots: about
+    `count` / 270 seconds of work, room for a kill and a restart each second or so)."""
+    topo = topology(TASKS, processes=2, concurrency=4, prefetch=4, intensity=kills + 15)
     async with Node(topo.config) as node:
-        jobs = [Job("crash.work", [i]) for i in range(2000)]
+        jobs = [Job("crash.work", [i]) for i in range(count)]
         accepted = set(await node.queue().enqueue_many(jobs))
         killed: list[int] = []
         for _ in range(kills):
@@ -116,7 +127,7 @@ async def test_c1_sigkill_random_worker_under_load(topology, rng):
         assert node.failure is None
     print(f"killed workers {killed}; {reclaimed} leased jobs reclaimed on those deaths")
 
-    assert counts == {"default": {"succeeded": 2000}}
+    assert counts == {"default": {"succeeded": count}}
     assert restarts == kills == reclaim_events and len(survivors) == 2 and not set(killed) & set(survivors)
     assert reclaimed > 0, "killed workers held leased jobs; they must come back through reclaim"
     check = check_total_queue(accepted, topo.ledger.read(), _succeeded(topo.states()))

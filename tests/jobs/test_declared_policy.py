@@ -60,7 +60,7 @@ async def test_declared_max_attempts_apply_to_jobs_enqueued_by_name_on_every_pat
             explicit = client.enqueue(Job("declared.twice", ["explicit"], max_attempts=3))
         by_cli = await _cli_enqueue(topo, "declared.twice", '"cli"')
         ids = [by_ref, by_client, by_cli, explicit]
-        await eventually(lambda: all(topo.states().get(i) == "dead" for i in ids), timeout=30,
+        await eventually(lambda: topo.all_in(ids, "dead"), timeout=30,
                          message="every job ran out of attempts")
     runs = {job_id: len([e for e in topo.ledger.read() if e.job_id == job_id]) for job_id in ids}
     assert runs == {by_ref: 2, by_client: 2, by_cli: 2, explicit: 3}, runs
@@ -78,7 +78,7 @@ async def test_declared_queue_and_priority_apply_unless_the_producer_names_its_o
         by_cli = await _cli_enqueue(topo, "declared.mail", '"cli"')
         named = await node.queue("default").enqueue(Job("declared.mail", ["named"]))
         ran = [by_ref, by_client, by_cli]
-        await eventually(lambda: all(topo.states().get(i) == "succeeded" for i in ran), timeout=30,
+        await eventually(lambda: topo.all_in(ran, "succeeded"), timeout=30,
                          message="the jobs ran on the task's queue, the only one the workers consume")
         rows = _rows(topo, [*ran, elsewhere, named])
         # the producers that named a queue keep it: nobody consumes "default" here

@@ -106,7 +106,7 @@ async def test_g11_bad_error_texts_are_stored_sanitized_and_lose_no_other_outcom
         client.enqueue_many(jobs)
     async with Node(topo.config) as node:
         terminal = {"succeeded", "failed", "dead"}
-        await eventually(lambda: all(topo.states().get(j.id) in terminal for j in jobs), timeout=30,
+        await eventually(lambda: topo.all_in([j.id for j in jobs], *terminal), timeout=30,
                          message="every job ended (none left leased by a lost ack batch)")
         progress = node.progress()
         assert node.progress().worker_restarts == 0 and node.failure is None

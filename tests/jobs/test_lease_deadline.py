@@ -161,11 +161,12 @@ async def test_c19_a_resumed_node_does_not_start_prefetched_jobs_whose_leases_la
     from journal_support import PG_URL
 
     # A: one slot and four prefetched; short leases (renewed every second) and leader TTL,
-    # so that B rescues A's jobs soon after A stops
+    # so that B rescues A's jobs soon after A stops. B has a slot for each job: it runs the
+    # five 2 s jobs side by side, not one after another (10 s)
     topo_a, topo_b = (
-        topology(C19_TASKS, processes=1, concurrency=1, prefetch=4, journal_url=PG_URL, schema=pg_schema,
+        topology(C19_TASKS, processes=1, concurrency=slots, prefetch=4, journal_url=PG_URL, schema=pg_schema,
                  name=name, lease_timeout=3.0, leader_ttl=2.0, shutdown_timeout=5.0, toml_name=f"{name}.toml")
-        for name in ("node-a", "node-b"))
+        for name, slots in (("node-a", 1), ("node-b", 5)))
     started_a = Ledger(str(topo_a.ledger.path) + ".started")
     started_b = Ledger(str(topo_b.ledger.path) + ".started")
     a = NodeProcess(topo_a, 1)

@@ -8,15 +8,16 @@ of another queue enqueued after the paused ones has run.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
-import sys
 
 import pytest
 
 from actorq import Job, Node
 from actorq.node.constants import EXIT_CONFIG, EXIT_OK
 from actorq.testing import eventually, journal_invariants
+from cli_support import actorq_main
 
 TASKS = """
 @registry.task("pz.work")
@@ -109,38 +110,45 @@ async def test_g_a_bad_queue_name_is_refused_by_the_api(topology):
 
 
 def _cli(topo, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "actorq.node.cli", *args], cwd=topo.dir,
-                          capture_output=True, text=True, timeout=120)
+    """``actorq *args`` through its ``main(argv)`` in this process: its exit code, stdout and
+    stderr, as a user sees them (`tests/node/test_cli.py` starts the command as a process)."""
+    return actorq_main(*args)
+
+
+async def _cli_beside(*args: str) -> subprocess.CompletedProcess[str]:
+    """``actorq *args`` through its ``main(argv)`` in this process, on a thread: the node the
+    test's loop runs keeps answering it (the command reads the journal and asks the node)."""
+    return await asyncio.to_thread(actorq_main, *args)
 
 
 async def test_cli_pause_list_status_resume_with_a_node_running(topology):
     topo = topology(TASKS, processes=1, queues=("default", "other"))
     config = str(topo.toml_path)
     async with Node(topo.config) as node:
-        paused = _cli(topo, "queues", "pause", "default", "--config", config)
+        paused = await _cli_beside("queues", "pause", "default", "--config", config)
         assert paused.returncode == EXIT_OK, paused.stderr
         assert paused.stdout.strip() == ("queue 'default' paused: no node leases its jobs; running jobs finish")
-        again = _cli(topo, "queues", "pause", "default", "--config", config)
+        again = await _cli_beside("queues", "pause", "default", "--config", config)
         assert "was already paused" in again.stdout
         held = [Job("pz.work") for _ in range(2)]
         await node.queue("default").enqueue_many(held)
         marker = Job("pz.work")
         await node.queue("other").enqueue(marker)
         await eventually(lambda: topo.states().get(marker.id) == "succeeded", message="the other queue ran")
-        listed = _cli(topo, "queues", "list", "--json", "--config", config)
+        listed = await _cli_beside("queues", "list", "--json", "--config", config)
         listing = json.loads(listed.stdout)["queues"]
         assert {name: (q["paused"], q["ready"], q["states"]) for name, q in listing.items()} == {
             "default": (True, 2, {"ready": 2}), "other": (False, 0, {"succeeded": 1})}
         assert listing["default"]["oldest_ready_age"] >= 0 and listing["other"]["oldest_ready_age"] is None
-        table = _cli(topo, "queues", "list", "--config", config)
+        table = await _cli_beside("queues", "list", "--config", config)
         # queue, paused or running, then blocked scheduled ready leased retry succeeded failed dead cancelled,
         # then the age
         assert [line.split()[:8] for line in table.stdout.splitlines()[1:]] == [
             ["default", "paused", "0", "0", "2", "0", "0", "0"], ["other", "running", "0", "0", "0", "0", "0", "1"]]
-        status = _cli(topo, "status", "--json", "--config", config)
+        status = await _cli_beside("status", "--json", "--config", config)
         assert json.loads(status.stdout)["paused"] == ["default"]
-        assert "paused queues (lease nothing): default" in _cli(topo, "status", "--config", config).stdout
-        resumed = _cli(topo, "queues", "resume", "default", "--config", config)
+        assert "paused queues (lease nothing): default" in (await _cli_beside("status", "--config", config)).stdout
+        resumed = await _cli_beside("queues", "resume", "default", "--config", config)
         assert resumed.returncode == EXIT_OK and resumed.stdout.strip() == "queue 'default' resumed"
         counts = await node.wait_idle(timeout=60)
     assert counts == {"default": {"succeeded": 2}, "other": {"succeeded": 1}}

@@ -11,6 +11,8 @@ import asyncio
 import os
 import signal
 
+import pytest
+
 from actorq import Job, Node
 from actorq.testing import Ledger, check_total_queue, eventually, journal_invariants
 
@@ -69,10 +71,20 @@ async def _started_by(ledger: Ledger, job_id: str, attempt: int, timeout: float 
 
 # -- C9 --------------------------------------------------------------------------------------
 async def test_c9_paused_worker_loses_its_job_and_its_late_ack_is_fenced(topology):
+    await _paused_workers_fenced(topology, pauses=2)  # more pauses: the soak form below
+
+
+@pytest.mark.soak
+async def test_c9_soak_many_pauses_each_fenced(topology):
+    await _paused_workers_fenced(topology, pauses=10)
+
+
+async def _paused_workers_fenced(topology, pauses: int) -> None:  # noqa: ANN001
+    """C9: `pauses` times, SIGSTOP the worker running a job past the heartbeat timeout; its job
+    runs elsewhere, and its late ack, once resumed, is fenced."""
     topo = topology(TASKS, processes=2, concurrency=1, prefetch=0,
                     heartbeat_interval=0.1, heartbeat_timeout=1.5)
     started = Ledger(str(topo.ledger.path) + ".started")
-    pauses = 3
     accepted: set[str] = set()
     async with Node(topo.config) as node:
         await eventually(lambda: node.runtime.dispatcher.worker_count == 2, timeout=30, message="workers up")

@@ -170,7 +170,7 @@ async def test_overruns_past_workers_intensity_replace_workers_but_never_restart
     jobs = [Job("to.sync_slow", [], max_attempts=2) for _ in range(2)]
     async with Node(topo.config) as node:
         await node.queue().enqueue_many(jobs)
-        await eventually(lambda: all(topo.states().get(j.id) == "dead" for j in jobs), timeout=60,
+        await eventually(lambda: topo.all_in([j.id for j in jobs], "dead"), timeout=60,
                          message="the overrunning jobs did not end dead")
         tree = await node.tree()
         assert node.progress().worker_restarts >= 3  # four overruns, each replaced its worker

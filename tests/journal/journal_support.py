@@ -98,10 +98,13 @@ class _ThrowawayServer:
             wrapper.write_text(f'#!/bin/sh\nexec runuser -u {owner} -- "{pg_ctl}" "$@"\n')
             wrapper.chmod(0o755)
             pg_ctl = wrapper
+        # fsync=off: a commit still reaches the OS before it returns, so it survives any process
+        # crash the tests cause (SIGKILL of a node, a worker or the server); only a machine crash,
+        # which no test makes, could lose it. Each commit's disk flush cost the suite seconds.
         self._executor = PostgreSQLExecutor(
             str(pg_ctl), "127.0.0.1", self.port, str(home / "data"), str(home), str(home / "log"),
             "-w", "postgres", user="postgres", timeout=60,
-            postgres_options="-c listen_addresses=127.0.0.1")
+            postgres_options="-c listen_addresses=127.0.0.1 -c fsync=off")
         try:
             self._executor.start()
         except Exception as exc:  # initdb or start failed: the server's log says why

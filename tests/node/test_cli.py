@@ -17,6 +17,7 @@ import pytest
 from actorq.ids import new_id
 from actorq.journal import NewJob, SQLiteJournal
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
+from cli_support import actorq_main
 
 TASKS = '''
 import actorq
@@ -29,6 +30,10 @@ def echo(x):
 
 
 def actorq_cmd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``actorq *args`` started as a user starts it, a process of its own in `cwd`: a node,
+    a task module imported, a path relative to `cwd`. ``--help``, a topology refused before
+    anything runs, and the read-only ``status`` and ``tree`` go through `actorq_main`, the
+    same ``main(argv)`` in this process."""
     return subprocess.run([sys.executable, "-m", "actorq.node.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
@@ -45,13 +50,13 @@ def topology(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("command", ["run", "check", "enqueue", "status", "tree"])
 def test_help_teaches_with_an_example(command: str, tmp_path: Path) -> None:
-    result = actorq_cmd(command, "--help", cwd=tmp_path)
+    result = actorq_main(command, "--help")
     assert result.returncode == 0
     assert "example:" in result.stdout and f"actorq {command} --config" in result.stdout
 
 
 def test_top_level_help_lists_commands_and_exit_codes(tmp_path: Path) -> None:
-    out = actorq_cmd("--help", cwd=tmp_path).stdout
+    out = actorq_main("--help").stdout
     for word in ("run", "check", "enqueue", "status", "exit codes"):
         assert word in out
 
@@ -59,7 +64,7 @@ def test_top_level_help_lists_commands_and_exit_codes(tmp_path: Path) -> None:
 def test_g9_wrong_type_names_file_key_and_expectation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[workers]\nprocesses = "two"\n')
-    result = actorq_cmd("check", "--config", str(bad), cwd=tmp_path)
+    result = actorq_main("check", "--config", str(bad))  # refused before any import
     assert result.returncode == EXIT_CONFIG
     assert result.stderr.strip() == f"actorq: {bad}: workers.processes: expected an integer from 1 to 1024, got 'two' (str)"
     assert "Traceback" not in result.stderr
@@ -68,7 +73,7 @@ def test_g9_wrong_type_names_file_key_and_expectation(tmp_path: Path) -> None:
 def test_g9_unknown_key_did_you_mean(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[workers]\nconcurency = 4\n")
-    result = actorq_cmd("run", "--config", str(bad), cwd=tmp_path)
+    result = actorq_main("run", "--config", str(bad))  # refused before anything runs
     assert result.returncode == EXIT_CONFIG
     assert "workers.concurency: unknown key; did you mean 'concurrency'?" in result.stderr
     assert "Traceback" not in result.stderr
@@ -83,7 +88,7 @@ def test_g9_missing_file(tmp_path: Path) -> None:
 def test_g9_bad_url_scheme(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[journal]\nurl = "mysql://localhost/x"\n')
-    result = actorq_cmd("status", "--config", str(bad), cwd=tmp_path)
+    result = actorq_main("status", "--config", str(bad))
     assert result.returncode == EXIT_CONFIG
     assert "journal.url: expected a URL starting with sqlite:/// or postgresql://" in result.stderr
 
@@ -127,14 +132,14 @@ def test_enqueue_then_status_then_burst_run(topology: Path) -> None:
     assert len(one.stdout.strip()) == 32  # the job id
     many = actorq_cmd("enqueue", "--config", str(topology), "cli.echo", "hello", "--count", "50", cwd=cwd)
     assert "enqueued 50 jobs" in many.stdout
-    status = actorq_cmd("status", "--config", str(topology), "--json", cwd=cwd)
+    status = actorq_main("status", "--config", str(topology), "--json")
     assert _counts_with_no_node(status.stdout) == {"default": {"ready": 51}}
     run = actorq_cmd("run", "--config", str(topology), "--burst", cwd=cwd)
     assert run.returncode == EXIT_OK, run.stderr
     assert "51 succeeded" in run.stderr
-    status = actorq_cmd("status", "--config", str(topology), "--json", cwd=cwd)
+    status = actorq_main("status", "--config", str(topology), "--json")
     assert _counts_with_no_node(status.stdout) == {"default": {"succeeded": 51}}
-    table = actorq_cmd("status", "--config", str(topology), cwd=cwd)
+    table = actorq_main("status", "--config", str(topology))
     assert table.returncode == EXIT_OK, table.stderr
     assert "succeeded" in table.stdout and "51" in table.stdout
     assert table.stdout.splitlines()[-1] == "no node running on this journal"
@@ -160,7 +165,7 @@ def test_enqueue_rejects_bad_kwargs(topology: Path) -> None:
 def test_status_of_a_journal_that_does_not_exist_says_so_and_creates_nothing(topology: Path, as_json: bool) -> None:
     # before: status created an empty journal at a mistyped path and printed "(no jobs)"
     cwd = topology.parent
-    result = actorq_cmd("status", "--config", str(topology), *(["--json"] if as_json else []), cwd=cwd)
+    result = actorq_main("status", "--config", str(topology), *(["--json"] if as_json else []))
     assert result.returncode == EXIT_JOURNAL
     assert result.stderr == f"actorq: journal {cwd / 'cli.db'} does not exist: nothing was enqueued to it yet, " \
                             "or journal.url names another file\n"
@@ -184,7 +189,7 @@ def test_status_of_a_journal_with_damaged_pages_is_one_line(topology: Path) -> N
         for root in roots:
             f.seek(page_size * (root - 1))
             f.write(b"\xff" * 16)
-    result = actorq_cmd("status", "--config", str(topology), cwd=topology.parent)
+    result = actorq_main("status", "--config", str(topology))
     assert result.returncode == EXIT_JOURNAL
     assert result.stderr.startswith(f"actorq: journal {db} is not a valid SQLite database: ")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
@@ -288,7 +293,7 @@ def test_a_node_file_naming_no_control_endpoint_is_one_line(topology: Path, comm
     node_file = topology.parent / "cli.db.node"
     SQLiteJournal(topology.parent / "cli.db").close()  # the journal exists
     node_file.write_text(json.dumps({"pid": os.getpid(), "name": "x"}))
-    result = actorq_cmd(command, "--config", str(topology), cwd=topology.parent)
+    result = actorq_main(command, "--config", str(topology))
     assert "Traceback" not in result.stderr
     text = result.stderr if command == "tree" else result.stdout
     assert f"{node_file} names no control endpoint" in text, (result.stdout, result.stderr)
@@ -305,7 +310,7 @@ def test_tree_prints_the_live_tree_of_a_running_node(topology: Path) -> None:
         tree: dict[str, object] = {}
         while time.monotonic() < deadline:  # bounded poll: the node and its worker start
             if node_file.exists():
-                result = actorq_cmd("tree", "--json", "--config", str(topology), cwd=topology.parent)
+                result = actorq_main("tree", "--json", "--config", str(topology))
                 if result.returncode == EXIT_OK:
                     tree = json.loads(result.stdout)
                     if _processes(tree):
@@ -317,7 +322,7 @@ def test_tree_prints_the_live_tree_of_a_running_node(topology: Path) -> None:
         assert workers[0]["pid"] in [c.pid for c in psutil.Process(node.pid).children()]
         ids = set(_ids(tree))
         assert {"journal-writer", "dispatcher", "scheduler", "workers"} <= ids, ids
-        text = actorq_cmd("tree", "--config", str(topology), cwd=topology.parent)
+        text = actorq_main("tree", "--config", str(topology))
         assert text.returncode == EXIT_OK, text.stderr
         assert f"pid {workers[0]['pid']}" in text.stdout and "└── " in text.stdout
     finally:
@@ -325,7 +330,7 @@ def test_tree_prints_the_live_tree_of_a_running_node(topology: Path) -> None:
         _, err = node.communicate(timeout=60)
     assert node.returncode == 0, err
     assert not node_file.exists(), "a stopped node removes its node file"
-    after = actorq_cmd("tree", "--config", str(topology), cwd=topology.parent)
+    after = actorq_main("tree", "--config", str(topology))
     assert after.returncode == EXIT_FAILURE and "no node is running" in after.stderr
 
 
@@ -342,7 +347,7 @@ def test_status_json_keeps_a_queue_named_node_apart_from_the_node(topology: Path
     cwd = topology.parent
     enqueued = actorq_cmd("enqueue", "--config", str(topology), "cli.echo", "1", "--queue", "node", cwd=cwd)
     assert enqueued.returncode == EXIT_OK, enqueued.stderr
-    status = actorq_cmd("status", "--config", str(topology), "--json", cwd=cwd)
+    status = actorq_main("status", "--config", str(topology), "--json")
     assert status.returncode == EXIT_OK
     report = json.loads(status.stdout)
     assert report["queues"] == {"node": {"ready": 1}}

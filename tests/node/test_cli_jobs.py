@@ -2,8 +2,9 @@
 ``jobs list|show|retry|cancel``, ``queues list|clear``, ``health``.
 
 The journal is filled straight through its protocol (every state, errors with tracebacks,
-hostile text); each command runs in a subprocess, as a user runs it, with no node
-(``health`` starts a real one). Nothing asserts a duration.
+hostile text); each command runs through the command's own ``main(argv)`` in the test's
+process (`cli_support`), its exit code, stdout and stderr as a user sees them, with no node
+(``health`` starts a real one, as a process). Nothing asserts a duration.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from actorq.journal import Failure, JobState, KeptResult, NewJob
 from actorq.journal.backends import open_journal
 from actorq.journal.protocol import Journal
 from actorq.node.cli import main
+from cli_support import actorq_main
 from actorq.node.constants import EXIT_CONFIG, EXIT_FAILURE, EXIT_JOURNAL, EXIT_OK
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "journal"))
@@ -31,8 +33,9 @@ HOSTILE = "bad\x1b[2J\x1b]0;owned\x07\rtext"  # clears the screen, sets the titl
 
 
 def actorq(topology: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "actorq.node.cli", *args, "--config", str(topology)],
-                          cwd=topology.parent, capture_output=True, text=True, timeout=120)
+    """``actorq *args --config topology``, run in this process (what it parses and prints is
+    what these tests are about; `tests/node/test_cli.py` starts the command as a process)."""
+    return actorq_main(*args, "--config", str(topology))
 
 
 class Setup:

@@ -18,12 +18,15 @@ import pytest
 from actorq.journal import Failure, JobState, NewJob, SQLiteJournal
 from actorq.node.cli import main
 from actorq.node.constants import EXIT_CONFIG
+from cli_support import actorq_main
 
 pytestmark = pytest.mark.timeout(120)
 DAY = 86_400.0
 
 
 def actorq_cmd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``actorq *args`` as a process in `cwd` (run, enqueue, check: they import the task
+    modules); the journal-only commands go through `actorq_main`, in this process."""
     return subprocess.run([sys.executable, "-m", "actorq.node.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=110)
 
@@ -73,18 +76,18 @@ def test_prune_removes_old_finished_jobs_of_the_states_asked_in_batches(topology
     db = topology.parent / "prune.db"
     finished_jobs(db, 5, 2, age=8 * DAY)
     young = finished_jobs(db, 2, 1, age=60.0)
-    result = actorq_cmd("jobs", "--config", str(topology), "prune", "--older-than", "7d", "--state", "succeeded",
-                        "--batch", "2", cwd=topology.parent)
+    result = actorq_main("jobs", "--config", str(topology), "prune", "--older-than", "7d", "--state", "succeeded",
+                         "--batch", "2")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "pruned 5 jobs (succeeded) that finished more than 7d ago\n"
     assert "actorq jobs prune: 2 removed so far" in result.stderr  # after the first full batch
     assert set(states(db)) == {"691200-d0", "691200-d1", *young}
 
-    result = actorq_cmd("jobs", "--config", str(topology), "prune", "--older-than", "1h", cwd=topology.parent)
+    result = actorq_main("jobs", "--config", str(topology), "prune", "--older-than", "1h")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "pruned 2 jobs (succeeded, cancelled, failed, dead) that finished more than 1h ago\n"
     assert set(states(db)) == set(young) and error_rows(db) == 1  # the dead jobs' errors went with them
-    result = actorq_cmd("jobs", "--config", str(topology), "prune", "--older-than", "0", cwd=topology.parent)
+    result = actorq_main("jobs", "--config", str(topology), "prune", "--older-than", "0")
     assert result.stdout == "pruned 3 jobs (succeeded, cancelled, failed, dead) that finished more than 0s ago\n"
     assert states(db) == {} and error_rows(db) == 0
 
@@ -101,8 +104,7 @@ def test_prune_beside_a_running_node_leaves_its_live_jobs_alone(topology: Path) 
         while sorted(states(db).values()).count("leased") < 2:  # both slots run one
             assert node.poll() is None and time.monotonic() < deadline, "the node did not lease the jobs"
             time.sleep(0.05)
-        result = actorq_cmd("jobs", "--config", str(topology), "prune", "--older-than", "1d", "--batch", "7",
-                            cwd=topology.parent)
+        result = actorq_main("jobs", "--config", str(topology), "prune", "--older-than", "1d", "--batch", "7")
         assert result.returncode == 0, result.stderr
         assert result.stdout == "pruned 30 jobs (succeeded, cancelled, failed, dead) that finished more than 1d ago\n"
         left = states(db)
@@ -166,7 +168,7 @@ def test_prune_on_postgresql(tmp_path: Path, pg_schema: str) -> None:
                       " WHERE id IN ('j0', 'j1', 'j2')")
     topology = tmp_path / "topology.toml"
     topology.write_text(f'[journal]\nurl = "{PG_URL}"\nschema = "{pg_schema}"\n')
-    result = actorq_cmd("jobs", "--config", str(topology), "prune", "--older-than", "1d", cwd=tmp_path)
+    result = actorq_main("jobs", "--config", str(topology), "prune", "--older-than", "1d")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "pruned 3 jobs (succeeded, cancelled, failed, dead) that finished more than 1d ago\n"
     with pg_admin() as admin:

@@ -12,6 +12,7 @@ import pytest
 from actorq.jobs.schedule import Schedule
 from actorq.journal import SQLiteJournal
 from actorq.node.constants import EXIT_CONFIG, EXIT_OK
+from cli_support import actorq_main
 
 TASKS = '''
 import actorq
@@ -40,6 +41,8 @@ catch_up = "all"
 
 
 def actorq_cmd(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``actorq *args`` as a process in `cwd` (run, enqueue, check: they import the task
+    modules); the journal-only commands go through `actorq_main`, in this process."""
     return subprocess.run([sys.executable, "-m", "actorq.node.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
@@ -70,7 +73,7 @@ def test_schedules_list_shows_the_journals_and_the_files(topology: Path) -> None
     journal.put_schedules([Schedule("api-one", "0 * * * *", "cli.echo").to_row("api", 1_000.0)._replace(
         last_fired=1_796_158_800.0)])  # 2026-12-01T21:00:00Z
     journal.close()
-    result = actorq_cmd("schedules", "list", "--config", str(topology), "--json", cwd=topology.parent)
+    result = actorq_main("schedules", "list", "--config", str(topology), "--json")
     assert result.returncode == EXIT_OK, result.stderr
     listed = json.loads(result.stdout)
     assert listed["journal_problem"] is None
@@ -80,7 +83,7 @@ def test_schedules_list_shows_the_journals_and_the_files(topology: Path) -> None
     assert entries["api-one"]["in_journal"] is True and entries["nightly"]["in_journal"] is False
     assert entries["orphan"]["catch_up"] == "all" and entries["orphan"]["queue"] == "q"
     assert entries["orphan"]["next_fire"] % 300 == 0
-    table = actorq_cmd("schedules", "list", "--config", str(topology), cwd=topology.parent)
+    table = actorq_main("schedules", "list", "--config", str(topology))
     assert table.returncode == EXIT_OK, table.stderr
     header, *rows = table.stdout.splitlines()
     assert header.split() == ["name", "cron", "timezone", "task", "queue", "catch_up", "source", "last_fired",
@@ -90,7 +93,7 @@ def test_schedules_list_shows_the_journals_and_the_files(topology: Path) -> None
 
 
 def test_schedules_list_without_a_journal_shows_the_files(topology: Path) -> None:
-    result = actorq_cmd("schedules", "list", "--config", str(topology), cwd=topology.parent)
+    result = actorq_main("schedules", "list", "--config", str(topology))
     assert result.returncode == EXIT_OK, result.stderr
     assert "the journal could not be read" in result.stdout
     assert "file (at next start)" in result.stdout

@@ -1,7 +1,8 @@
 """``actorq status`` against a real node: its line, a journal write held up by SQLite's lock, no answer.
 
-A real ``actorq run`` (`NodeProcess`) serves a real SQLite file; ``actorq status``
-and ``actorq enqueue`` run as a user runs them, each in a subprocess. The lock
+A real ``actorq run`` (`NodeProcess`) serves a real SQLite file; ``actorq enqueue``
+runs as a user runs it, in a subprocess, and ``actorq status`` through its ``main(argv)``
+in the test's process (`cli_support`), polled. The lock
 is taken by the test itself, with a plain ``sqlite3`` connection in ``BEGIN
 IMMEDIATE``, as another process writing to the file would hold it. Every wait
 is a bounded poll on what ``status`` prints; nothing asserts a duration.
@@ -22,6 +23,7 @@ from typing import Any, Callable
 from actorq import Client, Job
 from actorq.node.constants import EXIT_OK
 
+from cli_support import actorq_main
 from node_process import NodeProcess
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "transports"))
@@ -50,7 +52,9 @@ def _actorq(topo: Any, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _status(topo: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    result = _actorq(topo, "status", *args)
+    """``actorq status`` through its ``main(argv)`` in this process (a poll each time: a process
+    started for each would cost more than the wait); the node it asks is a process."""
+    result = actorq_main("status", *args, "--config", str(topo.toml_path))
     assert result.returncode == EXIT_OK and not result.stderr, result.stderr
     return result
 

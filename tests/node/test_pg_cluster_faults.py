@@ -52,7 +52,7 @@ async def work(seconds):
 """
 LEASE_TIMEOUT = 4.0
 LEADER_TTL = 2.0
-PAUSE = 10.0  # past B's leases and its leadership
+PAUSE = 6.0  # past B's leases (4 s), its leadership (2 s) and B's idle-in-transaction limit (at most 2 s)
 MIN_PROGRESS = 40  # jobs A gets done during the pause: it does hundreds when nothing holds it up
 
 

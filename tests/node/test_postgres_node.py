@@ -17,6 +17,7 @@ import pytest
 
 from actorq import Job, Node
 from actorq.testing import check_total_queue, eventually
+from cli_support import actorq_main
 from node_process import NodeProcess
 
 TASKS = """
@@ -69,10 +70,10 @@ async def test_a_node_runs_its_tree_on_postgresql(topology, pg_schema):
     from journal_support import PG_URL
 
     topo = topology(TASKS, processes=2, journal_url=PG_URL, schema=pg_schema)
-    migrated = _actorq("migrate", "--config", str(topo.toml_path), cwd=topo.dir)
+    migrated = actorq_main("migrate", "--config", str(topo.toml_path))  # its main(argv), in this process
     assert migrated.returncode == 0, migrated.stderr
     assert f"(schema {pg_schema}): applied migrations 1, 2, 3, 4, 5, 6, 7" in migrated.stdout
-    again = _actorq("migrate", "--config", str(topo.toml_path), cwd=topo.dir)
+    again = actorq_main("migrate", "--config", str(topo.toml_path))
     assert "up to date" in again.stdout
     async with Node(topo.config) as node:
         accepted = set(await node.queue().enqueue_many([Job("pg.work", [i]) for i in range(300)]))
@@ -83,7 +84,7 @@ async def test_a_node_runs_its_tree_on_postgresql(topology, pg_schema):
     core = next(child for child in tree["children"] if child["id"] == "core")
     assert [c["id"] for c in core["children"]] == ["journal-writer", "dispatcher", "scheduler", "listener", "leader",
                                                   "producers"]
-    status = _actorq("status", "--json", "--config", str(topo.toml_path), cwd=topo.dir)
+    status = actorq_main("status", "--json", "--config", str(topo.toml_path))
     assert status.returncode == 0, status.stderr
     assert '"succeeded": 400' in status.stdout
     check = check_total_queue(accepted, topo.ledger.read(), {j for j, s in topo.states().items() if s == "succeeded"})

@@ -135,7 +135,7 @@ async def test_a_client_with_node_endpoint_enqueues_through_a_postgresql_node_an
         assert _committed(PG_URL, pg_schema, accepted) == accepted
         await eventually(lambda: {e.job_id for e in topo.ledger.read()} >= accepted, timeout=60,
                          message="every job ran")
-        await eventually(lambda: all(topo.states()[i] == "succeeded" for i in accepted), timeout=30,
+        await eventually(lambda: topo.all_in(accepted, "succeeded"), timeout=30,
                          message="every job succeeded")
     finally:
         await _stop(node)
