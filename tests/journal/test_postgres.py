@@ -1003,3 +1003,20 @@ def test_a_keys_admitted_jobs_are_counted_from_its_partial_index(pg_schema: str)
         assert "actorq_jobs_flow" in plan and "Seq Scan" not in plan, plan
     finally:
         journal.close()
+
+
+def test_an_admission_notifies_the_admitted_jobs_queue(pg_schema: str) -> None:
+    """The job a finished one admits may be in another queue: the admission NOTIFYs that
+    queue on the schema's channel, as an enqueue does, so every node's dispatcher of it wakes."""
+    journal = PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        journal.enqueue([job("a1", ordering_key="K"), job("a2", queue="other", ordering_key="K")])
+        [first] = journal.lease(["q"], "w", 1, 60.0)
+        with psycopg.connect(PG_URL, autocommit=True) as listener:
+            listener.execute(f'LISTEN "{pg_schema}"')
+            assert journal.complete([(first.id, first.lease_id)]) == 1
+            got = [(n.channel, n.payload) for n in listener.notifies(timeout=1.0, stop_after=1)]
+        assert got == [(pg_schema, "other")]
+        assert journal.take_admitted() == set()  # PostgreSQL's own NOTIFY is the wake
+    finally:
+        journal.close()

@@ -762,3 +762,18 @@ def test_flow_key_admission_reads_are_searches_of_the_keys_index(db_path: Path) 
                       "SELECT " + admitted_of_key("actorq_jobs", "'k'")):
             plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query))
             assert "INDEX actorq_jobs_flow" in plan and "SCAN actorq_jobs" not in plan, plan
+
+
+def test_an_admission_names_the_admitted_jobs_queue_for_the_writers_wake(db_path: Path) -> None:
+    """The job a finished one admits may be in another queue: `take_admitted` names it once,
+    for the writer to wake that queue's dispatcher after its commit."""
+    journal = SQLiteJournal(db_path)
+    try:
+        journal.enqueue([new_job("a1", ordering_key="K"), new_job("a2", queue="other", ordering_key="K")])
+        assert journal.take_admitted() == set()  # a1 was admitted by its own insert: its enqueue wakes
+        [first] = journal.lease(["q"], "w", 1, 60.0)
+        assert journal.complete([(first.id, first.lease_id)]) == 1
+        assert journal.take_admitted() == {"other"}
+        assert journal.take_admitted() == set()
+    finally:
+        journal.close()
