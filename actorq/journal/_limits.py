@@ -77,19 +77,26 @@ def check_limits(limits: Sequence[QueueLimits]) -> None:
     """Raise ValueError for a limit that is not an integer from 1 to `MAX_QUEUE_LIMIT` (or None),
     a rate that `parse_rate` refuses, or a burst without a rate."""
     for item in limits:
-        for name in ("concurrency", "node_concurrency", "max_depth"):
-            value = getattr(item, name)
-            if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
-                                          and 1 <= value <= MAX_QUEUE_LIMIT):
-                raise ValueError(f"queue {item.queue!r}: {name} must be an integer from 1 to "
-                                 f"{MAX_QUEUE_LIMIT:,} or None, got {value!r}")
-        if item.rate is not None:
-            try:
-                parse_rate(item.rate, item.burst)
-            except ValueError as exc:
-                raise ValueError(f"queue {item.queue!r}: {exc}") from None
-        elif item.burst is not None:
-            raise ValueError(f"queue {item.queue!r}: a burst needs a rate")
+        _check_rules(f"queue {item.queue!r}", {name: getattr(item, name) for name in
+                                              ("concurrency", "node_concurrency", "max_depth")},
+                     item.rate, item.burst)
+
+
+def _check_rules(owner: str, limits: Mapping[str, object], rate: str | None, burst: int | None) -> None:
+    """Raise ValueError naming `owner` for a limit not an integer from 1 to `MAX_QUEUE_LIMIT`
+    (or None), a rate `parse_rate` refuses, or a burst without a rate."""
+    for name, value in limits.items():
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
+                                      and 1 <= value <= MAX_QUEUE_LIMIT):
+            raise ValueError(f"{owner}: {name} must be an integer from 1 to {MAX_QUEUE_LIMIT:,} or None, "
+                             f"got {value!r}")
+    if rate is not None:
+        try:
+            parse_rate(rate, burst)
+        except ValueError as exc:
+            raise ValueError(f"{owner}: {exc}") from None
+    elif burst is not None:
+        raise ValueError(f"{owner}: a burst needs a rate")
 
 
 class LimitsCache:
@@ -126,18 +133,7 @@ def check_task_rules(tasks: Sequence[TaskDefaults]) -> None:
     """Raise ValueError for a task whose concurrency is not an integer from 1 to
     `MAX_QUEUE_LIMIT` (or None), whose rate `parse_rate` refuses, or with a burst and no rate."""
     for task in tasks:
-        value = task.concurrency
-        if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
-                                      and 1 <= value <= MAX_QUEUE_LIMIT):
-            raise ValueError(f"task {task.name!r}: concurrency must be an integer from 1 to "
-                             f"{MAX_QUEUE_LIMIT:,} or None, got {value!r}")
-        if task.rate is not None:
-            try:
-                parse_rate(task.rate, task.burst)
-            except ValueError as exc:
-                raise ValueError(f"task {task.name!r}: {exc}") from None
-        elif task.burst is not None:
-            raise ValueError(f"task {task.name!r}: a burst needs a rate")
+        _check_rules(f"task {task.name!r}", {"concurrency": task.concurrency}, task.rate, task.burst)
         if task.circuit_breaker is not None and not isinstance(task.circuit_breaker, CircuitBreaker):
             raise ValueError(f"task {task.name!r}: circuit_breaker must be a CircuitBreaker or None, "
                              f"got {type(task.circuit_breaker).__name__}")

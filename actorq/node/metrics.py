@@ -67,7 +67,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _check_bind(value: str) -> str | None:
+def check_bind(value: str) -> str | None:
+    """A settings check: None for an empty or valid ``HOST:PORT`` bind, else what is wrong."""
     if not value:
         return None
     try:
@@ -89,7 +90,7 @@ class MetricsConfig:
       queue and state (a scrape in between gets the cached ones); 0.1 to 3600, default 5.
     """
 
-    bind: str = field(default="", metadata={"check": _check_bind})
+    bind: str = field(default="", metadata={"check": check_bind})
     allow_remote: bool = False
     counts_every: float = field(default=5.0, metadata={"min": 0.1, "max": 3600.0})
 

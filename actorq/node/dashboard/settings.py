@@ -9,23 +9,13 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from actorq.node.metrics import is_loopback, parse_bind
+from actorq.node.metrics import check_bind, is_loopback, parse_bind
 
 __all__ = ["DashboardConfig", "MIN_TOKEN", "bind_problem", "token_problem"]
 
 MIN_TOKEN = 16  # characters a token has at least
 MAX_TOKEN = 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-
-
-def _check_bind(value: str) -> str | None:
-    if not value:
-        return None
-    try:
-        parse_bind(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
 
 
 def _check_token(value: str) -> str | None:  # never echoes the value
@@ -55,7 +45,7 @@ class DashboardConfig:
       when the node starts); at most one of ``token`` and ``token_env``.
     """
 
-    bind: str = field(default="", metadata={"check": _check_bind})
+    bind: str = field(default="", metadata={"check": check_bind})
     token: str = field(default="", metadata={"check": _check_token}, repr=False)
     token_env: str = field(default="", metadata={"check": _check_env_name})
 
