@@ -78,6 +78,8 @@ async def main() -> None:
     server = uvicorn.Server(uvicorn.Config(create_app(journal), log_level="warning"))
     serving = asyncio.create_task(server.serve(sockets=[listener]))
     while not server.started:  # set once the lifespan (and so the node) has started
+        if serving.done():  # it failed to start (the error is logged)
+            raise SystemExit(1)
         await asyncio.sleep(0.01)
     status, quote = await asyncio.to_thread(post, base, "/quotes", {"items": ["cake", "cake"]})
     print("POST /quotes:", status, quote)
