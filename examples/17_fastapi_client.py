@@ -5,8 +5,8 @@ The web app and the node are two processes. The app holds one `actorq.AsyncClien
 endpoint; its calls run on a thread of the client, so the event loop keeps serving
 other requests while a call waits. A handler either enqueues and answers at once
 (202 with the job id: the job is committed, the node will run it), or enqueues and
-waits for the value (`enqueue` then `result`, pushed by the node when the job's
-completion commits).
+waits for the value (`ask`: the enqueue, then the wait, pushed by the node when
+the job's completion commits, under one deadline).
 
 Needs ``pip install 'actorq[integrations]'`` (FastAPI, uvicorn). Run from the
 repository root:  python examples/17_fastapi_client.py
@@ -42,8 +42,7 @@ def create_app(url: str, endpoint: str) -> FastAPI:
     async def quote(request: Request, body: dict) -> dict:
         """Waits for the job: for work the answer needs (keep it short: the request holds on)."""
         jobs: actorq.AsyncClient = request.app.state.jobs
-        job_id = await jobs.enqueue(actorq.Job("shop.quote", [body["items"]]))
-        return await jobs.result(job_id, timeout=10.0)
+        return await jobs.ask(actorq.Job("shop.quote", [body["items"]]), timeout=10.0)
 
     @app.post("/orders/{order}/receipt", status_code=202)
     async def send_receipt(order: int, request: Request, body: dict) -> dict:

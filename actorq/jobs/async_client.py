@@ -27,7 +27,7 @@ import functools
 import time
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-from actorq.errors import QueueFull
+from actorq.errors import NotCommitted, QueueFull
 from actorq.jobs import backpressure
 from actorq.jobs.client import DEFAULT_TIMEOUT, Client, check_wait
 from actorq.jobs.task import Declared, Job, TaskRegistry
@@ -111,6 +111,20 @@ class AsyncClient:
                 if pause is None:
                     raise
                 await asyncio.sleep(pause)
+
+    async def ask(self, job: Job, queue: str | None = None, *, timeout: float = 10.0) -> Any:
+        """Enqueue `job`, wait for it to end, and return its value; as `Client.ask` (the
+        wait sleeps on the loop)."""
+        check_wait(timeout)
+        deadline = time.monotonic() + timeout
+        job_id = await self.enqueue(job, queue)
+        if job_id is None:
+            raise NotCommitted(f"job {job.id} was discarded: its concurrency key {job.concurrency_key!r} "
+                               "had its limit of admitted jobs (on_conflict='discard')")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise timed_out(job_id, timeout, None)
+        return await self.result(job_id, left)
 
     async def result(self, job_id: str, timeout: float = 10.0) -> Any:
         """Wait for the job `job_id` to end and return its value; as `Client.result`.

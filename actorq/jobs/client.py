@@ -347,6 +347,31 @@ class Client:
                 self._catalog_read.clear()
         return self._catalog
 
+    def ask(self, job: Job, queue: str | None = None, *, timeout: float = 10.0) -> Any:
+        """Enqueue `job`, wait for it to end, and return what its task returned: `enqueue`
+        then `result` under one deadline (as a node's `QueueRef.ask`).
+
+        The job is durable once the enqueue returns; a timeout leaves it running (fetch its
+        result later by id with `result`). A job with a held `unique_key` is not added: the
+        job holding the key is waited for instead.
+
+        Raises:
+            NotCommitted: the job was discarded over its concurrency key's limit.
+            JobFailed: the job ended dead, failed or cancelled.
+            AskTimeout: it did not end within `timeout`, counted from the call.
+            QueueFull, JournalError: as `enqueue`.
+        """
+        check_wait(timeout)
+        deadline = time.monotonic() + timeout
+        job_id = self.enqueue(job, queue)
+        if job_id is None:
+            raise NotCommitted(f"job {job.id} was discarded: its concurrency key {job.concurrency_key!r} "
+                               "had its limit of admitted jobs (on_conflict='discard')")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise timed_out(job_id, timeout, None)
+        return self.result(job_id, left)
+
     def result(self, job_id: str, timeout: float = 10.0) -> Any:
         """Wait for the job `job_id`, enqueued earlier by anyone, to end; return what its task returned.
 

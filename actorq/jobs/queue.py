@@ -89,7 +89,7 @@ class QueueRef:
         A job whose `unique_key` is held (by a live job, or by one inside its
         ``unique_for`` period) is not added: the id returned is then the holder's
         (compare it with ``job.id`` to tell). A job with ``on_conflict="discard"`` whose
-        `concurrency_key` already has its limit of live jobs is not added: None is returned.
+        `concurrency_key` already has its limit of admitted jobs is not added: None is returned.
 
         `block`: seconds to wait for room while its queue is at its ``max_depth``
         (sending again after short sleeps on the loop); 0 (default): raise at once.
@@ -139,7 +139,7 @@ class QueueRef:
             raise timed_out(job.id, timeout, None) from None
         if job_id is None:
             raise NotCommitted(f"job {job.id} was discarded: its concurrency key {job.concurrency_key!r} "
-                               "had its limit of live jobs (on_conflict='discard')")
+                               "had its limit of admitted jobs (on_conflict='discard')")
         return await self._waiters.wait(job_id, max(0.0, deadline - loop.time()), asked=timeout)
 
     async def enqueue_many(self, jobs: Sequence[Job], *, block: float = 0.0) -> list[str | None]:

@@ -172,6 +172,14 @@ async def test_an_asker_that_restarts_fetches_the_result_by_id(topology) -> None
                     print(repr(await aclient.result({job_id!r}, timeout=30)))
             asyncio.run(main())
         """)).strip() == "'opened'"
+        # ask: enqueue and wait under one deadline, from the sync and the async client
+        assert (await _in_thread(_client_run, topo, f"""
+            print(repr(client.ask(Job("res.gated", [{str(gate)!r}]), timeout=30)))
+            async def main():
+                async with AsyncClient({topo.config.journal.resolved_url!r}) as aclient:
+                    print(repr(await aclient.ask(Job("res.gated", [{str(gate)!r}]), timeout=30)))
+            asyncio.run(main())
+        """)).strip().splitlines() == ["'opened'", "'opened'"]
         assert node.status() is not None
 
 
