@@ -182,6 +182,7 @@ class ThreadedServer:
                                 server_header=False, date_header=False, ws="none",
                                 timeout_graceful_shutdown=max(1, int(busy_timeout)))
         self._server = uvicorn.Server(config)
+        self._grace = config.timeout_graceful_shutdown
         self._sock: socket.socket | None = bind_socket(host, port)
         self._thread: threading.Thread | None = None
 
@@ -227,7 +228,7 @@ class ThreadedServer:
         """Stop serving (idempotent): requests under way are answered first."""
         self._server.should_exit = True
         if self._thread is not None:
-            self._thread.join(10.0)
+            self._thread.join(self._grace + 5.0)
             self._thread = None
         if self._sock is not None:
             self._sock.close()
