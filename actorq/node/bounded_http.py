@@ -33,8 +33,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0  # seconds `ThreadedServer.start` waits for the server's thread
-# uvicorn's warnings for each hostile request: counted in `Drops` instead (a flood would fill the log)
-COUNTED = frozenset({"Invalid HTTP request received.", "Exceeded concurrency limit."})
+# uvicorn's warnings for each hostile request: counted in `Drops` instead, or harmless (an upgrade
+# asked for is ignored, the request served as plain HTTP); one each would let a flood fill the log
+COUNTED = ("Invalid HTTP request received.", "Exceeded concurrency limit.", "Unsupported upgrade request.",
+           "No supported WebSocket library detected.")
 
 
 class _Quiet(logging.Filter):
@@ -45,7 +47,8 @@ class _Quiet(logging.Filter):
         self.threads: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.threadName in self.threads and record.msg in COUNTED)
+        return not (record.threadName in self.threads and isinstance(record.msg, str)
+                    and record.msg.startswith(COUNTED))
 
 
 _quiet = _Quiet()
