@@ -77,7 +77,7 @@ from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import EXIT_REPLACED, WORKER_BOOT, WorkerSpec
 from actorq.journal.backends import journal_class, open_journal_config
 from actorq.journal.config import JournalConfig
-from actorq.journal.protocol import LIVE_STATES, Attempt, Journal, NewJob, QueueLimits, TaskDefaults
+from actorq.journal.protocol import LIVE_STATES, Attempt, BreakerState, Journal, NewJob, QueueLimits, TaskDefaults
 from actorq.supervisors import ChildSpec, Exit, ProcessChild, actor_start, process_start
 from actorq.transports.zmq import private_ipc_dir
 
@@ -680,6 +680,16 @@ class JobRuntime:
             raise RuntimeError("node not started")
         paused: list[str] = await self._writer.call(jw.CALL, operator.methodcaller("paused_queues"))
         return paused
+
+    async def breakers(self) -> list[BreakerState]:
+        """Where the circuit breakers of this node's tasks stand, read through the writer;
+        ``[]`` without a read when none of its tasks declares one."""
+        if not any(p.circuit_breaker is not None for p in self.tasks.values()):
+            return []
+        if self._writer is None:
+            raise RuntimeError("node not started")
+        states: list[BreakerState] = await self._writer.call(jw.CALL, operator.methodcaller("breakers"))
+        return [b for b in states if b.task in self.tasks]
 
     async def wait_idle(self, timeout: float = 60.0, poll: float = 0.05) -> dict[str, dict[str, int]]:
         """Wait until no job is live (scheduled, ready, leased or in retry); return the counts.

@@ -16,7 +16,8 @@ import logging
 import signal
 import sys
 import time
-from typing import Any, NoReturn, Sequence
+from collections import Counter
+from typing import Any, Callable, NoReturn, Sequence
 
 from actorq._version import __version__
 from actorq._kernel.loop import new_event_loop
@@ -144,15 +145,46 @@ def _parse_arg(text: str) -> Any:
 
 
 # -- run ---------------------------------------------------------------------------------
-class _ProgressPrinter:
-    """Prints one line a second while work is done: totals, rate, in flight."""
+BREAKERS_EVERY = 5.0  # seconds between two reads of the breakers for the progress line
 
-    def __init__(self, node: Node, quiet: bool) -> None:
+
+class _ProgressPrinter:
+    """Prints one line a second while work is done: totals, rate, in flight, and the
+    circuit breakers of the node's tasks not closed (read at most every `BREAKERS_EVERY` s)."""
+
+    def __init__(self, node: Node, quiet: bool, clock: Callable[[], float] = time.monotonic) -> None:
         self.node = node
         self.quiet = quiet
+        self.clock = clock
         self.last_done = 0
         self.last_time = time.monotonic()
         self.idle_reported = False
+        self.breakers: dict[str, int] = {}  # {"open": n, "half_open": n}, those not zero
+        self.breakers_shown: dict[str, int] = {}
+        self.breakers_read: float | None = None  # clock() of the last read started
+        self.reading: asyncio.Task[None] | None = None
+
+    def read_breakers(self) -> "asyncio.Task[None] | None":
+        """Start a read of the breakers of the node's tasks if the last one started `BREAKERS_EVERY`
+        s ago and is done (a node whose tasks declare none reads nothing); returns it, or None.
+        The line never waits for it: a stalled journal leaves the last counts shown."""
+        now = self.clock()
+        if self.reading is not None and not self.reading.done():
+            return None
+        if self.breakers_read is not None and now - self.breakers_read < BREAKERS_EVERY:
+            return None
+        self.breakers_read = now
+        self.reading = asyncio.get_running_loop().create_task(self._read_breakers())
+        return self.reading
+
+    async def _read_breakers(self) -> None:
+        try:
+            states = await self.node.breakers()
+        except Exception as exc:  # the journal's trouble shows on the line already
+            logger.debug("progress: the breakers could not be read: %s", exc)
+            return
+        counts = Counter(b.state for b in states if b.state != "closed")
+        self.breakers = {state: counts[state] for state in ("open", "half_open") if counts[state]}
 
     def tick(self) -> None:
         p = self.node.progress()
@@ -160,17 +192,20 @@ class _ProgressPrinter:
         done = p.succeeded + p.failed
         rate = (done - self.last_done) / max(now - self.last_time, 1e-9)
         active = not p.idle or done != self.last_done
-        if not self.quiet and (active or not self.idle_reported):
+        changed = self.breakers != self.breakers_shown  # a breaker opened or closed while idle: said
+        if not self.quiet and (active or changed or not self.idle_reported):
             _err(
                 f"[actorq] {p.succeeded:,} succeeded  {p.failed:,} failed  {rate:,.0f} jobs/s  "
                 f"in flight {p.in_flight}  workers {p.workers}  restarts {p.worker_restarts}"
                 + (f"  stale acks {p.stale_acks}" if p.stale_acks else "")
+                + "".join(f"  breakers {state.replace('_', '-')}: {n}" for state, n in self.breakers.items())
                 + (f"  JOURNAL UNAVAILABLE, retrying: {p.journal_error}" if p.journal_error else "")
                 + (f"  waiting on the journal for {p.journal_wait:.0f} s (a lock or the disk)"
                    if p.journal_wait >= JOURNAL_WAIT_REPORTED else "")
                 + ("" if active else "  (idle: waiting for jobs)")
             )
             self.idle_reported = not active
+            self.breakers_shown = self.breakers
         self.last_done, self.last_time = done, now
 
 
@@ -201,6 +236,7 @@ async def _run_node(config: Config, burst: bool, quiet: bool) -> int:
     async def report() -> None:
         while True:
             await asyncio.sleep(1.0)
+            printer.read_breakers()
             printer.tick()
             if burst and not node.stopping:
                 if not live_jobs(await node.counts()):
@@ -215,6 +251,8 @@ async def _run_node(config: Config, burst: bool, quiet: bool) -> int:
         return EXIT_FAILURE
     finally:
         reporter.cancel()
+        if printer.reading is not None:
+            printer.reading.cancel()
         printer.tick()
     return EXIT_OK
 

@@ -2,8 +2,9 @@
 
 ::
 
-    scrape ──▶ prometheus_client's HTTP server (a thread of its own)
-                 └─ NodeCollector.collect ──▶ one snapshot, taken on the node's loop:
+    scrape ──▶ uvicorn, bounded (`actorq.node.bounded_http`, a thread of its own)
+                 └─ GET /metrics ──▶ prometheus_client's exposition, on a worker thread
+                      └─ NodeCollector.collect ──▶ one snapshot, taken on the node's loop:
                       counters of the writers, dispatcher, producer endpoint, event hub (no I/O)
                       jobs by queue and state: `Journal.counts`, read at most every
                       ``metrics.counts_every`` seconds and cached
@@ -14,8 +15,15 @@ writer notes each group's commit time and size (one bisect per group), and the
 event hub, on its own thread, the run time of each job started here (from the
 ``started`` event to its end's, see `actorq.jobs.events`).
 
-``prometheus-client`` is imported only when ``bind`` is set: the rest of actorq
-runs without it.
+The socket is bounded like every other one of the node: `MAX_CONNECTIONS` connections
+at once (more are closed when accepted), request heads of `MAX_HEAD` bytes (more: 400),
+`IDLE_TIMEOUT` s to send a whole request head and between requests (a slow client is
+dropped, however steadily it dribbles), `MAX_SCRAPES` scrapes answered at once. Only
+``GET``/``HEAD /metrics`` is served: any other path is 404, any other method 405. Drops
+are counted in ``actorq_malformed_frames{socket="metrics"}``.
+
+``prometheus-client`` and ``uvicorn`` (both in ``actorq[metrics]``) are imported only
+when ``bind`` is set: the rest of actorq runs without them.
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ __all__ = ["MetricsConfig", "MetricsServer", "MetricsUnavailable", "bind_problem
 SNAPSHOT_TIMEOUT = 10.0  # seconds a scrape waits for the node's loop
 COUNTS_TIMEOUT = 5.0  # seconds a scrape waits for the journal's counts; then it reports the cached ones
 MAX_SCRAPES = 4  # scrapes answered at once; more fail at once (HTTP 500), none queues on the node's loop
+MAX_CONNECTIONS = 16  # connections open at once; more are closed as soon as they are accepted
+IDLE_TIMEOUT = 10.0  # seconds to send a whole request head, and to keep an idle connection
+MAX_HEAD = 8 * 1024  # bytes of a request's head
 
 
 def parse_bind(text: str) -> tuple[str, int]:
@@ -108,16 +119,19 @@ def bind_problem(config: MetricsConfig) -> str | None:
 
 
 class MetricsUnavailable(RuntimeError):
-    """``[metrics] bind`` is set but ``prometheus-client`` is not installed."""
+    """``[metrics] bind`` is set but ``prometheus-client`` or ``uvicorn`` is not installed."""
+
+    REQUIRES = ("prometheus_client", "uvicorn")
+    """The modules serving metrics imports."""
 
     @classmethod
     def default(cls) -> "MetricsUnavailable":
         """The error with its usual text (what to install)."""
-        return cls("serving metrics needs prometheus-client: pip install 'actorq[metrics]'")
+        return cls("serving metrics needs prometheus-client and uvicorn: pip install 'actorq[metrics]'")
 
 
 class MetricsServer:
-    """Serves ``/metrics`` for one node's job runtime on prometheus_client's HTTP server.
+    """Serves ``/metrics`` for one node's job runtime on a bounded HTTP server (the module docstring).
 
     Args:
         runtime: the node's job runtime (its counters are read at each scrape).
@@ -136,7 +150,6 @@ class MetricsServer:
         self.config = config
         self.node = node
         self._server: Any = None
-        self._thread: threading.Thread | None = None
         self._counts: dict[str, dict[str, int]] = {}
         self._counts_at: float | None = None  # time.monotonic() of the cached counts
         self._counts_read: asyncio.Task[dict[str, dict[str, int]]] | None = None  # one read at most
@@ -150,14 +163,19 @@ class MetricsServer:
             OSError: the address cannot be bound.
         """
         try:
-            from prometheus_client import start_http_server
             from prometheus_client.registry import CollectorRegistry
+
+            from actorq.node.bounded_http import ThreadedServer
         except ImportError:
             raise MetricsUnavailable.default() from None
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(self))
         host, port = parse_bind(self.config.bind)
-        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+        server = ThreadedServer(_App(registry), host, port, name="actorq-metrics", max_connections=MAX_CONNECTIONS,
+                                idle_timeout=IDLE_TIMEOUT, busy_timeout=SNAPSHOT_TIMEOUT + COUNTS_TIMEOUT,
+                                max_head=MAX_HEAD)
+        server.start()
+        self._server = server
         self.runtime.events.timing = True
         self.runtime.events.start()
 
@@ -166,18 +184,22 @@ class MetricsServer:
         """``(host, port)`` the endpoint listens on (after `start`)."""
         if self._server is None:
             raise RuntimeError("the metrics endpoint is not started")
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
+        return self._server.address
+
+    @property
+    def connections(self) -> int:
+        """HTTP connections open now (at most `MAX_CONNECTIONS`, once each is accepted)."""
+        return 0 if self._server is None else self._server.connections
+
+    def dropped(self) -> dict[str, int]:
+        """Connections and requests the endpoint dropped, by reason (`bounded_http.Drops`)."""
+        return {} if self._server is None else dict(self._server.drops.by_reason)
 
     def stop(self) -> None:
         """Stop serving (idempotent); a scrape under way is answered first."""
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+            server.stop()
 
     # -- one scrape ------------------------------------------------------------------------------
     def snapshot(self) -> "_Snapshot":
@@ -222,9 +244,53 @@ class MetricsServer:
             counters=dict(runtime.counters()), cancelled=runtime.cancelled,
             worker_restarts=runtime.worker_restarts, workers=progress.workers, in_flight=progress.in_flight,
             journal_wait=progress.journal_wait, journal_error=progress.journal_error is not None,
-            malformed={**runtime.malformed_by_reason(), **{k: dict(v) for k, v in self.sockets().items()}},
+            malformed={**runtime.malformed_by_reason(), **{k: dict(v) for k, v in self.sockets().items()},
+                       "metrics": self.dropped()},
             commits=runtime.commit_histograms(),
             run_times=run_times, queue_waits=queue_waits, events_dropped=hub.dropped, hook_errors=dict(hub.hook_errors))
+
+
+class _App:
+    """The ASGI application: ``GET``/``HEAD /metrics`` renders `registry` on a worker thread
+    (a scrape waits on the node's loop: uvicorn's own loop keeps serving); anything else is
+    404 or 405 without reading a request body."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            return
+        method = scope["method"]
+        if scope["path"] != "/metrics":
+            await _answer(send, 404, b"not found: only /metrics is served\n")
+            return
+        if method not in ("GET", "HEAD"):
+            await _answer(send, 405, b"method not allowed: GET /metrics\n", ((b"allow", b"GET, HEAD"),))
+            return
+        accept = b", ".join(v for k, v in scope["headers"] if k == b"accept").decode("latin-1")
+        try:
+            body, content_type = await asyncio.get_running_loop().run_in_executor(None, self._render, accept)
+        except Exception as exc:  # the node's loop or journal did not answer, or too many scrapes
+            logger.warning("metrics: a scrape failed: %s", str(exc) or type(exc).__name__)
+            await _answer(send, 500, f"metrics unavailable: {str(exc) or type(exc).__name__}\n".encode())
+            return
+        await _answer(send, 200, b"" if method == "HEAD" else body,
+                      content_type=content_type.encode(), length=len(body))
+
+    def _render(self, accept: str) -> tuple[bytes, str]:
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+
+async def _answer(send: Callable[..., Any], status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = (),
+                  content_type: bytes = b"text/plain; charset=utf-8", length: int | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type),
+                            (b"content-length", str(len(body) if length is None else length).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 @dataclass

@@ -46,6 +46,7 @@ from actorq.jobs.task import check_name
 from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import check_tasks
 from actorq.journal.config import redact_url
+from actorq.journal.protocol import BreakerState
 from actorq.node.config import Config, ConfigError, load_config
 from actorq.node.dashboard.data import DashboardData, LocalNode
 from actorq.node.dashboard.server import DashboardServer, DashboardUnavailable
@@ -173,7 +174,7 @@ class Node:
         if not cfg.node.tasks:
             logger.warning("node.tasks is empty: workers know no task, every job will end dead")
         source = str(cfg.path or "config")
-        if cfg.metrics.bind and importlib.util.find_spec("prometheus_client") is None:
+        if cfg.metrics.bind and not all(importlib.util.find_spec(m) for m in MetricsUnavailable.REQUIRES):
             self._started = False  # said before any process starts
             raise ConfigError(source, "metrics.bind", str(MetricsUnavailable.default()))
         if cfg.dashboard.bind and not all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn")):
@@ -457,6 +458,11 @@ class Node:
     async def paused_queues(self) -> list[str]:
         """The names of the paused queues, sorted."""
         return await self._runtime().paused_queues()
+
+    async def breakers(self) -> list[BreakerState]:
+        """Where the circuit breakers of this node's tasks stand (``[]``, with no journal read,
+        when none of its tasks declares one)."""
+        return await self._runtime().breakers()
 
     async def wait_idle(self, timeout: float = 60.0, poll: float = 0.05) -> dict[str, dict[str, int]]:
         """Wait until no job is ready, leased, scheduled or in retry; return the counts.

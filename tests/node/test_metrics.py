@@ -177,16 +177,17 @@ def test_bind_must_be_loopback_unless_allowed():
     assert not is_loopback("10.0.0.1") and not is_loopback("example.com")
 
 
-async def test_missing_prometheus_client_is_one_line_naming_the_key(topology, monkeypatch):
+@pytest.mark.parametrize("missing", ["prometheus_client", "uvicorn"])
+async def test_missing_prometheus_client_or_uvicorn_is_one_line_naming_the_key(topology, monkeypatch, missing):
     topo = topology(TASKS)
-    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed
     import importlib.util
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "prometheus_client" else 1)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else 1)
     node = Node(with_metrics(topo))
     with pytest.raises(ConfigError) as caught:
         await node.start()
-    assert str(caught.value) == (f"{topo.toml_path}: metrics.bind: serving metrics needs prometheus-client: "
-                                 "pip install 'actorq[metrics]'")
+    assert str(caught.value) == (f"{topo.toml_path}: metrics.bind: serving metrics needs prometheus-client and "
+                                 "uvicorn: pip install 'actorq[metrics]'")
     assert node.runtime is None  # refused before anything started
 
 
