@@ -55,6 +55,11 @@ _quiet = _Quiet()
 logging.getLogger("uvicorn.error").addFilter(_quiet)
 
 
+def quiet_thread(name: str) -> None:
+    """Drop uvicorn's per-request warnings logged on the thread `name` (its drops are counted)."""
+    _quiet.threads.add(name)
+
+
 class Drops:
     """Connections and requests a bounded server dropped, by reason (read from any thread).
 
@@ -177,7 +182,7 @@ class ThreadedServer:
         protocol = bounded_protocol(max_connections, idle_timeout, busy_timeout, max_head, self.drops)
         # limit_concurrency counts connections too: one above the cap, so a request on the last
         # connection allowed is answered rather than refused with 503
-        _quiet.threads.add(name)
+        quiet_thread(name)
         # log_config None: uvicorn leaves the process's logging as it is (its records go to the root's handlers)
         config = uvicorn.Config(app, log_level="warning", log_config=None, access_log=False, lifespan="off",
                                 http=protocol, loop="asyncio", limit_concurrency=max_connections + 1,

@@ -29,6 +29,8 @@ KEEP_ALIVE = 5  # seconds an idle keep-alive connection is kept
 MAX_HEAD = 16 * 1024  # bytes of a request's head (h11's incomplete event)
 START_TIMEOUT = 10.0  # seconds `start` waits for the server thread
 GRACE = 5  # seconds requests under way get to finish when the dashboard stops
+REQUEST_TIME = 30  # seconds a request being answered gets past its connection's deadline
+THREAD_NAME = "actorq-dashboard"
 
 
 class DashboardUnavailable(RuntimeError):
@@ -74,6 +76,7 @@ class DashboardServer:
         self.token = token
         self._sock: socket.socket | None = None
         self._server: Any = None
+        self.drops: Any = None  # bounded_http.Drops once listening: connections and requests dropped, by reason
         self._thread: threading.Thread | None = None
 
     def listen(self) -> None:
@@ -88,13 +91,19 @@ class DashboardServer:
         try:
             import uvicorn
 
+            from actorq.node.bounded_http import Drops, bounded_protocol, quiet_thread
             from actorq.node.dashboard.app import build_app
         except ImportError:
             raise DashboardUnavailable.default() from None
         app = build_app(self.data, self.token)
         self._sock = _bind(self.bind)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", http="h11",
-                                loop="asyncio", limit_concurrency=LIMIT_CONCURRENCY, timeout_keep_alive=KEEP_ALIVE,
+        # the metrics socket's bounds: connections capped when accepted, a deadline for a whole
+        # request head and for idling, heads over MAX_HEAD refused however they arrive
+        self.drops = Drops()
+        protocol = bounded_protocol(LIMIT_CONCURRENCY, KEEP_ALIVE, REQUEST_TIME, MAX_HEAD, self.drops)
+        quiet_thread(THREAD_NAME)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", http=protocol,
+                                loop="asyncio", limit_concurrency=LIMIT_CONCURRENCY + 1, timeout_keep_alive=KEEP_ALIVE,
                                 h11_max_incomplete_event_size=MAX_HEAD, server_header=False, ws="none",
                                 timeout_graceful_shutdown=GRACE)
         self._server = uvicorn.Server(config)
@@ -131,7 +140,7 @@ class DashboardServer:
                 failed.append(exc)
                 logger.error("dashboard: the server stopped: %s", exc)
 
-        self._thread = threading.Thread(target=run, name="actorq-dashboard", daemon=True)
+        self._thread = threading.Thread(target=run, name=THREAD_NAME, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT
         while not server.started and self._thread.is_alive() and time.monotonic() < deadline:
