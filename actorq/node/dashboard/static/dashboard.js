@@ -3,7 +3,7 @@
 "use strict";
 (function () {
   const POLL_MS = 2000;
-  const STATES = ["scheduled", "ready", "leased", "retry", "succeeded", "failed", "dead", "cancelled"];
+  const STATES = ["blocked", "scheduled", "ready", "leased", "retry", "succeeded", "failed", "dead", "cancelled"];
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   let cursor = null;       // the jobs page's `after`, null: the first page
   let nextCursor = null;
@@ -142,7 +142,7 @@
       const buttons = [];
       if (job.state === "dead" || job.state === "failed")
         buttons.push(el("button", { class: "retry", on: { click: (ev) => { ev.stopPropagation(); act("/api/jobs/" + id + "/retry", "retry " + job.id); } } }, "retry"));
-      if (["scheduled", "ready", "leased", "retry"].includes(job.state))
+      if (["blocked", "scheduled", "ready", "leased", "retry"].includes(job.state))
         buttons.push(el("button", { class: "cancel", on: { click: (ev) => { ev.stopPropagation(); act("/api/jobs/" + id + "/cancel", "cancel " + job.id); } } }, "cancel"));
       return el("tr", { class: "job", "data-job": job.id, "data-state": job.state, on: { click: () => { selected = job.id; showDetail(); } } },
         el("td", { class: "mono" }, job.id), el("td", {}, state(job.state)), el("td", {}, job.queue), el("td", {}, job.task),
