@@ -23,7 +23,10 @@ from actorq.testing import eventually
 from dashboard_support import Browser
 
 TASKS = """
-@registry.task("d.ok")
+from actorq import CircuitBreaker
+
+
+@registry.task("d.ok", circuit_breaker=CircuitBreaker(failures=5, window=60, cool_down=30))
 def ok(n):
     return {"n": n}
 
@@ -111,6 +114,8 @@ async def test_api_of_a_real_node(request, topology, backend):
             assert view["leases"][0]["owner"]
             assert [(s["name"], s["task"]) for s in view["schedules"]] == [("nightly", "d.ok")]
             assert view["schedules"][0]["next_fire"] > view["now"]
+            # d.ok declares a breaker, which its successes leave closed; the others declare none
+            assert [(b["task"], b["state"], b["failures"]) for b in view["breakers"]] == [("d.ok", "closed", 0)]
             # jobs: filters and pages
             assert [j["id"] for j in b.get("/api/jobs?state=dead")["jobs"]] == [dead]
             first = b.get("/api/jobs?task=d.ok&limit=2")

@@ -32,7 +32,10 @@ def send_receipt(order):
     return {"order": order, "sent": True}
 
 
-@registry.task("shop.charge_card", max_attempts=1)
+from actorq import CircuitBreaker
+
+
+@registry.task("shop.charge_card", max_attempts=1, circuit_breaker=CircuitBreaker(failures=5, window=60, cool_down=30))
 def charge_card(order, card):
     raise ValueError(f"card ending {card} was declined for order {order}")
 
@@ -92,6 +95,9 @@ async def test_the_page_in_chromium_retries_a_dead_job_by_click(topology):
             assert "shop.sync_stock" in await until_page("document.getElementById('leases').innerText", "leases")
             assert "nightly-stock" in await until_page("document.getElementById('schedules').innerText",
                                                        "schedules")
+            breaker = await until_page("document.querySelector('#breakers tr[data-task=\"shop.charge_card\"]')?.innerText",
+                                       "the card task's circuit breaker")
+            assert "closed" in breaker
             # click the dead job's retry button: the journal has it ready again
             clicked = await until_page(f"(() => {{ const b = document.querySelector('tr[data-job=\"{dead}\"] "
                                        "button.retry'); if (!b) return false; b.click(); return true; })()",

@@ -33,6 +33,7 @@ __all__ = ["DashboardData", "LocalNode", "MAX_LEASES", "MAX_PAGE", "NodeLink", "
 
 MAX_PAGE = 200  # jobs per page of /api/jobs
 DEFAULT_PAGE = 50
+MAX_BREAKERS = 200  # circuit breakers /api/overview lists (one per task that declares one)
 MAX_LEASES = 200  # leased jobs /api/overview lists (grouped by owner); past it, "leases_truncated"
 ERROR_CHARS = 300  # characters of a listed job's last error
 MAX_SHOWN = 64 * 1024  # characters of JSON of a job's arguments or result, or of its traceback, /api/jobs/ID sends
@@ -196,7 +197,7 @@ class DashboardData:
     # -- reads -------------------------------------------------------------------------------
     def overview(self) -> dict[str, Any]:
         """Everything the page shows but the jobs: the node, its tree, the queues, the leases by
-        owner and the schedules."""
+        owner, the schedules and the circuit breakers."""
         now = self.clock()
         tree: dict[str, Any] | None = None
         status: dict[str, Any] | None = None
@@ -209,8 +210,8 @@ class DashboardData:
 
         def read(journal: Journal) -> tuple[Any, ...]:
             return (queue_entries(journal, now), journal.list_jobs(state=JobState.LEASED, limit=MAX_LEASES + 1),
-                    journal.schedules())
-        queues, leased, rows = self._with_journal(read)
+                    journal.schedules(), journal.breakers())
+        queues, leased, rows, breakers = self._with_journal(read)
         owners: dict[str, list[dict[str, Any]]] = {}
         for job in leased[:MAX_LEASES]:
             owners.setdefault(job.lease_owner or "?", []).append({"id": job.id, "task": job.task, "queue": job.queue,
@@ -219,7 +220,8 @@ class DashboardData:
                 "node": status, "tree": tree, "node_problem": problem, "queues": queues,
                 "leases": [{"owner": owner, "jobs": jobs} for owner, jobs in sorted(owners.items())],
                 "leases_truncated": len(leased) > MAX_LEASES,
-                "schedules": schedule_entries(self.config, rows, now)}
+                "schedules": schedule_entries(self.config, rows, now),
+                "breakers": [b._asdict() for b in breakers[:MAX_BREAKERS]]}
 
     def jobs(self, *, state: JobState | None, queue: str | None, task: str | None, after: str | None,
              limit: int) -> dict[str, Any]:

@@ -122,6 +122,14 @@
     body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted" }, "no schedules"))]));
   }
 
+  function renderBreakers(data) {
+    const body = document.querySelector("#breakers tbody");
+    const rows = data.breakers.map((b) => el("tr", { "data-task": b.task }, el("td", {}, b.task), el("td", {}, state(b.state)),
+      el("td", { class: "num" }, String(b.failures)), el("td", {}, b.opened_at === null ? "-" : ago(b.opened_at, data.now)),
+      el("td", {}, b.reopens_at === null ? "-" : when(b.reopens_at))));
+    body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted" }, "no task declares a circuit breaker"))]));
+  }
+
   // -- jobs ----------------------------------------------------------------------------------
   function jobQuery() {
     const params = new URLSearchParams();
@@ -184,7 +192,8 @@
       document.getElementById("node-line").textContent = (node ? "node " + node.name + " (pid " + node.pid + ") " + node.activity + rate
         + ", " + node.workers.connected + " workers" : "no node running")
         + " · journal " + data.journal;
-      renderTree(data); renderQueues(data); renderLeases(data); renderSchedules(data); renderJobs(page, data.now);
+      renderTree(data); renderQueues(data); renderLeases(data); renderSchedules(data); renderBreakers(data);
+      renderJobs(page, data.now);
       if (selected) await showDetail();
       problem(null);
       document.body.dataset.loaded = "1";
