@@ -253,10 +253,93 @@ class Backend:
         if self.name == "postgres":
             self.raw("ALTER TABLE actorq_jobs SET (autovacuum_enabled = false)")
 
+    def other_process(self) -> None:
+        """Nothing to do: another process can open this journal (the memory journal skips)."""
+
+    def _table(self, name: str) -> str:
+        return name if self.name == "sqlite" else f'"{self.options["schema"]}".{name}'
+
+    def age_bucket(self, kind: str, name: str, seconds: float) -> None:
+        """Move the token bucket of queue or task (`kind`) `name` `seconds` into the past: that much
+        time has passed for its refill."""
+        table, column = ("actorq_queues", "queue") if kind == "queue" else ("actorq_tasks", "name")
+        self.raw(f"UPDATE {self._table(table)} SET tokens_at = tokens_at - ? WHERE {column} = ?", seconds, name)
+
+    def age_breakers(self, seconds: float) -> None:
+        """Move every circuit breaker's opening `seconds` into the past (its cool-down passes)."""
+        self.raw(f"UPDATE {self._table('actorq_breakers')} SET opened_at = opened_at - ?", seconds)
+
+    def set_breaker_failures(self, times: Sequence[float]) -> None:
+        """Make every breaker's recorded failures those at `times` (e.g. long ago)."""
+        import json
+
+        self.raw(f"UPDATE {self._table('actorq_breakers')} SET failed_at = ?", json.dumps(list(times)))
+
+    def error_rows(self, job_ids: Sequence[str]) -> int:
+        """How many error rows the journal keeps of `job_ids` (a pruned job's go with it)."""
+        marks = ", ".join("?" * len(job_ids))
+        return self.raw(f"SELECT count(*) FROM actorq_errors WHERE job_id IN ({marks})", *job_ids)[0][0]
+
     def close(self) -> None:
         for journal in self._opened:
             journal.close()
         self._opened.clear()
+
+
+class MemoryBackend(Backend):
+    """The in-memory journal (`MemoryJournal`): `open` gives another handle on one store.
+
+    It has no SQL and no file: a test that runs statements outside the journal (`raw`) or
+    hands the journal to another process is not a contract test and is skipped here.
+    """
+
+    def __init__(self) -> None:
+        from actorq.journal.memory import MemoryJournal
+
+        super().__init__("memory", "memory://contract")
+        self._first = MemoryJournal(name="contract")
+
+    def open(self) -> Journal:
+        journal = self._first if not self._opened else self._first.reopen()
+        self._opened.append(journal)
+        return journal
+
+    def raw(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        pytest.skip("runs SQL outside the journal: not a contract of the memory journal")
+
+    def backdate_finish(self, job_ids: Sequence[str], seconds: float) -> None:
+        self._first.backdate_finish(job_ids, seconds)  # type: ignore[attr-defined]
+
+    def integrity_error(self) -> tuple[type[BaseException], ...]:
+        pytest.skip("a constraint of the SQL schema: not a contract of the memory journal")
+
+    def keep_statistics_stale(self) -> None:
+        """No planner, no statistics."""
+
+    def age_bucket(self, kind: str, name: str, seconds: float) -> None:
+        state = self._first.store.state
+        bucket = (state.queues if kind == "queue" else state.tasks)[name][1]
+        bucket.tokens_at -= seconds
+
+    def age_breakers(self, seconds: float) -> None:
+        breakers = self._first.store.state.breakers
+        for task, (state, failed_at, opened_at) in breakers.items():
+            breakers[task] = (state, failed_at, None if opened_at is None else opened_at - seconds)
+
+    def set_breaker_failures(self, times: Sequence[float]) -> None:
+        import json
+
+        breakers = self._first.store.state.breakers
+        for task, (state, _, opened_at) in breakers.items():
+            breakers[task] = (state, json.dumps(list(times)), opened_at)
+
+    def error_rows(self, job_ids: Sequence[str]) -> int:
+        details = [self._first.inspect(job_id) for job_id in job_ids]
+        return sum(len(d.errors) for d in details if d is not None)
+
+    def other_process(self) -> None:
+        """Skip a test that opens the journal in another process: a memory journal lives in one."""
+        pytest.skip("another process cannot open a memory journal")
 
 
 def sqlite_backend(tmp_path: Path) -> Backend:
