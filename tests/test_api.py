@@ -43,7 +43,8 @@ PINNED_ALL = {
         "SupervisorError", "SupervisorRef", "actor_process", "actor_start", "current_system", "process_start",
         "start_supervisor", "supervisor_spec",
     ],
-    "actorq.testing": ['Ledger', 'LedgerEntry', 'QueueCheck', 'check_total_queue', 'eventually', 'job_history', 'job_states',
+    "actorq.testing": ['DrainResult', 'EnqueuedJob', 'Ledger', 'LedgerEntry', 'ManualClock', 'QueueCheck',
+                       'TaskRecorder', 'check_total_queue', 'eventually', 'job_history', 'job_states',
                        'journal_invariants', 'kill_leftover_children', 'live_children'],
     "actorq.transports": ["FrameError", "LoopSocket", "decode", "encode", "private_ipc_dir"],
 }
