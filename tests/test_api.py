@@ -31,7 +31,8 @@ PINNED_ALL = {
         "current_job",
     ],
     "actorq.journal": [
-        "BreakerState", "CircuitBreaker", "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener", "NewJob",
+        "BreakerState", "CircuitBreaker", "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener",
+        "MemoryJournal", "NewJob",
         "PostgresJournal", "QueueLimits",
         "SQLiteJournal", "TERMINAL_STATES", "enqueue_in", "migrate", "open_journal",
     ],
