@@ -783,6 +783,8 @@ except ImportError:  # actorq.testing without pytest (a worker recording to a Le
     _pytest = None  # type: ignore[assignment]
 
 if _pytest is not None:
+    # the shipped contract suite's asserts explain themselves, as a test module's do
+    _pytest.register_assert_rewrite("actorq.journal.contract")
 
     @_pytest.fixture
     def actorq_clock() -> ManualClock:

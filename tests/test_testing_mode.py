@@ -138,3 +138,38 @@ def test_the_demo_app_s_suite_passes_with_the_installed_plugin() -> None:
                             cwd=ROOT, capture_output=True, text=True, timeout=110)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 passed" in result.stdout, result.stdout
+
+
+THIRD_PARTY = '''
+import pytest
+from actorq.journal.contract import MemoryBackend
+from actorq.journal.contract.journal_tests import *  # noqa: F401,F403
+from actorq.journal.contract.rules_tests import *  # noqa: F401,F403
+
+
+class TheirBackend(MemoryBackend):
+    """Stands for a backend of another package: the fixtures are all it gives."""
+
+
+@pytest.fixture
+def backend():
+    b = TheirBackend()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def journal(backend):
+    return backend.open()
+'''
+
+
+def test_another_backend_runs_the_shipped_contract_suite(tmp_path: Path) -> None:
+    """A project outside this repository runs the contract from the installed package, with
+    nothing of tests/journal: its own `backend` and `journal` fixtures only."""
+    (tmp_path / "test_their_journal.py").write_text(THIRD_PARTY)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "b1_ or breaker",
+                             "test_their_journal.py"], cwd=tmp_path, capture_output=True, text=True, timeout=110)
+    assert result.returncode == 0, result.stdout + result.stderr
+    passed = int(result.stdout.split(" passed")[0].split()[-1])
+    assert passed >= 8, result.stdout

@@ -65,7 +65,7 @@ class _Job:
     last_traceback: str | None = None
     result: bytes | None = None
     result_expires: float | None = None
-    errors: list[ErrorRecord] = field(default_factory=list)
+    errors: tuple[ErrorRecord, ...] = ()  # replaced, never changed in place: a snapshot copies the job alone
 
     def clear_lease(self) -> None:
         self.lease_id = self.lease_owner = self.lease_expires = None
@@ -100,6 +100,16 @@ class _State:
     breakers: dict[str, tuple[str, str, float | None]] = field(default_factory=dict)  # state, failed_at, opened_at
     schedules: dict[str, ScheduleRow] = field(default_factory=dict)
     paused: dict[str, float] = field(default_factory=dict)
+
+
+def _snapshot(state: _State) -> _State:
+    """A copy of `state` that its later changes leave alone: every mutable row is copied (a job's
+    fields are values or immutable; tuples and named tuples are shared)."""
+    return _State(
+        jobs={job_id: copy.copy(job) for job_id, job in state.jobs.items()},
+        queues={name: (limits, copy.copy(bucket)) for name, (limits, bucket) in state.queues.items()},
+        tasks={name: (task, copy.copy(bucket)) for name, (task, bucket) in state.tasks.items()},
+        breakers=dict(state.breakers), schedules=dict(state.schedules), paused=dict(state.paused))
 
 
 class MemoryStore:
@@ -166,7 +176,7 @@ class MemoryJournal:
                 finally:
                     self._depth -= 1
                 return
-            saved = copy.deepcopy(self.store.state)
+            saved = _snapshot(self.store.state)
             admitted_before = set(self._admitted)
             self._depth = 1
             try:
@@ -542,7 +552,7 @@ class MemoryJournal:
                 job.finished_at = now if state in TERMINAL_STATES else None
                 job.last_error, job.last_traceback = f.error, f.traceback
                 job.clear_lease()
-                job.errors.append(ErrorRecord(job.attempts, now, f.error))
+                job.errors += (ErrorRecord(job.attempts, now, f.error),)
                 self._breaker_failed(job.task, now)
         return accepted
 

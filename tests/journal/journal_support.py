@@ -48,7 +48,10 @@ from actorq.journal import Failure, JobState, Journal, LeasedJob, NewJob, open_j
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: the proxy is shared with bench/
 from tcp_proxy import TcpProxy  # noqa: E402  (re-exported: the journal and node tests take it from here)
-from actorq.journal.protocol import Attempt
+from actorq.journal.contract import (  # noqa: E402,F401  (re-exported: the backend-only tests take them from here)
+    HOUR, ContractBackend, MemoryBackend, crash_outcome, expire, fail, job_in_every_state, lease_one, new_job,
+    reclaim, reclaim_all, state, take_back, wait_for,
+)
 
 PG_INSTALL_HINT = ("install the PostgreSQL server binaries (Debian/Ubuntu: `apt install postgresql`, "
                    "Fedora: `dnf install postgresql-server`, macOS: `brew install postgresql`)")
@@ -190,8 +193,8 @@ def drop_schema(schema: str) -> None:
 
 
 @dataclass
-class Backend:
-    """One fresh journal location, with the few backend-specific acts the contract needs.
+class Backend(ContractBackend):
+    """One fresh SQLite file or PostgreSQL schema, with the few backend-specific acts the contract needs.
 
     Attributes:
         name: ``sqlite`` or ``postgres``.
@@ -286,173 +289,8 @@ class Backend:
         self._opened.clear()
 
 
-class MemoryBackend(Backend):
-    """The in-memory journal (`MemoryJournal`): `open` gives another handle on one store.
-
-    It has no SQL and no file: a test that runs statements outside the journal (`raw`) or
-    hands the journal to another process is not a contract test and is skipped here.
-    """
-
-    def __init__(self) -> None:
-        from actorq.journal.memory import MemoryJournal
-
-        super().__init__("memory", "memory://contract")
-        self._first = MemoryJournal(name="contract")
-
-    def open(self) -> Journal:
-        journal = self._first if not self._opened else self._first.reopen()
-        self._opened.append(journal)
-        return journal
-
-    def raw(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        pytest.skip("runs SQL outside the journal: not a contract of the memory journal")
-
-    def backdate_finish(self, job_ids: Sequence[str], seconds: float) -> None:
-        self._first.backdate_finish(job_ids, seconds)  # type: ignore[attr-defined]
-
-    def integrity_error(self) -> tuple[type[BaseException], ...]:
-        pytest.skip("a constraint of the SQL schema: not a contract of the memory journal")
-
-    def keep_statistics_stale(self) -> None:
-        """No planner, no statistics."""
-
-    def age_bucket(self, kind: str, name: str, seconds: float) -> None:
-        state = self._first.store.state
-        bucket = (state.queues if kind == "queue" else state.tasks)[name][1]
-        bucket.tokens_at -= seconds
-
-    def age_breakers(self, seconds: float) -> None:
-        breakers = self._first.store.state.breakers
-        for task, (state, failed_at, opened_at) in breakers.items():
-            breakers[task] = (state, failed_at, None if opened_at is None else opened_at - seconds)
-
-    def set_breaker_failures(self, times: Sequence[float]) -> None:
-        import json
-
-        breakers = self._first.store.state.breakers
-        for task, (state, _, opened_at) in breakers.items():
-            breakers[task] = (state, json.dumps(list(times)), opened_at)
-
-    def error_rows(self, job_ids: Sequence[str]) -> int:
-        details = [self._first.inspect(job_id) for job_id in job_ids]
-        return sum(len(d.errors) for d in details if d is not None)
-
-    def other_process(self) -> None:
-        """Skip a test that opens the journal in another process: a memory journal lives in one."""
-        pytest.skip("another process cannot open a memory journal")
-
-
 def sqlite_backend(tmp_path: Path) -> Backend:
     return Backend("sqlite", f"sqlite:///{tmp_path / 'journal.db'}")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-             message: str = "") -> Any:
-    """Poll `predicate` until it returns something truthy, or fail after `timeout` s (no timing asserted)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout:g} s: {message or predicate}; last value {value!r}")
-        time.sleep(interval)
-
-
-# -- building journal states (shared by the contract and the backend-only tests) --------------
-
-HOUR = 3600.0
-
-
-def new_job(job_id: str, *, queue: str = "q", priority: int = 0, run_at: float | None = None,
-            max_attempts: int = 3, payload: bytes = b"\x92\x90\x80", task: str = "tests.noop",
-            **keys: Any) -> NewJob:
-    return NewJob(id=job_id, queue=queue, task=task, payload=payload, priority=priority,
-                  run_at=run_at, max_attempts=max_attempts, **keys)
-
-
-def state(journal: Journal, job_id: str) -> JobState:
-    info = journal.get(job_id)
-    assert info is not None, f"job {job_id} is missing"
-    return info.state
-
-
-def lease_one(journal: Journal, owner: str = "w1", lease_for: float = HOUR) -> LeasedJob:
-    leased = journal.lease(["q"], owner, 1, lease_for)
-    assert len(leased) == 1, leased
-    return leased[0]
-
-
-def fail(job: LeasedJob, error: str = "ValueError: boom", retry_at: float | None = None,
-         state: JobState | None = None) -> Failure:
-    """An attempt of `job` that raised, decided as the job runtime does: retry (in an hour, or at
-    `retry_at`) while attempts are left, else dead; `state` overrides the decision."""
-    if state is None:
-        state = JobState.DEAD if job.attempt >= job.max_attempts else JobState.RETRY
-    return Failure(job.id, job.lease_id, error, state, time.time() + HOUR if retry_at is None else retry_at)
-
-
-# -- taking jobs back: the caller reads the leases, decides, and stores with fail() ------------
-
-
-def crash_outcome(row: Attempt, fail_tasks: Collection[str] = ()) -> JobState:
-    """Where a job whose attempt was lost goes, decided as the job runtime does: failed for a
-    task declared ``on_crash="fail"`` (in `fail_tasks`), dead with its attempts used up, else ready."""
-    if row.task in fail_tasks:
-        return JobState.FAILED
-    return JobState.DEAD if row.attempt >= row.max_attempts else JobState.READY
-
-
-def take_back(journal: Journal, rows: Sequence[Attempt], reason: str, fail_tasks: Collection[str] = ()) -> int:
-    """`fail` every lease of `rows` with `reason`, each to its `crash_outcome`; returns how many were taken."""
-    return journal.fail([Failure(r.job_id, r.lease_id, reason, crash_outcome(r, fail_tasks)) for r in rows])
-
-
-def reclaim(journal: Journal, owner: str, reason: str, *, keep: Collection[int] = (),
-            fail_tasks: Collection[str] = ()) -> int:
-    """Take back `owner`'s leases except those in `keep`, in one transaction (a dead worker)."""
-    with journal.transaction():
-        return take_back(journal, journal.leased_by(owner, keep=keep), reason, fail_tasks)
-
-
-def reclaim_all(journal: Journal, reason: str, prefix: str = "", *, fail_tasks: Collection[str] = ()) -> int:
-    """Take back every lease whose owner starts with `prefix`, in one transaction (a restarted node)."""
-    with journal.transaction():
-        return take_back(journal, journal.leased_with_prefix(prefix), reason, fail_tasks)
-
-
-def expire(journal: Journal, reason: str = "lease expired", *, fail_tasks: Collection[str] = ()) -> int:
-    """Take back every expired lease, in one transaction (the rescue duty)."""
-    with journal.transaction():
-        return take_back(journal, journal.expired(), reason, fail_tasks)
-
-
-def job_in_every_state(journal: Journal) -> dict[str, LeasedJob]:
-    """Make one job per state, named after the state; return the last lease of each leased one."""
-    # the scheduled job holds its ordering key: the next job of the key waits blocked
-    journal.enqueue([new_job("scheduled", run_at=time.time() + HOUR, ordering_key="B")])
-    journal.enqueue([new_job("blocked", ordering_key="B")])
-    leases = {}
-    for name, max_attempts in (("retry", 3), ("leased", 3), ("succeeded", 3), ("failed", 3),
-                               ("dead", 1), ("cancelled", 3), ("ready", 3)):
-        journal.enqueue([new_job(name, max_attempts=max_attempts)])
-        if name == "ready":
-            continue
-        if name == "cancelled":
-            assert journal.cancel(name)
-            continue
-        job = leases[name] = lease_one(journal)
-        if name == "retry":
-            journal.fail([fail(job)])
-        elif name == "succeeded":
-            journal.complete([(job.id, job.lease_id)])
-        elif name == "failed":
-            journal.fail([fail(job, state=JobState.FAILED)])
-        elif name == "dead":
-            journal.fail([fail(job)])
-    for s in JobState:
-        assert state(journal, s.value) is s
-    return leases
 
 
 class PasswordCatcher:

@@ -1,7 +1,7 @@
 """Flow-control rules that live in the lease, on both journals: rate limits (docs/rate-limits-and-breakers.md).
 
 Parametrised over SQLite and PostgreSQL by the ``journal``/``backend`` fixtures of conftest.py, as
-test_contract.py is. Time is each backend's own clock: rates here are slow ("2/h": a token every
+the journal contract (journal_tests.py) is. Time is each backend's own clock: rates here are slow ("2/h": a token every
 1,800 s), so the seconds a test takes add no whole token, and time "passes" by moving a bucket's
 stored time back (`age_bucket`), never by sleeping. The SQLite-only cases at the end run a
 journal on an injected clock.
@@ -14,9 +14,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from journal_support import HOUR, Backend, new_job, state
-
 from actorq.journal import Failure, JobState, Journal, NewJob
+from actorq.journal.contract import HOUR, new_job, state
+from actorq.journal.contract import ContractBackend as Backend
 from actorq.journal.protocol import CircuitBreaker, QueueLimits, TaskDefaults
 from actorq.journal.sqlite import SQLiteJournal
 

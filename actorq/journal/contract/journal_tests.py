@@ -1,4 +1,7 @@
-"""The journal contract: one suite, run unchanged against SQLite and PostgreSQL.
+"""The journal contract: one suite, run unchanged against SQLite, PostgreSQL and the memory journal.
+
+Shipped with actorq so that another backend can run it too (see `actorq.journal.contract`);
+actorq's own suite runs it from tests/journal/test_journal_contract.py.
 
 Every test takes the ``journal`` (or ``backend``) fixture, parametrised over both
 backends (see conftest.py), and uses only the `Journal` protocol; where a test
@@ -35,11 +38,11 @@ import time
 from pathlib import Path
 
 import pytest
-from journal_support import (
-    HOUR, Backend, expire, fail, job_in_every_state, lease_one, new_job, reclaim, reclaim_all, state, wait_for,
-)
-
 from actorq.errors import JournalError
+from actorq.journal.contract import ContractBackend as Backend
+from actorq.journal.contract import (
+    HOUR, expire, fail, job_in_every_state, lease_one, new_job, reclaim, reclaim_all, state, wait_for,
+)
 from actorq.journal import TERMINAL_STATES, Failure, JobResult, JobState, Journal, KeptResult, NewJob
 from actorq.journal.protocol import (
     LATEST_RUN_AT, LIVE_STATES, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, Attempt, ScheduleRow, TaskDefaults,
