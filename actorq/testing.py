@@ -30,10 +30,13 @@ or as they are enqueued; `ManualClock` is the clock a test moves. The pytest plu
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import os
 import sqlite3
+import threading
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -679,7 +682,7 @@ class TaskRecorder:
     def _run(self, leased: Any) -> BaseException | None:
         import msgpack
 
-        from actorq.jobs.outcome import DEFAULT_POLICY, AttemptEnd, decide
+        from actorq.jobs.outcome import AttemptEnd, decide
         from actorq.jobs.retry import Retry, backoff_delay, retryable
         from actorq.jobs.task import Discard, JobContext, _current
         from actorq.journal.protocol import Failure, KeptResult
@@ -694,7 +697,7 @@ class TaskRecorder:
         try:
             value = task.fn(*args, **kwargs)
             if inspect.isawaitable(value):
-                value = asyncio.run(_awaited(value))
+                value = _run_awaitable(value)
         except Exception as exc:
             delay = exc.delay if isinstance(exc, Retry) else None
             if isinstance(exc, Discard):
@@ -705,10 +708,8 @@ class TaskRecorder:
                     delay = backoff_delay(task.backoff, leased.attempt, exc)
             else:
                 end = AttemptEnd.PERMANENT
-            outcome = decide(task.policy or DEFAULT_POLICY, end, leased.attempt, leased.max_attempts, 0.5, delay)
+            outcome = decide(task.policy, end, leased.attempt, leased.max_attempts, 0.5, delay)
             retry_at = None if outcome.retry_in is None else self.journal._clock() + outcome.retry_in
-            import traceback
-
             self.journal.fail([Failure(leased.id, leased.lease_id, f"{type(exc).__name__}: {exc}", outcome.state,
                                        retry_at, "".join(traceback.format_exception(exc)))])
             return exc
@@ -759,6 +760,30 @@ class TaskRecorder:
 
 async def _awaited(value: Awaitable[Any]) -> Any:
     return await value
+
+
+def _run_awaitable(value: Awaitable[Any]) -> Any:
+    """Run an async task's awaitable to its end: on a loop of its own, in this thread, or, when
+    this thread already runs a loop (an async test), in a thread of its own with this context."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_awaited(value))
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = asyncio.run(_awaited(value))
+        except BaseException as exc:  # handed back to the caller's thread
+            outcome["error"] = exc
+
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(run,), name="actorq-testing-task")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _plain(value: Any) -> Any:

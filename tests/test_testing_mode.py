@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import actorq
+import actorq.journal
 from actorq.errors import JournalError, JournalLocked, QueueFull
 from actorq.journal.memory import MemoryJournal
 from actorq.journal.protocol import NewJob, QueueLimits
@@ -173,3 +174,33 @@ def test_another_backend_runs_the_shipped_contract_suite(tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout + result.stderr
     passed = int(result.stdout.split(" passed")[0].split()[-1])
     assert passed >= 8, result.stdout
+
+
+def test_what_the_sql_schema_refuses_the_memory_journal_refuses_too() -> None:
+    """The contract's checks of SQL constraints are skipped for it (they run SQL); these are
+    the same refusals reached through the protocol."""
+    journal = MemoryJournal()
+    journal.enqueue([NewJob(id="a", queue="q", task="t", payload=b"", max_attempts=1, unique_key="k")])
+    [leased] = journal.lease(["q"], "w1", 1, 60.0)
+    journal.fail([actorq.journal.Failure("a", leased.lease_id, "OSError: x", actorq.JobState.READY)])
+    with pytest.raises(JournalError):  # attempts <= max_attempts: a lease past them is refused, whole
+        journal.lease(["q"], "w1", 1, 60.0)
+    assert journal.get("a").state is actorq.JobState.READY  # type: ignore[union-attr]
+    assert journal.cancel("a")
+    journal.enqueue([NewJob(id="b", queue="q", task="t", payload=b"", unique_key="k")])
+    [b] = journal.lease(["q"], "w1", 1, 60.0)
+    journal.fail([actorq.journal.Failure("b", b.lease_id, "OSError: x", actorq.JobState.DEAD)])
+    journal.enqueue([NewJob(id="c", queue="q", task="t", payload=b"", unique_key="k")])
+    with pytest.raises(JournalError):  # the unique index of live keys
+        journal.retry_dead("b")
+
+
+def test_drain_runs_an_async_task_from_inside_a_running_loop(recorder: TaskRecorder) -> None:
+    import asyncio
+
+    async def an_async_test() -> int:
+        job_id = recorder.enqueue(async_add.job(20, 22))
+        recorder.drain()
+        return recorder.result(job_id)  # type: ignore[arg-type]
+
+    assert asyncio.run(an_async_test()) == 42

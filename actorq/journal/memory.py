@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import random
 import threading
 import time
@@ -34,6 +35,8 @@ from actorq.journal.protocol import (
 )
 
 __all__ = ["MemoryJournal", "MemoryStore"]
+
+logger = logging.getLogger(__name__)
 
 _ADMITTED = frozenset(ADMITTED_STATES)
 _LIVE = frozenset(LIVE_STATES)
@@ -384,6 +387,9 @@ class MemoryJournal:
                         and j.queue not in paused and (task is None or j.task == task) and j.task not in without),
                        key=lambda j: (j.priority, j.id))[:max(0, limit)]
         for j in ready:
+            if j.attempts >= j.max_attempts:  # the schema's CHECK (attempts <= max_attempts), as on SQLite
+                raise JournalError(f"journal {self.url}: job {j.id!r} has no attempts left to lease "
+                                   f"({j.attempts} of {j.max_attempts})", refused=True)
             j.state = JobState.LEASED
             j.attempts += 1
             j.lease_id, j.lease_owner, j.lease_expires = lease
@@ -702,8 +708,11 @@ class MemoryJournal:
                 return False
             self._s.schedules[name] = row._replace(last_fired=fired)
             if jobs:
-                refused: list[tuple[NewJob, QueueFull]] = []
+                refused: list[tuple[NewJob, QueueFull]] = []  # a full queue skips this firing, said in the log
                 self.enqueue(jobs, refused=refused)
+                if refused:
+                    logger.warning("schedule %r: %d of its jobs not added at this firing: %s",
+                                   name, len(refused), refused[-1][1])
             return True
 
     # -- the scheduler's and the node's moves ---------------------------------------------------
@@ -735,8 +744,8 @@ class MemoryJournal:
 
     def has_ready(self, queues: Sequence[str]) -> bool:
         """Whether a job of `queues` is ready (and its queue not paused)."""
-        wanted = set(queues) - set(self._s.paused)
         with self._reading():
+            wanted = set(queues) - set(self._s.paused)
             return any(j.state == JobState.READY and j.queue in wanted for j in self._s.jobs.values())
 
     def cancel(self, job_id: str) -> bool:
@@ -756,6 +765,11 @@ class MemoryJournal:
             job = self._s.jobs.get(job_id)
             if job is None or job.state not in (JobState.DEAD, JobState.FAILED):
                 return False
+            if job.unique_key is not None and any(p.unique_key == job.unique_key and p.state in _LIVE
+                                                  for p in self._s.jobs.values()):
+                # the unique index of live keys refuses it on SQLite and PostgreSQL alike
+                raise JournalError(f"journal {self.url}: job {job_id!r} cannot come back: another live job "
+                                   f"holds its unique key {job.unique_key!r}", refused=True)
             self._move(job, JobState.READY if job.flow_key is None else JobState.BLOCKED)
             job.attempts, job.run_at, job.finished_at = 0, self._clock(), None
             return True
