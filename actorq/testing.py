@@ -481,15 +481,49 @@ class DrainResult(NamedTuple):
 
 
 class _RecordingQueue:
-    """A queue ref of the recorder: ``tell(job)`` records the job, as `actorq.QueueRef` would send it."""
+    """A queue ref of the recorder, with the methods of `actorq.QueueRef`: ``tell`` records a job,
+    ``enqueue``/``enqueue_many`` record and return ids, ``ask`` records, drains and returns the
+    job's value."""
 
     def __init__(self, recorder: "TaskRecorder", name: str | None) -> None:
         self._recorder = recorder
         self.name = name
 
-    def tell(self, job: Any) -> str | None:
-        """Record `job` in this queue (None: its task's); returns its id (see `TaskRecorder.enqueue`)."""
+    def tell(self, job: Any) -> str:
+        """Record `job` in this queue (None: its task's); returns ``job.id``, as `actorq.QueueRef.tell`."""
+        self._recorder.enqueue(job, self.name)
+        return job.id  # type: ignore[no-any-return]
+
+    async def enqueue(self, job: Any, *, block: float = 0.0) -> str | None:
+        """Record `job`; its id, the holder's, or None (as `TaskRecorder.enqueue`)."""
         return self._recorder.enqueue(job, self.name)
+
+    async def enqueue_many(self, jobs: Sequence[Any], *, block: float = 0.0) -> list[str | None]:
+        """Record `jobs` in one transaction; their ids, in order."""
+        return self._recorder.enqueue_many(jobs, self.name)
+
+    async def ask(self, job: Any, timeout: float = 10.0) -> Any:
+        """Record `job`, run what is ready (`TaskRecorder.drain`, errors stored, not raised) and
+        return the job's value.
+
+        Raises:
+            actorq.JobFailed: the job ended without succeeding.
+            actorq.AskTimeout: it has not ended after the drain (delayed, or waiting to retry).
+            actorq.NotCommitted: ``on_conflict="discard"`` left it out.
+        """
+        from actorq.errors import AskTimeout, NotCommitted
+
+        job_id = self._recorder.enqueue(job, self.name)
+        if job_id is None:
+            raise NotCommitted(f"job {job.id} was discarded: its concurrency key {job.concurrency_key!r} "
+                               "had its limit of live jobs (on_conflict='discard')")
+        self._recorder.drain(raise_errors=False)
+        outcome = self._recorder.journal.result(job_id)
+        if outcome is None or outcome.state not in TERMINAL_STATES:
+            where = "unknown" if outcome is None else outcome.state.value
+            raise AskTimeout(f"job {job_id} has not ended after the drain (it is {where}): a delay or a retry "
+                             "waits for the clock (advance it, or drain(with_scheduled=True))")
+        return self._recorder.result(job_id)
 
 
 class TaskRecorder:
@@ -556,10 +590,14 @@ class TaskRecorder:
             self.drain()
         return ids
 
-    tell = enqueue
+    def tell(self, job: Any) -> str:
+        """Record `job` in its task's queue; returns ``job.id`` (as `actorq.QueueRef.tell`)."""
+        self.enqueue(job)
+        return job.id  # type: ignore[no-any-return]
 
     def queue(self, name: str | None = None) -> _RecordingQueue:
-        """A queue ref whose ``tell(job)`` records into queue `name` (None: each task's own)."""
+        """A queue ref (as ``node.queue(name)``) whose ``tell``, ``enqueue``, ``enqueue_many`` and
+        ``ask`` record into queue `name` (None: each task's own)."""
         return _RecordingQueue(self, name)
 
     # -- reading and asserting ---------------------------------------------------------------
@@ -739,7 +777,7 @@ class TaskRecorder:
         if outcome.state not in TERMINAL_STATES:
             raise RuntimeError(f"job {job_id} is {outcome.state.value}, not finished: drain() first")
         if outcome.state != JobState.SUCCEEDED:
-            raise JobFailed(job_id, outcome.state.value, outcome.error)
+            raise JobFailed(job_id, outcome.state.value, outcome.error, outcome.traceback)
         return None if outcome.result is None else msgpack.unpackb(outcome.result, raw=False)
 
     def get(self, job_id: str) -> Any:

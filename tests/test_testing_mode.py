@@ -204,3 +204,19 @@ def test_drain_runs_an_async_task_from_inside_a_running_loop(recorder: TaskRecor
         return recorder.result(job_id)  # type: ignore[arg-type]
 
     assert asyncio.run(an_async_test()) == 42
+
+
+def test_a_queue_ref_of_the_recorder_asks_as_a_node_s_does(recorder: TaskRecorder) -> None:
+    import asyncio
+
+    queue = recorder.queue("math")
+    assert asyncio.run(queue.ask(async_add.job(1, 2))) == 3
+    with pytest.raises(actorq.JobFailed):
+        asyncio.run(queue.ask(actorq.Job("nobody.knows")))  # an unknown task: dead at once
+    with pytest.raises(actorq.AskTimeout):  # a retry waits for its backoff, by the clock
+        asyncio.run(queue.ask(flaky.job("y")))
+    with pytest.raises(actorq.AskTimeout):  # so does a delayed job
+        asyncio.run(queue.ask(actorq.Job("async_add", (1, 1), delay=60)))
+    recorder.clock.advance(60)  # type: ignore[attr-defined]
+    assert recorder.drain(queue="math", raise_errors=False).succeeded != []
+    assert [j.queue for j in recorder.enqueued("async_add")] == ["math", "math"]
