@@ -759,6 +759,37 @@ class TaskRecorder:
         self.journal.complete([(leased.id, leased.lease_id)], results=kept)
         return None
 
+    # -- every actorq.Client of a test -----------------------------------------------------------
+    def patch_clients(self, monkeypatch: Any) -> None:
+        """Make every `actorq.Client` created from now until the end of the test a front of this
+        recorder, whatever its URL: the app's own ``Client(url)`` then records, nothing is written.
+
+        `enqueue`, `enqueue_many`, `result` (which drains what is due first, as a node would
+        run it), `get`, `counts`, `cancel` and `close` go to the recorder; the other methods
+        are not patched. `monkeypatch` (pytest's fixture) undoes it after the test.
+        """
+        from actorq.jobs.client import Client
+
+        recorder = self
+
+        def init(client: Any, *args: Any, **kwargs: Any) -> None:
+            client._recorder = recorder
+
+        def result(client: Any, job_id: str, timeout: float = 10.0) -> Any:
+            recorder.drain(raise_errors=False)
+            return recorder.result(job_id)
+
+        monkeypatch.setattr(Client, "__init__", init)
+        monkeypatch.setattr(Client, "enqueue",
+                            lambda client, job, queue=None, *, block=0.0: recorder.enqueue(job, queue))
+        monkeypatch.setattr(Client, "enqueue_many",
+                            lambda client, jobs, queue=None, *, block=0.0: recorder.enqueue_many(jobs, queue))
+        monkeypatch.setattr(Client, "result", result)
+        monkeypatch.setattr(Client, "get", lambda client, job_id: recorder.get(job_id))
+        monkeypatch.setattr(Client, "counts", lambda client: recorder.counts())
+        monkeypatch.setattr(Client, "cancel", lambda client, job_id: recorder.cancel(job_id))
+        monkeypatch.setattr(Client, "close", lambda client: None)
+
     # -- the client's reads -------------------------------------------------------------------
     def result(self, job_id: str) -> Any:
         """The return value of a succeeded job (decoded), as `actorq.Client.result` gives it.
@@ -840,6 +871,7 @@ def _plain(value: Any) -> Any:
 #   actorq_tasks    the registry the recorder runs: None unless the project's conftest.py overrides it
 #   actorq_recorder a TaskRecorder: enqueues are recorded, ``drain()`` runs them
 #   actorq_inline   the same in inline mode: each enqueue runs its jobs before it returns
+#   actorq_clients  actorq_recorder, with every actorq.Client the test creates recording into it
 try:
     import pytest as _pytest
 except ImportError:  # actorq.testing without pytest (a worker recording to a Ledger): no fixtures
@@ -873,6 +905,13 @@ if _pytest is not None:
     def actorq_recorder(actorq_tasks: Any, actorq_journal: "MemoryJournal", actorq_clock: ManualClock) -> TaskRecorder:
         """A `TaskRecorder`: enqueues are recorded; ``drain()`` runs them inline."""
         return TaskRecorder(actorq_tasks, clock=actorq_clock, journal=actorq_journal)
+
+    @_pytest.fixture
+    def actorq_clients(actorq_recorder: TaskRecorder, monkeypatch: Any) -> TaskRecorder:
+        """`actorq_recorder`, with every `actorq.Client` the test creates recording into it
+        (`TaskRecorder.patch_clients`): for code that makes its own client from a URL."""
+        actorq_recorder.patch_clients(monkeypatch)
+        return actorq_recorder
 
     @_pytest.fixture
     def actorq_inline(actorq_tasks: Any, actorq_journal: "MemoryJournal", actorq_clock: ManualClock) -> TaskRecorder:

@@ -49,3 +49,10 @@ class Shop:
                                      unique_key=f"receipt:{order_id}"))
         self.jobs.enqueue(actorq.Job("shop.remind", (order_id,), delay=86_400))
         return charge_id
+
+
+def nightly_report(journal_url: str) -> str:
+    """Code that makes its own client from a URL (a script, a cron entry)."""
+    with actorq.Client(journal_url) as client:
+        job_id = client.enqueue(charge.job("nightly", 1))
+        return f"report charge {client.result(job_id)}"

@@ -58,3 +58,9 @@ def test_inline_mode_runs_each_job_as_it_is_enqueued(actorq_inline: TaskRecorder
 def test_a_queue_ref_s_tell_is_recorded_too(actorq_recorder: TaskRecorder) -> None:
     actorq_recorder.queue("urgent").tell(shop.charge.job("o6", 5))
     actorq_recorder.assert_enqueued(task="shop.charge", args=["o6", 5], queue="urgent")
+
+
+def test_code_that_makes_its_own_client_records_too(actorq_clients: TaskRecorder) -> None:
+    # no file is created or written: every actorq.Client of this test is the recorder
+    assert shop.nightly_report("sqlite:////nonexistent/dir/journal.db") == "report charge paid-nightly"
+    actorq_clients.assert_enqueued(task="shop.charge", args=["nightly", 1])
