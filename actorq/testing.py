@@ -24,7 +24,7 @@ For code that *uses* actorq (docs/testing.md): `TaskRecorder` is a test mode on 
 journal (`actorq.journal.memory.MemoryJournal`): jobs are recorded, asserted on
 (`TaskRecorder.assert_enqueued`) and run inline when the test says so (`TaskRecorder.drain`)
 or as they are enqueued; `ManualClock` is the clock a test moves. The pytest plugin
-(the ``pytest11`` entry point ``actorq``, this module) gives them as fixtures.
+`actorq.pytest_plugin` (the ``pytest11`` entry point ``actorq``) gives them as fixtures.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 from actorq.journal.protocol import TERMINAL_STATES, JobState
 
@@ -863,57 +863,3 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     return value
 
-
-# -- the pytest plugin (entry point ``pytest11``: ``actorq = "actorq.testing"``) ------------------------
-# Fixtures for any project's tests, without a conftest import:
-#   actorq_clock    a ManualClock (``actorq_clock.advance(60)``)
-#   actorq_journal  an in-memory journal (MemoryJournal) on that clock
-#   actorq_tasks    the registry the recorder runs: None unless the project's conftest.py overrides it
-#   actorq_recorder a TaskRecorder: enqueues are recorded, ``drain()`` runs them
-#   actorq_inline   the same in inline mode: each enqueue runs its jobs before it returns
-#   actorq_clients  actorq_recorder, with every actorq.Client the test creates recording into it
-try:
-    import pytest as _pytest
-except ImportError:  # actorq.testing without pytest (a worker recording to a Ledger): no fixtures
-    _pytest = None  # type: ignore[assignment]
-
-if _pytest is not None:
-    # the shipped contract suite's asserts explain themselves, as a test module's do
-    _pytest.register_assert_rewrite("actorq.journal.contract")
-
-    @_pytest.fixture
-    def actorq_clock() -> ManualClock:
-        """A wall clock the test moves by hand, at the real time when the test starts."""
-        return ManualClock()
-
-    @_pytest.fixture
-    def actorq_journal(actorq_clock: ManualClock) -> Iterator["MemoryJournal"]:
-        """A fresh in-memory journal on `actorq_clock`."""
-        from actorq.journal.memory import MemoryJournal
-
-        journal = MemoryJournal(clock=actorq_clock)
-        yield journal
-        journal.close()
-
-    @_pytest.fixture
-    def actorq_tasks() -> Any:
-        """The task registry whose functions the recorder runs: override it in a conftest.py to
-        return your application's `actorq.TaskRegistry` (None: jobs are recorded, not run)."""
-        return None
-
-    @_pytest.fixture
-    def actorq_recorder(actorq_tasks: Any, actorq_journal: "MemoryJournal", actorq_clock: ManualClock) -> TaskRecorder:
-        """A `TaskRecorder`: enqueues are recorded; ``drain()`` runs them inline."""
-        return TaskRecorder(actorq_tasks, clock=actorq_clock, journal=actorq_journal)
-
-    @_pytest.fixture
-    def actorq_clients(actorq_recorder: TaskRecorder, monkeypatch: Any) -> TaskRecorder:
-        """`actorq_recorder`, with every `actorq.Client` the test creates recording into it
-        (`TaskRecorder.patch_clients`): for code that makes its own client from a URL."""
-        actorq_recorder.patch_clients(monkeypatch)
-        return actorq_recorder
-
-    @_pytest.fixture
-    def actorq_inline(actorq_tasks: Any, actorq_journal: "MemoryJournal", actorq_clock: ManualClock) -> TaskRecorder:
-        """A `TaskRecorder` in inline mode: every enqueue runs the ready jobs before it returns."""
-        return TaskRecorder(actorq_tasks, clock=actorq_clock, journal=actorq_journal, inline=True)
