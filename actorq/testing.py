@@ -19,29 +19,44 @@ Three pieces, after Jepsen's queue analyses::
 * `journal_invariants` opens a SQLite journal read-only and lists what must
   not be true of it at rest, after a drained run.
 * `eventually` is the bounded poll tests use instead of ``sleep`` then assert.
+
+For code that *uses* actorq (docs/testing.md): `TaskRecorder` is a test mode on an in-memory
+journal (`actorq.journal.memory.MemoryJournal`): jobs are recorded, asserted on
+(`TaskRecorder.assert_enqueued`) and run inline when the test says so (`TaskRecorder.drain`)
+or as they are enqueued; `ManualClock` is the clock a test moves. The pytest plugin
+`actorq.pytest_plugin` (the ``pytest11`` entry point ``actorq``) gives them as fixtures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import os
 import sqlite3
+import threading
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Collection, Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 from actorq.journal.protocol import TERMINAL_STATES, JobState
 
 if TYPE_CHECKING:
     import psutil
 
+    from actorq.journal.memory import MemoryJournal
+
 __all__ = [
+    "DrainResult",
+    "EnqueuedJob",
     "Ledger",
     "LedgerEntry",
+    "ManualClock",
     "QueueCheck",
+    "TaskRecorder",
     "check_total_queue",
     "eventually",
     "job_history",
@@ -416,3 +431,435 @@ async def eventually(
                 f"not true within {timeout:g} s ({polls} polls): {what}; last value: {last!r}{detail}"
             ) from last_exc
         await asyncio.sleep(interval)
+
+
+# -- test mode for users' own code: record enqueues, assert on them, run them inline -------------------
+
+class ManualClock:
+    """A wall clock a test moves by hand (Unix seconds); give it to a journal as ``clock``.
+
+    Args:
+        start: the time it reads at first (default: the real time now).
+    """
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else float(start)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock `seconds` forward; returns the new time."""
+        self.now += seconds
+        return self.now
+
+
+class EnqueuedJob(NamedTuple):
+    """A job as the test journal holds it, with its arguments decoded (`TaskRecorder.enqueued`)."""
+
+    id: str
+    task: str
+    queue: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    state: JobState
+    priority: int
+    run_at: float
+    attempts: int
+
+
+class DrainResult(NamedTuple):
+    """What one `TaskRecorder.drain` ran: ids of the attempts that succeeded and of those that did not."""
+
+    succeeded: list[str]
+    failed: list[str]
+
+    @property
+    def ran(self) -> int:
+        """Attempts run in all."""
+        return len(self.succeeded) + len(self.failed)
+
+
+class _RecordingQueue:
+    """A queue ref of the recorder, with the methods of `actorq.QueueRef`: ``tell`` records a job,
+    ``enqueue``/``enqueue_many`` record and return ids, ``ask`` records, drains and returns the
+    job's value."""
+
+    def __init__(self, recorder: "TaskRecorder", name: str | None) -> None:
+        self._recorder = recorder
+        self.name = name
+
+    def tell(self, job: Any) -> str:
+        """Record `job` in this queue (None: its task's); returns ``job.id``, as `actorq.QueueRef.tell`."""
+        self._recorder.enqueue(job, self.name)
+        return job.id  # type: ignore[no-any-return]
+
+    async def enqueue(self, job: Any, *, block: float = 0.0) -> str | None:
+        """Record `job`; its id, the holder's, or None (as `TaskRecorder.enqueue`)."""
+        return self._recorder.enqueue(job, self.name)
+
+    async def enqueue_many(self, jobs: Sequence[Any], *, block: float = 0.0) -> list[str | None]:
+        """Record `jobs` in one transaction; their ids, in order."""
+        return self._recorder.enqueue_many(jobs, self.name)
+
+    async def ask(self, job: Any, timeout: float = 10.0) -> Any:
+        """Record `job`, run what is ready (`TaskRecorder.drain`, errors stored, not raised) and
+        return the job's value.
+
+        Raises:
+            actorq.JobFailed: the job ended without succeeding.
+            actorq.AskTimeout: it has not ended after the drain (delayed, or waiting to retry).
+            actorq.NotCommitted: ``on_conflict="discard"`` left it out.
+        """
+        from actorq.errors import AskTimeout, NotCommitted
+
+        job_id = self._recorder.enqueue(job, self.name)
+        if job_id is None:
+            raise NotCommitted(f"job {job.id} was discarded: its concurrency key {job.concurrency_key!r} "
+                               "had its limit of live jobs (on_conflict='discard')")
+        self._recorder.drain(raise_errors=False)
+        outcome = self._recorder.journal.result(job_id)
+        if outcome is None or outcome.state not in TERMINAL_STATES:
+            where = "unknown" if outcome is None else outcome.state.value
+            raise AskTimeout(f"job {job_id} has not ended after the drain (it is {where}): a delay or a retry "
+                             "waits for the clock (advance it, or drain(with_scheduled=True))")
+        return self._recorder.result(job_id)
+
+
+class TaskRecorder:
+    """Test mode for code that enqueues actorq jobs: jobs go to an in-memory journal, where a
+    test asserts on them and runs them when it says so (or as they are enqueued: `inline`).
+
+    The recorder has the producer methods of `actorq.Client` (`enqueue`, `enqueue_many`,
+    `result`, `get`, `counts`, `cancel`) and a queue ref's ``tell`` (`queue`), so code that
+    takes its client or queue as an argument runs unchanged against it. Each job goes
+    through the same checks as with a real client (names, msgpack-encodable arguments,
+    the task's declared queue, priority and attempts) into a `MemoryJournal`, which keeps
+    the journal's rules: unique keys, ordering and concurrency keys, queue limits.
+
+    Args:
+        tasks: the registry whose functions `drain` runs and whose declarations apply to
+            new jobs; None: jobs are recorded, and `drain` fails each one as unknown.
+        clock: the journal's wall clock (default: a `ManualClock` at the real time now;
+            ``recorder.clock.advance(60)`` makes jobs delayed by a minute due).
+        inline: True: every enqueue runs the ready jobs at once (`drain`), before it returns.
+        journal: the in-memory journal to use (default: a new one on `clock`).
+    """
+
+    def __init__(self, tasks: Any = None, *, clock: Callable[[], float] | None = None, inline: bool = False,
+                 journal: Any = None) -> None:
+        from actorq.journal.memory import MemoryJournal
+
+        self.tasks = tasks
+        self.clock = clock if clock is not None else ManualClock()
+        self.journal: MemoryJournal = journal if journal is not None else MemoryJournal(clock=self.clock)
+        self.inline = inline
+        self._draining = False
+        self._policies = tasks.policies() if tasks is not None else {}
+
+    # -- producing ------------------------------------------------------------------------
+    def enqueue(self, job: Any, queue: str | None = None) -> str | None:
+        """Record one `actorq.Job`; returns its id, the holder's id when its unique key is held,
+        or None when ``on_conflict="discard"`` left it out (as `actorq.Client.enqueue`).
+
+        Raises:
+            TypeError, ValueError: the job is invalid (as with a real client).
+            QueueFull: its queue is at its ``max_depth`` (`MemoryJournal.declare_queues`).
+        """
+        return self.enqueue_many([job], queue)[0]
+
+    def enqueue_many(self, jobs: Sequence[Any], queue: str | None = None) -> list[str | None]:
+        """Record several jobs in one transaction; returns their ids, in order (see `enqueue`)."""
+        from actorq.jobs.journal_writer import discarded_ids
+
+        import dataclasses
+
+        now = self.journal._clock()
+        # a delay counts from the journal's clock (a test's ManualClock), not from the real time
+        jobs = [dataclasses.replace(job, delay=None, run_at=now + job.delay) if job.delay is not None else job
+                for job in jobs]
+        rows = [job.to_new_job(queue, declared=self._policies.get(job.task)) for job in jobs]
+        with self.journal.transaction():
+            self.journal.enqueue(rows)
+            keys = [row.unique_key for row in rows if row.unique_key is not None]
+            holders = self.journal.holders(keys) if keys else {}
+            discarded = discarded_ids(self.journal, [row for row in rows if row.discard_over_limit])
+        ids = [None if row.id in discarded else holders.get(row.unique_key, row.id) if row.unique_key else row.id
+               for row in rows]
+        if self.inline and not self._draining:
+            self.drain()
+        return ids
+
+    def tell(self, job: Any) -> str:
+        """Record `job` in its task's queue; returns ``job.id`` (as `actorq.QueueRef.tell`)."""
+        self.enqueue(job)
+        return job.id  # type: ignore[no-any-return]
+
+    def queue(self, name: str | None = None) -> _RecordingQueue:
+        """A queue ref (as ``node.queue(name)``) whose ``tell``, ``enqueue``, ``enqueue_many`` and
+        ``ask`` record into queue `name` (None: each task's own)."""
+        return _RecordingQueue(self, name)
+
+    # -- reading and asserting ---------------------------------------------------------------
+    def enqueued(self, task: str | None = None, *, queue: str | None = None,
+                 state: JobState | None = None) -> list[EnqueuedJob]:
+        """The recorded jobs of `task` (None: every task), in enqueue (id) order, whatever their state
+        unless `state` is given."""
+        import msgpack
+
+        found: list[EnqueuedJob] = []
+        after: str | None = None
+        while True:
+            page = self.journal.list_jobs(state=state, queue=queue, task=task, after=after, limit=1000)
+            for row in page:
+                detail = self.journal.inspect(row.id)
+                args, kwargs = msgpack.unpackb(detail.payload, raw=False) if detail is not None else ([], {})
+                found.append(EnqueuedJob(row.id, row.task, row.queue, list(args), dict(kwargs), row.state,
+                                         row.priority, row.run_at, row.attempts))
+            if len(page) < 1000:
+                return found
+            after = page[-1].id
+
+    def assert_enqueued(self, task: str | None = None, args: Sequence[Any] | None = None,
+                        kwargs: Mapping[str, Any] | None = None, *, queue: str | None = None,
+                        count: int | None = None) -> list[EnqueuedJob]:
+        """Assert that jobs matching every given field were enqueued (`count` of them, when given;
+        else at least one); returns them.
+
+        `args` and `kwargs` compare with the decoded arguments (tuples read back as lists).
+
+        Raises:
+            AssertionError: none matched (or not `count`); the message lists what was enqueued.
+        """
+        matching = self._matching(task, args, kwargs, queue)
+        if (count is None and not matching) or (count is not None and len(matching) != count):
+            wanted = ", ".join(f"{name}={value!r}" for name, value in
+                               (("task", task), ("args", args), ("kwargs", kwargs), ("queue", queue))
+                               if value is not None)
+            seen = "\n  ".join(f"{j.task}(args={j.args!r}, kwargs={j.kwargs!r}) queue={j.queue!r} {j.state.value}"
+                               for j in self.enqueued()) or "(nothing)"
+            expected = "at least 1" if count is None else str(count)
+            raise AssertionError(f"expected {expected} job(s) with {wanted or 'any fields'}, found {len(matching)}; "
+                                 f"enqueued:\n  {seen}")
+        return matching
+
+    def refute_enqueued(self, task: str | None = None, args: Sequence[Any] | None = None,
+                        kwargs: Mapping[str, Any] | None = None, *, queue: str | None = None) -> None:
+        """Assert that no job matching every given field was enqueued."""
+        self.assert_enqueued(task, args, kwargs, queue=queue, count=0)
+
+    def _matching(self, task: str | None, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None,
+                  queue: str | None) -> list[EnqueuedJob]:
+        wanted_args = None if args is None else _plain(list(args))
+        wanted_kwargs = None if kwargs is None else _plain(dict(kwargs))
+        return [j for j in self.enqueued(task, queue=queue)
+                if (wanted_args is None or j.args == wanted_args) and (wanted_kwargs is None or j.kwargs == wanted_kwargs)]
+
+    def clear(self) -> int:
+        """Forget every recorded job; returns how many there were."""
+        with self.journal.transaction():
+            removed = len(self.journal.store.state.jobs)
+            self.journal.store.state.jobs.clear()
+        return removed
+
+    # -- running -----------------------------------------------------------------------------
+    def drain(self, queue: str | None = None, *, with_scheduled: bool = False, raise_errors: bool = True,
+              limit: int = 10_000) -> DrainResult:
+        """Run ready jobs inline, in this thread, through the registry's functions, until none is left.
+
+        Jobs the tasks enqueue meanwhile run too (in the same drain). An attempt that raises is
+        stored as a worker would store it (the task's retry policy decides: retry, dead or
+        failed); a retry waits for its time unless `with_scheduled`.
+
+        Args:
+            queue: only this queue's jobs (None: every queue).
+            with_scheduled: also run jobs delayed to a later time, and retries before their time.
+            raise_errors: True: the first exception a task raised is raised again here (after its
+                attempt was stored); False: it is stored only, and counted in `DrainResult.failed`.
+            limit: the most attempts one drain runs (a guard against a task that enqueues forever).
+
+        Raises:
+            Exception: what a task raised (`raise_errors`).
+            RuntimeError: more than `limit` attempts were run.
+        """
+        succeeded: list[str] = []
+        failed: list[str] = []
+        first_error: BaseException | None = None
+        self._draining = True
+        try:
+            while True:
+                if with_scheduled:
+                    self._make_due()
+                self.journal.promote()
+                queues = [queue] if queue is not None else sorted(self.journal.counts())
+                leased = self.journal.lease(queues, "actorq.testing", 1, 3600.0)
+                if not leased:
+                    break
+                if len(succeeded) + len(failed) >= limit:
+                    raise RuntimeError(f"drain ran {limit} attempts and jobs are still ready: a task that "
+                                       "enqueues jobs forever?")
+                error = self._run(leased[0])
+                (succeeded if error is None else failed).append(leased[0].id)
+                if error is not None and first_error is None:
+                    first_error = error
+                    if raise_errors:
+                        break
+        finally:
+            self._draining = False
+        if first_error is not None and raise_errors:
+            raise first_error
+        return DrainResult(succeeded, failed)
+
+    def _make_due(self) -> None:
+        now = self.journal._clock()
+        with self.journal.transaction():
+            for job in self.journal.store.state.jobs.values():
+                if job.state in (JobState.SCHEDULED, JobState.RETRY) and job.run_at > now:
+                    job.run_at = now
+
+    def _run(self, leased: Any) -> BaseException | None:
+        import msgpack
+
+        from actorq.jobs.outcome import AttemptEnd, decide
+        from actorq.jobs.retry import Retry, backoff_delay, retryable
+        from actorq.jobs.task import Discard, JobContext, _current
+        from actorq.journal.protocol import Failure, KeptResult
+
+        task = self.tasks[leased.task] if self.tasks is not None and leased.task in self.tasks else None
+        if task is None:
+            error = f"UnknownTask: no task {leased.task!r} in the recorder's registry"
+            self.journal.fail([Failure(leased.id, leased.lease_id, error, JobState.DEAD)])
+            return LookupError(error)
+        args, kwargs = msgpack.unpackb(leased.payload, raw=False)
+        token = _current.set(JobContext(leased.id, leased.task, leased.queue, leased.attempt, leased.max_attempts))
+        try:
+            value = task.fn(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = _run_awaitable(value)
+        except Exception as exc:
+            delay = exc.delay if isinstance(exc, Retry) else None
+            if isinstance(exc, Discard):
+                end = AttemptEnd.DISCARDED
+            elif retryable(exc, task.retry_on, task.dont_retry_on):
+                end = AttemptEnd.RAISED
+                if delay is None and task.backoff is not None and not isinstance(exc, Retry):
+                    delay = backoff_delay(task.backoff, leased.attempt, exc)
+            else:
+                end = AttemptEnd.PERMANENT
+            outcome = decide(task.policy, end, leased.attempt, leased.max_attempts, 0.5, delay)
+            retry_at = None if outcome.retry_in is None else self.journal._clock() + outcome.retry_in
+            self.journal.fail([Failure(leased.id, leased.lease_id, f"{type(exc).__name__}: {exc}", outcome.state,
+                                       retry_at, "".join(traceback.format_exception(exc)))])
+            return exc
+        finally:
+            _current.reset(token)
+        kept = None
+        if value is not None and task.result_ttl != 0:
+            kept = {leased.id: KeptResult(msgpack.packb(value, use_bin_type=True), task.result_ttl or 86400.0)}
+        self.journal.complete([(leased.id, leased.lease_id)], results=kept)
+        return None
+
+    # -- every actorq.Client of a test -----------------------------------------------------------
+    def patch_clients(self, monkeypatch: Any) -> None:
+        """Make every `actorq.Client` created from now until the end of the test a front of this
+        recorder, whatever its URL: the app's own ``Client(url)`` then records, nothing is written.
+
+        `enqueue`, `enqueue_many`, `result` (which drains what is due first, as a node would
+        run it), `get`, `counts`, `cancel` and `close` go to the recorder; the other methods
+        are not patched. `monkeypatch` (pytest's fixture) undoes it after the test.
+        """
+        from actorq.jobs.client import Client
+
+        recorder = self
+
+        def init(client: Any, *args: Any, **kwargs: Any) -> None:
+            client._recorder = recorder
+
+        def result(client: Any, job_id: str, timeout: float = 10.0) -> Any:
+            recorder.drain(raise_errors=False)
+            return recorder.result(job_id)
+
+        monkeypatch.setattr(Client, "__init__", init)
+        monkeypatch.setattr(Client, "enqueue",
+                            lambda client, job, queue=None, *, block=0.0: recorder.enqueue(job, queue))
+        monkeypatch.setattr(Client, "enqueue_many",
+                            lambda client, jobs, queue=None, *, block=0.0: recorder.enqueue_many(jobs, queue))
+        monkeypatch.setattr(Client, "result", result)
+        monkeypatch.setattr(Client, "get", lambda client, job_id: recorder.get(job_id))
+        monkeypatch.setattr(Client, "counts", lambda client: recorder.counts())
+        monkeypatch.setattr(Client, "cancel", lambda client, job_id: recorder.cancel(job_id))
+        monkeypatch.setattr(Client, "close", lambda client: None)
+
+    # -- the client's reads -------------------------------------------------------------------
+    def result(self, job_id: str) -> Any:
+        """The return value of a succeeded job (decoded), as `actorq.Client.result` gives it.
+
+        Raises:
+            LookupError: no such job. RuntimeError: the job has not finished (drain first).
+            actorq.JobFailed: it ended without succeeding.
+        """
+        import msgpack
+
+        from actorq.errors import JobFailed
+
+        outcome = self.journal.result(job_id)
+        if outcome is None:
+            raise LookupError(f"no job {job_id!r} was enqueued")
+        if outcome.state not in TERMINAL_STATES:
+            raise RuntimeError(f"job {job_id} is {outcome.state.value}, not finished: drain() first")
+        if outcome.state != JobState.SUCCEEDED:
+            raise JobFailed(job_id, outcome.state.value, outcome.error, outcome.traceback)
+        return None if outcome.result is None else msgpack.unpackb(outcome.result, raw=False)
+
+    def get(self, job_id: str) -> Any:
+        """The job's row (`actorq.journal.JobInfo`), or None."""
+        return self.journal.get(job_id)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{queue: {state: count}}`` of the recorded jobs."""
+        return self.journal.counts()
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not finished; True if it was cancelled."""
+        return self.journal.cancel(job_id)
+
+    def close(self) -> None:
+        """Nothing to release (the memory goes with the recorder); for the client's interface."""
+
+
+async def _awaited(value: Awaitable[Any]) -> Any:
+    return await value
+
+
+def _run_awaitable(value: Awaitable[Any]) -> Any:
+    """Run an async task's awaitable to its end: on a loop of its own, in this thread, or, when
+    this thread already runs a loop (an async test), in a thread of its own with this context."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_awaited(value))
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = asyncio.run(_awaited(value))
+        except BaseException as exc:  # handed back to the caller's thread
+            outcome["error"] = exc
+
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(run,), name="actorq-testing-task")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _plain(value: Any) -> Any:
+    """`value` as it reads back from msgpack: tuples become lists, at every depth."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+

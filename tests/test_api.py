@@ -31,7 +31,8 @@ PINNED_ALL = {
         "current_job",
     ],
     "actorq.journal": [
-        "BreakerState", "CircuitBreaker", "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener", "NewJob",
+        "BreakerState", "CircuitBreaker", "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener",
+        "MemoryJournal", "NewJob",
         "PostgresJournal", "QueueLimits",
         "SQLiteJournal", "TERMINAL_STATES", "enqueue_in", "migrate", "open_journal",
     ],
@@ -43,7 +44,8 @@ PINNED_ALL = {
         "SupervisorError", "SupervisorRef", "actor_process", "actor_start", "current_system", "process_start",
         "start_supervisor", "supervisor_spec",
     ],
-    "actorq.testing": ['Ledger', 'LedgerEntry', 'QueueCheck', 'check_total_queue', 'eventually', 'job_history', 'job_states',
+    "actorq.testing": ['DrainResult', 'EnqueuedJob', 'Ledger', 'LedgerEntry', 'ManualClock', 'QueueCheck',
+                       'TaskRecorder', 'check_total_queue', 'eventually', 'job_history', 'job_states',
                        'journal_invariants', 'kill_leftover_children', 'live_children'],
     "actorq.transports": ["FrameError", "LoopSocket", "decode", "encode", "private_ipc_dir"],
 }

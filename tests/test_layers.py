@@ -3,7 +3,7 @@
 Layers, bottom to top (a package imports only from its own layer's package
 and the layers below; the two packages of layer 2 know nothing of each other)::
 
-    6 top          actorq (its __init__), actorq.testing
+    6 top          actorq (its __init__), actorq.testing, actorq.pytest_plugin
     5 node         actorq.node
     4 jobs         actorq.jobs
     3 supervisors  actorq.supervisors
@@ -42,7 +42,7 @@ LAYERS: dict[str, int] = {
     "actorq.supervisors": 3,
     "actorq.jobs": 4,
     "actorq.node": 5,
-    "actorq": 6, "actorq.testing": 6,
+    "actorq": 6, "actorq.testing": 6, "actorq.pytest_plugin": 6,
 }
 LAYER_NAMES = ["base", "kernel", "transports/journal", "supervisors", "jobs", "node", "top"]
 INDEPENDENT = {"actorq.transports", "actorq.journal"}  # one layer, two packages that never meet

@@ -4,6 +4,7 @@ from typing import Any
 
 from actorq.journal.backends import migrate as migrate
 from actorq.journal.backends import open_journal as open_journal
+from actorq.journal.memory import MemoryJournal as MemoryJournal
 from actorq.journal.protocol import TERMINAL_STATES as TERMINAL_STATES
 from actorq.journal.protocol import BreakerState as BreakerState
 from actorq.journal.protocol import CircuitBreaker as CircuitBreaker
@@ -29,6 +30,7 @@ __all__ = [
     "KeptResult",
     "LeasedJob",
     "Listener",
+    "MemoryJournal",
     "NewJob",
     "PostgresJournal",
     "QueueLimits",

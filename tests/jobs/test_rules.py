@@ -1,6 +1,6 @@
 """Rules in the lease, end to end: real nodes and worker processes (docs/rate-limits-and-breakers.md).
 
-The bucket's arithmetic is the journal contract's (tests/journal/test_rules_contract.py, on an
+The bucket's arithmetic is the journal contract's (tests/journal/test_journal_rules_contract.py, on an
 injected clock); here a real node must keep leasing a rated queue as its tokens come, with
 nothing else to wake it: the scheduler's poll is set to a minute, and completions do not wake
 a queue without a concurrency. No timing is asserted.

@@ -3,7 +3,7 @@ checks, and the whole path through a real node: its queue refs (`tell`, `enqueue
 and `Client` and `AsyncClient` in another process, through the node's producer endpoint.
 
 The period itself, on both journals and with two connections racing, is in
-tests/journal (test_contract.py, test_postgres.py); here every period is an hour, so
+tests/journal (test_journal_contract.py, test_postgres.py); here every period is an hour, so
 no test depends on time passing.
 """
 

@@ -1,4 +1,4 @@
-"""Journal fixtures: one contract suite, run unchanged against SQLite and PostgreSQL.
+"""Journal fixtures: one contract suite, run unchanged against SQLite, PostgreSQL and the memory journal.
 
 See journal_support.py for the test server (``ACTORQ_TEST_PG_URL``) and
 ``ACTORQ_SKIP_PG=1``.
@@ -10,14 +10,19 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from journal_support import PG_URL, Backend, drop_schema, new_schema_name, require_pg, sqlite_backend
+from journal_support import PG_URL, Backend, MemoryBackend, drop_schema, new_schema_name, require_pg, sqlite_backend
 
 from actorq.journal import Journal
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """A fresh journal location on each backend."""
+    """A fresh journal location on each backend (memory: `actorq.journal.memory.MemoryJournal`)."""
+    if request.param == "memory":
+        m = MemoryBackend()
+        yield m
+        m.close()
+        return
     if request.param == "sqlite":
         b = sqlite_backend(tmp_path)
         yield b

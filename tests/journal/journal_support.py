@@ -48,7 +48,10 @@ from actorq.journal import Failure, JobState, Journal, LeasedJob, NewJob, open_j
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: the proxy is shared with bench/
 from tcp_proxy import TcpProxy  # noqa: E402  (re-exported: the journal and node tests take it from here)
-from actorq.journal.protocol import Attempt
+from actorq.journal.contract import (  # noqa: E402,F401  (re-exported: the backend-only tests take them from here)
+    HOUR, ContractBackend, MemoryBackend, crash_outcome, expire, fail, job_in_every_state, lease_one, new_job,
+    reclaim, reclaim_all, state, take_back, wait_for,
+)
 
 PG_INSTALL_HINT = ("install the PostgreSQL server binaries (Debian/Ubuntu: `apt install postgresql`, "
                    "Fedora: `dnf install postgresql-server`, macOS: `brew install postgresql`)")
@@ -190,8 +193,8 @@ def drop_schema(schema: str) -> None:
 
 
 @dataclass
-class Backend:
-    """One fresh journal location, with the few backend-specific acts the contract needs.
+class Backend(ContractBackend):
+    """One fresh SQLite file or PostgreSQL schema, with the few backend-specific acts the contract needs.
 
     Attributes:
         name: ``sqlite`` or ``postgres``.
@@ -253,6 +256,33 @@ class Backend:
         if self.name == "postgres":
             self.raw("ALTER TABLE actorq_jobs SET (autovacuum_enabled = false)")
 
+    def other_process(self) -> None:
+        """Nothing to do: another process can open this journal (the memory journal skips)."""
+
+    def _table(self, name: str) -> str:
+        return name if self.name == "sqlite" else f'"{self.options["schema"]}".{name}'
+
+    def age_bucket(self, kind: str, name: str, seconds: float) -> None:
+        """Move the token bucket of queue or task (`kind`) `name` `seconds` into the past: that much
+        time has passed for its refill."""
+        table, column = ("actorq_queues", "queue") if kind == "queue" else ("actorq_tasks", "name")
+        self.raw(f"UPDATE {self._table(table)} SET tokens_at = tokens_at - ? WHERE {column} = ?", seconds, name)
+
+    def age_breakers(self, seconds: float) -> None:
+        """Move every circuit breaker's opening `seconds` into the past (its cool-down passes)."""
+        self.raw(f"UPDATE {self._table('actorq_breakers')} SET opened_at = opened_at - ?", seconds)
+
+    def set_breaker_failures(self, times: Sequence[float]) -> None:
+        """Make every breaker's recorded failures those at `times` (e.g. long ago)."""
+        import json
+
+        self.raw(f"UPDATE {self._table('actorq_breakers')} SET failed_at = ?", json.dumps(list(times)))
+
+    def error_rows(self, job_ids: Sequence[str]) -> int:
+        """How many error rows the journal keeps of `job_ids` (a pruned job's go with it)."""
+        marks = ", ".join("?" * len(job_ids))
+        return self.raw(f"SELECT count(*) FROM actorq_errors WHERE job_id IN ({marks})", *job_ids)[0][0]
+
     def close(self) -> None:
         for journal in self._opened:
             journal.close()
@@ -261,115 +291,6 @@ class Backend:
 
 def sqlite_backend(tmp_path: Path) -> Backend:
     return Backend("sqlite", f"sqlite:///{tmp_path / 'journal.db'}")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-             message: str = "") -> Any:
-    """Poll `predicate` until it returns something truthy, or fail after `timeout` s (no timing asserted)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout:g} s: {message or predicate}; last value {value!r}")
-        time.sleep(interval)
-
-
-# -- building journal states (shared by the contract and the backend-only tests) --------------
-
-HOUR = 3600.0
-
-
-def new_job(job_id: str, *, queue: str = "q", priority: int = 0, run_at: float | None = None,
-            max_attempts: int = 3, payload: bytes = b"\x92\x90\x80", task: str = "tests.noop",
-            **keys: Any) -> NewJob:
-    return NewJob(id=job_id, queue=queue, task=task, payload=payload, priority=priority,
-                  run_at=run_at, max_attempts=max_attempts, **keys)
-
-
-def state(journal: Journal, job_id: str) -> JobState:
-    info = journal.get(job_id)
-    assert info is not None, f"job {job_id} is missing"
-    return info.state
-
-
-def lease_one(journal: Journal, owner: str = "w1", lease_for: float = HOUR) -> LeasedJob:
-    leased = journal.lease(["q"], owner, 1, lease_for)
-    assert len(leased) == 1, leased
-    return leased[0]
-
-
-def fail(job: LeasedJob, error: str = "ValueError: boom", retry_at: float | None = None,
-         state: JobState | None = None) -> Failure:
-    """An attempt of `job` that raised, decided as the job runtime does: retry (in an hour, or at
-    `retry_at`) while attempts are left, else dead; `state` overrides the decision."""
-    if state is None:
-        state = JobState.DEAD if job.attempt >= job.max_attempts else JobState.RETRY
-    return Failure(job.id, job.lease_id, error, state, time.time() + HOUR if retry_at is None else retry_at)
-
-
-# -- taking jobs back: the caller reads the leases, decides, and stores with fail() ------------
-
-
-def crash_outcome(row: Attempt, fail_tasks: Collection[str] = ()) -> JobState:
-    """Where a job whose attempt was lost goes, decided as the job runtime does: failed for a
-    task declared ``on_crash="fail"`` (in `fail_tasks`), dead with its attempts used up, else ready."""
-    if row.task in fail_tasks:
-        return JobState.FAILED
-    return JobState.DEAD if row.attempt >= row.max_attempts else JobState.READY
-
-
-def take_back(journal: Journal, rows: Sequence[Attempt], reason: str, fail_tasks: Collection[str] = ()) -> int:
-    """`fail` every lease of `rows` with `reason`, each to its `crash_outcome`; returns how many were taken."""
-    return journal.fail([Failure(r.job_id, r.lease_id, reason, crash_outcome(r, fail_tasks)) for r in rows])
-
-
-def reclaim(journal: Journal, owner: str, reason: str, *, keep: Collection[int] = (),
-            fail_tasks: Collection[str] = ()) -> int:
-    """Take back `owner`'s leases except those in `keep`, in one transaction (a dead worker)."""
-    with journal.transaction():
-        return take_back(journal, journal.leased_by(owner, keep=keep), reason, fail_tasks)
-
-
-def reclaim_all(journal: Journal, reason: str, prefix: str = "", *, fail_tasks: Collection[str] = ()) -> int:
-    """Take back every lease whose owner starts with `prefix`, in one transaction (a restarted node)."""
-    with journal.transaction():
-        return take_back(journal, journal.leased_with_prefix(prefix), reason, fail_tasks)
-
-
-def expire(journal: Journal, reason: str = "lease expired", *, fail_tasks: Collection[str] = ()) -> int:
-    """Take back every expired lease, in one transaction (the rescue duty)."""
-    with journal.transaction():
-        return take_back(journal, journal.expired(), reason, fail_tasks)
-
-
-def job_in_every_state(journal: Journal) -> dict[str, LeasedJob]:
-    """Make one job per state, named after the state; return the last lease of each leased one."""
-    # the scheduled job holds its ordering key: the next job of the key waits blocked
-    journal.enqueue([new_job("scheduled", run_at=time.time() + HOUR, ordering_key="B")])
-    journal.enqueue([new_job("blocked", ordering_key="B")])
-    leases = {}
-    for name, max_attempts in (("retry", 3), ("leased", 3), ("succeeded", 3), ("failed", 3),
-                               ("dead", 1), ("cancelled", 3), ("ready", 3)):
-        journal.enqueue([new_job(name, max_attempts=max_attempts)])
-        if name == "ready":
-            continue
-        if name == "cancelled":
-            assert journal.cancel(name)
-            continue
-        job = leases[name] = lease_one(journal)
-        if name == "retry":
-            journal.fail([fail(job)])
-        elif name == "succeeded":
-            journal.complete([(job.id, job.lease_id)])
-        elif name == "failed":
-            journal.fail([fail(job, state=JobState.FAILED)])
-        elif name == "dead":
-            journal.fail([fail(job)])
-    for s in JobState:
-        assert state(journal, s.value) is s
-    return leases
 
 
 class PasswordCatcher:

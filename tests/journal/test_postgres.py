@@ -8,7 +8,7 @@ and comes back: a TCP proxy taken down and up, since the shared server is not
 restarted by tests), E4 (unreachable at start), E8 (a role without the
 privileges the journal needs), H9 (no password in messages or logs), H10
 (PGPASSFILE, ~/.pgpass, libpq environment variables), H11 (schema names are
-validated identifiers). The state machine is in test_contract.py.
+validated identifiers). The state machine is in the journal contract (test_journal_contract.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """SQLite-only journal tests: pragmas, locking, errors that name the file, the injected clock.
 
-The state machine itself (B1-B12) is in test_contract.py, run on both backends.
+The state machine itself (B1-B12) is in the journal contract (test_journal_contract.py), run on every backend.
 ACCEPTANCE ids here: B13 (open-time pragmas, BEGIN IMMEDIATE, a reader process
 never sees SQLITE_BUSY), B14 (one node per file), E7/E8 (errors that name the
 file), E9 (checkpoints under a reader that never stops), B1/B8 with the injected clock.

@@ -1,4 +1,7 @@
-"""The journal contract: one suite, run unchanged against SQLite and PostgreSQL.
+"""The journal contract: one suite, run unchanged against SQLite, PostgreSQL and the memory journal.
+
+Shipped with actorq so that another backend can run it too (see `actorq.journal.contract`);
+actorq's own suite runs it from tests/journal/test_journal_contract.py.
 
 Every test takes the ``journal`` (or ``backend``) fixture, parametrised over both
 backends (see conftest.py), and uses only the `Journal` protocol; where a test
@@ -35,11 +38,11 @@ import time
 from pathlib import Path
 
 import pytest
-from journal_support import (
-    HOUR, Backend, expire, fail, job_in_every_state, lease_one, new_job, reclaim, reclaim_all, state, wait_for,
-)
-
 from actorq.errors import JournalError
+from actorq.journal.contract import ContractBackend as Backend
+from actorq.journal.contract import (
+    HOUR, expire, fail, job_in_every_state, lease_one, new_job, reclaim, reclaim_all, state, wait_for,
+)
 from actorq.journal import TERMINAL_STATES, Failure, JobResult, JobState, Journal, KeptResult, NewJob
 from actorq.journal.protocol import (
     LATEST_RUN_AT, LIVE_STATES, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, Attempt, ScheduleRow, TaskDefaults,
@@ -238,8 +241,8 @@ def test_fail_stores_each_state_exactly_as_given(backend: Backend, journal: Jour
         assert info.errors == [f"error of {job_id}"] and info.last_error == f"error of {job_id}"
         expected_run_at = retry_at if outcome is JobState.RETRY else now - 60  # READY goes back at once
         assert info.run_at == pytest.approx(expected_run_at, abs=1e-5), job_id
-        [(finished,)] = backend.raw("SELECT finished_at IS NOT NULL FROM actorq_jobs WHERE id = ?", job_id)
-        assert bool(finished) is (outcome in TERMINAL_STATES), job_id
+        detail = journal.inspect(job_id)
+        assert detail is not None and (detail.finished_at is not None) is (outcome in TERMINAL_STATES), job_id
     assert journal.expired() == [] and journal.leased_by("w1") == []  # every lease was cleared
     assert [j.id for j in journal.lease(["q"], "w2", 10, HOUR)] == ["to-ready"]  # RETRY waits for promotion
 
@@ -807,6 +810,7 @@ def test_b2_concurrent_claimers_each_job_leased_once(backend: Backend, journal: 
     lease and ack, as a worker would). That is what one SQLite file allows: one
     writer at a time; readers never wait (B13).
     """
+    backend.other_process()
     total, claimers = 8_000, 4
     for start in range(0, total, 1_000):
         journal.enqueue([new_job(f"c-{n:05d}") for n in range(start, start + 1_000)])
@@ -962,6 +966,7 @@ def test_b7_racing_processes_insert_one_job_and_all_learn_its_id(backend: Backen
     import sys
     import time as _time
 
+    backend.other_process()
     backend.open()  # create the schema before the race
     start = _time.time() + 1.0
     racers = [subprocess.Popen([sys.executable, "-c", UNIQUE_RACER, backend.url, repr(backend.options),
@@ -1095,8 +1100,7 @@ FINAL_AGES_NEGATIVE = {state: -HOUR for state in TERMINAL_STATES}  # everything 
 
 
 def _errors_of(backend: Backend, job_ids: list[str]) -> int:
-    marks = ", ".join("?" * len(job_ids))
-    return backend.raw(f"SELECT count(*) FROM actorq_errors WHERE job_id IN ({marks})", *job_ids)[0][0]
+    return backend.error_rows(job_ids)
 
 
 def test_prune_removes_finished_jobs_past_their_states_age_oldest_first_with_errors_and_results(
