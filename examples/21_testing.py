@@ -6,7 +6,7 @@ no node, no worker, no file. In a pytest suite the same comes as fixtures
 (`actorq_recorder`, `actorq_inline`, `actorq_clock`): see examples/testing_demo/ and
 docs/testing.md.
 
-Run from the repository root:  python examples/17_testing.py
+Run from the repository root:  python examples/21_testing.py
 """
 
 import actorq
