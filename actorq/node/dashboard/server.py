@@ -42,21 +42,6 @@ class DashboardUnavailable(RuntimeError):
         return cls("serving the dashboard needs starlette and uvicorn: pip install 'actorq[dashboard]'")
 
 
-def _bind(address: str) -> socket.socket:
-    host, port = parse_bind(address)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        sock.set_inheritable(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def _exit_quietly(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -91,12 +76,12 @@ class DashboardServer:
         try:
             import uvicorn
 
-            from actorq.node.bounded_http import Drops, bounded_protocol, quiet_thread
+            from actorq.node.bounded_http import Drops, bind_socket, bounded_protocol, quiet_thread
             from actorq.node.dashboard.app import build_app
         except ImportError:
             raise DashboardUnavailable.default() from None
         app = build_app(self.data, self.token)
-        self._sock = _bind(self.bind)
+        self._sock = bind_socket(*parse_bind(self.bind))
         # the metrics socket's bounds: connections capped when accepted, a deadline for a whole
         # request head and for idling, heads over MAX_HEAD refused however they arrive
         self.drops = Drops()
