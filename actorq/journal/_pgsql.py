@@ -77,6 +77,8 @@ class Statements(JobStatements):
     resign: str
     lock_keys: str
     lock_flow: str  # an enqueue's flow keys, exclusive
+    sort_off: str  # the insert of keyed jobs plans without sorts (its key lookups stay on their index)
+    sort_on: str
 
 
 # Rows another node may hold locked (it is rescuing them, or its session is paused inside a
@@ -136,8 +138,10 @@ _TEXT = {
         # a keyed job is admitted at once when it is the first of its key in the batch, no job
         # of its key waits blocked and its key has room (the caller holds its key's lock, so
         # this snapshot sees every end of the key committed); else blocked, until `admit`
-        "  CASE WHEN n.flow_key IS NOT NULL AND NOT (n.first AND NOT EXISTS (SELECT 1 FROM {jobs} b"
-        "   WHERE b.flow_key = n.flow_key AND b.state = 'blocked')"
+        # (the caller turns enable_sort off for this statement: the ORDER BY keeps the lookup on
+        # the keys' own index whatever the statistics say, see migration 012)
+        "  CASE WHEN n.flow_key IS NOT NULL AND NOT (n.first AND (SELECT b.id FROM {jobs} b"
+        "   WHERE b.flow_key = n.flow_key AND b.state = 'blocked' ORDER BY b.flow_key, b.state, b.id LIMIT 1) IS NULL"
         f"   AND {admitted_of_key('{jobs}', 'n.flow_key')} < n.flow_limit) THEN 'blocked'"
         "  WHEN to_timestamp(n.run_at) > now() THEN 'scheduled' ELSE 'ready' END,"
         "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now(), n.unique_key, n.timeout,"
@@ -413,6 +417,9 @@ _TEXT = {
         " (SELECT DISTINCT hashtext(k) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) d"
     ),
     "admit": "SELECT sum({admit}(k)) FROM unnest(%(keys)s::text[]) AS k",
+    # around the insert of keyed jobs (see `enqueue`); DEFAULT: as the session had it
+    "sort_off": "SET LOCAL enable_sort = off",
+    "sort_on": "SET LOCAL enable_sort = DEFAULT",
     "holders": (
         "SELECT unique_key, id, 0 AS live FROM {jobs} WHERE unique_key = ANY(%(keys)s::text[])"
         " AND unique_until > now()"

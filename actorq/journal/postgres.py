@@ -1429,6 +1429,7 @@ def _enqueue_locked(execute: Callable[[str, dict[str, Any]], Any], schema_sql: S
     execute(schema_sql.lock_flow, {"keys": flow_keys})
     alone = [j for j in jobs if j.discard_over_limit]
     rest = sorted((j for j in jobs if not j.discard_over_limit), key=lambda j: j.id)  # admitted in id order
+    execute(schema_sql.sort_off, {})
     count = execute(schema_sql.enqueue, _enqueue_params(rest, schema_sql.channel)).fetchone()[0] if rest else 0
     again = sorted({j.flow_key for j, first in zip(rest, _firsts(rest)) if not first})  # type: ignore[misc]
     if again:  # keys with more than one job in the batch: the insert admitted at most their first
@@ -1438,6 +1439,7 @@ def _enqueue_locked(execute: Callable[[str, dict[str, Any]], Any], schema_sql: S
         if added:
             execute(schema_sql.admit, {"keys": [job.flow_key]})
         count += added
+    execute(schema_sql.sort_on, {})
     return count  # type: ignore[no-any-return]
 
 

@@ -1020,3 +1020,24 @@ def test_an_admission_notifies_the_admitted_jobs_queue(pg_schema: str) -> None:
         assert journal.take_admitted() == set()  # PostgreSQL's own NOTIFY is the wake
     finally:
         journal.close()
+
+
+def test_a_keyed_insert_looks_its_keys_up_on_their_index_whatever_the_statistics(pg_schema: str) -> None:
+    """Statistics taken before any job had a key make every index that `state = 'blocked'`
+    implies look empty; the insert of keyed jobs turns sorts off (as the enqueue does) and
+    orders its lookup as actorq_jobs_flow does, so the plan stays on that index."""
+    journal = PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        journal.enqueue([job(f"p{n:05}") for n in range(2000)])
+        with pg_admin() as admin:
+            admin.execute(f'ANALYZE "{pg_schema}".actorq_jobs')  # no key, no blocked job yet
+        journal.enqueue([job(f"c{n:05}", concurrency_key=f"k{n % 100}", concurrency_limit=2) for n in range(4000)])
+        params = postgres._enqueue_params([job("x1", concurrency_key="k1", concurrency_limit=2)], pg_schema)
+        with pg_admin() as admin:
+            admin.execute("BEGIN")
+            admin.execute(postgres.statements(pg_schema).sort_off)
+            plan = "\n".join(r[0] for r in admin.execute("EXPLAIN " + postgres.statements(pg_schema).enqueue, params))
+            admin.execute("ROLLBACK")
+        assert "actorq_jobs_flow" in plan and "actorq_jobs_waiting" not in plan, plan
+    finally:
+        journal.close()
