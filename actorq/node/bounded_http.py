@@ -173,10 +173,11 @@ class ThreadedServer:
             stay idle between requests.
         busy_timeout: the further seconds a request being answered gets at its deadline.
         max_head: bytes of a request's head (more: 400 and closed).
+        grace: seconds requests under way get to finish at `stop` (None: `busy_timeout`).
     """
 
     def __init__(self, app: Any, host: str, port: int, *, name: str, max_connections: int,
-                 idle_timeout: float, busy_timeout: float, max_head: int) -> None:
+                 idle_timeout: float, busy_timeout: float, max_head: int, grace: int | None = None) -> None:
         self.drops = Drops()
         self.name = name
         protocol = bounded_protocol(max_connections, idle_timeout, busy_timeout, max_head, self.drops)
@@ -188,7 +189,7 @@ class ThreadedServer:
                                 http=protocol, loop="asyncio", limit_concurrency=max_connections + 1,
                                 timeout_keep_alive=idle_timeout, h11_max_incomplete_event_size=max_head,
                                 server_header=False, date_header=False, ws="none",
-                                timeout_graceful_shutdown=max(1, int(busy_timeout)))
+                                timeout_graceful_shutdown=max(1, int(busy_timeout if grace is None else grace)))
         self._server = uvicorn.Server(config)
         self._grace = config.timeout_graceful_shutdown
         self._sock: socket.socket | None = bind_socket(host, port)
@@ -231,6 +232,14 @@ class ThreadedServer:
         if not server.started:
             self.stop()
             raise OSError(f"the {self.name} server did not start: {failed[0] if failed else 'timed out'}")
+
+    def serve_here(self) -> None:
+        """Serve in the calling thread until uvicorn stops (on SIGINT or SIGTERM, which it
+        raises again when it has stopped gracefully); then close the socket."""
+        try:
+            asyncio.run(self._server.serve(sockets=[self._sock]))
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         """Stop serving (idempotent): requests under way are answered first."""
