@@ -27,11 +27,11 @@ import functools
 import time
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-from actorq.errors import NotCommitted, QueueFull
+from actorq.errors import QueueFull
 from actorq.jobs import backpressure
 from actorq.jobs.client import DEFAULT_TIMEOUT, Client, check_wait
 from actorq.jobs.task import Declared, Job, TaskRegistry
-from actorq.jobs.results import POLL_FIRST, PUSHED_POLL, next_read, outcome_value, timed_out
+from actorq.jobs.results import POLL_FIRST, PUSHED_POLL, discarded, next_read, outcome_value, time_left, timed_out
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL,
 )
@@ -119,12 +119,8 @@ class AsyncClient:
         deadline = time.monotonic() + timeout
         job_id = await self.enqueue(job, queue)
         if job_id is None:
-            raise NotCommitted(f"job {job.id} was discarded: its concurrency key {job.concurrency_key!r} "
-                               "had its limit of admitted jobs (on_conflict='discard')")
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise timed_out(job_id, timeout, None)
-        return await self.result(job_id, left)
+            raise discarded(job)
+        return await self.result(job_id, time_left(deadline, job_id, timeout))
 
     async def result(self, job_id: str, timeout: float = 10.0) -> Any:
         """Wait for the job `job_id` to end and return its value; as `Client.result`.

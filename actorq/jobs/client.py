@@ -71,7 +71,9 @@ from actorq.jobs.node_file import NodeNotRunning, alive, listener_pid, node_file
 from actorq.jobs.settings import producers_endpoint_problem
 from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared, Job, TaskRegistry, check_name
 from actorq.jobs.wire import MAX_NAME_CHARS
-from actorq.jobs.results import POLL_FIRST, PUSHED_POLL, DoneWatch, next_read, outcome_value, timed_out
+from actorq.jobs.results import (
+    POLL_FIRST, PUSHED_POLL, DoneWatch, discarded, next_read, outcome_value, time_left, timed_out,
+)
 from actorq.journal import open_journal
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL, SQLITE_PREFIX,
@@ -365,12 +367,8 @@ class Client:
         deadline = time.monotonic() + timeout
         job_id = self.enqueue(job, queue)
         if job_id is None:
-            raise NotCommitted(f"job {job.id} was discarded: its concurrency key {job.concurrency_key!r} "
-                               "had its limit of admitted jobs (on_conflict='discard')")
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise timed_out(job_id, timeout, None)
-        return self.result(job_id, left)
+            raise discarded(job)
+        return self.result(job_id, time_left(deadline, job_id, timeout))
 
     def result(self, job_id: str, timeout: float = 10.0) -> Any:
         """Wait for the job `job_id`, enqueued earlier by anyone, to end; return what its task returned.

@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol, Sequence
 from actorq.errors import NotCommitted, QueueFull
 from actorq.jobs import backpressure
 from actorq.jobs import journal_writer as jw
-from actorq.jobs.results import ResultWaiters, timed_out
+from actorq.jobs.results import ResultWaiters, discarded, timed_out
 from actorq.jobs.task import DEFAULT_MAX_PAYLOAD, Declared, Job
 from actorq.journal.protocol import NewJob
 
@@ -138,8 +138,7 @@ class QueueRef:
         except asyncio.TimeoutError:
             raise timed_out(job.id, timeout, None) from None
         if job_id is None:
-            raise NotCommitted(f"job {job.id} was discarded: its concurrency key {job.concurrency_key!r} "
-                               "had its limit of admitted jobs (on_conflict='discard')")
+            raise discarded(job)
         return await self._waiters.wait(job_id, max(0.0, deadline - loop.time()), asked=timeout)
 
     async def enqueue_many(self, jobs: Sequence[Job], *, block: float = 0.0) -> list[str | None]:

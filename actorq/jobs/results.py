@@ -33,11 +33,12 @@ import itertools
 import json
 import logging
 import threading
+import time
 from typing import Any, Callable, Collection
 
 import msgpack
 
-from actorq.errors import AskTimeout, JobFailed, ResultExpired
+from actorq.errors import AskTimeout, JobFailed, NotCommitted, ResultExpired
 from actorq.jobs import journal_writer as jw
 from actorq.journal.protocol import TERMINAL_STATES, JobResult, JobState
 
@@ -91,6 +92,22 @@ def timed_out(job_id: str, timeout: float, last: JobResult | None) -> AskTimeout
     where = "unknown to the journal" if last is None else f"still {last.state.value}"
     return AskTimeout(f"job {job_id} did not end within {timeout:g} s ({where}); it goes on, and its result "
                       "can be fetched later by id (Client.result)")
+
+
+def discarded(job: Any) -> NotCommitted:
+    """The `NotCommitted` of an `ask` whose job an enqueue did not add: its concurrency key had
+    its limit of admitted jobs (``on_conflict="discard"``)."""
+    return NotCommitted(f"job {job.id} was discarded: its concurrency key {job.concurrency_key!r} "
+                        "had its limit of admitted jobs (on_conflict='discard')")
+
+
+def time_left(deadline: float, job_id: str, timeout: float) -> float:
+    """Seconds from now (`time.monotonic`) to `deadline`, for a client's `ask` that has enqueued
+    `job_id` and waits for it next; none left raises its `AskTimeout`."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise timed_out(job_id, timeout, None)
+    return left
 
 
 class ResultWaiters:
