@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from actorq import Job, Node
+from actorq.errors import NotCommitted
 from actorq.testing import Ledger, LedgerEntry, check_total_queue, journal_invariants
 
 pytestmark = pytest.mark.timeout(120)
@@ -84,8 +85,11 @@ async def test_never_more_than_the_limit_of_a_concurrency_key_run_at_once(topolo
         keyed = [Job("flow.tenant", [n], concurrency_key="tenant-7") for n in range(40)]
         other = [Job("flow.tenant", [n], concurrency_key="tenant-8", concurrency_limit=1) for n in range(10)]
         accepted = set(await queue.enqueue_many(keyed + other))  # type: ignore[arg-type]
-        # discard: the key has its limit of live jobs (3 of 40 waiting or running), so nothing is added
+        # discard: the key has its limit of admitted jobs (3 of 40 admitted), so nothing is added
         assert await queue.enqueue(Job("flow.tenant", [0], concurrency_key="tenant-7", on_conflict="discard")) is None
+        # and an ask of such a job says so, naming the key
+        with pytest.raises(NotCommitted, match="was discarded: its concurrency key 'tenant-7'"):
+            await queue.ask(Job("flow.tenant", [0], concurrency_key="tenant-7", on_conflict="discard"), timeout=30)
         counts = await node.wait_idle(timeout=60)
         assert node.failure is None
     assert counts == {"default": {"succeeded": 50}}
