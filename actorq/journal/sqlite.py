@@ -41,7 +41,7 @@ from actorq.errors import JournalError, JournalLocked, QueueFull
 from actorq.journal import _limits
 from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, RESULT_COLUMNS, in_list, numbered_list, values_rows
 from actorq.journal._sqlitesql import STATEMENTS as SQL
-from actorq.journal._sqltext import for_state, listing_reads
+from actorq.journal._sqltext import first_of_key, for_state, listing_reads
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, MAX_SECONDS, SQLITE_PREFIX, SYNCHRONOUS_LEVELS,
     JournalConfig, check_url, redact_url,
@@ -165,6 +165,18 @@ def _bucket(limits: QueueLimits) -> tuple[str | None, float | None, int | None]:
 
 def _schema_sql(version: int) -> str:
     return resources.files("actorq.journal").joinpath(f"sql/sqlite_v{version}.sql").read_text()
+
+
+def _enqueue_row(job: NewJob, now: float, first: bool) -> tuple[object, ...]:
+    """The bound values of `job`'s row of `enqueue` (`ENQUEUE_COLUMNS`); `first`: the first of
+    its flow key in the batch (see `first_of_key`)."""
+    return (
+        job.id, job.queue, job.task, job.payload,
+        JobState.SCHEDULED if job.run_at is not None and job.run_at > now else JobState.READY,
+        job.priority, job.run_at if job.run_at is not None else now, job.max_attempts, now, job.unique_key,
+        job.timeout, None if job.unique_for is None else now + job.unique_for,
+        job.flow_key, job.flow_limit, 1 if job.discard_over_limit else 0, 1 if first else 0,
+    )
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -511,40 +523,22 @@ class SQLiteJournal:
 
     def _insert(self, jobs: Sequence[NewJob]) -> int:
         now = self._clock()
-        params: list[object] = []
-        alone: list[tuple[object, ...]] = []  # discarding jobs: one statement each, after the others
-        seen: set[str] = set()  # flow keys of the batch so far: only a key's first job may be admitted
-        again: set[str] = set()  # keys with more than one job in the batch: admitted after the insert
         if any(j.flow_key is not None for j in jobs):  # a batch's keyed jobs are admitted in id order
             jobs = sorted(jobs, key=lambda j: j.id)
-        for j in jobs:
-            flow_key = j.flow_key
-            first = 1
-            if flow_key is not None and not j.discard_over_limit:
-                if flow_key in seen:
-                    first = 0
-                    again.add(flow_key)
-                seen.add(flow_key)
-            row = (
-                j.id, j.queue, j.task, j.payload,
-                JobState.SCHEDULED if j.run_at is not None and j.run_at > now else JobState.READY,
-                j.priority, j.run_at if j.run_at is not None else now, j.max_attempts, now, j.unique_key,
-                j.timeout, None if j.unique_for is None else now + j.unique_for,
-                flow_key, j.flow_limit, 1 if j.discard_over_limit else 0, first,
-            )
-            if j.discard_over_limit:
-                alone.append(row)
-            else:
-                params += row
+        rest = [j for j in jobs if not j.discard_over_limit]
+        alone = [j for j in jobs if j.discard_over_limit]  # discarding jobs: one statement each, after the others
+        firsts, again = first_of_key(rest)
+        params = [value for job, first in zip(rest, firsts) for value in _enqueue_row(job, now, first)]
         with self.transaction():
             added = 0
             for chunk in _chunks(params, self._rows_per_insert * ENQUEUE_COLUMNS):  # multi-row VALUES
                 added += self._conn.execute(SQL.enqueue.format(marks=values_rows(len(chunk) // ENQUEUE_COLUMNS)),
                                             chunk).rowcount
             self._admit(again, now)
-            for one in alone:  # each one's count of its key sees the jobs added and admitted before it
-                added += self._conn.execute(SQL.enqueue.format(marks=values_rows(1)), one).rowcount
-                self._admit([one[12]], now)  # type: ignore[list-item]
+            for job in alone:  # each one's count of its key sees the jobs added and admitted before it
+                added += self._conn.execute(SQL.enqueue.format(marks=values_rows(1)),
+                                            _enqueue_row(job, now, True)).rowcount
+                self._admit([job.flow_key], now)  # type: ignore[list-item]
             return added
 
     def _admit_freed(self) -> None:
