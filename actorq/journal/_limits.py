@@ -274,3 +274,18 @@ def room(limit: int, concurrency: int | None, node_limit: int | None, leased: in
     if node_limit is not None:
         limit = min(limit, node_limit - node_leased)
     return max(0, limit)
+
+
+def first_of_key(jobs: Sequence[NewJob]) -> tuple[list[bool], list[str]]:
+    """For each of `jobs` (a batch in id order), whether it is the first of its flow key in the
+    batch (True without a key): the enqueue statement admits only such a job itself. Then the
+    keys with more jobs in the batch, sorted: the journal admits the rest of those after it."""
+    seen: set[str] = set()
+    again: set[str] = set()
+    firsts = []
+    for job in jobs:
+        key = job.flow_key
+        firsts.append(key is None or key not in seen)
+        if key is not None:
+            (again if key in seen else seen).add(key)
+    return firsts, sorted(again)

@@ -10,9 +10,9 @@ lists: a migration is frozen history.)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator
 
-from actorq.journal.protocol import ADMITTED_STATES, LIVE_STATES, JobState, NewJob
+from actorq.journal.protocol import ADMITTED_STATES, LIVE_STATES, JobState
 
 
 STATE_MARK = "STATE_LITERAL"
@@ -115,17 +115,3 @@ class JobStatements:
     oldest_ready: str  # each queue's earliest ready job's created_at
     clear_queue: str  # delete a batch of one queue's jobs of one waiting state
 
-
-def first_of_key(jobs: Sequence[NewJob]) -> tuple[list[bool], list[str]]:
-    """For each of `jobs` (a batch in id order), whether it is the first of its flow key in the
-    batch (True without a key): the enqueue statement admits only such a job itself. Then the
-    keys with more jobs in the batch, sorted: the journal admits the rest of those after it."""
-    seen: set[str] = set()
-    again: set[str] = set()
-    firsts = []
-    for job in jobs:
-        key = job.flow_key
-        firsts.append(key is None or key not in seen)
-        if key is not None:
-            (again if key in seen else seen).add(key)
-    return firsts, sorted(again)

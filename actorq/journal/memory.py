@@ -294,21 +294,10 @@ class MemoryJournal:
                                    refused=True)
         if any(j.flow_key is not None for j in jobs):
             jobs = sorted(jobs, key=lambda j: j.id)
-        seen: set[str] = set()
-        again: set[str] = set()
-        added = 0
-        alone: list[NewJob] = []
-        for j in jobs:
-            if j.discard_over_limit:
-                alone.append(j)
-                continue
-            first = True
-            if j.flow_key is not None:
-                if j.flow_key in seen:
-                    first = False
-                    again.add(j.flow_key)
-                seen.add(j.flow_key)
-            added += self._insert_one(j, now, first)
+        rest = [j for j in jobs if not j.discard_over_limit]
+        alone = [j for j in jobs if j.discard_over_limit]
+        firsts, again = _limits.first_of_key(rest)
+        added = sum(self._insert_one(j, now, first) for j, first in zip(rest, firsts))
         self._admit(again, now)
         for j in alone:
             added += self._insert_one(j, now, True)

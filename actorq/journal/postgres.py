@@ -69,7 +69,7 @@ from actorq.errors import JournalError, QueueFull
 from actorq.journal import _limits
 from actorq.journal._pgconnect import Connector
 from actorq.journal._pgsql import Statements, side_channel, statements, table
-from actorq.journal._sqltext import first_of_key, for_state, listing_reads
+from actorq.journal._sqltext import for_state, listing_reads
 from psycopg import sql as _sql
 from actorq.journal.config import (
     DEFAULT_CONNECT_RETRY_FOR, DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT, DEFAULT_LOCK_TIMEOUT, DEFAULT_SCHEMA, MAX_SECONDS,
@@ -376,7 +376,7 @@ def _enqueue_params(jobs: Sequence[NewJob], channel: str) -> dict[str, Any]:
         "unique_keys": [j.unique_key for j in jobs], "timeouts": [j.timeout for j in jobs],
         "unique_for": [j.unique_for for j in jobs], "flow_keys": [j.flow_key for j in jobs],
         "flow_limits": [j.flow_limit for j in jobs], "discards": [j.discard_over_limit for j in jobs],
-        "firsts": first_of_key(jobs)[0], "channel": channel,
+        "firsts": _limits.first_of_key(jobs)[0], "channel": channel,
     }
 
 
@@ -1418,7 +1418,7 @@ def _enqueue_locked(execute: Callable[[str, dict[str, Any]], Any], schema_sql: S
     rest = sorted((j for j in jobs if not j.discard_over_limit), key=lambda j: j.id)  # admitted in id order
     execute(schema_sql.sort_off, {})
     count = execute(schema_sql.enqueue, _enqueue_params(rest, schema_sql.channel)).fetchone()[0] if rest else 0
-    again = first_of_key(rest)[1]
+    again = _limits.first_of_key(rest)[1]
     if again:  # keys with more than one job in the batch: the insert admitted at most their first
         execute(schema_sql.admit, {"keys": again})
     for job in alone:

@@ -41,7 +41,7 @@ from actorq.errors import JournalError, JournalLocked, QueueFull
 from actorq.journal import _limits
 from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, RESULT_COLUMNS, in_list, numbered_list, values_rows
 from actorq.journal._sqlitesql import STATEMENTS as SQL
-from actorq.journal._sqltext import first_of_key, for_state, listing_reads
+from actorq.journal._sqltext import for_state, listing_reads
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, MAX_SECONDS, SQLITE_PREFIX, SYNCHRONOUS_LEVELS,
     JournalConfig, check_url, redact_url,
@@ -527,7 +527,7 @@ class SQLiteJournal:
             jobs = sorted(jobs, key=lambda j: j.id)
         rest = [j for j in jobs if not j.discard_over_limit]
         alone = [j for j in jobs if j.discard_over_limit]  # discarding jobs: one statement each, after the others
-        firsts, again = first_of_key(rest)
+        firsts, again = _limits.first_of_key(rest)
         params = [value for job, first in zip(rest, firsts) for value in _enqueue_row(job, now, first)]
         with self.transaction():
             added = 0
