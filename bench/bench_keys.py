@@ -16,7 +16,6 @@ figure is bound by the limit (10 jobs per lease-run-ack cycle), not by the claim
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys

@@ -49,7 +49,10 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, Collection, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Collection, Mapping, NamedTuple, Protocol, Sequence, runtime_checkable
+
+if TYPE_CHECKING:
+    from actorq.errors import QueueFull
 
 __all__ = [
     "Attempt",

@@ -34,7 +34,7 @@ import time
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Collection, Iterator, Mapping, Sequence, TypeVar
+from typing import Callable, ClassVar, Collection, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import quote
 
 from actorq.errors import JournalError, JournalLocked, QueueFull
