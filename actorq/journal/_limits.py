@@ -68,6 +68,18 @@ def whole(tokens: float) -> int:
     return max(0, math.floor(tokens + TOKEN_EPSILON))
 
 
+def sooner(current: float | None, wait: float | None) -> float | None:
+    """The earlier of two waits in seconds (None: none): a journal's `rate_wait` after one more."""
+    if wait is None:
+        return current
+    return wait if current is None else min(current, wait)
+
+
+def bucket_wait(left: float, rate: float) -> float | None:
+    """Seconds until a bucket left with `left` tokens holds a whole one (None: it holds one)."""
+    return next_token(left, rate) if whole(left) == 0 else None
+
+
 def next_token(tokens: float, rate: float) -> float:
     """Seconds until a bucket holding `tokens` (fewer than the next whole one) holds one more."""
     return max(0.0, (whole(tokens) + 1 - tokens) / rate)

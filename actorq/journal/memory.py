@@ -436,8 +436,7 @@ class MemoryJournal:
         room, now_state, wait = _limits.breaker_room(breaker, state, opened_at, now, leased)
         if now_state != state:
             self._s.breakers[task] = (now_state, failed_at, opened_at)
-        if wait is not None:
-            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
+        self.rate_wait = _limits.sooner(self.rate_wait, wait)
         return limit if room is None else room
 
     def _lease_room(self, queue: str, limit: int, now: float) -> tuple[int, tuple[float, float] | None]:
@@ -461,9 +460,7 @@ class MemoryJournal:
         left = tokens - taken
         if taken:
             stored.tokens, stored.tokens_at = left, now
-        if _limits.whole(left) == 0:
-            wait = _limits.next_token(left, per_second)
-            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
+        self.rate_wait = _limits.sooner(self.rate_wait, _limits.bucket_wait(left, per_second))
 
     def declare_queues(self, limits: Sequence[QueueLimits], node_prefix: str = "") -> None:
         """Store `limits` (each replaces its queue's) and keep their ``node_concurrency`` for this handle."""

@@ -857,8 +857,7 @@ class PostgresJournal:
             if self._execute(rule_sql["breaker_half_open"], {"task": task}).rowcount != 1:
                 return 0  # a failure moved it meanwhile: lease nothing of it this time
             logger.info("task %s: circuit breaker half-open (%d probes)", task, breaker.probes)
-        if wait is not None:
-            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
+        self.rate_wait = _limits.sooner(self.rate_wait, wait)
         return limit if room is None else room
 
     def breakers(self) -> list[BreakerState]:
@@ -897,9 +896,7 @@ class PostgresJournal:
 
     def _note_wait(self, left: float, per_second: float) -> None:
         """A bucket left with `left` tokens: if not one whole, say when the next is due (`rate_wait`)."""
-        if _limits.whole(left) == 0:
-            wait = _limits.next_token(left, per_second)
-            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
+        self.rate_wait = _limits.sooner(self.rate_wait, _limits.bucket_wait(left, per_second))
 
     def _stored_limits(self) -> dict[str, QueueLimits]:
         return self._queues.get(self.queue_limits)

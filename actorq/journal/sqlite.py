@@ -666,8 +666,7 @@ class SQLiteJournal:
         if now_state != state:
             self._conn.execute(_RULES_SQL["breaker_put"], (task, now_state, failed_at, opened_at, now))
             logger.info("task %s: circuit breaker half-open (%d probes)", task, breaker.probes)
-        if wait is not None:
-            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
+        self.rate_wait = _limits.sooner(self.rate_wait, wait)
         return limit if room is None else room
 
     def _lease_room(self, queue: str, limit: int, now: float) -> tuple[int, tuple[float, float] | None]:
@@ -692,9 +691,7 @@ class SQLiteJournal:
         left = tokens - taken
         if taken:  # nothing taken: the stored tokens refill to the same value later
             self._conn.execute(statement, (left, now, name))
-        if _limits.whole(left) == 0:
-            wait = _limits.next_token(left, per_second)
-            self.rate_wait = wait if self.rate_wait is None else min(self.rate_wait, wait)
+        self.rate_wait = _limits.sooner(self.rate_wait, _limits.bucket_wait(left, per_second))
 
     def _stored_limits(self) -> dict[str, QueueLimits]:
         return self._queues.get(self.queue_limits)
