@@ -34,6 +34,7 @@ from actorq.journal._limits import parse_rate
 from actorq.journal.protocol import MAX_ATTEMPTS, MAX_CONCURRENCY_LIMIT, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, BreakerState, JobState, QueueLimits
 from actorq.node import cli_jobs
 from actorq.node.cli_flags import (
+    err as _err, out as _out,
     FINAL_STATES, MAX_WAIT, duration_text as _duration_text, integer_flag as _integer,
     queue_name_flag as _queue_name, seconds_flag as _seconds,
 )
@@ -74,16 +75,6 @@ examples:
 exit codes: 0 ok, 1 the node failed (health: no node answers), 2 bad config or usage, 3 journal unusable,
 4 start-up cut short from outside (the task import check was killed or took too long): try again.
 """
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
 
 
 # -- flags: each value checked where argparse reads it; a problem is one line naming the flag --------

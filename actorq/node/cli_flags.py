@@ -1,17 +1,19 @@
 """What the ``actorq`` commands share: argparse types that check each flag where it is read
-(a problem is one line naming the flag and its range, G12), and a few bounds."""
+(a problem is one line naming the flag and its range, G12), a few bounds, and how a line
+is written to stdout or stderr."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import Callable
 
 from actorq.journal.config import parse_duration
 from actorq.journal.protocol import TERMINAL_STATES, JobState
 
-__all__ = ["FINAL_STATES", "MAX_PRUNE_BATCH", "MAX_WAIT", "PRUNE_BATCH", "age_flag", "duration_text",
-           "final_state_flag", "integer_flag", "job_id_flag", "queue_name_flag", "seconds_flag"]
+__all__ = ["FINAL_STATES", "MAX_PRUNE_BATCH", "MAX_WAIT", "PRUNE_BATCH", "age_flag", "duration_text", "err",
+           "final_state_flag", "integer_flag", "job_id_flag", "out", "queue_name_flag", "seconds_flag"]
 
 MAX_WAIT = 3_600.0  # seconds `actorq tree`, `status` and `health` wait for the node at most
 PRUNE_BATCH = 1_000  # jobs `actorq jobs prune` deletes per transaction: a node beside it waits one batch at most
@@ -86,3 +88,15 @@ def duration_text(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:.0f}{unit}"
     return f"{seconds:g}s"
+
+
+def out(text: str) -> None:
+    """Write one line to stdout, at once (a progress line must show while the work goes on)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def err(text: str) -> None:
+    """Write one line to stderr, at once."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -28,6 +27,7 @@ from actorq.journal.protocol import (
     LIVE_STATES, MAX_LIST_LIMIT, TERMINAL_STATES, WAITING_STATES, JobDetail, JobState, JobSummary, Journal,
 )
 from actorq.node.cli_flags import (
+    err as _err, out as _out,
     FINAL_STATES, MAX_PRUNE_BATCH, MAX_WAIT, PRUNE_BATCH, age_flag, duration_text, final_state_flag, integer_flag,
     job_id_flag, queue_name_flag, seconds_flag,
 )
@@ -48,16 +48,6 @@ MAX_SHOWN = 2_000  # characters of a job's decoded arguments or result that `job
 MAX_PAYLOAD = 16 * 1024 * 1024  # bytes of msgpack `jobs show` decodes at most (a journal row is never larger)
 ERROR_COLUMN = 60  # characters of the last error in a listing's row
 CURSOR_CHARS = 255  # a cursor is a job id
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
 
 
 def safe_text(text: str, *, keep_lines: bool = False) -> str:
