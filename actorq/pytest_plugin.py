@@ -9,7 +9,8 @@ any project's tests without an import (docs/testing.md):
   overrides the fixture to return its own.
 * ``actorq_recorder``: a `actorq.testing.TaskRecorder`: enqueues are recorded, ``drain()`` runs them.
 * ``actorq_inline``: the same in inline mode: each enqueue runs its jobs before it returns.
-* ``actorq_clients``: ``actorq_recorder``, with every `actorq.Client` the test creates recording into it.
+* ``actorq_clients``: ``actorq_recorder``, with every `actorq.Client` and `actorq.AsyncClient` the test
+  creates recording into it.
 
 A module of its own, so that importing `actorq.testing` (a worker writing to a `Ledger`) does
 not import pytest.
@@ -57,7 +58,7 @@ def actorq_recorder(actorq_tasks: Any, actorq_journal: MemoryJournal, actorq_clo
 
 @pytest.fixture
 def actorq_clients(actorq_recorder: TaskRecorder, monkeypatch: Any) -> TaskRecorder:
-    """`actorq_recorder`, with every `actorq.Client` the test creates recording into it
+    """`actorq_recorder`, with every `actorq.Client` and `actorq.AsyncClient` the test creates recording into it
     (`TaskRecorder.patch_clients`): for code that makes its own client from a URL."""
     actorq_recorder.patch_clients(monkeypatch)
     return actorq_recorder

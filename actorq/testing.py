@@ -761,13 +761,17 @@ class TaskRecorder:
 
     # -- every actorq.Client of a test -----------------------------------------------------------
     def patch_clients(self, monkeypatch: Any) -> None:
-        """Make every `actorq.Client` created from now until the end of the test a front of this
-        recorder, whatever its URL: the app's own ``Client(url)`` then records, nothing is written.
+        """Make every `actorq.Client` and `actorq.AsyncClient` created from now until the end of
+        the test a front of this recorder, whatever its URL: the app's own ``Client(url)`` then
+        records, nothing is written.
 
-        `enqueue`, `enqueue_many`, `result` (which drains what is due first, as a node would
-        run it), `get`, `counts`, `cancel` and `close` go to the recorder; the other methods
-        are not patched. `monkeypatch` (pytest's fixture) undoes it after the test.
+        `enqueue`, `enqueue_many`, `ask`, `result` (which drains what is due first, as a node
+        would run it), `get`, `counts`, `cancel` and `close` go to the recorder; the other
+        methods are not patched. An `AsyncClient` runs its calls on its own thread, in the
+        order they were made, as it does in production. `monkeypatch` (pytest's fixture)
+        undoes it after the test.
         """
+        from actorq.jobs.async_client import AsyncClient
         from actorq.jobs.client import Client
 
         recorder = self
@@ -789,6 +793,12 @@ class TaskRecorder:
         monkeypatch.setattr(Client, "counts", lambda client: recorder.counts())
         monkeypatch.setattr(Client, "cancel", lambda client, job_id: recorder.cancel(job_id))
         monkeypatch.setattr(Client, "close", lambda client: None)
+
+        async def async_result(client: Any, job_id: str, timeout: float = 10.0) -> Any:
+            # on the client's thread, after the calls made before it (the enqueue it waits for)
+            return await client._call(lambda sync: sync.result(job_id, timeout))
+
+        monkeypatch.setattr(AsyncClient, "result", async_result)
 
     # -- the client's reads -------------------------------------------------------------------
     def result(self, job_id: str) -> Any:

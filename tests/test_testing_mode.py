@@ -138,7 +138,7 @@ def test_the_demo_app_s_suite_passes_with_the_installed_plugin() -> None:
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/testing_demo"],
                             cwd=ROOT, capture_output=True, text=True, timeout=110)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "7 passed" in result.stdout, result.stdout
+    assert "8 passed" in result.stdout, result.stdout
 
 
 THIRD_PARTY = '''

@@ -56,3 +56,9 @@ def nightly_report(journal_url: str) -> str:
     with actorq.Client(journal_url) as client:
         job_id = client.enqueue(charge.job("nightly", 1))
         return f"report charge {client.result(job_id)}"
+
+
+async def express_checkout(journal_url: str, order_id: str, cents: int) -> str:
+    """Async code with its own client (a web handler): enqueue and await the value with `ask`."""
+    async with actorq.AsyncClient(journal_url) as client:
+        return await client.ask(charge.job(order_id, cents))

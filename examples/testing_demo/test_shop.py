@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import shop
 
@@ -64,3 +66,9 @@ def test_code_that_makes_its_own_client_records_too(actorq_clients: TaskRecorder
     # no file is created or written: every actorq.Client of this test is the recorder
     assert shop.nightly_report("sqlite:////nonexistent/dir/journal.db") == "report charge paid-nightly"
     actorq_clients.assert_enqueued(task="shop.charge", args=["nightly", 1])
+
+
+def test_an_async_client_of_the_code_records_too(actorq_clients: TaskRecorder) -> None:
+    assert asyncio.run(shop.express_checkout("sqlite:////nonexistent/dir/journal.db", "o7", 300)) == "paid-o7"
+    actorq_clients.assert_enqueued(task="shop.charge", args=["o7", 300])
+    assert shop.LEDGER == {"o7": 300}
