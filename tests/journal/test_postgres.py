@@ -1041,3 +1041,36 @@ def test_a_keyed_insert_looks_its_keys_up_on_their_index_whatever_the_statistics
         assert "actorq_jobs_flow" in plan and "actorq_jobs_waiting" not in plan, plan
     finally:
         journal.close()
+
+
+def test_a_statement_s_freed_keys_are_looked_up_on_their_index_and_never_jit_compiled(pg_schema: str) -> None:
+    """The statement trigger's lookup (has a freed key a blocked job?) runs as a generic plan
+    with sorts off, as `actorq_flow_freed` runs it: with statistics taken before any key it
+    stays on actorq_jobs_flow. Sorts off give its lock query's sort a cost past
+    `jit_above_cost`, and a JIT compile per call (70 ms) is what the function's `jit = off`
+    prevents: the setting is on the function, and that query's plan would be compiled without it."""
+    journal = PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        journal.enqueue([job(f"p{n:05}") for n in range(2000)])
+        with pg_admin() as admin:
+            admin.execute(f'ANALYZE "{pg_schema}".actorq_jobs')  # no key, no blocked job yet
+        journal.enqueue([job(f"c{n:05}", concurrency_key=f"k{n % 100}", concurrency_limit=2) for n in range(4000)])
+        with pg_admin() as admin:
+            admin.execute(f'SET search_path = "{pg_schema}"')
+            admin.execute("SET plan_cache_mode = force_generic_plan")
+            admin.execute("SET enable_sort = off")
+            admin.execute("PREPARE blocked_of(text) AS SELECT 1 FROM actorq_jobs WHERE flow_key = $1"
+                          " AND state = 'blocked' ORDER BY flow_key, state, id LIMIT 1")
+            lookup = "\n".join(r[0] for r in admin.execute("EXPLAIN EXECUTE blocked_of('c:k1')"))
+            locks = "\n".join(r[0] for r in admin.execute(
+                "EXPLAIN SELECT pg_advisory_xact_lock_shared(1, d.h)"
+                " FROM (SELECT DISTINCT hashtext(x) AS h FROM unnest(ARRAY['a', 'b']) AS x ORDER BY h) d"))
+            config = admin.execute("SELECT proconfig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+                                   " WHERE n.nspname = %s AND p.proname = 'actorq_flow_freed'",
+                                   (pg_schema,)).fetchone()[0]
+        assert "actorq_jobs_flow" in lookup and "actorq_jobs_waiting" not in lookup, lookup
+        total = float(locks.split("\n")[0].split("cost=")[1].split("..")[1].split(" ")[0])
+        assert total > 100_000, locks  # past jit_above_cost: compiled, where a JIT is installed
+        assert "jit=off" in config and "enable_sort=off" in config, config
+    finally:
+        journal.close()
