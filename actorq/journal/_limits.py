@@ -288,16 +288,24 @@ def room(limit: int, concurrency: int | None, node_limit: int | None, leased: in
     return max(0, limit)
 
 
-def first_of_key(jobs: Sequence[NewJob]) -> tuple[list[bool], list[str]]:
-    """For each of `jobs` (a batch in id order), whether it is the first of its flow key in the
-    batch (True without a key): the enqueue statement admits only such a job itself. Then the
-    keys with more jobs in the batch, sorted: the journal admits the rest of those after it."""
-    seen: set[str] = set()
-    again: set[str] = set()
-    firsts = []
+def key_ordinals(jobs: Sequence[NewJob]) -> tuple[list[int], list[str]]:
+    """For each of `jobs` (a batch in id order), how many jobs of its flow key come before it
+    in the batch (0 without a key); then the keys with more than one job in the batch, sorted.
+
+    The enqueue statement admits a keyed job itself when no job of its key waits blocked and
+    the key's admitted jobs before the statement plus its ordinal are under the limit: its
+    subqueries see the table as it was before the statement, so the batch's first jobs fill
+    the free slots, in id order, and the rest wait. When the statement skipped a row (a
+    re-sent id, a held unique key), an ordinal may count a job that was not added: the journal
+    then admits the keys with more than one job again, after the insert.
+    """
+    seen: dict[str, int] = {}
+    ordinals = []
     for job in jobs:
         key = job.flow_key
-        firsts.append(key is None or key not in seen)
-        if key is not None:
-            (again if key in seen else seen).add(key)
-    return firsts, sorted(again)
+        if key is None:
+            ordinals.append(0)
+        else:
+            ordinals.append(seen.get(key, 0))
+            seen[key] = ordinals[-1] + 1
+    return ordinals, sorted(key for key, count in seen.items() if count > 1)

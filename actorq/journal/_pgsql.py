@@ -135,14 +135,16 @@ _TEXT = {
         " INSERT INTO {jobs} (id, queue, task, payload, state, priority, run_at, max_attempts, created_at,"
         "  unique_key, timeout, unique_until, flow_key, flow_limit)"
         " SELECT n.id, n.queue, n.task, n.payload,"
-        # a keyed job is admitted at once when it is the first of its key in the batch, no job
-        # of its key waits blocked and its key has room (the caller holds its key's lock, so
-        # this snapshot sees every end of the key committed); else blocked, until `admit`
-        # (the caller turns enable_sort off for this statement: the ORDER BY keeps the lookup on
-        # the keys' own index whatever the statistics say, see migration 012)
-        "  CASE WHEN n.flow_key IS NOT NULL AND NOT (n.first AND (SELECT b.id FROM {jobs} b"
+        # a keyed job is admitted at once when no job of its key waits blocked and its key's
+        # admitted jobs plus the jobs of its key before it in the batch (n.nth) are under its
+        # limit (the caller holds its key's lock, so this snapshot sees every end of the key
+        # committed, and not this statement's own rows: see `_limits.key_ordinals`); else
+        # blocked, until `admit` (the caller turns enable_sort off for this statement: the
+        # ORDER BY keeps the lookup on the keys' own index whatever the statistics say, see
+        # migration 012)
+        "  CASE WHEN n.flow_key IS NOT NULL AND NOT ((SELECT b.id FROM {jobs} b"
         "   WHERE b.flow_key = n.flow_key AND b.state = 'blocked' ORDER BY b.flow_key, b.state, b.id LIMIT 1) IS NULL"
-        f"   AND {admitted_of_key('{jobs}', 'n.flow_key')} < n.flow_limit) THEN 'blocked'"
+        f"   AND {admitted_of_key('{jobs}', 'n.flow_key')} + n.nth < n.flow_limit) THEN 'blocked'"
         "  WHEN to_timestamp(n.run_at) > now() THEN 'scheduled' ELSE 'ready' END,"
         "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now(), n.unique_key, n.timeout,"
         "  now() + make_interval(secs => n.unique_for),"  # NULL without a period
@@ -150,9 +152,9 @@ _TEXT = {
         " FROM unnest(%(ids)s::text[], %(queues)s::text[], %(tasks)s::text[], %(payloads)s::bytea[],"
         "  %(priorities)s::int4[], %(run_at)s::float8[], %(max_attempts)s::int4[], %(unique_keys)s::text[],"
         "  %(timeouts)s::float8[], %(unique_for)s::float8[], %(flow_keys)s::text[], %(flow_limits)s::int4[],"
-        "  %(discards)s::bool[], %(firsts)s::bool[])"
+        "  %(discards)s::bool[], %(ordinals)s::int4[])"
         "  AS n(id, queue, task, payload, priority, run_at, max_attempts, unique_key, timeout, unique_for,"
-        "  flow_key, flow_limit, discard, first)"
+        "  flow_key, flow_limit, discard, nth)"
         # A key inside another row's unique_until period is skipped here: the caller holds the
         # key's lock (`lock_keys`), so every earlier inserter of it has committed. Two jobs of
         # one batch with one key meet the live unique index instead.

@@ -63,13 +63,15 @@ _TEXT = {
         "INSERT INTO actorq_jobs (id, queue, task, payload, state, priority, run_at,"
         " max_attempts, created_at, unique_key, timeout, unique_until, flow_key, flow_limit)"
         " SELECT column1, column2, column3, column4,"
-        # a keyed job (column13) is admitted at once when it is the first of its key in the
-        # batch (column16), no job of its key waits blocked and its key has room; else blocked
-        # (SQLiteJournal._insert admits the rest of a batch's key after the insert)
+        # a keyed job (column13) is admitted at once when no job of its key waits blocked and
+        # its key's admitted jobs plus the jobs of its key before it in the batch (column16)
+        # are under its limit; else blocked. The subqueries read the table as it was before the
+        # statement (SQLite fills the rows of an INSERT that reads its own table before it
+        # inserts one): see `_limits.key_ordinals`.
         "  CASE WHEN column13 IS NULL THEN column5"
-        "  WHEN column16 = 1 AND NOT EXISTS (SELECT 1 FROM actorq_jobs b"
+        "  WHEN NOT EXISTS (SELECT 1 FROM actorq_jobs b"
         "   WHERE b.flow_key = v.column13 AND b.state = 'blocked')"
-        f"   AND {admitted_of_key('actorq_jobs', 'v.column13')} < v.column14 THEN column5"
+        f"   AND {admitted_of_key('actorq_jobs', 'v.column13')} + v.column16 < v.column14 THEN column5"
         "  ELSE 'blocked' END,"
         " column6, column7, column8, column9, column10, column11, column12, column13, column14"
         " FROM (VALUES {marks}) AS v"

@@ -296,8 +296,8 @@ class MemoryJournal:
             jobs = sorted(jobs, key=lambda j: j.id)
         rest = [j for j in jobs if not j.discard_over_limit]
         alone = [j for j in jobs if j.discard_over_limit]
-        firsts, again = _limits.first_of_key(rest)
-        added = sum(self._insert_one(j, now, first) for j, first in zip(rest, firsts))
+        ordinals, again = _limits.key_ordinals(rest)  # one at a time: the first of a key is admitted
+        added = sum(self._insert_one(j, now, nth == 0) for j, nth in zip(rest, ordinals))
         self._admit(again, now)
         for j in alone:
             added += self._insert_one(j, now, True)

@@ -376,7 +376,7 @@ def _enqueue_params(jobs: Sequence[NewJob], channel: str) -> dict[str, Any]:
         "unique_keys": [j.unique_key for j in jobs], "timeouts": [j.timeout for j in jobs],
         "unique_for": [j.unique_for for j in jobs], "flow_keys": [j.flow_key for j in jobs],
         "flow_limits": [j.flow_limit for j in jobs], "discards": [j.discard_over_limit for j in jobs],
-        "firsts": _limits.first_of_key(jobs)[0], "channel": channel,
+        "ordinals": _limits.key_ordinals(jobs)[0], "channel": channel,
     }
 
 
@@ -1399,7 +1399,8 @@ def _enqueue_locked(execute: Callable[[str, dict[str, Any]], Any], schema_sql: S
     first still wins). Each key's lock is taken first, in a statement of its own, so the
     insert's snapshot sees every earlier inserter of the key committed: `lock_keys`. Flow keys'
     locks come next (`lock_flow`, one order for every enqueuer): the insert then sees every
-    end of a job of those keys committed, and `admit` fills their free slots. Jobs discarded
+    end of a job of those keys committed, and fills their free slots itself, in id order
+    (`_limits.key_ordinals`; `admit` runs after it only when it skipped a row). Jobs discarded
     over their key's limit go one statement each, after the rest: each one's count sees the
     jobs admitted before it.
     """
@@ -1415,8 +1416,8 @@ def _enqueue_locked(execute: Callable[[str, dict[str, Any]], Any], schema_sql: S
     rest = sorted((j for j in jobs if not j.discard_over_limit), key=lambda j: j.id)  # admitted in id order
     execute(schema_sql.sort_off, {})
     count = execute(schema_sql.enqueue, _enqueue_params(rest, schema_sql.channel)).fetchone()[0] if rest else 0
-    again = _limits.first_of_key(rest)[1]
-    if again:  # keys with more than one job in the batch: the insert admitted at most their first
+    again = _limits.key_ordinals(rest)[1]
+    if again and count < len(rest):  # a row skipped: an ordinal may count a job that is not there
         execute(schema_sql.admit, {"keys": again})
     for job in alone:
         added = execute(schema_sql.enqueue, _enqueue_params([job], schema_sql.channel)).fetchone()[0]

@@ -167,15 +167,15 @@ def _schema_sql(version: int) -> str:
     return resources.files("actorq.journal").joinpath(f"sql/sqlite_v{version}.sql").read_text()
 
 
-def _enqueue_row(job: NewJob, now: float, first: bool) -> tuple[object, ...]:
-    """The bound values of `job`'s row of `enqueue` (`ENQUEUE_COLUMNS`); `first`: the first of
-    its flow key in the batch (see `first_of_key`)."""
+def _enqueue_row(job: NewJob, now: float, nth: int) -> tuple[object, ...]:
+    """The bound values of `job`'s row of `enqueue` (`ENQUEUE_COLUMNS`); `nth`: how many jobs
+    of its flow key come before it in the batch (see `_limits.key_ordinals`)."""
     return (
         job.id, job.queue, job.task, job.payload,
         JobState.SCHEDULED if job.run_at is not None and job.run_at > now else JobState.READY,
         job.priority, job.run_at if job.run_at is not None else now, job.max_attempts, now, job.unique_key,
         job.timeout, None if job.unique_for is None else now + job.unique_for,
-        job.flow_key, job.flow_limit, 1 if job.discard_over_limit else 0, 1 if first else 0,
+        job.flow_key, job.flow_limit, 1 if job.discard_over_limit else 0, nth,
     )
 
 
@@ -527,17 +527,18 @@ class SQLiteJournal:
             jobs = sorted(jobs, key=lambda j: j.id)
         rest = [j for j in jobs if not j.discard_over_limit]
         alone = [j for j in jobs if j.discard_over_limit]  # discarding jobs: one statement each, after the others
-        firsts, again = _limits.first_of_key(rest)
-        params = [value for job, first in zip(rest, firsts) for value in _enqueue_row(job, now, first)]
         with self.transaction():
             added = 0
-            for chunk in _chunks(params, self._rows_per_insert * ENQUEUE_COLUMNS):  # multi-row VALUES
-                added += self._conn.execute(SQL.enqueue.format(marks=values_rows(len(chunk) // ENQUEUE_COLUMNS)),
-                                            chunk).rowcount
-            self._admit(again, now)
+            for chunk in _chunks(rest, self._rows_per_insert):  # multi-row VALUES
+                ordinals, again = _limits.key_ordinals(chunk)  # counted within the statement
+                params = [value for job, nth in zip(chunk, ordinals) for value in _enqueue_row(job, now, nth)]
+                inserted = self._conn.execute(SQL.enqueue.format(marks=values_rows(len(chunk))), params).rowcount
+                if inserted < len(chunk):  # a row skipped: an ordinal may count a job that is not there
+                    self._admit(again, now)
+                added += inserted
             for job in alone:  # each one's count of its key sees the jobs added and admitted before it
                 added += self._conn.execute(SQL.enqueue.format(marks=values_rows(1)),
-                                            _enqueue_row(job, now, True)).rowcount
+                                            _enqueue_row(job, now, 0)).rowcount
                 self._admit([job.flow_key], now)  # type: ignore[list-item]
             return added
 

@@ -1585,6 +1585,26 @@ def test_a_concurrency_key_leases_at_most_its_limit_at_once(journal: Journal) ->
     assert journal.lease(["q"], "w2", 100, HOUR) == []
 
 
+def test_a_batch_fills_its_keys_free_slots_in_id_order_and_the_rest_wait(journal: Journal) -> None:
+    # two jobs of T run already: a batch of five more (in shuffled order) admits the next one by id
+    journal.enqueue([_flow_job("t0", concurrency="T", limit=3), _flow_job("t1", concurrency="T", limit=3)])
+    journal.enqueue([_flow_job(f"t{n}", concurrency="T", limit=3) for n in (5, 3, 6, 2, 4)]
+                    + [_flow_job(f"o{n}", ordering="O") for n in range(3)])
+    assert _leased_ids(journal) == ["o0", "t0", "t1", "t2"]
+    assert journal.lease(["q"], "w2", 100, HOUR) == []
+
+
+def test_a_batch_whose_insert_skipped_a_keyed_row_still_admits_the_key(journal: Journal) -> None:
+    # "k1" is re-sent (already finished): the batch's next job of the key counted it before
+    # itself; once the row turns out skipped, the key's free slot still goes to "k2"
+    journal.enqueue([_flow_job("k1", ordering="K")])
+    _done(journal, journal.lease(["q"], "w1", 10, HOUR))
+    assert journal.enqueue([_flow_job("k1", ordering="K"), _flow_job("k2", ordering="K"),
+                            _flow_job("k3", ordering="K")]) == 2
+    assert _leased_ids(journal) == ["k2"]
+    assert state(journal, "k3") is JobState.BLOCKED
+
+
 def test_a_key_with_no_free_slot_does_not_hold_back_other_keys(journal: Journal) -> None:
     journal.enqueue([_flow_job(f"full{n}", concurrency="busy") for n in range(5)]
                     + [_flow_job("other", concurrency="quiet"), new_job("zfree")])
