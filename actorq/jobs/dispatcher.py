@@ -80,6 +80,19 @@ MIN_TOKEN_WAIT = 0.002
 """Seconds at least between a lease a rate left short and the wake for its next token."""
 
 
+def _answered(worker: "_Worker", job_id: str, lease_id: int) -> bool:
+    """Forget the attempt (`job_id`, `lease_id`) `worker` answered; True if it held it (its
+    credit comes back). Matched by lease too: a job can be there twice, an attempt that ran on
+    after a RESET and the same job sent again, and each answer frees its own slot once."""
+    if worker.held.get(job_id) == lease_id:
+        del worker.held[job_id]
+        return True
+    if (job_id, lease_id) in worker.superseded:
+        worker.superseded.discard((job_id, lease_id))
+        return True
+    return False
+
+
 @dataclass(eq=False)
 class _Worker:
     owner: str
@@ -90,6 +103,9 @@ class _Worker:
     leasing: bool = False
     woken: bool = False  # a wake came while its lease was in flight: that lease's answer may be stale
     held: dict[str, int] = field(default_factory=dict)
+    # (id, lease id) of attempts it still runs of jobs sent to it again under a new lease (a
+    # sync attempt that ran on after a RESET): each one's answer frees a credit of its own
+    superseded: set[tuple[str, int]] = field(default_factory=set)
     last_seen: float = 0.0
     cancel_sent: set[str] = field(default_factory=set)  # held jobs it was told are cancelled
     token_timer: asyncio.TimerHandle | None = None  # its queues woken when a rate's next token is due
@@ -443,9 +459,9 @@ class Dispatcher:
         endings = [jw.Ending(item.job_id, item.lease_id, AttemptEnd(item.end), item.error or "error", item.traceback,
                              item.delay)
                    for item in ack.ended]
-        if worker is not None:  # each answered job it held frees a credit
-            pop = worker.held.pop
-            worker.credits += sum(pop(answer[0], None) is not None for answer in chain(completes, releases, endings))
+        if worker is not None:  # each answered attempt it held frees a credit
+            worker.credits += sum(_answered(worker, answer[0], answer[1])
+                                  for answer in chain(completes, releases, endings))
         stats = self.stats
         settled = self._ack_settled(worker, wake=True)
         if completes:
@@ -592,6 +608,9 @@ class Dispatcher:
         worker.credits -= len(jobs)
         held = worker.held
         for j in jobs:
+            previous = held.get(j.id)
+            if previous is not None and previous != j.lease_id:  # its old attempt runs on there
+                worker.superseded.add((j.id, previous))
             held[j.id] = j.lease_id
         self.stats.sent += len(jobs)
         events = self.events

@@ -92,3 +92,33 @@ async def test_a_worker_the_dispatcher_never_heard_from_is_told_who_and_its_othe
             await worker.receive(wire.Who, between=worker.heartbeat)
             worker.hello(credits=1, held={})
             await _errors_become(harness, behind.id, [NOT_KNOWN])
+
+
+async def test_a_job_sent_again_while_its_old_attempt_runs_on_frees_a_credit_for_each_answer(
+        tmp_path: Path) -> None:
+    """A worker lost while a sync attempt ran comes back holding it (it cannot be stopped); the
+    reclaimed job can be leased to that same worker again. Each attempt's answer frees its own
+    slot: the old one (fenced in the journal) and the new one. Matched by job id alone, the
+    old answer took the new attempt's entry, and the new answer then freed nothing: one credit
+    lost for good, and a worker of two slots that only ever got one job at a time."""
+    async with dispatcher_on_sqlite(tmp_path, heartbeat_timeout=0.5) as harness:
+        with peer(harness.endpoint) as worker:
+            running, = await harness.enqueue(1)
+            worker.hello(credits=2)
+            [old] = await _jobs(worker)
+            await eventually(lambda: harness.dispatcher.stats.reclaimed == 1, timeout=30,
+                             message="the silent worker's job was reclaimed")
+            await worker.receive(wire.Reset, between=worker.heartbeat)
+            worker.hello(credits=1, held={running: old.lease_id}, reset=True)  # the sync attempt runs on
+            [new] = await _jobs(worker)
+            assert (new.id, new.lease_id != old.lease_id) == (running, True)
+            for attempt in (old, new):  # the old one ends first: its ack is fenced, its slot freed
+                for frame in wire.Ack.frames([(attempt.id, attempt.lease_id, "ok", None)], 1 << 20):
+                    worker.sock.send(frame)
+            await eventually(lambda: harness.dispatcher.stats.succeeded == 2, timeout=30,
+                             message="both answers arrived")
+            fresh = set(await harness.enqueue(2))
+            got: set[str] = set()
+            while got != fresh:  # both slots free: two jobs at once
+                got.update(job.id for job in await _jobs(worker))
+            assert (await harness.info(running)).state.value == "succeeded"
