@@ -350,7 +350,8 @@ class JobRuntime:
         reclaim = jw.Reclaim(AttemptEnd.CRASHED, "node restarted (lease of an earlier incarnation)", prefix=prefix)
         self.reclaimed_at_start = await writer.call(jw.RECLAIM, reclaim)
         declared = [TaskDefaults(name, p.queue, p.priority, p.max_attempts, p.unique_for, p.concurrency_limit,
-                                 p.on_conflict, p.concurrency, p.rate, p.burst, p.circuit_breaker)
+                                 p.on_conflict, p.concurrency, p.rate, p.burst, p.circuit_breaker,
+                                 p.key_rate, p.key_burst, p.key_circuit_breaker)
                     for name, p in sorted(self.tasks.items())]
         if declared:
             await writer.call(jw.CALL, operator.methodcaller("declare_tasks", declared))
