@@ -108,6 +108,10 @@ async def test_a_task_s_concurrency_holds_across_worker_processes(topology, tmp_
     ({"rate": 10}, "task 'x': rate: expected a rate"),
     ({"rate": "10/s", "burst": 0}, "task 'x': burst: expected a burst: an integer from 1"),
     ({"burst": 3}, "task 'x': burst needs a rate"),
+    ({"key_rate": "10/day"}, "task 'x': key_rate: expected a rate 'COUNT/UNIT'"),
+    ({"key_rate": "10/s", "key_burst": 0}, "task 'x': key_burst: expected a burst: an integer from 1"),
+    ({"key_burst": 3}, "task 'x': key_burst needs a key_rate"),
+    ({"key_circuit_breaker": {"failures": 2}}, "task 'x': key_circuit_breaker must be a CircuitBreaker"),
 ])
 def test_task_rules_are_checked_where_the_task_is_declared(options, message) -> None:
     from actorq import TaskRegistry
@@ -166,6 +170,8 @@ def test_a_circuit_breaker_option_must_be_a_circuit_breaker() -> None:
     task = registry.task("x", circuit_breaker=CircuitBreaker(failures=2), concurrency=3, rate="5/m")(lambda: None)
     policy = task.policy  # the policy travels as JSON from the task check to the node: it round-trips
     assert TaskPolicy.from_dict(policy.to_dict()) == policy and policy.circuit_breaker == CircuitBreaker(failures=2)
+    keyed = registry.task("y", key_rate="5/m", key_burst=2, key_circuit_breaker=CircuitBreaker(probes=2))(lambda: None)
+    assert TaskPolicy.from_dict(keyed.policy.to_dict()) == keyed.policy
 
 
 KEY_BREAKER = """
