@@ -696,6 +696,9 @@ class MemoryJournal:
                     if old is not None and old[1].tokens is not None:
                         bucket.tokens, bucket.tokens_at = min(old[1].tokens, rate.burst), old[1].tokens_at
                     t = t._replace(burst=rate.burst)
+                if old is not None and _limits.has_key_rules(old[0]) and not _limits.has_key_rules(t):
+                    for name in [name for name in self._s.keys if name[0] == t.name]:
+                        del self._s.keys[name]  # declared again without rules per key: its keys' rows go
                 self._s.tasks[t.name] = (t, bucket)
                 if t.circuit_breaker is None:
                     self._s.breakers.pop(t.name, None)

@@ -288,6 +288,7 @@ def _key_statements(schema: str) -> dict[str, str]:
             " RETURNING k.flow_key"
         ),
         "tick": f"SELECT {tick}(%(keys)s, %(pruned)s)",
+        "drop": f"DELETE FROM {keys} WHERE task = ANY(%(tasks)s::text[])",
         "has_due": (f"SELECT EXISTS (SELECT 1 FROM {keys} WHERE due_at <= extract(epoch FROM now()))"
                     f" OR EXISTS (SELECT 1 FROM {keys} WHERE idle_at <= extract(epoch FROM now()) AND due_at IS NULL)"),
         "not_closed": (
@@ -1206,6 +1207,10 @@ class PostgresJournal:
                               {"tasks": [t.name for t in latest if t.circuit_breaker is not None]})
             if had:
                 self._execute(rule_sql["breaker_drop"], {"tasks": had})
+            had_keys = [t.name for t in latest if t.name in self._key_rules.get(self.key_rules)
+                         and not _limits.has_key_rules(t)]
+            if had_keys:  # declared again without rules per key: its keys' rows go
+                self._execute(_key_statements(self.schema)["drop"], {"tasks": had_keys})
             keyed = [_limits.key_columns(t) for t in latest]
             self._execute(_key_statements(self.schema)["declare"], {
                 "names": [t.name for t in latest], "key_rate": [k[0] for k in keyed],

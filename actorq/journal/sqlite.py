@@ -164,9 +164,10 @@ _KEYS_SQL = {
     "read": ("SELECT name, queue, priority, max_attempts, key_rate, key_burst, key_breaker_failures,"
              " key_breaker_window, key_breaker_cool_down, key_breaker_probes FROM actorq_tasks"
              " WHERE key_rate IS NOT NULL OR key_breaker_failures IS NOT NULL"),
-    # the key's first blocked job: its task's rules and its limit bound the admission
-    "head": "SELECT task, flow_limit FROM actorq_jobs WHERE flow_key = ? AND state = 'blocked' ORDER BY id LIMIT 1",
-    "admitted": f"SELECT {admitted_of_key('actorq_jobs', '?')}",
+    # the key's first blocked job (its task's rules and its limit bound the admission), and the
+    # key's admitted jobs
+    "head": ("SELECT task, flow_limit, " + admitted_of_key('actorq_jobs', '?1')
+             + " FROM actorq_jobs WHERE flow_key = ?1 AND state = 'blocked' ORDER BY id LIMIT 1"),
     "row": "SELECT tokens, tokens_at, state, failed_at, opened_at FROM actorq_key_rules WHERE task = ? AND flow_key = ?",
     "put": (
         "INSERT INTO actorq_key_rules (task, flow_key, tokens, tokens_at, state, failed_at, opened_at, due_at,"
@@ -182,6 +183,7 @@ _KEYS_SQL = {
         " RETURNING queue, state"
     ),
     "due": "SELECT task, flow_key FROM actorq_key_rules WHERE due_at <= ? ORDER BY due_at LIMIT ?",
+    "drop": "DELETE FROM actorq_key_rules WHERE task = ?",
     "undue": "UPDATE actorq_key_rules SET due_at = NULL WHERE task = ? AND flow_key = ?",
     "prune": (
         "DELETE FROM actorq_key_rules WHERE (task, flow_key) IN (SELECT task, flow_key FROM actorq_key_rules"
@@ -616,7 +618,7 @@ class SQLiteJournal:
                 if head is None:
                     continue
                 if head[0] in ruled:
-                    ready += self._admit_ruled(key, ruled[head[0]], head[1], now)
+                    ready += self._admit_ruled(key, ruled[head[0]], head[1], head[2], now)
                     continue
             for queue, state in self._conn.execute(SQL.admit, (key, now)):
                 if state == JobState.READY:
@@ -624,11 +626,10 @@ class SQLiteJournal:
                     ready += 1
         return ready
 
-    def _admit_ruled(self, key: str, rules: TaskDefaults, limit: int, now: float) -> int:
+    def _admit_ruled(self, key: str, rules: TaskDefaults, limit: int, admitted: int, now: float) -> int:
         """Admit `key`'s blocked jobs into its free slots within its rules (a token each from its
         bucket, its breaker closed or half-open with probes left); store its row with when its
         rules let more in (due_at, for `promote`)."""
-        admitted = self._conn.execute(_KEYS_SQL["admitted"], (key,)).fetchone()[0]
         if limit - admitted <= 0:  # no free slot: a job of the key finishing comes back here
             return 0
         stored = self._conn.execute(_KEYS_SQL["row"], (rules.name, key)).fetchone()
@@ -978,7 +979,11 @@ class SQLiteJournal:
             return
         _limits.check_task_rules(list(latest.values()))
         now = self._clock()
+        had_keys = self._key_rules.get(self.key_rules)
         with self.transaction(), self._savepoint():
+            # declared again without rules per key: its keys' rows go
+            self._conn.executemany(_KEYS_SQL["drop"], [(t.name,) for t in latest.values()
+                                                       if t.name in had_keys and not _limits.has_key_rules(t)])
             self._conn.executemany(SQL.declare_tasks, [
                 (t.name, t.queue, t.priority, t.max_attempts, t.unique_for, now, t.concurrency, *_limits.task_bucket(t),
                  *_limits.breaker_columns(t), t.concurrency_limit, t.on_conflict) for t in latest.values()])

@@ -442,6 +442,10 @@ def test_key_breakers_are_listed_up_to_a_limit_and_counted(backend: Backend, jou
     assert journal.fail([Failure(j.id, j.lease_id, "boom", JobState.FAILED) for j in leased]) == 5
     shown, counts = journal.key_breakers(2)
     assert [(b.key, b.state) for b in shown] == [("A", "open"), ("B", "open")] and counts == {"open": 5}
+    journal.declare_tasks([TaskDefaults("k", "q", 0, 9)])  # declared again without rules per key: its rows go
+    assert journal.key_breakers(10) == ([], {})
+    if backend.name != "memory":
+        assert backend.raw("SELECT count(*) FROM actorq_key_rules")[0][0] == 0
 
 
 def test_idle_key_rows_are_deleted_and_change_nothing(backend: Backend, journal: Journal) -> None:
