@@ -476,3 +476,25 @@ def test_key_rules_are_refused_when_out_of_range(journal: Journal) -> None:
         with pytest.raises(ValueError, match=error):
             journal.declare_tasks([bad])
     assert journal.declared_tasks(["t"]) == {}
+
+
+def test_a_key_s_bucket_is_shared_by_racing_journals(backend: Backend, journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("k", "q", 0, 9, key_rate="2/h", key_burst=5)])
+    others = [backend.open() for _ in range(4)]
+    start = threading.Barrier(len(others))
+
+    def work(j: Journal, n: int) -> None:
+        start.wait()
+        for round_ in range(5):  # each adds jobs of the key, and ends what it leased: both admit
+            j.enqueue(_keyed(f"j{n}r{round_}-", "A", 2))
+            leased = j.lease(["q"], f"w{n}", 10, HOUR)
+            j.complete([(x.id, x.lease_id) for x in leased])
+
+    threads = [threading.Thread(target=work, args=(j, n)) for n, j in enumerate(others)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    counts = journal.counts()["q"]
+    assert counts.get("blocked", 0) == 40 - 5  # the key's one burst, whichever journal admitted
+    assert sum(counts.values()) == 40
