@@ -395,16 +395,21 @@ def key_failed(task: TaskDefaults, row: KeyRow | None, now: float) -> tuple[KeyR
 
 def key_idle_at(task: TaskDefaults, row: KeyRow, now: float) -> float | None:
     """When the key's row holds nothing a new row would not (its bucket full again, its
-    breaker closed with no failure left in its window), if nothing touches it before; None
-    while its breaker is not closed. A journal deletes such rows a batch at a time (`promote`),
-    so the keys of a task are not kept forever."""
+    breaker closed with no failure left in its window), if nothing touches it before. A
+    journal deletes such rows a batch at a time (`promote`), so the keys of a task are not
+    kept forever. A breaker that is not closed is forgotten too, a cool-down and a window
+    after it opened (open) or let its probes in (half-open, `now`), if nothing touched it
+    since: a key whose jobs stopped coming does not stay open (and listed) for ever."""
+    breaker = task.key_circuit_breaker
     if row.state != CLOSED:
-        return None
+        if breaker is None:
+            return None
+        since = (row.opened_at if row.opened_at is not None else now) if row.state == OPEN else now
+        return since + breaker.cool_down + breaker.window
     at = now
     if task.key_rate is not None and row.tokens is not None and row.tokens_at is not None:
         rate = parse_rate(task.key_rate, task.key_burst)
         at = max(at, row.tokens_at + max(0.0, rate.burst - row.tokens) / rate.per_second)
-    breaker = task.key_circuit_breaker
     times = _times(row.failed_at)
     if breaker is not None and times:
         at = max(at, max(times) + breaker.window)

@@ -263,7 +263,7 @@ class MemoryJournal:
             admitted = self._admitted_of(key)
             room = max(0, (blocked[0].flow_limit or 0) - admitted)
             rules = ruled.get(blocked[0].task)
-            if rules is not None:
+            if rules is not None and room > 0:  # no free slot: a job of the key finishing comes back here
                 stored = self._s.keys.get((rules.name, key))
                 room, row, wait = _limits.key_room(rules, stored[0] if stored else None, now, room, admitted)
                 taken = min(room, len(blocked))

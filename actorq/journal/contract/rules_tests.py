@@ -498,3 +498,19 @@ def test_a_key_s_bucket_is_shared_by_racing_journals(backend: Backend, journal: 
     counts = journal.counts()["q"]
     assert counts.get("blocked", 0) == 40 - 5  # the key's one burst, whichever journal admitted
     assert sum(counts.values()) == 40
+
+
+def test_an_open_key_breaker_whose_jobs_stopped_coming_is_forgotten(backend: Backend, journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("k", "q", 0, 9, key_circuit_breaker=CircuitBreaker(failures=1, window=60,
+                                                                                           cool_down=30))])
+    journal.enqueue(_keyed("a", "A", 1) + _keyed("b", "B", 2, limit=1))
+    leased = journal.lease(["q"], "w1", 10, HOUR)
+    assert journal.fail([Failure(j.id, j.lease_id, "boom", JobState.FAILED) for j in leased]) == 2
+    assert journal.key_breakers(10)[1] == {"open": 2}
+    backend.age_keys(100)  # past its cool-down and a window: A has no job left, B one blocked
+    journal.promote()
+    shown, counts = journal.key_breakers(10)
+    assert [(b.key, b.state) for b in shown] == [("B", "half_open")] and counts == {"half_open": 1}
+    assert _admitted(journal, "b", 2) == 2  # B's probe; A's row is gone: a new job of A is admitted as before
+    journal.enqueue(_keyed("n", "A", 1))
+    assert _admitted(journal, "n", 1) == 1

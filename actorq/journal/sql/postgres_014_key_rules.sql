@@ -11,7 +11,8 @@ ALTER TABLE actorq_tasks ADD COLUMN key_breaker_probes integer CHECK (key_breake
 -- ... and where each (task, key) stands: its bucket (tokens at tokens_at, Unix seconds), its
 -- breaker (as actorq_breakers), due_at (when its rules let more of its blocked jobs in: a
 -- token, the end of a cool-down; NULL: only a finishing job of the key does) and idle_at (from
--- when the row holds nothing a new row would not: `actorq_key_tick` deletes it then). Written,
+-- when the row holds nothing a new row would not, or its breaker has been open with nothing
+-- touching it for a cool-down and a window: `actorq_key_tick` deletes it then). Written,
 -- under the row's lock, by actorq_admit (which its key's advisory lock precedes), by `fail`
 -- (a failure counted) and `complete` (a half-open key's probe succeeded).
 CREATE TABLE actorq_key_rules (
@@ -120,7 +121,10 @@ BEGIN
                               greatest(0, (floor(tokens + 1e-9) + 1 - tokens) / r.key_per_second));
             END IF;
         END IF;
-        idle := NULL;
+        -- a breaker not closed is forgotten a cool-down and a window after it opened or let
+        -- its probes in, if nothing touches its row meanwhile (see _limits.key_idle_at)
+        idle := CASE WHEN st = 'open' THEN coalesce(k_opened_at, t) ELSE t END + r.key_breaker_cool_down
+                + r.key_breaker_window;
         IF st = 'closed' THEN
             idle := t;
             IF r.key_per_second IS NOT NULL THEN

@@ -13,7 +13,8 @@ ALTER TABLE actorq_tasks ADD COLUMN key_breaker_probes INTEGER CHECK (key_breake
 -- breaker, as actorq_breakers. due_at: when its rules let more of its blocked jobs in (a token,
 -- the end of a cool-down); NULL: only a finishing job of the key does. idle_at: from when the
 -- row holds nothing a new row would not (bucket full, breaker closed, no failure in the
--- window): `promote` deletes such rows, a batch at a time.
+-- window), or its breaker has stood open untouched for a cool-down and a window: `promote`
+-- deletes such rows, a batch at a time.
 CREATE TABLE actorq_key_rules (
     task       TEXT NOT NULL,
     flow_key   TEXT NOT NULL,
