@@ -13,6 +13,7 @@ import json
 import pytest
 
 from actorq import Job, Node
+from actorq.node.cli import _ProgressPrinter
 from actorq.node.cli import main as cli_main
 from actorq.node.config import ConfigError, parse_config
 
@@ -209,7 +210,11 @@ async def test_a_key_s_breaker_holds_that_key_s_jobs_while_another_key_s_run(top
             await eventually(settled, timeout=30, message="key down's breaker open, key up's jobs done")
             (shown,), _ = client.key_breakers()
             assert (shown.task, shown.key, shown.state) == ("keys.call", "down", "open")
-            assert await node.key_breakers() == {"open": 1}  # what the progress line shows
+            assert await node.key_breakers() == {"open": 1}
+            printer = _ProgressPrinter(node, quiet=False)
+            await printer.read_breakers()  # type: ignore[misc]
+            printer.tick()
+            assert "  key breakers open: 1" in capsys.readouterr().err  # the progress line of `actorq run`
             assert cli_main(["status", "--config", str(topo.toml_path), "--timeout", "0.2"]) == 0
             assert "task keys.call key 'down': circuit breaker open: its jobs wait" in capsys.readouterr().out
     states = topo.states()
