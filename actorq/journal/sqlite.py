@@ -164,10 +164,12 @@ _KEYS_SQL = {
     "read": ("SELECT name, queue, priority, max_attempts, key_rate, key_burst, key_breaker_failures,"
              " key_breaker_window, key_breaker_cool_down, key_breaker_probes FROM actorq_tasks"
              " WHERE key_rate IS NOT NULL OR key_breaker_failures IS NOT NULL"),
-    # the key's first blocked job (its task's rules and its limit bound the admission), and the
-    # key's admitted jobs
-    "head": ("SELECT task, flow_limit, " + admitted_of_key('actorq_jobs', '?1')
-             + " FROM actorq_jobs WHERE flow_key = ?1 AND state = 'blocked' ORDER BY id LIMIT 1"),
+    # the key's first blocked job (its task's rules and its limit bound the admission), the key's
+    # admitted jobs, and the (task, key)'s row if it has one
+    "head": ("SELECT j.task, j.flow_limit, " + admitted_of_key('actorq_jobs', '?1')
+             + ", k.tokens, k.tokens_at, k.state, k.failed_at, k.opened_at FROM actorq_jobs j"
+             " LEFT JOIN actorq_key_rules k ON k.task = j.task AND k.flow_key = j.flow_key"
+             " WHERE j.flow_key = ?1 AND j.state = 'blocked' ORDER BY j.id LIMIT 1"),
     "row": "SELECT tokens, tokens_at, state, failed_at, opened_at FROM actorq_key_rules WHERE task = ? AND flow_key = ?",
     "put": (
         "INSERT INTO actorq_key_rules (task, flow_key, tokens, tokens_at, state, failed_at, opened_at, due_at,"
@@ -618,7 +620,8 @@ class SQLiteJournal:
                 if head is None:
                     continue
                 if head[0] in ruled:
-                    ready += self._admit_ruled(key, ruled[head[0]], head[1], head[2], now)
+                    ready += self._admit_ruled(key, ruled[head[0]], head[1], head[2],
+                                               None if head[5] is None else _limits.KeyRow(*head[3:]), now)
                     continue
             for queue, state in self._conn.execute(SQL.admit, (key, now)):
                 if state == JobState.READY:
@@ -626,15 +629,14 @@ class SQLiteJournal:
                     ready += 1
         return ready
 
-    def _admit_ruled(self, key: str, rules: TaskDefaults, limit: int, admitted: int, now: float) -> int:
+    def _admit_ruled(self, key: str, rules: TaskDefaults, limit: int, admitted: int, stored: _limits.KeyRow | None,
+                     now: float) -> int:
         """Admit `key`'s blocked jobs into its free slots within its rules (a token each from its
         bucket, its breaker closed or half-open with probes left); store its row with when its
         rules let more in (due_at, for `promote`)."""
         if limit - admitted <= 0:  # no free slot: a job of the key finishing comes back here
             return 0
-        stored = self._conn.execute(_KEYS_SQL["row"], (rules.name, key)).fetchone()
-        room, row, wait = _limits.key_room(rules, None if stored is None else _limits.KeyRow(*stored), now,
-                                           limit - admitted, admitted)
+        room, row, wait = _limits.key_room(rules, stored, now, limit - admitted, admitted)
         got = self._conn.execute(_KEYS_SQL["admit"], (key, now, room)).fetchall() if room > 0 else []
         row, due, idle = _limits.key_spent(rules, row, len(got), now, wait)
         self._conn.execute(_KEYS_SQL["put"], (rules.name, key, *row, due, idle, now))
