@@ -514,3 +514,30 @@ def test_an_open_key_breaker_whose_jobs_stopped_coming_is_forgotten(backend: Bac
     assert _admitted(journal, "b", 2) == 2  # B's probe; A's row is gone: a new job of A is admitted as before
     journal.enqueue(_keyed("n", "A", 1))
     assert _admitted(journal, "n", 1) == 1
+
+
+def test_a_key_s_breaker_counts_racing_journals_failures_once_each(backend: Backend, journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("k", "q", 0, 9, key_circuit_breaker=CircuitBreaker(failures=6, window=HOUR))])
+    journal.enqueue(_keyed("a", "A", 40, limit=4) + _keyed("b", "B", 40, limit=4))
+    others = [backend.open() for _ in range(4)]
+    start = threading.Barrier(len(others))
+
+    def work(j: Journal, n: int) -> None:
+        start.wait()
+        for _ in range(6):  # A's attempts fail, B's succeed; each end admits its key's next job
+            leased = j.lease(["q"], f"w{n}", 2, HOUR)
+            j.fail([Failure(x.id, x.lease_id, "boom", JobState.FAILED) for x in leased if x.id.startswith("a")])
+            j.complete([(x.id, x.lease_id) for x in leased if x.id.startswith("b")])
+
+    threads = [threading.Thread(target=work, args=(j, n)) for n, j in enumerate(others)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (opened,), counts = journal.key_breakers(10)
+    assert (opened.key, opened.state, counts) == ("A", "open", {"open": 1})
+    failed = sum(1 for n in range(40) if state(journal, f"a{n:02d}") is JobState.FAILED)
+    # the sixth failure opened it; the jobs A's 4 slots held then may fail after it, nothing more is admitted
+    assert 6 <= failed <= 6 + 4 - 1 and _admitted(journal, "a", 40) == failed + sum(
+        1 for n in range(40) if state(journal, f"a{n:02d}") in (JobState.READY, JobState.LEASED))
+    assert _admitted(journal, "b", 40) > 4  # B went on
