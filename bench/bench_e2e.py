@@ -236,6 +236,8 @@ async def run(args: argparse.Namespace, journal: str = SQLITE) -> dict[str, floa
 async def _measure(args: argparse.Namespace, journal: str, schema: str | None, workdir: Path) -> dict[str, float]:
     config = _node_config(args, journal, schema, workdir)
     task = "bench.value" if args.returns else "bench.noop_sync" if args.sync else "bench.noop"
+    if getattr(args, "keys", "none") == "key-rate-spread":  # the same keys, a task with a key rate never reached
+        task = "bench.noop_key_rate"
     label = backend_name(journal)
     progress = getattr(args, "progress", False)
     timeout = getattr(args, "timeout", 0.0) or float("inf")
@@ -306,7 +308,7 @@ async def _measure(args: argparse.Namespace, journal: str, schema: str | None, w
     }
 
 
-KEY_RULES = ("none", "ordering", "concurrency", "concurrency-spread")
+KEY_RULES = ("none", "ordering", "concurrency", "concurrency-spread", "key-rate-spread")
 ORDERING_KEYS = 10_000  # distinct ordering keys of `--keys ordering`
 CONCURRENCY_LIMIT = 10  # the one concurrency key's limit of `--keys concurrency`
 
@@ -319,7 +321,7 @@ def job_keys(rule: str, n: int) -> dict[str, object]:
         return {"ordering_key": f"customer-{n % ORDERING_KEYS}"}
     if rule == "concurrency":
         return {"concurrency_key": "tenant", "concurrency_limit": CONCURRENCY_LIMIT}
-    if rule == "concurrency-spread":  # the claim's cost where no limit binds: 1,000 keys in turn
+    if rule in ("concurrency-spread", "key-rate-spread"):  # the claim's cost where no limit binds: 1,000 keys in turn
         return {"concurrency_key": f"tenant-{n % 1000}", "concurrency_limit": CONCURRENCY_LIMIT}
     return {}
 
@@ -377,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keys", choices=KEY_RULES, default="none",
                         help=f"flow-control keys on every job: none (default); ordering ({ORDERING_KEYS:,} "
                              f"distinct ordering keys, in turn); concurrency (one key, limit {CONCURRENCY_LIMIT}); "
-                             "concurrency-spread (1,000 keys in turn, the same limit each)")
+                             "concurrency-spread (1,000 keys in turn, the same limit each); key-rate-spread (the same "
+                             "keys, on a task whose key_rate is far above the run)")
     parser.add_argument("--quiet", dest="progress", action="store_false", help="no progress lines on stderr")
     return parser
 

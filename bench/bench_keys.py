@@ -1,6 +1,7 @@
 """What flow control costs: end-to-end throughput with no rules, 10,000 distinct ordering
 keys, one concurrency key with a limit of 10, 1,000 concurrency keys with a limit of 10 each,
-and a queue rate limit set far above the achieved rate, on each journal in the same run.
+the same keys on a task whose rate per key (``key_rate``) is far above the achieved rate, and a
+queue rate limit set far above the achieved rate, on each journal in the same run.
 
 Each rule is one `bench_e2e.run` (a node embedded in this process, real worker processes,
 no-op jobs told all at once); rounds alternate the order of the rules. Printed: jobs/s

@@ -12,6 +12,12 @@ async def noop() -> None:
     """Does nothing: measures the queue, not the work."""
 
 
+@registry.task("bench.noop_key_rate", key_rate="1000000/s")
+async def noop_key_rate() -> None:
+    """Does nothing; each of its flow keys has a rate far above any run's (it never binds):
+    measures what a key rate costs at admission."""
+
+
 @registry.task("bench.value")
 async def value() -> dict[str, object]:
     """Returns a small value, stored with the job as its result: measures the result path."""

@@ -594,6 +594,11 @@ class Client:
         """Where each task's circuit breaker stands, as the journal holds it (every node's)."""
         return self._journal.breakers()
 
+    def key_breakers(self, limit: int = 20) -> tuple[list[BreakerState], dict[str, int]]:
+        """The per-key circuit breakers (``key_circuit_breaker``) not closed: at most `limit` of
+        them, open ones first, and how many there are by state (``{"open": n, "half_open": m}``)."""
+        return self._journal.key_breakers(limit)
+
     def close(self) -> None:
         """Close the journal connection and the node link. Idempotent."""
         with self._lock:

@@ -123,6 +123,11 @@ class TaskPolicy:
             docs/rate-limits-and-breakers.md.
         circuit_breaker: stops leasing its jobs for a while when its attempts keep failing
             (`CircuitBreaker`; None: none).
+        key_rate: its jobs with a flow key (ordering or concurrency key) admitted per second,
+            minute or hour **for each key** (``"10/m"``); `key_burst` the most tokens each
+            key's bucket holds (None: the key rate's count).
+        key_circuit_breaker: a `CircuitBreaker` for each flow key of its jobs: while a key's
+            is open, that key's jobs stay blocked; other keys run.
     """
 
     queue: str = DEFAULT_QUEUE
@@ -138,6 +143,9 @@ class TaskPolicy:
     rate: str | None = None
     burst: int | None = None
     circuit_breaker: CircuitBreaker | None = None
+    key_rate: str | None = None
+    key_burst: int | None = None
+    key_circuit_breaker: CircuitBreaker | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not self.queue:
@@ -154,6 +162,7 @@ class TaskPolicy:
         check_task_rules(self.concurrency, self.rate, self.burst)
         if self.circuit_breaker is not None and not isinstance(self.circuit_breaker, CircuitBreaker):
             raise ValueError(f"circuit_breaker must be a CircuitBreaker or None, got {self.circuit_breaker!r}")
+        check_key_rules(self.key_rate, self.key_burst, self.key_circuit_breaker)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON), as `from_dict` reads it."""
@@ -167,8 +176,10 @@ class TaskPolicy:
             ValueError, TypeError: the data does not describe a valid policy.
         """
         breaker = data.get("circuit_breaker")
+        key_breaker = data.get("key_circuit_breaker")
         return cls(**{**data, "retry": RetryPolicy(**data.get("retry", {})),
-                      "circuit_breaker": None if breaker is None else CircuitBreaker(**breaker)})
+                      "circuit_breaker": None if breaker is None else CircuitBreaker(**breaker),
+                      "key_circuit_breaker": None if key_breaker is None else CircuitBreaker(**key_breaker)})
 
 
 def check_task_rules(concurrency: object, rate: object, burst: object) -> None:
@@ -190,6 +201,26 @@ def check_task_rules(concurrency: object, rate: object, burst: object) -> None:
         parse_rate(rate, burst)
     except ValueError as exc:
         raise ValueError(f"rate: {exc}" if "burst" not in str(exc) else f"burst: {exc}") from None
+
+
+def check_key_rules(key_rate: object, key_burst: object, key_circuit_breaker: object) -> None:
+    """Refuse a task's per-key rules: a key rate that is not ``COUNT/UNIT``, a key burst
+    without a key rate or out of range, a key breaker that is not a `CircuitBreaker`.
+
+    Raises:
+        ValueError: naming the option, the value and what is expected.
+    """
+    if key_rate is None:
+        if key_burst is not None:
+            raise ValueError(f"key_burst needs a key_rate, got key_burst={key_burst!r} and no key_rate")
+    else:
+        try:
+            parse_rate(key_rate, key_burst)
+        except ValueError as exc:
+            raise ValueError(f"key_rate: {exc}" if "burst" not in str(exc) else f"key_burst: {exc}") from None
+    if key_circuit_breaker is not None and not isinstance(key_circuit_breaker, CircuitBreaker):
+        raise ValueError(f"key_circuit_breaker must be a CircuitBreaker(failures=..., window=..., cool_down=..., "
+                         f"probes=...) or None, got {type(key_circuit_breaker).__name__}")
 
 
 def check_timeout(timeout: object) -> None:

@@ -350,7 +350,8 @@ class JobRuntime:
         reclaim = jw.Reclaim(AttemptEnd.CRASHED, "node restarted (lease of an earlier incarnation)", prefix=prefix)
         self.reclaimed_at_start = await writer.call(jw.RECLAIM, reclaim)
         declared = [TaskDefaults(name, p.queue, p.priority, p.max_attempts, p.unique_for, p.concurrency_limit,
-                                 p.on_conflict, p.concurrency, p.rate, p.burst, p.circuit_breaker)
+                                 p.on_conflict, p.concurrency, p.rate, p.burst, p.circuit_breaker,
+                                 p.key_rate, p.key_burst, p.key_circuit_breaker)
                     for name, p in sorted(self.tasks.items())]
         if declared:
             await writer.call(jw.CALL, operator.methodcaller("declare_tasks", declared))
@@ -690,6 +691,16 @@ class JobRuntime:
             raise RuntimeError("node not started")
         states: list[BreakerState] = await self._writer.call(jw.CALL, operator.methodcaller("breakers"))
         return [b for b in states if b.task in self.tasks]
+
+    async def key_breakers(self) -> dict[str, int]:
+        """How many per-key breakers are open and half-open, read through the writer; ``{}``
+        without a read when none of this node's tasks declares a key breaker."""
+        if not any(p.key_circuit_breaker is not None for p in self.tasks.values()):
+            return {}
+        if self._writer is None:
+            raise RuntimeError("node not started")
+        _, counts = await self._writer.call(jw.CALL, operator.methodcaller("key_breakers", 0))
+        return dict(counts)
 
     async def wait_idle(self, timeout: float = 60.0, poll: float = 0.05) -> dict[str, dict[str, int]]:
         """Wait until no job is live (scheduled, ready, leased or in retry); return the counts.

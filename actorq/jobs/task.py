@@ -26,6 +26,7 @@ from actorq.jobs.outcome import (
     ON_CRASH,
     TaskPolicy,
     check_concurrency,
+    check_key_rules,
     check_task_rules,
     check_timeout,
     check_unique_for,
@@ -114,6 +115,13 @@ class Task:
         circuit_breaker: a `CircuitBreaker`: after its `failures` failed attempts within its
             `window`, the task's jobs are not leased for its `cool_down`, then `probes` at a
             time until one succeeds (None: none). Its state is the journal's, every node's.
+        key_rate: for the task's jobs with an ordering or concurrency key, the jobs of **each
+            key** admitted per second, minute or hour (``"10/m"``), every node together;
+            `key_burst` the most tokens each key's bucket holds (None: the key rate's count).
+            A job held back stays blocked (it is not failed).
+        key_circuit_breaker: a `CircuitBreaker` for **each key** of the task's jobs: a key's
+            failed attempts open its own breaker, and its jobs stay blocked while the other
+            keys' run (docs/rate-limits-and-breakers.md, "Per key").
 
     These apply to every job of the task however it is enqueued (``Job("name")``
     through a node's queue ref, `actorq.Client` or ``actorq enqueue``), except
@@ -139,13 +147,17 @@ class Task:
     rate: str | None = None
     burst: int | None = None
     circuit_breaker: CircuitBreaker | None = None
+    key_rate: str | None = None
+    key_burst: int | None = None
+    key_circuit_breaker: CircuitBreaker | None = None
 
     @property
     def policy(self) -> TaskPolicy:
         """What the task declares about its jobs, as the node applies it."""
         return TaskPolicy(self.queue, self.priority, self.max_attempts, self.retry, self.on_crash, self.timeout,
                           self.unique_for, self.concurrency_limit, self.on_conflict,
-                          self.concurrency, self.rate, self.burst, self.circuit_breaker)
+                          self.concurrency, self.rate, self.burst, self.circuit_breaker,
+                          self.key_rate, self.key_burst, self.key_circuit_breaker)
 
     @property
     def is_async(self) -> bool:
@@ -272,6 +284,9 @@ class TaskRegistry:
         rate: str | None = None,
         burst: int | None = None,
         circuit_breaker: CircuitBreaker | None = None,
+        key_rate: str | None = None,
+        key_burst: int | None = None,
+        key_circuit_breaker: CircuitBreaker | None = None,
     ) -> Callable[[F], Task]:
         """Decorator: register the function under `name` (see `Task` for the options).
 
@@ -295,6 +310,8 @@ class TaskRegistry:
             TypeError: retry is neither a RetryPolicy nor a callable, or retry_on or
                 dont_retry_on holds something else than exception classes, or
                 circuit_breaker is not a `CircuitBreaker`.
+            ValueError: key_rate, key_burst or key_circuit_breaker out of range as rate,
+                burst and circuit_breaker are.
         """
         check_name("task name", name)
         try:
@@ -312,6 +329,7 @@ class TaskRegistry:
             check_unique_for(unique_for)
             check_concurrency(concurrency_limit, on_conflict)
             check_task_rules(concurrency, rate, burst)
+            check_key_rules(key_rate, key_burst, key_circuit_breaker)
         except ValueError as exc:
             raise ValueError(f"task {name!r}: {exc}") from None
         if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreaker):
@@ -343,7 +361,8 @@ class TaskRegistry:
                         None if result_ttl is None else float(result_ttl), only, never, backoff,
                         unique_for=None if unique_for is None else float(unique_for),
                         concurrency_limit=concurrency_limit, on_conflict=on_conflict,
-                        concurrency=concurrency, rate=rate, burst=burst, circuit_breaker=circuit_breaker)
+                        concurrency=concurrency, rate=rate, burst=burst, circuit_breaker=circuit_breaker,
+                        key_rate=key_rate, key_burst=key_burst, key_circuit_breaker=key_circuit_breaker)
             self._tasks[name] = task
             return task
 

@@ -149,6 +149,7 @@ def check_task_rules(tasks: Sequence[TaskDefaults]) -> None:
         if task.circuit_breaker is not None and not isinstance(task.circuit_breaker, CircuitBreaker):
             raise ValueError(f"task {task.name!r}: circuit_breaker must be a CircuitBreaker or None, "
                              f"got {type(task.circuit_breaker).__name__}")
+        check_key_rules(task)
 
 
 def task_bucket(task: TaskDefaults) -> tuple[str | None, float | None, int | None]:
@@ -309,3 +310,152 @@ def key_ordinals(jobs: Sequence[NewJob]) -> tuple[list[int], list[str]]:
             ordinals.append(seen.get(key, 0))
             seen[key] = ordinals[-1] + 1
     return ordinals, sorted(key for key, count in seen.items() if count > 1)
+
+
+# -- rules per flow key (key_rate, key_circuit_breaker): checked where a key's jobs are admitted --
+class KeyRow(NamedTuple):
+    """A (task, flow key)'s stored rule state: its bucket and its breaker."""
+
+    tokens: float | None
+    tokens_at: float | None
+    state: str
+    failed_at: str
+    opened_at: float | None
+
+
+NEW_KEY = KeyRow(None, None, CLOSED, "[]", None)  # a key with no row: a full bucket, a closed breaker
+
+
+def has_key_rules(task: TaskDefaults) -> bool:
+    """Whether `task` declares a rule per flow key (a key rate or a key breaker)."""
+    return task.key_rate is not None or task.key_circuit_breaker is not None
+
+
+def check_key_rules(task: TaskDefaults) -> None:
+    """Raise ValueError naming `task` for a key rate `parse_rate` refuses, a key burst without a
+    key rate, or a key breaker that is not a `CircuitBreaker`."""
+    if task.key_rate is not None:
+        try:
+            parse_rate(task.key_rate, task.key_burst)
+        except ValueError as exc:
+            raise ValueError(f"task {task.name!r}: key_rate: {exc}") from None
+    elif task.key_burst is not None:
+        raise ValueError(f"task {task.name!r}: a key_burst needs a key_rate")
+    if task.key_circuit_breaker is not None and not isinstance(task.key_circuit_breaker, CircuitBreaker):
+        raise ValueError(f"task {task.name!r}: key_circuit_breaker must be a CircuitBreaker or None, "
+                         f"got {type(task.key_circuit_breaker).__name__}")
+
+
+def key_room(task: TaskDefaults, row: KeyRow | None, now: float, slots: int,
+             admitted: int) -> tuple[int, KeyRow, float | None]:
+    """How many of a key's blocked jobs its rules let in now, at most its free `slots`:
+    (room, its row moved to `now`, wait).
+
+    The row's bucket is refilled to `now` and an open breaker past its cool-down turns
+    half-open (at most `probes` admitted at once: `admitted` are the key's jobs admitted now).
+    wait: seconds until an open breaker lets probes through (None: not open).
+    """
+    row = row or NEW_KEY
+    room = max(0, slots)
+    wait = None
+    state = row.state
+    breaker = task.key_circuit_breaker
+    if breaker is not None:
+        bound, state, wait = breaker_room(breaker, row.state, row.opened_at, now, admitted)
+        if bound is not None:
+            room = min(room, bound)
+    tokens, tokens_at = row.tokens, row.tokens_at
+    if task.key_rate is not None:
+        rate = parse_rate(task.key_rate, task.key_burst)
+        tokens = refill(float(rate.burst) if tokens is None else tokens, now if tokens_at is None else tokens_at,
+                        now, rate.per_second, rate.burst)
+        tokens_at = now
+        room = min(room, whole(tokens))
+    return room, row._replace(tokens=tokens, tokens_at=tokens_at, state=state), wait
+
+
+def key_spent(task: TaskDefaults, row: KeyRow, taken: int, now: float,
+              wait: float | None) -> tuple[KeyRow, float | None, float | None]:
+    """The key's row after `taken` of its jobs were admitted: (row, due_at, idle_at).
+
+    due_at: when its rules let more of its jobs in (the next token of a bucket left empty, the
+    end of a breaker's cool-down); None: only a job of the key finishing does. idle_at: see `key_idle_at`.
+    """
+    if task.key_rate is not None and row.tokens is not None:
+        rate = parse_rate(task.key_rate, task.key_burst)
+        row = row._replace(tokens=row.tokens - taken)
+        wait = sooner(wait, bucket_wait(row.tokens, rate.per_second))  # type: ignore[arg-type]
+    return row, None if wait is None else now + wait, key_idle_at(task, row, now)
+
+
+def key_failed(task: TaskDefaults, row: KeyRow | None, now: float) -> tuple[KeyRow, float | None, float | None]:
+    """A failed attempt of a job of the key, counted in its breaker: (row, due_at, idle_at);
+    due_at is the end of the cool-down when the breaker opens (its jobs wait blocked till then)."""
+    row = row or NEW_KEY
+    breaker = task.key_circuit_breaker
+    if breaker is None:
+        return row, None, key_idle_at(task, row, now)
+    state, failed_at, opened_at = breaker_failed(breaker, row.state, row.failed_at, row.opened_at, now)
+    row = row._replace(state=state, failed_at=failed_at, opened_at=opened_at)
+    due = opened_at + breaker.cool_down if state == OPEN and opened_at is not None else None
+    return row, due, key_idle_at(task, row, now)
+
+
+def key_idle_at(task: TaskDefaults, row: KeyRow, now: float) -> float | None:
+    """When the key's row holds nothing a new row would not (its bucket full again, its
+    breaker closed with no failure left in its window), if nothing touches it before. A
+    journal deletes such rows a batch at a time (`promote`), so the keys of a task are not
+    kept forever. A breaker that is not closed is forgotten too, a cool-down and a window
+    after it opened (open) or let its probes in (half-open, `now`), if nothing touched it
+    since: a key whose jobs stopped coming does not stay open (and listed) for ever."""
+    breaker = task.key_circuit_breaker
+    if row.state != CLOSED:
+        if breaker is None:
+            return None
+        since = (row.opened_at if row.opened_at is not None else now) if row.state == OPEN else now
+        return since + breaker.cool_down + breaker.window
+    at = now
+    if task.key_rate is not None and row.tokens is not None and row.tokens_at is not None:
+        rate = parse_rate(task.key_rate, task.key_burst)
+        at = max(at, row.tokens_at + max(0.0, rate.burst - row.tokens) / rate.per_second)
+    times = _times(row.failed_at)
+    if breaker is not None and times:
+        at = max(at, max(times) + breaker.window)
+    return at
+
+
+def key_breaker_state(task: str, key: str, row: KeyRow, cool_down: float | None) -> BreakerState:
+    """A stored key row's breaker as a `BreakerState` (its key as the jobs carry it)."""
+    shown = breaker_state(task, row.state, row.failed_at, row.opened_at, cool_down)
+    return shown._replace(key=shown_key(key))
+
+
+def shown_key(flow_key: str) -> str:
+    """A stored flow key (``o:`` or ``c:`` and the key) as the jobs carry it."""
+    return flow_key[2:] if flow_key[:2] in ("o:", "c:") else flow_key
+
+
+def key_rules_of(row: Sequence[Any]) -> TaskDefaults:
+    """A task's per-key rules as the journals read them: name, queue, priority, max_attempts,
+    key_rate, key_burst, then the key breaker's four columns."""
+    return TaskDefaults(row[0], row[1], row[2], row[3], key_rate=row[4], key_burst=row[5],
+                        key_circuit_breaker=breaker_of(*row[6:10]))
+
+
+def key_columns(task: TaskDefaults) -> tuple[object, ...]:
+    """A task's per-key rules as their stored columns: key_rate, key_burst (the default filled
+    in), the key breaker's failures, window, cool_down, probes (Nones where not declared)."""
+    burst = parse_rate(task.key_rate, task.key_burst).burst if task.key_rate is not None else None
+    breaker = task.key_circuit_breaker
+    if breaker is None:
+        return task.key_rate, burst, None, None, None, None
+    return task.key_rate, burst, breaker.failures, breaker.window, breaker.cool_down, breaker.probes
+
+
+def key_breaker_counts(states: Sequence[str]) -> dict[str, int]:
+    """``{"open": n, "half_open": m}`` of `states`, the states with none left out."""
+    counts = {OPEN: 0, HALF_OPEN: 0}
+    for state in states:
+        if state in counts:
+            counts[state] += 1
+    return {state: n for state, n in counts.items() if n}

@@ -144,7 +144,10 @@ _TEXT = {
         # migration 012)
         "  CASE WHEN n.flow_key IS NOT NULL AND NOT ((SELECT b.id FROM {jobs} b"
         "   WHERE b.flow_key = n.flow_key AND b.state = 'blocked' ORDER BY b.flow_key, b.state, b.id LIMIT 1) IS NULL"
-        f"   AND {admitted_of_key('{jobs}', 'n.flow_key')} + n.nth < n.flow_limit) THEN 'blocked'"
+        f"   AND {admitted_of_key('{jobs}', 'n.flow_key')} + n.nth < n.flow_limit"
+        # a task with rules per key: its rules admit the job (the actorq_key_held trigger, migration 015)
+        "   AND NOT EXISTS (SELECT 1 FROM {tasks} rt WHERE rt.name = n.task"
+        "    AND (rt.key_rate IS NOT NULL OR rt.key_breaker_failures IS NOT NULL))) THEN 'blocked'"
         "  WHEN to_timestamp(n.run_at) > now() THEN 'scheduled' ELSE 'ready' END,"
         "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now(), n.unique_key, n.timeout,"
         "  now() + make_interval(secs => n.unique_for),"  # NULL without a period

@@ -130,7 +130,7 @@ _TEXT = {
     "fail": (
         "UPDATE actorq_jobs SET state = ?1, run_at = coalesce(?2, run_at), finished_at = ?3,"
         f" last_error = ?4, last_traceback = ?7, {CLEAR_LEASE}"
-        " WHERE id = ?5 AND lease_id = ?6 AND state = 'leased' RETURNING attempts, task"
+        " WHERE id = ?5 AND lease_id = ?6 AND state = 'leased' RETURNING attempts, task, flow_key"
     ),
     "fail_error": "INSERT INTO actorq_errors (job_id, attempt, at, error) VALUES (?, ?, ?, ?)",
     "release": (

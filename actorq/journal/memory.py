@@ -31,7 +31,7 @@ from actorq.journal import _limits
 from actorq.journal.protocol import (
     ADMITTED_STATES, LIVE_STATES, SCHEDULE_SOURCES, TERMINAL_STATES, Attempt, BreakerState, ErrorRecord, Failure,
     JobDetail, JobInfo, JobResult, JobState, JobSummary, KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow,
-    TaskDefaults, check_clear, check_failures, check_listing, check_prune,
+    KEY_ROWS_PRUNED_PER_TICK, KEYS_PER_TICK, TaskDefaults, check_clear, check_failures, check_listing, check_prune,
 )
 
 __all__ = ["MemoryJournal", "MemoryStore"]
@@ -101,6 +101,8 @@ class _State:
     queues: dict[str, tuple[QueueLimits, _Bucket]] = field(default_factory=dict)
     tasks: dict[str, tuple[TaskDefaults, _Bucket]] = field(default_factory=dict)
     breakers: dict[str, tuple[str, str, float | None]] = field(default_factory=dict)  # state, failed_at, opened_at
+    # per-key rules: (task, flow key) -> (its bucket and breaker, due_at, idle_at)
+    keys: dict[tuple[str, str], tuple[_limits.KeyRow, float | None, float | None]] = field(default_factory=dict)
     schedules: dict[str, ScheduleRow] = field(default_factory=dict)
     paused: dict[str, float] = field(default_factory=dict)
 
@@ -112,7 +114,8 @@ def _snapshot(state: _State) -> _State:
         jobs={job_id: copy.copy(job) for job_id, job in state.jobs.items()},
         queues={name: (limits, copy.copy(bucket)) for name, (limits, bucket) in state.queues.items()},
         tasks={name: (task, copy.copy(bucket)) for name, (task, bucket) in state.tasks.items()},
-        breakers=dict(state.breakers), schedules=dict(state.schedules), paused=dict(state.paused))
+        breakers=dict(state.breakers), keys=dict(state.keys), schedules=dict(state.schedules),
+        paused=dict(state.paused))
 
 
 class MemoryStore:
@@ -247,18 +250,76 @@ class MemoryJournal:
         self._freed.clear()
         self._admit(freed, self._clock())
 
-    def _admit(self, keys: Collection[str], now: float) -> None:
-        """Fill the free slots of `keys` from their blocked jobs, in id order."""
+    def _admit(self, keys: Collection[str], now: float) -> int:
+        """Fill the free slots of `keys` from their blocked jobs, in id order, within the
+        per-key rules of the task of each key's first blocked job; returns how many were made ready."""
+        ruled = self._key_ruled()
+        ready = 0
         for key in sorted(keys):
             blocked = sorted((j for j in self._s.jobs.values() if j.flow_key == key and j.state == JobState.BLOCKED),
                              key=lambda j: j.id)
             if not blocked:
                 continue
-            room = max(0, (blocked[0].flow_limit or 0) - self._admitted_of(key))
+            admitted = self._admitted_of(key)
+            room = max(0, (blocked[0].flow_limit or 0) - admitted)
+            rules = ruled.get(blocked[0].task)
+            if rules is not None and room > 0:  # no free slot: a job of the key finishing comes back here
+                stored = self._s.keys.get((rules.name, key))
+                room, row, wait = _limits.key_room(rules, stored[0] if stored else None, now, room, admitted)
+                taken = min(room, len(blocked))
+                row, due, idle = _limits.key_spent(rules, row, taken, now, wait)
+                self._s.keys[(rules.name, key)] = (row, due, idle)
             for job in blocked[:room]:
                 job.state = JobState.SCHEDULED if job.run_at > now else JobState.READY
                 if job.state == JobState.READY:
                     self._admitted.add(job.queue)
+                    ready += 1
+        return ready
+
+    def _key_ruled(self) -> dict[str, TaskDefaults]:
+        return {name: t for name, (t, _) in self._s.tasks.items() if _limits.has_key_rules(t)}
+
+    def _key_failed(self, job: _Job, now: float) -> None:
+        """Count a failed attempt of a keyed job in its key's breaker (its task declares one)."""
+        if job.flow_key is None:
+            return
+        rules = self._key_ruled().get(job.task)
+        if rules is None or rules.key_circuit_breaker is None:
+            return
+        stored = self._s.keys.get((job.task, job.flow_key))
+        self._s.keys[(job.task, job.flow_key)] = _limits.key_failed(rules, stored[0] if stored else None, now)
+
+    def key_breakers(self, limit: int) -> tuple[list[BreakerState], dict[str, int]]:
+        """The per-key breakers not closed: at most `limit`, and how many by state (see `Journal.key_breakers`)."""
+        with self._reading():
+            ruled = self._key_ruled()
+            rows = sorted(((task, key, row) for (task, key), (row, _, _) in self._s.keys.items()
+                           if row.state != _limits.CLOSED and task in ruled
+                           and ruled[task].key_circuit_breaker is not None),
+                          key=lambda r: (r[2].state != _limits.OPEN, r[0], r[1]))
+            shown = [_limits.key_breaker_state(task, key, row, ruled[task].key_circuit_breaker.cool_down)  # type: ignore[union-attr]
+                     for task, key, row in rows[:max(0, limit)]]
+            return shown, _limits.key_breaker_counts([row.state for _, _, row in rows])
+
+    def _admit_due_keys(self, now: float) -> int:
+        """Admit the keys whose rules let them through again (`KEYS_PER_TICK` at most), then
+        delete idle key rows (`KEY_ROWS_PRUNED_PER_TICK` at most); returns the jobs made ready."""
+        if not self._s.keys:
+            return 0
+        due = sorted(((d, name) for name, (_, d, _) in self._s.keys.items() if d is not None and d <= now))
+        due = due[:KEYS_PER_TICK]
+        for _, name in due:
+            row, _, idle = self._s.keys[name]
+            self._s.keys[name] = (row, None, idle)
+        ready = self._admit({key for _, (_, key) in due}, now)
+        idle_rows = [name for name, (_, d, i) in self._s.keys.items() if d is None and i is not None and i <= now]
+        for name in idle_rows[:KEY_ROWS_PRUNED_PER_TICK]:
+            del self._s.keys[name]
+        return ready
+
+    def _keys_due(self, now: float) -> bool:
+        return any((d is not None and d <= now) or (d is None and i is not None and i <= now)
+                   for _, d, i in self._s.keys.values())
 
     def take_admitted(self) -> set[str]:
         """The queues keyed jobs were admitted to (made ready) since the last call."""
@@ -297,10 +358,16 @@ class MemoryJournal:
         rest = [j for j in jobs if not j.discard_over_limit]
         alone = [j for j in jobs if j.discard_over_limit]
         ordinals, again = _limits.key_ordinals(rest)  # one at a time: the first of a key is admitted
-        added = sum(self._insert_one(j, now, nth == 0) for j, nth in zip(rest, ordinals))
+        firsts = [nth == 0 for nth in ordinals]
+        ruled = self._key_ruled()
+        if ruled:  # a task's keyed jobs with per-key rules are inserted blocked, then admitted by them
+            held = [j.flow_key is not None and j.task in ruled for j in rest]
+            firsts = [first and not hold for first, hold in zip(firsts, held)]
+            again = sorted(set(again) | {j.flow_key for j, hold in zip(rest, held) if hold})  # type: ignore[misc]
+        added = sum(self._insert_one(j, now, first) for j, first in zip(rest, firsts))
         self._admit(again, now)
         for j in alone:
-            added += self._insert_one(j, now, True)
+            added += self._insert_one(j, now, j.task not in ruled)
             self._admit([j.flow_key], now)  # type: ignore[list-item]
         return added
 
@@ -520,6 +587,12 @@ class MemoryJournal:
                     if row is not None and row[0] == _limits.HALF_OPEN and declared is not None \
                             and declared[0].circuit_breaker is not None:
                         self._s.breakers[job.task] = (_limits.CLOSED, "[]", row[2])
+                    if job.flow_key is not None and (job.task, job.flow_key) in self._s.keys:
+                        krow, due, idle = self._s.keys[(job.task, job.flow_key)]
+                        if krow.state == _limits.HALF_OPEN:  # a key's probe succeeded: its breaker closes
+                            krow = krow._replace(state=_limits.CLOSED, failed_at="[]")
+                            self._s.keys[(job.task, job.flow_key)] = (krow, due, _limits.key_idle_at(
+                                self._s.tasks[job.task][0], krow, now))
         return accepted
 
     def fail(self, failures: Sequence[Failure]) -> int:
@@ -546,6 +619,7 @@ class MemoryJournal:
                 job.clear_lease()
                 job.errors += (ErrorRecord(job.attempts, now, f.error),)
                 self._breaker_failed(job.task, now)
+                self._key_failed(job, now)
         return accepted
 
     def _breaker_failed(self, task: str, now: float) -> None:
@@ -623,6 +697,9 @@ class MemoryJournal:
                     if old is not None and old[1].tokens is not None:
                         bucket.tokens, bucket.tokens_at = min(old[1].tokens, rate.burst), old[1].tokens_at
                     t = t._replace(burst=rate.burst)
+                if old is not None and _limits.has_key_rules(old[0]) and not _limits.has_key_rules(t):
+                    for name in [name for name in self._s.keys if name[0] == t.name]:
+                        del self._s.keys[name]  # declared again without rules per key: its keys' rows go
                 self._s.tasks[t.name] = (t, bucket)
                 if t.circuit_breaker is None:
                     self._s.breakers.pop(t.name, None)
@@ -718,15 +795,16 @@ class MemoryJournal:
     def promote(self) -> int:
         """Move due scheduled and retry jobs to ready; returns the number moved."""
         with self.transaction():
-            due = self._due(self._clock())
+            now = self._clock()
+            due = self._due(now)
             for j in due:
                 j.state = JobState.READY
-            return len(due)
+            return len(due) + self._admit_due_keys(now)
 
     def has_due(self) -> bool:
         """Whether a scheduled or retry job is due."""
         with self._reading():
-            return bool(self._due(self._clock()))
+            return bool(self._due(self._clock())) or self._keys_due(self._clock())
 
     def has_ready(self, queues: Sequence[str]) -> bool:
         """Whether a job of `queues` is ready (and its queue not paused)."""

@@ -77,7 +77,7 @@ from actorq.journal.config import (
 )
 from actorq.journal.protocol import (
     TERMINAL_STATES, Attempt, BreakerState, CircuitBreaker, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState, JobSummary,
-    KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow, TaskDefaults,
+    KEY_ROWS_PRUNED_PER_TICK, KEYS_PER_TICK, KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow, TaskDefaults,
     check_clear, check_failures, check_listing, check_prune, merge_pages,
 )
 
@@ -233,6 +233,69 @@ def _rule_statements(schema: str) -> dict[str, str]:
         # one queue: the ready index's order, as the plain lease of one queue
         "lease_task_one": single.replace(queue_match, queue_match + " AND task = %(task)s", 1),
         "lease_others_one": single.replace(queue_match, queue_match + " AND task <> ALL(%(ruled)s::text[])", 1),
+    }
+
+
+@lru_cache(maxsize=None)
+def _key_statements(schema: str) -> dict[str, str]:
+    """The statements of rules per flow key (migration 015); only a journal with a task declared
+    with such rules runs them."""
+    tasks = _sql.Identifier(schema, "actorq_tasks").as_string(None)
+    jobs = _sql.Identifier(schema, "actorq_jobs").as_string(None)
+    keys = _sql.Identifier(schema, "actorq_key_rules").as_string(None)
+    tick = _sql.Identifier(schema, "actorq_key_tick").as_string(None)
+    flow_space = "hashtext(" + _sql.Literal(f"actorq.flow:{schema}").as_string(None) + ")"
+    return {
+        "declare": (
+            f"UPDATE {tasks} t SET key_rate = d.key_rate, key_per_second = d.key_per_second, key_burst = d.key_burst,"
+            " key_breaker_failures = d.failures, key_breaker_window = d.b_window, key_breaker_cool_down = d.cool_down,"
+            " key_breaker_probes = d.probes"
+            " FROM unnest(%(names)s::text[], %(key_rate)s::text[], %(key_per_second)s::float8[], %(key_burst)s::int4[],"
+            "  %(failures)s::int4[], %(window)s::float8[], %(cool_down)s::float8[], %(probes)s::int4[])"
+            "  AS d(name, key_rate, key_per_second, key_burst, failures, b_window, cool_down, probes)"
+            " WHERE t.name = d.name"
+        ),
+        "read": (f"SELECT name, queue, priority, max_attempts, key_rate, key_burst, key_breaker_failures,"
+                 f" key_breaker_window, key_breaker_cool_down, key_breaker_probes FROM {tasks}"
+                 " WHERE key_rate IS NOT NULL OR key_breaker_failures IS NOT NULL"),
+        # the keyed jobs of current leases about to fail, locked (the fail statement then ends
+        # them), in key order: their keys' breakers count the failures before the statement's
+        # triggers admit the keys' next jobs
+        "failing": (
+            f"SELECT j.task, j.flow_key FROM {jobs} j"
+            " JOIN unnest(%(ids)s::text[], %(lease_ids)s::int8[]) AS f(id, lease_id) ON j.id = f.id"
+            " WHERE j.lease_id = f.lease_id AND j.state = 'leased' AND j.flow_key IS NOT NULL"
+            " AND j.task = ANY(%(tasks)s::text[]) ORDER BY j.flow_key, j.task FOR UPDATE OF j"
+        ),
+        # the keys' locks, shared as a finisher's trigger takes them (migration 012), before their rows'
+        "lock_shared": (f"SELECT count(pg_advisory_xact_lock_shared({flow_space}, hashtext(k)))"
+                        " FROM unnest(%(keys)s::text[]) AS k"),
+        # a failed attempt's key row, locked until the commit: every node's failures count once
+        "ensure": (f"INSERT INTO {keys} (task, flow_key, changed_at) VALUES (%(task)s, %(key)s,"
+                   " extract(epoch FROM now())) ON CONFLICT DO NOTHING"),
+        "lock": (f"SELECT tokens, tokens_at, state, failed_at, opened_at, extract(epoch FROM now())::float8"
+                 f" FROM {keys} WHERE task = %(task)s AND flow_key = %(key)s FOR UPDATE"),
+        "put": (f"UPDATE {keys} SET state = %(state)s, failed_at = %(failed_at)s, opened_at = %(opened_at)s,"
+                " due_at = %(due_at)s, idle_at = %(idle_at)s, changed_at = extract(epoch FROM now())"
+                " WHERE task = %(task)s AND flow_key = %(key)s"),
+        # a probe's success closes a half-open key: the keys of the jobs this complete ended
+        "close": (
+            f"UPDATE {keys} k SET state = 'closed', failed_at = '[]', changed_at = extract(epoch FROM now()),"
+            " idle_at = greatest(extract(epoch FROM now()), coalesce(k.tokens_at"
+            "  + greatest(0, t.key_burst - k.tokens) / t.key_per_second, 0))"
+            f" FROM {jobs} j, {tasks} t WHERE j.id = ANY(%(ids)s::text[]) AND j.state = 'succeeded'"
+            "  AND k.task = j.task AND k.flow_key = j.flow_key AND k.state = 'half_open' AND t.name = k.task"
+            " RETURNING k.flow_key"
+        ),
+        "tick": f"SELECT {tick}(%(keys)s, %(pruned)s)",
+        "drop": f"DELETE FROM {keys} WHERE task = ANY(%(tasks)s::text[])",
+        "has_due": (f"SELECT EXISTS (SELECT 1 FROM {keys} WHERE due_at <= extract(epoch FROM now()))"
+                    f" OR EXISTS (SELECT 1 FROM {keys} WHERE idle_at <= extract(epoch FROM now()) AND due_at IS NULL)"),
+        "not_closed": (
+            f"SELECT task, flow_key, tokens, tokens_at, state, failed_at, opened_at FROM {keys}"
+            " WHERE state <> 'closed' ORDER BY state = 'half_open', task, flow_key LIMIT %(limit)s"
+        ),
+        "not_closed_counts": f"SELECT state, count(*) FROM {keys} WHERE state <> 'closed' GROUP BY state",
     }
 
 
@@ -448,6 +511,7 @@ class PostgresJournal:
         self._sql: Statements = statements(schema)
         self._queues = _limits.LimitsCache()
         self._rules = _limits.LimitsCache()  # the tasks declared with rules, read again every 5 s
+        self._key_rules = _limits.LimitsCache()  # the tasks declared with rules per key, the same way
         self.rate_wait: float | None = None
         """After a lease: seconds until the next token of a rate it found empty (None: no bucket ran out)."""
         self._claims_held: set[str] = set()  # queues whose claim lock this transaction holds
@@ -885,6 +949,46 @@ class PostgresJournal:
                     logger.warning("task %s: circuit breaker open (%s)", task,
                                    "a probe failed" if state == _limits.HALF_OPEN else "too many failed attempts")
 
+    def _keys_failed(self, failed: Sequence[tuple[str, str]], rules: Mapping[str, TaskDefaults]) -> None:
+        """Count a failed attempt of each (task, key) whose task has a key breaker, under the key
+        row's lock (sorted: two nodes' transactions never wait in a cycle)."""
+        key_sql = _key_statements(self.schema)
+        for task, key in sorted(failed):
+            declared = rules.get(task)
+            if declared is None or declared.key_circuit_breaker is None:
+                continue
+            self._execute(key_sql["ensure"], {"task": task, "key": key})
+            row = self._execute(key_sql["lock"], {"task": task, "key": key}).fetchone()
+            if row is None:
+                continue
+            before = _limits.KeyRow(*row[:5])
+            after, due, idle = _limits.key_failed(declared, before, row[5])
+            self._execute(key_sql["put"], {"task": task, "key": key, "state": after.state, "failed_at": after.failed_at,
+                                           "opened_at": after.opened_at, "due_at": due, "idle_at": idle})
+            if after.state == _limits.OPEN and before.state != _limits.OPEN:
+                logger.warning("task %s key %s: circuit breaker open (%s)", task, _limits.shown_key(key),
+                               "a probe failed" if before.state == _limits.HALF_OPEN else "too many failed attempts")
+
+    def key_rules(self) -> dict[str, TaskDefaults]:
+        """``{task: its per-key rules}`` of every declared task with a key rate or a key breaker."""
+        rows = self._execute(_key_statements(self.schema)["read"], {}).fetchall()
+        return {row[0]: _limits.key_rules_of(row) for row in rows}
+
+    def key_breakers(self, limit: int) -> tuple[list[BreakerState], dict[str, int]]:
+        """The per-key breakers not closed: at most `limit`, and how many by state (see `Journal.key_breakers`)."""
+        ruled = self._key_rules.get(self.key_rules)
+        if not ruled:
+            return [], {}
+        key_sql = _key_statements(self.schema)
+        rows = self._execute(key_sql["not_closed"], {"limit": max(0, limit)}).fetchall()
+        counts = dict(self._execute(key_sql["not_closed_counts"], {}).fetchall())
+        shown = []
+        for task, key, *row in rows:
+            breaker = ruled[task].key_circuit_breaker if task in ruled else None
+            shown.append(_limits.key_breaker_state(task, key, _limits.KeyRow(*row),
+                                                   None if breaker is None else breaker.cool_down))
+        return shown, {state: int(counts[state]) for state in (_limits.OPEN, _limits.HALF_OPEN) if counts.get(state)}
+
     def _spend(self, statement: str, names: dict[str, str], tokens: float, taken: int, now: float,
                per_second: float) -> None:
         """Write back what a lease of `taken` jobs left in the bucket `names` picks (a queue's or
@@ -935,6 +1039,18 @@ class PostgresJournal:
         whose row another transaction holds locked is skipped, not waited for, and appended
         to `busy` when given; the rest were stale.
         """
+        if any(t.key_circuit_breaker is not None for t in self._key_rules.get(self.key_rules).values()):
+            with self.transaction():  # a key's probe succeeded: its breaker closes in the same commit
+                done = self._complete_task_rules(acks, busy, results)
+                closed = self._execute(_key_statements(self.schema)["close"],
+                                       {"ids": [job_id for job_id, _ in acks if "\x00" not in job_id]}).fetchall()
+                if closed:  # the ends' triggers admitted as half-open (and hold the keys' locks): closed now
+                    self._execute(self._sql.admit, {"keys": sorted({row[0] for row in closed})})
+            return done
+        return self._complete_task_rules(acks, busy, results)
+
+    def _complete_task_rules(self, acks: Sequence[tuple[str, int]], busy: list[tuple[str, int]] | None,
+                              results: Mapping[str, KeptResult] | None) -> int:
         if any(t.circuit_breaker is not None for t in self._rules.get(self.task_rules).values()):
             with self.transaction():  # a probe's success closes its half-open breaker, in the same commit
                 done = self._complete(acks, busy, results)
@@ -990,6 +1106,21 @@ class PostgresJournal:
                   "tracebacks": [None if f.traceback is None else _text(f.traceback) for f in failures],
                   "done_channel": self._sql.done_channel}
         rules = self._rules.get(self.task_rules)
+        key_rules = self._key_rules.get(self.key_rules)
+        breakers = sorted(name for name, t in key_rules.items() if t.key_circuit_breaker is not None)
+        if breakers:
+            key_sql = _key_statements(self.schema)
+            with self.transaction():  # the attempts' ends and their keys' (and tasks') breakers commit together
+                failing = [tuple(row) for row in self._execute(key_sql["failing"], {
+                    "ids": params["ids"], "lease_ids": params["lease_ids"], "tasks": breakers}).fetchall()]
+                if failing:
+                    self._execute(key_sql["lock_shared"], {"keys": sorted({key for _, key in failing})})
+                    self._keys_failed(failing, key_rules)  # type: ignore[arg-type]
+                if not any(t.circuit_breaker is not None for t in rules.values()):
+                    return int(self._execute(self._sql.fail, params).fetchone()[0])  # type: ignore[index]
+                count, tasks, _ = self._execute(_rule_statements(self.schema)["fail_tasks"], params).fetchone()  # type: ignore[misc]
+                self._breakers_failed(tasks)
+            return int(count)
         if not any(t.circuit_breaker is not None for t in rules.values()):  # no breaker: one statement
             return int(self._execute(self._sql.fail, params).fetchone()[0])  # type: ignore[index]
         with self.transaction():  # the attempts' ends and their breakers commit together
@@ -1076,7 +1207,19 @@ class PostgresJournal:
                               {"tasks": [t.name for t in latest if t.circuit_breaker is not None]})
             if had:
                 self._execute(rule_sql["breaker_drop"], {"tasks": had})
+            had_keys = [t.name for t in latest if t.name in self._key_rules.get(self.key_rules)
+                         and not _limits.has_key_rules(t)]
+            if had_keys:  # declared again without rules per key: its keys' rows go
+                self._execute(_key_statements(self.schema)["drop"], {"tasks": had_keys})
+            keyed = [_limits.key_columns(t) for t in latest]
+            self._execute(_key_statements(self.schema)["declare"], {
+                "names": [t.name for t in latest], "key_rate": [k[0] for k in keyed],
+                "key_per_second": [None if t.key_rate is None else _limits.parse_rate(t.key_rate, t.key_burst).per_second
+                                   for t in latest],
+                "key_burst": [k[1] for k in keyed], "failures": [k[2] for k in keyed], "window": [k[3] for k in keyed],
+                "cool_down": [k[4] for k in keyed], "probes": [k[5] for k in keyed]})
         self._rules.forget()
+        self._key_rules.forget()
 
     def task_rules(self) -> dict[str, TaskDefaults]:
         """``{task: its declaration}`` of every declared task with a concurrency, a rate or a circuit breaker."""
@@ -1143,11 +1286,20 @@ class PostgresJournal:
 
     def promote(self) -> int:
         """Move due scheduled and retry jobs to ready, notifying their queues; returns the number moved."""
-        return self._execute(self._sql.promote, {"channel": self._sql.channel}).fetchone()[0]  # type: ignore[index]
+        if not self._key_rules.get(self.key_rules):
+            return self._execute(self._sql.promote, {"channel": self._sql.channel}).fetchone()[0]  # type: ignore[index]
+        with self.transaction():  # and the keys whose rules let them through again (migration 015)
+            moved = self._execute(self._sql.promote, {"channel": self._sql.channel}).fetchone()[0]  # type: ignore[index]
+            return int(moved) + int(self._execute(_key_statements(self.schema)["tick"], {
+                "keys": KEYS_PER_TICK, "pruned": KEY_ROWS_PRUNED_PER_TICK}).fetchone()[0])  # type: ignore[index]
 
     def has_due(self) -> bool:
         """Whether a scheduled or retry job is due by the database's clock (a read)."""
-        return bool(self._execute(self._sql.has_due, {}).fetchone()[0])  # type: ignore[index]
+        if self._execute(self._sql.has_due, {}).fetchone()[0]:  # type: ignore[index]
+            return True
+        if not self._key_rules.get(self.key_rules):
+            return False
+        return bool(self._execute(_key_statements(self.schema)["has_due"], {}).fetchone()[0])  # type: ignore[index]
 
     def take_admitted(self) -> set[str]:
         """Always empty: an admission NOTIFYs the schema's channel itself (migration 012)."""

@@ -299,6 +299,8 @@ class QueueLimits(NamedTuple):
 MAX_QUEUE_LIMIT = 1_000_000_000  # the largest concurrency or max_depth a queue may set
 RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}  # the units of a rate ("100/m"), in seconds
 QUEUE_LIMITS_TTL = 5.0  # seconds a journal keeps the stored queue limits before reading them again
+KEYS_PER_TICK = 500  # keys whose rules let them through again (a token due, a cool-down over) admitted per `promote`
+KEY_ROWS_PRUNED_PER_TICK = 1000  # idle per-key rule rows (full bucket, closed breaker) deleted per `promote`
 
 
 class LeasedJob(NamedTuple):
@@ -462,6 +464,8 @@ class BreakerState(NamedTuple):
     failures: int
     opened_at: float | None
     reopens_at: float | None
+    key: str | None = None
+    """The job key of a per-key breaker (``key_circuit_breaker``), as the jobs carry it; None: the task's own."""
 
 
 class TaskDefaults(NamedTuple):
@@ -492,6 +496,12 @@ class TaskDefaults(NamedTuple):
     """The most tokens the task's bucket holds (None: the rate's count)."""
     circuit_breaker: CircuitBreaker | None = None
     """Its circuit breaker (None: none)."""
+    key_rate: str | None = None
+    """Jobs admitted per second, minute or hour **for each flow key** of the task's jobs (``"10/m"``)."""
+    key_burst: int | None = None
+    """The most tokens each key's bucket holds (None: the key rate's count)."""
+    key_circuit_breaker: CircuitBreaker | None = None
+    """A circuit breaker for each flow key of the task's jobs: an open one keeps the key's jobs blocked."""
 
 
 class KeptResult(NamedTuple):
@@ -814,6 +824,14 @@ class Journal(Protocol):
         (`fail` counts a failed attempt; `complete` of a half-open task's job closes it) and
         in a lease (open -> half-open once its cool-down is over)."""
 
+    def key_breakers(self, limit: int) -> tuple[list[BreakerState], dict[str, int]]:
+        """The per-key circuit breakers (``key_circuit_breaker``) that are not closed: at most
+        `limit` of them (open first, then by task and key), and how many there are in all by
+        state (``{"open": n, "half_open": m}``, states with none left out).
+
+        A key's breaker moves in the transactions that store its jobs' attempts' ends, and
+        when the key's jobs are admitted (open -> half-open once its cool-down is over)."""
+
     def complete(self, acks: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None,
                  results: Mapping[str, KeptResult] | None = None) -> int:
         """Move ``(job_id, lease_id)`` pairs from leased to succeeded.
@@ -932,13 +950,19 @@ class Journal(Protocol):
         """Extend the leases of live `owners` to now + `lease_for`. Returns rows renewed."""
 
     def promote(self) -> int:
-        """Move scheduled and retry jobs that are due to ready. Returns the number moved."""
+        """Move scheduled and retry jobs that are due to ready. Returns the number moved.
+
+        With per-key rules declared (``key_rate``, ``key_circuit_breaker``), also admit the
+        blocked jobs of up to `KEYS_PER_TICK` keys whose rules let them through again (a token
+        due, a cool-down over; counted in the number returned when made ready), and delete
+        up to `KEY_ROWS_PRUNED_PER_TICK` per-key rows that hold nothing (docs/rate-limits-and-breakers.md)."""
 
     def has_due(self) -> bool:
         """Whether a scheduled or retry job is due, read without taking a write lock.
 
         The scheduler asks this every tick and promotes only when it is True, so an idle
         node never writes (on SQLite a write would take the file's lock from producers).
+        True too when a key held back by its per-key rules is due (`promote` admits it).
         """
 
     def has_ready(self, queues: Sequence[str]) -> bool:

@@ -41,24 +41,26 @@ from actorq.errors import JournalError, JournalLocked, QueueFull
 from actorq.journal import _limits
 from actorq.journal._sqlitesql import ENQUEUE_COLUMNS, IN_CHUNK, RESULT_COLUMNS, in_list, numbered_list, values_rows
 from actorq.journal._sqlitesql import STATEMENTS as SQL
-from actorq.journal._sqltext import for_state, listing_reads
+from actorq.journal._sqltext import admitted_of_key, for_state, listing_reads
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_SYNCHRONOUS, DEFAULT_WAL_LIMIT_MB, MAX_SECONDS, SQLITE_PREFIX, SYNCHRONOUS_LEVELS,
     JournalConfig, check_url, redact_url,
 )
 from actorq.journal.protocol import (
     TERMINAL_STATES, Attempt, BreakerState, CircuitBreaker, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState,
-    JobSummary, KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow, TaskDefaults,
+    KEY_ROWS_PRUNED_PER_TICK, KEYS_PER_TICK, JobSummary, KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow,
+    TaskDefaults,
     check_clear, check_failures, check_listing, check_prune, merge_pages,
 )
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 12  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
+SCHEMA_VERSION = 13  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
 # 6: paused queues, job time limits; 7: unique periods (unique_until); 8: the index of finished jobs (retention);
 # 9: queue limits (actorq_queues, the index of waiting jobs by queue);
 # 10: the operator's partial index of jobs by state and queue (listings);
-# 11: flow keys (blocked jobs, admission triggers); 12: rate limits (a token bucket per queue), task rules, breakers
+# 11: flow keys (blocked jobs, admission triggers); 12: rate limits (a token bucket per queue), task rules, breakers;
+# 13: rules per flow key (actorq_key_rules)
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 LOCK_FIRST_DELAY, LOCK_MAX_DELAY = 50e-6, 2e-3  # seconds between tries for the write lock (`_begin`)
@@ -155,6 +157,56 @@ if _RULES_SQL["lease_task"] == SQL.lease or _RULES_SQL["lease_others"] == SQL.le
     raise RuntimeError("the lease statement has no 'AND queue IN ({marks})' to narrow")
 
 
+# Rules per flow key (schema 13); only a journal with a task declared with key rules runs these.
+_KEYS_SQL = {
+    "declare": ("UPDATE actorq_tasks SET key_rate = ?, key_burst = ?, key_breaker_failures = ?, key_breaker_window = ?,"
+                " key_breaker_cool_down = ?, key_breaker_probes = ? WHERE name = ?"),
+    "read": ("SELECT name, queue, priority, max_attempts, key_rate, key_burst, key_breaker_failures,"
+             " key_breaker_window, key_breaker_cool_down, key_breaker_probes FROM actorq_tasks"
+             " WHERE key_rate IS NOT NULL OR key_breaker_failures IS NOT NULL"),
+    # the key's first blocked job (its task's rules and its limit bound the admission), the key's
+    # admitted jobs, and the (task, key)'s row if it has one
+    "head": ("SELECT j.task, j.flow_limit, " + admitted_of_key('actorq_jobs', '?1')
+             + ", k.tokens, k.tokens_at, k.state, k.failed_at, k.opened_at FROM actorq_jobs j"
+             " LEFT JOIN actorq_key_rules k ON k.task = j.task AND k.flow_key = j.flow_key"
+             " WHERE j.flow_key = ?1 AND j.state = 'blocked' ORDER BY j.id LIMIT 1"),
+    "row": "SELECT tokens, tokens_at, state, failed_at, opened_at FROM actorq_key_rules WHERE task = ? AND flow_key = ?",
+    "put": (
+        "INSERT INTO actorq_key_rules (task, flow_key, tokens, tokens_at, state, failed_at, opened_at, due_at,"
+        " idle_at, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (task, flow_key) DO UPDATE SET tokens = excluded.tokens, tokens_at = excluded.tokens_at,"
+        " state = excluded.state, failed_at = excluded.failed_at, opened_at = excluded.opened_at,"
+        " due_at = excluded.due_at, idle_at = excluded.idle_at, changed_at = excluded.changed_at"
+    ),
+    # ?1 the key, ?2 now, ?3 how many its rules let in: its earliest blocked jobs
+    "admit": (
+        "UPDATE actorq_jobs SET state = CASE WHEN run_at > ?2 THEN 'scheduled' ELSE 'ready' END"
+        " WHERE id IN (SELECT id FROM actorq_jobs WHERE flow_key = ?1 AND state = 'blocked' ORDER BY id LIMIT ?3)"
+        " RETURNING queue, state"
+    ),
+    "due": "SELECT task, flow_key FROM actorq_key_rules WHERE due_at <= ? ORDER BY due_at LIMIT ?",
+    "drop": "DELETE FROM actorq_key_rules WHERE task = ?",
+    "undue": "UPDATE actorq_key_rules SET due_at = NULL WHERE task = ? AND flow_key = ?",
+    "prune": (
+        "DELETE FROM actorq_key_rules WHERE (task, flow_key) IN (SELECT task, flow_key FROM actorq_key_rules"
+        " WHERE idle_at <= ? AND due_at IS NULL LIMIT ?)"
+    ),
+    "has_due": ("SELECT EXISTS (SELECT 1 FROM actorq_key_rules WHERE due_at <= ?1)"
+                " OR EXISTS (SELECT 1 FROM actorq_key_rules WHERE idle_at <= ?1 AND due_at IS NULL)"),
+    # the half-open keys of the jobs this complete ended: a probe's success closes them
+    "half_open_done": (
+        "SELECT k.task, k.flow_key, k.tokens, k.tokens_at, k.state, k.failed_at, k.opened_at, k.due_at"
+        " FROM actorq_jobs j JOIN actorq_key_rules k ON k.task = j.task AND k.flow_key = j.flow_key"
+        " WHERE j.id IN ({marks}) AND j.state = 'succeeded' AND k.state = 'half_open'"
+    ),
+    "not_closed": (
+        "SELECT task, flow_key, tokens, tokens_at, state, failed_at, opened_at FROM actorq_key_rules"
+        " WHERE state <> 'closed' ORDER BY state = 'half_open', task, flow_key LIMIT ?"
+    ),
+    "not_closed_counts": "SELECT state, count(*) FROM actorq_key_rules WHERE state <> 'closed' GROUP BY state",
+}
+
+
 def _bucket(limits: QueueLimits) -> tuple[str | None, float | None, int | None]:
     """The stored rate columns of `limits`: (rate, tokens per second, burst), or Nones."""
     if limits.rate is None:
@@ -165,6 +217,9 @@ def _bucket(limits: QueueLimits) -> tuple[str | None, float | None, int | None]:
 
 def _schema_sql(version: int) -> str:
     return resources.files("actorq.journal").joinpath(f"sql/sqlite_v{version}.sql").read_text()
+
+
+_HELD = 1 << 40  # an ordinal past every limit: the enqueue leaves the row blocked
 
 
 def _enqueue_row(job: NewJob, now: float, nth: int) -> tuple[object, ...]:
@@ -238,6 +293,7 @@ class SQLiteJournal:
         self._busy_ms = int(busy_timeout * 1000)
         self._queues = _limits.LimitsCache()
         self._rules = _limits.LimitsCache()  # the tasks declared with rules, read again every 5 s
+        self._key_rules = _limits.LimitsCache()  # the tasks declared with rules per key, the same way
         self.rate_wait: float | None = None
         """After a lease: seconds until the next token of a rate it found empty (None: no bucket ran out)."""
         self.lock_waits = 0
@@ -527,18 +583,25 @@ class SQLiteJournal:
             jobs = sorted(jobs, key=lambda j: j.id)
         rest = [j for j in jobs if not j.discard_over_limit]
         alone = [j for j in jobs if j.discard_over_limit]  # discarding jobs: one statement each, after the others
+        ruled = self._key_rules.get(self.key_rules) if any(j.flow_key is not None for j in jobs) else {}
         with self.transaction():
             added = 0
             for chunk in _chunks(rest, self._rows_per_insert):  # multi-row VALUES
                 ordinals, again = _limits.key_ordinals(chunk)  # counted within the statement
+                keys: set[str] = set()
+                if ruled:  # a task's keyed jobs with rules per key go in blocked; its rules admit them after
+                    held = [j.flow_key is not None and j.task in ruled for j in chunk]
+                    ordinals = [_HELD if hold else nth for nth, hold in zip(ordinals, held)]
+                    keys.update(j.flow_key for j, hold in zip(chunk, held) if hold)  # type: ignore[misc]
                 params = [value for job, nth in zip(chunk, ordinals) for value in _enqueue_row(job, now, nth)]
                 inserted = self._conn.execute(SQL.enqueue.format(marks=values_rows(len(chunk))), params).rowcount
                 if inserted < len(chunk):  # a row skipped: an ordinal may count a job that is not there
-                    self._admit(again, now)
+                    keys.update(again)
+                self._admit(keys, now)
                 added += inserted
             for job in alone:  # each one's count of its key sees the jobs added and admitted before it
                 added += self._conn.execute(SQL.enqueue.format(marks=values_rows(1)),
-                                            _enqueue_row(job, now, 0)).rowcount
+                                            _enqueue_row(job, now, _HELD if job.task in ruled else 0)).rowcount
                 self._admit([job.flow_key], now)  # type: ignore[list-item]
             return added
 
@@ -551,12 +614,99 @@ class SQLiteJournal:
             SQL.blocked_keys.format(marks=in_list(len(chunk))), chunk)]
         self._admit(keys, self._clock())
 
-    def _admit(self, keys: Collection[str], now: float) -> None:
+    def _admit(self, keys: Collection[str], now: float) -> int:
         """Fill the free slots of `keys` from their blocked jobs, in id order; note the queues
-        that got a ready job for `take_admitted`."""
+        that got a ready job for `take_admitted`. A key whose first blocked job's task has rules
+        per key is admitted within them (`_admit_ruled`). Returns how many were made ready."""
+        ruled = self._key_rules.get(self.key_rules) if keys else {}
+        ready = 0
         for key in sorted(keys):
-            self._admitted.update(queue for queue, state in self._conn.execute(SQL.admit, (key, now))
-                                  if state == JobState.READY)
+            if ruled:
+                head = self._conn.execute(_KEYS_SQL["head"], (key,)).fetchone()
+                if head is None:
+                    continue
+                if head[0] in ruled:
+                    ready += self._admit_ruled(key, ruled[head[0]], head[1], head[2],
+                                               None if head[5] is None else _limits.KeyRow(*head[3:]), now)
+                    continue
+            for queue, state in self._conn.execute(SQL.admit, (key, now)):
+                if state == JobState.READY:
+                    self._admitted.add(queue)
+                    ready += 1
+        return ready
+
+    def _admit_ruled(self, key: str, rules: TaskDefaults, limit: int, admitted: int, stored: _limits.KeyRow | None,
+                     now: float) -> int:
+        """Admit `key`'s blocked jobs into its free slots within its rules (a token each from its
+        bucket, its breaker closed or half-open with probes left); store its row with when its
+        rules let more in (due_at, for `promote`)."""
+        if limit - admitted <= 0:  # no free slot: a job of the key finishing comes back here
+            return 0
+        room, row, wait = _limits.key_room(rules, stored, now, limit - admitted, admitted)
+        got = self._conn.execute(_KEYS_SQL["admit"], (key, now, room)).fetchall() if room > 0 else []
+        row, due, idle = _limits.key_spent(rules, row, len(got), now, wait)
+        self._conn.execute(_KEYS_SQL["put"], (rules.name, key, *row, due, idle, now))
+        ready = 0
+        for queue, state in got:
+            if state == JobState.READY:
+                self._admitted.add(queue)
+                ready += 1
+        return ready
+
+    def key_rules(self) -> dict[str, TaskDefaults]:
+        """``{task: its per-key rules}`` of every declared task with a key rate or a key breaker."""
+        with self._reading():
+            return {row[0]: _limits.key_rules_of(row) for row in self._conn.execute(_KEYS_SQL["read"])}
+
+    def key_breakers(self, limit: int) -> tuple[list[BreakerState], dict[str, int]]:
+        """The per-key breakers not closed: at most `limit`, and how many by state (see `Journal.key_breakers`)."""
+        ruled = self._key_rules.get(self.key_rules)
+        with self._reading():
+            rows = self._conn.execute(_KEYS_SQL["not_closed"], (max(0, limit),)).fetchall()
+            counts = dict(self._conn.execute(_KEYS_SQL["not_closed_counts"]).fetchall())
+        shown = []
+        for task, key, *row in rows:
+            breaker = ruled[task].key_circuit_breaker if task in ruled else None
+            shown.append(_limits.key_breaker_state(task, key, _limits.KeyRow(*row),
+                                                   None if breaker is None else breaker.cool_down))
+        return shown, {state: counts[state] for state in (_limits.OPEN, _limits.HALF_OPEN) if counts.get(state)}
+
+    def _keys_failed(self, failed: Sequence[tuple[str, str]], now: float) -> None:
+        """Count a failed attempt of each (task, key) whose task has a key breaker."""
+        ruled = self._key_rules.get(self.key_rules)
+        for task, key in failed:
+            rules = ruled.get(task)
+            if rules is None or rules.key_circuit_breaker is None:
+                continue
+            stored = self._conn.execute(_KEYS_SQL["row"], (task, key)).fetchone()
+            before = None if stored is None else _limits.KeyRow(*stored)
+            row, due, idle = _limits.key_failed(rules, before, now)
+            self._conn.execute(_KEYS_SQL["put"], (task, key, *row, due, idle, now))
+            if row.state == _limits.OPEN and (before is None or before.state != _limits.OPEN):
+                logger.warning("task %s key %s: circuit breaker open (%s)", task, _limits.shown_key(key),
+                               "a probe failed" if before is not None and before.state == _limits.HALF_OPEN
+                               else "too many failed attempts")
+
+    def _keys_succeeded(self, job_ids: Sequence[str], now: float) -> None:
+        """Close the half-open key breakers of the jobs of `job_ids` that succeeded."""
+        ruled = self._key_rules.get(self.key_rules)
+        for chunk in _chunks(job_ids):
+            for task, key, *stored, due in self._conn.execute(
+                    _KEYS_SQL["half_open_done"].format(marks=in_list(len(chunk))), chunk).fetchall():
+                if task not in ruled:
+                    continue
+                row = _limits.KeyRow(*stored)._replace(state=_limits.CLOSED, failed_at="[]")
+                self._conn.execute(_KEYS_SQL["put"], (task, key, *row, due, _limits.key_idle_at(ruled[task], row, now),
+                                                      now))
+
+    def _admit_due_keys(self, now: float) -> int:
+        """Admit the keys whose rules let them through again (at most `KEYS_PER_TICK`), then
+        delete idle key rows (at most `KEY_ROWS_PRUNED_PER_TICK`); returns the jobs made ready."""
+        due = self._conn.execute(_KEYS_SQL["due"], (now, KEYS_PER_TICK)).fetchall()
+        self._conn.executemany(_KEYS_SQL["undue"], due)
+        ready = self._admit({key for _, key in due}, now)
+        self._conn.execute(_KEYS_SQL["prune"], (now, KEY_ROWS_PRUNED_PER_TICK))
+        return ready
 
     def take_admitted(self) -> set[str]:
         """The queues keyed jobs were admitted to (made ready) since the last call: a job of
@@ -749,6 +899,8 @@ class SQLiteJournal:
                 for chunk in _chunks(ids):
                     accepted += self._conn.execute(
                         SQL.complete.format(marks=in_list(len(chunk))), (now, lease_id, *chunk)).rowcount
+            if any(t.key_circuit_breaker is not None for t in self._key_rules.get(self.key_rules).values()):
+                self._keys_succeeded(list(dict.fromkeys(job_id for job_id, _ in original)), now)
             if any(t.circuit_breaker is not None for t in self._rules.get(self.task_rules).values()):
                 done = list(dict.fromkeys(job_id for job_id, _ in original))
                 for chunk in _chunks(done):  # a probe's success closes its half-open breaker
@@ -765,6 +917,7 @@ class SQLiteJournal:
         now = self._clock()
         accepted = 0
         failed_tasks: list[str] = []
+        failed_keys: list[tuple[str, str]] = []
         with self.transaction():
             for f in failures:
                 row = self._conn.execute(SQL.fail, (
@@ -775,8 +928,12 @@ class SQLiteJournal:
                     accepted += 1
                     self._conn.execute(SQL.fail_error, (f.job_id, row[0], now, f.error))
                     failed_tasks.append(row[1])
+                    if row[2] is not None:
+                        failed_keys.append((row[1], row[2]))
             if failed_tasks and self._rules.get(self.task_rules):  # no rules: nothing more
                 self._breakers_failed(failed_tasks, now)
+            if failed_keys and self._key_rules.get(self.key_rules):
+                self._keys_failed(failed_keys, now)
         return accepted
 
     def release(self, leases: Sequence[tuple[str, int]], *, busy: list[tuple[str, int]] | None = None) -> int:
@@ -830,15 +987,21 @@ class SQLiteJournal:
             return
         _limits.check_task_rules(list(latest.values()))
         now = self._clock()
+        had_keys = self._key_rules.get(self.key_rules)
         with self.transaction(), self._savepoint():
+            # declared again without rules per key: its keys' rows go
+            self._conn.executemany(_KEYS_SQL["drop"], [(t.name,) for t in latest.values()
+                                                       if t.name in had_keys and not _limits.has_key_rules(t)])
             self._conn.executemany(SQL.declare_tasks, [
                 (t.name, t.queue, t.priority, t.max_attempts, t.unique_for, now, t.concurrency, *_limits.task_bucket(t),
                  *_limits.breaker_columns(t), t.concurrency_limit, t.on_conflict) for t in latest.values()])
+            self._conn.executemany(_KEYS_SQL["declare"], [(*_limits.key_columns(t), t.name) for t in latest.values()])
             self._conn.executemany(_RULES_SQL["breaker_declare"],
                                    [(t.name, now) for t in latest.values() if t.circuit_breaker is not None])
             self._conn.executemany(_RULES_SQL["breaker_drop"],
                                    [(t.name,) for t in latest.values() if t.circuit_breaker is None])
         self._rules.forget()
+        self._key_rules.forget()
 
     def task_rules(self) -> dict[str, TaskDefaults]:
         """``{task: its declaration}`` of every declared task with a concurrency, a rate or a circuit breaker."""
@@ -924,13 +1087,23 @@ class SQLiteJournal:
 
     def promote(self) -> int:
         """Move due scheduled and retry jobs to ready; returns the number moved."""
+        now = self._clock()
         with self.transaction():
-            return self._conn.execute(SQL.promote, (self._clock(),)).rowcount
+            promoted = self._conn.execute(SQL.promote, (now,)).rowcount
+            if self._key_rules.get(self.key_rules):
+                promoted += self._admit_due_keys(now)
+            return promoted
 
     def has_due(self) -> bool:
         """Whether a scheduled or retry job is due (a read: no write lock is taken)."""
+        now = self._clock()
         with self._reading():
-            return bool(self._conn.execute(SQL.has_due, (self._clock(),)).fetchone()[0])
+            if self._conn.execute(SQL.has_due, (now,)).fetchone()[0]:
+                return True
+        if not self._key_rules.get(self.key_rules):
+            return False
+        with self._reading():
+            return bool(self._conn.execute(_KEYS_SQL["has_due"], (now,)).fetchone()[0])
 
     def has_ready(self, queues: Sequence[str]) -> bool:
         """Whether a job of `queues` is ready (a read: no write lock is taken)."""

@@ -137,6 +137,7 @@ def _parse_arg(text: str) -> Any:
 
 # -- run ---------------------------------------------------------------------------------
 BREAKERS_EVERY = 5.0  # seconds between two reads of the breakers for the progress line
+STATUS_KEY_BREAKERS = 20  # per-key breakers not closed that `actorq status` lists (there can be millions of keys)
 
 
 class _ProgressPrinter:
@@ -151,6 +152,8 @@ class _ProgressPrinter:
         self.last_time = time.monotonic()
         self.idle_reported = False
         self.breakers: dict[str, int] = {}  # {"open": n, "half_open": n}, those not zero
+        self.key_breakers: dict[str, int] = {}  # the same, of the per-key breakers
+        self.key_breakers_shown: dict[str, int] = {}
         self.breakers_shown: dict[str, int] = {}
         self.breakers_read: float | None = None  # clock() of the last read started
         self.reading: asyncio.Task[None] | None = None
@@ -176,6 +179,10 @@ class _ProgressPrinter:
             return
         counts = Counter(b.state for b in states if b.state != "closed")
         self.breakers = {state: counts[state] for state in ("open", "half_open") if counts[state]}
+        try:
+            self.key_breakers = await self.node.key_breakers()
+        except Exception as exc:
+            logger.debug("progress: the key breakers could not be read: %s", exc)
 
     def tick(self) -> None:
         p = self.node.progress()
@@ -183,13 +190,15 @@ class _ProgressPrinter:
         done = p.succeeded + p.failed
         rate = (done - self.last_done) / max(now - self.last_time, 1e-9)
         active = not p.idle or done != self.last_done
-        changed = self.breakers != self.breakers_shown  # a breaker opened or closed while idle: said
+        changed = (self.breakers != self.breakers_shown  # a breaker opened or closed while idle: said
+                   or self.key_breakers != self.key_breakers_shown)
         if not self.quiet and (active or changed or not self.idle_reported):
             _err(
                 f"[actorq] {p.succeeded:,} succeeded  {p.failed:,} failed  {rate:,.0f} jobs/s  "
                 f"in flight {p.in_flight}  workers {p.workers}  restarts {p.worker_restarts}"
                 + (f"  stale acks {p.stale_acks}" if p.stale_acks else "")
                 + "".join(f"  breakers {state.replace('_', '-')}: {n}" for state, n in self.breakers.items())
+                + "".join(f"  key breakers {state.replace('_', '-')}: {n:,}" for state, n in self.key_breakers.items())
                 + (f"  JOURNAL UNAVAILABLE, retrying: {p.journal_error}" if p.journal_error else "")
                 + (f"  waiting on the journal for {p.journal_wait:.0f} s (a lock or the disk)"
                    if p.journal_wait >= JOURNAL_WAIT_REPORTED else "")
@@ -197,6 +206,7 @@ class _ProgressPrinter:
             )
             self.idle_reported = not active
             self.breakers_shown = self.breakers
+            self.key_breakers_shown = self.key_breakers
         self.last_done, self.last_time = done, now
 
 
@@ -331,6 +341,12 @@ def _describe_policy(policy: TaskPolicy) -> str:
         b = policy.circuit_breaker
         parts.append(f"circuit breaker {b.failures} failures in {b.window:g} s, cool-down {b.cool_down:g} s, "
                      f"{b.probes} probe{'s' if b.probes != 1 else ''}")
+    if policy.key_rate is not None:
+        parts.append(f"key rate {policy.key_rate} (burst {parse_rate(policy.key_rate, policy.key_burst).burst:,}) per key")
+    if policy.key_circuit_breaker is not None:
+        b = policy.key_circuit_breaker
+        parts.append(f"key circuit breaker {b.failures} failures in {b.window:g} s, cool-down {b.cool_down:g} s, "
+                     f"{b.probes} probe{'s' if b.probes != 1 else ''}, per key")
     return ", ".join(parts)
 
 
@@ -438,6 +454,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         paused = client.paused_queues()
         limits = client.queue_limits()
         breakers = client.breakers()
+        key_breakers, key_counts = client.key_breakers(STATUS_KEY_BREAKERS)
     node, lines = _node_status(config, args.timeout)
     if args.json:
         stored = {name: {key: value for key, value in (("concurrency", q.concurrency), ("max_depth", q.max_depth),
@@ -445,8 +462,11 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
                          if value is not None} for name, q in sorted(limits.items())}
         circuits = {b.task: {"state": b.state, "failures": b.failures, "opened_at": b.opened_at,
                              "reopens_at": b.reopens_at} for b in breakers}
-        _out(json.dumps({"queues": counts, "paused": paused, "limits": stored, "breakers": circuits, "node": node},
-                        sort_keys=True))
+        by_key = {"listed": [{"task": b.task, "key": b.key, "state": b.state, "failures": b.failures,
+                              "opened_at": b.opened_at, "reopens_at": b.reopens_at} for b in key_breakers],
+                  "open": key_counts.get("open", 0), "half_open": key_counts.get("half_open", 0)}
+        _out(json.dumps({"queues": counts, "paused": paused, "limits": stored, "breakers": circuits,
+                         "key_breakers": by_key, "node": node}, sort_keys=True))
         return EXIT_OK
     states = [str(state) for state in JobState]
     _out(f"journal {config.journal.describe()}")
@@ -463,6 +483,12 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
             _out(f"queue {name}: {', '.join(rules)} (docs/flow-control.md)")
     for breaker in breakers:
         _out(f"task {breaker.task}: circuit breaker {_breaker_text(breaker)}")
+    for breaker in key_breakers:
+        _out(f"task {breaker.task} key {breaker.key!r}: circuit breaker {_breaker_text(breaker)}")
+    more = sum(key_counts.values()) - len(key_breakers)
+    if more > 0:
+        _out(f"... and {more:,} more keys' circuit breakers not closed "
+             f"({key_counts.get('open', 0):,} open, {key_counts.get('half_open', 0):,} half-open in all)")
     for line in lines:
         _out(line)
     return EXIT_OK

@@ -464,6 +464,11 @@ class Node:
         when none of its tasks declares one)."""
         return await self._runtime().breakers()
 
+    async def key_breakers(self) -> dict[str, int]:
+        """How many per-key circuit breakers of the journal are open and half-open
+        (``{}``, with no journal read, when none of this node's tasks declares a key breaker)."""
+        return await self._runtime().key_breakers()
+
     async def wait_idle(self, timeout: float = 60.0, poll: float = 0.05) -> dict[str, dict[str, int]]:
         """Wait until no job is ready, leased, scheduled or in retry; return the counts.
 

@@ -13,6 +13,7 @@ import json
 import pytest
 
 from actorq import Job, Node
+from actorq.node.cli import _ProgressPrinter
 from actorq.node.cli import main as cli_main
 from actorq.node.config import ConfigError, parse_config
 
@@ -108,6 +109,10 @@ async def test_a_task_s_concurrency_holds_across_worker_processes(topology, tmp_
     ({"rate": 10}, "task 'x': rate: expected a rate"),
     ({"rate": "10/s", "burst": 0}, "task 'x': burst: expected a burst: an integer from 1"),
     ({"burst": 3}, "task 'x': burst needs a rate"),
+    ({"key_rate": "10/day"}, "task 'x': key_rate: expected a rate 'COUNT/UNIT'"),
+    ({"key_rate": "10/s", "key_burst": 0}, "task 'x': key_burst: expected a burst: an integer from 1"),
+    ({"key_burst": 3}, "task 'x': key_burst needs a key_rate"),
+    ({"key_circuit_breaker": {"failures": 2}}, "task 'x': key_circuit_breaker must be a CircuitBreaker"),
 ])
 def test_task_rules_are_checked_where_the_task_is_declared(options, message) -> None:
     from actorq import TaskRegistry
@@ -166,3 +171,56 @@ def test_a_circuit_breaker_option_must_be_a_circuit_breaker() -> None:
     task = registry.task("x", circuit_breaker=CircuitBreaker(failures=2), concurrency=3, rate="5/m")(lambda: None)
     policy = task.policy  # the policy travels as JSON from the task check to the node: it round-trips
     assert TaskPolicy.from_dict(policy.to_dict()) == policy and policy.circuit_breaker == CircuitBreaker(failures=2)
+    keyed = registry.task("y", key_rate="5/m", key_burst=2, key_circuit_breaker=CircuitBreaker(probes=2))(lambda: None)
+    assert TaskPolicy.from_dict(keyed.policy.to_dict()) == keyed.policy
+
+
+KEY_BREAKER = """
+import os
+from actorq import CircuitBreaker
+
+@registry.task("keys.call", queue="partner", max_attempts=1, concurrency_limit=2,
+               key_circuit_breaker=CircuitBreaker(failures=2, window=60, cool_down=60, probes=1))
+def call(flag_dir, key):
+    ctx = current_job()
+    if os.path.exists(os.path.join(flag_dir, key)):
+        ledger.record(ctx.id, ctx.attempt, tag="fail")
+        raise OSError(f"partner {key} down")
+    ledger.record(ctx.id, ctx.attempt, tag="ok")
+"""
+
+
+async def test_a_key_s_breaker_holds_that_key_s_jobs_while_another_key_s_run(topology, tmp_path, capsys) -> None:
+    from actorq.testing import eventually
+
+    (tmp_path / "down").write_text("down")  # the partner of key "down" fails; that of "up" works
+    topo = topology(KEY_BREAKER, processes=2, concurrency=2, queues=("partner",))
+    async with Node(topo.config) as node:
+        down = await node.queue().enqueue_many([Job("keys.call", [str(tmp_path), "down"], concurrency_key="down")
+                                                for _ in range(8)])
+        up = await node.queue().enqueue_many([Job("keys.call", [str(tmp_path), "up"], concurrency_key="up")
+                                              for _ in range(10)])
+        with topo.client() as client:
+            def settled() -> bool:
+                states = topo.states()
+                return (client.key_breakers()[1] == {"open": 1}
+                        and all(states.get(i) == "succeeded" for i in up)
+                        and all(states.get(i) in ("dead", "blocked") for i in down))
+
+            await eventually(settled, timeout=30, message="key down's breaker open, key up's jobs done")
+            (shown,), _ = client.key_breakers()
+            assert (shown.task, shown.key, shown.state) == ("keys.call", "down", "open")
+            assert await node.key_breakers() == {"open": 1}
+            printer = _ProgressPrinter(node, quiet=False)
+            await printer.read_breakers()  # type: ignore[misc]
+            printer.tick()
+            assert "  key breakers open: 1" in capsys.readouterr().err  # the progress line of `actorq run`
+            assert cli_main(["status", "--config", str(topo.toml_path), "--timeout", "0.2"]) == 0
+            assert "task keys.call key 'down': circuit breaker open: its jobs wait" in capsys.readouterr().out
+    states = topo.states()
+    failed = [i for i in down if states[i] == "dead"]  # its one attempt failed
+    # the 2 failures that opened it, and at most the 2 jobs its slots held then; the rest wait, none failed
+    assert 2 <= len(failed) <= 4 and sum(states[i] == "blocked" for i in down) == 8 - len(failed)
+    assert sum(e.tag == "ok" for e in topo.ledger.read()) == 10
+    assert cli_main(["check", "--config", str(topo.toml_path)]) == 0
+    assert "key circuit breaker 2 failures in 60 s, cool-down 60 s, 1 probe, per key" in capsys.readouterr().out

@@ -214,8 +214,8 @@ class Backend(ContractBackend):
         return journal
 
     def raw(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Run one SQL statement outside the journal (``?`` placeholders, tables ``actorq_jobs``
-        and ``actorq_errors``).
+        """Run one SQL statement outside the journal (``?`` placeholders, tables ``actorq_jobs``,
+        ``actorq_errors`` and ``actorq_key_rules``).
 
         Raises the driver's own exception (sqlite3.Error or psycopg.Error).
         """
@@ -228,6 +228,7 @@ class Backend(ContractBackend):
         schema = self.options["schema"]
         statement = statement.replace("?", "%s").replace("actorq_jobs", f'"{schema}".actorq_jobs')
         statement = statement.replace("actorq_errors", f'"{schema}".actorq_errors')
+        statement = statement.replace("actorq_key_rules", f'"{schema}".actorq_key_rules')
         with pg_admin() as conn:
             cur = conn.execute(statement, params)
             return cur.fetchall() if cur.description else []
@@ -271,6 +272,12 @@ class Backend(ContractBackend):
     def age_breakers(self, seconds: float) -> None:
         """Move every circuit breaker's opening `seconds` into the past (its cool-down passes)."""
         self.raw(f"UPDATE {self._table('actorq_breakers')} SET opened_at = opened_at - ?", seconds)
+
+    def age_keys(self, seconds: float) -> None:
+        """Move every per-key rule row `seconds` into the past: its bucket refills, its breaker's
+        cool-down passes, it falls due."""
+        self.raw("UPDATE actorq_key_rules SET tokens_at = tokens_at - ?, opened_at = opened_at - ?,"
+                 " due_at = due_at - ?, idle_at = idle_at - ?", seconds, seconds, seconds, seconds)
 
     def set_breaker_failures(self, times: Sequence[float]) -> None:
         """Make every breaker's recorded failures those at `times` (e.g. long ago)."""

@@ -148,7 +148,8 @@ def test_enqueue_then_status_then_burst_run(topology: Path) -> None:
 def _counts_with_no_node(stdout: str) -> dict[str, dict[str, int]]:
     """The counts of a ``status --json`` run with no node: its "node" entry says so."""
     report = json.loads(stdout)
-    assert sorted(report) == ["breakers", "limits", "node", "paused", "queues"] and report["breakers"] == {}
+    assert sorted(report) == ["breakers", "key_breakers", "limits", "node", "paused", "queues"]
+    assert report["breakers"] == {} and report["key_breakers"] == {"listed": [], "open": 0, "half_open": 0}
     assert report["paused"] == [] and report["limits"] == {}
     node = report["node"]
     assert node["running"] is False and "no node is running on this journal" in node["detail"], node

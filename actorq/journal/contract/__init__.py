@@ -110,6 +110,11 @@ class ContractBackend:
         """Make every breaker's recorded failures those at `times`; default: skip."""
         pytest.skip(f"the {self.name} journal cannot set a breaker's failures")
 
+    def age_keys(self, seconds: float) -> None:
+        """Move every per-key rule row (its bucket, its breaker's opening, when it is due)
+        `seconds` into the past; default: skip."""
+        pytest.skip(f"the {self.name} journal cannot age its keys' rules")
+
     def error_rows(self, job_ids: Sequence[str]) -> int:
         """How many error rows the journal keeps of `job_ids`; default: skip."""
         pytest.skip(f"the {self.name} journal cannot count its error rows")
@@ -161,6 +166,16 @@ class MemoryBackend(ContractBackend):
         breakers = self._first.store.state.breakers
         for task, (state, _, opened_at) in breakers.items():
             breakers[task] = (state, json.dumps(list(times)), opened_at)
+
+    def age_keys(self, seconds: float) -> None:
+        keys = self._first.store.state.keys
+
+        def back(at: float | None) -> float | None:
+            return None if at is None else at - seconds
+
+        for name, (row, due, idle) in keys.items():
+            keys[name] = (row._replace(tokens_at=back(row.tokens_at), opened_at=back(row.opened_at)),
+                          back(due), back(idle))
 
     def error_rows(self, job_ids: Sequence[str]) -> int:
         details = [self._first.inspect(job_id) for job_id in job_ids]

@@ -340,3 +340,204 @@ def test_a_task_s_concurrency_and_breaker_hold_between_racing_journals(backend: 
     assert 4 <= sum(failed) <= 4 + len(others) - 1
     assert [(b.state, b.failures) for b in journal.breakers()] == [("open", 0)]
     assert all(j.lease(["f"], "late", 10, HOUR) == [] for j in others)  # open for every node
+
+
+# -- rules per flow key: admission within each key's bucket and breaker ---------------------------
+
+
+def _keyed(prefix: str, key: str, count: int, task: str = "k", limit: int = 100) -> list[NewJob]:
+    return [NewJob(f"{prefix}{n:02d}", "q", task, b"\x90", max_attempts=9, concurrency_key=key, concurrency_limit=limit)
+            for n in range(count)]
+
+
+def _admitted(journal: Journal, prefix: str, count: int) -> int:
+    return sum(1 for n in range(count) if state(journal, f"{prefix}{n:02d}") is not JobState.BLOCKED)
+
+
+def test_a_key_rate_never_admits_more_than_its_bound_per_key_over_a_simulated_hour(
+        backend: Backend, journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("k", "q", 0, 9, key_rate="10/h", key_burst=3)])
+    journal.enqueue(_keyed("a", "A", 30) + _keyed("b", "B", 30) + _keyed("p", "P", 5, task="plain"))
+    # each key its own bucket: its burst now, the rest blocked (not failed); a task without key rules flows
+    assert (_admitted(journal, "a", 30), _admitted(journal, "b", 30), _admitted(journal, "p", 5)) == (3, 3, 5)
+    assert journal.lease(["q"], "w1", 100, HOUR) and journal.get("a29").attempts == 0
+    journal.enqueue(_keyed("c", "C", 30))  # a later key starts with a full bucket of its own
+    assert _admitted(journal, "c", 30) == 3
+    for step in range(1, 11):  # 10 steps of 360 s: one token each, for each key; nobody finishes a job
+        backend.age_keys(360)
+        assert journal.has_due()
+        journal.promote()
+        for prefix in "abc":
+            assert _admitted(journal, prefix, 30) <= 3 + step  # burst + rate * t, at every step
+    assert (_admitted(journal, "a", 30), _admitted(journal, "b", 30), _admitted(journal, "c", 30)) == (13, 13, 13)
+    backend.age_keys(100 * HOUR)  # a long quiet time fills a key's bucket to its burst, never past it
+    journal.promote()
+    assert _admitted(journal, "a", 30) == 16
+
+
+def test_a_key_breaker_holds_its_key_s_jobs_blocked_while_other_keys_flow(
+        backend: Backend, journal: Journal) -> None:
+    breaker = CircuitBreaker(failures=2, window=HOUR, cool_down=HOUR, probes=2)
+    journal.declare_tasks([TaskDefaults("k", "q", 0, 9, key_circuit_breaker=breaker)])
+    journal.enqueue(_keyed("a", "A", 8, limit=2) + _keyed("b", "B", 8, limit=2))
+    first = journal.lease(["q"], "w1", 100, HOUR)
+    assert sorted(j.id for j in first) == ["a00", "a01", "b00", "b01"]
+    a_jobs = [j for j in first if j.id.startswith("a")]
+    # a retry keeps its slot; its failure counts
+    assert journal.fail([Failure(a_jobs[0].id, a_jobs[0].lease_id, "OSError: down", JobState.RETRY,
+                                 retry_at=0.0)]) == 1
+    assert journal.key_breakers(10) == ([], {})
+    assert journal.fail([Failure(a_jobs[1].id, a_jobs[1].lease_id, "OSError: down", JobState.FAILED)]) == 1
+    (opened,), counts = journal.key_breakers(10)
+    assert (opened.task, opened.key, opened.state, counts) == ("k", "A", "open", {"open": 1})
+    assert opened.reopens_at is not None and opened.opened_at is not None
+    assert opened.reopens_at == pytest.approx(opened.opened_at + HOUR)
+    # the failed job freed its slot, but the open breaker keeps A's next jobs blocked; B flows
+    assert _admitted(journal, "a", 8) == 2
+    b_jobs = [j for j in first if j.id.startswith("b")]
+    assert journal.complete([(j.id, j.lease_id) for j in b_jobs]) == 2
+    assert _admitted(journal, "b", 8) == 4
+    journal.promote()  # a00's retry is due (it keeps its slot); nothing of A is admitted before the cool-down
+    assert _admitted(journal, "a", 8) == 2
+    # the cool-down over: half-open, `probes` admitted (one slot is held by a00's retry: one more)
+    backend.age_keys(HOUR)
+    assert journal.has_due()
+    journal.promote()
+    assert _admitted(journal, "a", 8) == 3
+    assert journal.key_breakers(10)[1] == {"half_open": 1}
+    probe = journal.lease(["q"], "w1", 100, HOUR)
+    a_probe = [j for j in probe if j.id == "a02"] + [j for j in probe if j.id == "a00"]
+    assert [j.id for j in a_probe] == ["a02", "a00"]  # the probe, and the retry (made ready above)
+    assert journal.complete([(a_probe[0].id, a_probe[0].lease_id)]) == 1  # a probe's success closes it
+    assert journal.key_breakers(10) == ([], {})
+    assert _admitted(journal, "a", 8) == 4  # closed: A's free slot is filled at once
+
+
+def test_a_key_breaker_half_open_admits_exactly_its_probes_and_a_failed_probe_opens_it(
+        backend: Backend, journal: Journal) -> None:
+    breaker = CircuitBreaker(failures=1, window=HOUR, cool_down=HOUR, probes=2)
+    journal.declare_tasks([TaskDefaults("k", "q", 0, 9, key_circuit_breaker=breaker)])
+    journal.enqueue(_keyed("a", "A", 10, limit=5))
+    first = journal.lease(["q"], "w1", 1, HOUR)
+    assert journal.fail([Failure(first[0].id, first[0].lease_id, "boom", JobState.FAILED)]) == 1
+    running = journal.lease(["q"], "w1", 100, HOUR)  # admitted before it opened: they run
+    assert len(running) == 4 and _admitted(journal, "a", 10) == 5
+    assert journal.complete([(j.id, j.lease_id) for j in running]) == 4
+    assert _admitted(journal, "a", 10) == 5  # open: their ends admitted nothing
+    backend.age_keys(HOUR)
+    journal.promote()
+    assert _admitted(journal, "a", 10) == 7  # exactly its 2 probes, though 5 slots are free
+    probes = journal.lease(["q"], "w1", 100, HOUR)
+    assert len(probes) == 2
+    assert journal.fail([Failure(probes[0].id, probes[0].lease_id, "boom", JobState.FAILED)]) == 1
+    assert journal.key_breakers(10)[1] == {"open": 1}  # a failed probe: open again
+    assert journal.complete([(probes[1].id, probes[1].lease_id)]) == 1  # a probe leased before: changes nothing
+    assert journal.key_breakers(10)[1] == {"open": 1} and _admitted(journal, "a", 10) == 7
+
+
+def test_key_breakers_are_listed_up_to_a_limit_and_counted(backend: Backend, journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("k", "q", 0, 9, key_circuit_breaker=CircuitBreaker(failures=1))])
+    journal.enqueue([job for key in "ABCDE" for job in _keyed(f"{key.lower()}", key, 1)])
+    leased = journal.lease(["q"], "w1", 100, HOUR)
+    assert journal.fail([Failure(j.id, j.lease_id, "boom", JobState.FAILED) for j in leased]) == 5
+    shown, counts = journal.key_breakers(2)
+    assert [(b.key, b.state) for b in shown] == [("A", "open"), ("B", "open")] and counts == {"open": 5}
+    journal.declare_tasks([TaskDefaults("k", "q", 0, 9)])  # declared again without rules per key: its rows go
+    assert journal.key_breakers(10) == ([], {})
+    if backend.name != "memory":
+        assert backend.raw("SELECT count(*) FROM actorq_key_rules")[0][0] == 0
+
+
+def test_idle_key_rows_are_deleted_and_change_nothing(backend: Backend, journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("k", "q", 0, 9, key_rate="10/h", key_burst=2,
+                                        key_circuit_breaker=CircuitBreaker(failures=3, window=60))])
+    journal.enqueue(_keyed("a", "A", 3))
+    assert _admitted(journal, "a", 3) == 2
+    backend.age_keys(HOUR)  # the bucket refilled (the third job admitted), then full again
+    journal.promote()
+    assert _admitted(journal, "a", 3) == 3
+    backend.age_keys(HOUR)
+    assert journal.has_due()  # an idle row: the tick deletes it
+    journal.promote()
+    try:
+        rows = backend.raw("SELECT count(*) FROM actorq_key_rules")[0][0]
+    except pytest.skip.Exception:
+        rows = len(journal.store.state.keys)  # type: ignore[attr-defined]
+    assert rows == 0
+    assert not journal.has_due()
+    journal.enqueue(_keyed("n", "A", 3))  # the key starts again from a full bucket, as before
+    assert _admitted(journal, "n", 3) == 2
+
+
+def test_key_rules_are_refused_when_out_of_range(journal: Journal) -> None:
+    for bad, error in [(TaskDefaults("t", "q", 0, 3, key_rate="5/week"), "key_rate"),
+                       (TaskDefaults("t", "q", 0, 3, key_rate="5/m", key_burst=0), "burst"),
+                       (TaskDefaults("t", "q", 0, 3, key_burst=4), "key_burst needs a key_rate")]:
+        with pytest.raises(ValueError, match=error):
+            journal.declare_tasks([bad])
+    assert journal.declared_tasks(["t"]) == {}
+
+
+def test_a_key_s_bucket_is_shared_by_racing_journals(backend: Backend, journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("k", "q", 0, 9, key_rate="2/h", key_burst=5)])
+    others = [backend.open() for _ in range(4)]
+    start = threading.Barrier(len(others))
+
+    def work(j: Journal, n: int) -> None:
+        start.wait()
+        for round_ in range(5):  # each adds jobs of the key, and ends what it leased: both admit
+            j.enqueue(_keyed(f"j{n}r{round_}-", "A", 2))
+            leased = j.lease(["q"], f"w{n}", 10, HOUR)
+            j.complete([(x.id, x.lease_id) for x in leased])
+
+    threads = [threading.Thread(target=work, args=(j, n)) for n, j in enumerate(others)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    counts = journal.counts()["q"]
+    assert counts.get("blocked", 0) == 40 - 5  # the key's one burst, whichever journal admitted
+    assert sum(counts.values()) == 40
+
+
+def test_an_open_key_breaker_whose_jobs_stopped_coming_is_forgotten(backend: Backend, journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("k", "q", 0, 9, key_circuit_breaker=CircuitBreaker(failures=1, window=60,
+                                                                                           cool_down=30))])
+    journal.enqueue(_keyed("a", "A", 1) + _keyed("b", "B", 2, limit=1))
+    leased = journal.lease(["q"], "w1", 10, HOUR)
+    assert journal.fail([Failure(j.id, j.lease_id, "boom", JobState.FAILED) for j in leased]) == 2
+    assert journal.key_breakers(10)[1] == {"open": 2}
+    backend.age_keys(100)  # past its cool-down and a window: A has no job left, B one blocked
+    journal.promote()
+    shown, counts = journal.key_breakers(10)
+    assert [(b.key, b.state) for b in shown] == [("B", "half_open")] and counts == {"half_open": 1}
+    assert _admitted(journal, "b", 2) == 2  # B's probe; A's row is gone: a new job of A is admitted as before
+    journal.enqueue(_keyed("n", "A", 1))
+    assert _admitted(journal, "n", 1) == 1
+
+
+def test_a_key_s_breaker_counts_racing_journals_failures_once_each(backend: Backend, journal: Journal) -> None:
+    journal.declare_tasks([TaskDefaults("k", "q", 0, 9, key_circuit_breaker=CircuitBreaker(failures=6, window=HOUR))])
+    journal.enqueue(_keyed("a", "A", 40, limit=4) + _keyed("b", "B", 40, limit=4))
+    others = [backend.open() for _ in range(4)]
+    start = threading.Barrier(len(others))
+
+    def work(j: Journal, n: int) -> None:
+        start.wait()
+        for _ in range(6):  # A's attempts fail, B's succeed; each end admits its key's next job
+            leased = j.lease(["q"], f"w{n}", 2, HOUR)
+            j.fail([Failure(x.id, x.lease_id, "boom", JobState.FAILED) for x in leased if x.id.startswith("a")])
+            j.complete([(x.id, x.lease_id) for x in leased if x.id.startswith("b")])
+
+    threads = [threading.Thread(target=work, args=(j, n)) for n, j in enumerate(others)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (opened,), counts = journal.key_breakers(10)
+    assert (opened.key, opened.state, counts) == ("A", "open", {"open": 1})
+    failed = sum(1 for n in range(40) if state(journal, f"a{n:02d}") is JobState.FAILED)
+    # the sixth failure opened it; the jobs A's 4 slots held then may fail after it, nothing more is admitted
+    assert 6 <= failed <= 6 + 4 - 1 and _admitted(journal, "a", 40) == failed + sum(
+        1 for n in range(40) if state(journal, f"a{n:02d}") in (JobState.READY, JobState.LEASED))
+    assert _admitted(journal, "b", 40) > 4  # B went on
