@@ -29,6 +29,8 @@ class Statements(JobStatements):
     fail_error: str  # the error row of an accepted `fail` (PostgreSQL writes it inside `fail`)
     prune_errors: str  # the error rows of pruned jobs (PostgreSQL deletes them inside `prune`)
     blocked_keys: str  # which of some flow keys have a blocked job
+    lease_slot: str  # add one queue's leases and their waits to the slot of now (PostgreSQL: a trigger)
+    drop_slots: str  # the slots older than the kept hour (PostgreSQL: actorq_fold_figures)
 
 
 def in_list(count: int) -> str:
@@ -106,7 +108,8 @@ _TEXT = {
         # a paused queue leases nothing (a handful of rows: the check costs nothing)
         "  AND queue NOT IN (SELECT queue FROM actorq_paused_queues)"
         "  ORDER BY priority, id LIMIT ?)"
-        " RETURNING id, queue, task, payload, attempts, max_attempts, timeout"
+        # run_at: when the job was due, for the queue wait the lease adds to its slot (`lease_slot`)
+        " RETURNING id, queue, task, payload, attempts, max_attempts, timeout, run_at"
     ),
     # One statement per lease (a group holds few) with the ids as a bound IN list:
     # 2.3 us a job against 4.9 us for a statement per job (100k jobs, 250 per commit).
@@ -194,7 +197,21 @@ _TEXT = {
         "UPDATE actorq_jobs SET state = CASE WHEN flow_key IS NULL THEN 'ready' ELSE 'blocked' END, attempts = 0,"
         f" run_at = ?, finished_at = NULL WHERE id = ? AND state IN {REVIVABLE}"
     ),
-    "counts": "SELECT queue, state, count(*) FROM actorq_jobs GROUP BY queue, state",
+    # schema 13: triggers keep actorq_counts as jobs are inserted, moved and deleted
+    "counts": "SELECT queue, state, n FROM actorq_counts WHERE n <> 0",
+    "counts_scan": "SELECT queue, state, count(*) FROM actorq_jobs GROUP BY queue, state",
+    # ?1 the first slot
+    "queue_stats": (
+        "SELECT queue, sum(finished), sum(failed), sum(leased), sum(wait_sum), max(wait_max)"
+        " FROM actorq_queue_slots WHERE slot >= ?1 GROUP BY queue"
+    ),
+    # ?1 queue, ?2 slot, ?3 leases, ?4 their waits summed, ?5 the longest
+    "lease_slot": (
+        "INSERT INTO actorq_queue_slots (queue, slot, leased, wait_sum, wait_max) VALUES (?1, ?2, ?3, ?4, ?5)"
+        " ON CONFLICT (queue, slot) DO UPDATE SET leased = leased + excluded.leased,"
+        " wait_sum = wait_sum + excluded.wait_sum, wait_max = max(wait_max, excluded.wait_max)"
+    ),
+    "drop_slots": "DELETE FROM actorq_queue_slots WHERE slot < ?",
     "get": (
         "SELECT id, queue, task, state, attempts, max_attempts, run_at, lease_owner, last_error"
         " FROM actorq_jobs WHERE id = ?"

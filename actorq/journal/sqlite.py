@@ -48,17 +48,18 @@ from actorq.journal.config import (
 )
 from actorq.journal.protocol import (
     TERMINAL_STATES, Attempt, BreakerState, CircuitBreaker, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState,
-    JobSummary, KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow, TaskDefaults,
-    check_clear, check_failures, check_listing, check_prune, merge_pages,
+    JobSummary, KeptResult, LeasedJob, NewJob, QueueLimits, QueueStats, ScheduleRow, TaskDefaults,
+    STATS_KEEP, check_clear, check_failures, check_listing, check_prune, merge_pages, stats_slot, stats_slots,
 )
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 12  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
+SCHEMA_VERSION = 13  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
 # 6: paused queues, job time limits; 7: unique periods (unique_until); 8: the index of finished jobs (retention);
 # 9: queue limits (actorq_queues, the index of waiting jobs by queue);
 # 10: the operator's partial index of jobs by state and queue (listings);
-# 11: flow keys (blocked jobs, admission triggers); 12: rate limits (a token bucket per queue), task rules, breakers
+# 11: flow keys (blocked jobs, admission triggers); 12: rate limits (a token bucket per queue), task rules, breakers;
+# 13: kept counts per (queue, state) and per-queue slots of finishes, leases and queue waits
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 LOCK_FIRST_DELAY, LOCK_MAX_DELAY = 50e-6, 2e-3  # seconds between tries for the write lock (`_begin`)
@@ -599,8 +600,14 @@ class SQLiteJournal:
                 queues = [q for q in queues if q not in limited]
             if limit > 0 and queues:
                 rows += self._lease_some(queues, limit, ruled, lease, now)
+            self._lease_slots(rows, now)
         # RETURNING gives a whole REAL back as an int (30, not 30.0): the protocol says float
         return [LeasedJob(*row[:6], lease_id, None if row[6] is None else float(row[6])) for row in rows]
+
+    def _lease_slots(self, rows: Sequence[Sequence[object]], now: float) -> None:
+        """Add these leases and their queue waits (now less each job's run_at) to their queues' slot."""
+        for queue, (taken, wait_sum, wait_max) in _limits.lease_waits(rows, now).items():
+            self._conn.execute(SQL.lease_slot, (queue, stats_slot(now), taken, wait_sum, wait_max))
 
     def _lease_some(self, queues: Sequence[str], limit: int, ruled: Sequence[str], lease: tuple[int, str, float],
                     now: float) -> list[Sequence[object]]:
@@ -786,9 +793,8 @@ class SQLiteJournal:
         if not leases:
             return 0
         with self.transaction():
-            before = self._conn.total_changes
-            self._conn.executemany(SQL.release, list(leases))
-            return self._conn.total_changes - before
+            # rowcount, not total_changes: that counts the counts triggers' writes too
+            return self._conn.executemany(SQL.release, list(leases)).rowcount
 
     def attempts(self, leases: Sequence[tuple[str, int]], *,
                  busy: list[tuple[str, int]] | None = None) -> list[Attempt]:
@@ -977,12 +983,27 @@ class SQLiteJournal:
             return [row[0] for row in self._conn.execute(SQL.paused_queues)]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Return ``{queue: {state: count}}``."""
+        """Return ``{queue: {state: count}}``, from the counts the schema's triggers keep
+        (actorq_counts: a row per queue and state), never from the jobs."""
+        return self._count_rows(SQL.counts)
+
+    def _scan_counts(self) -> dict[str, dict[str, int]]:
+        """`counts` read from every job (a full scan: the tests' truth, never the node's)."""
+        return self._count_rows(SQL.counts_scan)
+
+    def _count_rows(self, statement: str) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}
         with self._reading():
-            for queue, state, n in self._conn.execute(SQL.counts):
+            for queue, state, n in self._conn.execute(statement):
                 result.setdefault(queue, {})[state] = n
         return result
+
+    def queue_stats(self, window: float = 60.0) -> dict[str, QueueStats]:
+        """What each queue did over the last `window` seconds (see `Journal.queue_stats`)."""
+        first, seconds = stats_slots(self._clock(), window)
+        with self._reading():
+            rows = self._conn.execute(SQL.queue_stats, (first,)).fetchall()
+        return {q: QueueStats(seconds, f, failed, leased, float(w), float(m)) for q, f, failed, leased, w, m in rows}
 
     def get(self, job_id: str) -> JobInfo | None:
         """Return the job with its errors, oldest first, or None."""
@@ -1135,6 +1156,7 @@ class SQLiteJournal:
             JournalError: called inside a transaction, or the checkpoint failed.
         """
         self._refuse_in_transaction("maintain")
+        self._drop_slots()
         try:
             size = os.stat(f"{self.path}-wal").st_size
         except OSError:  # no WAL yet, or it was just removed by the last connection's close
@@ -1144,6 +1166,16 @@ class SQLiteJournal:
         busy, _, _ = self.checkpoint("truncate")
         outcome = "readers kept the checkpoint busy; trying again later" if busy else "checkpointed, restarted"
         return f"WAL was {size / 1e6:.1f} MB: {outcome}"
+
+    def _drop_slots(self) -> None:
+        """Drop the queue slots older than `STATS_KEEP` (a write only when there are some)."""
+        cutoff = stats_slot(self._clock() - STATS_KEEP)
+        with self._reading():
+            stale = self._conn.execute("SELECT EXISTS (SELECT 1 FROM actorq_queue_slots WHERE slot < ?)",
+                                       (cutoff,)).fetchone()[0]
+        if stale:
+            with self.transaction():
+                self._conn.execute(SQL.drop_slots, (cutoff,))
 
     def try_lead(self, name: str, holder: str, ttl: float) -> bool:
         """An SQLite journal has one node (its file lock): that node leads every duty.

@@ -777,3 +777,63 @@ def test_an_admission_names_the_admitted_jobs_queue_for_the_writers_wake(db_path
         assert journal.take_admitted() == set()
     finally:
         journal.close()
+
+
+# -- kept counts and queue slots (schema 13) ------------------------------------------------------
+
+
+def test_a_version_12_journal_gets_its_counts_from_the_jobs_it_holds(db_path: Path) -> None:
+    from actorq.journal.sqlite import _schema_sql, _statements
+
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    for version in range(1, 13):  # a file as the previous actorq left it, with jobs in it
+        for statement in _statements(_schema_sql(version)):
+            raw.execute(statement)
+    raw.execute("PRAGMA user_version = 12")
+    raw.executemany("INSERT INTO actorq_jobs (id, queue, task, payload, state, run_at, max_attempts, created_at,"
+                    " finished_at) VALUES (?, ?, 't', x'929080', ?, 0, 3, 0, ?)",
+                    [(f"j{n}", "a" if n % 3 else "b", state, None if state == "ready" else 1.0)
+                     for n, state in enumerate(["ready", "succeeded", "dead"] * 5)])
+    raw.close()
+    journal = SQLiteJournal(db_path)
+    try:
+        assert journal.applied_versions == [13]
+        expected = {"a": {"succeeded": 5, "dead": 5}, "b": {"ready": 5}}
+        assert journal.counts() == journal._scan_counts() == expected
+        [first] = journal.lease(["b"], "w", 1, 60.0)
+        journal.complete([(first.id, first.lease_id)])
+        assert journal.counts() == journal._scan_counts() == {**expected, "b": {"ready": 4, "succeeded": 1}}
+    finally:
+        journal.close()
+
+
+def test_the_figures_reads_never_touch_the_jobs_table(journal: SQLiteJournal) -> None:
+    """`counts` and `queue_stats` read their own small tables: a plan without actorq_jobs."""
+    from actorq.journal._sqlitesql import STATEMENTS
+
+    for statement, params in ((STATEMENTS.counts, ()), (STATEMENTS.queue_stats, (0,))):
+        plan = " | ".join(row[3] for row in journal._conn.execute("EXPLAIN QUERY PLAN " + statement, params))
+        assert "actorq_jobs" not in plan and ("actorq_counts" in plan or "actorq_queue_slots" in plan), plan
+    scan = " | ".join(row[3] for row in journal._conn.execute("EXPLAIN QUERY PLAN " + STATEMENTS.counts_scan))
+    assert "actorq_jobs" in scan  # the tests' truth does read them
+
+
+def test_queue_slots_follow_the_injected_clock_and_maintain_drops_the_old_ones(
+        journal: SQLiteJournal, clock: Clock) -> None:
+    journal.enqueue([new_job("a", run_at=T0 - 30), new_job("b")])
+    clock.now += 5
+    leased = journal.lease(["q"], "w", 2, 60.0)
+    assert journal.complete([(j.id, j.lease_id) for j in leased]) == 2
+    stats = journal.queue_stats(60)["q"]
+    assert (stats.finished, stats.failed, stats.leased) == (2, 0, 2)
+    assert (stats.wait_sum, stats.wait_max) == (35 + 5, 35)  # a waited from T0-30, b from T0
+    assert stats.seconds == T0 + 5 - ((T0 + 5 - 60) // 10) * 10
+    clock.now += 120
+    assert journal.queue_stats(60) == {}  # out of the window, still kept
+    assert journal.queue_stats(600)["q"].finished == 2
+    journal.maintain()
+    assert journal.queue_stats(3600)["q"].leased == 2
+    clock.now += 3600
+    journal.maintain()
+    assert journal._conn.execute("SELECT count(*) FROM actorq_queue_slots").fetchone()[0] == 0
+    assert journal.counts() == {"q": {"succeeded": 2}}  # the counts are no slots: they stay
