@@ -279,14 +279,22 @@ _TEXT = {
     ),
     "inspect_errors": "SELECT attempt, at, error FROM actorq_errors WHERE job_id = ? ORDER BY rowid",
     # each queue's oldest ready job: ids grow with time, so its smallest id, read from the ready
-    # index (queue, priority, id) alone; one seek per distinct queue
+    # index (queue, priority, id) alone: a skip scan of the queues, then of each queue's
+    # priorities, and the first id of each (queue, priority) range; one seek each, where a
+    # min(id) over a queue's range read every ready job of it (and its row: 0.29 s at 10^5 ready)
     "oldest_ready": (
         "WITH RECURSIVE q(name) AS (SELECT min(queue) FROM actorq_jobs WHERE state = 'ready'"
         " UNION ALL SELECT (SELECT min(queue) FROM actorq_jobs WHERE state = 'ready' AND queue > q.name)"
-        " FROM q WHERE q.name IS NOT NULL)"
-        " SELECT name, (SELECT created_at FROM actorq_jobs WHERE id = (SELECT min(id) FROM actorq_jobs"
-        "  INDEXED BY actorq_jobs_ready WHERE state = 'ready' AND queue = q.name))"
-        " FROM q WHERE name IS NOT NULL"
+        " FROM q WHERE q.name IS NOT NULL),"
+        " p(name, pri) AS (SELECT name, (SELECT min(priority) FROM actorq_jobs WHERE state = 'ready'"
+        "  AND queue = q.name) FROM q WHERE name IS NOT NULL"
+        " UNION ALL SELECT name, (SELECT min(priority) FROM actorq_jobs WHERE state = 'ready' AND queue = p.name"
+        "  AND priority > p.pri) FROM p WHERE p.pri IS NOT NULL),"
+        " f(name, first) AS (SELECT name, (SELECT id FROM actorq_jobs INDEXED BY actorq_jobs_ready"
+        "  WHERE state = 'ready' AND queue = p.name AND priority = p.pri ORDER BY id LIMIT 1)"
+        "  FROM p WHERE pri IS NOT NULL)"
+        " SELECT name, (SELECT created_at FROM actorq_jobs WHERE id = m.first)"
+        " FROM (SELECT name, min(first) AS first FROM f GROUP BY name) m"
     ),
     # ?1 queue, ?2 limit; a waiting state: ready from its own index, scheduled and retry from the
     # operator's; returns whether each job had errors, as `prune`

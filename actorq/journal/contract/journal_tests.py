@@ -1473,6 +1473,12 @@ def test_oldest_ready_names_each_queue_s_earliest_ready_job(journal: Journal) ->
     oldest = journal.oldest_ready()
     assert sorted(oldest) == ["a", "b"]  # "c" has nothing ready
     assert oldest["a"] == journal.inspect("a1").created_at  # type: ignore[union-attr]
+    # the earliest by id, whatever the priorities: each priority's first job is looked at
+    for n, priority in enumerate((5, -3, 5, 0)):  # an enqueue each: d1 is created first
+        journal.enqueue([new_job(f"d{n + 1}", queue="d", priority=priority)])
+    first, urgent = journal.inspect("d1"), journal.inspect("d2")
+    assert first is not None and urgent is not None and first.created_at < urgent.created_at
+    assert journal.oldest_ready()["d"] == first.created_at
 
 
 def test_clear_queue_deletes_waiting_jobs_of_one_queue_in_batches_with_their_errors(journal: Journal) -> None:
