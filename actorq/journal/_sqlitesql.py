@@ -31,6 +31,9 @@ class Statements(JobStatements):
     blocked_keys: str  # which of some flow keys have a blocked job
     lease_slot: str  # add one queue's leases and their waits to the slot of now (PostgreSQL: a trigger)
     drop_slots: str  # the slots older than the kept hour (PostgreSQL: actorq_fold_figures)
+    fold_slots: str  # the finishes of those slots into their counts' slot 0
+    drop_lease_slots: str  # the lease slots older than the kept hour
+    stale_slots: str  # whether there are any of those
 
 
 def in_list(count: int) -> str:
@@ -197,13 +200,22 @@ _TEXT = {
         "UPDATE actorq_jobs SET state = CASE WHEN flow_key IS NULL THEN 'ready' ELSE 'blocked' END, attempts = 0,"
         f" run_at = ?, finished_at = NULL WHERE id = ? AND state IN {REVIVABLE}"
     ),
-    # schema 13: triggers keep actorq_counts as jobs are inserted, moved and deleted
-    "counts": "SELECT queue, state, n FROM actorq_counts WHERE n <> 0",
+    # schema 13: the kept rows (ready and leased jobs under 'ready', final states by slot) and
+    # the leased jobs from their own index (at most those in flight), in one statement (one snapshot)
+    "counts": (
+        "SELECT queue, state, sum(n) FROM (SELECT queue, state, n FROM actorq_counts"
+        " UNION ALL SELECT queue, 'ready', -1 FROM actorq_jobs INDEXED BY actorq_jobs_leased WHERE state = 'leased'"
+        " UNION ALL SELECT queue, 'leased', 1 FROM actorq_jobs INDEXED BY actorq_jobs_leased WHERE state = 'leased')"
+        " GROUP BY queue, state HAVING sum(n) <> 0"
+    ),
     "counts_scan": "SELECT queue, state, count(*) FROM actorq_jobs GROUP BY queue, state",
-    # ?1 the first slot
+    # ?1 the first slot: the jobs finished from it on (their rows' slots), and the leases
     "queue_stats": (
-        "SELECT queue, sum(finished), sum(failed), sum(leased), sum(wait_sum), max(wait_max)"
-        " FROM actorq_queue_slots WHERE slot >= ?1 GROUP BY queue"
+        "SELECT queue, sum(finished), sum(failed), sum(leased), sum(wait_sum), max(wait_max) FROM ("
+        " SELECT queue, n AS finished, CASE WHEN state = 'failed' OR state = 'dead' THEN n ELSE 0 END AS failed,"
+        "  0 AS leased, 0.0 AS wait_sum, 0.0 AS wait_max FROM actorq_counts WHERE slot >= ?1"
+        " UNION ALL SELECT queue, 0, 0, leased, wait_sum, wait_max FROM actorq_queue_slots WHERE slot >= ?1)"
+        " GROUP BY queue"
     ),
     # ?1 queue, ?2 slot, ?3 leases, ?4 their waits summed, ?5 the longest
     "lease_slot": (
@@ -211,7 +223,15 @@ _TEXT = {
         " ON CONFLICT (queue, slot) DO UPDATE SET leased = leased + excluded.leased,"
         " wait_sum = wait_sum + excluded.wait_sum, wait_max = max(wait_max, excluded.wait_max)"
     ),
-    "drop_slots": "DELETE FROM actorq_queue_slots WHERE slot < ?",
+    # ?1 the first slot kept: older finishes folded into slot 0 (their counts stay), old leases dropped
+    "fold_slots": (
+        "INSERT INTO actorq_counts (queue, state, slot, n) SELECT queue, state, 0, sum(n) FROM actorq_counts"
+        " WHERE slot > 0 AND slot < ?1 GROUP BY queue, state ON CONFLICT (queue, state, slot) DO UPDATE SET n = n + excluded.n"
+    ),
+    "drop_slots": "DELETE FROM actorq_counts WHERE slot > 0 AND slot < ?1",
+    "drop_lease_slots": "DELETE FROM actorq_queue_slots WHERE slot < ?1",
+    "stale_slots": ("SELECT EXISTS (SELECT 1 FROM actorq_counts WHERE slot > 0 AND slot < ?1)"
+                    " OR EXISTS (SELECT 1 FROM actorq_queue_slots WHERE slot < ?1)"),
     "get": (
         "SELECT id, queue, task, state, attempts, max_attempts, run_at, lease_owner, last_error"
         " FROM actorq_jobs WHERE id = ?"

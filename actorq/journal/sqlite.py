@@ -984,7 +984,7 @@ class SQLiteJournal:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Return ``{queue: {state: count}}``, from the counts the schema's triggers keep
-        (actorq_counts: a row per queue and state), never from the jobs."""
+        (actorq_counts) and the leased jobs' index, never from the jobs table itself."""
         return self._count_rows(SQL.counts)
 
     def _scan_counts(self) -> dict[str, dict[str, int]]:
@@ -1168,14 +1168,15 @@ class SQLiteJournal:
         return f"WAL was {size / 1e6:.1f} MB: {outcome}"
 
     def _drop_slots(self) -> None:
-        """Drop the queue slots older than `STATS_KEEP` (a write only when there are some)."""
+        """Fold the finishes older than `STATS_KEEP` into their counts' slot 0 and drop the lease
+        slots as old (a write only when there are some)."""
         cutoff = stats_slot(self._clock() - STATS_KEEP)
         with self._reading():
-            stale = self._conn.execute("SELECT EXISTS (SELECT 1 FROM actorq_queue_slots WHERE slot < ?)",
-                                       (cutoff,)).fetchone()[0]
+            stale = self._conn.execute(SQL.stale_slots, (cutoff,)).fetchone()[0]
         if stale:
             with self.transaction():
-                self._conn.execute(SQL.drop_slots, (cutoff,))
+                for statement in (SQL.fold_slots, SQL.drop_slots, SQL.drop_lease_slots):
+                    self._conn.execute(statement, (cutoff,))
 
     def try_lead(self, name: str, holder: str, ttl: float) -> bool:
         """An SQLite journal has one node (its file lock): that node leads every duty.
