@@ -150,7 +150,8 @@ def test_both_dialects_name_the_statements_of_one_job_alike() -> None:
     # triggers admit a freed key's jobs themselves, where SQLite's journal first asks which
     # freed keys have blocked jobs; its triggers write a lease's slot and its fold drops old ones,
     # where SQLite's lease and maintain do
-    assert sqlite_names - pg_names == {"fail_error", "prune_errors", "blocked_keys", "lease_slot", "drop_slots"}
+    assert sqlite_names - pg_names == {"fail_error", "prune_errors", "blocked_keys", "lease_slot", "drop_slots",
+                                       "fold_slots", "drop_lease_slots", "stale_slots"}
 
 
 # -- migrations -----------------------------------------------------------------------------------
