@@ -310,16 +310,20 @@ _TEXT = {
     # migration 014: totals and the deltas not folded yet, in one snapshot
     "counts": (
         "SELECT queue, state, sum(n) FROM (SELECT queue, state, n FROM {counts}"
-        " UNION ALL SELECT queue, state, n FROM {count_deltas}) c GROUP BY queue, state HAVING sum(n) <> 0"
+        " UNION ALL SELECT queue, state, n FROM {deltas}) c GROUP BY queue, state HAVING sum(n) <> 0"
     ),
     "counts_scan": "SELECT queue, state, count(*) FROM {jobs} GROUP BY queue, state",
-    # by the server's clock, as the triggers' slots: the first slot of the window, and the
-    # seconds from its start to now
+    # by the server's clock, as the triggers' slots: the folded slots and the deltas from the
+    # window's first slot on, and the seconds from its start to now
     "queue_stats": (
         f"WITH t AS (SELECT floor((extract(epoch FROM now()) - %(window)s) / {STATS_SLOT})::bigint AS first)"
         " SELECT queue, sum(finished), sum(failed), sum(leased), sum(wait_sum), max(wait_max),"
-        f" extract(epoch FROM now())::float8 - min(t.first) * {STATS_SLOT}"
-        " FROM {slots}, t WHERE slot >= t.first GROUP BY queue"
+        f" extract(epoch FROM now())::float8 - min(t.first) * {STATS_SLOT} FROM ("
+        " SELECT queue, slot, finished, failed, leased, wait_sum, wait_max FROM {slots}"
+        " UNION ALL SELECT queue, slot, CASE WHEN state = 'leased' THEN 0 ELSE n END,"
+        "  CASE WHEN state IN ('failed', 'dead') THEN n ELSE 0 END, CASE WHEN state = 'leased' THEN n ELSE 0 END,"
+        "  coalesce(wait_sum, 0), coalesce(wait_max, 0) FROM {deltas} WHERE slot > 0) f, t"
+        " WHERE f.slot >= t.first GROUP BY queue"
     ),
     # migration 014: fold the deltas and the past slots, drop the old slots (one node at a time)
     "fold_figures": "SELECT {fold}()",
@@ -485,7 +489,7 @@ def statements(schema: str) -> Statements:
         "flow_lock": sql.SQL("hashtext({})").format(sql.Literal(f"actorq.flow:{schema}")),
         "admit": sql.Identifier(schema, "actorq_admit"),
         "counts": sql.Identifier(schema, "actorq_counts"),
-        "count_deltas": sql.Identifier(schema, "actorq_count_deltas"),
+        "deltas": sql.Identifier(schema, "actorq_figure_deltas"),
         "slots": sql.Identifier(schema, "actorq_queue_slots"),
         "fold": sql.Identifier(schema, "actorq_fold_figures"),
     }
