@@ -532,8 +532,9 @@ def add_parsers(sub: Any) -> None:
     listing = action(queues, "list", "List each queue: running or paused, its jobs per state, how long its "
                      "oldest ready job has waited, and over the last minute its jobs finished and failed per "
                      "minute and the mean and longest queue wait of its leases (from due to leased). Reads the "
-                     "counts and per-queue figures the journal keeps as jobs move, and one index entry per "
-                     "queue for the oldest ready job; never the jobs table.",
+                     "counts and per-queue figures the journal keeps as jobs move, and of the jobs only the "
+                     "leased ones (at most those in flight) and each queue's oldest ready one: never a pass "
+                     "over the jobs table, however many it holds.",
                      "actorq queues list --config topology.toml\n"
                      "    queue    state    scheduled  ready  leased ... succeeded ...  oldest ready  done/min"
                      "  failed/min  wait avg  wait max\n"
