@@ -6,7 +6,7 @@ queues and every state, as a journal that has run for a while looks (70 % succee
 15 % ready, 5 % dead, 5 % scheduled, 3 % failed, 2 % cancelled), then times:
 
 * the journal's reads in this process (best of ``--repeat``): ``counts`` (what
-  ``status`` and ``queues list`` read: a pass over the table); ``oldest_ready``,
+  ``status`` and ``queues list`` read: the counts the journal keeps); ``oldest_ready``,
   ``list_jobs`` (first page, a page from a cursor half-way through, a state across
   queues, a state of one queue) and ``inspect``;
 * the commands as a user runs them, once each, wall time including Python's start
@@ -116,7 +116,7 @@ def measure(kind: str, url: str, schema: str, jobs: int, repeat: int, topology: 
     middle = f"{jobs // 2:016x}{'0' * 16}"
     dead_id = f"{85:016x}{'0' * 16}"  # MIX[85] is dead: it has an error row
     reads: list[tuple[str, Callable[[], Any]]] = [
-        ("counts (status, queues list): a pass over the table", journal.counts),
+        ("counts (status, queues list): the kept counts", journal.counts),
         ("oldest_ready", journal.oldest_ready),
         ("list_jobs first page (50)", lambda: journal.list_jobs(limit=50)),
         ("list_jobs page from a cursor half-way", lambda: journal.list_jobs(limit=50, after=middle)),

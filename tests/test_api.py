@@ -33,7 +33,7 @@ PINNED_ALL = {
     "actorq.journal": [
         "BreakerState", "CircuitBreaker", "Failure", "JobInfo", "JobResult", "JobState", "Journal", "KeptResult", "LeasedJob", "Listener",
         "MemoryJournal", "NewJob",
-        "PostgresJournal", "QueueLimits",
+        "PostgresJournal", "QueueLimits", "QueueStats",
         "SQLiteJournal", "TERMINAL_STATES", "enqueue_in", "migrate", "open_journal",
     ],
     "actorq.supervisors": [

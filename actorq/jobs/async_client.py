@@ -35,7 +35,7 @@ from actorq.jobs.results import POLL_FIRST, PUSHED_POLL, discarded, next_read, o
 from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL,
 )
-from actorq.journal.protocol import TERMINAL_STATES, JobInfo, JobResult
+from actorq.journal.protocol import TERMINAL_STATES, JobInfo, JobResult, QueueStats
 
 __all__ = ["AsyncClient"]
 
@@ -180,6 +180,10 @@ class AsyncClient:
     async def counts(self) -> dict[str, dict[str, int]]:
         """``{queue: {state: count}}``."""
         return await self._call(lambda client: client.counts())
+
+    async def queue_stats(self, window: float = 60.0) -> dict[str, QueueStats]:
+        """`Client.queue_stats`: what each queue did over the last `window` seconds."""
+        return await self._call(lambda client: client.queue_stats(window))
 
     async def cancel(self, job_id: str) -> bool:
         """`Client.cancel`: cancel a job that has not finished (True if cancelled now)."""

@@ -79,7 +79,9 @@ from actorq.journal.config import (
     DEFAULT_BUSY_TIMEOUT, DEFAULT_CONNECT_RETRY_FOR, DEFAULT_SCHEMA, DEFAULT_SYNCHRONOUS, DEFAULT_URL, SQLITE_PREFIX,
     JournalConfig,
 )
-from actorq.journal.protocol import TERMINAL_STATES, BreakerState, JobInfo, JobResult, NewJob, QueueLimits
+from actorq.journal.protocol import (
+    TERMINAL_STATES, BreakerState, JobInfo, JobResult, NewJob, QueueLimits, QueueStats,
+)
 from actorq.transports.codec import FrameError
 
 logger = logging.getLogger(__name__)
@@ -513,8 +515,17 @@ class Client:
         return self._journal.get(job_id)
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Return ``{queue: {state: count}}``."""
+        """Return ``{queue: {state: count}}``, from the counts the journal keeps (no pass over the jobs)."""
         return self._journal.counts()
+
+    def queue_stats(self, window: float = 60.0) -> dict[str, QueueStats]:
+        """What each queue did over the last `window` seconds (10 to 3600): jobs finished and
+        failed, leases and their queue wait (`Journal.queue_stats`).
+
+        Raises:
+            ValueError: `window` out of its range.
+        """
+        return self._journal.queue_stats(window)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not finished (scheduled, ready, running or waiting to retry).

@@ -77,7 +77,9 @@ from actorq.jobs.wire import payload_budget
 from actorq.jobs.worker import EXIT_REPLACED, WORKER_BOOT, WorkerSpec
 from actorq.journal.backends import journal_class, open_journal_config
 from actorq.journal.config import JournalConfig
-from actorq.journal.protocol import LIVE_STATES, Attempt, BreakerState, Journal, NewJob, QueueLimits, TaskDefaults
+from actorq.journal.protocol import (
+    LIVE_STATES, Attempt, BreakerState, Journal, NewJob, QueueLimits, QueueStats, TaskDefaults,
+)
 from actorq.supervisors import ChildSpec, Exit, ProcessChild, actor_start, process_start
 from actorq.transports.zmq import private_ipc_dir
 
@@ -642,6 +644,14 @@ class JobRuntime:
             raise RuntimeError("node not started")
         counts: dict[str, dict[str, int]] = await self._writer.call(jw.CALL, operator.methodcaller("counts"))
         return counts
+
+    async def queue_stats(self, window: float = 60.0) -> dict[str, QueueStats]:
+        """What each queue did over the last `window` seconds, every node's work (`Journal.queue_stats`),
+        read through the writer."""
+        if self._writer is None:
+            raise RuntimeError("node not started")
+        stats: dict[str, QueueStats] = await self._writer.call(jw.CALL, operator.methodcaller("queue_stats", window))
+        return stats
 
     async def cancel(self, job_id: str) -> bool:
         """Cancel the job in the journal (True if it had not finished); the node holding it stops it."""

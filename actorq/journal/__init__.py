@@ -17,6 +17,7 @@ from actorq.journal.protocol import KeptResult as KeptResult
 from actorq.journal.protocol import LeasedJob as LeasedJob
 from actorq.journal.protocol import NewJob as NewJob
 from actorq.journal.protocol import QueueLimits as QueueLimits
+from actorq.journal.protocol import QueueStats as QueueStats
 from actorq.journal.sqlite import SQLiteJournal as SQLiteJournal
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "NewJob",
     "PostgresJournal",
     "QueueLimits",
+    "QueueStats",
     "SQLiteJournal",
     "TERMINAL_STATES",
     "enqueue_in",

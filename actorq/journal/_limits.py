@@ -11,7 +11,7 @@ import json
 import math
 import re
 import time
-from typing import Any, Callable, Collection, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 from actorq.errors import QueueFull
 from actorq.journal.protocol import (
@@ -459,3 +459,14 @@ def key_breaker_counts(states: Sequence[str]) -> dict[str, int]:
         if state in counts:
             counts[state] += 1
     return {state: n for state, n in counts.items() if n}
+
+
+def lease_waits(rows: Iterable[Sequence[Any]], now: float) -> dict[str, tuple[int, float, float]]:
+    """``{queue: (leases, waits summed, longest wait)}`` of leased rows, each ``(id, queue, ...,
+    run_at)`` (run_at last): a job's wait is `now` less its run_at, never below 0."""
+    found: dict[str, tuple[int, float, float]] = {}
+    for row in rows:
+        wait = max(0.0, now - float(row[-1]))
+        taken, total, longest = found.get(row[1], (0, 0.0, 0.0))
+        found[row[1]] = (taken + 1, total + wait, max(longest, wait))
+    return found

@@ -15,6 +15,7 @@ from psycopg import sql
 
 from actorq.journal._sqltext import CLEAR_LEASE, DUE, LIVE, REVIVABLE, STATE_MARK, JobStatements, admitted_of_key
 from actorq.journal.config import check_schema
+from actorq.journal.protocol import STATS_SLOT
 
 def _epoch(column: str) -> str:
     """`column` (a timestamptz) as Unix seconds, float8; NULL stays NULL, 'infinity' reads as inf."""
@@ -79,6 +80,7 @@ class Statements(JobStatements):
     lock_flow: str  # an enqueue's flow keys, exclusive
     sort_off: str  # the insert of keyed jobs plans without sorts (its key lookups stay on their index)
     sort_on: str
+    fold_figures: str  # the count deltas into the totals, past slots into one row each (`maintain`)
 
 
 # Rows another node may hold locked (it is rescuing them, or its session is paused inside a
@@ -310,7 +312,26 @@ _TEXT = {
         f" WHERE id = %(id)s AND state IN {REVIVABLE} RETURNING queue)"
         " SELECT count(*), " + _NOTIFY.replace("{source}", "revived") + " FROM revived"
     ),
-    "counts": "SELECT queue, state, count(*) FROM {jobs} GROUP BY queue, state",
+    # migration 016: totals and the deltas not folded yet, in one snapshot
+    "counts": (
+        "SELECT queue, state, sum(n) FROM (SELECT queue, state, n FROM {counts}"
+        " UNION ALL SELECT queue, state, n FROM {deltas}) c GROUP BY queue, state HAVING sum(n) <> 0"
+    ),
+    "counts_scan": "SELECT queue, state, count(*) FROM {jobs} GROUP BY queue, state",
+    # by the server's clock, as the triggers' slots: the folded slots and the deltas from the
+    # window's first slot on, and the seconds from its start to now
+    "queue_stats": (
+        f"WITH t AS (SELECT floor((extract(epoch FROM now()) - %(window)s) / {STATS_SLOT})::bigint AS first)"
+        " SELECT queue, sum(finished), sum(failed), sum(leased), sum(wait_sum), max(wait_max),"
+        f" extract(epoch FROM now())::float8 - min(t.first) * {STATS_SLOT} FROM ("
+        " SELECT queue, slot, finished, failed, leased, wait_sum, wait_max FROM {slots}"
+        " UNION ALL SELECT queue, slot, CASE WHEN state = 'leased' THEN 0 ELSE n END,"
+        "  CASE WHEN state IN ('failed', 'dead') THEN n ELSE 0 END, CASE WHEN state = 'leased' THEN n ELSE 0 END,"
+        "  coalesce(wait_sum, 0), coalesce(wait_max, 0) FROM {deltas} WHERE slot > 0) f, t"
+        " WHERE f.slot >= t.first GROUP BY queue"
+    ),
+    # migration 016: fold the deltas and the past slots, drop the old slots (one node at a time)
+    "fold_figures": "SELECT {fold}()",
     "get": (
         "SELECT id, queue, task, state, attempts, max_attempts, extract(epoch FROM run_at)::float8,"
         " lease_owner, last_error FROM {jobs} WHERE id = %(id)s"
@@ -472,6 +493,10 @@ def statements(schema: str) -> Statements:
         # and of its flow keys (the triggers of migration 012 compute the same)
         "flow_lock": sql.SQL("hashtext({})").format(sql.Literal(f"actorq.flow:{schema}")),
         "admit": sql.Identifier(schema, "actorq_admit"),
+        "counts": sql.Identifier(schema, "actorq_counts"),
+        "deltas": sql.Identifier(schema, "actorq_figure_deltas"),
+        "slots": sql.Identifier(schema, "actorq_queue_slots"),
+        "fold": sql.Identifier(schema, "actorq_fold_figures"),
     }
     rendered = {key: sql.SQL(text).format(**names).as_string(None) for key, text in _TEXT.items()}
     return Statements(schema=schema, channel=schema, done_channel=side_channel(schema, "done"),

@@ -93,7 +93,9 @@ class JobStatements:
     has_ready: str
     cancel: str
     retry_dead: str
-    counts: str
+    counts: str  # the kept counts (queue, state, n), never the jobs (docs/architecture.md)
+    counts_scan: str  # the same counted from the jobs themselves: tests compare the two
+    queue_stats: str  # each queue's slots from a first one: finished, failed, leased, waits
     get: str
     errors: str  # a job's error texts, oldest first (for `get`)
     pause_queue: str

@@ -30,8 +30,9 @@ from actorq.errors import JournalError, JournalLocked, QueueFull
 from actorq.journal import _limits
 from actorq.journal.protocol import (
     ADMITTED_STATES, LIVE_STATES, SCHEDULE_SOURCES, TERMINAL_STATES, Attempt, BreakerState, ErrorRecord, Failure,
-    JobDetail, JobInfo, JobResult, JobState, JobSummary, KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow,
-    KEY_ROWS_PRUNED_PER_TICK, KEYS_PER_TICK, TaskDefaults, check_clear, check_failures, check_listing, check_prune,
+    JobDetail, JobInfo, JobResult, JobState, JobSummary, KeptResult, LeasedJob, NewJob, QueueLimits, QueueStats,
+    ScheduleRow, STATS_KEEP, KEY_ROWS_PRUNED_PER_TICK, KEYS_PER_TICK, TaskDefaults, check_clear, check_failures,
+    check_listing, check_prune, stats_slot, stats_slots,
 )
 
 __all__ = ["MemoryJournal", "MemoryStore"]
@@ -105,6 +106,10 @@ class _State:
     keys: dict[tuple[str, str], tuple[_limits.KeyRow, float | None, float | None]] = field(default_factory=dict)
     schedules: dict[str, ScheduleRow] = field(default_factory=dict)
     paused: dict[str, float] = field(default_factory=dict)
+    # what SQLite's counts triggers keep: jobs per (queue, state), changed by `_count` alone
+    tally: dict[tuple[str, str], int] = field(default_factory=dict)
+    # per-queue slots (`Journal.queue_stats`): (queue, slot) -> [finished, failed, leased, wait_sum, wait_max]
+    slots: dict[tuple[str, int], list[float]] = field(default_factory=dict)
 
 
 def _snapshot(state: _State) -> _State:
@@ -115,7 +120,7 @@ def _snapshot(state: _State) -> _State:
         queues={name: (limits, copy.copy(bucket)) for name, (limits, bucket) in state.queues.items()},
         tasks={name: (task, copy.copy(bucket)) for name, (task, bucket) in state.tasks.items()},
         breakers=dict(state.breakers), keys=dict(state.keys), schedules=dict(state.schedules),
-        paused=dict(state.paused))
+        paused=dict(state.paused), tally=dict(state.tally), slots={key: list(row) for key, row in state.slots.items()})
 
 
 class MemoryStore:
@@ -210,9 +215,14 @@ class MemoryJournal:
         return None
 
     def maintain(self) -> str | None:
-        """Nothing to keep up; refuses, as the other journals do, to run inside a transaction."""
+        """Drop the queue slots older than `STATS_KEEP`; refuses, as the other journals do, to run
+        inside a transaction."""
         if self._depth:
             raise JournalError(f"journal {self.url}: maintain() inside a transaction")
+        with self.transaction():
+            cutoff = stats_slot(self._clock() - STATS_KEEP)
+            for key in [key for key in self._s.slots if key[1] < cutoff]:
+                del self._s.slots[key]
         return None
 
     def attach_node(self) -> None:
@@ -227,9 +237,30 @@ class MemoryJournal:
             self.store.node = self
 
     # -- state changes: what SQLite's flow-key triggers do ---------------------------------
+    def _count(self, queue: str, state: JobState, by: int) -> None:
+        key = (queue, state.value)
+        self._s.tally[key] = self._s.tally.get(key, 0) + by
+
+    def _slot(self, queue: str, at: float) -> list[float]:
+        return self._s.slots.setdefault((queue, stats_slot(at)), [0, 0, 0, 0.0, 0.0])
+
+    def _set(self, job: _Job, state: JobState) -> None:
+        """Move `job` to `state`, keeping the counts and, for a job reaching a final state, its
+        queue's slot of now (SQLite's triggers)."""
+        before = job.state
+        if before == state:
+            return
+        self._count(job.queue, before, -1)
+        self._count(job.queue, state, 1)
+        job.state = state
+        if state in TERMINAL_STATES and before not in TERMINAL_STATES:
+            row = self._slot(job.queue, self._clock())
+            row[0] += 1
+            row[1] += state in (JobState.FAILED, JobState.DEAD)
+
     def _move(self, job: _Job, state: JobState) -> None:
         before = job.state
-        job.state = state
+        self._set(job, state)
         if job.flow_key is None:
             return
         if before in _ADMITTED and state in TERMINAL_STATES:
@@ -239,6 +270,7 @@ class MemoryJournal:
 
     def _delete(self, job: _Job) -> None:
         del self._s.jobs[job.id]
+        self._count(job.queue, job.state, -1)
         if job.flow_key is not None and job.state in _ADMITTED:
             self._freed.add(job.flow_key)
 
@@ -270,7 +302,7 @@ class MemoryJournal:
                 row, due, idle = _limits.key_spent(rules, row, taken, now, wait)
                 self._s.keys[(rules.name, key)] = (row, due, idle)
             for job in blocked[:room]:
-                job.state = JobState.SCHEDULED if job.run_at > now else JobState.READY
+                self._set(job, JobState.SCHEDULED if job.run_at > now else JobState.READY)
                 if job.state == JobState.READY:
                     self._admitted.add(job.queue)
                     ready += 1
@@ -390,6 +422,7 @@ class MemoryJournal:
         jobs[j.id] = _Job(j.id, j.queue, j.task, j.payload, state, j.priority,
                           j.run_at if j.run_at is not None else now, j.max_attempts, now, j.unique_key,
                           j.timeout, None if j.unique_for is None else now + j.unique_for, key, limit)
+        self._count(j.queue, state, 1)
         return 1
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:
@@ -432,6 +465,12 @@ class MemoryJournal:
                 queues = [q for q in queues if q not in limited]
             if limit > 0 and queues:
                 rows += self._lease_some(queues, limit, ruled, lease, now)
+            for queue, (taken, wait_sum, wait_max) in _limits.lease_waits(
+                    [(j.id, j.queue, j.run_at) for j in rows], now).items():
+                row = self._slot(queue, now)
+                row[2] += taken
+                row[3] += wait_sum
+                row[4] = max(row[4], wait_max)
         return [LeasedJob(j.id, j.queue, j.task, j.payload, j.attempts, j.max_attempts, lease[0], j.timeout)
                 for j in rows]
 
@@ -446,7 +485,7 @@ class MemoryJournal:
             if j.attempts >= j.max_attempts:  # the schema's CHECK (attempts <= max_attempts), as on SQLite
                 raise JournalError(f"journal {self.url}: job {j.id!r} has no attempts left to lease "
                                    f"({j.attempts} of {j.max_attempts})", refused=True)
-            j.state = JobState.LEASED
+            self._set(j, JobState.LEASED)
             j.attempts += 1
             j.lease_id, j.lease_owner, j.lease_expires = lease
         return ready
@@ -636,7 +675,7 @@ class MemoryJournal:
             for job_id, lease_id in leases:
                 job = self._current(job_id, lease_id)
                 if job is not None:
-                    job.state = JobState.READY
+                    self._set(job, JobState.READY)
                     job.attempts -= 1
                     job.clear_lease()
                     moved += 1
@@ -798,7 +837,7 @@ class MemoryJournal:
             now = self._clock()
             due = self._due(now)
             for j in due:
-                j.state = JobState.READY
+                self._set(j, JobState.READY)
             return len(due) + self._admit_due_keys(now)
 
     def has_due(self) -> bool:
@@ -864,13 +903,36 @@ class MemoryJournal:
 
     # -- reads ----------------------------------------------------------------------------------
     def counts(self) -> dict[str, dict[str, int]]:
-        """``{queue: {state: count}}``."""
+        """``{queue: {state: count}}``, from the counts kept as jobs move (no pass over the jobs)."""
+        result: dict[str, dict[str, int]] = {}
+        with self._reading():
+            for (queue, state), n in self._s.tally.items():
+                if n:
+                    result.setdefault(queue, {})[state] = n
+        return result
+
+    def _scan_counts(self) -> dict[str, dict[str, int]]:
+        """`counts` read from every job (the tests' truth)."""
         result: dict[str, dict[str, int]] = {}
         with self._reading():
             for j in self._s.jobs.values():
                 states = result.setdefault(j.queue, {})
                 states[j.state.value] = states.get(j.state.value, 0) + 1
         return result
+
+    def queue_stats(self, window: float = 60.0) -> dict[str, QueueStats]:
+        """What each queue did over the last `window` seconds (see `Journal.queue_stats`)."""
+        first, seconds = stats_slots(self._clock(), window)
+        sums: dict[str, list[float]] = {}
+        with self._reading():
+            for (queue, slot), row in self._s.slots.items():
+                if slot >= first:
+                    total = sums.setdefault(queue, [0, 0, 0, 0.0, 0.0])
+                    for i in range(4):
+                        total[i] += row[i]
+                    total[4] = max(total[4], row[4])
+        return {q: QueueStats(seconds, int(t[0]), int(t[1]), int(t[2]), float(t[3]), float(t[4]))
+                for q, t in sums.items()}
 
     def get(self, job_id: str) -> JobInfo | None:
         """The job with its errors' texts, oldest first, or None."""

@@ -77,8 +77,8 @@ from actorq.journal.config import (
 )
 from actorq.journal.protocol import (
     TERMINAL_STATES, Attempt, BreakerState, CircuitBreaker, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState, JobSummary,
-    KEY_ROWS_PRUNED_PER_TICK, KEYS_PER_TICK, KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow, TaskDefaults,
-    check_clear, check_failures, check_listing, check_prune, merge_pages,
+    KEY_ROWS_PRUNED_PER_TICK, KEYS_PER_TICK, KeptResult, LeasedJob, NewJob, QueueLimits, QueueStats, ScheduleRow,
+    TaskDefaults, check_clear, check_failures, check_listing, check_prune, merge_pages, stats_slots,
 )
 
 @lru_cache(maxsize=None)
@@ -1357,13 +1357,29 @@ class PostgresJournal:
             return [row[0] for row in self._conn.execute(self._sql.paused_queues)]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Return ``{queue: {state: count}}``."""
+        """Return ``{queue: {state: count}}``: the kept totals plus the deltas not folded yet
+        (migration 016), never the jobs."""
+        return self._count_rows(self._sql.counts)
+
+    def _scan_counts(self) -> dict[str, dict[str, int]]:
+        """`counts` read from every job (a full scan: the tests' truth, never the node's)."""
+        return self._count_rows(self._sql.counts_scan)
+
+    def _count_rows(self, statement: str) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}
         with self.transaction():
             assert self._conn is not None
-            for queue, state, n in self._conn.execute(self._sql.counts):
-                result.setdefault(queue, {})[state] = n
+            for queue, state, n in self._conn.execute(statement):
+                result.setdefault(queue, {})[state] = int(n)
         return result
+
+    def queue_stats(self, window: float = 60.0) -> dict[str, QueueStats]:
+        """What each queue did over the last `window` seconds by the server's clock (see
+        `Journal.queue_stats`)."""
+        stats_slots(0.0, window)  # the range check
+        rows = self._execute(self._sql.queue_stats, {"window": float(window)}).fetchall()
+        return {q: QueueStats(float(at), int(f), int(failed), int(leased), float(w), float(m))
+                for q, f, failed, leased, w, m, at in rows}
 
     def get(self, job_id: str) -> JobInfo | None:
         """Return the job with its errors, oldest first, or None."""
@@ -1478,7 +1494,14 @@ class PostgresJournal:
         return f"PostgreSQL at {self._connector.where} is unreachable" if self._connector.outage else None
 
     def maintain(self) -> str | None:
-        """Nothing to do: the server vacuums and checkpoints by itself. Returns None."""
+        """Fold the count deltas into the totals and each past slot's rows into one, and drop the
+        slots older than `STATS_KEEP` (``actorq_fold_figures``, migration 016), in one transaction
+        under a try-lock: one node folds, the others go on. The server vacuums and checkpoints by
+        itself. Returns None.
+        """
+        if self._depth:
+            raise JournalError(f"journal {self.url}: maintain() inside a transaction")
+        self._execute(self._sql.fold_figures, {})
         return None
 
     def holders(self, keys: Sequence[str]) -> dict[str, str]:

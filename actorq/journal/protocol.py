@@ -567,6 +567,62 @@ WAITING_STATES = (JobState.BLOCKED, JobState.SCHEDULED, JobState.READY, JobState
 its worker; cancel it instead)."""
 
 
+STATS_SLOT = 10  # seconds per slot of the journal's per-queue figures (`Journal.queue_stats`)
+STATS_KEEP = 3600  # seconds of slots kept; `maintain` drops the older ones
+MIN_STATS_WINDOW, MAX_STATS_WINDOW = STATS_SLOT, STATS_KEEP
+
+
+class QueueStats(NamedTuple):
+    """What one queue did over a recent window (`Journal.queue_stats`), from the journal's slots.
+
+    Attributes:
+        seconds: the time the figures cover: from the start of the window's first slot to
+            now, so the asked window plus up to one slot (`STATS_SLOT` s).
+        finished: jobs that reached a final state (succeeded, failed, dead, cancelled).
+        failed: of those, the failed and dead ones.
+        leased: leases taken (a job leased again after a crash counts again).
+        wait_sum: seconds the leased jobs waited, summed: each from its ``run_at`` (its enqueue,
+            its due time, its retry time) to its lease. A job released or reclaimed back to
+            ready keeps its ``run_at``: its next lease counts the earlier attempt's time too.
+        wait_max: the longest of those waits.
+    """
+
+    seconds: float
+    finished: int
+    failed: int
+    leased: int
+    wait_sum: float
+    wait_max: float
+
+    @property
+    def rate(self) -> float:
+        """Finished jobs per second over `seconds`."""
+        return self.finished / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def wait_mean(self) -> float | None:
+        """The mean queue wait of the window's leases, in seconds; None without leases."""
+        return self.wait_sum / self.leased if self.leased else None
+
+
+def stats_slots(now: float, window: float) -> tuple[int, float]:
+    """The first slot of a `window` of seconds ending at `now`, and the seconds from its start.
+
+    Raises:
+        ValueError: `window` is not a number from `MIN_STATS_WINDOW` to `MAX_STATS_WINDOW`.
+    """
+    if isinstance(window, bool) or not isinstance(window, (int, float)) \
+            or not MIN_STATS_WINDOW <= window <= MAX_STATS_WINDOW:
+        raise ValueError(f"window must be seconds from {MIN_STATS_WINDOW} to {MAX_STATS_WINDOW}, got {window!r}")
+    first = int((now - window) // STATS_SLOT)
+    return first, now - first * STATS_SLOT
+
+
+def stats_slot(at: float) -> int:
+    """The slot of the time `at` (Unix seconds)."""
+    return int(at // STATS_SLOT)
+
+
 class JobSummary(NamedTuple):
     """One row of a listing (`Journal.list_jobs`): a job without its payload, result or traceback.
 
@@ -1004,7 +1060,18 @@ class Journal(Protocol):
         """The paused queues' names, sorted."""
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Return ``{queue: {state: count}}``, read from the index on (state, queue), not the table."""
+        """Return ``{queue: {state: count}}`` (states with no job left out), exact, read from the
+        counts the journal keeps as jobs move (see docs/architecture.md), never from the jobs."""
+
+    def queue_stats(self, window: float = 60.0) -> dict[str, QueueStats]:
+        """What each queue did over the last `window` seconds (`MIN_STATS_WINDOW` to
+        `MAX_STATS_WINDOW`): jobs finished and failed, leases and their queue wait, read from
+        per-queue slots of `STATS_SLOT` s kept as jobs finish and are leased. Queues with nothing
+        in the window are left out.
+
+        Raises:
+            ValueError: `window` out of its range.
+        """
 
     def get(self, job_id: str) -> JobInfo | None:
         """Return the job, with its recorded errors, or None."""

@@ -48,19 +48,20 @@ from actorq.journal.config import (
 )
 from actorq.journal.protocol import (
     TERMINAL_STATES, Attempt, BreakerState, CircuitBreaker, ErrorRecord, Failure, JobDetail, JobInfo, JobResult, JobState,
-    KEY_ROWS_PRUNED_PER_TICK, KEYS_PER_TICK, JobSummary, KeptResult, LeasedJob, NewJob, QueueLimits, ScheduleRow,
-    TaskDefaults,
-    check_clear, check_failures, check_listing, check_prune, merge_pages,
+    KEY_ROWS_PRUNED_PER_TICK, KEYS_PER_TICK, JobSummary, KeptResult, LeasedJob, NewJob, QueueLimits, QueueStats,
+    ScheduleRow, TaskDefaults, STATS_KEEP, check_clear, check_failures, check_listing, check_prune, merge_pages,
+    stats_slot, stats_slots,
 )
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 13  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
+SCHEMA_VERSION = 14  # 1: jobs, errors; 2: unique keys; 3: task defaults; 4: cron schedules; 5: results;
 # 6: paused queues, job time limits; 7: unique periods (unique_until); 8: the index of finished jobs (retention);
 # 9: queue limits (actorq_queues, the index of waiting jobs by queue);
 # 10: the operator's partial index of jobs by state and queue (listings);
 # 11: flow keys (blocked jobs, admission triggers); 12: rate limits (a token bucket per queue), task rules, breakers;
-# 13: rules per flow key (actorq_key_rules)
+# 13: rules per flow key (actorq_key_rules);
+# 14: kept counts per (queue, state) and per-queue slots of finishes, leases and queue waits
 CHECKPOINT_MODES = ("passive", "full", "restart", "truncate")
 _T = TypeVar("_T")
 LOCK_FIRST_DELAY, LOCK_MAX_DELAY = 50e-6, 2e-3  # seconds between tries for the write lock (`_begin`)
@@ -750,8 +751,14 @@ class SQLiteJournal:
                 queues = [q for q in queues if q not in limited]
             if limit > 0 and queues:
                 rows += self._lease_some(queues, limit, ruled, lease, now)
+            self._lease_slots(rows, now)
         # RETURNING gives a whole REAL back as an int (30, not 30.0): the protocol says float
         return [LeasedJob(*row[:6], lease_id, None if row[6] is None else float(row[6])) for row in rows]
+
+    def _lease_slots(self, rows: Sequence[Sequence[object]], now: float) -> None:
+        """Add these leases and their queue waits (now less each job's run_at) to their queues' slot."""
+        for queue, (taken, wait_sum, wait_max) in _limits.lease_waits(rows, now).items():
+            self._conn.execute(SQL.lease_slot, (queue, stats_slot(now), taken, wait_sum, wait_max))
 
     def _lease_some(self, queues: Sequence[str], limit: int, ruled: Sequence[str], lease: tuple[int, str, float],
                     now: float) -> list[Sequence[object]]:
@@ -944,9 +951,8 @@ class SQLiteJournal:
         if not leases:
             return 0
         with self.transaction():
-            before = self._conn.total_changes
-            self._conn.executemany(SQL.release, list(leases))
-            return self._conn.total_changes - before
+            # rowcount, not total_changes: that counts the counts triggers' writes too
+            return self._conn.executemany(SQL.release, list(leases)).rowcount
 
     def attempts(self, leases: Sequence[tuple[str, int]], *,
                  busy: list[tuple[str, int]] | None = None) -> list[Attempt]:
@@ -1151,12 +1157,27 @@ class SQLiteJournal:
             return [row[0] for row in self._conn.execute(SQL.paused_queues)]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Return ``{queue: {state: count}}``."""
+        """Return ``{queue: {state: count}}``, from the counts the schema's triggers keep
+        (actorq_counts) and the leased jobs' index, never from the jobs table itself."""
+        return self._count_rows(SQL.counts)
+
+    def _scan_counts(self) -> dict[str, dict[str, int]]:
+        """`counts` read from every job (a full scan: the tests' truth, never the node's)."""
+        return self._count_rows(SQL.counts_scan)
+
+    def _count_rows(self, statement: str) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}
         with self._reading():
-            for queue, state, n in self._conn.execute(SQL.counts):
+            for queue, state, n in self._conn.execute(statement):
                 result.setdefault(queue, {})[state] = n
         return result
+
+    def queue_stats(self, window: float = 60.0) -> dict[str, QueueStats]:
+        """What each queue did over the last `window` seconds (see `Journal.queue_stats`)."""
+        first, seconds = stats_slots(self._clock(), window)
+        with self._reading():
+            rows = self._conn.execute(SQL.queue_stats, (first,)).fetchall()
+        return {q: QueueStats(seconds, f, failed, leased, float(w), float(m)) for q, f, failed, leased, w, m in rows}
 
     def get(self, job_id: str) -> JobInfo | None:
         """Return the job with its errors, oldest first, or None."""
@@ -1309,6 +1330,7 @@ class SQLiteJournal:
             JournalError: called inside a transaction, or the checkpoint failed.
         """
         self._refuse_in_transaction("maintain")
+        self._drop_slots()
         try:
             size = os.stat(f"{self.path}-wal").st_size
         except OSError:  # no WAL yet, or it was just removed by the last connection's close
@@ -1318,6 +1340,17 @@ class SQLiteJournal:
         busy, _, _ = self.checkpoint("truncate")
         outcome = "readers kept the checkpoint busy; trying again later" if busy else "checkpointed, restarted"
         return f"WAL was {size / 1e6:.1f} MB: {outcome}"
+
+    def _drop_slots(self) -> None:
+        """Fold the finishes older than `STATS_KEEP` into their counts' slot 0 and drop the lease
+        slots as old (a write only when there are some)."""
+        cutoff = stats_slot(self._clock() - STATS_KEEP)
+        with self._reading():
+            stale = self._conn.execute(SQL.stale_slots, (cutoff,)).fetchone()[0]
+        if stale:
+            with self.transaction():
+                for statement in (SQL.fold_slots, SQL.drop_slots, SQL.drop_lease_slots):
+                    self._conn.execute(statement, (cutoff,))
 
     def try_lead(self, name: str, holder: str, ttl: float) -> bool:
         """An SQLite journal has one node (its file lock): that node leads every duty.

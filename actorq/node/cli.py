@@ -44,7 +44,7 @@ from actorq.node.metrics import parse_bind
 from actorq.node.control import TREE, NodeNotRunning, query, read_node_file
 from actorq.node.node import Node, NodeFailed, TaskCheckInterrupted, TaskModuleError, import_tasks
 from actorq.node.status import ask_status, render_status
-from actorq.node.views import schedule_entries
+from actorq.node.views import STATS_WINDOW, figures, schedule_entries
 
 logger = logging.getLogger("actorq.cli")
 
@@ -451,6 +451,7 @@ def cmd_enqueue(args: argparse.Namespace, config: Config) -> int:
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
     with Client.from_config(config.journal, create=False) as client:  # reading never creates a journal
         counts = client.counts()
+        minute = {name: figures(stats) for name, stats in client.queue_stats(STATS_WINDOW).items()}
         paused = client.paused_queues()
         limits = client.queue_limits()
         breakers = client.breakers()
@@ -466,13 +467,15 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
                               "opened_at": b.opened_at, "reopens_at": b.reopens_at} for b in key_breakers],
                   "open": key_counts.get("open", 0), "half_open": key_counts.get("half_open", 0)}
         _out(json.dumps({"queues": counts, "paused": paused, "limits": stored, "breakers": circuits,
-                         "key_breakers": by_key, "node": node}, sort_keys=True))
+                         "key_breakers": by_key, "node": node, "last_minute": minute}, sort_keys=True))
         return EXIT_OK
     states = [str(state) for state in JobState]
     _out(f"journal {config.journal.describe()}")
-    _out(f"{'queue':<16}" + "".join(f"{s:>11}" for s in states))
+    _out(f"{'queue':<16}" + "".join(f"{s:>11}" for s in states) + f"{'done/min':>11}{'wait avg':>11}")
+    idle = figures(None)
     for queue in sorted(counts):
-        _out(f"{queue:<16}" + "".join(f"{counts[queue].get(s, 0):>11,}" for s in states))
+        done, _failed, wait, _longest = cli_jobs.minute_columns(minute.get(queue, idle))
+        _out(f"{queue:<16}" + "".join(f"{counts[queue].get(s, 0):>11,}" for s in states) + f"{done:>11}{wait:>11}")
     if not counts:
         _out("(no jobs)")
     if paused:
@@ -686,7 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "through the node named in <journal>.node on SQLite, else straight into the journal")
     enq.set_defaults(handler=cmd_enqueue)
 
-    status = add("status", "Print job counts per queue and state, read from the journal; then what the node "
+    status = add("status", "Print job counts per queue and state (the counts the journal keeps as jobs move: "
+                 "never a pass over the jobs), with each queue's jobs finished per minute and mean queue wait "
+                 "over the last minute; then what the node "
                  "serving it says over its private control socket: jobs succeeded and failed, in flight, "
                  "workers, jobs/s, and a journal write that has waited 1 s or more (a lock or the disk: the "
                  "node is then not idle, whatever the counts). With no node running, the counts and a line "
@@ -701,7 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
                  '"node": {"running": true, ...}}')
     status.add_argument("--json", action="store_true",
                         help='print JSON instead of a table: {"queues": {queue: {state: count}}, "paused": '
-                             '[paused queue names], "node": the node\'s status ({"running": false} if none runs)}')
+                             '[paused queue names], "last_minute": {queue: figures, as `queues list --json` '
+                             'gives them}, "node": the node\'s status ({"running": false} if none runs)}')
     status.add_argument("--timeout", type=_seconds(0.0, MAX_WAIT, low_allowed=False), default=5.0,
                         help=f"seconds to wait for the node's answer, at most {MAX_WAIT:.0f} (default: 5)")
     status.set_defaults(handler=cmd_status)

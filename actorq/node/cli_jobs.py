@@ -378,11 +378,32 @@ def cmd_queues_list(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK
     rows = [[safe_text(name), "paused" if e["paused"] else "running",
              *(f"{e['states'].get(s.value, 0):,}" for s in QUEUE_STATES),
-             _ago(None if e["oldest_ready_age"] is None else now - e["oldest_ready_age"], now)]
+             _ago(None if e["oldest_ready_age"] is None else now - e["oldest_ready_age"], now),
+             *minute_columns(e["last_minute"])]
             for name, e in entries.items()]
-    _table(["queue", "state", *(s.value for s in QUEUE_STATES), "oldest ready"], rows,
-           right=set(range(2, 3 + len(QUEUE_STATES))))
+    _table(["queue", "state", *(s.value for s in QUEUE_STATES), "oldest ready", "done/min", "failed/min",
+            "wait avg", "wait max"], rows, right=set(range(2, 7 + len(QUEUE_STATES))))
     return EXIT_OK
+
+
+def minute_columns(figures: dict[str, object]) -> list[str]:
+    """A queue's last minute as table cells: finished and failed per minute, mean and longest wait."""
+    seconds = float(figures["seconds"])  # type: ignore[arg-type]
+    per_minute = [60 * float(figures[k]) / seconds if seconds > 0 else 0.0  # type: ignore[arg-type]
+                  for k in ("finished", "failed")]
+    waits = [_seconds(figures[k]) for k in ("wait_mean", "wait_max")]  # type: ignore[arg-type]
+    return [f"{n:,.0f}" if n >= 10 or n == 0 else f"{n:.1f}" for n in per_minute] + waits
+
+
+def _seconds(value: float | None) -> str:
+    """A duration, short: ``-`` (none), ``12ms``, ``3.4s``, ``5m``, ``2h``."""
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 60:
+        return f"{value:.1f}s"
+    return f"{value / 60:.0f}m" if value < 3600 else f"{value / 3600:.0f}h"
 
 
 def cmd_queues_clear(args: argparse.Namespace, config: Config) -> int:
@@ -508,14 +529,22 @@ def add_parsers(sub: Any) -> None:
                    "  actorq queues --config topology.toml list\n"
                    "  actorq queues --config topology.toml pause emails\n"
                    "  actorq queues --config topology.toml clear emails --yes")
-    listing = action(queues, "list", "List each queue: running or paused, its jobs per state, and how long its "
-                     "oldest ready job has waited. Reads two small indexes, never the jobs table.",
+    listing = action(queues, "list", "List each queue: running or paused, its jobs per state, how long its "
+                     "oldest ready job has waited, and over the last minute its jobs finished and failed per "
+                     "minute and the mean and longest queue wait of its leases (from due to leased). Reads the "
+                     "counts and per-queue figures the journal keeps as jobs move, and of the jobs only the "
+                     "leased ones (at most those in flight) and each queue's oldest ready one: never a pass "
+                     "over the jobs table, however many it holds.",
                      "actorq queues list --config topology.toml\n"
-                     "    queue    state    scheduled  ready  leased  retry  succeeded ...  oldest ready\n"
-                     "    emails   paused           0     12       0      0      4,321 ...  3m",
+                     "    queue    state    scheduled  ready  leased ... succeeded ...  oldest ready  done/min"
+                     "  failed/min  wait avg  wait max\n"
+                     "    emails   running          0     12       3 ...     4,321 ...  3s                 840"
+                     "           2     1.2s      3.4s",
                      cmd_queues_list)
     json_flag(listing, '{"queues": {name: {"paused": bool, "ready": count, "states": {state: count}, '
-                       '"oldest_ready_age": seconds or null}}}')
+                       '"oldest_ready_age": seconds or null, "last_minute": {"seconds": covered, '
+                       '"finished": count, "failed": count, "leased": count, "per_second": finished per second, '
+                       '"wait_mean": seconds or null, "wait_max": seconds or null}}}}')
     for verb, text in (("pause", "Pause a queue on every node serving the journal: it leases nothing (the pause "
                                  "is kept in the journal, so restarts keep it); running jobs finish, and jobs can "
                                  "still be enqueued into it."),

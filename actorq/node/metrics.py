@@ -6,8 +6,9 @@
                  └─ GET /metrics ──▶ prometheus_client's exposition, on a worker thread
                       └─ NodeCollector.collect ──▶ one snapshot, taken on the node's loop:
                       counters of the writers, dispatcher, producer endpoint, event hub (no I/O)
-                      jobs by queue and state: `Journal.counts`, read at most every
-                      ``metrics.counts_every`` seconds and cached
+                      jobs by queue and state: `Journal.counts`, and each queue's last
+                      minute (`Journal.queue_stats`, every node's work), read at most
+                      every ``metrics.counts_every`` seconds and cached
 
 Nothing is updated per job for the metrics: each scrape reads the counters the
 node keeps anyway. The histograms too are kept by their owners: the journal
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.events import RunTimes
+from actorq.journal.protocol import QueueStats
 
 if TYPE_CHECKING:
     from actorq.jobs.runtime import JobRuntime
@@ -47,6 +49,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["MetricsConfig", "MetricsServer", "MetricsUnavailable", "bind_problem", "parse_bind"]
 
 SNAPSHOT_TIMEOUT = 10.0  # seconds a scrape waits for the node's loop
+MINUTE = 60.0  # seconds of the queues' figures (`Journal.queue_stats`)
 COUNTS_TIMEOUT = 5.0  # seconds a scrape waits for the journal's counts; then it reports the cached ones
 MAX_SCRAPES = 4  # scrapes answered at once; more fail at once (HTTP 500), none queues on the node's loop
 MAX_CONNECTIONS = 16  # connections open at once; more are closed as soon as they are accepted
@@ -152,7 +155,8 @@ class MetricsServer:
         self._server: Any = None
         self._counts: dict[str, dict[str, int]] = {}
         self._counts_at: float | None = None  # time.monotonic() of the cached counts
-        self._counts_read: asyncio.Task[dict[str, dict[str, int]]] | None = None  # one read at most
+        self._minute: dict[str, QueueStats] = {}  # each queue's last minute, read with the counts
+        self._counts_read: asyncio.Task[tuple[dict[str, dict[str, int]], dict[str, QueueStats]]] | None = None
         self._scrapes = threading.BoundedSemaphore(MAX_SCRAPES)
 
     def start(self) -> None:
@@ -221,15 +225,19 @@ class MetricsServer:
         finally:
             self._scrapes.release()
 
+    async def _read_journal(self) -> tuple[dict[str, dict[str, int]], dict[str, QueueStats]]:
+        """The journal's counts and its queues' last minute: two reads of small tables."""
+        return await self.runtime.counts(), await self.runtime.queue_stats(MINUTE)
+
     async def _snapshot(self) -> "_Snapshot":
         runtime = self.runtime
         now = time.monotonic()
         if self._counts_at is None or now - self._counts_at >= self.config.counts_every:
             # one read at a time: scrapes during a journal stall wait on the same one, none piles up
             if self._counts_read is None or self._counts_read.done():
-                self._counts_read = asyncio.ensure_future(runtime.counts())
+                self._counts_read = asyncio.ensure_future(self._read_journal())
             try:
-                self._counts = await asyncio.wait_for(asyncio.shield(self._counts_read), COUNTS_TIMEOUT)
+                self._counts, self._minute = await asyncio.wait_for(asyncio.shield(self._counts_read), COUNTS_TIMEOUT)
                 self._counts_at = time.monotonic()
             except Exception as exc:  # the cached counts (if any) are reported, with their age
                 logger.warning("metrics: the journal's counts could not be read: %s",
@@ -239,7 +247,7 @@ class MetricsServer:
         queue_waits = {queue: (list(h.counts), h.total) for queue, h in list(hub.queue_waits.items())}
         progress = runtime.progress()
         return _Snapshot(
-            counts={q: dict(states) for q, states in self._counts.items()},
+            counts={q: dict(states) for q, states in self._counts.items()}, minute=dict(self._minute),
             counts_age=None if self._counts_at is None else time.monotonic() - self._counts_at,
             counters=dict(runtime.counters()), cancelled=runtime.cancelled,
             worker_restarts=runtime.worker_restarts, workers=progress.workers, in_flight=progress.in_flight,
@@ -296,6 +304,7 @@ async def _answer(send: Callable[..., Any], status: int, body: bytes, headers: t
 @dataclass
 class _Snapshot:
     counts: dict[str, dict[str, int]]
+    minute: dict[str, QueueStats]
     counts_age: float | None
     counters: dict[str, int]
     cancelled: int
@@ -357,6 +366,18 @@ class _Collector:
             for state, n in sorted(states.items()):
                 jobs.add_metric([node, queue, state], n)
         yield jobs
+        rate = GaugeMetricFamily("actorq_queue_finished_per_second", "Jobs of the queue that reached a final state "
+                                 "per second over the last minute, every node's (the journal's figures).",
+                                 labels=["node", "queue"])
+        wait = GaugeMetricFamily("actorq_queue_wait_mean_seconds", "Mean wait from due to leased of the queue's "
+                                 "leases over the last minute, every node's (absent without leases).",
+                                 labels=["node", "queue"])
+        for queue, stats in sorted(snap.minute.items()):
+            rate.add_metric([node, queue], stats.rate)
+            if stats.wait_mean is not None:
+                wait.add_metric([node, queue], stats.wait_mean)
+        yield rate
+        yield wait
         if snap.counts_age is not None:
             age = GaugeMetricFamily("actorq_jobs_counts_age_seconds", "Age of the journal counts reported.",
                                     labels=["node"])

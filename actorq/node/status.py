@@ -103,7 +103,9 @@ def build_status(progress: Progress, *, name: str, pid: int, per_second: float |
         "jobs": {"succeeded": progress.succeeded, "failed": progress.failed, "in_flight": progress.in_flight,
                  "reclaimed": progress.reclaimed, "stale_acks": progress.stale_acks, "per_second": rate},
         "workers": {"connected": progress.workers, "restarts": progress.worker_restarts},
-        "journal": {"wait": round(max(progress.journal_wait, 0.0), 3),
+        # to the millisecond below, never above: a wait shown as 1.0 s has passed the threshold
+        # the activity was judged by (0.9996 rounded would read as waiting, judged as busy)
+        "journal": {"wait": math.floor(max(progress.journal_wait, 0.0) * 1000) / 1000,
                     "error": clean_text(progress.journal_error)[:MAX_TEXT] if progress.journal_error else None},
         "producers": {"requests": progress.producer_requests, "jobs": progress.producer_jobs,
                       "busy": progress.producer_busy,

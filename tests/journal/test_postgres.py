@@ -148,8 +148,10 @@ def test_both_dialects_name_the_statements_of_one_job_alike() -> None:
     pg_names = {f.name for f in dataclasses.fields(_pgsql.Statements)}
     # PostgreSQL writes the error rows inside `fail`, and deletes them inside `prune`; its
     # triggers admit a freed key's jobs themselves, where SQLite's journal first asks which
-    # freed keys have blocked jobs
-    assert sqlite_names - pg_names == {"fail_error", "prune_errors", "blocked_keys"}
+    # freed keys have blocked jobs; its triggers write a lease's slot and its fold drops old ones,
+    # where SQLite's lease and maintain do
+    assert sqlite_names - pg_names == {"fail_error", "prune_errors", "blocked_keys", "lease_slot", "drop_slots",
+                                       "fold_slots", "drop_lease_slots", "stale_slots"}
 
 
 # -- migrations -----------------------------------------------------------------------------------
@@ -295,7 +297,9 @@ def test_e8_a_role_without_privileges_gets_a_clear_error(pg_schema: str) -> None
         assert f"permission denied for schema {pg_schema}" in str(info.value)
         with pg_admin() as admin:
             admin.execute(f'GRANT USAGE ON SCHEMA "{pg_schema}" TO "{role}";'
-                          f'GRANT SELECT ON "{pg_schema}".actorq_migrations, "{pg_schema}".actorq_jobs TO "{role}"')
+                          f'GRANT SELECT ON "{pg_schema}".actorq_migrations, "{pg_schema}".actorq_jobs,'
+                          # the kept counts (migration 016): a reader of them reads these
+                          f' "{pg_schema}".actorq_counts, "{pg_schema}".actorq_figure_deltas TO "{role}"')
         reader = PostgresJournal(url, schema=pg_schema)  # may open and read ...
         try:
             assert reader.counts() == {}
@@ -1074,3 +1078,83 @@ def test_a_statement_s_freed_keys_are_looked_up_on_their_index_and_never_jit_com
         assert "jit=off" in config and "enable_sort=off" in config, config
     finally:
         journal.close()
+
+
+# -- kept counts and queue slots (migration 016) ----------------------------------------------------
+
+
+def test_migration_016_counts_the_jobs_a_schema_holds(pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as before:  # the previous actorq: migrations 001-015
+        before.setattr(postgres, "MIGRATIONS", postgres.MIGRATIONS[:15])
+        migrate(PG_URL, pg_schema)
+    with pg_admin() as admin:
+        admin.execute(f'INSERT INTO "{pg_schema}".actorq_jobs (id, queue, task, payload, state, run_at, max_attempts,'
+                      " finished_at) SELECT 'j' || n, CASE WHEN n % 3 = 0 THEN 'b' ELSE 'a' END, 't', '', "
+                      " CASE WHEN n % 3 = 0 THEN 'ready' ELSE 'succeeded' END, now(), 3,"
+                      " CASE WHEN n % 3 = 0 THEN NULL ELSE now() END FROM generate_series(1, 30) n")
+    assert migrate(PG_URL, pg_schema) == [16]
+    journal = PostgresJournal(PG_URL, schema=pg_schema, create_schema=False)
+    try:
+        assert journal.counts() == journal._scan_counts() == {"a": {"succeeded": 20}, "b": {"ready": 10}}
+    finally:
+        journal.close()
+
+
+def test_maintain_folds_the_count_deltas_and_the_past_slots(journal: PostgresJournal, pg_schema: str) -> None:
+    journal.enqueue([job(f"j{n}", queue=f"q{n % 2}") for n in range(6)])
+    for _ in range(2):
+        leased = journal.lease(["q0", "q1"], "w", 2, 60.0)
+        journal.complete([(j.id, j.lease_id) for j in leased])
+    deltas = f'SELECT count(*) FROM "{pg_schema}".actorq_figure_deltas'
+    with pg_admin() as admin:
+        appended = admin.execute(deltas).fetchone()[0]
+        # two leases of a past slot (as two statements would append them), one older than the kept
+        # hour, and a row that takes the three back out of the count (the jobs are made up)
+        admin.execute(f'INSERT INTO "{pg_schema}".actorq_figure_deltas (queue, state, slot, n, wait_sum, wait_max)'
+                      " SELECT 'old', 'leased', CASE WHEN s = 0 THEN 0 ELSE floor(extract(epoch FROM now()) / 10) - s END,"
+                      " n, w, w FROM (VALUES (3, 1.0, 1), (3, 4.0, 1), (400, 9.0, 1), (0, NULL, -3)) AS v(s, w, n)")
+    assert appended >= 4  # a row per statement and (queue, state) it changed, not one per job
+    before = journal.counts()
+    stats = journal.queue_stats(60)
+    assert {q: (s.finished, s.leased) for q, s in stats.items()} == {"q0": (2, 2), "q1": (2, 2), "old": (0, 2)}
+    journal.maintain()
+    with pg_admin() as admin:
+        assert admin.execute(deltas).fetchone()[0] == 0
+        old = admin.execute(f'SELECT finished, leased, wait_sum, wait_max FROM "{pg_schema}".actorq_queue_slots'
+                            " WHERE queue = 'old'").fetchall()
+    assert old == [(0, 2, 5.0, 4.0)]  # merged; the one past the hour dropped
+    assert journal.counts() == before == journal._scan_counts() == {"q0": {"succeeded": 2, "ready": 1},
+                                                                      "q1": {"succeeded": 2, "ready": 1}}
+    def figures() -> dict[str, tuple[object, ...]]:
+        return {q: tuple(s)[1:] for q, s in journal.queue_stats(60).items()}  # all but the seconds covered
+
+    assert figures() == {q: tuple(s)[1:] for q, s in stats.items()}  # the same figures, folded
+    journal.maintain()  # nothing left to fold: the same figures
+    assert journal.counts() == before and figures() == {q: tuple(s)[1:] for q, s in stats.items()}
+
+
+def test_the_figures_reads_never_touch_the_jobs_table(journal: PostgresJournal, pg_schema: str) -> None:
+    with pg_admin() as admin:
+        admin.execute(f'SET search_path TO "{pg_schema}"')
+        for statement, params in ((journal._sql.counts, {}), (journal._sql.queue_stats, {"window": 60.0})):
+            plan = "\n".join(r[0] for r in admin.execute("EXPLAIN " + statement, params))
+            assert "actorq_jobs" not in plan and "actorq_" in plan, plan
+
+
+def test_writers_on_two_sessions_keep_the_counts_without_waiting_on_each_other(pg_schema: str) -> None:
+    """Two sessions moving jobs of one queue in open transactions: neither waits for the other
+    (the triggers only append rows), and the counts add both up."""
+    a, b = PostgresJournal(PG_URL, schema=pg_schema), PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        a.enqueue([job(f"j{n}") for n in range(4)])
+        with a.transaction():
+            got_a = a.lease(["q"], "wa", 2, 60.0)
+            a.complete([(j.id, j.lease_id) for j in got_a])
+            with b.transaction():  # would block here on a row lock of a per-(queue, state) total
+                got_b = b.lease(["q"], "wb", 2, 60.0)
+                b.complete([(j.id, j.lease_id) for j in got_b])
+        assert len(got_a) == len(got_b) == 2
+        assert a.counts() == a._scan_counts() == {"q": {"succeeded": 4}}
+    finally:
+        a.close()
+        b.close()

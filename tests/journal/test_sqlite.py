@@ -709,7 +709,7 @@ def test_prune_ages_finished_jobs_by_the_injected_clock(journal: SQLiteJournal, 
     ("list_many", JobState.SUCCEEDED, (None, "", None, 10), "SEARCH actorq_jobs USING PRIMARY KEY (id>?)"),
     ("list_leased", None, (None, "", None, 10), "SCAN actorq_jobs USING INDEX actorq_jobs_leased"),
     ("list_all", None, ("", None, 10), "SEARCH actorq_jobs USING PRIMARY KEY (id>?)"),
-    ("oldest_ready", None, (), "SEARCH actorq_jobs USING INDEX actorq_jobs_ready (queue=?)"),
+    ("oldest_ready", None, (), "SEARCH actorq_jobs USING INDEX actorq_jobs_ready (queue=? AND priority=?)"),
     ("clear_queue", JobState.READY, ("q", 10), "SEARCH actorq_jobs USING INDEX actorq_jobs_ready (queue=?)"),
     ("clear_queue", JobState.RETRY, ("q", 10),
      "SEARCH actorq_jobs USING COVERING INDEX actorq_jobs_state_queue (state=? AND queue=?)"),
@@ -728,7 +728,9 @@ def test_listings_read_an_index_never_the_table(journal: SQLiteJournal, name: st
         f"EXPLAIN QUERY PLAN {for_state(statement, state) if state else statement}", params))
     assert expected in plan, plan
     scans = [step for step in plan.split(" | ") if step.startswith("SCAN")]
-    assert all(step == "SCAN q" or step == "SCAN actorq_jobs USING INDEX actorq_jobs_leased" for step in scans), plan
+    # q, p, m: the skip scans' own rows (queues, their priorities), never jobs
+    assert all(step in ("SCAN q", "SCAN p", "SCAN m") or step == "SCAN actorq_jobs USING INDEX actorq_jobs_leased"
+               for step in scans), plan
 
 
 def test_the_operators_index_holds_only_the_states_off_the_hot_path(journal: SQLiteJournal) -> None:
@@ -777,3 +779,71 @@ def test_an_admission_names_the_admitted_jobs_queue_for_the_writers_wake(db_path
         assert journal.take_admitted() == set()
     finally:
         journal.close()
+
+
+# -- kept counts and queue slots (schema 14) ------------------------------------------------------
+
+
+def test_a_version_13_journal_gets_its_counts_from_the_jobs_it_holds(db_path: Path) -> None:
+    from actorq.journal.sqlite import _schema_sql, _statements
+
+    raw = sqlite3.connect(db_path, isolation_level=None)
+    for version in range(1, 14):  # a file as the previous actorq left it, with jobs in it
+        for statement in _statements(_schema_sql(version)):
+            raw.execute(statement)
+    raw.execute("PRAGMA user_version = 13")
+    raw.executemany("INSERT INTO actorq_jobs (id, queue, task, payload, state, run_at, max_attempts, created_at,"
+                    " finished_at) VALUES (?, ?, 't', x'929080', ?, 0, 3, 0, ?)",
+                    [(f"j{n}", "a" if n % 3 else "b", state, None if state == "ready" else 1.0)
+                     for n, state in enumerate(["ready", "succeeded", "dead"] * 5)])
+    raw.close()
+    journal = SQLiteJournal(db_path)
+    try:
+        assert journal.applied_versions == [14]
+        expected = {"a": {"succeeded": 5, "dead": 5}, "b": {"ready": 5}}
+        assert journal.counts() == journal._scan_counts() == expected
+        [first] = journal.lease(["b"], "w", 1, 60.0)
+        journal.complete([(first.id, first.lease_id)])
+        assert journal.counts() == journal._scan_counts() == {**expected, "b": {"ready": 4, "succeeded": 1}}
+    finally:
+        journal.close()
+
+
+def test_the_figures_reads_never_touch_the_jobs_table(journal: SQLiteJournal) -> None:
+    """`counts` and `queue_stats` read their own small tables; `counts` reads of the jobs only
+    the leased ones' index (at most the jobs in flight)."""
+    from actorq.journal._sqlitesql import STATEMENTS
+
+    for statement, params in ((STATEMENTS.counts, ()), (STATEMENTS.queue_stats, (0,))):
+        plan = " | ".join(row[3] for row in journal._conn.execute("EXPLAIN QUERY PLAN " + statement, params))
+        jobs = [step for step in plan.split(" | ") if "actorq_jobs" in step]
+        assert all(step == "SCAN actorq_jobs USING INDEX actorq_jobs_leased" for step in jobs), plan
+        assert "SCAN actorq_counts" in plan or "actorq_queue_slots" in plan, plan
+    assert "actorq_jobs" not in " ".join(row[3] for row in journal._conn.execute(
+        "EXPLAIN QUERY PLAN " + STATEMENTS.queue_stats, (0,)))
+    scan = " | ".join(row[3] for row in journal._conn.execute("EXPLAIN QUERY PLAN " + STATEMENTS.counts_scan))
+    assert "actorq_jobs" in scan  # the tests' truth does read them
+
+
+def test_queue_slots_follow_the_injected_clock_and_maintain_drops_the_old_ones(
+        journal: SQLiteJournal, clock: Clock) -> None:
+    journal.enqueue([new_job("a", run_at=T0 - 30), new_job("b")])
+    clock.now += 5
+    leased = journal.lease(["q"], "w", 2, 60.0)
+    assert journal.complete([(j.id, j.lease_id) for j in leased]) == 2
+    stats = journal.queue_stats(60)["q"]
+    assert (stats.finished, stats.failed, stats.leased) == (2, 0, 2)
+    assert (stats.wait_sum, stats.wait_max) == (35 + 5, 35)  # a waited from T0-30, b from T0
+    assert stats.seconds == T0 + 5 - ((T0 + 5 - 60) // 10) * 10
+    clock.now += 120
+    assert journal.queue_stats(60) == {}  # out of the window, still kept
+    assert journal.queue_stats(600)["q"].finished == 2
+    journal.maintain()
+    assert journal.queue_stats(3600)["q"].leased == 2
+    clock.now += 3600
+    journal.maintain()
+    assert journal._conn.execute("SELECT count(*) FROM actorq_queue_slots").fetchone()[0] == 0
+    # the finishes' slots folded into slot 0: the counts stay, and the rows are few again
+    assert journal._conn.execute("SELECT slot, n FROM actorq_counts WHERE state = 'succeeded'").fetchall() == [(0, 2)]
+    assert journal.counts() == {"q": {"succeeded": 2}}
+    assert journal.queue_stats(3600) == {}

@@ -139,6 +139,8 @@ def test_enqueue_then_status_then_burst_run(topology: Path) -> None:
     assert "51 succeeded" in run.stderr
     status = actorq_main("status", "--config", str(topology), "--json")
     assert _counts_with_no_node(status.stdout) == {"default": {"succeeded": 51}}
+    minute = json.loads(status.stdout)["last_minute"]["default"]  # the burst ran within the last minute
+    assert (minute["finished"], minute["failed"], minute["leased"]) == (51, 0, 51) and minute["wait_mean"] >= 0
     table = actorq_main("status", "--config", str(topology))
     assert table.returncode == EXIT_OK, table.stderr
     assert "succeeded" in table.stdout and "51" in table.stdout
@@ -148,7 +150,7 @@ def test_enqueue_then_status_then_burst_run(topology: Path) -> None:
 def _counts_with_no_node(stdout: str) -> dict[str, dict[str, int]]:
     """The counts of a ``status --json`` run with no node: its "node" entry says so."""
     report = json.loads(stdout)
-    assert sorted(report) == ["breakers", "key_breakers", "limits", "node", "paused", "queues"]
+    assert sorted(report) == ["breakers", "key_breakers", "last_minute", "limits", "node", "paused", "queues"]
     assert report["breakers"] == {} and report["key_breakers"] == {"listed": [], "open": 0, "half_open": 0}
     assert report["paused"] == [] and report["limits"] == {}
     node = report["node"]
@@ -182,9 +184,9 @@ def test_status_of_a_journal_with_damaged_pages_is_one_line(topology: Path) -> N
     journal.close()
     with sqlite3.connect(db) as conn:
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        # the root pages of the table and of the index `counts` reads: every read of the jobs goes through one
+        # the root pages of the jobs and of the counts `status` reads (schema 14: never the jobs)
         roots = [row[0] for row in conn.execute(
-            "SELECT rootpage FROM sqlite_master WHERE name IN ('actorq_jobs', 'actorq_jobs_state_queue')")]
+            "SELECT rootpage FROM sqlite_master WHERE name IN ('actorq_jobs', 'actorq_counts')")]
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     with open(db, "r+b") as f:  # flip the header bytes of those root pages
         for root in roots:

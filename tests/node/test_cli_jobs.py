@@ -197,12 +197,22 @@ def test_queues_list_shows_each_state_and_the_oldest_ready_age_and_clear_deletes
     listing = json.loads(setup.ok("queues", "list", "--json").stdout)["queues"]
     assert listing["q"]["states"] == {"ready": 5, "scheduled": 1, "leased": 1}
     assert listing["q"]["paused"] is False and listing["q"]["oldest_ready_age"] >= 0
+    minute = listing["other"].pop("last_minute")
     assert listing["other"] == {"paused": True, "ready": 0, "states": {"dead": 1}, "oldest_ready_age": None}
+    # its job was leased and went dead within the last minute; q leased one and finished none
+    assert (minute["finished"], minute["failed"], minute["leased"]) == (1, 1, 1)
+    assert 60 <= minute["seconds"] <= 75 and minute["wait_max"] >= 0 and minute["per_second"] > 0
+    q_minute = listing["q"]["last_minute"]
+    assert (q_minute["finished"], q_minute["leased"], q_minute["per_second"]) == (0, 1, 0)
+    assert q_minute["wait_mean"] == q_minute["wait_max"] >= 0
     table = setup.ok("queues", "list").stdout.splitlines()
     assert table[0].split() == ["queue", "state", "blocked", "scheduled", "ready", "leased", "retry", "succeeded",
-                                "failed", "dead", "cancelled", "oldest", "ready"]
+                                "failed", "dead", "cancelled", "oldest", "ready", "done/min", "failed/min",
+                                "wait", "avg", "wait", "max"]
     assert table[1].split()[:11] == ["other", "paused", "0", "0", "0", "0", "0", "0", "0", "1", "0"]
+    assert [0.8 <= float(cell) <= 1.0 for cell in table[1].split()[12:14]] == [True, True]  # 1 in 60-70 s
     assert table[2].split()[:6] == ["q", "running", "0", "1", "5", "1"]
+    assert table[2].split()[12:14] == ["0", "0"] and table[2].split()[14].endswith("ms")
 
     refused = setup.run("queues", "clear", "q")
     assert refused.returncode == EXIT_CONFIG and "add --yes" in refused.stderr

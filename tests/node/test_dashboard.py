@@ -109,6 +109,8 @@ async def test_api_of_a_real_node(request, topology, backend):
             assert len(workers) == 1 and isinstance(workers[0]["pid"], int)
             assert view["node"]["name"] == "testnode" and view["node_problem"] is None
             assert view["queues"]["default"]["states"]["succeeded"] == 3
+            minute = view["queues"]["default"]["last_minute"]  # the journal's slots of the last minute
+            assert (minute["finished"], minute["failed"]) == (3, 0) and minute["leased"] >= 3
             assert view["queues"]["emails"]["states"] == {"dead": 1} and not view["queues"]["emails"]["paused"]
             assert [(lease["jobs"][0]["id"], len(lease["jobs"])) for lease in view["leases"]] == [(held, 1)]
             assert view["leases"][0]["owner"]

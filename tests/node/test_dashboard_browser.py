@@ -92,6 +92,12 @@ async def test_the_page_in_chromium_retries_a_dead_job_by_click(topology):
             queue = await until_page("document.querySelector('tr[data-queue=\"payments\"]')?.innerText",
                                      "the payments queue on the page")
             assert "paused" in queue and "resume" in queue
+            # the default queue finished its 12 receipts within the last minute: a rate and a wait shown
+            rate = await until_page("document.querySelector('tr[data-queue=\"default\"] td.rate')?.textContent",
+                                    "the default queue's rate")
+            wait = await loop.run_in_executor(
+                None, page_shows, "document.querySelector('tr[data-queue=\"default\"] td.wait').textContent")
+            assert 10 <= float(str(rate)) <= 12 and str(wait).endswith(("ms", "s")), (rate, wait)
             assert "shop.sync_stock" in await until_page("document.getElementById('leases').innerText", "leases")
             assert "nightly-stock" in await until_page("document.getElementById('schedules').innerText",
                                                        "schedules")

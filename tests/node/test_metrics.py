@@ -89,6 +89,9 @@ async def test_metrics_of_a_real_node_match_its_journal(request, topology, backe
         for state, n in states.items():
             assert _value(families, "actorq_jobs", queue=queue_name, state=state, **node_label) == n
     assert counts["default"] == {"succeeded": 20, "dead": 3, "failed": 2, "cancelled": 1}
+    # the journal's last minute of the queue: 26 jobs finished in 60-70 s, 28 leases waited
+    assert 26 / 70 <= _value(families, "actorq_queue_finished_per_second", queue="default") <= 26 / 60
+    assert _value(families, "actorq_queue_wait_mean_seconds", queue="default") >= 0
     assert _value(families, "actorq_jobs_enqueued_total") == 26
     assert _value(families, "actorq_jobs_succeeded_total") == 20
     assert _value(families, "actorq_attempts_failed_total") == 3 * 2 + 2

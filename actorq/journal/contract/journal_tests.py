@@ -1473,6 +1473,12 @@ def test_oldest_ready_names_each_queue_s_earliest_ready_job(journal: Journal) ->
     oldest = journal.oldest_ready()
     assert sorted(oldest) == ["a", "b"]  # "c" has nothing ready
     assert oldest["a"] == journal.inspect("a1").created_at  # type: ignore[union-attr]
+    # the earliest by id, whatever the priorities: each priority's first job is looked at
+    for n, priority in enumerate((5, -3, 5, 0)):  # an enqueue each: d1 is created first
+        journal.enqueue([new_job(f"d{n + 1}", queue="d", priority=priority)])
+    first, urgent = journal.inspect("d1"), journal.inspect("d2")
+    assert first is not None and urgent is not None and first.created_at < urgent.created_at
+    assert journal.oldest_ready()["d"] == first.created_at
 
 
 def test_clear_queue_deletes_waiting_jobs_of_one_queue_in_batches_with_their_errors(journal: Journal) -> None:
@@ -1684,3 +1690,80 @@ def test_a_concurrency_slot_is_held_until_its_job_finishes(journal: Journal, end
     assert second.id == ("c0" if kept else "c1")
     # the key's last job ends with nothing blocked behind it: nothing to admit, no error
     assert journal.complete([(second.id, second.lease_id)]) == 1
+
+
+# -- kept counts and per-queue figures (docs/architecture.md, "Queue figures") ------------------
+
+
+def scanned_counts(journal: Journal) -> dict[str, dict[str, int]]:
+    """The counts by a pass over every job (each journal's test-only ``_scan_counts``)."""
+    return journal._scan_counts()  # type: ignore[attr-defined,no-any-return]
+
+
+def test_counts_kept_as_jobs_move_match_a_count_of_every_job(backend: Backend, journal: Journal) -> None:
+    """Every path that moves a job keeps counts() equal to a GROUP BY of the jobs."""
+    checked: list[str] = []
+
+    def check(step: str) -> None:
+        checked.append(step)
+        assert journal.counts() == scanned_counts(journal), f"after {step}"
+
+    leases = job_in_every_state(journal)  # enqueue, admit, lease, complete, fail to retry/failed/dead, cancel
+    journal.enqueue([new_job(f"o{n}", queue="other", run_at=time.time() - 5) for n in range(4)]
+                    + [new_job("o-later", queue="other", run_at=time.time() + HOUR)])
+    check("a job in every state")
+    journal.enqueue([new_job("o0", queue="other")])  # a re-sent id: no row, no count
+    check("a re-sent id")
+    a, b = journal.lease(["other"], "w2", 2, HOUR)
+    assert journal.release([(a.id, a.lease_id)]) == 1  # back to ready
+    check("lease and release")
+    assert reclaim(journal, "w2", "node died") == 1  # leased -> retry (a crash counts)
+    check("reclaim")
+    journal.complete([(leases["leased"].id, leases["leased"].lease_id)])
+    journal.complete([(leases["leased"].id, leases["leased"].lease_id)])  # a stale ack moves nothing
+    check("complete and a stale ack")
+    assert journal.retry_dead("dead") and journal.retry_dead("failed")  # by hand: back to ready
+    check("retry by hand")
+    assert journal.cancel("ready") and not journal.cancel("succeeded")
+    check("cancel")
+    journal.promote()
+    check("promote")
+    assert journal.clear_queue("q", [JobState.READY, JobState.SCHEDULED, JobState.RETRY], 100) >= 1
+    check("clear a queue (admits the next job of a key)")
+    backend.backdate_finish(["succeeded", "cancelled", "leased"], 2 * HOUR)
+    assert journal.prune({JobState.SUCCEEDED: HOUR, JobState.CANCELLED: HOUR}, 100) == 3
+    check("prune")
+    assert journal.counts()["other"] == scanned_counts(journal)["other"]
+    assert all(n > 0 for states in journal.counts().values() for n in states.values())  # no zero rows shown
+
+
+def test_counts_of_a_rolled_back_transaction_roll_back_too(journal: Journal) -> None:
+    journal.enqueue([new_job("kept")])
+    with pytest.raises(RuntimeError):
+        with journal.transaction():
+            journal.enqueue([new_job("gone"), new_job("gone-too", queue="q2")])
+            raise RuntimeError("roll back")
+    assert journal.counts() == scanned_counts(journal) == {"q": {"ready": 1}}
+
+
+def test_queue_stats_count_finishes_leases_and_the_wait_from_due_to_lease(journal: Journal) -> None:
+    assert journal.queue_stats() == {}
+    now = time.time()
+    journal.enqueue([new_job("late", run_at=now - 100), new_job("due", run_at=now - 40),
+                     new_job("idle", queue="idle")])
+    first, second = journal.lease(["q"], "w1", 2, HOUR)
+    journal.complete([(first.id, first.lease_id)])
+    journal.fail([fail(second, state=JobState.DEAD)])
+    stats = journal.queue_stats(60)
+    assert set(stats) == {"q"}  # a queue that leased and finished nothing is left out
+    q = stats["q"]
+    assert (q.finished, q.failed, q.leased) == (2, 1, 2)
+    assert 60 <= q.seconds <= 70 + 5  # the window and the rest of its first slot (and a slow test)
+    assert q.wait_max == pytest.approx(100, abs=5)  # by each backend's clock, near the test's
+    assert q.wait_mean == pytest.approx(70, abs=5)
+    assert q.rate == pytest.approx(2 / q.seconds)
+    for bad in (0, 9.9, 3601, float("nan"), "60", True):
+        with pytest.raises(ValueError, match="window"):
+            journal.queue_stats(bad)  # type: ignore[arg-type]
+    journal.maintain()  # keeps the last hour's slots
+    assert journal.queue_stats(3600)["q"].finished == 2

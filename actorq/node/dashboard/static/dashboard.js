@@ -87,10 +87,33 @@
     refresh();
   }
 
+  // a queue's last minute (queue_entries' "last_minute"): per minute, and waits in ms, s, m, h
+  function perMinute(count, seconds) {
+    const n = seconds > 0 ? (60 * count) / seconds : 0;
+    return n >= 10 || n === 0 ? Math.round(n).toLocaleString() : n.toFixed(1);
+  }
+
+  function duration(value) {
+    if (value === null || value === undefined) return "-";
+    if (value < 1) return Math.round(value * 1000) + "ms";
+    if (value < 60) return value.toFixed(1) + "s";
+    return value < 3600 ? Math.round(value / 60) + "m" : Math.round(value / 3600) + "h";
+  }
+
+  function minuteCells(m) {
+    return [el("td", { class: "num rate" }, perMinute(m.finished, m.seconds)),
+      el("td", { class: "num" }, perMinute(m.failed, m.seconds)),
+      el("td", { class: "num wait" }, duration(m.wait_mean)), el("td", { class: "num" }, duration(m.wait_max))];
+  }
+
   function renderQueues(data) {
     const table = document.getElementById("queues");
     table.tHead.replaceChildren(el("tr", {}, el("th", {}, "queue"), el("th", {}, ""),
-      ...STATES.map((s) => el("th", {}, s)), el("th", {}, "oldest ready"), el("th", {})));
+      ...STATES.map((s) => el("th", {}, s)), el("th", {}, "oldest ready"),
+      el("th", { title: "jobs finished per minute, over the last minute" }, "done/min"),
+      el("th", { title: "jobs failed or dead per minute, over the last minute" }, "failed/min"),
+      el("th", { title: "mean wait from due to leased, of the last minute's leases" }, "wait avg"),
+      el("th", { title: "longest wait from due to leased, of the last minute's leases" }, "wait max"), el("th", {})));
     const names = Object.keys(data.queues);
     const rows = names.map((name) => {
       const q = data.queues[name];
@@ -100,7 +123,7 @@
       return el("tr", { "data-queue": name }, el("td", {}, name), el("td", {}, state(q.paused ? "paused" : "running")),
         ...STATES.map((s) => el("td", { class: "num" }, (q.states[s] || 0).toLocaleString())),
         el("td", {}, q.oldest_ready_age === null ? "-" : ago(data.now - q.oldest_ready_age, data.now)),
-        el("td", {}, button));
+        ...minuteCells(q.last_minute), el("td", {}, button));
     });
     table.tBodies[0].replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted" }, "no queues yet"))]));
   }
