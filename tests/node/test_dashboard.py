@@ -39,6 +39,11 @@ def boom(card):
 @registry.task("d.hold")
 async def hold():
     await asyncio.sleep(120)
+
+
+@registry.task("d.keyed", max_attempts=1, key_circuit_breaker=CircuitBreaker(failures=1, window=60, cool_down=600))
+def keyed(customer):
+    raise ValueError(f"{customer}'s API is down")
 """
 
 
@@ -90,6 +95,7 @@ async def test_api_of_a_real_node(request, topology, backend):
         assert node.dashboard is not None
         oks = [await node.queue().enqueue(Job("d.ok", [n])) for n in range(3)]
         dead = await node.queue("emails").enqueue(Job("d.boom", ["4242"]))
+        keyed = await node.queue().enqueue(Job("d.keyed", ["acme"], ordering_key="acme"))  # opens acme's breaker
         await node.wait_idle(timeout=30)
         held = await node.queue().enqueue(Job("d.hold"))
         await eventually(lambda: topo.states()[held] == "leased", timeout=30, message="d.hold leased")
@@ -110,7 +116,8 @@ async def test_api_of_a_real_node(request, topology, backend):
             assert view["node"]["name"] == "testnode" and view["node_problem"] is None
             assert view["queues"]["default"]["states"]["succeeded"] == 3
             minute = view["queues"]["default"]["last_minute"]  # the journal's slots of the last minute
-            assert (minute["finished"], minute["failed"]) == (3, 0) and minute["leased"] >= 3
+            # the three d.ok, and d.keyed's one attempt that failed
+            assert (minute["finished"], minute["failed"]) == (4, 1) and minute["leased"] >= 4
             assert view["queues"]["emails"]["states"] == {"dead": 1} and not view["queues"]["emails"]["paused"]
             assert [(lease["jobs"][0]["id"], len(lease["jobs"])) for lease in view["leases"]] == [(held, 1)]
             assert view["leases"][0]["owner"]
@@ -118,8 +125,11 @@ async def test_api_of_a_real_node(request, topology, backend):
             assert view["schedules"][0]["next_fire"] > view["now"]
             # d.ok declares a breaker, which its successes leave closed; the others declare none
             assert [(b["task"], b["state"], b["failures"]) for b in view["breakers"]] == [("d.ok", "closed", 0)]
+            # the per-key breaker d.keyed's failure opened, for its key only
+            assert [(b["task"], b["key"], b["state"]) for b in view["key_breakers"]] == [("d.keyed", "acme", "open")]
+            assert view["key_breaker_counts"] == {"open": 1}
             # jobs: filters and pages
-            assert [j["id"] for j in b.get("/api/jobs?state=dead")["jobs"]] == [dead]
+            assert sorted(j["id"] for j in b.get("/api/jobs?state=dead")["jobs"]) == sorted([dead, keyed])
             first = b.get("/api/jobs?task=d.ok&limit=2")
             assert [j["id"] for j in first["jobs"]] == oks[:2] and first["next"] == oks[1]
             rest = b.get(f"/api/jobs?task=d.ok&limit=2&after={first['next']}")

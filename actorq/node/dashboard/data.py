@@ -34,6 +34,7 @@ __all__ = ["DashboardData", "LocalNode", "MAX_LEASES", "MAX_PAGE", "NodeLink", "
 MAX_PAGE = 200  # jobs per page of /api/jobs
 DEFAULT_PAGE = 50
 MAX_BREAKERS = 200  # circuit breakers /api/overview lists (one per task that declares one)
+MAX_KEY_BREAKERS = 50  # per-key breakers not closed it lists (open first); "key_breaker_counts" has them all
 MAX_LEASES = 200  # leased jobs /api/overview lists (grouped by owner); past it, "leases_truncated"
 ERROR_CHARS = 300  # characters of a listed job's last error
 MAX_SHOWN = 64 * 1024  # characters of JSON of a job's arguments or result, or of its traceback, /api/jobs/ID sends
@@ -197,7 +198,7 @@ class DashboardData:
     # -- reads -------------------------------------------------------------------------------
     def overview(self) -> dict[str, Any]:
         """Everything the page shows but the jobs: the node, its tree, the queues, the leases by
-        owner, the schedules and the circuit breakers."""
+        owner, the schedules and the circuit breakers (the tasks', and the per-key ones not closed)."""
         now = self.clock()
         tree: dict[str, Any] | None = None
         status: dict[str, Any] | None = None
@@ -210,8 +211,8 @@ class DashboardData:
 
         def read(journal: Journal) -> tuple[Any, ...]:
             return (queue_entries(journal, now), journal.list_jobs(state=JobState.LEASED, limit=MAX_LEASES + 1),
-                    journal.schedules(), journal.breakers())
-        queues, leased, rows, breakers = self._with_journal(read)
+                    journal.schedules(), journal.breakers(), journal.key_breakers(MAX_KEY_BREAKERS))
+        queues, leased, rows, breakers, (key_breakers, key_counts) = self._with_journal(read)
         owners: dict[str, list[dict[str, Any]]] = {}
         for job in leased[:MAX_LEASES]:
             owners.setdefault(job.lease_owner or "?", []).append({"id": job.id, "task": job.task, "queue": job.queue,
@@ -221,7 +222,8 @@ class DashboardData:
                 "leases": [{"owner": owner, "jobs": jobs} for owner, jobs in sorted(owners.items())],
                 "leases_truncated": len(leased) > MAX_LEASES,
                 "schedules": schedule_entries(self.config, rows, now),
-                "breakers": [b._asdict() for b in breakers[:MAX_BREAKERS]]}
+                "breakers": [b._asdict() for b in breakers[:MAX_BREAKERS]],
+                "key_breakers": [b._asdict() for b in key_breakers], "key_breaker_counts": key_counts}
 
     def jobs(self, *, state: JobState | None, queue: str | None, task: str | None, after: str | None,
              limit: int) -> dict[str, Any]:

@@ -147,9 +147,14 @@
 
   function renderBreakers(data) {
     const body = document.querySelector("#breakers tbody");
-    const rows = data.breakers.map((b) => el("tr", { "data-task": b.task }, el("td", {}, b.task), el("td", {}, state(b.state)),
+    const row = (b) => el("tr", b.key === null ? { "data-task": b.task } : { "data-task": b.task, "data-key": b.key },
+      el("td", {}, b.task), el("td", { class: "mono" }, b.key === null ? "-" : b.key), el("td", {}, state(b.state)),
       el("td", { class: "num" }, String(b.failures)), el("td", {}, b.opened_at === null ? "-" : ago(b.opened_at, data.now)),
-      el("td", {}, b.reopens_at === null ? "-" : when(b.reopens_at))));
+      el("td", {}, b.reopens_at === null ? "-" : when(b.reopens_at)));
+    const rows = data.breakers.map(row).concat(data.key_breakers.map(row));
+    const counts = data.key_breaker_counts;
+    const more = (counts.open || 0) + (counts.half_open || 0) - data.key_breakers.length;
+    if (more > 0) rows.push(el("tr", {}, el("td", { class: "muted", colspan: "6" }, "... and " + more + " more keys not closed")));
     body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { class: "muted" }, "no task declares a circuit breaker"))]));
   }
 
