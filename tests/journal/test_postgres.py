@@ -1048,7 +1048,7 @@ def test_a_keyed_insert_looks_its_keys_up_on_their_index_whatever_the_statistics
 
 
 def test_a_statement_s_freed_keys_are_looked_up_on_their_index_and_never_jit_compiled(pg_schema: str) -> None:
-    """The statement trigger's lookup (has a freed key a blocked job?) runs as a generic plan
+    """The statement trigger's lookup (which freed keys have a blocked job?) runs as a generic plan
     with sorts off, as `actorq_flow_freed` runs it: with statistics taken before any key it
     stays on actorq_jobs_flow. Sorts off give its lock query's sort a cost past
     `jit_above_cost`, and a JIT compile per call (70 ms) is what the function's `jit = off`
@@ -1063,9 +1063,10 @@ def test_a_statement_s_freed_keys_are_looked_up_on_their_index_and_never_jit_com
             admin.execute(f'SET search_path = "{pg_schema}"')
             admin.execute("SET plan_cache_mode = force_generic_plan")
             admin.execute("SET enable_sort = off")
-            admin.execute("PREPARE blocked_of(text) AS SELECT 1 FROM actorq_jobs WHERE flow_key = $1"
-                          " AND state = 'blocked' ORDER BY flow_key, state, id LIMIT 1")
-            lookup = "\n".join(r[0] for r in admin.execute("EXPLAIN EXECUTE blocked_of('c:k1')"))
+            admin.execute("PREPARE blocked_of(text[]) AS SELECT u.x FROM (SELECT DISTINCT x FROM unnest($1) AS x) u"
+                          " CROSS JOIN LATERAL (SELECT 1 FROM actorq_jobs b WHERE b.flow_key = u.x"
+                          " AND b.state = 'blocked' ORDER BY b.flow_key, b.state, b.id LIMIT 1) f")
+            lookup = "\n".join(r[0] for r in admin.execute("EXPLAIN EXECUTE blocked_of(ARRAY['c:k1', 'c:k2'])"))
             locks = "\n".join(r[0] for r in admin.execute(
                 "EXPLAIN SELECT pg_advisory_xact_lock_shared(1, d.h)"
                 " FROM (SELECT DISTINCT hashtext(x) AS h FROM unnest(ARRAY['a', 'b']) AS x ORDER BY h) d"))

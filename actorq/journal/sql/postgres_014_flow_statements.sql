@@ -24,13 +24,12 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock_shared(hashtext('actorq.flow:' || current_schema()), d.h)
        FROM (SELECT DISTINCT hashtext(x) AS h FROM unnest(keys) AS x ORDER BY h) d;
-    FOR k IN SELECT DISTINCT x FROM unnest(keys) AS x LOOP
-        -- the ORDER BY keeps the lookup on actorq_jobs_flow (see actorq_admit in 012)
-        PERFORM 1 FROM actorq_jobs WHERE flow_key = k AND state = 'blocked'
-          ORDER BY flow_key, state, id LIMIT 1;
-        IF FOUND THEN
-            PERFORM actorq_admit(k);
-        END IF;
+    -- one statement finds the keys with a blocked job (the ORDER BY keeps each lookup on
+    -- actorq_jobs_flow, see actorq_admit in 012); only those run the admission
+    FOR k IN SELECT u.x FROM (SELECT DISTINCT x FROM unnest(keys) AS x) u
+             CROSS JOIN LATERAL (SELECT 1 FROM actorq_jobs b WHERE b.flow_key = u.x AND b.state = 'blocked'
+                                 ORDER BY b.flow_key, b.state, b.id LIMIT 1) f LOOP
+        PERFORM actorq_admit(k);
     END LOOP;
 END $$;
 
