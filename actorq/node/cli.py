@@ -31,7 +31,7 @@ from actorq.jobs.task import Job, check_name
 from actorq.journal import migrate
 from actorq.journal.backends import journal_class, open_journal
 from actorq.journal._limits import parse_rate
-from actorq.journal.protocol import MAX_ATTEMPTS, MAX_CONCURRENCY_LIMIT, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, BreakerState, JobState, QueueLimits
+from actorq.journal.protocol import MAX_ATTEMPTS, MAX_CONCURRENCY_LIMIT, MAX_PRIORITY, MAX_UNIQUE_FOR, MIN_PRIORITY, BreakerState, CircuitBreaker, JobState, QueueLimits
 from actorq.node import cli_jobs
 from actorq.node.cli_flags import (
     err as _err, out as _out,
@@ -338,16 +338,17 @@ def _describe_policy(policy: TaskPolicy) -> str:
     if policy.rate is not None:
         parts.append(f"rate {policy.rate} (burst {parse_rate(policy.rate, policy.burst).burst:,})")
     if policy.circuit_breaker is not None:
-        b = policy.circuit_breaker
-        parts.append(f"circuit breaker {b.failures} failures in {b.window:g} s, cool-down {b.cool_down:g} s, "
-                     f"{b.probes} probe{'s' if b.probes != 1 else ''}")
+        parts.append(_declared_breaker("circuit breaker", policy.circuit_breaker))
     if policy.key_rate is not None:
         parts.append(f"key rate {policy.key_rate} (burst {parse_rate(policy.key_rate, policy.key_burst).burst:,}) per key")
     if policy.key_circuit_breaker is not None:
-        b = policy.key_circuit_breaker
-        parts.append(f"key circuit breaker {b.failures} failures in {b.window:g} s, cool-down {b.cool_down:g} s, "
-                     f"{b.probes} probe{'s' if b.probes != 1 else ''}, per key")
+        parts.append(_declared_breaker("key circuit breaker", policy.key_circuit_breaker) + ", per key")
     return ", ".join(parts)
+
+
+def _declared_breaker(what: str, b: CircuitBreaker) -> str:
+    return (f"{what} {b.failures} failures in {b.window:g} s, cool-down {b.cool_down:g} s, "
+            f"{b.probes} probe{'s' if b.probes != 1 else ''}")
 
 
 # -- schedules ------------------------------------------------------------------------------------

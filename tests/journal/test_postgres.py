@@ -1026,16 +1026,23 @@ def test_an_admission_notifies_the_admitted_jobs_queue(pg_schema: str) -> None:
         journal.close()
 
 
+def _keyed_after_stale_statistics(pg_schema: str) -> PostgresJournal:
+    """A journal whose statistics were taken before any job had a key (they make every index
+    that `state = 'blocked'` implies look empty), then 4,000 jobs of 100 keys, limit 2 each."""
+    journal = PostgresJournal(PG_URL, schema=pg_schema)
+    journal.enqueue([job(f"p{n:05}") for n in range(2000)])
+    with pg_admin() as admin:
+        admin.execute(f'ANALYZE "{pg_schema}".actorq_jobs')  # no key, no blocked job yet
+    journal.enqueue([job(f"c{n:05}", concurrency_key=f"k{n % 100}", concurrency_limit=2) for n in range(4000)])
+    return journal
+
+
 def test_a_keyed_insert_looks_its_keys_up_on_their_index_whatever_the_statistics(pg_schema: str) -> None:
     """Statistics taken before any job had a key make every index that `state = 'blocked'`
     implies look empty; the insert of keyed jobs turns sorts off (as the enqueue does) and
     orders its lookup as actorq_jobs_flow does, so the plan stays on that index."""
-    journal = PostgresJournal(PG_URL, schema=pg_schema)
+    journal = _keyed_after_stale_statistics(pg_schema)
     try:
-        journal.enqueue([job(f"p{n:05}") for n in range(2000)])
-        with pg_admin() as admin:
-            admin.execute(f'ANALYZE "{pg_schema}".actorq_jobs')  # no key, no blocked job yet
-        journal.enqueue([job(f"c{n:05}", concurrency_key=f"k{n % 100}", concurrency_limit=2) for n in range(4000)])
         params = postgres._enqueue_params([job("x1", concurrency_key="k1", concurrency_limit=2)], pg_schema)
         with pg_admin() as admin:
             admin.execute("BEGIN")
@@ -1053,12 +1060,8 @@ def test_a_statement_s_freed_keys_are_looked_up_on_their_index_and_never_jit_com
     stays on actorq_jobs_flow. Sorts off give its lock query's sort a cost past
     `jit_above_cost`, and a JIT compile per call (70 ms) is what the function's `jit = off`
     prevents: the setting is on the function, and that query's plan would be compiled without it."""
-    journal = PostgresJournal(PG_URL, schema=pg_schema)
+    journal = _keyed_after_stale_statistics(pg_schema)
     try:
-        journal.enqueue([job(f"p{n:05}") for n in range(2000)])
-        with pg_admin() as admin:
-            admin.execute(f'ANALYZE "{pg_schema}".actorq_jobs')  # no key, no blocked job yet
-        journal.enqueue([job(f"c{n:05}", concurrency_key=f"k{n % 100}", concurrency_limit=2) for n in range(4000)])
         with pg_admin() as admin:
             admin.execute(f'SET search_path = "{pg_schema}"')
             admin.execute("SET plan_cache_mode = force_generic_plan")
