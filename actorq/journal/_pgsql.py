@@ -31,6 +31,11 @@ _EXPIRY = ("CASE WHEN %(lease_for)s::float8 = 'Infinity' THEN 'infinity'::timest
            " ELSE now() + make_interval(secs => %(lease_for)s::float8) END")
 # One NOTIFY per queue that got ready jobs (rows of `source` with a `queue` column):
 # at most one per queue and batch, since NOTIFY serialises commits.
+# The lock a key (unique or flow) takes: one of 1,024 per lock space. The migrations' functions
+# (014, 015) compute the same expression for flow keys.
+LOCK_BUCKETS = 1024
+LOCK_BUCKET = "(hashtext({key}) & 1023)"
+
 _NOTIFY = ("(SELECT count(*) FROM (SELECT pg_notify(%(channel)s, d.queue)"
            " FROM (SELECT DISTINCT queue FROM {source}) d) n)")
 
@@ -426,21 +431,23 @@ _TEXT = {
     ),
     "resign": "DELETE FROM {leaders} WHERE name = %(name)s AND holder = %(holder)s",
     # rows inside their period, then the live holder, which wins when both are there
-    # One transaction lock per unique key (a hash of it: two keys may share one, which only
-    # serialises them), taken in one order (of the hashes) so two inserters never wait in a
+    # One transaction lock per unique key (one of LOCK_BUCKETS, by a hash of it: two keys may
+    # share one, which only serialises them; a batch of any number of keys takes at most
+    # LOCK_BUCKETS locks, where a lock per key ran PostgreSQL's lock table out of memory at
+    # 30,000 keys), taken in one order (of the buckets) so two inserters never wait in a
     # cycle, and held to the commit. The next inserter of the key waits here, and its insert,
     # a statement of its own, then sees this one committed: a holder that was inserted and
     # finished meanwhile still keeps its key while inside its unique_for period. Without the
     # lock, the live unique index alone would let it in once the holder left the live states.
     "lock_keys": (
         "SELECT pg_advisory_xact_lock({unique_lock}, d.h) FROM"
-        " (SELECT DISTINCT hashtext(k) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) d"
+        f" (SELECT DISTINCT {LOCK_BUCKET.format(key='k')} AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) d"
     ),
-    # The flow keys of an enqueue, EXCLUSIVE, in hash order, after its unique keys' (migration 012
-    # says who takes them how); then `admit` fills each key's free slots.
+    # The flow keys of an enqueue, EXCLUSIVE, in bucket order, after its unique keys' (migration
+    # 012 says who takes them how, 014 makes them buckets); then `admit` fills each key's free slots.
     "lock_flow": (
         "SELECT pg_advisory_xact_lock({flow_lock}, d.h) FROM"
-        " (SELECT DISTINCT hashtext(k) AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) d"
+        f" (SELECT DISTINCT {LOCK_BUCKET.format(key='k')} AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) d"
     ),
     "admit": "SELECT sum({admit}(k)) FROM unnest(%(keys)s::text[]) AS k",
     # around the insert of keyed jobs (see `enqueue`); DEFAULT: as the session had it

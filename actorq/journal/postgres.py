@@ -68,7 +68,7 @@ if tuple(int(part) for part in re.findall(r"\d+", psycopg.__version__)[:2]) < (3
 from actorq.errors import JournalError, QueueFull
 from actorq.journal import _limits
 from actorq.journal._pgconnect import Connector
-from actorq.journal._pgsql import Statements, side_channel, statements, table
+from actorq.journal._pgsql import LOCK_BUCKET, Statements, side_channel, statements, table
 from actorq.journal._sqltext import for_state, listing_reads
 from psycopg import sql as _sql
 from actorq.journal.config import (
@@ -268,8 +268,8 @@ def _key_statements(schema: str) -> dict[str, str]:
             " AND j.task = ANY(%(tasks)s::text[]) ORDER BY j.flow_key, j.task FOR UPDATE OF j"
         ),
         # the keys' locks, shared as a finisher's trigger takes them (migration 012), before their rows'
-        "lock_shared": (f"SELECT count(pg_advisory_xact_lock_shared({flow_space}, hashtext(k)))"
-                        " FROM unnest(%(keys)s::text[]) AS k"),
+        "lock_shared": (f"SELECT count(pg_advisory_xact_lock_shared({flow_space}, d.h)) FROM (SELECT DISTINCT"
+                        f" {LOCK_BUCKET.format(key='k')} AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) d"),
         # a failed attempt's key row, locked until the commit: every node's failures count once
         "ensure": (f"INSERT INTO {keys} (task, flow_key, changed_at) VALUES (%(task)s, %(key)s,"
                    " extract(epoch FROM now())) ON CONFLICT DO NOTHING"),

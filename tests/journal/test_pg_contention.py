@@ -34,6 +34,7 @@ from actorq.errors import JournalError
 from actorq.jobs import journal_writer as jw
 from actorq.jobs.outcome import AttemptEnd
 from actorq.journal import JobState, NewJob, PostgresJournal, enqueue_in
+from actorq.journal._pgsql import LOCK_BUCKET
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("needs_pg")]
 
@@ -187,6 +188,7 @@ def test_the_writer_puts_busy_answers_aside_and_applies_them_once_the_row_is_fre
 
 def test_c18_a_deadlocked_group_is_run_again_and_loses_no_op(pg_schema: str, caplog: pytest.LogCaptureFixture) -> None:
     """A test transaction and the writer's group take two unique keys in opposite orders.
+    (The group takes its keys' locks in bucket order: k3's bucket comes before k2's.)
 
     The writer waits for the key the test holds; the test then asks for the key the writer
     holds. PostgreSQL's deadlock detector runs in the session that waited first (the writer's:
@@ -204,21 +206,24 @@ def test_c18_a_deadlocked_group_is_run_again_and_loses_no_op(pg_schema: str, cap
         (leased,) = await writer.call(jw.LEASE, jw.Lease(["q"], "w1", 1, 60.0))
         pid = backend_pid(writer.journal)
         with pg_admin() as test:
+            buckets = ", ".join(LOCK_BUCKET.format(key=f"'{key}'") for key in ("k3", "k2"))
+            k3, k2 = test.execute(f"SELECT {buckets}").fetchone()
+            assert k3 < k2, (k3, k2)
             test.execute("BEGIN")
             test.execute("SET LOCAL deadlock_timeout = '10s'")
             enqueue_in(test, [job("test-k2", unique_key="k2")], schema=pg_schema)
             group = asyncio.ensure_future(collect_group(writer, [
-                (jw.ENQUEUE, job("w-k1", unique_key="k1")),
+                (jw.ENQUEUE, job("w-k3", unique_key="k3")),
                 (jw.ENQUEUE, job("w-k2", unique_key="k2")),
                 (jw.COMPLETE, [(leased.id, leased.lease_id)]),
             ]))
             await loop.run_in_executor(None, lambda: wait_for(lambda: waiting_on_a_lock(pid),
                                                               message="the writer waits for k2"))
-            # the test asks for k1, which the writer holds: a cycle; the writer's detector breaks it
-            await loop.run_in_executor(None, enqueue_in, test, [job("test-k1", unique_key="k1")], pg_schema)
+            # the test asks for k3, which the writer holds: a cycle; the writer's detector breaks it
+            await loop.run_in_executor(None, enqueue_in, test, [job("test-k3", unique_key="k3")], pg_schema)
             test.execute("ROLLBACK")
             results = await group
-        assert results == [("w-k1", None), ("w-k2", None), (None, None)]
+        assert results == [("w-k3", None), ("w-k2", None), (None, None)]
         counts = await writer.call(jw.CALL, lambda j: j.counts())
         assert counts == {"q": {"ready": 2, "succeeded": 1}}
         assert writer.stats.failed_commits >= 1 and writer.stats.jobs_acked == 1 and writer.stats.jobs_enqueued == 3

@@ -1162,3 +1162,23 @@ def test_writers_on_two_sessions_keep_the_counts_without_waiting_on_each_other(p
     finally:
         a.close()
         b.close()
+
+
+def test_a_batch_of_more_keys_than_the_lock_table_holds_is_enqueued(pg_schema: str) -> None:
+    """Each key's lock is one of 1,024 buckets: a batch of 20,000 distinct ordering keys and
+    20,000 distinct unique keys takes at most 1,024 locks of each kind. With a lock per key it
+    failed with "out of shared memory" (a server's lock table holds 64 per connection slot)."""
+    journal = PostgresJournal(PG_URL, schema=pg_schema)
+    try:
+        n = 20_000
+        assert journal.enqueue([job(f"k{i:05}", ordering_key=f"customer-{i}", unique_key=f"u-{i}")
+                                for i in range(n)]) == n
+        assert journal.counts() == {"q": {"ready": n}}
+        with pg_admin() as admin:
+            slots = admin.execute("SELECT current_setting('max_locks_per_transaction')::int"
+                                  " * current_setting('max_connections')::int").fetchone()[0]
+        assert slots < 2 * n  # the lock table could not have held a lock per key of both kinds
+        leased = journal.lease(["q"], "w", 500, 60.0)
+        assert journal.complete([(j.id, j.lease_id) for j in leased]) == 500  # 500 keys freed in one statement
+    finally:
+        journal.close()

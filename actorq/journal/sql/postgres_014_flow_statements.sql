@@ -9,6 +9,11 @@
 -- take theirs exclusive (so a finisher and an enqueuer of two keys can no longer wait for each
 -- other), and calls actorq_admit only for the keys that have a blocked job. A statement that
 -- changed no keyed row reads its changed rows once and stops.
+--
+-- A key's lock is now one of 1,024 per schema (hashtext(key) & 1023), for enqueuers, finishers
+-- and a retry by hand alike: a lock per key ran PostgreSQL's lock table out of shared memory
+-- with a batch of 30,000 keys. Two keys in one bucket only make an enqueue and a finisher of
+-- them wait for each other.
 DROP TRIGGER actorq_flow_ended ON actorq_jobs;
 DROP TRIGGER actorq_flow_deleted ON actorq_jobs;
 DROP FUNCTION actorq_flow_ended();
@@ -23,7 +28,7 @@ DECLARE
     k text;
 BEGIN
     PERFORM pg_advisory_xact_lock_shared(hashtext('actorq.flow:' || current_schema()), d.h)
-       FROM (SELECT DISTINCT hashtext(x) AS h FROM unnest(keys) AS x ORDER BY h) d;
+       FROM (SELECT DISTINCT hashtext(x) & 1023 AS h FROM unnest(keys) AS x ORDER BY h) d;
     -- one statement finds the keys with a blocked job (the ORDER BY keeps each lookup on
     -- actorq_jobs_flow, see actorq_admit in 012); only those run the admission
     FOR k IN SELECT u.x FROM (SELECT DISTINCT x FROM unnest(keys) AS x) u
@@ -66,3 +71,12 @@ CREATE TRIGGER actorq_flow_ended AFTER UPDATE ON actorq_jobs
 CREATE TRIGGER actorq_flow_deleted AFTER DELETE ON actorq_jobs
     REFERENCING OLD TABLE AS actorq_flow_before
     FOR EACH STATEMENT EXECUTE FUNCTION actorq_flow_deleted_rows();
+
+-- a finished job retried by hand (back to blocked): its key's bucket, exclusive
+CREATE OR REPLACE FUNCTION actorq_flow_reblocked() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('actorq.flow:' || current_schema()), hashtext(NEW.flow_key) & 1023);
+    PERFORM actorq_admit(NEW.flow_key);
+    RETURN NULL;
+END $$;

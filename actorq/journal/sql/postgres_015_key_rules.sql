@@ -175,8 +175,13 @@ DECLARE
     moved integer := 0;
     t float8 := extract(epoch FROM clock_timestamp());
 BEGIN
+    -- the due keys' buckets first, shared, in bucket order as every other taker (migration 014)
+    PERFORM pg_advisory_xact_lock_shared(hashtext('actorq.flow:' || current_schema()), b.h)
+       FROM (SELECT DISTINCT hashtext(s.flow_key) & 1023 AS h FROM (SELECT flow_key FROM actorq_key_rules
+             WHERE due_at <= t ORDER BY due_at LIMIT keys) s ORDER BY h) b;
     FOR d IN SELECT task, flow_key FROM actorq_key_rules WHERE due_at <= t ORDER BY due_at LIMIT keys LOOP
-        PERFORM pg_advisory_xact_lock_shared(hashtext('actorq.flow:' || current_schema()), hashtext(d.flow_key));
+        -- held already, unless the key came due between the two reads
+        PERFORM pg_advisory_xact_lock_shared(hashtext('actorq.flow:' || current_schema()), hashtext(d.flow_key) & 1023);
         UPDATE actorq_key_rules SET due_at = NULL WHERE task = d.task AND flow_key = d.flow_key AND due_at <= t;
         IF FOUND THEN
             moved := moved + actorq_admit(d.flow_key);
