@@ -289,6 +289,19 @@ def room(limit: int, concurrency: int | None, node_limit: int | None, leased: in
     return max(0, limit)
 
 
+def enqueue_firing(enqueue: Callable[..., int], schedule: str, jobs: Sequence[NewJob], log: Any) -> None:
+    """Enqueue the jobs of a schedule's firing with the journal's `enqueue`, inside its
+    transaction: a queue at its ``max_depth`` skips its jobs at this firing, said on `log` (the
+    journal's logger), never raised, so the firing itself is still recorded."""
+    if not jobs:
+        return
+    refused: list[tuple[NewJob, QueueFull]] = []
+    enqueue(jobs, refused=refused)
+    if refused:
+        log.warning("schedule %r: %d of its jobs not added at this firing: %s", schedule, len(refused),
+                    refused[-1][1])
+
+
 def key_ordinals(jobs: Sequence[NewJob]) -> tuple[list[int], list[str]]:
     """For each of `jobs` (a batch in id order), how many jobs of its flow key come before it
     in the batch (0 without a key); then the keys with more than one job in the batch, sorted.

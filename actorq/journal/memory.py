@@ -809,12 +809,7 @@ class MemoryJournal:
             if row is None or row.last_fired != previous:
                 return False
             self._s.schedules[name] = row._replace(last_fired=fired)
-            if jobs:
-                refused: list[tuple[NewJob, QueueFull]] = []  # a full queue skips this firing, said in the log
-                self.enqueue(jobs, refused=refused)
-                if refused:
-                    logger.warning("schedule %r: %d of its jobs not added at this firing: %s",
-                                   name, len(refused), refused[-1][1])
+            _limits.enqueue_firing(self.enqueue, name, jobs, logger)  # a full queue skips this firing
             return True
 
     # -- the scheduler's and the node's moves ---------------------------------------------------

@@ -1270,12 +1270,7 @@ class PostgresJournal:
             cursor = self._execute(self._sql.fire_schedule, {"name": name, "previous": previous, "fired": fired})
             if cursor.rowcount != 1:
                 return False
-            if jobs:
-                refused: list[tuple[NewJob, QueueFull]] = []  # a full queue skips this firing, said in the log
-                self.enqueue(jobs, refused=refused)
-                if refused:
-                    logger.warning("schedule %r: %d of its jobs not added at this firing: %s",
-                                   name, len(refused), refused[-1][1])
+            _limits.enqueue_firing(self.enqueue, name, jobs, logger)  # a full queue skips this firing
             return True
 
     def renew(self, owners: Sequence[str], lease_for: float) -> int:
