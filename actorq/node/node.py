@@ -24,6 +24,7 @@ Embedding in an asyncio service::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from actorq._kernel.system import ActorSystem
 from actorq.errors import ActorQError, ActorStopped
@@ -283,19 +284,25 @@ class Node:
             await asyncio.get_running_loop().run_in_executor(None, self.runtime.events.close)
 
     # -- metrics and hooks ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _serving(self, key: str, what: str, bind: str, unavailable: type[Exception]) -> Iterator[None]:
+        """Start an HTTP server of the node: its web stack missing (`unavailable`) or its
+        address refused is one ConfigError naming the topology's `key`."""
+        source = str(self.config.path or "config")
+        try:
+            yield
+        except unavailable as exc:
+            raise ConfigError(source, key, str(exc)) from None
+        except OSError as exc:
+            raise ConfigError(source, key, f"cannot serve {what} at {bind}: {exc.strerror or exc}") from None
+
     def _start_metrics(self, loop: asyncio.AbstractEventLoop, runtime: JobRuntime) -> None:
         metrics = self.config.metrics
         if not metrics.bind:
             return
         server = MetricsServer(runtime, loop, metrics, self.config.node.name, sockets=self._control_drops)
-        source = str(self.config.path or "config")
-        try:
+        with self._serving("metrics.bind", "metrics", metrics.bind, MetricsUnavailable):
             server.start()
-        except MetricsUnavailable as exc:
-            raise ConfigError(source, "metrics.bind", str(exc)) from None
-        except OSError as exc:
-            raise ConfigError(source, "metrics.bind", f"cannot serve metrics at {metrics.bind}: "
-                              f"{exc.strerror or exc}") from None
         self.metrics = server
         logger.info("node %s serves metrics at http://%s:%d/metrics", self.config.node.name, *server.address)
 
@@ -305,14 +312,8 @@ class Node:
             return
         server = DashboardServer(DashboardData(self.config, LocalNode(self, loop)), dashboard.bind,
                                  dashboard.resolved_token())
-        source = str(self.config.path or "config")
-        try:
+        with self._serving("dashboard.bind", "the dashboard", dashboard.bind, DashboardUnavailable):
             await loop.run_in_executor(None, server.start)
-        except DashboardUnavailable as exc:
-            raise ConfigError(source, "dashboard.bind", str(exc)) from None
-        except OSError as exc:
-            raise ConfigError(source, "dashboard.bind", f"cannot serve the dashboard at {dashboard.bind}: "
-                              f"{exc.strerror or exc}") from None
         self.dashboard = server
         logger.info("node %s serves its dashboard at %s", self.config.node.name, server.url)
 
