@@ -14,10 +14,8 @@ repository root:  python examples/17_fastapi_client.py
 
 import asyncio
 import contextlib
-import json
 import socket
 import tempfile
-import urllib.request
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -25,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 import actorq
+from web_demo.http import post
 from web_demo.node import running_node
 
 
@@ -51,13 +50,6 @@ def create_app(url: str, endpoint: str) -> FastAPI:
         return {"job": job_id}
 
     return app
-
-
-def post(base: str, path: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return answer.status, json.load(answer)
 
 
 async def main() -> None:

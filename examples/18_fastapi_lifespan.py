@@ -14,10 +14,8 @@ repository root:  python examples/18_fastapi_lifespan.py
 
 import asyncio
 import contextlib
-import json
 import socket
 import tempfile
-import urllib.request
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -25,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 import actorq
+from web_demo.http import post
 from actorq.node.config import parse_config
 
 HERE = Path(__file__).resolve().parent
@@ -61,13 +60,6 @@ def create_app(journal: Path) -> FastAPI:
         return {"job": await request.app.state.queue.enqueue(actorq.Job("shop.receipt", [order, body["email"]]))}
 
     return app
-
-
-def post(base: str, path: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return answer.status, json.load(answer)
 
 
 async def main() -> None:

@@ -10,17 +10,16 @@ Needs ``pip install 'actorq[integrations]'`` (Flask). Run from the repository
 root:  python examples/20_flask_client.py
 """
 
-import json
 import logging
 import tempfile
 import threading
-import urllib.request
 from pathlib import Path
 
 from flask import Flask, request
 from werkzeug.serving import make_server
 
 import actorq
+from web_demo.http import post
 from web_demo.node import running_node
 
 
@@ -39,13 +38,6 @@ def create_app(client: actorq.Client) -> Flask:
         return {"job": client.enqueue(actorq.Job("shop.receipt", [order, request.get_json()["email"]]))}, 202
 
     return app
-
-
-def post(base: str, path: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return answer.status, json.load(answer)
 
 
 def main() -> None:
