@@ -580,11 +580,12 @@ class SQLiteJournal:
 
     def _insert(self, jobs: Sequence[NewJob]) -> int:
         now = self._clock()
-        if any(j.flow_key is not None for j in jobs):  # a batch's keyed jobs are admitted in id order
+        keyed = any(j.flow_key is not None for j in jobs)
+        if keyed:  # a batch's keyed jobs are admitted in id order
             jobs = sorted(jobs, key=lambda j: j.id)
         rest = [j for j in jobs if not j.discard_over_limit]
         alone = [j for j in jobs if j.discard_over_limit]  # discarding jobs: one statement each, after the others
-        ruled = self._key_rules.get(self.key_rules) if any(j.flow_key is not None for j in jobs) else {}
+        ruled = self._key_rules.get(self.key_rules) if keyed else {}
         with self.transaction():
             added = 0
             for chunk in _chunks(rest, self._rows_per_insert):  # multi-row VALUES
