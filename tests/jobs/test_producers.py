@@ -35,7 +35,7 @@ from actorq.jobs.producers import (
 from actorq.journal import NewJob, SQLiteJournal
 from actorq.journal.protocol import MAX_CONCURRENCY_LIMIT, MAX_UNIQUE_FOR
 from actorq.testing import eventually
-from actorq.transports.codec import encode
+from actorq.transports.codec import FrameError, encode
 
 from node_process import NodeProcess
 
@@ -652,3 +652,22 @@ async def test_a_stopping_node_answers_what_it_admitted_and_pushes_back_the_rest
         assert "late-0" not in _ids_in_journal(topo.journal_path)
     finally:
         await node.stop()
+
+
+@pytest.mark.parametrize("items", [
+    [[False, None]],  # nil stands only for a job discarded over its limit: an accepted one
+    [[True, 5]],
+    [[True, b"id"]],
+    [[True, "id", "more"]],
+    [[None, "id"]],
+])
+def test_a_client_refuses_an_enqueued_answer_of_the_wrong_shape(items: list) -> None:
+    """A client checks the node's ENQUEUED answer in full before it uses it: each item is
+    [True, job id or nil] or [False, error text]."""
+    with pytest.raises(FrameError):
+        parse_reply([encode(ENQUEUED, [7, items])])
+
+
+def test_a_client_reads_a_discarded_job_s_nil_id() -> None:
+    assert parse_reply([encode(ENQUEUED, [7, [[True, "a"], [True, None], [False, "no"]]])]) == (
+        ENQUEUED, 7, [producers.Result(True, "a"), producers.Result(True, None), producers.Result(False, "no")])
