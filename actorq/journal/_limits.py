@@ -443,6 +443,25 @@ def key_breaker_state(task: str, key: str, row: KeyRow, cool_down: float | None)
     return shown._replace(key=shown_key(key))
 
 
+def key_breaker_listing(rows: Iterable[Sequence[Any]], counts: Mapping[str, int],
+                        ruled: Mapping[str, TaskDefaults]) -> tuple[list[BreakerState], dict[str, int]]:
+    """`Journal.key_breakers` from the stored rows the SQL journals read (task, key, then a
+    `KeyRow`'s columns) and their counts by state."""
+    shown = []
+    for task, key, *row in rows:
+        breaker = ruled[task].key_circuit_breaker if task in ruled else None
+        shown.append(key_breaker_state(task, key, KeyRow(*row), None if breaker is None else breaker.cool_down))
+    return shown, {state: int(counts[state]) for state in (OPEN, HALF_OPEN) if counts.get(state)}
+
+
+def log_key_opened(log: Any, task: str, key: str, before: KeyRow | None, after: KeyRow) -> None:
+    """Say on `log` (the journal's logger) that a failure opened the key's breaker, if it did."""
+    if after.state == OPEN and (before is None or before.state != OPEN):
+        log.warning("task %s key %s: circuit breaker open (%s)", task, shown_key(key),
+                    "a probe failed" if before is not None and before.state == HALF_OPEN
+                    else "too many failed attempts")
+
+
 def shown_key(flow_key: str) -> str:
     """A stored flow key (``o:`` or ``c:`` and the key) as the jobs carry it."""
     return flow_key[2:] if flow_key[:2] in ("o:", "c:") else flow_key

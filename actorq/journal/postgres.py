@@ -965,9 +965,7 @@ class PostgresJournal:
             after, due, idle = _limits.key_failed(declared, before, row[5])
             self._execute(key_sql["put"], {"task": task, "key": key, "state": after.state, "failed_at": after.failed_at,
                                            "opened_at": after.opened_at, "due_at": due, "idle_at": idle})
-            if after.state == _limits.OPEN and before.state != _limits.OPEN:
-                logger.warning("task %s key %s: circuit breaker open (%s)", task, _limits.shown_key(key),
-                               "a probe failed" if before.state == _limits.HALF_OPEN else "too many failed attempts")
+            _limits.log_key_opened(logger, task, key, before, after)
 
     def key_rules(self) -> dict[str, TaskDefaults]:
         """``{task: its per-key rules}`` of every declared task with a key rate or a key breaker."""
@@ -982,12 +980,7 @@ class PostgresJournal:
         key_sql = _key_statements(self.schema)
         rows = self._execute(key_sql["not_closed"], {"limit": max(0, limit)}).fetchall()
         counts = dict(self._execute(key_sql["not_closed_counts"], {}).fetchall())
-        shown = []
-        for task, key, *row in rows:
-            breaker = ruled[task].key_circuit_breaker if task in ruled else None
-            shown.append(_limits.key_breaker_state(task, key, _limits.KeyRow(*row),
-                                                   None if breaker is None else breaker.cool_down))
-        return shown, {state: int(counts[state]) for state in (_limits.OPEN, _limits.HALF_OPEN) if counts.get(state)}
+        return _limits.key_breaker_listing(rows, counts, ruled)
 
     def _spend(self, statement: str, names: dict[str, str], tokens: float, taken: int, now: float,
                per_second: float) -> None:

@@ -666,12 +666,7 @@ class SQLiteJournal:
         with self._reading():
             rows = self._conn.execute(_KEYS_SQL["not_closed"], (max(0, limit),)).fetchall()
             counts = dict(self._conn.execute(_KEYS_SQL["not_closed_counts"]).fetchall())
-        shown = []
-        for task, key, *row in rows:
-            breaker = ruled[task].key_circuit_breaker if task in ruled else None
-            shown.append(_limits.key_breaker_state(task, key, _limits.KeyRow(*row),
-                                                   None if breaker is None else breaker.cool_down))
-        return shown, {state: counts[state] for state in (_limits.OPEN, _limits.HALF_OPEN) if counts.get(state)}
+        return _limits.key_breaker_listing(rows, counts, ruled)
 
     def _keys_failed(self, failed: Sequence[tuple[str, str]], now: float) -> None:
         """Count a failed attempt of each (task, key) whose task has a key breaker."""
@@ -684,10 +679,7 @@ class SQLiteJournal:
             before = None if stored is None else _limits.KeyRow(*stored)
             row, due, idle = _limits.key_failed(rules, before, now)
             self._conn.execute(_KEYS_SQL["put"], (task, key, *row, due, idle, now))
-            if row.state == _limits.OPEN and (before is None or before.state != _limits.OPEN):
-                logger.warning("task %s key %s: circuit breaker open (%s)", task, _limits.shown_key(key),
-                               "a probe failed" if before is not None and before.state == _limits.HALF_OPEN
-                               else "too many failed attempts")
+            _limits.log_key_opened(logger, task, key, before, row)
 
     def _keys_succeeded(self, job_ids: Sequence[str], now: float) -> None:
         """Close the half-open key breakers of the jobs of `job_ids` that succeeded."""
