@@ -45,7 +45,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
