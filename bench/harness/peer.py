@@ -54,6 +54,11 @@ if str(HERE) not in sys.path:
 from ledger import ENV, Ledger  # noqa: E402
 
 PEERS = HERE.parent / "peers"
+#: durability classes, strongest first:
+#: "fsync" - an accepted job is on disk (fsync'd) before the producer hears so;
+#: "process" - survives a crash of any process, not of the machine (fsync later or per second);
+#: "none" - kept in memory only, or acknowledged before it was stored.
+CLASSES = ("fsync", "process", "none")
 GRACE = 0.5  # seconds to wait after a phase for a late duplicate
 
 
@@ -87,9 +92,14 @@ class Adapter:
     #: variant name -> its durability, printed beside its figures
     #: (e.g. "fsync per commit", "AOF everysec: up to 1 s of acknowledged jobs lost on a crash")
     variants: dict[str, str] = {}
+    #: variant name -> its durability class, one of CLASSES: what a crash can lose of
+    #: what the producer was told is accepted. For a Redis peer this is the queue's side;
+    #: the harness combines it with the Redis server's mode.
+    classes: dict[str, str] = {}
     needs: tuple[str, ...] = ()  # servers it needs: "redis", "postgresql"
     storage = ""  # e.g. "SQLite WAL, synchronous=FULL", "Redis 7", "PostgreSQL 15"
     has_batch = False  # whether `enqueue_batch` is implemented
+    unavailable: str | None = None  # why this peer cannot run here (exact error), or None
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -314,8 +324,9 @@ def main(cls: type[Adapter], argv: list[str] | None = None) -> None:
             p.add_argument("--out")
     args = parser.parse_args(argv)
     if args.command == "info":
-        print(json.dumps({"name": cls.name, "variants": cls.variants, "needs": list(cls.needs),
-                          "storage": cls.storage, "has_batch": cls.has_batch}))
+        print(json.dumps({"name": cls.name, "variants": cls.variants, "classes": cls.classes,
+                          "needs": list(cls.needs), "storage": cls.storage, "has_batch": cls.has_batch,
+                          "unavailable": cls.unavailable}))
     elif args.command == "produce":
         produce(cls, args)
     else:

@@ -21,6 +21,7 @@ from peer import Adapter, main, spawn, stop_group  # noqa: E402
 class SelfTest(Adapter):
     name = "selftest"
     variants = {"exact": "test only", "drops": "test only: loses job 3", "repeats": "test only: runs job 5 twice"}
+    classes = {"exact": "process", "drops": "process", "repeats": "process"}
     storage = "SQLite (test queue)"
     has_batch = True
 
