@@ -32,8 +32,10 @@ BEGIN
     head AS MATERIALIZED (SELECT k.x, h.flow_limit, h.task FROM k CROSS JOIN LATERAL (
                  SELECT b.flow_limit, b.task FROM actorq_jobs b WHERE b.flow_key = k.x AND b.state = 'blocked'
                   ORDER BY b.flow_key, b.state, b.id LIMIT 1) h),
+    -- the admitted states all sort after 'blocked': the count reads the key's admitted entries
+    -- only, not its blocked ones (a state list here was a filter over all of them)
     room AS MATERIALIZED (SELECT head.x, head.flow_limit - (SELECT count(*) FROM actorq_jobs a WHERE a.flow_key = head.x
-                 AND a.state IN ('scheduled', 'ready', 'leased', 'retry')) AS n
+                 AND a.state > 'blocked' AND a.state IN ('scheduled', 'ready', 'leased', 'retry')) AS n
                FROM head WHERE head.task <> ALL(ruled)),
     picked AS (SELECT p.id FROM room CROSS JOIN LATERAL (
                    SELECT b.id FROM actorq_jobs b WHERE b.flow_key = room.x AND b.state = 'blocked'
