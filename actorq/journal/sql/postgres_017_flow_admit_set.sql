@@ -77,13 +77,14 @@ CREATE FUNCTION actorq_key_held_rows() RETURNS trigger LANGUAGE plpgsql
     SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     k text;
+    ruled text[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM actorq_tasks WHERE key_rate IS NOT NULL OR key_breaker_failures IS NOT NULL) THEN
+    ruled := ARRAY(SELECT name FROM actorq_tasks WHERE key_rate IS NOT NULL OR key_breaker_failures IS NOT NULL);
+    IF cardinality(ruled) = 0 THEN
         RETURN NULL;
     END IF;
-    FOR k IN SELECT DISTINCT n.flow_key FROM actorq_key_inserted n JOIN actorq_tasks t ON t.name = n.task
-              WHERE n.state = 'blocked' AND (t.key_rate IS NOT NULL OR t.key_breaker_failures IS NOT NULL)
-              ORDER BY n.flow_key LOOP
+    FOR k IN SELECT DISTINCT n.flow_key FROM actorq_key_inserted n
+              WHERE n.state = 'blocked' AND n.task = ANY(ruled) ORDER BY n.flow_key LOOP
         PERFORM actorq_admit(k);
     END LOOP;
     RETURN NULL;
