@@ -43,6 +43,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -54,6 +56,7 @@ sys.path.insert(0, str(_PEERS.parent / "harness"))
 
 from peer import Adapter, main, spawn, stop_group  # noqa: E402
 
+STOP_WAIT = 15.0  # seconds a graceful stop may take
 REQUIREMENTS = ["celery[redis]==5.7.0", "kombu==5.7.0", "redis==8.1.0"]
 QUEUE = "celery"  # Celery's default queue: a Redis list of that name
 
@@ -64,6 +67,17 @@ def _load_app(appdir: Path):
     sys.modules["celery_app"] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the main process only (Celery's warm shutdown, which puts unacked messages back), then SIGKILL what is left of its session."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            pass
+    stop_group(proc, wait=5.0)
 
 
 class CeleryPeer(Adapter):
@@ -124,7 +138,7 @@ class CeleryPeer(Adapter):
 
     def stop_workers(self) -> None:
         for proc in self.workers:
-            stop_group(proc, wait=15.0)  # SIGTERM: Celery's warm shutdown (unacked messages restored)
+            _stop(proc)
         self.workers = []
 
     def remaining(self) -> int:
