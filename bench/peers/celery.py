@@ -70,7 +70,8 @@ def _load_app(appdir: Path):
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the main process only (Celery's warm shutdown, which puts unacked messages back), then SIGKILL what is left of its session."""
+    """SIGTERM to the main process only (Celery's warm shutdown, which puts unacked messages back),
+    then SIGKILL what is left of its session."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -54,7 +54,8 @@ QUEUE = "default"
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the main process only (Dramatiq's master forwards it to its workers once), then SIGKILL what is left of its session."""
+    """SIGTERM to the main process only (Dramatiq's master forwards it to its workers once),
+    then SIGKILL what is left of its session."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
