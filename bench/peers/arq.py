@@ -49,7 +49,7 @@ sys.path.insert(0, str(_PEERS.parent / "harness"))
 from peer import Adapter, main, spawn, stop_group  # noqa: E402
 
 STOP_WAIT = 15.0  # seconds a graceful stop may take
-REQUIREMENTS = ["arq==0.28.0", "redis[hiredis]==5.3.1"]
+REQUIREMENTS = ["arq==0.28.0", "redis[hiredis]==5.3.1", "hiredis==3.5.0"]
 QUEUE = "arq:queue"  # arq's default queue: a sorted set of job ids
 
 
