@@ -69,6 +69,16 @@ def _load_app(appdir: Path):
     return module
 
 
+def _flush(r) -> None:
+    """Empty the phase's Redis database; a server that is gone has nothing to empty."""
+    import redis
+
+    try:
+        r.flushdb()
+    except redis.exceptions.ConnectionError:
+        pass
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM to the main process only (Celery's warm shutdown, which puts unacked messages back),
     then SIGKILL what is left of its session."""
@@ -109,12 +119,17 @@ class CeleryPeer(Adapter):
         env["BENCH_VARIANT"] = self.ctx.variant
         return env
 
+    def _redis(self):
+        import redis
+
+        if not self.ctx.redis_url:
+            raise RuntimeError("celery needs --redis-url")
+        return redis.Redis.from_url(self.ctx.redis_url)
+
     def setup(self) -> None:
         self.appdir.mkdir(parents=True, exist_ok=True)
         shutil.copy(_PEERS / "celery_app.py", self.appdir / "celery_app.py")
-        import redis
-
-        redis.Redis.from_url(self.ctx.redis_url).flushdb()
+        self._redis().flushdb()
 
     def connect(self) -> None:
         os.environ.update({k: v for k, v in self._env().items() if k.startswith("BENCH_")})
@@ -143,17 +158,13 @@ class CeleryPeer(Adapter):
         self.workers = []
 
     def remaining(self) -> int:
-        import redis
-
-        r = redis.Redis.from_url(self.ctx.redis_url)
+        r = self._redis()
         queued = sum(r.llen(k) for k in r.scan_iter(match=QUEUE + "*", _type="list"))
         return queued + r.hlen("unacked")
 
     def teardown(self) -> None:
-        import redis
-
         if self.ctx.redis_url:
-            redis.Redis.from_url(self.ctx.redis_url).flushdb()
+            _flush(self._redis())
 
 
 if __name__ == "__main__":
