@@ -12,10 +12,12 @@ Set-up (what an arq user deploys on 2 cores):
   ``enqueue`` is synchronous, so each call runs that coroutine on its own
   event loop (``loop.run_until_complete``): a few tens of microseconds a job
   that an asyncio producer would not pay.
-- throughput: arq's worker reads the queue in rounds (up to 100 ids, starts
-  as many as ``max_jobs`` allows, then sleeps what is left of ``poll_delay``),
-  so with the defaults a worker starts at most a few tens of jobs per half
-  second however short they are: arq's default ceiling, kept as deployed.
+- throughput: arq's worker reads the queue in rounds: it reads up to
+  ``queue_read_limit`` ids (100 with these defaults), starts them while fewer
+  than ``max_jobs`` run, then sleeps what is left of ``poll_delay``. So a
+  worker starts at most 100 jobs per half second (200 jobs/s, 400 for the
+  two) however short the jobs are, and fewer when ``max_jobs`` is reached
+  inside a round: arq's default ceiling, kept as deployed.
 - durability: a job stays in the queue's sorted set until it finished (arq
   runs jobs "pessimistically"): a worker marks it with an in-progress key
   that expires after the job timeout + 10 s (310 s by default), and a job
@@ -25,6 +27,9 @@ Set-up (what an arq user deploys on 2 cores):
   column). Delivery is at least once.
 - batch: arq has no batch enqueue (one ``enqueue_job`` per job), so no
   ``--batch`` row.
+
+Every phase empties its Redis database (FLUSHDB) at set-up and teardown: the
+adapter needs a database of its own.
 
 The settings module (arq_app.py) is copied into the phase's workdir and the
 workers' PYTHONPATH holds it and the harness, not bench/peers, where this

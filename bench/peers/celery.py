@@ -5,8 +5,10 @@ Set-up (what a Celery user deploys on 2 cores):
 - broker: Redis (kombu's Redis transport), the URL from ``--redis-url``; no
   result backend (``task_ignore_result``): the no-op task returns nothing.
 - worker: one ``celery -A celery_app worker --pool prefork --concurrency 2
-  --loglevel WARNING`` (two forked child processes, Celery's default pool;
-  WARNING so the log is not written once per task).
+  --loglevel WARNING``: Celery's default pool, a main process that consumes
+  from Redis and hands tasks to two forked child processes that run them;
+  WARNING so the log is not written once per task. Mingle, gossip and
+  heartbeats are left on (Celery's defaults).
 - prefetch: ``worker_prefetch_multiplier = 64``, as Celery's optimizing guide
   advises for many short tasks ("you want this number to be large, say 64 or
   128"); the default is 4.
@@ -32,6 +34,9 @@ pipeline (kombu.transport.redis.PublishBatch) and sends it on exit; that is
 the batch path used here (``apply_async(producer=p)`` inside
 ``p.batch()``): one round trip per ``--batch`` jobs. Not atomic: a crash mid-pipeline can
 store a prefix of the batch.
+
+Every phase empties its Redis database (FLUSHDB) at set-up and teardown: the
+adapter needs a database of its own.
 
 The app module (celery_app.py) is copied into the phase's workdir and the
 workers' PYTHONPATH holds it and the harness, not bench/peers, where this

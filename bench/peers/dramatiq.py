@@ -24,6 +24,9 @@ Producer: ``noop.send(i)``: one Lua-script call (EVALSHA) per job, returned
 once Redis replied. Dramatiq has no batch enqueue (``group(...).run()`` sends
 its messages one call each), so there is no ``--batch`` row.
 
+Every phase empties its Redis database (FLUSHDB) at set-up and teardown: the
+adapter needs a database of its own.
+
 The app module (dramatiq_app.py) is copied into the phase's workdir and the
 workers' PYTHONPATH holds it and the harness, not bench/peers, where this
 file's name would shadow the ``dramatiq`` package.

@@ -21,6 +21,9 @@ Set-up (what an RQ user deploys on 2 cores):
 - batch: ``Queue.enqueue_many([Queue.prepare_data(...) ...], pipeline=p)`` and
   ``p.execute()``: one MULTI/EXEC round trip per ``--batch`` jobs.
 
+Every phase empties its Redis database (FLUSHDB) at set-up and teardown: the
+adapter needs a database of its own.
+
 The task module (rq_app.py) is copied into the phase's workdir and the
 workers' PYTHONPATH holds it and the harness, not bench/peers, where this
 file's name would shadow the ``rq`` package.

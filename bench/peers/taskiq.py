@@ -39,6 +39,9 @@ The stream keeps acknowledged entries (no ``maxlen`` by default), so the
 jobs left after a phase are the group's pending entries plus its lag (entries
 not yet delivered), not the stream's length.
 
+Every phase empties its Redis database (FLUSHDB) at set-up and teardown: the
+adapter needs a database of its own.
+
 The app module (taskiq_app.py) is copied into the phase's workdir and the
 workers' PYTHONPATH holds it and the harness, not bench/peers, where this
 file's name would shadow the ``taskiq`` package.
