@@ -84,6 +84,7 @@ class Procrastinate(Adapter):
         cmd = [util.bin_of("procrastinate"), "--app=procrastinate_app.app", "--log-level=warning", "worker", f"--concurrency={CONCURRENCY}"]
         for n in range(self.ctx.processes):
             self.workers.append(spawn(cmd, env, app, self.ctx.workdir / f"worker{n}.log"))
+        util.check_started(self.workers, [self.ctx.workdir / f"worker{n}.log" for n in range(len(self.workers))])
 
     def stop_workers(self) -> None:
         for proc in self.workers:

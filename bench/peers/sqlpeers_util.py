@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -46,6 +47,15 @@ def worker_env(ctx, modules: Sequence[str], **extra: str) -> tuple[dict[str, str
         env[PG_ENV] = ctx.pg_url
     env.update(extra)
     return env, app
+
+
+def check_started(procs: Sequence, logs: Sequence[Path], wait: float = 0.5) -> None:
+    """Raise with the log's tail if a worker process already exited ``wait`` seconds after its start."""
+    time.sleep(wait)
+    for proc, log in zip(procs, logs):
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise RuntimeError(f"worker exited with {proc.returncode} at start: {tail}")
 
 
 def bin_of(command: str) -> str:
