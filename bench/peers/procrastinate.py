@@ -36,7 +36,7 @@ import sqlpeers_util as util  # noqa: E402  (from bench/peers, before it leaves 
 
 util.unshadow()
 
-REQUIREMENTS = ["procrastinate[psycopg]==3.10.0"]
+REQUIREMENTS = ["procrastinate==3.10.0", "psycopg[binary,pool]==3.3.9"]
 CONCURRENCY = 30
 
 
