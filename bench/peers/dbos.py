@@ -35,11 +35,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "harness"), str(Path(__file__).resolve().parent)]
 
 from peer import Adapter, main, spawn, stop_group  # noqa: E402
 
-import sqlpeers_util as util  # noqa: E402  (from bench/peers, before it leaves sys.path)
+import sqlpeers_util as util  # noqa: E402  (from bench/peers, before unshadow() takes it off sys.path)
 
 util.unshadow()
 
@@ -107,8 +107,8 @@ class Dbos(Adapter):
         try:
             with engine.connect() as conn:
                 schema = "" if self.ctx.variant == "sqlite" else "dbos."
-                return conn.execute(sa.text(
-                    f"SELECT count(*) FROM {schema}workflow_status WHERE status IN ('ENQUEUED', 'PENDING')")).scalar_one()
+                query = f"SELECT count(*) FROM {schema}workflow_status WHERE status IN ('ENQUEUED', 'PENDING')"
+                return conn.execute(sa.text(query)).scalar_one()
         finally:
             engine.dispose()
 

@@ -28,11 +28,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "harness"), str(Path(__file__).resolve().parent)]
 
 from peer import Adapter, main, spawn, stop_group  # noqa: E402
 
-import sqlpeers_util as util  # noqa: E402  (from bench/peers, before it leaves sys.path)
+import sqlpeers_util as util  # noqa: E402  (from bench/peers, before unshadow() takes it off sys.path)
 
 util.unshadow()
 
@@ -81,7 +81,8 @@ class Procrastinate(Adapter):
 
     def start_workers(self) -> None:
         env, app = util.worker_env(self.ctx, ["procrastinate_app.py"])
-        cmd = [util.bin_of("procrastinate"), "--app=procrastinate_app.app", "--log-level=warning", "worker", f"--concurrency={CONCURRENCY}"]
+        cmd = [util.bin_of("procrastinate"), "--app=procrastinate_app.app", "--log-level=warning",
+               "worker", f"--concurrency={CONCURRENCY}"]
         for n in range(self.ctx.processes):
             self.workers.append(spawn(cmd, env, app, self.ctx.workdir / f"worker{n}.log"))
         util.check_started(self.workers, [self.ctx.workdir / f"worker{n}.log" for n in range(len(self.workers))])
@@ -95,7 +96,8 @@ class Procrastinate(Adapter):
         import psycopg
 
         with psycopg.connect(self.ctx.pg_url) as conn:
-            return conn.execute("SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')").fetchone()[0]
+            query = "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+            return conn.execute(query).fetchone()[0]
 
     def teardown(self) -> None:
         if self.app is not None:

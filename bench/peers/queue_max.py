@@ -29,11 +29,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "harness"), str(Path(__file__).resolve().parent)]
 
 from peer import Adapter, main, spawn, stop_group  # noqa: E402
 
-import sqlpeers_util as util  # noqa: E402  (from bench/peers, before it leaves sys.path)
+import sqlpeers_util as util  # noqa: E402  (from bench/peers, before unshadow() takes it off sys.path)
 
 util.unshadow()
 
