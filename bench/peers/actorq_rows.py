@@ -443,8 +443,8 @@ def run_row(args: argparse.Namespace) -> Result:
     row = args.row
     variant = _variant(row)
     result = Result("actorq", row, "e2e", args.jobs, durability=ActorQ.variants[variant],
-                    storage={"postgresql": "PostgreSQL"}.get(variant, f"SQLite WAL, synchronous="
-                                                                      f"{variant.split('-')[1].upper()}"))
+                    storage="PostgreSQL" if variant == "postgresql"
+                    else f"SQLite WAL, synchronous={variant.split('-')[1].upper()}")
     args.workdir.mkdir(parents=True, exist_ok=True)
     try:
         out = RUNNERS[row.split("-", 1)[0]](args, result)
@@ -452,7 +452,7 @@ def run_row(args: argparse.Namespace) -> Result:
         result.error = result.error or f"{type(exc).__name__}: {exc}"
         out = None
     if out is not None:  # a result of the peers' driver: this row's name and figures on it
-        out.system, out.variant = "actorq", row
+        out.system, out.variant, out.storage = "actorq", row, result.storage
         out.phase = "drain" if row.startswith("batched") else "e2e"
         out.extra.update(result.extra)
         return out
