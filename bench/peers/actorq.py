@@ -89,6 +89,9 @@ class ActorQ(Adapter):
     #: PostgreSQL: finished jobs added to the fresh schema before it is ANALYZEd, as a journal in
     #: service has (bench_e2e.seed_history); 0 here, as every peer gets an empty database
     history = 0
+    #: (section, key, value) settings applied last to each node's topology (actorq_rows.py's ``--set``);
+    #: none here: the node's defaults
+    overrides: tuple[tuple[str, str, object], ...] = ()
 
     def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         super().__init__(ctx)
@@ -123,11 +126,14 @@ class ActorQ(Adapter):
         shutil.copy2(APP, self.workdir / APP.name)
 
     def topology(self, name: str) -> str:
-        """The node's topology file: its tasks, the journal, 2 worker processes, the rest defaults."""
+        """The node's topology file: its tasks, the journal, 2 worker processes, the rest defaults
+        (then `overrides`)."""
         journal = ({"url": self.url, "schema": self.schema} if self.postgres
                    else {"url": self.url, "synchronous": self.synchronous})
-        sections = {"node": {"name": name, "tasks": ["actorq_app:registry"]}, "journal": journal,
-                    "workers": {"processes": self.ctx.processes}}
+        sections: dict[str, dict[str, object]] = {"node": {"name": name, "tasks": ["actorq_app:registry"]},
+                                                  "journal": journal, "workers": {"processes": self.ctx.processes}}
+        for section, key, value in self.overrides:
+            sections.setdefault(section, {})[key] = value
         return "".join(f"[{section}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
                        for section, keys in sections.items())
 

@@ -9,7 +9,8 @@ Runs with actorq's own Python (the repository's virtualenv)::
 whose jobs run ``bench.record(i)`` (bench/peers/actorq_app.py) counts lost and
 duplicated jobs in the harness's ledger; special figures go to ``extra``.
 The nodes are set up as in actorq.py (2 worker processes, the node's defaults
-otherwise); a PostgreSQL row uses a fresh schema in ``--pg-url``, seeded with
+otherwise; ``--set SECTION.KEY=VALUE`` changes one setting, e.g.
+``--set workers.concurrency=256``, and the result's notes say so); a PostgreSQL row uses a fresh schema in ``--pg-url``, seeded with
 10,000 finished jobs and ANALYZEd (as a journal in service is, see
 bench_e2e.seed_history), dropped afterwards.
 
@@ -75,7 +76,7 @@ for _path in (BENCH / "harness", BENCH):
         sys.path.insert(0, str(_path))
 
 import bench_e2e  # noqa: E402  (puts the repository on sys.path)
-from bench_nodes import rss_mb, spawn_producers  # noqa: E402
+from bench_nodes import rss_mb, setting, spawn_producers  # noqa: E402
 from ledger import Ledger  # noqa: E402
 from peer import Context, Result, _percentile, _wait_done, run_phase  # noqa: E402
 
@@ -168,9 +169,9 @@ async def _tell(node: actorq.Node, ledger: Ledger, first: int, n: int, rate: flo
 
 async def _tell_row(args: argparse.Namespace, result: Result, ledger: Ledger, quick: ActorQ) -> None:
     n = args.jobs
-    text = quick.topology("bench").replace('tasks = ["actorq_app:registry"]',
-                                           'tasks = ["actorq_app:registry"]\nlog_level = "warning"')
-    config = parse_config(tomllib.loads(text), source="actorq_rows", path=quick.workdir / "topology.toml")
+    sections = tomllib.loads(quick.topology("bench"))
+    sections["node"].setdefault("log_level", "warning")  # an embedded node logs through this process
+    config = parse_config(sections, source="actorq_rows", path=quick.workdir / "topology.toml")
     async with actorq.Node(config) as node:
         node.queue().tell(actorq.Job(TASK, (2 * n,)))  # the warm-up job
         deadline = time.monotonic() + WARM_TIMEOUT
@@ -446,6 +447,10 @@ def run_row(args: argparse.Namespace) -> Result:
                     storage="PostgreSQL" if variant == "postgresql"
                     else f"SQLite WAL, synchronous={variant.split('-')[1].upper()}")
     args.workdir.mkdir(parents=True, exist_ok=True)
+    ActorQ.overrides = tuple(args.set)
+    if args.set:
+        result.notes.append("settings changed from the node's defaults: "
+                            + ", ".join(f"{section}.{key}={value!r}" for section, key, value in args.set))
     try:
         out = RUNNERS[row.split("-", 1)[0]](args, result)
     except Exception as exc:  # reported, not raised: the harness prints it beside the row
@@ -455,6 +460,7 @@ def run_row(args: argparse.Namespace) -> Result:
         out.system, out.variant, out.storage = "actorq", row, result.storage
         out.phase = "drain" if row.startswith("batched") else "e2e"
         out.extra.update(result.extra)
+        out.notes = result.notes + out.notes
         return out
     if row.startswith(("memory", "rerun")):
         result.phase = row.split("-", 1)[0]
@@ -473,6 +479,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, help="the result's JSON file (default: stdout)")
     p.add_argument("--pg-url", help="postgresql://... (the PostgreSQL rows)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds a wait may take (default 300)")
+    p.add_argument("--set", action="append", type=setting, default=[], metavar="SECTION.KEY=VALUE",
+                   help="one setting of the nodes' topology, applied last (may be given several times), e.g. "
+                        "--set workers.concurrency=256; default: the node's defaults (not the rerun row)")
     p.add_argument("--kills", type=int, default=5, help="rerun row: SIGKILLs (default 5)")
     p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                    help="memory row: a paced load this long after the peak, sampled every 5 s (default 0: none; "
