@@ -57,7 +57,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import sys
 import time
 import tomllib
@@ -65,7 +64,7 @@ from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
