@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -217,5 +218,12 @@ class ActorQ(Adapter):
             (self.workdir / SCHEMA_FILE).unlink()
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM ends this process through its ``finally`` blocks, so the nodes it started (each in
+    a session of its own) are stopped with it rather than left running."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
 if __name__ == "__main__":
+    exit_on_sigterm()
     main(ActorQ)

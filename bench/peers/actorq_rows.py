@@ -507,4 +507,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    adapter.exit_on_sigterm()
     main()
