@@ -59,7 +59,7 @@ for _path in (BENCH / "harness", BENCH):
 import bench_e2e  # noqa: E402  (puts the repository on sys.path)
 from bench_nodes import NodeRun  # noqa: E402
 from ledger import ENV  # noqa: E402
-from peer import Adapter, main  # noqa: E402
+from peer import Adapter, Context, main  # noqa: E402
 
 import actorq  # noqa: E402
 from actorq.journal import TERMINAL_STATES  # noqa: E402
@@ -94,7 +94,7 @@ class ActorQ(Adapter):
     #: none here: the node's defaults
     overrides: tuple[tuple[str, str, object], ...] = ()
 
-    def __init__(self, ctx) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.postgres = ctx.variant == "postgresql"
         self.workdir = ctx.workdir.resolve()  # the node runs in it: its paths must not be relative
@@ -102,9 +102,7 @@ class ActorQ(Adapter):
         self.client: actorq.Client | None = None
         self.schema = "actorq"
         if self.postgres:
-            if not ctx.pg_url:
-                raise ValueError("variant postgresql needs --pg-url")
-            self.url = ctx.pg_url
+            self.url = ctx.pg_url or ""  # none: `setup` and `connect` say so, inside the driver's result
             known = self.workdir / SCHEMA_FILE
             if known.exists():
                 self.schema = known.read_text().strip()
@@ -115,6 +113,7 @@ class ActorQ(Adapter):
     # -- storage -------------------------------------------------------------------------------
     def setup(self) -> None:
         """A fresh journal: the workdir's file, or a new schema (named in the workdir for the producer)."""
+        self._check_url()
         if self.postgres:
             self.schema = bench_e2e.new_schema_name()
             (self.workdir / SCHEMA_FILE).write_text(self.schema)
@@ -139,7 +138,12 @@ class ActorQ(Adapter):
                        for section, keys in sections.items())
 
     # -- the producer ----------------------------------------------------------------------------
+    def _check_url(self) -> None:
+        if self.postgres and not self.url.startswith(bench_e2e.POSTGRES_SCHEMES):
+            raise ValueError("variant postgresql needs --pg-url postgresql://...")
+
     def connect(self) -> None:
+        self._check_url()
         self.client = (actorq.Client(self.url, schema=self.schema) if self.postgres
                        else actorq.Client(self.url, synchronous=self.synchronous))
 
