@@ -96,11 +96,26 @@ _TEXT = {
     ),
     # ?1 a flow key, ?2 now: admit its earliest blocked jobs into its free slots (the limit of
     # the earliest blocked one, less its admitted jobs); a key with no blocked job admits none
+    # ?1 a JSON array of flow keys, ?2 now: each key's earliest blocked jobs, up to its free slots
+    # (the limit of its earliest blocked job less its admitted jobs), made ready (or scheduled),
+    # in id order, by one statement for every key. SQLite's LIMIT cannot name a row of the
+    # outer query, so each key's picks are walked on actorq_jobs_flow one step at a time (a
+    # recursive CTE): a key's backlog is never read past its free slots. An UPDATE per key
+    # cost 40 us (the statement, its triggers and its undo journal): 1,000 keys with a
+    # backlog ran at a fifth of the rate of no keys.
     "admit": (
-        "UPDATE actorq_jobs SET state = CASE WHEN run_at > ?2 THEN 'scheduled' ELSE 'ready' END"
-        " WHERE id IN (SELECT id FROM actorq_jobs WHERE flow_key = ?1 AND state = 'blocked' ORDER BY id"
-        "  LIMIT max(0, coalesce((SELECT flow_limit FROM actorq_jobs WHERE flow_key = ?1 AND state = 'blocked'"
-        f"  ORDER BY id LIMIT 1), 0) - {admitted_of_key('actorq_jobs', '?1')}))"
+        "WITH RECURSIVE k(key) AS (SELECT value FROM json_each(?1)),"
+        " room(key, n) AS MATERIALIZED (SELECT k.key, coalesce((SELECT b.flow_limit FROM actorq_jobs b"
+        "  WHERE b.flow_key = k.key AND b.state = 'blocked' ORDER BY b.id LIMIT 1), 0)"
+        f"  - {admitted_of_key('actorq_jobs', 'k.key')} FROM k),"
+        " pick(key, id, left) AS ("
+        "  SELECT room.key, (SELECT b.id FROM actorq_jobs b WHERE b.flow_key = room.key AND b.state = 'blocked'"
+        "   ORDER BY b.id LIMIT 1), room.n FROM room WHERE room.n > 0"
+        "  UNION ALL"
+        "  SELECT pick.key, (SELECT b.id FROM actorq_jobs b WHERE b.flow_key = pick.key AND b.state = 'blocked'"
+        "   AND b.id > pick.id ORDER BY b.id LIMIT 1), pick.left - 1 FROM pick WHERE pick.left > 1 AND pick.id IS NOT NULL)"
+        " UPDATE actorq_jobs SET state = CASE WHEN run_at > ?2 THEN 'scheduled' ELSE 'ready' END"
+        " WHERE id IN (SELECT id FROM pick WHERE id IS NOT NULL)"
         " RETURNING queue, state"
     ),
     # of the keys ({marks}), those with a blocked job
