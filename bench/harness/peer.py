@@ -97,6 +97,8 @@ class Adapter:
     #: the harness combines it with the Redis server's mode.
     classes: dict[str, str] = {}
     needs: tuple[str, ...] = ()  # servers it needs: "redis", "postgresql"
+    #: variant name -> the servers that variant needs, where variants differ (else `needs` applies)
+    variant_needs: dict[str, tuple[str, ...]] = {}
     storage = ""  # e.g. "SQLite WAL, synchronous=FULL", "Redis 7", "PostgreSQL 15"
     has_batch = False  # whether `enqueue_batch` is implemented
     unavailable: str | None = None  # why this peer cannot run here (exact error), or None
@@ -325,7 +327,8 @@ def main(cls: type[Adapter], argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "info":
         print(json.dumps({"name": cls.name, "variants": cls.variants, "classes": cls.classes,
-                          "needs": list(cls.needs), "storage": cls.storage, "has_batch": cls.has_batch,
+                          "needs": list(cls.needs),
+                          "variant_needs": {k: list(v) for k, v in cls.variant_needs.items()}, "storage": cls.storage, "has_batch": cls.has_batch,
                           "unavailable": cls.unavailable}))
     elif args.command == "produce":
         produce(cls, args)
