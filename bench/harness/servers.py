@@ -198,7 +198,8 @@ def pg_version(bindir: Path | None = None) -> str | None:
     if bindir is None:
         return None
     out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True).stdout
-    return out.strip().split()[-1] if out.strip() else "?"
+    words = out.split()
+    return words[2] if len(words) > 2 and words[1] == "(PostgreSQL)" else (out.strip() or "?")
 
 
 @dataclass
