@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                                redis_url=args.redis_url, pg_url=args.pg_url, peers_dir=args.peers_dir,
                                limit_script=args.peers_dir.parent / "limit.py")
     signal.signal(signal.SIGTERM, _raise_interrupt)  # stop servers and workers on a plain kill too
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (`&`)
     started = time.time()
     info = report.machine()
     try:

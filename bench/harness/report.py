@@ -74,10 +74,14 @@ def figures(row: dict[str, Any]) -> dict[str, Any]:
     results = [r for rs in phases.values() for r in rs]
 
     def med(phase: str, key: str) -> float | None:
-        return _median([r[key] for r in phases.get(phase, []) if r.get(key) is not None])
+        return _median([r[key] for r in phases.get(phase, []) if r.get(key) is not None and r not in failed])
 
+    # a phase in error that ran no job at all failed (a worker that did not start), it did not lose jobs
+    failed = [r for r in results if r.get("error") and int(r.get("lost") or 0) >= int(r.get("jobs") or 1)]
+    counted = [r for r in results if r not in failed]
     fig: dict[str, Any] = {  # the worst single run: a job lost in one phase is one job lost, not one per phase
-        "lost": max([int(r.get("lost") or 0) for r in results] or [0]),
+        "failed": len(failed),
+        "lost": max([int(r.get("lost") or 0) for r in counted] or [0]),
         "duplicated": max([int(r.get("duplicated") or 0) for r in results] or [0]),
         "errors": [f"{phase} (round {r.get('round', '?')}): {r['error']}"
                    for phase, rs in phases.items() for r in rs if r.get("error")],
@@ -130,6 +134,9 @@ def _cells(row: dict[str, Any], best: dict[str, float]) -> list[str]:
     if fig["lost"]:
         return head + ["", "", "", "", "", f"LOST {fig['lost']} / {fig['duplicated']}", ""]
     latency = "" if fig.get("p50") is None else f"{fig['p50']:.2f} / {fig['p99']:.2f}"
+    lost_dup = f"0 / {fig['duplicated']}"
+    if fig.get("failed"):
+        lost_dup = f"{fig['failed']} phase(s) failed"
     ratio = ""
     if row["system"] not in ("actorq", "limit") and fig.get("e2e") and best.get(row["class"]):
         ratio = f"{best[row['class']] / fig['e2e']:.1f}×"
@@ -137,7 +144,7 @@ def _cells(row: dict[str, Any], best: dict[str, float]) -> list[str]:
     if fig["errors"] and not e2e:
         e2e = "error (see notes)"
     return head + [_rate(fig.get("enqueue")), _rate(fig.get("batched")), _rate(fig.get("drain")), e2e, latency,
-                   f"0 / {fig['duplicated']}", ratio]
+                   lost_dup, ratio]
 
 
 def ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -187,13 +194,22 @@ def setups(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def one_line(error: str, width: int = 240) -> str:
+    """An error as one line: its first line and, when it has more, its last (the JSON keeps it whole)."""
+    lines = [" ".join(line.split()) for line in error.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    text = lines[0] if len(lines) == 1 else f"{lines[0][:width // 2]} … {lines[-1]}"
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def notes(rows: list[dict[str, Any]]) -> list[str]:
     """One line per phase error and per run that left jobs stored."""
     out = []
     for row in ordered(rows):
         label = f"{row['system']}:{row['variant']}" + (f"@{row['redis_mode']}" if row.get("redis_mode") else "")
         for error in row["figures"]["errors"]:
-            out.append(f"{label}: {error}")
+            out.append(f"{label}: {one_line(error)}")
         if row["figures"]["remaining"]:
             out.append(f"{label}: {row['figures']['remaining']} jobs still stored after a phase")
     return out

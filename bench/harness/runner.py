@@ -385,8 +385,10 @@ class Runner:
         log = workdir / "adapter.log"
         limit = self.settings.timeout * 4 + 120  # the adapter's own deadlines come first
         with open(log, "wb") as sink:
+            # a session of its own: a Ctrl-C at the terminal reaches the harness only, which then
+            # sends the adapter one SIGINT (two could interrupt the adapter's own clean-up)
             proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=_env(), cwd=workdir)
+                                    env=_env(), cwd=workdir, start_new_session=True)
             try:
                 code = proc.wait(limit)
             except subprocess.TimeoutExpired:

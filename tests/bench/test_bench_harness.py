@@ -67,6 +67,12 @@ class Fake(Adapter):
     classes = {{"only": "fsync"}}
     needs = {needs!r}
 
+    def enqueue(self, i):  # a queue whose workers never start: every phase fails
+        pass
+
+    def start_workers(self):
+        pass
+
 if __name__ == "__main__":
     main(Fake)
 '''
@@ -87,6 +93,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                                     name="pinned", needs=()))
     (peers / "needsredis.py").write_text(ADAPTER.format(harness=harness, requirements=[], name="needsredis",
                                                         needs=("redis",)))
+    (peers / "stalled.py").write_text(ADAPTER.format(harness=harness, requirements=[], name="stalled", needs=()))
     return base
 
 
@@ -141,6 +148,16 @@ def test_lost_job_is_reported_without_a_rate(full_run: tuple[subprocess.Complete
     assert row["figures"]["lost"] == 1 and row["figures"]["e2e"] is None and row["figures"]["drain"] is None
     assert all(r["lost"] == 1 for rs in row["phases"].values() for r in rs)
     assert "e2e-paced" not in row["phases"]  # no peak, so no half of it
+
+
+def test_a_phase_that_ran_nothing_failed_rather_than_lost(
+        full_run: tuple[subprocess.CompletedProcess[str], dict]) -> None:
+    done, data = full_run
+    cells = table_row(done.stdout, "stalled", "only")
+    assert cells[8] == "2 phase(s) failed" and "LOST" not in " ".join(cells)
+    fig = rows_of(data)["stalled:only"]["figures"]
+    assert fig["failed"] == 2 and fig["lost"] == 0 and fig["e2e"] is None
+    assert "stalled:only: drain (round 1): TimeoutError" in done.stdout
 
 
 def test_duplicate_is_shown(full_run: tuple[subprocess.CompletedProcess[str], dict]) -> None:
