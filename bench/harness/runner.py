@@ -344,7 +344,8 @@ class Runner:
             cmd += ["run", *args, "--jobs", n, "--variant", config.variant, "--workdir", str(workdir),
                     "--out", str(out), "--ledger", str(ledger), "--timeout", f"{self.settings.timeout:g}"]
         else:
-            cmd += [*args, "--jobs", n, "--workdir", str(workdir), "--out", str(out)]
+            cmd += [*args, "--jobs", n, "--workdir", str(workdir), "--out", str(out),
+                    "--timeout", f"{self.settings.timeout:g}"]
         return cmd
 
     def _phase(self, config: Config, phase: str, args: list[str], round_no: int) -> None:

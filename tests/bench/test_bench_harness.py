@@ -37,7 +37,7 @@ if sys.argv[1] == "list":
 else:
     p = argparse.ArgumentParser()
     p.add_argument("cmd"); p.add_argument("row"); p.add_argument("--jobs", type=int)
-    p.add_argument("--workdir"); p.add_argument("--out"); p.add_argument("--pg-url")
+    p.add_argument("--workdir"); p.add_argument("--out"); p.add_argument("--pg-url"); p.add_argument("--timeout")
     a = p.parse_args()
     result = {"system": "actorq", "variant": a.row, "phase": "run", "jobs": a.jobs, "lost": 0, "duplicated": 0}
     result.update(ROWS[a.row])
@@ -48,6 +48,7 @@ FAKE_LIMIT = '''
 import argparse, json
 p = argparse.ArgumentParser()
 p.add_argument("--shape"); p.add_argument("--jobs", type=int); p.add_argument("--workdir"); p.add_argument("--out")
+p.add_argument("--timeout", type=float)
 a = p.parse_args()
 rate = 1250.0 if a.shape == "per-job" else 5000.0
 open(a.out, "w").write(json.dumps({"system": "limit", "variant": a.shape, "phase": "run", "jobs": a.jobs,
@@ -192,6 +193,7 @@ def test_special_rows_targets_and_ratio(full_run: tuple[subprocess.CompletedProc
     assert targets["tell p50 ms at half peak"]["met"] is True
     assert targets["idle RSS MB, node + 2 workers"]["measured"] == 70.0
     assert targets["PostgreSQL / SQLite embedded"]["met"] is None
+    assert "actorq:memory-sqlite-full: idle_rss_mb 70, load_rss_mb 90" in done.stdout
     assert "PostgreSQL / SQLite embedded" in done.stdout and "not measured" in done.stdout
 
 
