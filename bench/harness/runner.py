@@ -203,7 +203,7 @@ def special_configs(settings: Settings) -> list[Config]:
                     name = str(item.get("row"))
                     if matches(settings.only, "actorq", name):
                         configs.append(Config("actorq", name, "rows", rows, sys.executable,
-                                              storage=str(item.get("storage", "")),
+                                              storage=str(item.get("storage") or _row_storage(name)),
                                               durability=str(item.get("what", "")),
                                               cls=str(item.get("class") or _row_class(name)),
                                               needs=tuple(item.get("needs") or ())))
@@ -217,6 +217,15 @@ def special_configs(settings: Settings) -> list[Config]:
                                                  " per message, no supervision", cls="fsync",
                                       status="" if ok else f"not available: {settings.limit_script} not found"))
     return configs
+
+
+def _row_storage(name: str) -> str:
+    """An actorq row's storage when its list does not say, from its name."""
+    if "postgresql" in name:
+        return "PostgreSQL (fsync=on, synchronous_commit=on)"
+    if "sqlite-normal" in name:
+        return "SQLite WAL, synchronous=NORMAL"
+    return "SQLite WAL, synchronous=FULL" if "sqlite-full" in name else ""
 
 
 def _row_class(name: str) -> str:
