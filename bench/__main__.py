@@ -44,6 +44,7 @@ import json
 import math
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -96,7 +97,7 @@ def parser() -> argparse.ArgumentParser:
                         "(default 300)")
     p.add_argument("--cache", type=Path, default=Path("~/.cache/actorq-bench").expanduser(), metavar="DIR",
                    help="where the peers' virtualenvs live (default ~/.cache/actorq-bench)")
-    p.add_argument("--out", type=Path, default=Path("bench/reports"), metavar="DIR",
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "reports", metavar="DIR",
                    help="where the JSON and Markdown reports go (default bench/reports)")
     p.add_argument("--no-install", action="store_true",
                    help="use the virtualenvs already built; a peer without one is shown as not installed")
@@ -145,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (`&`)
     started = time.time()
     info = report.machine()
+    if report.filesystem(tempfile.gettempdir()) == "tmpfs":
+        _progress(f"warning: {tempfile.gettempdir()} is a tmpfs, where fsync costs nothing: the storage of every "
+                  "SQLite row is memory (set TMPDIR to a folder on a disk)")
     try:
         configs, _ = runner.run_all(settings, _progress)
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ import re
 import sqlite3
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,24 @@ def machine() -> dict[str, Any]:
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         load = "?"
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu, "cores": os.cpu_count(), "scratch": f"{tempfile.gettempdir()} ({filesystem(tempfile.gettempdir())})", "python": platform.python_version(),
             "sqlite": sqlite3.sqlite_version, "postgresql": srv.pg_version(), "redis": srv.redis_version(),
             "os": f"{platform.system()} {platform.release()}", "load_average_at_start": load,
             "actorq": _actorq_version()}
+
+
+def filesystem(path: str) -> str:
+    """The type of the file system holding ``path`` (``ext4``, ``tmpfs``...), from /proc/mounts."""
+    best, kind = "", "?"
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 2 and (path == fields[1] or path.startswith(fields[1].rstrip("/") + "/")) \
+                    and len(fields[1]) > len(best):
+                best, kind = fields[1], fields[2]
+    except OSError:
+        pass
+    return kind
 
 
 def _actorq_version() -> str:
@@ -319,7 +334,7 @@ def machine_line(report: dict[str, Any]) -> str:
     return (f"{report['date']}, {m.get('cpu')} ({m.get('cores')} cores), {m.get('os')}, load average at start "
             f"{m.get('load_average_at_start')}; Python {m.get('python')}, SQLite {m.get('sqlite')}, "
             f"PostgreSQL {m.get('postgresql') or 'not installed'}, Redis {m.get('redis') or 'not installed'}; "
-            f"actorq {m.get('actorq')}")
+            f"work files in {m.get('scratch', '?')}; actorq {m.get('actorq')}")
 
 
 def settings_line(report: dict[str, Any]) -> str:
