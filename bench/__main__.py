@@ -48,6 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -80,6 +81,21 @@ def _ranged(flag: str, kind: type, low: float, high: float):  # type: ignore[no-
     return parse
 
 
+def _url(*schemes: str):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> str:
+        try:
+            parts = urlsplit(text)
+            parts.port  # raises ValueError when out of range
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not a URL: {exc}") from None
+        if parts.scheme not in schemes or not parts.hostname:
+            raise argparse.ArgumentTypeError(f"expected {schemes[0]}://HOST[:PORT]/..., got {text!r}")
+        if parts.scheme == "redis" and not (parts.path.strip("/") or "0").isdigit():
+            raise argparse.ArgumentTypeError(f"expected a database number after the port, got {parts.path!r}")
+        return text
+    return parse
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = _Parser(prog="python -m bench", description=__doc__.split("\n", 1)[0],
@@ -101,10 +117,10 @@ def parser() -> argparse.ArgumentParser:
                    help="where the JSON and Markdown reports go (default bench/reports)")
     p.add_argument("--no-install", action="store_true",
                    help="use the virtualenvs already built; a peer without one is shown as not installed")
-    p.add_argument("--redis-url", metavar="URL",
+    p.add_argument("--redis-url", metavar="URL", type=_url("redis"),
                    help="use this Redis instead of starting two (its database is FLUSHDB'd before each phase; "
                         "its persistence mode is read from its config)")
-    p.add_argument("--pg-url", metavar="URL",
+    p.add_argument("--pg-url", metavar="URL", type=_url("postgresql", "postgres"),
                    help="use this PostgreSQL instead of starting one (the role needs CREATEDB: each phase gets a "
                         "database of its own, dropped after)")
     p.add_argument("--peers-dir", type=Path, default=runner.BENCH / "peers", metavar="DIR",
@@ -137,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.peers_dir.is_dir():
         print(f"python -m bench: --peers-dir: {args.peers_dir} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"python -m bench: --out: cannot make {args.out}: {exc.strerror}", file=sys.stderr)
         return 2
     settings = runner.Settings(jobs=args.jobs, repeat=args.repeat, only=args.only, cache=args.cache.expanduser(),
                                out=args.out, install=not args.no_install, timeout=args.timeout,

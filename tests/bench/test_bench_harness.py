@@ -224,6 +224,7 @@ def test_only_narrows(layout: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, flag", [
     (["--jobs", "0"], "--jobs"), (["--jobs", "many"], "--jobs"), (["--repeat", "0"], "--repeat"),
     (["--timeout", "nan"], "--timeout"), (["--timeout", "-1"], "--timeout"), (["--frobnicate"], "--frobnicate"),
+    (["--redis-url", "http://x"], "--redis-url"), (["--pg-url", "postgresql://h:99999/x"], "--pg-url"),
 ])
 def test_bad_flag_is_one_line(layout: Path, args: list[str], flag: str) -> None:
     done = bench(layout, *args)
