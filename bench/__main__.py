@@ -1,4 +1,4 @@
-"""python -m bench: actorq and every peer queue, one workload, one run, one table.
+"""actorq and every peer queue: one workload, one run, one table.
 
 Run it from the repository root. What it does, in order:
 
@@ -20,15 +20,16 @@ Run it from the repository root. What it does, in order:
    PostgreSQL, 4 producers, batched, 1 and 2 nodes, memory, SIGKILL-to-rerun);
    the limit rows (bench/limit.py: a bare pipeline, per job and batched).
 4. Prints one table, grouped by durability class, with the ratio of actorq's
-   best row of each class to every peer, then the issue's targets as measured
+   best row of each class to every peer, then the speed targets as measured
    ratios (met / not met; never enforced). Every run counts lost and
    duplicated jobs; a configuration that lost a job shows "LOST n", no rate.
 5. Writes bench-DATE.json (every phase result, the machine, the settings) and
    bench-DATE.md into --out.
 
 How long: about 1 to 2 minutes per peer configuration at the default
---jobs 20000 (slow peers more), so 30 to 60 minutes for everything, plus the
-first run's installs. Use --only and a smaller --jobs to look at one system.
+--jobs 20000 (slow peers more), so about an hour for everything, plus the
+first run's installs; a peer whose workers stop running jobs costs --timeout
+per phase. Use --only and a smaller --jobs to look at one system.
 
 Examples:
   python -m bench                                  # everything

@@ -242,7 +242,7 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
 
 # -- targets ------------------------------------------------------------------------------
 def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets as measured in this run: met, not met, or not measured."""
+    """The speed targets as measured in this run: met, not met, or not measured."""
     def row(system: str, variant: str) -> dict[str, Any] | None:
         found = [r for r in rows if r["system"] == system and r["variant"] == variant and not r["status"]]
         return found[0]["figures"] if found else None
