@@ -155,6 +155,8 @@ def peer_configs(settings: Settings, progress: Callable[[str], None]) -> list[Co
             done = subprocess.run([python, str(script), "info"], capture_output=True, text=True, timeout=120,
                                   env=_env(), stdin=subprocess.DEVNULL)
             info = json.loads(done.stdout) if done.returncode == 0 else None
+            if not isinstance(info, dict):
+                info = None
             problem = "" if info else _tail(done.stderr) or f"exit code {done.returncode}"
         except (subprocess.TimeoutExpired, ValueError) as exc:
             info, problem = None, f"{type(exc).__name__}: {exc}"

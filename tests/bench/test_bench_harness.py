@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import report, venvs  # noqa: E402
+from bench.harness import report, servers, venvs  # noqa: E402
 
 FAKE_ROWS = '''
 import argparse, json, sys
@@ -68,12 +68,6 @@ class Fake(Adapter):
     classes = {{"only": "fsync"}}
     needs = {needs!r}
 
-    def enqueue(self, i):  # a queue whose workers never start: every phase fails
-        pass
-
-    def start_workers(self):
-        pass
-
 if __name__ == "__main__":
     main(Fake)
 '''
@@ -94,7 +88,6 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                                     name="pinned", needs=()))
     (peers / "needsredis.py").write_text(ADAPTER.format(harness=harness, requirements=[], name="needsredis",
                                                         needs=("redis",)))
-    (peers / "stalled.py").write_text(ADAPTER.format(harness=harness, requirements=[], name="stalled", needs=()))
     return base
 
 
@@ -151,14 +144,17 @@ def test_lost_job_is_reported_without_a_rate(full_run: tuple[subprocess.Complete
     assert "e2e-paced" not in row["phases"]  # no peak, so no half of it
 
 
-def test_a_phase_that_ran_nothing_failed_rather_than_lost(
-        full_run: tuple[subprocess.CompletedProcess[str], dict]) -> None:
-    done, data = full_run
-    cells = table_row(done.stdout, "stalled", "only")
-    assert cells[8] == "2 phase(s) failed" and "LOST" not in " ".join(cells)
-    fig = rows_of(data)["stalled:only"]["figures"]
-    assert fig["failed"] == 2 and fig["lost"] == 0 and fig["e2e"] is None
-    assert "stalled:only: drain (round 1): TimeoutError" in done.stdout
+def test_a_phase_that_ran_nothing_failed_rather_than_lost() -> None:
+    ran = {"jobs": 40, "lost": 0, "duplicated": 0, "enqueue_per_s": 900.0, "drain_per_s": 800.0, "round": 1}
+    nothing = {"jobs": 40, "lost": 40, "duplicated": 0, "error": "RuntimeError: worker exited with 1\nboom",
+               "round": 1}
+    row = {"system": "stalled", "variant": "only", "kind": "peer", "class": "fsync", "status": "",
+           "storage": "", "durability": "", "phases": {"drain": [ran], "e2e": [nothing]}}
+    row["figures"] = fig = report.figures(row)
+    assert fig["failed"] == 1 and fig["lost"] == 0 and fig["drain"] == 800.0 and fig["e2e"] is None
+    text = report.text({"rows": [row], "targets": report.targets([row])})
+    assert "1 phase(s) failed" in text and "LOST" not in text
+    assert "stalled:only: e2e (round 1): RuntimeError: worker exited with 1 … boom" in text
 
 
 def test_duplicate_is_shown(full_run: tuple[subprocess.CompletedProcess[str], dict]) -> None:
@@ -253,3 +249,36 @@ def test_repository_adapters_declare_literal_requirements() -> None:
     for path in sorted((ROOT / "bench" / "peers").glob("*.py")):
         if not path.name.endswith("_app.py"):
             assert isinstance(venvs.read_requirements(path), list)
+
+
+@pytest.mark.skipif(servers.redis_version() is None, reason="redis-server is not installed")
+def test_redis_servers_start_in_both_modes_and_stop() -> None:
+    started = [servers.start_redis(mode) for mode in servers.REDIS_MODES]
+    try:
+        for server in started:
+            host, port, _ = server.address
+            servers.resp(host, port, "SET", "k", "v")
+            server.flush()
+            assert servers.resp(host, port, "DBSIZE") == "0"
+            given = servers.given_redis(server.url)  # what --redis-url reads from the server's config
+            assert given.cls == server.cls
+    finally:
+        for server in started:
+            server.stop()
+    assert [s.proc.poll() is not None for s in started] == [True, True]
+    assert not any(s.home.exists() for s in started if s.home)
+
+
+@pytest.mark.skipif(servers.pg_bindir() is None, reason="PostgreSQL server binaries are not installed")
+def test_postgres_cluster_gives_fresh_databases_and_is_removed() -> None:
+    server = servers.start_postgres()
+    home = server.home
+    try:
+        name, url = server.fresh_database()
+        assert url.endswith(f"/{name}")
+        out = subprocess.run(["psql", "-X", "-tA", "-d", url, "-c", "SHOW fsync"], capture_output=True, text=True)
+        assert out.stdout.strip() == "on"
+        server.drop_database(name)
+    finally:
+        server.stop()
+    assert home is not None and not home.exists()
