@@ -41,7 +41,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import signal
 import sys
