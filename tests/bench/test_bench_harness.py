@@ -205,13 +205,18 @@ def test_markdown_report_and_readme_section(full_run: tuple[subprocess.Completed
     assert (ROOT / "README.md").read_text().count(report.BEGIN) == 1
 
 
-def test_only_narrows(layout: Path, tmp_path: Path) -> None:
-    done = bench(layout, "--only", "actorq:tell-*", "--only", "limit:per-job", "--jobs", "10",
+def test_only_narrows_and_rounds_alternate(layout: Path, tmp_path: Path) -> None:
+    done = bench(layout, "--only", "actorq:tell-*", "--only", "limit:per-job", "--jobs", "10", "--repeat", "2",
                  "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     data = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
     assert sorted(f"{r['system']}:{r['variant']}" for r in data["rows"]) == [
         "actorq:tell-sqlite-full", "actorq:tell-sqlite-normal", "limit:per-job"]
+    assert all([r["round"] for r in row["phases"]["run"]] == [1, 2] for row in data["rows"])
+    started = [line.split()[:2] for line in done.stderr.splitlines() if line.endswith("jobs ...")]
+    first = [label for round_no, label in started if round_no == "[1]"]
+    second = [label for round_no, label in started if round_no == "[2]"]
+    assert len(first) == 3 and second == first[::-1]
     nothing = bench(layout, "--only", "nosuch", "--out", str(tmp_path))
     assert nothing.returncode == 2 and nothing.stderr.strip().count("\n") == 0
 
