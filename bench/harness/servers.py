@@ -151,17 +151,20 @@ def start_redis(mode: str) -> Redis:
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     server = Redis(mode, f"redis://127.0.0.1:{port}/0", cls, text, proc, home)
     deadline = time.monotonic() + 10
-    while True:
-        try:
-            if resp("127.0.0.1", port, "PING", timeout=1) == "PONG":
-                return server
-        except (OSError, ServerError):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = (home / "log").read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            server.stop()
-            raise ServerError(f"redis-server ({mode}) did not start: {tail[0]}")
-        time.sleep(0.05)
+    try:
+        while True:
+            try:
+                if resp("127.0.0.1", port, "PING", timeout=1) == "PONG":
+                    return server
+            except (OSError, ServerError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = (home / "log").read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                raise ServerError(f"redis-server ({mode}) did not start: {tail[0]}")
+            time.sleep(0.05)
+    except BaseException:  # also Ctrl-C while waiting: the caller never got it to stop
+        server.stop()
+        raise
 
 
 def given_redis(url: str) -> Redis:
