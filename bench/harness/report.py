@@ -101,6 +101,8 @@ def figures(row: dict[str, Any]) -> dict[str, Any]:
         "errors": [f"{phase} (round {r.get('round', '?')}): {r['error']}"
                    for phase, rs in phases.items() for r in rs if r.get("error")],
         "remaining": max([int(r["remaining"]) for r in results if r.get("remaining")] or [0]),
+        "strays": max([int(r.get("strays") or 0) for r in results] or [0]),
+        "notes": sorted({str(note) for r in results for note in r.get("notes") or []}),
     }
     if row.get("kind") == "peer":
         fig.update(enqueue=med("drain", "enqueue_per_s"), batched=med("drain-batch", "enqueue_per_s"),
@@ -237,6 +239,10 @@ def notes(rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"{label}: {one_line(error)}")
         if row["figures"]["remaining"]:
             out.append(f"{label}: {row['figures']['remaining']} jobs still stored after a phase")
+        if row["figures"].get("strays"):
+            out.append(f"{label}: {row['figures']['strays']} runs of a job id outside the phase's jobs")
+        for note in row["figures"].get("notes", []):
+            out.append(f"{label}: {one_line(note)}")
     return out
 
 
