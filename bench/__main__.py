@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             data = report.load(args.readme)
             report.rewrite_readme(ROOT / "README.md", data, str(args.readme))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"python -m bench: --readme: {exc}", file=sys.stderr)
             return 2
         print(f"README.md: speed section rewritten from {args.readme}")
@@ -170,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     if report.filesystem(tempfile.gettempdir()) == "tmpfs":
         _progress(f"warning: {tempfile.gettempdir()} is a tmpfs, where fsync costs nothing: the storage of every "
                   "SQLite row is memory (set TMPDIR to a folder on a disk)")
+    stopped = "python -m bench: interrupted; every server and worker it started is stopped"
     try:
-        configs, _ = runner.run_all(settings, _progress)
+        configs, interrupted = runner.run_all(settings, _progress)
     except KeyboardInterrupt:
-        print("python -m bench: interrupted; every server and worker it started is stopped", file=sys.stderr)
+        print(stopped, file=sys.stderr)
         return 130
     if not configs:
         print("python -m bench: --only: nothing matches " + ", ".join(repr(p) for p in args.only), file=sys.stderr)
@@ -181,10 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     data = report.build(configs, {"jobs": args.jobs, "repeat": args.repeat, "timeout": args.timeout,
                                   "only": args.only, "batch": runner.BATCH, "cache": str(settings.cache),
                                   "redis_url": args.redis_url, "pg_url": args.pg_url,
-                                  "argv": sys.argv[1:] if argv is None else argv}, started, info)
+                                  "argv": sys.argv[1:] if argv is None else argv,
+                                  "interrupted": interrupted}, started, info)
     print(report.text(data))
     json_path, md_path = report.write(data, args.out)
     print(f"\nreports: {json_path} and {md_path}")
+    if interrupted:
+        print(f"{stopped}; the reports hold what ran before", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -145,8 +145,9 @@ def _cells(row: dict[str, Any], best: dict[str, float]) -> list[str]:
     if row.get("redis_mode"):
         where = f"Redis, {row['redis_mode'].replace('-', ' ').replace('aof', 'AOF')}"
     head = [row["system"], row["variant"] + (f" @ {row['redis_mode']}" if row.get("redis_mode") else ""), where]
-    if row["status"]:
-        head[2] = f"{where} — {row['status']}" if where else row["status"]
+    status = row["status"] or ("" if row.get("phases") else "not run (the run was interrupted)")
+    if status:
+        head[2] = f"{where} — {status}" if where else status
         return head + [""] * (len(COLUMNS) - 3)
     if fig["lost"]:
         return head + ["", "", "", "", "", f"LOST {fig['lost']} / {fig['duplicated']}", ""]
@@ -348,7 +349,8 @@ def settings_line(report: dict[str, Any]) -> str:
     s = report["settings"]
     only = " ".join(f"--only '{p}'" for p in s.get("only") or [])
     return (f"{s.get('jobs'):,} jobs per phase, {s.get('repeat')} round(s) (medians), 2 worker processes per "
-            f"system, phase timeout {s.get('timeout'):g} s, batches of 100" + (f", {only}" if only else ""))
+            f"system, phase timeout {s.get('timeout'):g} s, batches of 100" + (f", {only}" if only else "")
+            + (" (INTERRUPTED: a partial run)" if s.get("interrupted") else ""))
 
 
 def text(report: dict[str, Any]) -> str:

@@ -450,23 +450,34 @@ def describe(result: dict[str, Any]) -> str:
     return ", ".join(parts) or "no figures"
 
 
-def run_all(settings: Settings, progress: Callable[[str], None]) -> tuple[list[Config], Servers]:
+def run_all(settings: Settings, progress: Callable[[str], None]) -> tuple[list[Config], bool]:
     """Discover, set up, run every round; return the configurations with their results.
 
-    Servers are stopped before this returns, also when it raises (Ctrl-C).
+    Returns:
+        The configurations, and True when a Ctrl-C (or SIGTERM) ended the
+        rounds early: the results so far are kept, for a partial report.
+
+    Raises:
+        KeyboardInterrupt: interrupted before the rounds began (while installing).
+
+    Servers are stopped before this returns or raises.
     """
     configs = peer_configs(settings, progress) + special_configs(settings)
+    interrupted = False
     with ExitStack() as stack:
         servers = start_servers(settings, configs, stack, progress)
         configs = expand_redis(configs, servers)
         runnable = [c for c in configs if not c.status]
         runner = Runner(settings, servers, progress)
         stack.callback(runner.close)
-        for round_no in range(1, settings.repeat + 1):
-            order = runnable if round_no % 2 else list(reversed(runnable))
-            for config in order:
-                runner.run_config(config, round_no)
-    return configs, servers
+        try:
+            for round_no in range(1, settings.repeat + 1):
+                order = runnable if round_no % 2 else list(reversed(runnable))
+                for config in order:
+                    runner.run_config(config, round_no)
+        except KeyboardInterrupt:
+            interrupted = True
+    return configs, interrupted
 
 
 __all__ = ["Config", "Runner", "Servers", "Settings", "adapter_scripts", "expand_redis", "matches",
