@@ -8,46 +8,104 @@
 #   actorq.supervisors    OTP supervisors; children as actors, OS processes, actors in their own process
 #   actorq.jobs           tasks, the job runtime (writer, dispatcher, scheduler, leader, worker), its wire
 #   actorq.node           topology.toml, the Node and its tree, the command line
-# This module only re-exports the public names.
+# This module only re-exports the public names, each loaded on first use (PEP 562): a worker
+# process that imports `actorq.jobs.worker` does not load the node, the journal or the client.
+import importlib as _importlib
 import logging as _logging
+from typing import TYPE_CHECKING, Any
 
 from actorq._version import __version__ as __version__
-from actorq._kernel.actor import Actor as Actor
-from actorq._kernel.ref import ActorRef as ActorRef
-from actorq._kernel.system import ActorSystem as ActorSystem
-from actorq.errors import ActorQError as ActorQError
-from actorq.errors import ActorStopped as ActorStopped
-from actorq.errors import AskTimeout as AskTimeout
-from actorq.errors import JobFailed as JobFailed
-from actorq.errors import JournalError as JournalError
-from actorq.errors import JournalLocked as JournalLocked
-from actorq.errors import MailboxFull as MailboxFull
-from actorq.errors import NotCommitted as NotCommitted
-from actorq.errors import QueueFull as QueueFull
-from actorq.errors import ResultExpired as ResultExpired
-from actorq.errors import UnknownTask as UnknownTask
-from actorq.jobs.async_client import AsyncClient as AsyncClient
-from actorq.jobs.client import Client as Client
-from actorq.jobs.events import NodeEvent as NodeEvent
-from actorq.jobs.queue import QueueRef as QueueRef
-from actorq.jobs.retry import PermanentError as PermanentError
-from actorq.jobs.retry import Retry as Retry
-from actorq.jobs.retry import RetryPolicy as RetryPolicy
-from actorq.jobs.retry import TransientError as TransientError
-from actorq.jobs.schedule import Schedule as Schedule
-from actorq.jobs.task import Discard as Discard
-from actorq.jobs.task import Job as Job
-from actorq.jobs.task import JobContext as JobContext
-from actorq.jobs.task import Task as Task
-from actorq.jobs.task import TaskRegistry as TaskRegistry
-from actorq.jobs.task import current_job as current_job
-from actorq.journal.protocol import CircuitBreaker as CircuitBreaker
-from actorq.journal.protocol import JobState as JobState
-from actorq.node.config import Config as Config
-from actorq.node.config import ConfigError as ConfigError
-from actorq.node.config import load_config as load_config
-from actorq.node.node import Node as Node
-from actorq.node.node import NodeFailed as NodeFailed
+
+if TYPE_CHECKING:
+    from actorq._kernel.actor import Actor as Actor
+    from actorq._kernel.ref import ActorRef as ActorRef
+    from actorq._kernel.system import ActorSystem as ActorSystem
+    from actorq.errors import ActorQError as ActorQError
+    from actorq.errors import ActorStopped as ActorStopped
+    from actorq.errors import AskTimeout as AskTimeout
+    from actorq.errors import JobFailed as JobFailed
+    from actorq.errors import JournalError as JournalError
+    from actorq.errors import JournalLocked as JournalLocked
+    from actorq.errors import MailboxFull as MailboxFull
+    from actorq.errors import NotCommitted as NotCommitted
+    from actorq.errors import QueueFull as QueueFull
+    from actorq.errors import ResultExpired as ResultExpired
+    from actorq.errors import UnknownTask as UnknownTask
+    from actorq.jobs.async_client import AsyncClient as AsyncClient
+    from actorq.jobs.client import Client as Client
+    from actorq.jobs.events import NodeEvent as NodeEvent
+    from actorq.jobs.queue import QueueRef as QueueRef
+    from actorq.jobs.retry import PermanentError as PermanentError
+    from actorq.jobs.retry import Retry as Retry
+    from actorq.jobs.retry import RetryPolicy as RetryPolicy
+    from actorq.jobs.retry import TransientError as TransientError
+    from actorq.jobs.schedule import Schedule as Schedule
+    from actorq.jobs.task import Discard as Discard
+    from actorq.jobs.task import Job as Job
+    from actorq.jobs.task import JobContext as JobContext
+    from actorq.jobs.task import Task as Task
+    from actorq.jobs.task import TaskRegistry as TaskRegistry
+    from actorq.jobs.task import current_job as current_job
+    from actorq.journal.protocol import CircuitBreaker as CircuitBreaker
+    from actorq.journal.protocol import JobState as JobState
+    from actorq.node.config import Config as Config
+    from actorq.node.config import ConfigError as ConfigError
+    from actorq.node.config import load_config as load_config
+    from actorq.node.node import Node as Node
+    from actorq.node.node import NodeFailed as NodeFailed
+
+_EXPORTS = {
+    "Actor": "actorq._kernel.actor",
+    "ActorRef": "actorq._kernel.ref",
+    "ActorSystem": "actorq._kernel.system",
+    "ActorQError": "actorq.errors",
+    "ActorStopped": "actorq.errors",
+    "AskTimeout": "actorq.errors",
+    "JobFailed": "actorq.errors",
+    "JournalError": "actorq.errors",
+    "JournalLocked": "actorq.errors",
+    "MailboxFull": "actorq.errors",
+    "NotCommitted": "actorq.errors",
+    "QueueFull": "actorq.errors",
+    "ResultExpired": "actorq.errors",
+    "UnknownTask": "actorq.errors",
+    "AsyncClient": "actorq.jobs.async_client",
+    "Client": "actorq.jobs.client",
+    "NodeEvent": "actorq.jobs.events",
+    "QueueRef": "actorq.jobs.queue",
+    "PermanentError": "actorq.jobs.retry",
+    "Retry": "actorq.jobs.retry",
+    "RetryPolicy": "actorq.jobs.retry",
+    "TransientError": "actorq.jobs.retry",
+    "Schedule": "actorq.jobs.schedule",
+    "Discard": "actorq.jobs.task",
+    "Job": "actorq.jobs.task",
+    "JobContext": "actorq.jobs.task",
+    "Task": "actorq.jobs.task",
+    "TaskRegistry": "actorq.jobs.task",
+    "current_job": "actorq.jobs.task",
+    "CircuitBreaker": "actorq.journal.protocol",
+    "JobState": "actorq.journal.protocol",
+    "Config": "actorq.node.config",
+    "ConfigError": "actorq.node.config",
+    "load_config": "actorq.node.config",
+    "Node": "actorq.node.node",
+    "NodeFailed": "actorq.node.node",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'actorq' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value  # the next use is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 _logging.getLogger("actorq").addHandler(_logging.NullHandler())
 

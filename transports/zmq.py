@@ -20,7 +20,6 @@ import shutil
 import tempfile
 from typing import Callable, TypeVar
 
-import psutil
 import zmq
 
 from actorq.transports.codec import FrameError
@@ -206,6 +205,8 @@ def sweep_stale_ipc_dirs(prefix: str = "actorq-") -> int:
                 pid = int(f.read().strip())
         except (OSError, ValueError):
             continue  # not ours, or made by another tool: leave it alone
+        import psutil  # here, not at the top: worker processes never sweep, and skip loading it
+
         if pid != os.getpid() and not psutil.pid_exists(pid):
             shutil.rmtree(path, ignore_errors=True)
             removed += 1

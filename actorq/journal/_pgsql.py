@@ -82,9 +82,9 @@ class Statements(JobStatements):
     lead: str
     resign: str
     lock_keys: str
-    lock_flow: str  # an enqueue's flow keys, exclusive
-    sort_off: str  # the insert of keyed jobs plans without sorts (its key lookups stay on their index)
-    sort_on: str
+    lock_flow: str  # an enqueue's flow keys, exclusive; sorts off for the insert that follows
+    sort_restore: str  # enable_sort back as `lock_flow` found it
+    enqueue_restore: str  # `enqueue`, then enable_sort back as `lock_flow` found it
     fold_figures: str  # the count deltas into the totals, past slots into one row each (`maintain`)
 
 
@@ -146,15 +146,18 @@ _TEXT = {
         # admitted jobs plus the jobs of its key before it in the batch (n.nth) are under its
         # limit (the caller holds its key's lock, so this snapshot sees every end of the key
         # committed, and not this statement's own rows: see `_limits.key_ordinals`); else
-        # blocked, until `admit` (the caller turns enable_sort off for this statement: the
-        # ORDER BY keeps the lookup on the keys' own index whatever the statistics say, see
-        # migration 012)
-        "  CASE WHEN n.flow_key IS NOT NULL AND NOT ((SELECT b.id FROM {jobs} b"
-        "   WHERE b.flow_key = n.flow_key AND b.state = 'blocked' ORDER BY b.flow_key, b.state, b.id LIMIT 1) IS NULL"
-        f"   AND {admitted_of_key('{jobs}', 'n.flow_key')} + n.nth < n.flow_limit"
-        # a task with rules per key: its rules admit the job (the actorq_key_held trigger, migration 015)
-        "   AND NOT EXISTS (SELECT 1 FROM {tasks} rt WHERE rt.name = n.task"
-        "    AND (rt.key_rate IS NOT NULL OR rt.key_breaker_failures IS NOT NULL))) THEN 'blocked'"
+        # blocked, until `admit`. One read of the key's live rows answers both: in the index's
+        # order a blocked row comes first, and past flow_limit rows nothing changes (the
+        # caller turns enable_sort off for this statement: the ORDER BY keeps the lookup on
+        # the keys' own index whatever the statistics say, see migration 012)
+        "  CASE WHEN n.flow_key IS NOT NULL AND NOT ("
+        "   (SELECT CASE WHEN bool_or(s.state = 'blocked') THEN n.flow_limit ELSE count(*) END FROM"
+        f"    (SELECT b.state FROM {{jobs}} b WHERE b.flow_key = n.flow_key AND b.state IN {LIVE}"
+        "     ORDER BY b.flow_key, b.state, b.id LIMIT n.flow_limit) s) + n.nth < n.flow_limit"
+        # a task with rules per key: its rules admit the job (the actorq_key_held trigger,
+        # migration 015); those tasks are read once per statement
+        "   AND n.task <> ALL(ARRAY(SELECT rt.name FROM {tasks} rt"
+        "    WHERE rt.key_rate IS NOT NULL OR rt.key_breaker_failures IS NOT NULL))) THEN 'blocked'"
         "  WHEN to_timestamp(n.run_at) > now() THEN 'scheduled' ELSE 'ready' END,"
         "  n.priority, coalesce(to_timestamp(n.run_at), now()), n.max_attempts, now(), n.unique_key, n.timeout,"
         "  now() + make_interval(secs => n.unique_for),"  # NULL without a period
@@ -445,14 +448,18 @@ _TEXT = {
     ),
     # The flow keys of an enqueue, EXCLUSIVE, in bucket order, after its unique keys' (migration
     # 012 says who takes them how, 014 makes them buckets); then `admit` fills each key's free slots.
+    # The statement also turns sorts off for the insert that follows (see `enqueue`) and returns
+    # the setting it had, which `sort_restore` (or the insert's own `restore`) puts back: one
+    # round trip each way instead of a SET before and after.
     "lock_flow": (
-        "SELECT pg_advisory_xact_lock({flow_lock}, d.h) FROM"
-        f" (SELECT DISTINCT {LOCK_BUCKET.format(key='k')} AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) d"
+        "WITH was AS MATERIALIZED (SELECT current_setting('enable_sort') AS sort),"
+        " locked AS MATERIALIZED (SELECT count(pg_advisory_xact_lock({flow_lock}, d.h)) FROM"
+        f" (SELECT DISTINCT {LOCK_BUCKET.format(key='k')} AS h FROM unnest(%(keys)s::text[]) AS k ORDER BY h) d)"
+        " SELECT was.sort, set_config('enable_sort', 'off', true) FROM was, locked"
     ),
     "admit": "SELECT sum({admit}(k)) FROM unnest(%(keys)s::text[]) AS k",
-    # around the insert of keyed jobs (see `enqueue`); DEFAULT: as the session had it
-    "sort_off": "SET LOCAL enable_sort = off",
-    "sort_on": "SET LOCAL enable_sort = DEFAULT",
+    # after the insert of keyed jobs: enable_sort as `lock_flow` found it
+    "sort_restore": "SELECT set_config('enable_sort', %(sort)s, true)",
     "holders": (
         "SELECT unique_key, id, 0 AS live FROM {jobs} WHERE unique_key = ANY(%(keys)s::text[])"
         " AND unique_until > now()"
@@ -471,6 +478,9 @@ _TEXT = {
         " AND has_table_privilege(%(schedules)s, 'UPDATE') AND has_table_privilege(%(schedules)s, 'DELETE')"
     ),
 }
+# the insert of a batch of keyed jobs, which also puts enable_sort back (`lock_flow` turned it off)
+_head, _from, _tail = _TEXT["enqueue"].rpartition(" FROM new")
+_TEXT["enqueue_restore"] = _head + ", set_config('enable_sort', %(sort)s, true)" + _from + _tail
 
 
 def table(schema: str, name: str) -> str:

@@ -1574,11 +1574,14 @@ def _enqueue_locked(execute: Callable[[str, dict[str, Any]], Any], schema_sql: S
     flow_keys = sorted({j.flow_key for j in jobs if j.flow_key is not None})
     if not flow_keys:
         return execute(schema_sql.enqueue, _enqueue_params(jobs, schema_sql.channel)).fetchone()[0]  # type: ignore[no-any-return]
-    execute(schema_sql.lock_flow, {"keys": flow_keys})
+    sort = execute(schema_sql.lock_flow, {"keys": flow_keys}).fetchone()[0]  # and sorts off
     alone = [j for j in jobs if j.discard_over_limit]
     rest = sorted((j for j in jobs if not j.discard_over_limit), key=lambda j: j.id)  # admitted in id order
-    execute(schema_sql.sort_off, {})
-    count = execute(schema_sql.enqueue, _enqueue_params(rest, schema_sql.channel)).fetchone()[0] if rest else 0
+    count = 0
+    if rest and not alone:  # the common case: the insert puts enable_sort back itself
+        count = execute(schema_sql.enqueue_restore, {**_enqueue_params(rest, schema_sql.channel), "sort": sort}).fetchone()[0]
+    elif rest:
+        count = execute(schema_sql.enqueue, _enqueue_params(rest, schema_sql.channel)).fetchone()[0]
     again = _limits.key_ordinals(rest)[1]
     if again and count < len(rest):  # a row skipped: an ordinal may count a job that is not there
         execute(schema_sql.admit, {"keys": again})
@@ -1587,7 +1590,8 @@ def _enqueue_locked(execute: Callable[[str, dict[str, Any]], Any], schema_sql: S
         if added:
             execute(schema_sql.admit, {"keys": [job.flow_key]})
         count += added
-    execute(schema_sql.sort_on, {})
+    if alone:
+        execute(schema_sql.sort_restore, {"sort": sort})
     return count  # type: ignore[no-any-return]
 
 

@@ -1,0 +1,144 @@
+"""RQ on Redis as a benchmarked peer.
+
+Set-up (what an RQ user deploys on 2 cores):
+
+- workers: ``rq worker-pool -n 2 --url URL --quiet default``: RQ's pool of
+  two workers of the default class ``rq.Worker``, which forks a work horse per
+  job (RQ's default, isolating each job in its own process); ``--quiet`` (log
+  level WARNING) so the log is not written twice per job.
+- jobs: ``Queue.enqueue("rq_app.noop", i, retry=Retry(max=3))``, one MULTI/EXEC
+  pipeline (job hash + queue push) per job, returned once Redis replied.
+  Results are RQ's default (kept ``result_ttl`` = 500 s).
+- durability: a worker moves a job id from the queue to an intermediate list
+  (BLMOVE) and then into its started-job registry, and deletes nothing before
+  the job finished. When a worker is SIGKILLed, the registry's cleanup finds
+  the job abandoned once its heartbeat lapses; without ``Retry`` RQ moves it to
+  the failed-job registry, where it waits for a person to requeue it (it never
+  runs again by itself); with ``Retry(max=3)``, RQ's documented way to have
+  it rerun, it is requeued. That is the variant here, class "process": nothing
+  the producer was told is accepted is lost when any process dies (the Redis
+  server's own persistence is the harness's other column).
+- batch: ``Queue.enqueue_many([Queue.prepare_data(...) ...], pipeline=p)`` and
+  ``p.execute()``: one MULTI/EXEC round trip per ``--batch`` jobs.
+
+Every phase empties its Redis database (FLUSHDB) at set-up and teardown: the
+adapter needs a database of its own.
+
+The task module (rq_app.py) is copied into the phase's workdir and the
+workers' PYTHONPATH holds it and the harness, not bench/peers, where this
+file's name would shadow the ``rq`` package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+_PEERS = Path(__file__).resolve().parent
+# this file is named like the package it benchmarks: keep bench/peers off the path
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _PEERS]
+sys.path.insert(0, str(_PEERS.parent / "harness"))
+
+from peer import Adapter, main, spawn, stop_group  # noqa: E402
+
+STOP_WAIT = 15.0  # seconds a graceful stop may take
+REQUIREMENTS = ["rq==3.0.0", "redis==8.1.0"]
+QUEUE = "default"
+TASK = "rq_app.noop"
+RETRIES = 3
+
+
+def _flush(r) -> None:
+    """Empty the phase's Redis database; a server that is gone has nothing to empty."""
+    import redis
+
+    try:
+        r.flushdb()
+    except redis.exceptions.ConnectionError:
+        pass
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the pool's main process only (it stops its workers warmly),
+    then SIGKILL what is left of its session."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            pass
+    stop_group(proc, wait=5.0)
+
+
+class RQPeer(Adapter):
+    name = "rq"
+    variants = {"retry": "a job leaves the queue when a worker takes it but stays registered until it "
+                         "finished; Retry(max=3) requeues a killed worker's job once its heartbeat lapses"}
+    classes = {"retry": "process"}
+    needs = ("redis",)
+    storage = "Redis (job hashes + list + started-job registry)"
+    has_batch = True
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.appdir = ctx.workdir / "app"
+        self.workers = []
+
+    def _redis(self):
+        import redis
+
+        if not self.ctx.redis_url:
+            raise RuntimeError("rq needs --redis-url")
+        return redis.Redis.from_url(self.ctx.redis_url)
+
+    def setup(self) -> None:
+        self.appdir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(_PEERS / "rq_app.py", self.appdir / "rq_app.py")
+        self._redis().flushdb()
+
+    def connect(self) -> None:
+        from rq import Queue, Retry
+
+        self.queue = Queue(QUEUE, connection=self._redis())
+        self.retry = Retry(max=RETRIES)
+
+    def enqueue(self, i: int) -> None:
+        self.queue.enqueue(TASK, i, retry=self.retry)
+
+    def enqueue_batch(self, ids: Sequence[int]) -> None:
+        from rq import Queue
+
+        with self.queue.connection.pipeline() as pipe:
+            self.queue.enqueue_many([Queue.prepare_data(TASK, (i,), retry=self.retry) for i in ids], pipeline=pipe)
+            pipe.execute()
+
+    def start_workers(self) -> None:
+        env = self.ctx.env(self.appdir)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in env["PYTHONPATH"].split(os.pathsep) if p and Path(p).resolve() != _PEERS)
+        cmd = [sys.executable, "-m", "rq.cli", "worker-pool", "-n", str(self.ctx.processes),
+               "--url", self.ctx.redis_url, "--quiet", QUEUE]
+        self.workers.append(spawn(cmd, env, self.appdir, self.ctx.workdir / "worker.log"))
+
+    def stop_workers(self) -> None:
+        for proc in self.workers:
+            _stop(proc)
+        self.workers = []
+
+    def remaining(self) -> int:
+        q = self.queue
+        r = q.connection
+        return len(q) + r.llen(q.intermediate_queue_key) + q.started_job_registry.count
+
+    def teardown(self) -> None:
+        if self.ctx.redis_url:
+            _flush(self._redis())
+
+
+if __name__ == "__main__":
+    main(RQPeer)
