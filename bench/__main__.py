@@ -35,6 +35,7 @@ Examples:
   python -m bench                                  # everything
   python -m bench --only 'huey*' --jobs 2000       # Huey's variants only
   python -m bench --only 'actorq:tell-*' --only 'limit:*' --repeat 3
+  python -m bench --list                           # the names --only matches
   python -m bench --readme bench/reports/bench-20260101-120000.json
 """
 
@@ -125,6 +126,9 @@ def parser() -> argparse.ArgumentParser:
                         "database of its own, dropped after)")
     p.add_argument("--peers-dir", type=Path, default=runner.BENCH / "peers", metavar="DIR",
                    help="where the adapters are (default bench/peers; the limit row is DIR/../limit.py)")
+    p.add_argument("--list", action="store_true",
+                   help="run nothing: list the configurations (the names --only matches), what each needs and "
+                        "why one cannot run; installs nothing")
     p.add_argument("--readme", type=Path, metavar="REPORT.json",
                    help="run nothing: rewrite README.md's speed section (between <!-- bench:begin --> and "
                         "<!-- bench:end -->) from this report")
@@ -163,6 +167,18 @@ def main(argv: list[str] | None = None) -> int:
                                out=args.out, install=not args.no_install, timeout=args.timeout,
                                redis_url=args.redis_url, pg_url=args.pg_url, peers_dir=args.peers_dir,
                                limit_script=args.peers_dir.parent / "limit.py")
+    if args.list:
+        settings.install = False
+        configs = runner.peer_configs(settings, _progress) + runner.special_configs(settings)
+        for config in configs:
+            needs = f" (needs {', '.join(config.needs)})" if config.needs else ""
+            if "redis" in config.needs:
+                needs += ", a row per Redis mode"
+            status = config.status
+            if status.startswith("not installed: no virtualenv"):
+                status = "not installed yet: a run builds its virtualenv"
+            print(f"{config.system}:{config.variant}  [{config.cls}]{needs}" + (f"  {status}" if status else ""))
+        return 0 if configs else 2
     signal.signal(signal.SIGTERM, _raise_interrupt)  # stop servers and workers on a plain kill too
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (`&`)
     started = time.time()

@@ -217,6 +217,9 @@ def test_only_narrows_and_rounds_alternate(layout: Path, tmp_path: Path) -> None
     first = [label for round_no, label in started if round_no == "[1]"]
     second = [label for round_no, label in started if round_no == "[2]"]
     assert len(first) == 3 and second == first[::-1]
+    listed = bench(layout, "--list", "--only", "selftest:e*", "--only", "limit:*")
+    assert listed.returncode == 0 and listed.stdout.split("\n")[:3] == [
+        "selftest:exact  [process]", "limit:per-job  [fsync]", "limit:batched  [fsync]"]
     nothing = bench(layout, "--only", "nosuch", "--out", str(tmp_path))
     assert nothing.returncode == 2 and nothing.stderr.strip().count("\n") == 0
 
