@@ -328,8 +328,8 @@ def main(cls: type[Adapter], argv: list[str] | None = None) -> None:
     if args.command == "info":
         print(json.dumps({"name": cls.name, "variants": cls.variants, "classes": cls.classes,
                           "needs": list(cls.needs),
-                          "variant_needs": {k: list(v) for k, v in cls.variant_needs.items()}, "storage": cls.storage, "has_batch": cls.has_batch,
-                          "unavailable": cls.unavailable}))
+                          "variant_needs": {k: list(v) for k, v in cls.variant_needs.items()},
+                          "storage": cls.storage, "has_batch": cls.has_batch, "unavailable": cls.unavailable}))
     elif args.command == "produce":
         produce(cls, args)
     else:

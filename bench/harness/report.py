@@ -48,7 +48,9 @@ def machine() -> dict[str, Any]:
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         load = "?"
-    return {"cpu": cpu, "cores": os.cpu_count(), "scratch": f"{tempfile.gettempdir()} ({filesystem(tempfile.gettempdir())})", "python": platform.python_version(),
+    scratch = tempfile.gettempdir()
+    return {"cpu": cpu, "cores": os.cpu_count(), "scratch": f"{scratch} ({filesystem(scratch)})",
+            "python": platform.python_version(),
             "sqlite": sqlite3.sqlite_version, "postgresql": srv.pg_version(), "redis": srv.redis_version(),
             "os": f"{platform.system()} {platform.release()}", "load_average_at_start": load,
             "actorq": _actorq_version()}

@@ -244,7 +244,8 @@ def test_requirements_are_read_without_importing(tmp_path: Path) -> None:
     assert venvs.read_requirements(path) == []
     path.write_text("x = 1\n")
     assert venvs.read_requirements(path) == []
-    for bad in ("REQUIREMENTS = ['a==' + '1']\n", "REQUIREMENTS = 'a==1'\n", "REQUIREMENTS = [1]\n", "REQUIREMENTS = ["):
+    for bad in ("REQUIREMENTS = ['a==' + '1']\n", "REQUIREMENTS = 'a==1'\n", "REQUIREMENTS = [1]\n",
+                "REQUIREMENTS = ["):
         path.write_text(bad)
         with pytest.raises(venvs.RequirementsError):
             venvs.read_requirements(path)
