@@ -146,10 +146,11 @@ def peer_configs(settings: Settings, progress: Callable[[str], None]) -> list[Co
             continue
         try:
             requirements = venvs.read_requirements(script)
+            version = venvs.read_python(script)
         except venvs.RequirementsError as exc:
             configs.append(Config(stem, "*", "peer", script, None, status=f"not installed: {exc}"))
             continue
-        venv = venvs.ensure(settings.cache, stem, requirements, settings.install, progress)
+        venv = venvs.ensure(settings.cache, stem, requirements, settings.install, progress, version)
         python = venv.python or sys.executable  # `info` needs no dependency in a well-made adapter
         try:
             done = subprocess.run([python, str(script), "info"], capture_output=True, text=True, timeout=120,

@@ -17,6 +17,8 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -28,6 +30,26 @@ MARKER = ".installed"
 
 class RequirementsError(ValueError):
     """``REQUIREMENTS`` in an adapter is not a literal list of strings."""
+
+
+def _literal(path: Path, name: str) -> object:
+    """The literal value assigned to ``name`` at the top of the module at ``path`` (None: not there)."""
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except SyntaxError as exc:
+        raise RequirementsError(f"{path.name}: does not parse: {exc.msg} (line {exc.lineno})") from None
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            try:
+                return ast.literal_eval(value)
+            except ValueError:
+                raise RequirementsError(f"{path.name}: {name} must be a literal") from None
+    return None
 
 
 def read_requirements(path: Path) -> list[str]:
@@ -43,31 +65,47 @@ def read_requirements(path: Path) -> list[str]:
         RequirementsError: the file does not parse, or ``REQUIREMENTS`` is
             not a literal list (or tuple) of strings.
     """
-    try:
-        tree = ast.parse(path.read_text(), filename=str(path))
-    except SyntaxError as exc:
-        raise RequirementsError(f"{path.name}: does not parse: {exc.msg} (line {exc.lineno})") from None
-    for node in tree.body:
-        targets: list[ast.expr] = []
-        if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, value = [node.target], node.value
-        if any(isinstance(t, ast.Name) and t.id == "REQUIREMENTS" for t in targets):
-            try:
-                items = ast.literal_eval(value)
-            except ValueError:
-                raise RequirementsError(f"{path.name}: REQUIREMENTS must be a literal list of strings") from None
-            if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) and s.strip() for s in items):
-                raise RequirementsError(f"{path.name}: REQUIREMENTS must be a literal list of strings")
-            return [s.strip() for s in items]
-    return []
+    items = _literal(path, "REQUIREMENTS")
+    if items is None:
+        return []
+    if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) and s.strip() for s in items):
+        raise RequirementsError(f"{path.name}: REQUIREMENTS must be a literal list of strings")
+    return [s.strip() for s in items]
 
 
-def requirements_key(requirements: list[str]) -> str:
-    """A short hash naming the venv of these requirements (order and duplicates do not matter)."""
+def read_python(path: Path) -> str | None:
+    """The adapter's ``PYTHON`` (the ``MAJOR.MINOR`` its virtualenv needs, e.g. ``"3.12"``), or None: any.
+
+    Raises:
+        RequirementsError: ``PYTHON`` is not a literal ``"3.N"`` string.
+    """
+    version = _literal(path, "PYTHON")
+    if version is None:
+        return None
+    if not (isinstance(version, str) and re.fullmatch(r"3\.\d{1,2}", version)):
+        raise RequirementsError(f'{path.name}: PYTHON must be a literal "3.N" string, got {version!r}')
+    return version
+
+
+def find_python(version: str | None) -> str | None:
+    """An interpreter of ``version`` on this machine: this one when it matches (or no version is
+    asked), else ``pythonX.Y`` on PATH, else a pyenv install of it; None when there is none."""
+    if version is None or version == f"{sys.version_info.major}.{sys.version_info.minor}":
+        return sys.executable
+    found = shutil.which(f"python{version}")
+    if found:
+        return found
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    for candidate in sorted(root.glob(f"{version}.*/bin/python{version}"), reverse=True):
+        return str(candidate)
+    return None
+
+
+def requirements_key(requirements: list[str], python: str | None = None) -> str:
+    """A short hash naming the venv of these requirements (order and duplicates do not matter)
+    on ``python`` (MAJOR.MINOR; None: the harness's own)."""
     text = "\n".join(sorted(set(requirements)))
-    text += f"\npython {sys.version_info.major}.{sys.version_info.minor}"
+    text += f"\npython {python or f'{sys.version_info.major}.{sys.version_info.minor}'}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -82,13 +120,13 @@ class Venv:
     problem: str = ""
 
 
-def venv_path(cache: Path, name: str, requirements: list[str]) -> Path:
+def venv_path(cache: Path, name: str, requirements: list[str], python: str | None = None) -> Path:
     """``CACHE/venvs/NAME-HASH``."""
-    return cache / "venvs" / f"{name}-{requirements_key(requirements)}"
+    return cache / "venvs" / f"{name}-{requirements_key(requirements, python)}"
 
 
 def ensure(cache: Path, name: str, requirements: list[str], install: bool,
-           progress: Callable[[str], None]) -> Venv:
+           progress: Callable[[str], None], python_version: str | None = None) -> Venv:
     """The peer's venv, built if missing (and ``install``); never raises for an install failure.
 
     Args:
@@ -97,10 +135,15 @@ def ensure(cache: Path, name: str, requirements: list[str], install: bool,
         requirements: its pinned requirements (`read_requirements`).
         install: build a missing venv; False reports it as not installed.
         progress: called with one line before a build starts.
+        python_version: the ``MAJOR.MINOR`` the peer needs (`read_python`), None for any.
     """
+    base = find_python(python_version)
+    if base is None:
+        return Venv(name, requirements, None, None, f"needs Python {python_version}, which this machine does not have "
+                                                   f"(no python{python_version} on PATH or under pyenv)")
     if not requirements:
-        return Venv(name, [], None, sys.executable)
-    path = venv_path(cache, name, requirements)
+        return Venv(name, [], None, base)
+    path = venv_path(cache, name, requirements, python_version)
     python = path / "bin" / "python"
     if (path / MARKER).exists() and python.exists():
         return Venv(name, requirements, path, str(python))
@@ -110,7 +153,7 @@ def ensure(cache: Path, name: str, requirements: list[str], install: bool,
     path.parent.mkdir(parents=True, exist_ok=True)
     log = path.parent / f"{path.name}.log"
     with open(log, "w") as out:
-        steps = [[sys.executable, "-m", "venv", "--clear", str(path)],
+        steps = [[base, "-m", "venv", "--clear", str(path)],
                  [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
                   *requirements]]
         for cmd in steps:
@@ -140,4 +183,5 @@ def python_tag() -> str:
     return f"{os.path.realpath(sys.executable)} ({'.'.join(map(str, sys.version_info[:3]))})"
 
 
-__all__ = ["RequirementsError", "Venv", "ensure", "read_requirements", "requirements_key", "venv_path"]
+__all__ = ["RequirementsError", "Venv", "ensure", "find_python", "read_python", "read_requirements",
+           "requirements_key", "venv_path"]

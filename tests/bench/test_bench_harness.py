@@ -290,3 +290,17 @@ def test_postgres_cluster_gives_fresh_databases_and_is_removed() -> None:
     finally:
         server.stop()
     assert home is not None and not home.exists()
+
+
+def test_an_adapter_names_the_python_it_needs_and_gets_a_venv_of_it(tmp_path: Path) -> None:
+    this = f"{sys.version_info.major}.{sys.version_info.minor}"
+    path = tmp_path / "peer.py"
+    path.write_text(f'PYTHON = "{this}"\nREQUIREMENTS = []\n')
+    assert venvs.read_python(path) == this
+    assert venvs.find_python(this) == sys.executable
+    assert venvs.requirements_key(["a==1"], "3.99") != venvs.requirements_key(["a==1"], this)
+    missing = venvs.ensure(tmp_path / "cache", "peer", ["a==1"], True, lambda line: None, "3.99")
+    assert missing.python is None and "needs Python 3.99" in missing.problem
+    path.write_text('PYTHON = 3.12\n')
+    with pytest.raises(venvs.RequirementsError):
+        venvs.read_python(path)
