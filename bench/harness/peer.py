@@ -194,12 +194,21 @@ class Result:
     extra: dict[str, float] = field(default_factory=dict)  # figures of a special row (e.g. rss_mb)
 
 
-def _wait_done(ledger: Ledger, stop: int, timeout: float, what: str, first: int = 0) -> None:
-    deadline = time.monotonic() + timeout
-    while ledger.done_count(first, stop) < stop - first:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: {stop - first - ledger.done_count(first, stop)} of "
-                               f"{stop - first} jobs had not run after {timeout:.0f} s")
+STALL = 60.0  # seconds without a job run that end a phase as stalled (its workers died, say)
+
+
+def _wait_done(ledger: Ledger, stop: int, timeout: float, what: str, first: int = 0, stall: float = STALL) -> None:
+    now = time.monotonic()
+    deadline, last, seen = now + timeout, now, -1
+    while (done := ledger.done_count(first, stop)) < stop - first:
+        now = time.monotonic()
+        if done != seen:
+            seen, last = done, now
+        if now > deadline:
+            raise TimeoutError(f"{what}: {stop - first - done} of {stop - first} jobs had not run after {timeout:.0f} s")
+        if now - last > stall:
+            raise TimeoutError(f"{what}: no job ran for {stall:.0f} s ({stop - first - done} of {stop - first} "
+                               "had not run): stalled")
         time.sleep(0.01)
 
 

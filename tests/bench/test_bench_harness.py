@@ -304,3 +304,15 @@ def test_an_adapter_names_the_python_it_needs_and_gets_a_venv_of_it(tmp_path: Pa
     path.write_text('PYTHON = 3.12\n')
     with pytest.raises(venvs.RequirementsError):
         venvs.read_python(path)
+
+
+def test_a_phase_whose_jobs_stop_running_ends_as_stalled_before_its_timeout(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench" / "harness"))
+    import peer
+    from ledger import Ledger
+
+    ledger = Ledger.create(tmp_path / "ledger", 10)
+    ledger.record(0)  # one job ran, then nothing: the rest never will
+    with pytest.raises(TimeoutError, match="stalled"):
+        peer._wait_done(ledger, 10, timeout=60.0, what="drain", stall=0.2)
+    ledger.close()
