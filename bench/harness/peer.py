@@ -97,6 +97,8 @@ class Adapter:
     #: the harness combines it with the Redis server's mode.
     classes: dict[str, str] = {}
     needs: tuple[str, ...] = ()  # servers it needs: "redis", "postgresql"
+    #: variant name -> the servers that variant needs, where variants differ (else `needs` applies)
+    variant_needs: dict[str, tuple[str, ...]] = {}
     storage = ""  # e.g. "SQLite WAL, synchronous=FULL", "Redis 7", "PostgreSQL 15"
     has_batch = False  # whether `enqueue_batch` is implemented
     unavailable: str | None = None  # why this peer cannot run here (exact error), or None
@@ -192,12 +194,21 @@ class Result:
     extra: dict[str, float] = field(default_factory=dict)  # figures of a special row (e.g. rss_mb)
 
 
-def _wait_done(ledger: Ledger, stop: int, timeout: float, what: str, first: int = 0) -> None:
-    deadline = time.monotonic() + timeout
-    while ledger.done_count(first, stop) < stop - first:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: {stop - first - ledger.done_count(first, stop)} of "
-                               f"{stop - first} jobs had not run after {timeout:.0f} s")
+STALL = 60.0  # seconds without a job run that end a phase as stalled (its workers died, say)
+
+
+def _wait_done(ledger: Ledger, stop: int, timeout: float, what: str, first: int = 0, stall: float = STALL) -> None:
+    now = time.monotonic()
+    deadline, last, seen = now + timeout, now, -1
+    while (done := ledger.done_count(first, stop)) < stop - first:
+        now = time.monotonic()
+        if done != seen:
+            seen, last = done, now
+        if now > deadline:
+            raise TimeoutError(f"{what}: {stop - first - done} of {stop - first} jobs had not run after {timeout:.0f} s")
+        if now - last > stall:
+            raise TimeoutError(f"{what}: no job ran for {stall:.0f} s ({stop - first - done} of {stop - first} "
+                               "had not run): stalled")
         time.sleep(0.01)
 
 
@@ -325,8 +336,9 @@ def main(cls: type[Adapter], argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "info":
         print(json.dumps({"name": cls.name, "variants": cls.variants, "classes": cls.classes,
-                          "needs": list(cls.needs), "storage": cls.storage, "has_batch": cls.has_batch,
-                          "unavailable": cls.unavailable}))
+                          "needs": list(cls.needs),
+                          "variant_needs": {k: list(v) for k, v in cls.variant_needs.items()},
+                          "storage": cls.storage, "has_batch": cls.has_batch, "unavailable": cls.unavailable}))
     elif args.command == "produce":
         produce(cls, args)
     else:
