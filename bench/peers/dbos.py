@@ -57,6 +57,7 @@ class Dbos(Adapter):
     }
     classes = {"pg": "fsync", "sqlite": "fsync"}
     needs = ("postgresql",)
+    variant_needs = {"sqlite": ()}  # its SQLite variant needs no server
     storage = "DBOS system database: PostgreSQL (fsync=on, synchronous_commit=on) or SQLite (synchronous=FULL)"
 
     def __init__(self, ctx):

@@ -60,6 +60,7 @@ class DjQueue(Adapter):
     }
     classes = {"sqlite": "fsync", "pg": "fsync"}
     needs = ("postgresql",)
+    variant_needs = {"sqlite": ()}  # its SQLite variant needs no server
     storage = "SQLite WAL synchronous=FULL, or PostgreSQL (fsync=on, synchronous_commit=on)"
     has_batch = True
     unavailable = (None if sys.version_info >= (3, 12) else
