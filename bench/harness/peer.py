@@ -37,15 +37,17 @@ a lost job has no rate the harness will print.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -54,6 +56,11 @@ if str(HERE) not in sys.path:
 from ledger import ENV, Ledger  # noqa: E402
 
 PEERS = HERE.parent / "peers"
+# An adapter's file is named like the package it benchmarks (celery.py, huey.py, actorq.py...),
+# so with bench/peers on the path `import celery` would find the adapter. Running an adapter
+# puts its folder first on sys.path: importing this module takes it off, and `Context.env`
+# never puts it on a worker's PYTHONPATH (a worker imports its app module from `Context.app`).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != PEERS]
 #: durability classes, strongest first:
 #: "fsync" - an accepted job is on disk (fsync'd) before the producer hears so;
 #: "process" - survives a crash of any process, not of the machine (fsync later or per second);
@@ -75,14 +82,22 @@ class Context:
     pg_url: str | None = None  # postgresql://..., a database of its own, empty
 
     def env(self, *paths: Path) -> dict[str, str]:
-        """The environment for the system's worker processes: the ledger and ``paths`` on PYTHONPATH."""
+        """The environment for the system's worker processes: the ledger, and ``paths`` and the
+        harness's folder (for ``ledger``) on PYTHONPATH, never bench/peers (see `PEERS`)."""
         env = dict(os.environ)
         env[ENV] = str(self.ledger)
-        extra = [str(p) for p in (*paths, PEERS, HERE)]
-        if env.get("PYTHONPATH"):
-            extra.append(env["PYTHONPATH"])
-        env["PYTHONPATH"] = os.pathsep.join(extra)
+        inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != PEERS]
+        env["PYTHONPATH"] = os.pathsep.join([str(p) for p in (*paths, HERE)] + inherited)
         return env
+
+    def app(self, *modules: str) -> Path:
+        """Copy ``modules`` (files of bench/peers, e.g. ``"celery_app.py"``) into ``workdir/app``
+        and return that folder: where a worker runs and imports them from (give it to `env`)."""
+        folder = self.workdir / "app"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in modules:
+            shutil.copyfile(PEERS / name, folder / name)
+        return folder
 
 
 class Adapter:
@@ -136,6 +151,35 @@ class Adapter:
 
 
 # -- helpers for adapters -----------------------------------------------------------
+def load_module(name: str, folder: Path = PEERS) -> Any:
+    """Import ``folder/name.py`` as the module ``name`` (an app module, on the producer's side:
+    bench/peers is off the path)."""
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {folder / name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_started(procs: Sequence[subprocess.Popen[bytes]], logs: Sequence[Path], wait: float = 0.5) -> None:
+    """Raise with the log's tail if a worker process already exited ``wait`` seconds after its start."""
+    time.sleep(wait)
+    for proc, log in zip(procs, logs):
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise RuntimeError(f"worker exited with {proc.returncode} at start: {tail}")
+
+
+def bin_of(command: str) -> str:
+    """The console script ``command`` of this interpreter's virtualenv (beside ``sys.executable``)."""
+    path = Path(sys.executable).parent / command
+    if not path.exists():
+        raise FileNotFoundError(f"{command} is not installed beside {sys.executable}")
+    return str(path)
+
+
 def spawn(cmd: Sequence[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     """Start a worker command in a session of its own, its output to ``log``."""
     out = open(log, "ab")
@@ -354,4 +398,4 @@ def main(cls: type[Adapter], argv: list[str] | None = None) -> None:
             print(text)
 
 
-__all__ = ["Adapter", "Context", "Result", "main", "spawn", "stop_group"]
+__all__ = ["Adapter", "Context", "Result", "bin_of", "check_started", "load_module", "main", "spawn", "stop_group"]

@@ -39,44 +39,18 @@ file's name would shadow the ``arq`` package.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 _PEERS = Path(__file__).resolve().parent
-# this file is named like the package it benchmarks: keep bench/peers off the path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _PEERS]
-sys.path.insert(0, str(_PEERS.parent / "harness"))
+sys.path.insert(0, str(_PEERS.parent / "harness"))  # importing peer takes bench/peers off the path
 
-from peer import Adapter, main, spawn, stop_group  # noqa: E402
+import redispeer  # noqa: E402
+from peer import Adapter, main, spawn  # noqa: E402
 
-STOP_WAIT = 15.0  # seconds a graceful stop may take
 REQUIREMENTS = ["arq==0.28.0", "redis[hiredis]==5.3.1", "hiredis==3.5.0"]
 QUEUE = "arq:queue"  # arq's default queue: a sorted set of job ids
-
-
-def _flush(r) -> None:
-    """Empty the phase's Redis database; a server that is gone has nothing to empty."""
-    import redis
-
-    try:
-        r.flushdb()
-    except redis.exceptions.ConnectionError:
-        pass
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM (arq's worker stops its jobs and leaves them queued), then SIGKILL what is left."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_WAIT)
-        except subprocess.TimeoutExpired:
-            pass
-    stop_group(proc, wait=5.0)
 
 
 class ArqPeer(Adapter):
@@ -95,11 +69,7 @@ class ArqPeer(Adapter):
         self.loop = None
 
     def _redis(self):
-        import redis
-
-        if not self.ctx.redis_url:
-            raise RuntimeError("arq needs --redis-url")
-        return redis.Redis.from_url(self.ctx.redis_url)
+        return redispeer.client(self.ctx, self.name)
 
     def setup(self) -> None:
         self.appdir.mkdir(parents=True, exist_ok=True)
@@ -120,19 +90,13 @@ class ArqPeer(Adapter):
 
     def start_workers(self) -> None:
         env = self.ctx.env(self.appdir)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in env["PYTHONPATH"].split(os.pathsep) if p and Path(p).resolve() != _PEERS)
-        env["BENCH_REDIS_URL"] = self.ctx.redis_url
+        env[redispeer.URL_ENV] = self.ctx.redis_url
         for n in range(self.ctx.processes):
             cmd = [sys.executable, "-m", "arq", "arq_app.WorkerSettings"]
             self.workers.append(spawn(cmd, env, self.appdir, self.ctx.workdir / f"worker{n}.log"))
 
     def stop_workers(self) -> None:
-        for proc in self.workers:  # both stop at once
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.workers:
-            _stop(proc)
+        redispeer.stop(self.workers)
         self.workers = []
 
     def remaining(self) -> int:
@@ -144,7 +108,7 @@ class ArqPeer(Adapter):
             self.loop.close()
             self.loop = None
         if self.ctx.redis_url:
-            _flush(self._redis())
+            redispeer.flush(self.ctx, self.name)
 
 
 if __name__ == "__main__":

@@ -45,55 +45,24 @@ file's name would shadow the ``celery`` package.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
 
 _PEERS = Path(__file__).resolve().parent
-# this file is named like the package it benchmarks: keep bench/peers off the path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _PEERS]
-sys.path.insert(0, str(_PEERS.parent / "harness"))
+sys.path.insert(0, str(_PEERS.parent / "harness"))  # importing peer takes bench/peers off the path
 
-from peer import Adapter, main, spawn, stop_group  # noqa: E402
+import redispeer  # noqa: E402
+from peer import Adapter, main, spawn, load_module  # noqa: E402
 
-STOP_WAIT = 15.0  # seconds a graceful stop may take
 REQUIREMENTS = ["celery[redis]==5.7.0", "kombu==5.7.0", "redis==8.1.0"]
 QUEUE = "celery"  # Celery's default queue: a Redis list of that name
 
 
 def _load_app(appdir: Path):
-    spec = importlib.util.spec_from_file_location("celery_app", appdir / "celery_app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["celery_app"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _flush(r) -> None:
-    """Empty the phase's Redis database; a server that is gone has nothing to empty."""
-    import redis
-
-    try:
-        r.flushdb()
-    except redis.exceptions.ConnectionError:
-        pass
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the main process only (Celery's warm shutdown, which puts unacked messages back),
-    then SIGKILL what is left of its session."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_WAIT)
-        except subprocess.TimeoutExpired:
-            pass
-    stop_group(proc, wait=5.0)
+    return load_module("celery_app", appdir)
 
 
 class CeleryPeer(Adapter):
@@ -118,18 +87,12 @@ class CeleryPeer(Adapter):
         if not self.ctx.redis_url:
             raise RuntimeError("celery needs --redis-url")
         env = self.ctx.env(self.appdir)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in env["PYTHONPATH"].split(os.pathsep) if p and Path(p).resolve() != _PEERS)
-        env["BENCH_REDIS_URL"] = self.ctx.redis_url
+        env[redispeer.URL_ENV] = self.ctx.redis_url
         env["BENCH_VARIANT"] = self.ctx.variant
         return env
 
     def _redis(self):
-        import redis
-
-        if not self.ctx.redis_url:
-            raise RuntimeError("celery needs --redis-url")
-        return redis.Redis.from_url(self.ctx.redis_url)
+        return redispeer.client(self.ctx, self.name)
 
     def setup(self) -> None:
         self.appdir.mkdir(parents=True, exist_ok=True)
@@ -158,8 +121,7 @@ class CeleryPeer(Adapter):
         self.workers.append(spawn(cmd, self._env(), self.appdir, self.ctx.workdir / "worker.log"))
 
     def stop_workers(self) -> None:
-        for proc in self.workers:
-            _stop(proc)
+        redispeer.stop(self.workers)
         self.workers = []
 
     def remaining(self) -> int:
@@ -169,7 +131,7 @@ class CeleryPeer(Adapter):
 
     def teardown(self) -> None:
         if self.ctx.redis_url:
-            _flush(self._redis())
+            redispeer.flush(self.ctx, self.name)
 
 
 if __name__ == "__main__":

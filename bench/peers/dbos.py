@@ -35,13 +35,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "harness"), str(Path(__file__).resolve().parent)]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))  # importing peer takes bench/peers off the path
 
 from peer import Adapter, main, spawn, stop_group  # noqa: E402
 
-import sqlpeers_util as util  # noqa: E402  (from bench/peers, before unshadow() takes it off sys.path)
+import sqlpeer as util  # noqa: E402
 
-util.unshadow()
 
 REQUIREMENTS = ["dbos==3.4.0"]
 APP = "bench"  # as in dbos_app.py

@@ -39,13 +39,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "harness"), str(Path(__file__).resolve().parent)]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))  # importing peer takes bench/peers off the path
 
 from peer import Adapter, main, spawn, stop_group  # noqa: E402
 
-import sqlpeers_util as util  # noqa: E402  (from bench/peers, before unshadow() takes it off sys.path)
+import sqlpeer as util  # noqa: E402
 
-util.unshadow()
 
 PYTHON = "3.12"  # the interpreter its virtualenv needs (dj-queue: Requires-Python >=3.12)
 REQUIREMENTS = ["dj-queue[postgres]==0.14.2", "Django==6.1.3", "psycopg[binary]==3.3.9"]

@@ -34,48 +34,21 @@ file's name would shadow the ``dramatiq`` package.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 _PEERS = Path(__file__).resolve().parent
-# this file is named like the package it benchmarks: keep bench/peers off the path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _PEERS]
-sys.path.insert(0, str(_PEERS.parent / "harness"))
+sys.path.insert(0, str(_PEERS.parent / "harness"))  # importing peer takes bench/peers off the path
 
-from peer import Adapter, main, spawn, stop_group  # noqa: E402
+import redispeer  # noqa: E402
+from peer import Adapter, main, spawn, load_module  # noqa: E402
 
-STOP_WAIT = 15.0  # seconds a graceful stop may take
 REQUIREMENTS = ["dramatiq[redis]==2.2.1", "redis==8.1.0"]
 THREADS = 8  # Dramatiq's default worker threads per process
 NAMESPACE = "dramatiq"  # RedisBroker's default key prefix
 QUEUE = "default"
-
-
-def _flush(r) -> None:
-    """Empty the phase's Redis database; a server that is gone has nothing to empty."""
-    import redis
-
-    try:
-        r.flushdb()
-    except redis.exceptions.ConnectionError:
-        pass
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the main process only (Dramatiq's master forwards it to its workers once),
-    then SIGKILL what is left of its session."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_WAIT)
-        except subprocess.TimeoutExpired:
-            pass
-    stop_group(proc, wait=5.0)
 
 
 class DramatiqPeer(Adapter):
@@ -96,17 +69,11 @@ class DramatiqPeer(Adapter):
         if not self.ctx.redis_url:
             raise RuntimeError("dramatiq needs --redis-url")
         env = self.ctx.env(self.appdir)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in env["PYTHONPATH"].split(os.pathsep) if p and Path(p).resolve() != _PEERS)
-        env["BENCH_REDIS_URL"] = self.ctx.redis_url
+        env[redispeer.URL_ENV] = self.ctx.redis_url
         return env
 
     def _redis(self):
-        import redis
-
-        if not self.ctx.redis_url:
-            raise RuntimeError("dramatiq needs --redis-url")
-        return redis.Redis.from_url(self.ctx.redis_url)
+        return redispeer.client(self.ctx, self.name)
 
     def setup(self) -> None:
         self.appdir.mkdir(parents=True, exist_ok=True)
@@ -115,10 +82,7 @@ class DramatiqPeer(Adapter):
 
     def connect(self) -> None:
         os.environ["BENCH_REDIS_URL"] = self._env()["BENCH_REDIS_URL"]
-        spec = importlib.util.spec_from_file_location("dramatiq_app", _PEERS / "dramatiq_app.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["dramatiq_app"] = module
-        spec.loader.exec_module(module)
+        module = load_module("dramatiq_app")
         self.actor = module.noop
 
     def enqueue(self, i: int) -> None:
@@ -130,8 +94,7 @@ class DramatiqPeer(Adapter):
         self.workers.append(spawn(cmd, self._env(), self.appdir, self.ctx.workdir / "worker.log"))
 
     def stop_workers(self) -> None:
-        for proc in self.workers:
-            _stop(proc)
+        redispeer.stop(self.workers)
         self.workers = []
 
     def remaining(self) -> int:
@@ -141,7 +104,7 @@ class DramatiqPeer(Adapter):
 
     def teardown(self) -> None:
         if self.ctx.redis_url:
-            _flush(self._redis())
+            redispeer.flush(self.ctx, self.name)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ shadow the ``huey`` package.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -38,11 +37,9 @@ import sys
 from pathlib import Path
 
 _PEERS = Path(__file__).resolve().parent
-# this file is named like the package it benchmarks: keep bench/peers off the path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _PEERS]
-sys.path.insert(0, str(_PEERS.parent / "harness"))
+sys.path.insert(0, str(_PEERS.parent / "harness"))  # importing peer takes bench/peers off the path
 
-from peer import Adapter, main, spawn, stop_group  # noqa: E402
+from peer import Adapter, main, spawn, stop_group, load_module  # noqa: E402
 
 REQUIREMENTS = ["huey==3.5.4", "redis==8.1.0"]
 STOP_WAIT = 10.0  # seconds a graceful stop (SIGINT: finish running tasks) may take
@@ -76,8 +73,6 @@ class HueyPeer(Adapter):
 
     def _env(self) -> dict[str, str]:
         env = self.ctx.env(self.appdir)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in env["PYTHONPATH"].split(os.pathsep) if p and Path(p).resolve() != _PEERS)
         env.update(self._settings())
         return env
 
@@ -87,10 +82,7 @@ class HueyPeer(Adapter):
 
     def connect(self) -> None:
         os.environ.update(self._settings())
-        spec = importlib.util.spec_from_file_location("huey_app", _PEERS / "huey_app.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["huey_app"] = module
-        spec.loader.exec_module(module)  # SqliteHuey creates its tables here
+        module = load_module("huey_app")  # SqliteHuey creates its tables here
         self.huey, self.noop = module.huey, module.noop
 
     def enqueue(self, i: int) -> None:

@@ -29,13 +29,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "harness"), str(Path(__file__).resolve().parent)]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))  # importing peer takes bench/peers off the path
 
 from peer import Adapter, main, spawn, stop_group  # noqa: E402
 
-import sqlpeers_util as util  # noqa: E402  (from bench/peers, before unshadow() takes it off sys.path)
+import sqlpeer as util  # noqa: E402
 
-util.unshadow()
 
 # typer pinned: with typer 0.29.2 (what pgqueuer's "typer>=0.15.1" takes today) every `pgq run` dies at
 # start ("AttributeError: 'str' object has no attribute 'name'" in logconfig.setup_fancy_logger).

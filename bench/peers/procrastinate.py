@@ -28,13 +28,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "harness"), str(Path(__file__).resolve().parent)]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))  # importing peer takes bench/peers off the path
 
-from peer import Adapter, main, spawn, stop_group  # noqa: E402
+from peer import Adapter, main, spawn, stop_group, load_module  # noqa: E402
 
-import sqlpeers_util as util  # noqa: E402  (from bench/peers, before unshadow() takes it off sys.path)
+import sqlpeer as util  # noqa: E402
 
-util.unshadow()
 
 REQUIREMENTS = ["procrastinate==3.10.0", "psycopg[binary,pool]==3.3.9"]
 CONCURRENCY = 30
@@ -58,13 +57,10 @@ class Procrastinate(Adapter):
             return
         if not self.ctx.pg_url:
             raise RuntimeError("procrastinate needs --pg-url")
-        import importlib.util
         import os
 
         os.environ[util.PG_ENV] = self.ctx.pg_url
-        spec = importlib.util.spec_from_file_location("procrastinate_app", util.PEERS / "procrastinate_app.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = load_module("procrastinate_app")
         self.module = module
         self.app = module.app
         self.app.open()

@@ -29,13 +29,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "harness"), str(Path(__file__).resolve().parent)]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "harness"))  # importing peer takes bench/peers off the path
 
 from peer import Adapter, main, spawn, stop_group  # noqa: E402
 
-import sqlpeers_util as util  # noqa: E402  (from bench/peers, before unshadow() takes it off sys.path)
+import sqlpeer as util  # noqa: E402
 
-util.unshadow()
 
 REQUIREMENTS = ["queue-max==0.2.0"]
 RATE_LIMIT = 1_000_000_000  # jobs per minute per process: the limiter out of the way

@@ -31,48 +31,21 @@ file's name would shadow the ``rq`` package.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
 
 _PEERS = Path(__file__).resolve().parent
-# this file is named like the package it benchmarks: keep bench/peers off the path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _PEERS]
-sys.path.insert(0, str(_PEERS.parent / "harness"))
+sys.path.insert(0, str(_PEERS.parent / "harness"))  # importing peer takes bench/peers off the path
 
-from peer import Adapter, main, spawn, stop_group  # noqa: E402
+import redispeer  # noqa: E402
+from peer import Adapter, main, spawn  # noqa: E402
 
-STOP_WAIT = 15.0  # seconds a graceful stop may take
 REQUIREMENTS = ["rq==3.0.0", "redis==8.1.0"]
 QUEUE = "default"
 TASK = "rq_app.noop"
 RETRIES = 3
-
-
-def _flush(r) -> None:
-    """Empty the phase's Redis database; a server that is gone has nothing to empty."""
-    import redis
-
-    try:
-        r.flushdb()
-    except redis.exceptions.ConnectionError:
-        pass
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the pool's main process only (it stops its workers warmly),
-    then SIGKILL what is left of its session."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_WAIT)
-        except subprocess.TimeoutExpired:
-            pass
-    stop_group(proc, wait=5.0)
 
 
 class RQPeer(Adapter):
@@ -90,11 +63,7 @@ class RQPeer(Adapter):
         self.workers = []
 
     def _redis(self):
-        import redis
-
-        if not self.ctx.redis_url:
-            raise RuntimeError("rq needs --redis-url")
-        return redis.Redis.from_url(self.ctx.redis_url)
+        return redispeer.client(self.ctx, self.name)
 
     def setup(self) -> None:
         self.appdir.mkdir(parents=True, exist_ok=True)
@@ -119,15 +88,12 @@ class RQPeer(Adapter):
 
     def start_workers(self) -> None:
         env = self.ctx.env(self.appdir)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in env["PYTHONPATH"].split(os.pathsep) if p and Path(p).resolve() != _PEERS)
         cmd = [sys.executable, "-m", "rq.cli", "worker-pool", "-n", str(self.ctx.processes),
                "--url", self.ctx.redis_url, "--quiet", QUEUE]
         self.workers.append(spawn(cmd, env, self.appdir, self.ctx.workdir / "worker.log"))
 
     def stop_workers(self) -> None:
-        for proc in self.workers:
-            _stop(proc)
+        redispeer.stop(self.workers)
         self.workers = []
 
     def remaining(self) -> int:
@@ -137,7 +103,7 @@ class RQPeer(Adapter):
 
     def teardown(self) -> None:
         if self.ctx.redis_url:
-            _flush(self._redis())
+            redispeer.flush(self.ctx, self.name)
 
 
 if __name__ == "__main__":

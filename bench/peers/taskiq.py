@@ -50,47 +50,20 @@ file's name would shadow the ``taskiq`` package.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 _PEERS = Path(__file__).resolve().parent
-# this file is named like the package it benchmarks: keep bench/peers off the path
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _PEERS]
-sys.path.insert(0, str(_PEERS.parent / "harness"))
+sys.path.insert(0, str(_PEERS.parent / "harness"))  # importing peer takes bench/peers off the path
 
-from peer import Adapter, main, spawn, stop_group  # noqa: E402
+import redispeer  # noqa: E402
+from peer import Adapter, main, spawn, load_module  # noqa: E402
 
-STOP_WAIT = 15.0  # seconds a graceful stop may take
 REQUIREMENTS = ["taskiq[uv]==0.13.0", "uvloop==0.23.0", "taskiq-redis==1.2.4", "redis==8.1.0"]
 STREAM = "taskiq"  # RedisStreamBroker's default queue_name
 GROUP = "taskiq"  # and consumer_group_name
-
-
-def _flush(r) -> None:
-    """Empty the phase's Redis database; a server that is gone has nothing to empty."""
-    import redis
-
-    try:
-        r.flushdb()
-    except redis.exceptions.ConnectionError:
-        pass
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to taskiq's main process only (it stops its worker processes),
-    then SIGKILL what is left of its session."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_WAIT)
-        except subprocess.TimeoutExpired:
-            pass
-    stop_group(proc, wait=5.0)
 
 
 class TaskiqPeer(Adapter):
@@ -109,11 +82,7 @@ class TaskiqPeer(Adapter):
         self.loop = None
 
     def _redis(self):
-        import redis
-
-        if not self.ctx.redis_url:
-            raise RuntimeError("taskiq needs --redis-url")
-        return redis.Redis.from_url(self.ctx.redis_url)
+        return redispeer.client(self.ctx, self.name)
 
     def setup(self) -> None:
         self.appdir.mkdir(parents=True, exist_ok=True)
@@ -123,10 +92,7 @@ class TaskiqPeer(Adapter):
     def connect(self) -> None:
         self._redis()  # checks the URL is given
         os.environ["BENCH_REDIS_URL"] = self.ctx.redis_url
-        spec = importlib.util.spec_from_file_location("taskiq_app", _PEERS / "taskiq_app.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["taskiq_app"] = module
-        spec.loader.exec_module(module)
+        module = load_module("taskiq_app")
         self.broker, self.task = module.broker, module.noop
         self.loop = asyncio.new_event_loop()
         self.loop.run_until_complete(self.broker.startup())
@@ -136,16 +102,13 @@ class TaskiqPeer(Adapter):
 
     def start_workers(self) -> None:
         env = self.ctx.env(self.appdir)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in env["PYTHONPATH"].split(os.pathsep) if p and Path(p).resolve() != _PEERS)
-        env["BENCH_REDIS_URL"] = self.ctx.redis_url
+        env[redispeer.URL_ENV] = self.ctx.redis_url
         cmd = [sys.executable, "-m", "taskiq", "worker", "taskiq_app:broker", "--workers", str(self.ctx.processes),
                "--log-level", "WARNING"]
         self.workers.append(spawn(cmd, env, self.appdir, self.ctx.workdir / "worker.log"))
 
     def stop_workers(self) -> None:
-        for proc in self.workers:
-            _stop(proc)
+        redispeer.stop(self.workers)
         self.workers = []
 
     def remaining(self) -> int:
@@ -164,7 +127,7 @@ class TaskiqPeer(Adapter):
             self.loop.close()
             self.loop = None
         if self.ctx.redis_url:
-            _flush(self._redis())
+            redispeer.flush(self.ctx, self.name)
 
 
 if __name__ == "__main__":
