@@ -89,15 +89,23 @@ def read_python(path: Path) -> str | None:
 
 def find_python(version: str | None) -> str | None:
     """An interpreter of ``version`` on this machine: this one when it matches (or no version is
-    asked), else ``pythonX.Y`` on PATH, else a pyenv install of it; None when there is none."""
+    asked), else a pyenv install of it, else ``pythonX.Y`` on PATH; each candidate is run once to
+    check it is that version (pyenv's shims exist for versions that are not selected, and fail)."""
     if version is None or version == f"{sys.version_info.major}.{sys.version_info.minor}":
         return sys.executable
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = [str(p) for p in sorted(root.glob(f"{version}.*/bin/python{version}"), reverse=True)]
     found = shutil.which(f"python{version}")
     if found:
-        return found
-    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    for candidate in sorted(root.glob(f"{version}.*/bin/python{version}"), reverse=True):
-        return str(candidate)
+        candidates.append(found)
+    for candidate in candidates:
+        try:
+            done = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                                  capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0 and done.stdout.strip() == version:
+            return candidate
     return None
 
 
