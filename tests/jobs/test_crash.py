@@ -148,8 +148,10 @@ async def test_c2_sigkill_after_the_job_ran_before_its_ack(topology):
     async with Node(topo.config) as node:
         accepted = set(await node.queue().enqueue_many([Job("crash.selfkill") for _ in range(50)]))
         counts = await node.wait_idle(timeout=90)
+        # the last job's worker may still be restarting when the queue is idle: the pool comes back
+        await eventually(lambda: len(node.worker_pids()) == 2, timeout=30, message="pool back to 2 workers")
         restarts = node.runtime.worker_restarts
-        assert node.failure is None and len(node.worker_pids()) == 2
+        assert node.failure is None
     print(f"{restarts} worker restarts")
     assert counts == {"default": {"succeeded": 50}}
 
