@@ -192,6 +192,8 @@ def private_ipc_dir(prefix: str = "actorq-") -> str:
 
 def sweep_stale_ipc_dirs(prefix: str = "actorq-") -> int:
     """Remove this user's ipc directories whose owning process is gone; return how many."""
+    import psutil  # here, not at the top: worker processes never sweep, and skip loading it
+
     root = tempfile.gettempdir()
     removed = 0
     for name in os.listdir(root):
@@ -205,8 +207,6 @@ def sweep_stale_ipc_dirs(prefix: str = "actorq-") -> int:
                 pid = int(f.read().strip())
         except (OSError, ValueError):
             continue  # not ours, or made by another tool: leave it alone
-        import psutil  # here, not at the top: worker processes never sweep, and skip loading it
-
         if pid != os.getpid() and not psutil.pid_exists(pid):
             shutil.rmtree(path, ignore_errors=True)
             removed += 1

@@ -29,13 +29,13 @@ _SUMMARY = ("id, queue, task, state, priority, attempts, max_attempts, " + _epoc
 # A lease of `lease_for` seconds by the database's clock; math.inf never expires.
 _EXPIRY = ("CASE WHEN %(lease_for)s::float8 = 'Infinity' THEN 'infinity'::timestamptz"
            " ELSE now() + make_interval(secs => %(lease_for)s::float8) END")
-# One NOTIFY per queue that got ready jobs (rows of `source` with a `queue` column):
-# at most one per queue and batch, since NOTIFY serialises commits.
 # The lock a key (unique or flow) takes: one of 1,024 per lock space. The migrations' functions
-# (014, 015) compute the same expression for flow keys.
+# (014, 015, 017) compute the same expression for flow keys.
 LOCK_BUCKETS = 1024
 LOCK_BUCKET = "(hashtext({key}) & 1023)"
 
+# One NOTIFY per queue that got ready jobs (rows of `source` with a `queue` column):
+# at most one per queue and batch, since NOTIFY serialises commits.
 _NOTIFY = ("(SELECT count(*) FROM (SELECT pg_notify(%(channel)s, d.queue)"
            " FROM (SELECT DISTINCT queue FROM {source}) d) n)")
 

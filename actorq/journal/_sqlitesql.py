@@ -94,15 +94,13 @@ _TEXT = {
         f" UNION ALL SELECT unique_key, id, 1 FROM actorq_jobs WHERE unique_key IN ({{marks}}) AND state IN {LIVE}"
         " ORDER BY live"
     ),
-    # ?1 a flow key, ?2 now: admit its earliest blocked jobs into its free slots (the limit of
-    # the earliest blocked one, less its admitted jobs); a key with no blocked job admits none
     # ?1 a JSON array of flow keys, ?2 now: each key's earliest blocked jobs, up to its free slots
     # (the limit of its earliest blocked job less its admitted jobs), made ready (or scheduled),
     # in id order, by one statement for every key. SQLite's LIMIT cannot name a row of the
     # outer query, so each key's picks are walked on actorq_jobs_flow one step at a time (a
     # recursive CTE): a key's backlog is never read past its free slots. An UPDATE per key
     # cost 40 us (the statement, its triggers and its undo journal): 1,000 keys with a
-    # backlog ran at a fifth of the rate of no keys.
+    # backlog ran at a fifth of the rate of no keys. A key with no blocked job admits none.
     "admit": (
         "WITH RECURSIVE k(key) AS (SELECT value FROM json_each(?1)),"
         " room(key, n) AS MATERIALIZED (SELECT k.key, coalesce((SELECT b.flow_limit FROM actorq_jobs b"
