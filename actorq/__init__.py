@@ -10,9 +10,10 @@
 #   actorq.node           topology.toml, the Node and its tree, the command line
 # This module only re-exports the public names, each loaded on first use (PEP 562): a worker
 # process that imports `actorq.jobs.worker` does not load the node, the journal or the client.
-import importlib as _importlib
 import logging as _logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from actorq._exports import lazy_exports as _lazy_exports
 
 from actorq._version import __version__ as __version__
 
@@ -94,18 +95,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'actorq' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value  # the next use is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
-
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 
 _logging.getLogger("actorq").addHandler(_logging.NullHandler())
 

@@ -9,7 +9,7 @@ and the layers below; the two packages of layer 2 know nothing of each other)::
     3 supervisors  actorq.supervisors
     2 transports   actorq.transports | actorq.journal
     1 kernel       actorq._kernel
-    0 base         actorq.errors, actorq.ids, actorq._version
+    0 base         actorq.errors, actorq.ids, actorq._version, actorq._exports
 
 Every .py file the package installs is found through pyproject.toml's
 package-dir map and parsed, never imported. Every import of an ``actorq``
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # unit -> layer; a unit is a package, or a top-level module of its own
 LAYERS: dict[str, int] = {
-    "actorq.errors": 0, "actorq.ids": 0, "actorq._version": 0,
+    "actorq.errors": 0, "actorq.ids": 0, "actorq._version": 0, "actorq._exports": 0,
     "actorq._kernel": 1,
     "actorq.transports": 2, "actorq.journal": 2,
     "actorq.supervisors": 3,

@@ -1,8 +1,9 @@
 # The durable queue: the Journal protocol of job state transitions and its backends.
 # Each name loads its module on first use: the PostgreSQL names load psycopg (the optional
 # `postgres` extra) only then.
-import importlib as _importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from actorq._exports import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from actorq.journal.backends import migrate as migrate
@@ -74,14 +75,4 @@ __all__ = [
     "open_journal",
 ]
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'actorq.journal' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
