@@ -39,7 +39,6 @@ file's name would shadow the ``arq`` package.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
 from pathlib import Path
 
@@ -72,8 +71,7 @@ class ArqPeer(Adapter):
         return redispeer.client(self.ctx, self.name)
 
     def setup(self) -> None:
-        self.appdir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(_PEERS / "arq_app.py", self.appdir / "arq_app.py")
+        self.ctx.app("arq_app.py")  # into self.appdir
         self._redis().flushdb()
 
     def connect(self) -> None:

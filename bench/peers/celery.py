@@ -46,7 +46,6 @@ file's name would shadow the ``celery`` package.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -95,8 +94,7 @@ class CeleryPeer(Adapter):
         return redispeer.client(self.ctx, self.name)
 
     def setup(self) -> None:
-        self.appdir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(_PEERS / "celery_app.py", self.appdir / "celery_app.py")
+        self.ctx.app("celery_app.py")  # into self.appdir
         self._redis().flushdb()
 
     def connect(self) -> None:

@@ -35,7 +35,6 @@ file's name would shadow the ``dramatiq`` package.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -76,8 +75,7 @@ class DramatiqPeer(Adapter):
         return redispeer.client(self.ctx, self.name)
 
     def setup(self) -> None:
-        self.appdir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(_PEERS / "dramatiq_app.py", self.appdir / "dramatiq_app.py")
+        self.ctx.app("dramatiq_app.py")  # into self.appdir
         self._redis().flushdb()
 
     def connect(self) -> None:

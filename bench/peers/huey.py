@@ -30,7 +30,6 @@ shadow the ``huey`` package.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -77,8 +76,7 @@ class HueyPeer(Adapter):
         return env
 
     def setup(self) -> None:
-        self.appdir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(_PEERS / "huey_app.py", self.appdir / "huey_app.py")
+        self.ctx.app("huey_app.py")  # into self.appdir
 
     def connect(self) -> None:
         os.environ.update(self._settings())

@@ -31,7 +31,6 @@ file's name would shadow the ``rq`` package.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -66,8 +65,7 @@ class RQPeer(Adapter):
         return redispeer.client(self.ctx, self.name)
 
     def setup(self) -> None:
-        self.appdir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(_PEERS / "rq_app.py", self.appdir / "rq_app.py")
+        self.ctx.app("rq_app.py")  # into self.appdir
         self._redis().flushdb()
 
     def connect(self) -> None:

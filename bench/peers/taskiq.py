@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -85,8 +84,7 @@ class TaskiqPeer(Adapter):
         return redispeer.client(self.ctx, self.name)
 
     def setup(self) -> None:
-        self.appdir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(_PEERS / "taskiq_app.py", self.appdir / "taskiq_app.py")
+        self.ctx.app("taskiq_app.py")  # into self.appdir
         self._redis().flushdb()
 
     def connect(self) -> None:
