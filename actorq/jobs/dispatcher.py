@@ -348,6 +348,15 @@ class Dispatcher:
             elif worker.owner not in leased:
                 self._pump(worker)
 
+    def wake_idle(self, queue: str) -> None:
+        """A job of `queue` was just submitted on the loop: wake the workers idle for want of one.
+
+        A set lookup unless the queue's last lease found it empty, so a burst of tells costs
+        one wake; the lease that follows lands in the insert's group (`JournalWriter.submit`).
+        """
+        if queue in self._empty:
+            self.wake({queue})
+
     # -- socket ------------------------------------------------------------------------
     def _guarded(self, frames: list[bytes]) -> None:
         try:

@@ -317,7 +317,7 @@ class JournalWriter:
         return self._done
 
     # -- submitting (thread-safe) ------------------------------------------------------
-    def submit(self, kind: int, arg: Any, callback: Callback | None = None) -> None:
+    def submit(self, kind: int, arg: Any, callback: Callback | None = None) -> bool:
         """Queue one op; `callback(result, error)` runs on the loop after its group commits.
 
         Ops submitted on the loop reach the writer together at the end of the loop's turn
@@ -325,6 +325,10 @@ class JournalWriter:
         in one group: a producer's jobs with the leases of the workers they wake, a worker's
         acks with its next lease.
         After `stop`, the callback gets a `JournalError` instead (the op is not applied).
+
+        Returns:
+            True when it was submitted on the loop: an op submitted later in this turn
+            (a lease) lands in the same group, after it.
         """
         op = (kind, arg, callback)
         if threading.get_ident() == self._loop_thread:
@@ -335,10 +339,11 @@ class JournalWriter:
                 self.loop.call_soon(self._flush_turn)
             elif len(turn) >= TURN_MAX:  # a burst (tells in a loop): the writer starts on it at once
                 self._flush_turn()
-            return
+            return True
         self._queue.put(op)
         if self._closed:
             self._fail_leftovers()
+        return False
 
     def _flush_turn(self) -> None:
         """Queue the ops this turn of the loop submitted, as one item (on the loop)."""
@@ -354,9 +359,9 @@ class JournalWriter:
         """Ops submitted and not yet taken into a group (approximate; read it from anywhere)."""
         return max(0, self._submitted - self._taken) + self._queue.qsize()
 
-    def enqueue(self, job: NewJob, callback: Callback | None = None) -> None:
-        """Queue one job insert (fire-and-forget unless `callback` is given)."""
-        self.submit(ENQUEUE, job, callback)
+    def enqueue(self, job: NewJob, callback: Callback | None = None) -> bool:
+        """Queue one job insert (fire-and-forget unless `callback` is given); returns as `submit`."""
+        return self.submit(ENQUEUE, job, callback)
 
     async def call(self, kind: int, arg: Any = None) -> Any:
         """Submit one op and wait for its committed result."""

@@ -636,7 +636,11 @@ class JobRuntime:
         writer = self._writer
         if writer is None:
             raise JournalError("the node is not running")
-        writer.enqueue(job, callback)
+        if writer.enqueue(job, callback) and self._dispatcher is not None and (
+                job.run_at is None or job.run_at <= time.time()):
+            # told on the loop: a worker idle for its queue leases in this turn, so in the
+            # same group, after the insert: one commit (one fsync) from tell to a worker
+            self._dispatcher.wake_idle(job.queue)
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """``{queue: {state: count}}``, read through the writer (consistent with its commits)."""

@@ -232,3 +232,34 @@ async def test_b7_unique_keys_through_a_queue_ref_and_a_client(topology):
         await node.wait_idle(timeout=30)
     states = topo.states()
     assert again.id not in states and states[first.id] == "succeeded"
+
+
+async def test_a_job_told_to_an_idle_node_is_inserted_and_leased_in_one_group(topology, monkeypatch):
+    """`tell` on the node's loop wakes the workers idle for its queue in the same turn: the
+    lease lands in the insert's group, so the job reaches a worker after one commit, not two."""
+    from actorq.jobs import journal_writer as jw
+
+    groups: list[tuple[set[str], bool]] = []  # (ids inserted, a lease ran) of each committed group
+    commit = jw.JournalWriter._commit
+
+    def recording(self, ops):
+        group = commit(self, ops)
+        groups.append(({op[1].id for op in ops if op[0] == jw.ENQUEUE}, any(op[0] == jw.LEASE for op in ops)))
+        return group
+
+    monkeypatch.setattr(jw.JournalWriter, "_commit", recording)
+    async with Node(topology(TASKS).config) as node:
+        runtime = node._runtime()
+        queue = node.queue("default")
+        for i in range(3):
+            # idle: the workers' last leases found the queue empty
+            await eventually(lambda: "default" in runtime.dispatcher._empty
+                             and not any(w.leasing for w in runtime.dispatcher._workers.values()))
+            job_id = queue.tell(Job("e2e.async_add", [i, 1]))
+
+            async def done(n: int = i + 1) -> bool:
+                return (await node.counts()).get("default", {}).get("succeeded", 0) == n
+
+            await eventually(done, timeout=30)
+            inserted_in = [leased for ids, leased in groups if job_id in ids]
+            assert inserted_in == [True], groups
