@@ -68,3 +68,24 @@ def test_a_postgresql_row_without_a_url_is_refused(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(ROWS), "run", "nodes2-postgresql", "--jobs", "10",
                            "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "nodes2-postgresql needs --pg-url" in done.stderr
+
+
+def test_the_memory_row_leaves_the_ledgers_own_pages_out(tmp_path: Path) -> None:
+    """The ledger is the measurement's shared map, and a soak writes 8 bytes a job into it:
+    the pages a process touched there are the bench's, not the process's memory."""
+    code = f"""
+import importlib.util, json, os, pathlib, psutil
+spec = importlib.util.spec_from_file_location("rows", {str(ROWS)!r})
+rows = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rows)
+path = pathlib.Path({str(tmp_path / "ledger")!r})
+ledger = rows.Ledger.create(path, 1_000_000)
+before = rows._memory([os.getpid()], path)[0]
+for i in range(0, 1_000_000, 512):  # a write on each page of one of its arrays: 8 MB
+    ledger.mark_enqueued(i)
+after = rows._memory([os.getpid()], path)[0]
+print(json.dumps([before, after, psutil.Process().memory_info().rss / 1e6]))
+"""
+    before, after, rss = run_json("-c", code)
+    assert rss - after > 7.5  # the touched ledger pages are resident, and left out
+    assert abs(after - before) < 2.0
