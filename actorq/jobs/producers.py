@@ -380,14 +380,11 @@ class ProducerServer:
         loop: the node's loop; the writer's callbacks run on it too.
         endpoint: where to bind (an ``ipc://`` path in the runtime's private directory).
         enqueue: hands one job to the current journal writer, its callback to run on the
-            loop after the commit (`JobRuntime.enqueue`); it may raise `JournalError`.
+            loop after the commit (`JobRuntime.enqueue`, which also wakes the workers idle for
+            the job's queue, so that their lease commits in the insert's group); it may raise
+            `JournalError`.
         max_frame_bytes: the dispatcher's frame size (bounds the payloads and the frame).
         backlog: the ops waiting for the writer right now.
-        wake: called with the jobs' queues once their inserts are submitted: the dispatcher's
-            leases for idle workers then follow them into the writer, and usually commit in the
-            same group (a lease sees the inserts before it in its transaction); the commit's
-            ``on_enqueued`` wakes it again in any case.
-
         wait: waits up to some seconds for a job's end and returns its outcome, or its last
             read at the timeout (`ResultWaiters.outcome`); None: WAITs are answered BUSY.
         cancel: cancels a job through the writer and stops it (`JobRuntime.cancel`); None:
@@ -408,7 +405,7 @@ class ProducerServer:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str,
                  enqueue: Callable[[NewJob, jw.Callback], None], *, max_frame_bytes: int,
-                 backlog: Callable[[], int], wake: Callable[[set[str]], None] | None = None,
+                 backlog: Callable[[], int],
                  wait: Callable[[str, float], Awaitable[JobResult | None]] | None = None,
                  cancel: Callable[[str], Awaitable[bool]] | None = None) -> None:
         self.loop = loop
@@ -428,7 +425,6 @@ class ProducerServer:
         self.max_frame_bytes = max_frame_bytes
         self._enqueue = enqueue
         self._backlog = backlog
-        self._wake = wake
         self.dropped = DropCounter("producers", logger)
         self.accepted = 0
         self.jobs = 0
@@ -596,8 +592,6 @@ class ProducerServer:
                 self._enqueue(job, done)
             except Exception as exc:  # no writer runs (it is restarting): this job is not committed
                 done(None, exc)
-        if self._wake is not None:  # idle workers' leases queue behind these jobs: one group for both
-            self._wake({job.queue for job in jobs})
 
     def _parse(self, frame: bytes) -> tuple[str, int, Any]:
         return parse_request(frame, self.max_frame_bytes)

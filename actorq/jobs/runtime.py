@@ -505,7 +505,7 @@ class JobRuntime:
         server = ProducerServer(asyncio.get_running_loop(), endpoint, self.enqueue,
                                 max_frame_bytes=self.dispatcher_config.max_frame_bytes,
                                 backlog=lambda: self._writer.backlog if self._writer is not None else 0,
-                                wake=self.wake, wait=self.waiters.outcome, cancel=self.cancel)
+                                wait=self.waiters.outcome, cancel=self.cancel)
         try:
             server.start()
             if endpoint.startswith("ipc://"):  # a socket needs write permission to connect to
@@ -638,8 +638,9 @@ class JobRuntime:
             raise JournalError("the node is not running")
         if writer.enqueue(job, callback) and self._dispatcher is not None and (
                 job.run_at is None or job.run_at <= time.time()):
-            # told on the loop: a worker idle for its queue leases in this turn, so in the
-            # same group, after the insert: one commit (one fsync) from tell to a worker
+            # submitted on the loop (a tell, a producer's job): the workers idle for its queue
+            # lease in this turn, so in the same group, after the insert: one commit (one fsync)
+            # between the producer and a worker; the only wake an enqueue gets before its commit
             self._dispatcher.wake_idle(job.queue)
 
     async def counts(self) -> dict[str, dict[str, int]]:
